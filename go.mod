@@ -1,0 +1,3 @@
+module github.com/microchannels/channels
+
+go 1.26.0
