@@ -1,0 +1,78 @@
+package broker
+
+import (
+	"context"
+	"log/slog"
+)
+
+// Handler processes one delivery. A nil error acknowledges the message; an
+// error makes the retry policy decide (retry, dead-letter or drop).
+type Handler func(ctx context.Context, msg *Message) error
+
+// Adapter is the contract between the plugin and one broker. It holds only
+// what the plugin calls; optional abilities are separate small interfaces.
+//
+// Names handed to an adapter are final: the plugin has already applied the
+// namespace prefix.
+type Adapter interface {
+	// Name is the adapter's type name ("Redis", "AMQP", "NATS", "Kafka", "Memory").
+	Name() string
+	// Connect opens connections. It may be called again after Close.
+	Connect(ctx context.Context, env Env) error
+	// Publish sends one message and returns once the broker accepted it.
+	Publish(ctx context.Context, channel string, msg *Outgoing) error
+	// Subscribe provisions everything the channel needs (streams, groups,
+	// queues, consumers) and returns a subscription that has not started
+	// delivering yet. Provisioning errors surface here.
+	Subscribe(ctx context.Context, ch *Channel) (Subscription, error)
+	// Close releases connections. Subscriptions must have been drained first;
+	// Close drains any that were not, bounded by ctx.
+	Close(ctx context.Context) error
+}
+
+// Subscription is a provisioned channel consumer.
+type Subscription interface {
+	// Start begins delivering. It cannot fail: connection problems after this
+	// point are retried with backoff inside the adapter.
+	Start()
+	// Drain stops fetching, waits for in-flight handlers (bounded by ctx),
+	// settles them, releases anything prefetched and returns. It is idempotent.
+	Drain(ctx context.Context) error
+}
+
+// Env is what the plugin gives an adapter when it connects.
+type Env struct {
+	// NodeID identifies this process; adapters derive stable consumer names from it.
+	NodeID string
+	// Serializer encodes payloads and, where the wire format needs it, headers.
+	Serializer Serializer
+	// Logger receives the adapter's logs. Never nil after Normalize.
+	Logger *slog.Logger
+}
+
+// Normalize fills defaults.
+func (e Env) Normalize() Env {
+	if e.Serializer == nil {
+		e.Serializer = JSON{}
+	}
+	if e.Logger == nil {
+		e.Logger = slog.New(slog.DiscardHandler)
+	}
+	if e.NodeID == "" {
+		e.NodeID = "node"
+	}
+	return e
+}
+
+// Outgoing is a serialized message ready to be published.
+type Outgoing struct {
+	Payload []byte
+	Headers map[string]string
+	Options PublishOptions
+}
+
+// Provisioner is implemented by adapters that can create a channel's broker
+// objects (stream, exchange, topic) ahead of any subscription.
+type Provisioner interface {
+	Provision(ctx context.Context, channel string) error
+}

@@ -1,0 +1,193 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Channel is one subscription as handed to an adapter: names are final and
+// every policy is resolved.
+type Channel struct {
+	// Name is the full channel name (stream, exchange, subject, topic).
+	Name string
+	// Group is the consumer group.
+	Group string
+	// ConsumerName is stable per node and channel; adapters that name
+	// consumers use it.
+	ConsumerName string
+	// MaxInFlight bounds concurrently running handlers (>= 1).
+	MaxInFlight int
+	Retry       RetryPolicy
+	DeadLetter  DeadLetterPolicy
+	// AdapterOptions holds typed per-channel options; each adapter picks the
+	// values of its own types and ignores the others.
+	AdapterOptions []any
+	// Handler is the composed handler (interceptors already applied).
+	Handler    Handler
+	Serializer Serializer
+	Logger     *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Validate checks a channel before an adapter subscribes it.
+func (c *Channel) Validate() error {
+	switch {
+	case c.Name == "":
+		return fmt.Errorf("%w: channel name is empty", ErrInvalidOption)
+	case c.Group == "":
+		return fmt.Errorf("%w: channel %q has no group", ErrInvalidOption, c.Name)
+	case c.Handler == nil:
+		return fmt.Errorf("%w: channel %q has no handler", ErrInvalidOption, c.Name)
+	case c.MaxInFlight < 1:
+		return fmt.Errorf("%w: channel %q: MaxInFlight must be >= 1", ErrInvalidOption, c.Name)
+	case c.DeadLetter.Enabled && c.DeadLetter.Queue == "":
+		return fmt.Errorf("%w: channel %q: dead-letter queue name is empty", ErrInvalidOption, c.Name)
+	}
+	if err := c.Retry.Validate(); err != nil {
+		return fmt.Errorf("channel %q: %w", c.Name, err)
+	}
+	return nil
+}
+
+// Normalize fills nil Logger, Serializer and Now.
+func (c *Channel) Normalize() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Serializer == nil {
+		c.Serializer = JSON{}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Retry.Backoff == nil {
+		c.Retry.Backoff = DefaultBackoff
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+}
+
+// Option returns the first per-channel adapter option of type T.
+func Option[T any](c *Channel) (T, bool) {
+	for _, o := range c.AdapterOptions {
+		if v, ok := o.(T); ok {
+			return v, true
+		}
+		if p, ok := o.(*T); ok && p != nil {
+			return *p, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+// Action is what an adapter must do with a delivery.
+type Action uint8
+
+const (
+	// Ack acknowledges the message.
+	Ack Action = iota
+	// Retry redelivers the message after Outcome.Delay, to any member of the group.
+	Retry
+	// DeadLetter publishes a copy with Outcome.Headers to the dead-letter
+	// queue, and acknowledges the original only once that publish is confirmed.
+	DeadLetter
+	// Drop acknowledges a message that failed for good; it has been logged.
+	Drop
+)
+
+func (a Action) String() string {
+	switch a {
+	case Ack:
+		return "ack"
+	case Retry:
+		return "retry"
+	case DeadLetter:
+		return "dead-letter"
+	case Drop:
+		return "drop"
+	}
+	return fmt.Sprintf("Action(%d)", a)
+}
+
+// Outcome is the decision for one delivery.
+type Outcome struct {
+	Action Action
+	// Delay before redelivery (Retry).
+	Delay time.Duration
+	// Err is the handler or decode error (nil for Ack).
+	Err error
+	// Headers of the dead-letter copy (DeadLetter).
+	Headers map[string]string
+}
+
+// Process runs the handler for one delivery, recovering panics, and decides
+// the outcome. It never panics.
+func (c *Channel) Process(ctx context.Context, msg *Message) Outcome {
+	if msg.serializer == nil {
+		msg.serializer = c.Serializer
+	}
+	err := c.call(ctx, msg)
+	return c.Decide(msg, err)
+}
+
+func (c *Channel) call(ctx context.Context, msg *Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = NewPanicError(r)
+		}
+	}()
+	return c.Handler(ctx, msg)
+}
+
+// IsPoison reports whether err marks a message that will never succeed:
+// a decode error, a Permanent error, or an error whose Retryable() is false.
+func IsPoison(err error) bool {
+	if errors.Is(err, ErrDecode) || errors.Is(err, ErrPermanent) {
+		return true
+	}
+	var r Retryabler
+	return errors.As(err, &r) && !r.Retryable()
+}
+
+// Decide returns the outcome of a delivery that ended with err.
+func (c *Channel) Decide(msg *Message, err error) Outcome {
+	if err == nil {
+		return Outcome{Action: Ack}
+	}
+	attempt := msg.Attempt
+	if attempt < 1 {
+		attempt = 1
+	}
+	if !IsPoison(err) && attempt <= c.Retry.MaxRetries {
+		c.Logger.Warn("channels: handler failed, will retry",
+			"channel", c.Name, "group", c.Group, "id", msg.ID, "attempt", attempt, "error", err)
+		return Outcome{Action: Retry, Delay: c.Retry.Backoff.Delay(attempt), Err: err}
+	}
+	return c.GiveUp(msg, err)
+}
+
+// GiveUp returns the final outcome for a message that will not be retried:
+// DeadLetter when enabled, else Drop (logged at error level).
+func (c *Channel) GiveUp(msg *Message, err error) Outcome {
+	if c.DeadLetter.Enabled {
+		return Outcome{Action: DeadLetter, Err: err, Headers: DeadLetterHeaders(msg, err, c.Now())}
+	}
+	c.Logger.Error("channels: message dropped after its last attempt (dead-lettering disabled)",
+		"channel", c.Name, "group", c.Group, "id", msg.ID, "attempt", msg.Attempt, "error", err)
+	return Outcome{Action: Drop, Err: err}
+}
+
+// Poison returns the outcome for a delivery that could not even be decoded
+// (headers or envelope): no retries.
+func (c *Channel) Poison(msg *Message, field string, cause error) Outcome {
+	err := &DecodeError{Channel: c.Name, MsgID: msg.ID, Field: field, Err: cause}
+	c.Logger.Error("channels: poison message", "channel", c.Name, "group", c.Group, "id", msg.ID, "error", err)
+	return c.GiveUp(msg, err)
+}
+

@@ -1,0 +1,127 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+)
+
+var (
+	// ErrInvalidOption is wrapped by every configuration error.
+	ErrInvalidOption = errors.New("channels: invalid option")
+	// ErrUnknownAdapter is returned when an adapter URL scheme or type name is not registered.
+	ErrUnknownAdapter = errors.New("channels: unknown adapter")
+	// ErrNotConnected is returned when publishing or subscribing before Connect succeeded.
+	ErrNotConnected = errors.New("channels: adapter not connected")
+	// ErrClosed is returned when publishing or subscribing after Close.
+	ErrClosed = errors.New("channels: adapter closed")
+	// ErrPublish wraps broker-side publish failures (refused, not confirmed, timed out).
+	ErrPublish = errors.New("channels: publish failed")
+	// ErrEncode is wrapped by payloads or headers that cannot be serialized.
+	ErrEncode = errors.New("channels: cannot encode message")
+	// ErrDecode is wrapped by payloads or headers that cannot be deserialized.
+	// A handler error that wraps ErrDecode marks the message as poison: it is
+	// not retried and goes straight to the dead-letter queue (or is dropped).
+	ErrDecode = errors.New("channels: cannot decode message")
+	// ErrPermanent marks a handler error that must not be retried.
+	ErrPermanent = errors.New("channels: permanent failure")
+	// ErrUnsupported is returned for an operation an adapter cannot perform.
+	ErrUnsupported = errors.New("channels: unsupported by this adapter")
+	// ErrMaxAttemptsExceeded is the dead-letter cause of a message found with
+	// more deliveries than its policy allows (for example after a consumer
+	// crashed during the last attempt).
+	ErrMaxAttemptsExceeded = errors.New("channels: message exceeded its delivery attempts")
+	// ErrDrainTimeout is returned by Drain when the context ends before in-flight handlers finished.
+	ErrDrainTimeout = errors.New("channels: drain timed out with handlers still running")
+)
+
+// DecodeError reports a payload or header that could not be decoded.
+type DecodeError struct {
+	Channel string
+	MsgID   string
+	Field   string // "payload", "headers", or a header name
+	Err     error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("channels: cannot decode %s of message %q on %q: %v", e.Field, e.MsgID, e.Channel, e.Err)
+}
+
+// Unwrap returns both ErrDecode and the cause.
+func (e *DecodeError) Unwrap() []error { return []error{ErrDecode, e.Err} }
+
+// EncodeError reports a payload or header that could not be serialized.
+type EncodeError struct {
+	Channel string
+	Err     error
+}
+
+func (e *EncodeError) Error() string {
+	return fmt.Sprintf("channels: cannot encode message for %q: %v", e.Channel, e.Err)
+}
+
+// Unwrap returns both ErrEncode and the cause.
+func (e *EncodeError) Unwrap() []error { return []error{ErrEncode, e.Err} }
+
+// PanicError is what a handler panic becomes.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("channels: handler panic: %v", e.Value) }
+
+// Unwrap returns the panic value when it is an error.
+func (e *PanicError) Unwrap() error {
+	if err, ok := e.Value.(error); ok {
+		return err
+	}
+	return nil
+}
+
+// NewPanicError captures the current stack; call it from a deferred recover.
+func NewPanicError(v any) *PanicError { return &PanicError{Value: v, Stack: debug.Stack()} }
+
+// HandlerError is what a failed delivery reports in logs and to observers.
+type HandlerError struct {
+	Channel string
+	Group   string
+	MsgID   string
+	Attempt int
+	Err     error
+}
+
+func (e *HandlerError) Error() string {
+	return fmt.Sprintf("channels: handler for %q (group %q) failed on message %q attempt %d: %v",
+		e.Channel, e.Group, e.MsgID, e.Attempt, e.Err)
+}
+
+// Unwrap returns the handler's error.
+func (e *HandlerError) Unwrap() error { return e.Err }
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string   { return e.err.Error() }
+func (e *permanentError) Unwrap() []error { return []error{ErrPermanent, e.err} }
+
+// Permanent marks err as not retryable: the message skips its remaining
+// retries and is dead-lettered (or dropped) at once. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// PublishError wraps a broker-side publish failure with the channel it was for.
+type PublishError struct {
+	Channel string
+	Err     error
+}
+
+func (e *PublishError) Error() string {
+	return fmt.Sprintf("channels: publish to %q failed: %v", e.Channel, e.Err)
+}
+
+// Unwrap returns ErrPublish and the cause, so errors.Is works for both.
+func (e *PublishError) Unwrap() []error { return []error{ErrPublish, e.Err} }

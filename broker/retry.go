@@ -1,0 +1,97 @@
+package broker
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Defaults shared by every adapter.
+const (
+	// DefaultMaxInFlight is the default bound on concurrently running handlers per channel.
+	DefaultMaxInFlight = 1
+	// DefaultMaxRetries is the default number of redeliveries after the first attempt.
+	DefaultMaxRetries = 3
+	// DefaultDeadLetterQueue is the default dead-letter queue (before prefixing).
+	DefaultDeadLetterQueue = "FAILED_MESSAGES"
+	// DefaultDeadLetterExchange is the default AMQP dead-letter exchange (before prefixing).
+	DefaultDeadLetterExchange = "DEAD_LETTER"
+	// DefaultBackoffInitial is the delay before the first retry.
+	DefaultBackoffInitial = 100 * time.Millisecond
+	// DefaultBackoffMax caps the retry delay.
+	DefaultBackoffMax = 30 * time.Second
+	// DefaultBackoffMultiplier grows the delay between attempts.
+	DefaultBackoffMultiplier = 2.0
+)
+
+// Backoff gives the delay before redelivering a message whose attempt
+// number failed (attempt is 1 after the first failure).
+type Backoff interface {
+	Delay(attempt int) time.Duration
+}
+
+// BackoffFunc adapts a function to Backoff.
+type BackoffFunc func(attempt int) time.Duration
+
+// Delay calls f.
+func (f BackoffFunc) Delay(attempt int) time.Duration { return f(attempt) }
+
+// ConstantBackoff waits the same delay before every retry.
+type ConstantBackoff time.Duration
+
+// Delay returns the constant.
+func (c ConstantBackoff) Delay(int) time.Duration { return time.Duration(c) }
+
+// ExponentialBackoff waits Initial, then Initial*Multiplier, ... capped at Max.
+type ExponentialBackoff struct {
+	Initial    time.Duration
+	Max        time.Duration
+	Multiplier float64
+}
+
+// DefaultBackoff is 100ms doubling up to 30s.
+var DefaultBackoff Backoff = ExponentialBackoff{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax, Multiplier: DefaultBackoffMultiplier}
+
+// Delay returns the delay after the given failed attempt.
+func (b ExponentialBackoff) Delay(attempt int) time.Duration {
+	if attempt < 1 {
+		attempt = 1
+	}
+	m := b.Multiplier
+	if m < 1 {
+		m = 1
+	}
+	d := float64(b.Initial) * math.Pow(m, float64(attempt-1))
+	if b.Max > 0 && d > float64(b.Max) {
+		return b.Max
+	}
+	return time.Duration(d)
+}
+
+// RetryPolicy is a channel's resolved retry policy.
+type RetryPolicy struct {
+	// MaxRetries is the number of redeliveries after the first attempt (>= 0).
+	MaxRetries int
+	// Backoff gives the delay before each redelivery.
+	Backoff Backoff
+}
+
+// Validate checks the policy.
+func (p RetryPolicy) Validate() error {
+	if p.MaxRetries < 0 {
+		return fmt.Errorf("%w: MaxRetries must be >= 0", ErrInvalidOption)
+	}
+	if p.Backoff == nil {
+		return fmt.Errorf("%w: Backoff must not be nil", ErrInvalidOption)
+	}
+	return nil
+}
+
+// DeadLetterPolicy is a channel's resolved dead-letter configuration.
+type DeadLetterPolicy struct {
+	Enabled bool
+	// Queue is the full (prefixed) dead-letter channel name.
+	Queue string
+	// Exchange is the full (prefixed) AMQP dead-letter exchange name.
+	Exchange string
+}

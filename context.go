@@ -1,0 +1,177 @@
+package channels
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"go-micro.dev/v4/metadata"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// CallInfo describes the delivery a handler runs for. Handlers (and the
+// interceptors around them) read it with FromContext; sending with that ctx
+// propagates it to the next service.
+type CallInfo struct {
+	// ID identifies this handler invocation; children see it as ParentID.
+	ID string
+	// RequestID is shared by a whole chain of messages.
+	RequestID string
+	// ParentID is the ID of the invocation that sent this message, if any.
+	ParentID string
+	// Service is the full name of the service running the handler.
+	Service string
+	// Channel is the full channel name; ParentChannel is the channel of the
+	// handler that sent the message, if it was sent from one.
+	Channel       string
+	ParentChannel string
+	// Caller is the full name of the service that sent the message.
+	Caller string
+	// Group is the consumer group.
+	Group string
+	// Level is 1 for a message sent from outside any handler, parent + 1 after.
+	Level int
+	// Meta is the moleculer ctx.meta carried by the message, with its
+	// original keys and types. go-micro metadata in the same ctx holds the
+	// same entries as strings.
+	Meta map[string]any
+}
+
+type callInfoKey struct{}
+type metaKey struct{}
+
+// FromContext returns the CallInfo of the handler invocation running with ctx.
+func FromContext(ctx context.Context) (*CallInfo, bool) {
+	ci, ok := ctx.Value(callInfoKey{}).(*CallInfo)
+	return ci, ok
+}
+
+// WithMeta attaches meta that SendToChannel carries as moleculer's $meta,
+// with keys and value types kept exactly (go-micro metadata is carried too,
+// but go-micro title-cases its keys when read).
+func WithMeta(ctx context.Context, meta map[string]any) context.Context {
+	merged := map[string]any{}
+	if prev, ok := ctx.Value(metaKey{}).(map[string]any); ok {
+		for k, v := range prev {
+			merged[k] = v
+		}
+	}
+	for k, v := range meta {
+		merged[k] = v
+	}
+	return context.WithValue(ctx, metaKey{}, merged)
+}
+
+// outgoingHeaders builds the headers of a send: a copy of the user headers
+// plus the context headers of ctx.
+func (p *Plugin) outgoingHeaders(ctx context.Context, user map[string]string) (map[string]string, error) {
+	ci, inHandler := FromContext(ctx)
+	md, hasMD := metadata.FromContext(ctx)
+	own, hasOwn := ctx.Value(metaKey{}).(map[string]any)
+	if !inHandler && !hasMD && !hasOwn {
+		if len(user) == 0 {
+			return nil, nil
+		}
+		return broker.CloneHeaders(user, 0), nil
+	}
+	h := broker.CloneHeaders(user, 6)
+	if inHandler {
+		h[broker.HeaderRequestID] = ci.RequestID
+		h[broker.HeaderParentID] = ci.ID
+		h[broker.HeaderCaller] = ci.Service
+		h[broker.HeaderParentChannelName] = ci.Channel
+		h[broker.HeaderLevel] = strconv.Itoa(ci.Level)
+	} else {
+		h[broker.HeaderRequestID] = p.newID()
+		h[broker.HeaderLevel] = "0"
+	}
+	meta := map[string]any{}
+	if inHandler {
+		for k, v := range ci.Meta {
+			meta[k] = v
+		}
+	}
+	for k, v := range md {
+		if _, dup := meta[k]; !dup {
+			meta[k] = v
+		}
+	}
+	for k, v := range own {
+		meta[k] = v
+	}
+	if len(meta) > 0 {
+		b, err := p.o.serializer.Marshal(meta)
+		if err != nil {
+			return nil, fmt.Errorf("serialize $meta: %w", err)
+		}
+		h[broker.HeaderMeta] = base64.StdEncoding.EncodeToString(b)
+	}
+	return h, nil
+}
+
+func (p *Plugin) newID() string {
+	return p.nodeID + "-" + strconv.FormatUint(p.ids.Add(1), 36)
+}
+
+// contextWrapper is the outermost handler: it turns the context headers of
+// the message into a CallInfo and go-micro metadata. Headers that do not
+// decode make the message poison.
+func (p *Plugin) contextWrapper(r *resolved, next broker.Handler) broker.Handler {
+	return func(ctx context.Context, msg *broker.Message) error {
+		ci := &CallInfo{ID: p.newID(), Service: r.service, Channel: r.ch.Name, Group: r.ch.Group, Level: 1}
+		if h := msg.Headers; len(h) > 0 {
+			ci.RequestID = h[broker.HeaderRequestID]
+			ci.ParentID = h[broker.HeaderParentID]
+			ci.Caller = h[broker.HeaderCaller]
+			ci.ParentChannel = h[broker.HeaderParentChannelName]
+			if lv, err := strconv.Atoi(h[broker.HeaderLevel]); err == nil {
+				ci.Level = lv + 1
+			}
+			if enc, ok := h[broker.HeaderMeta]; ok && enc != "" {
+				meta, err := p.decodeMeta(enc)
+				if err != nil {
+					return &broker.DecodeError{Channel: msg.Channel, MsgID: msg.ID, Field: broker.HeaderMeta, Err: err}
+				}
+				ci.Meta = meta
+				md := make(metadata.Metadata, len(meta))
+				for k, v := range meta {
+					md[k] = metaString(v)
+				}
+				ctx = metadata.NewContext(ctx, md)
+			}
+		}
+		if ci.RequestID == "" {
+			ci.RequestID = ci.ID
+		}
+		return next(context.WithValue(ctx, callInfoKey{}, ci), msg)
+	}
+}
+
+func (p *Plugin) decodeMeta(enc string) (map[string]any, error) {
+	b, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := p.o.serializer.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func metaString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case nil:
+		return ""
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}

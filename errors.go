@@ -1,0 +1,44 @@
+package channels
+
+import (
+	"errors"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// Errors of the plugin. The broker sentinels are re-exported so callers need
+// one import for errors.Is.
+var (
+	// ErrInvalidOption is wrapped by every configuration error.
+	ErrInvalidOption = broker.ErrInvalidOption
+	// ErrUnknownAdapter is returned for an unknown adapter type name or URL scheme.
+	ErrUnknownAdapter = broker.ErrUnknownAdapter
+	// ErrNotConnected is returned by SendToChannel before Start (or BeforeStart) connected the adapter.
+	ErrNotConnected = broker.ErrNotConnected
+	// ErrClosed is returned by SendToChannel after Stop.
+	ErrClosed = broker.ErrClosed
+	// ErrPublish wraps broker-side publish failures.
+	ErrPublish = broker.ErrPublish
+	// ErrEncode is wrapped by payloads that cannot be serialized.
+	ErrEncode = broker.ErrEncode
+	// ErrDecode is wrapped by payloads or headers that cannot be decoded.
+	ErrDecode = broker.ErrDecode
+	// ErrDrainTimeout is returned by Stop when handlers were still running when its context ended.
+	ErrDrainTimeout = broker.ErrDrainTimeout
+
+	// ErrInvalidSchema is wrapped by malformed service schemas.
+	ErrInvalidSchema = errors.New("channels: invalid service schema")
+	// ErrNoHandler is wrapped when a declared channel has no handler.
+	ErrNoHandler = errors.New("channels: channel has no handler")
+	// ErrDuplicateProperty is returned when two plugins of one service claim
+	// the same schema property, send method, adapter property or trigger name.
+	ErrDuplicateProperty = errors.New("channels: schema property claimed by two plugins")
+	// ErrUnknownChannel is returned by the local trigger for a channel the schema does not declare.
+	ErrUnknownChannel = errors.New("channels: unknown channel")
+	// ErrAlreadyStarted is returned when registering schemas or starting a running plugin.
+	ErrAlreadyStarted = errors.New("channels: plugin already started")
+)
+
+// Permanent marks a handler error as not retryable: the message goes to the
+// dead-letter queue (or is dropped) without further attempts.
+func Permanent(err error) error { return broker.Permanent(err) }

@@ -1,0 +1,250 @@
+package memory
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Bus is an in-process broker: named channels, each with durable groups.
+type Bus struct {
+	mu     sync.Mutex
+	topics map[string]*topic
+	seq    atomic.Uint64
+}
+
+// NewBus returns an empty bus.
+func NewBus() *Bus { return &Bus{topics: map[string]*topic{}} }
+
+var buses = struct {
+	sync.Mutex
+	m map[string]*Bus
+}{m: map[string]*Bus{}}
+
+// NamedBus returns the process-wide bus with that name, creating it. The
+// empty name is the default bus used by "memory://".
+func NamedBus(name string) *Bus {
+	buses.Lock()
+	defer buses.Unlock()
+	b, ok := buses.m[name]
+	if !ok {
+		b = NewBus()
+		buses.m[name] = b
+	}
+	return b
+}
+
+// DefaultRetainLimit bounds the messages a channel with no group keeps for
+// its first group.
+const DefaultRetainLimit = 10000
+
+type topic struct {
+	groups map[string]*group
+	// retained holds messages published while the channel had no group.
+	retained []*entry
+}
+
+type entry struct {
+	id      string
+	payload []byte
+	headers map[string]string
+	attempt int
+	ts      time.Time
+}
+
+// group is a durable consumer group: a FIFO of ready entries shared by its
+// members, plus the timers of scheduled retries.
+type group struct {
+	mu     sync.Mutex
+	queue  []*entry
+	head   int
+	wake   chan struct{}
+	timers map[*time.Timer]struct{}
+	// pending counts entries delivered and not settled, for Stats.
+	pending int
+}
+
+func newGroup() *group {
+	return &group{wake: make(chan struct{}), timers: map[*time.Timer]struct{}{}}
+}
+
+func (g *group) push(e *entry) {
+	g.mu.Lock()
+	g.queue = append(g.queue, e)
+	w := g.wake
+	g.wake = make(chan struct{})
+	g.mu.Unlock()
+	close(w)
+}
+
+// pop returns the oldest ready entry, blocking until one arrives or stop closes.
+func (g *group) pop(stop <-chan struct{}) *entry {
+	for {
+		g.mu.Lock()
+		if g.head < len(g.queue) {
+			e := g.queue[g.head]
+			g.queue[g.head] = nil
+			g.head++
+			if g.head == len(g.queue) {
+				g.queue, g.head = g.queue[:0], 0
+			} else if g.head > 1024 && g.head*2 > len(g.queue) {
+				n := copy(g.queue, g.queue[g.head:])
+				g.queue, g.head = g.queue[:n], 0
+			}
+			g.pending++
+			g.mu.Unlock()
+			return e
+		}
+		w := g.wake
+		g.mu.Unlock()
+		select {
+		case <-w:
+		case <-stop:
+			return nil
+		}
+	}
+}
+
+// settle marks a delivered entry as done.
+func (g *group) settle() {
+	g.mu.Lock()
+	g.pending--
+	g.mu.Unlock()
+}
+
+// retryAfter puts e back in the queue after d.
+func (g *group) retryAfter(e *entry, d time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pending--
+	if d <= 0 {
+		g.queue = append(g.queue, e)
+		w := g.wake
+		g.wake = make(chan struct{})
+		close(w)
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		g.mu.Lock()
+		_, live := g.timers[t]
+		delete(g.timers, t)
+		g.mu.Unlock()
+		if live {
+			g.push(e)
+		}
+	})
+	g.timers[t] = struct{}{}
+}
+
+// requeue gives back an entry that was popped but not processed.
+func (g *group) requeue(e *entry) {
+	g.mu.Lock()
+	g.pending--
+	// Put it first so order is kept.
+	if g.head > 0 {
+		g.head--
+		g.queue[g.head] = e
+	} else {
+		g.queue = append([]*entry{e}, g.queue...)
+	}
+	w := g.wake
+	g.wake = make(chan struct{})
+	g.mu.Unlock()
+	close(w)
+}
+
+// groupFor returns the group of a channel, creating both.
+func (b *Bus) groupFor(channel, name string) *group {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t, ok := b.topics[channel]
+	if !ok {
+		t = &topic{groups: map[string]*group{}}
+		b.topics[channel] = t
+	}
+	g, ok := t.groups[name]
+	if !ok {
+		g = newGroup()
+		if len(t.groups) == 0 {
+			g.queue, t.retained = t.retained, nil
+		}
+		t.groups[name] = g
+	}
+	return g
+}
+
+// publish fans a message out to every group of the channel and returns how
+// many groups received it. A channel with no group keeps it (up to
+// DefaultRetainLimit) for its first group.
+func (b *Bus) publish(channel string, payload []byte, headers map[string]string, now time.Time) int {
+	id := strconv.FormatUint(b.seq.Add(1), 10)
+	b.mu.Lock()
+	t := b.topics[channel]
+	if t == nil {
+		t = &topic{groups: map[string]*group{}}
+		b.topics[channel] = t
+	}
+	if len(t.groups) == 0 {
+		if len(t.retained) < DefaultRetainLimit {
+			t.retained = append(t.retained, &entry{id: id, payload: payload, headers: headers, attempt: 1, ts: now})
+		}
+		b.mu.Unlock()
+		return 0
+	}
+	groups := make([]*group, 0, len(t.groups))
+	for _, g := range t.groups {
+		groups = append(groups, g)
+	}
+	b.mu.Unlock()
+	for _, g := range groups {
+		g.push(&entry{id: id, payload: payload, headers: headers, attempt: 1, ts: now})
+	}
+	return len(groups)
+}
+
+// GroupStats describes one group of a channel.
+type GroupStats struct {
+	// Ready is the number of messages waiting for a consumer.
+	Ready int
+	// Pending is the number of messages delivered and not settled.
+	Pending int
+	// Scheduled is the number of messages waiting for a retry delay.
+	Scheduled int
+}
+
+// Stats returns the state of one group, for tests and diagnostics.
+func (b *Bus) Stats(channel, groupName string) (GroupStats, bool) {
+	b.mu.Lock()
+	t := b.topics[channel]
+	var g *group
+	if t != nil {
+		g = t.groups[groupName]
+	}
+	b.mu.Unlock()
+	if g == nil {
+		return GroupStats{}, false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return GroupStats{Ready: len(g.queue) - g.head, Pending: g.pending, Scheduled: len(g.timers)}, true
+}
+
+// Reset stops every pending retry timer and forgets all channels.
+func (b *Bus) Reset() {
+	b.mu.Lock()
+	topics := b.topics
+	b.topics = map[string]*topic{}
+	b.mu.Unlock()
+	for _, t := range topics {
+		for _, g := range t.groups {
+			g.mu.Lock()
+			for tm := range g.timers {
+				tm.Stop()
+			}
+			g.timers = map[*time.Timer]struct{}{}
+			g.mu.Unlock()
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package channels
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/hooks"
+)
+
+// Defaults of the plugin options.
+const (
+	DefaultSchemaProperty        = "Channels"
+	DefaultSendMethodName        = "SendToChannel"
+	DefaultAdapterPropertyName   = "ChannelAdapter"
+	DefaultChannelHandlerTrigger = "EmitLocalChannelHandler"
+	// DefaultConnectTimeout bounds Start when its context has no deadline.
+	DefaultConnectTimeout = 30 * time.Second
+	// DefaultStopTimeout bounds the drain of Stop when its context has no deadline.
+	DefaultStopTimeout = 30 * time.Second
+	// DefaultPublishTimeout bounds SendToChannel when its context has no deadline.
+	DefaultPublishTimeout = 10 * time.Second
+)
+
+// Option configures a Plugin.
+type Option func(*options) error
+
+type options struct {
+	adapterSpec           any
+	schemaProperty        string
+	sendMethodName        string
+	adapterPropertyName   string
+	channelHandlerTrigger string
+	namespace             string
+	interceptors          []hooks.Interceptor
+	logger                *slog.Logger
+	serializer            broker.Serializer
+	nodeID                string
+	serviceName           string
+	serviceVersion        string
+	maxInFlight           int
+	maxRetries            int
+	backoff               broker.Backoff
+	deadLettering         DeadLettering
+	connectTimeout        time.Duration
+	stopTimeout           time.Duration
+	publishTimeout        time.Duration
+}
+
+func defaultOptions() options {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "node"
+	}
+	return options{
+		schemaProperty:        DefaultSchemaProperty,
+		sendMethodName:        DefaultSendMethodName,
+		adapterPropertyName:   DefaultAdapterPropertyName,
+		channelHandlerTrigger: DefaultChannelHandlerTrigger,
+		logger:                slog.New(slog.DiscardHandler),
+		serializer:            broker.JSON{},
+		nodeID:                host + "-" + strconv.Itoa(os.Getpid()),
+		maxInFlight:           broker.DefaultMaxInFlight,
+		maxRetries:            broker.DefaultMaxRetries,
+		backoff:               broker.DefaultBackoff,
+		deadLettering:         DeadLettering{QueueName: broker.DefaultDeadLetterQueue, ExchangeName: broker.DefaultDeadLetterExchange},
+		connectTimeout:        DefaultConnectTimeout,
+		stopTimeout:           DefaultStopTimeout,
+		publishTimeout:        DefaultPublishTimeout,
+	}
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+}
+
+// WithAdapter sets the adapter: a URL ("redis://127.0.0.1:6379"), a type
+// name ("Redis", "Memory") or a broker.Adapter value. URL schemes and type
+// names come from the adapter packages you import. Required.
+func WithAdapter(adapter any) Option {
+	return func(o *options) error {
+		switch a := adapter.(type) {
+		case string:
+			if a == "" {
+				return invalid("adapter is empty")
+			}
+		case broker.Adapter:
+			if a == nil {
+				return invalid("adapter is nil")
+			}
+		default:
+			return invalid("adapter must be a URL, a type name or a broker.Adapter, got %T", adapter)
+		}
+		o.adapterSpec = adapter
+		return nil
+	}
+}
+
+func nameOption(what string, dst func(*options) *string) func(string) Option {
+	return func(name string) Option {
+		return func(o *options) error {
+			if name == "" {
+				return invalid("%s is empty", what)
+			}
+			*dst(o) = name
+			return nil
+		}
+	}
+}
+
+var (
+	// WithSchemaProperty names the schema field holding the Channels (default "Channels").
+	WithSchemaProperty = nameOption("schema property", func(o *options) *string { return &o.schemaProperty })
+	// WithSendMethodName names the schema field that receives the SendFunc (default "SendToChannel").
+	WithSendMethodName = nameOption("send method name", func(o *options) *string { return &o.sendMethodName })
+	// WithAdapterPropertyName names the schema field that receives the adapter (default "ChannelAdapter").
+	WithAdapterPropertyName = nameOption("adapter property name", func(o *options) *string { return &o.adapterPropertyName })
+	// WithChannelHandlerTrigger names the schema field that receives the TriggerFunc (default "EmitLocalChannelHandler").
+	WithChannelHandlerTrigger = nameOption("channel handler trigger", func(o *options) *string { return &o.channelHandlerTrigger })
+)
+
+// WithNamespace prefixes every channel and dead-letter queue name with
+// "namespace." (moleculer's prefix; empty by default).
+func WithNamespace(ns string) Option {
+	return func(o *options) error { o.namespace = ns; return nil }
+}
+
+// WithInterceptors appends interceptors; the first registered is the outermost.
+func WithInterceptors(ics ...hooks.Interceptor) Option {
+	return func(o *options) error {
+		for i, ic := range ics {
+			if ic.LocalChannel == nil && ic.SendToChannel == nil {
+				return invalid("interceptor %d (%q) has no hook", i, ic.Name)
+			}
+		}
+		o.interceptors = append(o.interceptors, ics...)
+		return nil
+	}
+}
+
+// WithLogger sets the logger (silent by default).
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			return invalid("logger is nil")
+		}
+		o.logger = l
+		return nil
+	}
+}
+
+// WithSerializer sets the payload serializer (broker.JSON by default;
+// broker.MsgPack and broker.Raw are built in). Services sharing a channel
+// must use the same one.
+func WithSerializer(s broker.Serializer) Option {
+	return func(o *options) error {
+		if s == nil {
+			return invalid("serializer is nil")
+		}
+		o.serializer = s
+		return nil
+	}
+}
+
+// WithNodeID sets the node identity from which consumer names are derived
+// (default "hostname-pid"). A stable id keeps broker-side consumer names
+// stable across restarts; two live processes must not share one.
+func WithNodeID(id string) Option {
+	return func(o *options) error {
+		if id == "" {
+			return invalid("node id is empty")
+		}
+		o.nodeID = id
+		return nil
+	}
+}
+
+// WithService sets the service name and version used for default groups
+// when a schema has no Name field and the plugin is not installed on a
+// micro.Service.
+func WithService(name, version string) Option {
+	return func(o *options) error {
+		if name == "" {
+			return invalid("service name is empty")
+		}
+		o.serviceName, o.serviceVersion = name, version
+		return nil
+	}
+}
+
+// WithMaxInFlight sets the default per-channel bound on running handlers (default 1).
+func WithMaxInFlight(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return invalid("MaxInFlight must be >= 1, got %d", n)
+		}
+		o.maxInFlight = n
+		return nil
+	}
+}
+
+// WithMaxRetries sets the default number of redeliveries after the first
+// attempt (default 3; 0 disables retries).
+func WithMaxRetries(n int) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return invalid("MaxRetries must be >= 0, got %d", n)
+		}
+		o.maxRetries = n
+		return nil
+	}
+}
+
+// WithBackoff sets the default delay before retries (default 100ms doubling up to 30s).
+func WithBackoff(b broker.Backoff) Option {
+	return func(o *options) error {
+		if b == nil {
+			return invalid("backoff is nil")
+		}
+		o.backoff = b
+		return nil
+	}
+}
+
+// WithDeadLettering sets the default dead-letter settings (disabled by
+// default; queue "FAILED_MESSAGES", AMQP exchange "DEAD_LETTER").
+func WithDeadLettering(d DeadLettering) Option {
+	return func(o *options) error {
+		if d.QueueName == "" {
+			d.QueueName = broker.DefaultDeadLetterQueue
+		}
+		if d.ExchangeName == "" {
+			d.ExchangeName = broker.DefaultDeadLetterExchange
+		}
+		o.deadLettering = d
+		return nil
+	}
+}
+
+// WithTimeouts sets the bounds used when a context has no deadline:
+// connect (Start), stop (drain) and publish. Zero keeps a default.
+func WithTimeouts(connect, stop, publish time.Duration) Option {
+	return func(o *options) error {
+		if connect < 0 || stop < 0 || publish < 0 {
+			return invalid("timeouts must be >= 0")
+		}
+		if connect > 0 {
+			o.connectTimeout = connect
+		}
+		if stop > 0 {
+			o.stopTimeout = stop
+		}
+		if publish > 0 {
+			o.publishTimeout = publish
+		}
+		return nil
+	}
+}

@@ -1,0 +1,323 @@
+package channels
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/hooks"
+)
+
+const (
+	stateIdle int32 = iota
+	stateConnected
+	stateRunning
+	stateDraining
+	stateStopped
+)
+
+// Plugin connects service schemas to one adapter. Several plugins can be
+// installed on one service, each with its own adapter and schema property.
+type Plugin struct {
+	o       options
+	adapter broker.Adapter
+	nodeID  string
+
+	// mu serializes the lifecycle (Register, Start, Stop).
+	mu       sync.Mutex
+	schemas  []*schema
+	resolved []*resolved
+	subs     []broker.Subscription
+	svcName  string
+	svcVer   string
+
+	state atomic.Int32
+	send  atomic.Pointer[hooks.SendFunc]
+	ids   atomic.Uint64
+
+	// installErr is a Register error found while installing on a micro.Service;
+	// it is returned by BeforeStart.
+	installErr error
+}
+
+// New builds a plugin. It validates the options and resolves the adapter
+// (without connecting): bad options, an unknown adapter type or URL scheme
+// are reported here.
+func New(opts ...Option) (*Plugin, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if o.adapterSpec == nil {
+		return nil, invalid("no adapter: use channels.WithAdapter(\"memory://\") or a broker URL")
+	}
+	names := map[string]string{}
+	for what, n := range map[string]string{"schema property": o.schemaProperty, "send method name": o.sendMethodName,
+		"adapter property name": o.adapterPropertyName, "channel handler trigger": o.channelHandlerTrigger} {
+		if other, dup := names[n]; dup {
+			return nil, invalid("%s and %s are both %q", what, other, n)
+		}
+		names[n] = what
+	}
+	p := &Plugin{o: o, nodeID: o.nodeID}
+	switch a := o.adapterSpec.(type) {
+	case string:
+		ad, err := broker.Resolve(a)
+		if err != nil {
+			return nil, err
+		}
+		p.adapter = ad
+	case broker.Adapter:
+		p.adapter = a
+	}
+	send := hooks.ChainSend(p.send0, o.interceptors)
+	p.send.Store(&send)
+	return p, nil
+}
+
+// Adapter returns the plugin's adapter.
+func (p *Plugin) Adapter() broker.Adapter { return p.adapter }
+
+func (p *Plugin) adapterName() string { return p.adapter.Name() }
+
+// Register adds service schemas (pointers to structs) and injects the send
+// function, adapter and trigger fields they declare. Use it before Start;
+// Install calls it for you.
+func (p *Plugin) Register(schemas ...any) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.state.Load(); st == stateConnected || st == stateRunning {
+		return ErrAlreadyStarted
+	}
+	for _, s := range schemas {
+		sc, err := p.readSchema(s)
+		if err != nil {
+			return err
+		}
+		for _, have := range p.schemas {
+			if have.ptr.Pointer() == sc.ptr.Pointer() {
+				return fmt.Errorf("%w: schema %T registered twice", ErrInvalidSchema, s)
+			}
+		}
+		p.inject(sc)
+		p.schemas = append(p.schemas, sc)
+	}
+	return nil
+}
+
+func (p *Plugin) setService(name, version string) {
+	p.mu.Lock()
+	p.svcName, p.svcVer = name, version
+	p.mu.Unlock()
+}
+
+func (p *Plugin) serviceIdentity() (string, string) {
+	if p.svcName != "" {
+		return p.svcName, p.svcVer
+	}
+	return p.o.serviceName, p.o.serviceVersion
+}
+
+func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// Start connects the adapter, provisions every channel and starts consuming.
+// It is Connect followed by Consume. Start after Stop starts again.
+func (p *Plugin) Start(ctx context.Context) error {
+	if err := p.Connect(ctx); err != nil {
+		return err
+	}
+	p.Consume()
+	return nil
+}
+
+// Connect connects the adapter and provisions every declared channel
+// (groups, queues, consumers) without delivering anything yet. Publishing
+// works from here on. All fallible work of starting happens here.
+func (p *Plugin) Connect(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.installErr; err != nil {
+		return err
+	}
+	switch p.state.Load() {
+	case stateConnected, stateRunning:
+		return ErrAlreadyStarted
+	case stateDraining:
+		return fmt.Errorf("%w: still stopping", ErrAlreadyStarted)
+	}
+	ctx, cancel := withDefaultTimeout(ctx, p.o.connectTimeout)
+	defer cancel()
+
+	svc, ver := p.serviceIdentity()
+	var all []*resolved
+	for _, s := range p.schemas {
+		rs, err := p.resolve(s, svc, ver)
+		if err != nil {
+			return err
+		}
+		all = append(all, rs...)
+	}
+	seen := map[[2]string]string{}
+	for _, r := range all {
+		k := [2]string{r.ch.Name, r.ch.Group}
+		if other, dup := seen[k]; dup {
+			return fmt.Errorf("%w: channel %q group %q declared twice (%s and %s)", ErrInvalidSchema, r.ch.Name, r.ch.Group, other, r.service)
+		}
+		seen[k] = r.service
+	}
+	env := broker.Env{NodeID: p.nodeID, Serializer: p.o.serializer, Logger: p.o.logger}
+	if err := p.adapter.Connect(ctx, env); err != nil {
+		return fmt.Errorf("channels: connect %s adapter: %w", p.adapter.Name(), err)
+	}
+	subs := make([]broker.Subscription, 0, len(all))
+	for _, r := range all {
+		sub, err := p.adapter.Subscribe(ctx, r.ch)
+		if err != nil {
+			for _, s := range subs {
+				_ = s.Drain(ctx)
+			}
+			_ = p.adapter.Close(ctx)
+			p.state.Store(stateStopped)
+			return fmt.Errorf("channels: subscribe %q (group %q): %w", r.ch.Name, r.ch.Group, err)
+		}
+		subs = append(subs, sub)
+	}
+	p.resolved, p.subs = all, subs
+	p.state.Store(stateConnected)
+	return nil
+}
+
+// Consume starts delivering to the handlers. It cannot fail; the adapters
+// retry broker errors in the background.
+func (p *Plugin) Consume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.state.CompareAndSwap(stateConnected, stateRunning) {
+		return
+	}
+	for _, s := range p.subs {
+		s.Start()
+	}
+	p.o.logger.Info("channels: consuming", "adapter", p.adapter.Name(), "channels", len(p.subs))
+}
+
+// Stop drains (stop fetching, wait for running handlers, settle them) and
+// disconnects. Without a deadline on ctx, the drain is bounded by
+// DefaultStopTimeout. Handlers still running when it ends get their context
+// cancelled and their messages are redelivered later.
+func (p *Plugin) Stop(ctx context.Context) error {
+	err := p.Drain(ctx)
+	return errors.Join(err, p.Disconnect(ctx))
+}
+
+// Drain stops consuming and waits for running handlers. Publishing still
+// works until Disconnect, so draining handlers can send downstream.
+func (p *Plugin) Drain(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.state.Load()
+	if st != stateConnected && st != stateRunning {
+		return nil
+	}
+	p.state.Store(stateDraining)
+	ctx, cancel := withDefaultTimeout(ctx, p.o.stopTimeout)
+	defer cancel()
+	errs := make([]error, len(p.subs))
+	var wg sync.WaitGroup
+	for i, s := range p.subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Drain(ctx)
+		}()
+	}
+	wg.Wait()
+	p.subs = nil
+	return errors.Join(errs...)
+}
+
+// Disconnect closes the adapter. SendToChannel returns ErrClosed afterwards.
+func (p *Plugin) Disconnect(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.state.Load()
+	if st == stateIdle || st == stateStopped {
+		return nil
+	}
+	p.state.Store(stateStopped)
+	ctx, cancel := withDefaultTimeout(ctx, p.o.stopTimeout)
+	defer cancel()
+	return p.adapter.Close(ctx)
+}
+
+// SendToChannel serializes payload and publishes it to channel (the name
+// before the namespace prefix). It returns once the broker accepted the
+// message. Without a deadline on ctx it is bounded by DefaultPublishTimeout.
+// Sending from a handler's ctx propagates the request id, caller, parent
+// channel and metadata.
+func (p *Plugin) SendToChannel(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error {
+	return (*p.send.Load())(ctx, channel, payload, opts...)
+}
+
+// send0 is the innermost send, wrapped by the SendToChannel interceptors.
+func (p *Plugin) send0(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error {
+	switch p.state.Load() {
+	case stateIdle:
+		return ErrNotConnected
+	case stateStopped:
+		return ErrClosed
+	}
+	if channel == "" {
+		return invalid("channel name is empty")
+	}
+	po, err := broker.NewPublishOptions(opts...)
+	if err != nil {
+		return err
+	}
+	name := prefixed(p.o.namespace, channel)
+	body, err := p.encode(name, payload, po.Raw)
+	if err != nil {
+		return err
+	}
+	headers, err := p.outgoingHeaders(ctx, po.Headers)
+	if err != nil {
+		return &broker.EncodeError{Channel: name, Err: err}
+	}
+	po.Headers = nil
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.o.publishTimeout)
+		defer cancel()
+	}
+	return p.adapter.Publish(ctx, name, &broker.Outgoing{Payload: body, Headers: headers, Options: po})
+}
+
+func (p *Plugin) encode(channel string, payload any, raw bool) ([]byte, error) {
+	var (
+		b   []byte
+		err error
+	)
+	if raw {
+		b, err = broker.RawBytes(payload)
+	} else {
+		b, err = p.o.serializer.Marshal(payload)
+	}
+	if err != nil {
+		return nil, &broker.EncodeError{Channel: channel, Err: err}
+	}
+	return b, nil
+}
