@@ -175,7 +175,8 @@ func CloneHeaders(h map[string]string, extra int) map[string]string {
 
 // DeadLetterHeaders builds the headers of a dead-lettered copy: the original
 // headers, x-original-channel, x-original-group, x-original-id,
-// x-redelivered-count (redeliveries so far) and the x-error-* headers.
+// x-redelivered-count (redeliveries so far) and the x-error-* headers. A
+// header named by a *DecodeError cause is moved to x-original-<name>.
 func DeadLetterHeaders(msg *Message, cause error, now time.Time) map[string]string {
 	eh := ErrorToHeaders(cause, now)
 	h := CloneHeaders(msg.Headers, 5+len(eh))
@@ -183,6 +184,15 @@ func DeadLetterHeaders(msg *Message, cause error, now time.Time) map[string]stri
 	for k := range h {
 		if strings.HasPrefix(k, HeaderErrorPrefix) {
 			delete(h, k)
+		}
+	}
+	// A header that could not be decoded would poison the dead-letter
+	// consumer too: keep its value under x-original-<name>.
+	var de *DecodeError
+	if errors.As(cause, &de) && de.Field != "payload" && de.Field != "headers" {
+		if v, ok := h[de.Field]; ok {
+			delete(h, de.Field)
+			h["x-original-"+de.Field] = v
 		}
 	}
 	h[HeaderOriginalChannel] = msg.Channel

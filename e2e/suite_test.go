@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/broker"
+)
+
+// Target is one adapter the suite runs against.
+type Target struct {
+	// Name labels the specs ("memory", "redis", "redis-cluster", ...).
+	Name string
+	// NewAdapter returns a fresh adapter; every simulated node gets its own.
+	NewAdapter func() (broker.Adapter, error)
+	// Probe tells whether the broker is reachable (nil: always).
+	Probe func() error
+	// ChannelOptions are added to every channel declared by the suite, to
+	// shorten adapter timings (claim intervals, ack waits) for tests.
+	ChannelOptions []any
+	// Timeout bounds each Eventually (default 10s).
+	Timeout time.Duration
+}
+
+var (
+	targetsMu sync.Mutex
+	targets   []Target
+)
+
+// RegisterTarget adds a target; call it from init in a target_*_test.go file.
+func RegisterTarget(t Target) {
+	targetsMu.Lock()
+	defer targetsMu.Unlock()
+	targets = append(targets, t)
+}
+
+func TestConformance(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "channels conformance")
+}
+
+// required reports whether a missing broker must fail the run (CI).
+func required() bool { return os.Getenv("CHANNELS_E2E_REQUIRE") == "1" }
+
+var _ = Describe("conformance", func() {
+	targetsMu.Lock()
+	ts := append([]Target(nil), targets...)
+	targetsMu.Unlock()
+	for _, tg := range ts {
+		Describe(tg.Name, Label(tg.Name), func() {
+			conformance(tg)
+		})
+	}
+})
+
+var seq atomic.Uint64
+
+// uniq returns a channel or group name unique to this run and spec.
+func uniq(base string) string {
+	return fmt.Sprintf("%s.%d.%d", base, os.Getpid(), seq.Add(1))
+}
+
+// harness builds nodes (plugins with their own adapter) for one spec.
+type harness struct {
+	tg      Target
+	timeout time.Duration
+}
+
+func newHarness(tg Target) *harness {
+	h := &harness{tg: tg, timeout: tg.Timeout}
+	if h.timeout == 0 {
+		h.timeout = 10 * time.Second
+	}
+	return h
+}
+
+// fast is the retry backoff used by the suite unless a spec sets its own.
+var fast = channels.WithBackoff(broker.ConstantBackoff(20 * time.Millisecond))
+
+// plugin builds a plugin on a fresh adapter without starting it.
+func (h *harness) plugin(opts ...channels.Option) *channels.Plugin {
+	GinkgoHelper()
+	a, err := h.tg.NewAdapter()
+	Expect(err).NotTo(HaveOccurred())
+	all := append([]channels.Option{channels.WithAdapter(a), fast}, opts...)
+	p, err := channels.New(all...)
+	Expect(err).NotTo(HaveOccurred())
+	return p
+}
+
+// withTargetOptions adds the target's channel options to every channel of s.
+func (h *harness) withTargetOptions(cs channels.Channels) channels.Channels {
+	for k, c := range cs {
+		c.AdapterOptions = append(append([]any(nil), c.AdapterOptions...), h.tg.ChannelOptions...)
+		cs[k] = c
+	}
+	return cs
+}
+
+// node registers schemas on a new plugin, starts it and stops it after the spec.
+func (h *harness) node(schemas []any, opts ...channels.Option) *channels.Plugin {
+	GinkgoHelper()
+	p := h.plugin(opts...)
+	for _, s := range schemas {
+		if sv, ok := s.(*service); ok {
+			sv.Channels = h.withTargetOptions(sv.Channels)
+		}
+	}
+	Expect(p.Register(schemas...)).To(Succeed())
+	Expect(p.Start(context.Background())).To(Succeed())
+	DeferCleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = p.Stop(ctx)
+	})
+	return p
+}
+
+// sender starts a plugin with no channels, for publishing.
+func (h *harness) sender(opts ...channels.Option) *channels.Plugin {
+	GinkgoHelper()
+	return h.node(nil, opts...)
+}
+
+// service is the schema used by the suite.
+type service struct {
+	Name                    string
+	Version                 string
+	Channels                channels.Channels
+	SendToChannel           channels.SendFunc
+	EmitLocalChannelHandler channels.TriggerFunc
+}
+
+// recorder collects deliveries.
+type recorder struct {
+	mu       sync.Mutex
+	msgs     []*broker.Message
+	running  atomic.Int32
+	maxSeen  atomic.Int32
+	failWith error
+	// work is simulated processing time, spent while counted as running.
+	work time.Duration
+}
+
+func (r *recorder) handle(ctx context.Context, m *broker.Message) error {
+	n := r.running.Add(1)
+	defer r.running.Add(-1)
+	for {
+		old := r.maxSeen.Load()
+		if n <= old || r.maxSeen.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	simulateWork(r.work)
+	r.mu.Lock()
+	cp := *m
+	r.msgs = append(r.msgs, &cp)
+	r.mu.Unlock()
+	return r.failWith
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs)
+}
+
+func (r *recorder) all() []*broker.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*broker.Message(nil), r.msgs...)
+}
+
+func decodeAll[T any](msgs []*broker.Message) []T {
+	out := make([]T, 0, len(msgs))
+	for _, m := range msgs {
+		var v T
+		Expect(m.Decode(&v)).To(Succeed())
+		out = append(out, v)
+	}
+	return out
+}
+
+// simulateWork stands for a handler's processing time (not a synchronisation).
+func simulateWork(d time.Duration) {
+	if d > 0 {
+		time.Sleep(d)
+	}
+}
