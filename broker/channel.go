@@ -190,4 +190,3 @@ func (c *Channel) Poison(msg *Message, field string, cause error) Outcome {
 	c.Logger.Error("channels: poison message", "channel", c.Name, "group", c.Group, "id", msg.ID, "error", err)
 	return c.GiveUp(msg, err)
 }
-
