@@ -1,0 +1,181 @@
+// Command quickstart runs two go-micro services in one program: "orders"
+// publishes order.created, and two members of "payments" share the work in
+// one consumer group. Some payments fail on purpose: most once (they are
+// retried and succeed), a few every time (they end in the dead-letter
+// queue, where orders reads them). It prints a summary.
+//
+//	go run ./examples/quickstart                       # in-memory bus, no setup
+//	go run ./examples/quickstart -adapter redis://127.0.0.1:6379
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"go-micro.dev/v4"
+	"go-micro.dev/v4/broker"
+	"go-micro.dev/v4/logger"
+	"go-micro.dev/v4/registry"
+	"go-micro.dev/v4/server"
+
+	"github.com/microchannels/channels"
+	cb "github.com/microchannels/channels/broker"
+	_ "github.com/microchannels/channels/memory" // memory:// URLs
+)
+
+// Order is the payload of order.created.
+type Order struct {
+	ID     int     `json:"id"`
+	Amount float64 `json:"amount"`
+}
+
+// Orders publishes orders and reads the dead letters.
+type Orders struct {
+	Channels      channels.Channels
+	SendToChannel channels.SendFunc
+}
+
+// Payments consumes order.created.
+type Payments struct {
+	Channels channels.Channels
+}
+
+type stats struct {
+	sent, processed, attempts, retried, dead atomic.Int64
+	seen                                     sync.Map // order id -> struct{}
+}
+
+func main() {
+	adapter := flag.String("adapter", "memory://", "adapter URL or type name (memory://, redis://127.0.0.1:6379, ...)")
+	n := flag.Int("n", 200, "orders to send")
+	flag.Parse()
+	if err := run(*adapter, *n); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func newService(ctx context.Context, name string, reg registry.Registry, opts ...micro.Option) micro.Service {
+	srv := server.NewServer(server.Name(name), server.Id(uuid.NewString()), server.Address("127.0.0.1:0"), server.Registry(reg))
+	base := []micro.Option{micro.Server(srv), micro.Registry(reg), micro.Broker(broker.NewMemoryBroker()),
+		micro.Context(ctx), micro.HandleSignal(false)}
+	return micro.NewService(append(base, opts...)...)
+}
+
+func run(adapter string, n int) error {
+	logger.DefaultLogger = logger.NewLogger(logger.WithLevel(logger.WarnLevel))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reg := registry.NewMemoryRegistry()
+	st := &stats{}
+	ns := fmt.Sprintf("quickstart-%d", os.Getpid()) // a fresh namespace per run on a shared broker
+
+	common := []channels.Option{
+		channels.WithAdapter(adapter),
+		channels.WithNamespace(ns),
+		channels.WithMaxRetries(3),
+		channels.WithBackoff(cb.ExponentialBackoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}),
+		channels.WithDeadLettering(channels.DeadLettering{Enabled: true}),
+	}
+
+	// payments: two members of one group ("payments"), each on its own plugin and connection.
+	pay := func(ctx context.Context, o Order, m *channels.Message) error {
+		st.attempts.Add(1)
+		if m.Attempt > 1 {
+			st.retried.Add(1)
+		}
+		switch {
+		case o.ID%50 == 0:
+			return fmt.Errorf("card declined for order %d", o.ID) // fails every time: dead-lettered
+		case o.ID%7 == 0 && m.Attempt == 1:
+			return errors.New("payment gateway timeout") // fails once: retried
+		}
+		if _, dup := st.seen.LoadOrStore(o.ID, struct{}{}); !dup {
+			st.processed.Add(1)
+		}
+		return nil
+	}
+	var services []micro.Service
+	for range 2 {
+		p, err := channels.New(append(common, channels.WithMaxInFlight(8))...)
+		if err != nil {
+			return err
+		}
+		services = append(services, newService(ctx, "payments", reg, p.Install(&Payments{
+			Channels: channels.Channels{"order.created": channels.On(channels.Typed(pay))},
+		})))
+	}
+
+	// orders: publishes, and reads the dead-letter queue.
+	orders := &Orders{Channels: channels.Channels{
+		"FAILED_MESSAGES": channels.On(func(ctx context.Context, m *channels.Message) error {
+			st.dead.Add(1)
+			return nil
+		}),
+	}}
+	po, err := channels.New(common...)
+	if err != nil {
+		return err
+	}
+	ready := make(chan struct{})
+	services = append(services, newService(ctx, "orders", reg, po.Install(orders),
+		micro.AfterStart(func() error { close(ready); return nil })))
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(services))
+	for _, s := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(); err != nil {
+				errs <- err
+				cancel()
+			}
+		}()
+	}
+	select {
+	case <-ready:
+	case err := <-errs:
+		return err
+	}
+
+	start := time.Now()
+	for i := 1; i <= n; i++ {
+		if err := orders.SendToChannel(ctx, "order.created", Order{ID: i, Amount: float64(i) * 1.5}); err != nil {
+			return err
+		}
+		st.sent.Add(1)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for st.processed.Load()+st.dead.Load() < st.sent.Load() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(start)
+	cancel()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return err
+	}
+
+	fmt.Printf("adapter       %s\n", adapter)
+	fmt.Printf("sent          %d\n", st.sent.Load())
+	fmt.Printf("processed     %d\n", st.processed.Load())
+	fmt.Printf("attempts      %d\n", st.attempts.Load())
+	fmt.Printf("retried       %d\n", st.retried.Load())
+	fmt.Printf("dead-lettered %d\n", st.dead.Load())
+	fmt.Printf("time          %s\n", took.Round(time.Millisecond))
+	if st.processed.Load()+st.dead.Load() != st.sent.Load() {
+		return fmt.Errorf("summary does not add up: sent %d != processed %d + dead-lettered %d",
+			st.sent.Load(), st.processed.Load(), st.dead.Load())
+	}
+	fmt.Println("ok: sent = processed + dead-lettered")
+	return nil
+}
