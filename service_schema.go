@@ -22,6 +22,12 @@ type Handler = broker.Handler
 // field named by SendMethodName, "SendToChannel" by default).
 type SendFunc = hooks.SendFunc
 
+// Interceptor bundles a localChannel and a sendToChannel hook (see package hooks).
+type Interceptor = hooks.Interceptor
+
+// Info describes the channel an interceptor wraps.
+type Info = hooks.Info
+
 // TriggerFunc calls a declared channel handler directly, with no broker:
 // the payload is serialized, wrapped in a Message (attempt 1) and handed to
 // the handler through the interceptors. It is injected into the schema field

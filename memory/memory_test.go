@@ -1,0 +1,145 @@
+package memory_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/memory"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func channel(name string, h broker.Handler) *broker.Channel {
+	return &broker.Channel{Name: name, Group: "g", MaxInFlight: 2, Handler: h,
+		Retry: broker.RetryPolicy{MaxRetries: 2, Backoff: broker.ConstantBackoff(time.Millisecond)}}
+}
+
+func TestLifecycleErrors(t *testing.T) {
+	a := memory.New(memory.WithBus(memory.NewBus()))
+	ctx := context.Background()
+	if err := a.Publish(ctx, "c", &broker.Outgoing{}); !errors.Is(err, broker.ErrNotConnected) {
+		t.Fatalf("publish before connect: %v", err)
+	}
+	if _, err := a.Subscribe(ctx, channel("c", nil)); !errors.Is(err, broker.ErrNotConnected) {
+		t.Fatalf("subscribe before connect: %v", err)
+	}
+	if err := a.Connect(ctx, broker.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Subscribe(ctx, channel("c", nil)); !errors.Is(err, broker.ErrInvalidOption) {
+		t.Fatalf("subscribe without handler: %v", err)
+	}
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Publish(ctx, "c", &broker.Outgoing{}); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("publish after close: %v", err)
+	}
+}
+
+func TestRetriesThenDeadLetterAndStats(t *testing.T) {
+	bus := memory.NewBus()
+	a := memory.New(memory.WithBus(bus))
+	ctx := context.Background()
+	if err := a.Connect(ctx, broker.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	var attempts atomic.Int32
+	ch := channel("orders", func(ctx context.Context, m *broker.Message) error {
+		attempts.Add(1)
+		return errors.New("no")
+	})
+	ch.DeadLetter = broker.DeadLetterPolicy{Enabled: true, Queue: "DLQ"}
+	sub, err := a.Subscribe(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.Start()
+	if err := a.Publish(ctx, "orders", &broker.Outgoing{Payload: []byte(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody reads the DLQ yet: it is retained for its first group.
+	eventually(t, func() bool { return attempts.Load() == 3 })
+	var dead atomic.Pointer[broker.Message]
+	dl := channel("DLQ", func(ctx context.Context, m *broker.Message) error { dead.Store(m); return nil })
+	dsub, err := a.Subscribe(ctx, dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsub.Start()
+	eventually(t, func() bool { return dead.Load() != nil })
+	if got := dead.Load().Headers["x-redelivered-count"]; got != "2" {
+		t.Fatalf("x-redelivered-count = %q", got)
+	}
+	st, ok := bus.Stats("orders", "g")
+	if !ok || st.Ready != 0 || st.Pending != 0 || st.Scheduled != 0 {
+		t.Fatalf("stats %+v %v", st, ok)
+	}
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDrainGivesBackUnstartedMessages(t *testing.T) {
+	bus := memory.NewBus()
+	a := memory.New(memory.WithBus(bus))
+	ctx := context.Background()
+	_ = a.Connect(ctx, broker.Env{})
+	release := make(chan struct{})
+	var started, finished atomic.Int32
+	ch := channel("c", func(ctx context.Context, m *broker.Message) error {
+		started.Add(1)
+		<-release
+		finished.Add(1)
+		return nil
+	})
+	sub, _ := a.Subscribe(ctx, ch)
+	sub.Start()
+	for range 5 {
+		_ = a.Publish(ctx, "c", &broker.Outgoing{Payload: []byte(`1`)})
+	}
+	eventually(t, func() bool { return started.Load() == 2 })
+	done := make(chan error)
+	go func() { done <- sub.Drain(ctx) }()
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st, _ := bus.Stats("c", "g")
+	// Everything was either handled to the end or given back, unstarted.
+	if st.Pending != 0 || int(finished.Load()) != int(started.Load()) || st.Ready+int(finished.Load()) != 5 {
+		t.Fatalf("after drain: %+v, started %d finished %d", st, started.Load(), finished.Load())
+	}
+	_ = a.Close(ctx)
+}
+
+func TestResolveURL(t *testing.T) {
+	a, err := broker.Resolve("memory://shared")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := broker.Resolve("memory://shared")
+	if a.(*memory.Adapter).Bus() != b.(*memory.Adapter).Bus() || a.(*memory.Adapter).Bus() == memory.NamedBus("") {
+		t.Fatal("memory://shared must name one shared bus")
+	}
+	if _, err := broker.Resolve("Memory"); err != nil {
+		t.Fatal(err)
+	}
+}
