@@ -9,7 +9,7 @@ import (
 
 // Bus is an in-process broker: named channels, each with durable groups.
 type Bus struct {
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	topics map[string]*topic
 	seq    atomic.Uint64
 }
@@ -180,6 +180,20 @@ func (b *Bus) groupFor(channel, name string) *group {
 // DefaultRetainLimit) for its first group.
 func (b *Bus) publish(channel string, payload []byte, headers map[string]string, now time.Time) int {
 	id := strconv.FormatUint(b.seq.Add(1), 10)
+	b.mu.RLock()
+	if t := b.topics[channel]; t != nil && len(t.groups) > 0 {
+		// Common case: read-locked fan-out; group membership changes rarely.
+		groups := make([]*group, 0, len(t.groups))
+		for _, g := range t.groups {
+			groups = append(groups, g)
+		}
+		b.mu.RUnlock()
+		for _, g := range groups {
+			g.push(&entry{id: id, payload: payload, headers: headers, attempt: 1, ts: now})
+		}
+		return len(groups)
+	}
+	b.mu.RUnlock()
 	b.mu.Lock()
 	t := b.topics[channel]
 	if t == nil {
@@ -216,13 +230,13 @@ type GroupStats struct {
 
 // Stats returns the state of one group, for tests and diagnostics.
 func (b *Bus) Stats(channel, groupName string) (GroupStats, bool) {
-	b.mu.Lock()
+	b.mu.RLock()
 	t := b.topics[channel]
 	var g *group
 	if t != nil {
 		g = t.groups[groupName]
 	}
-	b.mu.Unlock()
+	b.mu.RUnlock()
 	if g == nil {
 		return GroupStats{}, false
 	}
