@@ -593,6 +593,22 @@ func conformance(tg Target) {
 			Expect(p.SendToChannel(ctx, uniq("x"), 42, broker.WithRaw())).To(MatchError(channels.ErrEncode))
 		})
 
+		It("rejects bad configuration with typed errors and subscribes nothing", func() {
+			a, err := h.tg.NewAdapter()
+			Expect(err).NotTo(HaveOccurred())
+			_, err = channels.New(channels.WithAdapter(a), channels.WithMaxInFlight(0))
+			Expect(err).To(MatchError(channels.ErrInvalidOption))
+			_, err = channels.New(channels.WithAdapter("nosuchbroker://127.0.0.1"))
+			Expect(err).To(MatchError(channels.ErrUnknownAdapter))
+			p := h.plugin()
+			Expect(p.Register(&service{Name: "sub", Channels: channels.Channels{uniq("x"): {}}})).To(MatchError(channels.ErrNoHandler))
+			Expect(p.Register(&service{Name: "sub", Channels: channels.Channels{uniq("x"): {MaxInFlight: -1,
+				Handler: func(context.Context, *broker.Message) error { return nil }}}})).To(MatchError(channels.ErrInvalidOption))
+			// Nothing was registered: the plugin still starts and stops cleanly.
+			Expect(p.Start(ctx)).To(Succeed())
+			Expect(p.Stop(ctx)).To(Succeed())
+		})
+
 		It("can start again after Stop", func() {
 			ch := uniq("test.restart.topic")
 			rec := &recorder{}
