@@ -1,0 +1,108 @@
+// Package brokerenv tells the end-to-end tests where the brokers are and
+// what to do when one is missing: skip in a plain `go test ./...`, fail when
+// CHANNELS_E2E_REQUIRE=1 (set by `make test`, so in CI).
+//
+// Addresses come from environment variables with loopback defaults:
+//
+//	CHANNELS_REDIS_URL      redis://127.0.0.1:6379/0
+//	CHANNELS_REDIS_CLUSTER  127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+//	CHANNELS_AMQP_URL       amqp://guest:guest@127.0.0.1:5672/
+//	CHANNELS_NATS_URL       nats://127.0.0.1:4222
+//	CHANNELS_KAFKA_BROKERS  127.0.0.1:9092
+package brokerenv
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func list(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// RedisURL is the single-node Redis URL.
+func RedisURL() string { return env("CHANNELS_REDIS_URL", "redis://127.0.0.1:6379/0") }
+
+// RedisClusterAddrs are the Redis Cluster seed nodes.
+func RedisClusterAddrs() []string {
+	return list(env("CHANNELS_REDIS_CLUSTER", "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"))
+}
+
+// AMQPURL is the RabbitMQ URL.
+func AMQPURL() string { return env("CHANNELS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/") }
+
+// NATSURL is the NATS URL.
+func NATSURL() string { return env("CHANNELS_NATS_URL", "nats://127.0.0.1:4222") }
+
+// KafkaBrokers are the Kafka bootstrap brokers.
+func KafkaBrokers() []string { return list(env("CHANNELS_KAFKA_BROKERS", "127.0.0.1:9092")) }
+
+// Required reports whether a missing broker must fail the run.
+func Required() bool { return os.Getenv("CHANNELS_E2E_REQUIRE") == "1" }
+
+// Dial checks that a TCP address answers.
+func Dial(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// DialURL checks that the host of a URL answers.
+func DialURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	return Dial(u.Host)
+}
+
+var (
+	probeMu sync.Mutex
+	probed  = map[string]error{}
+)
+
+// Probe runs probe once per name and process and remembers the result.
+func Probe(name string, probe func() error) error {
+	probeMu.Lock()
+	defer probeMu.Unlock()
+	if err, ok := probed[name]; ok {
+		return err
+	}
+	err := probe()
+	probed[name] = err
+	return err
+}
+
+// Need skips the test when the broker is unreachable, or fails it when
+// brokers are required.
+func Need(t testing.TB, name string, probe func() error) {
+	t.Helper()
+	if err := Probe(name, probe); err != nil {
+		msg := fmt.Sprintf("%s unreachable: %v", name, err)
+		if Required() {
+			t.Fatalf("%s (CHANNELS_E2E_REQUIRE=1: start it with `make services`)", msg)
+		}
+		t.Skip(msg + " (start it with `make services`)")
+	}
+}
