@@ -18,7 +18,9 @@ import (
 	"github.com/microchannels/channels/e2e/brokerenv"
 )
 
-func unique(base string) string { return fmt.Sprintf("smoke.%s.%d.%d", base, os.Getpid(), time.Now().UnixNano()) }
+func unique(base string) string {
+	return fmt.Sprintf("smoke.%s.%d.%d", base, os.Getpid(), time.Now().UnixNano())
+}
 
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
