@@ -1,0 +1,274 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"sync/atomic"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/microchannels/channels/broker"
+)
+
+func init() {
+	broker.Register("Redis", []string{"redis", "rediss"}, func(u *url.URL) (broker.Adapter, error) {
+		if u == nil {
+			return New(DefaultURL)
+		}
+		return New(u.String())
+	})
+}
+
+// Stream field names shared with @moleculer/channels.
+const (
+	FieldPayload = "payload"
+	FieldHeaders = "headers"
+)
+
+const (
+	stateIdle int32 = iota
+	stateConnected
+	stateClosed
+)
+
+// Adapter implements broker.Adapter on Redis Streams (single node or Cluster).
+type Adapter struct {
+	uopts    *goredis.UniversalOptions // nil when the client is the caller's
+	external goredis.UniversalClient
+	consumer ChannelOptions
+	display  string
+
+	state  atomic.Int32
+	mu     sync.Mutex
+	client goredis.UniversalClient
+	env    broker.Env
+	subs   map[*subscription]struct{}
+}
+
+var _ broker.Adapter = (*Adapter)(nil)
+
+// New builds an adapter from a redis:// or rediss:// URL. It does not connect.
+func New(rawURL string, opts ...Option) (*Adapter, error) {
+	uo, err := parseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return newAdapter(uo, nil, redactedURL(rawURL), opts)
+}
+
+// NewFromOptions builds an adapter from go-redis universal options (one
+// address: a single node; several, or IsClusterMode: a cluster).
+func NewFromOptions(o *goredis.UniversalOptions, opts ...Option) (*Adapter, error) {
+	if o == nil || len(o.Addrs) == 0 {
+		return nil, fmt.Errorf("%w: redis options need at least one address", broker.ErrInvalidOption)
+	}
+	cp := *o
+	return newAdapter(&cp, nil, fmt.Sprint(o.Addrs), opts)
+}
+
+// NewFromClient uses an existing client. The caller keeps its lifetime:
+// Close does not close it. Blocking reads share its pool.
+func NewFromClient(c goredis.UniversalClient, opts ...Option) (*Adapter, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: redis client is nil", broker.ErrInvalidOption)
+	}
+	return newAdapter(nil, c, "client", opts)
+}
+
+func newAdapter(uo *goredis.UniversalOptions, c goredis.UniversalClient, display string, opts []Option) (*Adapter, error) {
+	a := &Adapter{uopts: uo, external: c, display: display, subs: map[*subscription]struct{}{}}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(a); err != nil {
+			return nil, err
+		}
+	}
+	if uo != nil {
+		uo.ContextTimeoutEnabled = true
+	}
+	return a, nil
+}
+
+// Name returns "Redis".
+func (a *Adapter) Name() string { return "Redis" }
+
+// String describes the target without credentials.
+func (a *Adapter) String() string { return "redis " + a.display }
+
+// Client returns the connected client (nil before Connect).
+func (a *Adapter) Client() goredis.UniversalClient {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.client
+}
+
+// Connect opens the client and checks the server answers.
+func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state.Load() == stateConnected {
+		return nil
+	}
+	a.env = env.Normalize()
+	c := a.external
+	if c == nil {
+		c = goredis.NewUniversalClient(a.uopts)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		if a.external == nil {
+			_ = c.Close()
+		}
+		return fmt.Errorf("channels/redis: connect %s: %w", a.display, errors.New(broker.Redact(err.Error())))
+	}
+	a.client = c
+	a.state.Store(stateConnected)
+	return nil
+}
+
+func (a *Adapter) check() error {
+	switch a.state.Load() {
+	case stateConnected:
+		return nil
+	case stateClosed:
+		return broker.ErrClosed
+	}
+	return broker.ErrNotConnected
+}
+
+// Publish appends the message to the stream with XADD and returns once
+// Redis accepted it.
+func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgoing) error {
+	if err := a.check(); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	c, ser := a.client, a.env.Serializer
+	a.mu.Unlock()
+	if c == nil {
+		return broker.ErrClosed
+	}
+	values, err := encodeFields(ser, msg.Payload, msg.Headers)
+	if err != nil {
+		return &broker.EncodeError{Channel: channel, Err: err}
+	}
+	args := &goredis.XAddArgs{Stream: channel, Values: values}
+	if msg.Options.MaxLen > 0 {
+		args.MaxLen, args.Approx = msg.Options.MaxLen, msg.Options.ApproxMaxLen
+	}
+	if err := c.XAdd(ctx, args).Err(); err != nil {
+		return &broker.PublishError{Channel: channel, Err: err}
+	}
+	return nil
+}
+
+// encodeFields builds XADD values: payload first, then headers when there
+// are any (the order @moleculer/channels 0.1 reads them in).
+func encodeFields(ser broker.Serializer, payload []byte, headers map[string]string) ([]any, error) {
+	if len(headers) == 0 {
+		return []any{FieldPayload, payload}, nil
+	}
+	hb, err := ser.Marshal(headers)
+	if err != nil {
+		return nil, fmt.Errorf("headers: %w", err)
+	}
+	return []any{FieldPayload, payload, FieldHeaders, hb}, nil
+}
+
+// Provision creates the stream (with no group) so publishers can start first.
+func (a *Adapter) Provision(ctx context.Context, channel string) error {
+	if err := a.check(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Subscribe creates the consumer group (XGROUP CREATE ... MKSTREAM, an
+// existing group is kept) and returns a subscription that is not started.
+func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
+	if err := a.check(); err != nil {
+		return nil, err
+	}
+	ch.Normalize()
+	if err := ch.Validate(); err != nil {
+		return nil, err
+	}
+	opts := a.consumer
+	if co, ok := broker.Option[ChannelOptions](ch); ok {
+		if err := co.Validate(); err != nil {
+			return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+		}
+		opts = opts.merge(co)
+	}
+	opts = opts.withDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
+	a.mu.Lock()
+	c := a.client
+	ser := a.env.Serializer
+	a.mu.Unlock()
+	if err := c.XGroupCreateMkStream(ctx, ch.Name, ch.Group, opts.StartID).Err(); err != nil && !isBusyGroup(err) {
+		return nil, fmt.Errorf("channels/redis: create group %q on %q: %w", ch.Group, ch.Name, err)
+	}
+	s := newSubscription(a, c, ser, ch, opts)
+	a.mu.Lock()
+	a.subs[s] = struct{}{}
+	a.mu.Unlock()
+	return s, nil
+}
+
+func isBusyGroup(err error) bool {
+	return err != nil && len(err.Error()) >= 9 && err.Error()[:9] == "BUSYGROUP"
+}
+
+// newReader returns the client used for blocking reads: a dedicated small
+// client when the adapter owns its options, else the shared client.
+func (a *Adapter) newReader() (goredis.UniversalClient, bool) {
+	if a.uopts == nil {
+		return a.client, false
+	}
+	o := *a.uopts
+	o.PoolSize = 2
+	o.MinIdleConns = 0
+	o.ContextTimeoutEnabled = true
+	return goredis.NewUniversalClient(&o), true
+}
+
+func (a *Adapter) forget(s *subscription) {
+	a.mu.Lock()
+	delete(a.subs, s)
+	a.mu.Unlock()
+}
+
+// Close drains the subscriptions still running (bounded by ctx) and closes
+// the client it opened.
+func (a *Adapter) Close(ctx context.Context) error {
+	a.mu.Lock()
+	if a.state.Load() != stateConnected {
+		a.state.Store(stateClosed)
+		a.mu.Unlock()
+		return nil
+	}
+	subs := make([]*subscription, 0, len(a.subs))
+	for s := range a.subs {
+		subs = append(subs, s)
+	}
+	a.mu.Unlock()
+	var errs []error
+	for _, s := range subs {
+		errs = append(errs, s.Drain(ctx))
+	}
+	a.mu.Lock()
+	a.state.Store(stateClosed)
+	if a.external == nil && a.client != nil {
+		errs = append(errs, a.client.Close())
+	}
+	a.client = nil
+	a.mu.Unlock()
+	return errors.Join(errs...)
+}

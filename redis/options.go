@@ -1,0 +1,183 @@
+package redis
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// Defaults of the Redis adapter.
+const (
+	// DefaultURL is used when the adapter is named by its type name alone.
+	DefaultURL = "redis://127.0.0.1:6379"
+	// DefaultReadTimeout is the XREADGROUP BLOCK time. It is never 0
+	// (forever): a drain must be able to break the read.
+	DefaultReadTimeout = 2 * time.Second
+	// DefaultMinIdleTime is how long a message must sit unacknowledged and
+	// untouched before another consumer of the group may claim it. A live
+	// handler refreshes the idle time of its messages, so only the messages
+	// of a crashed consumer reach it.
+	DefaultMinIdleTime = 30 * time.Second
+	// DefaultClaimInterval is the period of the maintenance loop that claims
+	// the messages of dead consumers and dead-letters those over their limit.
+	DefaultClaimInterval = 250 * time.Millisecond
+	// DefaultStartID is where a new group starts: "$" (new messages only).
+	// "0" makes a new group read the whole stream.
+	DefaultStartID = "$"
+	// DefaultAckBatch bounds the ids acknowledged by one XACK.
+	DefaultAckBatch = 256
+	// DefaultPendingPage is the page size of the pending-entries scan.
+	DefaultPendingPage = 100
+)
+
+// ChannelOptions are the consumer timings. Set them adapter-wide with
+// WithConsumerOptions, or per channel by putting a ChannelOptions value in
+// the channel's AdapterOptions; zero fields take the adapter value, then
+// the defaults.
+type ChannelOptions struct {
+	// ReadTimeout is the XREADGROUP BLOCK time (default 2s).
+	ReadTimeout time.Duration
+	// MinIdleTime is the idle time after which a message held by another
+	// (crashed) consumer is claimed (default 30s).
+	MinIdleTime time.Duration
+	// ClaimInterval is the maintenance loop period (default 250ms); it is also
+	// the resolution of retry delays.
+	ClaimInterval time.Duration
+	// HeartbeatInterval is how often held messages get their idle time reset
+	// (default MinIdleTime/3).
+	HeartbeatInterval time.Duration
+	// StartID is where a new group starts reading ("$" by default, "0" for
+	// the whole stream). It only applies when the group is created.
+	StartID string
+}
+
+func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
+	if over.ReadTimeout != 0 {
+		o.ReadTimeout = over.ReadTimeout
+	}
+	if over.MinIdleTime != 0 {
+		o.MinIdleTime = over.MinIdleTime
+	}
+	if over.ClaimInterval != 0 {
+		o.ClaimInterval = over.ClaimInterval
+	}
+	if over.HeartbeatInterval != 0 {
+		o.HeartbeatInterval = over.HeartbeatInterval
+	}
+	if over.StartID != "" {
+		o.StartID = over.StartID
+	}
+	return o
+}
+
+func (o ChannelOptions) withDefaults() ChannelOptions {
+	o = ChannelOptions{ReadTimeout: DefaultReadTimeout, MinIdleTime: DefaultMinIdleTime,
+		ClaimInterval: DefaultClaimInterval, StartID: DefaultStartID}.merge(o)
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = o.MinIdleTime / 3
+	}
+	return o
+}
+
+// Validate checks the timings.
+func (o ChannelOptions) Validate() error {
+	switch {
+	case o.ReadTimeout < 0:
+		return fmt.Errorf("%w: redis ReadTimeout must be > 0", broker.ErrInvalidOption)
+	case o.MinIdleTime < 0:
+		return fmt.Errorf("%w: redis MinIdleTime must be > 0", broker.ErrInvalidOption)
+	case o.ClaimInterval < 0:
+		return fmt.Errorf("%w: redis ClaimInterval must be > 0", broker.ErrInvalidOption)
+	case o.HeartbeatInterval < 0:
+		return fmt.Errorf("%w: redis HeartbeatInterval must be > 0", broker.ErrInvalidOption)
+	case o.MinIdleTime > 0 && o.HeartbeatInterval >= o.MinIdleTime:
+		return fmt.Errorf("%w: redis HeartbeatInterval (%s) must be shorter than MinIdleTime (%s)",
+			broker.ErrInvalidOption, o.HeartbeatInterval, o.MinIdleTime)
+	}
+	return nil
+}
+
+// Option configures an Adapter.
+type Option func(*Adapter) error
+
+// WithConsumerOptions sets the adapter-wide consumer timings.
+func WithConsumerOptions(o ChannelOptions) Option {
+	return func(a *Adapter) error {
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		a.consumer = a.consumer.merge(o)
+		return nil
+	}
+}
+
+// WithClusterAddrs switches to Redis Cluster with these seed nodes (the
+// URL's credentials and TLS settings still apply).
+func WithClusterAddrs(addrs ...string) Option {
+	return func(a *Adapter) error {
+		if len(addrs) == 0 {
+			return fmt.Errorf("%w: redis cluster needs at least one address", broker.ErrInvalidOption)
+		}
+		if a.uopts == nil {
+			return fmt.Errorf("%w: WithClusterAddrs needs adapter-owned connection options", broker.ErrInvalidOption)
+		}
+		a.uopts.Addrs = addrs
+		a.uopts.IsClusterMode = true
+		a.uopts.DB = 0
+		return nil
+	}
+}
+
+// WithTLS sets the TLS configuration (rediss:// URLs get one by default).
+func WithTLS(cfg *tls.Config) Option {
+	return func(a *Adapter) error {
+		if a.uopts == nil {
+			return fmt.Errorf("%w: WithTLS needs adapter-owned connection options", broker.ErrInvalidOption)
+		}
+		a.uopts.TLSConfig = cfg
+		return nil
+	}
+}
+
+// parseURL turns a redis:// or rediss:// URL into universal options.
+// Cluster: redis://host1:7001?addr=host2:7002&addr=host3:7003 (go-redis
+// cluster URL syntax); user, password and TLS work in both forms.
+func parseURL(raw string) (*goredis.UniversalOptions, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis URL: %v", broker.ErrInvalidOption, broker.Redact(err.Error()))
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("%w: redis URL scheme must be redis:// or rediss://, got %q", broker.ErrInvalidOption, u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("%w: redis URL has no host", broker.ErrInvalidOption)
+	}
+	if u.Query().Has("addr") {
+		co, err := goredis.ParseClusterURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: redis cluster URL: %v", broker.ErrInvalidOption, broker.Redact(err.Error()))
+		}
+		return &goredis.UniversalOptions{Addrs: co.Addrs, Username: co.Username, Password: co.Password,
+			TLSConfig: co.TLSConfig, IsClusterMode: true}, nil
+	}
+	o, err := goredis.ParseURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis URL: %v", broker.ErrInvalidOption, broker.Redact(err.Error()))
+	}
+	return &goredis.UniversalOptions{Addrs: []string{o.Addr}, Username: o.Username, Password: o.Password,
+		DB: o.DB, TLSConfig: o.TLSConfig, Protocol: o.Protocol}, nil
+}
+
+func redactedURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return strings.SplitN(raw, "@", 2)[len(strings.SplitN(raw, "@", 2))-1]
+}

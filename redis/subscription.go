@@ -1,0 +1,495 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// held is a message this consumer owns: running, or waiting for its retry.
+type held struct {
+	attempt int
+	timer   *time.Timer // pending retry, nil while running
+}
+
+// subscription consumes one channel for one group. Three goroutines:
+// fetch (XREADGROUP for new messages), maintain (heartbeat of held
+// messages, claim of dead consumers' messages, dead-lettering of messages
+// over their limit: one loop, so these decisions cannot race) and ack
+// (batched XACK). Retries of this consumer's own failures run on timers.
+type subscription struct {
+	a      *Adapter
+	c      goredis.UniversalClient
+	reader goredis.UniversalClient
+	owned  bool // reader is a dedicated client
+	ser    broker.Serializer
+	ch     *broker.Channel
+	opts   ChannelOptions
+	fl     *broker.Inflight
+	log    interface {
+		Warn(string, ...any)
+		Error(string, ...any)
+	}
+
+	hctx   context.Context // handlers' context, cancelled when a drain times out
+	cancel context.CancelFunc
+	stop   chan struct{} // closed when draining starts
+
+	mu   sync.Mutex
+	held map[string]*held
+
+	acks      chan string
+	ackMu     sync.RWMutex
+	acksShut  bool
+	loops     sync.WaitGroup // fetch and maintain
+	ackDone   chan struct{}
+	started   atomic.Bool
+	drainOnce sync.Once
+	drainErr  error
+}
+
+func newSubscription(a *Adapter, c goredis.UniversalClient, ser broker.Serializer, ch *broker.Channel, opts ChannelOptions) *subscription {
+	hctx, cancel := context.WithCancel(context.Background())
+	return &subscription{a: a, c: c, ser: ser, ch: ch, opts: opts, fl: broker.NewInflight(ch.MaxInFlight),
+		log: ch.Logger, hctx: hctx, cancel: cancel, stop: make(chan struct{}), held: map[string]*held{},
+		acks: make(chan string, 4*DefaultAckBatch), ackDone: make(chan struct{})}
+}
+
+func (s *subscription) Start() {
+	if !s.started.CompareAndSwap(false, true) {
+		return
+	}
+	s.reader, s.owned = s.a.newReader()
+	s.loops.Add(2)
+	go s.fetchLoop()
+	go s.maintainLoop()
+	go s.ackLoop()
+}
+
+// sleep waits d or until the drain starts; it reports whether to go on.
+func (s *subscription) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.stop:
+		return false
+	}
+}
+
+func (s *subscription) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// fetchLoop reads new messages, as many as there are free slots.
+func (s *subscription) fetchLoop() {
+	defer s.loops.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		// Wait for a free slot, but do not hold slots while blocked in
+		// XREADGROUP: the maintenance loop claims with the same slots.
+		if !s.fl.Acquire(s.hctx) {
+			return
+		}
+		s.fl.Release()
+		count := max(s.fl.Free(), 1)
+		res, err := s.reader.XReadGroup(s.hctx, &goredis.XReadGroupArgs{Group: s.ch.Group, Consumer: s.ch.ConsumerName,
+			Streams: []string{s.ch.Name, ">"}, Count: int64(count), Block: s.opts.ReadTimeout}).Result()
+		var msgs []goredis.XMessage
+		if len(res) > 0 {
+			msgs = res[0].Messages
+		}
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			if s.stopping() {
+				return
+			}
+			if isNoGroup(err) {
+				// The stream or group was deleted: recreate it and go on.
+				_ = s.c.XGroupCreateMkStream(s.hctx, s.ch.Name, s.ch.Group, s.opts.StartID).Err()
+			}
+			s.log.Warn("channels/redis: read failed, retrying", "channel", s.ch.Name, "group", s.ch.Group,
+				"error", broker.Redact(err.Error()), "in", backoff)
+			if !s.sleep(backoff) {
+				return
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		for i, m := range msgs {
+			// Usually free at once; if the maintenance loop took the slot
+			// meanwhile, wait for the next one (MaxInFlight holds).
+			if !s.fl.Acquire(s.hctx) {
+				// Draining: give the rest back untouched.
+				ids := make([]string, 0, len(msgs)-i)
+				for _, r := range msgs[i:] {
+					ids = append(ids, r.ID)
+				}
+				s.giveBack(ids, 0)
+				return
+			}
+			s.dispatch(m, 1)
+		}
+	}
+}
+
+func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
+
+// dispatch runs one message on a slot already taken.
+func (s *subscription) dispatch(m goredis.XMessage, attempt int) {
+	s.mu.Lock()
+	if h, ok := s.held[m.ID]; ok && h.timer != nil {
+		h.timer.Stop()
+	}
+	s.held[m.ID] = &held{attempt: attempt}
+	s.mu.Unlock()
+	s.fl.Go(func() { s.handle(m, attempt) })
+}
+
+func (s *subscription) decode(m goredis.XMessage, attempt int) (*broker.Message, string, error) {
+	msg := broker.NewMessage(s.ser)
+	msg.Channel, msg.Group, msg.ID, msg.Attempt, msg.Raw = s.ch.Name, s.ch.Group, m.ID, attempt, m
+	if ms, err := strconv.ParseInt(strings.SplitN(m.ID, "-", 2)[0], 10, 64); err == nil {
+		msg.Timestamp = time.UnixMilli(ms)
+	}
+	p, ok := m.Values[FieldPayload].(string)
+	if !ok {
+		return msg, "payload", fmt.Errorf("stream entry has no %q field", FieldPayload)
+	}
+	msg.Payload = []byte(p)
+	if hv, ok := m.Values[FieldHeaders]; ok {
+		hs, _ := hv.(string)
+		var h map[string]any
+		if err := s.ser.Unmarshal([]byte(hs), &h); err != nil {
+			return msg, "headers", err
+		}
+		msg.Headers = make(map[string]string, len(h))
+		for k, v := range h {
+			switch x := v.(type) {
+			case string:
+				msg.Headers[k] = x
+			case nil:
+			default:
+				msg.Headers[k] = fmt.Sprint(x)
+			}
+		}
+	}
+	return msg, "", nil
+}
+
+func (s *subscription) handle(m goredis.XMessage, attempt int) {
+	msg, field, err := s.decode(m, attempt)
+	var out broker.Outcome
+	if err != nil {
+		out = s.ch.Poison(msg, field, err)
+	} else {
+		out = s.ch.Process(s.hctx, msg)
+	}
+	s.settle(m, msg, out)
+}
+
+// settle executes an outcome.
+func (s *subscription) settle(m goredis.XMessage, msg *broker.Message, out broker.Outcome) {
+	switch out.Action {
+	case broker.Ack, broker.Drop:
+		s.release(m.ID)
+		s.ack(m.ID)
+	case broker.Retry:
+		s.scheduleRetry(m.ID, msg.Attempt, out.Delay)
+	case broker.DeadLetter:
+		if err := s.deadLetter(msg.Payload, out.Headers); err != nil {
+			// Stay pending: after MinIdleTime the message is claimed again,
+			// found over its limit and dead-lettered once more.
+			s.log.Error("channels/redis: dead-letter publish failed; the message stays pending",
+				"channel", s.ch.Name, "group", s.ch.Group, "id", m.ID, "error", err)
+			s.release(m.ID)
+			return
+		}
+		s.release(m.ID)
+		s.ack(m.ID)
+	}
+}
+
+// ack queues an id for the ack loop. After a drain that timed out, late
+// handlers do not ack: their messages stay pending and are redelivered.
+func (s *subscription) ack(id string) {
+	s.ackMu.RLock()
+	defer s.ackMu.RUnlock()
+	if !s.acksShut {
+		s.acks <- id
+	}
+}
+
+// giveBack makes held-but-unfinished messages claimable by any consumer of
+// the group after wait (0: at once), by setting their idle time with XCLAIM
+// IDLE ... JUSTID (which does not bump the delivery counter).
+func (s *subscription) giveBack(ids []string, wait time.Duration) {
+	if len(ids) == 0 {
+		return
+	}
+	idle := s.opts.MinIdleTime - wait
+	if idle < 0 {
+		idle = 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	args := []any{"XCLAIM", s.ch.Name, s.ch.Group, s.ch.ConsumerName, 0}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	args = append(args, "IDLE", idle.Milliseconds(), "JUSTID")
+	if err := s.c.Do(ctx, args...).Err(); err != nil {
+		s.log.Warn("channels/redis: give back failed; the messages are claimable after MinIdleTime",
+			"channel", s.ch.Name, "count", len(ids), "error", err)
+	}
+}
+
+func (s *subscription) deadLetter(payload []byte, headers map[string]string) error {
+	values, err := encodeFields(s.ser, payload, headers)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.c.XAdd(ctx, &goredis.XAddArgs{Stream: s.ch.DeadLetter.Queue, Values: values}).Err()
+}
+
+func (s *subscription) release(id string) {
+	s.mu.Lock()
+	delete(s.held, id)
+	s.mu.Unlock()
+}
+
+// scheduleRetry hands a failed message back to the group so that it can
+// be claimed, by any member, once the backoff delay has passed: its idle
+// time is set to MinIdleTime-delay. A delay longer than MinIdleTime keeps
+// the message held (heartbeat) until the remainder fits.
+func (s *subscription) scheduleRetry(id string, attempt int, delay time.Duration) {
+	if delay <= s.opts.MinIdleTime {
+		s.release(id)
+		s.giveBack([]string{id}, delay)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := &held{attempt: attempt}
+	s.held[id] = h
+	h.timer = time.AfterFunc(delay-s.opts.MinIdleTime, func() {
+		s.mu.Lock()
+		cur, ok := s.held[id]
+		live := ok && cur == h
+		if live {
+			delete(s.held, id)
+		}
+		s.mu.Unlock()
+		if live && !s.stopping() {
+			s.giveBack([]string{id}, s.opts.MinIdleTime)
+		}
+	})
+}
+
+// maintainLoop is the single loop that refreshes held messages, claims the
+// messages of dead consumers and gives up on those over their limit.
+func (s *subscription) maintainLoop() {
+	defer s.loops.Done()
+	lastBeat := time.Now()
+	// Jitter keeps the members of a group from ticking in lockstep, so a
+	// failed message is not always reclaimed by the member that failed it.
+	for s.sleep(s.opts.ClaimInterval/2 + rand.N(s.opts.ClaimInterval)) {
+		if time.Since(lastBeat) >= s.opts.HeartbeatInterval {
+			s.heartbeat()
+			lastBeat = time.Now()
+		}
+		s.claimIdle()
+	}
+}
+
+// heartbeat resets the idle time of every held message (XCLAIM JUSTID
+// does not bump the delivery counter), so a slow live handler keeps its
+// message.
+func (s *subscription) heartbeat() {
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.held))
+	for id := range s.held {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	for len(ids) > 0 {
+		n := min(len(ids), 500)
+		if err := s.c.XClaimJustID(s.hctx, &goredis.XClaimArgs{Stream: s.ch.Name, Group: s.ch.Group,
+			Consumer: s.ch.ConsumerName, MinIdle: 0, Messages: ids[:n]}).Err(); err != nil && !s.stopping() {
+			s.log.Warn("channels/redis: heartbeat failed", "channel", s.ch.Name, "error", err)
+		}
+		ids = ids[n:]
+	}
+}
+
+// claimIdle scans the whole pending list for entries idle longer than
+// MinIdleTime that this consumer does not hold (a dead consumer's, or a
+// crashed earlier run of this one), and claims as many as there are free
+// slots. An entry over its delivery limit is dead-lettered (or dropped)
+// without running the handler.
+func (s *subscription) claimIdle() {
+	start := "-"
+	for !s.stopping() {
+		pend, err := s.c.XPendingExt(s.hctx, &goredis.XPendingExtArgs{Stream: s.ch.Name, Group: s.ch.Group,
+			Idle: s.opts.MinIdleTime, Start: start, End: "+", Count: DefaultPendingPage}).Result()
+		if err != nil {
+			if !s.stopping() && !isNoGroup(err) {
+				s.log.Warn("channels/redis: pending scan failed", "channel", s.ch.Name, "error", err)
+			}
+			return
+		}
+		for _, p := range pend {
+			s.mu.Lock()
+			_, mine := s.held[p.ID]
+			s.mu.Unlock()
+			if mine {
+				continue
+			}
+			if !s.fl.TryAcquire() {
+				return
+			}
+			// MinIdle makes the claim atomic against other consumers doing the same.
+			msgs, err := s.c.XClaim(s.hctx, &goredis.XClaimArgs{Stream: s.ch.Name, Group: s.ch.Group,
+				Consumer: s.ch.ConsumerName, MinIdle: s.opts.MinIdleTime, Messages: []string{p.ID}}).Result()
+			if err != nil || len(msgs) == 0 {
+				s.fl.Release()
+				continue
+			}
+			m := msgs[0]
+			attempt := int(p.RetryCount) + 1
+			if m.Values == nil {
+				s.fl.Release()
+				s.ack(p.ID) // deleted entry: clear it from the pending list
+				continue
+			}
+			if attempt > s.ch.Retry.MaxRetries+1 {
+				s.mu.Lock()
+				s.held[m.ID] = &held{attempt: attempt}
+				s.mu.Unlock()
+				s.fl.Go(func() {
+					msg, _, _ := s.decode(m, attempt)
+					s.settle(m, msg, s.ch.GiveUp(msg, broker.ErrMaxAttemptsExceeded))
+				})
+				continue
+			}
+			s.dispatch(m, attempt)
+		}
+		if len(pend) < DefaultPendingPage {
+			return
+		}
+		start = "(" + pend[len(pend)-1].ID
+	}
+}
+
+// ackLoop acknowledges in batches: whatever is queued goes in one XACK, so
+// a lone message is acked at once and a burst shares round trips.
+func (s *subscription) ackLoop() {
+	defer close(s.ackDone)
+	batch := make([]string, 0, DefaultAckBatch)
+	for id := range s.acks {
+		batch = append(batch[:0], id)
+	more:
+		for len(batch) < DefaultAckBatch {
+			select {
+			case id, ok := <-s.acks:
+				if !ok {
+					break more
+				}
+				batch = append(batch, id)
+			default:
+				break more
+			}
+		}
+		s.xack(batch)
+	}
+}
+
+func (s *subscription) xack(ids []string) {
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := s.c.XAck(ctx, s.ch.Name, s.ch.Group, ids...).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt >= 5 {
+			// Unacked messages are redelivered after MinIdleTime: nothing is lost.
+			s.log.Error("channels/redis: ack failed; the messages will be redelivered", "channel", s.ch.Name,
+				"count", len(ids), "error", err)
+			return
+		}
+		time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
+	}
+}
+
+// Drain stops fetching, waits for running handlers (bounded by ctx),
+// flushes the acks, gives back what was held without running so another
+// consumer gets it at once, and removes the consumer if it holds nothing.
+func (s *subscription) Drain(ctx context.Context) error {
+	s.drainOnce.Do(func() {
+		close(s.stop)
+		s.fl.Close()
+		defer s.a.forget(s)
+		if !s.started.Load() {
+			s.cancel()
+			close(s.acks)
+			return
+		}
+		if s.owned {
+			_ = s.reader.Close() // breaks a blocking XREADGROUP at once
+		}
+		s.loops.Wait() // no new dispatch after this
+		err := s.fl.Wait(ctx)
+		s.cancel()
+		s.ackMu.Lock()
+		s.acksShut = true
+		close(s.acks)
+		s.ackMu.Unlock()
+		<-s.ackDone
+		s.mu.Lock()
+		var waiting []string
+		for id, h := range s.held {
+			if h.timer != nil && h.timer.Stop() {
+				waiting = append(waiting, id)
+			}
+		}
+		s.mu.Unlock()
+		s.giveBack(waiting, 0)
+		if err == nil {
+			s.cleanupConsumer()
+		}
+		s.drainErr = err
+	})
+	return s.drainErr
+}
+
+// cleanupConsumer removes this consumer from the group when it holds no
+// pending message (a consumer with pending messages is kept, so they are
+// not orphaned).
+func (s *subscription) cleanupConsumer() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pend, err := s.c.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: s.ch.Name, Group: s.ch.Group,
+		Start: "-", End: "+", Count: 1, Consumer: s.ch.ConsumerName}).Result()
+	if err == nil && len(pend) == 0 {
+		_ = s.c.XGroupDelConsumer(ctx, s.ch.Name, s.ch.Group, s.ch.ConsumerName).Err()
+	}
+}
