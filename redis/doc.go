@@ -1,0 +1,71 @@
+// Package redis is the Redis Streams adapter of channels, for a single
+// Redis node or a Redis Cluster (Redis >= 6.2), built on go-redis v9.
+//
+// Importing it registers the "redis://" and "rediss://" URL schemes and the
+// type name "Redis":
+//
+//	import _ "github.com/microchannels/channels/redis"
+//	p, err := channels.New(channels.WithAdapter("redis://:secret@127.0.0.1:6379/0"))
+//
+// Construction: [New] from a URL (user, password, database, TLS with
+// rediss://; a cluster with redis://host1:7001?addr=host2:7002&addr=host3:7003),
+// [NewFromOptions] from go-redis universal options, [NewFromClient] with a
+// client you own (Close leaves it open). [WithClusterAddrs] and [WithTLS]
+// adjust URL-built options.
+//
+// # Wire format (shared with @moleculer/channels)
+//
+// Channel n with prefix P is the stream "P.n"; a group g is the consumer
+// group g. An entry has the field "payload" (the serialized payload) and,
+// when there are headers, the field "headers" (the header map serialized
+// with the same serializer), in that order. A dead-lettered copy goes to the
+// stream of the dead-letter queue with the same fields; its headers carry
+// x-original-id (the original stream id) besides the shared x-original-*
+// and x-error-* headers. Consumer names are "<node id>.<service>.<channel>",
+// stable per node and channel; a consumer is deleted from the group when it
+// stops holding nothing.
+//
+// # Consumer options
+//
+// [ChannelOptions] set adapter-wide with [WithConsumerOptions] and per
+// channel in Channel.AdapterOptions:
+//
+//	ReadTimeout        XREADGROUP BLOCK time                      DefaultReadTimeout   2s
+//	MinIdleTime        idle time before another member claims     DefaultMinIdleTime   30s
+//	ClaimInterval      maintenance loop period (retry resolution) DefaultClaimInterval 250ms
+//	HeartbeatInterval  idle-time refresh of held messages         MinIdleTime/3
+//	StartID            where a new group starts                   DefaultStartID       "$"
+//
+// Capped streams: broker.WithMaxLen(n, approx) on a send adds XADD MAXLEN.
+// Trimming can remove entries a group has not read; use it only where
+// losing the oldest entries is acceptable.
+//
+// # How deliveries are handled
+//
+//   - New messages are read with XREADGROUP, never more than the free
+//     MaxInFlight slots, and each message frees its own slot when settled:
+//     no batch holds slots.
+//   - A failed message with retries left is handed back to the group: its
+//     idle time is set (XCLAIM ... IDLE ... JUSTID) so that it becomes
+//     claimable by any member exactly when its backoff delay ends. The
+//     delivery counter of the pending entry is the attempt number, so it
+//     survives restarts.
+//   - One maintenance loop per subscription refreshes the idle time of the
+//     messages this consumer holds (a live slow handler keeps its message),
+//     scans the whole pending list (paged, not the first 10 entries) for
+//     entries idle longer than MinIdleTime, claims them atomically (XCLAIM
+//     with MinIdleTime) as far as there are free slots, and dead-letters (or
+//     drops) entries already over their limit without running the handler.
+//     Claim, retry and dead-letter are decided in this one place, so they
+//     cannot race.
+//   - An entry without a payload field, or with headers that do not decode,
+//     is poison: dead-lettered at once (or dropped), never retried.
+//   - Acks are batched: whatever is queued goes in one XACK.
+//   - A dead-letter copy is written with XADD before the original is
+//     acknowledged; if the XADD fails the original stays pending and is dead-
+//     lettered again after MinIdleTime.
+//   - Drain stops reading (the blocking read uses a dedicated connection,
+//     closed at once), waits for the running handlers, flushes the acks and
+//     hands back whatever it held without running, so another member takes
+//     it at once.
+package redis
