@@ -107,4 +107,3 @@ func TestResolveByURLAndName(t *testing.T) {
 		t.Fatalf("String() leaks the password: %q", s)
 	}
 }
-
