@@ -1,0 +1,158 @@
+package redis
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/redis"
+)
+
+const childEnv = "CHANNELS_REDIS_CRASH_CHILD"
+
+var crashTimings = redis.ChannelOptions{MinIdleTime: time.Second, ClaimInterval: 50 * time.Millisecond, ReadTimeout: 500 * time.Millisecond}
+
+// TestMain runs the consumer child process when the test binary is re-executed by TestRedeliveryAfterKill.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		os.Exit(runChild(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// runChild consumes channel|group and blocks in the handler forever, after
+// printing STARTED: the parent kills it there.
+func runChild(spec string) int {
+	parts := strings.SplitN(spec, "|", 2)
+	a, err := redis.New(os.Getenv("CHANNELS_REDIS_URL_CHILD"), redis.WithConsumerOptions(crashTimings))
+	if err != nil {
+		return 2
+	}
+	p, err := channels.New(channels.WithAdapter(a), channels.WithNodeID("crash-child"))
+	if err != nil {
+		return 2
+	}
+	s := &service{Name: "crash", Channels: channels.Channels{parts[0]: {Group: parts[1],
+		Handler: func(ctx context.Context, m *channels.Message) error {
+			os.Stdout.WriteString("STARTED " + m.ID + "\n")
+			select {} // never acks
+		}}}}
+	if err := p.Register(s); err != nil {
+		return 2
+	}
+	if err := p.Start(context.Background()); err != nil {
+		return 2
+	}
+	os.Stdout.WriteString("READY\n")
+	select {}
+}
+
+func TestRedeliveryAfterKill(t *testing.T) {
+	needRedis(t)
+	ch, group := unique("crash.topic"), unique("crash-group")
+
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), childEnv+"="+ch+"|"+group, "CHANNELS_REDIS_URL_CHILD="+redisURL())
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	lines := make(chan string, 4)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	waitLine := func(prefix string) string {
+		t.Helper()
+		select {
+		case l := <-lines:
+			if !strings.HasPrefix(l, prefix) {
+				t.Fatalf("child printed %q, want %s", l, prefix)
+			}
+			return l
+		case <-time.After(30 * time.Second):
+			t.Fatalf("child did not print %s", prefix)
+		}
+		return ""
+	}
+	waitLine("READY")
+
+	sender := startPlugin(t, crashTimings, nil)
+	if err := sender.SendToChannel(context.Background(), ch, map[string]int{"order": 1}); err != nil {
+		t.Fatal(err)
+	}
+	started := waitLine("STARTED ")
+	id := strings.TrimPrefix(started, "STARTED ")
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+
+	// A second member of the group gets the unacked message after MinIdleTime, as attempt 2.
+	var mu sync.Mutex
+	var got []*channels.Message
+	startPlugin(t, crashTimings, &service{Name: "crash", Channels: channels.Channels{ch: {Group: group,
+		Handler: func(ctx context.Context, m *channels.Message) error {
+			mu.Lock()
+			got = append(got, m)
+			mu.Unlock()
+			return nil
+		}}}}, channels.WithNodeID("crash-survivor"))
+	eventually(t, 15*time.Second, "redelivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
+	consistently(t, 1500*time.Millisecond, "exactly one redelivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if got[0].ID != id || got[0].Attempt != 2 {
+		t.Fatalf("redelivered id %s attempt %d, want id %s attempt 2", got[0].ID, got[0].Attempt, id)
+	}
+}
+
+func TestLiveSlowHandlerIsNotRedelivered(t *testing.T) {
+	needRedis(t)
+	ch, group := unique("slow.topic"), unique("slow-group")
+	var calls, running, maxRunning atomic.Int32
+	var finished atomic.Bool
+	handler := func(ctx context.Context, m *channels.Message) error {
+		calls.Add(1)
+		n := running.Add(1)
+		defer running.Add(-1)
+		if n > maxRunning.Load() {
+			maxRunning.Store(n)
+		}
+		select { // a handler three times longer than MinIdleTime
+		case <-time.After(3 * time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		finished.Store(true)
+		return nil
+	}
+	for _, node := range []string{"slow-a", "slow-b"} {
+		startPlugin(t, crashTimings, &service{Name: "slow", Channels: channels.Channels{ch: {Group: group, Handler: handler}}},
+			channels.WithNodeID(node))
+	}
+	sender := startPlugin(t, crashTimings, nil)
+	if err := sender.SendToChannel(context.Background(), ch, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "handler finished", finished.Load)
+	consistently(t, 1500*time.Millisecond, "no redelivery", func() bool { return calls.Load() == 1 })
+	if maxRunning.Load() != 1 {
+		t.Fatalf("%d handlers ran at once", maxRunning.Load())
+	}
+}

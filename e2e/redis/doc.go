@@ -1,0 +1,5 @@
+// Package redis holds the end-to-end tests specific to the Redis adapter:
+// redelivery after a consumer process is killed, no concurrent redelivery
+// of a live slow handler, and wire compatibility with @moleculer/channels
+// in both directions.
+package redis
