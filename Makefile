@@ -10,9 +10,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 
 -include scripts/make-services.mk
--include scripts/bench.mk
-
-.PHONY: all demo test unit lint fmt bench
+.PHONY: all demo test unit lint fmt bench bench-memory bench-redis
 
 all: lint test
 
@@ -26,6 +24,15 @@ unit:
 ## test: brokers up (installed when missing), then everything with -race; a missing broker fails the run
 test: services interop-deps
 	CHANNELS_E2E_REQUIRE=1 $(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+## bench: the memory hot path, then each broker next to its raw driver (brokers started as for test)
+bench: bench-memory bench-redis
+
+bench-memory:
+	$(GO) test -run '^$$' -bench Dispatch -benchmem -count 1 .
+
+bench-redis: services
+	$(GO) run ./bench -adapter redis -n 10000
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

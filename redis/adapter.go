@@ -41,6 +41,9 @@ type Adapter struct {
 	consumer ChannelOptions
 	display  string
 
+	autoPipeline bool
+	pub          goredis.Cmdable // client, or its autopipeliner
+
 	state  atomic.Int32
 	mu     sync.Mutex
 	client goredis.UniversalClient
@@ -125,7 +128,17 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		}
 		return fmt.Errorf("channels/redis: connect %s: %w", a.display, errors.New(broker.Redact(err.Error())))
 	}
-	a.client = c
+	a.client, a.pub = c, c
+	if a.autoPipeline {
+		ap, err := autoPipeliner(c)
+		if err != nil {
+			if a.external == nil {
+				_ = c.Close()
+			}
+			return fmt.Errorf("channels/redis: autopipeline: %w", err)
+		}
+		a.pub = ap
+	}
 	a.state.Store(stateConnected)
 	return nil
 }
@@ -147,7 +160,7 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 		return err
 	}
 	a.mu.Lock()
-	c, ser := a.client, a.env.Serializer
+	c, ser := a.pub, a.env.Serializer
 	a.mu.Unlock()
 	if c == nil {
 		return broker.ErrClosed
@@ -268,7 +281,17 @@ func (a *Adapter) Close(ctx context.Context) error {
 	if a.external == nil && a.client != nil {
 		errs = append(errs, a.client.Close())
 	}
-	a.client = nil
+	a.client, a.pub = nil, nil
 	a.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+func autoPipeliner(c goredis.UniversalClient) (goredis.Cmdable, error) {
+	switch x := c.(type) {
+	case *goredis.Client:
+		return x.AutoPipeline()
+	case *goredis.ClusterClient:
+		return x.AutoPipeline()
+	}
+	return nil, fmt.Errorf("%w: autopipelining needs a *redis.Client or *redis.ClusterClient, got %T", broker.ErrUnsupported, c)
 }

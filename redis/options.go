@@ -117,6 +117,16 @@ func WithConsumerOptions(o ChannelOptions) Option {
 	}
 }
 
+// WithAutoPipeline publishes through go-redis autopipelining: concurrent
+// sends share round trips, which multiplies the throughput of many
+// concurrent senders. Trade-offs (go-redis marks the API experimental): the
+// send's ctx deadline bounds only the queueing, the client's read and write
+// timeouts bound the rest; and a network error retried by go-redis can
+// append a message twice, which consumers see as a duplicate delivery.
+func WithAutoPipeline() Option {
+	return func(a *Adapter) error { a.autoPipeline = true; return nil }
+}
+
 // WithClusterAddrs switches to Redis Cluster with these seed nodes (the
 // URL's credentials and TLS settings still apply).
 func WithClusterAddrs(addrs ...string) Option {
