@@ -3,10 +3,11 @@
 //
 //   - latency: ping-pong with exactly one message in flight; the one-way time
 //     from the start of a send to the start of the handler (p50, p99);
+//
 //   - throughput: N messages sent by concurrent senders to a channel consumed
 //     with MaxInFlight 10 and 100, from the first send to the last handler.
 //
-//	go run ./bench -adapter redis -n 10000
+//     go run ./bench -adapter redis -n 10000
 package main
 
 import (

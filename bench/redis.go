@@ -71,7 +71,9 @@ func benchRedis(ctx context.Context, url string, pings, n, senders int) ([]resul
 	return rows, nil
 }
 
-func name(kind string) string { return fmt.Sprintf("bench.%s.%d.%d", kind, os.Getpid(), time.Now().UnixNano()) }
+func name(kind string) string {
+	return fmt.Sprintf("bench.%s.%d.%d", kind, os.Getpid(), time.Now().UnixNano())
+}
 
 func startLib(ctx context.Context, url string, s *benchService, opts ...redis.Option) (*channels.Plugin, error) {
 	a, err := redis.New(url, opts...)
