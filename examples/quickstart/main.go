@@ -29,6 +29,7 @@ import (
 	"github.com/microchannels/channels"
 	cb "github.com/microchannels/channels/broker"
 	_ "github.com/microchannels/channels/memory" // memory:// URLs
+	_ "github.com/microchannels/channels/redis"  // redis:// and rediss:// URLs
 )
 
 // Order is the payload of order.created.
