@@ -17,6 +17,7 @@ import (
 	"log"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"text/tabwriter"
 	"time"
@@ -36,7 +37,18 @@ func main() {
 	n := flag.Int("n", 10000, "messages per throughput run")
 	pings := flag.Int("pings", 2000, "round trips of the latency run")
 	senders := flag.Int("senders", 64, "concurrent senders of the throughput run")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx := context.Background()
 	var rows []result
@@ -48,7 +60,8 @@ func main() {
 		err = fmt.Errorf("unknown adapter %q", *adapter)
 	}
 	if err != nil {
-		log.Fatal(err)
+		log.Print(err)
+		return
 	}
 	host, _ := os.Hostname()
 	fmt.Printf("\n%s on %s: %d CPUs, %s/%s, %s; %d messages, %d concurrent senders, %d pings\n\n",

@@ -70,9 +70,3 @@ type Outgoing struct {
 	Headers map[string]string
 	Options PublishOptions
 }
-
-// Provisioner is implemented by adapters that can create a channel's broker
-// objects (stream, exchange, topic) ahead of any subscription.
-type Provisioner interface {
-	Provision(ctx context.Context, channel string) error
-}

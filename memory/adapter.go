@@ -93,9 +93,6 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 	return nil
 }
 
-// Provision creates nothing: a memory channel exists once a group subscribes.
-func (a *Adapter) Provision(context.Context, string) error { return a.check() }
-
 // Subscribe creates the group if needed and returns a stopped subscription.
 func (a *Adapter) Subscribe(_ context.Context, ch *broker.Channel) (broker.Subscription, error) {
 	if err := a.check(); err != nil {

@@ -34,6 +34,11 @@ const (
 	stateClosed
 )
 
+type publisher struct {
+	cmd goredis.Cmdable // the client, or its autopipeliner
+	ser broker.Serializer
+}
+
 // Adapter implements broker.Adapter on Redis Streams (single node or Cluster).
 type Adapter struct {
 	uopts    *goredis.UniversalOptions // nil when the client is the caller's
@@ -42,7 +47,8 @@ type Adapter struct {
 	display  string
 
 	autoPipeline bool
-	pub          goredis.Cmdable // client, or its autopipeliner
+	// pub is read without a lock on every send.
+	pub atomic.Pointer[publisher]
 
 	state  atomic.Int32
 	mu     sync.Mutex
@@ -128,7 +134,7 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		}
 		return fmt.Errorf("channels/redis: connect %s: %w", a.display, errors.New(broker.Redact(err.Error())))
 	}
-	a.client, a.pub = c, c
+	var pub goredis.Cmdable = c
 	if a.autoPipeline {
 		ap, err := autoPipeliner(c)
 		if err != nil {
@@ -137,8 +143,10 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 			}
 			return fmt.Errorf("channels/redis: autopipeline: %w", err)
 		}
-		a.pub = ap
+		pub = ap
 	}
+	a.client = c
+	a.pub.Store(&publisher{cmd: pub, ser: a.env.Serializer})
 	a.state.Store(stateConnected)
 	return nil
 }
@@ -156,15 +164,14 @@ func (a *Adapter) check() error {
 // Publish appends the message to the stream with XADD and returns once
 // Redis accepted it.
 func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgoing) error {
-	if err := a.check(); err != nil {
-		return err
-	}
-	a.mu.Lock()
-	c, ser := a.pub, a.env.Serializer
-	a.mu.Unlock()
-	if c == nil {
+	pub := a.pub.Load()
+	if pub == nil {
+		if a.state.Load() == stateIdle {
+			return broker.ErrNotConnected
+		}
 		return broker.ErrClosed
 	}
+	c, ser := pub.cmd, pub.ser
 	values, err := encodeFields(ser, msg.Payload, msg.Headers)
 	if err != nil {
 		return &broker.EncodeError{Channel: channel, Err: err}
@@ -190,14 +197,6 @@ func encodeFields(ser broker.Serializer, payload []byte, headers map[string]stri
 		return nil, fmt.Errorf("headers: %w", err)
 	}
 	return []any{FieldPayload, payload, FieldHeaders, hb}, nil
-}
-
-// Provision creates the stream (with no group) so publishers can start first.
-func (a *Adapter) Provision(ctx context.Context, channel string) error {
-	if err := a.check(); err != nil {
-		return err
-	}
-	return nil
 }
 
 // Subscribe creates the consumer group (XGROUP CREATE ... MKSTREAM, an
@@ -267,6 +266,7 @@ func (a *Adapter) Close(ctx context.Context) error {
 		a.mu.Unlock()
 		return nil
 	}
+	a.pub.Store(nil) // no send after this point
 	subs := make([]*subscription, 0, len(a.subs))
 	for s := range a.subs {
 		subs = append(subs, s)
@@ -281,7 +281,8 @@ func (a *Adapter) Close(ctx context.Context) error {
 	if a.external == nil && a.client != nil {
 		errs = append(errs, a.client.Close())
 	}
-	a.client, a.pub = nil, nil
+	a.client = nil
+	a.pub.Store(nil)
 	a.mu.Unlock()
 	return errors.Join(errs...)
 }
