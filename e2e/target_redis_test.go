@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -19,17 +18,7 @@ func init() {
 		Name:           "redis",
 		NewAdapter:     func() (broker.Adapter, error) { return redis.New(brokerenv.RedisURL()) },
 		ChannelOptions: []any{redisTestTimings},
-		Probe: func() error {
-			return brokerenv.Probe("redis", func() error {
-				o, err := goredis.ParseURL(brokerenv.RedisURL())
-				if err != nil {
-					return err
-				}
-				c := goredis.NewClient(o)
-				defer c.Close()
-				return c.Ping(context.Background()).Err()
-			})
-		},
+		Probe:          func() error { return brokerenv.Probe("redis", brokerenv.PingRedis) },
 	})
 	RegisterTarget(Target{
 		Name: "redis-cluster",
@@ -37,12 +26,6 @@ func init() {
 			return redis.NewFromOptions(&goredis.UniversalOptions{Addrs: brokerenv.RedisClusterAddrs(), IsClusterMode: true})
 		},
 		ChannelOptions: []any{redisTestTimings},
-		Probe: func() error {
-			return brokerenv.Probe("redis-cluster", func() error {
-				c := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: brokerenv.RedisClusterAddrs()})
-				defer c.Close()
-				return c.Ping(context.Background()).Err()
-			})
-		},
+		Probe:          func() error { return brokerenv.Probe("redis-cluster", brokerenv.PingRedisCluster) },
 	})
 }

@@ -28,16 +28,10 @@ type Option func(*Adapter)
 // WithBus makes the adapter use bus instead of the process-wide default bus.
 func WithBus(b *Bus) Option { return func(a *Adapter) { a.bus = b } }
 
-const (
-	stateIdle int32 = iota
-	stateConnected
-	stateClosed
-)
-
 // Adapter connects a plugin to a Bus.
 type Adapter struct {
 	bus   *Bus
-	state atomic.Int32
+	state broker.ConnState
 	env   broker.Env
 
 	mu   sync.Mutex
@@ -67,23 +61,13 @@ func (a *Adapter) Name() string { return "Memory" }
 // Connect marks the adapter usable. It may be called again after Close.
 func (a *Adapter) Connect(_ context.Context, env broker.Env) error {
 	a.env = env.Normalize()
-	a.state.Store(stateConnected)
+	a.state.SetConnected()
 	return nil
-}
-
-func (a *Adapter) check() error {
-	switch a.state.Load() {
-	case stateConnected:
-		return nil
-	case stateClosed:
-		return broker.ErrClosed
-	}
-	return broker.ErrNotConnected
 }
 
 // Publish delivers a copy to every group of the channel.
 func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgoing) error {
-	if err := a.check(); err != nil {
+	if err := a.state.Check(); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -95,7 +79,7 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 
 // Subscribe creates the group if needed and returns a stopped subscription.
 func (a *Adapter) Subscribe(_ context.Context, ch *broker.Channel) (broker.Subscription, error) {
-	if err := a.check(); err != nil {
+	if err := a.state.Check(); err != nil {
 		return nil, err
 	}
 	ch.Normalize()
@@ -120,9 +104,7 @@ func (a *Adapter) Subscribe(_ context.Context, ch *broker.Channel) (broker.Subsc
 
 // Close drains every subscription still running, bounded by ctx.
 func (a *Adapter) Close(ctx context.Context) error {
-	if !a.state.CompareAndSwap(stateConnected, stateClosed) {
-		a.state.Store(stateClosed)
-	}
+	a.state.SetClosed()
 	a.mu.Lock()
 	subs := make([]*subscription, 0, len(a.subs))
 	for s := range a.subs {

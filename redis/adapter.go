@@ -28,12 +28,6 @@ const (
 	FieldHeaders = "headers"
 )
 
-const (
-	stateIdle int32 = iota
-	stateConnected
-	stateClosed
-)
-
 type publisher struct {
 	cmd goredis.Cmdable // the client, or its autopipeliner
 	ser broker.Serializer
@@ -50,7 +44,7 @@ type Adapter struct {
 	// pub is read without a lock on every send.
 	pub atomic.Pointer[publisher]
 
-	state  atomic.Int32
+	state  broker.ConnState
 	mu     sync.Mutex
 	client goredis.UniversalClient
 	env    broker.Env
@@ -120,7 +114,7 @@ func (a *Adapter) Client() goredis.UniversalClient {
 func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.state.Load() == stateConnected {
+	if a.state.Connected() {
 		return nil
 	}
 	a.env = env.Normalize()
@@ -147,18 +141,8 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	}
 	a.client = c
 	a.pub.Store(&publisher{cmd: pub, ser: a.env.Serializer})
-	a.state.Store(stateConnected)
+	a.state.SetConnected()
 	return nil
-}
-
-func (a *Adapter) check() error {
-	switch a.state.Load() {
-	case stateConnected:
-		return nil
-	case stateClosed:
-		return broker.ErrClosed
-	}
-	return broker.ErrNotConnected
 }
 
 // Publish appends the message to the stream with XADD and returns once
@@ -166,10 +150,10 @@ func (a *Adapter) check() error {
 func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgoing) error {
 	pub := a.pub.Load()
 	if pub == nil {
-		if a.state.Load() == stateIdle {
-			return broker.ErrNotConnected
+		if err := a.state.Check(); err != nil {
+			return err
 		}
-		return broker.ErrClosed
+		return broker.ErrClosed // closing
 	}
 	c, ser := pub.cmd, pub.ser
 	values, err := encodeFields(ser, msg.Payload, msg.Headers)
@@ -202,7 +186,7 @@ func encodeFields(ser broker.Serializer, payload []byte, headers map[string]stri
 // Subscribe creates the consumer group (XGROUP CREATE ... MKSTREAM, an
 // existing group is kept) and returns a subscription that is not started.
 func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
-	if err := a.check(); err != nil {
+	if err := a.state.Check(); err != nil {
 		return nil, err
 	}
 	ch.Normalize()
@@ -261,8 +245,8 @@ func (a *Adapter) forget(s *subscription) {
 // the client it opened.
 func (a *Adapter) Close(ctx context.Context) error {
 	a.mu.Lock()
-	if a.state.Load() != stateConnected {
-		a.state.Store(stateClosed)
+	if !a.state.Connected() {
+		a.state.SetClosed()
 		a.mu.Unlock()
 		return nil
 	}
@@ -277,7 +261,7 @@ func (a *Adapter) Close(ctx context.Context) error {
 		errs = append(errs, s.Drain(ctx))
 	}
 	a.mu.Lock()
-	a.state.Store(stateClosed)
+	a.state.SetClosed()
 	if a.external == nil && a.client != nil {
 		errs = append(errs, a.client.Close())
 	}

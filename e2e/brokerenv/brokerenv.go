@@ -12,6 +12,7 @@
 package brokerenv
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -20,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func env(name, def string) string {
@@ -92,6 +95,28 @@ func Probe(name string, probe func() error) error {
 	err := probe()
 	probed[name] = err
 	return err
+}
+
+// PingRedis checks the single-node Redis answers PING.
+func PingRedis() error {
+	o, err := redis.ParseURL(RedisURL())
+	if err != nil {
+		return err
+	}
+	c := redis.NewClient(o)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return c.Ping(ctx).Err()
+}
+
+// PingRedisCluster checks the Redis Cluster answers PING.
+func PingRedisCluster() error {
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: RedisClusterAddrs()})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return c.Ping(ctx).Err()
 }
 
 // Need skips the test when the broker is unreachable, or fails it when

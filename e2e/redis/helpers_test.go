@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
-
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
 	"github.com/microchannels/channels/redis"
@@ -16,15 +14,7 @@ import (
 
 func needRedis(t *testing.T) {
 	t.Helper()
-	brokerenv.Need(t, "redis", func() error {
-		o, err := goredis.ParseURL(brokerenv.RedisURL())
-		if err != nil {
-			return err
-		}
-		c := goredis.NewClient(o)
-		defer c.Close()
-		return c.Ping(context.Background()).Err()
-	})
+	brokerenv.Need(t, "redis", brokerenv.PingRedis)
 }
 
 func unique(base string) string {
