@@ -1,0 +1,118 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/redis"
+)
+
+func rawClient(t *testing.T) *goredis.Client {
+	t.Helper()
+	o, err := goredis.ParseURL(redisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := goredis.NewClient(o)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestCappedStream(t *testing.T) {
+	needRedis(t)
+	ch := unique("capped.topic")
+	p := startPlugin(t, crashTimings, nil)
+	for i := range 10 {
+		if err := p.SendToChannel(context.Background(), ch, i, broker.WithMaxLen(5, false)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := rawClient(t)
+	t.Cleanup(func() { c.Del(context.Background(), ch) })
+	if n := c.XLen(context.Background(), ch).Val(); n != 5 {
+		t.Fatalf("XLEN = %d, want 5", n)
+	}
+}
+
+func TestWireFormat(t *testing.T) {
+	needRedis(t)
+	ch := unique("wire.topic")
+	p := startPlugin(t, crashTimings, nil, channels.WithNamespace("ns"))
+	if err := p.SendToChannel(context.Background(), ch, map[string]int{"id": 1}, broker.WithHeader("k", "v")); err != nil {
+		t.Fatal(err)
+	}
+	c := rawClient(t)
+	stream := "ns." + ch
+	t.Cleanup(func() { c.Del(context.Background(), stream) })
+	entries := c.XRange(context.Background(), stream, "-", "+").Val()
+	if len(entries) != 1 {
+		t.Fatalf("%d entries in %s", len(entries), stream)
+	}
+	v := entries[0].Values
+	if v["payload"] != `{"id":1}` || v["headers"] != `{"k":"v"}` || len(v) != 2 {
+		t.Fatalf("entry fields %v", v)
+	}
+}
+
+// TestACLUserAndRedaction connects as an ACL user, and checks that a wrong
+// password fails Start with an error that does not contain the password.
+func TestACLUserAndRedaction(t *testing.T) {
+	needRedis(t)
+	c := rawClient(t)
+	ctx := context.Background()
+	user := fmt.Sprintf("chtest%d", time.Now().UnixNano())
+	if err := c.Do(ctx, "ACL", "SETUSER", user, "on", ">right-password", "~*", "&*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Do(context.Background(), "ACL", "DELUSER", user) })
+	u, _ := url.Parse(redisURL())
+
+	good := *u
+	good.User = url.UserPassword(user, "right-password")
+	a, err := redis.New(good.String(), redis.WithConsumerOptions(crashTimings))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := unique("acl.topic")
+	var got atomic.Int32
+	p, _ := channels.New(channels.WithAdapter(a))
+	_ = p.Register(&service{Name: "acl", Channels: channels.Channels{ch: channels.On(func(ctx context.Context, m *channels.Message) error {
+		got.Add(1)
+		return nil
+	})}})
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(ctx)
+	if err := p.SendToChannel(ctx, ch, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "delivery as the ACL user", func() bool { return got.Load() == 1 })
+
+	bad := *u
+	bad.User = url.UserPassword(user, "wrong-password-xyz")
+	a2, err := redis.New(bad.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, _ := channels.New(channels.WithAdapter(a2))
+	err = p2.Start(ctx)
+	if err == nil {
+		t.Fatal("Start with a wrong password succeeded")
+	}
+	if strings.Contains(err.Error(), "wrong-password-xyz") || strings.Contains(a2.String(), "wrong-password-xyz") {
+		t.Fatalf("the password leaks: %v / %s", err, a2.String())
+	}
+	if err := p2.SendToChannel(ctx, ch, 1); err == nil {
+		t.Fatal("send on a plugin that failed to start succeeded")
+	}
+}
