@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/memory"
@@ -21,13 +23,7 @@ type svc struct {
 
 func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(5 * time.Second).WithPolling(5 * time.Millisecond).Should(gomega.BeTrue())
 }
 
 func TestSendReceiveRetryDLQ(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	"go.uber.org/goleak"
 
 	"github.com/microchannels/channels/broker"
@@ -17,13 +18,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(5 * time.Second).WithPolling(2 * time.Millisecond).Should(gomega.BeTrue())
 }
 
 func channel(name string, h broker.Handler) *broker.Channel {

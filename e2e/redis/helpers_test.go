@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
 	"github.com/microchannels/channels/redis"
@@ -51,25 +53,13 @@ func startPlugin(t *testing.T, timings redis.ChannelOptions, schema any, opts ..
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(timeout).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
 }
 
 // consistently fails if cond turns false during d.
 func consistently(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(d)
-	for time.Now().Before(end) {
-		if !cond() {
-			t.Fatalf("%s: stopped holding", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
 }
 
 type service struct {
