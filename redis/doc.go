@@ -23,7 +23,9 @@
 // x-original-id (the original stream id) besides the shared x-original-*
 // and x-error-* headers. Consumer names are "<node id>.<service>.<channel>",
 // stable per node and channel; a consumer is deleted from the group when it
-// stops holding nothing.
+// stops holding nothing, and a live member deletes the consumers that hold
+// nothing and were idle longer than StaleConsumerAge (those of crashed
+// processes).
 //
 // # Consumer options
 //
@@ -35,6 +37,8 @@
 //	ClaimInterval      maintenance loop period (retry resolution) DefaultClaimInterval 250ms
 //	HeartbeatInterval  idle-time refresh of held messages         MinIdleTime/3
 //	StartID            where a new group starts                   DefaultStartID       "$"
+//	StaleConsumerAge   idle time before an empty consumer is      DefaultStaleConsumerAge 1h
+//	                   deleted from the group
 //
 // Capped streams: broker.WithMaxLen(n, approx) on a send adds XADD MAXLEN.
 // Trimming can remove entries a group has not read; use it only where

@@ -30,6 +30,10 @@ const (
 	// DefaultStartID is where a new group starts: "$" (new messages only).
 	// "0" makes a new group read the whole stream.
 	DefaultStartID = "$"
+	// DefaultStaleConsumerAge is how long a consumer that holds nothing may
+	// stay silent before a live member removes it from the group (consumers
+	// of processes that crashed, or ran with another node id).
+	DefaultStaleConsumerAge = time.Hour
 	// DefaultAckBatch bounds the ids acknowledged by one XACK.
 	DefaultAckBatch = 256
 	// DefaultPendingPage is the page size of the pending-entries scan.
@@ -52,6 +56,10 @@ type ChannelOptions struct {
 	// HeartbeatInterval is how often held messages get their idle time reset
 	// (default MinIdleTime/3).
 	HeartbeatInterval time.Duration
+	// StaleConsumerAge is how long a consumer of the group that holds no
+	// message may stay idle before it is deleted (default 1h). A live
+	// consumer deleted this way is recreated by its next read.
+	StaleConsumerAge time.Duration
 	// StartID is where a new group starts reading ("$" by default, "0" for
 	// the whole stream). It only applies when the group is created.
 	StartID string
@@ -73,12 +81,15 @@ func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
 	if over.StartID != "" {
 		o.StartID = over.StartID
 	}
+	if over.StaleConsumerAge != 0 {
+		o.StaleConsumerAge = over.StaleConsumerAge
+	}
 	return o
 }
 
 func (o ChannelOptions) withDefaults() ChannelOptions {
 	o = ChannelOptions{ReadTimeout: DefaultReadTimeout, MinIdleTime: DefaultMinIdleTime,
-		ClaimInterval: DefaultClaimInterval, StartID: DefaultStartID}.merge(o)
+		ClaimInterval: DefaultClaimInterval, StartID: DefaultStartID, StaleConsumerAge: DefaultStaleConsumerAge}.merge(o)
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = o.MinIdleTime / 3
 	}
@@ -94,6 +105,8 @@ func (o ChannelOptions) Validate() error {
 		return fmt.Errorf("%w: redis MinIdleTime must be > 0", broker.ErrInvalidOption)
 	case o.ClaimInterval < 0:
 		return fmt.Errorf("%w: redis ClaimInterval must be > 0", broker.ErrInvalidOption)
+	case o.StaleConsumerAge < 0:
+		return fmt.Errorf("%w: redis StaleConsumerAge must be > 0", broker.ErrInvalidOption)
 	case o.HeartbeatInterval < 0:
 		return fmt.Errorf("%w: redis HeartbeatInterval must be > 0", broker.ErrInvalidOption)
 	case o.MinIdleTime > 0 && o.HeartbeatInterval >= o.MinIdleTime:

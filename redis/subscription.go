@@ -308,7 +308,7 @@ func (s *subscription) scheduleRetry(id string, attempt int, delay time.Duration
 // messages of dead consumers and gives up on those over their limit.
 func (s *subscription) maintainLoop() {
 	defer s.loops.Done()
-	lastBeat := time.Now()
+	lastBeat, lastSweep := time.Now(), time.Now()
 	// Jitter keeps the members of a group from ticking in lockstep, so a
 	// failed message is not always reclaimed by the member that failed it.
 	for s.sleep(s.opts.ClaimInterval/2 + rand.N(s.opts.ClaimInterval)) {
@@ -317,6 +317,29 @@ func (s *subscription) maintainLoop() {
 			lastBeat = time.Now()
 		}
 		s.claimIdle()
+		if time.Since(lastSweep) >= s.opts.StaleConsumerAge/4 {
+			s.sweepConsumers()
+			lastSweep = time.Now()
+		}
+	}
+}
+
+// sweepConsumers deletes the group's consumers that hold nothing and have
+// been idle longer than StaleConsumerAge, so the names of crashed processes
+// do not pile up. A consumer with pending messages is never deleted (its
+// messages are claimed first).
+func (s *subscription) sweepConsumers() {
+	cs, err := s.c.XInfoConsumers(s.hctx, s.ch.Name, s.ch.Group).Result()
+	if err != nil {
+		return
+	}
+	for _, c := range cs {
+		if c.Name == s.ch.ConsumerName || c.Pending > 0 || c.Idle < s.opts.StaleConsumerAge {
+			continue
+		}
+		if err := s.c.XGroupDelConsumer(s.hctx, s.ch.Name, s.ch.Group, c.Name).Err(); err == nil {
+			s.log.Warn("channels/redis: removed a stale consumer", "channel", s.ch.Name, "group", s.ch.Group, "consumer", c.Name)
+		}
 	}
 }
 

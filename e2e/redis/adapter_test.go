@@ -116,3 +116,42 @@ func TestACLUserAndRedaction(t *testing.T) {
 		t.Fatal("send on a plugin that failed to start succeeded")
 	}
 }
+
+// TestStaleConsumersAreRemoved: a consumer name left by a process that is
+// gone (holding nothing) is deleted by a live member after StaleConsumerAge.
+func TestStaleConsumersAreRemoved(t *testing.T) {
+	needRedis(t)
+	ch, group := unique("stale.topic"), unique("stale-group")
+	c := rawClient(t)
+	ctx := context.Background()
+	t.Cleanup(func() { c.Del(context.Background(), ch) })
+	if err := c.XGroupCreateMkStream(ctx, ch, group, "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// A consumer that read nothing and went away.
+	if err := c.XGroupCreateConsumer(ctx, ch, group, "ghost").Err(); err != nil {
+		t.Fatal(err)
+	}
+	names := func() []string {
+		var out []string
+		for _, ci := range c.XInfoConsumers(ctx, ch, group).Val() {
+			out = append(out, ci.Name)
+		}
+		return out
+	}
+	if got := names(); len(got) != 1 || got[0] != "ghost" {
+		t.Fatalf("consumers %v", got)
+	}
+	timings := crashTimings
+	timings.StaleConsumerAge = time.Second
+	startPlugin(t, timings, &service{Name: "stale", Channels: channels.Channels{ch: {Group: group,
+		Handler: func(context.Context, *channels.Message) error { return nil }}}}, channels.WithNodeID("alive"))
+	eventually(t, 10*time.Second, "ghost consumer removed", func() bool {
+		for _, n := range names() {
+			if n == "ghost" {
+				return false
+			}
+		}
+		return true
+	})
+}
