@@ -14,7 +14,16 @@ import (
 	"github.com/microchannels/channels/memory"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The examples import the plugin, hence go-micro, whose init starts these.
+		goleak.IgnoreAnyFunction("go-micro.dev/v4/config.(*config).run"),
+		goleak.IgnoreAnyFunction("go-micro.dev/v4/config.(*config).run.func2"),
+		goleak.IgnoreAnyFunction("go-micro.dev/v4/config/loader/memory.(*memory).Watch.func1"),
+		goleak.IgnoreAnyFunction("go-micro.dev/v4/config/loader/memory.(*watcher).Next"),
+		goleak.IgnoreAnyFunction("github.com/patrickmn/go-cache.(*janitor).Run"),
+	)
+}
 
 func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
