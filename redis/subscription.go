@@ -103,12 +103,14 @@ func (s *subscription) fetchLoop() {
 	backoff := 100 * time.Millisecond
 	for {
 		// Wait for a free slot, but do not hold slots while blocked in
-		// XREADGROUP: the maintenance loop claims with the same slots.
+		// XREADGROUP: the maintenance loop claims with the same slots. Read
+		// up to MaxInFlight entries: those beyond the free slots wait here,
+		// in order, for a slot (a prefetch bounded by MaxInFlight).
 		if !s.fl.Acquire(s.hctx) {
 			return
 		}
 		s.fl.Release()
-		count := max(s.fl.Free(), 1)
+		count := s.fl.Max()
 		res, err := s.reader.XReadGroup(s.hctx, &goredis.XReadGroupArgs{Group: s.ch.Group, Consumer: s.ch.ConsumerName,
 			Streams: []string{s.ch.Name, ">"}, Count: int64(count), Block: s.opts.ReadTimeout}).Result()
 		var msgs []goredis.XMessage
