@@ -24,8 +24,6 @@ unit:
 ## test: brokers up (installed when missing), then everything with -race; a missing broker fails the run
 test: services interop-deps
 	CHANNELS_E2E_REQUIRE=1 $(GO) test -race -count=1 -timeout 15m $(PKGS)
-	@echo "fault tests (brokers stopped and restarted; run alone):"
-	CHANNELS_E2E_REQUIRE=1 CHANNELS_FAULT_TESTS=1 $(GO) test -race -count=1 -timeout 5m -run 'TestFault' ./e2e/...
 
 ## bench: the memory hot path, then each broker next to its raw driver (brokers started as for test)
 bench: bench-memory bench-redis
