@@ -67,7 +67,9 @@
 //   - Acks are batched: whatever is queued goes in one XACK.
 //   - A dead-letter copy is written with XADD before the original is
 //     acknowledged; if the XADD fails the original stays pending and is dead-
-//     lettered again after MinIdleTime.
+//     lettered again after MinIdleTime, with the error of its last attempt,
+//     kept meanwhile in the hash chan:<stream>:msg:<id> (DefaultErrorInfoTTL,
+//     the key @moleculer/channels uses).
 //   - Drain stops reading (the blocking read uses a dedicated connection,
 //     closed at once), waits for the running handlers, flushes the acks and
 //     hands back whatever it held without running, so another member takes

@@ -34,6 +34,10 @@ const (
 	// stay silent before a live member removes it from the group (consumers
 	// of processes that crashed, or ran with another node id).
 	DefaultStaleConsumerAge = time.Hour
+	// DefaultErrorInfoTTL is how long the error of a message whose
+	// dead-lettering failed is kept (hash chan:<stream>:msg:<id>) for the
+	// next attempt to dead-letter it.
+	DefaultErrorInfoTTL = 24 * time.Hour
 	// DefaultAckBatch bounds the ids acknowledged by one XACK.
 	DefaultAckBatch = 256
 	// DefaultPendingPage is the page size of the pending-entries scan.

@@ -217,15 +217,68 @@ func (s *subscription) settle(m goredis.XMessage, msg *broker.Message, out broke
 	case broker.DeadLetter:
 		if err := s.deadLetter(msg.Payload, out.Headers); err != nil {
 			// Stay pending: after MinIdleTime the message is claimed again,
-			// found over its limit and dead-lettered once more.
+			// found over its limit and dead-lettered once more, with the
+			// error kept here.
 			s.log.Error("channels/redis: dead-letter publish failed; the message stays pending",
 				"channel", s.ch.Name, "group", s.ch.Group, "id", m.ID, "error", err)
+			s.keepErrorInfo(m.ID, out.Headers)
 			s.release(m.ID)
 			return
 		}
+		s.dropErrorInfo(m.ID)
 		s.release(m.ID)
 		s.ack(m.ID)
 	}
+}
+
+// errorInfoKey is the hash that keeps the x-error-* headers of a message
+// whose dead-lettering must be tried again (the key @moleculer/channels uses).
+func (s *subscription) errorInfoKey(id string) string { return "chan:" + s.ch.Name + ":msg:" + id }
+
+func (s *subscription) keepErrorInfo(id string, headers map[string]string) {
+	fields := make(map[string]any)
+	for k, v := range headers {
+		if strings.HasPrefix(k, broker.HeaderErrorPrefix) {
+			fields[k] = v
+		}
+	}
+	if len(fields) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key := s.errorInfoKey(id)
+	if err := s.c.HSet(ctx, key, fields).Err(); err == nil {
+		s.c.Expire(ctx, key, DefaultErrorInfoTTL)
+	}
+}
+
+func (s *subscription) dropErrorInfo(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.c.Del(ctx, s.errorInfoKey(id))
+}
+
+// giveUpClaimed is the outcome of an entry found over its limit: the kept
+// error of its last attempt when there is one, else ErrMaxAttemptsExceeded.
+func (s *subscription) giveUpClaimed(msg *broker.Message) broker.Outcome {
+	out := s.ch.GiveUp(msg, broker.ErrMaxAttemptsExceeded)
+	if out.Action != broker.DeadLetter {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if kept, err := s.c.HGetAll(ctx, s.errorInfoKey(msg.ID)).Result(); err == nil && len(kept) > 0 {
+		for k := range out.Headers {
+			if strings.HasPrefix(k, broker.HeaderErrorPrefix) {
+				delete(out.Headers, k)
+			}
+		}
+		for k, v := range kept {
+			out.Headers[k] = v
+		}
+	}
+	return out
 }
 
 // ack queues an id for the ack loop. After a drain that timed out, late
@@ -411,7 +464,7 @@ func (s *subscription) claimIdle() {
 				s.mu.Unlock()
 				s.fl.Go(func() {
 					msg, _, _ := s.decode(m, attempt)
-					s.settle(m, msg, s.ch.GiveUp(msg, broker.ErrMaxAttemptsExceeded))
+					s.settle(m, msg, s.giveUpClaimed(msg))
 				})
 				continue
 			}

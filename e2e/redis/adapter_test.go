@@ -2,6 +2,8 @@ package redis
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -154,4 +156,51 @@ func TestStaleConsumersAreRemoved(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestDeadLetterPublishFailureKeepsTheMessage: when the dead-letter XADD
+// fails, the original is not acknowledged; once the dead-letter stream works
+// again the message is dead-lettered without running the handler again.
+func TestDeadLetterPublishFailureKeepsTheMessage(t *testing.T) {
+	needRedis(t)
+	c := rawClient(t)
+	ctx := context.Background()
+	ch, group, dlq := unique("dlfail.topic"), unique("dlfail-group"), unique("dlfail.DLQ")
+	t.Cleanup(func() { c.Del(context.Background(), ch, dlq) })
+	// A plain string under the dead-letter name: XADD to it fails with WRONGTYPE.
+	if err := c.Set(ctx, dlq, "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	p := startPlugin(t, crashTimings, &service{Name: "dlfail", Channels: channels.Channels{ch: {Group: group,
+		MaxRetries: channels.NoRetries, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
+		Handler: func(context.Context, *channels.Message) error { calls.Add(1); return errors.New("Something happened") }}}})
+	if err := p.SendToChannel(ctx, ch, map[string]int{"id": 1}); err != nil {
+		t.Fatal(err)
+	}
+	pending := func() int64 { return c.XPending(ctx, ch, group).Val().Count }
+	eventually(t, 10*time.Second, "handler ran", func() bool { return calls.Load() == 1 })
+	consistently(t, 1500*time.Millisecond, "message kept pending while the dead-letter queue is broken", func() bool { return pending() == 1 })
+
+	if err := c.Del(ctx, dlq).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "dead-lettered once the queue works", func() bool { return c.XLen(ctx, dlq).Val() == 1 })
+	eventually(t, 10*time.Second, "original acknowledged", func() bool { return pending() == 0 })
+	if calls.Load() != 1 {
+		t.Fatalf("handler ran %d times", calls.Load())
+	}
+	e := c.XRange(ctx, dlq, "-", "+").Val()[0]
+	hdr := e.Values["headers"].(string)
+	if e.Values["payload"] != `{"id":1}` || !strings.Contains(hdr, `"x-original-group":"`+group+`"`) ||
+		!strings.Contains(hdr, `"x-error-message":"Something happened"`) {
+		t.Fatalf("dead letter %v", e.Values)
+	}
+	var h map[string]string
+	if err := json.Unmarshal([]byte(hdr), &h); err != nil || h["x-original-id"] == "" {
+		t.Fatalf("headers %s: %v", hdr, err)
+	}
+	if n := c.Exists(ctx, "chan:"+ch+":msg:"+h["x-original-id"]).Val(); n != 0 {
+		t.Fatal("error info left behind")
+	}
 }
