@@ -26,7 +26,8 @@ type held struct {
 // fetch (XREADGROUP for new messages), maintain (heartbeat of held
 // messages, claim of dead consumers' messages, dead-lettering of messages
 // over their limit: one loop, so these decisions cannot race) and ack
-// (batched XACK). Retries of this consumer's own failures run on timers.
+// (batched XACK). A failed message is handed back to the group for its
+// retry; only a backoff longer than MinIdleTime waits on a timer here.
 type subscription struct {
 	a      *Adapter
 	c      goredis.UniversalClient
@@ -97,7 +98,7 @@ func (s *subscription) stopping() bool {
 	}
 }
 
-// fetchLoop reads new messages, as many as there are free slots.
+// fetchLoop reads new messages, up to MaxInFlight at a time.
 func (s *subscription) fetchLoop() {
 	defer s.loops.Done()
 	backoff := 100 * time.Millisecond
@@ -134,6 +135,13 @@ func (s *subscription) fetchLoop() {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		// Held from now on: the heartbeat keeps the ones waiting for a slot
+		// from being claimed by another member.
+		s.mu.Lock()
+		for _, m := range msgs {
+			s.held[m.ID] = &held{attempt: 1}
+		}
+		s.mu.Unlock()
 		for i, m := range msgs {
 			// Usually free at once; if the maintenance loop took the slot
 			// meanwhile, wait for the next one (MaxInFlight holds).
@@ -142,6 +150,7 @@ func (s *subscription) fetchLoop() {
 				ids := make([]string, 0, len(msgs)-i)
 				for _, r := range msgs[i:] {
 					ids = append(ids, r.ID)
+					s.release(r.ID)
 				}
 				s.giveBack(ids, 0)
 				return

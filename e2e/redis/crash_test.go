@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/redis"
 )
@@ -154,5 +156,61 @@ func TestLiveSlowHandlerIsNotRedelivered(t *testing.T) {
 	consistently(t, 1500*time.Millisecond, "no redelivery", func() bool { return calls.Load() == 1 })
 	if maxRunning.Load() != 1 {
 		t.Fatalf("%d handlers ran at once", maxRunning.Load())
+	}
+}
+
+// TestPrefetchedMessageIsNotStolen: an entry read ahead of a free slot
+// (MaxInFlight 2, both slots busy with slow handlers) is kept alive by the
+// heartbeat while it waits, so another member does not claim it.
+func TestPrefetchedMessageIsNotStolen(t *testing.T) {
+	needRedis(t)
+	ch, group := unique("prefetch.topic"), unique("prefetch-group")
+	var mu sync.Mutex
+	seen := map[string]int{}
+	handler := func(ctx context.Context, m *channels.Message) error {
+		mu.Lock()
+		seen[string(m.Payload)]++
+		mu.Unlock()
+		select { // 2.5 × MinIdleTime
+		case <-time.After(2500 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	}
+	startPlugin(t, crashTimings, &service{Name: "prefetch", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 2, Handler: handler}}},
+		channels.WithNodeID("prefetch-a"))
+	c := rawClient(t)
+	ctx := context.Background()
+	t.Cleanup(func() { c.Del(context.Background(), ch) })
+	if err := c.XAdd(ctx, &goredis.XAddArgs{Stream: ch, Values: []any{"payload", `"m1"`}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "m1 running", func() bool { mu.Lock(); defer mu.Unlock(); return seen[`"m1"`] == 1 })
+	// m2 and m3 arrive together: one takes the free slot, the other waits in the prefetch.
+	pipe := c.TxPipeline()
+	pipe.XAdd(ctx, &goredis.XAddArgs{Stream: ch, Values: []any{"payload", `"m2"`}})
+	pipe.XAdd(ctx, &goredis.XAddArgs{Stream: ch, Values: []any{"payload", `"m3"`}})
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "all three read by member a", func() bool {
+		p, err := c.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: ch, Group: group, Start: "-", End: "+", Count: 10}).Result()
+		return err == nil && len(p) == 3
+	})
+	startPlugin(t, crashTimings, &service{Name: "prefetch", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 2, Handler: handler}}},
+		channels.WithNodeID("prefetch-b"))
+	eventually(t, 15*time.Second, "all handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[`"m1"`]+seen[`"m2"`]+seen[`"m3"`] == 3
+	})
+	eventually(t, 15*time.Second, "all acknowledged", func() bool { return c.XPending(ctx, ch, group).Val().Count == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	for _, k := range []string{`"m1"`, `"m2"`, `"m3"`} {
+		if seen[k] != 1 {
+			t.Fatalf("%s handled %d times (%v)", k, seen[k], seen)
+		}
 	}
 }
