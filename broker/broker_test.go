@@ -254,7 +254,12 @@ func TestPublishOptions(t *testing.T) {
 func TestInflight(t *testing.T) {
 	f := broker.NewInflight(2)
 	ctx := context.Background()
-	if !f.Acquire(ctx) || !f.Acquire(ctx) || f.TryAcquire() || f.Free() != 0 {
+	for i := range 2 {
+		if !f.Acquire(ctx) {
+			t.Fatalf("slot %d not acquired", i)
+		}
+	}
+	if f.TryAcquire() || f.Free() != 0 || f.Running() != 2 {
 		t.Fatal("bound not enforced")
 	}
 	release := make(chan struct{})
