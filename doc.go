@@ -3,10 +3,10 @@
 // compatible with it.
 //
 // A service declares channel handlers in its schema struct; a Plugin
-// subscribes them through an adapter (Redis Streams, RabbitMQ, NATS
-// JetStream, Kafka or the in-memory bus) with consumer groups, a real
-// MaxInFlight bound, retries with backoff, dead-lettering, interceptors and
-// a stop that drains in-flight work.
+// subscribes them through an adapter (package redis for Redis Streams,
+// package memory for the in-process bus; any broker.Adapter) with consumer
+// groups, a real MaxInFlight bound, retries with backoff, dead-lettering,
+// interceptors and a stop that drains in-flight work.
 //
 //	p, err := channels.New(channels.WithAdapter("memory://"))
 //	svc := micro.NewService(micro.Name("payments"), p.Install(&Payments{
