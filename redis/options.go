@@ -192,14 +192,18 @@ func parseURL(raw string) (*goredis.UniversalOptions, error) {
 			return nil, fmt.Errorf("%w: redis cluster URL: %v", broker.ErrInvalidOption, broker.Redact(err.Error()))
 		}
 		return &goredis.UniversalOptions{Addrs: co.Addrs, Username: co.Username, Password: co.Password,
-			TLSConfig: co.TLSConfig, IsClusterMode: true}, nil
+			TLSConfig: co.TLSConfig, IsClusterMode: true, ClientName: co.ClientName, Protocol: co.Protocol,
+			DialTimeout: co.DialTimeout, ReadTimeout: co.ReadTimeout, WriteTimeout: co.WriteTimeout,
+			PoolSize: co.PoolSize, MinIdleConns: co.MinIdleConns, MaxRetries: co.MaxRetries}, nil
 	}
 	o, err := goredis.ParseURL(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: redis URL: %v", broker.ErrInvalidOption, broker.Redact(err.Error()))
 	}
 	return &goredis.UniversalOptions{Addrs: []string{o.Addr}, Username: o.Username, Password: o.Password,
-		DB: o.DB, TLSConfig: o.TLSConfig, Protocol: o.Protocol}, nil
+		DB: o.DB, TLSConfig: o.TLSConfig, Protocol: o.Protocol, ClientName: o.ClientName,
+		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+		PoolSize: o.PoolSize, MinIdleConns: o.MinIdleConns, MaxRetries: o.MaxRetries}, nil
 }
 
 func redactedURL(raw string) string {

@@ -20,12 +20,16 @@ func TestParseURL(t *testing.T) {
 		db      int
 		tls     bool
 		wantErr error
+
+		clientName string
+		poolSize   int
 	}{
 		{name: "plain", url: "redis://127.0.0.1:6379", addrs: []string{"127.0.0.1:6379"}},
 		{name: "db and acl user", url: "redis://alice:s3cret@host:6380/2", addrs: []string{"host:6380"}, user: "alice", pass: "s3cret", db: 2},
 		{name: "password only", url: "redis://:pw@host:6379", addrs: []string{"host:6379"}, pass: "pw"},
 		{name: "tls", url: "rediss://host:6379", addrs: []string{"host:6379"}, tls: true},
 		{name: "cluster", url: "redis://a:7001?addr=b:7002&addr=c:7003", addrs: []string{"a:7001", "b:7002", "c:7003"}, cluster: true},
+		{name: "query options", url: "redis://host:6379/1?client_name=svc&pool_size=7&dial_timeout=2s", addrs: []string{"host:6379"}, db: 1, clientName: "svc", poolSize: 7},
 		{name: "wrong scheme", url: "http://host", wantErr: broker.ErrInvalidOption},
 		{name: "no host", url: "redis://", wantErr: broker.ErrInvalidOption},
 		{name: "garbage", url: "redis://%zz", wantErr: broker.ErrInvalidOption},
@@ -43,7 +47,8 @@ func TestParseURL(t *testing.T) {
 				t.Fatal(err)
 			}
 			if len(o.Addrs) != len(tt.addrs) || o.IsClusterMode != tt.cluster || o.Username != tt.user ||
-				o.Password != tt.pass || o.DB != tt.db || (o.TLSConfig != nil) != tt.tls {
+				o.Password != tt.pass || o.DB != tt.db || (o.TLSConfig != nil) != tt.tls ||
+				o.ClientName != tt.clientName || (tt.poolSize != 0 && o.PoolSize != tt.poolSize) {
 				t.Fatalf("options %+v", o)
 			}
 			for i := range tt.addrs {
