@@ -40,9 +40,13 @@
 //	StaleConsumerAge   idle time before an empty consumer is      DefaultStaleConsumerAge 1h
 //	                   deleted from the group
 //
-// Capped streams: broker.WithMaxLen(n, approx) on a send adds XADD MAXLEN.
-// Trimming can remove entries a group has not read; use it only where
-// losing the oldest entries is acceptable.
+// Publish options: headers (the "headers" field), raw payloads and
+// broker.WithMaxLen(n, approx), which adds XADD MAXLEN (capped streams;
+// trimming can remove entries a group has not read, so use it only where
+// losing the oldest entries is acceptable). Key, Partition, Persistent
+// (durability is the server's AOF/RDB setting), TTL, Priority,
+// CorrelationID, MessageID and RoutingKey have no Redis Streams meaning and
+// are ignored.
 //
 // # How deliveries are handled
 //
