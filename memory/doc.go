@@ -16,5 +16,6 @@
 // Messages published to a channel that has no group at all (a dead-letter
 // queue nobody reads yet, say) are kept, up to DefaultRetainLimit, and go to
 // the first group that subscribes. Nothing is persisted: a bus lives as long
-// as the process.
+// as the process. Of the publish options, headers and raw payloads apply;
+// the broker-specific ones (Key, Partition, TTL, MaxLen, ...) are ignored.
 package memory
