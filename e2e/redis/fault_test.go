@@ -16,7 +16,6 @@ import (
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
-	"github.com/microchannels/channels/redis"
 )
 
 // privateRedis is a redis-server of the test's own, on a free loopback
@@ -74,30 +73,7 @@ func (r *privateRedis) stop() {
 // duplicated.
 func TestFaultRedisRestart(t *testing.T) {
 	r := startPrivateRedis(t)
-	newPlugin := func(schema any) *channels.Plugin {
-		a, err := redis.New(r.url(), redis.WithConsumerOptions(crashTimings))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := channels.New(channels.WithAdapter(a))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if schema != nil {
-			if err := p.Register(schema); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := p.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = p.Stop(ctx)
-		})
-		return p
-	}
+	newPlugin := func(schema any) *channels.Plugin { return startPluginAt(t, r.url(), crashTimings, schema) }
 	ch := unique("fault.topic")
 	var got atomic.Int32
 	newPlugin(&service{Name: "fault", Channels: channels.Channels{ch: channels.On(func(ctx context.Context, m *channels.Message) error {

@@ -27,7 +27,13 @@ func unique(base string) string {
 // timings and schema, and stops it at the end of the test.
 func startPlugin(t *testing.T, timings redis.ChannelOptions, schema any, opts ...channels.Option) *channels.Plugin {
 	t.Helper()
-	a, err := redis.New(brokerenv.RedisURL(), redis.WithConsumerOptions(timings))
+	return startPluginAt(t, brokerenv.RedisURL(), timings, schema, opts...)
+}
+
+// startPluginAt is startPlugin on the Redis at url.
+func startPluginAt(t *testing.T, url string, timings redis.ChannelOptions, schema any, opts ...channels.Option) *channels.Plugin {
+	t.Helper()
+	a, err := redis.New(url, redis.WithConsumerOptions(timings))
 	if err != nil {
 		t.Fatal(err)
 	}
