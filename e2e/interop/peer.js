@@ -11,11 +11,17 @@
  *   Kafka only: [--partitions N] for the topic, created up front (default 1).
  *
  * Output is JSON, one object per line, on stdout:
- *   send:    {"sent":i,"payload":...} per message, after the broker accepted it;
+ *   send:    {"sent":i,"payload":...} per message, once sendToChannel resolved (Redis XADD and
+ *            NATS/Kafka publish acknowledged; AMQP 0.1.8 publishes without confirms, so only
+ *            written, but the graceful stop closes the connection after the broker took it);
  *            a payload object gets a field "i" with the index unless it has one.
  *   consume: {"ready":true} once subscribed (send after this line), then per message
- *            {"channel","group","payload","headers","meta"} (meta only with --context).
- *            Exits 0 after --count messages, 1 after --timeout with an error on stderr.
+ *            {"channel","group","payload","headers","meta"} (meta only with --context; headers
+ *            are the adapter's raw headers as a flat string map). The group defaults to
+ *            "consumer" (the service name). Exits 0 after --count messages (a few more lines
+ *            may come while it stops), 1 after --timeout with an error on stderr.
+ *            With --fail every handler call throws, so it never finishes by itself: it runs
+ *            until --timeout (exit 1) or until it is killed.
  * Logs go to stderr. URLs: redis://, amqp://, nats://, kafka:// (NATS is passed as an object,
  * because the 0.1.x string form ignores the URL).
  */
