@@ -7,7 +7,7 @@ CHANNELS_NATS_URL       ?= nats://127.0.0.1:4222
 CHANNELS_KAFKA_BROKERS  ?= 127.0.0.1:9092
 export CHANNELS_REDIS_URL CHANNELS_REDIS_CLUSTER CHANNELS_AMQP_URL CHANNELS_NATS_URL CHANNELS_KAFKA_BROKERS
 
-.PHONY: services services-down services-status interop-deps
+.PHONY: services services-down services-status services-restart interop-deps
 
 ## services: install (when missing) and start every broker on 127.0.0.1
 services:
@@ -18,6 +18,12 @@ services-down:
 
 services-status:
 	scripts/services.sh status
+
+## services-restart NAME=redis: stop and start one broker, keeping its data (NAME: redis,
+## redis-cluster, rabbitmq, nats, kafka)
+services-restart:
+	@test -n "$(NAME)" || { echo "usage: make services-restart NAME=redis|redis-cluster|rabbitmq|nats|kafka"; exit 2; }
+	scripts/services.sh restart $(NAME)
 
 ## interop-deps: the Node peer (@moleculer/channels) used by the interop tests
 interop-deps: e2e/interop/node_modules/.installed

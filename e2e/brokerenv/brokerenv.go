@@ -85,7 +85,10 @@ var (
 	probed  = map[string]error{}
 )
 
-// Probe runs probe once per name and process and remembers the result.
+// Probe runs probe once per name and process and remembers the result: the
+// first probe registered under a name decides for every later caller, so use
+// the same name only for equivalent probes ("redis", "redis-cluster", "amqp",
+// "nats", "kafka" are reachability checks of the brokers).
 func Probe(name string, probe func() error) error {
 	probeMu.Lock()
 	defer probeMu.Unlock()
