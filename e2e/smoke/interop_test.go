@@ -34,6 +34,7 @@ func TestInteropHarness(t *testing.T) {
 				url = strings.TrimSuffix(url, "/0")
 			}
 			ch := unique("interop." + b.name)
+			cleanupChannels(t, b.name, []string{"g1"}, ch)
 			c := interop.Consume(t, "--adapter", url, "--channel", ch, "--group", "g1", "--count", "1", "--context", "--timeout", "60000")
 			sent := interop.Send(t, "--adapter", url, "--channel", ch, "--payload", `{"a":1}`, "--headers", `{"k":"v"}`, "--meta", `{"m":2}`)
 			if len(sent) != 1 {
@@ -80,6 +81,7 @@ func TestInteropHarnessDeadLetter(t *testing.T) {
 			brokerenv.Need(t, b.name, b.probe)
 			ch := unique("dlq." + b.name)
 			dlq := "FAILED_" + strings.ReplaceAll(ch, ".", "_")
+			cleanupChannels(t, b.name, []string{"g1", "dlq"}, ch, dlq)
 			var dead *interop.Consumer
 			if b.name != "amqp" {
 				// Redis and NATS groups start at new messages: read the DLQ before anything fails.

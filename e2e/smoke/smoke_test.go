@@ -56,7 +56,7 @@ func TestRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := redis.NewClient(opts)
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() }) // after the streams' own cleanups
 	ctx := testCtx(t)
 	brokerenv.Need(t, "redis", func() error { return c.Ping(ctx).Err() })
 	streamRoundTrip(ctx, t, c)
@@ -64,7 +64,7 @@ func TestRedis(t *testing.T) {
 
 func TestRedisCluster(t *testing.T) {
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: brokerenv.RedisClusterAddrs()})
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() }) // after the streams' own cleanups
 	ctx := testCtx(t)
 	brokerenv.Need(t, "redis-cluster", func() error {
 		info, err := c.ClusterInfo(ctx).Result()
