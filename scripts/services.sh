@@ -106,8 +106,9 @@ start_redis_node() {
 }
 
 up_redis() {
-  ensure_packages redis-server redis-tools
+  ensure_packages redis-tools # redis-cli, for the probes
   if redis_ping 6379; then log "redis: reusing the server on 6379"; return; fi
+  ensure_packages redis-server
   local t; t=$(now)
   start_redis_node 6379 "$STATE/redis"
   wait_until 30 "redis on 6379" redis_ping 6379 || die "redis did not start; see $STATE/redis/redis.log"
@@ -131,8 +132,9 @@ cluster_ok() {
 }
 
 up_redis_cluster() {
-  ensure_packages redis-server redis-tools
+  ensure_packages redis-tools
   if cluster_ok; then log "redis-cluster: reusing the cluster on 7001-7003"; return; fi
+  ensure_packages redis-server
   local t p; t=$(now)
   for p in "${CLUSTER_PORTS[@]}"; do
     if ! redis_ping "$p"; then
@@ -191,8 +193,8 @@ rabbit_ready() {
 rabbit_and_amqp_ready() { rabbit_ready && amqp_handshake; }
 
 up_rabbitmq() {
-  ensure_packages rabbitmq-server
   if amqp_handshake; then log "rabbitmq: reusing the server on 5672"; return; fi
+  ensure_packages rabbitmq-server
   local t; t=$(now)
   rabbit_env
   mkdir -p "$STATE/rabbitmq/mnesia" "$STATE/rabbitmq/log"
@@ -236,8 +238,9 @@ status_rabbitmq() { amqp_handshake && echo "rabbitmq: up on 5672$(ours "$STATE/r
 nats_ready() { curl -sf 'http://127.0.0.1:8222/healthz?js-enabled-only=true' >/dev/null; }
 
 up_nats() {
-  ensure_packages nats-server curl
+  ensure_packages curl
   if port_open 4222 && nats_ready; then log "nats: reusing the server on 4222"; return; fi
+  ensure_packages nats-server
   local t dir=$STATE/nats; t=$(now)
   mkdir -p "$dir/store"
   cat >"$dir/nats.conf" <<EOF
