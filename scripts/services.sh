@@ -92,7 +92,7 @@ stop_pidfile() {
 }
 
 # not_ours NAME PIDFILE: logs that a running broker was not started here and is left alone.
-not_ours() { [[ -f $2 ]] || log "$1: no pid file under $STATE (not started by this script), left alone"; }
+not_ours() { [[ -f $2 ]] || log "$1: nothing started by this script to stop (a broker found running is left alone)"; }
 
 # --- redis -----------------------------------------------------------------------------------
 
@@ -156,8 +156,9 @@ down_redis_cluster() {
   local p
   for p in "${CLUSTER_PORTS[@]}"; do
     not_ours "redis-cluster $p" "$STATE/redis-cluster/$p/redis.pid"
-    stop_pidfile "$STATE/redis-cluster/$p/redis.pid" "redis-cluster $p"
+    stop_pidfile "$STATE/redis-cluster/$p/redis.pid" "redis-cluster $p" & # the three at once
   done
+  wait
 }
 status_redis_cluster() { cluster_ok && echo "redis-cluster: up on 7001-7003$(ours "$STATE/redis-cluster/7001/redis.pid")" || echo "redis-cluster: down"; }
 
