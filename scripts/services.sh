@@ -15,7 +15,7 @@
 #
 # Measured on 2 cores (Debian 12): cold `up` (no packages, no jars, empty state) about 55s
 # (apt ~19s, Maven Central jars ~17s, first starts ~19s: RabbitMQ ~11s, Kafka ~6s, cluster ~2s);
-# warm `up` (everything running) about 2.3s. `restart NAME` keeps each broker's data.
+# warm `up` (everything running) about 1.5s. `restart NAME` keeps each broker's data.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
