@@ -223,8 +223,12 @@ func isBusyGroup(err error) bool {
 }
 
 // newReader returns the client used for blocking reads: a dedicated small
-// client when the adapter owns its options, else the shared client.
-func (a *Adapter) newReader() (goredis.UniversalClient, bool) {
+// client when the adapter owns its options, else the shared client. The
+// dedicated client reports the server-side id of each of its connections
+// to onConn, so that a drain can end a blocked XREADGROUP with CLIENT
+// UNBLOCK instead of closing the connection (which could swallow entries
+// Redis had just delivered).
+func (a *Adapter) newReader(onConn func(id int64, laddr string)) (goredis.UniversalClient, bool) {
 	if a.uopts == nil {
 		return a.client, false
 	}
@@ -232,6 +236,20 @@ func (a *Adapter) newReader() (goredis.UniversalClient, bool) {
 	o.PoolSize = 2
 	o.MinIdleConns = 0
 	o.ContextTimeoutEnabled = true
+	userHook := o.OnConnect
+	o.OnConnect = func(ctx context.Context, cn *goredis.Conn) error {
+		if userHook != nil {
+			if err := userHook(ctx, cn); err != nil {
+				return err
+			}
+		}
+		// Best effort: without the id (CLIENT not allowed to this ACL user,
+		// Redis < 6.2) a drain closes the connection instead.
+		if info, err := cn.ClientInfo(ctx).Result(); err == nil && info != nil {
+			onConn(info.ID, info.LAddr)
+		}
+		return nil
+	}
 	return goredis.NewUniversalClient(&o), true
 }
 

@@ -50,9 +50,12 @@
 //
 // # How deliveries are handled
 //
-//   - New messages are read with XREADGROUP, never more than the free
-//     MaxInFlight slots, and each message frees its own slot when settled:
-//     no batch holds slots.
+//   - New messages are read with XREADGROUP once a MaxInFlight slot is
+//     free, up to MaxInFlight entries per read. Each entry takes its own
+//     slot and frees it when settled: no batch holds slots, and at most
+//     MaxInFlight handlers run. Entries read beyond the free slots wait, in
+//     order, for the next slot (a read-ahead of at most MaxInFlight); the
+//     heartbeat keeps them from being claimed meanwhile.
 //   - A failed message with retries left is handed back to the group: its
 //     idle time is set (XCLAIM ... IDLE ... JUSTID) so that it becomes
 //     claimable by any member exactly when its backoff delay ends. The
@@ -74,8 +77,18 @@
 //     lettered again after MinIdleTime, with the error of its last attempt,
 //     kept meanwhile in the hash chan:<stream>:msg:<id> (DefaultErrorInfoTTL,
 //     the key @moleculer/channels uses).
-//   - Drain stops reading (the blocking read uses a dedicated connection,
-//     closed at once), waits for the running handlers, flushes the acks and
-//     hands back whatever it held without running, so another member takes
-//     it at once.
+//   - Drain stops reading at once: the blocking read has a dedicated
+//     connection, which Drain ends with CLIENT UNBLOCK (the read returns as
+//     if it had timed out, so nothing Redis delivered at that moment is
+//     lost in a closed socket); without CLIENT permission it closes the
+//     connection instead, and an entry caught in that read waits
+//     MinIdleTime. With a client given to [NewFromClient] the read shares
+//     its pool and ends within ReadTimeout. Drain then waits for the running
+//     handlers (bounded by its ctx, then their context is cancelled),
+//     flushes the acks, and hands back what it read but did not run, with
+//     the delivery counter of that read undone (XCLAIM ... RETRYCOUNT), so
+//     another member takes it at once as attempt 1. Messages waiting for a
+//     retry become claimable when their backoff ends. The consumer is
+//     deleted from the group (XGROUP DELCONSUMER) only when it holds no
+//     pending entry.
 package redis

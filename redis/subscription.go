@@ -16,10 +16,13 @@ import (
 	"github.com/microchannels/channels/broker"
 )
 
-// held is a message this consumer owns: running, or waiting for its retry.
+// held is a message this consumer owns: running, read ahead and waiting
+// for a slot, or waiting for a retry whose backoff is longer than
+// MinIdleTime.
 type held struct {
 	attempt int
-	timer   *time.Timer // pending retry, nil while running
+	timer   *time.Timer // pending retry, nil while running or waiting for a slot
+	due     time.Time   // when the pending retry is due
 }
 
 // subscription consumes one channel for one group. Three goroutines:
@@ -48,6 +51,16 @@ type subscription struct {
 
 	mu   sync.Mutex
 	held map[string]*held
+	// beatMu orders a heartbeat against the hand-backs: a heartbeat whose
+	// snapshot still had a message must not reset its idle time after the
+	// message was handed back for a retry (that would delay the retry by
+	// MinIdleTime).
+	beatMu sync.Mutex
+
+	// readerConns maps the server-side ids of the reader's connections to
+	// the server address they reached (CLIENT INFO laddr).
+	readerMu    sync.Mutex
+	readerConns map[int64]string
 
 	acks      chan string
 	ackMu     sync.RWMutex
@@ -70,7 +83,7 @@ func (s *subscription) Start() {
 	if !s.started.CompareAndSwap(false, true) {
 		return
 	}
-	s.reader, s.owned = s.a.newReader()
+	s.reader, s.owned = s.a.newReader(s.recordReaderConn)
 	s.loops.Add(2)
 	go s.fetchLoop()
 	go s.maintainLoop()
@@ -146,13 +159,19 @@ func (s *subscription) fetchLoop() {
 			// Usually free at once; if the maintenance loop took the slot
 			// meanwhile, wait for the next one (MaxInFlight holds).
 			if !s.fl.Acquire(s.hctx) {
-				// Draining: give the rest back untouched.
+				// Draining: give the rest back, never run: claimable at
+				// once, with the delivery counter of this read undone so
+				// the next consumer sees attempt 1.
 				ids := make([]string, 0, len(msgs)-i)
 				for _, r := range msgs[i:] {
 					ids = append(ids, r.ID)
-					s.release(r.ID)
 				}
-				s.giveBack(ids, 0)
+				s.beatMu.Lock()
+				for _, id := range ids {
+					s.release(id)
+				}
+				s.giveBack(ids, 0, 0)
+				s.beatMu.Unlock()
 				return
 			}
 			s.dispatch(m, 1)
@@ -302,8 +321,10 @@ func (s *subscription) ack(id string) {
 
 // giveBack makes held-but-unfinished messages claimable by any consumer of
 // the group after wait (0: at once), by setting their idle time with XCLAIM
-// IDLE ... JUSTID (which does not bump the delivery counter).
-func (s *subscription) giveBack(ids []string, wait time.Duration) {
+// IDLE ... JUSTID (which does not bump the delivery counter). A retryCount
+// >= 0 also sets the delivery counter (RETRYCOUNT), for entries read but
+// never run. Callers that release held entries hold beatMu.
+func (s *subscription) giveBack(ids []string, wait time.Duration, retryCount int) {
 	if len(ids) == 0 {
 		return
 	}
@@ -317,7 +338,11 @@ func (s *subscription) giveBack(ids []string, wait time.Duration) {
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	args = append(args, "IDLE", idle.Milliseconds(), "JUSTID")
+	args = append(args, "IDLE", idle.Milliseconds())
+	if retryCount >= 0 {
+		args = append(args, "RETRYCOUNT", retryCount)
+	}
+	args = append(args, "JUSTID")
 	if err := s.c.Do(ctx, args...).Err(); err != nil {
 		s.log.Warn("channels/redis: give back failed; the messages are claimable after MinIdleTime",
 			"channel", s.ch.Name, "count", len(ids), "error", err)
@@ -346,24 +371,28 @@ func (s *subscription) release(id string) {
 // the message held (heartbeat) until the remainder fits.
 func (s *subscription) scheduleRetry(id string, attempt int, delay time.Duration) {
 	if delay <= s.opts.MinIdleTime {
+		s.beatMu.Lock()
+		defer s.beatMu.Unlock()
 		s.release(id)
-		s.giveBack([]string{id}, delay)
+		s.giveBack([]string{id}, delay, -1)
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	h := &held{attempt: attempt}
+	h := &held{attempt: attempt, due: time.Now().Add(delay)}
 	s.held[id] = h
 	h.timer = time.AfterFunc(delay-s.opts.MinIdleTime, func() {
+		s.beatMu.Lock()
+		defer s.beatMu.Unlock()
 		s.mu.Lock()
 		cur, ok := s.held[id]
-		live := ok && cur == h
+		live := ok && cur == h && !s.stopping()
 		if live {
 			delete(s.held, id)
 		}
 		s.mu.Unlock()
-		if live && !s.stopping() {
-			s.giveBack([]string{id}, s.opts.MinIdleTime)
+		if live {
+			s.giveBack([]string{id}, s.opts.MinIdleTime, -1)
 		}
 	})
 }
@@ -411,6 +440,8 @@ func (s *subscription) sweepConsumers() {
 // does not bump the delivery counter), so a slow live handler keeps its
 // message.
 func (s *subscription) heartbeat() {
+	s.beatMu.Lock()
+	defer s.beatMu.Unlock()
 	s.mu.Lock()
 	ids := make([]string, 0, len(s.held))
 	for id := range s.held {
@@ -540,10 +571,11 @@ func (s *subscription) Drain(ctx context.Context) error {
 			close(s.acks)
 			return
 		}
-		if s.owned {
-			_ = s.reader.Close() // breaks a blocking XREADGROUP at once
-		}
+		s.stopReader(ctx)
 		s.loops.Wait() // no new dispatch after this
+		if s.owned {
+			_ = s.reader.Close()
+		}
 		err := s.fl.Wait(ctx)
 		s.cancel()
 		s.ackMu.Lock()
@@ -551,21 +583,118 @@ func (s *subscription) Drain(ctx context.Context) error {
 		close(s.acks)
 		s.ackMu.Unlock()
 		<-s.ackDone
+		// Messages waiting for a long retry: claimable by the group when
+		// their backoff ends, or after MinIdleTime if that comes first.
 		s.mu.Lock()
-		var waiting []string
+		waiting := map[string]time.Duration{}
 		for id, h := range s.held {
-			if h.timer != nil && h.timer.Stop() {
-				waiting = append(waiting, id)
+			if h.timer != nil {
+				h.timer.Stop()
+				waiting[id] = min(max(time.Until(h.due), 0), s.opts.MinIdleTime)
 			}
 		}
 		s.mu.Unlock()
-		s.giveBack(waiting, 0)
+		for id, wait := range waiting {
+			s.giveBack([]string{id}, wait, -1)
+		}
 		if err == nil {
 			s.cleanupConsumer()
 		}
 		s.drainErr = err
 	})
 	return s.drainErr
+}
+
+// recordReaderConn notes the server-side id of a reader connection.
+func (s *subscription) recordReaderConn(id int64, laddr string) {
+	s.readerMu.Lock()
+	defer s.readerMu.Unlock()
+	if s.readerConns == nil || len(s.readerConns) >= 64 { // reconnects: forget old ones
+		s.readerConns = map[int64]string{}
+	}
+	s.readerConns[id] = laddr
+}
+
+// stopReader ends the fetch loop's blocking read. It asks Redis to end it
+// (CLIENT UNBLOCK: the read returns as if it had timed out, so an entry
+// Redis delivered just then is not lost in a closed socket), repeating until
+// the fetch loop has left, since the read may start just after an unblock.
+// When that is not possible (a caller-owned client, no CLIENT permission, a
+// node that cannot be matched) or ctx ends, it closes the reader instead;
+// an entry swallowed that way stays pending for MinIdleTime. A shared
+// client is left alone: the read then ends within ReadTimeout.
+func (s *subscription) stopReader(ctx context.Context) {
+	if !s.owned {
+		return
+	}
+	left := make(chan struct{})
+	go func() { s.loops.Wait(); close(left) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if !s.unblockReader(ctx) {
+			_ = s.reader.Close()
+			<-left
+			return
+		}
+		select {
+		case <-left:
+			return
+		case <-ctx.Done():
+			_ = s.reader.Close()
+			<-left
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// unblockReader sends CLIENT UNBLOCK for every known reader connection, to
+// the node it is connected to. It reports false when it cannot.
+func (s *subscription) unblockReader(ctx context.Context) bool {
+	s.readerMu.Lock()
+	conns := make(map[int64]string, len(s.readerConns))
+	for id, laddr := range s.readerConns {
+		conns[id] = laddr
+	}
+	s.readerMu.Unlock()
+	if len(conns) == 0 {
+		// No connection yet (nothing can be blocked), or ids unknown.
+		return s.reader.PoolStats().TotalConns == 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for id, laddr := range conns {
+		node, ok := s.nodeFor(ctx, laddr)
+		if !ok {
+			return false
+		}
+		if err := node.ClientUnblock(ctx, id).Err(); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// nodeFor returns a client of the adapter for the server at laddr.
+func (s *subscription) nodeFor(ctx context.Context, laddr string) (goredis.Cmdable, bool) {
+	switch c := s.c.(type) {
+	case *goredis.Client:
+		return c, true // one server: the reader's
+	case *goredis.ClusterClient:
+		var found goredis.Cmdable
+		var mu sync.Mutex
+		_ = c.ForEachShard(ctx, func(ctx context.Context, n *goredis.Client) error {
+			if n.Options().Addr == laddr {
+				mu.Lock()
+				found = n
+				mu.Unlock()
+			}
+			return nil
+		})
+		return found, found != nil
+	}
+	return nil, false
 }
 
 // cleanupConsumer removes this consumer from the group when it holds no

@@ -3,9 +3,14 @@ package redis
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/redis"
@@ -51,4 +56,99 @@ func TestStopBreaksTheBlockingRead(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("Stop took %s with a 10s blocking read", took)
 	}
+}
+
+// TestStopBreaksTheBlockingReadWithoutClientPermission: a user that may not
+// run CLIENT (so no CLIENT UNBLOCK) still stops at once: the reader's
+// connection is closed instead.
+func TestStopBreaksTheBlockingReadWithoutClientPermission(t *testing.T) {
+	needRedis(t)
+	c := rawClient(t)
+	ctx := context.Background()
+	user := fmt.Sprintf("chnoclient%d", time.Now().UnixNano())
+	if err := c.Do(ctx, "ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-client").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Do(context.Background(), "ACL", "DELUSER", user) })
+	u, _ := url.Parse(redisURL())
+	u.User = url.UserPassword(user, "pw")
+	timings := crashTimings
+	timings.ReadTimeout = 10 * time.Second
+	p := startPluginAt(t, u.String(), timings, &service{Name: "idle", Channels: channels.Channels{unique("idle.topic"): channels.On(
+		func(context.Context, *channels.Message) error { return nil })}})
+	eventually(t, 10*time.Second, "reader blocked", func() bool {
+		for _, line := range strings.Split(c.ClientList(ctx).Val(), "\n") {
+			if strings.Contains(line, "user="+user+" ") && strings.Contains(line, "cmd=xreadgroup") && strings.Contains(line, "flags=b") {
+				return true
+			}
+		}
+		return false
+	})
+	start := time.Now()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Stop took %s with a 10s blocking read", took)
+	}
+}
+
+// TestStopGivesBackReadAheadAsFirstAttempt: an entry read ahead of a free
+// slot when the consumer stops is handed back unrun, claimable at once, with
+// the delivery counter of that read undone: the next member sees attempt 1.
+func TestStopGivesBackReadAheadAsFirstAttempt(t *testing.T) {
+	needRedis(t)
+	ch, group := unique("readahead.topic"), unique("readahead-group")
+	timings := crashTimings
+	timings.MinIdleTime = 30 * time.Second // a redelivery by idle time would fail the test
+	release := make(chan struct{})
+	var mu sync.Mutex
+	seenA := map[string]int{}
+	a := startPlugin(t, timings, &service{Name: "readahead", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 2,
+		Handler: func(ctx context.Context, m *channels.Message) error {
+			mu.Lock()
+			seenA[string(m.Payload)]++
+			mu.Unlock()
+			<-release
+			return nil
+		}}}}, channels.WithNodeID("readahead-a"))
+	c := rawClient(t)
+	ctx := context.Background()
+	t.Cleanup(func() { c.Del(context.Background(), ch) })
+	if err := c.XAdd(ctx, &goredis.XAddArgs{Stream: ch, Values: []any{"payload", `"m1"`}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "m1 running", func() bool { mu.Lock(); defer mu.Unlock(); return seenA[`"m1"`] == 1 })
+	pipe := c.TxPipeline()
+	pipe.XAdd(ctx, &goredis.XAddArgs{Stream: ch, Values: []any{"payload", `"m2"`}})
+	pipe.XAdd(ctx, &goredis.XAddArgs{Stream: ch, Values: []any{"payload", `"m3"`}})
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "m2 running, m3 read ahead", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		p, err := c.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: ch, Group: group, Start: "-", End: "+", Count: 10}).Result()
+		return err == nil && len(p) == 3 && seenA[`"m2"`] == 1
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Stop(ctx) }()
+	var got atomic.Value
+	startPlugin(t, timings, &service{Name: "readahead", Channels: channels.Channels{ch: {Group: group,
+		Handler: func(ctx context.Context, m *channels.Message) error {
+			got.Store(m)
+			return nil
+		}}}}, channels.WithNodeID("readahead-b"))
+	eventually(t, 10*time.Second, "m3 handed to the other member", func() bool { return got.Load() != nil })
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	m := got.Load().(*channels.Message)
+	mu.Lock()
+	defer mu.Unlock()
+	if string(m.Payload) != `"m3"` || m.Attempt != 1 || seenA[`"m3"`] != 0 {
+		t.Fatalf("member b got %s attempt %d; member a ran m3 %d times", m.Payload, m.Attempt, seenA[`"m3"`])
+	}
+	eventually(t, 10*time.Second, "all acknowledged", func() bool { return c.XPending(ctx, ch, group).Val().Count == 0 })
 }
