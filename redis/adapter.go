@@ -41,6 +41,8 @@ type Adapter struct {
 	display  string
 
 	autoPipeline bool
+	maxLen       int64 // default XADD MAXLEN (0: none)
+	approxMaxLen bool
 	// pub is read without a lock on every send.
 	pub atomic.Pointer[publisher]
 
@@ -163,6 +165,8 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 	args := &goredis.XAddArgs{Stream: channel, Values: values}
 	if msg.Options.MaxLen > 0 {
 		args.MaxLen, args.Approx = msg.Options.MaxLen, msg.Options.ApproxMaxLen
+	} else if a.maxLen > 0 {
+		args.MaxLen, args.Approx = a.maxLen, a.approxMaxLen
 	}
 	if err := c.XAdd(ctx, args).Err(); err != nil {
 		return &broker.PublishError{Channel: channel, Err: err}

@@ -41,9 +41,11 @@
 //	                   deleted from the group
 //
 // Publish options: headers (the "headers" field), raw payloads and
-// broker.WithMaxLen(n, approx), which adds XADD MAXLEN (capped streams;
-// trimming can remove entries a group has not read, so use it only where
-// losing the oldest entries is acceptable). Key, Partition, Persistent
+// broker.WithMaxLen(n, approx), which adds XADD MAXLEN (capped streams, the
+// xaddMaxLen of @moleculer/channels; [WithDefaultMaxLen] sets it for every
+// send of the adapter, default none; trimming can remove entries a group
+// has not read, so use it only where losing the oldest entries is
+// acceptable). Key, Partition, Persistent
 // (durability is the server's AOF/RDB setting), TTL, Priority,
 // CorrelationID, MessageID and RoutingKey have no Redis Streams meaning and
 // are ignored.

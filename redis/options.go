@@ -144,6 +144,23 @@ func WithAutoPipeline() Option {
 	return func(a *Adapter) error { a.autoPipeline = true; return nil }
 }
 
+// WithDefaultMaxLen caps every stream this adapter publishes to at n
+// entries (XADD MAXLEN, approximate "~" when approx is true), for the sends
+// that do not set broker.WithMaxLen themselves (the xaddMaxLen of
+// @moleculer/channels, adapter-wide). 0, the default, means no cap.
+// Dead-letter copies are never capped. Trimming can remove entries a group
+// has not read yet: use it only where losing the oldest entries is
+// acceptable.
+func WithDefaultMaxLen(n int64, approx bool) Option {
+	return func(a *Adapter) error {
+		if n < 0 {
+			return fmt.Errorf("%w: redis default MaxLen must be >= 0", broker.ErrInvalidOption)
+		}
+		a.maxLen, a.approxMaxLen = n, approx
+		return nil
+	}
+}
+
 // WithClusterAddrs switches to Redis Cluster with these seed nodes (the
 // URL's credentials and TLS settings still apply).
 func WithClusterAddrs(addrs ...string) Option {

@@ -69,6 +69,7 @@ func TestOptionErrors(t *testing.T) {
 		{"negative read timeout", WithConsumerOptions(ChannelOptions{ReadTimeout: -1})},
 		{"heartbeat not shorter than min idle", WithConsumerOptions(ChannelOptions{MinIdleTime: time.Second, HeartbeatInterval: time.Second})},
 		{"empty cluster", WithClusterAddrs()},
+		{"negative default max len", WithDefaultMaxLen(-1, false)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

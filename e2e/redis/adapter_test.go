@@ -43,6 +43,36 @@ func TestCappedStream(t *testing.T) {
 	if n := c.XLen(context.Background(), ch).Val(); n != 5 {
 		t.Fatalf("XLEN = %d, want 5", n)
 	}
+
+	// The adapter-wide default applies to sends that set no cap of their own.
+	a, err := redis.New(redisURL(), redis.WithDefaultMaxLen(3, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	capped, err := channels.New(channels.WithAdapter(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := capped.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer capped.Stop(context.Background())
+	ch2 := unique("capped.default")
+	t.Cleanup(func() { c.Del(context.Background(), ch2) })
+	for i := range 10 {
+		if err := capped.SendToChannel(context.Background(), ch2, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := c.XLen(context.Background(), ch2).Val(); n != 3 {
+		t.Fatalf("XLEN with the default cap = %d, want 3", n)
+	}
+	if err := capped.SendToChannel(context.Background(), ch2, 10, broker.WithMaxLen(8, false)); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.XLen(context.Background(), ch2).Val(); n != 4 {
+		t.Fatalf("XLEN after a send with its own cap = %d, want 4", n)
+	}
 }
 
 func TestWireFormat(t *testing.T) {
