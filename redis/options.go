@@ -95,7 +95,7 @@ func (o ChannelOptions) withDefaults() ChannelOptions {
 	o = ChannelOptions{ReadTimeout: DefaultReadTimeout, MinIdleTime: DefaultMinIdleTime,
 		ClaimInterval: DefaultClaimInterval, StartID: DefaultStartID, StaleConsumerAge: DefaultStaleConsumerAge}.merge(o)
 	if o.HeartbeatInterval == 0 {
-		o.HeartbeatInterval = o.MinIdleTime / 3
+		o.HeartbeatInterval = max(o.MinIdleTime/3, time.Millisecond)
 	}
 	return o
 }

@@ -398,21 +398,32 @@ func (s *subscription) scheduleRetry(id string, attempt int, delay time.Duration
 }
 
 // maintainLoop is the single loop that refreshes held messages, claims the
-// messages of dead consumers and gives up on those over their limit.
+// messages of dead consumers and gives up on those over their limit. The
+// heartbeat has its own ticker, so a long ClaimInterval cannot let a live
+// message reach MinIdleTime.
 func (s *subscription) maintainLoop() {
 	defer s.loops.Done()
-	lastBeat, lastSweep := time.Now(), time.Now()
 	// Jitter keeps the members of a group from ticking in lockstep, so a
 	// failed message is not always reclaimed by the member that failed it.
-	for s.sleep(s.opts.ClaimInterval/2 + rand.N(s.opts.ClaimInterval)) {
-		if time.Since(lastBeat) >= s.opts.HeartbeatInterval {
+	jitter := func() time.Duration { return s.opts.ClaimInterval/2 + rand.N(s.opts.ClaimInterval) }
+	claim := time.NewTimer(jitter())
+	defer claim.Stop()
+	beat := time.NewTicker(s.opts.HeartbeatInterval)
+	defer beat.Stop()
+	lastSweep := time.Now()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-beat.C:
 			s.heartbeat()
-			lastBeat = time.Now()
-		}
-		s.claimIdle()
-		if time.Since(lastSweep) >= s.opts.StaleConsumerAge/4 {
-			s.sweepConsumers()
-			lastSweep = time.Now()
+		case <-claim.C:
+			s.claimIdle()
+			if time.Since(lastSweep) >= s.opts.StaleConsumerAge/4 {
+				s.sweepConsumers()
+				lastSweep = time.Now()
+			}
+			claim.Reset(jitter())
 		}
 	}
 }

@@ -126,6 +126,14 @@ func TestRedeliveryAfterKill(t *testing.T) {
 
 func TestLiveSlowHandlerIsNotRedelivered(t *testing.T) {
 	needRedis(t)
+	t.Run("default timings", func(t *testing.T) { testLiveSlowHandler(t, crashTimings) })
+	// A claim period longer than MinIdleTime: the heartbeat keeps its own pace.
+	slowClaims := crashTimings
+	slowClaims.ClaimInterval = 3 * time.Second
+	t.Run("claim interval above min idle time", func(t *testing.T) { testLiveSlowHandler(t, slowClaims) })
+}
+
+func testLiveSlowHandler(t *testing.T, timings redis.ChannelOptions) {
 	ch, group := unique("slow.topic"), unique("slow-group")
 	var calls, running, maxRunning atomic.Int32
 	var finished atomic.Bool
@@ -145,10 +153,10 @@ func TestLiveSlowHandlerIsNotRedelivered(t *testing.T) {
 		return nil
 	}
 	for _, node := range []string{"slow-a", "slow-b"} {
-		startPlugin(t, crashTimings, &service{Name: "slow", Channels: channels.Channels{ch: {Group: group, Handler: handler}}},
+		startPlugin(t, timings, &service{Name: "slow", Channels: channels.Channels{ch: {Group: group, Handler: handler}}},
 			channels.WithNodeID(node))
 	}
-	sender := startPlugin(t, crashTimings, nil)
+	sender := startPlugin(t, timings, nil)
 	if err := sender.SendToChannel(context.Background(), ch, 1); err != nil {
 		t.Fatal(err)
 	}
