@@ -59,6 +59,12 @@ type Channel struct {
 	MaxRetries int
 	// Backoff is the delay before each retry (nil = plugin default).
 	Backoff broker.Backoff
+	// MaxDeliveries bounds the deliveries of one message, failed runs and
+	// runs that never ended (the consumer was killed) together: a message
+	// that keeps crashing its consumers is dead-lettered (or dropped) with
+	// broker.ErrMaxDeliveries once over it. 0 = MaxRetries + 1 +
+	// broker.DefaultExtraDeliveries (5); otherwise at least MaxRetries + 1.
+	MaxDeliveries int
 	// DeadLettering overrides the plugin's dead-letter settings.
 	DeadLettering *DeadLettering
 	// Handler processes the messages.
@@ -268,7 +274,7 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 			Group:        group,
 			ConsumerName: strings.Join([]string{p.nodeID, full, chName}, "."),
 			MaxInFlight:  mif,
-			Retry:        broker.RetryPolicy{MaxRetries: retries, Backoff: backoff},
+			Retry:        broker.RetryPolicy{MaxRetries: retries, Backoff: backoff, MaxDeliveries: decl.MaxDeliveries},
 			DeadLetter: broker.DeadLetterPolicy{Enabled: dl.Enabled,
 				Queue: prefixed(p.o.namespace, dl.QueueName), Exchange: prefixed(p.o.namespace, dl.ExchangeName)},
 			AdapterOptions: decl.AdapterOptions,

@@ -238,16 +238,35 @@ func TestMessageDecodeError(t *testing.T) {
 	}
 }
 
+type sendOpt struct{ n int }
+
+func (o sendOpt) Validate() error {
+	if o.n < 0 {
+		return fmt.Errorf("%w: n must be >= 0", broker.ErrInvalidOption)
+	}
+	return nil
+}
+
 func TestPublishOptions(t *testing.T) {
-	o, err := broker.NewPublishOptions(broker.WithHeader("a", "1"), broker.WithKey("k"), broker.WithMaxLen(10, true))
-	if err != nil || o.Headers["a"] != "1" || string(o.Key) != "k" || o.MaxLen != 10 || !o.ApproxMaxLen || !o.Persistent || o.Partition != -1 {
+	o, err := broker.NewPublishOptions(broker.WithHeader("a", "1"), broker.WithRaw(), broker.WithAdapterOptions(sendOpt{3}))
+	if err != nil || o.Headers["a"] != "1" || !o.Raw {
 		t.Fatalf("%+v %v", o, err)
 	}
-	for _, bad := range []broker.PublishOption{broker.WithPartition(-1), broker.WithTTL(-time.Second),
-		broker.WithMaxLen(-1, false), broker.WithHeaders(map[string]string{"": "x"})} {
+	if v, ok := broker.SendOption[sendOpt](o); !ok || v.n != 3 {
+		t.Fatalf("SendOption = %v %v", v, ok)
+	}
+	for _, bad := range []broker.PublishOption{broker.WithAdapterOptions(sendOpt{-1}), broker.WithHeaders(map[string]string{"": "x"})} {
 		if _, err := broker.NewPublishOptions(bad); !errors.Is(err, broker.ErrInvalidOption) {
 			t.Errorf("err = %v", err)
 		}
+	}
+	known := func(v any) bool { _, ok := v.(sendOpt); return ok }
+	if err := broker.CheckOptions("test", o.AdapterOptions, known); err != nil {
+		t.Fatal(err)
+	}
+	err = broker.CheckOptions("test", []any{sendOpt{}, 42}, known)
+	if !errors.Is(err, broker.ErrInvalidOption) || !strings.Contains(err.Error(), "int") {
+		t.Fatalf("unknown option: %v", err)
 	}
 }
 

@@ -22,8 +22,9 @@ type Channel struct {
 	MaxInFlight int
 	Retry       RetryPolicy
 	DeadLetter  DeadLetterPolicy
-	// AdapterOptions holds typed per-channel options; each adapter picks the
-	// values of its own types and ignores the others.
+	// AdapterOptions holds typed per-channel options of the adapter's
+	// package; an adapter refuses values of types it does not know
+	// ([CheckOptions]).
 	AdapterOptions []any
 	// Handler is the composed handler (interceptors already applied).
 	Handler    Handler
@@ -72,9 +73,11 @@ func (c *Channel) Normalize() {
 	}
 }
 
-// Option returns the first per-channel adapter option of type T.
-func Option[T any](c *Channel) (T, bool) {
-	for _, o := range c.AdapterOptions {
+// Option returns the first per-channel adapter option of type T (or *T).
+func Option[T any](c *Channel) (T, bool) { return first[T](c.AdapterOptions) }
+
+func first[T any](opts []any) (T, bool) {
+	for _, o := range opts {
 		if v, ok := o.(T); ok {
 			return v, true
 		}
@@ -99,6 +102,9 @@ const (
 	DeadLetter
 	// Drop acknowledges a message that failed for good; it has been logged.
 	Drop
+	// Release hands back a message that was not run, or whose run was cut
+	// by our own stop: it is delivered again without using up an attempt.
+	Release
 )
 
 func (a Action) String() string {
@@ -111,6 +117,8 @@ func (a Action) String() string {
 		return "dead-letter"
 	case Drop:
 		return "drop"
+	case Release:
+		return "release"
 	}
 	return fmt.Sprintf("Action(%d)", a)
 }

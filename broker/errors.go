@@ -31,6 +31,10 @@ var (
 	// more deliveries than its policy allows (for example after a consumer
 	// crashed during the last attempt).
 	ErrMaxAttemptsExceeded = errors.New("channels: message exceeded its delivery attempts")
+	// ErrMaxDeliveries is the dead-letter cause of a message delivered more
+	// times than RetryPolicy.MaxDeliveries without a result: its runs never
+	// ended, for example because it crashes the consumer (a poison pill).
+	ErrMaxDeliveries = errors.New("channels: message exceeded its deliveries (its runs never ended)")
 	// ErrDrainTimeout is returned by Drain when the context ends before in-flight handlers finished.
 	ErrDrainTimeout = errors.New("channels: drain timed out with handlers still running")
 )

@@ -1,38 +1,18 @@
 package broker
 
-import (
-	"fmt"
-	"time"
-)
+import "fmt"
 
-// PublishOptions collects the options of one send. Each adapter honours what
-// applies to it and documents the rest.
+// PublishOptions collects the options of one send. Only what every broker
+// honours is a field; what one broker alone understands is a typed value of
+// that adapter's package in AdapterOptions (for example redis.SendOptions),
+// and an adapter refuses a value of a type it does not know.
 type PublishOptions struct {
 	// Headers are user headers sent with the message.
 	Headers map[string]string
 	// Raw sends a []byte or string payload without serializing it.
 	Raw bool
-	// Key is the Kafka message key (also used for per-key ordering).
-	Key []byte
-	// Partition selects a Kafka partition; -1 (the default) lets the balancer choose.
-	Partition int
-	// Persistent asks AMQP for delivery mode 2. Defaults to true.
-	Persistent bool
-	// TTL is the AMQP per-message expiration.
-	TTL time.Duration
-	// Priority is the AMQP message priority.
-	Priority uint8
-	// CorrelationID is the AMQP correlation id.
-	CorrelationID string
-	// MessageID asks the broker to deduplicate on it where supported (NATS
-	// Nats-Msg-Id, AMQP message-id).
-	MessageID string
-	// RoutingKey overrides the AMQP routing key.
-	RoutingKey string
-	// MaxLen caps a Redis stream (XADD MAXLEN); 0 means no cap.
-	MaxLen int64
-	// ApproxMaxLen makes the Redis cap approximate (MAXLEN ~).
-	ApproxMaxLen bool
+	// AdapterOptions holds typed send options of adapter packages.
+	AdapterOptions []any
 }
 
 // PublishOption changes one send.
@@ -40,7 +20,7 @@ type PublishOption func(*PublishOptions) error
 
 // NewPublishOptions applies opts over the defaults.
 func NewPublishOptions(opts ...PublishOption) (PublishOptions, error) {
-	o := PublishOptions{Partition: -1, Persistent: true}
+	var o PublishOptions
 	for _, opt := range opts {
 		if opt == nil {
 			continue
@@ -78,67 +58,38 @@ func WithHeader(k, v string) PublishOption { return WithHeaders(map[string]strin
 // WithRaw sends a []byte or string payload as is.
 func WithRaw() PublishOption { return func(o *PublishOptions) error { o.Raw = true; return nil } }
 
-// WithKey sets the Kafka message key.
-func WithKey(key string) PublishOption {
-	return func(o *PublishOptions) error { o.Key = []byte(key); return nil }
-}
-
-// WithPartition selects a Kafka partition.
-func WithPartition(p int) PublishOption {
+// WithAdapterOptions adds typed send options of an adapter package (for
+// example redis.SendOptions{MaxLen: 1000}). A value that implements
+// Validate() error is validated here. The adapter of the send refuses a
+// value of a type it does not know, with ErrInvalidOption.
+func WithAdapterOptions(opts ...any) PublishOption {
 	return func(o *PublishOptions) error {
-		if p < 0 {
-			return fmt.Errorf("%w: partition must be >= 0", ErrInvalidOption)
+		for _, v := range opts {
+			if v == nil {
+				continue
+			}
+			if val, ok := v.(interface{ Validate() error }); ok {
+				if err := val.Validate(); err != nil {
+					return err
+				}
+			}
+			o.AdapterOptions = append(o.AdapterOptions, v)
 		}
-		o.Partition = p
 		return nil
 	}
 }
 
-// WithPersistent sets AMQP delivery mode (persistent by default).
-func WithPersistent(p bool) PublishOption {
-	return func(o *PublishOptions) error { o.Persistent = p; return nil }
-}
+// SendOption returns the first typed send option of type T (or *T).
+func SendOption[T any](o PublishOptions) (T, bool) { return first[T](o.AdapterOptions) }
 
-// WithTTL sets the AMQP per-message expiration.
-func WithTTL(d time.Duration) PublishOption {
-	return func(o *PublishOptions) error {
-		if d < 0 {
-			return fmt.Errorf("%w: TTL must be >= 0", ErrInvalidOption)
+// CheckOptions returns an ErrInvalidOption error naming the first value of
+// opts that known rejects: adapters call it on channel and send options so
+// that an option meant for another adapter is an error, not ignored.
+func CheckOptions(adapter string, opts []any, known func(any) bool) error {
+	for _, o := range opts {
+		if o != nil && !known(o) {
+			return fmt.Errorf("%w: the %s adapter does not know options of type %T", ErrInvalidOption, adapter, o)
 		}
-		o.TTL = d
-		return nil
 	}
-}
-
-// WithPriority sets the AMQP priority.
-func WithPriority(p uint8) PublishOption {
-	return func(o *PublishOptions) error { o.Priority = p; return nil }
-}
-
-// WithCorrelationID sets the AMQP correlation id.
-func WithCorrelationID(id string) PublishOption {
-	return func(o *PublishOptions) error { o.CorrelationID = id; return nil }
-}
-
-// WithMessageID sets a deduplication id where the broker supports one.
-func WithMessageID(id string) PublishOption {
-	return func(o *PublishOptions) error { o.MessageID = id; return nil }
-}
-
-// WithRoutingKey overrides the AMQP routing key.
-func WithRoutingKey(k string) PublishOption {
-	return func(o *PublishOptions) error { o.RoutingKey = k; return nil }
-}
-
-// WithMaxLen caps a Redis stream at n entries (approximately when approx is
-// true). Trimming can remove entries that a group has not read yet; use it
-// only when losing the oldest entries is acceptable.
-func WithMaxLen(n int64, approx bool) PublishOption {
-	return func(o *PublishOptions) error {
-		if n < 0 {
-			return fmt.Errorf("%w: MaxLen must be >= 0", ErrInvalidOption)
-		}
-		o.MaxLen, o.ApproxMaxLen = n, approx
-		return nil
-	}
+	return nil
 }

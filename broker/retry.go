@@ -74,6 +74,19 @@ type RetryPolicy struct {
 	MaxRetries int
 	// Backoff gives the delay before each redelivery.
 	Backoff Backoff
+	// MaxDeliveries bounds how many times one message is delivered in all,
+	// failed runs and runs that never ended (a consumer killed during the
+	// run) together. A message that keeps killing its consumers is given up
+	// (dead-lettered or dropped with ErrMaxDeliveries) once it is over it.
+	// 0 means MaxRetries + 1 + DefaultExtraDeliveries.
+	MaxDeliveries int
+}
+
+func (p RetryPolicy) maxDeliveries() int {
+	if p.MaxDeliveries > 0 {
+		return p.MaxDeliveries
+	}
+	return p.MaxRetries + 1 + DefaultExtraDeliveries
 }
 
 // Validate checks the policy.
@@ -83,6 +96,10 @@ func (p RetryPolicy) Validate() error {
 	}
 	if p.Backoff == nil {
 		return fmt.Errorf("%w: Backoff must not be nil", ErrInvalidOption)
+	}
+	if p.MaxDeliveries < 0 || (p.MaxDeliveries > 0 && p.MaxDeliveries < p.MaxRetries+1) {
+		return fmt.Errorf("%w: MaxDeliveries (%d) must be 0 (default) or at least MaxRetries+1 (%d)",
+			ErrInvalidOption, p.MaxDeliveries, p.MaxRetries+1)
 	}
 	return nil
 }

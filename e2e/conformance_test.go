@@ -559,6 +559,40 @@ func conformance(tg Target) {
 			Eventually(cancelled.Load).Should(BeTrue())
 		})
 
+		It("neither dead-letters nor drops a last attempt cut by the drain deadline: it comes back as the same attempt", func() {
+			ch, group, dlq := uniq("test.drain.last.topic"), uniq("lastgroup"), uniq("DEAD_LETTER")
+			dl := &channels.DeadLettering{Enabled: true, QueueName: dlq, ExchangeName: dlq}
+			var started atomic.Int32
+			dead := &recorder{}
+			h.node([]any{&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}}})
+			p := h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {Group: group,
+				MaxRetries: channels.NoRetries, DeadLettering: dl,
+				Handler: func(ctx context.Context, m *broker.Message) error {
+					started.Add(1)
+					<-ctx.Done()
+					return ctx.Err()
+				}}}}})
+			snd := h.sender()
+			Expect(snd.SendToChannel(ctx, ch, 1)).To(Succeed())
+			Eventually(started.Load).Should(BeEquivalentTo(1))
+			sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer cancel()
+			err := p.Stop(sctx)
+			var de *broker.DrainError
+			Expect(errors.As(err, &de)).To(BeTrue(), "%v", err)
+			Expect(de.Channel).To(Equal(ch))
+			Expect(de.Running).To(HaveLen(1))
+
+			next := &recorder{}
+			h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {Group: group,
+				MaxRetries: channels.NoRetries, DeadLettering: dl, Handler: next.handle}}}})
+			Eventually(next.count).Should(Equal(1))
+			m := next.all()[0]
+			Expect(m.ID).To(Equal(de.Running[0]))
+			Expect(m.Attempt).To(Equal(1))
+			Consistently(dead.count, 500*time.Millisecond).Should(Equal(0))
+		})
+
 		It("leaves no goroutine behind after Stop", func() {
 			before := runtime.NumGoroutine()
 			ch := uniq("test.leak.topic")

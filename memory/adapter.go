@@ -2,11 +2,8 @@ package memory
 
 import (
 	"context"
-	"fmt"
 	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/microchannels/channels/broker"
@@ -33,16 +30,14 @@ type Adapter struct {
 	bus   *Bus
 	state broker.ConnState
 	env   broker.Env
-
-	mu   sync.Mutex
-	subs map[*subscription]struct{}
+	subs  broker.Subscriptions
 }
 
 var _ broker.Adapter = (*Adapter)(nil)
 
 // New returns an adapter on the default bus (or the one given by WithBus).
 func New(opts ...Option) *Adapter {
-	a := &Adapter{subs: map[*subscription]struct{}{}}
+	a := &Adapter{}
 	for _, o := range opts {
 		o(a)
 	}
@@ -86,122 +81,86 @@ func (a *Adapter) Subscribe(_ context.Context, ch *broker.Channel) (broker.Subsc
 	if err := ch.Validate(); err != nil {
 		return nil, err
 	}
-	hctx, cancel := context.WithCancel(context.Background())
-	s := &subscription{
-		a:      a,
-		ch:     ch,
-		g:      a.bus.groupFor(ch.Name, ch.Group),
-		fl:     broker.NewInflight(ch.MaxInFlight),
-		hctx:   hctx,
-		cancel: cancel,
-		done:   make(chan struct{}),
-	}
-	a.mu.Lock()
-	a.subs[s] = struct{}{}
-	a.mu.Unlock()
+	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, g: a.bus.groupFor(ch.Name, ch.Group)}
+	a.subs.Add(s)
 	return s, nil
 }
 
 // Close drains every subscription still running, bounded by ctx.
 func (a *Adapter) Close(ctx context.Context) error {
 	a.state.SetClosed()
-	a.mu.Lock()
-	subs := make([]*subscription, 0, len(a.subs))
-	for s := range a.subs {
-		subs = append(subs, s)
-	}
-	a.mu.Unlock()
-	var first error
-	for _, s := range subs {
-		if err := s.Drain(ctx); err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return a.subs.DrainAll(ctx)
 }
 
+// subscription is the kit's delivery skeleton fed by one group of the bus.
 type subscription struct {
-	a      *Adapter
-	ch     *broker.Channel
-	g      *group
-	fl     *broker.Inflight
-	hctx   context.Context
-	cancel context.CancelFunc
-
-	started   atomic.Bool
-	done      chan struct{}
-	drainOnce sync.Once
-	drainErr  error
+	*broker.Consumer
+	a *Adapter
+	g *group
 }
 
-func (s *subscription) Start() {
-	if !s.started.CompareAndSwap(false, true) {
-		return
-	}
-	go s.loop()
-}
+func (s *subscription) Start() { s.Consumer.Start(s.loop) }
 
 func (s *subscription) loop() {
-	defer close(s.done)
-	stop := s.fl.Closing()
 	for {
-		if !s.fl.Acquire(s.hctx) {
+		if !s.Acquire() {
 			return
 		}
-		e := s.g.pop(stop)
+		e := s.g.pop(s.Stopping())
 		if e == nil {
-			s.fl.Release()
+			s.ReleaseSlot()
 			return
 		}
-		select {
-		case <-stop:
+		if s.IsStopping() {
 			// Stopped while waiting: give the entry back untouched.
 			s.g.requeue(e)
-			s.fl.Release()
+			s.ReleaseSlot()
 			return
-		default:
 		}
-		s.fl.Go(func() { s.handle(e) })
+		msg := broker.NewMessage(s.Channel().Serializer)
+		msg.Channel, msg.Group, msg.ID = s.Channel().Name, s.Channel().Group, e.id
+		msg.Payload, msg.Attempt, msg.Timestamp, msg.Raw = e.payload, e.attempt, e.ts, e
+		if len(e.headers) > 0 {
+			msg.Headers = broker.CloneHeaders(e.headers, 0)
+		}
+		s.Run(&broker.Delivery{Msg: msg, Final: e.final != nil, Failure: e.final, Settle: settler{s, e}}, nil)
 	}
 }
 
-func (s *subscription) handle(e *entry) {
-	msg := broker.NewMessage(s.ch.Serializer)
-	msg.Channel, msg.Group, msg.ID = s.ch.Name, s.ch.Group, e.id
-	msg.Payload, msg.Attempt, msg.Timestamp, msg.Raw = e.payload, e.attempt, e.ts, e
-	if len(e.headers) > 0 {
-		msg.Headers = broker.CloneHeaders(e.headers, 0)
-	}
-	out := s.ch.Process(s.hctx, msg)
-	switch out.Action {
-	case broker.Ack, broker.Drop:
-		s.g.settle()
-	case broker.Retry:
-		next := *e
-		next.attempt++
-		s.g.retryAfter(&next, out.Delay)
-	case broker.DeadLetter:
-		s.a.bus.publish(s.ch.DeadLetter.Queue, e.payload, out.Headers, time.Now())
-		s.g.settle()
-	default:
-		panic(fmt.Sprintf("memory: unknown outcome %v", out.Action))
-	}
-}
-
+// Drain stops the loop, waits for running handlers (bounded by ctx) and
+// forgets the subscription.
 func (s *subscription) Drain(ctx context.Context) error {
-	s.drainOnce.Do(func() {
-		s.fl.Close()
-		if s.started.Load() {
-			<-s.done
-		}
-		// On timeout the handlers' context is cancelled; they settle their
-		// message when they return.
-		err := s.fl.Wait(ctx)
-		s.cancel()
-		s.a.mu.Lock()
-		delete(s.a.subs, s)
-		s.a.mu.Unlock()
-		s.drainErr = err
-	})
-	return s.drainErr
+	return s.Consumer.Drain(ctx, broker.DrainHooks{Finish: func(context.Context, bool) error {
+		s.a.subs.Remove(s)
+		return nil
+	}})
 }
+
+// settler carries out outcomes on the bus.
+type settler struct {
+	s *subscription
+	e *entry
+}
+
+func (t settler) Ack(context.Context) error { t.s.g.settle(); return nil }
+
+func (t settler) Retry(_ context.Context, delay time.Duration, _ map[string]string) error {
+	next := *t.e
+	next.attempt++
+	t.s.g.retryAfter(&next, delay)
+	return nil
+}
+
+func (t settler) DeadLetter(_ context.Context, payload []byte, headers map[string]string) error {
+	t.s.a.bus.publish(t.s.Channel().DeadLetter.Queue, payload, headers, time.Now())
+	return nil
+}
+
+func (t settler) Keep(_ context.Context, failure map[string]string) error {
+	next := *t.e
+	next.final = failure
+	t.s.g.requeue(&next)
+	return nil
+}
+
+func (t settler) Release(context.Context) error { t.s.g.requeue(t.e); return nil }

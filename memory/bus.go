@@ -51,6 +51,9 @@ type entry struct {
 	headers map[string]string
 	attempt int
 	ts      time.Time
+	// final holds the failure of a run that failed for good whose
+	// dead-letter copy could not be written (never on the bus itself).
+	final map[string]string
 }
 
 // group is a durable consumer group: a FIFO of ready entries shared by its

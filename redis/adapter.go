@@ -50,7 +50,7 @@ type Adapter struct {
 	mu     sync.Mutex
 	client goredis.UniversalClient
 	env    broker.Env
-	subs   map[*subscription]struct{}
+	subs   broker.Subscriptions
 }
 
 var _ broker.Adapter = (*Adapter)(nil)
@@ -84,7 +84,7 @@ func NewFromClient(c goredis.UniversalClient, opts ...Option) (*Adapter, error) 
 }
 
 func newAdapter(uo *goredis.UniversalOptions, c goredis.UniversalClient, display string, opts []Option) (*Adapter, error) {
-	a := &Adapter{uopts: uo, external: c, display: display, subs: map[*subscription]struct{}{}}
+	a := &Adapter{uopts: uo, external: c, display: display}
 	for _, o := range opts {
 		if o == nil {
 			continue
@@ -162,9 +162,12 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 	if err != nil {
 		return &broker.EncodeError{Channel: channel, Err: err}
 	}
+	if err := broker.CheckOptions("redis", msg.Options.AdapterOptions, isSendOption); err != nil {
+		return err
+	}
 	args := &goredis.XAddArgs{Stream: channel, Values: values}
-	if msg.Options.MaxLen > 0 {
-		args.MaxLen, args.Approx = msg.Options.MaxLen, msg.Options.ApproxMaxLen
+	if so, ok := broker.SendOption[SendOptions](msg.Options); ok && so.MaxLen > 0 {
+		args.MaxLen, args.Approx = so.MaxLen, so.ApproxMaxLen
 	} else if a.maxLen > 0 {
 		args.MaxLen, args.Approx = a.maxLen, a.approxMaxLen
 	}
@@ -197,6 +200,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err := ch.Validate(); err != nil {
 		return nil, err
 	}
+	if err := broker.CheckOptions("redis", ch.AdapterOptions, isChannelOption); err != nil {
+		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
 	opts := a.consumer
 	if co, ok := broker.Option[ChannelOptions](ch); ok {
 		if err := co.Validate(); err != nil {
@@ -216,51 +222,12 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 		return nil, fmt.Errorf("channels/redis: create group %q on %q: %w", ch.Group, ch.Name, err)
 	}
 	s := newSubscription(a, c, ser, ch, opts)
-	a.mu.Lock()
-	a.subs[s] = struct{}{}
-	a.mu.Unlock()
+	a.subs.Add(s)
 	return s, nil
 }
 
 func isBusyGroup(err error) bool {
 	return err != nil && len(err.Error()) >= 9 && err.Error()[:9] == "BUSYGROUP"
-}
-
-// newReader returns the client used for blocking reads: a dedicated small
-// client when the adapter owns its options, else the shared client. The
-// dedicated client reports the server-side id of each of its connections
-// to onConn, so that a drain can end a blocked XREADGROUP with CLIENT
-// UNBLOCK instead of closing the connection (which could swallow entries
-// Redis had just delivered).
-func (a *Adapter) newReader(onConn func(id int64, laddr string)) (goredis.UniversalClient, bool) {
-	if a.uopts == nil {
-		return a.client, false
-	}
-	o := *a.uopts
-	o.PoolSize = 2
-	o.MinIdleConns = 0
-	o.ContextTimeoutEnabled = true
-	userHook := o.OnConnect
-	o.OnConnect = func(ctx context.Context, cn *goredis.Conn) error {
-		if userHook != nil {
-			if err := userHook(ctx, cn); err != nil {
-				return err
-			}
-		}
-		// Best effort: without the id (CLIENT not allowed to this ACL user,
-		// Redis < 6.2) a drain closes the connection instead.
-		if info, err := cn.ClientInfo(ctx).Result(); err == nil && info != nil {
-			onConn(info.ID, info.LAddr)
-		}
-		return nil
-	}
-	return goredis.NewUniversalClient(&o), true
-}
-
-func (a *Adapter) forget(s *subscription) {
-	a.mu.Lock()
-	delete(a.subs, s)
-	a.mu.Unlock()
 }
 
 // Close drains the subscriptions still running (bounded by ctx) and closes
@@ -273,15 +240,8 @@ func (a *Adapter) Close(ctx context.Context) error {
 		return nil
 	}
 	a.pub.Store(nil) // no send after this point
-	subs := make([]*subscription, 0, len(a.subs))
-	for s := range a.subs {
-		subs = append(subs, s)
-	}
 	a.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Drain(ctx))
-	}
+	errs := []error{a.subs.DrainAll(ctx)}
 	a.mu.Lock()
 	a.state.SetClosed()
 	if a.external == nil && a.client != nil {

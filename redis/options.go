@@ -34,14 +34,25 @@ const (
 	// stay silent before a live member removes it from the group (consumers
 	// of processes that crashed, or ran with another node id).
 	DefaultStaleConsumerAge = time.Hour
-	// DefaultErrorInfoTTL is how long the error of a message whose
-	// dead-lettering failed is kept (hash chan:<stream>:msg:<id>) for the
-	// next attempt to dead-letter it.
+	// DefaultErrorInfoTTL is how long the failure record of a message is
+	// kept (hash chan:<stream>:<group>:msg:<id>: failed runs, last error,
+	// a failed dead-letter publish).
 	DefaultErrorInfoTTL = 24 * time.Hour
 	// DefaultAckBatch bounds the ids acknowledged by one XACK.
 	DefaultAckBatch = 256
 	// DefaultPendingPage is the page size of the pending-entries scan.
 	DefaultPendingPage = 100
+	// DefaultOpTimeout bounds the adapter's own commands that no caller's
+	// context bounds (hand-backs, consumer clean-up, acks).
+	DefaultOpTimeout = 5 * time.Second
+)
+
+const (
+	// heartbeatBatch bounds the ids refreshed by one heartbeat script call.
+	heartbeatBatch = 500
+	// staleSweepsPerAge: stale consumers are looked for this many times per
+	// StaleConsumerAge.
+	staleSweepsPerAge = 4
 )
 
 // ChannelOptions are the consumer timings. Set them adapter-wide with
@@ -67,6 +78,54 @@ type ChannelOptions struct {
 	// StartID is where a new group starts reading ("$" by default, "0" for
 	// the whole stream). It only applies when the group is created.
 	StartID string
+	// ErrorInfoTTL is how long the failure record of a message (failed
+	// runs, last error, a dead-letter publish that failed) is kept
+	// (default 24h); it is deleted with the ack.
+	ErrorInfoTTL time.Duration
+	// AckBatch bounds the ids acknowledged by one XACK (default 256).
+	AckBatch int
+}
+
+// SendOptions are the Redis-only options of one send, passed with
+// broker.WithAdapterOptions or [WithMaxLen].
+type SendOptions struct {
+	// MaxLen caps the stream (XADD MAXLEN); 0 means the adapter default
+	// ([WithDefaultMaxLen]), itself none by default.
+	MaxLen int64
+	// ApproxMaxLen makes the cap approximate (MAXLEN ~), which is cheaper.
+	ApproxMaxLen bool
+}
+
+// Validate checks the options.
+func (o SendOptions) Validate() error {
+	if o.MaxLen < 0 {
+		return fmt.Errorf("%w: redis MaxLen must be >= 0", broker.ErrInvalidOption)
+	}
+	return nil
+}
+
+// WithMaxLen is the send option that caps the stream at n entries
+// (approximately when approx is true). Trimming can remove entries that a
+// group has not read yet; use it only when losing the oldest entries is
+// acceptable.
+func WithMaxLen(n int64, approx bool) broker.PublishOption {
+	return broker.WithAdapterOptions(SendOptions{MaxLen: n, ApproxMaxLen: approx})
+}
+
+func isChannelOption(o any) bool {
+	switch o.(type) {
+	case ChannelOptions, *ChannelOptions:
+		return true
+	}
+	return false
+}
+
+func isSendOption(o any) bool {
+	switch o.(type) {
+	case SendOptions, *SendOptions:
+		return true
+	}
+	return false
 }
 
 func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
@@ -88,12 +147,19 @@ func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
 	if over.StaleConsumerAge != 0 {
 		o.StaleConsumerAge = over.StaleConsumerAge
 	}
+	if over.ErrorInfoTTL != 0 {
+		o.ErrorInfoTTL = over.ErrorInfoTTL
+	}
+	if over.AckBatch != 0 {
+		o.AckBatch = over.AckBatch
+	}
 	return o
 }
 
 func (o ChannelOptions) withDefaults() ChannelOptions {
 	o = ChannelOptions{ReadTimeout: DefaultReadTimeout, MinIdleTime: DefaultMinIdleTime,
-		ClaimInterval: DefaultClaimInterval, StartID: DefaultStartID, StaleConsumerAge: DefaultStaleConsumerAge}.merge(o)
+		ClaimInterval: DefaultClaimInterval, StartID: DefaultStartID, StaleConsumerAge: DefaultStaleConsumerAge,
+		ErrorInfoTTL: DefaultErrorInfoTTL, AckBatch: DefaultAckBatch}.merge(o)
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = max(o.MinIdleTime/3, time.Millisecond)
 	}
@@ -111,6 +177,10 @@ func (o ChannelOptions) Validate() error {
 		return fmt.Errorf("%w: redis ClaimInterval must be > 0", broker.ErrInvalidOption)
 	case o.StaleConsumerAge < 0:
 		return fmt.Errorf("%w: redis StaleConsumerAge must be > 0", broker.ErrInvalidOption)
+	case o.ErrorInfoTTL < 0:
+		return fmt.Errorf("%w: redis ErrorInfoTTL must be > 0", broker.ErrInvalidOption)
+	case o.AckBatch < 0:
+		return fmt.Errorf("%w: redis AckBatch must be > 0", broker.ErrInvalidOption)
 	case o.HeartbeatInterval < 0:
 		return fmt.Errorf("%w: redis HeartbeatInterval must be > 0", broker.ErrInvalidOption)
 	case o.MinIdleTime > 0 && o.HeartbeatInterval >= o.MinIdleTime:

@@ -34,7 +34,7 @@ func TestCappedStream(t *testing.T) {
 	ch := unique("capped.topic")
 	p := startPlugin(t, crashTimings, nil)
 	for i := range 10 {
-		if err := p.SendToChannel(context.Background(), ch, i, broker.WithMaxLen(5, false)); err != nil {
+		if err := p.SendToChannel(context.Background(), ch, i, redis.WithMaxLen(5, false)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,7 +67,7 @@ func TestCappedStream(t *testing.T) {
 	if n := c.XLen(context.Background(), ch2).Val(); n != 3 {
 		t.Fatalf("XLEN with the default cap = %d, want 3", n)
 	}
-	if err := capped.SendToChannel(context.Background(), ch2, 10, broker.WithMaxLen(8, false)); err != nil {
+	if err := capped.SendToChannel(context.Background(), ch2, 10, redis.WithMaxLen(8, false)); err != nil {
 		t.Fatal(err)
 	}
 	if n := c.XLen(context.Background(), ch2).Val(); n != 4 {

@@ -57,7 +57,17 @@ func runChild(spec string) int {
 	select {}
 }
 
+// TestRedeliveryAfterKill: a consumer killed during a handler run uses up
+// no attempt: the message comes back to another member as attempt 1, also
+// with NoRetries (where a used-up attempt would drop it unrun).
 func TestRedeliveryAfterKill(t *testing.T) {
+	t.Run("retries", func(t *testing.T) { testRedeliveryAfterKill(t) })
+	t.Run("NoRetries", func(t *testing.T) {
+		testRedeliveryAfterKill(t, channels.WithMaxRetries(0))
+	})
+}
+
+func testRedeliveryAfterKill(t *testing.T, opts ...channels.Option) {
 	needRedis(t)
 	ch, group := unique("crash.topic"), unique("crash-group")
 
@@ -105,7 +115,7 @@ func TestRedeliveryAfterKill(t *testing.T) {
 	}
 	_ = child.Wait()
 
-	// A second member of the group gets the unacked message after MinIdleTime, as attempt 2.
+	// A second member of the group gets the unacked message after MinIdleTime, as attempt 1.
 	var mu sync.Mutex
 	var got []*channels.Message
 	startPlugin(t, crashTimings, &service{Name: "crash", Channels: channels.Channels{ch: {Group: group,
@@ -114,13 +124,84 @@ func TestRedeliveryAfterKill(t *testing.T) {
 			got = append(got, m)
 			mu.Unlock()
 			return nil
-		}}}}, channels.WithNodeID("crash-survivor"))
+		}}}}, append(opts, channels.WithNodeID("crash-survivor"))...)
 	eventually(t, 15*time.Second, "redelivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
 	consistently(t, 1500*time.Millisecond, "exactly one redelivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
 	mu.Lock()
 	defer mu.Unlock()
-	if got[0].ID != id || got[0].Attempt != 2 {
-		t.Fatalf("redelivered id %s attempt %d, want id %s attempt 2", got[0].ID, got[0].Attempt, id)
+	if got[0].ID != id || got[0].Attempt != 1 {
+		t.Fatalf("redelivered id %s attempt %d, want id %s attempt 1", got[0].ID, got[0].Attempt, id)
+	}
+}
+
+// TestPoisonPillIsBoundedByMaxDeliveries: a message whose runs never end
+// (here: delivered to a consumer that vanished, three times) is given up
+// without running once its deliveries pass MaxDeliveries, and runs as
+// attempt 1 while they do not.
+func TestPoisonPillIsBoundedByMaxDeliveries(t *testing.T) {
+	needRedis(t)
+	ctx := context.Background()
+	raw := rawClient(t)
+	for _, tc := range []struct {
+		name          string
+		maxDeliveries int
+		wantRun       bool
+	}{{"over the limit", 2, false}, {"within the default limit", 0, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch, group, dlq := unique("pill.topic"), unique("pill-group"), unique("pill.dlq")
+			if err := raw.XGroupCreateMkStream(ctx, ch, group, "$").Err(); err != nil {
+				t.Fatal(err)
+			}
+			id, err := raw.XAdd(ctx, &goredis.XAddArgs{Stream: ch, Values: []any{"payload", `{"n":1}`}}).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Three deliveries to a consumer that never settles them (as if
+			// each run killed its process), the last one idle long ago.
+			if err := raw.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: group, Consumer: "ghost",
+				Streams: []string{ch, ">"}, Count: 1}).Err(); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				if err := raw.XClaim(ctx, &goredis.XClaimArgs{Stream: ch, Group: group, Consumer: "ghost",
+					Messages: []string{id}}).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := raw.Do(ctx, "XCLAIM", ch, group, "ghost", 0, id, "IDLE", 60000, "JUSTID").Err(); err != nil {
+				t.Fatal(err)
+			}
+			var runs atomic.Int32
+			var attempt atomic.Int32
+			startPlugin(t, crashTimings, &service{Name: "pill", Channels: channels.Channels{ch: {Group: group,
+				MaxDeliveries: tc.maxDeliveries, MaxRetries: channels.NoRetries,
+				DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
+				Handler: func(ctx context.Context, m *channels.Message) error {
+					runs.Add(1)
+					attempt.Store(int32(m.Attempt))
+					return nil
+				}}}})
+			if tc.wantRun {
+				eventually(t, 10*time.Second, "run", func() bool { return runs.Load() == 1 })
+				if attempt.Load() != 1 {
+					t.Fatalf("attempt %d, want 1", attempt.Load())
+				}
+				return
+			}
+			var dead []goredis.XMessage
+			eventually(t, 10*time.Second, "dead letter", func() bool {
+				dead, _ = raw.XRange(ctx, dlq, "-", "+").Result()
+				return len(dead) == 1
+			})
+			hs, _ := dead[0].Values["headers"].(string)
+			if runs.Load() != 0 || !strings.Contains(hs, "exceeded its deliveries") || !strings.Contains(hs, id) {
+				t.Fatalf("runs %d, dead-letter headers %s", runs.Load(), hs)
+			}
+			eventually(t, 5*time.Second, "acked", func() bool {
+				p, err := raw.XPending(ctx, ch, group).Result()
+				return err == nil && p.Count == 0
+			})
+		})
 	}
 }
 

@@ -1,0 +1,174 @@
+package broker
+
+import (
+	"context"
+	"strings"
+	"time"
+)
+
+// DefaultSettleTimeout bounds each settling call (ack, retry hand-back,
+// dead-letter publish, release) made by [Channel.Deliver].
+const DefaultSettleTimeout = 10 * time.Second
+
+// DefaultExtraDeliveries is how many deliveries beyond MaxRetries+1 a
+// message may get before it is treated as a poison pill: deliveries whose
+// run never ended (the consumer crashed or was killed during it).
+const DefaultExtraDeliveries = 5
+
+// Settler is what an adapter can do with one delivery. [Channel.Deliver]
+// calls exactly one of Ack, Retry, Release, or DeadLetter followed by Ack
+// (confirmed) or Keep (failed).
+type Settler interface {
+	// Ack removes the message for good: handled, dropped, or dead-lettered
+	// with a confirmed publish.
+	Ack(ctx context.Context) error
+	// Retry records a failed run (its x-error-* headers are in failure) and
+	// hands the message back so that any member of the group gets it again
+	// after delay, as attempt Attempt+1. Other messages are not blocked.
+	Retry(ctx context.Context, delay time.Duration, failure map[string]string) error
+	// DeadLetter publishes the dead-letter copy and returns once the broker
+	// confirmed it. The original is acked only after it returned nil.
+	DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error
+	// Keep leaves the message pending after a failed dead-letter publish and
+	// records its final failure (x-error-* headers), so that its next
+	// delivery carries [Delivery.Final] and is dead-lettered without running.
+	Keep(ctx context.Context, failure map[string]string) error
+	// Release hands back a message that was fetched but not run, or whose run
+	// was cut by our own stop: it is delivered again without using up an
+	// attempt (and, where the broker counts deliveries, with that delivery
+	// undone).
+	Release(ctx context.Context) error
+}
+
+// Delivery is one message fetched by an adapter, with what the broker knows
+// about its past.
+type Delivery struct {
+	// Msg is the decoded message. Msg.Attempt is 1 + the number of failed
+	// runs recorded for it (not the number of deliveries).
+	Msg *Message
+	// Deliveries counts the times the broker handed the message out, this
+	// one included; 0 when the broker does not say. Deliveries beyond
+	// Channel.Retry.MaxDeliveries make it a poison pill.
+	Deliveries int
+	// Final is set when an earlier run failed for good and its dead-letter
+	// publish failed: the message is dead-lettered (or dropped) again without
+	// running. Failure then holds the x-error-* headers of that run.
+	Final bool
+	// Failure holds the x-error-* headers recorded for the last failed run,
+	// if the adapter keeps them; used when the message is given up without
+	// running.
+	Failure map[string]string
+	// DecodeField and DecodeErr report an envelope or header that could not
+	// be decoded: the message is poison.
+	DecodeField string
+	DecodeErr   error
+	// Settle carries out the outcome.
+	Settle Settler
+}
+
+// Admit decides whether a delivery may run. It returns false with the
+// outcome to carry out when the message must be given up without running:
+// a final failure kept from an earlier run, an undecodable envelope, a
+// message over its attempt limit, or a poison pill over its delivery limit.
+// This is the attempt rule of every adapter; adapters ask, the channel
+// decides.
+func (c *Channel) Admit(d *Delivery) (Outcome, bool) {
+	msg := d.Msg
+	switch {
+	case d.Final:
+		return c.giveUpKept(msg, ErrMaxAttemptsExceeded, d.Failure), false
+	case d.DecodeErr != nil:
+		return c.Poison(msg, d.DecodeField, d.DecodeErr), false
+	case msg.Attempt > c.Retry.MaxRetries+1:
+		return c.giveUpKept(msg, ErrMaxAttemptsExceeded, d.Failure), false
+	case d.Deliveries > 0 && d.Deliveries > c.Retry.maxDeliveries():
+		c.Logger.Error("channels: message delivered too many times without a result (it may crash its consumers)",
+			"channel", c.Name, "group", c.Group, "id", msg.ID, "deliveries", d.Deliveries)
+		return c.giveUpKept(msg, ErrMaxDeliveries, d.Failure), false
+	}
+	return Outcome{}, true
+}
+
+// giveUpKept gives up with cause, using the x-error-* headers of the
+// recorded failure when there is one.
+func (c *Channel) giveUpKept(msg *Message, cause error, kept map[string]string) Outcome {
+	if len(kept) > 0 {
+		if re := ErrorFromHeaders(kept); re != nil {
+			cause = re
+		}
+	}
+	out := c.GiveUp(msg, cause)
+	if out.Action == DeadLetter && len(kept) > 0 {
+		for k := range out.Headers {
+			if strings.HasPrefix(k, HeaderErrorPrefix) {
+				delete(out.Headers, k)
+			}
+		}
+		for k, v := range kept {
+			out.Headers[k] = v
+		}
+	}
+	return out
+}
+
+// Deliver runs one delivery end to end: it admits it (attempt and delivery
+// limits), runs the handler on ctx (recovering panics), decides the outcome
+// and carries it out through d.Settle, logging what is not silent. ctx is
+// the subscription's handler context: when it was cancelled by a stop whose
+// deadline passed, a run that returned an error is released (delivered
+// again, no attempt used), never retried, dead-lettered or dropped.
+//
+// It returns the outcome carried out (Action Release for a release).
+func (c *Channel) Deliver(ctx context.Context, d *Delivery) Outcome {
+	msg := d.Msg
+	if msg.serializer == nil {
+		msg.serializer = c.Serializer
+	}
+	out, run := c.Admit(d)
+	if run {
+		err := c.call(ctx, msg)
+		if err != nil && ctx.Err() != nil {
+			out = Outcome{Action: Release, Err: err}
+		} else {
+			out = c.Decide(msg, err)
+		}
+	}
+	c.Settle(d, out)
+	return out
+}
+
+// Settle carries out out for d with a bounded context of its own (the
+// handler context may be cancelled by then).
+func (c *Channel) Settle(d *Delivery, out Outcome) {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultSettleTimeout)
+	defer cancel()
+	msg := d.Msg
+	var err error
+	what := out.Action.String()
+	switch out.Action {
+	case Ack, Drop:
+		err = d.Settle.Ack(ctx)
+	case Retry:
+		err = d.Settle.Retry(ctx, out.Delay, ErrorToHeaders(out.Err, c.Now()))
+	case Release:
+		err = d.Settle.Release(ctx)
+	case DeadLetter:
+		if err = d.Settle.DeadLetter(ctx, msg.Payload, out.Headers); err != nil {
+			c.Logger.Error("channels: dead-letter publish failed; the message stays pending and is dead-lettered again later",
+				"channel", c.Name, "group", c.Group, "id", msg.ID, "queue", c.DeadLetter.Queue, "error", err)
+			failure := map[string]string{}
+			for k, v := range out.Headers {
+				if strings.HasPrefix(k, HeaderErrorPrefix) {
+					failure[k] = v
+				}
+			}
+			what, err = "keep", d.Settle.Keep(ctx, failure)
+		} else {
+			err = d.Settle.Ack(ctx)
+		}
+	}
+	if err != nil {
+		c.Logger.Warn("channels: settling a message failed; the broker will deliver it again",
+			"channel", c.Name, "group", c.Group, "id", msg.ID, "action", what, "error", err)
+	}
+}
