@@ -139,11 +139,11 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-func TestProcessRecoversPanics(t *testing.T) {
+func TestDeliverRecoversPanics(t *testing.T) {
 	c := &broker.Channel{Name: "c", Group: "g", Retry: broker.RetryPolicy{MaxRetries: 1},
 		Handler: func(context.Context, *broker.Message) error { panic("kaboom") }}
 	c.Normalize()
-	out := c.Process(context.Background(), &broker.Message{Attempt: 1})
+	out := c.Deliver(context.Background(), &broker.Delivery{Msg: &broker.Message{Attempt: 1}, Settle: &settled{}})
 	var pe *broker.PanicError
 	if out.Action != broker.Retry || !errors.As(out.Err, &pe) || pe.Value != "kaboom" || len(pe.Stack) == 0 {
 		t.Fatalf("outcome %+v", out)

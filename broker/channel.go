@@ -134,16 +134,6 @@ type Outcome struct {
 	Headers map[string]string
 }
 
-// Process runs the handler for one delivery, recovering panics, and decides
-// the outcome. It never panics.
-func (c *Channel) Process(ctx context.Context, msg *Message) Outcome {
-	if msg.serializer == nil {
-		msg.serializer = c.Serializer
-	}
-	err := c.call(ctx, msg)
-	return c.Decide(msg, err)
-}
-
 func (c *Channel) call(ctx context.Context, msg *Message) (err error) {
 	defer func() {
 		if r := recover(); r != nil {

@@ -30,7 +30,8 @@
 // # Consumer options
 //
 // [ChannelOptions] set adapter-wide with [WithConsumerOptions] and per
-// channel in Channel.AdapterOptions:
+// channel in Channel.AdapterOptions (a value of another type there is an
+// error):
 //
 //	ReadTimeout        XREADGROUP BLOCK time                      DefaultReadTimeout   2s
 //	MinIdleTime        idle time before another member claims     DefaultMinIdleTime   30s
@@ -39,18 +40,24 @@
 //	StartID            where a new group starts                   DefaultStartID       "$"
 //	StaleConsumerAge   idle time before an empty consumer is      DefaultStaleConsumerAge 1h
 //	                   deleted from the group
+//	ErrorInfoTTL       lifetime of a message's failure record     DefaultErrorInfoTTL  24h
+//	AckBatch           ids per XACK                               DefaultAckBatch      256
 //
-// Publish options: headers (the "headers" field), raw payloads and
-// broker.WithMaxLen(n, approx), which adds XADD MAXLEN (capped streams, the
-// xaddMaxLen of @moleculer/channels; [WithDefaultMaxLen] sets it for every
-// send of the adapter, default none; trimming can remove entries a group
-// has not read, so use it only where losing the oldest entries is
-// acceptable). Key, Partition, Persistent
-// (durability is the server's AOF/RDB setting), TTL, Priority,
-// CorrelationID, MessageID and RoutingKey have no Redis Streams meaning and
-// are ignored.
+// Send options: headers (the "headers" field), raw payloads, and the typed
+// [SendOptions] of this package ([WithMaxLen](n, approx) adds XADD MAXLEN:
+// capped streams, the xaddMaxLen of @moleculer/channels; [WithDefaultMaxLen]
+// sets it for every send of the adapter, default none; trimming can remove
+// entries a group has not read, so use it only where losing the oldest
+// entries is acceptable). A send option of another adapter's type is an
+// error.
 //
 // # How deliveries are handled
+//
+// Each subscription is the kit's delivery skeleton (broker.Consumer and
+// broker.Channel.Deliver: the attempt rule, the outcome, the drain); this
+// package adds what only Redis does, one concern per file: the blocking
+// read (reader.go), ownership, heartbeat and claims (claim.go), batched
+// acks (acks.go) and failure records (records.go).
 //
 //   - New messages are read with XREADGROUP once a MaxInFlight slot is
 //     free, up to MaxInFlight entries per read. Each entry takes its own
@@ -58,27 +65,34 @@
 //     MaxInFlight handlers run. Entries read beyond the free slots wait, in
 //     order, for the next slot (a read-ahead of at most MaxInFlight); the
 //     heartbeat keeps them from being claimed meanwhile.
-//   - A failed message with retries left is handed back to the group: its
-//     idle time is set (XCLAIM ... IDLE ... JUSTID) so that it becomes
-//     claimable by any member exactly when its backoff delay ends. The
-//     delivery counter of the pending entry is the attempt number, so it
-//     survives restarts.
+//   - Attempts: the pending entry's delivery counter counts deliveries,
+//     including those whose run never ended (a killed consumer); the
+//     failed runs are counted in a failure record, the hash
+//     chan:<stream>:<group>:msg:<id> (failures, the x-error-* headers of the
+//     last failure, and "final" when its dead-letter publish failed), written
+//     only on the failure path, deleted with the ack, expiring after
+//     ErrorInfoTTL. A message's attempt is 1 + its failed runs, so a crash
+//     uses up no attempt (with NoRetries too); its delivery counter bounds a
+//     message that keeps killing its consumers (MaxDeliveries).
+//   - A failed message with retries left is recorded, then handed back to
+//     the group: its idle time is set (XCLAIM ... IDLE ... JUSTID, which
+//     counts no delivery) so that it becomes claimable by any member exactly
+//     when its backoff delay ends.
 //   - One maintenance loop per subscription refreshes the idle time of the
-//     messages this consumer holds (a live slow handler keeps its message),
-//     scans the whole pending list (paged, not the first 10 entries) for
+//     messages this consumer holds and still owns (a script checks the owner
+//     of each entry, so a message another member claimed after a missed
+//     heartbeat is left to it), scans the whole pending list (paged) for
 //     entries idle longer than MinIdleTime, claims them atomically (XCLAIM
-//     with MinIdleTime) as far as there are free slots, and dead-letters (or
-//     drops) entries already over their limit without running the handler.
-//     Claim, retry and dead-letter are decided in this one place, so they
-//     cannot race.
+//     with MinIdleTime) as far as there are free slots, reads their failure
+//     record and hands them to the kit, which runs them or gives them up.
 //   - An entry without a payload field, or with headers that do not decode,
 //     is poison: dead-lettered at once (or dropped), never retried.
-//   - Acks are batched: whatever is queued goes in one XACK.
+//   - Acks are batched: whatever is queued goes in one pipelined XACK, with
+//     the deletion of the failure records of retried messages.
 //   - A dead-letter copy is written with XADD before the original is
-//     acknowledged; if the XADD fails the original stays pending and is dead-
-//     lettered again after MinIdleTime, with the error of its last attempt,
-//     kept meanwhile in the hash chan:<stream>:msg:<id> (DefaultErrorInfoTTL,
-//     the key @moleculer/channels uses).
+//     acknowledged; if the XADD fails the original stays pending with its
+//     failure recorded as final, and after MinIdleTime it is dead-lettered
+//     again from that record, without running the handler.
 //   - Drain stops reading at once: the blocking read has a dedicated
 //     connection, which Drain ends with CLIENT UNBLOCK (the read returns as
 //     if it had timed out, so nothing Redis delivered at that moment is
@@ -86,11 +100,11 @@
 //     connection instead, and an entry caught in that read waits
 //     MinIdleTime. With a client given to [NewFromClient] the read shares
 //     its pool and ends within ReadTimeout. Drain then waits for the running
-//     handlers (bounded by its ctx, then their context is cancelled),
-//     flushes the acks, and hands back what it read but did not run, with
-//     the delivery counter of that read undone (XCLAIM ... RETRYCOUNT), so
-//     another member takes it at once as attempt 1. Messages waiting for a
-//     retry become claimable when their backoff ends. The consumer is
-//     deleted from the group (XGROUP DELCONSUMER) only when it holds no
-//     pending entry.
+//     handlers (bounded by its ctx; then their context is cancelled and
+//     their messages are released), flushes the acks, and hands back what it
+//     read but did not run, with the delivery counter of that read undone
+//     (XCLAIM ... RETRYCOUNT), so another member takes it at once. Messages
+//     waiting for a retry become claimable when their backoff ends. The
+//     consumer is deleted from the group (XGROUP DELCONSUMER) only when it
+//     holds no pending entry. Every step is bounded by the drain's context.
 package redis
