@@ -263,7 +263,7 @@ func (s *subscription) claimIdle() {
 			m := msgs[0]
 			if m.Values == nil {
 				s.ReleaseSlot()
-				_ = s.acks.add(p.ID, true) // deleted entry: clear it from the pending list
+				_ = s.acks.Add(ackItem{p.ID, true}) // deleted entry: clear it from the pending list
 				continue
 			}
 			rec, err := s.recs.load(s.Context(), m.ID)

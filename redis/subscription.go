@@ -30,7 +30,7 @@ type subscription struct {
 
 	rd   *reader
 	held *holdings
-	acks *acker
+	acks *broker.Batcher[ackItem]
 	recs records
 }
 
@@ -46,7 +46,7 @@ func newSubscription(a *Adapter, c goredis.UniversalClient, ser broker.Serialize
 func (s *subscription) Start() {
 	s.rd = s.a.newReader(s)
 	if s.Consumer.Start(s.fetchLoop, s.maintainLoop) {
-		s.acks.start()
+		s.acks.Start()
 	}
 }
 
@@ -73,7 +73,7 @@ func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 		return nil
 	}
 	var errs []error
-	if err := s.acks.close(ctx); err != nil {
+	if err := s.acks.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	s.handBackWaiting(ctx)
@@ -133,7 +133,7 @@ type settler struct {
 
 func (t *settler) Ack(context.Context) error {
 	t.s.held.remove(t.id)
-	return t.s.acks.add(t.id, t.recorded)
+	return t.s.acks.Add(ackItem{t.id, t.recorded})
 }
 
 func (t *settler) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {

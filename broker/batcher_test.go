@@ -1,0 +1,59 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/microchannels/channels/broker"
+)
+
+func TestBatcherFlushesEverythingInBoundedBatches(t *testing.T) {
+	var mu sync.Mutex
+	var got []int
+	maxBatch := 0
+	gate := make(chan struct{})
+	b := broker.NewBatcher(8, func(items []int) {
+		<-gate
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, items...)
+		maxBatch = max(maxBatch, len(items))
+	})
+	b.Start()
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = b.Add(i) }()
+	}
+	close(gate) // the first flush was held: a burst queued meanwhile
+	wg.Wait()
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 100 || maxBatch > 8 || maxBatch < 2 {
+		t.Fatalf("flushed %d items, largest batch %d", len(got), maxBatch)
+	}
+	if err := b.Add(1); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Add after Close = %v", err)
+	}
+}
+
+func TestBatcherCloseIsBoundedByItsContext(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	b := broker.NewBatcher(1, func([]int) { <-block })
+	b.Start()
+	if err := b.Add(1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := b.Close(ctx); !errors.Is(err, broker.ErrDrainTimeout) {
+		t.Fatalf("Close = %v", err)
+	}
+}
