@@ -21,7 +21,7 @@ type settled struct {
 	dlqErr  error
 }
 
-func (s *settled) add(c string) { s.mu.Lock(); s.calls = append(s.calls, c); s.mu.Unlock() }
+func (s *settled) add(c string)              { s.mu.Lock(); s.calls = append(s.calls, c); s.mu.Unlock() }
 func (s *settled) Ack(context.Context) error { s.add("ack"); return nil }
 func (s *settled) Retry(_ context.Context, d time.Duration, f map[string]string) error {
 	s.add("retry")
