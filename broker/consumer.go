@@ -31,6 +31,12 @@ type Consumer struct {
 
 	mu      sync.Mutex
 	running map[*Delivery]struct{}
+
+	// wantMu guards wanted: set while redeliveries (due retries, claimed
+	// messages) wait for a slot, so new fetches let them go first.
+	wantMu  sync.Mutex
+	wanted  bool
+	granted chan struct{} // closed when wanted is cleared
 }
 
 // NewConsumer returns a consumer for a validated, normalized channel.
@@ -106,6 +112,51 @@ func (c *Consumer) Started() bool { return c.started.Load() }
 // Acquire takes a MaxInFlight slot, blocking until one is free; false when
 // draining.
 func (c *Consumer) Acquire() bool { return c.fl.Acquire(c.hctx) }
+
+// AcquireForFetch takes a slot for fetching new messages. While
+// redeliveries wait for a slot (WantSlots), it leaves the freed slots to
+// them and waits, so that due retries and claimed messages run before new
+// ones. False when draining.
+func (c *Consumer) AcquireForFetch() bool {
+	for {
+		if !c.fl.Acquire(c.hctx) {
+			return false
+		}
+		c.wantMu.Lock()
+		wanted, granted := c.wanted, c.granted
+		c.wantMu.Unlock()
+		if !wanted {
+			return true
+		}
+		c.fl.Release()
+		select {
+		case <-granted:
+		case <-c.stop:
+			return false
+		}
+	}
+}
+
+// WantSlots records that redeliveries are waiting for a free slot: new
+// fetches pause until SlotsGranted.
+func (c *Consumer) WantSlots() {
+	c.wantMu.Lock()
+	defer c.wantMu.Unlock()
+	if !c.wanted {
+		c.wanted, c.granted = true, make(chan struct{})
+	}
+}
+
+// SlotsGranted clears WantSlots: the waiting redeliveries got their slots
+// (or are gone).
+func (c *Consumer) SlotsGranted() {
+	c.wantMu.Lock()
+	defer c.wantMu.Unlock()
+	if c.wanted {
+		c.wanted = false
+		close(c.granted)
+	}
+}
 
 // TryAcquire takes a slot if one is free right now.
 func (c *Consumer) TryAcquire() bool { return c.fl.TryAcquire() }

@@ -235,3 +235,39 @@ func TestReconnectBacksOff(t *testing.T) {
 		t.Fatal("Failed must return at once when stopping")
 	}
 }
+
+func TestFetchYieldsToWaitingRedeliveries(t *testing.T) {
+	ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1, Handler: func(context.Context, *broker.Message) error { return nil }}
+	ch.Normalize()
+	c := broker.NewConsumer(ch)
+	c.WantSlots()
+	fetched := make(chan bool, 1)
+	go func() { fetched <- c.AcquireForFetch() }()
+	select {
+	case <-fetched:
+		t.Fatal("a fetch took the free slot while a redelivery wanted it")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if !c.TryAcquire() {
+		t.Fatal("the redelivery did not get the free slot")
+	}
+	c.SlotsGranted()
+	c.ReleaseSlot()
+	select {
+	case ok := <-fetched:
+		if !ok {
+			t.Fatal("fetch refused")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("fetch did not resume after SlotsGranted")
+	}
+	c.ReleaseSlot()
+	c.WantSlots()
+	go func() { fetched <- c.AcquireForFetch() }()
+	if err := c.Drain(context.Background(), broker.DrainHooks{}); err != nil {
+		t.Fatal(err)
+	}
+	if <-fetched {
+		t.Fatal("fetch acquired during a drain")
+	}
+}

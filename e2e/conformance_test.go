@@ -318,6 +318,46 @@ func conformance(tg Target) {
 		Eventually(okCount.Load).Should(BeEquivalentTo(5))
 	})
 
+	It("runs a due retry before the backlog of new messages", func() {
+		ch := uniq("test.retry.first.topic")
+		const n = 600
+		var mu sync.Mutex
+		var order []int
+		failed := false
+		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 2,
+			Handler: func(ctx context.Context, m *broker.Message) error {
+				var i int
+				Expect(m.Decode(&i)).To(Succeed())
+				simulateWork(2 * time.Millisecond)
+				mu.Lock()
+				defer mu.Unlock()
+				order = append(order, i)
+				if i == 0 && !failed {
+					failed = true
+					return errors.New("fail once")
+				}
+				return nil
+			}}}}})
+		snd := h.sender()
+		for i := range n {
+			Expect(snd.SendToChannel(ctx, ch, i)).To(Succeed())
+		}
+		processed := func() int { mu.Lock(); defer mu.Unlock(); return len(order) }
+		Eventually(processed, 3*h.timeout).Should(Equal(n + 1))
+		mu.Lock()
+		defer mu.Unlock()
+		retryAt := -1
+		for pos, i := range order[1:] {
+			if i == 0 {
+				retryAt = pos + 1
+			}
+		}
+		// The retry is due 20 ms after the failure; without priority it
+		// would wait until the backlog of ~600 messages is gone.
+		Expect(retryAt).To(BeNumerically(">", 0))
+		Expect(retryAt).To(BeNumerically("<", n/2), "the retry ran after %d of %d messages", retryAt, n)
+	})
+
 	It("processes one message at a time, in order, with MaxInFlight 1 (c.2 #9)", func() {
 		ch := uniq("test.mif.topic")
 		var mu sync.Mutex

@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -68,7 +69,12 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 	if err := ctx.Err(); err != nil {
 		return &broker.PublishError{Channel: channel, Err: err}
 	}
-	a.bus.publish(channel, msg.Payload, msg.Headers, time.Now())
+	if err := broker.CheckOptions("memory", msg.Options.AdapterOptions, noOptions); err != nil {
+		return err
+	}
+	if _, err := a.bus.publish(channel, msg.Payload, msg.Headers, time.Now()); err != nil {
+		return &broker.PublishError{Channel: channel, Err: err}
+	}
 	return nil
 }
 
@@ -81,6 +87,9 @@ func (a *Adapter) Subscribe(_ context.Context, ch *broker.Channel) (broker.Subsc
 	if err := ch.Validate(); err != nil {
 		return nil, err
 	}
+	if err := broker.CheckOptions("memory", ch.AdapterOptions, noOptions); err != nil {
+		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
 	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, g: a.bus.groupFor(ch.Name, ch.Group)}
 	a.subs.Add(s)
 	return s, nil
@@ -91,6 +100,9 @@ func (a *Adapter) Close(ctx context.Context) error {
 	a.state.SetClosed()
 	return a.subs.DrainAll(ctx)
 }
+
+// noOptions: the bus has no typed options of its own.
+func noOptions(any) bool { return false }
 
 // subscription is the kit's delivery skeleton fed by one group of the bus.
 type subscription struct {
@@ -152,14 +164,18 @@ func (t settler) Retry(_ context.Context, delay time.Duration, _ map[string]stri
 }
 
 func (t settler) DeadLetter(_ context.Context, payload []byte, headers map[string]string) error {
-	t.s.a.bus.publish(t.s.Channel().DeadLetter.Queue, payload, headers, time.Now())
-	return nil
+	_, err := t.s.a.bus.publish(t.s.Channel().DeadLetter.Queue, payload, headers, time.Now())
+	return err
 }
+
+// keepRetryDelay is how long a message whose dead-letter copy was refused
+// waits before it is dead-lettered again.
+const keepRetryDelay = time.Second
 
 func (t settler) Keep(_ context.Context, failure map[string]string) error {
 	next := *t.e
 	next.final = failure
-	t.s.g.requeue(&next)
+	t.s.g.retryAfter(&next, keepRetryDelay)
 	return nil
 }
 

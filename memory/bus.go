@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -36,8 +37,13 @@ func NamedBus(name string) *Bus {
 }
 
 // DefaultRetainLimit bounds the messages a channel with no group keeps for
-// its first group.
+// its first group; a send beyond it fails with ErrRetainLimit.
 const DefaultRetainLimit = 10000
+
+// ErrRetainLimit is returned (wrapped in *broker.PublishError) by a send to
+// a channel that has no group yet and already retains DefaultRetainLimit
+// messages for its first group: the message is refused, never dropped.
+var ErrRetainLimit = errors.New("channels/memory: channel has no group and its retained messages reached the limit")
 
 type topic struct {
 	groups map[string]*group
@@ -59,9 +65,12 @@ type entry struct {
 // group is a durable consumer group: a FIFO of ready entries shared by its
 // members, plus the timers of scheduled retries.
 type group struct {
-	mu     sync.Mutex
-	queue  []*entry
-	head   int
+	mu    sync.Mutex
+	queue []*entry
+	head  int
+	// front holds entries handed back (released unrun, or due for a
+	// retry): they go before the queue of new messages.
+	front  []*entry
 	wake   chan struct{}
 	timers map[*time.Timer]struct{}
 	// pending counts entries delivered and not settled, for Stats.
@@ -85,6 +94,14 @@ func (g *group) push(e *entry) {
 func (g *group) pop(stop <-chan struct{}) *entry {
 	for {
 		g.mu.Lock()
+		if len(g.front) > 0 {
+			e := g.front[0]
+			g.front[0] = nil
+			g.front = g.front[1:]
+			g.pending++
+			g.mu.Unlock()
+			return e
+		}
 		if g.head < len(g.queue) {
 			e := g.queue[g.head]
 			g.queue[g.head] = nil
@@ -116,42 +133,38 @@ func (g *group) settle() {
 	g.mu.Unlock()
 }
 
-// retryAfter puts e back in the queue after d.
+// retryAfter puts e back at the front of the queue after d: a due retry
+// runs before the backlog of new messages.
 func (g *group) retryAfter(e *entry, d time.Duration) {
+	if d <= 0 {
+		g.requeue(e)
+		return
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.pending--
-	if d <= 0 {
-		g.queue = append(g.queue, e)
-		w := g.wake
-		g.wake = make(chan struct{})
-		close(w)
-		return
-	}
 	var t *time.Timer
 	t = time.AfterFunc(d, func() {
 		g.mu.Lock()
 		_, live := g.timers[t]
 		delete(g.timers, t)
+		if live {
+			g.pending++ // requeue counts it down again
+		}
 		g.mu.Unlock()
 		if live {
-			g.push(e)
+			g.requeue(e)
 		}
 	})
 	g.timers[t] = struct{}{}
 }
 
-// requeue gives back an entry that was popped but not processed.
+// requeue gives back an entry that was popped but not processed, or is due
+// for a retry: first, so order is kept and retries go before new messages.
 func (g *group) requeue(e *entry) {
 	g.mu.Lock()
 	g.pending--
-	// Put it first so order is kept.
-	if g.head > 0 {
-		g.head--
-		g.queue[g.head] = e
-	} else {
-		g.queue = append([]*entry{e}, g.queue...)
-	}
+	g.front = append(g.front, e)
 	w := g.wake
 	g.wake = make(chan struct{})
 	g.mu.Unlock()
@@ -179,9 +192,9 @@ func (b *Bus) groupFor(channel, name string) *group {
 }
 
 // publish fans a message out to every group of the channel and returns how
-// many groups received it. A channel with no group keeps it (up to
-// DefaultRetainLimit) for its first group.
-func (b *Bus) publish(channel string, payload []byte, headers map[string]string, now time.Time) int {
+// many groups received it. A channel with no group keeps it for its first
+// group, up to DefaultRetainLimit (then ErrRetainLimit).
+func (b *Bus) publish(channel string, payload []byte, headers map[string]string, now time.Time) (int, error) {
 	id := strconv.FormatUint(b.seq.Add(1), 10)
 	b.mu.RLock()
 	if t := b.topics[channel]; t != nil && len(t.groups) > 0 {
@@ -194,7 +207,7 @@ func (b *Bus) publish(channel string, payload []byte, headers map[string]string,
 		for _, g := range groups {
 			g.push(&entry{id: id, payload: payload, headers: headers, attempt: 1, ts: now})
 		}
-		return len(groups)
+		return len(groups), nil
 	}
 	b.mu.RUnlock()
 	b.mu.Lock()
@@ -204,11 +217,13 @@ func (b *Bus) publish(channel string, payload []byte, headers map[string]string,
 		b.topics[channel] = t
 	}
 	if len(t.groups) == 0 {
-		if len(t.retained) < DefaultRetainLimit {
-			t.retained = append(t.retained, &entry{id: id, payload: payload, headers: headers, attempt: 1, ts: now})
+		if len(t.retained) >= DefaultRetainLimit {
+			b.mu.Unlock()
+			return 0, ErrRetainLimit
 		}
+		t.retained = append(t.retained, &entry{id: id, payload: payload, headers: headers, attempt: 1, ts: now})
 		b.mu.Unlock()
-		return 0
+		return 0, nil
 	}
 	groups := make([]*group, 0, len(t.groups))
 	for _, g := range t.groups {
@@ -218,7 +233,7 @@ func (b *Bus) publish(channel string, payload []byte, headers map[string]string,
 	for _, g := range groups {
 		g.push(&entry{id: id, payload: payload, headers: headers, attempt: 1, ts: now})
 	}
-	return len(groups)
+	return len(groups), nil
 }
 
 // GroupStats describes one group of a channel.
@@ -245,7 +260,7 @@ func (b *Bus) Stats(channel, groupName string) (GroupStats, bool) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return GroupStats{Ready: len(g.queue) - g.head, Pending: g.pending, Scheduled: len(g.timers)}, true
+	return GroupStats{Ready: len(g.front) + len(g.queue) - g.head, Pending: g.pending, Scheduled: len(g.timers)}, true
 }
 
 // Reset stops every pending retry timer and forgets all channels.

@@ -15,7 +15,10 @@
 // A group receives the messages published after it was first subscribed.
 // Messages published to a channel that has no group at all (a dead-letter
 // queue nobody reads yet, say) are kept, up to DefaultRetainLimit, and go to
-// the first group that subscribes. Nothing is persisted: a bus lives as long
-// as the process. Of the publish options, headers and raw payloads apply;
-// the broker-specific ones (Key, Partition, TTL, MaxLen, ...) are ignored.
+// the first group that subscribes; beyond it a send fails with
+// ErrRetainLimit (a dead-letter copy refused that way leaves its message
+// pending, to be dead-lettered again a second later). Nothing is persisted:
+// a bus lives as long as the process. Headers and raw payloads apply; the
+// bus has no options of its own, so any typed channel or send option of an
+// adapter package is an error.
 package memory

@@ -147,3 +147,49 @@ func TestResolveURL(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRetainLimitRefusesInsteadOfDropping(t *testing.T) {
+	a := memory.New(memory.WithBus(memory.NewBus()))
+	ctx := context.Background()
+	if err := a.Connect(ctx, broker.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	for i := range memory.DefaultRetainLimit {
+		if err := a.Publish(ctx, "nobody", &broker.Outgoing{Payload: []byte{byte(i)}}); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	err := a.Publish(ctx, "nobody", &broker.Outgoing{Payload: []byte("one too many")})
+	if !errors.Is(err, memory.ErrRetainLimit) || !errors.Is(err, broker.ErrPublish) {
+		t.Fatalf("send past the limit: %v", err)
+	}
+	var got atomic.Int32
+	sub, err := a.Subscribe(ctx, channel("nobody", func(context.Context, *broker.Message) error { got.Add(1); return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.Start()
+	eventually(t, func() bool { return got.Load() == memory.DefaultRetainLimit })
+	if err := sub.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUnknownAdapterOptionsAreRefused(t *testing.T) {
+	a := memory.New(memory.WithBus(memory.NewBus()))
+	ctx := context.Background()
+	if err := a.Connect(ctx, broker.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	ch := channel("c", func(context.Context, *broker.Message) error { return nil })
+	ch.AdapterOptions = []any{struct{ X int }{1}}
+	if _, err := a.Subscribe(ctx, ch); !errors.Is(err, broker.ErrInvalidOption) {
+		t.Fatalf("Subscribe with a foreign option: %v", err)
+	}
+	out := &broker.Outgoing{Payload: []byte("x"), Options: broker.PublishOptions{AdapterOptions: []any{42}}}
+	if err := a.Publish(ctx, "c", out); !errors.Is(err, broker.ErrInvalidOption) {
+		t.Fatalf("Publish with a foreign option: %v", err)
+	}
+}

@@ -236,6 +236,17 @@ func (s *subscription) heartbeat() {
 // many as there are free slots. The kit decides, from the failure record
 // and the delivery counter, whether each runs or is given up.
 func (s *subscription) claimIdle() {
+	// Waiting for a slot: new reads pause until the next pass took it.
+	if s.claimPass() {
+		s.WantSlots()
+	} else {
+		s.SlotsGranted()
+	}
+}
+
+// claimPass claims what it can; it reports whether a claimable entry was
+// left for want of a free slot.
+func (s *subscription) claimPass() (starved bool) {
 	start := "-"
 	for !s.IsStopping() {
 		pend, err := s.c.XPendingExt(s.Context(), &goredis.XPendingExtArgs{Stream: s.ch.Name, Group: s.ch.Group,
@@ -244,14 +255,14 @@ func (s *subscription) claimIdle() {
 			if !s.IsStopping() && !isNoGroup(err) {
 				s.log.Warn("channels/redis: pending scan failed", "channel", s.ch.Name, "error", err)
 			}
-			return
+			return false
 		}
 		for _, p := range pend {
 			if s.held.has(p.ID) {
 				continue
 			}
 			if !s.TryAcquire() {
-				return
+				return true
 			}
 			// MinIdle makes the claim atomic against other consumers doing the same.
 			msgs, err := s.c.XClaim(s.Context(), &goredis.XClaimArgs{Stream: s.ch.Name, Group: s.ch.Group,
@@ -275,10 +286,11 @@ func (s *subscription) claimIdle() {
 			s.Run(s.delivery(m, rec.failures+1, int(p.RetryCount)+1, rec), nil)
 		}
 		if len(pend) < DefaultPendingPage {
-			return
+			return false
 		}
 		start = "(" + pend[len(pend)-1].ID
 	}
+	return false
 }
 
 // sweepConsumers deletes the group's consumers that hold nothing and have

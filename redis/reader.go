@@ -80,7 +80,9 @@ func (r *reader) close() {
 func (s *subscription) fetchLoop() {
 	var retry broker.Reconnect
 	for {
-		if !s.Acquire() {
+		// A slot must be free (and not wanted by a due retry or a claimed
+		// message, which go first) before reading.
+		if !s.AcquireForFetch() {
 			return
 		}
 		s.ReleaseSlot()

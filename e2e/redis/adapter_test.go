@@ -191,7 +191,20 @@ func TestStaleConsumersAreRemoved(t *testing.T) {
 // TestDeadLetterPublishFailureKeepsTheMessage: when the dead-letter XADD
 // fails, the original is not acknowledged; once the dead-letter stream works
 // again the message is dead-lettered without running the handler again.
+// TestDeadLetterPublishFailureKeepsTheMessage: a failed dead-letter write
+// keeps the message pending; it is dead-lettered later from its recorded
+// failure, without running the handler again — also for a Permanent
+// failure with retries left, which a delivery count alone would rerun.
 func TestDeadLetterPublishFailureKeepsTheMessage(t *testing.T) {
+	t.Run("last attempt", func(t *testing.T) {
+		testDeadLetterPublishFailure(t, channels.NoRetries, errors.New("Something happened"))
+	})
+	t.Run("Permanent with retries left", func(t *testing.T) {
+		testDeadLetterPublishFailure(t, 3, channels.Permanent(errors.New("Something happened")))
+	})
+}
+
+func testDeadLetterPublishFailure(t *testing.T, retries int, failure error) {
 	needRedis(t)
 	c := rawClient(t)
 	ctx := context.Background()
@@ -203,8 +216,8 @@ func TestDeadLetterPublishFailureKeepsTheMessage(t *testing.T) {
 	}
 	var calls atomic.Int32
 	p := startPlugin(t, crashTimings, &service{Name: "dlfail", Channels: channels.Channels{ch: {Group: group,
-		MaxRetries: channels.NoRetries, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
-		Handler: func(context.Context, *channels.Message) error { calls.Add(1); return errors.New("Something happened") }}}})
+		MaxRetries: retries, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
+		Handler: func(context.Context, *channels.Message) error { calls.Add(1); return failure }}}})
 	if err := p.SendToChannel(ctx, ch, map[string]int{"id": 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +243,7 @@ func TestDeadLetterPublishFailureKeepsTheMessage(t *testing.T) {
 	if err := json.Unmarshal([]byte(hdr), &h); err != nil || h["x-original-id"] == "" {
 		t.Fatalf("headers %s: %v", hdr, err)
 	}
-	if n := c.Exists(ctx, "chan:"+ch+":msg:"+h["x-original-id"]).Val(); n != 0 {
-		t.Fatal("error info left behind")
-	}
+	eventually(t, 5*time.Second, "failure record deleted with the ack", func() bool {
+		return c.Exists(ctx, "chan:"+ch+":"+group+":msg:"+h["x-original-id"]).Val() == 0
+	})
 }
