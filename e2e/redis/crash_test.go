@@ -303,3 +303,82 @@ func TestPrefetchedMessageIsNotStolen(t *testing.T) {
 		}
 	}
 }
+
+// TestHeartbeatLeavesAClaimedMessageToItsNewOwner: after a missed heartbeat
+// (a long pause) another member claimed a message this consumer still
+// runs; the heartbeat must not take it back.
+func TestHeartbeatLeavesAClaimedMessageToItsNewOwner(t *testing.T) {
+	needRedis(t)
+	ctx := context.Background()
+	raw := rawClient(t)
+	ch, group := unique("beat.topic"), unique("beat-group")
+	release := make(chan struct{})
+	var started atomic.Int32
+	p := startPlugin(t, crashTimings, &service{Name: "beat", Channels: channels.Channels{ch: {Group: group,
+		Handler: func(ctx context.Context, m *channels.Message) error {
+			started.Add(1)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		}}}}, channels.WithNodeID("slow-owner"))
+	defer close(release)
+	if err := p.SendToChannel(ctx, ch, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "handler started", func() bool { return started.Load() == 1 })
+	pend, err := raw.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: ch, Group: group, Start: "-", End: "+", Count: 1}).Result()
+	if err != nil || len(pend) != 1 {
+		t.Fatalf("pending %v %v", pend, err)
+	}
+	if err := raw.XClaim(ctx, &goredis.XClaimArgs{Stream: ch, Group: group, Consumer: "thief",
+		Messages: []string{pend[0].ID}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	owner := func() string {
+		p, err := raw.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: ch, Group: group, Start: "-", End: "+", Count: 1}).Result()
+		if err != nil || len(p) == 0 {
+			return ""
+		}
+		return p[0].Consumer
+	}
+	// Several heartbeats (MinIdleTime/3 = 333 ms) pass.
+	consistently(t, 1200*time.Millisecond, "the new owner keeps the message", func() bool { return owner() == "thief" })
+}
+
+// TestTrimmedPendingEntryIsCleared: an entry deleted while pending (XDEL,
+// or MAXLEN trimming) is cleared from the pending list, not claimed forever,
+// and no handler runs for it.
+func TestTrimmedPendingEntryIsCleared(t *testing.T) {
+	needRedis(t)
+	ctx := context.Background()
+	raw := rawClient(t)
+	ch, group := unique("trim.topic"), unique("trim-group")
+	if err := raw.XGroupCreateMkStream(ctx, ch, group, "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+	id, err := raw.XAdd(ctx, &goredis.XAddArgs{Stream: ch, Values: []any{"payload", "1"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: group, Consumer: "gone", Streams: []string{ch, ">"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.XDel(ctx, ch, id).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Do(ctx, "XCLAIM", ch, group, "gone", 0, id, "IDLE", 60000, "JUSTID").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var runs atomic.Int32
+	startPlugin(t, crashTimings, &service{Name: "trim", Channels: channels.Channels{ch: {Group: group,
+		Handler: func(context.Context, *channels.Message) error { runs.Add(1); return nil }}}})
+	eventually(t, 10*time.Second, "pending list cleared", func() bool {
+		p, err := raw.XPending(ctx, ch, group).Result()
+		return err == nil && p.Count == 0
+	})
+	if runs.Load() != 0 {
+		t.Fatalf("handler ran %d times for a deleted entry", runs.Load())
+	}
+}
