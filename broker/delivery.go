@@ -20,7 +20,8 @@ const DefaultExtraDeliveries = 5
 // (confirmed) or Keep (failed).
 type Settler interface {
 	// Ack removes the message for good: handled, dropped, or dead-lettered
-	// with a confirmed publish.
+	// with a confirmed publish. It is the hot path: its ctx has no deadline,
+	// so an adapter queues the acknowledgement or bounds its own I/O.
 	Ack(ctx context.Context) error
 	// Retry records a failed run (its x-error-* headers are in failure) and
 	// hands the message back so that any member of the group gets it again
@@ -137,17 +138,24 @@ func (c *Channel) Deliver(ctx context.Context, d *Delivery) Outcome {
 	return out
 }
 
-// Settle carries out out for d with a bounded context of its own (the
-// handler context may be cancelled by then).
+// Settle carries out out for d with a context of its own (the handler
+// context may be cancelled by then). Ack, the hot path, gets an unbounded
+// context: adapters queue acknowledgements or bound their own I/O. The
+// other actions are bounded by DefaultSettleTimeout.
 func (c *Channel) Settle(d *Delivery, out Outcome) {
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultSettleTimeout)
-	defer cancel()
 	msg := d.Msg
 	var err error
 	what := out.Action.String()
+	if out.Action == Ack || out.Action == Drop {
+		if err = d.Settle.Ack(context.Background()); err != nil {
+			c.Logger.Warn("channels: acknowledging a message failed; the broker will deliver it again",
+				"channel", c.Name, "group", c.Group, "id", msg.ID, "action", what, "error", err)
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultSettleTimeout)
+	defer cancel()
 	switch out.Action {
-	case Ack, Drop:
-		err = d.Settle.Ack(ctx)
 	case Retry:
 		err = d.Settle.Retry(ctx, out.Delay, ErrorToHeaders(out.Err, c.Now()))
 	case Release:
