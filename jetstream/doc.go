@@ -1,0 +1,2 @@
+// Package jetstream is the NATS JetStream adapter of channels.
+package jetstream
