@@ -141,13 +141,16 @@ func WithInterceptors(ics ...hooks.Interceptor) Option {
 	}
 }
 
-// WithLogger sets the logger (silent by default).
+// WithLogger sets the logger (silent by default). The plugin and its
+// adapters log through it with credentials hidden: URLs with a password,
+// parseable or not, and password=/token=-style pairs are redacted in the
+// message and in every string, error and Stringer attribute.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) error {
 		if l == nil {
 			return invalid("logger is nil")
 		}
-		o.logger = l
+		o.logger = redactLogger(l)
 		return nil
 	}
 }
