@@ -2,6 +2,7 @@ package channels
 
 import (
 	"fmt"
+	"go/token"
 	"log/slog"
 	"os"
 	"strconv"
@@ -34,6 +35,7 @@ type options struct {
 	sendMethodName        string
 	adapterPropertyName   string
 	channelHandlerTrigger string
+	namesSet              [4]bool
 	namespace             string
 	interceptors          []hooks.Interceptor
 	logger                *slog.Logger
@@ -99,27 +101,59 @@ func WithAdapter(adapter any) Option {
 	}
 }
 
-func nameOption(what string, dst func(*options) *string) func(string) Option {
+// Indexes of the schema field names in options.names.
+const (
+	nameSchemaProperty = iota
+	nameSendMethod
+	nameAdapterProperty
+	nameTrigger
+)
+
+// fieldName is a schema field name option.
+type fieldName struct {
+	value  string
+	option string // the option that sets it, for error messages
+	set    bool   // given explicitly
+}
+
+// names returns the schema field names, in the order of the name* indexes.
+func (o *options) names() [4]fieldName {
+	return [4]fieldName{
+		{o.schemaProperty, "WithSchemaProperty", o.namesSet[nameSchemaProperty]},
+		{o.sendMethodName, "WithSendMethodName", o.namesSet[nameSendMethod]},
+		{o.adapterPropertyName, "WithAdapterPropertyName", o.namesSet[nameAdapterProperty]},
+		{o.channelHandlerTrigger, "WithChannelHandlerTrigger", o.namesSet[nameTrigger]},
+	}
+}
+
+func nameOption(what string, idx int, dst func(*options) *string) func(string) Option {
 	return func(name string) Option {
 		return func(o *options) error {
 			if name == "" {
 				return invalid("%s is empty", what)
 			}
+			if !token.IsIdentifier(name) || !token.IsExported(name) {
+				return invalid("%s %q is not an exported Go field name", what, name)
+			}
 			*dst(o) = name
+			o.namesSet[idx] = true
 			return nil
 		}
 	}
 }
 
+// The schema field names. A name given with one of these options must be a
+// field of every registered schema that declares channels (Register fails
+// otherwise, naming the option); the defaults are optional fields.
 var (
 	// WithSchemaProperty names the schema field holding the Channels (default "Channels").
-	WithSchemaProperty = nameOption("schema property", func(o *options) *string { return &o.schemaProperty })
+	WithSchemaProperty = nameOption("schema property", nameSchemaProperty, func(o *options) *string { return &o.schemaProperty })
 	// WithSendMethodName names the schema field that receives the SendFunc (default "SendToChannel").
-	WithSendMethodName = nameOption("send method name", func(o *options) *string { return &o.sendMethodName })
+	WithSendMethodName = nameOption("send method name", nameSendMethod, func(o *options) *string { return &o.sendMethodName })
 	// WithAdapterPropertyName names the schema field that receives the adapter (default "ChannelAdapter").
-	WithAdapterPropertyName = nameOption("adapter property name", func(o *options) *string { return &o.adapterPropertyName })
+	WithAdapterPropertyName = nameOption("adapter property name", nameAdapterProperty, func(o *options) *string { return &o.adapterPropertyName })
 	// WithChannelHandlerTrigger names the schema field that receives the TriggerFunc (default "EmitLocalChannelHandler").
-	WithChannelHandlerTrigger = nameOption("channel handler trigger", func(o *options) *string { return &o.channelHandlerTrigger })
+	WithChannelHandlerTrigger = nameOption("channel handler trigger", nameTrigger, func(o *options) *string { return &o.channelHandlerTrigger })
 )
 
 // WithNamespace prefixes every channel and dead-letter queue name with

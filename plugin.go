@@ -61,12 +61,11 @@ func New(opts ...Option) (*Plugin, error) {
 		return nil, invalid("no adapter: use channels.WithAdapter(\"memory://\") or a broker URL")
 	}
 	names := map[string]string{}
-	for what, n := range map[string]string{"schema property": o.schemaProperty, "send method name": o.sendMethodName,
-		"adapter property name": o.adapterPropertyName, "channel handler trigger": o.channelHandlerTrigger} {
-		if other, dup := names[n]; dup {
-			return nil, invalid("%s and %s are both %q", what, other, n)
+	for _, n := range o.names() {
+		if other, dup := names[n.value]; dup {
+			return nil, invalid("%s and %s both name the schema field %q", other, n.option, n.value)
 		}
-		names[n] = what
+		names[n.value] = n.option
 	}
 	p := &Plugin{o: o, nodeID: o.nodeID}
 	switch a := o.adapterSpec.(type) {
