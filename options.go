@@ -157,9 +157,19 @@ var (
 )
 
 // WithNamespace prefixes every channel and dead-letter queue name with
-// "namespace." (moleculer's prefix; empty by default).
+// "namespace." (moleculer's prefix; empty by default). Like channel names,
+// a namespace is made of ASCII letters, digits, '_' and '-', with single
+// dots between tokens.
 func WithNamespace(ns string) Option {
-	return func(o *options) error { o.namespace = ns; return nil }
+	return func(o *options) error {
+		if ns != "" {
+			if err := checkName("namespace", ns); err != nil {
+				return err
+			}
+		}
+		o.namespace = ns
+		return nil
+	}
 }
 
 // WithInterceptors appends interceptors; the first registered is the outermost.
@@ -271,6 +281,12 @@ func WithDeadLettering(d DeadLettering) Option {
 		}
 		if d.ExchangeName == "" {
 			d.ExchangeName = broker.DefaultDeadLetterExchange
+		}
+		if err := checkName("dead-letter queue name", d.QueueName); err != nil {
+			return err
+		}
+		if err := checkName("dead-letter exchange name", d.ExchangeName); err != nil {
+			return err
 		}
 		o.deadLettering = d
 		return nil

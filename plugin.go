@@ -67,6 +67,11 @@ func New(opts ...Option) (*Plugin, error) {
 		}
 		names[n.value] = n.option
 	}
+	for _, dl := range []string{o.deadLettering.QueueName, o.deadLettering.ExchangeName} {
+		if err := checkName("dead-letter name", prefixed(o.namespace, dl)); err != nil {
+			return nil, err
+		}
+	}
 	p := &Plugin{o: o, nodeID: o.nodeID}
 	switch a := o.adapterSpec.(type) {
 	case string:
@@ -280,14 +285,14 @@ func (p *Plugin) send0(ctx context.Context, channel string, payload any, opts ..
 	case stateStopped:
 		return ErrClosed
 	}
-	if channel == "" {
-		return invalid("channel name is empty")
+	name := prefixed(p.o.namespace, channel)
+	if err := checkName("channel name", name); err != nil {
+		return err
 	}
 	po, err := broker.NewPublishOptions(opts...)
 	if err != nil {
 		return err
 	}
-	name := prefixed(p.o.namespace, channel)
 	body, err := p.encode(name, payload, po.Raw)
 	if err != nil {
 		return err

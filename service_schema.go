@@ -145,9 +145,15 @@ func (p *Plugin) readSchema(s any) (*schema, error) {
 	if f := st.FieldByName(p.o.schemaProperty); f.IsValid() {
 		out.channels = f.Interface().(Channels)
 	}
+	if err := p.checkNameOptions(st.Type(), len(out.channels) > 0); err != nil {
+		return nil, err
+	}
 	for key, ch := range out.channels {
 		if key == "" && ch.Name == "" {
 			return nil, fmt.Errorf("%w: %s: channel with an empty name", ErrInvalidSchema, st.Type())
+		}
+		if err := p.checkChannelNames(key, ch); err != nil {
+			return nil, fmt.Errorf("%s.%s[%q]: %w", st.Type(), p.o.schemaProperty, key, err)
 		}
 		if ch.Handler == nil {
 			return nil, fmt.Errorf("%w: %w: %s.%s[%q]", ErrInvalidSchema, ErrNoHandler, st.Type(), p.o.schemaProperty, key)
@@ -160,6 +166,30 @@ func (p *Plugin) readSchema(s any) (*schema, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkChannelNames validates the broker-side names of a declaration.
+func (p *Plugin) checkChannelNames(key string, ch Channel) error {
+	if ch.Name != "" {
+		if err := checkName("channel name", ch.Name); err != nil {
+			return err
+		}
+	} else if err := checkName("channel name", prefixed(p.o.namespace, key)); err != nil {
+		return err
+	}
+	if dl := ch.DeadLettering; dl != nil {
+		if dl.QueueName != "" {
+			if err := checkName("dead-letter queue name", prefixed(p.o.namespace, dl.QueueName)); err != nil {
+				return err
+			}
+		}
+		if dl.ExchangeName != "" {
+			if err := checkName("dead-letter exchange name", prefixed(p.o.namespace, dl.ExchangeName)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // inject sets the send function, adapter and trigger fields that exist.
