@@ -250,13 +250,22 @@ func WithMaxInFlight(n int) Option {
 }
 
 // WithMaxRetries sets the default number of redeliveries after the first
-// attempt (default 3; 0 disables retries).
+// attempt: n >= 1, or NoRetries for none (default 3,
+// broker.DefaultMaxRetries). It is the convention of Channel.MaxRetries,
+// where 0 means "unset, use the default"; an option is never unset, so
+// WithMaxRetries(0) is an error rather than a silent default.
 func WithMaxRetries(n int) Option {
 	return func(o *options) error {
-		if n < 0 {
-			return invalid("MaxRetries must be >= 0, got %d", n)
+		switch {
+		case n == NoRetries:
+			o.maxRetries = 0
+		case n >= 1:
+			o.maxRetries = n
+		case n == 0:
+			return invalid("MaxRetries 0: use channels.NoRetries for no retries, or leave WithMaxRetries out for the default (%d)", broker.DefaultMaxRetries)
+		default:
+			return invalid("MaxRetries must be >= 1 or channels.NoRetries, got %d", n)
 		}
-		o.maxRetries = n
 		return nil
 	}
 }

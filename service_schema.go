@@ -35,8 +35,10 @@ type Info = hooks.Info
 // unit tests. channel is the key declared in the schema.
 type TriggerFunc func(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error
 
-// NoRetries is the MaxRetries value that disables retries (0 means "use the
-// plugin default").
+// NoRetries is the MaxRetries value that disables retries, in a Channel and
+// in WithMaxRetries. MaxRetries counts redeliveries after the first attempt
+// (MaxRetries 2 runs a handler up to 3 times); a Channel's 0 means "unset":
+// the plugin default.
 const NoRetries = -1
 
 // Channels declares a service's channel handlers, keyed by channel name
@@ -54,8 +56,9 @@ type Channel struct {
 	// MaxInFlight bounds concurrently running handlers of this channel on
 	// this node (0 = plugin default, 1 unless changed).
 	MaxInFlight int
-	// MaxRetries is the number of redeliveries after the first attempt.
-	// 0 takes the plugin default (3); NoRetries disables retries.
+	// MaxRetries is the number of redeliveries after the first attempt:
+	// >= 1, or NoRetries for none; 0 takes the plugin default
+	// (WithMaxRetries, 3 unless set).
 	MaxRetries int
 	// Backoff is the delay before each retry (nil = plugin default).
 	Backoff broker.Backoff
@@ -162,7 +165,7 @@ func (p *Plugin) readSchema(s any) (*schema, error) {
 			return nil, fmt.Errorf("%w: channel %q: MaxInFlight must be >= 1 (0 for the default)", ErrInvalidOption, key)
 		}
 		if ch.MaxRetries < NoRetries {
-			return nil, fmt.Errorf("%w: channel %q: MaxRetries must be >= 0 or NoRetries", ErrInvalidOption, key)
+			return nil, fmt.Errorf("%w: channel %q: MaxRetries must be >= 1, NoRetries, or 0 for the plugin default", ErrInvalidOption, key)
 		}
 	}
 	return out, nil
