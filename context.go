@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/uuid"
 	"go-micro.dev/v4/metadata"
 
 	"github.com/microchannels/channels/broker"
@@ -153,9 +154,9 @@ func titleKey(k string) string {
 	return strings.Title(k) //nolint:staticcheck // must match go-micro's metadata package exactly
 }
 
-func (p *Plugin) newID() string {
-	return p.nodeID + "-" + strconv.FormatUint(p.ids.Add(1), 36)
-}
+// newID returns a request or invocation id: a random UUID, as moleculer's
+// context ids, so ids never repeat across restarts of a node.
+func (p *Plugin) newID() string { return uuid.NewString() }
 
 // contextWrapper is the outermost handler: it turns the context headers of
 // the message into a CallInfo and go-micro metadata. Headers that do not

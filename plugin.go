@@ -37,7 +37,6 @@ type Plugin struct {
 
 	state atomic.Int32
 	send  atomic.Pointer[hooks.SendFunc]
-	ids   atomic.Uint64
 
 	// installErr is a Register error found while installing on a micro.Service;
 	// it is returned by BeforeStart.
