@@ -213,8 +213,11 @@ func WithSerializer(s broker.Serializer) Option {
 }
 
 // WithNodeID sets the node identity from which consumer names are derived
-// (default "hostname-pid"). A stable id keeps broker-side consumer names
-// stable across restarts; two live processes must not share one.
+// (default "hostname-pid"): "<node id>.<service>.<channel>". A stable id
+// keeps broker-side consumer names stable across restarts; two live
+// processes must not share one. Within a process, plugins connected with
+// one node id get distinct names: the first the node id itself, the next
+// ones "<node id>-2", "<node id>-3"...
 func WithNodeID(id string) Option {
 	return func(o *options) error {
 		if id == "" {

@@ -26,6 +26,9 @@ type Plugin struct {
 	o       options
 	adapter broker.Adapter
 	nodeID  string
+	// instance is the node id made unique in this process while connected
+	// (claimInstance); consumer names derive from it.
+	instance string
 
 	// mu serializes the lifecycle (Register, Start, Stop).
 	mu       sync.Mutex
@@ -182,8 +185,13 @@ func (p *Plugin) Connect(ctx context.Context) error {
 		}
 		seen[k] = r.service
 	}
-	env := broker.Env{NodeID: p.nodeID, Serializer: p.o.serializer, Logger: p.o.logger}
+	p.instance = claimInstance(p, p.nodeID)
+	for _, r := range all {
+		r.ch.ConsumerName = p.consumerName(r.service, r.ch.Name)
+	}
+	env := broker.Env{NodeID: p.instance, Serializer: p.o.serializer, Logger: p.o.logger}
 	if err := p.adapter.Connect(ctx, env); err != nil {
+		releaseInstance(p, p.nodeID)
 		return fmt.Errorf("channels: connect %s adapter: %w", p.adapter.Name(), err)
 	}
 	subs := make([]broker.Subscription, 0, len(all))
@@ -194,6 +202,7 @@ func (p *Plugin) Connect(ctx context.Context) error {
 				_ = s.Drain(ctx)
 			}
 			_ = p.adapter.Close(ctx)
+			releaseInstance(p, p.nodeID)
 			p.state.Store(stateStopped)
 			return fmt.Errorf("channels: subscribe %q (group %q): %w", r.ch.Name, r.ch.Group, err)
 		}
@@ -262,6 +271,7 @@ func (p *Plugin) Disconnect(ctx context.Context) error {
 		return nil
 	}
 	p.state.Store(stateStopped)
+	defer releaseInstance(p, p.nodeID)
 	ctx, cancel := withDefaultTimeout(ctx, p.o.stopTimeout)
 	defer cancel()
 	return p.adapter.Close(ctx)

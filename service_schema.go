@@ -299,7 +299,7 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 		bc := &broker.Channel{
 			Name:         chName,
 			Group:        group,
-			ConsumerName: strings.Join([]string{p.nodeID, full, chName}, "."),
+			ConsumerName: p.consumerName(full, chName),
 			MaxInFlight:  mif,
 			Retry:        broker.RetryPolicy{MaxRetries: retries, Backoff: backoff},
 			DeadLetter: broker.DeadLetterPolicy{Enabled: dl.Enabled,
@@ -321,6 +321,16 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 	return out, nil
 }
 
+// consumerName is "<instance>.<service full name>.<channel>", the instance
+// being the node id made unique among the plugins of this process.
+func (p *Plugin) consumerName(service, channel string) string {
+	id := p.instance
+	if id == "" {
+		id = p.nodeID
+	}
+	return strings.Join([]string{id, service, channel}, ".")
+}
+
 // trigger runs a declared handler directly (the EmitLocalChannelHandler analog).
 func (p *Plugin) trigger(ctx context.Context, s *schema, key string, payload any, opts ...broker.PublishOption) error {
 	decl, ok := s.channels[key]
@@ -329,11 +339,11 @@ func (p *Plugin) trigger(ctx context.Context, s *schema, key string, payload any
 	}
 	p.mu.Lock()
 	svc, ver := p.serviceIdentity()
-	p.mu.Unlock()
 	if s.name == "" && svc == "" {
 		svc = "local"
 	}
 	rs, err := p.resolve(&schema{ptr: s.ptr, name: s.name, version: s.version, channels: Channels{key: decl}}, svc, ver)
+	p.mu.Unlock()
 	if err != nil {
 		return err
 	}
