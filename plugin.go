@@ -2,8 +2,10 @@ package channels
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -279,7 +281,10 @@ func (p *Plugin) Disconnect(ctx context.Context) error {
 
 // SendToChannel serializes payload and publishes it to channel (the name
 // before the namespace prefix). It returns once the broker accepted the
-// message. Without a deadline on ctx it is bounded by DefaultPublishTimeout.
+// message. With the JSON serializer (the default), a []byte payload is taken
+// as serialized JSON and sent as is; one that is not valid JSON is an
+// *broker.EncodeError: send arbitrary bytes with broker.WithRaw().
+// json.RawMessage is sent as JSON too; a string becomes a JSON string. Without a deadline on ctx it is bounded by DefaultPublishTimeout.
 // Sending from a handler's ctx propagates the request id, caller, parent
 // channel and metadata.
 func (p *Plugin) SendToChannel(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error {
@@ -319,11 +324,26 @@ func (p *Plugin) send0(ctx context.Context, channel string, payload any, opts ..
 	return p.adapter.Publish(ctx, name, &broker.Outgoing{Payload: body, Headers: headers, Options: po})
 }
 
+// errBytesNotJSON is the cause of the EncodeError of a []byte payload that
+// is not JSON, sent with the JSON serializer.
+var errBytesNotJSON = errors.New("a []byte payload is sent as is only when it is valid JSON " +
+	"(the JSON serializer would make it a base64 string): send bytes that are not JSON with broker.WithRaw(), " +
+	"or a base64 string explicitly")
+
+// encode serializes a payload. With the JSON serializer, a []byte payload
+// is taken as already serialized: sent as is when it is valid JSON, refused
+// otherwise (instead of json.Marshal's surprising base64 string).
 func (p *Plugin) encode(channel string, payload any, raw bool) ([]byte, error) {
 	var (
 		b   []byte
 		err error
 	)
+	if bs, ok := payload.([]byte); ok && !raw && strings.EqualFold(p.o.serializer.Name(), "JSON") {
+		if !json.Valid(bs) {
+			return nil, &broker.EncodeError{Channel: channel, Err: errBytesNotJSON}
+		}
+		return bs, nil
+	}
 	if raw {
 		b, err = broker.RawBytes(payload)
 	} else {
