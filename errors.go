@@ -35,7 +35,7 @@ var (
 	ErrDuplicateProperty = errors.New("channels: schema property claimed by two plugins")
 	// ErrUnknownChannel is returned by the local trigger for a channel the schema does not declare.
 	ErrUnknownChannel = errors.New("channels: unknown channel")
-	// ErrAlreadyStarted is returned when registering schemas or starting a running plugin.
+	// ErrAlreadyStarted is returned when starting (or connecting) a started plugin.
 	ErrAlreadyStarted = errors.New("channels: plugin already started")
 )
 
