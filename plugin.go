@@ -155,7 +155,7 @@ func (p *Plugin) subscribeLate(added []*schema, running bool) error {
 			for _, s := range subs {
 				_ = s.Drain(ctx)
 			}
-			return fmt.Errorf("channels: subscribe %q (group %q): %w", r.ch.Name, r.ch.Group, err)
+			return fmt.Errorf("channels: subscribe %q (group %q): %w", r.ch.Name, r.ch.Group, redactErr(err))
 		}
 		subs = append(subs, sub)
 	}
@@ -250,7 +250,7 @@ func (p *Plugin) Connect(ctx context.Context) error {
 	env := broker.Env{NodeID: p.instance, Serializer: p.o.serializer, Logger: p.o.logger}
 	if err := p.adapter.Connect(ctx, env); err != nil {
 		releaseInstance(p, p.nodeID)
-		return fmt.Errorf("channels: connect %s adapter: %w", p.adapter.Name(), err)
+		return fmt.Errorf("channels: connect %s adapter: %w", p.adapter.Name(), redactErr(err))
 	}
 	subs := make([]broker.Subscription, 0, len(all))
 	for _, r := range all {
@@ -262,7 +262,7 @@ func (p *Plugin) Connect(ctx context.Context) error {
 			_ = p.adapter.Close(ctx)
 			releaseInstance(p, p.nodeID)
 			p.state.Store(stateStopped)
-			return fmt.Errorf("channels: subscribe %q (group %q): %w", r.ch.Name, r.ch.Group, err)
+			return fmt.Errorf("channels: subscribe %q (group %q): %w", r.ch.Name, r.ch.Group, redactErr(err))
 		}
 		subs = append(subs, sub)
 	}

@@ -119,3 +119,40 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// leakyAdapter fails with driver errors that show a URL with its password.
+type leakyAdapter struct {
+	*memory.Adapter
+	connectErr, subscribeErr error
+}
+
+func (l *leakyAdapter) Connect(ctx context.Context, env broker.Env) error {
+	if l.connectErr != nil {
+		return l.connectErr
+	}
+	return l.Adapter.Connect(ctx, env)
+}
+
+func (l *leakyAdapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
+	return nil, l.subscribeErr
+}
+
+func TestAdapterErrorsHidePasswords(t *testing.T) {
+	driverErr := errors.New(`dial "amqp://user:Hunter2@127.0.0.1:5672": connection refused (password=Hunter2)`)
+	for _, a := range []*leakyAdapter{
+		{Adapter: memory.New(memory.WithBus(memory.NewBus())), connectErr: driverErr},
+		{Adapter: memory.New(memory.WithBus(memory.NewBus())), subscribeErr: driverErr},
+	} {
+		p, err := channels.New(channels.WithAdapter(a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Register(&svc{Name: "s", Channels: channels.Channels{"c": channels.On(func(context.Context, *channels.Message) error { return nil })}}); err != nil {
+			t.Fatal(err)
+		}
+		err = p.Start(context.Background())
+		if err == nil || leaksPassword(err.Error()) || !errors.Is(err, driverErr) {
+			t.Fatalf("Start = %v", err)
+		}
+	}
+}
