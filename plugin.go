@@ -337,12 +337,14 @@ func (p *Plugin) Disconnect(ctx context.Context) error {
 
 // SendToChannel serializes payload and publishes it to channel (the name
 // before the namespace prefix). It returns once the broker accepted the
-// message. With the JSON serializer (the default), a []byte payload is taken
-// as serialized JSON and sent as is; one that is not valid JSON is an
-// *broker.EncodeError: send arbitrary bytes with broker.WithRaw().
-// json.RawMessage is sent as JSON too; a string becomes a JSON string. Without a deadline on ctx it is bounded by DefaultPublishTimeout.
+// message. Without a deadline on ctx it is bounded by DefaultPublishTimeout.
 // Sending from a handler's ctx propagates the request id, caller, parent
 // channel and metadata.
+//
+// With the JSON serializer (the default), a []byte payload is taken as
+// serialized JSON and sent as is; one that is not valid JSON is an
+// *broker.EncodeError: send arbitrary bytes with broker.WithRaw().
+// json.RawMessage is sent as JSON too; a string becomes a JSON string.
 func (p *Plugin) SendToChannel(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error {
 	return (*p.send.Load())(ctx, channel, payload, opts...)
 }

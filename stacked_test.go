@@ -34,7 +34,7 @@ func TestStackedStartFailureDisconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Nothing listens on port 1: connecting fails at once.
-	second, err := channels.New(channels.WithAdapter("redis://127.0.0.1:1"), channels.WithTimeouts(2*time.Second, 0, 0),
+	second, err := channels.New(channels.WithAdapter("redis://127.0.0.1:1"), channels.WithTimeouts(300*time.Millisecond, 0, 0),
 		channels.WithSchemaProperty("AuditChannels"), channels.WithSendMethodName("SendToAudit"))
 	if err != nil {
 		t.Fatal(err)
