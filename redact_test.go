@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +42,7 @@ func malformedURLs() []string {
 }
 
 func leaksPassword(s string) bool {
-	for _, frag := range []string{"Hunter", "unter2", "Hun#", "ter2", "%zz"} {
+	for _, frag := range []string{"Hun", "unter2", "ter2", "%zz"} {
 		if strings.Contains(s, frag) {
 			return true
 		}
@@ -75,11 +76,19 @@ func TestLogsHidePasswords(t *testing.T) {
 	done := make(chan struct{}, 2)
 	s := &svc{Name: "logs", Channels: channels.Channels{"c": channels.On(func(ctx context.Context, m *channels.Message) error {
 		done <- struct{}{}
-		return errors.Join(
+		// What drivers say about the malformed URLs of every scheme.
+		var errs []error
+		for _, raw := range malformedURLs() {
+			if _, err := url.Parse(raw); err != nil {
+				errs = append(errs, err)
+			}
+			errs = append(errs, fmt.Errorf("dial %q: refused", raw))
+		}
+		return errors.Join(append(errs,
 			fmt.Errorf(`connect amqp://user:Hunter2@127.0.0.1:5672: refused`),
 			fmt.Errorf(`parse "redis://:Hunter2%%zz@127.0.0.1:6379": invalid URL escape "%%zz"`),
 			fmt.Errorf(`parse "nats://user:Hunter2/x@h": invalid port ":Hunter2" after host`),
-			fmt.Errorf(`kafka sasl: password=Hunter2 rejected`))
+			fmt.Errorf(`kafka sasl: password=Hunter2 rejected`))...)
 	})}}
 	if err := p.Register(s); err != nil {
 		t.Fatal(err)

@@ -72,8 +72,34 @@ func redactURL(raw string) (string, []string) {
 			out += userinfo
 		}
 		rest = rest[at:]
+	} else if auth := rest[:indexOrLen(rest, "/?#")]; !strings.HasSuffix(auth, "]") {
+		// No "@": a "user:password" cut short (url.Parse quotes a URL up to
+		// a "#" of its password) looks like a host with a port that is not
+		// a number.
+		if c := strings.LastIndex(auth, ":"); c >= 0 && !isPort(auth[c+1:]) {
+			secrets = appendSecret(secrets, auth[c+1:])
+			out += auth[:c+1] + redacted
+			rest = rest[len(auth):]
+		}
 	}
 	return out + redactParams(rest, &secrets), secrets
+}
+
+func indexOrLen(s, chars string) int {
+	if i := strings.IndexAny(s, chars); i >= 0 {
+		return i
+	}
+	return len(s)
+}
+
+// isPort reports whether s is empty or all digits.
+func isPort(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // appendSecret adds a secret guessed textually, and its part before the

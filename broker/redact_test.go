@@ -45,6 +45,8 @@ func TestRedactText(t *testing.T) {
 		{"key=value", `auth failed: password=hunter2 user=bob`, `auth failed: password=xxxxx user=bob`},
 		{"repeated secret", `connect amqp://u:hunter2@h (password hunter2)`, `connect amqp://u:xxxxx@h (password xxxxx)`},
 		{"nothing", `plain error`, `plain error`},
+		{"password cut at #", `parse "kafka://user:Hun": invalid port ":Hun" after host`, `parse "kafka://user:xxxxx": invalid port "xxxxx" after host`},
+		{"host and port kept", `dial tcp redis://127.0.0.1:6379/0: refused`, `dial tcp redis://127.0.0.1:6379/0: refused`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
