@@ -42,13 +42,17 @@ type TriggerFunc func(ctx context.Context, channel string, payload any, opts ...
 const NoRetries = -1
 
 // Channels declares a service's channel handlers, keyed by channel name
-// (before the namespace prefix).
+// (before the namespace prefix). Channel names, with their prefix, are one
+// or more tokens of ASCII letters, digits, '_' and '-' separated by single
+// dots, at most MaxNameLength bytes: the names every broker accepts as they
+// are (Redis stream, AMQP exchange, NATS subject, Kafka topic).
 type Channels map[string]Channel
 
 // Channel is one channel declaration. Only Handler is required; zero values
 // take the plugin-wide defaults.
 type Channel struct {
-	// Name replaces the key as the broker-side channel name, verbatim (no prefix).
+	// Name replaces the key as the broker-side channel name, verbatim (no
+	// prefix); the same character rules apply.
 	Name string
 	// Group is the consumer group; the default is the service full name
 	// ("v2.payments", or "payments" without a version).
