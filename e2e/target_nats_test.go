@@ -17,6 +17,8 @@ func init() {
 		Name:           "nats",
 		NewAdapter:     func() (broker.Adapter, error) { return jetstream.New(brokerenv.NATSURL()) },
 		ChannelOptions: []any{natsTestTimings},
-		Probe:          func() error { return brokerenv.Probe("nats", func() error { return brokerenv.DialURL(brokerenv.NATSURL()) }) },
+		Probe: func() error {
+			return brokerenv.Probe("nats", func() error { return brokerenv.DialURL(brokerenv.NATSURL()) })
+		},
 	})
 }

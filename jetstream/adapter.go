@@ -56,6 +56,8 @@ type Adapter struct {
 	// streams remembers the streams ensured for sends, so that a send to a
 	// channel without a stream creates it once.
 	streams sync.Map
+	// streamOf maps a subscribed channel to its stream (for Lag).
+	streamOf sync.Map
 }
 
 var _ broker.Adapter = (*Adapter)(nil)
@@ -276,6 +278,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 			return nil, err
 		}
 	}
+	a.streamOf.Store(ch.Name, stream)
 	durable := DurableName(ch.Group)
 	cons, err := ensureConsumer(ctx, c.js, stream, ch.Name, durable, opts, ch.MaxInFlight)
 	if err != nil {
@@ -332,4 +335,29 @@ func flushCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(context.Background(), DefaultOpTimeout)
+}
+
+var _ broker.LagReporter = (*Adapter)(nil)
+
+// Lag reports the group's consumer: messages not yet delivered
+// (NumPending) and delivered but not acknowledged (NumAckPending, which
+// includes the messages waiting for a retry).
+func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupLag, error) {
+	c := a.cur.Load()
+	if c == nil {
+		if err := a.state.Check(); err != nil {
+			return broker.GroupLag{}, err
+		}
+		return broker.GroupLag{}, broker.ErrClosed
+	}
+	stream := StreamName(channel)
+	if s, ok := a.streamOf.Load(channel); ok {
+		stream = s.(string)
+	}
+	cons, err := c.js.Consumer(ctx, stream, DurableName(group))
+	if err != nil {
+		return broker.GroupLag{Lag: -1}, err
+	}
+	info := cons.CachedInfo()
+	return broker.GroupLag{Lag: int64(info.NumPending), Pending: int64(info.NumAckPending)}, nil
 }

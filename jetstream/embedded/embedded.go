@@ -212,7 +212,10 @@ type Adapter struct {
 	inner *jetstream.Adapter
 }
 
-var _ broker.Adapter = (*Adapter)(nil)
+var (
+	_ broker.Adapter     = (*Adapter)(nil)
+	_ broker.LagReporter = (*Adapter)(nil)
+)
 
 // NewShared returns an adapter on the process-wide server of o (what
 // nats-embedded:// URLs resolve to).
@@ -275,6 +278,18 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 		return nil, broker.ErrClosed
 	}
 	return in.Subscribe(ctx, ch)
+}
+
+// Lag reports the group's backlog through the jetstream adapter.
+func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupLag, error) {
+	in := a.adapter()
+	if in == nil {
+		if err := a.state.Check(); err != nil {
+			return broker.GroupLag{}, err
+		}
+		return broker.GroupLag{}, broker.ErrClosed
+	}
+	return in.Lag(ctx, channel, group)
 }
 
 // Close closes the jetstream adapter and releases the server.
