@@ -231,6 +231,9 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 func ensureConsumer(ctx context.Context, j js.JetStream, stream, subject, durable string, o ChannelOptions, maxInFlight int) (js.Consumer, error) {
 	for try := 0; ; try++ {
 		c, err := j.Consumer(ctx, stream, durable)
+		if errors.Is(err, js.ErrNotPullConsumer) {
+			return nil, fmt.Errorf("%w (consumer %q on stream %q)", ErrPushConsumer, durable, stream)
+		}
 		if errors.Is(err, js.ErrConsumerNotFound) {
 			cfg, _ := consumerConfig(durable, subject, o, maxInFlight, nil)
 			c, err = j.CreateConsumer(ctx, stream, cfg)
