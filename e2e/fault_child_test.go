@@ -304,7 +304,7 @@ func (c *faultChild) death() string {
 	defer c.mu.Unlock()
 	tail := c.stderrTailLocked()
 	why := ""
-	for _, oom := range []string{"out of memory", "address space", "sysAlloc", "cannot allocate memory"} {
+	for _, oom := range []string{"out of memory", "address space", "sysAlloc", "cannot allocate memory", "failed to allocate"} {
 		if strings.Contains(tail, oom) {
 			why = " (it tried to allocate beyond its memory budget)"
 			break
