@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 )
 
 // Bounds of the decoders of wire data.
@@ -114,9 +116,12 @@ func scanMsgPack(b []byte) (traps []int, err error) {
 	if len(b) == 0 {
 		return nil, malformed(format, -1, "empty input")
 	}
+	if uint64(len(b)) > math.MaxUint32 {
+		return nil, malformed(format, -1, "%d bytes, more than 4 GiB", len(b))
+	}
 	// stack[i] holds the items still expected by the container open at
-	// depth i+1 while a deeper one is being read.
-	var stack [MaxDepth]uint64
+	// depth i+1 while a deeper one is being read (fewer than len(b)).
+	var stack [MaxDepth]uint32
 	depth := 0
 	left := uint64(1) // items still expected at the current depth
 	pos := 0
@@ -130,7 +135,7 @@ func scanMsgPack(b []byte) (traps []int, err error) {
 				return traps, nil
 			}
 			depth--
-			left = stack[depth]
+			left = uint64(stack[depth])
 		}
 		if pos >= n {
 			return nil, malformed(format, pos, "input ends where a value is expected")
@@ -215,7 +220,7 @@ func scanMsgPack(b []byte) (traps []int, err error) {
 				return nil, malformed(format, start, "nesting deeper than %d", MaxDepth)
 			}
 			if items > 0 {
-				stack[depth] = left
+				stack[depth] = uint32(left)
 				depth++
 				left = items
 			}
@@ -233,10 +238,10 @@ func scanMsgPack(b []byte) (traps []int, err error) {
 
 // scanJSONDepth checks that JSON nesting is at most MaxDepth. It only counts
 // brackets outside strings; encoding/json validates the rest. Input too short
-// to nest deeper than MaxDepth (a valid document needs two bytes a level) is
-// not scanned.
+// to nest deeper than MaxDepth (a valid document needs two bytes a level), or
+// with no more than MaxDepth opening brackets at all, is not scanned.
 func scanJSONDepth(b []byte) error {
-	if len(b) <= 2*MaxDepth {
+	if len(b) <= 2*MaxDepth || bytes.Count(b, []byte{'['})+bytes.Count(b, []byte{'{'}) <= MaxDepth {
 		return nil
 	}
 	depth := 0
