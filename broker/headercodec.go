@@ -66,42 +66,23 @@ func DecodeHeaders(ser Serializer, b []byte) (map[string]string, error) {
 	if len(b) > MaxHeadersSize {
 		return nil, malformed("headers", -1, "%d bytes, more than MaxHeadersSize (%d)", len(b), MaxHeadersSize)
 	}
-	var v any
-	if err := HeadersSerializer(ser).Unmarshal(b, &v); err != nil {
+	var m map[string]any
+	if err := HeadersSerializer(ser).Unmarshal(b, &m); err != nil {
 		return nil, err
 	}
-	switch m := v.(type) {
-	case nil:
+	if m == nil {
 		return nil, nil
-	case map[string]any: // JSON
-		if len(m) > MaxHeaders {
-			return nil, tooManyHeaders(len(m))
-		}
-		h := make(map[string]string, len(m))
-		for k, x := range m {
-			if s, ok := headerValue(x); ok {
-				h[k] = s
-			}
-		}
-		return h, nil
-	case map[any]any: // MsgPack
-		if len(m) > MaxHeaders {
-			return nil, tooManyHeaders(len(m))
-		}
-		h := make(map[string]string, len(m))
-		for k, x := range m {
-			ks, ok := k.(string)
-			if !ok {
-				return nil, fmt.Errorf("headers: a header name must be a string, got %T", k)
-			}
-			if s, ok := headerValue(x); ok {
-				h[ks] = s
-			}
-		}
-		return h, nil
-	default:
-		return nil, fmt.Errorf("headers: the headers field must hold a map, got %T", v)
 	}
+	if len(m) > MaxHeaders {
+		return nil, tooManyHeaders(len(m))
+	}
+	h := make(map[string]string, len(m))
+	for k, x := range m {
+		if s, ok := headerValue(x); ok {
+			h[k] = s
+		}
+	}
+	return h, nil
 }
 
 func tooManyHeaders(n int) error {
