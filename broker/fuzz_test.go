@@ -203,8 +203,9 @@ func FuzzErrorFromHeaders(f *testing.F) {
 		}
 		_ = e.Error()
 		if len(e.Data) > 0 {
-			var v any
-			_ = json.Unmarshal(e.Data, &v)
+			if _, err := json.Marshal(e); err != nil {
+				t.Fatalf("a decoded error does not marshal: %v", err)
+			}
 		}
 		// What a consumer does with it: dead-letter it again.
 		h2 := broker.ErrorToHeaders(e, time.Now())

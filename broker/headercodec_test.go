@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,5 +140,22 @@ func TestEncodeHeadersLimits(t *testing.T) {
 	b, err := broker.EncodeHeaders(broker.JSON{}, nil)
 	if err != nil || string(b) != "{}" {
 		t.Errorf("nil headers: %q, %v", b, err)
+	}
+}
+
+// TestErrorFromHeadersInvalidData: data that is not JSON is left out, so a
+// RemoteError always marshals.
+func TestErrorFromHeadersInvalidData(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	e := broker.ErrorFromHeaders(map[string]string{broker.HeaderErrorMessage: "m", broker.HeaderErrorData: b64("not json")})
+	if e == nil || e.Data != nil {
+		t.Fatalf("%+v", e)
+	}
+	if _, err := json.Marshal(e); err != nil {
+		t.Fatal(err)
+	}
+	e = broker.ErrorFromHeaders(map[string]string{broker.HeaderErrorMessage: "m", broker.HeaderErrorData: b64(`{"a":[1]}`)})
+	if string(e.Data) != `{"a":[1]}` {
+		t.Fatalf("%s", e.Data)
 	}
 }

@@ -134,14 +134,17 @@ type RemoteError struct {
 	Code      string
 	Type      string
 	Stack     string
-	Data      json.RawMessage
+	Data      json.RawMessage // valid JSON, or nil
 	Retryable *bool
 	Timestamp time.Time
 }
 
 func (e *RemoteError) Error() string { return e.Message }
 
-// ErrorFromHeaders decodes x-error-* headers; it returns nil when there are none.
+// ErrorFromHeaders decodes x-error-* headers; it returns nil when there are
+// none. A stack or data that is not valid base64, and data that is not valid
+// JSON once decoded, are left out. Everything it returns is at most as large
+// as the headers.
 func ErrorFromHeaders(h map[string]string) *RemoteError {
 	msg, ok := h[HeaderErrorMessage]
 	name := h[HeaderErrorName]
@@ -152,7 +155,7 @@ func ErrorFromHeaders(h map[string]string) *RemoteError {
 	if s, err := base64.StdEncoding.DecodeString(h[HeaderErrorStack]); err == nil {
 		e.Stack = string(s)
 	}
-	if d, err := base64.StdEncoding.DecodeString(h[HeaderErrorData]); err == nil && len(d) > 0 {
+	if d, err := base64.StdEncoding.DecodeString(h[HeaderErrorData]); err == nil && len(d) > 0 && json.Valid(d) {
 		e.Data = d
 	}
 	if r, err := strconv.ParseBool(h[HeaderErrorRetryable]); err == nil {
