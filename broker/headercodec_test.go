@@ -159,3 +159,18 @@ func TestErrorFromHeadersInvalidData(t *testing.T) {
 		t.Fatalf("%s", e.Data)
 	}
 }
+
+// TestErrorFromHeadersTimestampRange: a timestamp time.Time cannot marshal
+// as JSON (year 24151 here, found by FuzzErrorFromHeaders) is left out.
+func TestErrorFromHeadersTimestampRange(t *testing.T) {
+	for ts, keep := range map[string]bool{"700000000000000": false, "-62135596800000": false,
+		"1700000000123": true, "0": true, "253402214400000": true, "-9223372036854775808": false} {
+		e := broker.ErrorFromHeaders(map[string]string{broker.HeaderErrorMessage: "m", broker.HeaderErrorTimestamp: ts})
+		if e.Timestamp.IsZero() == keep {
+			t.Errorf("%s: timestamp %v", ts, e.Timestamp)
+		}
+		if _, err := json.Marshal(e); err != nil {
+			t.Errorf("%s: %v", ts, err)
+		}
+	}
+}

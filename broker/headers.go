@@ -141,10 +141,17 @@ type RemoteError struct {
 
 func (e *RemoteError) Error() string { return e.Message }
 
+// Timestamps ErrorFromHeaders keeps: years 1 to 9999 with a day to spare
+// in any time zone, the range time.Time can marshal as JSON.
+const (
+	minErrorMillis = -62135596800000 + 86400000 // 0001-01-02T00:00:00Z
+	maxErrorMillis = 253402214400000            // 9999-12-31T00:00:00Z
+)
+
 // ErrorFromHeaders decodes x-error-* headers; it returns nil when there are
-// none. A stack or data that is not valid base64, and data that is not valid
-// JSON once decoded, are left out. Everything it returns is at most as large
-// as the headers.
+// none. A stack or data that is not valid base64, data that is not valid
+// JSON once decoded, and a timestamp outside years 1-9999 are left out.
+// Everything it returns is at most as large as the headers.
 func ErrorFromHeaders(h map[string]string) *RemoteError {
 	msg, ok := h[HeaderErrorMessage]
 	name := h[HeaderErrorName]
@@ -161,7 +168,7 @@ func ErrorFromHeaders(h map[string]string) *RemoteError {
 	if r, err := strconv.ParseBool(h[HeaderErrorRetryable]); err == nil {
 		e.Retryable = &r
 	}
-	if ms, err := strconv.ParseInt(h[HeaderErrorTimestamp], 10, 64); err == nil {
+	if ms, err := strconv.ParseInt(h[HeaderErrorTimestamp], 10, 64); err == nil && ms >= minErrorMillis && ms <= maxErrorMillis {
 		e.Timestamp = time.UnixMilli(ms)
 	}
 	return e
