@@ -4,13 +4,14 @@
 #   make test    start the brokers, run unit tests and the e2e suite on every adapter
 #   make bench   throughput and latency next to the raw drivers
 #   make lint    gofmt check + go vet
+#   make fuzz    fuzz every decoder of wire data for FUZZTIME each (fuzz-short: 5s each)
 
 GO       ?= go
 GOFLAGS  ?=
 PKGS     ?= ./...
 
 -include scripts/make-services.mk
-.PHONY: all demo test unit lint fmt bench bench-memory bench-redis
+.PHONY: all demo test unit lint fmt bench bench-memory bench-redis fuzz fuzz-short
 
 all: lint test
 
@@ -54,3 +55,21 @@ lint:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+## fuzz: each fuzz target of the decoders of wire data for FUZZTIME, under a soft memory limit
+## (the fuzz functions set one too). The seeds and testdata/fuzz/ run with every go test.
+FUZZTIME         ?= 30s
+FUZZMINIMIZETIME ?= 5s
+FUZZENV          ?= GOMEMLIMIT=512MiB
+FUZZFLAGS         = -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+
+fuzz:
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzMsgPackUnmarshal$$' ./broker
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzJSONUnmarshal$$' ./broker
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzDecodeHeadersJSON$$' ./broker
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzDecodeHeadersMsgPack$$' ./broker
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzErrorFromHeaders$$' ./broker
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzContextHeaders$$' .
+
+fuzz-short:
+	$(MAKE) fuzz FUZZTIME=5s FUZZMINIMIZETIME=2s
