@@ -75,6 +75,29 @@ func conformance(tg Target) {
 		Expect(decodeAll[user](rec.all())).To(Equal([]user{{1, "John", 25}}))
 	})
 
+	It("keeps headers with the Raw serializer, dead letters included", func() {
+		ch, dlq := uniq("test.rawser.topic"), uniq("RAW_DLQ")
+		rec, dead := &recorder{}, &recorder{failWith: nil}
+		raw := channels.WithSerializer(channels.Raw{})
+		h.node([]any{
+			&service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: channels.NoRetries,
+				DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq, ExchangeName: dlq},
+				Handler: func(ctx context.Context, m *broker.Message) error {
+					_ = rec.handle(ctx, m)
+					return errors.New("to the dead letters")
+				}}}},
+			&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}},
+		}, raw)
+		snd := h.sender(raw)
+		Expect(snd.SendToChannel(ctx, ch, []byte("bytes as they are"), channels.WithHeader("k", "v"))).To(Succeed())
+		Eventually(dead.count).Should(Equal(1))
+		Expect(rec.all()[0].Headers).To(HaveKeyWithValue("k", "v"))
+		d := dead.all()[0]
+		Expect(string(d.Payload)).To(Equal("bytes as they are"))
+		Expect(d.Headers).To(HaveKeyWithValue("k", "v"))
+		Expect(d.Headers).To(HaveKeyWithValue("x-error-message", "to the dead letters"))
+	})
+
 	It("sends raw payloads and user headers as they are", func() {
 		ch := uniq("test.raw.topic")
 		rec := &recorder{}

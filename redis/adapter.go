@@ -183,7 +183,7 @@ func encodeFields(ser broker.Serializer, payload []byte, headers map[string]stri
 	if len(headers) == 0 {
 		return []any{FieldPayload, payload}, nil
 	}
-	hb, err := ser.Marshal(headers)
+	hb, err := broker.EncodeHeaders(ser, headers)
 	if err != nil {
 		return nil, fmt.Errorf("headers: %w", err)
 	}
