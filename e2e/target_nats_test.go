@@ -24,13 +24,15 @@ func init() {
 		Name:           "nats",
 		NewAdapter:     func() (broker.Adapter, error) { return jetstream.New(brokerenv.NATSURL()) },
 		ChannelOptions: []any{natsTestTimings},
-		Probe:          func() error { return brokerenv.Probe("nats", func() error { return brokerenv.DialURL(brokerenv.NATSURL()) }) },
-		Processes:      true,
-		ClaimTime:      natsTestTimings.AckWait,
-		Restart:        natsRestart,
-		BrokerDown:     natsDown,
-		BrokerUp:       natsUp,
-		Hostile:        natsHostile,
+		Probe: func() error {
+			return brokerenv.Probe("nats", func() error { return brokerenv.DialURL(brokerenv.NATSURL()) })
+		},
+		Processes:  true,
+		ClaimTime:  natsTestTimings.AckWait,
+		Restart:    natsRestart,
+		BrokerDown: natsDown,
+		BrokerUp:   natsUp,
+		Hostile:    natsHostile,
 	})
 }
 
