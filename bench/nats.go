@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,13 +52,24 @@ func benchNATS(ctx context.Context, url string, pings, n, senders int) ([]result
 			if err != nil {
 				return nil, err
 			}
-			raw, err := natsRawThroughput(ctx, url, j, n, mif, ackSync)
+			raw, err := natsRawThroughput(ctx, url, j, n, senders, mif, ackSync)
 			if err != nil {
 				return nil, err
 			}
 			rows = append(rows, result{name: label, lib: lib, raw: raw, unit: "msg/s", higherWin: true})
 		}
 	}
+	// For reference: the raw loop with one goroutine publishing without
+	// waiting for each ack, against the library's concurrent senders.
+	lib, err := natsLibThroughput(ctx, newAdapter, jetstream.ChannelOptions{}, n, senders, 100)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := natsRawThroughput(ctx, url, j, n, 0, 100, false)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, result{name: "throughput, MaxInFlight 100, raw: one async publisher", lib: lib, raw: raw, unit: "msg/s", higherWin: true})
 	return rows, nil
 }
 
@@ -207,7 +217,12 @@ func natsLibThroughput(ctx context.Context, newAdapter func(jetstream.ChannelOpt
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-func natsRawThroughput(ctx context.Context, url string, j js.JetStream, n, mif int, ackSync bool) (float64, error) {
+// natsRawThroughput: senders > 0 concurrent senders each publish
+// asynchronously and wait for their message's ack (what a send of the
+// library promises); senders == 0: one goroutine publishes everything
+// asynchronously and waits for all the acks at the end (a fire hose, for
+// reference).
+func natsRawThroughput(ctx context.Context, url string, j js.JetStream, n, senders, mif int, ackSync bool) (float64, error) {
 	subject, cons, drop, err := natsRawStream(ctx, j, "raw-throughput", mif)
 	if err != nil {
 		return 0, err
@@ -223,51 +238,75 @@ func natsRawThroughput(ctx context.Context, url string, j js.JetStream, n, mif i
 	if err != nil {
 		return 0, err
 	}
-	done := make(chan error, 1)
+	finished := make(chan struct{}) // closed by the n-th handler
+	fetchErr := make(chan error, 1)
+	stop, cancelStop := context.WithCancel(ctx)
+	defer cancelStop()
 	go func() {
 		sem := make(chan struct{}, mif) // up to mif handlers at once, as the library runs them
 		var got atomic.Int64
-		var wg sync.WaitGroup
-		for got.Load() < int64(n) {
+		for stop.Err() == nil {
 			sem <- struct{}{} // wait for one free handler, then ask for as many as are free
 			free := cap(sem) - len(sem) + 1
 			<-sem
-			batch, err := ccons.Fetch(free, js.FetchMaxWait(time.Second))
+			fctx, cancel := context.WithTimeout(stop, time.Second)
+			batch, err := ccons.Fetch(free, js.FetchContext(fctx))
 			if err != nil {
-				done <- err
+				cancel()
+				if stop.Err() == nil {
+					fetchErr <- err
+				}
 				return
 			}
 			for m := range batch.Messages() {
 				sem <- struct{}{}
-				wg.Add(1)
 				go func() {
-					defer wg.Done()
 					_ = m.Data()
 					if ackSync {
 						_ = m.DoubleAck(ctx)
 					} else {
 						_ = m.Ack()
 					}
-					got.Add(1)
+					if got.Add(1) == int64(n) {
+						close(finished)
+					}
 					<-sem
 				}()
 			}
+			cancel()
 		}
-		wg.Wait()
-		done <- nil
 	}()
 	start := time.Now()
-	for i := range n { // async publishes, then wait for every ack
-		if _, err := j.PublishAsync(subject, []byte(fmt.Sprintf(`{"count":%d}`, i))); err != nil {
+	if senders > 0 {
+		if err := fanOut(n, senders, func(i int) error {
+			f, err := j.PublishAsync(subject, []byte(fmt.Sprintf(`{"count":%d}`, i)))
+			if err != nil {
+				return err
+			}
+			select {
+			case <-f.Ok():
+				return nil
+			case err := <-f.Err():
+				return err
+			}
+		}); err != nil {
 			return 0, err
+		}
+	} else {
+		for i := range n {
+			if _, err := j.PublishAsync(subject, []byte(fmt.Sprintf(`{"count":%d}`, i))); err != nil {
+				return 0, err
+			}
+		}
+		select {
+		case <-j.PublishAsyncComplete():
+		case <-time.After(time.Minute):
+			return 0, fmt.Errorf("raw async publishes not acknowledged")
 		}
 	}
 	select {
-	case <-j.PublishAsyncComplete():
-	case <-time.After(time.Minute):
-		return 0, fmt.Errorf("raw async publishes not acknowledged")
-	}
-	if err := <-done; err != nil {
+	case <-finished:
+	case err := <-fetchErr:
 		return 0, err
 	}
 	return float64(n) / time.Since(start).Seconds(), nil

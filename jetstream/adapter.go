@@ -192,19 +192,48 @@ func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgo
 			popts = append(popts, js.WithExpectStream(so.ExpectStream))
 		}
 	}
-	_, err := c.js.PublishMsg(ctx, m, popts...)
-	if errors.Is(err, js.ErrNoStreamResponse) && c.nc.IsConnected() {
-		if _, done := a.streams.Load(channel); !done {
-			if _, serr := ensureStream(ctx, c.js, channel, a.chopts.Stream); serr == nil {
-				a.streams.Store(channel, struct{}{})
-				_, err = c.js.PublishMsg(ctx, m, popts...)
-			}
+	_, known := a.streams.Load(channel)
+	if !known {
+		// No stream seen yet: learn at once that there is none (instead of
+		// nats.go's retries on no responders) and create it.
+		popts = append(popts, js.WithRetryAttempts(0))
+	}
+	_, err := a.publish(ctx, c, m, popts)
+	if errors.Is(err, js.ErrNoStreamResponse) && !known && c.nc.IsConnected() {
+		if _, serr := ensureStream(ctx, c.js, channel, a.chopts.Stream); serr == nil {
+			_, err = a.publish(ctx, c, m, popts)
 		}
+	}
+	if err == nil && !known {
+		a.streams.Store(channel, struct{}{})
 	}
 	if err != nil {
 		return &broker.PublishError{Channel: channel, Err: err}
 	}
 	return nil
+}
+
+// publish sends m and waits for its acknowledgement: an asynchronous
+// publish (one reply subscription for every send, no request per message)
+// awaited here, bounded by ctx.
+func (a *Adapter) publish(ctx context.Context, c *conn, m *nats.Msg, popts []js.PublishOpt) (*js.PubAck, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultOpTimeout)
+		defer cancel()
+	}
+	f, err := c.js.PublishMsgAsync(m, popts...)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // setHeaders copies message headers to NATS headers, keeping the names as
