@@ -205,7 +205,7 @@ func (s *subscription) delivery(m js.Msg) *delivery {
 			ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
 			rec, ok, err := s.recs.load(ctx, d.seq)
 			cancel()
-			d.hasRec = true // even when unread: the ack clears it
+			d.hasRec = ok || err != nil // unread: the ack clears it anyway
 			if err != nil {
 				s.log.Warn("channels/jetstream: reading the failure record failed; counting from the delivery counter",
 					"channel", s.ch.Name, "id", msg.ID, "error", err)

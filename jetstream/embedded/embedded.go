@@ -192,11 +192,10 @@ func init() {
 		if u == nil {
 			u = &url.URL{Scheme: "nats-embedded"}
 		}
-		o := Options{StoreDir: u.Path, Listen: u.Query().Get("listen")}
 		if u.Host != "" {
 			return nil, fmt.Errorf("%w: nats-embedded URLs take a store path (nats-embedded:///dir), not a host", broker.ErrInvalidOption)
 		}
-		return &Adapter{key: u.String(), opts: o}, nil
+		return NewShared(Options{StoreDir: u.Path, Listen: u.Query().Get("listen")}), nil
 	})
 }
 
@@ -220,7 +219,7 @@ var (
 // NewShared returns an adapter on the process-wide server of o (what
 // nats-embedded:// URLs resolve to).
 func NewShared(o Options) *Adapter {
-	return &Adapter{key: fmt.Sprintf("%s?listen=%s", o.StoreDir, o.Listen), opts: o}
+	return &Adapter{key: fmt.Sprintf("%q %q %d %d", o.StoreDir, o.Listen, o.MaxMemory, o.MaxStore), opts: o}
 }
 
 // Name returns "NATS".
