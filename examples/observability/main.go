@@ -17,6 +17,8 @@ import (
 	"log"
 	"os"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -52,6 +54,7 @@ func main() {
 
 func run(adapter string, asJSON bool, out io.Writer) error {
 	ctx := context.Background()
+	out = &lockedWriter{w: out} // the exporter and the observer write from handler goroutines
 	jsonOut := io.Discard
 	if asJSON {
 		jsonOut = out
@@ -66,13 +69,13 @@ func run(adapter string, asJSON bool, out io.Writer) error {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 
 	done := make(chan struct{})
-	charged, failedOnce := 0, false
+	var charged atomic.Int32
+	var failedOnce atomic.Bool
 	s := &shop{Name: "shop"}
 	s.Channels = channels.Channels{
 		"order.created": {MaxRetries: 2, Backoff: channels.ConstantBackoff(10 * time.Millisecond),
 			Handler: channels.Typed(func(ctx context.Context, o order, m *channels.Message) error {
-				if o.ID == 2 && !failedOnce {
-					failedOnce = true
+				if o.ID == 2 && failedOnce.CompareAndSwap(false, true) {
 					return errors.New("gateway timeout") // retried once
 				}
 				if o.ID == 3 {
@@ -81,7 +84,7 @@ func run(adapter string, asJSON bool, out io.Writer) error {
 				return s.SendToChannel(ctx, "order.charged", o) // a child span of this run
 			})},
 		"order.charged": channels.On(func(ctx context.Context, m *channels.Message) error {
-			if charged++; charged == 2 {
+			if charged.Add(1) == 2 {
 				close(done)
 			}
 			return nil
@@ -194,4 +197,15 @@ func printChain(out io.Writer, spans []sdktrace.ReadOnlySpan) {
 func channel(s attribute.Set) string {
 	v, _ := s.Value("channel")
 	return v.AsString()
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
