@@ -32,20 +32,7 @@ func conformance(tg Target) {
 	var h *harness
 	ctx := context.Background()
 
-	BeforeEach(func() {
-		if tg.Probe != nil {
-			if err := tg.Probe(); err != nil {
-				if required() {
-					Fail(fmt.Sprintf("%s broker unreachable with CHANNELS_E2E_REQUIRE=1: %v", tg.Name, err))
-				}
-				Skip(fmt.Sprintf("%s broker unreachable: %v", tg.Name, err))
-			}
-		}
-		h = newHarness(tg)
-		SetDefaultEventuallyTimeout(h.timeout)
-		SetDefaultEventuallyPollingInterval(10 * time.Millisecond)
-		SetDefaultConsistentlyDuration(300 * time.Millisecond)
-	})
+	BeforeEach(func() { h = prepare(tg) })
 
 	It("delivers a published message once, with its payload (c.2 #1)", func() {
 		ch := uniq("test.simple.topic")

@@ -120,6 +120,7 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		return nil
 	}
 	a.env = env.Normalize()
+	routeDriverLog(a.env.Logger)
 	c := a.external
 	if c == nil {
 		c = goredis.NewUniversalClient(a.uopts)
