@@ -114,7 +114,8 @@
 //
 // Stop cancels the pull at once; messages that arrive after it are handed
 // back unrun (Nak, recorded as a release: no attempt and no delivery used
-// up), running handlers finish (bounded by the stop's context, their
+// up; one the server sent just as the pull ended comes back after AckWait,
+// with its attempt unchanged), running handlers finish (bounded by the stop's context, their
 // messages are released when it ends), acks are flushed, and the consumer
 // stays (it is durable: the group's backlog waits for its next member).
 //
