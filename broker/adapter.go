@@ -85,3 +85,11 @@ type GroupLag struct {
 	// Pending counts the entries delivered and not yet acknowledged.
 	Pending int64
 }
+
+// ChannelRemover is the optional ability to delete a channel with what the
+// adapter created for it (stream, groups, queues, failure records): for
+// tools, tests and demos that clean up after themselves. The plugin never
+// calls it. Removing a channel that does not exist is not an error.
+type ChannelRemover interface {
+	RemoveChannel(ctx context.Context, channel string) error
+}

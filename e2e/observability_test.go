@@ -122,6 +122,25 @@ func observability(h func() *harness) {
 		Expect(m[channels.MetricPending]).To(HaveKeyWithValue(okCh, int64(0)))
 	})
 
+	It("removes a channel it created, groups included (ChannelRemover)", func() {
+		ch, group := uniq("test.remove.topic"), uniq("removegroup")
+		rec := &recorder{}
+		p := h().node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {Group: group, Handler: rec.handle}}}})
+		Expect(p.SendToChannel(ctx, ch, 1)).To(Succeed())
+		Eventually(rec.count).Should(Equal(1))
+		rm, ok := p.Adapter().(broker.ChannelRemover)
+		lr, ok2 := p.Adapter().(broker.LagReporter)
+		if !ok || !ok2 {
+			Skip("the adapter cannot remove channels or report their groups")
+		}
+		_, err := lr.Lag(ctx, ch, group)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(rm.RemoveChannel(ctx, ch)).To(Succeed())
+		_, err = lr.Lag(ctx, ch, group)
+		Expect(err).To(HaveOccurred(), "the group is gone with its channel")
+		Expect(rm.RemoveChannel(ctx, ch)).To(Succeed(), "removing twice is not an error")
+	})
+
 	It("traces a chain of two channels with parent-child spans carried in headers", func() {
 		rec := tracetest.NewSpanRecorder()
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))

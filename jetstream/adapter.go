@@ -390,3 +390,19 @@ func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupL
 	info := cons.CachedInfo()
 	return broker.GroupLag{Lag: int64(info.NumPending), Pending: int64(info.NumAckPending)}, nil
 }
+
+var _ broker.ChannelRemover = (*Adapter)(nil)
+
+// RemoveChannel deletes the channel's stream (StreamName), with its
+// consumers. A channel kept in a shared stream (StreamOptions subjects) is
+// not removed this way: delete or purge that stream yourself.
+func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
+	j := a.JetStream()
+	if j == nil {
+		return broker.ErrNotConnected
+	}
+	if err := j.DeleteStream(ctx, StreamName(channel)); err != nil && !errors.Is(err, js.ErrStreamNotFound) {
+		return fmt.Errorf("channels/jetstream: remove %q: %w", channel, err)
+	}
+	return nil
+}

@@ -202,3 +202,11 @@ func (a *Adapter) Lag(_ context.Context, channel, group string) (broker.GroupLag
 	}
 	return broker.GroupLag{Lag: int64(st.Ready + st.Scheduled), Pending: int64(st.Pending)}, nil
 }
+
+var _ broker.ChannelRemover = (*Adapter)(nil)
+
+// RemoveChannel forgets the channel, its groups and their pending retries.
+func (a *Adapter) RemoveChannel(_ context.Context, channel string) error {
+	a.bus.remove(channel)
+	return nil
+}

@@ -280,3 +280,22 @@ func (b *Bus) Reset() {
 		}
 	}
 }
+
+// remove forgets one channel and stops its groups' retry timers.
+func (b *Bus) remove(channel string) {
+	b.mu.Lock()
+	t := b.topics[channel]
+	delete(b.topics, channel)
+	b.mu.Unlock()
+	if t == nil {
+		return
+	}
+	for _, g := range t.groups {
+		g.mu.Lock()
+		for tm := range g.timers {
+			tm.Stop()
+		}
+		g.timers = map[*time.Timer]struct{}{}
+		g.mu.Unlock()
+	}
+}

@@ -284,3 +284,37 @@ func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupL
 	}
 	return broker.GroupLag{}, fmt.Errorf("channels/redis: group %q not found on %q", group, channel)
 }
+
+var _ broker.ChannelRemover = (*Adapter)(nil)
+
+// RemoveChannel deletes the stream (with its groups) and the failure
+// records of its messages (keys chan:<stream>:*).
+func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
+	c := a.Client()
+	if c == nil {
+		return broker.ErrNotConnected
+	}
+	if err := c.Del(ctx, channel).Err(); err != nil {
+		return fmt.Errorf("channels/redis: remove %q: %w", channel, err)
+	}
+	pattern := "chan:" + channel + ":*"
+	del := func(ctx context.Context, n goredis.Cmdable) error {
+		iter := n.Scan(ctx, 0, pattern, 500).Iterator()
+		for iter.Next(ctx) {
+			if err := n.Del(ctx, iter.Val()).Err(); err != nil {
+				return err
+			}
+		}
+		return iter.Err()
+	}
+	var err error
+	if cc, ok := c.(*goredis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, n *goredis.Client) error { return del(ctx, n) })
+	} else {
+		err = del(ctx, c)
+	}
+	if err != nil {
+		return fmt.Errorf("channels/redis: remove the records of %q: %w", channel, err)
+	}
+	return nil
+}
