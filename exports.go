@@ -99,6 +99,9 @@ type (
 	RemoteError = broker.RemoteError
 	// Adapter is a broker adapter (the injected ChannelAdapter field's type).
 	Adapter = broker.Adapter
+	// ChannelRemover is implemented by adapters that can delete a channel
+	// they created (Plugin.Adapter().(channels.ChannelRemover)).
+	ChannelRemover = broker.ChannelRemover
 )
 
 // ErrorFromHeaders reads the error of a dead-lettered message back from its

@@ -16,7 +16,10 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
+	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +56,10 @@ type Payments struct {
 }
 
 type stats struct {
+	mu                                       sync.Mutex
+	members                                  [2]int         // orders paid by each member of the payments group
+	reasons                                  map[int]string // dead-lettered order -> x-error-message
+	deadRun                                  map[int]int    // dead-lettered order -> x-redelivered-count
 	sent, processed, attempts, retried, dead atomic.Int64
 	seen                                     sync.Map // order id -> struct{}
 }
@@ -73,16 +80,41 @@ func newService(ctx context.Context, name string, reg registry.Registry, opts ..
 	return micro.NewService(append(base, opts...)...)
 }
 
+// cleanup removes what the run created on a real broker (its namespace's
+// channels), through a plugin of its own.
+func cleanup(adapter, ns string, common []channels.Option) {
+	p, err := channels.New(common...)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		return
+	}
+	defer p.Stop(ctx)
+	if rm, ok := p.Adapter().(channels.ChannelRemover); ok {
+		for _, ch := range []string{"order.created", "FAILED_MESSAGES"} {
+			if err := rm.RemoveChannel(ctx, ns+"."+ch); err != nil {
+				fmt.Fprintf(os.Stderr, "cleanup of %s.%s on %s: %v\n", ns, ch, adapter, err)
+			}
+		}
+	}
+}
+
 func run(adapter string, n int) error {
 	logger.DefaultLogger = logger.NewLogger(logger.WithLevel(logger.WarnLevel))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	reg := registry.NewMemoryRegistry()
-	st := &stats{}
+	st := &stats{reasons: map[int]string{}, deadRun: map[int]int{}}
 	ns := fmt.Sprintf("quickstart-%d", os.Getpid()) // a fresh namespace per run on a shared broker
 
+	// Errors only: the retries below are on purpose, the summary explains them.
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	common := []channels.Option{
 		channels.WithAdapter(adapter),
+		channels.WithLogger(quiet),
 		channels.WithNamespace(ns),
 		channels.WithMaxRetries(3),
 		channels.WithBackoff(channels.ExponentialBackoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}),
@@ -90,7 +122,7 @@ func run(adapter string, n int) error {
 	}
 
 	// payments: two members of one group ("payments"), each on its own plugin and connection.
-	pay := func(ctx context.Context, o Order, m *channels.Message) error {
+	pay := func(member int, ctx context.Context, o Order, m *channels.Message) error {
 		st.attempts.Add(1)
 		if m.Attempt > 1 {
 			st.retried.Add(1)
@@ -103,26 +135,34 @@ func run(adapter string, n int) error {
 		}
 		if _, dup := st.seen.LoadOrStore(o.ID, struct{}{}); !dup {
 			st.processed.Add(1)
+			st.mu.Lock()
+			st.members[member]++
+			st.mu.Unlock()
 		}
 		return nil
 	}
 	var services []micro.Service
-	for range 2 {
+	for member := range 2 {
 		p, err := channels.New(append(common, channels.WithMaxInFlight(8))...)
 		if err != nil {
 			return err
 		}
+		handler := func(ctx context.Context, o Order, m *channels.Message) error { return pay(member, ctx, o, m) }
 		services = append(services, newService(ctx, "payments", reg, p.Install(&Payments{
-			Channels: channels.Channels{"order.created": channels.On(channels.Typed(pay))},
+			Channels: channels.Channels{"order.created": channels.On(channels.Typed(handler))},
 		})))
 	}
 
 	// orders: publishes, and reads the dead-letter queue.
 	orders := &Orders{Channels: channels.Channels{
-		"FAILED_MESSAGES": channels.On(func(ctx context.Context, m *channels.Message) error {
+		"FAILED_MESSAGES": channels.On(channels.Typed(func(ctx context.Context, o Order, m *channels.Message) error {
 			st.dead.Add(1)
+			st.mu.Lock()
+			st.reasons[o.ID] = m.Headers["x-error-message"]
+			st.deadRun[o.ID], _ = strconv.Atoi(m.Headers["x-redelivered-count"])
+			st.mu.Unlock()
 			return nil
-		}),
+		})),
 	}}
 	po, err := channels.New(common...)
 	if err != nil {
@@ -169,12 +209,24 @@ func run(adapter string, n int) error {
 		return err
 	}
 
+	cleanup(adapter, ns, common)
+
 	fmt.Printf("adapter       %s\n", adapter)
-	fmt.Printf("sent          %d\n", st.sent.Load())
-	fmt.Printf("processed     %d\n", st.processed.Load())
-	fmt.Printf("attempts      %d\n", st.attempts.Load())
-	fmt.Printf("retried       %d\n", st.retried.Load())
-	fmt.Printf("dead-lettered %d\n", st.dead.Load())
+	fmt.Printf("sent          %d   orders published by the orders service\n", st.sent.Load())
+	fmt.Printf("processed     %d   paid: member 1 of group \"payments\" %d, member 2 %d (one group shares the work)\n",
+		st.processed.Load(), st.members[0], st.members[1])
+	fmt.Printf("attempts      %d   handler runs in all\n", st.attempts.Load())
+	fmt.Printf("retried       %d   runs with Attempt > 1: orders whose id is a multiple of 7 fail once (gateway\n"+
+		"                   timeout) and are paid on attempt 2; orders 50, 100... fail on every attempt\n", st.retried.Load())
+	fmt.Printf("dead-lettered %d   given up after 1 run + 3 retries, read back from FAILED_MESSAGES:\n", st.dead.Load())
+	ids := make([]int, 0, len(st.reasons))
+	for id := range st.reasons {
+		ids = append(ids, id)
+	}
+	sort.Ints(ids)
+	for _, id := range ids {
+		fmt.Printf("                   order %d: %q (x-redelivered-count %d)\n", id, st.reasons[id], st.deadRun[id])
+	}
 	fmt.Printf("time          %s\n", took.Round(time.Millisecond))
 	if st.processed.Load()+st.dead.Load() != st.sent.Load() {
 		return fmt.Errorf("summary does not add up: sent %d != processed %d + dead-lettered %d",
