@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,11 +25,22 @@ func TestBatcherFlushesEverythingInBoundedBatches(t *testing.T) {
 	})
 	b.Start()
 	var wg sync.WaitGroup
+	var queued atomic.Int32
 	for i := range 100 {
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = b.Add(i) }()
+		go func() {
+			defer wg.Done()
+			if b.Add(i) == nil {
+				queued.Add(1)
+			}
+		}()
 	}
-	close(gate) // the first flush was held: a burst queued meanwhile
+	// The first flush is held until a burst has queued behind it.
+	deadline := time.Now().Add(5 * time.Second)
+	for queued.Load() < 20 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(gate)
 	wg.Wait()
 	if err := b.Close(context.Background()); err != nil {
 		t.Fatal(err)

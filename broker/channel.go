@@ -32,6 +32,9 @@ type Channel struct {
 	Logger     *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Observer, when set, sees how each delivery ended (metrics, tracing,
+	// outcome hooks).
+	Observer Observer
 }
 
 // Validate checks a channel before an adapter subscribes it.

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -20,7 +22,8 @@ const DefaultExtraDeliveries = 5
 // (confirmed) or Keep (failed).
 type Settler interface {
 	// Ack removes the message for good: handled, dropped, or dead-lettered
-	// with a confirmed publish.
+	// with a confirmed publish. It is the hot path: its ctx has no deadline,
+	// so an adapter queues the acknowledgement or bounds its own I/O.
 	Ack(ctx context.Context) error
 	// Retry records a failed run (its x-error-* headers are in failure) and
 	// hands the message back so that any member of the group gets it again
@@ -125,37 +128,76 @@ func (c *Channel) Deliver(ctx context.Context, d *Delivery) Outcome {
 		msg.serializer = c.Serializer
 	}
 	out, run := c.Admit(d)
+	var took time.Duration
 	if run {
+		start := time.Now()
 		err := c.call(ctx, msg)
+		took = time.Since(start)
 		if err != nil && ctx.Err() != nil {
 			out = Outcome{Action: Release, Err: err}
 		} else {
 			out = c.Decide(msg, err)
 		}
 	}
-	c.Settle(d, out)
+	settleErr := c.Settle(d, out)
+	if c.Observer != nil {
+		c.Observer(ctx, Event{Channel: c, Msg: msg, Outcome: out, Ran: run, Took: took,
+			Deliveries: d.Deliveries, SettleErr: settleErr})
+	}
 	return out
 }
 
-// Settle carries out out for d with a bounded context of its own (the
-// handler context may be cancelled by then).
-func (c *Channel) Settle(d *Delivery, out Outcome) {
+// Event tells an [Observer] how one delivery ended.
+type Event struct {
+	Channel *Channel
+	Msg     *Message
+	// Outcome is what was carried out: Ack, Retry (with Delay), DeadLetter,
+	// Drop or Release (handed back unrun or cut by a stop).
+	Outcome Outcome
+	// Ran reports whether the handler ran (false: given up or poison without
+	// running).
+	Ran bool
+	// Took is the handler's run time.
+	Took time.Duration
+	// Deliveries is the broker's delivery count (0: unknown); more than
+	// Msg.Attempt means earlier deliveries never ended (a crash).
+	Deliveries int
+	// SettleErr is the error of carrying out the outcome (the broker will
+	// deliver the message again), or nil. For a DeadLetter whose publish
+	// failed it wraps that failure, and the message was kept.
+	SettleErr error
+}
+
+// Observer sees each delivery once it is settled. It observes and cannot
+// change the outcome; it runs on the handler's goroutine, so it must be
+// quick. Set on Channel.Observer.
+type Observer func(ctx context.Context, e Event)
+
+// Settle carries out out for d with a context of its own (the handler
+// context may be cancelled by then). Ack, the hot path, gets an unbounded
+// context: adapters queue acknowledgements or bound their own I/O. The
+// other actions are bounded by DefaultSettleTimeout.
+func (c *Channel) Settle(d *Delivery, out Outcome) (err error) {
+	msg := d.Msg
+	what := out.Action.String()
+	if out.Action == Ack || out.Action == Drop {
+		if err = d.Settle.Ack(context.Background()); err != nil {
+			c.Logger.Warn("channels: acknowledging a message failed; the broker will deliver it again",
+				"channel", c.Name, "group", c.Group, "id", msg.ID, "action", what, "error", err)
+		}
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultSettleTimeout)
 	defer cancel()
-	msg := d.Msg
-	var err error
-	what := out.Action.String()
 	switch out.Action {
-	case Ack, Drop:
-		err = d.Settle.Ack(ctx)
 	case Retry:
 		err = d.Settle.Retry(ctx, out.Delay, ErrorToHeaders(out.Err, c.Now()))
 	case Release:
 		err = d.Settle.Release(ctx)
 	case DeadLetter:
-		if err = d.Settle.DeadLetter(ctx, msg.Payload, out.Headers); err != nil {
+		if dlErr := d.Settle.DeadLetter(ctx, msg.Payload, out.Headers); dlErr != nil {
 			c.Logger.Error("channels: dead-letter publish failed; the message stays pending and is dead-lettered again later",
-				"channel", c.Name, "group", c.Group, "id", msg.ID, "queue", c.DeadLetter.Queue, "error", err)
+				"channel", c.Name, "group", c.Group, "id", msg.ID, "queue", c.DeadLetter.Queue, "error", dlErr)
 			failure := map[string]string{}
 			for k, v := range out.Headers {
 				if strings.HasPrefix(k, HeaderErrorPrefix) {
@@ -163,6 +205,7 @@ func (c *Channel) Settle(d *Delivery, out Outcome) {
 				}
 			}
 			what, err = "keep", d.Settle.Keep(ctx, failure)
+			defer func() { err = errors.Join(fmt.Errorf("dead-letter publish: %w", dlErr), err) }()
 		} else {
 			err = d.Settle.Ack(ctx)
 		}
@@ -171,4 +214,5 @@ func (c *Channel) Settle(d *Delivery, out Outcome) {
 		c.Logger.Warn("channels: settling a message failed; the broker will deliver it again",
 			"channel", c.Name, "group", c.Group, "id", msg.ID, "action", what, "error", err)
 	}
+	return err
 }

@@ -271,3 +271,28 @@ func TestFetchYieldsToWaitingRedeliveries(t *testing.T) {
 		t.Fatal("fetch acquired during a drain")
 	}
 }
+
+func TestObserverSeesEachOutcome(t *testing.T) {
+	var events []broker.Event
+	ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1,
+		Retry:      broker.RetryPolicy{MaxRetries: 1, Backoff: broker.ConstantBackoff(time.Second)},
+		DeadLetter: broker.DeadLetterPolicy{Enabled: true, Queue: "DLQ"},
+		Handler:    func(context.Context, *broker.Message) error { return errors.New("boom") },
+		Observer:   func(_ context.Context, e broker.Event) { events = append(events, e) }}
+	ch.Normalize()
+	for attempt, dlqErr := range []error{nil, nil, errors.New("down")} {
+		msg := broker.NewMessage(nil)
+		msg.ID, msg.Attempt = "1", min(attempt+1, 2)
+		ch.Deliver(context.Background(), &broker.Delivery{Msg: msg, Deliveries: 3, Settle: &settled{dlqErr: dlqErr}})
+	}
+	want := []broker.Action{broker.Retry, broker.DeadLetter, broker.DeadLetter}
+	for i, e := range events {
+		if e.Outcome.Action != want[i] || !e.Ran || e.Deliveries != 3 || e.Outcome.Err == nil {
+			t.Fatalf("event %d: %+v", i, e)
+		}
+	}
+	if len(events) != 3 || events[1].SettleErr != nil || events[2].SettleErr == nil ||
+		!strings.Contains(events[2].SettleErr.Error(), "down") {
+		t.Fatalf("events %+v", events)
+	}
+}

@@ -328,7 +328,7 @@ func conformance(tg Target) {
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				var i int
 				Expect(m.Decode(&i)).To(Succeed())
-				simulateWork(2 * time.Millisecond)
+				simulateWork(5 * time.Millisecond)
 				mu.Lock()
 				defer mu.Unlock()
 				order = append(order, i)
@@ -352,10 +352,12 @@ func conformance(tg Target) {
 				retryAt = pos + 1
 			}
 		}
-		// The retry is due 20 ms after the failure; without priority it
-		// would wait until the backlog of ~600 messages is gone.
+		// The retry is due 20 ms after the failure (plus a claim interval on
+		// brokers that claim), ~10 messages later at 400 msg/s; without
+		// priority it waits for a free slot behind the backlog.
+		fmt.Fprintf(GinkgoWriter, "retry ran at position %d of %d\n", retryAt, n)
 		Expect(retryAt).To(BeNumerically(">", 0))
-		Expect(retryAt).To(BeNumerically("<", n/2), "the retry ran after %d of %d messages", retryAt, n)
+		Expect(retryAt).To(BeNumerically("<", n/4), "the retry ran after %d of %d messages", retryAt, n)
 	})
 
 	It("processes one message at a time, in order, with MaxInFlight 1 (c.2 #9)", func() {

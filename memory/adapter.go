@@ -129,13 +129,7 @@ func (s *subscription) loop() {
 			s.ReleaseSlot()
 			return
 		}
-		msg := broker.NewMessage(s.Channel().Serializer)
-		msg.Channel, msg.Group, msg.ID = s.Channel().Name, s.Channel().Group, e.id
-		msg.Payload, msg.Attempt, msg.Timestamp, msg.Raw = e.payload, e.attempt, e.ts, e
-		if len(e.headers) > 0 {
-			msg.Headers = broker.CloneHeaders(e.headers, 0)
-		}
-		s.Run(&broker.Delivery{Msg: msg, Final: e.final != nil, Failure: e.final, Settle: settler{s, e}}, nil)
+		s.Run(&s.delivery(e).Delivery, nil)
 	}
 }
 
@@ -148,22 +142,38 @@ func (s *subscription) Drain(ctx context.Context) error {
 	}})
 }
 
-// settler carries out outcomes on the bus.
-type settler struct {
-	s *subscription
-	e *entry
+// delivery is one entry handed to the kit: the kit's delivery, its message
+// and the settler in one allocation.
+type delivery struct {
+	broker.Delivery
+	msg broker.Message
+	s   *subscription
+	e   *entry
 }
 
-func (t settler) Ack(context.Context) error { t.s.g.settle(); return nil }
+func (s *subscription) delivery(e *entry) *delivery {
+	d := &delivery{s: s, e: e}
+	m := &d.msg
+	m.SetSerializer(s.Channel().Serializer)
+	m.Channel, m.Group, m.ID = s.Channel().Name, s.Channel().Group, e.id
+	m.Payload, m.Attempt, m.Timestamp, m.Raw = e.payload, e.attempt, e.ts, e
+	if len(e.headers) > 0 {
+		m.Headers = broker.CloneHeaders(e.headers, 0)
+	}
+	d.Delivery = broker.Delivery{Msg: m, Final: e.final != nil, Failure: e.final, Settle: d}
+	return d
+}
 
-func (t settler) Retry(_ context.Context, delay time.Duration, _ map[string]string) error {
+func (t *delivery) Ack(context.Context) error { t.s.g.settle(); return nil }
+
+func (t *delivery) Retry(_ context.Context, delay time.Duration, _ map[string]string) error {
 	next := *t.e
 	next.attempt++
 	t.s.g.retryAfter(&next, delay)
 	return nil
 }
 
-func (t settler) DeadLetter(_ context.Context, payload []byte, headers map[string]string) error {
+func (t *delivery) DeadLetter(_ context.Context, payload []byte, headers map[string]string) error {
 	_, err := t.s.a.bus.publish(t.s.Channel().DeadLetter.Queue, payload, headers, time.Now())
 	return err
 }
@@ -172,11 +182,11 @@ func (t settler) DeadLetter(_ context.Context, payload []byte, headers map[strin
 // waits before it is dead-lettered again.
 const keepRetryDelay = time.Second
 
-func (t settler) Keep(_ context.Context, failure map[string]string) error {
+func (t *delivery) Keep(_ context.Context, failure map[string]string) error {
 	next := *t.e
 	next.final = failure
 	t.s.g.retryAfter(&next, keepRetryDelay)
 	return nil
 }
 
-func (t settler) Release(context.Context) error { t.s.g.requeue(t.e); return nil }
+func (t *delivery) Release(context.Context) error { t.s.g.requeue(t.e); return nil }

@@ -12,9 +12,18 @@ import (
 	"github.com/microchannels/channels/broker"
 )
 
-// unblockPoll is how often a drain repeats CLIENT UNBLOCK until the fetch
-// loop has left (the read may start just after an unblock).
-const unblockPoll = 10 * time.Millisecond
+const (
+	// unblockPoll is how often a drain repeats CLIENT UNBLOCK until the
+	// fetch loop has left (the read may start just after an unblock).
+	unblockPoll = 10 * time.Millisecond
+	// unblockTimeout bounds one round of CLIENT UNBLOCK commands.
+	unblockTimeout = time.Second
+	// readerPoolSize is the size of the dedicated blocking-read client's pool.
+	readerPoolSize = 2
+	// readerConnsKept bounds the remembered reader connection ids
+	// (reconnects add new ones).
+	readerConnsKept = 64
+)
 
 // reader is the client of the blocking XREADGROUP: a dedicated small client
 // when the adapter owns its options, else the shared client. The dedicated
@@ -37,7 +46,7 @@ func (a *Adapter) newReader(s *subscription) *reader {
 		return r
 	}
 	o := *a.uopts
-	o.PoolSize = 2
+	o.PoolSize = readerPoolSize
 	o.MinIdleConns = 0
 	o.ContextTimeoutEnabled = true
 	userHook := o.OnConnect
@@ -61,7 +70,7 @@ func (a *Adapter) newReader(s *subscription) *reader {
 func (r *reader) record(id int64, laddr string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.conns == nil || len(r.conns) >= 64 { // reconnects: forget old ones
+	if r.conns == nil || len(r.conns) >= readerConnsKept { // reconnects: forget old ones
 		r.conns = map[int64]string{}
 	}
 	r.conns[id] = laddr
@@ -176,7 +185,7 @@ func (r *reader) unblock(ctx context.Context) bool {
 		// No connection yet (nothing can be blocked), or ids unknown.
 		return r.client.PoolStats().TotalConns == 0
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	ctx, cancel := context.WithTimeout(ctx, unblockTimeout)
 	defer cancel()
 	for id, laddr := range conns {
 		node, ok := r.s.nodeFor(ctx, laddr)

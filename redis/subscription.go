@@ -83,31 +83,43 @@ func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 	return errors.Join(errs...)
 }
 
+// delivery is one entry handed to the kit: the kit's delivery, its message
+// and the settler in one allocation.
+type delivery struct {
+	broker.Delivery
+	msg        broker.Message
+	s          *subscription
+	id         string
+	deliveries int
+	recorded   bool // a failure record may exist: delete it with the ack
+}
+
 // delivery builds the kit's delivery for one entry. attempt is 1 + the
 // failed runs recorded, deliveries the broker's delivery counter.
 func (s *subscription) delivery(m goredis.XMessage, attempt, deliveries int, rec record) *broker.Delivery {
-	msg, field, err := s.decode(m, attempt)
-	return &broker.Delivery{Msg: msg, Deliveries: deliveries, Final: rec.final, Failure: rec.failure,
-		DecodeField: field, DecodeErr: err,
-		Settle: &settler{s: s, id: m.ID, deliveries: deliveries, recorded: rec.exists}}
+	d := &delivery{s: s, id: m.ID, deliveries: deliveries, recorded: rec.exists}
+	field, err := s.decode(&d.msg, m, attempt)
+	d.Delivery = broker.Delivery{Msg: &d.msg, Deliveries: deliveries, Final: rec.final, Failure: rec.failure,
+		DecodeField: field, DecodeErr: err, Settle: d}
+	return &d.Delivery
 }
 
-func (s *subscription) decode(m goredis.XMessage, attempt int) (*broker.Message, string, error) {
-	msg := broker.NewMessage(s.ser)
+func (s *subscription) decode(msg *broker.Message, m goredis.XMessage, attempt int) (string, error) {
+	msg.SetSerializer(s.ser)
 	msg.Channel, msg.Group, msg.ID, msg.Attempt, msg.Raw = s.ch.Name, s.ch.Group, m.ID, attempt, m
 	if ms, err := strconv.ParseInt(strings.SplitN(m.ID, "-", 2)[0], 10, 64); err == nil {
 		msg.Timestamp = time.UnixMilli(ms)
 	}
 	p, ok := m.Values[FieldPayload].(string)
 	if !ok {
-		return msg, "payload", fmt.Errorf("stream entry has no %q field", FieldPayload)
+		return "payload", fmt.Errorf("stream entry has no %q field", FieldPayload)
 	}
 	msg.Payload = []byte(p)
 	if hv, ok := m.Values[FieldHeaders]; ok {
 		hs, _ := hv.(string)
 		var h map[string]any
 		if err := s.ser.Unmarshal([]byte(hs), &h); err != nil {
-			return msg, "headers", err
+			return "headers", err
 		}
 		msg.Headers = make(map[string]string, len(h))
 		for k, v := range h {
@@ -120,23 +132,15 @@ func (s *subscription) decode(m goredis.XMessage, attempt int) (*broker.Message,
 			}
 		}
 	}
-	return msg, "", nil
+	return "", nil
 }
 
-// settler carries out the kit's outcome for one entry.
-type settler struct {
-	s          *subscription
-	id         string
-	deliveries int
-	recorded   bool // a failure record may exist: delete it with the ack
-}
-
-func (t *settler) Ack(context.Context) error {
+func (t *delivery) Ack(context.Context) error {
 	t.s.held.remove(t.id)
 	return t.s.acks.Add(ackItem{t.id, t.recorded})
 }
 
-func (t *settler) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
+func (t *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
 	// Record the failed run before handing the message back, so that the
 	// member that claims it sees the attempt.
 	err := t.s.recs.addFailure(ctx, t.id, failure)
@@ -144,7 +148,7 @@ func (t *settler) Retry(ctx context.Context, delay time.Duration, failure map[st
 	return err
 }
 
-func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
+func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
 	values, err := encodeFields(t.s.ser, payload, headers)
 	if err != nil {
 		return err
@@ -152,7 +156,7 @@ func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[st
 	return t.s.c.XAdd(ctx, &goredis.XAddArgs{Stream: t.s.ch.DeadLetter.Queue, Values: values}).Err()
 }
 
-func (t *settler) Keep(ctx context.Context, failure map[string]string) error {
+func (t *delivery) Keep(ctx context.Context, failure map[string]string) error {
 	// Stays pending: no longer heartbeated, it is claimed again after
 	// MinIdleTime and dead-lettered from the kept failure without running.
 	err := t.s.recs.keepFinal(ctx, t.id, failure)
@@ -160,6 +164,6 @@ func (t *settler) Keep(ctx context.Context, failure map[string]string) error {
 	return err
 }
 
-func (t *settler) Release(ctx context.Context) error {
+func (t *delivery) Release(ctx context.Context) error {
 	return t.s.release(ctx, []string{t.id}, t.deliveries-1)
 }
