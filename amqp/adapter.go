@@ -191,7 +191,7 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 		if isCode(err, amqp091.NotFound) {
 			l.topo.setExchange(exchange, false)
 		}
-		return &broker.PublishError{Channel: channel, Err: errors.New(broker.Redact(err.Error()))}
+		return &broker.PublishError{Channel: channel, Err: err}
 	}
 	if exclusive {
 		l.topo.setExchange(exchange, true)

@@ -173,7 +173,10 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory
 	}
 	if mandatory || exclusive {
 		select {
-		case r := <-pc.returns:
+		case r, ok := <-pc.returns:
+			if !ok { // closed with the channel
+				break
+			}
 			return &ReturnedError{Exchange: r.Exchange, RoutingKey: r.RoutingKey, Code: r.ReplyCode, Text: r.ReplyText}
 		default:
 		}
