@@ -175,7 +175,13 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 			exclusive = true
 		}
 	}
-	p := amqp091.Publishing{Headers: toTable(msg.Headers), DeliveryMode: amqp091.Persistent, Priority: so.Priority,
+	headers := toTable(msg.Headers)
+	if headers == nil {
+		// @moleculer/channels 0.1.8 reads the headers table of a message it
+		// retries and fails on a message without one: never send none.
+		headers = amqp091.Table{broker.HeaderRedeliveredCount: int32(0)}
+	}
+	p := amqp091.Publishing{Headers: headers, DeliveryMode: amqp091.Persistent, Priority: so.Priority,
 		CorrelationId: so.CorrelationID, MessageId: so.MessageID, ContentType: so.ContentType, Type: so.Type,
 		Timestamp: time.Now(), Body: msg.Payload}
 	if so.DeliveryMode != 0 {
