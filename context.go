@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
+	"github.com/google/uuid"
 	"go-micro.dev/v4/metadata"
 
 	"github.com/microchannels/channels/broker"
@@ -50,8 +52,10 @@ func FromContext(ctx context.Context) (*CallInfo, bool) {
 }
 
 // WithMeta attaches meta that SendToChannel carries as moleculer's $meta,
-// with keys and value types kept exactly (go-micro metadata is carried too,
-// but go-micro title-cases its keys when read).
+// with keys and value types kept exactly. go-micro metadata is carried too,
+// as strings and under go-micro's title-cased keys, except for the entries
+// that came from the received $meta, which keep the sender's keys and types
+// unless their value was changed (see the README, Interoperability).
 func WithMeta(ctx context.Context, meta map[string]any) context.Context {
 	merged := map[string]any{}
 	if prev, ok := ctx.Value(metaKey{}).(map[string]any); ok {
@@ -88,20 +92,11 @@ func (p *Plugin) outgoingHeaders(ctx context.Context, user map[string]string) (m
 		h[broker.HeaderRequestID] = p.newID()
 		h[broker.HeaderLevel] = "0"
 	}
-	meta := map[string]any{}
+	var meta map[string]any
 	if inHandler {
-		for k, v := range ci.Meta {
-			meta[k] = v
-		}
+		meta = ci.Meta
 	}
-	for k, v := range md {
-		if _, dup := meta[k]; !dup {
-			meta[k] = v
-		}
-	}
-	for k, v := range own {
-		meta[k] = v
-	}
+	meta = mergeMeta(meta, md, own)
 	if len(meta) > 0 {
 		b, err := p.o.serializer.Marshal(meta)
 		if err != nil {
@@ -112,9 +107,56 @@ func (p *Plugin) outgoingHeaders(ctx context.Context, user map[string]string) (m
 	return h, nil
 }
 
-func (p *Plugin) newID() string {
-	return p.nodeID + "-" + strconv.FormatUint(p.ids.Add(1), 36)
+// mergeMeta builds the $meta of a send from the $meta the handler received
+// (in, with the sender's keys and JSON types), the go-micro metadata of the
+// ctx (md, whose keys go-micro's FromContext title-cases) and WithMeta
+// entries (own):
+//   - a metadata entry whose key is the title-cased form of an incoming key
+//     is that entry seen through go-micro: it changes nothing when its value
+//     is the incoming value as a string, else it replaces the value (as a
+//     string) under the incoming key's spelling;
+//   - any other metadata entry is added under go-micro's key, as a string;
+//   - WithMeta entries are set last, with their keys and types.
+func mergeMeta(in map[string]any, md metadata.Metadata, own map[string]any) map[string]any {
+	meta := make(map[string]any, len(in)+len(md)+len(own))
+	for k, v := range in {
+		meta[k] = v
+	}
+	if len(md) > 0 {
+		titled := make(map[string][]string, len(in))
+		for k := range in {
+			t := titleKey(k)
+			titled[t] = append(titled[t], k)
+		}
+	next:
+		for k, v := range md {
+			origs := titled[k]
+			for _, o := range origs {
+				if metaString(in[o]) == v {
+					continue next
+				}
+			}
+			if len(origs) > 0 {
+				meta[origs[0]] = v
+				continue
+			}
+			meta[k] = v
+		}
+	}
+	for k, v := range own {
+		meta[k] = v
+	}
+	return meta
 }
+
+// titleKey is the key go-micro's metadata.FromContext gives for k.
+func titleKey(k string) string {
+	return strings.Title(k) //nolint:staticcheck // must match go-micro's metadata package exactly
+}
+
+// newID returns a request or invocation id: a random UUID, as moleculer's
+// context ids, so ids never repeat across restarts of a node.
+func (p *Plugin) newID() string { return uuid.NewString() }
 
 // contextWrapper is the outermost handler: it turns the context headers of
 // the message into a CallInfo and go-micro metadata. Headers that do not

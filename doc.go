@@ -24,7 +24,9 @@
 //     load; groups are durable;
 //   - MaxInFlight bounds running handlers per channel and node; 1 gives FIFO;
 //   - MaxRetries N means up to N redeliveries after the first attempt, with
-//     backoff; Message.Attempt is 1 on the first delivery;
+//     backoff, and NoRetries none (in a Channel, where 0 takes the plugin
+//     default, and in WithMaxRetries); Message.Attempt is 1 on the first
+//     delivery;
 //   - after the last failed attempt the message goes to the dead-letter
 //     queue with x-original-* and x-error-* headers, and the original is
 //     acknowledged only once that publish is confirmed; without

@@ -35,10 +35,24 @@ var (
 	ErrDuplicateProperty = errors.New("channels: schema property claimed by two plugins")
 	// ErrUnknownChannel is returned by the local trigger for a channel the schema does not declare.
 	ErrUnknownChannel = errors.New("channels: unknown channel")
-	// ErrAlreadyStarted is returned when registering schemas or starting a running plugin.
+	// ErrAlreadyStarted is returned when starting (or connecting) a started plugin.
 	ErrAlreadyStarted = errors.New("channels: plugin already started")
 )
 
 // Permanent marks a handler error as not retryable: the message goes to the
 // dead-letter queue (or is dropped) without further attempts.
 func Permanent(err error) error { return broker.Permanent(err) }
+
+// redactedError shows the text of an adapter's error with credentials
+// hidden (broker.Redact); errors.Is and errors.As still see the error.
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return broker.Redact(e.err.Error()) }
+func (e redactedError) Unwrap() error { return e.err }
+
+func redactErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return redactedError{err}
+}

@@ -2,7 +2,11 @@ package channels
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
+	"slices"
+	"sync"
 
 	"go-micro.dev/v4"
 	"go-micro.dev/v4/codec"
@@ -14,8 +18,26 @@ import (
 
 type claimsKey struct{}
 
-// claims records, per micro.Service, which schema field names plugins took.
-type claims map[string]*Plugin
+// serviceClaims is what the channels plugins installed on one micro.Service
+// know of each other (through micro.Options.Context): the schema fields
+// each one uses, the plugins in install order, and the install errors,
+// which every plugin's BeforeStart returns before anything connects.
+type serviceClaims struct {
+	mu      sync.Mutex
+	fields  map[fieldKey]fieldClaim
+	plugins []*Plugin
+	errs    []error
+}
+
+type fieldKey struct {
+	schema uintptr // address of the schema struct
+	field  string
+}
+
+type fieldClaim struct {
+	p      *Plugin
+	option string // the option that names the field for p
+}
 
 // Install registers schemas and hooks the plugin into the go-micro
 // lifecycle:
@@ -27,24 +49,39 @@ type claims map[string]*Plugin
 //
 // The service name and version come from the go-micro server options unless
 // a schema has its own Name/Version fields. Install never calls svc.Init.
-// Place Install after micro.Context, which replaces the options context in
-// which stacked plugins record their claims.
+//
+// Plugins installed on one service know each other: two plugins using one
+// field of one schema (both reading it as their schema property, or both
+// injecting it) is an error naming the option to change, returned by the
+// BeforeStart of every plugin of the service, so nothing connects; and when
+// a plugin's BeforeStart fails, it stops the plugins of the service that
+// already connected (go-micro runs no stop hook after a failed start), so a
+// failed Run leaves nothing connected and Run can be tried again. Place
+// Install after micro.Context, which replaces the options context in which
+// the plugins meet, and after options that add BeforeStart hooks of their
+// own: a failure of such a hook after the plugins connected is not seen by
+// them.
 func (p *Plugin) Install(schemas ...any) micro.Option {
 	return func(o *micro.Options) {
-		if err := p.claim(o); err != nil {
-			p.installErr = err
+		c := claimsOf(o)
+		if err := c.claim(p, schemas); err != nil {
+			p.fail(c, err)
 		} else if err := p.Register(schemas...); err != nil {
-			p.installErr = err
+			p.fail(c, err)
 		}
 		o.BeforeStart = append(o.BeforeStart, func() error {
-			if p.installErr != nil {
-				return p.installErr
+			if err := c.err(); err != nil {
+				return err
 			}
 			if o.Server != nil {
 				so := o.Server.Options()
 				p.setService(so.Name, so.Version)
 			}
-			return p.Connect(context.Background())
+			if err := p.Connect(context.Background()); err != nil {
+				c.stopOthers(p)
+				return err
+			}
+			return nil
 		})
 		o.AfterStart = append(o.AfterStart, func() error {
 			p.Consume()
@@ -63,24 +100,84 @@ func (p *Plugin) Install(schemas ...any) micro.Option {
 	}
 }
 
-func (p *Plugin) claim(o *micro.Options) error {
+// fail records an install error: returned by Connect (p.Start) and by the
+// BeforeStart of every plugin of the service, and logged at once.
+func (p *Plugin) fail(c *serviceClaims, err error) {
+	p.mu.Lock()
+	p.installErr = err
+	p.mu.Unlock()
+	c.mu.Lock()
+	c.errs = append(c.errs, err)
+	c.mu.Unlock()
+	p.o.logger.Error("channels: install", "error", err)
+}
+
+func claimsOf(o *micro.Options) *serviceClaims {
 	if o.Context == nil {
 		o.Context = context.Background()
 	}
-	c, ok := o.Context.Value(claimsKey{}).(claims)
+	c, ok := o.Context.Value(claimsKey{}).(*serviceClaims)
 	if !ok {
-		c = claims{}
+		c = &serviceClaims{fields: map[fieldKey]fieldClaim{}}
 		o.Context = context.WithValue(o.Context, claimsKey{}, c)
 	}
-	for _, n := range []string{p.o.schemaProperty, p.o.sendMethodName, p.o.adapterPropertyName, p.o.channelHandlerTrigger} {
-		if other, taken := c[n]; taken && other != p {
-			return fmt.Errorf("%w: %q is already used by another channels plugin on this service", ErrDuplicateProperty, n)
+	return c
+}
+
+func (c *serviceClaims) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return errors.Join(c.errs...)
+}
+
+// claim records the schema fields p uses; a field of one schema used by
+// two plugins is an ErrDuplicateProperty naming the option to change. Only
+// fields that exist count.
+func (c *serviceClaims) claim(p *Plugin, schemas []any) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !slices.Contains(c.plugins, p) {
+		c.plugins = append(c.plugins, p)
+	}
+	var mine []fieldKey
+	for _, s := range schemas {
+		v := reflect.ValueOf(s)
+		if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+			continue // Register reports it
+		}
+		for _, n := range p.o.names() {
+			if _, ok := v.Elem().Type().FieldByName(n.value); !ok {
+				continue
+			}
+			k := fieldKey{v.Pointer(), n.value}
+			if other, taken := c.fields[k]; taken && other.p != p {
+				for _, m := range mine {
+					delete(c.fields, m)
+				}
+				return fmt.Errorf("%w: field %s of %T is used by two channels plugins on this service (%s of one, %s of the other): give one of them another name with channels.%s",
+					ErrDuplicateProperty, n.value, s, other.option, n.option, n.option)
+			}
+			c.fields[k] = fieldClaim{p: p, option: n.option}
+			mine = append(mine, k)
 		}
 	}
-	for _, n := range []string{p.o.schemaProperty, p.o.sendMethodName, p.o.adapterPropertyName, p.o.channelHandlerTrigger} {
-		c[n] = p
-	}
 	return nil
+}
+
+// stopOthers stops the plugins of the service other than failed; those
+// that are not connected are left as they are.
+func (c *serviceClaims) stopOthers(failed *Plugin) {
+	c.mu.Lock()
+	others := slices.Clone(c.plugins)
+	c.mu.Unlock()
+	for _, q := range others {
+		if q == failed {
+			continue
+		}
+		if err := q.Stop(context.Background()); err != nil {
+			q.o.logger.Error("channels: stop after a failed start", "error", err)
+		}
+	}
 }
 
 // FromSubscriberWrapper adapts a go-micro server.SubscriberWrapper into a

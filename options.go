@@ -2,6 +2,7 @@ package channels
 
 import (
 	"fmt"
+	"go/token"
 	"log/slog"
 	"os"
 	"strconv"
@@ -34,6 +35,7 @@ type options struct {
 	sendMethodName        string
 	adapterPropertyName   string
 	channelHandlerTrigger string
+	namesSet              [4]bool
 	namespace             string
 	interceptors          []hooks.Interceptor
 	logger                *slog.Logger
@@ -99,33 +101,75 @@ func WithAdapter(adapter any) Option {
 	}
 }
 
-func nameOption(what string, dst func(*options) *string) func(string) Option {
+// Indexes of the schema field names in options.names.
+const (
+	nameSchemaProperty = iota
+	nameSendMethod
+	nameAdapterProperty
+	nameTrigger
+)
+
+// fieldName is a schema field name option.
+type fieldName struct {
+	value  string
+	option string // the option that sets it, for error messages
+	set    bool   // given explicitly
+}
+
+// names returns the schema field names, in the order of the name* indexes.
+func (o *options) names() [4]fieldName {
+	return [4]fieldName{
+		{o.schemaProperty, "WithSchemaProperty", o.namesSet[nameSchemaProperty]},
+		{o.sendMethodName, "WithSendMethodName", o.namesSet[nameSendMethod]},
+		{o.adapterPropertyName, "WithAdapterPropertyName", o.namesSet[nameAdapterProperty]},
+		{o.channelHandlerTrigger, "WithChannelHandlerTrigger", o.namesSet[nameTrigger]},
+	}
+}
+
+func nameOption(what string, idx int, dst func(*options) *string) func(string) Option {
 	return func(name string) Option {
 		return func(o *options) error {
 			if name == "" {
 				return invalid("%s is empty", what)
 			}
+			if !token.IsIdentifier(name) || !token.IsExported(name) {
+				return invalid("%s %q is not an exported Go field name", what, name)
+			}
 			*dst(o) = name
+			o.namesSet[idx] = true
 			return nil
 		}
 	}
 }
 
+// The schema field names. A name given with one of these options must be a
+// field of every registered schema that declares channels (Register fails
+// otherwise, naming the option); the defaults are optional fields.
 var (
 	// WithSchemaProperty names the schema field holding the Channels (default "Channels").
-	WithSchemaProperty = nameOption("schema property", func(o *options) *string { return &o.schemaProperty })
+	WithSchemaProperty = nameOption("schema property", nameSchemaProperty, func(o *options) *string { return &o.schemaProperty })
 	// WithSendMethodName names the schema field that receives the SendFunc (default "SendToChannel").
-	WithSendMethodName = nameOption("send method name", func(o *options) *string { return &o.sendMethodName })
+	WithSendMethodName = nameOption("send method name", nameSendMethod, func(o *options) *string { return &o.sendMethodName })
 	// WithAdapterPropertyName names the schema field that receives the adapter (default "ChannelAdapter").
-	WithAdapterPropertyName = nameOption("adapter property name", func(o *options) *string { return &o.adapterPropertyName })
+	WithAdapterPropertyName = nameOption("adapter property name", nameAdapterProperty, func(o *options) *string { return &o.adapterPropertyName })
 	// WithChannelHandlerTrigger names the schema field that receives the TriggerFunc (default "EmitLocalChannelHandler").
-	WithChannelHandlerTrigger = nameOption("channel handler trigger", func(o *options) *string { return &o.channelHandlerTrigger })
+	WithChannelHandlerTrigger = nameOption("channel handler trigger", nameTrigger, func(o *options) *string { return &o.channelHandlerTrigger })
 )
 
 // WithNamespace prefixes every channel and dead-letter queue name with
-// "namespace." (moleculer's prefix; empty by default).
+// "namespace." (moleculer's prefix; empty by default). Like channel names,
+// a namespace is made of ASCII letters, digits, '_' and '-', with single
+// dots between tokens.
 func WithNamespace(ns string) Option {
-	return func(o *options) error { o.namespace = ns; return nil }
+	return func(o *options) error {
+		if ns != "" {
+			if err := checkName("namespace", ns); err != nil {
+				return err
+			}
+		}
+		o.namespace = ns
+		return nil
+	}
 }
 
 // WithInterceptors appends interceptors; the first registered is the outermost.
@@ -141,13 +185,16 @@ func WithInterceptors(ics ...hooks.Interceptor) Option {
 	}
 }
 
-// WithLogger sets the logger (silent by default).
+// WithLogger sets the logger (silent by default). The plugin and its
+// adapters log through it with credentials hidden: URLs with a password,
+// parseable or not, and password=/token=-style pairs are redacted in the
+// message and in every string, error and Stringer attribute.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) error {
 		if l == nil {
 			return invalid("logger is nil")
 		}
-		o.logger = l
+		o.logger = redactLogger(l)
 		return nil
 	}
 }
@@ -166,8 +213,11 @@ func WithSerializer(s broker.Serializer) Option {
 }
 
 // WithNodeID sets the node identity from which consumer names are derived
-// (default "hostname-pid"). A stable id keeps broker-side consumer names
-// stable across restarts; two live processes must not share one.
+// (default "hostname-pid"): "<node id>.<service>.<channel>". A stable id
+// keeps broker-side consumer names stable across restarts; two live
+// processes must not share one. Within a process, plugins connected with
+// one node id get distinct names: the first the node id itself, the next
+// ones "<node id>-2", "<node id>-3"...
 func WithNodeID(id string) Option {
 	return func(o *options) error {
 		if id == "" {
@@ -203,13 +253,22 @@ func WithMaxInFlight(n int) Option {
 }
 
 // WithMaxRetries sets the default number of redeliveries after the first
-// attempt (default 3; 0 disables retries).
+// attempt: n >= 1, or NoRetries for none (default 3,
+// broker.DefaultMaxRetries). It is the convention of Channel.MaxRetries,
+// where 0 means "unset, use the default"; an option is never unset, so
+// WithMaxRetries(0) is an error rather than a silent default.
 func WithMaxRetries(n int) Option {
 	return func(o *options) error {
-		if n < 0 {
-			return invalid("MaxRetries must be >= 0, got %d", n)
+		switch {
+		case n == NoRetries:
+			o.maxRetries = 0
+		case n >= 1:
+			o.maxRetries = n
+		case n == 0:
+			return invalid("MaxRetries 0: use channels.NoRetries for no retries, or leave WithMaxRetries out for the default (%d)", broker.DefaultMaxRetries)
+		default:
+			return invalid("MaxRetries must be >= 1 or channels.NoRetries, got %d", n)
 		}
-		o.maxRetries = n
 		return nil
 	}
 }
@@ -234,6 +293,12 @@ func WithDeadLettering(d DeadLettering) Option {
 		}
 		if d.ExchangeName == "" {
 			d.ExchangeName = broker.DefaultDeadLetterExchange
+		}
+		if err := checkName("dead-letter queue name", d.QueueName); err != nil {
+			return err
+		}
+		if err := checkName("dead-letter exchange name", d.ExchangeName); err != nil {
+			return err
 		}
 		o.deadLettering = d
 		return nil

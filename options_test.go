@@ -23,7 +23,12 @@ func TestNewOptionErrors(t *testing.T) {
 		{"unknown type name", []channels.Option{channels.WithAdapter("Pigeon")}, channels.ErrUnknownAdapter},
 		{"unknown scheme", []channels.Option{channels.WithAdapter("pigeon://coop")}, channels.ErrUnknownAdapter},
 		{"MaxInFlight 0", []channels.Option{mem, channels.WithMaxInFlight(0)}, channels.ErrInvalidOption},
-		{"negative retries", []channels.Option{mem, channels.WithMaxRetries(-1)}, channels.ErrInvalidOption},
+		{"retries -2", []channels.Option{mem, channels.WithMaxRetries(-2)}, channels.ErrInvalidOption},
+		{"retries 0", []channels.Option{mem, channels.WithMaxRetries(0)}, channels.ErrInvalidOption},
+		{"NoRetries", []channels.Option{mem, channels.WithMaxRetries(channels.NoRetries)}, nil},
+		{"property not a field name", []channels.Option{mem, channels.WithSchemaProperty("my channels")}, channels.ErrInvalidOption},
+		{"property unexported", []channels.Option{mem, channels.WithSendMethodName("send")}, channels.ErrInvalidOption},
+		{"bad namespace", []channels.Option{mem, channels.WithNamespace("a b")}, channels.ErrInvalidOption},
 		{"nil backoff", []channels.Option{mem, channels.WithBackoff(nil)}, channels.ErrInvalidOption},
 		{"nil serializer", []channels.Option{mem, channels.WithSerializer(nil)}, channels.ErrInvalidOption},
 		{"nil logger", []channels.Option{mem, channels.WithLogger(nil)}, channels.ErrInvalidOption},
@@ -114,9 +119,7 @@ func TestStartErrors(t *testing.T) {
 	if err := p2.Start(ctx); !errors.Is(err, channels.ErrAlreadyStarted) {
 		t.Fatalf("second start: %v", err)
 	}
-	if err := p2.Register(&svc{Name: "late"}); !errors.Is(err, channels.ErrAlreadyStarted) {
-		t.Fatalf("register after start: %v", err)
-	}
+
 	if err := p2.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}

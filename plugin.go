@@ -2,8 +2,11 @@ package channels
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +29,9 @@ type Plugin struct {
 	o       options
 	adapter broker.Adapter
 	nodeID  string
+	// instance is the node id made unique in this process while connected
+	// (claimInstance); consumer names derive from it.
+	instance string
 
 	// mu serializes the lifecycle (Register, Start, Stop).
 	mu       sync.Mutex
@@ -37,7 +43,6 @@ type Plugin struct {
 
 	state atomic.Int32
 	send  atomic.Pointer[hooks.SendFunc]
-	ids   atomic.Uint64
 
 	// installErr is a Register error found while installing on a micro.Service;
 	// it is returned by BeforeStart.
@@ -61,12 +66,16 @@ func New(opts ...Option) (*Plugin, error) {
 		return nil, invalid("no adapter: use channels.WithAdapter(\"memory://\") or a broker URL")
 	}
 	names := map[string]string{}
-	for what, n := range map[string]string{"schema property": o.schemaProperty, "send method name": o.sendMethodName,
-		"adapter property name": o.adapterPropertyName, "channel handler trigger": o.channelHandlerTrigger} {
-		if other, dup := names[n]; dup {
-			return nil, invalid("%s and %s are both %q", what, other, n)
+	for _, n := range o.names() {
+		if other, dup := names[n.value]; dup {
+			return nil, invalid("%s and %s both name the schema field %q", other, n.option, n.value)
 		}
-		names[n] = what
+		names[n.value] = n.option
+	}
+	for _, dl := range []string{o.deadLettering.QueueName, o.deadLettering.ExchangeName} {
+		if err := checkName("dead-letter name", prefixed(o.namespace, dl)); err != nil {
+			return nil, err
+		}
 	}
 	p := &Plugin{o: o, nodeID: o.nodeID}
 	switch a := o.adapterSpec.(type) {
@@ -90,26 +99,86 @@ func (p *Plugin) Adapter() broker.Adapter { return p.adapter }
 func (p *Plugin) adapterName() string { return p.adapter.Name() }
 
 // Register adds service schemas (pointers to structs) and injects the send
-// function, adapter and trigger fields they declare. Use it before Start;
-// Install calls it for you.
+// function, adapter and trigger fields they declare. Install calls it for
+// you. On a started plugin it also provisions the new channels at once (and
+// starts consuming them when the plugin consumes), bounded by the connect
+// timeout. A call registers all its schemas or none.
 func (p *Plugin) Register(schemas ...any) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if st := p.state.Load(); st == stateConnected || st == stateRunning {
-		return ErrAlreadyStarted
-	}
+	added := make([]*schema, 0, len(schemas))
 	for _, s := range schemas {
 		sc, err := p.readSchema(s)
 		if err != nil {
 			return err
 		}
-		for _, have := range p.schemas {
+		for _, have := range slices.Concat(p.schemas, added) {
 			if have.ptr.Pointer() == sc.ptr.Pointer() {
 				return fmt.Errorf("%w: schema %T registered twice", ErrInvalidSchema, s)
 			}
 		}
+		added = append(added, sc)
+	}
+	if st := p.state.Load(); st == stateConnected || st == stateRunning {
+		if err := p.subscribeLate(added, st == stateRunning); err != nil {
+			return err
+		}
+	}
+	for _, sc := range added {
 		p.inject(sc)
 		p.schemas = append(p.schemas, sc)
+	}
+	return nil
+}
+
+// subscribeLate provisions the channels of schemas registered after
+// Connect, and starts them when the plugin is consuming. Called with p.mu.
+func (p *Plugin) subscribeLate(added []*schema, running bool) error {
+	svc, ver := p.serviceIdentity()
+	var rs []*resolved
+	for _, s := range added {
+		r, err := p.resolve(s, svc, ver)
+		if err != nil {
+			return err
+		}
+		rs = append(rs, r...)
+	}
+	if err := checkDuplicates(append(slices.Clone(p.resolved), rs...)); err != nil {
+		return err
+	}
+	ctx, cancel := withDefaultTimeout(context.Background(), p.o.connectTimeout)
+	defer cancel()
+	subs := make([]broker.Subscription, 0, len(rs))
+	for _, r := range rs {
+		sub, err := p.adapter.Subscribe(ctx, r.ch)
+		if err != nil {
+			for _, s := range subs {
+				_ = s.Drain(ctx)
+			}
+			return fmt.Errorf("channels: subscribe %q (group %q): %w", r.ch.Name, r.ch.Group, redactErr(err))
+		}
+		subs = append(subs, sub)
+	}
+	if running {
+		for _, s := range subs {
+			s.Start()
+		}
+		p.o.logger.Info("channels: consuming late-registered channels", "adapter", p.adapter.Name(), "channels", len(subs))
+	}
+	p.resolved = append(p.resolved, rs...)
+	p.subs = append(p.subs, subs...)
+	return nil
+}
+
+// checkDuplicates refuses one channel and group declared twice.
+func checkDuplicates(all []*resolved) error {
+	seen := map[[2]string]string{}
+	for _, r := range all {
+		k := [2]string{r.ch.Name, r.ch.Group}
+		if other, dup := seen[k]; dup {
+			return fmt.Errorf("%w: channel %q group %q declared twice (%s and %s)", ErrInvalidSchema, r.ch.Name, r.ch.Group, other, r.service)
+		}
+		seen[k] = r.service
 	}
 	return nil
 }
@@ -171,17 +240,17 @@ func (p *Plugin) Connect(ctx context.Context) error {
 		}
 		all = append(all, rs...)
 	}
-	seen := map[[2]string]string{}
-	for _, r := range all {
-		k := [2]string{r.ch.Name, r.ch.Group}
-		if other, dup := seen[k]; dup {
-			return fmt.Errorf("%w: channel %q group %q declared twice (%s and %s)", ErrInvalidSchema, r.ch.Name, r.ch.Group, other, r.service)
-		}
-		seen[k] = r.service
+	if err := checkDuplicates(all); err != nil {
+		return err
 	}
-	env := broker.Env{NodeID: p.nodeID, Serializer: p.o.serializer, Logger: p.o.logger}
+	p.instance = claimInstance(p, p.nodeID)
+	for _, r := range all {
+		r.ch.ConsumerName = p.consumerName(r.service, r.ch.Name)
+	}
+	env := broker.Env{NodeID: p.instance, Serializer: p.o.serializer, Logger: p.o.logger}
 	if err := p.adapter.Connect(ctx, env); err != nil {
-		return fmt.Errorf("channels: connect %s adapter: %w", p.adapter.Name(), err)
+		releaseInstance(p, p.nodeID)
+		return fmt.Errorf("channels: connect %s adapter: %w", p.adapter.Name(), redactErr(err))
 	}
 	subs := make([]broker.Subscription, 0, len(all))
 	for _, r := range all {
@@ -191,8 +260,9 @@ func (p *Plugin) Connect(ctx context.Context) error {
 				_ = s.Drain(ctx)
 			}
 			_ = p.adapter.Close(ctx)
+			releaseInstance(p, p.nodeID)
 			p.state.Store(stateStopped)
-			return fmt.Errorf("channels: subscribe %q (group %q): %w", r.ch.Name, r.ch.Group, err)
+			return fmt.Errorf("channels: subscribe %q (group %q): %w", r.ch.Name, r.ch.Group, redactErr(err))
 		}
 		subs = append(subs, sub)
 	}
@@ -259,6 +329,7 @@ func (p *Plugin) Disconnect(ctx context.Context) error {
 		return nil
 	}
 	p.state.Store(stateStopped)
+	defer releaseInstance(p, p.nodeID)
 	ctx, cancel := withDefaultTimeout(ctx, p.o.stopTimeout)
 	defer cancel()
 	return p.adapter.Close(ctx)
@@ -269,6 +340,11 @@ func (p *Plugin) Disconnect(ctx context.Context) error {
 // message. Without a deadline on ctx it is bounded by DefaultPublishTimeout.
 // Sending from a handler's ctx propagates the request id, caller, parent
 // channel and metadata.
+//
+// With the JSON serializer (the default), a []byte payload is taken as
+// serialized JSON and sent as is; one that is not valid JSON is an
+// *broker.EncodeError: send arbitrary bytes with broker.WithRaw().
+// json.RawMessage is sent as JSON too; a string becomes a JSON string.
 func (p *Plugin) SendToChannel(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error {
 	return (*p.send.Load())(ctx, channel, payload, opts...)
 }
@@ -281,14 +357,14 @@ func (p *Plugin) send0(ctx context.Context, channel string, payload any, opts ..
 	case stateStopped:
 		return ErrClosed
 	}
-	if channel == "" {
-		return invalid("channel name is empty")
+	name := prefixed(p.o.namespace, channel)
+	if err := checkName("channel name", name); err != nil {
+		return err
 	}
 	po, err := broker.NewPublishOptions(opts...)
 	if err != nil {
 		return err
 	}
-	name := prefixed(p.o.namespace, channel)
 	body, err := p.encode(name, payload, po.Raw)
 	if err != nil {
 		return err
@@ -306,11 +382,26 @@ func (p *Plugin) send0(ctx context.Context, channel string, payload any, opts ..
 	return p.adapter.Publish(ctx, name, &broker.Outgoing{Payload: body, Headers: headers, Options: po})
 }
 
+// errBytesNotJSON is the cause of the EncodeError of a []byte payload that
+// is not JSON, sent with the JSON serializer.
+var errBytesNotJSON = errors.New("a []byte payload is sent as is only when it is valid JSON " +
+	"(the JSON serializer would make it a base64 string): send bytes that are not JSON with broker.WithRaw(), " +
+	"or a base64 string explicitly")
+
+// encode serializes a payload. With the JSON serializer, a []byte payload
+// is taken as already serialized: sent as is when it is valid JSON, refused
+// otherwise (instead of json.Marshal's surprising base64 string).
 func (p *Plugin) encode(channel string, payload any, raw bool) ([]byte, error) {
 	var (
 		b   []byte
 		err error
 	)
+	if bs, ok := payload.([]byte); ok && !raw && strings.EqualFold(p.o.serializer.Name(), "JSON") {
+		if !json.Valid(bs) {
+			return nil, &broker.EncodeError{Channel: channel, Err: errBytesNotJSON}
+		}
+		return bs, nil
+	}
 	if raw {
 		b, err = broker.RawBytes(payload)
 	} else {

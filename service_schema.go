@@ -35,18 +35,24 @@ type Info = hooks.Info
 // unit tests. channel is the key declared in the schema.
 type TriggerFunc func(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error
 
-// NoRetries is the MaxRetries value that disables retries (0 means "use the
-// plugin default").
+// NoRetries is the MaxRetries value that disables retries, in a Channel and
+// in WithMaxRetries. MaxRetries counts redeliveries after the first attempt
+// (MaxRetries 2 runs a handler up to 3 times); a Channel's 0 means "unset":
+// the plugin default.
 const NoRetries = -1
 
 // Channels declares a service's channel handlers, keyed by channel name
-// (before the namespace prefix).
+// (before the namespace prefix). Channel names, with their prefix, are one
+// or more tokens of ASCII letters, digits, '_' and '-' separated by single
+// dots, at most MaxNameLength bytes: the names every broker accepts as they
+// are (Redis stream, AMQP exchange, NATS subject, Kafka topic).
 type Channels map[string]Channel
 
 // Channel is one channel declaration. Only Handler is required; zero values
 // take the plugin-wide defaults.
 type Channel struct {
-	// Name replaces the key as the broker-side channel name, verbatim (no prefix).
+	// Name replaces the key as the broker-side channel name, verbatim (no
+	// prefix); the same character rules apply.
 	Name string
 	// Group is the consumer group; the default is the service full name
 	// ("v2.payments", or "payments" without a version).
@@ -54,8 +60,9 @@ type Channel struct {
 	// MaxInFlight bounds concurrently running handlers of this channel on
 	// this node (0 = plugin default, 1 unless changed).
 	MaxInFlight int
-	// MaxRetries is the number of redeliveries after the first attempt.
-	// 0 takes the plugin default (3); NoRetries disables retries.
+	// MaxRetries is the number of redeliveries after the first attempt:
+	// >= 1, or NoRetries for none; 0 takes the plugin default
+	// (WithMaxRetries, 3 unless set).
 	MaxRetries int
 	// Backoff is the delay before each retry (nil = plugin default).
 	Backoff broker.Backoff
@@ -151,9 +158,15 @@ func (p *Plugin) readSchema(s any) (*schema, error) {
 	if f := st.FieldByName(p.o.schemaProperty); f.IsValid() {
 		out.channels = f.Interface().(Channels)
 	}
+	if err := p.checkNameOptions(st.Type(), len(out.channels) > 0); err != nil {
+		return nil, err
+	}
 	for key, ch := range out.channels {
 		if key == "" && ch.Name == "" {
 			return nil, fmt.Errorf("%w: %s: channel with an empty name", ErrInvalidSchema, st.Type())
+		}
+		if err := p.checkChannelNames(key, ch); err != nil {
+			return nil, fmt.Errorf("%s.%s[%q]: %w", st.Type(), p.o.schemaProperty, key, err)
 		}
 		if ch.Handler == nil {
 			return nil, fmt.Errorf("%w: %w: %s.%s[%q]", ErrInvalidSchema, ErrNoHandler, st.Type(), p.o.schemaProperty, key)
@@ -162,10 +175,34 @@ func (p *Plugin) readSchema(s any) (*schema, error) {
 			return nil, fmt.Errorf("%w: channel %q: MaxInFlight must be >= 1 (0 for the default)", ErrInvalidOption, key)
 		}
 		if ch.MaxRetries < NoRetries {
-			return nil, fmt.Errorf("%w: channel %q: MaxRetries must be >= 0 or NoRetries", ErrInvalidOption, key)
+			return nil, fmt.Errorf("%w: channel %q: MaxRetries must be >= 1, NoRetries, or 0 for the plugin default", ErrInvalidOption, key)
 		}
 	}
 	return out, nil
+}
+
+// checkChannelNames validates the broker-side names of a declaration.
+func (p *Plugin) checkChannelNames(key string, ch Channel) error {
+	if ch.Name != "" {
+		if err := checkName("channel name", ch.Name); err != nil {
+			return err
+		}
+	} else if err := checkName("channel name", prefixed(p.o.namespace, key)); err != nil {
+		return err
+	}
+	if dl := ch.DeadLettering; dl != nil {
+		if dl.QueueName != "" {
+			if err := checkName("dead-letter queue name", prefixed(p.o.namespace, dl.QueueName)); err != nil {
+				return err
+			}
+		}
+		if dl.ExchangeName != "" {
+			if err := checkName("dead-letter exchange name", prefixed(p.o.namespace, dl.ExchangeName)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // inject sets the send function, adapter and trigger fields that exist.
@@ -272,7 +309,7 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 		bc := &broker.Channel{
 			Name:         chName,
 			Group:        group,
-			ConsumerName: strings.Join([]string{p.nodeID, full, chName}, "."),
+			ConsumerName: p.consumerName(full, chName),
 			MaxInFlight:  mif,
 			Retry:        broker.RetryPolicy{MaxRetries: retries, Backoff: backoff, MaxDeliveries: decl.MaxDeliveries},
 			DeadLetter: broker.DeadLetterPolicy{Enabled: dl.Enabled,
@@ -294,6 +331,16 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 	return out, nil
 }
 
+// consumerName is "<instance>.<service full name>.<channel>", the instance
+// being the node id made unique among the plugins of this process.
+func (p *Plugin) consumerName(service, channel string) string {
+	id := p.instance
+	if id == "" {
+		id = p.nodeID
+	}
+	return strings.Join([]string{id, service, channel}, ".")
+}
+
 // trigger runs a declared handler directly (the EmitLocalChannelHandler analog).
 func (p *Plugin) trigger(ctx context.Context, s *schema, key string, payload any, opts ...broker.PublishOption) error {
 	decl, ok := s.channels[key]
@@ -302,11 +349,11 @@ func (p *Plugin) trigger(ctx context.Context, s *schema, key string, payload any
 	}
 	p.mu.Lock()
 	svc, ver := p.serviceIdentity()
-	p.mu.Unlock()
 	if s.name == "" && svc == "" {
 		svc = "local"
 	}
 	rs, err := p.resolve(&schema{ptr: s.ptr, name: s.name, version: s.version, channels: Channels{key: decl}}, svc, ver)
+	p.mu.Unlock()
 	if err != nil {
 		return err
 	}

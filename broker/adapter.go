@@ -70,3 +70,18 @@ type Outgoing struct {
 	Headers map[string]string
 	Options PublishOptions
 }
+
+// LagReporter is the optional ability of an adapter to tell cheaply how far
+// a group is behind on a channel; the plugin reports it as gauges.
+type LagReporter interface {
+	Lag(ctx context.Context, channel, group string) (GroupLag, error)
+}
+
+// GroupLag is the backlog of one group on one channel.
+type GroupLag struct {
+	// Lag counts the entries not yet delivered to the group; -1 when the
+	// broker cannot tell.
+	Lag int64
+	// Pending counts the entries delivered and not yet acknowledged.
+	Pending int64
+}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"sort"
@@ -74,7 +75,7 @@ func Resolve(s string) (Adapter, error) {
 	u, err := url.Parse(s)
 	if err != nil {
 		registry.RUnlock()
-		return nil, fmt.Errorf("%w: invalid adapter URL: %v", ErrUnknownAdapter, Redact(err.Error()))
+		return nil, InvalidURLError(ErrUnknownAdapter, "adapter", s, err)
 	}
 	f, ok := registry.byScheme[strings.ToLower(u.Scheme)]
 	registry.RUnlock()
@@ -94,16 +95,18 @@ func names() []string {
 	return out
 }
 
-// Redact hides passwords in any URL found in s, for logs and errors.
-func Redact(s string) string {
-	fields := strings.Fields(s)
-	for i, f := range fields {
-		trim := strings.Trim(f, `"'`)
-		if u, err := url.Parse(trim); err == nil && u.User != nil {
-			if _, has := u.User.Password(); has {
-				fields[i] = strings.Replace(f, trim, u.Redacted(), 1)
-			}
-		}
+// InvalidURLError describes a URL that url.Parse (or a driver's parser)
+// rejected, without showing any credential of it: the URL is redacted
+// (RedactURL); the reason of a *url.Error loses the fragments it quotes
+// (url.Parse quotes the rejected piece, which may be part of a password),
+// any other reason goes through Redact. The result wraps sentinel (for
+// example ErrInvalidOption), not err, whose text may hold the raw URL.
+func InvalidURLError(sentinel error, what, raw string, err error) error {
+	reason := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		reason = quoted.ReplaceAllString(ue.Err.Error(), "")
+		reason = strings.Join(strings.Fields(reason), " ")
 	}
-	return strings.Join(fields, " ")
+	return fmt.Errorf("%w: invalid %s URL %q: %s", sentinel, what, RedactURL(raw), Redact(reason, raw))
 }

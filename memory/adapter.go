@@ -190,3 +190,15 @@ func (t *delivery) Keep(_ context.Context, failure map[string]string) error {
 }
 
 func (t *delivery) Release(context.Context) error { t.s.g.requeue(t.e); return nil }
+
+var _ broker.LagReporter = (*Adapter)(nil)
+
+// Lag reports the messages waiting for the group (ready or scheduled for a
+// retry) and those delivered and not settled.
+func (a *Adapter) Lag(_ context.Context, channel, group string) (broker.GroupLag, error) {
+	st, ok := a.bus.Stats(channel, group)
+	if !ok {
+		return broker.GroupLag{}, fmt.Errorf("channels/memory: group %q not found on %q", group, channel)
+	}
+	return broker.GroupLag{Lag: int64(st.Ready + st.Scheduled), Pending: int64(st.Pending)}, nil
+}

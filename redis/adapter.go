@@ -262,3 +262,24 @@ func autoPipeliner(c goredis.UniversalClient) (goredis.Cmdable, error) {
 	}
 	return nil, fmt.Errorf("%w: autopipelining needs a *redis.Client or *redis.ClusterClient, got %T", broker.ErrUnsupported, c)
 }
+
+var _ broker.LagReporter = (*Adapter)(nil)
+
+// Lag reports the group's lag and pending count (XINFO GROUPS; the lag
+// needs Redis 7, else -1).
+func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupLag, error) {
+	c := a.Client()
+	if c == nil {
+		return broker.GroupLag{}, broker.ErrNotConnected
+	}
+	gs, err := c.XInfoGroups(ctx, channel).Result()
+	if err != nil {
+		return broker.GroupLag{}, err
+	}
+	for _, g := range gs {
+		if g.Name == group {
+			return broker.GroupLag{Lag: g.Lag, Pending: g.Pending}, nil
+		}
+	}
+	return broker.GroupLag{}, fmt.Errorf("channels/redis: group %q not found on %q", group, channel)
+}

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/url"
-	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -265,7 +264,7 @@ func WithTLS(cfg *tls.Config) Option {
 func parseURL(raw string) (*goredis.UniversalOptions, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: redis URL: %v", broker.ErrInvalidOption, broker.Redact(err.Error()))
+		return nil, broker.InvalidURLError(broker.ErrInvalidOption, "redis", raw, err)
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
 		return nil, fmt.Errorf("%w: redis URL scheme must be redis:// or rediss://, got %q", broker.ErrInvalidOption, u.Scheme)
@@ -276,7 +275,7 @@ func parseURL(raw string) (*goredis.UniversalOptions, error) {
 	if u.Query().Has("addr") {
 		co, err := goredis.ParseClusterURL(raw)
 		if err != nil {
-			return nil, fmt.Errorf("%w: redis cluster URL: %v", broker.ErrInvalidOption, broker.Redact(err.Error()))
+			return nil, broker.InvalidURLError(broker.ErrInvalidOption, "redis cluster", raw, err)
 		}
 		return &goredis.UniversalOptions{Addrs: co.Addrs, Username: co.Username, Password: co.Password,
 			TLSConfig: co.TLSConfig, IsClusterMode: true, ClientName: co.ClientName, Protocol: co.Protocol,
@@ -285,7 +284,7 @@ func parseURL(raw string) (*goredis.UniversalOptions, error) {
 	}
 	o, err := goredis.ParseURL(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: redis URL: %v", broker.ErrInvalidOption, broker.Redact(err.Error()))
+		return nil, broker.InvalidURLError(broker.ErrInvalidOption, "redis", raw, err)
 	}
 	return &goredis.UniversalOptions{Addrs: []string{o.Addr}, Username: o.Username, Password: o.Password,
 		DB: o.DB, TLSConfig: o.TLSConfig, Protocol: o.Protocol, ClientName: o.ClientName,
@@ -293,9 +292,5 @@ func parseURL(raw string) (*goredis.UniversalOptions, error) {
 		PoolSize: o.PoolSize, MinIdleConns: o.MinIdleConns, MaxRetries: o.MaxRetries}, nil
 }
 
-func redactedURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
-	}
-	return strings.SplitN(raw, "@", 2)[len(strings.SplitN(raw, "@", 2))-1]
-}
+// redactedURL is the URL without its credentials, for String and errors.
+func redactedURL(raw string) string { return broker.RedactURL(raw) }

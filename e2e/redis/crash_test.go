@@ -63,7 +63,7 @@ func runChild(spec string) int {
 func TestRedeliveryAfterKill(t *testing.T) {
 	t.Run("retries", func(t *testing.T) { testRedeliveryAfterKill(t) })
 	t.Run("NoRetries", func(t *testing.T) {
-		testRedeliveryAfterKill(t, channels.WithMaxRetries(0))
+		testRedeliveryAfterKill(t, channels.WithMaxRetries(channels.NoRetries))
 	})
 }
 

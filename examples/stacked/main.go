@@ -83,11 +83,12 @@ func run(eventsURL, auditURL string) error {
 	if err != nil {
 		return err
 	}
+	// Its own schema property and send field; the adapter property and
+	// trigger names may stay the defaults: Inventory has no such fields,
+	// and only fields that exist can conflict.
 	auditPlugin, err := channels.New(channels.WithAdapter(auditURL), ics,
 		channels.WithSchemaProperty("AuditChannels"),
-		channels.WithSendMethodName("SendToAudit"),
-		channels.WithAdapterPropertyName("AuditAdapter"),
-		channels.WithChannelHandlerTrigger("EmitLocalAuditHandler"))
+		channels.WithSendMethodName("SendToAudit"))
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,278 @@
+package channels
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// Instrumentation scope of the plugin's metrics and spans.
+const instrumentationName = "github.com/microchannels/channels"
+
+// Metric names. Every counter carries the attributes channel, group (not on
+// sends) and adapter; they are counted in the adapter kit, so every adapter
+// reports the same numbers for the same events.
+const (
+	MetricSent         = "channels.messages.sent"          // sends accepted by the broker
+	MetricSendErrors   = "channels.messages.send_errors"   // sends that returned an error
+	MetricReceived     = "channels.messages.received"      // deliveries settled (run or given up)
+	MetricActive       = "channels.messages.active"        // handlers running
+	MetricHandlerTime  = "channels.handler.duration"       // handler run time, seconds
+	MetricErrors       = "channels.messages.errors"        // handler runs that returned an error
+	MetricRetries      = "channels.messages.retries"       // failed runs handed back for a retry
+	MetricDeadLettered = "channels.messages.dead_lettered" // copies written to the dead-letter queue
+	MetricDropped      = "channels.messages.dropped"       // messages dropped after their last attempt
+	MetricReleased     = "channels.messages.released"      // handed back unrun or cut by a stop
+	MetricRedelivered  = "channels.messages.redelivered"   // deliveries after a run that never ended (a crash)
+	MetricLag          = "channels.consumer.lag"           // entries not yet delivered to the group, where the broker tells
+	MetricPending      = "channels.consumer.pending"       // entries delivered and not yet acknowledged
+)
+
+// Event tells an outcome hook (WithObserver) how one delivery ended: ack,
+// retry with a delay, dead-letter, drop, or release (handed back unrun or
+// cut by a stop).
+type Event = broker.Event
+
+// Observer is an outcome hook: it sees every settled delivery and cannot
+// change it. It runs on the handler's goroutine: keep it quick.
+type Observer = broker.Observer
+
+// Outcome actions, as found in Event.Outcome.Action.
+const (
+	ActionAck        = broker.Ack
+	ActionRetry      = broker.Retry
+	ActionDeadLetter = broker.DeadLetter
+	ActionDrop       = broker.Drop
+	ActionRelease    = broker.Release
+)
+
+// telemetry holds the plugin's instruments; with no provider given they are
+// no-ops and tracing is off.
+type telemetry struct {
+	tracer    trace.Tracer // nil: tracing off
+	prop      propagation.TextMapPropagator
+	observers []Observer
+
+	sent, sendErrors, received, errors, retries, deadLettered, dropped, released, redelivered metric.Int64Counter
+	active                                                                                    metric.Int64UpDownCounter
+	handlerTime                                                                               metric.Float64Histogram
+	lagReg                                                                                    metric.Registration
+
+	mu     sync.Mutex
+	lagged map[*broker.Channel]metric.MeasurementOption
+}
+
+func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, observers []Observer) (*telemetry, error) {
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	m := mp.Meter(instrumentationName)
+	t := &telemetry{observers: observers, prop: propagation.TraceContext{}, lagged: map[*broker.Channel]metric.MeasurementOption{}}
+	if tp != nil {
+		t.tracer = tp.Tracer(instrumentationName)
+	}
+	var err error
+	counter := func(name, desc string) metric.Int64Counter {
+		c, e := m.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit("{message}"))
+		if err == nil {
+			err = e
+		}
+		return c
+	}
+	t.sent = counter(MetricSent, "Messages sent and accepted by the broker.")
+	t.sendErrors = counter(MetricSendErrors, "Sends that returned an error.")
+	t.received = counter(MetricReceived, "Deliveries settled, whether the handler ran or the message was given up.")
+	t.errors = counter(MetricErrors, "Handler runs that returned an error.")
+	t.retries = counter(MetricRetries, "Failed runs handed back for a retry.")
+	t.deadLettered = counter(MetricDeadLettered, "Messages written to the dead-letter queue.")
+	t.dropped = counter(MetricDropped, "Messages dropped after their last attempt (dead-lettering off).")
+	t.released = counter(MetricReleased, "Messages handed back unrun, or whose run was cut by a stop.")
+	t.redelivered = counter(MetricRedelivered, "Deliveries that follow a delivery whose run never ended (a crash).")
+	if t.active, err = m.Int64UpDownCounter(MetricActive, metric.WithDescription("Handlers running."),
+		metric.WithUnit("{message}")); err != nil {
+		return nil, err
+	}
+	if t.handlerTime, err = m.Float64Histogram(MetricHandlerTime, metric.WithDescription("Handler run time."),
+		metric.WithUnit("s")); err != nil {
+		return nil, err
+	}
+	return t, err
+}
+
+// channelAttrs are the attributes of one subscribed channel.
+func channelAttrs(ch *broker.Channel, adapter string) metric.MeasurementOption {
+	return metric.WithAttributeSet(attribute.NewSet(attribute.String("channel", ch.Name),
+		attribute.String("group", ch.Group), attribute.String("adapter", adapter)))
+}
+
+// observer returns the kit observer of one channel: metrics, then the
+// user's outcome hooks.
+func (t *telemetry) observer(ch *broker.Channel, adapter string) broker.Observer {
+	attrs := channelAttrs(ch, adapter)
+	return func(ctx context.Context, e broker.Event) {
+		t.received.Add(ctx, 1, attrs)
+		if e.Ran {
+			t.handlerTime.Record(ctx, e.Took.Seconds(), attrs)
+			if e.Outcome.Err != nil && e.Outcome.Action != broker.Release {
+				t.errors.Add(ctx, 1, attrs)
+			}
+		}
+		if e.Deliveries > e.Msg.Attempt {
+			t.redelivered.Add(ctx, 1, attrs)
+		}
+		switch e.Outcome.Action {
+		case broker.Retry:
+			t.retries.Add(ctx, 1, attrs)
+		case broker.DeadLetter:
+			if e.SettleErr == nil {
+				t.deadLettered.Add(ctx, 1, attrs)
+			}
+		case broker.Drop:
+			t.dropped.Add(ctx, 1, attrs)
+		case broker.Release:
+			t.released.Add(ctx, 1, attrs)
+		}
+		for _, o := range t.observers {
+			o(ctx, e)
+		}
+	}
+}
+
+// handler wraps a channel's composed handler: the running gauge and, with
+// tracing on, a consumer span whose parent is the trace context carried in
+// the message headers (W3C traceparent), so sends from the handler are its
+// children.
+func (t *telemetry) handler(ch *broker.Channel, adapter string, next broker.Handler) broker.Handler {
+	attrs := channelAttrs(ch, adapter)
+	if t.tracer == nil {
+		return func(ctx context.Context, m *broker.Message) error {
+			t.active.Add(ctx, 1, attrs)
+			defer t.active.Add(ctx, -1, attrs)
+			return next(ctx, m)
+		}
+	}
+	name := "process " + ch.Name
+	spanAttrs := trace.WithAttributes(attribute.String("messaging.system", adapter),
+		attribute.String("messaging.destination.name", ch.Name),
+		attribute.String("messaging.consumer.group.name", ch.Group))
+	return func(ctx context.Context, m *broker.Message) error {
+		t.active.Add(ctx, 1, attrs)
+		defer t.active.Add(ctx, -1, attrs)
+		parent := t.prop.Extract(ctx, propagation.MapCarrier(m.Headers))
+		ctx, span := t.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindConsumer), spanAttrs,
+			trace.WithAttributes(attribute.String("messaging.message.id", m.ID), attribute.Int("channels.attempt", m.Attempt)))
+		defer span.End()
+		err := next(ctx, m)
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		return err
+	}
+}
+
+// send wraps the innermost send: counts, and with tracing on a producer
+// span whose context travels in the message headers (traceparent,
+// tracestate).
+func (t *telemetry) send(adapter string, next func(context.Context, string, any, ...broker.PublishOption) error) func(context.Context, string, any, ...broker.PublishOption) error {
+	return func(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error {
+		attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("channel", channel), attribute.String("adapter", adapter)))
+		if t.tracer != nil {
+			var span trace.Span
+			ctx, span = t.tracer.Start(ctx, "send "+channel, trace.WithSpanKind(trace.SpanKindProducer),
+				trace.WithAttributes(attribute.String("messaging.system", adapter), attribute.String("messaging.destination.name", channel)))
+			defer span.End()
+			carrier := propagation.MapCarrier{}
+			t.prop.Inject(ctx, carrier)
+			if len(carrier) > 0 {
+				opts = append(opts[:len(opts):len(opts)], broker.WithHeaders(carrier))
+			}
+			err := next(ctx, channel, payload, opts...)
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+				t.sendErrors.Add(ctx, 1, attrs)
+				return err
+			}
+			t.sent.Add(ctx, 1, attrs)
+			return nil
+		}
+		if err := next(ctx, channel, payload, opts...); err != nil {
+			t.sendErrors.Add(ctx, 1, attrs)
+			return err
+		}
+		t.sent.Add(ctx, 1, attrs)
+		return nil
+	}
+}
+
+// watchLag registers the lag and pending gauges for the subscribed channels
+// of an adapter that reports them (broker.LagReporter).
+func (t *telemetry) watchLag(mp metric.MeterProvider, a broker.Adapter, chs []*broker.Channel) error {
+	lr, ok := a.(broker.LagReporter)
+	if !ok || mp == nil {
+		return nil
+	}
+	t.mu.Lock()
+	for _, ch := range chs {
+		t.lagged[ch] = channelAttrs(ch, a.Name())
+	}
+	t.mu.Unlock()
+	if t.lagReg != nil {
+		return nil
+	}
+	m := mp.Meter(instrumentationName)
+	lag, err := m.Int64ObservableGauge(MetricLag, metric.WithDescription("Entries not yet delivered to the group."),
+		metric.WithUnit("{message}"))
+	if err != nil {
+		return err
+	}
+	pending, err := m.Int64ObservableGauge(MetricPending, metric.WithDescription("Entries delivered and not yet acknowledged."),
+		metric.WithUnit("{message}"))
+	if err != nil {
+		return err
+	}
+	t.lagReg, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, lagTimeout)
+		defer cancel()
+		t.mu.Lock()
+		chs := make(map[*broker.Channel]metric.MeasurementOption, len(t.lagged))
+		for ch, a := range t.lagged {
+			chs[ch] = a
+		}
+		t.mu.Unlock()
+		for ch, attrs := range chs {
+			st, err := lr.Lag(ctx, ch.Name, ch.Group)
+			if err != nil {
+				continue
+			}
+			if st.Lag >= 0 {
+				o.ObserveInt64(lag, st.Lag, attrs)
+			}
+			o.ObserveInt64(pending, st.Pending, attrs)
+		}
+		return nil
+	}, lag, pending)
+	return err
+}
+
+// forget stops reporting the lag of chs.
+func (t *telemetry) forget(chs []*broker.Channel) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ch := range chs {
+		delete(t.lagged, ch)
+	}
+}
+
+// lagTimeout bounds one collection of the lag gauges.
+const lagTimeout = 2 * time.Second
