@@ -33,7 +33,7 @@ type result struct {
 }
 
 func main() {
-	adapter := flag.String("adapter", "redis", "broker to measure: redis")
+	adapter := flag.String("adapter", "redis", "broker to measure: redis, amqp")
 	n := flag.Int("n", 10000, "messages per throughput run")
 	pings := flag.Int("pings", 2000, "round trips of the latency run")
 	senders := flag.Int("senders", 64, "concurrent senders of the throughput run")
@@ -56,6 +56,8 @@ func main() {
 	switch *adapter {
 	case "redis":
 		rows, err = benchRedis(ctx, brokerenv.RedisURL(), *pings, *n, *senders)
+	case "amqp":
+		rows, err = benchAMQP(ctx, brokerenv.AMQPURL(), *pings, *n, *senders)
 	default:
 		err = fmt.Errorf("unknown adapter %q", *adapter)
 	}
