@@ -51,6 +51,9 @@ type Adapter struct {
 	subs broker.Subscriptions
 }
 
+// noHeaders is the table of a send without headers; it is only read.
+var noHeaders = amqp091.Table{broker.HeaderRedeliveredCount: int32(0)}
+
 // live is what one Connect..Close cycle uses.
 type live struct {
 	sess *session
@@ -179,7 +182,7 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 	if headers == nil {
 		// @moleculer/channels 0.1.8 reads the headers table of a message it
 		// retries and fails on a message without one: never send none.
-		headers = amqp091.Table{broker.HeaderRedeliveredCount: int32(0)}
+		headers = noHeaders
 	}
 	p := amqp091.Publishing{Headers: headers, DeliveryMode: amqp091.Persistent, Priority: so.Priority,
 		CorrelationId: so.CorrelationID, MessageId: so.MessageID, ContentType: so.ContentType, Type: so.Type,

@@ -28,6 +28,7 @@ type subscription struct {
 
 	mu  sync.Mutex
 	cur *amqp091.Channel // the consumer channel
+	ack *acker           // the acker of cur, once consuming
 	// consuming: basic.consume succeeded on cur and was not cancelled.
 	consuming bool
 }
@@ -101,9 +102,15 @@ func (s *subscription) loop() {
 			continue
 		}
 		rc.Succeeded()
-		if !s.fetch(deliveries) {
+		s.mu.Lock()
+		k := s.ack
+		s.mu.Unlock()
+		if !s.fetch(deliveries, k) {
 			return
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+		_ = k.close(ctx)
+		cancel()
 		// The channel closed or the broker cancelled the consumer (its
 		// queue was deleted): start over on a fresh channel.
 		if err := ch.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
@@ -141,6 +148,7 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 	}
 	s.mu.Lock()
 	s.consuming = true
+	s.ack = newAcker(ch, max(s.MaxInFlight(), 16))
 	s.mu.Unlock()
 	if s.IsStopping() {
 		s.cancelConsumer(context.Background())
@@ -152,10 +160,10 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 // false at the drain (after handing back what was delivered but not run),
 // true when the deliveries ended otherwise (channel closed, consumer
 // cancelled by the broker).
-func (s *subscription) fetch(deliveries <-chan amqp091.Delivery) bool {
+func (s *subscription) fetch(deliveries <-chan amqp091.Delivery, k *acker) bool {
 	for {
 		if !s.Acquire() {
-			s.releaseRest(deliveries)
+			s.releaseRest(deliveries, k)
 			return false
 		}
 		select {
@@ -166,14 +174,14 @@ func (s *subscription) fetch(deliveries <-chan amqp091.Delivery) bool {
 			}
 			if s.IsStopping() {
 				s.ReleaseSlot()
-				nack(&d)
-				s.releaseRest(deliveries)
+				_ = k.nack(d.DeliveryTag)
+				s.releaseRest(deliveries, k)
 				return false
 			}
-			s.handle(&d)
+			s.handle(&d, k)
 		case <-s.Stopping():
 			s.ReleaseSlot()
-			s.releaseRest(deliveries)
+			s.releaseRest(deliveries, k)
 			return false
 		}
 	}
@@ -182,38 +190,44 @@ func (s *subscription) fetch(deliveries <-chan amqp091.Delivery) bool {
 // releaseRest hands back, unrun, every message still delivered to the
 // stopping consumer, until the deliveries end (the consumer was cancelled
 // by the drain, or its channel closed).
-func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery) {
+func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery, k *acker) {
 	for d := range deliveries {
-		nack(&d)
+		_ = k.nack(d.DeliveryTag)
 	}
 }
-
-// nack hands a delivery back to the queue at once (requeue).
-func nack(d *amqp091.Delivery) { _ = d.Nack(false, true) }
 
 // handle runs one delivery on the slot taken for it. A message redelivered
 // by a classic queue (its consumer died, its channel was lost, or it was
 // handed back) is first counted: see recount.
-func (s *subscription) handle(d *amqp091.Delivery) {
+func (s *subscription) handle(d *amqp091.Delivery, k *acker) {
 	h := readHistory(d.Headers, s.ch.Group)
 	if d.Redelivered && !h.quorum {
 		s.Go(func() {
 			defer s.ReleaseSlot()
-			s.recount(d, h)
+			s.recount(d, h, k)
 		})
 		return
 	}
-	s.Run(s.delivery(d, h), nil)
+	s.Run(s.delivery(d, h, k), nil)
 }
 
 // delivery builds the kit's delivery.
-func (s *subscription) delivery(d *amqp091.Delivery, h history) *broker.Delivery {
-	msg := broker.NewMessage(s.ch.Serializer)
+func (s *subscription) delivery(d *amqp091.Delivery, h history, k *acker) *broker.Delivery {
+	// One allocation for the kit's delivery, its message and the settler.
+	x := &struct {
+		bd  broker.Delivery
+		msg broker.Message
+		st  settler
+	}{}
+	msg := &x.msg
+	msg.SetSerializer(s.ch.Serializer)
 	msg.Channel, msg.Group, msg.ID = s.ch.Name, s.ch.Group, messageID(d)
-	msg.Payload, msg.Headers, msg.Timestamp, msg.Raw = d.Body, fromTable(d.Headers), d.Timestamp, *d
+	msg.Payload, msg.Headers, msg.Timestamp, msg.Raw = d.Body, fromTable(d.Headers), d.Timestamp, d
 	msg.Attempt = 1 + h.failed
-	return &broker.Delivery{Msg: msg, Deliveries: h.failed + h.unfinished + 1, Final: h.final, Failure: h.failure,
-		Settle: &settler{s: s, d: d, h: h, id: msg.ID}}
+	x.st = settler{s: s, d: d, k: k, h: h, id: msg.ID}
+	x.bd = broker.Delivery{Msg: msg, Deliveries: h.failed + h.unfinished + 1, Final: h.final, Failure: h.failure,
+		Settle: &x.st}
+	return &x.bd
 }
 
 // messageID is the message id property, else the correlation id, else the
@@ -235,7 +249,7 @@ func messageID(d *amqp091.Delivery) string {
 // message, so this is how a message that keeps killing its consumers
 // reaches MaxDeliveries. It costs one confirmed publish, only on
 // redeliveries.
-func (s *subscription) recount(d *amqp091.Delivery, h history) {
+func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
 	ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
 	defer cancel()
 	t := copyTable(d.Headers, 1)
@@ -247,19 +261,17 @@ func (s *subscription) recount(d *amqp091.Delivery, h history) {
 	if err := s.l.pub.publish(ctx, "", s.queue, true, false, p); err != nil {
 		s.log.Warn("channels/amqp: counting a redelivered message failed; it is handed back", "channel", s.ch.Name,
 			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
-		s.handBackLater(d)
+		s.handBackLater(d, k)
 		return
 	}
-	if err := d.Ack(false); err != nil {
-		s.log.Debug("channels/amqp: ack after recount failed (the broker delivers the message again)", "error", err)
-	}
+	_ = k.ack(d.DeliveryTag)
 }
 
 // handBackLater requeues a message whose settling failed after
 // DefaultSettleFailureDelay, so a lasting failure does not spin (an unacked
 // message would otherwise stay on this consumer until its channel closes).
-func (s *subscription) handBackLater(d *amqp091.Delivery) {
-	time.AfterFunc(DefaultSettleFailureDelay, func() { nack(d) })
+func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
+	time.AfterFunc(DefaultSettleFailureDelay, func() { _ = k.nack(d.DeliveryTag) })
 }
 
 // cancelConsumer stops the broker's deliveries (basic.cancel, awaited,
@@ -298,9 +310,12 @@ func (s *subscription) Drain(ctx context.Context) error {
 		Finish: func(ctx context.Context, timedOut bool) error {
 			defer s.a.subs.Remove(s)
 			s.mu.Lock()
-			ch := s.cur
-			s.cur = nil
+			ch, k := s.cur, s.ack
+			s.cur, s.ack = nil, nil
 			s.mu.Unlock()
+			if k != nil {
+				_ = k.close(ctx) // the queued acks go out before the channel closes
+			}
 			if ch != nil {
 				// Anything still unacked (a handler cut by the deadline) is
 				// requeued by the broker with the channel.
@@ -317,11 +332,12 @@ func (s *subscription) Drain(ctx context.Context) error {
 type settler struct {
 	s  *subscription
 	d  *amqp091.Delivery
+	k  *acker
 	h  history
 	id string
 }
 
-func (t *settler) Ack(context.Context) error { return t.d.Ack(false) }
+func (t *settler) Ack(context.Context) error { return t.k.ack(t.d.DeliveryTag) }
 
 // Retry publishes a copy with x-redelivered-count + 1, x-group and the
 // failure's x-error-* headers to the retry queue of the delay (RabbitMQ
@@ -367,10 +383,10 @@ func (t *settler) republish(ctx context.Context, delay time.Duration, h amqp091.
 	}
 	err := s.publishDelayed(ctx, delay, p)
 	if err != nil {
-		s.handBackLater(t.d)
+		s.handBackLater(t.d, t.k)
 		return err
 	}
-	return t.d.Ack(false)
+	return t.k.ack(t.d.DeliveryTag)
 }
 
 // publishDelayed publishes p to the group queue after delay, through the
@@ -414,4 +430,4 @@ func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[st
 
 // Release hands the message back at once (nack with requeue); no attempt
 // is used up (x-redelivered-count is unchanged).
-func (t *settler) Release(context.Context) error { return t.d.Nack(false, true) }
+func (t *settler) Release(context.Context) error { return t.k.nack(t.d.DeliveryTag) }

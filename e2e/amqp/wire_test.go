@@ -94,7 +94,7 @@ func TestWireRetryAndDeadLetterHeaders(t *testing.T) {
 		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
 		Handler: func(_ context.Context, m *channels.Message) error {
 			runs.Add(1)
-			raws <- m.Raw.(amqp091.Delivery)
+			raws <- *m.Raw.(*amqp091.Delivery)
 			return errors.New("Something happened")
 		}}}}, nil)
 	snd, _ := startPlugin(t, nil, nil)
