@@ -4,13 +4,14 @@
 #   make test    start the brokers, run unit tests and the e2e suite on every adapter
 #   make bench   throughput and latency next to the raw drivers
 #   make lint    gofmt check + go vet
+#   make fuzz    fuzz every decoder of wire data for FUZZTIME each (fuzz-short: 5s each)
 
 GO       ?= go
 GOFLAGS  ?=
 PKGS     ?= ./...
 
 -include scripts/make-services.mk
-.PHONY: all demo test unit lint fmt bench bench-memory bench-redis
+.PHONY: all demo test unit lint fmt bench bench-memory bench-redis fuzz fuzz-short
 
 all: lint test
 
@@ -21,9 +22,23 @@ demo:
 unit:
 	$(GO) test -race -count=1 $(PKGS)
 
-## test: brokers up (installed when missing), then everything with -race; a missing broker fails the run
+# Where the fault suite appends its "fault <scenario> <target>: ..." lines during `make test`.
+FAULT_REPORT ?= $(CURDIR)/fault-report.out
+
+## test: brokers up (installed when missing), then everything with -race; a missing broker fails the run.
+## Phase 1 runs every package; phase 2 runs alone the e2e specs labelled "serial", which restart or
+## stop the shared brokers (phase 1 skips them). Both phases always run; the fault suite's lines
+## are printed at the end.
 test: services interop-deps
-	CHANNELS_E2E_REQUIRE=1 $(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@rm -f $(FAULT_REPORT); status=0; \
+	echo "== phase 1: every package"; \
+	CHANNELS_E2E_REQUIRE=1 CHANNELS_FAULT_REPORT=$(FAULT_REPORT) \
+		$(GO) test -race -count=1 -timeout 15m $(PKGS) || status=1; \
+	echo "== phase 2: serial e2e specs (broker restarts and stops), alone"; \
+	CHANNELS_E2E_REQUIRE=1 CHANNELS_E2E_SERIAL=1 CHANNELS_FAULT_REPORT=$(FAULT_REPORT) \
+		$(GO) test -race -count=1 -timeout 10m ./e2e -run TestConformance -args -ginkgo.label-filter=serial || status=1; \
+	echo "== fault suite"; cat $(FAULT_REPORT) 2>/dev/null || echo "(no fault lines)"; \
+	exit $$status
 
 ## bench: the memory hot path, then each broker next to its raw driver (brokers started as for test)
 bench: bench-memory bench-redis
@@ -40,3 +55,21 @@ lint:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+## fuzz: each fuzz target of the decoders of wire data for FUZZTIME, under a soft memory limit
+## (the fuzz functions set one too). The seeds and testdata/fuzz/ run with every go test.
+FUZZTIME         ?= 30s
+FUZZMINIMIZETIME ?= 5s
+FUZZENV          ?= GOMEMLIMIT=512MiB
+FUZZFLAGS         = -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+
+fuzz:
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzMsgPackUnmarshal$$' ./broker
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzJSONUnmarshal$$' ./broker
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzDecodeHeadersJSON$$' ./broker
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzDecodeHeadersMsgPack$$' ./broker
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzErrorFromHeaders$$' ./broker
+	$(FUZZENV) $(GO) test $(FUZZFLAGS) -fuzz '^FuzzContextHeaders$$' .
+
+fuzz-short:
+	$(MAKE) fuzz FUZZTIME=5s FUZZMINIMIZETIME=2s

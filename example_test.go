@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/microchannels/channels"
-	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/memory"
 )
 
@@ -27,7 +26,7 @@ func Example() {
 	s := &Payments{Name: "payments", Channels: channels.Channels{
 		"order.created": {
 			MaxRetries: 2,
-			Backoff:    broker.ConstantBackoff(time.Millisecond),
+			Backoff:    channels.ConstantBackoff(time.Millisecond),
 			Handler: channels.Typed(func(ctx context.Context, o Order, m *channels.Message) error {
 				attempts = append(attempts, m.Attempt)
 				if m.Attempt < 2 {

@@ -64,3 +64,37 @@ func redactAttr(a slog.Attr) slog.Attr {
 	}
 	return slog.Attr{Key: a.Key, Value: v}
 }
+
+// defaultLogger sends warnings and errors to slog.Default() (looked up at
+// each record, so a later slog.SetDefault applies), credentials hidden.
+func defaultLogger() *slog.Logger {
+	return slog.New(redactHandler{minLevel{min: slog.LevelWarn}})
+}
+
+// minLevel forwards records at or above min to h, or to slog.Default()'s
+// handler when h is nil.
+type minLevel struct {
+	min slog.Level
+	h   slog.Handler
+}
+
+func (m minLevel) handler() slog.Handler {
+	if m.h != nil {
+		return m.h
+	}
+	return slog.Default().Handler()
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.handler().Enabled(ctx, l)
+}
+
+func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.handler().Handle(ctx, r) }
+
+func (m minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{m.min, m.handler().WithAttrs(as)}
+}
+
+func (m minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{m.min, m.handler().WithGroup(name)}
+}

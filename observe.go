@@ -55,6 +55,48 @@ const (
 	ActionRelease    = broker.Release
 )
 
+// WithMeterProvider reports the plugin's metrics (the Metric* names) to mp,
+// an OpenTelemetry meter provider (no SDK is imposed: pass your own). Off by
+// default.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(o *options) error {
+		if mp == nil {
+			return invalid("meter provider is nil")
+		}
+		o.meterProvider = mp
+		return nil
+	}
+}
+
+// WithTracerProvider traces every send (a producer span) and every handler
+// run (a consumer span) with tp. The trace context travels in the message
+// headers with the W3C propagator (traceparent, tracestate), so a trace
+// crosses services, Go or Node, that keep headers; a send from a handler's
+// ctx is a child of its run. Off by default.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) error {
+		if tp == nil {
+			return invalid("tracer provider is nil")
+		}
+		o.tracerProvider = tp
+		return nil
+	}
+}
+
+// WithObserver adds an outcome hook: it sees how every delivery ended
+// (Event.Outcome.Action: ack, retry with a delay, dead-letter, drop,
+// release), after the message was settled. Hooks run in order, on the
+// handler's goroutine.
+func WithObserver(o Observer) Option {
+	return func(opts *options) error {
+		if o == nil {
+			return invalid("observer is nil")
+		}
+		opts.observers = append(opts.observers, o)
+		return nil
+	}
+}
+
 // telemetry holds the plugin's instruments; with no provider given they are
 // no-ops and tracing is off.
 type telemetry struct {

@@ -2,6 +2,8 @@ package channels
 
 import (
 	"fmt"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"go/token"
 	"log/slog"
 	"os"
@@ -50,6 +52,9 @@ type options struct {
 	connectTimeout        time.Duration
 	stopTimeout           time.Duration
 	publishTimeout        time.Duration
+	meterProvider         metric.MeterProvider
+	tracerProvider        trace.TracerProvider
+	observers             []Observer
 }
 
 func defaultOptions() options {
@@ -62,7 +67,7 @@ func defaultOptions() options {
 		sendMethodName:        DefaultSendMethodName,
 		adapterPropertyName:   DefaultAdapterPropertyName,
 		channelHandlerTrigger: DefaultChannelHandlerTrigger,
-		logger:                slog.New(slog.DiscardHandler),
+		logger:                defaultLogger(),
 		serializer:            broker.JSON{},
 		nodeID:                host + "-" + strconv.Itoa(os.Getpid()),
 		maxInFlight:           broker.DefaultMaxInFlight,
@@ -185,7 +190,8 @@ func WithInterceptors(ics ...hooks.Interceptor) Option {
 	}
 }
 
-// WithLogger sets the logger (silent by default). The plugin and its
+// WithLogger sets the logger (by default warnings and errors go to
+// slog.Default(), so a dropped message is never silent). The plugin and its
 // adapters log through it with credentials hidden: URLs with a password,
 // parseable or not, and password=/token=-style pairs are redacted in the
 // message and in every string, error and Stringer attribute.

@@ -43,6 +43,7 @@ type Plugin struct {
 
 	state atomic.Int32
 	send  atomic.Pointer[hooks.SendFunc]
+	tel   *telemetry
 
 	// installErr is a Register error found while installing on a micro.Service;
 	// it is returned by BeforeStart.
@@ -88,7 +89,12 @@ func New(opts ...Option) (*Plugin, error) {
 	case broker.Adapter:
 		p.adapter = a
 	}
-	send := hooks.ChainSend(p.send0, o.interceptors)
+	tel, err := newTelemetry(o.meterProvider, o.tracerProvider, o.observers)
+	if err != nil {
+		return nil, invalid("metrics: %v", err)
+	}
+	p.tel = tel
+	send := hooks.ChainSend(tel.send(p.adapter.Name(), p.send0), o.interceptors)
 	p.send.Store(&send)
 	return p, nil
 }
@@ -167,6 +173,7 @@ func (p *Plugin) subscribeLate(added []*schema, running bool) error {
 	}
 	p.resolved = append(p.resolved, rs...)
 	p.subs = append(p.subs, subs...)
+	p.watchLag(rs)
 	return nil
 }
 
@@ -267,8 +274,20 @@ func (p *Plugin) Connect(ctx context.Context) error {
 		subs = append(subs, sub)
 	}
 	p.resolved, p.subs = all, subs
+	p.watchLag(all)
 	p.state.Store(stateConnected)
 	return nil
+}
+
+// watchLag reports the lag gauges of rs when metrics are on.
+func (p *Plugin) watchLag(rs []*resolved) {
+	chs := make([]*broker.Channel, len(rs))
+	for i, r := range rs {
+		chs[i] = r.ch
+	}
+	if err := p.tel.watchLag(p.o.meterProvider, p.adapter, chs); err != nil {
+		p.o.logger.Warn("channels: lag gauges unavailable", "error", err)
+	}
 }
 
 // Consume starts delivering to the handlers. It cannot fail; the adapters
@@ -317,6 +336,9 @@ func (p *Plugin) Drain(ctx context.Context) error {
 	}
 	wg.Wait()
 	p.subs = nil
+	for _, r := range p.resolved {
+		p.tel.forget([]*broker.Channel{r.ch})
+	}
 	return errors.Join(errs...)
 }
 

@@ -134,14 +134,24 @@ type RemoteError struct {
 	Code      string
 	Type      string
 	Stack     string
-	Data      json.RawMessage
+	Data      json.RawMessage // valid JSON, or nil
 	Retryable *bool
 	Timestamp time.Time
 }
 
 func (e *RemoteError) Error() string { return e.Message }
 
-// ErrorFromHeaders decodes x-error-* headers; it returns nil when there are none.
+// Timestamps ErrorFromHeaders keeps: years 1 to 9999 with a day to spare
+// in any time zone, the range time.Time can marshal as JSON.
+const (
+	minErrorMillis = -62135596800000 + 86400000 // 0001-01-02T00:00:00Z
+	maxErrorMillis = 253402214400000            // 9999-12-31T00:00:00Z
+)
+
+// ErrorFromHeaders decodes x-error-* headers; it returns nil when there are
+// none. A stack or data that is not valid base64, data that is not valid
+// JSON once decoded, and a timestamp outside years 1-9999 are left out.
+// Everything it returns is at most as large as the headers.
 func ErrorFromHeaders(h map[string]string) *RemoteError {
 	msg, ok := h[HeaderErrorMessage]
 	name := h[HeaderErrorName]
@@ -152,13 +162,13 @@ func ErrorFromHeaders(h map[string]string) *RemoteError {
 	if s, err := base64.StdEncoding.DecodeString(h[HeaderErrorStack]); err == nil {
 		e.Stack = string(s)
 	}
-	if d, err := base64.StdEncoding.DecodeString(h[HeaderErrorData]); err == nil && len(d) > 0 {
+	if d, err := base64.StdEncoding.DecodeString(h[HeaderErrorData]); err == nil && len(d) > 0 && json.Valid(d) {
 		e.Data = d
 	}
 	if r, err := strconv.ParseBool(h[HeaderErrorRetryable]); err == nil {
 		e.Retryable = &r
 	}
-	if ms, err := strconv.ParseInt(h[HeaderErrorTimestamp], 10, 64); err == nil {
+	if ms, err := strconv.ParseInt(h[HeaderErrorTimestamp], 10, 64); err == nil && ms >= minErrorMillis && ms <= maxErrorMillis {
 		e.Timestamp = time.UnixMilli(ms)
 	}
 	return e

@@ -4,13 +4,19 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Serializer turns payloads into bytes and back. Moleculer services must use
 // the same serializer on the same channel.
+//
+// Unmarshal receives untrusted bytes from the broker: the serializers of this
+// package bound what they decode (see MaxDepth), and a custom Serializer
+// should do the same.
 type Serializer interface {
 	Name() string
 	Marshal(v any) ([]byte, error)
@@ -27,8 +33,14 @@ func (JSON) Name() string { return "JSON" }
 // Marshal encodes v as JSON.
 func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
-// Unmarshal decodes JSON into v.
-func (JSON) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+// Unmarshal decodes JSON into v with encoding/json, after checking that the
+// nesting is at most MaxDepth (a *MalformedError otherwise).
+func (JSON) Unmarshal(data []byte, v any) error {
+	if err := scanJSONDepth(data); err != nil {
+		return err
+	}
+	return json.Unmarshal(data, v)
+}
 
 // MsgPack encodes with MessagePack (moleculer's "MsgPack" serializer).
 type MsgPack struct{}
@@ -48,12 +60,80 @@ func (MsgPack) Marshal(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Unmarshal decodes MessagePack into v.
-func (MsgPack) Unmarshal(data []byte, v any) error {
-	dec := msgpack.NewDecoder(bytes.NewReader(data))
+// Unmarshal decodes MessagePack into v, using json struct tags as field
+// names. The input is checked before it is decoded, without allocating: it
+// must be exactly one value, every declared length must fit in the bytes
+// that follow it, and nesting is at most MaxDepth; a rejected input is a
+// *MalformedError (errors.Is ErrMalformed). Extension data is never decoded
+// as MessagePack (the library would, where a map is expected). Maps decoded
+// into an interface are map[any]any, with binary keys turned into strings; a
+// panic of the library is returned as an error.
+func (MsgPack) Unmarshal(data []byte, v any) (err error) {
+	traps, err := scanMsgPack(data)
+	if err != nil {
+		return err
+	}
+	st := msgpackPool.Get().(*msgpackState)
+	var r io.Reader
+	if traps == nil {
+		st.rd.Reset(data)
+		r = &st.rd
+	} else {
+		r = &trapReader{b: data, traps: traps}
+	}
+	dec := st.dec
+	dec.Reset(r)
 	dec.SetCustomStructTag("json")
-	dec.SetMapDecoder(func(d *msgpack.Decoder) (any, error) { return d.DecodeUntypedMap() })
+	dec.SetMapDecoder(decodeUntypedMap)
+	defer func() {
+		if p := recover(); p != nil {
+			// The decoder may be in any state: leave it to the GC.
+			err = fmt.Errorf("msgpack: decoder panic: %v", p)
+			return
+		}
+		dec.Reset(nil)
+		st.rd.Reset(nil)
+		msgpackPool.Put(st)
+	}()
 	return dec.Decode(v)
+}
+
+// msgpackState is a pooled decoder with its reader.
+type msgpackState struct {
+	dec *msgpack.Decoder
+	rd  bytes.Reader
+}
+
+var msgpackPool = sync.Pool{New: func() any { return &msgpackState{dec: msgpack.NewDecoder(nil)} }}
+
+// decodeUntypedMap decodes a map met while decoding into an interface, as
+// the library's DecodeUntypedMap does, except that binary keys become
+// strings and keys that cannot be map keys (arrays, maps) are an error
+// instead of a panic. The scan bounded the declared length.
+func decodeUntypedMap(d *msgpack.Decoder) (any, error) {
+	n, err := d.DecodeMapLen()
+	if err != nil || n == -1 {
+		return nil, err
+	}
+	m := make(map[any]any, n)
+	for i := 0; i < n; i++ {
+		k, err := d.DecodeInterface()
+		if err != nil {
+			return nil, err
+		}
+		switch x := k.(type) {
+		case []byte:
+			k = string(x)
+		case []any, map[any]any:
+			return nil, fmt.Errorf("msgpack: a map key cannot be a %T", k)
+		}
+		v, err := d.DecodeInterface()
+		if err != nil {
+			return nil, err
+		}
+		m[k] = v
+	}
+	return m, nil
 }
 
 // Raw passes bytes through: Marshal takes []byte or string, Unmarshal fills

@@ -769,6 +769,8 @@ func conformance(tg Target) {
 		Eventually(func() []int { return []int{r1.count(), r2.count()} }).Should(Equal([]int{1, 1}))
 		Consistently(func() []int { return []int{r1.count(), r2.count()} }).Should(Equal([]int{1, 1}))
 	})
+
+	observability(func() *harness { return h })
 }
 
 func idsOf(r *recorder) []int {

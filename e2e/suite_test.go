@@ -29,6 +29,50 @@ type Target struct {
 	ChannelOptions []any
 	// Timeout bounds each Eventually (default 10s).
 	Timeout time.Duration
+
+	// The fields below are the hooks of the fault suite (fault_test.go). A
+	// scenario whose hook is missing is skipped on the target, with a Skip
+	// message saying which hook; a new adapter fills what its broker allows
+	// and gets every scenario that applies.
+
+	// Processes tells that the broker can be shared by consumers in other
+	// OS processes (false for the in-process memory bus). The crash and
+	// hostile-input scenarios run their consumers in child processes.
+	Processes bool
+	// ClaimTime is how long a message held by a member that went silent
+	// waits before another member of its group gets it, with the target's
+	// ChannelOptions (redis: MinIdleTime, 1s in redisTestTimings). 0: the
+	// target has no such timer (memory), so the slow-handler scenario does
+	// not apply. The crash scenario also waits a few ClaimTimes for late
+	// redeliveries before it counts.
+	ClaimTime time.Duration
+	// Restart stops and starts the broker again, keeping its data, and
+	// returns once it answers (redis: `scripts/services.sh restart redis`).
+	// It must fail when the broker was not actually restarted. It disturbs
+	// the shared broker: specs using it run only in the serial phase.
+	Restart func(ctx context.Context) error
+	// BrokerDown stops the broker and returns once it no longer answers;
+	// BrokerUp starts it again and returns once it answers (redis:
+	// `scripts/services.sh down|up redis`). Serial phase only, like Restart.
+	BrokerDown, BrokerUp func(ctx context.Context) error
+	// Hostile writes one entry with the broker's plain driver, bypassing the
+	// library's encoding, to channel (the broker-side name), and returns the
+	// id the adapter will report as Message.ID and x-original-id. It returns
+	// an error wrapping errors.ErrUnsupported for an entry the broker cannot
+	// express (that case is then skipped). Redis: XADD of raw fields.
+	Hostile func(ctx context.Context, channel string, e RawEntry) (string, error)
+}
+
+// RawEntry is a message as a third-party producer may write it.
+type RawEntry struct {
+	// Payload is the body, as is (not serialized by the library).
+	Payload []byte
+	// NoPayload writes an entry without a payload at all (Redis: no
+	// "payload" field); Payload is ignored.
+	NoPayload bool
+	// Headers is the headers blob as the adapter stores it (Redis: the
+	// "headers" field, normally the serialized map); nil writes none.
+	Headers []byte
 }
 
 var (

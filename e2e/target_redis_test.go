@@ -14,12 +14,26 @@ import (
 var redisTestTimings = redis.ChannelOptions{MinIdleTime: time.Second, ClaimInterval: 50 * time.Millisecond, ReadTimeout: 500 * time.Millisecond}
 
 func init() {
+	restart, down, up := redisServiceHooks("redis", func() []string { return redisURLAddr(brokerenv.RedisURL()) })
 	RegisterTarget(Target{
 		Name:           "redis",
 		NewAdapter:     func() (broker.Adapter, error) { return redis.New(brokerenv.RedisURL()) },
 		ChannelOptions: []any{redisTestTimings},
 		Probe:          func() error { return brokerenv.Probe("redis", brokerenv.PingRedis) },
+		Processes:      true,
+		ClaimTime:      redisTestTimings.MinIdleTime,
+		Restart:        restart,
+		BrokerDown:     down,
+		BrokerUp:       up,
+		Hostile: redisHostile(func() goredis.UniversalClient {
+			o, err := goredis.ParseURL(brokerenv.RedisURL())
+			if err != nil {
+				o = &goredis.Options{Addr: "127.0.0.1:6379"}
+			}
+			return goredis.NewClient(o)
+		}),
 	})
+	crestart, cdown, cup := redisServiceHooks("redis-cluster", brokerenv.RedisClusterAddrs)
 	RegisterTarget(Target{
 		Name: "redis-cluster",
 		NewAdapter: func() (broker.Adapter, error) {
@@ -27,5 +41,13 @@ func init() {
 		},
 		ChannelOptions: []any{redisTestTimings},
 		Probe:          func() error { return brokerenv.Probe("redis-cluster", brokerenv.PingRedisCluster) },
+		Processes:      true,
+		ClaimTime:      redisTestTimings.MinIdleTime,
+		Restart:        crestart,
+		BrokerDown:     cdown,
+		BrokerUp:       cup,
+		Hostile: redisHostile(func() goredis.UniversalClient {
+			return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: brokerenv.RedisClusterAddrs()})
+		}),
 	})
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/redis"
@@ -116,6 +118,9 @@ func testRedeliveryAfterKill(t *testing.T, opts ...channels.Option) {
 	_ = child.Wait()
 
 	// A second member of the group gets the unacked message after MinIdleTime, as attempt 1.
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 	var mu sync.Mutex
 	var got []*channels.Message
 	startPlugin(t, crashTimings, &service{Name: "crash", Channels: channels.Channels{ch: {Group: group,
@@ -124,7 +129,7 @@ func testRedeliveryAfterKill(t *testing.T, opts ...channels.Option) {
 			got = append(got, m)
 			mu.Unlock()
 			return nil
-		}}}}, append(opts, channels.WithNodeID("crash-survivor"))...)
+		}}}}, append(opts, channels.WithNodeID("crash-survivor"), channels.WithMeterProvider(mp))...)
 	eventually(t, 15*time.Second, "redelivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
 	consistently(t, 1500*time.Millisecond, "exactly one redelivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
 	mu.Lock()
@@ -132,6 +137,29 @@ func testRedeliveryAfterKill(t *testing.T, opts ...channels.Option) {
 	if got[0].ID != id || got[0].Attempt != 1 {
 		t.Fatalf("redelivered id %s attempt %d, want id %s attempt 1", got[0].ID, got[0].Attempt, id)
 	}
+	eventually(t, 5*time.Second, "crash redelivery counted", func() bool {
+		return counter(t, reader, channels.MetricRedelivered) == 1 && counter(t, reader, channels.MetricReceived) == 1
+	})
+}
+
+// counter sums a counter of the plugin's metrics.
+func counter(t *testing.T, r *sdkmetric.ManualReader, name string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if s, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == name {
+				for _, p := range s.DataPoints {
+					n += p.Value
+				}
+			}
+		}
+	}
+	return n
 }
 
 // TestPoisonPillIsBoundedByMaxDeliveries: a message whose runs never end

@@ -27,7 +27,6 @@ import (
 	"go-micro.dev/v4/server"
 
 	"github.com/microchannels/channels"
-	cb "github.com/microchannels/channels/broker"
 	_ "github.com/microchannels/channels/memory" // memory:// URLs
 	_ "github.com/microchannels/channels/redis"  // redis:// and rediss:// URLs
 )
@@ -82,7 +81,7 @@ func run(adapter string, n int) error {
 		channels.WithAdapter(adapter),
 		channels.WithNamespace(ns),
 		channels.WithMaxRetries(3),
-		channels.WithBackoff(cb.ExponentialBackoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}),
+		channels.WithBackoff(channels.ExponentialBackoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}),
 		channels.WithDeadLettering(channels.DeadLettering{Enabled: true}),
 	}
 

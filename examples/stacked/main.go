@@ -24,8 +24,6 @@ import (
 	"go-micro.dev/v4/server"
 
 	"github.com/microchannels/channels"
-	"github.com/microchannels/channels/broker"
-	"github.com/microchannels/channels/hooks"
 	_ "github.com/microchannels/channels/memory"
 )
 
@@ -40,11 +38,11 @@ type Inventory struct {
 }
 
 // timing is a custom interceptor: it measures every handler.
-func timing(out *sync.Map) hooks.Interceptor {
-	return hooks.Interceptor{
+func timing(out *sync.Map) channels.Interceptor {
+	return channels.Interceptor{
 		Name: "timing",
-		LocalChannel: func(next broker.Handler, info hooks.Info) broker.Handler {
-			return func(ctx context.Context, m *broker.Message) error {
+		LocalChannel: func(next channels.Handler, info channels.Info) channels.Handler {
+			return func(ctx context.Context, m *channels.Message) error {
 				start := time.Now()
 				err := next(ctx, m)
 				out.Store(info.Channel, time.Since(start))
@@ -55,11 +53,11 @@ func timing(out *sync.Map) hooks.Interceptor {
 }
 
 // stamp adds a header to every message sent.
-var stamp = hooks.Interceptor{
+var stamp = channels.Interceptor{
 	Name: "stamp",
-	SendToChannel: func(next hooks.SendFunc) hooks.SendFunc {
-		return func(ctx context.Context, ch string, p any, opts ...broker.PublishOption) error {
-			return next(ctx, ch, p, append(opts, broker.WithHeader("sent-by", "inventory"))...)
+	SendToChannel: func(next channels.SendFunc) channels.SendFunc {
+		return func(ctx context.Context, ch string, p any, opts ...channels.SendOption) error {
+			return next(ctx, ch, p, append(opts, channels.WithHeader("sent-by", "inventory"))...)
 		}
 	},
 }
@@ -77,7 +75,7 @@ func run(eventsURL, auditURL string) error {
 	logger.DefaultLogger = logger.NewLogger(logger.WithLevel(logger.WarnLevel))
 	slogger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var timings sync.Map
-	ics := channels.WithInterceptors(hooks.Recover(), hooks.Logging(slogger), hooks.Timeout(5*time.Second), timing(&timings), stamp)
+	ics := channels.WithInterceptors(channels.Recover(), channels.Logging(slogger), channels.Timeout(5*time.Second), timing(&timings), stamp)
 
 	eventsPlugin, err := channels.New(channels.WithAdapter(eventsURL), ics)
 	if err != nil {

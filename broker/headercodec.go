@@ -1,0 +1,106 @@
+package broker
+
+import "fmt"
+
+// Limits of a message's headers, checked by EncodeHeaders (so a sender
+// learns at once) and DecodeHeaders (so a hostile producer cannot make a
+// consumer allocate without bound).
+const (
+	// MaxHeaders is the largest number of headers of one message.
+	MaxHeaders = 1024
+	// MaxHeadersSize is the largest encoded headers field, in bytes. It
+	// leaves room for the context headers ($meta is base64 of the serialized
+	// meta) and dead-letter headers (x-error-stack is base64 of the stack).
+	MaxHeadersSize = 1 << 20
+)
+
+// HeadersSerializer returns the serializer that encodes the headers of
+// messages sent with ser: ser itself when it is JSON or MsgPack (as
+// @moleculer/channels serializes the headers object with the broker's
+// serializer), JSON for any other serializer. Raw cannot encode a map, and
+// a custom serializer is not trusted to decode untrusted headers within
+// bounds, so both get JSON, on which every Go and Node member agrees.
+func HeadersSerializer(ser Serializer) Serializer {
+	switch ser.(type) {
+	case MsgPack, *MsgPack:
+		return MsgPack{}
+	}
+	return JSON{}
+}
+
+// EncodeHeaders encodes h for an adapter whose wire has a headers field
+// (Redis), with HeadersSerializer(ser). Callers may leave the field out when
+// h is empty. More than MaxHeaders headers, or an encoding over
+// MaxHeadersSize bytes, is an error: the consumers would refuse it.
+func EncodeHeaders(ser Serializer, h map[string]string) ([]byte, error) {
+	if len(h) > MaxHeaders {
+		return nil, fmt.Errorf("%d headers, more than MaxHeaders (%d)", len(h), MaxHeaders)
+	}
+	if h == nil {
+		h = map[string]string{}
+	}
+	b, err := HeadersSerializer(ser).Marshal(h)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxHeadersSize {
+		return nil, fmt.Errorf("encoded headers are %d bytes, more than MaxHeadersSize (%d)", len(b), MaxHeadersSize)
+	}
+	return b, nil
+}
+
+// DecodeHeaders decodes a headers field written by EncodeHeaders or by
+// @moleculer/channels, with HeadersSerializer(ser). The input is bounded:
+// at most MaxHeadersSize bytes and MaxHeaders entries, and the bounds of the
+// serializers (MaxDepth and declared lengths). The top level must be a map
+// (or null/nil: no headers) with string keys. Values: strings are kept, nil
+// values skipped, binary values taken as strings, numbers, booleans and
+// timestamps formatted with fmt (JSON numbers are float64: 3 gives "3",
+// 1e21 "1e+21"), and nested arrays and maps rendered with fmt too (their
+// nesting is bounded by MaxDepth). Errors from the bounds are
+// *MalformedError.
+func DecodeHeaders(ser Serializer, b []byte) (map[string]string, error) {
+	if len(b) == 0 {
+		return nil, &MalformedError{Format: "headers", Offset: -1, Reason: "empty headers field"}
+	}
+	if len(b) > MaxHeadersSize {
+		return nil, malformed("headers", -1, "%d bytes, more than MaxHeadersSize (%d)", len(b), MaxHeadersSize)
+	}
+	var m map[string]any
+	if err := HeadersSerializer(ser).Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, nil
+	}
+	if len(m) > MaxHeaders {
+		return nil, tooManyHeaders(len(m))
+	}
+	h := make(map[string]string, len(m))
+	for k, x := range m {
+		if s, ok := headerValue(x); ok {
+			h[k] = s
+		}
+	}
+	return h, nil
+}
+
+func tooManyHeaders(n int) error {
+	return malformed("headers", -1, "%d headers, more than MaxHeaders (%d)", n, MaxHeaders)
+}
+
+// headerValue renders one decoded header value; ok is false for nil.
+func headerValue(v any) (s string, ok bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case nil:
+		return "", false
+	case []byte:
+		return string(x), true
+	default:
+		// Numbers, booleans, timestamps, and arrays and maps no deeper
+		// than MaxDepth.
+		return fmt.Sprint(x), true
+	}
+}

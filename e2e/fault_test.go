@@ -1,0 +1,772 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/broker"
+)
+
+// The fault suite: crashes, broker restarts, stops under load, slow
+// handlers, hostile input and a broker that is down at start, written once
+// and run on every registered target whose hooks (see Target) allow the
+// scenario. Each scenario prints one line
+//
+//	fault <scenario> <target>: sent=N processed=N duplicates=N dead-lettered=N lost=N [details]
+//
+// (see report) and fails when lost > 0. Specs labelled "serial" restart or
+// stop the shared broker: they run only with CHANNELS_E2E_SERIAL=1, in the
+// second phase of `make test`, when no other test package runs.
+
+// serialPhase reports whether the specs that disturb the shared broker may run.
+func serialPhase() bool { return os.Getenv("CHANNELS_E2E_SERIAL") == "1" }
+
+const serialSkip = "serial spec: it restarts or stops the shared broker, so it runs only in the serial phase of `make test` " +
+	"(CHANNELS_E2E_SERIAL=1 go test -race -count=1 ./e2e -run TestConformance -args -ginkgo.label-filter=serial)"
+
+var _ = Describe("fault", Label("fault"), func() {
+	targetsMu.Lock()
+	ts := append([]Target(nil), targets...)
+	targetsMu.Unlock()
+	for _, tg := range ts {
+		Describe(tg.Name, Label(tg.Name), func() {
+			faults(tg)
+		})
+	}
+})
+
+// tally is the outcome of a scenario, by message.
+type tally struct {
+	sent, processed, duplicates, deadLettered, lost int
+}
+
+// count compares the sequence numbers sent with the processing runs and the
+// dead-lettered sequence numbers. processed counts distinct messages;
+// duplicates counts runs beyond the first of a message; lost counts
+// messages sent but never processed (dead-lettered ones included: the
+// scenarios' handlers never fail on valid messages).
+func count(sent []int, runs []processed, dead []int) tally {
+	t := tally{sent: len(sent)}
+	want := make(map[int]bool, len(sent))
+	for _, s := range sent {
+		want[s] = true
+	}
+	seen := map[int]int{}
+	for _, r := range runs {
+		if want[r.seq] {
+			seen[r.seq]++
+		}
+	}
+	for _, n := range seen {
+		t.processed++
+		t.duplicates += n - 1
+	}
+	deadSeen := map[int]bool{}
+	for _, s := range dead {
+		if want[s] {
+			deadSeen[s] = true
+		}
+	}
+	t.deadLettered = len(deadSeen)
+	t.lost = t.sent - t.processed
+	return t
+}
+
+func (t tally) print(scenario, target, details string) {
+	line := fmt.Sprintf("fault %s %s: sent=%d processed=%d duplicates=%d dead-lettered=%d lost=%d",
+		scenario, target, t.sent, t.processed, t.duplicates, t.deadLettered, t.lost)
+	if details != "" {
+		line += " " + details
+	}
+	report("%s", line)
+}
+
+// distinctSeqs counts the distinct sequence numbers of runs.
+func distinctSeqs(runs []processed) int {
+	m := map[int]bool{}
+	for _, r := range runs {
+		m[r.seq] = true
+	}
+	return len(m)
+}
+
+// settle polls until done, or until progress has not moved for quiet (what
+// is missing is not coming), or until limit; it never fails by itself, so
+// the scenario can print its line before asserting.
+func settle(done func() bool, progress func() int, quiet, limit time.Duration) {
+	GinkgoHelper()
+	start, last, since := time.Now(), -1, time.Now()
+	Eventually(func() bool {
+		if n := progress(); n != last {
+			last, since = n, time.Now()
+		}
+		return done() || time.Since(since) > quiet || time.Since(start) > limit
+	}).WithTimeout(limit + 10*time.Second).WithPolling(20 * time.Millisecond).Should(BeTrue())
+}
+
+// quietFor waits until progress has not moved for quiet (late
+// redeliveries, duplicates), at most limit.
+func quietFor(progress func() int, quiet, limit time.Duration) {
+	GinkgoHelper()
+	settle(func() bool { return false }, progress, quiet, limit)
+}
+
+// seqRecorder is an in-process handler that records faultPayload runs.
+type seqRecorder struct {
+	work      time.Duration
+	honourCtx bool // end the work early when the handler's context ends (and record nothing)
+	atStart   bool // record when the handler starts (to catch a second concurrent run)
+
+	running atomic.Int32
+	mu      sync.Mutex
+	runs    []processed
+}
+
+func (r *seqRecorder) handler(by string) broker.Handler {
+	return func(ctx context.Context, m *broker.Message) error {
+		var p faultPayload
+		if err := m.Decode(&p); err != nil {
+			return err
+		}
+		r.running.Add(1)
+		defer r.running.Add(-1)
+		rec := func() {
+			r.mu.Lock()
+			r.runs = append(r.runs, processed{seq: p.Seq, id: m.ID, attempt: m.Attempt, by: by})
+			r.mu.Unlock()
+		}
+		if r.atStart {
+			rec()
+		}
+		if r.honourCtx {
+			select {
+			case <-time.After(r.work):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		} else {
+			simulateWork(r.work)
+		}
+		if !r.atStart {
+			rec()
+		}
+		return nil
+	}
+}
+
+func (r *seqRecorder) all() []processed {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]processed(nil), r.runs...)
+}
+
+func (r *seqRecorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.runs)
+}
+
+// deadRecorder consumes a dead-letter queue without decoding payloads.
+type deadRecorder struct {
+	mu   sync.Mutex
+	msgs []*broker.Message
+}
+
+func (d *deadRecorder) handle(_ context.Context, m *broker.Message) error {
+	cp := *m
+	d.mu.Lock()
+	d.msgs = append(d.msgs, &cp)
+	d.mu.Unlock()
+	return nil
+}
+
+func (d *deadRecorder) all() []*broker.Message {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]*broker.Message(nil), d.msgs...)
+}
+
+func (d *deadRecorder) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.msgs)
+}
+
+// seqs are the sequence numbers of the dead letters that carry one.
+func (d *deadRecorder) seqs() []int {
+	var out []int
+	for _, m := range d.all() {
+		var p faultPayload
+		if m.Decode(&p) == nil {
+			out = append(out, p.Seq)
+		}
+	}
+	return out
+}
+
+// hostileCase is one entry a third-party producer may write.
+type hostileCase struct {
+	name  string
+	entry RawEntry
+	// mayProcess: the entry carries a valid payload and headers that decode
+	// leniently, so running the handler is a correct outcome too.
+	mayProcess bool
+	// leadingMsgPackValue: the first byte is a complete MsgPack value (a
+	// positive fixint) and the MsgPack decoder ignores trailing bytes, so
+	// under MsgPack the handler may run (reported as such).
+	leadingMsgPackValue bool
+}
+
+// hostileCases are the hostile entries, bombs last: consumed with
+// MaxInFlight 1 (FIFO), the first entry left unaccounted when the consumer
+// dies is the one that killed it.
+func hostileCases(ser broker.Serializer) []hostileCase {
+	must := func(b []byte, err error) []byte {
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}
+	valid := must(ser.Marshal(faultPayload{Seq: -1}))
+	return []hostileCase{
+		{name: "payload-not-json", leadingMsgPackValue: true, entry: RawEntry{Payload: []byte(`{"seq": 1,`)}},
+		{name: "payload-msgpack-garbage", entry: RawEntry{Payload: []byte{0xc1, 0xc1, 0xc1, 0xc1}}},
+		{name: "payload-binary-junk", leadingMsgPackValue: true, entry: RawEntry{Payload: []byte("\x00\xff\xfe\x80\x81junk\x00\x01\x02")}},
+		{name: "payload-empty", entry: RawEntry{Payload: []byte{}}},
+		{name: "no-payload-field", entry: RawEntry{NoPayload: true}},
+		{name: "headers-not-a-map", entry: RawEntry{Payload: valid, Headers: must(ser.Marshal([]int{1, 2, 3}))}},
+		{name: "headers-non-string-values", mayProcess: true, entry: RawEntry{Payload: valid, Headers: must(ser.Marshal(
+			map[string]any{"n": 1, "list": []int{1, 2}, "obj": map[string]any{"a": "b"}, "nil": nil, "ok": "v"}))}},
+		{name: "headers-invalid-bytes", entry: RawEntry{Payload: valid, Headers: []byte("\xff\x00{not headers")}},
+		{name: "headers-empty", entry: RawEntry{Payload: valid, Headers: []byte{}}},
+		{name: "headers-bad-context-header", entry: RawEntry{Payload: valid, Headers: must(ser.Marshal(map[string]string{"$meta": "%%% not base64"}))}},
+		{name: "payload-deep-nesting", leadingMsgPackValue: true, entry: RawEntry{Payload: append(bytes.Repeat([]byte("["), 100000), bytes.Repeat([]byte{0x91}, 100000)...)}},
+		{name: "payload-bin32-huge-length", entry: RawEntry{Payload: []byte{0xc6, 0xff, 0xff, 0xff, 0xff}}},
+		{name: "payload-str32-huge-length", entry: RawEntry{Payload: []byte{0xdb, 0xff, 0xff, 0xff, 0xff}}},
+		{name: "payload-array32-huge-length", entry: RawEntry{Payload: []byte{0xdd, 0xff, 0xff, 0xff, 0xff}}},
+		{name: "payload-map32-huge-length", entry: RawEntry{Payload: []byte{0xdf, 0xff, 0xff, 0xff, 0xff}}},
+		{name: "headers-map32-huge-length", entry: RawEntry{Payload: valid, Headers: []byte{0xdf, 0xff, 0xff, 0xff, 0xff}}},
+		{name: "headers-nested-map32-huge-length", entry: RawEntry{Payload: valid, Headers: []byte{0x81, 0xa1, 'k', 0xdf, 0xff, 0xff, 0xff, 0xff}}},
+		{name: "headers-nested-array32-huge-length", entry: RawEntry{Payload: valid, Headers: []byte{0x81, 0xa1, 'k', 0xdd, 0xff, 0xff, 0xff, 0xff}}},
+	}
+}
+
+func faults(tg Target) {
+	var h *harness
+	ctx := context.Background()
+	// claimWait covers a redelivery after a silent member: a few claim times.
+	claimWait := 3*tg.ClaimTime + time.Second
+
+	BeforeEach(func() {
+		if tg.Probe != nil {
+			if err := tg.Probe(); err != nil {
+				if required() {
+					Fail(fmt.Sprintf("%s broker unreachable with CHANNELS_E2E_REQUIRE=1: %v", tg.Name, err))
+				}
+				Skip(fmt.Sprintf("%s broker unreachable: %v", tg.Name, err))
+			}
+		}
+		h = newHarness(tg)
+		SetDefaultEventuallyTimeout(h.timeout)
+		SetDefaultEventuallyPollingInterval(10 * time.Millisecond)
+	})
+
+	// 1. Two consumer processes of one group; one is SIGKILLed mid-stream.
+	crash := func(scenario string, maxRetries int) {
+		It(fmt.Sprintf("%s: a consumer process killed mid-stream loses no message", scenario), func() {
+			if !tg.Processes {
+				Skip(tg.Name + ": consumers cannot run in other processes (Target.Processes is false)")
+			}
+			const total = 2000
+			ch, group, dlq := uniq("fault.crash"), uniq("fault-crash"), uniq("fault.crash.DLQ")
+			dead := &deadRecorder{}
+			h.node([]any{&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}}})
+			cfg := childConfig{Channel: ch, Group: group, MaxRetries: maxRetries, MaxInFlight: 10, Work: 15 * time.Millisecond, DeadLetter: dlq}
+			a, b := startFaultChild(tg, "a", cfg), startFaultChild(tg, "b", cfg)
+			a.waitReady()
+			b.waitReady()
+
+			snd := h.sender()
+			var mu sync.Mutex
+			var sent []int
+			var sendErrs atomic.Int32
+			sending := make(chan struct{})
+			go func() {
+				defer GinkgoRecover()
+				defer close(sending)
+				tick := time.NewTicker(time.Millisecond) // paced: the kill lands mid-stream
+				defer tick.Stop()
+				for i := range total {
+					<-tick.C
+					if err := snd.SendToChannel(ctx, ch, faultPayload{Seq: i}); err != nil {
+						sendErrs.Add(1)
+						continue
+					}
+					mu.Lock()
+					sent = append(sent, i)
+					mu.Unlock()
+				}
+			}()
+			Eventually(a.count, 30*time.Second).Should(BeNumerically(">=", 200), "member a processes some first")
+			mu.Lock()
+			sentAtKill := len(sent)
+			mu.Unlock()
+			byAAtKill := a.count()
+			a.killNow()
+			Eventually(sending, 60*time.Second).Should(BeClosed())
+
+			runs := func() []processed { return append(a.all(), b.all()...) }
+			progress := func() int { return len(runs()) + dead.count() }
+			settle(func() bool { return distinctSeqs(runs()) >= total || b.dead() }, progress, claimWait, 60*time.Second)
+			quietFor(progress, 2*tg.ClaimTime+500*time.Millisecond, 20*time.Second) // late redeliveries show as duplicates
+			t := count(sent, runs(), dead.seqs())
+			redelivered := 0
+			for _, r := range b.all() {
+				if r.attempt > 1 {
+					redelivered++
+				}
+			}
+			t.print(scenario, tg.Name, fmt.Sprintf("killed-at: sent=%d processed-by-killed=%d; survivor runs of redelivered messages=%d",
+				sentAtKill, byAAtKill, redelivered))
+			Expect(sendErrs.Load()).To(BeZero(), "sends failed with the broker up")
+			Expect(b.dead()).To(BeFalse(), "the surviving consumer died: %s", b.death())
+			Expect(t.lost).To(BeZero(), "%d of %d messages were never processed (%d messages were dead-lettered although the handler never fails)",
+				t.lost, t.sent, t.deadLettered)
+		})
+	}
+	crash("crash-noretries", channels.NoRetries)
+	crash("crash-retries", 0)
+
+	// 2. The broker restarts under a paced producer and a running consumer.
+	It("broker-restart: every accepted send is processed, consuming resumes by itself", Label("serial"), func() {
+		if tg.Restart == nil {
+			Skip(tg.Name + ": no Restart hook")
+		}
+		if !serialPhase() {
+			Skip(serialSkip)
+		}
+		ch := uniq("fault.restart")
+		r := &seqRecorder{}
+		h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {MaxInFlight: 10, Handler: r.handler("consumer")}}}})
+		snd := h.sender()
+		var mu sync.Mutex
+		var sent []int
+		var sendErrs atomic.Int32
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer GinkgoRecover()
+			defer close(stopped)
+			tick := time.NewTicker(5 * time.Millisecond)
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+				err := snd.SendToChannel(sctx, ch, faultPayload{Seq: i})
+				cancel()
+				if err != nil {
+					sendErrs.Add(1)
+					continue
+				}
+				mu.Lock()
+				sent = append(sent, i)
+				mu.Unlock()
+			}
+		}()
+		nSent := func() int { mu.Lock(); defer mu.Unlock(); return len(sent) }
+		Eventually(r.count, 20*time.Second).Should(BeNumerically(">=", 100))
+		start := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		restartErr := tg.Restart(rctx)
+		cancel()
+		took := time.Since(start)
+		Expect(restartErr).NotTo(HaveOccurred())
+		atUp := nSent()
+		Eventually(nSent, 60*time.Second).Should(BeNumerically(">=", atUp+200), "sends work again after the restart")
+		close(stop)
+		<-stopped
+		mu.Lock()
+		all := append([]int(nil), sent...)
+		mu.Unlock()
+		settle(func() bool { return count(all, r.all(), nil).lost == 0 }, r.count, claimWait+5*time.Second, 60*time.Second)
+		quietFor(r.count, claimWait, 20*time.Second)
+		t := count(all, r.all(), nil)
+		t.print("broker-restart", tg.Name, fmt.Sprintf("send-errors=%d restart=%s", sendErrs.Load(), took.Round(100*time.Millisecond)))
+		Expect(t.lost).To(BeZero(), "accepted sends never processed")
+	})
+
+	// 3a. Stop with a generous deadline while 50 handlers run.
+	It("stop-drain: Stop under load drains in time, a new member gets the rest, nothing lost or run twice", func() {
+		const total, senders = 3000, 8
+		ch, group := uniq("fault.stop"), uniq("fault-stop")
+		first, second := &seqRecorder{work: 20 * time.Millisecond}, &seqRecorder{work: time.Millisecond}
+		p1 := h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: first.handler("first")}}}})
+		snd := h.sender()
+		var wg sync.WaitGroup
+		for s := range senders {
+			wg.Add(1)
+			go func() {
+				defer GinkgoRecover()
+				defer wg.Done()
+				for i := s; i < total; i += senders {
+					Expect(snd.SendToChannel(ctx, ch, faultPayload{Seq: i})).To(Succeed())
+				}
+			}()
+		}
+		Eventually(func() bool { return first.count() >= total/5 && first.running.Load() >= 10 }, 30*time.Second).Should(BeTrue(),
+			"handlers running under load")
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		start := time.Now()
+		stopErr := p1.Stop(sctx)
+		took := time.Since(start)
+		cancel()
+		runningAfter := first.running.Load()
+		byFirst := first.count()
+		wg.Wait()
+		h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: second.handler("second")}}}})
+		runs := func() []processed { return append(first.all(), second.all()...) }
+		progress := func() int { return len(runs()) }
+		settle(func() bool { return distinctSeqs(runs()) >= total }, progress, claimWait+2*time.Second, 40*time.Second)
+		quietFor(progress, claimWait, 20*time.Second)
+		all := make([]int, total)
+		for i := range all {
+			all[i] = i
+		}
+		t := count(all, runs(), nil)
+		t.print("stop-drain", tg.Name, fmt.Sprintf("stop=%s processed-before-stop=%d", took.Round(time.Millisecond), byFirst))
+		Expect(stopErr).NotTo(HaveOccurred())
+		Expect(runningAfter).To(BeZero(), "handlers still running after Stop returned")
+		Expect(t.lost).To(BeZero())
+		Expect(t.duplicates).To(BeZero(), "a drained stop settles every message it started")
+	})
+
+	// 3b. Stop with a deadline shorter than the handlers.
+	It("stop-timeout: Stop with a too-short deadline returns ErrDrainTimeout, and every message is still processed", func() {
+		const total, senders = 500, 8
+		ch, group := uniq("fault.stopto"), uniq("fault-stopto")
+		// The first member's handlers ignore cancellation (the worst case): they
+		// finish after Stop returned, unacknowledged, so their messages come again.
+		first, second := &seqRecorder{work: 400 * time.Millisecond}, &seqRecorder{work: 5 * time.Millisecond}
+		p1 := h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: first.handler("first")}}}})
+		snd := h.sender()
+		var wg sync.WaitGroup
+		for s := range senders {
+			wg.Add(1)
+			go func() {
+				defer GinkgoRecover()
+				defer wg.Done()
+				for i := s; i < total; i += senders {
+					Expect(snd.SendToChannel(ctx, ch, faultPayload{Seq: i})).To(Succeed())
+				}
+			}()
+		}
+		wg.Wait()
+		Eventually(first.running.Load, 20*time.Second).Should(BeNumerically(">=", 50))
+		sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		start := time.Now()
+		stopErr := p1.Stop(sctx)
+		took := time.Since(start)
+		cancel()
+		h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: second.handler("second")}}}})
+		runs := func() []processed { return append(first.all(), second.all()...) }
+		progress := func() int { return len(runs()) }
+		settle(func() bool { return distinctSeqs(runs()) >= total }, progress, claimWait+2*time.Second, 40*time.Second)
+		quietFor(progress, claimWait, 20*time.Second)
+		all := make([]int, total)
+		for i := range all {
+			all[i] = i
+		}
+		t := count(all, runs(), nil)
+		t.print("stop-timeout", tg.Name, fmt.Sprintf("stop=%s error=%q", took.Round(time.Millisecond), fmt.Sprint(stopErr)))
+		Expect(stopErr).To(MatchError(channels.ErrDrainTimeout))
+		Expect(took).To(BeNumerically("<", 5*time.Second), "Stop is bounded by its context")
+		Expect(t.lost).To(BeZero())
+	})
+
+	// 4. A live handler slower than the claim time, two members of the group.
+	It("slow-handler: a handler slower than the claim time is not run twice", func() {
+		if tg.ClaimTime == 0 {
+			Skip(tg.Name + ": no claim timer (Target.ClaimTime is 0): a held message never moves to another member")
+		}
+		const total = 6
+		ch, group := uniq("fault.slow"), uniq("fault-slow")
+		// Started runs are recorded, so a second run shows even while the first is going.
+		r := &seqRecorder{work: 3 * tg.ClaimTime, honourCtx: true, atStart: true}
+		for _, node := range []string{"a", "b"} {
+			h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 2, Handler: r.handler(node)}}}})
+		}
+		snd := h.sender()
+		for i := range total {
+			Expect(snd.SendToChannel(ctx, ch, faultPayload{Seq: i})).To(Succeed())
+		}
+		limit := 3*r.work + claimWait + 10*time.Second
+		settle(func() bool { return distinctSeqs(r.all()) >= total && r.running.Load() == 0 }, r.count, r.work+claimWait, limit)
+		quietFor(r.count, claimWait, 20*time.Second)
+		t := count([]int{0, 1, 2, 3, 4, 5}, r.all(), nil)
+		t.print("slow-handler", tg.Name, fmt.Sprintf("handler=%s claim-time=%s", r.work, tg.ClaimTime))
+		Expect(t.lost).To(BeZero())
+		Expect(t.duplicates).To(BeZero(), "a live slow handler's message was run again by another member")
+	})
+
+	// 5. A plain-driver producer writes hostile entries between valid messages.
+	// The consumer is a child process under a memory budget, with MaxInFlight 1
+	// (FIFO): when it dies, the first hostile entry it left unaccounted is the
+	// one that killed it; the entries after it are written again, in a new
+	// round with a new consumer, so every entry gets a verdict.
+	hostile := func(ser broker.Serializer) {
+		scenario := "hostile-" + strings.ToLower(ser.Name())
+		It(scenario+": valid messages are processed once, bad entries dead-lettered, the consumer survives", func() {
+			if !tg.Processes || tg.Hostile == nil {
+				Skip(tg.Name + ": no plain-driver producer or no consumer process (Target.Hostile, Target.Processes)")
+			}
+			// Every entry is written before the consumer could fall behind, and
+			// none should wait for a redelivery: a consumer that handles nothing
+			// for stallTime is stuck.
+			stallTime := max(4*time.Second, tg.ClaimTime+2*time.Second)
+			dlq := uniq("fault.hostile.DLQ")
+			dead := &deadRecorder{}
+			h.node([]any{&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}}}, channels.WithSerializer(ser))
+			snd := h.sender(channels.WithSerializer(ser))
+			deadFor := func(ch, id string) []*broker.Message {
+				var out []*broker.Message
+				for _, m := range dead.all() {
+					if m.Headers["x-original-channel"] == ch && m.Headers["x-original-id"] == id {
+						out = append(out, m)
+					}
+				}
+				return out
+			}
+
+			var t tally
+			var lines, problems, killers, deaths, unsupported []string
+			hostileIDs := map[string]bool{} // channel|id of every hostile entry written
+			dropped, verdicts := 0, 0
+			pending := hostileCases(ser)
+			for round := 1; len(pending) > 0; round++ {
+				ch, group := uniq("fault.hostile"), uniq("fault-hostile")
+				c := startFaultChild(tg, fmt.Sprintf("consumer-%d", round), childConfig{Channel: ch, Group: group, MaxInFlight: 1,
+					Serializer: ser.Name(), DeadLetter: dlq, MemoryLimit: true})
+				c.waitReady()
+				seq := 0
+				sendValid := func(n int) {
+					for range n {
+						Expect(snd.SendToChannel(ctx, ch, faultPayload{Seq: seq})).To(Succeed())
+						seq++
+					}
+				}
+				caseOf := map[string]hostileCase{}
+				var order []string
+				sendValid(10)
+				for _, hc := range pending {
+					id, err := tg.Hostile(ctx, ch, hc.entry)
+					if errors.Is(err, errors.ErrUnsupported) {
+						unsupported = append(unsupported, hc.name)
+						continue
+					}
+					Expect(err).NotTo(HaveOccurred(), hc.name)
+					caseOf[id] = hc
+					order = append(order, id)
+					hostileIDs[ch+"|"+id] = true
+					sendValid(5)
+				}
+				sendValid(10)
+				valid := make([]int, seq)
+				for i := range valid {
+					valid[i] = i
+				}
+				ran := func() map[string]int {
+					n := map[string]int{}
+					for _, r := range c.all() {
+						n[r.id]++
+					}
+					return n
+				}
+				accounted := func() bool {
+					if count(valid, c.all(), nil).lost > 0 {
+						return false
+					}
+					r := ran()
+					for _, id := range order {
+						if r[id]+len(deadFor(ch, id)) == 0 {
+							return false
+						}
+					}
+					return true
+				}
+				progress := func() int { return c.count() + dead.count() }
+				settle(func() bool { return c.dead() || accounted() }, progress, stallTime, 40*time.Second)
+				if !c.dead() {
+					quietFor(progress, 2*tg.ClaimTime+500*time.Millisecond, 20*time.Second)
+				}
+
+				rt := count(valid, c.all(), nil)
+				t.sent += rt.sent
+				t.processed += rt.processed
+				t.duplicates += rt.duplicates
+				t.lost += rt.lost
+				r := ran()
+				// A consumer alive but with valid messages left unprocessed made
+				// no progress for the settle time: stalled by the entry before them.
+				stalled := !c.dead() && rt.lost > 0
+				broken := c.dead() || stalled
+				var next []hostileCase
+				killer := ""
+				for _, id := range order {
+					hc := caseOf[id]
+					dl := deadFor(ch, id)
+					var what string
+					switch {
+					case broken && killer == "" && r[id]+len(dl) == 0:
+						killer = hc.name
+						if c.dead() {
+							what = "KILLED THE CONSUMER: " + c.death()
+						} else {
+							what = fmt.Sprintf("STALLED THE CONSUMER: no progress for %s, the valid messages after it not processed", stallTime)
+						}
+						if i := strings.Index(what, "\n"); i > 0 {
+							what = what[:i]
+						}
+					case broken && killer != "" && r[id]+len(dl) == 0:
+						next = append(next, hc) // not reached: next round
+						continue
+					case r[id]+len(dl) > 1:
+						what = fmt.Sprintf("handled %d times (ran %d, dead-lettered %d)", r[id]+len(dl), r[id], len(dl))
+						problems = append(problems, hc.name+": "+what)
+					case len(dl) == 1:
+						t.deadLettered++
+						m := dl[0]
+						what = fmt.Sprintf("dead-lettered (%s: %s)", m.Headers["x-error-name"], m.Headers["x-error-message"])
+						if m.Headers["x-error-name"] == "" || m.Headers["x-error-message"] == "" {
+							problems = append(problems, hc.name+": dead letter without x-error-name or x-error-message")
+						}
+					case r[id] == 1:
+						t.processed++
+						what = "processed"
+						switch {
+						case hc.mayProcess:
+						case hc.leadingMsgPackValue && ser.Name() == "MsgPack":
+							what += " (MsgPack decodes the complete value in its first byte and ignores the trailing bytes)"
+						default:
+							problems = append(problems, hc.name+": a bad entry reached the handler")
+						}
+					default:
+						dropped++
+						what = "dropped (neither run nor dead-lettered)"
+					}
+					t.sent++
+					verdicts++
+					lines = append(lines, fmt.Sprintf("  %-36s %s", hc.name, what))
+				}
+				switch {
+				case c.dead():
+					if killer == "" {
+						killer = "(no hostile entry pending)"
+					}
+					killers = append(killers, killer)
+					deaths = append(deaths, fmt.Sprintf("round %d: died at %s: %s", round, killer, c.death()))
+				case stalled && killer != "":
+					killers = append(killers, killer+" (stalled)")
+					deaths = append(deaths, fmt.Sprintf("round %d: stalled at %s", round, killer))
+					c.killNow()
+				}
+				pending = next
+			}
+			for _, m := range dead.all() {
+				if !hostileIDs[m.Headers["x-original-channel"]+"|"+m.Headers["x-original-id"]] {
+					problems = append(problems, "a valid message was dead-lettered: "+m.Headers["x-error-message"])
+				}
+			}
+			details := fmt.Sprintf("hostile=%d dropped=%d", verdicts, dropped)
+			if len(unsupported) > 0 {
+				details += " unsupported=" + strings.Join(unsupported, ",")
+			}
+			if len(killers) > 0 {
+				details += fmt.Sprintf(" CONSUMER DIED OR STALLED %d times, at: %s", len(killers), strings.Join(killers, ", "))
+			}
+			t.print(scenario, tg.Name, details)
+			for _, l := range lines {
+				report("%s", l)
+			}
+			Expect(deaths).To(BeEmpty(), "the consumer child (address-space budget %d MiB above its start, heap limit %d MiB) died or stalled",
+				childAddressBudget>>20, childHeapLimit>>20)
+			Expect(problems).To(BeEmpty())
+			Expect(t.lost).To(BeZero(), "valid messages not processed")
+			Expect(t.duplicates).To(BeZero())
+		})
+	}
+	hostile(broker.JSON{})
+	hostile(broker.MsgPack{})
+
+	// 6. Start while the broker is down, then after it is back.
+	It("start-down: Start with the broker down fails within its context, a later Start works", Label("serial"), func() {
+		if tg.BrokerDown == nil || tg.BrokerUp == nil {
+			Skip(tg.Name + ": no BrokerDown/BrokerUp hooks")
+		}
+		if !serialPhase() {
+			Skip(serialSkip)
+		}
+		ch := uniq("fault.startdown")
+		Expect(tg.BrokerDown(ctx)).To(Succeed())
+		up := false
+		DeferCleanup(func() {
+			if !up {
+				Expect(tg.BrokerUp(context.Background())).To(Succeed())
+			}
+		})
+		r := &seqRecorder{}
+		p := h.plugin()
+		Expect(p.Register(&service{Name: "fault", Channels: h.withTargetOptions(channels.Channels{ch: {Handler: r.handler("p")}})})).To(Succeed())
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		res := make(chan error, 1)
+		start := time.Now()
+		go func() { res <- p.Start(sctx) }()
+		var startErr error
+		Eventually(res, 15*time.Second).Should(Receive(&startErr), "Start with the broker down does not return")
+		took := time.Since(start)
+		cancel()
+
+		Expect(tg.BrokerUp(ctx)).To(Succeed())
+		up = true
+		sctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+		laterErr := p.Start(sctx)
+		cancel()
+		if laterErr == nil {
+			DeferCleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = p.Stop(ctx)
+			})
+		}
+		const total = 10
+		all := make([]int, total)
+		if laterErr == nil {
+			snd := h.sender()
+			for i := range total {
+				all[i] = i
+				Expect(snd.SendToChannel(ctx, ch, faultPayload{Seq: i})).To(Succeed())
+			}
+			settle(func() bool { return distinctSeqs(r.all()) >= total }, r.count, claimWait+2*time.Second, 20*time.Second)
+		}
+		t := count(all, r.all(), nil)
+		t.print("start-down", tg.Name, fmt.Sprintf("start-error-after=%s start-error=%q later-start-error=%q",
+			took.Round(time.Millisecond), fmt.Sprint(startErr), fmt.Sprint(laterErr)))
+		Expect(startErr).To(HaveOccurred(), "Start succeeded with the broker down")
+		Expect(took).To(BeNumerically("<", 4*time.Second), "Start outlived its 3s context")
+		Expect(laterErr).NotTo(HaveOccurred(), "Start after the broker came back")
+		Expect(t.lost).To(BeZero())
+	})
+}

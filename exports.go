@@ -1,0 +1,106 @@
+package channels
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/hooks"
+)
+
+// What a service author needs, from the one import of this package (the
+// broker and hooks packages are for adapter authors and stay available; this
+// also spares an alias where go-micro's own broker package is imported).
+
+// SendOption changes one send (SendToChannel, the injected SendFunc, the
+// trigger).
+type SendOption = broker.PublishOption
+
+// WithHeader adds one user header to a send.
+func WithHeader(k, v string) SendOption { return broker.WithHeader(k, v) }
+
+// WithHeaders adds user headers to a send. Names starting with "$" and
+// "x-" are used by context propagation and retries.
+func WithHeaders(h map[string]string) SendOption { return broker.WithHeaders(h) }
+
+// WithRaw sends a []byte or string payload as it is, without serializing.
+func WithRaw() SendOption { return broker.WithRaw() }
+
+// WithSendOptions adds typed send options of an adapter package (for
+// example redis.SendOptions{MaxLen: 1000}); the adapter refuses types it
+// does not know.
+func WithSendOptions(opts ...any) SendOption { return broker.WithAdapterOptions(opts...) }
+
+// Retry delays.
+type (
+	// Backoff gives the delay before a retry (attempt is 1 after the first failure).
+	Backoff = broker.Backoff
+	// ConstantBackoff waits the same delay before every retry.
+	ConstantBackoff = broker.ConstantBackoff
+	// ExponentialBackoff waits Initial, then Initial*Multiplier, ... capped at Max.
+	ExponentialBackoff = broker.ExponentialBackoff
+	// BackoffFunc adapts a function to Backoff.
+	BackoffFunc = broker.BackoffFunc
+)
+
+// Serializers (WithSerializer).
+type (
+	// JSON is the default serializer, moleculer's JSON on the wire.
+	JSON = broker.JSON
+	// MsgPack is moleculer's MsgPack serializer.
+	MsgPack = broker.MsgPack
+	// Raw passes []byte and string payloads through.
+	Raw = broker.Raw
+	// Serializer turns payloads into bytes and back.
+	Serializer = broker.Serializer
+)
+
+// Interceptor types and the built-in interceptors.
+type (
+	// ChannelInterceptor wraps the handler of one channel (localChannel).
+	ChannelInterceptor = hooks.ChannelInterceptor
+	// SendInterceptor wraps sends (sendToChannel).
+	SendInterceptor = hooks.SendInterceptor
+)
+
+// Recover turns a handler panic into an error (the kit recovers panics
+// anyway; this one does it inside the chain, so outer interceptors see it).
+func Recover() Interceptor { return hooks.Recover() }
+
+// Logging logs each handler run and send at debug level, failures at warn.
+func Logging(l *slog.Logger) Interceptor { return hooks.Logging(l) }
+
+// Timeout bounds each handler run with its own deadline.
+func Timeout(d time.Duration) Interceptor { return hooks.Timeout(d) }
+
+// Errors and typed errors a service author meets.
+var (
+	// ErrPermanent marks a handler error that must not be retried (Permanent).
+	ErrPermanent = broker.ErrPermanent
+	// ErrMaxDeliveries is the cause written in the dead letter of a message
+	// that kept killing its consumers (Channel.MaxDeliveries).
+	ErrMaxDeliveries = broker.ErrMaxDeliveries
+	// ErrMaxAttemptsExceeded is the cause of a message found over its
+	// attempts without a recorded error.
+	ErrMaxAttemptsExceeded = broker.ErrMaxAttemptsExceeded
+)
+
+type (
+	// DrainError is returned by Stop when handlers were still running at its
+	// deadline; it names their messages (delivered again later).
+	DrainError = broker.DrainError
+	// PublishError is a send the broker refused or did not confirm.
+	PublishError = broker.PublishError
+	// EncodeError is a payload or header that could not be serialized.
+	EncodeError = broker.EncodeError
+	// DecodeError is a payload or header that could not be decoded (poison).
+	DecodeError = broker.DecodeError
+	// RemoteError is an error read back from x-error-* headers.
+	RemoteError = broker.RemoteError
+	// Adapter is a broker adapter (the injected ChannelAdapter field's type).
+	Adapter = broker.Adapter
+)
+
+// ErrorFromHeaders reads the error of a dead-lettered message back from its
+// x-error-* headers (nil when there is none).
+func ErrorFromHeaders(h map[string]string) *RemoteError { return broker.ErrorFromHeaders(h) }
