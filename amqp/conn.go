@@ -221,10 +221,13 @@ func (s *session) close(ctx context.Context) error {
 	s.mu.Unlock()
 	var err error
 	if s.external == nil && c != nil && !c.IsClosed() {
+		// The connection is closed even when ctx has run out (a drain that
+		// timed out): the close handshake gets at least a second.
 		deadline, ok := ctx.Deadline()
 		if !ok {
 			deadline = time.Now().Add(DefaultOpTimeout)
 		}
+		deadline = later(deadline, time.Now().Add(time.Second))
 		if cerr := c.CloseDeadline(deadline); cerr != nil && !errors.Is(cerr, amqp091.ErrClosed) {
 			err = fmt.Errorf("channels/amqp: close: %s", broker.Redact(cerr.Error()))
 		}
@@ -241,4 +244,11 @@ func errString(e *amqp091.Error) string {
 		return "closed"
 	}
 	return broker.Redact(e.Error())
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

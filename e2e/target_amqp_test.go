@@ -10,7 +10,6 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
@@ -98,7 +97,7 @@ func amqpHostile(ctx context.Context, channel string, e RawEntry) (string, error
 	if e.Headers != nil {
 		var m map[string]any
 		if json.Unmarshal(e.Headers, &m) != nil || m == nil {
-			if msgpack.Unmarshal(e.Headers, &m) != nil || m == nil {
+			if (broker.MsgPack{}).Unmarshal(e.Headers, &m) != nil || m == nil { // bounded: no huge allocation for a hostile length
 				return "", fmt.Errorf("headers that are not a map are not an AMQP table: %w", errors.ErrUnsupported)
 			}
 		}
@@ -146,6 +145,12 @@ func tableValue(v any) any {
 		t := amqp091.Table{}
 		for k, e := range x {
 			t[k] = tableValue(e)
+		}
+		return t
+	case map[any]any:
+		t := amqp091.Table{}
+		for k, e := range x {
+			t[fmt.Sprint(k)] = tableValue(e)
 		}
 		return t
 	case []any:
