@@ -76,6 +76,7 @@ func (p *Plugin) Install(schemas ...any) micro.Option {
 			if o.Server != nil {
 				so := o.Server.Options()
 				p.setService(so.Name, so.Version)
+				p.setSubWrappers(so.SubWrappers)
 			}
 			if err := p.Connect(context.Background()); err != nil {
 				c.stopOthers(p)
@@ -204,3 +205,18 @@ func (s subscriberMessage) ContentType() string       { return "application/json
 func (s subscriberMessage) Header() map[string]string { return s.m.Headers }
 func (s subscriberMessage) Body() []byte              { return s.m.Payload }
 func (s subscriberMessage) Codec() codec.Reader       { return nil }
+
+// setSubWrappers records the go-micro server's subscriber wrappers
+// (micro.WrapSubscriber), which wrap the channel handlers inside the
+// plugin's own interceptors, unless WithServerSubWrappers(false).
+func (p *Plugin) setSubWrappers(ws []server.SubscriberWrapper) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.serverICs = nil
+	if p.o.noSubWrappers {
+		return
+	}
+	for i, w := range ws {
+		p.serverICs = append(p.serverICs, FromSubscriberWrapper(fmt.Sprintf("server.SubWrappers[%d]", i), w))
+	}
+}

@@ -147,3 +147,59 @@ func TestFromSubscriberWrapper(t *testing.T) {
 		t.Fatalf("err %v handled %v topic %q", err, handled, topic)
 	}
 }
+
+// TestServerSubWrappersWrapChannelHandlers: micro.WrapSubscriber wrappers
+// of the service apply to channel handlers (inside the plugin's own
+// interceptors), unless WithServerSubWrappers(false).
+func TestServerSubWrappersWrapChannelHandlers(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		ctx, cancel := context.WithCancel(context.Background())
+		bus := memory.NewBus()
+		p, err := channels.New(channels.WithAdapter(memory.New(memory.WithBus(bus))), channels.WithServerSubWrappers(on))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wrapped atomic.Int32
+		var topic atomic.Value
+		w := func(next server.SubscriberFunc) server.SubscriberFunc {
+			return func(ctx context.Context, m server.Message) error {
+				wrapped.Add(1)
+				topic.Store(m.Topic())
+				return next(ctx, m)
+			}
+		}
+		handled := make(chan struct{}, 1)
+		s := &payments{Channels: channels.Channels{"order.created": channels.On(func(context.Context, *channels.Message) error {
+			handled <- struct{}{}
+			return nil
+		})}}
+		started := make(chan struct{})
+		svc := microService(ctx, "payments", "2", micro.WrapSubscriber(w), p.Install(s),
+			micro.AfterStart(func() error { close(started); return nil }))
+		runErr := make(chan error, 1)
+		go func() { runErr <- svc.Run() }()
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("service did not start")
+		}
+		if err := s.SendToChannel(ctx, "order.created", 1); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-handled:
+		case <-time.After(10 * time.Second):
+			t.Fatal("not handled")
+		}
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Fatal(err)
+		}
+		if on && (wrapped.Load() != 1 || topic.Load() != "order.created") {
+			t.Fatalf("server wrapper ran %d times (topic %v)", wrapped.Load(), topic.Load())
+		}
+		if !on && wrapped.Load() != 0 {
+			t.Fatalf("server wrapper ran %d times with WithServerSubWrappers(false)", wrapped.Load())
+		}
+	}
+}

@@ -100,6 +100,7 @@ func WithObserver(o Observer) Option {
 // telemetry holds the plugin's instruments; with no provider given they are
 // no-ops and tracing is off.
 type telemetry struct {
+	metrics   bool         // a meter provider was given
 	tracer    trace.Tracer // nil: tracing off
 	prop      propagation.TextMapPropagator
 	observers []Observer
@@ -114,11 +115,14 @@ type telemetry struct {
 }
 
 func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, observers []Observer) (*telemetry, error) {
+	var m metric.Meter
 	if mp == nil {
-		mp = noop.NewMeterProvider()
+		m = noop.NewMeterProvider().Meter(instrumentationName)
+	} else {
+		m = mp.Meter(instrumentationName)
 	}
-	m := mp.Meter(instrumentationName)
-	t := &telemetry{observers: observers, prop: propagation.TraceContext{}, lagged: map[*broker.Channel]metric.MeasurementOption{}}
+	t := &telemetry{metrics: mp != nil, observers: observers, prop: propagation.TraceContext{},
+		lagged: map[*broker.Channel]metric.MeasurementOption{}}
 	if tp != nil {
 		t.tracer = tp.Tracer(instrumentationName)
 	}
@@ -158,7 +162,11 @@ func channelAttrs(ch *broker.Channel, adapter string) metric.MeasurementOption {
 
 // observer returns the kit observer of one channel: metrics, then the
 // user's outcome hooks.
+// With neither metrics nor hooks it is nil: nothing runs per message.
 func (t *telemetry) observer(ch *broker.Channel, adapter string) broker.Observer {
+	if !t.metrics && len(t.observers) == 0 {
+		return nil
+	}
 	attrs := channelAttrs(ch, adapter)
 	return func(ctx context.Context, e broker.Event) {
 		t.received.Add(ctx, 1, attrs)
@@ -194,6 +202,9 @@ func (t *telemetry) observer(ch *broker.Channel, adapter string) broker.Observer
 // the message headers (W3C traceparent), so sends from the handler are its
 // children.
 func (t *telemetry) handler(ch *broker.Channel, adapter string, next broker.Handler) broker.Handler {
+	if !t.metrics && t.tracer == nil {
+		return next
+	}
 	attrs := channelAttrs(ch, adapter)
 	if t.tracer == nil {
 		return func(ctx context.Context, m *broker.Message) error {
@@ -225,7 +236,11 @@ func (t *telemetry) handler(ch *broker.Channel, adapter string, next broker.Hand
 // send wraps the innermost send: counts, and with tracing on a producer
 // span whose context travels in the message headers (traceparent,
 // tracestate).
+// With neither metrics nor tracing it is next itself.
 func (t *telemetry) send(adapter string, next func(context.Context, string, any, ...broker.PublishOption) error) func(context.Context, string, any, ...broker.PublishOption) error {
+	if !t.metrics && t.tracer == nil {
+		return next
+	}
 	return func(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error {
 		attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("channel", channel), attribute.String("adapter", adapter)))
 		if t.tracer != nil {

@@ -55,6 +55,7 @@ type options struct {
 	meterProvider         metric.MeterProvider
 	tracerProvider        trace.TracerProvider
 	observers             []Observer
+	noSubWrappers         bool
 }
 
 func defaultOptions() options {
@@ -188,6 +189,15 @@ func WithInterceptors(ics ...hooks.Interceptor) Option {
 		o.interceptors = append(o.interceptors, ics...)
 		return nil
 	}
+}
+
+// WithServerSubWrappers decides whether the subscriber wrappers of the
+// go-micro server the plugin is installed on (micro.WrapSubscriber) wrap
+// the channel handlers too: yes by default, inside the plugin's own
+// interceptors, in the server's order, seeing a server.Message whose Topic
+// is the channel (see FromSubscriberWrapper).
+func WithServerSubWrappers(on bool) Option {
+	return func(o *options) error { o.noSubWrappers = !on; return nil }
 }
 
 // WithLogger sets the logger (by default warnings and errors go to

@@ -44,6 +44,9 @@ type Plugin struct {
 	state atomic.Int32
 	send  atomic.Pointer[hooks.SendFunc]
 	tel   *telemetry
+	// serverICs are the go-micro server's subscriber wrappers as
+	// interceptors, inside the plugin's own (set at BeforeStart).
+	serverICs []hooks.Interceptor
 
 	// installErr is a Register error found while installing on a micro.Service;
 	// it is returned by BeforeStart.

@@ -321,7 +321,8 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 		}
 		r := &resolved{key: key, service: full, ch: bc}
 		r.info = hooks.Info{Service: full, Key: key, Channel: chName, Group: group, Adapter: p.adapterName(), MaxInFlight: mif}
-		r.entry = p.contextWrapper(r, p.tel.handler(bc, p.adapterName(), hooks.ChainHandler(decl.Handler, r.info, p.o.interceptors)))
+		r.entry = p.contextWrapper(r, p.tel.handler(bc, p.adapterName(),
+			hooks.ChainHandler(decl.Handler, r.info, append(p.o.interceptors[:len(p.o.interceptors):len(p.o.interceptors)], p.serverICs...))))
 		bc.Handler = r.entry
 		bc.Observer = p.tel.observer(bc, p.adapterName())
 		if err := bc.Validate(); err != nil {

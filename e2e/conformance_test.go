@@ -31,20 +31,7 @@ func conformance(tg Target) {
 	var h *harness
 	ctx := context.Background()
 
-	BeforeEach(func() {
-		if tg.Probe != nil {
-			if err := tg.Probe(); err != nil {
-				if required() {
-					Fail(fmt.Sprintf("%s broker unreachable with CHANNELS_E2E_REQUIRE=1: %v", tg.Name, err))
-				}
-				Skip(fmt.Sprintf("%s broker unreachable: %v", tg.Name, err))
-			}
-		}
-		h = newHarness(tg)
-		SetDefaultEventuallyTimeout(h.timeout)
-		SetDefaultEventuallyPollingInterval(10 * time.Millisecond)
-		SetDefaultConsistentlyDuration(300 * time.Millisecond)
-	})
+	BeforeEach(func() { h = prepare(tg) })
 
 	It("delivers a published message once, with its payload (c.2 #1)", func() {
 		ch := uniq("test.simple.topic")
@@ -72,6 +59,29 @@ func conformance(tg Target) {
 		Expect(snd.SendToChannel(ctx, ch, user{ID: 1, Name: "John", Age: 25})).To(Succeed())
 		Eventually(rec.count).Should(Equal(1))
 		Expect(decodeAll[user](rec.all())).To(Equal([]user{{1, "John", 25}}))
+	})
+
+	It("keeps headers with the Raw serializer, dead letters included", func() {
+		ch, dlq := uniq("test.rawser.topic"), uniq("RAW_DLQ")
+		rec, dead := &recorder{}, &recorder{failWith: nil}
+		raw := channels.WithSerializer(channels.Raw{})
+		h.node([]any{
+			&service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: channels.NoRetries,
+				DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq, ExchangeName: dlq},
+				Handler: func(ctx context.Context, m *broker.Message) error {
+					_ = rec.handle(ctx, m)
+					return errors.New("to the dead letters")
+				}}}},
+			&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}},
+		}, raw)
+		snd := h.sender(raw)
+		Expect(snd.SendToChannel(ctx, ch, []byte("bytes as they are"), channels.WithHeader("k", "v"))).To(Succeed())
+		Eventually(dead.count).Should(Equal(1))
+		Expect(rec.all()[0].Headers).To(HaveKeyWithValue("k", "v"))
+		d := dead.all()[0]
+		Expect(string(d.Payload)).To(Equal("bytes as they are"))
+		Expect(d.Headers).To(HaveKeyWithValue("k", "v"))
+		Expect(d.Headers).To(HaveKeyWithValue("x-error-message", "to the dead letters"))
 	})
 
 	It("sends raw payloads and user headers as they are", func() {

@@ -268,19 +268,7 @@ func faults(tg Target) {
 	// claimWait covers a redelivery after a silent member: a few claim times.
 	claimWait := 3*tg.ClaimTime + time.Second
 
-	BeforeEach(func() {
-		if tg.Probe != nil {
-			if err := tg.Probe(); err != nil {
-				if required() {
-					Fail(fmt.Sprintf("%s broker unreachable with CHANNELS_E2E_REQUIRE=1: %v", tg.Name, err))
-				}
-				Skip(fmt.Sprintf("%s broker unreachable: %v", tg.Name, err))
-			}
-		}
-		h = newHarness(tg)
-		SetDefaultEventuallyTimeout(h.timeout)
-		SetDefaultEventuallyPollingInterval(10 * time.Millisecond)
-	})
+	BeforeEach(func() { h = prepare(tg) })
 
 	// 1. Two consumer processes of one group; one is SIGKILLed mid-stream.
 	crash := func(scenario string, maxRetries int) {
@@ -415,18 +403,7 @@ func faults(tg Target) {
 		ch, group := uniq("fault.stop"), uniq("fault-stop")
 		first, second := &seqRecorder{work: 20 * time.Millisecond}, &seqRecorder{work: time.Millisecond}
 		p1 := h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: first.handler("first")}}}})
-		snd := h.sender()
-		var wg sync.WaitGroup
-		for s := range senders {
-			wg.Add(1)
-			go func() {
-				defer GinkgoRecover()
-				defer wg.Done()
-				for i := s; i < total; i += senders {
-					Expect(snd.SendToChannel(ctx, ch, faultPayload{Seq: i})).To(Succeed())
-				}
-			}()
-		}
+		wait := sendSpread(h.sender(), ch, total, senders)
 		Eventually(func() bool { return first.count() >= total/5 && first.running.Load() >= 10 }, 30*time.Second).Should(BeTrue(),
 			"handlers running under load")
 		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -436,7 +413,7 @@ func faults(tg Target) {
 		cancel()
 		runningAfter := first.running.Load()
 		byFirst := first.count()
-		wg.Wait()
+		wait()
 		h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: second.handler("second")}}}})
 		runs := func() []processed { return append(first.all(), second.all()...) }
 		progress := func() int { return len(runs()) }
@@ -462,19 +439,8 @@ func faults(tg Target) {
 		// finish after Stop returned, unacknowledged, so their messages come again.
 		first, second := &seqRecorder{work: 400 * time.Millisecond}, &seqRecorder{work: 5 * time.Millisecond}
 		p1 := h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: first.handler("first")}}}})
-		snd := h.sender()
-		var wg sync.WaitGroup
-		for s := range senders {
-			wg.Add(1)
-			go func() {
-				defer GinkgoRecover()
-				defer wg.Done()
-				for i := s; i < total; i += senders {
-					Expect(snd.SendToChannel(ctx, ch, faultPayload{Seq: i})).To(Succeed())
-				}
-			}()
-		}
-		wg.Wait()
+		wait := sendSpread(h.sender(), ch, total, senders)
+		wait()
 		Eventually(first.running.Load, 20*time.Second).Should(BeNumerically(">=", 50))
 		sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		start := time.Now()

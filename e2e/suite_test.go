@@ -240,3 +240,39 @@ func simulateWork(d time.Duration) {
 		time.Sleep(d)
 	}
 }
+
+// prepare is the BeforeEach of a target's specs: the broker must answer
+// (a failure under CHANNELS_E2E_REQUIRE=1, else a skip), then a fresh
+// harness with the suite's polling defaults.
+func prepare(tg Target) *harness {
+	if tg.Probe != nil {
+		if err := tg.Probe(); err != nil {
+			if required() {
+				Fail(fmt.Sprintf("%s broker unreachable with CHANNELS_E2E_REQUIRE=1: %v", tg.Name, err))
+			}
+			Skip(fmt.Sprintf("%s broker unreachable: %v", tg.Name, err))
+		}
+	}
+	h := newHarness(tg)
+	SetDefaultEventuallyTimeout(h.timeout)
+	SetDefaultEventuallyPollingInterval(10 * time.Millisecond)
+	SetDefaultConsistentlyDuration(300 * time.Millisecond)
+	return h
+}
+
+// sendSpread sends total sequence-numbered payloads from senders goroutines
+// and returns a wait for them.
+func sendSpread(snd *channels.Plugin, ch string, total, senders int) func() {
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer GinkgoRecover()
+			defer wg.Done()
+			for i := s; i < total; i += senders {
+				Expect(snd.SendToChannel(context.Background(), ch, faultPayload{Seq: i})).To(Succeed())
+			}
+		}()
+	}
+	return wg.Wait
+}

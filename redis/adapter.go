@@ -120,6 +120,7 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		return nil
 	}
 	a.env = env.Normalize()
+	routeDriverLog(a.env.Logger)
 	c := a.external
 	if c == nil {
 		c = goredis.NewUniversalClient(a.uopts)
@@ -183,7 +184,7 @@ func encodeFields(ser broker.Serializer, payload []byte, headers map[string]stri
 	if len(headers) == 0 {
 		return []any{FieldPayload, payload}, nil
 	}
-	hb, err := ser.Marshal(headers)
+	hb, err := broker.EncodeHeaders(ser, headers)
 	if err != nil {
 		return nil, fmt.Errorf("headers: %w", err)
 	}

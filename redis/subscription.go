@@ -117,20 +117,11 @@ func (s *subscription) decode(msg *broker.Message, m goredis.XMessage, attempt i
 	msg.Payload = []byte(p)
 	if hv, ok := m.Values[FieldHeaders]; ok {
 		hs, _ := hv.(string)
-		var h map[string]any
-		if err := s.ser.Unmarshal([]byte(hs), &h); err != nil {
+		h, err := broker.DecodeHeaders(s.ser, []byte(hs))
+		if err != nil {
 			return "headers", err
 		}
-		msg.Headers = make(map[string]string, len(h))
-		for k, v := range h {
-			switch x := v.(type) {
-			case string:
-				msg.Headers[k] = x
-			case nil:
-			default:
-				msg.Headers[k] = fmt.Sprint(x)
-			}
-		}
+		msg.Headers = h
 	}
 	return "", nil
 }

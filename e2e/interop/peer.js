@@ -7,7 +7,7 @@
  *                        [--meta JSON] [--namespace NS] [--serializer JSON|MsgPack]
  *   node peer.js consume --adapter URL --channel NAME [--group G] [--count N] [--timeout MS]
  *                        [--context] [--fail] [--max-retries N] [--dead-letter QUEUE]
- *                        [--namespace NS] [--serializer JSON|MsgPack]
+ *                        [--namespace NS] [--serializer JSON|MsgPack] [--forward CHANNEL]
  *   Kafka only: [--partitions N] for the topic, created up front (default 1).
  *
  * Output is JSON, one object per line, on stdout:
@@ -22,6 +22,9 @@
  *            may come while it stops), 1 after --timeout with an error on stderr.
  *            With --fail every handler call throws, so it never finishes by itself: it runs
  *            until --timeout (exit 1) or until it is killed.
+ *            With --forward each message is sent on to CHANNEL with its payload and its user
+ *            headers (the adapter's own x-* headers left out), as a Node service in a chain
+ *            would: trace headers (traceparent, tracestate) ride along.
  * Logs go to stderr. URLs: redis://, amqp://, nats://, kafka:// (NATS is passed as an object,
  * because the 0.1.x string form ignores the URL).
  */
@@ -143,7 +146,7 @@ async function main() {
 	const chan = {
 		group: args.group || undefined,
 		context: !!args.context,
-		handler(first, raw) {
+		async handler(first, raw) {
 			const a = broker.channelAdapter;
 			const rec = { channel: args.channel, group: args.group || "consumer" };
 			if (args.context) {
@@ -154,6 +157,11 @@ async function main() {
 			}
 			rec.headers = plainHeaders(a.parseMessageHeaders(raw));
 			out(rec);
+			if (args.forward) {
+				const headers = {};
+				for (const [k, v] of Object.entries(rec.headers)) if (!k.startsWith("x-")) headers[k] = v;
+				await broker.sendToChannel(args.forward, rec.payload, { headers });
+			}
 			received++;
 			if (args.fail) throw new Error("Something happened");
 			if (received >= count) finish();

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go-micro.dev/v4/metadata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
@@ -117,5 +119,51 @@ func TestInteropGoDeadLetterReadByNode(t *testing.T) {
 	var p map[string]any
 	if err := json.Unmarshal(got.Payload, &p); err != nil || p["id"] != 1.0 {
 		t.Fatalf("payload %s", got.Payload)
+	}
+}
+
+// TestInteropTraceCrossesANodeHop: a Go send starts a trace; a Node
+// @moleculer/channels service forwards the message with its headers to a
+// second channel; the Go handler of that channel continues the same trace,
+// its span a child of the original send (the Node hop keeps traceparent).
+func TestInteropTraceCrossesANodeHop(t *testing.T) {
+	needRedis(t)
+	interop.Need(t)
+	first, second := unique("interop.trace.first"), unique("interop.trace.second")
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	got := make(chan struct{}, 1)
+	startPlugin(t, crashTimings, &service{Name: "tracer", Channels: channels.Channels{second: channels.On(
+		func(context.Context, *channels.Message) error { got <- struct{}{}; return nil })}},
+		channels.WithTracerProvider(tp))
+	node := interop.Consume(t, "--adapter", nodeURL(), "--channel", first, "--group", "node-hop", "--count", "1",
+		"--forward", second)
+	sender := startPlugin(t, crashTimings, nil, channels.WithTracerProvider(tp))
+	if err := sender.SendToChannel(context.Background(), first, map[string]int{"id": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if tp := node.Wait(t, 1, 30*time.Second)[0].Headers["traceparent"]; tp == "" {
+		t.Fatal("the Node service received no traceparent header")
+	}
+	select {
+	case <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the forwarded message did not arrive")
+	}
+	var send, process sdktrace.ReadOnlySpan
+	eventually(t, 5*time.Second, "spans ended", func() bool {
+		for _, sp := range rec.Ended() {
+			switch sp.Name() {
+			case "send " + first:
+				send = sp
+			case "process " + second:
+				process = sp
+			}
+		}
+		return send != nil && process != nil
+	})
+	if process.SpanContext().TraceID() != send.SpanContext().TraceID() || process.Parent().SpanID() != send.SpanContext().SpanID() {
+		t.Fatalf("process span %v (parent %v) is not a child of send span %v", process.SpanContext(), process.Parent(), send.SpanContext())
 	}
 }
