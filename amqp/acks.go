@@ -24,9 +24,25 @@ type acker struct {
 	ch *amqp091.Channel
 	b  *broker.Batcher[uint64]
 
-	mu   sync.Mutex
-	low  uint64          // lowest tag not settled yet
-	done map[uint64]bool // settled tags above low: true = the ack is still to send
+	mu       sync.Mutex
+	low      uint64          // lowest tag not settled yet
+	done     map[uint64]bool // settled tags above low: true = the ack is still to send
+	received uint64          // highest tag delivered
+}
+
+// delivered records the arrival of tag.
+func (k *acker) delivered(tag uint64) {
+	k.mu.Lock()
+	k.received = max(k.received, tag)
+	k.mu.Unlock()
+}
+
+// outstanding counts the deliveries not settled yet.
+func (k *acker) outstanding() int64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := int64(k.received) - int64(k.low-1) - int64(len(k.done))
+	return max(n, 0)
 }
 
 func newAcker(ch *amqp091.Channel, batch int) *acker {

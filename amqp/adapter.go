@@ -59,6 +59,41 @@ type live struct {
 	sess *session
 	pub  *publisher
 	topo *topology
+
+	mu   sync.Mutex
+	subs map[string]map[*subscription]struct{} // by queue
+}
+
+func (l *live) remember(s *subscription) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.subs == nil {
+		l.subs = map[string]map[*subscription]struct{}{}
+	}
+	if l.subs[s.queue] == nil {
+		l.subs[s.queue] = map[*subscription]struct{}{}
+	}
+	l.subs[s.queue][s] = struct{}{}
+}
+
+// forget is safe on a nil *live (the adapter closed meanwhile).
+func (l *live) forget(s *subscription) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.subs[s.queue], s)
+}
+
+func (l *live) pending(queue string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var n int64
+	for s := range l.subs[queue] {
+		n += s.pending()
+	}
+	return n
 }
 
 var _ broker.Adapter = (*Adapter)(nil)
@@ -248,7 +283,35 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	}
 	s.setChannel(amqpCh)
 	a.subs.Add(s)
+	l.remember(s)
 	return s, nil
+}
+
+var _ broker.LagReporter = (*Adapter)(nil)
+
+// Lag reports the messages ready in the group queue (queue.declare passive:
+// not delivered to any member yet) and, as Pending, the messages delivered
+// to this adapter's consumers of the group and not settled yet (AMQP does
+// not tell the unacknowledged messages of other connections).
+func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupLag, error) {
+	l := a.live.Load()
+	if l == nil {
+		if err := a.state.Check(); err != nil {
+			return broker.GroupLag{}, err
+		}
+		return broker.GroupLag{}, broker.ErrClosed
+	}
+	queue := QueueName(channel, group)
+	var q amqp091.Queue
+	err := l.topo.withChannel(ctx, func(ch *amqp091.Channel) error {
+		var err error
+		q, err = ch.QueueDeclarePassive(queue, false, false, false, false, nil)
+		return err
+	})
+	if err != nil {
+		return broker.GroupLag{}, fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
+	}
+	return broker.GroupLag{Lag: int64(q.Messages), Pending: l.pending(queue)}, nil
 }
 
 // Close drains the subscriptions still running (bounded by ctx), then

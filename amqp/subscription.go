@@ -172,6 +172,7 @@ func (s *subscription) fetch(deliveries <-chan amqp091.Delivery, k *acker) bool 
 				s.ReleaseSlot()
 				return !s.IsStopping()
 			}
+			k.delivered(d.DeliveryTag)
 			if s.IsStopping() {
 				s.ReleaseSlot()
 				_ = k.nack(d.DeliveryTag)
@@ -192,6 +193,7 @@ func (s *subscription) fetch(deliveries <-chan amqp091.Delivery, k *acker) bool 
 // by the drain, or its channel closed).
 func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery, k *acker) {
 	for d := range deliveries {
+		k.delivered(d.DeliveryTag)
 		_ = k.nack(d.DeliveryTag)
 	}
 }
@@ -309,6 +311,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 		},
 		Finish: func(ctx context.Context, timedOut bool) error {
 			defer s.a.subs.Remove(s)
+			defer s.l.forget(s)
 			s.mu.Lock()
 			ch, k := s.cur, s.ack
 			s.cur, s.ack = nil, nil
@@ -431,3 +434,15 @@ func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[st
 // Release hands the message back at once (nack with requeue); no attempt
 // is used up (x-redelivered-count is unchanged).
 func (t *settler) Release(context.Context) error { return t.k.nack(t.d.DeliveryTag) }
+
+// pending counts the messages delivered to this subscription and not
+// settled yet.
+func (s *subscription) pending() int64 {
+	s.mu.Lock()
+	k := s.ack
+	s.mu.Unlock()
+	if k == nil {
+		return 0
+	}
+	return k.outstanding()
+}
