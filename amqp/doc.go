@@ -69,7 +69,10 @@
 // MaxInFlight and hands every delivery to the kit (broker.Consumer.Run),
 // which decides; the adapter carries the outcome out:
 //
-//   - Ack: basic.ack.
+//   - Ack: basic.ack, queued: the acks settled meanwhile go out as one
+//     basic.ack with multiple=true for the run of settled delivery tags
+//     from the lowest outstanding one, and one by one beyond a message
+//     still running (so a slow message holds back no prefetch credit).
 //   - Retry: a copy of the message (properties kept, except the expiration
 //     and user id) with x-redelivered-count + 1, x-group and the failure's
 //     x-error-* headers is published, confirmed, to the retry queue
@@ -126,6 +129,14 @@
 // redelivered message to the tail of its queue. Releases (messages handed
 // back unrun at a stop) are counted too, on both queue types: the default
 // margin of MaxDeliveries (MaxRetries + 1 + 5) absorbs a few.
+//
+// Handlers get Message.ID = the message id property (else the correlation
+// id, else consumer tag:delivery tag), Message.Raw = the *amqp091.Delivery,
+// and the headers as strings (RabbitMQ's x-death family and this adapter's
+// bookkeeping headers left out). The adapter is a broker.LagReporter: Lag
+// is the number of messages ready in the group queue, Pending the messages
+// this adapter's consumers of the group hold unsettled (AMQP does not tell
+// other connections' unacknowledged messages).
 //
 // # Publisher confirms
 //
