@@ -21,7 +21,7 @@ import (
 // The consumer channel carries one consumer and no basic.get, so its
 // delivery tags are 1, 2, 3, ...
 type acker struct {
-	ch *amqp091.Channel
+	ch acknowledger
 	b  *broker.Batcher[uint64]
 
 	mu       sync.Mutex
@@ -45,7 +45,15 @@ func (k *acker) outstanding() int64 {
 	return max(n, 0)
 }
 
-func newAcker(ch *amqp091.Channel, batch int) *acker {
+// acknowledger is what the acker needs of the consumer channel.
+type acknowledger interface {
+	Ack(tag uint64, multiple bool) error
+	Nack(tag uint64, multiple, requeue bool) error
+}
+
+var _ acknowledger = (*amqp091.Channel)(nil)
+
+func newAcker(ch acknowledger, batch int) *acker {
 	k := &acker{ch: ch, low: 1, done: map[uint64]bool{}}
 	k.b = broker.NewBatcher(batch, k.flush)
 	k.b.Start()
