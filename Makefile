@@ -11,7 +11,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 
 -include scripts/make-services.mk
-.PHONY: all demo test unit lint fmt bench bench-memory bench-redis bench-amqp fuzz fuzz-short
+.PHONY: all demo test unit lint fmt bench bench-memory bench-redis bench-amqp bench-nats fuzz fuzz-short
 
 all: lint test
 
@@ -41,7 +41,7 @@ test: services interop-deps
 	exit $$status
 
 ## bench: the memory hot path, then each broker next to its raw driver (brokers started as for test)
-bench: bench-memory bench-redis bench-amqp
+bench: bench-memory bench-redis bench-amqp bench-nats
 
 bench-memory:
 	$(GO) test -run '^$$' -bench Dispatch -benchmem -count 1 .
@@ -51,6 +51,9 @@ bench-redis: services
 
 bench-amqp: services
 	$(GO) run ./bench -adapter amqp -n 10000
+
+bench-nats: services
+	$(GO) run ./bench -adapter nats -n 10000
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

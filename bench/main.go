@@ -8,6 +8,7 @@
 //     with MaxInFlight 10 and 100, from the first send to the last handler.
 //
 //     go run ./bench -adapter redis -n 10000
+//     go run ./bench -adapter nats -n 10000
 package main
 
 import (
@@ -33,7 +34,7 @@ type result struct {
 }
 
 func main() {
-	adapter := flag.String("adapter", "redis", "broker to measure: redis, amqp")
+	adapter := flag.String("adapter", "redis", "broker to measure: redis, amqp, nats")
 	n := flag.Int("n", 10000, "messages per throughput run")
 	pings := flag.Int("pings", 2000, "round trips of the latency run")
 	senders := flag.Int("senders", 64, "concurrent senders of the throughput run")
@@ -58,6 +59,8 @@ func main() {
 		rows, err = benchRedis(ctx, brokerenv.RedisURL(), *pings, *n, *senders)
 	case "amqp":
 		rows, err = benchAMQP(ctx, brokerenv.AMQPURL(), *pings, *n, *senders)
+	case "nats":
+		rows, err = benchNATS(ctx, brokerenv.NATSURL(), *pings, *n, *senders)
 	default:
 		err = fmt.Errorf("unknown adapter %q", *adapter)
 	}

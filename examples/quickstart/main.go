@@ -4,8 +4,10 @@
 // retried and succeed), a few every time (they end in the dead-letter
 // queue, where orders reads them). It prints a summary.
 //
-//	go run ./examples/quickstart                       # in-memory bus, no setup
+//	go run ./examples/quickstart                       # embedded NATS JetStream, no setup
+//	go run ./examples/quickstart -adapter memory://    # in-memory bus
 //	go run ./examples/quickstart -adapter redis://127.0.0.1:6379
+//	go run ./examples/quickstart -adapter nats://127.0.0.1:4222
 package main
 
 import (
@@ -27,8 +29,10 @@ import (
 	"go-micro.dev/v4/server"
 
 	"github.com/microchannels/channels"
-	_ "github.com/microchannels/channels/memory" // memory:// URLs
-	_ "github.com/microchannels/channels/redis"  // redis:// and rediss:// URLs
+	_ "github.com/microchannels/channels/jetstream"          // nats:// and tls:// URLs
+	_ "github.com/microchannels/channels/jetstream/embedded" // nats-embedded:// (an in-process NATS server)
+	_ "github.com/microchannels/channels/memory"             // memory:// URLs
+	_ "github.com/microchannels/channels/redis"              // redis:// and rediss:// URLs
 )
 
 // Order is the payload of order.created.
@@ -54,7 +58,7 @@ type stats struct {
 }
 
 func main() {
-	adapter := flag.String("adapter", "memory://", "adapter URL or type name (memory://, redis://127.0.0.1:6379, ...)")
+	adapter := flag.String("adapter", "nats-embedded://", "adapter URL or type name (nats-embedded://, memory://, redis://127.0.0.1:6379, nats://127.0.0.1:4222, ...)")
 	n := flag.Int("n", 200, "orders to send")
 	flag.Parse()
 	if err := run(*adapter, *n); err != nil {

@@ -8,3 +8,10 @@ func TestQuickstartMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The default: an embedded NATS server, started and stopped by the run.
+func TestQuickstartEmbeddedNATS(t *testing.T) {
+	if err := run("nats-embedded://", 120); err != nil {
+		t.Fatal(err)
+	}
+}

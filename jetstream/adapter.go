@@ -1,0 +1,392 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	js "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/microchannels/channels/broker"
+)
+
+func init() {
+	broker.Register("NATS", []string{"nats", "tls"}, func(u *url.URL) (broker.Adapter, error) {
+		if u == nil {
+			return New(DefaultURL)
+		}
+		return New(u.String())
+	})
+}
+
+// headerPrefixNATS marks the transport headers of NATS (Nats-Msg-Id,
+// Nats-Expected-*, ...): they are not handed to handlers as message
+// headers (Message.Raw has them) and not copied to dead letters.
+const headerPrefixNATS = "Nats-"
+
+// conn is what a connected adapter uses, read without a lock on every send.
+type conn struct {
+	nc  *nats.Conn
+	js  js.JetStream
+	ser broker.Serializer
+}
+
+// Adapter implements broker.Adapter on NATS JetStream with pull consumers.
+type Adapter struct {
+	servers   []string
+	display   string
+	external  *nats.Conn
+	natsOpts  []nats.Option
+	chopts    ChannelOptions
+	bucket    string
+	recordTTL time.Duration
+
+	state broker.ConnState
+	mu    sync.Mutex
+	cur   atomic.Pointer[conn]
+	env   broker.Env
+	subs  broker.Subscriptions
+	kv    js.KeyValue
+	// streams remembers the streams ensured for sends, so that a send to a
+	// channel without a stream creates it once.
+	streams sync.Map
+	// streamOf maps a subscribed channel to its stream (for Lag).
+	streamOf sync.Map
+}
+
+var _ broker.Adapter = (*Adapter)(nil)
+
+// New builds an adapter from a nats:// or tls:// URL, or a comma-separated
+// list of them (the servers of one cluster). User, password or token in
+// the URL are used to connect and never shown in errors or logs. It does
+// not connect.
+func New(rawURL string, opts ...Option) (*Adapter, error) {
+	servers, display, err := parseURLs(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return newAdapter(&Adapter{servers: servers, display: display}, opts)
+}
+
+// NewFromConn uses an existing connection. The caller keeps its lifetime:
+// Close does not close it (it flushes it).
+func NewFromConn(nc *nats.Conn, opts ...Option) (*Adapter, error) {
+	if nc == nil {
+		return nil, fmt.Errorf("%w: jetstream connection is nil", broker.ErrInvalidOption)
+	}
+	return newAdapter(&Adapter{external: nc, display: "connection"}, opts)
+}
+
+func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
+	a.bucket, a.recordTTL = DefaultRecordsBucket, DefaultRecordTTL
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(a); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// Name returns "NATS".
+func (a *Adapter) Name() string { return "NATS" }
+
+// String describes the target without credentials.
+func (a *Adapter) String() string { return "nats " + a.display }
+
+// Conn returns the connection (nil before Connect).
+func (a *Adapter) Conn() *nats.Conn {
+	if c := a.cur.Load(); c != nil {
+		return c.nc
+	}
+	return nil
+}
+
+// JetStream returns the JetStream context (nil before Connect).
+func (a *Adapter) JetStream() js.JetStream {
+	if c := a.cur.Load(); c != nil {
+		return c.js
+	}
+	return nil
+}
+
+// Connect connects (when the adapter owns the connection) and checks that
+// JetStream answers.
+func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state.Connected() {
+		return nil
+	}
+	a.env = env.Normalize()
+	nc := a.external
+	if nc == nil {
+		opts := []nats.Option{nats.Name(a.env.NodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+			// Sends fail at once while the connection is down, instead of
+			// waiting in a buffer for a reconnection that may not come.
+			nats.ReconnectBufSize(-1)}
+		if d, ok := ctx.Deadline(); ok {
+			opts = append(opts, nats.Timeout(max(time.Until(d), 100*time.Millisecond)))
+		}
+		var err error
+		nc, err = nats.Connect(strings.Join(a.servers, ","), append(opts, a.natsOpts...)...)
+		if err != nil {
+			return fmt.Errorf("channels/jetstream: connect %s: %w", a.display, errors.New(broker.Redact(err.Error())))
+		}
+	}
+	j, err := js.New(nc)
+	if err == nil {
+		_, err = j.AccountInfo(ctx)
+	}
+	if err != nil {
+		if a.external == nil {
+			nc.Close()
+		}
+		return fmt.Errorf("channels/jetstream: JetStream on %s: %w", a.display, err)
+	}
+	a.kv = nil
+	a.cur.Store(&conn{nc: nc, js: j, ser: a.env.Serializer})
+	a.state.SetConnected()
+	return nil
+}
+
+// Publish stores the message in the channel's stream and returns once
+// JetStream acknowledged it. A channel without a stream gets one (with the
+// adapter's stream options), so sending before any group subscribed works.
+func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgoing) error {
+	c := a.cur.Load()
+	if c == nil {
+		if err := a.state.Check(); err != nil {
+			return err
+		}
+		return broker.ErrClosed
+	}
+	if err := broker.CheckOptions("jetstream", out.Options.AdapterOptions, isSendOption); err != nil {
+		return err
+	}
+	m := nats.NewMsg(channel)
+	m.Data = out.Payload
+	if err := setHeaders(m.Header, out.Headers); err != nil {
+		return &broker.EncodeError{Channel: channel, Err: err}
+	}
+	var popts []js.PublishOpt
+	if so, ok := sendOptions(out.Options.AdapterOptions); ok {
+		if so.MsgID != "" {
+			popts = append(popts, js.WithMsgID(so.MsgID))
+		}
+		if so.ExpectLastSequence != 0 {
+			popts = append(popts, js.WithExpectLastSequence(so.ExpectLastSequence))
+		}
+		if so.ExpectLastMsgID != "" {
+			popts = append(popts, js.WithExpectLastMsgID(so.ExpectLastMsgID))
+		}
+		if so.ExpectStream != "" {
+			popts = append(popts, js.WithExpectStream(so.ExpectStream))
+		}
+	}
+	_, known := a.streams.Load(channel)
+	if !known {
+		// No stream seen yet: learn at once that there is none (instead of
+		// nats.go's retries on no responders) and create it.
+		popts = append(popts, js.WithRetryAttempts(0))
+	}
+	_, err := a.publish(ctx, c, m, popts)
+	if errors.Is(err, js.ErrNoStreamResponse) && !known && c.nc.IsConnected() {
+		if _, serr := ensureStream(ctx, c.js, channel, a.chopts.Stream); serr == nil {
+			_, err = a.publish(ctx, c, m, popts)
+		}
+	}
+	if err == nil && !known {
+		a.streams.Store(channel, struct{}{})
+	}
+	if err != nil {
+		return &broker.PublishError{Channel: channel, Err: err}
+	}
+	return nil
+}
+
+// publish sends m and waits for its acknowledgement: an asynchronous
+// publish (one reply subscription for every send, no request per message)
+// awaited here, bounded by ctx.
+func (a *Adapter) publish(ctx context.Context, c *conn, m *nats.Msg, popts []js.PublishOpt) (*js.PubAck, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultOpTimeout)
+		defer cancel()
+	}
+	f, err := c.js.PublishMsgAsync(m, popts...)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// setHeaders copies message headers to NATS headers, keeping the names as
+// they are (NATS headers are case-sensitive). Names and values cannot
+// hold CR or LF, and names no colon or space.
+func setHeaders(h nats.Header, src map[string]string) error {
+	for k, v := range src {
+		if k == "" || strings.ContainsAny(k, ":\r\n \t") {
+			return fmt.Errorf("header name %q cannot be sent as a NATS header", k)
+		}
+		if strings.ContainsAny(v, "\r\n") {
+			return fmt.Errorf("header %q: a NATS header value cannot hold CR or LF", k)
+		}
+		h[k] = []string{v}
+	}
+	return nil
+}
+
+// records opens the failure-record bucket once per connection.
+func (a *Adapter) records(ctx context.Context, c *conn) (js.KeyValue, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.kv != nil {
+		return a.kv, nil
+	}
+	kv, err := openRecords(ctx, c.js, a.bucket, js.KeyValueConfig{TTL: a.recordTTL, Description: "channels: failed runs and kept failures per group and message"})
+	if err != nil {
+		return nil, err
+	}
+	a.kv = kv
+	return kv, nil
+}
+
+// Subscribe creates or updates the channel's stream, the dead-letter
+// stream and the group's durable pull consumer, and returns a subscription
+// that is not started.
+func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
+	if err := a.state.Check(); err != nil {
+		return nil, err
+	}
+	c := a.cur.Load()
+	if c == nil {
+		return nil, broker.ErrClosed
+	}
+	ch.Normalize()
+	if err := ch.Validate(); err != nil {
+		return nil, err
+	}
+	if err := broker.CheckOptions("jetstream", ch.AdapterOptions, isChannelOption); err != nil {
+		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
+	opts := a.chopts
+	if co, ok := broker.Option[ChannelOptions](ch); ok {
+		if err := co.Validate(); err != nil {
+			return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+		}
+		opts = opts.merge(co)
+	}
+	opts = opts.withDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
+	stream, err := ensureStream(ctx, c.js, ch.Name, opts.Stream)
+	if err != nil {
+		return nil, err
+	}
+	if ch.DeadLetter.Enabled {
+		dl := opts.Stream
+		dl.Name, dl.Subjects = "", nil // the dead-letter queue has its own stream
+		if _, err := ensureStream(ctx, c.js, ch.DeadLetter.Queue, dl); err != nil {
+			return nil, err
+		}
+	}
+	a.streamOf.Store(ch.Name, stream)
+	durable := DurableName(ch.Group)
+	cons, err := ensureConsumer(ctx, c.js, stream, ch.Name, durable, opts, ch.MaxInFlight)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := a.records(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	ackWait := cons.CachedInfo().Config.AckWait
+	if opts.InProgressInterval == 0 || opts.InProgressInterval >= ackWait {
+		opts.InProgressInterval = max(ackWait/3, 10*time.Millisecond)
+	}
+	s := newSubscription(a, c, ch, opts, cons, newRecords(kv, stream, durable))
+	a.subs.Add(s)
+	return s, nil
+}
+
+// Close drains the subscriptions still running (bounded by ctx), flushes
+// the connection and closes it when the adapter opened it.
+func (a *Adapter) Close(ctx context.Context) error {
+	a.mu.Lock()
+	c := a.cur.Load()
+	if !a.state.Connected() || c == nil {
+		a.state.SetClosed()
+		a.mu.Unlock()
+		return nil
+	}
+	a.mu.Unlock()
+	errs := []error{a.subs.DrainAll(ctx)}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.state.SetClosed()
+	a.cur.Store(nil)
+	if c.nc.IsConnected() {
+		fctx, cancel := flushCtx(ctx)
+		if err := c.nc.FlushWithContext(fctx); err != nil {
+			errs = append(errs, fmt.Errorf("channels/jetstream: flush: %w", err))
+		}
+		cancel()
+	}
+	if a.external == nil {
+		c.nc.Close()
+	}
+	a.kv = nil
+	a.streams.Clear()
+	return errors.Join(errs...)
+}
+
+// flushCtx bounds a flush by ctx, or by DefaultOpTimeout when ctx has no
+// deadline (or has ended: the flush still gets a short chance).
+func flushCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok && ctx.Err() == nil {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(context.Background(), DefaultOpTimeout)
+}
+
+var _ broker.LagReporter = (*Adapter)(nil)
+
+// Lag reports the group's consumer: messages not yet delivered
+// (NumPending) and delivered but not acknowledged (NumAckPending, which
+// includes the messages waiting for a retry).
+func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupLag, error) {
+	c := a.cur.Load()
+	if c == nil {
+		if err := a.state.Check(); err != nil {
+			return broker.GroupLag{}, err
+		}
+		return broker.GroupLag{}, broker.ErrClosed
+	}
+	stream := StreamName(channel)
+	if s, ok := a.streamOf.Load(channel); ok {
+		stream = s.(string)
+	}
+	cons, err := c.js.Consumer(ctx, stream, DurableName(group))
+	if err != nil {
+		return broker.GroupLag{Lag: -1}, err
+	}
+	info := cons.CachedInfo()
+	return broker.GroupLag{Lag: int64(info.NumPending), Pending: int64(info.NumAckPending)}, nil
+}

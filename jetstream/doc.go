@@ -1,0 +1,134 @@
+// Package jetstream is the NATS JetStream adapter of channels, on the pull
+// consumers of nats.go's jetstream package, wire-compatible with the NATS
+// adapter of @moleculer/channels.
+//
+// # Construction
+//
+// Importing the package registers the type name "NATS" and the URL schemes
+// nats:// and tls:// (tls:// requires TLS):
+//
+//	a, err := jetstream.New("nats://user:secret@10.0.0.1:4222,nats://10.0.0.2:4222",
+//		jetstream.WithCredentials("/etc/nats/app.creds"),  // or WithNKeyFile, WithTLS, WithRootCAs, WithClientCert
+//		jetstream.WithChannelOptions(jetstream.ChannelOptions{AckWait: time.Minute}))
+//	p, err := channels.New(channels.WithAdapter(a))
+//
+// A comma-separated list is the server list of one cluster. User, password
+// and token in a URL are used to connect and never appear in errors, logs
+// or String. NewFromConn takes an existing *nats.Conn whose lifetime the
+// caller keeps (Close flushes it and leaves it open). WithNATSOptions passes
+// any nats.Option. An adapter-owned connection reconnects forever and does
+// not buffer while disconnected, so a send fails at once (a
+// *broker.PublishError) instead of waiting for a server that may not come.
+// The package github.com/microchannels/channels/jetstream/embedded runs a
+// NATS server inside the process (nats-embedded:// URLs).
+//
+// # Options
+//
+// ChannelOptions apply adapter-wide (WithChannelOptions) or per channel (a
+// ChannelOptions value in the channel's AdapterOptions); a zero field takes
+// the adapter value, then the default. A value of another adapter's type is
+// refused with ErrInvalidOption.
+//
+//	field               default                          meaning
+//	AckWait             DefaultAckWait (30s)             a message held that long without ack or progress (a crashed member's) is redelivered
+//	InProgressInterval  AckWait/3                        how often running messages are reported in progress (msg.InProgress)
+//	MaxAckPending       max(DefaultMaxAckPending, MIF)   unacked messages of the whole group, messages in backoff included
+//	DeliverPolicy       DeliverNew                       where a new group starts: DeliverAll, DeliverLast, DeliverLastPerSubject, DeliverByStartSequence (StartSequence), DeliverByStartTime (StartTime)
+//	FetchTimeout        DefaultFetchTimeout (5s)         expiry of one pull request (a stop ends it at once)
+//	AckSync             false                            confirm each ack with a round trip (double ack)
+//	Stream              server defaults                  StreamOptions: Name, Subjects, MaxAge, MaxMsgs, MaxBytes, MaxMsgSize, Discard, Retention, Storage, Replicas, Duplicates, Configure
+//
+// Adapter options: WithRecords(bucket, ttl) (DefaultRecordsBucket,
+// DefaultRecordTTL) for the failure records. DefaultKeepDelay and
+// DefaultOpTimeout are fixed.
+//
+// Streams and consumers are created when missing and updated when a set
+// option differs from them; an option left unset keeps what exists (so
+// members need not repeat the settings of a group). A change the server
+// cannot make — the storage or retention of a stream, the deliver policy or
+// start position of an existing group — is a *ConfigError wrapping
+// ErrUpdateNotAllowed, returned by Subscribe (so by the plugin's Start).
+//
+// Send options: WithMsgID (Nats-Msg-Id: a second message with that id
+// within the stream's Duplicates window, 2 minutes by default, is stored
+// once and the send succeeds), WithExpectLastSequence and
+// WithExpectLastMsgID (the send fails with ErrPublish when the stream has
+// moved on), or a SendOptions value in broker.WithAdapterOptions.
+//
+// # Wire format
+//
+// Names and headers are those of @moleculer/channels 0.1.8 (namespace P,
+// channel n, group g, dead-letter queue Q): stream P_n (dots, and the other
+// characters a stream name cannot hold, turned into underscores; StreamName)
+// storing subject P.n; a durable consumer g with dots turned into
+// underscores (DurableName), filtered on P.n, explicit acks; dead letters
+// published to subject P.Q, stored by stream P_Q. A send to a channel that
+// has no stream yet creates it, so messages sent before any group subscribed
+// are stored (a new group still starts with the messages after it). Headers
+// are NATS headers, one value per name, names kept as they are
+// (x-redelivered-count, x-original-*, x-error-* with base64 stack and data,
+// $requestID, $parentID, $meta, ...); header values cannot hold CR or LF
+// (a send with one is an *EncodeError). NATS transport headers (Nats-Msg-Id,
+// Nats-Expected-*) are left out of Message.Headers and of dead letters
+// (Message.Raw, the jetstream.Msg, has them). Message.ID is the stream
+// sequence, Message.Timestamp the time the stream stored it.
+//
+// # Retries, attempts, dead letters
+//
+// Each subscription pulls at most as many messages as it has free
+// MaxInFlight slots, so nothing is read ahead: every pulled message runs at
+// once, and a running one is reported in progress every InProgressInterval,
+// so a handler longer than AckWait keeps its message. A failed run is
+// retried with NakWithDelay(backoff): the server redelivers it to any
+// member after the delay, and a redelivery due goes before new messages.
+// A message in backoff stays pending on the server, which is why
+// MaxAckPending is not MaxInFlight: with MaxAckPending = MaxInFlight one
+// message in backoff would stop the group.
+//
+// JetStream counts deliveries (NumDelivered), not failed runs: a nak and an
+// AckWait expiry after a crash look the same. The adapter therefore keeps,
+// per group and message, a failure record in a key-value bucket
+// (DefaultRecordsBucket, key <stream>.<durable>.<sequence>): the failed runs,
+// the deliveries handed back unrun (a release is a Nak, which the server
+// counts), the x-error-* headers of the last failure and whether it was final.
+// Records are written only on the failure path, read only for a message
+// delivered more than once, deleted with the ack and expire after
+// DefaultRecordTTL. So: Message.Attempt = 1 + failed runs; a crash uses no
+// attempt (the message comes back after AckWait with the same attempt, also
+// with NoRetries); the deliveries the kit checks against MaxDeliveries are
+// NumDelivered less the releases, which bounds a message that keeps killing
+// its consumers (a poison pill) — the consumer's own MaxDeliver stays
+// unlimited, since a message past it would stay pending and never be
+// dead-lettered. A record that cannot be read counts from NumDelivered.
+//
+// After the last attempt the message is published to the dead-letter
+// subject with JetStream's acknowledgement, with its payload, its original
+// headers and the x-original-* and x-error-* headers, and only then acked.
+// When that publish fails, the final failure is recorded (Final) and the
+// message is nakked with DefaultKeepDelay: it comes back and is
+// dead-lettered without running. Acks are written on the connection (a
+// flush per batch of writes; AckSync for a confirmed ack); a stop flushes
+// them.
+//
+// # Drain
+//
+// Stop cancels the pull at once; messages that arrive after it are handed
+// back unrun (Nak, recorded as a release: no attempt and no delivery used
+// up; one the server sent just as the pull ended comes back after AckWait,
+// with its attempt unchanged), running handlers finish (bounded by the stop's context, their
+// messages are released when it ends), acks are flushed, and the consumer
+// stays (it is durable: the group's backlog waits for its next member).
+//
+// # @moleculer/channels 0.1.8
+//
+// Node 0.1.8 makes a push durable consumer named after the group (with a
+// deliver subject and a queue group); a pull consumer cannot join it, and
+// Subscribe returns ErrPushConsumer for such a group. Go and Node services
+// therefore share a stream in different groups: each group gets every
+// message. Both directions work with headers and context ($meta); Node
+// reads every header of a Go dead letter (x-error-* included) as plain
+// headers. Node 0.1.8 dead letters carry only x-original-channel and
+// x-original-group (its original headers and $meta are dropped, and it
+// writes no x-error-*); it retries with an immediate nak and counts
+// attempts from the delivery counter.
+package jetstream

@@ -1,0 +1,52 @@
+package jetstream
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrUpdateNotAllowed is wrapped by a *ConfigError: the existing stream
+	// or consumer differs from the options in a way that cannot be updated
+	// (storage, retention, deliver policy, start position, ack policy, ...).
+	// Delete it, or change the options back.
+	ErrUpdateNotAllowed = errors.New("channels/jetstream: configuration change not allowed on an existing stream or consumer")
+	// ErrPushConsumer is returned by Subscribe when the group's durable
+	// consumer exists as a push consumer, as @moleculer/channels 0.1.x
+	// creates them: a pull consumer cannot join it. Use another group name
+	// (Go and Node services then consume the same stream in different
+	// groups).
+	ErrPushConsumer = errors.New("channels/jetstream: the group's durable consumer is a push consumer (made by @moleculer/channels?); a pull consumer cannot join it: use another group")
+)
+
+// ConfigError reports a stream or consumer whose configuration cannot be
+// brought to what the options ask.
+type ConfigError struct {
+	// Kind is "stream" or "consumer".
+	Kind string
+	// Name is the stream or consumer name.
+	Name string
+	// Field names what differs.
+	Field string
+	// Have and Want are the existing and the asked values.
+	Have, Want any
+	// Err is the server's refusal, when there was one.
+	Err error
+}
+
+func (e *ConfigError) Error() string {
+	s := fmt.Sprintf("channels/jetstream: %s %q: %s is %v, the options ask for %v; the server cannot update it",
+		e.Kind, e.Name, e.Field, e.Have, e.Want)
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns ErrUpdateNotAllowed and the server's error.
+func (e *ConfigError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrUpdateNotAllowed, e.Err}
+	}
+	return []error{ErrUpdateNotAllowed}
+}

@@ -1,0 +1,465 @@
+package jetstream
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	js "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// Defaults of the NATS JetStream adapter.
+const (
+	// DefaultURL is used when the adapter is named by its type name alone.
+	DefaultURL = "nats://127.0.0.1:4222"
+	// DefaultAckWait is the consumer's AckWait: a message whose consumer
+	// neither acknowledged it nor reported progress for that long (a crashed
+	// process) is delivered again.
+	DefaultAckWait = 30 * time.Second
+	// DefaultMaxAckPending bounds the unacknowledged messages of a whole
+	// group (running, and waiting for a retry: a message in backoff stays
+	// pending on the server). The consumer's MaxAckPending is the larger of
+	// it and the channel's MaxInFlight.
+	DefaultMaxAckPending = 1000
+	// DefaultFetchTimeout is the expiry of one pull request (a drain ends it
+	// at once).
+	DefaultFetchTimeout = 5 * time.Second
+	// DefaultKeepDelay is how long a message whose dead-letter publish
+	// failed waits before it is delivered again (and dead-lettered without
+	// running).
+	DefaultKeepDelay = time.Second
+	// DefaultRecordsBucket is the key-value bucket of the failure records.
+	DefaultRecordsBucket = "channels_records"
+	// DefaultRecordTTL is how long a failure record is kept when its message
+	// is never acknowledged (it is deleted with the ack).
+	DefaultRecordTTL = 24 * time.Hour
+	// DefaultOpTimeout bounds the adapter's own requests that no caller's
+	// context bounds (records, flushes, provisioning at a reconnection).
+	DefaultOpTimeout = 5 * time.Second
+)
+
+// DeliverPolicy is where a new group starts reading its channel. The zero
+// value means "not set": a new group starts with new messages
+// ([DeliverNew]) and an existing group keeps the position it has.
+type DeliverPolicy int
+
+const (
+	deliverUnset DeliverPolicy = iota
+	// DeliverNew starts with the messages published after the group was
+	// created (the default, as in @moleculer/channels).
+	DeliverNew
+	// DeliverAll replays the whole stream.
+	DeliverAll
+	// DeliverLast starts with the last message of the stream.
+	DeliverLast
+	// DeliverLastPerSubject starts with the last message of each subject.
+	DeliverLastPerSubject
+	// DeliverByStartSequence starts at ChannelOptions.StartSequence.
+	DeliverByStartSequence
+	// DeliverByStartTime starts with the first message stored at or after
+	// ChannelOptions.StartTime.
+	DeliverByStartTime
+)
+
+func (p DeliverPolicy) native() js.DeliverPolicy {
+	switch p {
+	case DeliverAll:
+		return js.DeliverAllPolicy
+	case DeliverLast:
+		return js.DeliverLastPolicy
+	case DeliverLastPerSubject:
+		return js.DeliverLastPerSubjectPolicy
+	case DeliverByStartSequence:
+		return js.DeliverByStartSequencePolicy
+	case DeliverByStartTime:
+		return js.DeliverByStartTimePolicy
+	}
+	return js.DeliverNewPolicy
+}
+
+// StreamOptions shape the stream of a channel (and of its dead-letter
+// queue). Zero fields are "not set": a new stream gets the server's
+// defaults, an existing stream keeps its value. A set field that differs
+// from the existing stream updates it; a change the server does not allow
+// (storage, for example) is a *ConfigError wrapping ErrUpdateNotAllowed.
+type StreamOptions struct {
+	// Name overrides the stream name (default: the channel name with dots
+	// turned into underscores). Several channels may share one stream
+	// when Subjects covers them (e.g. "orders.>").
+	Name string
+	// Subjects overrides the stream's subjects (default: the channel name).
+	Subjects []string
+	// MaxAge, MaxMsgs, MaxBytes, MaxMsgSize and Discard bound the stream.
+	MaxAge     time.Duration
+	MaxMsgs    int64
+	MaxBytes   int64
+	MaxMsgSize int32
+	Discard    js.DiscardPolicy
+	// Retention: limits (the zero value), interest or work queue.
+	Retention js.RetentionPolicy
+	// Storage: file (the zero value) or memory.
+	Storage js.StorageType
+	// Replicas in a clustered JetStream.
+	Replicas int
+	// Duplicates is the window in which a message id (WithMsgID) is
+	// deduplicated (server default 2 minutes).
+	Duplicates time.Duration
+	// Configure, when set, edits the final configuration (any field
+	// nats.go knows) before it is created or compared.
+	Configure func(*js.StreamConfig)
+}
+
+func (o StreamOptions) merge(over StreamOptions) StreamOptions {
+	if over.Name != "" {
+		o.Name = over.Name
+	}
+	if len(over.Subjects) > 0 {
+		o.Subjects = over.Subjects
+	}
+	if over.MaxAge != 0 {
+		o.MaxAge = over.MaxAge
+	}
+	if over.MaxMsgs != 0 {
+		o.MaxMsgs = over.MaxMsgs
+	}
+	if over.MaxBytes != 0 {
+		o.MaxBytes = over.MaxBytes
+	}
+	if over.MaxMsgSize != 0 {
+		o.MaxMsgSize = over.MaxMsgSize
+	}
+	if over.Discard != 0 {
+		o.Discard = over.Discard
+	}
+	if over.Retention != 0 {
+		o.Retention = over.Retention
+	}
+	if over.Storage != 0 {
+		o.Storage = over.Storage
+	}
+	if over.Replicas != 0 {
+		o.Replicas = over.Replicas
+	}
+	if over.Duplicates != 0 {
+		o.Duplicates = over.Duplicates
+	}
+	if over.Configure != nil {
+		o.Configure = over.Configure
+	}
+	return o
+}
+
+// ChannelOptions are the consumer and stream settings of a channel. Set
+// them adapter-wide with WithChannelOptions, or per channel by putting a
+// ChannelOptions value in the channel's AdapterOptions; zero fields take
+// the adapter value, then the defaults.
+type ChannelOptions struct {
+	// AckWait is the consumer's AckWait (default 30s). A live handler
+	// reports progress every InProgressInterval, so only the messages of a
+	// crashed process wait it out. Not set: an existing group keeps its own.
+	AckWait time.Duration
+	// InProgressInterval is how often running messages are reported in
+	// progress (default AckWait/3).
+	InProgressInterval time.Duration
+	// MaxAckPending bounds the unacknowledged messages of the whole group
+	// (default the larger of DefaultMaxAckPending and MaxInFlight). It must
+	// leave room for the messages waiting in backoff.
+	MaxAckPending int
+	// DeliverPolicy is where a new group starts (default DeliverNew). For
+	// an existing group a different policy is a *ConfigError.
+	DeliverPolicy DeliverPolicy
+	// StartSequence is the first stream sequence of DeliverByStartSequence.
+	StartSequence uint64
+	// StartTime is the start of DeliverByStartTime.
+	StartTime time.Time
+	// FetchTimeout is the expiry of one pull request (default 5s).
+	FetchTimeout time.Duration
+	// AckSync makes each acknowledgement a request the server confirms
+	// (double ack), at the price of a round trip per message; by default
+	// an ack is written on the connection and flushed with the next batch
+	// of writes (a lost ack means a redelivery after AckWait).
+	AckSync bool
+	// Stream shapes the channel's stream and the dead-letter stream.
+	Stream StreamOptions
+}
+
+func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
+	if over.AckWait != 0 {
+		o.AckWait = over.AckWait
+	}
+	if over.InProgressInterval != 0 {
+		o.InProgressInterval = over.InProgressInterval
+	}
+	if over.MaxAckPending != 0 {
+		o.MaxAckPending = over.MaxAckPending
+	}
+	if over.DeliverPolicy != deliverUnset {
+		o.DeliverPolicy = over.DeliverPolicy
+	}
+	if over.StartSequence != 0 {
+		o.StartSequence = over.StartSequence
+	}
+	if !over.StartTime.IsZero() {
+		o.StartTime = over.StartTime
+	}
+	if over.FetchTimeout != 0 {
+		o.FetchTimeout = over.FetchTimeout
+	}
+	if over.AckSync {
+		o.AckSync = true
+	}
+	o.Stream = o.Stream.merge(over.Stream)
+	return o
+}
+
+// Validate checks the options.
+func (o ChannelOptions) Validate() error {
+	switch {
+	case o.AckWait < 0:
+		return fmt.Errorf("%w: jetstream AckWait must be > 0", broker.ErrInvalidOption)
+	case o.AckWait > 0 && o.AckWait < 100*time.Millisecond:
+		return fmt.Errorf("%w: jetstream AckWait must be at least 100ms", broker.ErrInvalidOption)
+	case o.InProgressInterval < 0:
+		return fmt.Errorf("%w: jetstream InProgressInterval must be > 0", broker.ErrInvalidOption)
+	case o.AckWait > 0 && o.InProgressInterval >= o.AckWait:
+		return fmt.Errorf("%w: jetstream InProgressInterval (%s) must be shorter than AckWait (%s)",
+			broker.ErrInvalidOption, o.InProgressInterval, o.AckWait)
+	case o.MaxAckPending < 0:
+		return fmt.Errorf("%w: jetstream MaxAckPending must be > 0", broker.ErrInvalidOption)
+	case o.FetchTimeout < 0, o.FetchTimeout > 0 && o.FetchTimeout < 100*time.Millisecond:
+		return fmt.Errorf("%w: jetstream FetchTimeout must be at least 100ms", broker.ErrInvalidOption)
+	case o.DeliverPolicy < deliverUnset || o.DeliverPolicy > DeliverByStartTime:
+		return fmt.Errorf("%w: jetstream DeliverPolicy %d is unknown", broker.ErrInvalidOption, o.DeliverPolicy)
+	case o.DeliverPolicy == DeliverByStartSequence && o.StartSequence == 0:
+		return fmt.Errorf("%w: jetstream DeliverByStartSequence needs StartSequence", broker.ErrInvalidOption)
+	case o.DeliverPolicy == DeliverByStartTime && o.StartTime.IsZero():
+		return fmt.Errorf("%w: jetstream DeliverByStartTime needs StartTime", broker.ErrInvalidOption)
+	case o.Stream.MaxAge < 0, o.Stream.Duplicates < 0, o.Stream.Replicas < 0:
+		return fmt.Errorf("%w: jetstream stream MaxAge, Duplicates and Replicas must be >= 0", broker.ErrInvalidOption)
+	}
+	return nil
+}
+
+func (o ChannelOptions) withDefaults() ChannelOptions {
+	if o.FetchTimeout == 0 {
+		o.FetchTimeout = DefaultFetchTimeout
+	}
+	return o
+}
+
+// SendOptions are the JetStream-only options of one send, passed with
+// broker.WithAdapterOptions or the With* send options of this package.
+// Several values are merged, later fields winning.
+type SendOptions struct {
+	// MsgID is the message id (Nats-Msg-Id): a second message with the
+	// same id within the stream's Duplicates window is stored once (the
+	// send succeeds, nothing is added).
+	MsgID string
+	// ExpectLastSequence refuses the send unless the stream's last
+	// sequence is this one.
+	ExpectLastSequence uint64
+	// ExpectLastMsgID refuses the send unless the stream's last message id
+	// is this one.
+	ExpectLastMsgID string
+	// ExpectStream refuses the send unless the subject is stored by this
+	// stream.
+	ExpectStream string
+}
+
+func (o SendOptions) merge(over SendOptions) SendOptions {
+	if over.MsgID != "" {
+		o.MsgID = over.MsgID
+	}
+	if over.ExpectLastSequence != 0 {
+		o.ExpectLastSequence = over.ExpectLastSequence
+	}
+	if over.ExpectLastMsgID != "" {
+		o.ExpectLastMsgID = over.ExpectLastMsgID
+	}
+	if over.ExpectStream != "" {
+		o.ExpectStream = over.ExpectStream
+	}
+	return o
+}
+
+// WithMsgID sends with a message id: duplicates within the stream's
+// Duplicates window are stored once.
+func WithMsgID(id string) broker.PublishOption {
+	return broker.WithAdapterOptions(SendOptions{MsgID: id})
+}
+
+// WithExpectLastSequence refuses the send unless the stream's last
+// sequence is seq (optimistic concurrency).
+func WithExpectLastSequence(seq uint64) broker.PublishOption {
+	return broker.WithAdapterOptions(SendOptions{ExpectLastSequence: seq})
+}
+
+// WithExpectLastMsgID refuses the send unless the stream's last message id
+// is id.
+func WithExpectLastMsgID(id string) broker.PublishOption {
+	return broker.WithAdapterOptions(SendOptions{ExpectLastMsgID: id})
+}
+
+func isChannelOption(o any) bool {
+	switch o.(type) {
+	case ChannelOptions, *ChannelOptions:
+		return true
+	}
+	return false
+}
+
+func isSendOption(o any) bool {
+	switch o.(type) {
+	case SendOptions, *SendOptions:
+		return true
+	}
+	return false
+}
+
+// sendOptions merges every SendOptions value of a send.
+func sendOptions(opts []any) (SendOptions, bool) {
+	var so SendOptions
+	found := false
+	for _, o := range opts {
+		switch v := o.(type) {
+		case SendOptions:
+			so, found = so.merge(v), true
+		case *SendOptions:
+			if v != nil {
+				so, found = so.merge(*v), true
+			}
+		}
+	}
+	return so, found
+}
+
+// Option configures an Adapter.
+type Option func(*Adapter) error
+
+// WithChannelOptions sets the adapter-wide consumer and stream options.
+func WithChannelOptions(o ChannelOptions) Option {
+	return func(a *Adapter) error {
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		a.chopts = a.chopts.merge(o)
+		return nil
+	}
+}
+
+// WithCredentials authenticates with a NATS credentials file (JWT and nkey).
+func WithCredentials(file string) Option {
+	return func(a *Adapter) error { return a.natsOption(nats.UserCredentials(file)) }
+}
+
+// WithNKeyFile authenticates with the nkey seed in file.
+func WithNKeyFile(file string) Option {
+	return func(a *Adapter) error {
+		o, err := nats.NkeyOptionFromSeed(file)
+		if err != nil {
+			return fmt.Errorf("%w: jetstream nkey: %v", broker.ErrInvalidOption, err)
+		}
+		return a.natsOption(o)
+	}
+}
+
+// WithTLS sets the TLS configuration (tls:// URLs require TLS).
+func WithTLS(cfg *tls.Config) Option {
+	return func(a *Adapter) error { return a.natsOption(nats.Secure(cfg)) }
+}
+
+// WithRootCAs trusts the PEM certificates in files for the server.
+func WithRootCAs(files ...string) Option {
+	return func(a *Adapter) error {
+		pool := x509.NewCertPool()
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return fmt.Errorf("%w: jetstream root CA: %v", broker.ErrInvalidOption, err)
+			}
+			if !pool.AppendCertsFromPEM(b) {
+				return fmt.Errorf("%w: jetstream root CA %s holds no PEM certificate", broker.ErrInvalidOption, f)
+			}
+		}
+		return a.natsOption(func(o *nats.Options) error {
+			if o.TLSConfig == nil {
+				o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			o.TLSConfig.RootCAs = pool
+			o.Secure = true
+			return nil
+		})
+	}
+}
+
+// WithClientCert presents the certificate and key in these PEM files (mutual TLS).
+func WithClientCert(certFile, keyFile string) Option {
+	return func(a *Adapter) error { return a.natsOption(nats.ClientCert(certFile, keyFile)) }
+}
+
+// WithNATSOptions passes options to nats.Connect (name, reconnect policy,
+// authentication callbacks, ...). They apply after the adapter's own.
+func WithNATSOptions(opts ...nats.Option) Option {
+	return func(a *Adapter) error { return a.natsOption(opts...) }
+}
+
+// WithRecords sets the key-value bucket of the failure records and their
+// lifetime (defaults DefaultRecordsBucket and DefaultRecordTTL).
+func WithRecords(bucket string, ttl time.Duration) Option {
+	return func(a *Adapter) error {
+		if bucket == "" || strings.ContainsAny(bucket, ". *>") {
+			return fmt.Errorf("%w: jetstream records bucket %q is not a valid bucket name", broker.ErrInvalidOption, bucket)
+		}
+		if ttl < 0 {
+			return fmt.Errorf("%w: jetstream record TTL must be >= 0", broker.ErrInvalidOption)
+		}
+		a.bucket, a.recordTTL = bucket, ttl
+		return nil
+	}
+}
+
+func (a *Adapter) natsOption(opts ...nats.Option) error {
+	if a.external != nil {
+		return fmt.Errorf("%w: connection options need an adapter-owned connection (not NewFromConn)", broker.ErrInvalidOption)
+	}
+	a.natsOpts = append(a.natsOpts, opts...)
+	return nil
+}
+
+// parseURLs checks a nats:// or tls:// URL or a comma-separated list of
+// them, and returns the servers for nats.Connect and a display form
+// without credentials.
+func parseURLs(raw string) (servers []string, display string, err error) {
+	var shown []string
+	for _, s := range strings.Split(raw, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		u, perr := url.Parse(s)
+		if perr != nil {
+			return nil, "", fmt.Errorf("%w: jetstream URL: %v", broker.ErrInvalidOption, broker.Redact(perr.Error()))
+		}
+		switch strings.ToLower(u.Scheme) {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return nil, "", fmt.Errorf("%w: jetstream URL scheme must be nats:// or tls://, got %q", broker.ErrInvalidOption, u.Scheme)
+		}
+		if u.Host == "" {
+			return nil, "", fmt.Errorf("%w: jetstream URL has no host", broker.ErrInvalidOption)
+		}
+		servers = append(servers, s)
+		shown = append(shown, u.Scheme+"://"+u.Host)
+	}
+	if len(servers) == 0 {
+		return nil, "", fmt.Errorf("%w: jetstream URL is empty", broker.ErrInvalidOption)
+	}
+	return servers, strings.Join(shown, ","), nil
+}

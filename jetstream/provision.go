@@ -1,0 +1,269 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	js "github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamName is the stream of a channel, as @moleculer/channels names it:
+// the channel name with dots (and the other characters a stream name cannot
+// hold) turned into underscores. "P.orders.created" -> "P_orders_created".
+func StreamName(channel string) string { return tokenName(channel) }
+
+// DurableName is the durable consumer of a group: the group name with dots
+// turned into underscores, as @moleculer/channels names it.
+func DurableName(group string) string { return tokenName(group) }
+
+func tokenName(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.', ' ', '\t', '*', '>', '/', '\\':
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// subjectMatches reports whether the subject filter (with * and >)
+// covers subject.
+func subjectMatches(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, t := range f {
+		if t == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (t != "*" && t != s[i]) {
+			return false
+		}
+	}
+	return len(f) == len(s)
+}
+
+func covers(subjects []string, subject string) bool {
+	for _, f := range subjects {
+		if subjectMatches(f, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// streamFor returns the stream name and subjects of a subject (a channel
+// or a dead-letter queue) under o.
+func streamFor(subject string, o StreamOptions) (string, []string) {
+	name, subjects := StreamName(subject), []string{subject}
+	if o.Name != "" {
+		name = o.Name
+	}
+	if len(o.Subjects) > 0 {
+		subjects = o.Subjects
+	}
+	return name, subjects
+}
+
+// overlay applies the set fields of o over cfg.
+func (o StreamOptions) overlay(cfg js.StreamConfig) js.StreamConfig {
+	if o.MaxAge != 0 {
+		cfg.MaxAge = o.MaxAge
+	}
+	if o.MaxMsgs != 0 {
+		cfg.MaxMsgs = o.MaxMsgs
+	}
+	if o.MaxBytes != 0 {
+		cfg.MaxBytes = o.MaxBytes
+	}
+	if o.MaxMsgSize != 0 {
+		cfg.MaxMsgSize = o.MaxMsgSize
+	}
+	if o.Discard != 0 {
+		cfg.Discard = o.Discard
+	}
+	if o.Retention != 0 {
+		cfg.Retention = o.Retention
+	}
+	if o.Storage != 0 {
+		cfg.Storage = o.Storage
+	}
+	if o.Replicas != 0 {
+		cfg.Replicas = o.Replicas
+	}
+	if o.Duplicates != 0 {
+		cfg.Duplicates = o.Duplicates
+	}
+	if o.Configure != nil {
+		o.Configure(&cfg)
+	}
+	return cfg
+}
+
+// ensureStream creates the stream that stores subject, or updates it when
+// the set options differ from it. It returns the stream name.
+func ensureStream(ctx context.Context, j js.JetStream, subject string, o StreamOptions) (string, error) {
+	name, subjects := streamFor(subject, o)
+	for try := 0; ; try++ {
+		st, err := j.Stream(ctx, name)
+		if errors.Is(err, js.ErrStreamNotFound) {
+			cfg := o.overlay(js.StreamConfig{Name: name, Subjects: subjects})
+			if _, err = j.CreateStream(ctx, cfg); err == nil {
+				return name, nil
+			}
+			if errors.Is(err, js.ErrStreamNameAlreadyInUse) && try == 0 {
+				continue // created meanwhile by another member: compare with it
+			}
+			return "", fmt.Errorf("channels/jetstream: create stream %q: %w", name, err)
+		}
+		if err != nil {
+			return "", fmt.Errorf("channels/jetstream: stream %q: %w", name, err)
+		}
+		have := st.CachedInfo().Config
+		want := o.overlay(have)
+		if !covers(want.Subjects, subject) {
+			if len(o.Subjects) > 0 {
+				return "", fmt.Errorf("channels/jetstream: stream %q: its subjects %v do not cover %q", name, want.Subjects, subject)
+			}
+			want.Subjects = append(slices.Clone(want.Subjects), subject)
+		}
+		if reflect.DeepEqual(want, have) {
+			return name, nil
+		}
+		if want.Storage != have.Storage {
+			return "", &ConfigError{Kind: "stream", Name: name, Field: "Storage", Have: have.Storage, Want: want.Storage}
+		}
+		if _, err := j.UpdateStream(ctx, want); err != nil {
+			var apiErr *js.APIError
+			if errors.As(err, &apiErr) && apiErr.Code == 400 || errors.Is(err, js.ErrStreamNameAlreadyInUse) {
+				return "", &ConfigError{Kind: "stream", Name: name, Field: diffField(have, want), Have: "the existing configuration", Want: "a change", Err: err}
+			}
+			return "", fmt.Errorf("channels/jetstream: update stream %q: %w", name, err)
+		}
+		return name, nil
+	}
+}
+
+// diffField names the first field that differs between two configurations.
+func diffField(have, want any) string {
+	hv, wv := reflect.ValueOf(have), reflect.ValueOf(want)
+	for i := range hv.NumField() {
+		if !reflect.DeepEqual(hv.Field(i).Interface(), wv.Field(i).Interface()) {
+			return hv.Type().Field(i).Name
+		}
+	}
+	return "configuration"
+}
+
+// consumerConfig is the desired consumer of a group, given the options set
+// by the user (zero: not set) and the existing consumer, if any.
+func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, have *js.ConsumerConfig) (js.ConsumerConfig, error) {
+	if have == nil {
+		cfg := js.ConsumerConfig{
+			Durable:       durable,
+			Description:   "channels: group " + durable + " of " + subject,
+			DeliverPolicy: o.DeliverPolicy.native(),
+			AckPolicy:     js.AckExplicitPolicy,
+			AckWait:       o.AckWait,
+			MaxDeliver:    -1,
+			FilterSubject: subject,
+			MaxAckPending: o.MaxAckPending,
+			ReplayPolicy:  js.ReplayInstantPolicy,
+		}
+		if cfg.AckWait == 0 {
+			cfg.AckWait = DefaultAckWait
+		}
+		if cfg.MaxAckPending == 0 {
+			cfg.MaxAckPending = max(DefaultMaxAckPending, maxInFlight)
+		}
+		switch o.DeliverPolicy {
+		case DeliverByStartSequence:
+			cfg.OptStartSeq = o.StartSequence
+		case DeliverByStartTime:
+			t := o.StartTime
+			cfg.OptStartTime = &t
+		}
+		return cfg, nil
+	}
+	if have.DeliverSubject != "" {
+		return js.ConsumerConfig{}, fmt.Errorf("%w (consumer %q, deliver subject %q)", ErrPushConsumer, durable, have.DeliverSubject)
+	}
+	cfg := *have
+	notAllowed := func(field string, h, w any) error {
+		return &ConfigError{Kind: "consumer", Name: durable, Field: field, Have: h, Want: w}
+	}
+	if have.AckPolicy != js.AckExplicitPolicy {
+		return cfg, notAllowed("AckPolicy", have.AckPolicy, js.AckExplicitPolicy)
+	}
+	if o.DeliverPolicy != deliverUnset {
+		if have.DeliverPolicy != o.DeliverPolicy.native() {
+			return cfg, notAllowed("DeliverPolicy", have.DeliverPolicy, o.DeliverPolicy.native())
+		}
+		if o.DeliverPolicy == DeliverByStartSequence && have.OptStartSeq != o.StartSequence {
+			return cfg, notAllowed("OptStartSeq", have.OptStartSeq, o.StartSequence)
+		}
+		if o.DeliverPolicy == DeliverByStartTime && (have.OptStartTime == nil || !have.OptStartTime.Equal(o.StartTime)) {
+			return cfg, notAllowed("OptStartTime", have.OptStartTime, o.StartTime.Format(time.RFC3339Nano))
+		}
+	}
+	if have.FilterSubject != subject && !(have.FilterSubject == "" && len(have.FilterSubjects) == 0) {
+		return cfg, notAllowed("FilterSubject", have.FilterSubject, subject)
+	}
+	if o.AckWait != 0 {
+		cfg.AckWait = o.AckWait
+	}
+	if o.MaxAckPending != 0 {
+		cfg.MaxAckPending = o.MaxAckPending
+	} else if m := max(DefaultMaxAckPending, maxInFlight); cfg.MaxAckPending < m && cfg.MaxAckPending >= 0 {
+		cfg.MaxAckPending = m
+	}
+	if cfg.MaxDeliver > 0 {
+		cfg.MaxDeliver = -1 // the kit bounds deliveries (MaxDeliveries), then dead-letters
+	}
+	return cfg, nil
+}
+
+// ensureConsumer creates the group's durable pull consumer, or updates it
+// when the options ask for a change the server allows.
+func ensureConsumer(ctx context.Context, j js.JetStream, stream, subject, durable string, o ChannelOptions, maxInFlight int) (js.Consumer, error) {
+	for try := 0; ; try++ {
+		c, err := j.Consumer(ctx, stream, durable)
+		if errors.Is(err, js.ErrNotPullConsumer) {
+			return nil, fmt.Errorf("%w (consumer %q on stream %q)", ErrPushConsumer, durable, stream)
+		}
+		if errors.Is(err, js.ErrConsumerNotFound) {
+			cfg, _ := consumerConfig(durable, subject, o, maxInFlight, nil)
+			c, err = j.CreateConsumer(ctx, stream, cfg)
+			if err == nil {
+				return c, nil
+			}
+			if try == 0 && (errors.Is(err, js.ErrConsumerExists) || errors.Is(err, js.ErrConsumerNameAlreadyInUse)) {
+				continue // created meanwhile by another member
+			}
+			return nil, fmt.Errorf("channels/jetstream: create consumer %q on stream %q: %w", durable, stream, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("channels/jetstream: consumer %q on stream %q: %w", durable, stream, err)
+		}
+		have := c.CachedInfo().Config
+		want, err := consumerConfig(durable, subject, o, maxInFlight, &have)
+		if err != nil {
+			return nil, err
+		}
+		if reflect.DeepEqual(want, have) {
+			return c, nil
+		}
+		c, err = j.UpdateConsumer(ctx, stream, want)
+		if err != nil {
+			var apiErr *js.APIError
+			if errors.As(err, &apiErr) && apiErr.Code == 400 {
+				return nil, &ConfigError{Kind: "consumer", Name: durable, Field: diffField(have, want), Have: "the existing configuration", Want: "a change", Err: err}
+			}
+			return nil, fmt.Errorf("channels/jetstream: update consumer %q on stream %q: %w", durable, stream, err)
+		}
+		return c, nil
+	}
+}

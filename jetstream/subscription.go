@@ -1,0 +1,299 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	js "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// subscription consumes one channel for one group: a pull loop that never
+// asks for more messages than there are free MaxInFlight slots, an
+// in-progress loop for the running messages, and the settler of each
+// delivery (acks, naks with delay, dead letters, failure records).
+type subscription struct {
+	*broker.Consumer
+	a    *Adapter
+	c    *conn
+	ch   *broker.Channel
+	opts ChannelOptions
+	cons js.Consumer
+	recs records
+	log  *slog.Logger
+
+	fetchCtx   context.Context // cancelled by StopFetching
+	stopFetch  context.CancelFunc
+	beatStop   chan struct{}
+	beatDone   sync.WaitGroup
+	runningMu  sync.Mutex
+	running    map[*delivery]struct{}
+	finishOnce sync.Once
+}
+
+func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, cons js.Consumer, recs records) *subscription {
+	fctx, cancel := context.WithCancel(context.Background())
+	return &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, cons: cons, recs: recs,
+		log: ch.Logger, fetchCtx: fctx, stopFetch: cancel, beatStop: make(chan struct{}), running: map[*delivery]struct{}{}}
+}
+
+// Start begins fetching; it runs once. The in-progress loop is not a loop
+// of the Consumer: it must go on while a drain waits for slow handlers.
+func (s *subscription) Start() {
+	if s.Consumer.Start(s.fetchLoop) {
+		s.beatDone.Add(1)
+		go s.inProgressLoop()
+	}
+}
+
+// Drain stops the pull at once, waits for running handlers (bounded by
+// ctx), flushes the acknowledgements and forgets the subscription.
+func (s *subscription) Drain(ctx context.Context) error {
+	return s.Consumer.Drain(ctx, broker.DrainHooks{
+		StopFetching: func(context.Context) { s.stopFetch() },
+		Finish:       s.finish,
+	})
+}
+
+func (s *subscription) finish(ctx context.Context, _ bool) error {
+	defer s.a.subs.Remove(s)
+	s.stopFetch()
+	s.finishOnce.Do(func() { close(s.beatStop) })
+	s.beatDone.Wait()
+	if !s.Started() || !s.c.nc.IsConnected() {
+		return nil
+	}
+	fctx, cancel := flushCtx(ctx)
+	defer cancel()
+	return s.c.nc.FlushWithContext(fctx)
+}
+
+// fetchLoop pulls as many messages as there are free slots, waiting up to
+// FetchTimeout for them, and runs each one on its slot.
+func (s *subscription) fetchLoop() {
+	var retry broker.Reconnect
+	for {
+		// A slot must be free (and not wanted by a redelivery) before pulling.
+		if !s.AcquireForFetch() {
+			return
+		}
+		n := s.Free() + 1 // the free slots, the one just taken included
+		s.ReleaseSlot()
+		ctx, cancel := context.WithTimeout(s.fetchCtx, s.opts.FetchTimeout)
+		batch, err := s.cons.Fetch(n, js.FetchContext(ctx))
+		if err == nil {
+			for m := range batch.Messages() {
+				if s.IsStopping() || !s.Acquire() {
+					s.handBack(m) // pulled while the drain started: unrun, no attempt used
+					continue
+				}
+				s.Run(&s.delivery(m).Delivery, nil)
+			}
+			err = batch.Error()
+		}
+		cancel()
+		if s.IsStopping() {
+			return
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
+			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, js.ErrNoMessages) {
+			s.log.Warn("channels/jetstream: pull failed, retrying", "channel", s.ch.Name, "group", s.ch.Group,
+				"error", err, "in", retry.Next())
+			if errors.Is(err, js.ErrConsumerNotFound) || errors.Is(err, js.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders) {
+				s.reprovision()
+			}
+			if _, ok := retry.Failed(s.Stopping()); !ok {
+				return
+			}
+			continue
+		}
+		retry.Succeeded()
+	}
+}
+
+// reprovision recreates the stream and the consumer after they were
+// deleted (by an operator, or a server that lost its store).
+func (s *subscription) reprovision() {
+	ctx, cancel := context.WithTimeout(s.fetchCtx, DefaultOpTimeout)
+	defer cancel()
+	stream, err := ensureStream(ctx, s.c.js, s.ch.Name, s.opts.Stream)
+	if err == nil {
+		var cons js.Consumer
+		if cons, err = ensureConsumer(ctx, s.c.js, stream, s.ch.Name, DurableName(s.ch.Group), s.opts, s.MaxInFlight()); err == nil {
+			s.cons = cons
+		}
+	}
+	if err != nil {
+		s.log.Warn("channels/jetstream: recreating the stream and consumer failed", "channel", s.ch.Name, "error", err)
+	}
+}
+
+// handBack naks a message pulled but not run, recording the release so
+// that the delivery it used is not counted.
+func (s *subscription) handBack(m js.Msg) {
+	d := s.delivery(m)
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+	defer cancel()
+	_ = d.Release(ctx)
+}
+
+// inProgressLoop tells the server that the running messages are being
+// worked on, so a handler longer than AckWait keeps its message.
+func (s *subscription) inProgressLoop() {
+	defer s.beatDone.Done()
+	t := time.NewTicker(s.opts.InProgressInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.beatStop:
+			return
+		case <-t.C:
+			s.runningMu.Lock()
+			for d := range s.running {
+				_ = d.m.InProgress()
+			}
+			s.runningMu.Unlock()
+		}
+	}
+}
+
+func (s *subscription) track(d *delivery) {
+	s.runningMu.Lock()
+	s.running[d] = struct{}{}
+	s.runningMu.Unlock()
+}
+
+func (s *subscription) untrack(d *delivery) {
+	s.runningMu.Lock()
+	delete(s.running, d)
+	s.runningMu.Unlock()
+}
+
+// delivery is one pulled message handed to the kit: the kit's delivery,
+// its message and the settler in one allocation.
+type delivery struct {
+	broker.Delivery
+	msg    broker.Message
+	s      *subscription
+	m      js.Msg
+	seq    uint64
+	rec    record
+	hasRec bool // a record may exist: delete it with the ack
+}
+
+// delivery builds the kit's delivery: the attempt is 1 + the failed runs
+// recorded, the deliveries the server's NumDelivered less the releases.
+func (s *subscription) delivery(m js.Msg) *delivery {
+	d := &delivery{s: s, m: m}
+	msg := &d.msg
+	msg.SetSerializer(s.ch.Serializer)
+	msg.Channel, msg.Group, msg.Payload, msg.Raw, msg.Attempt = s.ch.Name, s.ch.Group, m.Data(), m, 1
+	deliveries := 0
+	if meta, err := m.Metadata(); err == nil {
+		d.seq = meta.Sequence.Stream
+		msg.ID = strconv.FormatUint(d.seq, 10)
+		msg.Timestamp = meta.Timestamp
+		deliveries = int(meta.NumDelivered)
+		if meta.NumDelivered > 1 {
+			ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+			rec, ok, err := s.recs.load(ctx, d.seq)
+			cancel()
+			d.hasRec = ok || err != nil // unread: the ack clears it anyway
+			if err != nil {
+				s.log.Warn("channels/jetstream: reading the failure record failed; counting from the delivery counter",
+					"channel", s.ch.Name, "id", msg.ID, "error", err)
+			} else if ok {
+				d.rec = rec
+				msg.Attempt = 1 + rec.Failures
+				deliveries = max(deliveries-rec.Releases, 1)
+			}
+		}
+	}
+	if h := m.Headers(); len(h) > 0 {
+		msg.Headers = make(map[string]string, len(h))
+		for k, vs := range h {
+			if len(vs) == 0 || strings.HasPrefix(k, headerPrefixNATS) {
+				continue
+			}
+			msg.Headers[k] = vs[0]
+		}
+	}
+	d.Delivery = broker.Delivery{Msg: msg, Deliveries: deliveries, Final: d.rec.Final, Failure: d.rec.Failure, Settle: d}
+	s.track(d)
+	return d
+}
+
+func (t *delivery) Ack(ctx context.Context) error {
+	t.s.untrack(t)
+	var err error
+	if t.s.opts.AckSync {
+		actx, cancel := context.WithTimeout(ctx, DefaultOpTimeout)
+		err = t.m.DoubleAck(actx)
+		cancel()
+	} else {
+		err = t.m.Ack()
+	}
+	if err == nil && t.hasRec {
+		rctx, cancel := context.WithTimeout(ctx, DefaultOpTimeout)
+		if rerr := t.s.recs.remove(rctx, t.seq); rerr != nil {
+			t.s.log.Warn("channels/jetstream: deleting a failure record failed; it expires with the bucket TTL",
+				"channel", t.s.ch.Name, "id", t.msg.ID, "error", rerr)
+		}
+		cancel()
+	}
+	return err
+}
+
+func (t *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
+	t.s.untrack(t)
+	// Record the failed run before the nak, so that whichever member gets
+	// the message next sees the attempt.
+	rec := t.rec
+	rec.Failures++
+	rec.Failure = failure
+	err := t.s.recs.store(ctx, t.seq, rec)
+	if err == nil {
+		t.rec, t.hasRec = rec, true
+	}
+	return errors.Join(err, t.m.NakWithDelay(delay))
+}
+
+func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
+	m := nats.NewMsg(t.s.ch.DeadLetter.Queue)
+	m.Data = payload
+	if err := setHeaders(m.Header, headers); err != nil {
+		return err
+	}
+	_, err := t.s.c.js.PublishMsg(ctx, m)
+	if errors.Is(err, js.ErrNoStreamResponse) && t.s.c.nc.IsConnected() {
+		dl := t.s.opts.Stream
+		dl.Name, dl.Subjects = "", nil
+		if _, serr := ensureStream(ctx, t.s.c.js, t.s.ch.DeadLetter.Queue, dl); serr == nil {
+			_, err = t.s.c.js.PublishMsg(ctx, m)
+		}
+	}
+	return err
+}
+
+func (t *delivery) Keep(ctx context.Context, failure map[string]string) error {
+	t.s.untrack(t)
+	rec := t.rec
+	rec.Final, rec.Failure = true, failure
+	err := t.s.recs.store(ctx, t.seq, rec)
+	return errors.Join(err, t.m.NakWithDelay(DefaultKeepDelay))
+}
+
+func (t *delivery) Release(ctx context.Context) error {
+	t.s.untrack(t)
+	rec := t.rec
+	rec.Releases++
+	err := t.s.recs.store(ctx, t.seq, rec)
+	return errors.Join(err, t.m.Nak())
+}
