@@ -11,7 +11,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 
 -include scripts/make-services.mk
-.PHONY: all demo test unit lint fmt bench bench-memory bench-redis bench-nats fuzz fuzz-short
+.PHONY: all demo test unit lint fmt bench bench-memory bench-redis bench-amqp bench-nats fuzz fuzz-short
 
 all: lint test
 
@@ -41,13 +41,16 @@ test: services interop-deps
 	exit $$status
 
 ## bench: the memory hot path, then each broker next to its raw driver (brokers started as for test)
-bench: bench-memory bench-redis bench-nats
+bench: bench-memory bench-redis bench-amqp bench-nats
 
 bench-memory:
 	$(GO) test -run '^$$' -bench Dispatch -benchmem -count 1 .
 
 bench-redis: services
 	$(GO) run ./bench -adapter redis -n 10000
+
+bench-amqp: services
+	$(GO) run ./bench -adapter amqp -n 10000
 
 bench-nats: services
 	$(GO) run ./bench -adapter nats -n 10000

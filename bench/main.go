@@ -34,7 +34,7 @@ type result struct {
 }
 
 func main() {
-	adapter := flag.String("adapter", "redis", "broker to measure: redis, nats")
+	adapter := flag.String("adapter", "redis", "broker to measure: redis, amqp, nats")
 	n := flag.Int("n", 10000, "messages per throughput run")
 	pings := flag.Int("pings", 2000, "round trips of the latency run")
 	senders := flag.Int("senders", 64, "concurrent senders of the throughput run")
@@ -57,6 +57,8 @@ func main() {
 	switch *adapter {
 	case "redis":
 		rows, err = benchRedis(ctx, brokerenv.RedisURL(), *pings, *n, *senders)
+	case "amqp":
+		rows, err = benchAMQP(ctx, brokerenv.AMQPURL(), *pings, *n, *senders)
 	case "nats":
 		rows, err = benchNATS(ctx, brokerenv.NATSURL(), *pings, *n, *senders)
 	default:

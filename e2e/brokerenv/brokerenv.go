@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -120,6 +121,20 @@ func PingRedisCluster() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	return c.Ping(ctx).Err()
+}
+
+// PingAMQP checks RabbitMQ completes an AMQP handshake and opens a channel.
+func PingAMQP() error {
+	c, err := amqp091.DialConfig(AMQPURL(), amqp091.Config{Dial: amqp091.DefaultDial(3 * time.Second)})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		return err
+	}
+	return ch.Close()
 }
 
 // Need skips the test when the broker is unreachable, or fails it when

@@ -1,0 +1,337 @@
+package amqp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+func init() {
+	broker.Register("AMQP", []string{"amqp", "amqps"}, func(u *url.URL) (broker.Adapter, error) {
+		if u == nil {
+			return New(DefaultURL)
+		}
+		return New(u.String())
+	})
+}
+
+// Adapter implements broker.Adapter on RabbitMQ (AMQP 0-9-1).
+type Adapter struct {
+	urls     []string
+	config   amqp091.Config
+	external *amqp091.Connection
+	display  string
+
+	chanOpts         ChannelOptions
+	pubChannels      int
+	noAssertExchange bool
+	reconnect        broker.Backoff
+
+	idPrefix string
+	idSeq    atomic.Uint64
+
+	state broker.ConnState
+	// live is read without a lock on every send: nil before Connect and
+	// from the start of Close.
+	live atomic.Pointer[live]
+	mu   sync.Mutex
+	env  broker.Env
+	subs broker.Subscriptions
+}
+
+// noHeaders is the table of a send without headers; it is only read.
+var noHeaders = amqp091.Table{broker.HeaderRedeliveredCount: int32(0)}
+
+// live is what one Connect..Close cycle uses.
+type live struct {
+	sess *session
+	pub  *publisher
+	topo *topology
+
+	mu   sync.Mutex
+	subs map[string]map[*subscription]struct{} // by queue
+}
+
+func (l *live) remember(s *subscription) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.subs == nil {
+		l.subs = map[string]map[*subscription]struct{}{}
+	}
+	if l.subs[s.queue] == nil {
+		l.subs[s.queue] = map[*subscription]struct{}{}
+	}
+	l.subs[s.queue][s] = struct{}{}
+}
+
+// forget is safe on a nil *live (the adapter closed meanwhile).
+func (l *live) forget(s *subscription) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.subs[s.queue], s)
+}
+
+func (l *live) pending(queue string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var n int64
+	for s := range l.subs[queue] {
+		n += s.pending()
+	}
+	return n
+}
+
+var _ broker.Adapter = (*Adapter)(nil)
+
+// New builds an adapter from an amqp:// or amqps:// URL, or a ';'-separated
+// failover list of them (tried in turn, one per connection attempt). It
+// does not connect.
+func New(rawURL string, opts ...Option) (*Adapter, error) {
+	urls, err := parseURLs(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	shown := make([]string, len(urls))
+	for i, u := range urls {
+		shown[i] = redactedURL(u)
+	}
+	return newAdapter(urls, nil, strings.Join(shown, ";"), opts)
+}
+
+// NewFromConnection uses an existing connection. The caller keeps its
+// lifetime: Close does not close it, and when it is lost the adapter cannot
+// dial it again (consumers then wait, sends fail). Channel-level failures
+// are recovered as with New.
+func NewFromConnection(conn *amqp091.Connection, opts ...Option) (*Adapter, error) {
+	if conn == nil {
+		return nil, fmt.Errorf("%w: amqp connection is nil", broker.ErrInvalidOption)
+	}
+	return newAdapter(nil, conn, "connection", opts)
+}
+
+func newAdapter(urls []string, conn *amqp091.Connection, display string, opts []Option) (*Adapter, error) {
+	a := &Adapter{urls: urls, external: conn, display: display, pubChannels: DefaultPublisherChannels,
+		reconnect: broker.DefaultReconnectBackoff}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(a); err != nil {
+			return nil, err
+		}
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	a.idPrefix = hex.EncodeToString(b[:]) + "-"
+	return a, nil
+}
+
+// Name returns "AMQP".
+func (a *Adapter) Name() string { return "AMQP" }
+
+// String describes the target without credentials.
+func (a *Adapter) String() string { return "amqp " + a.display }
+
+// Connection returns the current connection (nil before Connect, after
+// Close and while reconnecting).
+func (a *Adapter) Connection() *amqp091.Connection {
+	if l := a.live.Load(); l != nil {
+		return l.sess.current()
+	}
+	return nil
+}
+
+// Connect dials RabbitMQ (each URL of the failover list once, bounded by
+// ctx); a lost connection is dialed again in the background until Close.
+func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state.Connected() {
+		return nil
+	}
+	a.env = env.Normalize()
+	sess := newSession(a, a.env.Logger)
+	if err := sess.start(ctx); err != nil {
+		return err
+	}
+	a.live.Store(&live{sess: sess, pub: newPublisher(sess, a.pubChannels), topo: newTopology(sess)})
+	a.state.SetConnected()
+	return nil
+}
+
+// nextID returns a unique message id.
+func (a *Adapter) nextID() string {
+	return a.idPrefix + strconv.FormatUint(a.idSeq.Add(1), 36)
+}
+
+// Publish sends the message to the channel's fanout exchange (declared
+// first, once, unless WithPublishAssertExchange(false)) and returns once
+// RabbitMQ confirmed it. Messages are persistent unless the send says
+// otherwise.
+func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgoing) error {
+	l := a.live.Load()
+	if l == nil {
+		if err := a.state.Check(); err != nil {
+			return err
+		}
+		return broker.ErrClosed // closing
+	}
+	if err := broker.CheckOptions("amqp", msg.Options.AdapterOptions, isSendOption); err != nil {
+		return err
+	}
+	so := sendOptions(msg.Options.AdapterOptions)
+	if err := so.Validate(); err != nil {
+		return err
+	}
+	exchange, key := channel, so.RoutingKey
+	if so.Queue != "" {
+		exchange, key = "", so.Queue
+	}
+	exclusive := false
+	if exchange != "" {
+		if !a.noAssertExchange {
+			eo := a.chanOpts.withDefaults().Exchange
+			if err := l.topo.assertExchange(ctx, exchange, eo); err != nil {
+				return &broker.PublishError{Channel: channel, Err: err}
+			}
+		} else if !l.topo.knownExchange(exchange) {
+			exclusive = true
+		}
+	}
+	headers := toTable(msg.Headers)
+	if headers == nil {
+		// @moleculer/channels 0.1.8 reads the headers table of a message it
+		// retries and fails on a message without one: never send none.
+		headers = noHeaders
+	}
+	p := amqp091.Publishing{Headers: headers, DeliveryMode: amqp091.Persistent, Priority: so.Priority,
+		CorrelationId: so.CorrelationID, MessageId: so.MessageID, ContentType: so.ContentType, Type: so.Type,
+		Timestamp: time.Now(), Body: msg.Payload}
+	if so.DeliveryMode != 0 {
+		p.DeliveryMode = so.DeliveryMode
+	}
+	if so.Expiration > 0 {
+		p.Expiration = strconv.FormatInt(max(int64(so.Expiration/time.Millisecond), 1), 10)
+	}
+	if p.MessageId == "" {
+		p.MessageId = a.nextID()
+	}
+	if err := l.pub.publish(ctx, exchange, key, so.Mandatory, exclusive, p); err != nil {
+		if isCode(err, amqp091.NotFound) {
+			l.topo.setExchange(exchange, false)
+		}
+		return &broker.PublishError{Channel: channel, Err: err}
+	}
+	if exclusive {
+		l.topo.setExchange(exchange, true)
+	}
+	return nil
+}
+
+// Subscribe declares the channel's topology (dead-letter exchange and
+// queue, channel exchange, group queue and binding), each declaration
+// awaited, on the AMQP channel the consumer will use, and returns a
+// subscription that has not started consuming.
+func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
+	if err := a.state.Check(); err != nil {
+		return nil, err
+	}
+	l := a.live.Load()
+	if l == nil {
+		return nil, broker.ErrClosed
+	}
+	ch.Normalize()
+	if err := ch.Validate(); err != nil {
+		return nil, err
+	}
+	if err := broker.CheckOptions("amqp", ch.AdapterOptions, isChannelOption); err != nil {
+		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
+	opts := a.chanOpts
+	if co, ok := broker.Option[ChannelOptions](ch); ok {
+		if err := co.Validate(); err != nil {
+			return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+		}
+		opts = opts.merge(co)
+	}
+	// The dead-letter queue takes the adapter-wide queue options, then its own.
+	opts.DeadLetterQueue = a.chanOpts.Queue.merge(opts.DeadLetterQueue)
+	opts = opts.withDefaults()
+	s := newSubscription(a, l, ch, opts)
+	c := l.sess.current()
+	if c == nil {
+		return nil, fmt.Errorf("channels/amqp: subscribe %q: %w", ch.Name, errDown)
+	}
+	amqpCh, err := s.openChannel(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("channels/amqp: subscribe %q (group %q): %w", ch.Name, ch.Group, err)
+	}
+	s.setChannel(amqpCh)
+	a.subs.Add(s)
+	l.remember(s)
+	return s, nil
+}
+
+var _ broker.LagReporter = (*Adapter)(nil)
+
+// Lag reports the messages ready in the group queue (queue.declare passive:
+// not delivered to any member yet) and, as Pending, the messages delivered
+// to this adapter's consumers of the group and not settled yet (AMQP does
+// not tell the unacknowledged messages of other connections).
+func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupLag, error) {
+	l := a.live.Load()
+	if l == nil {
+		if err := a.state.Check(); err != nil {
+			return broker.GroupLag{}, err
+		}
+		return broker.GroupLag{}, broker.ErrClosed
+	}
+	queue := QueueName(channel, group)
+	var q amqp091.Queue
+	err := l.topo.withChannel(ctx, func(ch *amqp091.Channel) error {
+		var err error
+		q, err = ch.QueueDeclarePassive(queue, false, false, false, false, nil)
+		return err
+	})
+	if err != nil {
+		return broker.GroupLag{}, fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
+	}
+	return broker.GroupLag{Lag: int64(q.Messages), Pending: l.pending(queue)}, nil
+}
+
+// Close drains the subscriptions still running (bounded by ctx), then
+// closes the publishing channels and the connection it dialed.
+func (a *Adapter) Close(ctx context.Context) error {
+	a.mu.Lock()
+	if !a.state.Connected() {
+		a.state.SetClosed()
+		a.mu.Unlock()
+		return nil
+	}
+	l := a.live.Swap(nil) // no send after this point
+	a.mu.Unlock()
+	errs := []error{a.subs.DrainAll(ctx)}
+	a.mu.Lock()
+	a.state.SetClosed()
+	a.mu.Unlock()
+	if l != nil {
+		l.pub.close()
+		errs = append(errs, l.sess.close(ctx))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,254 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// errDown is the cause of a send made while the connection is being
+// re-established.
+var errDown = errors.New("connection to RabbitMQ lost; reconnecting")
+
+// session owns the AMQP connection of one Connect..Close cycle: it dials the
+// failover list, and when the connection is lost it dials again (with the
+// reconnect backoff) until Close. Consumers and publishers ask it for the
+// current connection and wait for the next one.
+type session struct {
+	urls     []string
+	config   amqp091.Config
+	external *amqp091.Connection
+	backoff  broker.Backoff
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	conn    *amqp091.Connection
+	gen     uint64
+	changed chan struct{} // closed (and replaced) whenever conn changes
+	next    int           // next URL of the failover list to try
+	closed  chan struct{}
+	done    chan struct{} // the supervisor has returned
+}
+
+func newSession(a *Adapter, log *slog.Logger) *session {
+	return &session{urls: a.urls, config: a.config, external: a.external, backoff: a.reconnect, log: log,
+		changed: make(chan struct{}), closed: make(chan struct{}), done: make(chan struct{})}
+}
+
+// start connects (each URL of the failover list once, bounded by ctx) and
+// starts the supervisor.
+func (s *session) start(ctx context.Context) error {
+	c := s.external
+	if c == nil {
+		var err error
+		if c, err = s.dialAll(ctx); err != nil {
+			return err
+		}
+	} else if c.IsClosed() {
+		return fmt.Errorf("channels/amqp: the given connection is closed")
+	}
+	s.set(c)
+	go s.supervise(c)
+	return nil
+}
+
+// dialAll tries every URL once, starting with the next one of the list.
+func (s *session) dialAll(ctx context.Context) (*amqp091.Connection, error) {
+	var errs []error
+	for range s.urls {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		s.mu.Lock()
+		raw := s.urls[s.next%len(s.urls)]
+		s.next++
+		s.mu.Unlock()
+		c, err := s.dial(ctx, raw)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", redactedURL(raw), broker.Redact(err.Error())))
+	}
+	return nil, fmt.Errorf("channels/amqp: connect: %w", errors.New(errors.Join(errs...).Error()))
+}
+
+func (s *session) dial(ctx context.Context, raw string) (*amqp091.Connection, error) {
+	cfg := s.config
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.Dial == nil {
+		timeout := DefaultDialTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, max(time.Until(dl), time.Millisecond))
+		}
+		cfg.Dial = func(network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// Bounds the TLS and AMQP handshakes; cleared by amqp091 after.
+			if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+				_ = c.Close()
+				return nil, err
+			}
+			return c, nil
+		}
+	}
+	if cfg.Properties == nil {
+		cfg.Properties = amqp091.NewConnectionProperties()
+		cfg.Properties.SetClientConnectionName("channels")
+	}
+	return amqp091.DialConfig(raw, cfg)
+}
+
+func (s *session) set(c *amqp091.Connection) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conn = c
+	s.gen++
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// current returns the live connection, nil while reconnecting.
+func (s *session) current() *amqp091.Connection {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil && s.conn.IsClosed() {
+		return nil
+	}
+	return s.conn
+}
+
+// wait returns the live connection, waiting for the next one while
+// reconnecting; false when stop or the session closed first.
+func (s *session) wait(stop <-chan struct{}) (*amqp091.Connection, bool) {
+	for {
+		s.mu.Lock()
+		c, changed := s.conn, s.changed
+		s.mu.Unlock()
+		if c != nil && !c.IsClosed() {
+			return c, true
+		}
+		select {
+		case <-changed:
+		case <-stop:
+			return nil, false
+		case <-s.closed:
+			return nil, false
+		case <-time.After(time.Second): // the supervisor may not have noticed yet
+		}
+	}
+}
+
+// supervise watches the connection and dials again when it is lost.
+func (s *session) supervise(c *amqp091.Connection) {
+	defer close(s.done)
+	for {
+		lost := c.NotifyClose(make(chan *amqp091.Error, 1))
+		var cause *amqp091.Error
+		select {
+		case cause = <-lost:
+		case <-s.closed:
+			return
+		}
+		select {
+		case <-s.closed:
+			return
+		default:
+		}
+		s.set(nil)
+		if s.external != nil {
+			s.log.Error("channels/amqp: the connection given to NewFromConnection was closed; the adapter cannot dial it again",
+				"error", errString(cause))
+			return
+		}
+		s.log.Warn("channels/amqp: connection lost, reconnecting", "error", errString(cause))
+		rc := broker.Reconnect{Backoff: s.backoff}
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), DefaultDialTimeout)
+			go func() {
+				select {
+				case <-s.closed:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			nc, err := s.dialAll(ctx)
+			cancel()
+			if err == nil {
+				select {
+				case <-s.closed:
+					_ = nc.Close()
+					return
+				default:
+				}
+				c = nc
+				s.set(c)
+				s.log.Info("channels/amqp: reconnected")
+				break
+			}
+			s.log.Warn("channels/amqp: reconnect failed", "error", err.Error(), "in", rc.Next())
+			if _, ok := rc.Failed(s.closed); !ok {
+				return
+			}
+		}
+	}
+}
+
+// close stops the supervisor and closes the connection it dialed.
+func (s *session) close(ctx context.Context) error {
+	s.mu.Lock()
+	select {
+	case <-s.closed:
+		s.mu.Unlock()
+		return nil
+	default:
+	}
+	close(s.closed)
+	c := s.conn
+	s.conn = nil
+	s.mu.Unlock()
+	var err error
+	if s.external == nil && c != nil && !c.IsClosed() {
+		// The connection is closed even when ctx has run out (a drain that
+		// timed out): the close handshake gets at least a second.
+		deadline, ok := ctx.Deadline()
+		if !ok {
+			deadline = time.Now().Add(DefaultOpTimeout)
+		}
+		deadline = later(deadline, time.Now().Add(time.Second))
+		if cerr := c.CloseDeadline(deadline); cerr != nil && !errors.Is(cerr, amqp091.ErrClosed) {
+			err = fmt.Errorf("channels/amqp: close: %s", broker.Redact(cerr.Error()))
+		}
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+	}
+	return err
+}
+
+func errString(e *amqp091.Error) string {
+	if e == nil {
+		return "closed"
+	}
+	return broker.Redact(e.Error())
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

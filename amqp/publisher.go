@@ -1,0 +1,213 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+var (
+	// errNacked: the broker refused the message (basic.nack).
+	errNacked = errors.New("the broker refused the message (nack)")
+	// errUnconfirmed: the channel closed after the message was written and
+	// before the broker confirmed it; it may or may not have been taken.
+	errUnconfirmed = errors.New("the channel closed before the broker confirmed the message")
+)
+
+// ReturnedError reports a mandatory message that no queue received
+// (basic.return). It is the cause of the *broker.PublishError.
+type ReturnedError struct {
+	Exchange   string
+	RoutingKey string
+	Code       uint16
+	Text       string
+}
+
+func (e *ReturnedError) Error() string {
+	return fmt.Sprintf("message returned by the broker as unroutable (exchange %q, routing key %q): %d %s",
+		e.Exchange, e.RoutingKey, e.Code, e.Text)
+}
+
+// pubChan is one confirm-mode channel of the pool.
+type pubChan struct {
+	mu      sync.Mutex // guards ch while it is replaced
+	ch      *amqp091.Channel
+	conn    *amqp091.Connection
+	closes  chan *amqp091.Error
+	returns chan amqp091.Return // mandatory channels only
+	// excl serializes the mandatory publishes of the channel, so that a
+	// basic.return (which RabbitMQ sends before the confirm) belongs to the
+	// publish waiting on it.
+	excl sync.Mutex
+}
+
+// publisher is the pool of confirm-mode channels sends share. Sends without
+// Mandatory go to the shared channels, where many wait for their confirms at
+// once; mandatory sends (ours: retry copies and dead letters; users' with
+// WithMandatory) go one at a time per channel to the mandatory ones.
+type publisher struct {
+	sess      *session
+	shared    []*pubChan
+	mandatory []*pubChan
+	next      atomic.Uint32
+	nextM     atomic.Uint32
+}
+
+func newPublisher(sess *session, n int) *publisher {
+	p := &publisher{sess: sess}
+	for range n {
+		p.shared = append(p.shared, &pubChan{})
+	}
+	for range max(n/2, 1) {
+		p.mandatory = append(p.mandatory, &pubChan{})
+	}
+	return p
+}
+
+// channel returns the open channel of pc, opening one on the current
+// connection when needed.
+func (pc *pubChan) channel(sess *session, mandatory bool) (*amqp091.Channel, error) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.ch != nil && !pc.ch.IsClosed() {
+		return pc.ch, nil
+	}
+	c := sess.current()
+	if c == nil {
+		return nil, errDown
+	}
+	ch, err := c.Channel()
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	pc.closes = ch.NotifyClose(make(chan *amqp091.Error, 1))
+	if mandatory {
+		pc.returns = ch.NotifyReturn(make(chan amqp091.Return, 4))
+	}
+	pc.ch, pc.conn = ch, c
+	return ch, nil
+}
+
+// closeReason returns why ch closed, when it says so.
+func (pc *pubChan) closeReason(ch *amqp091.Channel) error {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.ch != ch {
+		return errUnconfirmed
+	}
+	select {
+	case e, ok := <-pc.closes:
+		if ok && e != nil {
+			pc.closes = nil
+			return fmt.Errorf("%w: %s", errUnconfirmed, e.Error())
+		}
+	default:
+	}
+	return errUnconfirmed
+}
+
+// discard closes ch so the next send opens a fresh channel.
+func (pc *pubChan) discard(ch *amqp091.Channel) {
+	pc.mu.Lock()
+	if pc.ch == ch {
+		pc.ch = nil
+	}
+	pc.mu.Unlock()
+	_ = ch.Close()
+}
+
+// publish sends msg and returns once the broker confirmed it: nil on
+// basic.ack, an error on basic.nack, a basic.return of a mandatory message,
+// a closed channel, or ctx ending first. An exclusive publish (every
+// mandatory one, and the first to an exchange not known to exist) has a
+// channel to itself until its confirm, so that an error closing the channel
+// (404 for a missing exchange) fails no other send.
+func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
+	var pc *pubChan
+	if mandatory || exclusive {
+		pc = p.mandatory[int(p.nextM.Add(1))%len(p.mandatory)]
+		pc.excl.Lock()
+		defer pc.excl.Unlock()
+	} else {
+		pc = p.shared[int(p.next.Add(1))%len(p.shared)]
+	}
+	var (
+		ch  *amqp091.Channel
+		dc  *amqp091.DeferredConfirmation
+		err error
+	)
+	// A channel found closed before the message went out is replaced once.
+	for try := 0; try < 2; try++ {
+		if ch, err = pc.channel(p.sess, mandatory || exclusive); err != nil {
+			return err
+		}
+		if mandatory || exclusive {
+			drainReturns(pc.returns)
+		}
+		dc, err = ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, mandatory, false, msg)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, amqp091.ErrClosed) {
+			return err
+		}
+	}
+	if err != nil {
+		return err
+	}
+	acked, err := dc.WaitContext(ctx)
+	if err != nil {
+		if mandatory || exclusive {
+			// A late return would be taken for the next publish's.
+			pc.discard(ch)
+		}
+		return err
+	}
+	if mandatory || exclusive {
+		select {
+		case r, ok := <-pc.returns:
+			if !ok { // closed with the channel
+				break
+			}
+			return &ReturnedError{Exchange: r.Exchange, RoutingKey: r.RoutingKey, Code: r.ReplyCode, Text: r.ReplyText}
+		default:
+		}
+	}
+	if !acked {
+		if ch.IsClosed() {
+			return pc.closeReason(ch)
+		}
+		return errNacked
+	}
+	return nil
+}
+
+func drainReturns(c chan amqp091.Return) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
+}
+
+// close closes the pool's channels.
+func (p *publisher) close() {
+	for _, pc := range append(append([]*pubChan(nil), p.shared...), p.mandatory...) {
+		pc.mu.Lock()
+		if pc.ch != nil {
+			_ = pc.ch.Close()
+			pc.ch = nil
+		}
+		pc.mu.Unlock()
+	}
+}

@@ -1,0 +1,448 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// subscription consumes the group queue of one channel on an AMQP channel
+// of its own, with prefetch = MaxInFlight, on the kit's delivery skeleton.
+type subscription struct {
+	*broker.Consumer
+	a     *Adapter
+	l     *live
+	ch    *broker.Channel
+	opts  ChannelOptions
+	queue string
+	tag   string
+	log   *slog.Logger
+
+	mu  sync.Mutex
+	cur *amqp091.Channel // the consumer channel
+	ack *acker           // the acker of cur, once consuming
+	// consuming: basic.consume succeeded on cur and was not cancelled.
+	consuming bool
+}
+
+func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOptions) *subscription {
+	tag := ch.ConsumerName
+	if tag == "" {
+		tag = ch.Group + "." + ch.Name
+	}
+	if len(tag) > 200 {
+		tag = tag[:200]
+	}
+	return &subscription{Consumer: broker.NewConsumer(ch), a: a, l: l, ch: ch, opts: opts,
+		queue: QueueName(ch.Name, ch.Group), tag: tag + "." + a.nextID(), log: ch.Logger}
+}
+
+// openChannel opens the consumer channel on c and declares the topology on
+// it, bounded by ctx.
+func (s *subscription) openChannel(ctx context.Context, c *amqp091.Connection) (*amqp091.Channel, error) {
+	ch, err := c.Channel()
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		if err := declareChannel(ch, s); err != nil {
+			done <- err
+			return
+		}
+		done <- ch.Qos(s.MaxInFlight(), 0, false)
+	}()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		_ = ch.Close()
+		<-done
+		err = ctx.Err()
+	}
+	if err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	return ch, nil
+}
+
+func (s *subscription) setChannel(ch *amqp091.Channel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cur = ch
+}
+
+// Start begins consuming; it runs once.
+func (s *subscription) Start() { s.Consumer.Start(s.loop) }
+
+// loop consumes until the drain, resuming on a new channel (and, when the
+// connection was lost, a new connection) with the topology declared again
+// whenever the consumer channel closes or the broker cancels the consumer.
+func (s *subscription) loop() {
+	rc := broker.Reconnect{Backoff: s.a.reconnect}
+	for !s.IsStopping() {
+		deliveries, ch, err := s.consume()
+		if err != nil {
+			if s.IsStopping() {
+				return
+			}
+			s.log.Warn("channels/amqp: cannot consume, retrying", "channel", s.ch.Name, "group", s.ch.Group,
+				"error", broker.Redact(err.Error()), "in", rc.Next())
+			if _, ok := rc.Failed(s.Stopping()); !ok {
+				return
+			}
+			continue
+		}
+		rc.Succeeded()
+		s.mu.Lock()
+		k := s.ack
+		s.mu.Unlock()
+		if !s.fetch(deliveries, k) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+		_ = k.close(ctx)
+		cancel()
+		// The channel closed or the broker cancelled the consumer (its
+		// queue was deleted): start over on a fresh channel.
+		if err := ch.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+			s.log.Debug("channels/amqp: closing the consumer channel", "error", err)
+		}
+		s.log.Warn("channels/amqp: consumer channel lost, resuming", "channel", s.ch.Name, "group", s.ch.Group)
+	}
+}
+
+// consume starts basic.consume on the current channel, or on a new one
+// (topology declared again) when it is closed.
+func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, error) {
+	s.mu.Lock()
+	ch := s.cur
+	s.mu.Unlock()
+	if ch == nil || ch.IsClosed() {
+		c, ok := s.l.sess.wait(s.Stopping())
+		if !ok {
+			return nil, nil, broker.ErrClosed
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+		var err error
+		ch, err = s.openChannel(ctx, c)
+		cancel()
+		if err != nil {
+			return nil, nil, err
+		}
+		s.setChannel(ch)
+	}
+	co := s.opts.Consumer
+	deliveries, err := ch.Consume(s.queue, s.tag, false, co.Exclusive, false, false, co.Arguments)
+	if err != nil {
+		_ = ch.Close()
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	s.consuming = true
+	s.ack = newAcker(ch, max(s.MaxInFlight(), 16))
+	s.mu.Unlock()
+	if s.IsStopping() {
+		s.cancelConsumer(context.Background())
+	}
+	return deliveries, ch, nil
+}
+
+// fetch hands each delivery to the kit on a MaxInFlight slot. It returns
+// false at the drain (after handing back what was delivered but not run),
+// true when the deliveries ended otherwise (channel closed, consumer
+// cancelled by the broker).
+func (s *subscription) fetch(deliveries <-chan amqp091.Delivery, k *acker) bool {
+	for {
+		if !s.Acquire() {
+			s.releaseRest(deliveries, k)
+			return false
+		}
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				s.ReleaseSlot()
+				return !s.IsStopping()
+			}
+			k.delivered(d.DeliveryTag)
+			if s.IsStopping() {
+				s.ReleaseSlot()
+				_ = k.nack(d.DeliveryTag)
+				s.releaseRest(deliveries, k)
+				return false
+			}
+			s.handle(&d, k)
+		case <-s.Stopping():
+			s.ReleaseSlot()
+			s.releaseRest(deliveries, k)
+			return false
+		}
+	}
+}
+
+// releaseRest hands back, unrun, every message still delivered to the
+// stopping consumer, until the deliveries end (the consumer was cancelled
+// by the drain, or its channel closed).
+func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery, k *acker) {
+	for d := range deliveries {
+		k.delivered(d.DeliveryTag)
+		_ = k.nack(d.DeliveryTag)
+	}
+}
+
+// handle runs one delivery on the slot taken for it. A message redelivered
+// by a classic queue (its consumer died, its channel was lost, or it was
+// handed back) is first counted: see recount.
+func (s *subscription) handle(d *amqp091.Delivery, k *acker) {
+	h := readHistory(d.Headers, s.ch.Group)
+	if d.Redelivered && !h.quorum {
+		s.Go(func() {
+			defer s.ReleaseSlot()
+			s.recount(d, h, k)
+		})
+		return
+	}
+	s.Run(s.delivery(d, h, k), nil)
+}
+
+// delivery builds the kit's delivery.
+func (s *subscription) delivery(d *amqp091.Delivery, h history, k *acker) *broker.Delivery {
+	// One allocation for the kit's delivery, its message and the settler.
+	x := &struct {
+		bd  broker.Delivery
+		msg broker.Message
+		st  settler
+	}{}
+	msg := &x.msg
+	msg.SetSerializer(s.ch.Serializer)
+	msg.Channel, msg.Group, msg.ID = s.ch.Name, s.ch.Group, messageID(d)
+	msg.Payload, msg.Headers, msg.Timestamp, msg.Raw = d.Body, fromTable(d.Headers), d.Timestamp, d
+	msg.Attempt = 1 + h.failed
+	x.st = settler{s: s, d: d, k: k, h: h, id: msg.ID}
+	x.bd = broker.Delivery{Msg: msg, Deliveries: h.failed + h.unfinished + 1, Final: h.final, Failure: h.failure,
+		Settle: &x.st}
+	return &x.bd
+}
+
+// messageID is the message id property, else the correlation id, else the
+// consumer tag and delivery tag (what @moleculer/channels uses).
+func messageID(d *amqp091.Delivery) string {
+	switch {
+	case d.MessageId != "":
+		return d.MessageId
+	case d.CorrelationId != "":
+		return d.CorrelationId
+	}
+	return d.ConsumerTag + ":" + strconv.FormatUint(d.DeliveryTag, 10)
+}
+
+// recount persists one more unfinished delivery of a message a classic
+// queue redelivered: a copy with HeaderUnfinished + 1 goes to the tail of
+// the group queue (confirmed), then the original is acked; the copy is what
+// runs. Classic queues count no deliveries and a requeue cannot change a
+// message, so this is how a message that keeps killing its consumers
+// reaches MaxDeliveries. It costs one confirmed publish, only on
+// redeliveries.
+func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
+	ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
+	defer cancel()
+	t := copyTable(d.Headers, 1)
+	t[HeaderUnfinished] = int32(h.unfinished + 1)
+	p := republishing(d, t)
+	if p.MessageId == "" {
+		p.MessageId = messageID(d)
+	}
+	if err := s.l.pub.publish(ctx, "", s.queue, true, false, p); err != nil {
+		s.log.Warn("channels/amqp: counting a redelivered message failed; it is handed back", "channel", s.ch.Name,
+			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
+		s.handBackLater(d, k)
+		return
+	}
+	_ = k.ack(d.DeliveryTag)
+}
+
+// handBackLater requeues a message whose settling failed after
+// DefaultSettleFailureDelay, so a lasting failure does not spin (an unacked
+// message would otherwise stay on this consumer until its channel closes).
+func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
+	time.AfterFunc(DefaultSettleFailureDelay, func() { _ = k.nack(d.DeliveryTag) })
+}
+
+// cancelConsumer stops the broker's deliveries (basic.cancel, awaited,
+// bounded by ctx; on timeout the channel is closed, which requeues
+// everything unacked).
+func (s *subscription) cancelConsumer(ctx context.Context) {
+	s.mu.Lock()
+	ch, consuming := s.cur, s.consuming
+	s.consuming = false
+	s.mu.Unlock()
+	if ch == nil || !consuming {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = ch.Cancel(s.tag, false)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		_ = ch.Close()
+	}
+}
+
+// Drain cancels the consumer at once (the messages it was delivered but
+// did not run are handed back by the fetch loop), waits for running
+// handlers (bounded by ctx), then closes the consumer channel.
+func (s *subscription) Drain(ctx context.Context) error {
+	return s.Consumer.Drain(ctx, broker.DrainHooks{
+		StopFetching: func(ctx context.Context) {
+			cctx, cancel := context.WithTimeout(ctx, DefaultOpTimeout)
+			defer cancel()
+			s.cancelConsumer(cctx)
+		},
+		Finish: func(ctx context.Context, timedOut bool) error {
+			defer s.a.subs.Remove(s)
+			defer s.l.forget(s)
+			s.mu.Lock()
+			ch, k := s.cur, s.ack
+			s.cur, s.ack = nil, nil
+			s.mu.Unlock()
+			if k != nil {
+				_ = k.close(ctx) // the queued acks go out before the channel closes
+			}
+			if ch != nil {
+				// Anything still unacked (a handler cut by the deadline) is
+				// requeued by the broker with the channel.
+				if err := ch.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+					return fmt.Errorf("channels/amqp: close consumer channel: %w", err)
+				}
+			}
+			return nil
+		},
+	})
+}
+
+// settler carries out the kit's outcome for one delivery.
+type settler struct {
+	s  *subscription
+	d  *amqp091.Delivery
+	k  *acker
+	h  history
+	id string
+}
+
+func (t *settler) Ack(context.Context) error { return t.k.ack(t.d.DeliveryTag) }
+
+// Retry publishes a copy with x-redelivered-count + 1, x-group and the
+// failure's x-error-* headers to the retry queue of the delay (RabbitMQ
+// dead-letters it back to the group queue when its TTL ends), confirmed,
+// then acks the original.
+func (t *settler) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
+	h := t.copyHeaders(failure)
+	h[broker.HeaderRedeliveredCount] = int32(t.h.failed + 1)
+	return t.republish(ctx, delay, h)
+}
+
+// Keep publishes a copy marked final with the failure (same attempt) to
+// the retry queue of DefaultKeepDelay, confirmed, then acks the original:
+// the copy is dead-lettered again without running.
+func (t *settler) Keep(ctx context.Context, failure map[string]string) error {
+	h := t.copyHeaders(failure)
+	h[HeaderFinal] = true
+	return t.republish(ctx, DefaultKeepDelay, h)
+}
+
+func (t *settler) copyHeaders(failure map[string]string) amqp091.Table {
+	h := copyTable(t.d.Headers, len(failure)+4)
+	for k := range h {
+		if len(k) > len(broker.HeaderErrorPrefix) && k[:len(broker.HeaderErrorPrefix)] == broker.HeaderErrorPrefix {
+			delete(h, k)
+		}
+	}
+	for k, v := range failure {
+		h[k] = v
+	}
+	h[broker.HeaderGroup] = t.s.ch.Group
+	if t.h.unfinished > 0 {
+		h[HeaderUnfinished] = int32(t.h.unfinished)
+	}
+	return h
+}
+
+func (t *settler) republish(ctx context.Context, delay time.Duration, h amqp091.Table) error {
+	s := t.s
+	p := republishing(t.d, h)
+	if p.MessageId == "" {
+		p.MessageId = t.id
+	}
+	err := s.publishDelayed(ctx, delay, p)
+	if err != nil {
+		s.handBackLater(t.d, t.k)
+		return err
+	}
+	return t.k.ack(t.d.DeliveryTag)
+}
+
+// publishDelayed publishes p to the group queue after delay, through the
+// retry queue of the delay (straight to the group queue without delay).
+func (s *subscription) publishDelayed(ctx context.Context, delay time.Duration, p amqp091.Publishing) error {
+	if delay <= 0 {
+		return s.l.pub.publish(ctx, "", s.queue, true, false, p)
+	}
+	for try := 0; ; try++ {
+		rq, err := s.l.topo.retryQueue(ctx, s.queue, delay, durable(s.opts.Queue.Durable))
+		if err != nil {
+			return err
+		}
+		err = s.l.pub.publish(ctx, "", rq, true, false, p)
+		var ret *ReturnedError
+		if errors.As(err, &ret) && try == 0 {
+			// The retry queue expired or was deleted: declare it again.
+			s.l.topo.forgetRetryQueue(rq)
+			continue
+		}
+		return err
+	}
+}
+
+// DeadLetter publishes the dead-letter copy (mandatory, confirmed) to the
+// fanout exchange named like the dead-letter queue: the queue itself is
+// bound to it, and so is every group consuming the dead-letter queue as a
+// channel.
+func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
+	dl := t.s.ch.DeadLetter
+	p := republishing(t.d, toTable(headers))
+	p.Body = payload
+	if p.MessageId == "" {
+		p.MessageId = t.id
+	}
+	if p.DeliveryMode != amqp091.Persistent {
+		p.DeliveryMode = amqp091.Persistent
+	}
+	return t.s.l.pub.publish(ctx, dl.Queue, dl.Queue, true, false, p)
+}
+
+// Release hands the message back at once (nack with requeue); no attempt
+// is used up (x-redelivered-count is unchanged).
+func (t *settler) Release(context.Context) error { return t.k.nack(t.d.DeliveryTag) }
+
+// pending counts the messages delivered to this subscription and not
+// settled yet.
+func (s *subscription) pending() int64 {
+	s.mu.Lock()
+	k := s.ack
+	s.mu.Unlock()
+	if k == nil {
+		return 0
+	}
+	return k.outstanding()
+}

@@ -1,0 +1,199 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// QueueName is the queue of group on channel, as @moleculer/channels names
+// it: "<group>.<channel>".
+func QueueName(channel, group string) string { return group + "." + channel }
+
+// RetryQueueName is the queue where the retries of queue wait delay before
+// RabbitMQ dead-letters them back to queue: "<queue>.retry.<ms>ms".
+func RetryQueueName(queue string, delay time.Duration) string {
+	return queue + ".retry." + strconv.FormatInt(delayBucket(delay), 10) + "ms"
+}
+
+// delayBucket rounds a delay up to whole milliseconds with at most two
+// significant digits (137 ms -> 140 ms, 2345 ms -> 2400 ms), so a backoff
+// with many distinct delays (jitter) makes a bounded number of retry queues.
+// It is never shorter than the delay asked for.
+func delayBucket(d time.Duration) int64 {
+	ms := int64((d + time.Millisecond - 1) / time.Millisecond)
+	if ms < 1 {
+		ms = 1
+	}
+	p := int64(1)
+	for ms/p >= 100 {
+		p *= 10
+	}
+	ms = (ms + p - 1) / p * p
+	return min(ms, math.MaxInt32)
+}
+
+// retryLease is the x-expires of a retry queue of delay ms.
+func retryLease(ms int64) int64 {
+	return min(max(2*ms+int64(time.Minute/time.Millisecond), int64(DefaultRetryQueueLease/time.Millisecond)), math.MaxInt32)
+}
+
+// topology declares exchanges and queues on channels of its own and
+// remembers what it declared, so that sends do not declare again.
+type topology struct {
+	sess *session
+
+	mu        sync.Mutex
+	exchanges map[string]bool      // declared (or found) channel exchanges
+	retries   map[string]time.Time // retry queues, by when they were last declared
+}
+
+func newTopology(sess *session) *topology {
+	return &topology{sess: sess, exchanges: map[string]bool{}, retries: map[string]time.Time{}}
+}
+
+// withChannel runs f on a fresh channel of the current connection, bounded
+// by ctx (a declaration that fails closes its channel).
+func (t *topology) withChannel(ctx context.Context, f func(ch *amqp091.Channel) error) error {
+	c := t.sess.current()
+	if c == nil {
+		return errDown
+	}
+	ch, err := c.Channel()
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- f(ch) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		_ = ch.Close() // ends the call
+		<-done
+		err = ctx.Err()
+	}
+	_ = ch.Close()
+	return err
+}
+
+func (t *topology) knownExchange(name string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.exchanges[name]
+}
+
+func (t *topology) setExchange(name string, known bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if known {
+		t.exchanges[name] = true
+	} else {
+		delete(t.exchanges, name)
+	}
+}
+
+// assertExchange declares the channel exchange name once (for sends). An
+// exchange that exists with other properties (406) is used as it is.
+func (t *topology) assertExchange(ctx context.Context, name string, o ExchangeOptions) error {
+	if t.knownExchange(name) {
+		return nil
+	}
+	err := t.withChannel(ctx, func(ch *amqp091.Channel) error {
+		return ch.ExchangeDeclare(name, o.Type, durable(o.Durable), o.AutoDelete, false, false, o.Arguments)
+	})
+	if err != nil && !isCode(err, amqp091.PreconditionFailed) {
+		return fmt.Errorf("declare exchange %q: %w", name, err)
+	}
+	t.setExchange(name, true)
+	return nil
+}
+
+// retryQueue declares (or renews the lease of) the retry queue of queue
+// for delay and returns its name.
+func (t *topology) retryQueue(ctx context.Context, queue string, delay time.Duration, durableQueue bool) (string, error) {
+	name := RetryQueueName(queue, delay)
+	ms := delayBucket(delay)
+	lease := retryLease(ms)
+	t.mu.Lock()
+	at, ok := t.retries[name]
+	t.mu.Unlock()
+	if ok && time.Since(at) < time.Duration(lease/2)*time.Millisecond {
+		return name, nil
+	}
+	args := amqp091.Table{
+		"x-message-ttl":             ms,
+		"x-dead-letter-exchange":    "",
+		"x-dead-letter-routing-key": queue,
+		"x-expires":                 lease,
+	}
+	err := t.withChannel(ctx, func(ch *amqp091.Channel) error {
+		_, err := ch.QueueDeclare(name, durableQueue, false, false, false, args)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("declare retry queue %q: %w", name, err)
+	}
+	t.mu.Lock()
+	t.retries[name] = time.Now()
+	t.mu.Unlock()
+	return name, nil
+}
+
+func (t *topology) forgetRetryQueue(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.retries, name)
+}
+
+// declareChannel declares what a subscription needs, in order, each call
+// awaited: the dead-letter exchange and queue (as @moleculer/channels
+// 0.1.8: a fanout exchange bound to the queue) plus the fanout exchange
+// named like the dead-letter queue (the dead-letter queue as a channel,
+// where the dead letters are published), the channel exchange, the group
+// queue and its binding.
+func declareChannel(ch *amqp091.Channel, sub *subscription) error {
+	o, dl := sub.opts, sub.ch.DeadLetter
+	if dl.Enabled {
+		dq := o.DeadLetterQueue
+		if err := ch.ExchangeDeclare(dl.Exchange, "fanout", durable(o.Exchange.Durable), o.Exchange.AutoDelete, false, false, o.Exchange.Arguments); err != nil {
+			return fmt.Errorf("declare dead-letter exchange %q: %w", dl.Exchange, err)
+		}
+		if _, err := ch.QueueDeclare(dl.Queue, durable(dq.Durable), dq.AutoDelete, dq.Exclusive, false, dq.Arguments); err != nil {
+			return fmt.Errorf("declare dead-letter queue %q: %w", dl.Queue, err)
+		}
+		if err := ch.QueueBind(dl.Queue, "", dl.Exchange, false, nil); err != nil {
+			return fmt.Errorf("bind dead-letter queue %q to %q: %w", dl.Queue, dl.Exchange, err)
+		}
+		if dl.Exchange != dl.Queue {
+			if err := ch.ExchangeDeclare(dl.Queue, "fanout", durable(o.Exchange.Durable), o.Exchange.AutoDelete, false, false, o.Exchange.Arguments); err != nil {
+				return fmt.Errorf("declare exchange %q: %w", dl.Queue, err)
+			}
+			if err := ch.QueueBind(dl.Queue, "", dl.Queue, false, nil); err != nil {
+				return fmt.Errorf("bind dead-letter queue %q to %q: %w", dl.Queue, dl.Queue, err)
+			}
+		}
+	}
+	if err := ch.ExchangeDeclare(sub.ch.Name, o.Exchange.Type, durable(o.Exchange.Durable), o.Exchange.AutoDelete, false, false, o.Exchange.Arguments); err != nil {
+		return fmt.Errorf("declare exchange %q: %w", sub.ch.Name, err)
+	}
+	q := o.Queue
+	if _, err := ch.QueueDeclare(sub.queue, durable(q.Durable), q.AutoDelete, q.Exclusive, false, q.Arguments); err != nil {
+		return fmt.Errorf("declare queue %q: %w", sub.queue, err)
+	}
+	if err := ch.QueueBind(sub.queue, o.BindingKey, sub.ch.Name, false, nil); err != nil {
+		return fmt.Errorf("bind queue %q to %q: %w", sub.queue, sub.ch.Name, err)
+	}
+	return nil
+}
+
+// isCode reports an AMQP error with the given reply code.
+func isCode(err error, code int) bool {
+	var e *amqp091.Error
+	return errors.As(err, &e) && e.Code == code
+}

@@ -1,0 +1,163 @@
+package amqp
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels"
+	chamqp "github.com/microchannels/channels/amqp"
+	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/e2e/brokerenv"
+)
+
+func needAMQP(t *testing.T) {
+	t.Helper()
+	brokerenv.Need(t, "amqp", brokerenv.PingAMQP)
+}
+
+func unique(base string) string {
+	return fmt.Sprintf("%s.%d.%d", base, os.Getpid(), time.Now().UnixNano())
+}
+
+type service struct {
+	Name          string
+	Channels      channels.Channels
+	SendToChannel channels.SendFunc
+}
+
+// startPlugin starts a plugin on the test RabbitMQ with schema (nil: a
+// sender) and stops it at the end of the test.
+func startPlugin(t *testing.T, schema any, aopts []chamqp.Option, opts ...channels.Option) (*channels.Plugin, *chamqp.Adapter) {
+	t.Helper()
+	a, err := chamqp.New(brokerenv.AMQPURL(), aopts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := channels.New(append([]channels.Option{channels.WithAdapter(a),
+		channels.WithBackoff(broker.ConstantBackoff(50 * time.Millisecond))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if schema != nil {
+		if err := p.Register(schema); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = p.Stop(ctx)
+	})
+	return p, a
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(timeout).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
+}
+
+func consistently(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
+}
+
+// rawConn is a plain amqp091 connection for inspecting the broker.
+func rawConn(t *testing.T) *amqp091.Connection {
+	t.Helper()
+	c, err := amqp091.Dial(brokerenv.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// rawChannel opens a channel on c (closed at the end of the test).
+func rawChannel(t *testing.T, c *amqp091.Connection) *amqp091.Channel {
+	t.Helper()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ch.Close() })
+	return ch
+}
+
+// cleanup deletes queues and exchanges at the end of the test (retry queues
+// of the given queues included: they expire by themselves too).
+func cleanup(t *testing.T, queues, exchanges []string) {
+	t.Helper()
+	t.Cleanup(func() {
+		c, err := amqp091.Dial(brokerenv.AMQPURL())
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for _, q := range queues {
+			if ch, err := c.Channel(); err == nil {
+				_, _ = ch.QueueDelete(q, false, false, false)
+				_ = ch.Close()
+			}
+		}
+		for _, e := range exchanges {
+			if ch, err := c.Channel(); err == nil {
+				_ = ch.ExchangeDelete(e, false, false)
+				_ = ch.Close()
+			}
+		}
+	})
+}
+
+// getOne waits for one message in queue (basic.get) and acks it.
+func getOne(t *testing.T, ch *amqp091.Channel, queue string, timeout time.Duration) amqp091.Delivery {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		d, ok, err := ch.Get(queue, true)
+		if err != nil {
+			t.Fatalf("get %s: %v", queue, err)
+		}
+		if ok {
+			return d
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no message in %s within %s", queue, timeout)
+	return amqp091.Delivery{}
+}
+
+// collector records messages.
+type collector struct {
+	mu   sync.Mutex
+	msgs []*channels.Message
+}
+
+func (c *collector) handle(_ context.Context, m *channels.Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cp := *m
+	c.msgs = append(c.msgs, &cp)
+	return nil
+}
+
+func (c *collector) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.msgs)
+}
+
+func (c *collector) all() []*channels.Message {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*channels.Message(nil), c.msgs...)
+}

@@ -1,0 +1,253 @@
+package amqp
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go-micro.dev/v4/metadata"
+
+	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/e2e/brokerenv"
+	"github.com/microchannels/channels/e2e/interop"
+)
+
+// What @moleculer/channels 0.1.8 (AMQP) and this adapter read of each other:
+//
+//   - Messages, both ways: same exchange (P.n, fanout) and queue (g.P.n,
+//     durable, no arguments), payload bytes as they are, headers as AMQP
+//     table entries; context headers ($requestID, $meta, ...) both ways.
+//   - Retries: both count failed runs in x-redelivered-count (an integer);
+//     a group may mix Node and Go members. Ours wait their backoff in a retry
+//     queue and carry x-group and x-error-*; Node's come back at once.
+//   - Dead letters of Go: published to the fanout exchange named like the
+//     dead-letter queue Q, to which queue Q is bound: Node reads them as a
+//     channel consumer of Q and from queue Q itself; they keep the original
+//     headers and carry x-original-*, x-redelivered-count and x-error-*.
+//   - Dead letters of Node: published to the fanout exchange DEAD_LETTER (the
+//     DeadLettering.ExchangeName), which 0.1.8 binds to queue Q: Go reads them
+//     as a channel named like that exchange (every dead letter of every Node
+//     channel using it: 0.1.8's fanout has no routing), or from queue Q. They
+//     carry only x-original-channel and x-original-group.
+
+func TestInteropGoToNode(t *testing.T) {
+	needAMQP(t)
+	interop.Need(t)
+	ch := unique("interop.go2node")
+	cleanup(t, []string{"node-group." + ch}, []string{ch})
+	node := interop.Consume(t, "--adapter", brokerenv.AMQPURL(), "--channel", ch, "--group", "node-group", "--count", "1", "--context")
+	p, _ := startPlugin(t, nil, nil)
+	ctx := metadata.NewContext(context.Background(), metadata.Metadata{"Tenant": "acme"})
+	ctx = channels.WithMeta(ctx, map[string]any{"userId": 42})
+	if err := p.SendToChannel(ctx, ch, map[string]any{"id": 7, "name": "John"}, broker.WithHeader("k", "v")); err != nil {
+		t.Fatal(err)
+	}
+	got := node.Wait(t, 1, 30*time.Second)[0]
+	var payload map[string]any
+	if err := json.Unmarshal(got.Payload, &payload); err != nil || payload["id"] != 7.0 || payload["name"] != "John" {
+		t.Fatalf("payload %s", got.Payload)
+	}
+	if got.Headers["k"] != "v" || got.Headers["$requestID"] == "" {
+		t.Fatalf("headers %v", got.Headers)
+	}
+	if got.Meta["Tenant"] != "acme" || got.Meta["userId"] != 42.0 {
+		t.Fatalf("meta %v", got.Meta)
+	}
+}
+
+func TestInteropNodeToGo(t *testing.T) {
+	needAMQP(t)
+	interop.Need(t)
+	ch := unique("interop.node2go")
+	cleanup(t, []string{"gosvc." + ch}, []string{ch})
+	var mu sync.Mutex
+	var msgs []*channels.Message
+	var infos []*channels.CallInfo
+	startPlugin(t, &service{Name: "gosvc", Channels: channels.Channels{ch: channels.On(func(ctx context.Context, m *channels.Message) error {
+		ci, _ := channels.FromContext(ctx)
+		mu.Lock()
+		msgs, infos = append(msgs, m), append(infos, ci)
+		mu.Unlock()
+		return nil
+	})}}, nil)
+	interop.Send(t, "--adapter", brokerenv.AMQPURL(), "--channel", ch, "--count", "3", "--payload", `{"name":"Jane"}`,
+		"--headers", `{"k":"v","n":5}`, "--meta", `{"tenant":"acme","n":5}`)
+	eventually(t, 30*time.Second, "3 messages from Node", func() bool { mu.Lock(); defer mu.Unlock(); return len(msgs) == 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	seen := map[int]bool{}
+	for i, m := range msgs {
+		var p struct {
+			I    int    `json:"i"`
+			Name string `json:"name"`
+		}
+		if err := m.Decode(&p); err != nil || p.Name != "Jane" {
+			t.Fatalf("message %d: %+v %v", i, p, err)
+		}
+		seen[p.I] = true
+		if m.Headers["k"] != "v" || m.Headers["n"] != "5" || m.Attempt != 1 || m.ID == "" {
+			t.Fatalf("headers %v attempt %d id %q", m.Headers, m.Attempt, m.ID)
+		}
+		if infos[i].Meta["tenant"] != "acme" || infos[i].Meta["n"] != 5.0 || infos[i].RequestID == "" {
+			t.Fatalf("call info %+v", infos[i])
+		}
+	}
+	if len(seen) != 3 {
+		t.Fatalf("payloads %v", seen)
+	}
+}
+
+// TestInteropNodeRetriesGoCount: a message Node failed once (x-redelivered-count
+// 1, an integer) reaches a Go member of the same group as attempt 2.
+func TestInteropNodeRetriesGoCount(t *testing.T) {
+	needAMQP(t)
+	interop.Need(t)
+	ch, group := unique("interop.mixed"), "consumer"
+	cleanup(t, []string{group + "." + ch}, []string{ch})
+	// The failing Node member alone first: it fails the message and republishes
+	// it to the group queue with x-redelivered-count 1.
+	failing := interop.Consume(t, "--adapter", brokerenv.AMQPURL(), "--channel", ch, "--group", group, "--count", "100",
+		"--fail", "--max-retries", "5", "--timeout", "60000")
+	p, _ := startPlugin(t, nil, nil)
+	if err := p.SendToChannel(context.Background(), ch, map[string]int{"id": 1}); err != nil {
+		t.Fatal(err)
+	}
+	failing.Wait(t, 1, 30*time.Second)
+	got := &collector{}
+	startPlugin(t, &service{Name: group, Channels: channels.Channels{ch: {Group: group, MaxRetries: 5, Handler: got.handle}}}, nil)
+	eventually(t, 30*time.Second, "the message reaches the Go member", func() bool { return got.count() >= 1 })
+	m := got.all()[0]
+	if m.Attempt < 2 || m.Headers["x-redelivered-count"] != itoa(m.Attempt-1) {
+		t.Fatalf("attempt %d, x-redelivered-count %q", m.Attempt, m.Headers["x-redelivered-count"])
+	}
+}
+
+func TestInteropGoDeadLetterReadByNode(t *testing.T) {
+	needAMQP(t)
+	interop.Need(t)
+	ch, dlq := unique("interop.dl"), unique("interop.DLQ")
+	cleanup(t, []string{"failing." + ch, "dlq-reader." + dlq, dlq}, []string{ch, dlq})
+	node := interop.Consume(t, "--adapter", brokerenv.AMQPURL(), "--channel", dlq, "--group", "dlq-reader", "--count", "1", "--context")
+	startPlugin(t, &service{Name: "failing", Channels: channels.Channels{ch: {MaxRetries: 1,
+		Backoff:       broker.ConstantBackoff(50 * time.Millisecond),
+		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
+		Handler: func(ctx context.Context, m *channels.Message) error {
+			return errors.New("Something happened")
+		}}}}, nil)
+	sender, _ := startPlugin(t, nil, nil)
+	ctx := channels.WithMeta(context.Background(), map[string]any{"m": 2})
+	if err := sender.SendToChannel(ctx, ch, map[string]int{"id": 1}, broker.WithHeader("k", "v")); err != nil {
+		t.Fatal(err)
+	}
+	got := node.Wait(t, 1, 30*time.Second)[0]
+	h := got.Headers
+	for k, want := range map[string]string{"x-error-message": "Something happened", "x-error-name": "Error",
+		"x-original-channel": ch, "x-original-group": "failing", "x-redelivered-count": "1", "k": "v"} {
+		if h[k] != want {
+			t.Errorf("%s = %q, want %q", k, h[k], want)
+		}
+	}
+	if h["x-original-id"] == "" || h["x-error-timestamp"] == "" {
+		t.Errorf("headers %v", h)
+	}
+	if got.Meta["m"] != 2.0 {
+		t.Errorf("meta %v, want the original $meta", got.Meta)
+	}
+	if stack, err := base64.StdEncoding.DecodeString(h["x-error-stack"]); err != nil || !strings.Contains(string(stack), "Something happened") {
+		t.Errorf("stack %q %v", stack, err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(got.Payload, &p); err != nil || p["id"] != 1.0 {
+		t.Fatalf("payload %s", got.Payload)
+	}
+	// The queue named Q holds the copy too (where 0.1.8 puts its own dead letters).
+	raw := rawChannel(t, rawConn(t))
+	if d := getOne(t, raw, dlq, 10*time.Second); d.Headers["x-original-channel"] != ch {
+		t.Errorf("queue %s: headers %v", dlq, d.Headers)
+	}
+}
+
+// TestInteropNodeDeadLetterReadByGo: Node 0.1.8 dead-letters to the fanout
+// exchange DEAD_LETTER; a Go channel named DEAD_LETTER receives them (with
+// every other Node channel's dead letters: filter on x-original-channel).
+func TestInteropNodeDeadLetterReadByGo(t *testing.T) {
+	needAMQP(t)
+	interop.Need(t)
+	ch, dlq, group := unique("interop.nodedl"), unique("interop.NODEDLQ"), unique("dl-reader")
+	cleanup(t, []string{"g1." + ch, dlq, group + ".DEAD_LETTER"}, []string{ch})
+	var mu sync.Mutex
+	var mine []*channels.Message
+	startPlugin(t, &service{Name: "reader", Channels: channels.Channels{"DEAD_LETTER": {Group: group,
+		Handler: func(_ context.Context, m *channels.Message) error {
+			if m.Headers["x-original-channel"] == ch {
+				mu.Lock()
+				mine = append(mine, m)
+				mu.Unlock()
+			}
+			return nil
+		}}}}, nil)
+	failing := interop.Consume(t, "--adapter", brokerenv.AMQPURL(), "--channel", ch, "--group", "g1", "--count", "1",
+		"--fail", "--max-retries", "0", "--dead-letter", dlq, "--timeout", "60000")
+	interop.Send(t, "--adapter", brokerenv.AMQPURL(), "--channel", ch, "--payload", `{"a":1}`, "--headers", `{"k":"v"}`)
+	failing.Wait(t, 1, 30*time.Second)
+	eventually(t, 30*time.Second, "Node's dead letter", func() bool { mu.Lock(); defer mu.Unlock(); return len(mine) == 1 })
+	m := mine[0]
+	var p map[string]any
+	if err := m.Decode(&p); err != nil || p["a"] != 1.0 {
+		t.Fatalf("payload %s", m.Payload)
+	}
+	if m.Headers["x-original-group"] != "g1" || m.Attempt != 1 {
+		t.Errorf("headers %v attempt %d", m.Headers, m.Attempt)
+	}
+	if _, kept := m.Headers["k"]; kept {
+		t.Errorf("0.1.8 drops the original headers; got %v", m.Headers)
+	}
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestInteropGoRetryReadByNode: a retry copy of a Go member (after its
+// backoff in the retry queue) reaches a Node member of the group with
+// x-redelivered-count 1 and x-group, its headers and payload kept.
+func TestInteropGoRetryReadByNode(t *testing.T) {
+	needAMQP(t)
+	interop.Need(t)
+	ch, group := unique("interop.goretry"), "consumer"
+	cleanup(t, []string{group + "." + ch}, []string{ch})
+	var runs sync.WaitGroup
+	runs.Add(1)
+	var once sync.Once
+	p, _ := startPlugin(t, &service{Name: group, Channels: channels.Channels{ch: {Group: group, MaxRetries: 3,
+		Backoff: broker.ConstantBackoff(1500 * time.Millisecond),
+		Handler: func(context.Context, *channels.Message) error {
+			once.Do(runs.Done)
+			return errors.New("Something happened")
+		}}}}, nil)
+	sender, _ := startPlugin(t, nil, nil)
+	if err := sender.SendToChannel(context.Background(), ch, map[string]int{"id": 3}, broker.WithHeader("k", "v")); err != nil {
+		t.Fatal(err)
+	}
+	runs.Wait()
+	// The copy waits in the retry queue: stop the Go member, a Node member takes over.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	node := interop.Consume(t, "--adapter", brokerenv.AMQPURL(), "--channel", ch, "--group", group, "--count", "1")
+	got := node.Wait(t, 1, 30*time.Second)[0]
+	if got.Headers["x-redelivered-count"] != "1" || got.Headers["x-group"] != group || got.Headers["k"] != "v" ||
+		got.Headers["x-error-message"] != "Something happened" {
+		t.Fatalf("headers %v", got.Headers)
+	}
+	var pl map[string]any
+	if err := json.Unmarshal(got.Payload, &pl); err != nil || pl["id"] != 3.0 {
+		t.Fatalf("payload %s", got.Payload)
+	}
+}

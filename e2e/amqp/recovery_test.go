@@ -1,0 +1,137 @@
+package amqp
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microchannels/channels"
+	chamqp "github.com/microchannels/channels/amqp"
+	"github.com/microchannels/channels/broker"
+)
+
+// TestConsumerCancelledByBroker: deleting the group queue under a running
+// consumer (RabbitMQ cancels it) makes the subscription declare its
+// topology again and resume; later sends arrive.
+func TestConsumerCancelledByBroker(t *testing.T) {
+	needAMQP(t)
+	ch := unique("recover.cancel")
+	queue := "g." + ch
+	cleanup(t, []string{queue}, []string{ch})
+	got := &collector{}
+	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", Handler: got.handle}}}, nil)
+	snd, _ := startPlugin(t, nil, nil)
+	ctx := context.Background()
+	if err := snd.SendToChannel(ctx, ch, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "first message", func() bool { return got.count() == 1 })
+	raw := rawChannel(t, rawConn(t))
+	if _, err := raw.QueueDelete(queue, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	// The queue comes back (declared again by the resumed consumer).
+	eventually(t, 15*time.Second, "queue declared again", func() bool {
+		c := rawChannel(t, rawConn(t))
+		_, err := c.QueueDeclarePassive(queue, true, false, false, false, nil)
+		return err == nil
+	})
+	if err := snd.SendToChannel(ctx, ch, 2); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "message after the resume", func() bool { return got.count() == 2 })
+}
+
+// TestConnectionClosedByBroker: the broker closes the adapter's connection
+// (rabbitmqctl close_connection); the adapter dials again, the consumer
+// resumes and sends work again, nothing sent before or after is lost.
+func TestConnectionClosedByBroker(t *testing.T) {
+	needAMQP(t)
+	if _, err := rabbitmqctl("status"); err != nil {
+		t.Skipf("rabbitmqctl unavailable: %v", err)
+	}
+	ch := unique("recover.conn")
+	cleanup(t, []string{"g." + ch}, []string{ch})
+	got := &collector{}
+	_, ca := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 4, Handler: got.handle}}},
+		[]chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(100 * time.Millisecond))})
+	snd, sa := startPlugin(t, nil, []chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(100 * time.Millisecond))})
+	ctx := context.Background()
+	for i := range 5 {
+		if err := snd.SendToChannel(ctx, ch, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "5 messages", func() bool { return got.count() == 5 })
+	for _, a := range []*chamqp.Adapter{ca, sa} {
+		closeConnection(t, a)
+	}
+	// Sends fail while the connection is down, then succeed again.
+	sent := 5
+	eventually(t, 30*time.Second, "sends work again", func() bool {
+		if snd.SendToChannel(ctx, ch, sent) == nil {
+			sent++
+			return true
+		}
+		return false
+	})
+	for i := sent; i < sent+5; i++ {
+		if err := snd.SendToChannel(ctx, ch, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent += 5
+	eventually(t, 30*time.Second, fmt.Sprintf("%d messages", sent), func() bool { return got.count() >= sent })
+	seen := map[string]bool{}
+	for _, m := range got.all() {
+		seen[string(m.Payload)] = true
+	}
+	for i := range sent {
+		if !seen[fmt.Sprint(i)] {
+			t.Errorf("message %d missing", i)
+		}
+	}
+}
+
+// closeConnection asks RabbitMQ to close a's connection.
+func closeConnection(t *testing.T, a *chamqp.Adapter) {
+	t.Helper()
+	c := a.Connection()
+	if c == nil {
+		t.Fatal("adapter not connected")
+	}
+	port := c.LocalAddr().(*net.TCPAddr).Port
+	out, err := rabbitmqctl("list_connections", "pid", "peer_port")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[1] == fmt.Sprint(port) {
+			if _, err := rabbitmqctl("close_connection", f[0], "test: connection closed by the broker"); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("connection from port %d not found in\n%s", port, out)
+}
+
+func rabbitmqctl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "rabbitmqctl", append([]string{"-q", "-n", "rabbit@localhost"}, args...)...)
+	cmd.Env = append(os.Environ(), "RABBITMQ_NODENAME=rabbit@localhost", "ERL_EPMD_ADDRESS=127.0.0.1")
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("rabbitmqctl %v: %v: %s", args, err, stderr.String())
+	}
+	return out.String(), nil
+}
