@@ -8,6 +8,7 @@
 //	go run ./examples/quickstart -adapter memory://    # in-memory bus
 //	go run ./examples/quickstart -adapter redis://127.0.0.1:6379
 //	go run ./examples/quickstart -adapter nats://127.0.0.1:4222
+//	go run ./examples/quickstart -adapter amqp://guest:guest@127.0.0.1:5672
 package main
 
 import (
@@ -32,6 +33,7 @@ import (
 	"go-micro.dev/v4/server"
 
 	"github.com/microchannels/channels"
+	_ "github.com/microchannels/channels/amqp"               // amqp:// and amqps:// URLs
 	_ "github.com/microchannels/channels/jetstream"          // nats:// and tls:// URLs
 	_ "github.com/microchannels/channels/jetstream/embedded" // nats-embedded:// (an in-process NATS server)
 	_ "github.com/microchannels/channels/memory"             // memory:// URLs
