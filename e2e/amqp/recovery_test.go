@@ -42,9 +42,11 @@ func TestConsumerCancelledByBroker(t *testing.T) {
 		_, err := c.QueueDeclarePassive(queue, true, false, false, false, nil)
 		return err == nil
 	})
-	if err := snd.SendToChannel(ctx, ch, 2); err != nil {
-		t.Fatal(err)
-	}
+	// The queue may be back before its binding: a mandatory send is returned
+	// (an error) until the exchange routes to the queue again.
+	eventually(t, 15*time.Second, "queue bound again", func() bool {
+		return snd.SendToChannel(ctx, ch, 2, chamqp.WithMandatory()) == nil
+	})
 	eventually(t, 10*time.Second, "message after the resume", func() bool { return got.count() == 2 })
 }
 
