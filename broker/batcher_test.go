@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/microchannels/channels/broker"
 )
 
@@ -36,10 +38,8 @@ func TestBatcherFlushesEverythingInBoundedBatches(t *testing.T) {
 		}()
 	}
 	// The first flush is held until a burst has queued behind it.
-	deadline := time.Now().Add(5 * time.Second)
-	for queued.Load() < 20 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(queued.Load).WithTimeout(5 * time.Second).WithPolling(time.Millisecond).
+		Should(gomega.BeNumerically(">=", 20))
 	close(gate)
 	wg.Wait()
 	if err := b.Close(context.Background()); err != nil {

@@ -121,19 +121,13 @@ func cleanup(t *testing.T, queues, exchanges []string) {
 // getOne waits for one message in queue (basic.get) and acks it.
 func getOne(t *testing.T, ch *amqp091.Channel, queue string, timeout time.Duration) amqp091.Delivery {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		d, ok, err := ch.Get(queue, true)
-		if err != nil {
-			t.Fatalf("get %s: %v", queue, err)
-		}
-		if ok {
-			return d
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no message in %s within %s", queue, timeout)
-	return amqp091.Delivery{}
+	var d amqp091.Delivery
+	gomega.NewWithT(t).Eventually(func() (bool, error) {
+		got, ok, err := ch.Get(queue, true)
+		d = got
+		return ok, err
+	}).WithTimeout(timeout).WithPolling(20*time.Millisecond).Should(gomega.BeTrue(), "a message in %s", queue)
+	return d
 }
 
 // collector records messages.

@@ -67,9 +67,17 @@ func TestReplayFromStartTime(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(20 * time.Millisecond) // clock granularity between the two batches
-	from := time.Now()
-	time.Sleep(20 * time.Millisecond)
+	// Start just after the time the server stored the last message of the
+	// first batch: the second batch is stored after it.
+	stream, err := snd.Adapter().(*jetstream.Adapter).JetStream().Stream(ctx, jetstream.StreamName(ch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := stream.GetLastMsgForSubject(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := last.Time.Add(time.Nanosecond)
 	for i := 4; i <= 6; i++ {
 		if err := snd.SendToChannel(ctx, ch, map[string]int{"n": i}); err != nil {
 			t.Fatal(err)
