@@ -781,7 +781,7 @@ func conformance(tg Target) {
 		Consistently(func() []int { return []int{r1.count(), r2.count()} }).Should(Equal([]int{1, 1}))
 	})
 
-	observability(func() *harness { return h })
+	observability(tg, func() *harness { return h })
 }
 
 func idsOf(r *recorder) []int {

@@ -31,9 +31,9 @@ type Target struct {
 	Timeout time.Duration
 
 	// The fields below are the hooks of the fault suite (fault_test.go). A
-	// scenario whose hook is missing is skipped on the target, with a Skip
-	// message saying which hook; a new adapter fills what its broker allows
-	// and gets every scenario that applies.
+	// scenario whose hook is missing is not declared for the target (no
+	// skipped spec); a new adapter fills what its broker allows and gets
+	// every scenario that applies.
 
 	// Processes tells that the broker can be shared by consumers in other
 	// OS processes (false for the in-process memory bus). The crash and

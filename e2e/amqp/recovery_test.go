@@ -14,6 +14,7 @@ import (
 	"github.com/microchannels/channels"
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/e2e/brokerenv"
 )
 
 // TestConsumerCancelledByBroker: deleting the group queue under a running
@@ -55,9 +56,7 @@ func TestConsumerCancelledByBroker(t *testing.T) {
 // resumes and sends work again, nothing sent before or after is lost.
 func TestConnectionClosedByBroker(t *testing.T) {
 	needAMQP(t)
-	if _, err := rabbitmqctl("status"); err != nil {
-		t.Skipf("rabbitmqctl unavailable: %v", err)
-	}
+	brokerenv.Need(t, "rabbitmqctl", func() error { _, err := rabbitmqctl("status"); return err })
 	ch := unique("recover.conn")
 	cleanup(t, []string{"g." + ch}, []string{ch})
 	got := &collector{}
