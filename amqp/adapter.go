@@ -255,19 +255,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if l == nil {
 		return nil, broker.ErrClosed
 	}
-	ch.Normalize()
-	if err := ch.Validate(); err != nil {
+	opts, err := broker.PrepareChannel(ch, "amqp", a.chanOpts, ChannelOptions.merge)
+	if err != nil {
 		return nil, err
-	}
-	if err := broker.CheckOptions("amqp", ch.AdapterOptions, isChannelOption); err != nil {
-		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
-	}
-	opts := a.chanOpts
-	if co, ok := broker.Option[ChannelOptions](ch); ok {
-		if err := co.Validate(); err != nil {
-			return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
-		}
-		opts = opts.merge(co)
 	}
 	// The dead-letter queue takes the adapter-wide queue options, then its own.
 	opts.DeadLetterQueue = a.chanOpts.Queue.merge(opts.DeadLetterQueue)

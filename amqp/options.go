@@ -239,21 +239,8 @@ func WithMandatory() broker.PublishOption {
 // Bool returns a pointer to v, for the Durable fields.
 func Bool(v bool) *bool { return &v }
 
-func isChannelOption(o any) bool {
-	switch o.(type) {
-	case ChannelOptions, *ChannelOptions:
-		return true
-	}
-	return false
-}
-
-func isSendOption(o any) bool {
-	switch o.(type) {
-	case SendOptions, *SendOptions:
-		return true
-	}
-	return false
-}
+// isSendOption: send options of this package are SendOptions values.
+var isSendOption = broker.IsOf[SendOptions]
 
 // sendOptions merges every SendOptions value of a send.
 func sendOptions(opts []any) SendOptions {

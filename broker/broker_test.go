@@ -298,3 +298,30 @@ func TestInflight(t *testing.T) {
 		t.Fatal("acquired after Close")
 	}
 }
+
+type chOpt struct{ n int }
+
+func (o chOpt) Validate() error {
+	if o.n < 0 {
+		return fmt.Errorf("%w: n must be >= 0", broker.ErrInvalidOption)
+	}
+	return nil
+}
+
+func TestPrepareChannel(t *testing.T) {
+	merge := func(base, over chOpt) chOpt { base.n += over.n; return base }
+	ch := func(opts ...any) *broker.Channel {
+		return &broker.Channel{Name: "c", Group: "g", AdapterOptions: opts,
+			Handler: func(context.Context, *broker.Message) error { return nil }}
+	}
+	got, err := broker.PrepareChannel(ch(&chOpt{2}), "test", chOpt{1}, merge)
+	if err != nil || got.n != 3 {
+		t.Fatalf("merged %v, %v", got, err)
+	}
+	for name, c := range map[string]*broker.Channel{"foreign type": ch(42), "invalid value": ch(chOpt{-1}),
+		"invalid channel": {Name: "c", Group: "g"}} {
+		if _, err := broker.PrepareChannel(c, "test", chOpt{}, merge); !errors.Is(err, broker.ErrInvalidOption) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

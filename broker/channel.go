@@ -191,3 +191,35 @@ func (c *Channel) Poison(msg *Message, field string, cause error) Outcome {
 	c.Logger.Error("channels: poison message", "channel", c.Name, "group", c.Group, "id", msg.ID, "error", err)
 	return c.GiveUp(msg, err)
 }
+
+// PrepareChannel is the first step of every adapter's Subscribe: it
+// normalizes and validates ch, refuses channel options of any type but T
+// (or *T), and returns base (the adapter-wide options) overlaid by the
+// channel's own T through merge, after validating it. The caller applies
+// its defaults.
+func PrepareChannel[T interface{ Validate() error }](ch *Channel, adapter string, base T, merge func(base, over T) T) (T, error) {
+	ch.Normalize()
+	if err := ch.Validate(); err != nil {
+		return base, err
+	}
+	if err := CheckOptions(adapter, ch.AdapterOptions, IsOf[T]); err != nil {
+		return base, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
+	if co, ok := Option[T](ch); ok {
+		if err := co.Validate(); err != nil {
+			return base, fmt.Errorf("channel %q: %w", ch.Name, err)
+		}
+		base = merge(base, co)
+	}
+	return base, nil
+}
+
+// IsOf reports whether v is a T or a *T (the known-type test of
+// CheckOptions for one option type).
+func IsOf[T any](v any) bool {
+	switch v.(type) {
+	case T, *T:
+		return true
+	}
+	return false
+}

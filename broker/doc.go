@@ -49,8 +49,9 @@
 //  1. Connect, Publish (return only once the broker accepted the message;
 //     wrap failures in *PublishError) and Close (mark closed, then
 //     Subscriptions.DrainAll).
-//  2. In Subscribe: Normalize and Validate the channel, refuse options of
-//     types it does not know (CheckOptions), provision names and groups, and
+//  2. In Subscribe: [PrepareChannel] (normalizes and validates the channel,
+//     refuses options of types it does not know, overlays the channel's typed
+//     options on the adapter-wide ones), provision names and groups, and
 //     return a subscription embedding a [Consumer].
 //  3. Fetch: a loop that takes a slot (Acquire), fetches, builds a
 //     [Delivery] — Msg.Attempt = 1 + failed runs the broker (or a record of

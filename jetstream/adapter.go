@@ -278,19 +278,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if c == nil {
 		return nil, broker.ErrClosed
 	}
-	ch.Normalize()
-	if err := ch.Validate(); err != nil {
+	opts, err := broker.PrepareChannel(ch, "jetstream", a.chopts, ChannelOptions.merge)
+	if err != nil {
 		return nil, err
-	}
-	if err := broker.CheckOptions("jetstream", ch.AdapterOptions, isChannelOption); err != nil {
-		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
-	}
-	opts := a.chopts
-	if co, ok := broker.Option[ChannelOptions](ch); ok {
-		if err := co.Validate(); err != nil {
-			return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
-		}
-		opts = opts.merge(co)
 	}
 	opts = opts.withDefaults()
 	if err := opts.Validate(); err != nil {

@@ -307,21 +307,8 @@ func WithExpectLastMsgID(id string) broker.PublishOption {
 	return broker.WithAdapterOptions(SendOptions{ExpectLastMsgID: id})
 }
 
-func isChannelOption(o any) bool {
-	switch o.(type) {
-	case ChannelOptions, *ChannelOptions:
-		return true
-	}
-	return false
-}
-
-func isSendOption(o any) bool {
-	switch o.(type) {
-	case SendOptions, *SendOptions:
-		return true
-	}
-	return false
-}
+// isSendOption: send options of this package are SendOptions values.
+var isSendOption = broker.IsOf[SendOptions]
 
 // sendOptions merges every SendOptions value of a send.
 func sendOptions(opts []any) (SendOptions, bool) {

@@ -197,19 +197,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err := a.state.Check(); err != nil {
 		return nil, err
 	}
-	ch.Normalize()
-	if err := ch.Validate(); err != nil {
+	opts, err := broker.PrepareChannel(ch, "redis", a.consumer, ChannelOptions.merge)
+	if err != nil {
 		return nil, err
-	}
-	if err := broker.CheckOptions("redis", ch.AdapterOptions, isChannelOption); err != nil {
-		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
-	}
-	opts := a.consumer
-	if co, ok := broker.Option[ChannelOptions](ch); ok {
-		if err := co.Validate(); err != nil {
-			return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
-		}
-		opts = opts.merge(co)
 	}
 	opts = opts.withDefaults()
 	if err := opts.Validate(); err != nil {

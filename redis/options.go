@@ -111,21 +111,8 @@ func WithMaxLen(n int64, approx bool) broker.PublishOption {
 	return broker.WithAdapterOptions(SendOptions{MaxLen: n, ApproxMaxLen: approx})
 }
 
-func isChannelOption(o any) bool {
-	switch o.(type) {
-	case ChannelOptions, *ChannelOptions:
-		return true
-	}
-	return false
-}
-
-func isSendOption(o any) bool {
-	switch o.(type) {
-	case SendOptions, *SendOptions:
-		return true
-	}
-	return false
-}
+// isSendOption: send options of this package are SendOptions values.
+var isSendOption = broker.IsOf[SendOptions]
 
 func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
 	if over.ReadTimeout != 0 {
