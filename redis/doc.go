@@ -21,8 +21,9 @@
 // with the same serializer), in that order. A dead-lettered copy goes to the
 // stream of the dead-letter queue with the same fields; its headers carry
 // x-original-id (the original stream id) besides the shared x-original-*
-// and x-error-* headers. Consumer names are "<node id>.<service>.<channel>",
-// stable per node and channel; a consumer is deleted from the group when it
+// and x-error-* headers. Consumer names are "<node id>.<service>.<channel>"
+// (the plugin makes the node id unique per plugin of a process: <id>,
+// <id>-2, ... in connect order), stable per node and channel; a consumer is deleted from the group when it
 // stops holding nothing, and a live member deletes the consumers that hold
 // nothing and were idle longer than StaleConsumerAge (those of crashed
 // processes).
