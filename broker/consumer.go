@@ -315,6 +315,17 @@ func (s *Subscriptions) Len() int {
 	return len(s.m)
 }
 
+// List returns the live subscriptions.
+func (s *Subscriptions) List() []Subscription {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	subs := make([]Subscription, 0, len(s.m))
+	for sub := range s.m {
+		subs = append(subs, sub)
+	}
+	return subs
+}
+
 // DrainAll drains every live subscription concurrently, bounded by ctx.
 func (s *Subscriptions) DrainAll(ctx context.Context) error {
 	s.mu.Lock()

@@ -375,7 +375,7 @@ func conformance(tg Target) {
 		ch := uniq("test.mif.topic")
 		var mu sync.Mutex
 		var flow []string
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 1,
+		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 1, AdapterOptions: tg.Ordered,
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				var u user
 				Expect(m.Decode(&u)).To(Succeed())

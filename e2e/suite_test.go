@@ -29,6 +29,11 @@ type Target struct {
 	ChannelOptions []any
 	// Timeout bounds each Eventually (default 10s).
 	Timeout time.Duration
+	// Ordered, when set, are the channel options (in place of
+	// ChannelOptions) of a channel that must keep one order for all its
+	// messages: Kafka orders per partition, so such a channel gets a topic
+	// of one partition.
+	Ordered []any
 
 	// The fields below are the hooks of the fault suite (fault_test.go). A
 	// scenario whose hook is missing is not declared for the target (no

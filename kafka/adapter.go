@@ -1,0 +1,362 @@
+package kafka
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+
+	"github.com/microchannels/channels/broker"
+)
+
+func init() {
+	broker.Register("Kafka", []string{"kafka", "kafka+ssl", "kafkas"}, func(u *url.URL) (broker.Adapter, error) {
+		if u == nil {
+			return New(DefaultURL)
+		}
+		return New(u.String())
+	})
+}
+
+// conn is what a connected adapter uses, read without a lock on every send.
+type conn struct {
+	client  *kafkago.Client
+	writers sync.Map // writerKey -> *kafkago.Writer
+	// topics remembers the topics known to exist, so that a send to a
+	// channel without a topic creates it once.
+	topics sync.Map
+}
+
+type writerKey struct {
+	acks Acks
+	comp Compression
+}
+
+// Adapter implements broker.Adapter on Apache Kafka with kafka-go: a
+// consumer group per channel and group, partitions read by this process
+// run up to MaxInFlight messages at once, and offsets are committed only up
+// to the last message processed without a gap.
+type Adapter struct {
+	brokers      []string
+	display      string
+	tls          *tls.Config
+	sasl         sasl.Mechanism
+	clientID     string
+	acks         Acks
+	batchTimeout time.Duration
+	batchSize    int
+	transport    *kafkago.Transport
+	dialer       *kafkago.Dialer
+	chopts       ChannelOptions
+
+	state broker.ConnState
+	mu    sync.Mutex
+	cur   atomic.Pointer[conn]
+	env   broker.Env
+	subs  broker.Subscriptions
+	// groups remembers the group ids subscribed per channel (RemoveChannel).
+	groups sync.Map // channel -> *sync.Map of group ids
+}
+
+var (
+	_ broker.Adapter        = (*Adapter)(nil)
+	_ broker.LagReporter    = (*Adapter)(nil)
+	_ broker.ChannelRemover = (*Adapter)(nil)
+)
+
+// New builds an adapter from a kafka:// URL: kafka://host:port, a comma
+// list of bootstrap brokers (kafka://a:9092,b:9092), user and password for
+// SASL (kafka://user:pass@host:9092?sasl=scram-sha-512; PLAIN when only
+// credentials are given) and tls=true (or the kafka+ssl:// scheme).
+// Credentials are never shown in errors or logs. It does not connect.
+func New(rawURL string, opts ...Option) (*Adapter, error) {
+	brokers, display, mech, useTLS, err := parseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	a := &Adapter{brokers: brokers, display: display, sasl: mech}
+	if useTLS {
+		a.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return newAdapter(a, opts)
+}
+
+// NewWithBrokers builds an adapter for these bootstrap brokers (host:port).
+func NewWithBrokers(brokers []string, opts ...Option) (*Adapter, error) {
+	if len(brokers) == 0 {
+		return nil, fmt.Errorf("%w: kafka: no broker", broker.ErrInvalidOption)
+	}
+	a := &Adapter{brokers: append([]string(nil), brokers...)}
+	a.display = "kafka://" + strings.Join(brokers, ",")
+	return newAdapter(a, opts)
+}
+
+func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
+	a.acks, a.batchTimeout, a.batchSize = AcksAll, DefaultBatchTimeout, DefaultBatchSize
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(a); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// Name returns "Kafka".
+func (a *Adapter) Name() string { return "Kafka" }
+
+// String describes the target without credentials.
+func (a *Adapter) String() string { return a.display }
+
+// Client returns the kafka-go client of administrative requests (nil
+// before Connect).
+func (a *Adapter) Client() *kafkago.Client {
+	if c := a.cur.Load(); c != nil {
+		return c.client
+	}
+	return nil
+}
+
+func (a *Adapter) newTransport() *kafkago.Transport {
+	if t := a.transport; t != nil {
+		if t.TLS == nil {
+			t.TLS = a.tls
+		}
+		if t.SASL == nil {
+			t.SASL = a.sasl
+		}
+		return t
+	}
+	return &kafkago.Transport{TLS: a.tls, SASL: a.sasl, ClientID: a.clientID, DialTimeout: 5 * time.Second,
+		IdleTimeout: time.Minute}
+}
+
+func (a *Adapter) newDialer() *kafkago.Dialer {
+	if a.dialer != nil {
+		d := *a.dialer
+		if d.TLS == nil {
+			d.TLS = a.tls
+		}
+		if d.SASLMechanism == nil {
+			d.SASLMechanism = a.sasl
+		}
+		return &d
+	}
+	return &kafkago.Dialer{Timeout: 5 * time.Second, DualStack: true, TLS: a.tls, SASLMechanism: a.sasl, ClientID: a.clientID}
+}
+
+// Connect checks that the brokers answer.
+func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state.Connected() {
+		return nil
+	}
+	a.env = env.Normalize()
+	if a.clientID == "" {
+		a.clientID = a.env.NodeID
+	}
+	client := &kafkago.Client{Addr: kafkago.TCP(a.brokers...), Transport: a.newTransport(), Timeout: DefaultOpTimeout}
+	mctx, cancel := opCtx(ctx)
+	defer cancel()
+	if _, err := client.Metadata(mctx, &kafkago.MetadataRequest{Topics: []string{}}); err != nil {
+		return fmt.Errorf("%w: kafka %s: %v", broker.ErrNotConnected, a.display, broker.Redact(err.Error()))
+	}
+	a.cur.Store(&conn{client: client})
+	a.state.SetConnected()
+	return nil
+}
+
+// opCtx bounds an administrative request by DefaultOpTimeout unless ctx is
+// already bounded.
+func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, DefaultOpTimeout)
+}
+
+func (a *Adapter) conn() (*conn, error) {
+	c := a.cur.Load()
+	if c == nil {
+		if err := a.state.Check(); err != nil {
+			return nil, err
+		}
+		return nil, broker.ErrClosed
+	}
+	return c, nil
+}
+
+// writer returns the writer of an acknowledgement level and compression.
+func (a *Adapter) writer(c *conn, acks Acks, comp Compression) *kafkago.Writer {
+	if acks == acksUnset {
+		acks = a.acks
+	}
+	k := writerKey{acks, comp}
+	if w, ok := c.writers.Load(k); ok {
+		return w.(*kafkago.Writer)
+	}
+	w := &kafkago.Writer{
+		Addr:         kafkago.TCP(a.brokers...),
+		Transport:    c.client.Transport,
+		Balancer:     &kafkago.Murmur2Balancer{},
+		RequiredAcks: acks.native(),
+		Compression:  comp.native(),
+		BatchTimeout: a.batchTimeout,
+		BatchSize:    a.batchSize,
+		BatchBytes:   16 << 20,
+		MaxAttempts:  3,
+		// Topics are created by the adapter, with the channel's partition
+		// count, never by the broker's auto-creation.
+		AllowAutoTopicCreation: false,
+	}
+	got, loaded := c.writers.LoadOrStore(k, w)
+	if loaded {
+		return got.(*kafkago.Writer)
+	}
+	return w
+}
+
+// Publish writes one message and returns once the broker acknowledged it
+// (at the adapter's or the send's Acks level). A channel without a topic
+// gets one, with the adapter's topic options.
+func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgoing) error {
+	c, err := a.conn()
+	if err != nil {
+		return err
+	}
+	if err := broker.CheckOptions("kafka", out.Options.AdapterOptions, isSendOption); err != nil {
+		return err
+	}
+	so, _ := sendOptions(out.Options.AdapterOptions)
+	if err := so.validate(); err != nil {
+		return err
+	}
+	if so.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, so.Timeout)
+		defer cancel()
+	}
+	if err := a.ensureTopic(ctx, c, channel, a.chopts.withDefaults().Topic); err != nil {
+		return &broker.PublishError{Channel: channel, Err: err}
+	}
+	if err := a.write(ctx, c, channel, so, out.Payload, toKafkaHeaders(out.Headers)); err != nil {
+		return &broker.PublishError{Channel: channel, Err: err}
+	}
+	return nil
+}
+
+// write sends one message: through the batching writer, or, for an
+// explicit partition, as one produce request to that partition.
+func (a *Adapter) write(ctx context.Context, c *conn, topic string, so SendOptions, value []byte, headers []kafkago.Header) error {
+	if so.HasPartition {
+		acks := so.Acks
+		if acks == acksUnset {
+			acks = a.acks
+		}
+		res, err := c.client.Produce(ctx, &kafkago.ProduceRequest{
+			Topic: topic, Partition: so.Partition, RequiredAcks: acks.native(), Compression: so.Compression.native(),
+			Records: kafkago.NewRecordReader(kafkago.Record{Key: bytesOrNil(so.Key), Value: kafkago.NewBytes(value), Headers: headers}),
+		})
+		if err == nil && res.Error != nil {
+			err = res.Error
+		}
+		return err
+	}
+	return a.writer(c, so.Acks, so.Compression).WriteMessages(ctx, kafkago.Message{Topic: topic, Key: so.Key, Value: value, Headers: headers})
+}
+
+func bytesOrNil(b []byte) kafkago.Bytes {
+	if b == nil {
+		return nil
+	}
+	return kafkago.NewBytes(b)
+}
+
+// Subscribe creates the channel's topic (and the dead-letter topic) when
+// missing, and, for a group that has no committed offsets yet, commits its
+// start offsets (the end of each partition, or the beginning with
+// FromBeginning), so that the group's position is fixed when Subscribe
+// returns: no message sent after it is missed while the group forms. Then
+// it joins the group and waits for its first assignment (bounded by ctx and
+// RebalanceTimeout), so that members subscribed one after the other share
+// the partitions before the first message is read.
+func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
+	c, err := a.conn()
+	if err != nil {
+		return nil, err
+	}
+	opts, err := broker.PrepareChannel(ch, "kafka", a.chopts, ChannelOptions.merge)
+	if err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
+	if err := a.ensureTopic(ctx, c, ch.Name, opts.Topic); err != nil {
+		return nil, err
+	}
+	if ch.DeadLetter.Enabled {
+		if err := a.ensureTopic(ctx, c, ch.DeadLetter.Queue, opts.Topic); err != nil {
+			return nil, err
+		}
+	}
+	group := GroupID(ch.Group, ch.Name)
+	if err := a.pinStart(ctx, c, ch.Name, group, opts.FromBeginning); err != nil {
+		return nil, err
+	}
+	s, err := newSubscription(a, c, ch, opts, group)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.join(ctx); err != nil {
+		return nil, err
+	}
+	g, _ := a.groups.LoadOrStore(ch.Name, &sync.Map{})
+	g.(*sync.Map).Store(group, struct{}{})
+	a.subs.Add(s)
+	return s, nil
+}
+
+// GroupID is the Kafka consumer group of a channel's group, as
+// @moleculer/channels names it: "<group>:<channel>".
+func GroupID(group, channel string) string { return group + ":" + channel }
+
+// Close drains the subscriptions not drained yet (bounded by ctx) and
+// closes the writers and connections.
+func (a *Adapter) Close(ctx context.Context) error {
+	a.mu.Lock()
+	c := a.cur.Load()
+	if !a.state.Connected() || c == nil {
+		a.state.SetClosed()
+		a.mu.Unlock()
+		return nil
+	}
+	a.mu.Unlock()
+	errs := []error{a.subs.DrainAll(ctx)}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.state.SetClosed()
+	a.cur.Store(nil)
+	c.writers.Range(func(_, w any) bool {
+		if err := w.(*kafkago.Writer).Close(); err != nil {
+			errs = append(errs, fmt.Errorf("channels/kafka: closing a writer: %w", err))
+		}
+		return true
+	})
+	if t, ok := c.client.Transport.(*kafkago.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	return errors.Join(errs...)
+}

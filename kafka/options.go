@@ -1,0 +1,510 @@
+package kafka
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/compress"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// Defaults. The timings favour latency: a lone message is written at once
+// (BatchTimeout) and read as soon as the broker has it (a fetch returns
+// with the first byte; MaxWait only bounds an empty long poll).
+const (
+	DefaultURL = "kafka://127.0.0.1:9092"
+	// DefaultPartitions is the partition count of the topics the adapter
+	// creates: members of a group share a channel by partitions, so it is
+	// the most members that can consume a channel at once.
+	DefaultPartitions = 6
+	// DefaultReplicationFactor (-1) lets the broker apply its
+	// default.replication.factor.
+	DefaultReplicationFactor = -1
+	// DefaultBatchTimeout is how long a send waits for others to share its
+	// produce request. kafka-go's own default is 1s.
+	DefaultBatchTimeout = 100 * time.Microsecond
+	// DefaultBatchSize bounds the messages of one produce request.
+	DefaultBatchSize = 1000
+	// DefaultMaxWait bounds an empty fetch (long poll) of a partition.
+	DefaultMaxWait = 500 * time.Millisecond
+	// DefaultCommitInterval is how often processed offsets are committed
+	// (one request for every partition that moved).
+	DefaultCommitInterval = 100 * time.Millisecond
+	// DefaultSessionTimeout is how long a silent member keeps its
+	// partitions: the takeover time after a crash.
+	DefaultSessionTimeout = 10 * time.Second
+	// DefaultHeartbeatInterval is how often a member tells the group it is
+	// alive; a rebalance is noticed within it.
+	DefaultHeartbeatInterval = time.Second
+	// DefaultRebalanceTimeout bounds how long a rebalance waits for members
+	// to rejoin; a member first finishes (or gives up) its running messages.
+	DefaultRebalanceTimeout = 30 * time.Second
+	// DefaultOpTimeout bounds one administrative request.
+	DefaultOpTimeout = 10 * time.Second
+	// DefaultKeepDelay is how long a message whose dead-letter publish
+	// failed waits before it is dead-lettered again.
+	DefaultKeepDelay = 5 * time.Second
+)
+
+// Ordering says which messages of a partition may run at the same time.
+type Ordering int
+
+const (
+	orderingUnset Ordering = iota
+	// Unordered runs up to MaxInFlight messages of a partition at once
+	// (the default, like every other adapter).
+	Unordered
+	// PerKey runs the messages of one key one at a time, in partition
+	// order, and different keys concurrently.
+	PerKey
+	// PerPartition runs the messages of a partition one at a time, in order.
+	PerPartition
+)
+
+func (o Ordering) String() string {
+	switch o {
+	case Unordered:
+		return "unordered"
+	case PerKey:
+		return "per-key"
+	case PerPartition:
+		return "per-partition"
+	}
+	return fmt.Sprintf("Ordering(%d)", int(o))
+}
+
+// TopicOptions shape the topics the adapter creates (the channel's and its
+// dead-letter topic). An existing topic is used as it is.
+type TopicOptions struct {
+	// Partitions of a created topic (default DefaultPartitions).
+	Partitions int
+	// ReplicationFactor of a created topic (default -1: the broker's).
+	ReplicationFactor int
+	// Configs are topic configs (retention.ms, cleanup.policy, ...).
+	Configs map[string]string
+}
+
+func (o TopicOptions) merge(over TopicOptions) TopicOptions {
+	if over.Partitions != 0 {
+		o.Partitions = over.Partitions
+	}
+	if over.ReplicationFactor != 0 {
+		o.ReplicationFactor = over.ReplicationFactor
+	}
+	if len(over.Configs) > 0 {
+		m := make(map[string]string, len(o.Configs)+len(over.Configs))
+		for k, v := range o.Configs {
+			m[k] = v
+		}
+		for k, v := range over.Configs {
+			m[k] = v
+		}
+		o.Configs = m
+	}
+	return o
+}
+
+// ChannelOptions are the consumer and topic settings of a channel. Set
+// them adapter-wide with WithChannelOptions, or per channel by putting a
+// ChannelOptions value in the channel's AdapterOptions; zero fields take
+// the adapter value, then the defaults.
+type ChannelOptions struct {
+	// FromBeginning makes a new group start at the oldest message of the
+	// topic instead of the end (the group is created, and its start
+	// offsets committed, when Subscribe returns). An existing group
+	// resumes at its committed offsets either way.
+	FromBeginning bool
+	// Ordering chooses what may run concurrently within a partition
+	// (default Unordered: up to MaxInFlight).
+	Ordering Ordering
+	// Topic shapes a topic created for the channel.
+	Topic TopicOptions
+	// MaxWait bounds an empty fetch (default DefaultMaxWait). A message
+	// never waits for it: a fetch returns as soon as there is one.
+	MaxWait time.Duration
+	// MaxBytes bounds one fetch response of a partition (default 1 MiB).
+	MaxBytes int
+	// CommitInterval is how often processed offsets are committed (default
+	// DefaultCommitInterval). A crash redelivers what was processed since.
+	CommitInterval time.Duration
+	// SessionTimeout, HeartbeatInterval and RebalanceTimeout are the group
+	// membership timings (defaults above).
+	SessionTimeout    time.Duration
+	HeartbeatInterval time.Duration
+	RebalanceTimeout  time.Duration
+}
+
+func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
+	if over.FromBeginning {
+		o.FromBeginning = true
+	}
+	if over.Ordering != orderingUnset {
+		o.Ordering = over.Ordering
+	}
+	o.Topic = o.Topic.merge(over.Topic)
+	if over.MaxWait != 0 {
+		o.MaxWait = over.MaxWait
+	}
+	if over.MaxBytes != 0 {
+		o.MaxBytes = over.MaxBytes
+	}
+	if over.CommitInterval != 0 {
+		o.CommitInterval = over.CommitInterval
+	}
+	if over.SessionTimeout != 0 {
+		o.SessionTimeout = over.SessionTimeout
+	}
+	if over.HeartbeatInterval != 0 {
+		o.HeartbeatInterval = over.HeartbeatInterval
+	}
+	if over.RebalanceTimeout != 0 {
+		o.RebalanceTimeout = over.RebalanceTimeout
+	}
+	return o
+}
+
+// Validate checks the options.
+func (o ChannelOptions) Validate() error {
+	switch {
+	case o.Ordering < orderingUnset || o.Ordering > PerPartition:
+		return fmt.Errorf("%w: kafka Ordering %d is unknown", broker.ErrInvalidOption, o.Ordering)
+	case o.Topic.Partitions < 0:
+		return fmt.Errorf("%w: kafka topic Partitions must be > 0", broker.ErrInvalidOption)
+	case o.Topic.ReplicationFactor < -1:
+		return fmt.Errorf("%w: kafka topic ReplicationFactor must be > 0 (or -1 for the broker's default)", broker.ErrInvalidOption)
+	case o.MaxWait < 0, o.MaxBytes < 0, o.CommitInterval < 0:
+		return fmt.Errorf("%w: kafka MaxWait, MaxBytes and CommitInterval must be >= 0", broker.ErrInvalidOption)
+	case o.SessionTimeout < 0, o.HeartbeatInterval < 0, o.RebalanceTimeout < 0:
+		return fmt.Errorf("%w: kafka group timings must be >= 0", broker.ErrInvalidOption)
+	case o.SessionTimeout > 0 && o.HeartbeatInterval >= o.SessionTimeout:
+		return fmt.Errorf("%w: kafka HeartbeatInterval (%s) must be shorter than SessionTimeout (%s)",
+			broker.ErrInvalidOption, o.HeartbeatInterval, o.SessionTimeout)
+	}
+	return nil
+}
+
+func (o ChannelOptions) withDefaults() ChannelOptions {
+	if o.Ordering == orderingUnset {
+		o.Ordering = Unordered
+	}
+	if o.Topic.Partitions == 0 {
+		o.Topic.Partitions = DefaultPartitions
+	}
+	if o.Topic.ReplicationFactor == 0 {
+		o.Topic.ReplicationFactor = DefaultReplicationFactor
+	}
+	if o.MaxWait == 0 {
+		o.MaxWait = DefaultMaxWait
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = 1 << 20
+	}
+	if o.CommitInterval == 0 {
+		o.CommitInterval = DefaultCommitInterval
+	}
+	if o.SessionTimeout == 0 {
+		o.SessionTimeout = DefaultSessionTimeout
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = min(DefaultHeartbeatInterval, o.SessionTimeout/3)
+	}
+	if o.RebalanceTimeout == 0 {
+		o.RebalanceTimeout = DefaultRebalanceTimeout
+	}
+	return o
+}
+
+// Acks is how many replicas must have a message before a send returns.
+type Acks int
+
+const (
+	acksUnset Acks = iota
+	// AcksAll waits for every in-sync replica (the default).
+	AcksAll
+	// AcksLeader waits for the partition leader only.
+	AcksLeader
+	// AcksNone does not wait: the send returns once written on the socket,
+	// and a lost message is not reported.
+	AcksNone
+)
+
+func (a Acks) native() kafkago.RequiredAcks {
+	switch a {
+	case AcksLeader:
+		return kafkago.RequireOne
+	case AcksNone:
+		return kafkago.RequireNone
+	}
+	return kafkago.RequireAll
+}
+
+// Compression of a produce request.
+type Compression int
+
+const (
+	compressionUnset Compression = iota
+	// NoCompression (the default).
+	NoCompression
+	Gzip
+	Snappy
+	Lz4
+	Zstd
+)
+
+func (c Compression) native() compress.Compression {
+	switch c {
+	case Gzip:
+		return compress.Gzip
+	case Snappy:
+		return compress.Snappy
+	case Lz4:
+		return compress.Lz4
+	case Zstd:
+		return compress.Zstd
+	}
+	return compress.None
+}
+
+// SendOptions are the Kafka-only options of one send, passed with
+// broker.WithAdapterOptions or the With* send options of this package.
+// Several values are merged, later fields winning.
+type SendOptions struct {
+	// Key is the message key: messages with the same key go to the same
+	// partition (murmur2, as the Java client and kafkajs's default
+	// partitioner), and PerKey ordering runs them one at a time.
+	Key []byte
+	// Partition, when set with HasPartition, sends to that partition.
+	Partition    int
+	HasPartition bool
+	// Acks overrides the adapter's acknowledgement level for this send.
+	Acks Acks
+	// Timeout bounds the send (on top of the caller's context).
+	Timeout time.Duration
+	// Compression of this send (default none).
+	Compression Compression
+}
+
+func (o SendOptions) merge(over SendOptions) SendOptions {
+	if over.Key != nil {
+		o.Key = over.Key
+	}
+	if over.HasPartition {
+		o.Partition, o.HasPartition = over.Partition, true
+	}
+	if over.Acks != acksUnset {
+		o.Acks = over.Acks
+	}
+	if over.Timeout != 0 {
+		o.Timeout = over.Timeout
+	}
+	if over.Compression != compressionUnset {
+		o.Compression = over.Compression
+	}
+	return o
+}
+
+// WithKey sends with a message key.
+func WithKey(key string) broker.PublishOption {
+	return broker.WithAdapterOptions(SendOptions{Key: []byte(key)})
+}
+
+// WithPartition sends to one partition.
+func WithPartition(p int) broker.PublishOption {
+	return broker.WithAdapterOptions(SendOptions{Partition: p, HasPartition: true})
+}
+
+// WithAcks sets the acknowledgement level of one send.
+func WithAcks(a Acks) broker.PublishOption { return broker.WithAdapterOptions(SendOptions{Acks: a}) }
+
+// WithCompression compresses one send.
+func WithCompression(c Compression) broker.PublishOption {
+	return broker.WithAdapterOptions(SendOptions{Compression: c})
+}
+
+// WithTimeout bounds one send.
+func WithTimeout(d time.Duration) broker.PublishOption {
+	return broker.WithAdapterOptions(SendOptions{Timeout: d})
+}
+
+var isSendOption = broker.IsOf[SendOptions]
+
+func sendOptions(opts []any) (SendOptions, bool) {
+	var so SendOptions
+	found := false
+	for _, o := range opts {
+		switch v := o.(type) {
+		case SendOptions:
+			so, found = so.merge(v), true
+		case *SendOptions:
+			if v != nil {
+				so, found = so.merge(*v), true
+			}
+		}
+	}
+	return so, found
+}
+
+func (o SendOptions) validate() error {
+	switch {
+	case o.HasPartition && o.Partition < 0:
+		return fmt.Errorf("%w: kafka Partition must be >= 0", broker.ErrInvalidOption)
+	case o.Acks < acksUnset || o.Acks > AcksNone:
+		return fmt.Errorf("%w: kafka Acks %d is unknown", broker.ErrInvalidOption, o.Acks)
+	case o.Compression < compressionUnset || o.Compression > Zstd:
+		return fmt.Errorf("%w: kafka Compression %d is unknown", broker.ErrInvalidOption, o.Compression)
+	case o.Timeout < 0:
+		return fmt.Errorf("%w: kafka send Timeout must be >= 0", broker.ErrInvalidOption)
+	}
+	return nil
+}
+
+// Option configures an Adapter.
+type Option func(*Adapter) error
+
+// WithChannelOptions sets the adapter-wide consumer and topic options.
+func WithChannelOptions(o ChannelOptions) Option {
+	return func(a *Adapter) error {
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		a.chopts = a.chopts.merge(o)
+		return nil
+	}
+}
+
+// WithTLS connects with TLS.
+func WithTLS(cfg *tls.Config) Option {
+	return func(a *Adapter) error {
+		if cfg == nil {
+			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		a.tls = cfg
+		return nil
+	}
+}
+
+// WithSASL authenticates with a SASL mechanism of kafka-go (plain.Mechanism,
+// scram.Mechanism, or your own).
+func WithSASL(m sasl.Mechanism) Option {
+	return func(a *Adapter) error {
+		if m == nil {
+			return fmt.Errorf("%w: kafka SASL mechanism is nil", broker.ErrInvalidOption)
+		}
+		a.sasl = m
+		return nil
+	}
+}
+
+// WithClientID sets the client id shown to the brokers (default: the node id).
+func WithClientID(id string) Option {
+	return func(a *Adapter) error { a.clientID = id; return nil }
+}
+
+// WithDefaultAcks sets the acknowledgement level of every send (default AcksAll).
+func WithDefaultAcks(acks Acks) Option {
+	return func(a *Adapter) error {
+		if acks < acksUnset || acks > AcksNone {
+			return fmt.Errorf("%w: kafka Acks %d is unknown", broker.ErrInvalidOption, acks)
+		}
+		a.acks = acks
+		return nil
+	}
+}
+
+// WithBatching sets how long a send waits for others to share its produce
+// request, and the most messages of one request (defaults
+// DefaultBatchTimeout, DefaultBatchSize). A longer timeout trades the
+// latency of each send for fewer, larger requests.
+func WithBatching(timeout time.Duration, size int) Option {
+	return func(a *Adapter) error {
+		if timeout <= 0 || size <= 0 {
+			return fmt.Errorf("%w: kafka batch timeout and size must be > 0", broker.ErrInvalidOption)
+		}
+		a.batchTimeout, a.batchSize = timeout, size
+		return nil
+	}
+}
+
+// WithTransport sets the kafka-go transport of sends and administrative
+// requests, and the dialer of the readers and of the group, for settings
+// the other options do not cover (dial timeouts, proxies, custom
+// resolvers). TLS and SASL given with WithTLS/WithSASL or in the URL fill
+// the ones they leave unset.
+func WithTransport(t *kafkago.Transport, d *kafkago.Dialer) Option {
+	return func(a *Adapter) error {
+		a.transport, a.dialer = t, d
+		return nil
+	}
+}
+
+// parseURL reads kafka://[user:password@]host:port[,host:port...][?sasl=plain|scram-sha-256|scram-sha-512&tls=true].
+// A comma list is a list of bootstrap brokers.
+func parseURL(raw string) (brokers []string, display string, mech sasl.Mechanism, useTLS bool, err error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return nil, "", nil, false, fmt.Errorf("%w: kafka URL is empty", broker.ErrInvalidOption)
+	}
+	u, perr := url.Parse(raw)
+	if perr != nil {
+		return nil, "", nil, false, fmt.Errorf("%w: kafka URL: %v", broker.ErrInvalidOption, broker.Redact(perr.Error()))
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "kafka":
+	case "kafka+ssl", "kafkas":
+		useTLS = true
+	default:
+		return nil, "", nil, false, fmt.Errorf("%w: kafka URL scheme must be kafka://, got %q", broker.ErrInvalidOption, u.Scheme)
+	}
+	for _, h := range strings.Split(u.Host, ",") {
+		if h = strings.TrimSpace(h); h == "" {
+			continue
+		}
+		if !strings.Contains(h, ":") {
+			h += ":9092"
+		}
+		brokers = append(brokers, h)
+	}
+	if len(brokers) == 0 {
+		return nil, "", nil, false, fmt.Errorf("%w: kafka URL has no broker", broker.ErrInvalidOption)
+	}
+	q := u.Query()
+	switch strings.ToLower(q.Get("tls")) {
+	case "", "false", "0":
+	case "true", "1":
+		useTLS = true
+	default:
+		return nil, "", nil, false, fmt.Errorf("%w: kafka URL tls=%q is not a boolean", broker.ErrInvalidOption, q.Get("tls"))
+	}
+	user, pass := "", ""
+	if u.User != nil {
+		user = u.User.Username()
+		pass, _ = u.User.Password()
+	}
+	switch m := strings.ToLower(q.Get("sasl")); m {
+	case "":
+		if user != "" {
+			mech = plain.Mechanism{Username: user, Password: pass}
+		}
+	case "plain":
+		mech = plain.Mechanism{Username: user, Password: pass}
+	case "scram-sha-256", "scram-sha-512":
+		algo := scram.SHA256
+		if m == "scram-sha-512" {
+			algo = scram.SHA512
+		}
+		if mech, err = scram.Mechanism(algo, user, pass); err != nil {
+			return nil, "", nil, false, fmt.Errorf("%w: kafka SCRAM: %v", broker.ErrInvalidOption, broker.Redact(err.Error()))
+		}
+	default:
+		return nil, "", nil, false, fmt.Errorf("%w: kafka URL sasl=%q: use plain, scram-sha-256 or scram-sha-512", broker.ErrInvalidOption, m)
+	}
+	return brokers, "kafka://" + strings.Join(brokers, ","), mech, useTLS, nil
+}

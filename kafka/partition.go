@@ -1,0 +1,462 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// partition reads one partition for one generation. Its messages run up
+// to MaxInFlight at once (shared with the channel's other partitions), in
+// lanes when the channel is ordered. The offsets read are tracked in order
+// and the commit position only moves past a message once it and every
+// message before it were settled, so a crash or a rebalance never skips a
+// message that was not processed.
+type partition struct {
+	g  *generation
+	s  *subscription
+	id int
+
+	mu        sync.Mutex
+	cond      *sync.Cond // signalled when running, queued or held go down
+	offs      []int64    // offsets read, in order, from head on not all settled
+	done      []bool
+	head      int
+	pos       int64 // commit position: the first offset not settled
+	committed int64
+	running   int // handed to a handler and not settled
+	held      int // waiting (retry not-before, local retry, lane) without a slot
+	timers    map[*time.Timer]struct{}
+	lanes     map[string][]*delivery // ordered channels: the head of a lane runs, the rest wait
+	closed    bool
+}
+
+func newPartition(g *generation, id int, start int64) *partition {
+	p := &partition{g: g, s: g.s, id: id, pos: start, committed: start, timers: map[*time.Timer]struct{}{},
+		lanes: map[string][]*delivery{}}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+// maxHeld bounds the messages of a partition waiting without a slot; the
+// partition is not read further while it is reached.
+func (p *partition) maxHeld() int { return max(4*p.s.MaxInFlight(), 256) }
+
+// run reads the partition until the generation ends (or, from the
+// drain, until reading stops and the group is left), then waits for its
+// running messages, bounded by the rebalance timeout, and commits what they
+// processed.
+func (p *partition) run(ctx context.Context) {
+	s := p.s
+	start := p.pos
+	if start < 0 {
+		start = kafkago.FirstOffset
+	}
+	r := kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers: s.a.brokers, Dialer: s.cfg.Dialer, Topic: s.ch.Name, Partition: p.id,
+		MinBytes: 1, MaxBytes: s.opts.MaxBytes, MaxWait: s.opts.MaxWait,
+		QueueCapacity:   min(max(2*s.MaxInFlight(), 16), 1000),
+		ReadBackoffMin:  50 * time.Millisecond,
+		ReadBackoffMax:  time.Second,
+		ReadLagInterval: -1,
+		ErrorLogger: kafkago.LoggerFunc(func(f string, args ...any) {
+			s.log.Debug("channels/kafka: reader: "+broker.Redact(strings.TrimSpace(fmt.Sprintf(f, args...))), "channel", s.ch.Name, "partition", p.id)
+		}),
+	})
+	if err := r.SetOffset(start); err != nil {
+		s.log.Error("channels/kafka: cannot position the reader", "channel", s.ch.Name, "partition", p.id, "error", err)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.fetchCtx, cancel)
+	fetched := make(chan struct{})
+	go func() {
+		defer close(fetched)
+		p.fetch(fctx, r)
+	}()
+	<-ctx.Done()
+	cancel()
+	stop()
+	p.close()
+	<-fetched
+	_ = r.Close()
+	// Give the running messages of this partition the time the group
+	// allows for rejoining (none run any more at the end of a drain); a
+	// message still running after it is delivered again to the partition's
+	// next owner.
+	p.waitIdle(s.opts.RebalanceTimeout * 3 / 4)
+	p.g.commit([]*partition{p})
+}
+
+// fetch reads messages and dispatches them.
+func (p *partition) fetch(ctx context.Context, r *kafkago.Reader) {
+	s := p.s
+	var retry broker.Reconnect
+	for {
+		p.mu.Lock()
+		for p.held >= p.maxHeld() && !p.closed && ctx.Err() == nil {
+			p.cond.Wait()
+		}
+		p.mu.Unlock()
+		m, err := r.FetchMessage(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.log.Warn("channels/kafka: reading a partition failed, retrying", "channel", s.ch.Name, "partition", p.id,
+				"error", broker.Redact(err.Error()), "in", retry.Next())
+			if _, ok := retry.Failed(ctx.Done()); !ok {
+				return
+			}
+			continue
+		}
+		retry.Succeeded()
+		if !p.dispatch(ctx, m) {
+			return
+		}
+	}
+}
+
+// dispatch decides what to do with a message just read: skip it (a retry
+// of another group), hold it (a retry whose backoff has not passed), queue
+// it behind its lane, or run it. False when the subscription stops.
+func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
+	s := p.s
+	p.track(m.Offset)
+	d := p.delivery(m, nil)
+	if d == nil {
+		p.settled(m.Offset)
+		return true
+	}
+	if at, ok := notBefore(d.hdrs); ok && time.Until(at) > 0 {
+		p.hold(d, time.Until(at))
+		return true
+	}
+	if s.opts.Ordering != Unordered {
+		lane := d.lane()
+		p.mu.Lock()
+		q := p.lanes[lane]
+		p.lanes[lane] = append(q, d)
+		if len(q) > 0 {
+			p.held++
+			p.mu.Unlock()
+			return true
+		}
+		p.mu.Unlock()
+	}
+	if !s.AcquireForFetch() {
+		return false
+	}
+	p.start(d)
+	return ctx.Err() == nil
+}
+
+// start runs d on a slot already taken.
+func (p *partition) start(d *delivery) {
+	p.mu.Lock()
+	p.running++
+	p.mu.Unlock()
+	p.s.Run(&d.Delivery, d.finished)
+}
+
+// startLater runs d once a slot is free, before new reads take one.
+func (p *partition) startLater(d *delivery) {
+	go func() {
+		s := p.s
+		s.WantSlots()
+		ok := !p.isClosed() && s.Acquire()
+		s.SlotsGranted()
+		p.mu.Lock()
+		p.held--
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		if !ok {
+			return // stopping: left unsettled, read again by the next owner
+		}
+		if p.isClosed() {
+			s.ReleaseSlot()
+			return
+		}
+		p.start(d)
+	}()
+}
+
+// hold runs d after wait without taking a slot meanwhile. Its offset stays
+// uncommitted until it ran; if the partition is lost first, the next owner
+// reads it again and holds it for what is left of the wait.
+func (p *partition) hold(d *delivery, wait time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.held++
+	var t *time.Timer
+	t = time.AfterFunc(wait, func() {
+		p.mu.Lock()
+		_, live := p.timers[t]
+		delete(p.timers, t)
+		p.mu.Unlock()
+		if live {
+			p.startLater(d)
+		}
+	})
+	p.timers[t] = struct{}{}
+}
+
+func (p *partition) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// close stops the held messages (they stay unsettled) and wakes the reader.
+func (p *partition) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for t := range p.timers {
+		if t.Stop() {
+			p.held--
+		}
+	}
+	clear(p.timers)
+	p.cond.Broadcast()
+}
+
+// waitIdle waits until no message of the partition runs, at most d.
+func (p *partition) waitIdle(d time.Duration) {
+	deadline := time.AfterFunc(d, func() {
+		p.mu.Lock()
+		p.running = -1 << 30 // give up waiting; late settlements are ignored
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer deadline.Stop()
+	p.mu.Lock()
+	for p.running > 0 {
+		p.cond.Wait()
+	}
+	p.mu.Unlock()
+}
+
+// track records an offset read, in order.
+func (p *partition) track(off int64) {
+	p.mu.Lock()
+	p.offs = append(p.offs, off)
+	p.done = append(p.done, false)
+	p.mu.Unlock()
+}
+
+// settled marks off processed and moves the commit position past every
+// settled offset at the head.
+func (p *partition) settled(off int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lo, hi := p.head, len(p.offs)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if p.offs[mid] < off {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo < len(p.offs) && p.offs[lo] == off {
+		p.done[lo] = true
+	}
+	for p.head < len(p.offs) && p.done[p.head] {
+		p.pos = p.offs[p.head] + 1
+		p.head++
+	}
+	if p.head > 1024 && p.head*2 > len(p.offs) {
+		n := copy(p.offs, p.offs[p.head:])
+		copy(p.done, p.done[p.head:])
+		p.offs, p.done, p.head = p.offs[:n], p.done[:n], 0
+	}
+}
+
+// position returns the commit position and whether it moved since the
+// last commit.
+func (p *partition) position() (int64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pos, p.pos > p.committed && p.pos >= 0
+}
+
+func (p *partition) committedAt(off int64) {
+	p.mu.Lock()
+	if off > p.committed {
+		p.committed = off
+	}
+	p.mu.Unlock()
+}
+
+// delivery is one message handed to the kit, with its settler.
+type delivery struct {
+	broker.Delivery
+	msg  broker.Message
+	p    *partition
+	km   kafkago.Message
+	hdrs map[string]string // the headers as read, the internal ones included
+	// again is set by a settlement that runs the message again in this
+	// process (an ordered channel's retry, a failed dead-letter publish):
+	// its lane stays taken and its offset unsettled.
+	again bool
+}
+
+// delivery builds the kit's delivery, or nil for a message that is not for
+// this group (a retry copy of another group). prev, when not nil, is the
+// delivery run again.
+func (p *partition) delivery(m kafkago.Message, prev *delivery) *delivery {
+	s := p.s
+	d := &delivery{p: p, km: m}
+	msg := &d.msg
+	msg.SetSerializer(s.ch.Serializer)
+	msg.Channel, msg.Group, msg.Payload, msg.Raw, msg.Timestamp = s.ch.Name, s.ch.Group, m.Value, m, m.Time
+	msg.ID = strconv.Itoa(m.Partition) + ":" + strconv.FormatInt(m.Offset, 10)
+	msg.Attempt = 1
+	d.Delivery = broker.Delivery{Msg: msg, Settle: d}
+	hdrs, err := fromKafkaHeaders(m.Headers)
+	if err != nil {
+		d.DecodeField, d.DecodeErr = "headers", err
+		return d
+	}
+	if g, ok := hdrs[broker.HeaderGroup]; ok {
+		if g != s.ch.Group {
+			return nil
+		}
+		msg.Attempt = 1 + failedRuns(hdrs)
+	}
+	d.hdrs = hdrs
+	if _, internal := hdrs[HeaderNotBefore]; internal {
+		msg.Headers = maps.Clone(hdrs)
+		delete(msg.Headers, HeaderNotBefore)
+	} else {
+		msg.Headers = hdrs
+	}
+	if prev != nil {
+		msg.Attempt = prev.msg.Attempt
+	}
+	return d
+}
+
+// lane is the ordering lane of an ordered channel: the key (PerKey) or the
+// whole partition (PerPartition).
+func (d *delivery) lane() string {
+	if d.p.s.opts.Ordering == PerKey {
+		return string(d.km.Key)
+	}
+	return ""
+}
+
+// finished runs after the delivery was settled: the slot is given back by
+// the kit; the next message of its lane, if any, is started.
+func (d *delivery) finished(broker.Outcome) {
+	p := d.p
+	p.mu.Lock()
+	if p.running > 0 {
+		p.running--
+	}
+	var next *delivery
+	if p.s.opts.Ordering != Unordered && !d.again {
+		lane := d.lane()
+		q := p.lanes[lane]
+		if len(q) > 0 && q[0].km.Offset == d.km.Offset {
+			q = q[1:]
+		}
+		if len(q) == 0 {
+			delete(p.lanes, lane)
+		} else {
+			p.lanes[lane], next = q, q[0]
+		}
+	}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	if next != nil {
+		p.startLater(next)
+	}
+}
+
+func (d *delivery) Ack(context.Context) error {
+	d.p.settled(d.km.Offset)
+	return nil
+}
+
+// Retry hands the failed message to the group again. On an unordered
+// channel it publishes a copy to the channel's topic (same key, so the same
+// partition when keyed) with x-group, x-redelivered-count = failed runs and
+// the not-before time of the backoff, as @moleculer/channels does; the
+// original is settled once the copy is acknowledged. Members of other
+// groups skip the copy. On an ordered channel, or when the copy cannot be
+// published, the message runs again in this process after the delay and
+// holds its lane meanwhile.
+func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
+	p := d.p
+	if p.s.opts.Ordering == Unordered {
+		h := make(map[string]string, len(d.hdrs)+len(failure)+3)
+		for k, v := range d.hdrs {
+			if !strings.HasPrefix(k, broker.HeaderErrorPrefix) {
+				h[k] = v
+			}
+		}
+		maps.Copy(h, failure)
+		h[broker.HeaderGroup] = p.s.ch.Group
+		h[broker.HeaderRedeliveredCount] = strconv.Itoa(d.msg.Attempt)
+		if delay > 0 {
+			h[HeaderNotBefore] = strconv.FormatInt(time.Now().Add(delay).UnixMilli(), 10)
+		}
+		err := p.s.a.write(ctx, p.s.c, p.s.ch.Name, SendOptions{Key: d.km.Key}, d.km.Value, toKafkaHeaders(h))
+		if err == nil {
+			p.settled(d.km.Offset)
+			return nil
+		}
+		p.s.log.Warn("channels/kafka: publishing a retry failed; the message runs again in this process",
+			"channel", p.s.ch.Name, "group", p.s.ch.Group, "id", d.msg.ID, "error", broker.Redact(err.Error()))
+	}
+	d.again = true
+	next := p.delivery(d.km, d)
+	next.msg.Attempt = d.msg.Attempt + 1
+	next.Failure = failure
+	p.hold(next, delay)
+	return nil
+}
+
+// DeadLetter publishes the copy to the dead-letter topic with the kit's
+// headers and x-original-partition, and returns once it is acknowledged.
+func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
+	h := maps.Clone(headers)
+	delete(h, HeaderNotBefore)
+	h[broker.HeaderOriginalPartition] = strconv.Itoa(d.km.Partition)
+	p := d.p
+	if err := p.s.a.ensureTopic(ctx, p.s.c, p.s.ch.DeadLetter.Queue, p.s.opts.Topic); err != nil {
+		return err
+	}
+	return p.s.a.write(ctx, p.s.c, p.s.ch.DeadLetter.Queue, SendOptions{Key: d.km.Key}, payload, toKafkaHeaders(h))
+}
+
+// Keep runs the message again after DefaultKeepDelay as a final failure
+// (dead-lettered without running); its offset stays uncommitted meanwhile.
+// If the process stops first, the next owner runs it again.
+func (d *delivery) Keep(_ context.Context, failure map[string]string) error {
+	d.again = true
+	next := d.p.delivery(d.km, d)
+	next.Final, next.Failure = true, failure
+	d.p.hold(next, DefaultKeepDelay)
+	return nil
+}
+
+// Release leaves the message unsettled: the partition's next reader (this
+// member after a restart, or the next owner) reads it again with the same
+// attempt.
+func (d *delivery) Release(context.Context) error {
+	d.again = true
+	return nil
+}

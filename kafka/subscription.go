@@ -1,0 +1,288 @@
+package kafka
+
+import (
+	"os"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// subscription consumes one channel for one group: it is a member of the
+// group "<group>:<channel>"; for each generation of the group it reads the
+// partitions assigned to it (partition.go) and commits their processed
+// offsets every CommitInterval.
+type subscription struct {
+	*broker.Consumer
+	a     *Adapter
+	c     *conn
+	ch    *broker.Channel
+	opts  ChannelOptions
+	group string
+	cfg   kafkago.ConsumerGroupConfig
+	log   *slog.Logger
+
+	fetchCtx  context.Context // cancelled by StopFetching
+	stopFetch context.CancelFunc
+
+	mu    sync.Mutex
+	cg    *kafkago.ConsumerGroup
+	gen   *generation        // the current generation, nil before the first
+	first *kafkago.Generation // the generation joined by Subscribe, run by Start
+}
+
+func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, group string) (*subscription, error) {
+	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, group: group,
+		log: ch.Logger}
+	s.cfg = kafkago.ConsumerGroupConfig{
+		ID:                group,
+		Brokers:           a.brokers,
+		Dialer:            a.newDialer(),
+		Topics:            []string{ch.Name},
+		GroupBalancers:    []kafkago.GroupBalancer{kafkago.RoundRobinGroupBalancer{}, kafkago.RangeGroupBalancer{}},
+		HeartbeatInterval: opts.HeartbeatInterval,
+		SessionTimeout:    opts.SessionTimeout,
+		RebalanceTimeout:  opts.RebalanceTimeout,
+		JoinGroupBackoff:  time.Second,
+		// A partition without a committed offset (added to the topic after
+		// the group formed) is read from its beginning: nothing is skipped.
+		// New groups get their start offsets when subscribed (pinStart).
+		StartOffset:            kafkago.FirstOffset,
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 5 * time.Second,
+		ErrorLogger: kafkago.LoggerFunc(func(f string, args ...any) {
+			ch.Logger.Debug("channels/kafka: group: "+broker.Redact(fmt.Sprintf(f, args...)), "channel", ch.Name, "group", ch.Group)
+		}),
+	}
+	if err := s.cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: kafka group %q: %v", broker.ErrInvalidOption, group, err)
+	}
+	s.fetchCtx, s.stopFetch = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// join makes this member join the group and waits, bounded by ctx and the
+// rebalance timeout, for its first assignment: once every member of a group
+// subscribed, the partitions are shared among them. The partitions are read
+// from Start on.
+func (s *subscription) join(ctx context.Context) error {
+	cg, err := kafkago.NewConsumerGroup(s.cfg)
+	if err != nil {
+		return fmt.Errorf("%w: kafka group %q: %v", broker.ErrInvalidOption, s.group, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RebalanceTimeout)
+	defer cancel()
+	gen, err := cg.Next(ctx)
+	s.mu.Lock()
+	s.cg, s.first = cg, gen
+	s.mu.Unlock()
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		_ = cg.Close()
+		return fmt.Errorf("channels/kafka: joining group %q: %v", s.group, broker.Redact(err.Error()))
+	}
+	if err != nil {
+		s.log.Warn("channels/kafka: the group was not formed before the subscribe deadline; joining goes on",
+			"channel", s.ch.Name, "group", s.group)
+	}
+	return nil
+}
+
+// Start begins reading the assigned partitions; it runs once.
+func (s *subscription) Start() { s.Consumer.Start(s.groupLoop) }
+
+// Drain stops reading, waits for the running handlers (bounded by ctx),
+// commits what they processed and leaves the group, so that the other
+// members take the partitions over at once.
+func (s *subscription) Drain(ctx context.Context) error {
+	return s.Consumer.Drain(ctx, broker.DrainHooks{
+		StopFetching: func(context.Context) { s.stopFetch() },
+		Finish:       s.finish,
+	})
+}
+
+// finish commits what the drained handlers processed while the generation
+// is still alive, then leaves the group, which hands the partitions over
+// without waiting for the session timeout. Both are bounded by ctx.
+func (s *subscription) finish(ctx context.Context, timedOut bool) error {
+	fmt.Fprintf(os.Stderr, "DEBUG finish timedOut=%v free=%d\n", timedOut, s.Free())
+	defer s.a.subs.Remove(s)
+	s.stopFetch()
+	s.mu.Lock()
+	g, cg := s.gen, s.cg
+	s.cg, s.gen, s.first = nil, nil, nil
+	s.mu.Unlock()
+	if cg == nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		if g != nil {
+			g.commit(g.all())
+		}
+		done <- cg.Close()
+	}()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, kafkago.ErrGroupClosed) {
+			s.log.Warn("channels/kafka: leaving the group failed; its partitions move after the session timeout",
+				"channel", s.ch.Name, "group", s.group, "error", broker.Redact(err.Error()))
+		}
+	case <-ctx.Done():
+		// Nothing is lost: what was not committed is delivered again.
+		s.log.Warn("channels/kafka: the last commit and leaving the group go on after the drain deadline",
+			"channel", s.ch.Name, "group", s.group)
+	}
+	return nil
+}
+
+// groupLoop takes each generation of the group and starts reading the
+// partitions it assigns to this member.
+func (s *subscription) groupLoop() {
+	var retry broker.Reconnect
+	for {
+		s.mu.Lock()
+		if s.cg == nil && !s.IsStopping() {
+			cg, err := kafkago.NewConsumerGroup(s.cfg)
+			if err != nil {
+				s.mu.Unlock()
+				s.log.Error("channels/kafka: cannot create the consumer group", "channel", s.ch.Name, "group", s.group, "error", err)
+				return
+			}
+			s.cg = cg
+		}
+		cg, gen := s.cg, s.first
+		s.first = nil
+		s.mu.Unlock()
+		if cg == nil {
+			return
+		}
+		var err error
+		if gen == nil {
+			gen, err = cg.Next(s.fetchCtx)
+		}
+		if s.IsStopping() {
+			return
+		}
+		if err != nil {
+			s.log.Warn("channels/kafka: joining the group failed, retrying", "channel", s.ch.Name, "group", s.group,
+				"error", broker.Redact(err.Error()), "in", retry.Next())
+			if errors.Is(err, kafkago.ErrGroupClosed) {
+				s.mu.Lock()
+				s.cg = nil
+				s.mu.Unlock()
+			}
+			if _, ok := retry.Failed(s.Stopping()); !ok {
+				return
+			}
+			continue
+		}
+		retry.Succeeded()
+		s.runGeneration(gen)
+	}
+}
+
+// runGeneration starts a routine per assigned partition and the commit
+// routine. They end with the generation (a rebalance, a lost coordinator,
+// the group left at the end of a drain); the group moves on to the next generation only once
+// they all returned, so a partition is never read by two members of ours
+// at once.
+func (s *subscription) runGeneration(kg *kafkago.Generation) {
+	g := &generation{s: s, kg: kg, parts: map[int]*partition{}}
+	for _, pa := range kg.Assignments[s.ch.Name] {
+		g.parts[pa.ID] = newPartition(g, pa.ID, pa.Offset)
+	}
+	s.log.Debug("channels/kafka: partitions assigned", "channel", s.ch.Name, "group", s.group,
+		"generation", kg.ID, "partitions", len(g.parts))
+	s.mu.Lock()
+	s.gen = g
+	s.mu.Unlock()
+	for _, p := range g.parts {
+		kg.Start(p.run)
+	}
+	kg.Start(g.commitLoop)
+}
+
+// generation is this member's share of one generation of the group.
+type generation struct {
+	s     *subscription
+	kg    *kafkago.Generation
+	parts map[int]*partition
+	// commitMu serializes the commits of the generation.
+	commitMu sync.Mutex
+}
+
+// commitLoop commits, every CommitInterval, the partitions whose position
+// moved, in one request.
+func (g *generation) commitLoop(ctx context.Context) {
+	t := time.NewTicker(g.s.opts.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.commit(g.all())
+		}
+	}
+}
+
+func (g *generation) all() []*partition {
+	ps := make([]*partition, 0, len(g.parts))
+	for _, p := range g.parts {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// commit commits the processed position of ps (the partitions that moved).
+func (g *generation) commit(ps []*partition) {
+	g.commitMu.Lock()
+	defer g.commitMu.Unlock()
+	offsets := map[int]int64{}
+	for _, p := range ps {
+		if pos, moved := p.position(); moved {
+			offsets[p.id] = pos
+		}
+	}
+	if len(offsets) == 0 {
+		return
+	}
+	err := g.kg.CommitOffsets(map[string]map[int]int64{g.s.ch.Name: offsets})
+	if err != nil {
+		g.s.log.Warn("channels/kafka: committing offsets failed; the messages processed since the last commit will be delivered again",
+			"channel", g.s.ch.Name, "group", g.s.group, "error", broker.Redact(err.Error()))
+		return
+	}
+	for _, p := range ps {
+		if off, ok := offsets[p.id]; ok {
+			p.committedAt(off)
+		}
+	}
+}
+
+// pending counts the messages of this member read and not settled.
+func (s *subscription) pending() int64 {
+	s.mu.Lock()
+	g := s.gen
+	s.mu.Unlock()
+	if g == nil {
+		return 0
+	}
+	var n int64
+	for _, p := range g.parts {
+		p.mu.Lock()
+		for _, d := range p.done[p.head:] {
+			if !d {
+				n++
+			}
+		}
+		p.mu.Unlock()
+	}
+	return n
+}

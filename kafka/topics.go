@@ -1,0 +1,307 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// ensureTopic creates topic with the options when it does not exist and
+// waits until every partition has a leader. An existing topic is used as
+// it is. Topics seen once are not checked again.
+func (a *Adapter) ensureTopic(ctx context.Context, c *conn, topic string, o TopicOptions) error {
+	if _, ok := c.topics.Load(topic); ok {
+		return nil
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	cfg := kafkago.TopicConfig{Topic: topic, NumPartitions: o.Partitions, ReplicationFactor: o.ReplicationFactor}
+	keys := make([]string, 0, len(o.Configs))
+	for k := range o.Configs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		cfg.ConfigEntries = append(cfg.ConfigEntries, kafkago.ConfigEntry{ConfigName: k, ConfigValue: o.Configs[k]})
+	}
+	res, err := c.client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{cfg}})
+	if err == nil {
+		err = res.Errors[topic]
+	}
+	if err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
+		return fmt.Errorf("channels/kafka: creating topic %q: %w", topic, err)
+	}
+	if _, err := a.partitions(ctx, c, topic, true); err != nil {
+		return err
+	}
+	c.topics.Store(topic, struct{}{})
+	return nil
+}
+
+// partitions returns the partition ids of topic once each has a leader;
+// with wait false, a topic that does not exist is an error at once.
+func (a *Adapter) partitions(ctx context.Context, c *conn, topic string, await bool) ([]int, error) {
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		md, err := c.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+		if err == nil {
+			for _, t := range md.Topics {
+				if t.Name != topic {
+					continue
+				}
+				if t.Error != nil {
+					err = t.Error
+					if !await && errors.Is(err, kafkago.UnknownTopicOrPartition) {
+						return nil, fmt.Errorf("channels/kafka: topic %q: %w", topic, err)
+					}
+					break
+				}
+				ids := make([]int, 0, len(t.Partitions))
+				ready := len(t.Partitions) > 0
+				for _, p := range t.Partitions {
+					ready = ready && p.Error == nil && p.Leader.Host != ""
+					ids = append(ids, p.ID)
+				}
+				if ready {
+					sort.Ints(ids)
+					return ids, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return nil, fmt.Errorf("channels/kafka: topic %q has no leader for every partition: %w", topic, err)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// pinStart commits the start offsets of a group that has none for topic:
+// the end of each partition, or its beginning with fromBeginning. A group
+// with live members is left alone (its members decide).
+func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fromBeginning bool) error {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	ids, err := a.partitions(ctx, c, topic, true)
+	if err != nil {
+		return err
+	}
+	fetched, err := c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}})
+	if err == nil {
+		err = fetched.Error
+	}
+	if err != nil {
+		return fmt.Errorf("channels/kafka: reading the offsets of group %q: %w", group, err)
+	}
+	var missing []kafkago.OffsetRequest
+	committed := map[int]bool{}
+	for _, p := range fetched.Topics[topic] {
+		if p.Error == nil && p.CommittedOffset >= 0 {
+			committed[p.Partition] = true
+		}
+	}
+	for _, id := range ids {
+		if committed[id] {
+			continue
+		}
+		if fromBeginning {
+			missing = append(missing, kafkago.FirstOffsetOf(id))
+		} else {
+			missing = append(missing, kafkago.LastOffsetOf(id))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	offs, err := listOffsets(ctx, c, topic, missing)
+	if err != nil {
+		return err
+	}
+	var commits []kafkago.OffsetCommit
+	for _, p := range offs {
+		off := p.LastOffset
+		if fromBeginning {
+			off = p.FirstOffset
+		}
+		commits = append(commits, kafkago.OffsetCommit{Partition: p.Partition, Offset: off})
+	}
+	res, err := c.client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: group, GenerationID: -1,
+		Topics: map[string][]kafkago.OffsetCommit{topic: commits}})
+	if err == nil {
+		for _, p := range res.Topics[topic] {
+			if p.Error != nil {
+				err = p.Error
+				break
+			}
+		}
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, kafkago.UnknownMemberId), errors.Is(err, kafkago.IllegalGeneration),
+		errors.Is(err, kafkago.RebalanceInProgress):
+		// The group has live members: they own its position.
+	default:
+		return fmt.Errorf("channels/kafka: setting the start offsets of group %q: %w", group, err)
+	}
+	return nil
+}
+
+// listOffsets reads the first and last offsets of partitions, retrying
+// while a new topic's leaders settle.
+func listOffsets(ctx context.Context, c *conn, topic string, reqs []kafkago.OffsetRequest) ([]kafkago.PartitionOffsets, error) {
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		lo, err := c.client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
+		if err == nil {
+			for _, p := range lo.Topics[topic] {
+				if p.Error != nil {
+					err = p.Error
+					break
+				}
+			}
+		}
+		if err == nil {
+			return lo.Topics[topic], nil
+		}
+		if !transient(err) || ctx.Err() != nil {
+			return nil, fmt.Errorf("channels/kafka: reading the offsets of topic %q: %w", topic, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+// transient tells the errors of a topic whose partitions are still moving
+// to their leaders.
+func transient(err error) bool {
+	return errors.Is(err, kafkago.NotLeaderForPartition) || errors.Is(err, kafkago.LeaderNotAvailable) ||
+		errors.Is(err, kafkago.UnknownTopicOrPartition) || errors.Is(err, kafkago.NotCoordinatorForGroup) ||
+		errors.Is(err, kafkago.GroupCoordinatorNotAvailable) || errors.Is(err, kafkago.GroupLoadInProgress)
+}
+
+// Lag reports how far group is behind on channel. Pending counts the
+// messages this process has read for the group and not settled (Kafka does
+// not tell what other members hold); Lag the rest of the messages between
+// the group's committed offsets and the end of each partition.
+func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupLag, error) {
+	c, err := a.conn()
+	if err != nil {
+		return broker.GroupLag{}, err
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	ids, err := a.partitions(ctx, c, channel, false)
+	if err != nil {
+		return broker.GroupLag{}, err
+	}
+	gid := GroupID(group, channel)
+	fetched, err := c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{channel: ids}})
+	if err == nil {
+		err = fetched.Error
+	}
+	if err != nil {
+		return broker.GroupLag{}, err
+	}
+	reqs := make([]kafkago.OffsetRequest, 0, len(ids))
+	for _, id := range ids {
+		reqs = append(reqs, kafkago.LastOffsetOf(id))
+	}
+	offs, err := listOffsets(ctx, c, channel, reqs)
+	if err != nil {
+		return broker.GroupLag{}, err
+	}
+	end := map[int]int64{}
+	for _, p := range offs {
+		end[p.Partition] = p.LastOffset
+	}
+	var behind int64
+	for _, p := range fetched.Topics[channel] {
+		if p.CommittedOffset >= 0 && end[p.Partition] > p.CommittedOffset {
+			behind += end[p.Partition] - p.CommittedOffset
+		}
+	}
+	var pending int64
+	for _, sub := range a.subs.List() {
+		if s, ok := sub.(*subscription); ok && s.ch.Name == channel && s.ch.Group == group {
+			pending += s.pending()
+		}
+	}
+	return broker.GroupLag{Lag: max(behind-pending, 0), Pending: pending}, nil
+}
+
+// RemoveChannel deletes the channel's topic and the consumer groups of it
+// that this adapter subscribed. This adapter's subscriptions of the channel
+// are drained first (a group with members cannot be deleted); members in
+// other processes must have stopped.
+func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
+	c, err := a.conn()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	var errs []error
+	for _, sub := range a.subs.List() {
+		if s, ok := sub.(*subscription); ok && s.ch.Name == channel {
+			if err := s.Drain(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if g, ok := a.groups.LoadAndDelete(channel); ok {
+		var ids []string
+		g.(*sync.Map).Range(func(k, _ any) bool { ids = append(ids, k.(string)); return true })
+		if err := deleteGroups(ctx, c, ids); err != nil {
+			errs = append(errs, fmt.Errorf("channels/kafka: deleting the groups of %q: %w", channel, err))
+		}
+	}
+	res, err := c.client.DeleteTopics(ctx, &kafkago.DeleteTopicsRequest{Topics: []string{channel}})
+	if err == nil {
+		err = res.Errors[channel]
+	}
+	if err != nil && !errors.Is(err, kafkago.UnknownTopicOrPartition) {
+		errs = append(errs, fmt.Errorf("channels/kafka: deleting topic %q: %w", channel, err))
+	}
+	c.topics.Delete(channel)
+	return errors.Join(errs...)
+}
+
+// deleteGroups deletes groups, waiting while a member that just left is
+// still counted.
+func deleteGroups(ctx context.Context, c *conn, ids []string) error {
+	for wait := 20 * time.Millisecond; len(ids) > 0; wait = min(2*wait, 500*time.Millisecond) {
+		res, err := c.client.DeleteGroups(ctx, &kafkago.DeleteGroupsRequest{GroupIDs: ids})
+		if err != nil {
+			return err
+		}
+		var again []string
+		for id, e := range res.Errors {
+			switch {
+			case e == nil, errors.Is(e, kafkago.GroupIdNotFound):
+			case errors.Is(e, kafkago.NonEmptyGroup), transient(e):
+				again = append(again, id)
+			default:
+				return e
+			}
+		}
+		if ids = again; len(ids) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("groups %v still have members: %w", ids, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+	return nil
+}
