@@ -431,8 +431,8 @@ func (p *Plugin) send0(ctx context.Context, channel string, payload any, opts ..
 // batch (an adapter implementing broker.BatchPublisher pipelines them, in
 // the batch order; otherwise they are published at most
 // broker.DefaultBatchConcurrency at a time, in no particular order). Without
-// a deadline on ctx the whole batch is bounded by DefaultPublishTimeout (or
-// WithPublishTimeout).
+// a deadline on ctx the whole batch is bounded by the publish timeout
+// (DefaultPublishTimeout, or the one of WithTimeouts).
 //
 // Interceptors: a batch goes through the SendBatch hooks of the
 // interceptors. When an interceptor has a SendToChannel hook and no
@@ -442,6 +442,11 @@ func (p *Plugin) send0(ctx context.Context, channel string, payload any, opts ..
 func (p *Plugin) SendBatch(ctx context.Context, channel string, items []BatchItem, opts ...SendOption) error {
 	if len(items) == 0 {
 		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.o.publishTimeout)
+		defer cancel()
 	}
 	var errs []error
 	if p.sendBatch != nil {
@@ -486,7 +491,8 @@ func (p *Plugin) sendEach(ctx context.Context, channel string, items []BatchItem
 
 // sendBatch0 is the innermost batch send, wrapped by the SendBatch hooks of
 // the interceptors: every item is serialized and given its headers as
-// send0 does, then the batch goes to the adapter at once.
+// send0 does, then the batch goes to the adapter at once (SendBatch has
+// bounded ctx).
 func (p *Plugin) sendBatch0(ctx context.Context, channel string, items []BatchItem, opts ...broker.PublishOption) []error {
 	switch p.state.Load() {
 	case stateIdle:
@@ -527,15 +533,8 @@ func (p *Plugin) sendBatch0(ctx context.Context, channel string, items []BatchIt
 		msgs = append(msgs, &broker.Outgoing{Payload: body, Headers: headers, Options: po})
 		at = append(at, i)
 	}
-	if len(msgs) > 0 {
-		if _, ok := ctx.Deadline(); !ok {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, p.o.publishTimeout)
-			defer cancel()
-		}
-		for j, err := range broker.PublishBatch(ctx, p.adapter, name, msgs) {
-			errs[at[j]] = err
-		}
+	for j, err := range broker.PublishBatch(ctx, p.adapter, name, msgs) {
+		errs[at[j]] = err
 	}
 	return broker.BatchErrors(errs)
 }
