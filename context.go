@@ -72,16 +72,34 @@ func WithMeta(ctx context.Context, meta map[string]any) context.Context {
 // outgoingHeaders builds the headers of a send: a copy of the user headers
 // plus the context headers of ctx.
 func (p *Plugin) outgoingHeaders(ctx context.Context, user map[string]string) (map[string]string, error) {
+	sc, err := p.sendContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sc.headers(p, user), nil
+}
+
+// sendContext is what the context headers of a send take from its ctx,
+// worked out once for all the messages of a batch.
+type sendContext struct {
+	// set: ctx is a handler's, or carries go-micro metadata or WithMeta.
+	set bool
+	// ctx are the context headers; outside a handler $requestID is not
+	// among them, since every message gets one of its own.
+	ctx map[string]string
+	// fresh: outside a handler (a new $requestID per message).
+	fresh bool
+}
+
+func (p *Plugin) sendContext(ctx context.Context) (sendContext, error) {
 	ci, inHandler := FromContext(ctx)
 	md, hasMD := metadata.FromContext(ctx)
 	own, hasOwn := ctx.Value(metaKey{}).(map[string]any)
 	if !inHandler && !hasMD && !hasOwn {
-		if len(user) == 0 {
-			return nil, nil
-		}
-		return broker.CloneHeaders(user, 0), nil
+		return sendContext{}, nil
 	}
-	h := broker.CloneHeaders(user, 6)
+	sc := sendContext{set: true, ctx: make(map[string]string, 6), fresh: !inHandler}
+	h := sc.ctx
 	if inHandler {
 		h[broker.HeaderRequestID] = ci.RequestID
 		h[broker.HeaderParentID] = ci.ID
@@ -89,7 +107,6 @@ func (p *Plugin) outgoingHeaders(ctx context.Context, user map[string]string) (m
 		h[broker.HeaderParentChannelName] = ci.Channel
 		h[broker.HeaderLevel] = strconv.Itoa(ci.Level)
 	} else {
-		h[broker.HeaderRequestID] = p.newID()
 		h[broker.HeaderLevel] = "0"
 	}
 	var meta map[string]any
@@ -100,11 +117,30 @@ func (p *Plugin) outgoingHeaders(ctx context.Context, user map[string]string) (m
 	if len(meta) > 0 {
 		b, err := p.o.serializer.Marshal(meta)
 		if err != nil {
-			return nil, fmt.Errorf("serialize $meta: %w", err)
+			return sendContext{}, fmt.Errorf("serialize $meta: %w", err)
 		}
 		h[broker.HeaderMeta] = base64.StdEncoding.EncodeToString(b)
 	}
-	return h, nil
+	return sc, nil
+}
+
+// headers returns the headers of one message: a copy of the user headers,
+// then the context headers over them.
+func (sc sendContext) headers(p *Plugin, user map[string]string) map[string]string {
+	if !sc.set {
+		if len(user) == 0 {
+			return nil
+		}
+		return broker.CloneHeaders(user, 0)
+	}
+	h := broker.CloneHeaders(user, len(sc.ctx)+1)
+	for k, v := range sc.ctx {
+		h[k] = v
+	}
+	if sc.fresh {
+		h[broker.HeaderRequestID] = p.newID()
+	}
+	return h
 }
 
 // mergeMeta builds the $meta of a send from the $meta the handler received

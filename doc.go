@@ -19,6 +19,18 @@
 //	}))
 //	svc.Run()
 //
+// Sending: Plugin.SendToChannel (or the SendFunc injected into the schema)
+// sends one message and returns once the broker accepted it;
+// Plugin.SendBatch sends many to one channel together (pipelined or
+// batched by the adapter) and returns nil or a *BatchError holding every
+// message's outcome:
+//
+//	err := p.SendBatch(ctx, "order.created", channels.BatchOf(orders...))
+//	var be *channels.BatchError
+//	if errors.As(err, &be) {
+//		retry := be.Failed() // the indexes of the messages not sent
+//	}
+//
 // Semantics shared by every adapter:
 //   - each group receives every message once; members of a group share the
 //     load; groups are durable;

@@ -67,3 +67,27 @@ func ExamplePlugin_SendToChannel_errors() {
 	fmt.Println(errors.Is(err, channels.ErrNotConnected))
 	// Output: true
 }
+
+func ExamplePlugin_SendBatch() {
+	p, err := channels.New(channels.WithAdapter(memory.New(memory.WithBus(memory.NewBus()))))
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	if err := p.Start(ctx); err != nil {
+		panic(err)
+	}
+	defer p.Stop(ctx)
+
+	items := channels.BatchOf[any](Order{ID: 1}, Order{ID: 2}, func() {}, Order{ID: 4})
+	items[3].Options = []channels.SendOption{channels.WithHeader("priority", "high")} // this message alone
+	err = p.SendBatch(ctx, "order.created", items, channels.WithHeader("source", "import"))
+	var be *channels.BatchError
+	if errors.As(err, &be) {
+		fmt.Println("sent:", be.Sent(), "failed:", be.Failed())
+		fmt.Println(errors.Is(be.Errors[2], channels.ErrEncode))
+	}
+	// Output:
+	// sent: 3 failed: [2]
+	// true
+}

@@ -61,7 +61,14 @@ type (
 	ChannelInterceptor = hooks.ChannelInterceptor
 	// SendInterceptor wraps sends (sendToChannel).
 	SendInterceptor = hooks.SendInterceptor
+	// SendBatchInterceptor wraps batch sends (SendBatch).
+	SendBatchInterceptor = hooks.SendBatchInterceptor
 )
+
+// BatchItem is one message of a SendBatch: its payload and the send
+// options of this message alone, applied after the options of the batch
+// (a message id of its own, say). BatchOf makes items without options.
+type BatchItem = hooks.BatchItem
 
 // Recover turns a handler panic into an error (the kit recovers panics
 // anyway; this one does it inside the chain, so outer interceptors see it).
@@ -91,6 +98,9 @@ type (
 	DrainError = broker.DrainError
 	// PublishError is a send the broker refused or did not confirm.
 	PublishError = broker.PublishError
+	// BatchError is what SendBatch returns when a message was not sent: one
+	// error per message (nil for those sent), Failed() lists the others.
+	BatchError = broker.BatchError
 	// EncodeError is a payload or header that could not be serialized.
 	EncodeError = broker.EncodeError
 	// DecodeError is a payload or header that could not be decoded (poison).

@@ -2,6 +2,7 @@ package channels
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/hooks"
 )
 
 // Instrumentation scope of the plugin's metrics and spans.
@@ -269,6 +271,62 @@ func (t *telemetry) send(adapter string, next func(context.Context, string, any,
 		}
 		t.sent.Add(ctx, 1, attrs)
 		return nil
+	}
+}
+
+// sendBatch wraps the innermost batch send as send wraps the innermost
+// send: every message is counted as sent or failed, and with tracing on has
+// a producer span of its own (a child of ctx, ended with the message's
+// outcome) whose context travels in that message's headers.
+// With neither metrics nor tracing it is next itself.
+func (t *telemetry) sendBatch(adapter string, next hooks.SendBatchFunc) hooks.SendBatchFunc {
+	if !t.metrics && t.tracer == nil {
+		return next
+	}
+	return func(ctx context.Context, channel string, items []hooks.BatchItem, opts ...broker.PublishOption) []error {
+		attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("channel", channel), attribute.String("adapter", adapter)))
+		var spans []trace.Span
+		if t.tracer != nil {
+			items = slices.Clone(items) // the caller's items are left as they are
+			spans = make([]trace.Span, len(items))
+			for i := range items {
+				sctx, span := t.tracer.Start(ctx, "send "+channel, trace.WithSpanKind(trace.SpanKindProducer),
+					trace.WithAttributes(attribute.String("messaging.system", adapter), attribute.String("messaging.destination.name", channel),
+						attribute.Int("messaging.batch.message_count", len(items))))
+				spans[i] = span
+				carrier := propagation.MapCarrier{}
+				t.prop.Inject(sctx, carrier)
+				if len(carrier) > 0 {
+					o := items[i].Options
+					items[i].Options = append(o[:len(o):len(o)], broker.WithHeaders(carrier))
+				}
+			}
+		}
+		errs := next(ctx, channel, items, opts...)
+		failed := 0
+		for i := range items {
+			var err error
+			if errs != nil {
+				err = errs[i]
+			}
+			if err != nil {
+				failed++
+			}
+			if spans != nil {
+				if err != nil {
+					spans[i].RecordError(err)
+					spans[i].SetStatus(codes.Error, err.Error())
+				}
+				spans[i].End()
+			}
+		}
+		if failed > 0 {
+			t.sendErrors.Add(ctx, int64(failed), attrs)
+		}
+		if sent := len(items) - failed; sent > 0 {
+			t.sent.Add(ctx, int64(sent), attrs)
+		}
+		return errs
 	}
 }
 

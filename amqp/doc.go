@@ -53,6 +53,16 @@
 // makes an unroutable message a *broker.PublishError (caused by a
 // *ReturnedError) instead of a silent drop.
 //
+// Batch sends (Plugin.SendBatch, PublishBatch) publish every message on one
+// confirm channel without waiting, at most BatchWindow (512) unconfirmed at
+// a time, then wait for every confirm: the batch keeps its order, and each
+// message gets the outcome a single send would (confirmed, nacked,
+// returned, unconfirmed when the channel closed first). A batch holding a
+// mandatory message takes a channel of the mandatory pool to itself while
+// it runs, and tells its returns apart by message id; so a message id given
+// to several messages of one batch is refused for each of them
+// (ErrInvalidOption).
+//
 // # Wire format
 //
 // As @moleculer/channels 0.1.8: channel P.n is a fanout exchange P.n; group g

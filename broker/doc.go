@@ -69,6 +69,11 @@
 //     Finish flush acknowledgements and hand back what was fetched but not
 //     run, all bounded by the drain's context.
 //
+// Optional abilities: [BatchPublisher] (PublishBatch: send many messages
+// to one channel in one go, one result each; without it a batch goes
+// through Publish, DefaultBatchConcurrency at a time), [LagReporter],
+// [ChannelRemover].
+//
 // Then add a conformance target: a file e2e/target_<name>_test.go that calls
 // RegisterTarget with a constructor, a probe and short test timings. The
 // conformance suite and the fault suite (crash, broker restart, stop under

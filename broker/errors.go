@@ -129,3 +129,78 @@ func (e *PublishError) Error() string {
 
 // Unwrap returns ErrPublish and the cause, so errors.Is works for both.
 func (e *PublishError) Unwrap() []error { return []error{ErrPublish, e.Err} }
+
+// BatchError reports a batch send in which at least one message was not
+// sent. Errors holds one entry per message of the batch, in order: nil for a
+// message the broker accepted, else that message's error, of the kinds a
+// single send returns (*EncodeError, *PublishError, ErrNotConnected, ...).
+// errors.Is and errors.As look through every message's error.
+type BatchError struct {
+	// Channel is the channel the batch was sent to, as the caller named it.
+	Channel string
+	// Errors has one entry per message; nil means sent.
+	Errors []error
+}
+
+// NewBatchError returns nil when every entry of errs is nil, else a
+// *BatchError holding errs.
+func NewBatchError(channel string, errs []error) error {
+	if BatchErrors(errs) == nil {
+		return nil
+	}
+	return &BatchError{Channel: channel, Errors: errs}
+}
+
+// Failed returns the indexes of the messages that were not sent, in order.
+func (e *BatchError) Failed() []int {
+	var out []int
+	for i, err := range e.Errors {
+		if err != nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// Sent returns how many messages of the batch the broker accepted.
+func (e *BatchError) Sent() int {
+	n := 0
+	for _, err := range e.Errors {
+		if err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Err returns the error of message i (nil: sent, or i out of range).
+func (e *BatchError) Err(i int) error {
+	if i < 0 || i >= len(e.Errors) {
+		return nil
+	}
+	return e.Errors[i]
+}
+
+func (e *BatchError) Error() string {
+	failed := e.Failed()
+	if len(failed) == 0 {
+		return fmt.Sprintf("channels: batch to %q: every message was sent", e.Channel)
+	}
+	s := fmt.Sprintf("channels: %d of %d messages to %q not sent; message %d: %v",
+		len(failed), len(e.Errors), e.Channel, failed[0], e.Errors[failed[0]])
+	if len(failed) > 1 {
+		s += fmt.Sprintf(" (and %d more)", len(failed)-1)
+	}
+	return s
+}
+
+// Unwrap returns the error of every message that was not sent.
+func (e *BatchError) Unwrap() []error {
+	out := make([]error, 0, len(e.Errors))
+	for _, err := range e.Errors {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}

@@ -708,6 +708,73 @@ func conformance(tg Target) {
 		})
 	})
 
+	It("batch send: every message delivered once, per-message results, one bad payload fails only itself", func() {
+		ch := uniq("test.batch.topic")
+		rec := &recorder{}
+		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 10, Handler: rec.handle}}}})
+		snd := h.sender()
+
+		// Nothing connected, then closed: every message fails, typed.
+		idle := h.plugin()
+		err := idle.SendBatch(ctx, ch, channels.BatchOf(1, 2))
+		var be *channels.BatchError
+		Expect(errors.As(err, &be)).To(BeTrue())
+		Expect(be.Failed()).To(Equal([]int{0, 1}))
+		Expect(err).To(MatchError(channels.ErrNotConnected))
+
+		const n = 40
+		const bad = 17
+		items := make([]channels.BatchItem, n)
+		for i := range items {
+			items[i].Payload = user{ID: i}
+		}
+		items[bad].Payload = map[string]any{"f": func() {}}
+		items[3].Options = []channels.SendOption{channels.WithHeader("own", "3")}
+		sendCtx := channels.WithMeta(ctx, map[string]any{"tenant": "acme"})
+		err = snd.SendBatch(sendCtx, ch, items, channels.WithHeader("batch", "1"))
+		Expect(errors.As(err, &be)).To(BeTrue(), "%v", err)
+		Expect(be.Errors).To(HaveLen(n))
+		Expect(be.Failed()).To(Equal([]int{bad}))
+		Expect(be.Sent()).To(Equal(n - 1))
+		Expect(err).To(MatchError(channels.ErrEncode))
+		var ee *broker.EncodeError
+		Expect(errors.As(be.Err(bad), &ee)).To(BeTrue())
+
+		want := make([]int, 0, n)
+		for i := range n {
+			if i != bad {
+				want = append(want, i)
+			}
+		}
+		Eventually(rec.count).Should(Equal(n - 1))
+		Consistently(rec.count).Should(Equal(n - 1))
+		Expect(idsOf(rec)).To(Equal(want))
+		requestIDs := map[string]bool{}
+		for _, m := range rec.all() {
+			var u user
+			Expect(m.Decode(&u)).To(Succeed())
+			Expect(m.Attempt).To(Equal(1))
+			Expect(m.Headers).To(HaveKeyWithValue("batch", "1"))
+			if u.ID == 3 {
+				Expect(m.Headers).To(HaveKeyWithValue("own", "3"))
+			} else {
+				Expect(m.Headers).NotTo(HaveKey("own"))
+			}
+			Expect(m.Headers).To(HaveKey(broker.HeaderMeta))
+			requestIDs[m.Headers[broker.HeaderRequestID]] = true
+		}
+		Expect(requestIDs).To(HaveLen(n-1), "each message has a request id of its own outside a handler")
+
+		// A batch larger than the adapters' rounds and windows, all sent.
+		const big = 1500
+		Expect(snd.SendBatch(ctx, ch, channels.BatchOf(make([]user, big)...))).To(Succeed())
+		Eventually(rec.count).Should(Equal(n - 1 + big))
+		Consistently(rec.count).Should(Equal(n - 1 + big))
+
+		Expect(snd.Stop(ctx)).To(Succeed())
+		Expect(snd.SendBatch(ctx, ch, channels.BatchOf(1))).To(MatchError(channels.ErrClosed))
+	})
+
 	It("runs interceptors in registration order around handlers and sends", func() {
 		ch := uniq("test.hooks.topic")
 		var mu sync.Mutex

@@ -26,18 +26,41 @@ type Info struct {
 // SendFunc sends a payload to a channel (the unprefixed name, as the caller gave it).
 type SendFunc func(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error
 
+// BatchItem is one message of a batch send: its payload and the send
+// options of this message alone, applied after the options of the batch.
+type BatchItem struct {
+	Payload any
+	Options []broker.PublishOption
+}
+
+// SendBatchFunc sends every item to one channel (the unprefixed name). It
+// returns nil when every message was sent, otherwise one error per item, in
+// order (nil for an item that was sent).
+type SendBatchFunc func(ctx context.Context, channel string, items []BatchItem, opts ...broker.PublishOption) []error
+
 // ChannelInterceptor wraps a channel handler (moleculer's localChannel hook).
 type ChannelInterceptor func(next broker.Handler, info Info) broker.Handler
 
 // SendInterceptor wraps SendToChannel (moleculer's sendToChannel hook).
 type SendInterceptor func(next SendFunc) SendFunc
 
-// Interceptor bundles the two hooks, like a moleculer middleware object.
-// Either may be nil.
+// SendBatchInterceptor wraps the batch send (Plugin.SendBatch). It must
+// return nil or exactly one error per item.
+type SendBatchInterceptor func(next SendBatchFunc) SendBatchFunc
+
+// Interceptor bundles the hooks, like a moleculer middleware object. Any
+// may be nil.
+//
+// A batch send reaches the broker as one batch only when every interceptor
+// that has a SendToChannel hook also has a SendBatch hook (see
+// [BatchCapable]); otherwise each message of the batch goes through the
+// SendToChannel hooks on its own, so that no send ever skips an
+// interceptor.
 type Interceptor struct {
 	Name          string
 	LocalChannel  ChannelInterceptor
 	SendToChannel SendInterceptor
+	SendBatch     SendBatchInterceptor
 }
 
 // ChainHandler composes the LocalChannel hooks around h; the first
@@ -62,6 +85,28 @@ func ChainSend(send SendFunc, ics []Interceptor) SendFunc {
 	return send
 }
 
+// ChainSendBatch composes the SendBatch hooks around send; the first
+// interceptor is the outermost.
+func ChainSendBatch(send SendBatchFunc, ics []Interceptor) SendBatchFunc {
+	for i := len(ics) - 1; i >= 0; i-- {
+		if ics[i].SendBatch != nil {
+			send = ics[i].SendBatch(send)
+		}
+	}
+	return send
+}
+
+// BatchCapable reports whether a batch can go through ics as one batch:
+// every interceptor with a SendToChannel hook has a SendBatch hook too.
+func BatchCapable(ics []Interceptor) bool {
+	for _, ic := range ics {
+		if ic.SendToChannel != nil && ic.SendBatch == nil {
+			return false
+		}
+	}
+	return true
+}
+
 // Recover turns a handler panic into a *broker.PanicError (the adapters
 // recover as well; this makes the panic visible to outer interceptors).
 func Recover() Interceptor {
@@ -78,7 +123,8 @@ func Recover() Interceptor {
 }
 
 // Logging logs every delivery (debug on success, warn on error, with its
-// duration) and every send.
+// duration), every send, and every batch send (one line: how many messages
+// were sent, and on failure how many were not, with the first error).
 func Logging(l *slog.Logger) Interceptor {
 	return Interceptor{
 		Name: "Logging",
@@ -105,6 +151,27 @@ func Logging(l *slog.Logger) Interceptor {
 					l.DebugContext(ctx, "channels: sent", "channel", channel)
 				}
 				return err
+			}
+		},
+		SendBatch: func(next SendBatchFunc) SendBatchFunc {
+			return func(ctx context.Context, channel string, items []BatchItem, opts ...broker.PublishOption) []error {
+				errs := next(ctx, channel, items, opts...)
+				failed, first := 0, -1
+				for i, err := range errs {
+					if err != nil {
+						if first < 0 {
+							first = i
+						}
+						failed++
+					}
+				}
+				if failed > 0 {
+					l.WarnContext(ctx, "channels: batch send failed", "channel", channel, "messages", len(items),
+						"failed", failed, "first", first, "error", errs[first])
+				} else {
+					l.DebugContext(ctx, "channels: sent batch", "channel", channel, "messages", len(items))
+				}
+				return errs
 			}
 		},
 	}

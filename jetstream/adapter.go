@@ -169,13 +169,23 @@ func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgo
 		}
 		return broker.ErrClosed
 	}
-	if err := broker.CheckOptions("jetstream", out.Options.AdapterOptions, isSendOption); err != nil {
+	m, popts, err := prepareMsg(channel, out)
+	if err != nil {
 		return err
+	}
+	return a.publishEnsuring(ctx, c, channel, m, popts)
+}
+
+// prepareMsg checks the send options of out and builds its NATS message and
+// publish options.
+func prepareMsg(channel string, out *broker.Outgoing) (*nats.Msg, []js.PublishOpt, error) {
+	if err := broker.CheckOptions("jetstream", out.Options.AdapterOptions, isSendOption); err != nil {
+		return nil, nil, err
 	}
 	m := nats.NewMsg(channel)
 	m.Data = out.Payload
 	if err := setHeaders(m.Header, out.Headers); err != nil {
-		return &broker.EncodeError{Channel: channel, Err: err}
+		return nil, nil, &broker.EncodeError{Channel: channel, Err: err}
 	}
 	var popts []js.PublishOpt
 	if so, ok := sendOptions(out.Options.AdapterOptions); ok {
@@ -192,11 +202,18 @@ func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgo
 			popts = append(popts, js.WithExpectStream(so.ExpectStream))
 		}
 	}
+	return m, popts, nil
+}
+
+// publishEnsuring publishes m and waits for its acknowledgement; when the
+// adapter has not seen the channel's stream yet, a send that finds no
+// stream creates it and is sent again.
+func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, m *nats.Msg, popts []js.PublishOpt) error {
 	_, known := a.streams.Load(channel)
 	if !known {
 		// No stream seen yet: learn at once that there is none (instead of
 		// nats.go's retries on no responders) and create it.
-		popts = append(popts, js.WithRetryAttempts(0))
+		popts = append(popts[:len(popts):len(popts)], js.WithRetryAttempts(0))
 	}
 	_, err := a.publish(ctx, c, m, popts)
 	if errors.Is(err, js.ErrNoStreamResponse) && !known && c.nc.IsConnected() {
@@ -211,6 +228,114 @@ func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgo
 		return &broker.PublishError{Channel: channel, Err: err}
 	}
 	return nil
+}
+
+// BatchWindow bounds the messages of one PublishBatch published and not yet
+// acknowledged by JetStream; past it, the batch waits for the oldest
+// acknowledgement before it publishes the next message.
+const BatchWindow = 256
+
+var _ broker.BatchPublisher = (*Adapter)(nil)
+
+// PublishBatch publishes the messages asynchronously, in order, at most
+// BatchWindow awaiting their acknowledgement at a time, and waits for every
+// acknowledgement, bounded by ctx (DefaultOpTimeout without a deadline).
+// Each message gets the outcome Publish would give it. When the adapter has
+// not seen the channel's stream yet, the first message is sent alone (it
+// creates the stream when there is none), then the rest. A message id
+// (WithMsgID) given to several messages of one batch is refused for each of
+// them (ErrInvalidOption): JetStream would store only the first and
+// acknowledge the others as duplicates.
+func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*broker.Outgoing) []error {
+	c := a.cur.Load()
+	if c == nil {
+		if err := a.state.Check(); err != nil {
+			return broker.FailBatch(len(msgs), err)
+		}
+		return broker.FailBatch(len(msgs), broker.ErrClosed)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultOpTimeout)
+		defer cancel()
+	}
+	type prepared struct {
+		i     int
+		m     *nats.Msg
+		popts []js.PublishOpt
+		id    string
+	}
+	errs := make([]error, len(msgs))
+	ps := make([]prepared, 0, len(msgs))
+	ids := map[string]int{}
+	for i, out := range msgs {
+		m, popts, err := prepareMsg(channel, out)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		p := prepared{i: i, m: m, popts: popts}
+		if so, ok := sendOptions(out.Options.AdapterOptions); ok && so.MsgID != "" {
+			p.id = so.MsgID
+			ids[p.id]++
+		}
+		ps = append(ps, p)
+	}
+	kept := ps[:0]
+	for _, p := range ps {
+		if n := ids[p.id]; p.id != "" && n > 1 {
+			errs[p.i] = fmt.Errorf("%w: jetstream message id %q is given to %d messages of one batch", broker.ErrInvalidOption, p.id, n)
+			continue
+		}
+		kept = append(kept, p)
+	}
+	ps = kept
+	if _, known := a.streams.Load(channel); !known && len(ps) > 0 {
+		errs[ps[0].i] = a.publishEnsuring(ctx, c, channel, ps[0].m, ps[0].popts)
+		ps = ps[1:]
+	}
+	_, known := a.streams.Load(channel)
+	type flight struct {
+		i int
+		f js.PubAckFuture
+	}
+	var (
+		flights = make([]flight, 0, len(ps))
+		head    int
+	)
+	wait := func(fl flight) {
+		select {
+		case <-fl.f.Ok():
+		case err := <-fl.f.Err():
+			errs[fl.i] = &broker.PublishError{Channel: channel, Err: err}
+		case <-ctx.Done():
+			errs[fl.i] = &broker.PublishError{Channel: channel, Err: ctx.Err()}
+		}
+	}
+	for _, p := range ps {
+		if err := ctx.Err(); err != nil {
+			errs[p.i] = &broker.PublishError{Channel: channel, Err: err}
+			continue
+		}
+		for ; len(flights)-head >= BatchWindow; head++ {
+			wait(flights[head])
+		}
+		popts := p.popts
+		if !known {
+			// Still no stream: fail at once rather than retry no responders.
+			popts = append(popts, js.WithRetryAttempts(0))
+		}
+		f, err := c.js.PublishMsgAsync(p.m, popts...)
+		if err != nil {
+			errs[p.i] = &broker.PublishError{Channel: channel, Err: err}
+			continue
+		}
+		flights = append(flights, flight{i: p.i, f: f})
+	}
+	for ; head < len(flights); head++ {
+		wait(flights[head])
+	}
+	return broker.BatchErrors(errs)
 }
 
 // publish sends m and waits for its acknowledgement: an asynchronous

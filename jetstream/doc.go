@@ -55,6 +55,13 @@
 // WithExpectLastMsgID (the send fails with ErrPublish when the stream has
 // moved on), or a SendOptions value in broker.WithAdapterOptions.
 //
+// Batch sends (Plugin.SendBatch, PublishBatch) publish asynchronously, in
+// order, at most BatchWindow (256) messages awaiting their acknowledgement
+// at a time, and wait for every acknowledgement, bounded by the send's ctx.
+// A message id shared by several messages of one batch is refused for each
+// of them (ErrInvalidOption): the stream would keep only the first. Give
+// each message its own with BatchItem.Options.
+//
 // # Wire format
 //
 // Names and headers are those of @moleculer/channels 0.1.8 (namespace P,

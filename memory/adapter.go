@@ -78,6 +78,38 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 	return nil
 }
 
+var _ broker.BatchPublisher = (*Adapter)(nil)
+
+// PublishBatch delivers the messages in one pass over the bus: each group
+// of the channel receives them in order, under one lock. A message with a
+// send option fails on its own; on a channel with no group, the messages
+// beyond DefaultRetainLimit fail with ErrRetainLimit.
+func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*broker.Outgoing) []error {
+	if err := a.state.Check(); err != nil {
+		return broker.FailBatch(len(msgs), err)
+	}
+	if err := ctx.Err(); err != nil {
+		return broker.FailBatch(len(msgs), &broker.PublishError{Channel: channel, Err: err})
+	}
+	errs := make([]error, len(msgs))
+	out := make([]busMsg, 0, len(msgs))
+	at := make([]int, 0, len(msgs))
+	for i, m := range msgs {
+		if err := broker.CheckOptions("memory", m.Options.AdapterOptions, noOptions); err != nil {
+			errs[i] = err
+			continue
+		}
+		out = append(out, busMsg{payload: m.Payload, headers: m.Headers})
+		at = append(at, i)
+	}
+	for j, err := range a.bus.publishBatch(channel, out, time.Now()) {
+		if err != nil {
+			errs[at[j]] = &broker.PublishError{Channel: channel, Err: err}
+		}
+	}
+	return broker.BatchErrors(errs)
+}
+
 // Subscribe creates the group if needed and returns a stopped subscription.
 func (a *Adapter) Subscribe(_ context.Context, ch *broker.Channel) (broker.Subscription, error) {
 	if err := a.state.Check(); err != nil {

@@ -90,6 +90,16 @@ func (g *group) push(e *entry) {
 	close(w)
 }
 
+// pushAll appends es in order with one wake-up.
+func (g *group) pushAll(es []*entry) {
+	g.mu.Lock()
+	g.queue = append(g.queue, es...)
+	w := g.wake
+	g.wake = make(chan struct{})
+	g.mu.Unlock()
+	close(w)
+}
+
 // pop returns the oldest ready entry, blocking until one arrives or stop closes.
 func (g *group) pop(stop <-chan struct{}) *entry {
 	for {
@@ -234,6 +244,61 @@ func (b *Bus) publish(channel string, payload []byte, headers map[string]string,
 		g.push(&entry{id: id, payload: payload, headers: headers, attempt: 1, ts: now})
 	}
 	return len(groups), nil
+}
+
+// busMsg is one message of a batch.
+type busMsg struct {
+	payload []byte
+	headers map[string]string
+}
+
+// publishBatch is publish for many messages: every group of the channel
+// gets them in order under one lock; a channel with no group keeps them up
+// to DefaultRetainLimit. It returns nil when all were taken, else one error
+// per message (ErrRetainLimit for those beyond the limit).
+func (b *Bus) publishBatch(channel string, msgs []busMsg, now time.Time) []error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	last := b.seq.Add(uint64(len(msgs)))
+	entries := func() []*entry {
+		es := make([]*entry, len(msgs))
+		for i, m := range msgs {
+			id := strconv.FormatUint(last-uint64(len(msgs)-1-i), 10)
+			es[i] = &entry{id: id, payload: m.payload, headers: m.headers, attempt: 1, ts: now}
+		}
+		return es
+	}
+	b.mu.Lock()
+	t := b.topics[channel]
+	if t == nil {
+		t = &topic{groups: map[string]*group{}}
+		b.topics[channel] = t
+	}
+	if len(t.groups) == 0 {
+		es := entries()
+		room := max(DefaultRetainLimit-len(t.retained), 0)
+		var errs []error
+		if len(es) > room {
+			errs = make([]error, len(es))
+			for i := room; i < len(es); i++ {
+				errs[i] = ErrRetainLimit
+			}
+			es = es[:room]
+		}
+		t.retained = append(t.retained, es...)
+		b.mu.Unlock()
+		return errs
+	}
+	groups := make([]*group, 0, len(t.groups))
+	for _, g := range t.groups {
+		groups = append(groups, g)
+	}
+	b.mu.Unlock()
+	for _, g := range groups {
+		g.pushAll(entries())
+	}
+	return nil
 }
 
 // GroupStats describes one group of a channel.

@@ -13,6 +13,9 @@
 // Two plugins in one program that must talk to each other use the same bus.
 //
 // A group receives the messages published after it was first subscribed.
+// PublishBatch (Plugin.SendBatch) hands a batch to every group in order,
+// under one lock.
+//
 // Messages published to a channel that has no group at all (a dead-letter
 // queue nobody reads yet, say) are kept, up to DefaultRetainLimit, and go to
 // the first group that subscribes; beyond it a send fails with

@@ -3,6 +3,9 @@ package memory_test
 import (
 	"context"
 	"errors"
+	"slices"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -191,5 +194,86 @@ func TestUnknownAdapterOptionsAreRefused(t *testing.T) {
 	out := &broker.Outgoing{Payload: []byte("x"), Options: broker.PublishOptions{AdapterOptions: []any{42}}}
 	if err := a.Publish(ctx, "c", out); !errors.Is(err, broker.ErrInvalidOption) {
 		t.Fatalf("Publish with a foreign option: %v", err)
+	}
+}
+
+// TestPublishBatch: every group gets the batch in order with distinct ids;
+// on a channel with no group, the messages past the retain limit are
+// refused one by one, the others kept.
+func TestPublishBatch(t *testing.T) {
+	bus := memory.NewBus()
+	a := memory.New(memory.WithBus(bus))
+	ctx := context.Background()
+	for _, err := range a.PublishBatch(ctx, "c", []*broker.Outgoing{{}, {}}) {
+		if !errors.Is(err, broker.ErrNotConnected) {
+			t.Fatalf("PublishBatch before Connect: %v", err)
+		}
+	}
+	if err := a.Connect(ctx, broker.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+
+	type got struct {
+		mu  sync.Mutex
+		ids []string
+		pay []string
+	}
+	var g1, g2 got
+	sub := func(group string, g *got) broker.Subscription {
+		ch := channel("c", func(_ context.Context, m *broker.Message) error {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.ids = append(g.ids, m.ID)
+			g.pay = append(g.pay, string(m.Payload))
+			return nil
+		})
+		ch.Group, ch.MaxInFlight = group, 1
+		s, err := a.Subscribe(ctx, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Start()
+		return s
+	}
+	s1, s2 := sub("g1", &g1), sub("g2", &g2)
+	msgs := make([]*broker.Outgoing, 20)
+	want := make([]string, len(msgs))
+	for i := range msgs {
+		want[i] = strconv.Itoa(i)
+		msgs[i] = &broker.Outgoing{Payload: []byte(want[i])}
+	}
+	msgs[4].Options.AdapterOptions = []any{42}
+	errs := a.PublishBatch(ctx, "c", msgs)
+	if len(errs) != len(msgs) || !errors.Is(errs[4], broker.ErrInvalidOption) {
+		t.Fatalf("results: %v", errs)
+	}
+	want = append(want[:4], want[5:]...)
+	for _, g := range []*got{&g1, &g2} {
+		eventually(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.pay) == len(want) })
+		g.mu.Lock()
+		if !slices.Equal(g.pay, want) {
+			t.Errorf("group received %v, want %v", g.pay, want)
+		}
+		if len(g.ids) != len(slices.Compact(slices.Clone(g.ids))) {
+			t.Errorf("ids repeat: %v", g.ids)
+		}
+		g.mu.Unlock()
+	}
+	for _, s := range []broker.Subscription{s1, s2} {
+		if err := s.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// No group: kept up to the limit, the rest refused.
+	for range memory.DefaultRetainLimit - 2 {
+		if err := a.Publish(ctx, "nobody", &broker.Outgoing{Payload: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs = a.PublishBatch(ctx, "nobody", []*broker.Outgoing{{Payload: []byte("1")}, {Payload: []byte("2")}, {Payload: []byte("3")}})
+	if len(errs) != 3 || errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], memory.ErrRetainLimit) || !errors.Is(errs[2], broker.ErrPublish) {
+		t.Fatalf("batch at the retain limit: %v", errs)
 	}
 }

@@ -52,6 +52,13 @@
 // entries is acceptable). A send option of another adapter's type is an
 // error.
 //
+// Batch sends (Plugin.SendBatch, PublishBatch): one pipeline of XADDs per
+// BatchPipeline (512) messages, the rounds one after the other, so the batch
+// is appended in order; each XADD's reply is its message's result. It is
+// not a transaction: a failure leaves the part of the batch that was
+// appended, and the errors say which part. On a Cluster a batch names one
+// stream, so it goes to the node of one slot.
+//
 // # How deliveries are handled
 //
 // Each subscription is the kit's delivery skeleton (broker.Consumer and
