@@ -1,11 +1,11 @@
 package kafka
 
 import (
-	"os"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -33,7 +33,7 @@ type subscription struct {
 
 	mu    sync.Mutex
 	cg    *kafkago.ConsumerGroup
-	gen   *generation        // the current generation, nil before the first
+	gen   *generation         // the current generation, nil before the first
 	first *kafkago.Generation // the generation joined by Subscribe, run by Start
 }
 
