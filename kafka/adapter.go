@@ -68,6 +68,7 @@ type Adapter struct {
 
 var (
 	_ broker.Adapter        = (*Adapter)(nil)
+	_ broker.BatchPublisher = (*Adapter)(nil)
 	_ broker.LagReporter    = (*Adapter)(nil)
 	_ broker.ChannelRemover = (*Adapter)(nil)
 )
@@ -235,11 +236,8 @@ func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgo
 	if err != nil {
 		return err
 	}
-	if err := broker.CheckOptions("kafka", out.Options.AdapterOptions, isSendOption); err != nil {
-		return err
-	}
-	so, _ := sendOptions(out.Options.AdapterOptions)
-	if err := so.validate(); err != nil {
+	so, err := prepare(out)
+	if err != nil {
 		return err
 	}
 	if so.Timeout > 0 {
@@ -254,6 +252,70 @@ func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgo
 		return &broker.PublishError{Channel: channel, Err: err}
 	}
 	return nil
+}
+
+// prepare checks a send's options.
+func prepare(out *broker.Outgoing) (SendOptions, error) {
+	if err := broker.CheckOptions("kafka", out.Options.AdapterOptions, isSendOption); err != nil {
+		return SendOptions{}, err
+	}
+	so, _ := sendOptions(out.Options.AdapterOptions)
+	return so, so.validate()
+}
+
+// PublishBatch writes msgs in produce requests shared by the messages of
+// the same partition (a request holds up to the adapter's batch size), and
+// reports each message's result. Messages with their own partition,
+// timeout, acknowledgement level or compression are written like single
+// sends, concurrently with the rest.
+func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*broker.Outgoing) []error {
+	c, err := a.conn()
+	if err != nil {
+		return broker.FailBatch(len(msgs), err)
+	}
+	if err := a.ensureTopic(ctx, c, channel, a.chopts.withDefaults().Topic); err != nil {
+		return broker.FailBatch(len(msgs), &broker.PublishError{Channel: channel, Err: err})
+	}
+	errs := make([]error, len(msgs))
+	var batch []kafkago.Message
+	var idx []int
+	var wg sync.WaitGroup
+	for i, out := range msgs {
+		so, err := prepare(out)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if so.HasPartition || so.Timeout > 0 || so.Acks != acksUnset || so.Compression != compressionUnset {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = a.Publish(ctx, channel, out)
+			}()
+			continue
+		}
+		batch = append(batch, kafkago.Message{Topic: channel, Key: so.Key, Value: out.Payload, Headers: toKafkaHeaders(out.Headers)})
+		idx = append(idx, i)
+	}
+	if len(batch) > 0 {
+		err := a.writer(c, acksUnset, compressionUnset).WriteMessages(ctx, batch...)
+		var we kafkago.WriteErrors
+		switch {
+		case err == nil:
+		case errors.As(err, &we) && len(we) == len(batch):
+			for j, e := range we {
+				if e != nil {
+					errs[idx[j]] = &broker.PublishError{Channel: channel, Err: e}
+				}
+			}
+		default:
+			for _, i := range idx {
+				errs[i] = &broker.PublishError{Channel: channel, Err: err}
+			}
+		}
+	}
+	wg.Wait()
+	return broker.BatchErrors(errs)
 }
 
 // write sends one message: through the batching writer, or, for an

@@ -1,0 +1,89 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
+
+	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/e2e/brokerenv"
+	"github.com/microchannels/channels/kafka"
+)
+
+// timings shorten the group timings so that members join and leave quickly.
+var timings = kafka.ChannelOptions{SessionTimeout: 2 * time.Second, HeartbeatInterval: 200 * time.Millisecond,
+	CommitInterval: 50 * time.Millisecond, MaxWait: 200 * time.Millisecond}
+
+func kafkaURL() string { return "kafka://" + strings.Join(brokerenv.KafkaBrokers(), ",") }
+
+func needKafka(t *testing.T) {
+	t.Helper()
+	brokerenv.Need(t, "kafka", func() error { return brokerenv.Dial(brokerenv.KafkaBrokers()[0]) })
+}
+
+func unique(base string) string {
+	return fmt.Sprintf("%s.%d.%d", base, os.Getpid(), time.Now().UnixNano())
+}
+
+type service struct {
+	Name     string
+	Channels channels.Channels
+}
+
+// startPlugin starts a plugin on the test Kafka with schema (nil: a sender)
+// and stops it at the end of the test.
+func startPlugin(t *testing.T, schema any) *channels.Plugin {
+	t.Helper()
+	a, err := kafka.New(kafkaURL(), kafka.WithChannelOptions(timings))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := channels.New(channels.WithAdapter(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if schema != nil {
+		if err := p.Register(schema); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = p.Stop(ctx)
+	})
+	return p
+}
+
+type rec struct {
+	mu   sync.Mutex
+	msgs []*channels.Message
+}
+
+func (r *rec) handle(_ context.Context, m *channels.Message) error {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, m)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *rec) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.msgs) }
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(timeout).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
+}
+
+func consistently(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
+}
