@@ -1,0 +1,159 @@
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/plain"
+
+	"github.com/microchannels/channels/broker"
+)
+
+func TestParseURL(t *testing.T) {
+	cases := []struct {
+		url     string
+		brokers []string
+		tls     bool
+		mech    string
+	}{
+		{"kafka://127.0.0.1:9092", []string{"127.0.0.1:9092"}, false, ""},
+		{"kafka://a:9092,b:9093", []string{"a:9092", "b:9093"}, false, ""},
+		{"kafka://host", []string{"host:9092"}, false, ""},
+		{"kafka://user:secret@host:9092", []string{"host:9092"}, false, "PLAIN"},
+		{"kafka://user:secret@host:9092?sasl=scram-sha-512&tls=true", []string{"host:9092"}, true, "SCRAM-SHA-512"},
+		{"kafka+ssl://host:9093", []string{"host:9093"}, true, ""},
+	}
+	for _, c := range cases {
+		brokers, display, mech, useTLS, err := parseURL(c.url)
+		if err != nil {
+			t.Fatalf("%s: %v", c.url, err)
+		}
+		if strings.Join(brokers, ",") != strings.Join(c.brokers, ",") || useTLS != c.tls {
+			t.Errorf("%s: brokers %v tls %v", c.url, brokers, useTLS)
+		}
+		if strings.Contains(display, "secret") || strings.Contains(display, "user") {
+			t.Errorf("%s: display %q shows credentials", c.url, display)
+		}
+		got := ""
+		if mech != nil {
+			got = mech.Name()
+		}
+		if got != c.mech {
+			t.Errorf("%s: mechanism %q, want %q", c.url, got, c.mech)
+		}
+	}
+	if _, _, m, _, _ := parseURL("kafka://u:p@h:1"); m.(plain.Mechanism).Password != "p" {
+		t.Errorf("the password is not used")
+	}
+}
+
+func TestParseURLErrors(t *testing.T) {
+	for _, u := range []string{"", "redis://h:1", "kafka://", "kafka://u:secret@h:1?sasl=gssapi", "kafka://h:1?tls=maybe",
+		"kafka://u:secret@h:1:2:3%zz"} {
+		_, _, _, _, err := parseURL(u)
+		if !errors.Is(err, broker.ErrInvalidOption) {
+			t.Errorf("%q: %v, want ErrInvalidOption", u, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("%q: the error shows the password: %v", u, err)
+		}
+	}
+}
+
+func TestAdapterNameAndString(t *testing.T) {
+	a, err := New("kafka://user:secret@h1:9092,h2:9092")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Name() != "Kafka" || a.String() != "kafka://h1:9092,h2:9092" {
+		t.Fatalf("%s %s", a.Name(), a)
+	}
+	if _, err := NewWithBrokers(nil); !errors.Is(err, broker.ErrInvalidOption) {
+		t.Fatalf("no broker: %v", err)
+	}
+}
+
+func TestChannelOptions(t *testing.T) {
+	bad := []ChannelOptions{
+		{Ordering: Ordering(9)},
+		{Topic: TopicOptions{Partitions: -1}},
+		{Topic: TopicOptions{ReplicationFactor: -2}},
+		{CommitInterval: -time.Second},
+		{SessionTimeout: time.Second, HeartbeatInterval: 2 * time.Second},
+	}
+	for _, o := range bad {
+		if err := o.Validate(); !errors.Is(err, broker.ErrInvalidOption) {
+			t.Errorf("%+v: %v", o, err)
+		}
+	}
+	d := ChannelOptions{}.withDefaults()
+	if d.Ordering != Unordered || d.Topic.Partitions != DefaultPartitions || d.Topic.ReplicationFactor != -1 ||
+		d.CommitInterval != DefaultCommitInterval || d.HeartbeatInterval >= d.SessionTimeout {
+		t.Fatalf("defaults %+v", d)
+	}
+	m := ChannelOptions{FromBeginning: true, Topic: TopicOptions{Partitions: 3, Configs: map[string]string{"a": "1"}}}.
+		merge(ChannelOptions{Ordering: PerKey, Topic: TopicOptions{Configs: map[string]string{"b": "2"}}})
+	if !m.FromBeginning || m.Ordering != PerKey || m.Topic.Partitions != 3 || len(m.Topic.Configs) != 2 {
+		t.Fatalf("merge %+v", m)
+	}
+}
+
+func TestSendOptions(t *testing.T) {
+	o, err := broker.NewPublishOptions(WithKey("k"), WithPartition(2), WithAcks(AcksLeader), WithCompression(Zstd), WithTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	so, ok := sendOptions(o.AdapterOptions)
+	if !ok || string(so.Key) != "k" || !so.HasPartition || so.Partition != 2 || so.Acks != AcksLeader ||
+		so.Compression != Zstd || so.Timeout != time.Second {
+		t.Fatalf("%+v", so)
+	}
+	for _, bad := range []SendOptions{{HasPartition: true, Partition: -1}, {Acks: Acks(7)}, {Compression: Compression(9)}, {Timeout: -1}} {
+		if err := bad.validate(); !errors.Is(err, broker.ErrInvalidOption) {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+	if _, err := prepare(&broker.Outgoing{Options: broker.PublishOptions{AdapterOptions: []any{struct{}{}}}}); !errors.Is(err, broker.ErrInvalidOption) {
+		t.Fatalf("a foreign send option: %v", err)
+	}
+}
+
+func TestHeaders(t *testing.T) {
+	h, err := fromKafkaHeaders(toKafkaHeaders(map[string]string{"a": "1", broker.HeaderRedeliveredCount: "2"}))
+	if err != nil || h["a"] != "1" || failedRuns(h) != 2 {
+		t.Fatalf("%v %v", h, err)
+	}
+	for _, v := range []string{"-1", "x", ""} {
+		if failedRuns(map[string]string{broker.HeaderRedeliveredCount: v}) != 0 {
+			t.Errorf("%q counts failed runs", v)
+		}
+	}
+	if failedRuns(map[string]string{broker.HeaderRedeliveredCount: "99999999999"}) > 1<<20 {
+		t.Errorf("an absurd count is not capped")
+	}
+	if _, ok := notBefore(map[string]string{HeaderNotBefore: "nope"}); ok {
+		t.Errorf("a bad not-before is read")
+	}
+}
+
+func TestHeadersBounded(t *testing.T) {
+	many := make([]kafkago.Header, broker.MaxHeaders+1)
+	for i := range many {
+		many[i] = kafkago.Header{Key: fmt.Sprintf("k%d", i)}
+	}
+	if _, err := fromKafkaHeaders(many); !errors.Is(err, broker.ErrMalformed) {
+		t.Fatalf("%d headers: %v", len(many), err)
+	}
+	first, err := fromKafkaHeaders([]kafkago.Header{{Key: "a", Value: []byte("1")}, {Key: "a", Value: []byte("2")}})
+	if err != nil || first["a"] != "1" {
+		t.Fatalf("a repeated key: %v %v", first, err)
+	}
+	big := map[string]string{"k": strings.Repeat("v", broker.MaxHeadersSize)}
+	if _, err := fromKafkaHeaders(toKafkaHeaders(big)); !errors.Is(err, broker.ErrMalformed) {
+		t.Fatalf("a header over the size limit: %v", err)
+	}
+}
