@@ -1,0 +1,110 @@
+// Package kafka is the Apache Kafka adapter of channels, on
+// segmentio/kafka-go, wire-compatible with the Kafka adapter of
+// @moleculer/channels (kafkajs).
+//
+// # Construction
+//
+// Importing the package registers the type name "Kafka" and the URL
+// schemes kafka:// and kafka+ssl://:
+//
+//	a, err := kafka.New("kafka://user:secret@10.0.0.1:9092,10.0.0.2:9092?sasl=scram-sha-512&tls=true",
+//		kafka.WithChannelOptions(kafka.ChannelOptions{Topic: kafka.TopicOptions{Partitions: 12}}))
+//	p, err := channels.New(channels.WithAdapter(a))
+//
+// A comma list is the bootstrap brokers. User and password select SASL
+// PLAIN, or the mechanism of sasl= (plain, scram-sha-256, scram-sha-512);
+// tls=true or kafka+ssl:// connect with TLS. Credentials never appear in
+// errors, logs or String. WithSASL and WithTLS take kafka-go mechanisms and
+// a *tls.Config; WithTransport takes a kafka-go Transport (sends,
+// administration) and Dialer (readers, group) for everything else.
+// NewWithBrokers takes a broker list.
+//
+// # Names and wire format
+//
+// A channel is the topic of its (prefixed) name; a group is the consumer
+// group "<group>:<channel>", as @moleculer/channels names it. The payload
+// is the record value, headers are native record headers (string values),
+// the key is the SendOptions key. Retries and dead letters carry the
+// headers @moleculer/channels writes and reads: x-group and
+// x-redelivered-count on retry copies, x-original-channel / -group /
+// -partition and the x-error-* headers on dead letters. A Go and a Node
+// service share a channel in different groups; a group is all-Go or
+// all-Node (kafka-go and kafkajs do not share a partition assignment
+// protocol).
+//
+// Topics are created by the adapter, never by the broker's auto-creation:
+// the channel's topic (and the dead-letter topic) when a channel is
+// subscribed or first sent to, with TopicOptions (Partitions, default 6;
+// ReplicationFactor, default the broker's; Configs). An existing topic is
+// used as it is.
+//
+// # Concurrency and offsets
+//
+// Each member reads the partitions the group assigns to it and runs up to
+// MaxInFlight messages at once across them, several of one partition at a
+// time unless the channel is ordered: Ordering PerKey runs the messages of
+// one key one at a time, in order, and different keys concurrently;
+// PerPartition runs a partition's messages one at a time. Kafka orders
+// messages per partition only: a channel that needs one order for all its
+// messages uses one partition (TopicOptions.Partitions 1) or keys.
+//
+// Offsets are committed every CommitInterval (default 100ms), in one
+// request for the partitions that moved, and only up to the first message
+// that is not settled: a message that runs long holds the commit of its
+// partition (not its reading), and a crash redelivers it with the messages
+// after it that had finished (at-least-once; the fault suite counts these
+// duplicates).
+//
+// # Retries and the attempt rule
+//
+// On an unordered channel a failed run is retried by publishing a copy to
+// the channel's topic (same key, hence the same partition for a keyed
+// message) with x-group = the group, x-redelivered-count = the failed runs
+// and x-retry-not-before = the end of the backoff; the original is settled
+// once the copy is acknowledged. Other groups skip the copy without running
+// it (as @moleculer/channels does); the member of the group that reads it
+// waits out the backoff without taking a slot and without blocking the
+// partition's other messages. The attempt of a message is 1 +
+// x-redelivered-count, so a copy re-read after a crash keeps its attempt.
+// On an ordered channel, and when a retry copy cannot be published, the
+// message runs again in the process after the backoff and keeps its place
+// (its lane and its offset) meanwhile; a crash then restarts its attempts
+// from the last copy. A failed dead-letter publish is not committed: the
+// message is dead-lettered again after DefaultKeepDelay. Kafka counts no
+// deliveries, so the poison-pill bound of MaxDeliveries (a message whose
+// runs never end because it kills its consumer) does not apply here.
+//
+// # Rebalances and stopping
+//
+// When the group rebalances (a member joins, leaves or goes silent for
+// SessionTimeout), a member stops reading, lets the running messages of
+// its partitions finish for up to 3/4 of RebalanceTimeout, commits what
+// they processed and only then rejoins: a partition is never read by two
+// members at once, and a message finished before the handover is not run
+// again. A message still running after that time is run again by the next
+// owner. A drain (Plugin.Stop) stops reading, waits for the running
+// handlers within its deadline, commits and leaves the group, so that the
+// other members take the partitions over at once.
+//
+// Subscribe commits the start offsets of a group that has none (the end of
+// each partition, or the beginning with FromBeginning) and waits for the
+// member's first assignment, so a message sent after Subscribe returned is
+// never missed while the group forms, and members subscribed one after the
+// other share the partitions before reading.
+//
+// # Latency
+//
+// kafka-go's defaults favour throughput (a send waits up to 1s for a batch,
+// a fetch up to 10s). Here a send waits DefaultBatchTimeout (100µs) for
+// others to share its produce request (WithBatching trades latency for
+// larger requests), and a fetch returns as soon as one message is there
+// (MinBytes 1; MaxWait only bounds an empty long poll). Sends are
+// acknowledged by every in-sync replica by default (WithDefaultAcks,
+// WithAcks per send).
+//
+// # Send options
+//
+// WithKey, WithPartition, WithAcks, WithCompression and WithTimeout (or a
+// SendOptions value in channels.WithSendOptions) shape one send. Plugin.SendBatch
+// writes a batch in shared produce requests with one result per message.
+package kafka
