@@ -9,6 +9,7 @@
 //	go run ./examples/quickstart -adapter redis://127.0.0.1:6379
 //	go run ./examples/quickstart -adapter nats://127.0.0.1:4222
 //	go run ./examples/quickstart -adapter amqp://guest:guest@127.0.0.1:5672
+//	go run ./examples/quickstart -adapter kafka://127.0.0.1:9092
 package main
 
 import (
@@ -36,6 +37,7 @@ import (
 	_ "github.com/microchannels/channels/amqp"               // amqp:// and amqps:// URLs
 	_ "github.com/microchannels/channels/jetstream"          // nats:// and tls:// URLs
 	_ "github.com/microchannels/channels/jetstream/embedded" // nats-embedded:// (an in-process NATS server)
+	_ "github.com/microchannels/channels/kafka"              // kafka:// URLs
 	_ "github.com/microchannels/channels/memory"             // memory:// URLs
 	_ "github.com/microchannels/channels/redis"              // redis:// and rediss:// URLs
 )
