@@ -60,10 +60,15 @@ func kafkaClient() *kafkago.Client {
 	return &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...), Timeout: 3 * time.Second}
 }
 
+// kafkaPing asks the broker for its metadata on a new connection (a
+// kafka-go transport answers metadata requests from its cache).
 func kafkaPing() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	_, err := kafkaClient().Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{}})
+	t := &kafkago.Transport{DialTimeout: 2 * time.Second}
+	defer t.CloseIdleConnections()
+	c := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...), Timeout: 3 * time.Second, Transport: t}
+	_, err := c.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{}})
 	return err
 }
 
