@@ -29,10 +29,20 @@ func benchUnmarshal(b *testing.B, s Serializer, fresh func() any) {
 	}
 }
 
-func BenchmarkUnmarshal(b *testing.B) {
+// BenchmarkSerializer encodes the small struct benchPayload, and decodes it
+// into the struct, into an interface and into a map.
+func BenchmarkSerializer(b *testing.B) {
 	for _, s := range []Serializer{JSON{}, MsgPack{}} {
-		b.Run(s.Name()+"/struct", func(b *testing.B) { benchUnmarshal(b, s, func() any { return new(benchOrder) }) })
-		b.Run(s.Name()+"/any", func(b *testing.B) { benchUnmarshal(b, s, func() any { return new(any) }) })
-		b.Run(s.Name()+"/map", func(b *testing.B) { benchUnmarshal(b, s, func() any { return new(map[string]any) }) })
+		b.Run(s.Name()+"/Marshal/struct", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Marshal(benchPayload); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(s.Name()+"/Unmarshal/struct", func(b *testing.B) { benchUnmarshal(b, s, func() any { return new(benchOrder) }) })
+		b.Run(s.Name()+"/Unmarshal/any", func(b *testing.B) { benchUnmarshal(b, s, func() any { return new(any) }) })
+		b.Run(s.Name()+"/Unmarshal/map", func(b *testing.B) { benchUnmarshal(b, s, func() any { return new(map[string]any) }) })
 	}
 }
