@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/memory"
 )
@@ -19,14 +21,15 @@ import (
 //     publish onto the bus), nothing consuming.
 //   - BenchmarkDispatchReceive: the receive side alone, the per-message
 //     dispatch path: messages already on the bus are fetched, wrapped in the
-//     handler context, handled and acknowledged.
+//     handler context, handled and acknowledged. The Metrics case adds an
+//     OpenTelemetry SDK meter provider (a manual reader, never collected).
 
 const benchChannel = "bench.topic"
 
 var mifNames = map[int]string{1: "MaxInFlight1", 16: "MaxInFlight16"}
 
 // benchPlugin returns a plugin on a fresh bus whose one channel runs handle.
-func benchPlugin(b *testing.B, mif int, handle func()) (*channels.Plugin, *svc, *memory.Adapter) {
+func benchPlugin(b *testing.B, mif int, handle func(), opts ...channels.Option) (*channels.Plugin, *svc, *memory.Adapter) {
 	b.Helper()
 	s := &svc{Name: "bench", Channels: channels.Channels{benchChannel: {MaxInFlight: mif,
 		Handler: func(context.Context, *channels.Message) error {
@@ -34,7 +37,7 @@ func benchPlugin(b *testing.B, mif int, handle func()) (*channels.Plugin, *svc, 
 			return nil
 		}}}}
 	a := memory.New(memory.WithBus(memory.NewBus()))
-	p, err := channels.New(channels.WithAdapter(a))
+	p, err := channels.New(append([]channels.Option{channels.WithAdapter(a)}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -108,15 +111,24 @@ func BenchmarkDispatchSend(b *testing.B) {
 }
 
 func BenchmarkDispatchReceive(b *testing.B) {
-	for _, mif := range []int{1, 16} {
-		b.Run(mifNames[mif], func(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		mif  int
+		opts []channels.Option
+	}{
+		{"MaxInFlight1", 1, nil},
+		{"MaxInFlight16", 16, nil},
+		{"MaxInFlight16_Metrics", 16, []channels.Option{channels.WithMeterProvider(
+			sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())))}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			var handled, target atomic.Int64
 			done := make(chan struct{}, 1)
-			p, s, a := benchPlugin(b, mif, func() {
+			p, s, a := benchPlugin(b, c.mif, func() {
 				if handled.Add(1) == target.Load() {
 					done <- struct{}{}
 				}
-			})
+			}, c.opts...)
 			ctx := context.Background()
 			payload := Order{ID: 1}
 			b.ReportAllocs()

@@ -2,6 +2,7 @@ package channels
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -190,16 +191,25 @@ func titleKey(k string) string {
 	return strings.Title(k) //nolint:staticcheck // must match go-micro's metadata package exactly
 }
 
-// newID returns a request or invocation id: a random UUID, as moleculer's
-// context ids, so ids never repeat across restarts of a node.
-func (p *Plugin) newID() string { return uuid.NewString() }
+// newID returns a request or invocation id: a random (version 4) UUID, as
+// moleculer's context ids, so ids never repeat across restarts of a node.
+// The random bytes are read into a stack buffer, so the only allocation is
+// the string.
+func (p *Plugin) newID() string {
+	var u uuid.UUID
+	_, _ = rand.Read(u[:])  // crypto/rand.Read never fails: it crashes the program instead
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+	return u.String()
+}
 
 // contextWrapper is the outermost handler: it turns the context headers of
 // the message into a CallInfo and go-micro metadata. Headers that do not
 // decode make the message poison.
 func (p *Plugin) contextWrapper(r *resolved, next broker.Handler) broker.Handler {
 	return func(ctx context.Context, msg *broker.Message) error {
-		ci := &CallInfo{ID: p.newID(), Service: r.service, Channel: r.ch.Name, Group: r.ch.Group, Level: 1}
+		hc := &handlerContext{ci: CallInfo{ID: p.newID(), Service: r.service, Channel: r.ch.Name, Group: r.ch.Group, Level: 1}}
+		ci := &hc.ci
 		if h := msg.Headers; len(h) > 0 {
 			ci.RequestID = h[broker.HeaderRequestID]
 			ci.ParentID = h[broker.HeaderParentID]
@@ -224,8 +234,30 @@ func (p *Plugin) contextWrapper(r *resolved, next broker.Handler) broker.Handler
 		if ci.RequestID == "" {
 			ci.RequestID = ci.ID
 		}
-		return next(context.WithValue(ctx, callInfoKey{}, ci), msg)
+		hc.Context = ctx
+		return next(hc, msg)
 	}
+}
+
+// handlerContext is the context a handler runs with: its parent with the
+// CallInfo attached, as context.WithValue(parent, callInfoKey{}, &ci) would
+// give, in one allocation with the CallInfo.
+type handlerContext struct {
+	context.Context
+	ci CallInfo
+}
+
+// Value returns the CallInfo for callInfoKey, and asks the parent for any
+// other key.
+func (c *handlerContext) Value(key any) any {
+	if _, ok := key.(callInfoKey); ok {
+		return &c.ci
+	}
+	return c.Context.Value(key)
+}
+
+func (c *handlerContext) String() string {
+	return fmt.Sprintf("%v.WithValue(channels.callInfoKey, %s)", c.Context, c.ci.ID)
 }
 
 func (p *Plugin) decodeMeta(enc string) (map[string]any, error) {

@@ -162,6 +162,19 @@ func channelAttrs(ch *broker.Channel, adapter string) metric.MeasurementOption {
 		attribute.String("group", ch.Group), attribute.String("adapter", adapter)))
 }
 
+// measureOpts holds the option lists of one channel's measurements, built
+// once: passing attrs as a variadic argument would allocate a slice at
+// every measurement. The instruments only read them.
+type measureOpts struct {
+	add []metric.AddOption
+	rec []metric.RecordOption
+}
+
+func channelMeasureOpts(ch *broker.Channel, adapter string) measureOpts {
+	attrs := channelAttrs(ch, adapter)
+	return measureOpts{add: []metric.AddOption{attrs}, rec: []metric.RecordOption{attrs}}
+}
+
 // observer returns the kit observer of one channel: metrics, then the
 // user's outcome hooks.
 // With neither metrics nor hooks it is nil: nothing runs per message.
@@ -169,33 +182,40 @@ func (t *telemetry) observer(ch *broker.Channel, adapter string) broker.Observer
 	if !t.metrics && len(t.observers) == 0 {
 		return nil
 	}
-	attrs := channelAttrs(ch, adapter)
+	mo := channelMeasureOpts(ch, adapter)
 	return func(ctx context.Context, e broker.Event) {
-		t.received.Add(ctx, 1, attrs)
-		if e.Ran {
-			t.handlerTime.Record(ctx, e.Took.Seconds(), attrs)
-			if e.Outcome.Err != nil && e.Outcome.Action != broker.Release {
-				t.errors.Add(ctx, 1, attrs)
-			}
-		}
-		if e.Deliveries > e.Msg.Attempt {
-			t.redelivered.Add(ctx, 1, attrs)
-		}
-		switch e.Outcome.Action {
-		case broker.Retry:
-			t.retries.Add(ctx, 1, attrs)
-		case broker.DeadLetter:
-			if e.SettleErr == nil {
-				t.deadLettered.Add(ctx, 1, attrs)
-			}
-		case broker.Drop:
-			t.dropped.Add(ctx, 1, attrs)
-		case broker.Release:
-			t.released.Add(ctx, 1, attrs)
+		if t.metrics {
+			t.count(ctx, e, mo)
 		}
 		for _, o := range t.observers {
 			o(ctx, e)
 		}
+	}
+}
+
+// count records one settled delivery in the metrics.
+func (t *telemetry) count(ctx context.Context, e broker.Event, mo measureOpts) {
+	t.received.Add(ctx, 1, mo.add...)
+	if e.Ran {
+		t.handlerTime.Record(ctx, e.Took.Seconds(), mo.rec...)
+		if e.Outcome.Err != nil && e.Outcome.Action != broker.Release {
+			t.errors.Add(ctx, 1, mo.add...)
+		}
+	}
+	if e.Deliveries > e.Msg.Attempt {
+		t.redelivered.Add(ctx, 1, mo.add...)
+	}
+	switch e.Outcome.Action {
+	case broker.Retry:
+		t.retries.Add(ctx, 1, mo.add...)
+	case broker.DeadLetter:
+		if e.SettleErr == nil {
+			t.deadLettered.Add(ctx, 1, mo.add...)
+		}
+	case broker.Drop:
+		t.dropped.Add(ctx, 1, mo.add...)
+	case broker.Release:
+		t.released.Add(ctx, 1, mo.add...)
 	}
 }
 
@@ -207,11 +227,11 @@ func (t *telemetry) handler(ch *broker.Channel, adapter string, next broker.Hand
 	if !t.metrics && t.tracer == nil {
 		return next
 	}
-	attrs := channelAttrs(ch, adapter)
+	mo := channelMeasureOpts(ch, adapter)
 	if t.tracer == nil {
 		return func(ctx context.Context, m *broker.Message) error {
-			t.active.Add(ctx, 1, attrs)
-			defer t.active.Add(ctx, -1, attrs)
+			t.active.Add(ctx, 1, mo.add...)
+			defer t.active.Add(ctx, -1, mo.add...)
 			return next(ctx, m)
 		}
 	}
@@ -220,8 +240,8 @@ func (t *telemetry) handler(ch *broker.Channel, adapter string, next broker.Hand
 		attribute.String("messaging.destination.name", ch.Name),
 		attribute.String("messaging.consumer.group.name", ch.Group))
 	return func(ctx context.Context, m *broker.Message) error {
-		t.active.Add(ctx, 1, attrs)
-		defer t.active.Add(ctx, -1, attrs)
+		t.active.Add(ctx, 1, mo.add...)
+		defer t.active.Add(ctx, -1, mo.add...)
 		parent := t.prop.Extract(ctx, propagation.MapCarrier(m.Headers))
 		ctx, span := t.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindConsumer), spanAttrs,
 			trace.WithAttributes(attribute.String("messaging.message.id", m.ID), attribute.Int("channels.attempt", m.Attempt)))

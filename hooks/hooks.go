@@ -124,7 +124,9 @@ func Recover() Interceptor {
 
 // Logging logs every delivery (debug on success, warn on error, with its
 // duration), every send, and every batch send (one line: how many messages
-// were sent, and on failure how many were not, with the first error).
+// were sent, and on failure how many were not, with the first error). A
+// record whose level l does not log costs no allocation: its attributes are
+// only built once l.Enabled says yes.
 func Logging(l *slog.Logger) Interceptor {
 	return Interceptor{
 		Name: "Logging",
@@ -133,9 +135,11 @@ func Logging(l *slog.Logger) Interceptor {
 				start := time.Now()
 				err := next(ctx, msg)
 				if err != nil {
-					l.WarnContext(ctx, "channels: handler failed", "channel", info.Channel, "group", info.Group,
-						"id", msg.ID, "attempt", msg.Attempt, "took", time.Since(start), "error", err)
-				} else {
+					if l.Enabled(ctx, slog.LevelWarn) {
+						l.WarnContext(ctx, "channels: handler failed", "channel", info.Channel, "group", info.Group,
+							"id", msg.ID, "attempt", msg.Attempt, "took", time.Since(start), "error", err)
+					}
+				} else if l.Enabled(ctx, slog.LevelDebug) {
 					l.DebugContext(ctx, "channels: handled", "channel", info.Channel, "group", info.Group,
 						"id", msg.ID, "attempt", msg.Attempt, "took", time.Since(start))
 				}
@@ -146,8 +150,10 @@ func Logging(l *slog.Logger) Interceptor {
 			return func(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error {
 				err := next(ctx, channel, payload, opts...)
 				if err != nil {
-					l.WarnContext(ctx, "channels: send failed", "channel", channel, "error", err)
-				} else {
+					if l.Enabled(ctx, slog.LevelWarn) {
+						l.WarnContext(ctx, "channels: send failed", "channel", channel, "error", err)
+					}
+				} else if l.Enabled(ctx, slog.LevelDebug) {
 					l.DebugContext(ctx, "channels: sent", "channel", channel)
 				}
 				return err
@@ -166,9 +172,11 @@ func Logging(l *slog.Logger) Interceptor {
 					}
 				}
 				if failed > 0 {
-					l.WarnContext(ctx, "channels: batch send failed", "channel", channel, "messages", len(items),
-						"failed", failed, "first", first, "error", errs[first])
-				} else {
+					if l.Enabled(ctx, slog.LevelWarn) {
+						l.WarnContext(ctx, "channels: batch send failed", "channel", channel, "messages", len(items),
+							"failed", failed, "first", first, "error", errs[first])
+					}
+				} else if l.Enabled(ctx, slog.LevelDebug) {
 					l.DebugContext(ctx, "channels: sent batch", "channel", channel, "messages", len(items))
 				}
 				return errs
