@@ -42,8 +42,10 @@ func TestRequestIDsUniqueAcrossRestarts(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, id := range ids {
-			if _, err := uuid.Parse(id); err != nil {
+			if u, err := uuid.Parse(id); err != nil {
 				t.Errorf("run %d: id %q is not a UUID", run, id)
+			} else if u.Version() != 4 || u.Variant() != uuid.RFC4122 {
+				t.Errorf("run %d: id %q is UUID version %d, variant %s, want a random (version 4) RFC 9562 UUID", run, id, u.Version(), u.Variant())
 			}
 			if seen[id] {
 				t.Fatalf("run %d: id %q seen in the previous run", run, id)

@@ -296,3 +296,40 @@ func TestObserverSeesEachOutcome(t *testing.T) {
 		t.Fatalf("events %+v", events)
 	}
 }
+
+// noopSettler acknowledges without recording anything.
+type noopSettler struct{}
+
+func (noopSettler) Ack(context.Context) error                                     { return nil }
+func (noopSettler) Retry(context.Context, time.Duration, map[string]string) error { return nil }
+func (noopSettler) DeadLetter(context.Context, []byte, map[string]string) error   { return nil }
+func (noopSettler) Keep(context.Context, map[string]string) error                 { return nil }
+func (noopSettler) Release(context.Context) error                                 { return nil }
+
+// The allocation budget of the kit's share of a delivery that succeeds:
+// nothing in Deliver (admit, run, decide, ack), one allocation in Run (the
+// delivery's goroutine).
+func TestDeliveryAllocations(t *testing.T) {
+	ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1,
+		Handler: func(context.Context, *broker.Message) error { return nil }}
+	ch.Normalize()
+	d := &broker.Delivery{Msg: &broker.Message{Channel: "c", Group: "g", ID: "1", Attempt: 1}, Settle: noopSettler{}}
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(100, func() { ch.Deliver(ctx, d) }); n != 0 {
+		t.Errorf("Deliver allocates %v times per acked delivery, want 0", n)
+	}
+
+	c := broker.NewConsumer(ch)
+	defer c.Drain(ctx, broker.DrainHooks{})
+	done := make(chan broker.Outcome, 1)
+	settled := func(o broker.Outcome) { done <- o }
+	if n := testing.AllocsPerRun(100, func() {
+		if !c.Acquire() {
+			t.Fatal("no slot")
+		}
+		c.Run(d, settled)
+		<-done
+	}); n > 1 {
+		t.Errorf("Run allocates %v times per acked delivery, want at most 1", n)
+	}
+}
