@@ -132,12 +132,24 @@ func FuzzJSONUnmarshal(f *testing.F) {
 }
 
 // fuzzDecodeHeaders checks DecodeHeaders' contract on any input: bounded,
-// no panic, at most MaxHeaders entries, and what it returns encodes and
-// decodes back to itself.
+// no panic, at most MaxHeaders entries, the result of its general path
+// (whatever its fast path took), and what it returns encodes and decodes
+// back to itself.
 func fuzzDecodeHeaders(t *testing.T, s broker.Serializer, data []byte) {
 	var h map[string]string
 	var err error
 	checkAlloc(t, len(data), "DecodeHeaders", func() { h, err = broker.DecodeHeaders(s, data) })
+	if len(data) > 0 && len(data) <= broker.MaxHeadersSize {
+		gh, gerr := broker.DecodeAnyHeaders(s, data)
+		if (err == nil) != (gerr == nil) || (err != nil && err.Error() != gerr.Error()) || (h == nil) != (gh == nil) || len(h) != len(gh) {
+			t.Fatalf("DecodeHeaders gives %v, %v; the general path %v, %v", h, err, gh, gerr)
+		}
+		for k, v := range gh {
+			if got, ok := h[k]; !ok || got != v {
+				t.Fatalf("header %q: DecodeHeaders gives %q (%v), the general path %q", k, got, ok, v)
+			}
+		}
+	}
 	if err != nil {
 		return
 	}
@@ -166,6 +178,10 @@ func FuzzDecodeHeadersJSON(f *testing.F) {
 	for _, s := range hostileJSON {
 		f.Add([]byte(s))
 	}
+	// Near the edge of the fast path of string values.
+	for _, s := range []string{`{}`, ` {"a" : "x"} `, `{"a":"x","a":"y"}`, `{"k":"null"}`, `{"a":"x","b":true}`, `{"a":"x","b":{}}`} {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) { fuzzDecodeHeaders(t, broker.JSON{}, data) })
 }
 
@@ -173,6 +189,11 @@ func FuzzDecodeHeadersMsgPack(f *testing.F) {
 	fuzzSetup()
 	for _, b := range mpSeeds(f) {
 		f.Add(b)
+	}
+	// Near the edge of the fast path of string values: binary key and value,
+	// an integer value, an empty map, a repeated key.
+	for _, h := range []string{"82 c4 01 6b c4 02 7676 a1 6e a1 76", "82 a1 6b a1 76 a1 6e 01", "80", "82 a1 6b a1 31 a1 6b a1 32"} {
+		f.Add(unhex(f, h))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) { fuzzDecodeHeaders(t, broker.MsgPack{}, data) })
 }

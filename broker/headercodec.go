@@ -1,6 +1,9 @@
 package broker
 
-import "fmt"
+import (
+	"bytes"
+	"fmt"
+)
 
 // Limits of a message's headers, checked by EncodeHeaders (so a sender
 // learns at once) and DecodeHeaders (so a hostile producer cannot make a
@@ -66,8 +69,50 @@ func DecodeHeaders(ser Serializer, b []byte) (map[string]string, error) {
 	if len(b) > MaxHeadersSize {
 		return nil, malformed("headers", -1, "%d bytes, more than MaxHeadersSize (%d)", len(b), MaxHeadersSize)
 	}
+	hs := HeadersSerializer(ser)
+	if h, ok := decodeStringHeaders(hs, b); ok {
+		if len(h) > MaxHeaders {
+			return nil, tooManyHeaders(len(h))
+		}
+		return h, nil
+	}
+	return decodeAnyHeaders(hs, b)
+}
+
+// decodeStringHeaders is the common case of DecodeHeaders: a map whose
+// values are all strings (or MessagePack binaries), decoded straight into a
+// map[string]string instead of through map[string]any (which costs an
+// allocation per value). Its result is the one of decodeAnyHeaders for the
+// same input. ok is false when the input may hold anything else (a value
+// that is not a string, a nil, a top level that is not a map, a malformed
+// input): decodeAnyHeaders then decodes it, and reports the errors.
+func decodeStringHeaders(hs Serializer, b []byte) (h map[string]string, ok bool) {
+	switch hs.(type) {
+	case JSON:
+		// A nil value would become "" instead of being skipped. Looking
+		// for the word anywhere (in a string too) is enough: the general
+		// path decodes the rare header that contains it.
+		if bytes.Contains(b, []byte("null")) {
+			return nil, false
+		}
+	case MsgPack:
+		// The nil code would become "": the same reasoning, for the byte.
+		if bytes.IndexByte(b, 0xc0) >= 0 {
+			return nil, false
+		}
+	default:
+		return nil, false
+	}
+	if err := hs.Unmarshal(b, &h); err != nil || h == nil {
+		return nil, false
+	}
+	return h, true
+}
+
+// decodeAnyHeaders decodes any headers field DecodeHeaders accepts.
+func decodeAnyHeaders(hs Serializer, b []byte) (map[string]string, error) {
 	var m map[string]any
-	if err := HeadersSerializer(ser).Unmarshal(b, &m); err != nil {
+	if err := hs.Unmarshal(b, &m); err != nil {
 		return nil, err
 	}
 	if m == nil {
