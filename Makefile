@@ -2,7 +2,7 @@
 #
 #   make demo    run the quickstart on the in-memory bus (no setup)
 #   make test    start the brokers, run unit tests and the e2e suite on every adapter
-#   make bench   throughput and latency next to the raw drivers
+#   make bench   throughput and latency next to the raw drivers (bench-memory: per-message allocations)
 #   make lint    gofmt check + go vet
 #   make fuzz    fuzz every decoder of wire data for FUZZTIME each (fuzz-short: 5s each)
 
@@ -43,8 +43,13 @@ test: services interop-deps
 ## bench: the memory hot path, then each broker next to its raw driver (brokers started as for test)
 bench: bench-memory bench-redis bench-amqp bench-nats
 
+## bench-memory: the per-message budgets (ns, bytes, allocations), no broker needed: the dispatch
+## path on the memory bus (send and receive together, then each alone), the interceptor chain,
+## the serializers and the header codec. BENCHFLAGS adds flags (-count 3 -benchtime 2s).
+BENCH_MEMORY ?= Dispatch|Interceptor|Serializer|Headers
+BENCHFLAGS   ?= -count 1
 bench-memory:
-	$(GO) test -run '^$$' -bench Dispatch -benchmem -count 1 .
+	$(GO) test -run '^$$' -bench '$(BENCH_MEMORY)' -benchmem $(BENCHFLAGS) . ./broker ./hooks
 
 bench-redis: services
 	$(GO) run ./bench -adapter redis -n 10000
