@@ -19,10 +19,13 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels/broker"
+	chkafka "github.com/microchannels/channels/kafka"
 )
 
-// kafkaBroker: Kafka. Every run's topic is created up front with one
-// partition; sends wait for all in-sync replicas (acks=-1).
+// kafkaBroker: Kafka. Every run's topic has one partition (created up
+// front, or by the library's adapter); sends wait for all in-sync replicas
+// (acks=-1). Consumer groups are "bench:<channel>", as the library and
+// @moleculer/channels name the group "bench" of a channel.
 //
 // Raw: kafka-go, a Writer (batches of 1 for sequential sends, of up to
 // the number of senders for concurrent ones, of the batch for the batch
@@ -85,15 +88,13 @@ func kafkaVersion(ctx context.Context, bs []kafka.Broker) string {
 	return "(version unknown)"
 }
 
-// Channels: the library has no Kafka adapter yet (the column says n/a).
-// Once it has one, return its constructor here, for example
-//
-//	return func() (broker.Adapter, error) { return chkafka.New(kafkaBrokers()) }, nil
-//
-// with the topic of the run already created by createTopic (see Raw) or
-// by the adapter itself, and group "bench" as the other columns.
+// Channels: the adapter creates the topic, with one partition as the
+// other columns have.
 func (kafkaBroker) Channels(Config) (func() (broker.Adapter, error), error) {
-	return nil, nil
+	return func() (broker.Adapter, error) {
+		return chkafka.NewWithBrokers(kafkaBrokers(),
+			chkafka.WithChannelOptions(chkafka.ChannelOptions{Topic: chkafka.TopicOptions{Partitions: 1}}))
+	}, nil
 }
 
 func (kafkaBroker) Node() (string, []string) { return "kafka", kafkaBrokers() }
@@ -170,7 +171,7 @@ func (kafkaBroker) Watermill() Impl {
 		sc := wmkafka.DefaultSaramaSubscriberConfig()
 		sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 		sub, err := wmkafka.NewSubscriber(wmkafka.SubscriberConfig{Brokers: kafkaBrokers(),
-			Unmarshaler: wmkafka.DefaultMarshaler{}, ConsumerGroup: "bench", OverwriteSaramaConfig: sc}, watermill.NopLogger{})
+			Unmarshaler: wmkafka.DefaultMarshaler{}, ConsumerGroup: "bench:" + channel, OverwriteSaramaConfig: sc}, watermill.NopLogger{})
 		if err != nil {
 			_ = pub.Close()
 			return nil, err
@@ -222,7 +223,7 @@ func (kafkaRaw) Open(ctx context.Context, channel string, cfg Config, handle Han
 		tr: tr,
 		w: &kafka.Writer{Addr: kafka.TCP(kafkaBrokers()...), Topic: channel, RequiredAcks: kafka.RequireAll,
 			BatchSize: batch, BatchTimeout: timeout, Transport: tr},
-		r: kafka.NewReader(kafka.ReaderConfig{Brokers: kafkaBrokers(), GroupID: "bench", Topic: channel,
+		r: kafka.NewReader(kafka.ReaderConfig{Brokers: kafkaBrokers(), GroupID: "bench:" + channel, Topic: channel,
 			MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 500 * time.Millisecond,
 			CommitInterval: 100 * time.Millisecond, StartOffset: kafka.FirstOffset}),
 	}

@@ -24,7 +24,8 @@ import (
 // in the same pipeline as its next XREADGROUP (COUNT = free handlers).
 // Watermill: watermill-redisstream, one subscription per handler.
 // channels: the default adapter, with WithAutoPipeline for the concurrent
-// and batch tests (what the README recommends for many concurrent senders).
+// test (what the README recommends for many concurrent senders); a batch
+// is one pipeline either way.
 type redisBroker struct{ cluster bool }
 
 func init() {
@@ -78,7 +79,7 @@ func (b redisBroker) Setup(ctx context.Context) (string, error) {
 
 func (b redisBroker) Channels(cfg Config) (func() (broker.Adapter, error), error) {
 	var opts []redis.Option
-	if cfg.Test == Concurrent || cfg.Test == Batch {
+	if cfg.Test == Concurrent {
 		opts = append(opts, redis.WithAutoPipeline())
 	}
 	return func() (broker.Adapter, error) {

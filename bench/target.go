@@ -37,7 +37,8 @@ type Broker interface {
 // An Impl is one implementation of a channel on a broker, driven by the
 // tests of this program.
 type Impl interface {
-	// Open creates the consumer group "bench" of a new channel, consumed
+	// Open creates the consumer group "bench" of a new channel (named as
+	// each broker's side names a group), consumed
 	// with up to cfg.MaxInFlight handlers at once, each calling handle and
 	// then acknowledging the message, and returns the sending side. It
 	// returns once the consumer is subscribed, as far as the
