@@ -1,8 +1,8 @@
 # channels — reliable broker-backed channels for go-micro v4.
 #
-#   make demo    run the quickstart on the in-memory bus (no setup)
+#   make demo    run the quickstart on an embedded NATS JetStream (no setup; -adapter memory:// etc. with ARGS)
 #   make test    start the brokers, run unit tests and the e2e suite on every adapter
-#   make bench   throughput and latency next to the raw drivers (bench-memory: per-message allocations)
+#   make bench   each adapter side by side with its raw driver, Watermill and @moleculer/channels (bench-memory: per-message allocations)
 #   make lint    gofmt check + go vet
 #   make fuzz    fuzz every decoder of wire data for FUZZTIME each (fuzz-short: 5s each)
 
@@ -11,7 +11,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 
 -include scripts/make-services.mk
-.PHONY: all demo test unit lint fmt bench bench-memory bench-redis bench-amqp bench-nats fuzz fuzz-short
+.PHONY: all demo test unit lint fmt bench bench-quick bench-memory fuzz fuzz-short
 
 all: lint test
 
@@ -40,29 +40,37 @@ test: services interop-deps
 	echo "== fault suite"; cat $(FAULT_REPORT) 2>/dev/null || echo "(no fault lines)"; \
 	exit $$status
 
-## bench: the memory hot path, then each broker next to its raw driver (brokers started as for test)
-bench: bench-memory bench-redis bench-amqp bench-nats
+## bench: the program in bench/ (a Go module of its own), brokers up as for test: for each adapter,
+## latency, sequential, concurrent and batch sends with channels, the raw driver, Watermill and
+## @moleculer/channels (the interop peer's packages), 3 repetitions; prints the table and writes
+## docs/bench.md, docs/bench.png, docs/bench.json and the README's table. Not part of test.
+##   make bench ADAPTERS=redis,nats   a selection (printed only, unless BENCHOUT is set)
+##   make bench BENCHFLAGS='-reps 1 -latency 2s'   any flag of `cd bench && go run . -h`
+## bench-quick: a smoke run (1,000 messages, 1 repetition, 1 s of latency), printed only.
+## bench-memory: the memory hot path (go test -bench of the library).
+ADAPTERS   ?=
+BENCHFLAGS ?=
+BENCHOUT   ?= $(if $(ADAPTERS),,-out ../docs -readme ../README.md)
+BENCHSEL    = $(if $(ADAPTERS),-adapters $(ADAPTERS))
+
+bench: services interop-deps
+	cd bench && $(GO) run . $(BENCHSEL) $(BENCHOUT) $(BENCHFLAGS)
+
+bench-quick: services interop-deps
+	cd bench && $(GO) run . -quick $(BENCHSEL) $(BENCHFLAGS)
 
 ## bench-memory: the per-message budgets (ns, bytes, allocations), no broker needed: the dispatch
 ## path on the memory bus (send and receive together, then each alone), the interceptor chain,
-## the serializers and the header codec. BENCHFLAGS adds flags (-count 3 -benchtime 2s).
+## the serializers and the header codec. BENCHMEMFLAGS adds flags (-count 3 -benchtime 2s).
 BENCH_MEMORY ?= Dispatch|Interceptor|Serializer|Headers
-BENCHFLAGS   ?= -count 1
+BENCHMEMFLAGS ?= -count 1
 bench-memory:
-	$(GO) test -run '^$$' -bench '$(BENCH_MEMORY)' -benchmem $(BENCHFLAGS) . ./broker ./hooks
-
-bench-redis: services
-	$(GO) run ./bench -adapter redis -n 10000
-
-bench-amqp: services
-	$(GO) run ./bench -adapter amqp -n 10000
-
-bench-nats: services
-	$(GO) run ./bench -adapter nats -n 10000
+	$(GO) test -run '^$$' -bench '$(BENCH_MEMORY)' -benchmem $(BENCHMEMFLAGS) . ./broker ./hooks
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	cd bench && $(GO) vet ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

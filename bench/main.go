@@ -1,88 +1,263 @@
-// Command bench measures channels against the raw driver on the same broker,
-// in the same run, with the method of the @moleculer/channels benchmark:
+// Command bench measures the channels library side by side with the raw
+// driver at its best, Watermill and the Node @moleculer/channels, on the
+// same broker in the same run, for each adapter:
 //
-//   - latency: ping-pong with exactly one message in flight; the one-way time
-//     from the start of a send to the start of the handler (p50, p99);
+//   - latency: a ping-pong with exactly one message in flight (each
+//     handler sends the next message) for a fixed time; round trips per
+//     second, and the one-way time from the start of a send to the start
+//     of the handler (p50, p99);
+//   - sequential: N messages, each send awaited before the next, to a
+//     channel consumed with MaxInFlight 10 and 100; first send to last
+//     handled;
+//   - concurrent: the same N messages sent by many goroutines;
+//   - batch: the same N messages sent with each implementation's batch API.
 //
-//   - throughput: N messages sent by concurrent senders to a channel consumed
-//     with MaxInFlight 10 and 100, from the first send to the last handler.
+// Every run has a channel of its own, warmed up until a message went
+// through; the cases repeat (-reps) and the report gives medians and
+// min-max. It prints a Markdown table and, with -out, writes bench.md,
+// bench.png and bench.json there; with -readme, it replaces the part of
+// the README between the bench markers.
 //
-//     go run ./bench -adapter redis -n 10000
-//     go run ./bench -adapter nats -n 10000
+//	cd bench && go run . -adapters redis,nats
+//	cd bench && go run . -quick            # a smoke run: small N, one repetition
+//
+// It is a module of its own so that Watermill and the chart library stay
+// out of the library's go.mod. Broker addresses come from the variables of
+// the test suite (CHANNELS_REDIS_URL, CHANNELS_REDIS_CLUSTER,
+// CHANNELS_AMQP_URL, CHANNELS_NATS_URL, CHANNELS_KAFKA_BROKERS).
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"os"
-	"runtime"
-	"runtime/pprof"
-	"sort"
-	"text/tabwriter"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
-
-	"github.com/microchannels/channels/e2e/brokerenv"
 )
 
-type result struct {
-	name      string
-	lib, raw  float64
-	unit      string
-	higherWin bool
-}
+// Columns of the report, in order.
+const (
+	colChannels  = "channels"
+	colRaw       = "raw"
+	colWatermill = "watermill"
+	colNode      = "node"
+)
+
+var columns = []string{colChannels, colRaw, colWatermill, colNode}
 
 func main() {
-	adapter := flag.String("adapter", "redis", "broker to measure: redis, amqp, nats")
-	n := flag.Int("n", 10000, "messages per throughput run")
-	pings := flag.Int("pings", 2000, "round trips of the latency run")
-	senders := flag.Int("senders", 64, "concurrent senders of the throughput run")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	var (
+		adaptersFlag = flag.String("adapters", "", "comma-separated adapters (default all: "+strings.Join(brokerNames(), ",")+")")
+		implsFlag    = flag.String("impls", strings.Join(columns, ","), "comma-separated columns to measure")
+		testsFlag    = flag.String("tests", "latency,sequential,concurrent,batch", "comma-separated tests")
+		mifFlag      = flag.String("mif", "10,100", "MaxInFlight values of the sequential and concurrent tests")
+		batchMIF     = flag.Int("batch-mif", 100, "MaxInFlight of the batch test")
+		quick        = flag.Bool("quick", false, "smoke run: -n 1000 -reps 1 -latency 1s -warmup 20 -timeout 1m unless set")
+		p            = Params{}
+		reps         int
+		out          = flag.String("out", "", "directory to write bench.md, bench.png and bench.json to (none: print only)")
+		readme       = flag.String("readme", "", "README whose bench section (between the bench markers) is replaced")
+		nodeBin      = flag.String("node", "node", "node binary")
+		nodeScript   = flag.String("node-script", "node/bench.js", "the Node benchmark script")
+	)
+	flag.IntVar(&p.N, "n", 10000, "messages per throughput run")
+	flag.IntVar(&p.Senders, "senders", 64, "goroutines of the concurrent test")
+	flag.IntVar(&p.BatchSize, "batch", 1000, "messages per batch of the batch test")
+	flag.DurationVar(&p.LatencyFor, "latency", 5*time.Second, "measured time of the latency test")
+	flag.IntVar(&p.Warmup, "warmup", 100, "unmeasured round trips before the latency test")
+	flag.DurationVar(&p.Timeout, "timeout", 2*time.Minute, "bound of one run")
+	flag.IntVar(&reps, "reps", 3, "repetitions")
 	flag.Parse()
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			log.Fatal(err)
+	if *quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range map[string]string{"n": "1000", "reps": "1", "latency": "1s", "warmup": "20", "timeout": "1m"} {
+			if !set[name] {
+				_ = flag.Set(name, v)
+			}
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
+	}
+	log.SetFlags(0)
+
+	names := brokerNames()
+	if *adaptersFlag != "" {
+		names = list(*adaptersFlag)
+		for _, n := range names {
+			if brokers[n] == nil {
+				log.Fatalf("unknown adapter %q (known: %s)", n, strings.Join(brokerNames(), ", "))
+			}
 		}
-		defer pprof.StopCPUProfile()
+	}
+	impls := list(*implsFlag)
+	for _, im := range impls {
+		if !slices.Contains(columns, im) {
+			log.Fatalf("unknown column %q (known: %s)", im, strings.Join(columns, ", "))
+		}
+	}
+	cases, err := buildCases(list(*testsFlag), list(*mifFlag), *batchMIF)
+	if err != nil {
+		log.Fatal(err)
 	}
 
-	ctx := context.Background()
-	var rows []result
-	var err error
-	switch *adapter {
-	case "redis":
-		rows, err = benchRedis(ctx, brokerenv.RedisURL(), *pings, *n, *senders)
-	case "amqp":
-		rows, err = benchAMQP(ctx, brokerenv.AMQPURL(), *pings, *n, *senders)
-	case "nats":
-		rows, err = benchNATS(ctx, brokerenv.NATSURL(), *pings, *n, *senders)
-	default:
-		err = fmt.Errorf("unknown adapter %q", *adapter)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	began := time.Now()
+
+	rep := &Report{Params: p, Reps: reps, Cases: cases, Columns: impls, Started: began,
+		Machine: describeMachine(), Versions: map[string]string{}}
+	var node *nodeRunner
+	if slices.Contains(impls, colNode) {
+		if node, err = newNodeRunner(ctx, *nodeBin, *nodeScript); err != nil {
+			log.Printf("moleculer-channels column: %v (n/a)", err)
+			rep.Notes = append(rep.Notes, fmt.Sprintf("moleculer-channels: %v", err))
+		} else {
+			rep.Machine.Node = node.versions.Node
+			rep.Machine.Moleculer = node.versions.Moleculer
+			rep.Machine.NodeChannels = node.versions.Channels
+		}
 	}
-	if err != nil {
-		log.Print(err)
-		return
+
+	failed := false
+	var active []string
+	for _, name := range names {
+		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		v, err := brokers[name].Setup(sctx)
+		cancel()
+		if err != nil {
+			log.Printf("%s: %v", name, err)
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: not measured: %v", name, err))
+			failed = true
+			continue
+		}
+		rep.Versions[name] = v
+		active = append(active, name)
 	}
-	host, _ := os.Hostname()
-	fmt.Printf("\n%s on %s: %d CPUs, %s/%s, %s; %d messages, %d concurrent senders, %d pings\n\n",
-		*adapter, host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), *n, *senders, *pings)
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "measure\tchannels\traw driver\tchannels / raw\t")
-	for _, r := range rows {
-		ratio := r.lib / r.raw
-		fmt.Fprintf(w, "%s\t%.3f %s\t%.3f %s\t%.2f\t\n", r.name, r.lib, r.unit, r.raw, r.unit, ratio)
+	rep.Adapters = active
+
+	seq := 0
+	for r := range reps {
+		for _, name := range active {
+			b := brokers[name]
+			for ci, c := range cases {
+				// rotate the order of the columns from one repetition to the next
+				order := append(slices.Clone(impls[r%len(impls):]), impls[:r%len(impls)]...)
+				for _, col := range order {
+					if ctx.Err() != nil {
+						log.Fatal("interrupted")
+					}
+					cell := rep.cell(name, ci, col)
+					if cell.NA != "" {
+						continue
+					}
+					seq++
+					channel := fmt.Sprintf("bench_%d_%d_%s", os.Getpid(), seq, col)
+					t := time.Now()
+					res, err := runOne(ctx, b, col, node, channel, c, p)
+					cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					if cerr := b.Cleanup(cctx, channel); cerr != nil {
+						log.Printf("  cleanup of %s: %v", channel, cerr)
+					}
+					cancel()
+					switch {
+					case isNA(err):
+						cell.NA = naReason(col, err)
+						continue
+					case err != nil:
+						cell.Errors = append(cell.Errors, err.Error())
+						log.Printf("[%d/%d] %-13s %-30s %-10s FAILED after %s: %v", r+1, reps, name, c, col, time.Since(t).Round(time.Millisecond), err)
+						continue
+					}
+					cell.Samples = append(cell.Samples, res)
+					log.Printf("[%d/%d] %-13s %-30s %-10s %s (%s)", r+1, reps, name, c, col, res.short(c), time.Since(t).Round(time.Millisecond))
+				}
+			}
+		}
 	}
-	w.Flush()
+	rep.Took = time.Since(began)
+
+	md := rep.Markdown("bench.png")
+	fmt.Println()
+	fmt.Print(md)
+	if *out != "" {
+		if err := rep.Write(*out); err != nil {
+			log.Fatal(err)
+		}
+		log.Printf("wrote %s/bench.md, bench.png, bench.json", *out)
+	}
+	if *readme != "" {
+		if err := rep.UpdateReadme(*readme, *out); err != nil {
+			log.Fatal(err)
+		}
+		log.Printf("updated the bench section of %s", *readme)
+	}
+	log.Printf("took %s", rep.Took.Round(time.Second))
+	if failed {
+		os.Exit(1)
+	}
 }
 
-// percentile returns the p-th percentile of ds (sorted in place), in ms.
-func percentile(ds []time.Duration, p float64) float64 {
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	idx := int(float64(len(ds)-1) * p)
-	return float64(ds[idx]) / float64(time.Millisecond)
+func buildCases(tests, mifs []string, batchMIF int) ([]Case, error) {
+	var ms []int
+	for _, m := range mifs {
+		v, err := strconv.Atoi(m)
+		if err != nil || v < 1 {
+			return nil, fmt.Errorf("bad MaxInFlight %q", m)
+		}
+		ms = append(ms, v)
+	}
+	var cases []Case
+	for _, t := range tests {
+		switch t {
+		case "latency":
+			cases = append(cases, Case{Test: Latency, MaxInFlight: 1})
+		case "sequential", "concurrent":
+			for _, m := range ms {
+				cases = append(cases, Case{Test: map[string]Test{"sequential": Sequential, "concurrent": Concurrent}[t], MaxInFlight: m})
+			}
+		case "batch":
+			cases = append(cases, Case{Test: Batch, MaxInFlight: batchMIF})
+		default:
+			return nil, fmt.Errorf("unknown test %q (latency, sequential, concurrent, batch)", t)
+		}
+	}
+	return cases, nil
+}
+
+func runOne(ctx context.Context, b Broker, col string, node *nodeRunner, channel string, c Case, p Params) (Result, error) {
+	switch col {
+	case colChannels:
+		return runGo(ctx, channelsImpl{b}, channel, c, p)
+	case colRaw:
+		return runGo(ctx, b.Raw(), channel, c, p)
+	case colWatermill:
+		w := b.Watermill()
+		if w == nil {
+			return Result{}, errNotAvailable
+		}
+		return runGo(ctx, w, channel, c, p)
+	case colNode:
+		if node == nil {
+			return Result{}, errNotAvailable
+		}
+		return node.run(ctx, b, channel, c, p)
+	}
+	return Result{}, errors.New("unknown column " + col)
+}
+
+func naReason(col string, err error) string {
+	switch {
+	case errors.Is(err, errNoBatch) && col == colNode:
+		return "no batch send in @moleculer/channels 0.1.8"
+	case errors.Is(err, errNoBatch):
+		return "no batch send API yet"
+	case col == colChannels:
+		return "no adapter yet"
+	}
+	return "not available"
 }

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/microchannels/channels/broker"
+	chkafka "github.com/microchannels/channels/kafka"
+)
+
+// kafkaBroker: Kafka. Every run's topic has one partition (created up
+// front, or by the library's adapter); sends wait for all in-sync replicas
+// (acks=-1). Consumer groups are "bench:<channel>", as the library and
+// @moleculer/channels name the group "bench" of a channel.
+//
+// Raw: kafka-go, a Writer (batches of 1 for sequential sends, of up to
+// the number of senders for concurrent ones, of the batch for the batch
+// test) and a group Reader whose messages go to MaxInFlight handlers,
+// offsets committed in order behind them, asynchronously (CommitInterval).
+// Watermill: watermill-kafka (Sarama), sync publisher; its subscriber hands
+// a partition's next message once the previous one is acked, so one
+// subscription.
+type kafkaBroker struct{}
+
+func init() { register(kafkaBroker{}) }
+
+func (kafkaBroker) Name() string { return "kafka" }
+
+func (kafkaBroker) Setup(ctx context.Context) (string, error) {
+	d := kafka.Dialer{Timeout: 5 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", kafkaBrokers()[0])
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	bs, err := conn.Brokers()
+	if err != nil {
+		return "", err
+	}
+	return "Kafka " + kafkaVersion(ctx, bs), nil
+}
+
+// kafkaVersion: the protocol does not tell the release. It is read from
+// the broker jars that scripts/services.sh installs, else the broker's
+// inter.broker.protocol.version (its metadata version under KRaft) is
+// given.
+func kafkaVersion(ctx context.Context, bs []kafka.Broker) string {
+	var dirs []string
+	if d := os.Getenv("CHANNELS_SERVICES_DIR"); d != "" {
+		dirs = append(dirs, d)
+	}
+	dirs = append(dirs, filepath.Join("..", ".services"))
+	for _, d := range dirs {
+		jars, _ := filepath.Glob(filepath.Join(d, "kafka", "libs", "kafka-server-[0-9]*.jar"))
+		if len(jars) > 0 {
+			return strings.TrimSuffix(strings.TrimPrefix(filepath.Base(jars[0]), "kafka-server-"), ".jar")
+		}
+	}
+	if len(bs) > 0 {
+		tr := &kafka.Transport{}
+		defer tr.CloseIdleConnections()
+		c := &kafka.Client{Addr: kafka.TCP(kafkaBrokers()...), Timeout: 5 * time.Second, Transport: tr}
+		res, err := c.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+			ResourceType: kafka.ResourceTypeBroker, ResourceName: strconv.Itoa(bs[0].ID),
+			ConfigNames: []string{"inter.broker.protocol.version"}}}})
+		if err == nil && len(res.Resources) == 1 {
+			for _, e := range res.Resources[0].ConfigEntries {
+				if e.ConfigValue != "" {
+					return "(inter.broker.protocol.version " + e.ConfigValue + ")"
+				}
+			}
+		}
+	}
+	return "(version unknown)"
+}
+
+// Channels: the adapter creates the topic, with one partition as the
+// other columns have.
+func (kafkaBroker) Channels(Config) (func() (broker.Adapter, error), error) {
+	return func() (broker.Adapter, error) {
+		return chkafka.NewWithBrokers(kafkaBrokers(),
+			chkafka.WithChannelOptions(chkafka.ChannelOptions{Topic: chkafka.TopicOptions{Partitions: 1}}))
+	}, nil
+}
+
+func (kafkaBroker) Node() (string, []string) { return "kafka", kafkaBrokers() }
+
+// controller dials the cluster's controller, where topics are created and
+// deleted.
+func controller(ctx context.Context) (*kafka.Conn, error) {
+	d := kafka.Dialer{Timeout: 5 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", kafkaBrokers()[0])
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	c, err := conn.Controller()
+	if err != nil {
+		return nil, err
+	}
+	return d.DialContext(ctx, "tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)))
+}
+
+func createTopic(ctx context.Context, topic string) error {
+	c, err := controller(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}); err != nil {
+		return err
+	}
+	// until the broker serving the clients knows the topic's leader
+	for {
+		conn, err := (&kafka.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", kafkaBrokers()[0])
+		if err != nil {
+			return err
+		}
+		ps, err := conn.ReadPartitions(topic)
+		conn.Close()
+		if err == nil && len(ps) == 1 && ps[0].Leader.ID >= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %s: no leader: %w", topic, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (kafkaBroker) Cleanup(ctx context.Context, channel string) error {
+	c, err := controller(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	err = c.DeleteTopics(channel)
+	if errors.Is(err, kafka.UnknownTopicOrPartition) {
+		err = nil
+	}
+	return err
+}
+
+func (kafkaBroker) Watermill() Impl {
+	return watermillImpl{setup: func(ctx context.Context, channel string, cfg Config) (*wmPubSub, error) {
+		if err := createTopic(ctx, channel); err != nil {
+			return nil, err
+		}
+		pc := wmkafka.DefaultSaramaSyncPublisherConfig()
+		pc.Producer.RequiredAcks = sarama.WaitForAll
+		pub, err := wmkafka.NewPublisher(wmkafka.PublisherConfig{Brokers: kafkaBrokers(),
+			Marshaler: wmkafka.DefaultMarshaler{}, OverwriteSaramaConfig: pc}, watermill.NopLogger{})
+		if err != nil {
+			return nil, err
+		}
+		sc := wmkafka.DefaultSaramaSubscriberConfig()
+		sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+		sub, err := wmkafka.NewSubscriber(wmkafka.SubscriberConfig{Brokers: kafkaBrokers(),
+			Unmarshaler: wmkafka.DefaultMarshaler{}, ConsumerGroup: "bench:" + channel, OverwriteSaramaConfig: sc}, watermill.NopLogger{})
+		if err != nil {
+			_ = pub.Close()
+			return nil, err
+		}
+		return &wmPubSub{
+			pub: pub,
+			subscribe: func(ctx context.Context, _ int) (<-chan *message.Message, error) {
+				return sub.Subscribe(ctx, channel)
+			},
+			subs:  1,
+			close: func() error { return errors.Join(sub.Close(), pub.Close()) },
+		}, nil
+	}}
+}
+
+func (kafkaBroker) Raw() Impl { return kafkaRaw{} }
+
+type kafkaRaw struct{}
+
+type kafkaSession struct {
+	tr     *kafka.Transport
+	w      *kafka.Writer
+	r      *kafka.Reader
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// kafkaItem is a fetched message; done is closed when its handler ran.
+type kafkaItem struct {
+	m    kafka.Message
+	done chan struct{}
+}
+
+func (kafkaRaw) Open(ctx context.Context, channel string, cfg Config, handle Handle) (Session, error) {
+	if err := createTopic(ctx, channel); err != nil {
+		return nil, err
+	}
+	batch, timeout := 1, time.Millisecond
+	switch cfg.Test {
+	case Concurrent:
+		batch = cfg.Senders
+	case Batch:
+		batch = cfg.Batch
+	}
+	// A transport of its own: the shared default one caches the cluster's
+	// metadata and would not know the new topic for seconds.
+	tr := &kafka.Transport{}
+	s := &kafkaSession{
+		tr: tr,
+		w: &kafka.Writer{Addr: kafka.TCP(kafkaBrokers()...), Topic: channel, RequiredAcks: kafka.RequireAll,
+			BatchSize: batch, BatchTimeout: timeout, Transport: tr},
+		r: kafka.NewReader(kafka.ReaderConfig{Brokers: kafkaBrokers(), GroupID: "bench:" + channel, Topic: channel,
+			MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 500 * time.Millisecond,
+			CommitInterval: 100 * time.Millisecond, StartOffset: kafka.FirstOffset}),
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	mif := cfg.MaxInFlight
+	jobs := make(chan kafkaItem, mif)
+	order := make(chan kafkaItem, 2*mif)
+	s.wg.Add(1)
+	go func() { // fetch
+		defer s.wg.Done()
+		defer close(jobs)
+		defer close(order)
+		for {
+			m, err := s.r.FetchMessage(cctx)
+			if err != nil {
+				return
+			}
+			it := kafkaItem{m: m, done: make(chan struct{})}
+			select {
+			case order <- it:
+			case <-cctx.Done():
+				return
+			}
+			select {
+			case jobs <- it:
+			case <-cctx.Done():
+				return
+			}
+		}
+	}()
+	for range mif {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			for it := range jobs {
+				handle(cctx, it.m.Value)
+				close(it.done)
+			}
+		}()
+	}
+	s.wg.Add(1)
+	go func() { // commit in order, behind the handlers
+		defer s.wg.Done()
+		for it := range order {
+			select {
+			case <-it.done:
+				_ = s.r.CommitMessages(cctx, it.m)
+			case <-cctx.Done():
+				return
+			}
+		}
+	}()
+	return s, nil
+}
+
+func (s *kafkaSession) Send(ctx context.Context, p []byte) error {
+	return s.w.WriteMessages(ctx, kafka.Message{Value: p})
+}
+
+func (s *kafkaSession) SendBatch(ctx context.Context, ps [][]byte) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, len(ps))
+	for i, p := range ps {
+		msgs[i] = kafka.Message{Value: p}
+	}
+	return s.w.WriteMessages(ctx, msgs...)
+}
+
+func (s *kafkaSession) Close(context.Context) error {
+	s.cancel()
+	err := s.r.Close()
+	s.wg.Wait()
+	err = errors.Join(err, s.w.Close())
+	s.tr.CloseIdleConnections()
+	return err
+}
