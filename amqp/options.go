@@ -244,17 +244,7 @@ var isSendOption = broker.IsOf[SendOptions]
 
 // sendOptions merges every SendOptions value of a send.
 func sendOptions(opts []any) SendOptions {
-	var so SendOptions
-	for _, o := range opts {
-		switch v := o.(type) {
-		case SendOptions:
-			so = so.merge(v)
-		case *SendOptions:
-			if v != nil {
-				so = so.merge(*v)
-			}
-		}
-	}
+	so, _ := broker.MergedOption(opts, SendOptions.merge)
 	return so
 }
 

@@ -325,3 +325,23 @@ func TestPrepareChannel(t *testing.T) {
 		}
 	}
 }
+
+func TestMergedOption(t *testing.T) {
+	type so struct{ A, B string }
+	merge := func(base, over so) so {
+		if over.A != "" {
+			base.A = over.A
+		}
+		if over.B != "" {
+			base.B = over.B
+		}
+		return base
+	}
+	got, ok := broker.MergedOption([]any{so{A: "1"}, 42, (*so)(nil), &so{B: "2"}, so{A: "3"}}, merge)
+	if !ok || got != (so{A: "3", B: "2"}) {
+		t.Fatalf("%+v %v", got, ok)
+	}
+	if _, ok := broker.MergedOption([]any{"x"}, merge); ok {
+		t.Fatal("found an option of another type")
+	}
+}

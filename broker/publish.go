@@ -215,3 +215,23 @@ func BatchErrors(errs []error) []error {
 	}
 	return nil
 }
+
+// MergedOption merges, in order, every option of type T (or non-nil *T) in
+// opts with merge (later values winning field by field, as merge decides),
+// and reports whether there was one: how an adapter reads its typed send
+// options from PublishOptions.AdapterOptions.
+func MergedOption[T any](opts []any, merge func(base, over T) T) (T, bool) {
+	var out T
+	found := false
+	for _, o := range opts {
+		switch v := o.(type) {
+		case T:
+			out, found = merge(out, v), true
+		case *T:
+			if v != nil {
+				out, found = merge(out, *v), true
+			}
+		}
+	}
+	return out, found
+}

@@ -312,19 +312,7 @@ var isSendOption = broker.IsOf[SendOptions]
 
 // sendOptions merges every SendOptions value of a send.
 func sendOptions(opts []any) (SendOptions, bool) {
-	var so SendOptions
-	found := false
-	for _, o := range opts {
-		switch v := o.(type) {
-		case SendOptions:
-			so, found = so.merge(v), true
-		case *SendOptions:
-			if v != nil {
-				so, found = so.merge(*v), true
-			}
-		}
-	}
-	return so, found
+	return broker.MergedOption(opts, SendOptions.merge)
 }
 
 // Option configures an Adapter.

@@ -337,19 +337,7 @@ func WithTimeout(d time.Duration) broker.PublishOption {
 var isSendOption = broker.IsOf[SendOptions]
 
 func sendOptions(opts []any) (SendOptions, bool) {
-	var so SendOptions
-	found := false
-	for _, o := range opts {
-		switch v := o.(type) {
-		case SendOptions:
-			so, found = so.merge(v), true
-		case *SendOptions:
-			if v != nil {
-				so, found = so.merge(*v), true
-			}
-		}
-	}
-	return so, found
+	return broker.MergedOption(opts, SendOptions.merge)
 }
 
 func (o SendOptions) validate() error {
