@@ -28,6 +28,9 @@ const (
 type Plugin struct {
 	o       options
 	adapter broker.Adapter
+	// instant: the adapter publishes without waiting on a broker
+	// (broker.InstantPublisher), so sends need no default deadline.
+	instant bool
 	nodeID  string
 	// instance is the node id made unique in this process while connected
 	// (claimInstance); consumer names derive from it.
@@ -96,6 +99,7 @@ func New(opts ...Option) (*Plugin, error) {
 	case broker.Adapter:
 		p.adapter = a
 	}
+	_, p.instant = p.adapter.(broker.InstantPublisher)
 	tel, err := newTelemetry(o.meterProvider, o.tracerProvider, o.observers)
 	if err != nil {
 		return nil, invalid("metrics: %v", err)
@@ -406,7 +410,7 @@ func (p *Plugin) send0(ctx context.Context, channel string, payload any, opts ..
 		return &broker.EncodeError{Channel: name, Err: err}
 	}
 	po.Headers = nil
-	if _, ok := ctx.Deadline(); !ok {
+	if _, ok := ctx.Deadline(); !ok && !p.instant {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.o.publishTimeout)
 		defer cancel()

@@ -71,6 +71,15 @@ type Outgoing struct {
 	Options PublishOptions
 }
 
+// InstantPublisher marks an adapter whose Publish never waits on a broker
+// (the in-process bus): the plugin then sends without its default publish
+// deadline, which only bounds the wait for a broker's answer.
+type InstantPublisher interface {
+	Adapter
+	// PublishesInstantly is a marker; it is never called.
+	PublishesInstantly()
+}
+
 // LagReporter is the optional ability of an adapter to tell cheaply how far
 // a group is behind on a channel; the plugin reports it as gauges.
 type LagReporter interface {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -109,8 +108,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 // finish commits what the drained handlers processed while the generation
 // is still alive, then leaves the group, which hands the partitions over
 // without waiting for the session timeout. Both are bounded by ctx.
-func (s *subscription) finish(ctx context.Context, timedOut bool) error {
-	fmt.Fprintf(os.Stderr, "DEBUG finish timedOut=%v free=%d\n", timedOut, s.Free())
+func (s *subscription) finish(ctx context.Context, _ bool) error {
 	defer s.a.subs.Remove(s)
 	s.stopFetch()
 	s.mu.Lock()

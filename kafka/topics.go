@@ -95,10 +95,14 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 	if err != nil {
 		return err
 	}
-	fetched, err := c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}})
-	if err == nil {
-		err = fetched.Error
-	}
+	var fetched *kafkago.OffsetFetchResponse
+	err = untilSettled(ctx, func() error {
+		var err error
+		if fetched, err = c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}}); err == nil {
+			err = fetched.Error
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("channels/kafka: reading the offsets of group %q: %w", group, err)
 	}
@@ -134,16 +138,18 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 		}
 		commits = append(commits, kafkago.OffsetCommit{Partition: p.Partition, Offset: off})
 	}
-	res, err := c.client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: group, GenerationID: -1,
-		Topics: map[string][]kafkago.OffsetCommit{topic: commits}})
-	if err == nil {
-		for _, p := range res.Topics[topic] {
-			if p.Error != nil {
-				err = p.Error
-				break
+	err = untilSettled(ctx, func() error {
+		res, err := c.client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: group, GenerationID: -1,
+			Topics: map[string][]kafkago.OffsetCommit{topic: commits}})
+		if err == nil {
+			for _, p := range res.Topics[topic] {
+				if p.Error != nil {
+					return p.Error
+				}
 			}
 		}
-	}
+		return err
+	})
 	switch {
 	case err == nil:
 	case errors.Is(err, kafkago.UnknownMemberId), errors.Is(err, kafkago.IllegalGeneration),
@@ -158,24 +164,38 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 // listOffsets reads the first and last offsets of partitions, retrying
 // while a new topic's leaders settle.
 func listOffsets(ctx context.Context, c *conn, topic string, reqs []kafkago.OffsetRequest) ([]kafkago.PartitionOffsets, error) {
-	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+	var out []kafkago.PartitionOffsets
+	err := untilSettled(ctx, func() error {
 		lo, err := c.client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
-		if err == nil {
-			for _, p := range lo.Topics[topic] {
-				if p.Error != nil {
-					err = p.Error
-					break
-				}
+		if err != nil {
+			return err
+		}
+		for _, p := range lo.Topics[topic] {
+			if p.Error != nil {
+				return p.Error
 			}
 		}
-		if err == nil {
-			return lo.Topics[topic], nil
-		}
-		if !transient(err) || ctx.Err() != nil {
-			return nil, fmt.Errorf("channels/kafka: reading the offsets of topic %q: %w", topic, err)
+		out = lo.Topics[topic]
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("channels/kafka: reading the offsets of topic %q: %w", topic, err)
+	}
+	return out, nil
+}
+
+// untilSettled runs op until it succeeds or fails with an error that is
+// not transient (a new topic's leaders, a group coordinator loading on a
+// broker that just started), backing off, bounded by ctx.
+func untilSettled(ctx context.Context, op func() error) error {
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		err := op()
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
+			return err
 		case <-time.After(wait):
 		}
 	}
@@ -205,10 +225,14 @@ func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupL
 		return broker.GroupLag{}, err
 	}
 	gid := GroupID(group, channel)
-	fetched, err := c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{channel: ids}})
-	if err == nil {
-		err = fetched.Error
-	}
+	var fetched *kafkago.OffsetFetchResponse
+	err = untilSettled(ctx, func() error {
+		var err error
+		if fetched, err = c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{channel: ids}}); err == nil {
+			err = fetched.Error
+		}
+		return err
+	})
 	if err != nil {
 		return broker.GroupLag{}, err
 	}

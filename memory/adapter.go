@@ -80,6 +80,12 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 
 var _ broker.BatchPublisher = (*Adapter)(nil)
 
+var _ broker.InstantPublisher = (*Adapter)(nil)
+
+// PublishesInstantly marks Publish as never waiting on I/O (see
+// broker.InstantPublisher): sends to the bus get no default deadline.
+func (a *Adapter) PublishesInstantly() {}
+
 // PublishBatch delivers the messages in one pass over the bus: each group
 // of the channel receives them in order, under one lock. A message with a
 // send option fails on its own; on a channel with no group, the messages

@@ -70,7 +70,8 @@ type group struct {
 	head  int
 	// front holds entries handed back (released unrun, or due for a
 	// retry): they go before the queue of new messages.
-	front  []*entry
+	front []*entry
+	// wake is closed by the next push; made only while a member waits.
 	wake   chan struct{}
 	timers map[*time.Timer]struct{}
 	// pending counts entries delivered and not settled, for Stats.
@@ -78,26 +79,30 @@ type group struct {
 }
 
 func newGroup() *group {
-	return &group{wake: make(chan struct{}), timers: map[*time.Timer]struct{}{}}
+	return &group{timers: map[*time.Timer]struct{}{}}
 }
 
 func (g *group) push(e *entry) {
 	g.mu.Lock()
 	g.queue = append(g.queue, e)
-	w := g.wake
-	g.wake = make(chan struct{})
-	g.mu.Unlock()
-	close(w)
+	g.wakeLocked()
 }
 
 // pushAll appends es in order with one wake-up.
 func (g *group) pushAll(es []*entry) {
 	g.mu.Lock()
 	g.queue = append(g.queue, es...)
+	g.wakeLocked()
+}
+
+// wakeLocked wakes the waiting members, if any, and unlocks g.
+func (g *group) wakeLocked() {
 	w := g.wake
-	g.wake = make(chan struct{})
+	g.wake = nil
 	g.mu.Unlock()
-	close(w)
+	if w != nil {
+		close(w)
+	}
 }
 
 // pop returns the oldest ready entry, blocking until one arrives or stop closes.
@@ -125,6 +130,9 @@ func (g *group) pop(stop <-chan struct{}) *entry {
 			g.pending++
 			g.mu.Unlock()
 			return e
+		}
+		if g.wake == nil {
+			g.wake = make(chan struct{})
 		}
 		w := g.wake
 		g.mu.Unlock()
@@ -175,10 +183,7 @@ func (g *group) requeue(e *entry) {
 	g.mu.Lock()
 	g.pending--
 	g.front = append(g.front, e)
-	w := g.wake
-	g.wake = make(chan struct{})
-	g.mu.Unlock()
-	close(w)
+	g.wakeLocked()
 }
 
 // groupFor returns the group of a channel, creating both.
