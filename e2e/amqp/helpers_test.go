@@ -2,8 +2,6 @@ package amqp
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/e2e/brokerenv"
+	"github.com/microchannels/channels/e2e/interop"
 )
 
 func needAMQP(t *testing.T) {
@@ -22,9 +21,11 @@ func needAMQP(t *testing.T) {
 	brokerenv.Need(t, "amqp", brokerenv.PingAMQP)
 }
 
-func unique(base string) string {
-	return fmt.Sprintf("%s.%d.%d", base, os.Getpid(), time.Now().UnixNano())
-}
+var (
+	unique       = interop.Unique
+	eventually   = interop.Eventually
+	consistently = interop.Consistently
+)
 
 type service struct {
 	Name          string
@@ -40,35 +41,8 @@ func startPlugin(t *testing.T, schema any, aopts []chamqp.Option, opts ...channe
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := channels.New(append([]channels.Option{channels.WithAdapter(a),
-		channels.WithBackoff(broker.ConstantBackoff(50 * time.Millisecond))}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if schema != nil {
-		if err := p.Register(schema); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = p.Stop(ctx)
-	})
-	return p, a
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	gomega.NewWithT(t).Eventually(cond).WithTimeout(timeout).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
-}
-
-func consistently(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
+	opts = append([]channels.Option{channels.WithBackoff(broker.ConstantBackoff(50 * time.Millisecond))}, opts...)
+	return interop.StartPlugin(t, a, schema, opts...), a
 }
 
 // rawConn is a plain amqp091 connection for inspecting the broker.

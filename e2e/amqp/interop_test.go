@@ -2,15 +2,11 @@ package amqp
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"go-micro.dev/v4/metadata"
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
@@ -36,71 +32,33 @@ import (
 //     channel using it: 0.1.8's fanout has no routing), or from queue Q. They
 //     carry only x-original-channel and x-original-group.
 
-func TestInteropGoToNode(t *testing.T) {
-	needAMQP(t)
-	interop.Need(t)
-	ch := unique("interop.go2node")
-	cleanup(t, []string{"node-group." + ch}, []string{ch})
-	node := interop.Consume(t, "--adapter", brokerenv.AMQPURL(), "--channel", ch, "--group", "node-group", "--count", "1", "--context")
-	p, _ := startPlugin(t, nil, nil)
-	ctx := metadata.NewContext(context.Background(), metadata.Metadata{"Tenant": "acme"})
-	ctx = channels.WithMeta(ctx, map[string]any{"userId": 42})
-	if err := p.SendToChannel(ctx, ch, map[string]any{"id": 7, "name": "John"}, broker.WithHeader("k", "v")); err != nil {
-		t.Fatal(err)
-	}
-	got := node.Wait(t, 1, 30*time.Second)[0]
-	var payload map[string]any
-	if err := json.Unmarshal(got.Payload, &payload); err != nil || payload["id"] != 7.0 || payload["name"] != "John" {
-		t.Fatalf("payload %s", got.Payload)
-	}
-	if got.Headers["k"] != "v" || got.Headers["$requestID"] == "" {
-		t.Fatalf("headers %v", got.Headers)
-	}
-	if got.Meta["Tenant"] != "acme" || got.Meta["userId"] != 42.0 {
-		t.Fatalf("meta %v", got.Meta)
-	}
+// scenarios are the interop tests shared by the brokers, on RabbitMQ. Each
+// channel's exchange, its groups' queues and the queue named like it (where
+// Go dead letters to it land) are deleted at the end of the test.
+var scenarios = interop.Scenarios{
+	Adapter: brokerenv.AMQPURL(),
+	Need:    needAMQP,
+	Start: func(t *testing.T, schema any) *channels.Plugin {
+		p, _ := startPlugin(t, schema, nil)
+		return p
+	},
+	Uses: func(t *testing.T, ch string, groups ...string) {
+		queues := []string{ch}
+		for _, g := range groups {
+			queues = append(queues, g+"."+ch)
+		}
+		cleanup(t, queues, []string{ch})
+	},
 }
 
+// Go sends, a Node service consumes in its own group (queue
+// node-group.P.n), with headers and context.
+func TestInteropGoToNode(t *testing.T) { scenarios.GoToNode(t) }
+
+// Node sends headers k=v and n=5 (an AMQP table integer, read as "5"); each
+// message has an ID.
 func TestInteropNodeToGo(t *testing.T) {
-	needAMQP(t)
-	interop.Need(t)
-	ch := unique("interop.node2go")
-	cleanup(t, []string{"gosvc." + ch}, []string{ch})
-	var mu sync.Mutex
-	var msgs []*channels.Message
-	var infos []*channels.CallInfo
-	startPlugin(t, &service{Name: "gosvc", Channels: channels.Channels{ch: channels.On(func(ctx context.Context, m *channels.Message) error {
-		ci, _ := channels.FromContext(ctx)
-		mu.Lock()
-		msgs, infos = append(msgs, m), append(infos, ci)
-		mu.Unlock()
-		return nil
-	})}}, nil)
-	interop.Send(t, "--adapter", brokerenv.AMQPURL(), "--channel", ch, "--count", "3", "--payload", `{"name":"Jane"}`,
-		"--headers", `{"k":"v","n":5}`, "--meta", `{"tenant":"acme","n":5}`)
-	eventually(t, 30*time.Second, "3 messages from Node", func() bool { mu.Lock(); defer mu.Unlock(); return len(msgs) == 3 })
-	mu.Lock()
-	defer mu.Unlock()
-	seen := map[int]bool{}
-	for i, m := range msgs {
-		var p struct {
-			I    int    `json:"i"`
-			Name string `json:"name"`
-		}
-		if err := m.Decode(&p); err != nil || p.Name != "Jane" {
-			t.Fatalf("message %d: %+v %v", i, p, err)
-		}
-		seen[p.I] = true
-		if m.Headers["k"] != "v" || m.Headers["n"] != "5" || m.Attempt != 1 || m.ID == "" {
-			t.Fatalf("headers %v attempt %d id %q", m.Headers, m.Attempt, m.ID)
-		}
-		if infos[i].Meta["tenant"] != "acme" || infos[i].Meta["n"] != 5.0 || infos[i].RequestID == "" {
-			t.Fatalf("call info %+v", infos[i])
-		}
-	}
-	if len(seen) != 3 {
-		t.Fatalf("payloads %v", seen)
-	}
+	scenarios.NodeToGo(t, interop.NodeToGo{Headers: map[string]any{"k": "v", "n": 5}, IDs: true})
 }
 
 // TestInteropNodeRetriesGoCount: a message Node failed once (x-redelivered-count
@@ -128,44 +86,11 @@ func TestInteropNodeRetriesGoCount(t *testing.T) {
 	}
 }
 
+// A Go dead letter, read by a Node channel consumer of Q, keeps the original
+// headers ($meta included) and carries x-error-* and x-original-*; queue Q
+// itself holds a copy too.
 func TestInteropGoDeadLetterReadByNode(t *testing.T) {
-	needAMQP(t)
-	interop.Need(t)
-	ch, dlq := unique("interop.dl"), unique("interop.DLQ")
-	cleanup(t, []string{"failing." + ch, "dlq-reader." + dlq, dlq}, []string{ch, dlq})
-	node := interop.Consume(t, "--adapter", brokerenv.AMQPURL(), "--channel", dlq, "--group", "dlq-reader", "--count", "1", "--context")
-	startPlugin(t, &service{Name: "failing", Channels: channels.Channels{ch: {MaxRetries: 1,
-		Backoff:       broker.ConstantBackoff(50 * time.Millisecond),
-		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
-		Handler: func(ctx context.Context, m *channels.Message) error {
-			return errors.New("Something happened")
-		}}}}, nil)
-	sender, _ := startPlugin(t, nil, nil)
-	ctx := channels.WithMeta(context.Background(), map[string]any{"m": 2})
-	if err := sender.SendToChannel(ctx, ch, map[string]int{"id": 1}, broker.WithHeader("k", "v")); err != nil {
-		t.Fatal(err)
-	}
-	got := node.Wait(t, 1, 30*time.Second)[0]
-	h := got.Headers
-	for k, want := range map[string]string{"x-error-message": "Something happened", "x-error-name": "Error",
-		"x-original-channel": ch, "x-original-group": "failing", "x-redelivered-count": "1", "k": "v"} {
-		if h[k] != want {
-			t.Errorf("%s = %q, want %q", k, h[k], want)
-		}
-	}
-	if h["x-original-id"] == "" || h["x-error-timestamp"] == "" {
-		t.Errorf("headers %v", h)
-	}
-	if got.Meta["m"] != 2.0 {
-		t.Errorf("meta %v, want the original $meta", got.Meta)
-	}
-	if stack, err := base64.StdEncoding.DecodeString(h["x-error-stack"]); err != nil || !strings.Contains(string(stack), "Something happened") {
-		t.Errorf("stack %q %v", stack, err)
-	}
-	var p map[string]any
-	if err := json.Unmarshal(got.Payload, &p); err != nil || p["id"] != 1.0 {
-		t.Fatalf("payload %s", got.Payload)
-	}
+	ch, dlq := scenarios.GoDeadLetterReadByNode(t, interop.GoDeadLetter{Meta: map[string]any{"m": 2}})
 	// The queue named Q holds the copy too (where 0.1.8 puts its own dead letters).
 	raw := rawChannel(t, rawConn(t))
 	if d := getOne(t, raw, dlq, 10*time.Second); d.Headers["x-original-channel"] != ch {

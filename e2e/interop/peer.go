@@ -2,6 +2,10 @@
 // @moleculer/channels middleware (pinned in package.json), from Go tests, to
 // prove wire compatibility in both directions. `make interop-deps` (part of
 // `make test`) installs its node_modules with npm ci.
+//
+// Scenarios are the interop tests every broker's test package runs; the
+// package also holds the small helpers those packages share (Unique,
+// Eventually, Consistently, StartPlugin).
 package interop
 
 import (

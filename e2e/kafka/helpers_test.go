@@ -2,17 +2,14 @@ package kafka
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/onsi/gomega"
-
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
+	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -27,9 +24,11 @@ func needKafka(t *testing.T) {
 	brokerenv.Need(t, "kafka", func() error { return brokerenv.Dial(brokerenv.KafkaBrokers()[0]) })
 }
 
-func unique(base string) string {
-	return fmt.Sprintf("%s.%d.%d", base, os.Getpid(), time.Now().UnixNano())
-}
+var (
+	unique       = interop.Unique
+	eventually   = interop.Eventually
+	consistently = interop.Consistently
+)
 
 type service struct {
 	Name     string
@@ -44,24 +43,7 @@ func startPlugin(t *testing.T, schema any) *channels.Plugin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := channels.New(channels.WithAdapter(a))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if schema != nil {
-		if err := p.Register(schema); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = p.Stop(ctx)
-	})
-	return p
+	return interop.StartPlugin(t, a, schema)
 }
 
 type rec struct {
@@ -77,13 +59,3 @@ func (r *rec) handle(_ context.Context, m *channels.Message) error {
 }
 
 func (r *rec) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.msgs) }
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	gomega.NewWithT(t).Eventually(cond).WithTimeout(timeout).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
-}
-
-func consistently(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
-}

@@ -1,16 +1,12 @@
 package nats
 
 import (
-	"context"
-	"fmt"
-	"os"
 	"testing"
 	"time"
 
-	"github.com/onsi/gomega"
-
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
+	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/jetstream"
 )
 
@@ -25,9 +21,11 @@ func needNATS(t *testing.T) {
 	brokerenv.Need(t, "nats", func() error { return brokerenv.DialURL(natsURL()) })
 }
 
-func unique(base string) string {
-	return fmt.Sprintf("%s.%d.%d", base, os.Getpid(), time.Now().UnixNano())
-}
+var (
+	unique       = interop.Unique
+	eventually   = interop.Eventually
+	consistently = interop.Consistently
+)
 
 type service struct {
 	Name          string
@@ -53,29 +51,9 @@ func newPlugin(t *testing.T, o jetstream.ChannelOptions, opts ...channels.Option
 // the end of the test.
 func startPlugin(t *testing.T, o jetstream.ChannelOptions, schema any, opts ...channels.Option) *channels.Plugin {
 	t.Helper()
-	p := newPlugin(t, o, opts...)
-	if schema != nil {
-		if err := p.Register(schema); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Start(context.Background()); err != nil {
+	a, err := jetstream.New(natsURL(), jetstream.WithChannelOptions(o))
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = p.Stop(ctx)
-	})
-	return p
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	gomega.NewWithT(t).Eventually(cond).WithTimeout(timeout).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
-}
-
-func consistently(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
+	return interop.StartPlugin(t, a, schema, opts...)
 }

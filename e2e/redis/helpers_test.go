@@ -1,16 +1,11 @@
 package redis
 
 import (
-	"context"
-	"fmt"
-	"os"
 	"testing"
-	"time"
-
-	"github.com/onsi/gomega"
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
+	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/redis"
 )
 
@@ -19,9 +14,11 @@ func needRedis(t *testing.T) {
 	brokerenv.Need(t, "redis", brokerenv.PingRedis)
 }
 
-func unique(base string) string {
-	return fmt.Sprintf("%s.%d.%d", base, os.Getpid(), time.Now().UnixNano())
-}
+var (
+	unique       = interop.Unique
+	eventually   = interop.Eventually
+	consistently = interop.Consistently
+)
 
 // startPlugin starts a plugin on the test Redis with the given consumer
 // timings and schema, and stops it at the end of the test.
@@ -37,35 +34,7 @@ func startPluginAt(t *testing.T, url string, timings redis.ChannelOptions, schem
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := channels.New(append([]channels.Option{channels.WithAdapter(a)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if schema != nil {
-		if err := p.Register(schema); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = p.Stop(ctx)
-	})
-	return p
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	gomega.NewWithT(t).Eventually(cond).WithTimeout(timeout).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
-}
-
-// consistently fails if cond turns false during d.
-func consistently(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
+	return interop.StartPlugin(t, a, schema, opts...)
 }
 
 type service struct {

@@ -1,0 +1,90 @@
+package interop
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
+	"go-micro.dev/v4/metadata"
+
+	"github.com/microchannels/channels"
+)
+
+// Unique makes a name (channel, queue, group) no other test or run uses.
+func Unique(base string) string {
+	return fmt.Sprintf("%s.%d.%d", base, os.Getpid(), time.Now().UnixNano())
+}
+
+// Eventually fails the test unless cond turns true within timeout.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(timeout).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
+}
+
+// Consistently fails the test if cond turns false during d.
+func Consistently(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), what)
+}
+
+// StartPlugin starts a plugin on adapter (anything channels.WithAdapter
+// takes) with schema (nil: a sender) and stops it at the end of the test.
+func StartPlugin(t testing.TB, adapter any, schema any, opts ...channels.Option) *channels.Plugin {
+	t.Helper()
+	p, err := channels.New(append([]channels.Option{channels.WithAdapter(adapter)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if schema != nil {
+		if err := p.Register(schema); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = p.Stop(ctx)
+	})
+	return p
+}
+
+// service is a schema of one plugin: its name and channels.
+type service struct {
+	Name     string
+	Channels channels.Channels
+}
+
+// recorder is a channel handler keeping each message with the call info
+// and go-micro metadata of its context.
+type recorder struct {
+	mu    sync.Mutex
+	msgs  []*channels.Message
+	infos []*channels.CallInfo
+	mds   []metadata.Metadata
+}
+
+func (r *recorder) handle(ctx context.Context, m *channels.Message) error {
+	ci, _ := channels.FromContext(ctx)
+	md, _ := metadata.FromContext(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs, r.infos, r.mds = append(r.msgs, m), append(r.infos, ci), append(r.mds, md)
+	return nil
+}
+
+func (r *recorder) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.msgs) }
+
+// all returns what was recorded so far, index by index.
+func (r *recorder) all() ([]*channels.Message, []*channels.CallInfo, []metadata.Metadata) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*channels.Message(nil), r.msgs...), append([]*channels.CallInfo(nil), r.infos...),
+		append([]metadata.Metadata(nil), r.mds...)
+}
