@@ -28,16 +28,11 @@ func init() {
 
 // conn is what a connected adapter uses, read without a lock on every send.
 type conn struct {
-	client  *kafkago.Client
-	writers sync.Map // writerKey -> *kafkago.Writer
-	// topics remembers the topics known to exist, so that a send to a
-	// channel without a topic creates it once.
-	topics sync.Map
-}
-
-type writerKey struct {
-	acks Acks
-	comp Compression
+	client *kafkago.Client
+	queues sync.Map // queueKey -> *queue (producer.go)
+	// topics remembers the partitions of the topics known to exist, so
+	// that a send to a channel without a topic creates it once.
+	topics sync.Map // topic -> []int
 }
 
 // Adapter implements broker.Adapter on Apache Kafka with kafka-go: a
@@ -45,17 +40,16 @@ type writerKey struct {
 // run up to MaxInFlight messages at once, and offsets are committed only up
 // to the last message processed without a gap.
 type Adapter struct {
-	brokers      []string
-	display      string
-	tls          *tls.Config
-	sasl         sasl.Mechanism
-	clientID     string
-	acks         Acks
-	batchTimeout time.Duration
-	batchSize    int
-	transport    *kafkago.Transport
-	dialer       *kafkago.Dialer
-	chopts       ChannelOptions
+	brokers   []string
+	display   string
+	tls       *tls.Config
+	sasl      sasl.Mechanism
+	clientID  string
+	acks      Acks
+	batchSize int
+	transport *kafkago.Transport
+	dialer    *kafkago.Dialer
+	chopts    ChannelOptions
 
 	state broker.ConnState
 	mu    sync.Mutex
@@ -101,7 +95,7 @@ func NewWithBrokers(brokers []string, opts ...Option) (*Adapter, error) {
 }
 
 func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
-	a.acks, a.batchTimeout, a.batchSize = AcksAll, DefaultBatchTimeout, DefaultBatchSize
+	a.acks, a.batchSize = AcksAll, DefaultBatchSize
 	for _, o := range opts {
 		if o == nil {
 			continue
@@ -198,36 +192,6 @@ func (a *Adapter) conn() (*conn, error) {
 	return c, nil
 }
 
-// writer returns the writer of an acknowledgement level and compression.
-func (a *Adapter) writer(c *conn, acks Acks, comp Compression) *kafkago.Writer {
-	if acks == acksUnset {
-		acks = a.acks
-	}
-	k := writerKey{acks, comp}
-	if w, ok := c.writers.Load(k); ok {
-		return w.(*kafkago.Writer)
-	}
-	w := &kafkago.Writer{
-		Addr:         kafkago.TCP(a.brokers...),
-		Transport:    c.client.Transport,
-		Balancer:     &kafkago.Murmur2Balancer{},
-		RequiredAcks: acks.native(),
-		Compression:  comp.native(),
-		BatchTimeout: a.batchTimeout,
-		BatchSize:    a.batchSize,
-		BatchBytes:   16 << 20,
-		MaxAttempts:  3,
-		// Topics are created by the adapter, with the channel's partition
-		// count, never by the broker's auto-creation.
-		AllowAutoTopicCreation: false,
-	}
-	got, loaded := c.writers.LoadOrStore(k, w)
-	if loaded {
-		return got.(*kafkago.Writer)
-	}
-	return w
-}
-
 // Publish writes one message and returns once the broker acknowledged it
 // (at the adapter's or the send's Acks level). A channel without a topic
 // gets one, with the adapter's topic options.
@@ -264,10 +228,9 @@ func prepare(out *broker.Outgoing) (SendOptions, error) {
 }
 
 // PublishBatch writes msgs in produce requests shared by the messages of
-// the same partition (a request holds up to the adapter's batch size), and
-// reports each message's result. Messages with their own partition,
-// timeout, acknowledgement level or compression are written like single
-// sends, concurrently with the rest.
+// the same partition (up to the adapter's batch size each), and reports
+// each message's result. Messages with a timeout of their own are written
+// like single sends, concurrently with the rest.
 func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*broker.Outgoing) []error {
 	c, err := a.conn()
 	if err != nil {
@@ -278,6 +241,7 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 	}
 	errs := make([]error, len(msgs))
 	var batch []kafkago.Message
+	var opts []SendOptions
 	var idx []int
 	var wg sync.WaitGroup
 	for i, out := range msgs {
@@ -286,7 +250,7 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 			errs[i] = err
 			continue
 		}
-		if so.HasPartition || so.Timeout > 0 || so.Acks != acksUnset || so.Compression != compressionUnset {
+		if so.Timeout > 0 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -294,23 +258,14 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 			}()
 			continue
 		}
-		batch = append(batch, kafkago.Message{Topic: channel, Key: so.Key, Value: out.Payload, Headers: toKafkaHeaders(out.Headers)})
+		batch = append(batch, kafkago.Message{Key: so.Key, Value: out.Payload, Headers: toKafkaHeaders(out.Headers)})
+		opts = append(opts, so)
 		idx = append(idx, i)
 	}
 	if len(batch) > 0 {
-		err := a.writer(c, acksUnset, compressionUnset).WriteMessages(ctx, batch...)
-		var we kafkago.WriteErrors
-		switch {
-		case err == nil:
-		case errors.As(err, &we) && len(we) == len(batch):
-			for j, e := range we {
-				if e != nil {
-					errs[idx[j]] = &broker.PublishError{Channel: channel, Err: e}
-				}
-			}
-		default:
-			for _, i := range idx {
-				errs[i] = &broker.PublishError{Channel: channel, Err: err}
+		for j, err := range a.produce(ctx, c, channel, opts, batch) {
+			if err != nil {
+				errs[idx[j]] = &broker.PublishError{Channel: channel, Err: err}
 			}
 		}
 	}
@@ -318,24 +273,9 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 	return broker.BatchErrors(errs)
 }
 
-// write sends one message: through the batching writer, or, for an
-// explicit partition, as one produce request to that partition.
+// write sends one message and returns once it is acknowledged.
 func (a *Adapter) write(ctx context.Context, c *conn, topic string, so SendOptions, value []byte, headers []kafkago.Header) error {
-	if so.HasPartition {
-		acks := so.Acks
-		if acks == acksUnset {
-			acks = a.acks
-		}
-		res, err := c.client.Produce(ctx, &kafkago.ProduceRequest{
-			Topic: topic, Partition: so.Partition, RequiredAcks: acks.native(), Compression: so.Compression.native(),
-			Records: kafkago.NewRecordReader(kafkago.Record{Key: bytesOrNil(so.Key), Value: kafkago.NewBytes(value), Headers: headers}),
-		})
-		if err == nil && res.Error != nil {
-			err = res.Error
-		}
-		return err
-	}
-	return a.writer(c, so.Acks, so.Compression).WriteMessages(ctx, kafkago.Message{Topic: topic, Key: so.Key, Value: value, Headers: headers})
+	return a.produce(ctx, c, topic, []SendOptions{so}, []kafkago.Message{{Key: so.Key, Value: value, Headers: headers}})[0]
 }
 
 func bytesOrNil(b []byte) kafkago.Bytes {
@@ -411,12 +351,6 @@ func (a *Adapter) Close(ctx context.Context) error {
 	defer a.mu.Unlock()
 	a.state.SetClosed()
 	a.cur.Store(nil)
-	c.writers.Range(func(_, w any) bool {
-		if err := w.(*kafkago.Writer).Close(); err != nil {
-			errs = append(errs, fmt.Errorf("channels/kafka: closing a writer: %w", err))
-		}
-		return true
-	})
 	if t, ok := c.client.Transport.(*kafkago.Transport); ok {
 		t.CloseIdleConnections()
 	}

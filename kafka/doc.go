@@ -94,10 +94,13 @@
 //
 // # Latency
 //
-// kafka-go's defaults favour throughput (a send waits up to 1s for a batch,
-// a fetch up to 10s). Here a send waits DefaultBatchTimeout (100µs) for
-// others to share its produce request (WithBatching trades latency for
-// larger requests), and a fetch returns as soon as one message is there
+// kafka-go's Writer favours throughput: a send waits up to BatchTimeout
+// (1s by default) for its batch to fill. The adapter writes with kafka-go's
+// produce requests and no lingering instead: a send to an idle partition is
+// written at once, and the sends that arrive while a partition's request is
+// in flight are written together in the next one (at most WithMaxBatch
+// messages), so a lone message waits for no timer and concurrent senders
+// share requests. A fetch returns as soon as one message is there
 // (MinBytes 1; MaxWait only bounds an empty long poll). Sends are
 // acknowledged by every in-sync replica by default (WithDefaultAcks,
 // WithAcks per send).

@@ -17,8 +17,10 @@ import (
 )
 
 // Defaults. The timings favour latency: a lone message is written at once
-// (BatchTimeout) and read as soon as the broker has it (a fetch returns
-// with the first byte; MaxWait only bounds an empty long poll).
+// (no batch timer: the sends that arrive while a partition's request is in
+// flight share the next one) and read as soon as the broker has it (a
+// fetch returns with the first byte; MaxWait only bounds an empty long
+// poll).
 const (
 	DefaultURL = "kafka://127.0.0.1:9092"
 	// DefaultPartitions is the partition count of the topics the adapter
@@ -28,9 +30,6 @@ const (
 	// DefaultReplicationFactor (-1) lets the broker apply its
 	// default.replication.factor.
 	DefaultReplicationFactor = -1
-	// DefaultBatchTimeout is how long a send waits for others to share its
-	// produce request. kafka-go's own default is 1s.
-	DefaultBatchTimeout = 100 * time.Microsecond
 	// DefaultBatchSize bounds the messages of one produce request.
 	DefaultBatchSize = 1000
 	// DefaultMaxWait bounds an empty fetch (long poll) of a partition.
@@ -407,16 +406,15 @@ func WithDefaultAcks(acks Acks) Option {
 	}
 }
 
-// WithBatching sets how long a send waits for others to share its produce
-// request, and the most messages of one request (defaults
-// DefaultBatchTimeout, DefaultBatchSize). A longer timeout trades the
-// latency of each send for fewer, larger requests.
-func WithBatching(timeout time.Duration, size int) Option {
+// WithMaxBatch sets the most messages of one produce request (default
+// DefaultBatchSize). Sends never wait for a batch to fill: the messages
+// sent while a partition's request is in flight go together in the next.
+func WithMaxBatch(size int) Option {
 	return func(a *Adapter) error {
-		if timeout <= 0 || size <= 0 {
-			return fmt.Errorf("%w: kafka batch timeout and size must be > 0", broker.ErrInvalidOption)
+		if size <= 0 {
+			return fmt.Errorf("%w: kafka batch size must be > 0", broker.ErrInvalidOption)
 		}
-		a.batchTimeout, a.batchSize = timeout, size
+		a.batchSize = size
 		return nil
 	}
 }

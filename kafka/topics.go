@@ -38,10 +38,11 @@ func (a *Adapter) ensureTopic(ctx context.Context, c *conn, topic string, o Topi
 	if err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
 		return fmt.Errorf("channels/kafka: creating topic %q: %w", topic, err)
 	}
-	if _, err := a.partitions(ctx, c, topic, true); err != nil {
+	ids, err := a.partitions(ctx, c, topic, true)
+	if err != nil {
 		return err
 	}
-	c.topics.Store(topic, struct{}{})
+	c.topics.Store(topic, ids)
 	return nil
 }
 
