@@ -63,7 +63,7 @@ func (p *partition) run(ctx context.Context) {
 	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers: s.a.brokers, Dialer: s.cfg.Dialer, Topic: s.ch.Name, Partition: p.id,
 		MinBytes: 1, MaxBytes: s.opts.MaxBytes, MaxWait: s.opts.MaxWait,
-		QueueCapacity:   min(max(2*s.MaxInFlight(), 16), 1000),
+		QueueCapacity:   min(max(2*s.MaxInFlight(), 100), 1000),
 		ReadBackoffMin:  50 * time.Millisecond,
 		ReadBackoffMax:  time.Second,
 		ReadLagInterval: -1,
