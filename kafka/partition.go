@@ -37,6 +37,20 @@ type partition struct {
 	timers    map[*time.Timer]struct{}
 	lanes     map[string][]*delivery // ordered channels: the head of a lane runs, the rest wait
 	closed    bool
+	// careful counts the messages still to run one at a time after an
+	// unclean handover; headRuns is the runs already started of the
+	// message at the committed offset (commit metadata run:<n>).
+	careful  int
+	headRuns int
+	headOff  int64
+}
+
+// beCareful makes the partition run its first messages one at a time,
+// each after a commit counting its runs (see metaRun).
+func (p *partition) beCareful(headRuns int) {
+	p.mu.Lock()
+	p.careful, p.headRuns, p.headOff = max(p.s.MaxInFlight(), 1), headRuns, p.pos
+	p.mu.Unlock()
 }
 
 func newPartition(g *generation, id int, start int64) *partition {
@@ -92,7 +106,7 @@ func (p *partition) run(ctx context.Context) {
 	// message still running after it is delivered again to the partition's
 	// next owner.
 	p.waitIdle(s.opts.RebalanceTimeout * 3 / 4)
-	p.g.commit([]*partition{p})
+	p.g.commit([]*partition{p}, metaClean, true)
 }
 
 // fetch reads messages and dispatches them.
@@ -101,7 +115,7 @@ func (p *partition) fetch(ctx context.Context, r *kafkago.Reader) {
 	var retry broker.Reconnect
 	for {
 		p.mu.Lock()
-		for p.held >= p.maxHeld() && !p.closed && ctx.Err() == nil {
+		for (p.held >= p.maxHeld() || p.careful > 0 && p.running > 0) && !p.closed && ctx.Err() == nil {
 			p.cond.Wait()
 		}
 		p.mu.Unlock()
@@ -135,6 +149,7 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 		p.settled(m.Offset)
 		return true
 	}
+	p.countRun(d)
 	if at, ok := notBefore(d.hdrs); ok && time.Until(at) > 0 {
 		p.hold(d, time.Until(at))
 		return true
@@ -156,6 +171,37 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 	}
 	p.start(d)
 	return ctx.Err() == nil
+}
+
+// countRun, in careful mode, commits the message's offset with the number
+// of its runs started (this one included) before it runs, when every
+// message before it is settled, and gives the kit that count as its
+// deliveries: a message whose runs kill the consumer is given up after
+// MaxDeliveries.
+func (p *partition) countRun(d *delivery) {
+	p.mu.Lock()
+	if p.careful == 0 {
+		p.mu.Unlock()
+		return
+	}
+	p.careful--
+	off := d.km.Offset
+	atHead := p.pos == off
+	runs := 1
+	if off == p.headOff {
+		runs = p.headRuns + 1
+	}
+	p.mu.Unlock()
+	if !atHead {
+		return
+	}
+	err := p.g.commitOffsets([]kafkago.OffsetCommit{{Partition: p.id, Offset: off, Metadata: metaRun + strconv.Itoa(runs)}})
+	if err != nil {
+		p.s.log.Debug("channels/kafka: counting a run failed", "channel", p.s.ch.Name, "partition", p.id, "error", broker.Redact(err.Error()))
+		return
+	}
+	p.committedAt(off)
+	d.Deliveries = runs
 }
 
 // start runs d on a slot already taken.

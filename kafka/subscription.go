@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,7 +123,7 @@ func (s *subscription) finish(ctx context.Context, _ bool) error {
 	done := make(chan error, 1)
 	go func() {
 		if g != nil {
-			g.commit(g.all())
+			g.commit(g.all(), metaClean, true)
 		}
 		done <- cg.Close()
 	}()
@@ -197,6 +199,7 @@ func (s *subscription) runGeneration(kg *kafkago.Generation) {
 	}
 	s.log.Debug("channels/kafka: partitions assigned", "channel", s.ch.Name, "group", s.group,
 		"generation", kg.ID, "partitions", len(g.parts))
+	g.handoverState()
 	s.mu.Lock()
 	s.gen = g
 	s.mu.Unlock()
@@ -225,7 +228,7 @@ func (g *generation) commitLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			g.commit(g.all())
+			g.commit(g.all(), metaLive, false)
 		}
 	}
 }
@@ -238,30 +241,104 @@ func (g *generation) all() []*partition {
 	return ps
 }
 
-// commit commits the processed position of ps (the partitions that moved).
-func (g *generation) commit(ps []*partition) {
+// Commit metadata. Every commit says whether the member that made it was
+// handing its partitions over (clean) or still running them (live); a
+// commit made before a message runs alone says how many runs of the
+// message at that offset were started (run:<n>). A member that finds a
+// partition committed live or run:<n> knows its previous owner died with
+// messages running, and runs the first messages one at a time (careful
+// mode), counting the runs of each, so that a message that kills its
+// consumer is found and given up after MaxDeliveries.
+const (
+	metaLive  = "live"
+	metaClean = "clean"
+	metaRun   = "run:"
+)
+
+// commit commits the processed position of ps: the partitions that moved,
+// or all of them with force (a handover), with meta.
+func (g *generation) commit(ps []*partition, meta string, force bool) {
 	g.commitMu.Lock()
 	defer g.commitMu.Unlock()
-	offsets := map[int]int64{}
+	var commits []kafkago.OffsetCommit
 	for _, p := range ps {
-		if pos, moved := p.position(); moved {
-			offsets[p.id] = pos
+		if pos, moved := p.position(); (moved || force) && pos >= 0 {
+			commits = append(commits, kafkago.OffsetCommit{Partition: p.id, Offset: pos, Metadata: meta})
 		}
 	}
-	if len(offsets) == 0 {
+	if len(commits) == 0 {
 		return
 	}
-	err := g.kg.CommitOffsets(map[string]map[int]int64{g.s.ch.Name: offsets})
-	if err != nil {
+	if err := g.commitOffsets(commits); err != nil {
 		g.s.log.Warn("channels/kafka: committing offsets failed; the messages processed since the last commit will be delivered again",
 			"channel", g.s.ch.Name, "group", g.s.group, "error", broker.Redact(err.Error()))
 		return
 	}
-	for _, p := range ps {
-		if off, ok := offsets[p.id]; ok {
-			p.committedAt(off)
+	for _, c := range commits {
+		g.parts[c.Partition].committedAt(c.Offset)
+	}
+}
+
+// commitOffsets commits as this member of the generation.
+func (g *generation) commitOffsets(commits []kafkago.OffsetCommit) error {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+	defer cancel()
+	res, err := g.s.c.client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: g.s.group,
+		GenerationID: int(g.kg.ID), MemberID: g.kg.MemberID, Topics: map[string][]kafkago.OffsetCommit{g.s.ch.Name: commits}})
+	if err != nil {
+		return err
+	}
+	for _, p := range res.Topics[g.s.ch.Name] {
+		if p.Error != nil {
+			return p.Error
 		}
 	}
+	return nil
+}
+
+// handoverState reads the commit metadata of the assigned partitions and
+// puts the partitions whose previous owner died into careful mode.
+func (g *generation) handoverState() {
+	ids := make([]int, 0, len(g.parts))
+	for id := range g.parts {
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+	defer cancel()
+	var res *kafkago.OffsetFetchResponse
+	err := untilSettled(ctx, func() error {
+		var err error
+		if res, err = g.s.c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: g.s.group,
+			Topics: map[string][]int{g.s.ch.Name: ids}}); err == nil {
+			err = res.Error
+		}
+		return err
+	})
+	if err != nil {
+		g.s.log.Warn("channels/kafka: reading the commit metadata failed; deliveries are not counted in this generation",
+			"channel", g.s.ch.Name, "group", g.s.group, "error", broker.Redact(err.Error()))
+		return
+	}
+	for _, fp := range res.Topics[g.s.ch.Name] {
+		p := g.parts[fp.Partition]
+		if p == nil || fp.Error != nil || fp.CommittedOffset != p.pos {
+			continue
+		}
+		switch {
+		case fp.Metadata == metaLive:
+			p.beCareful(0)
+		case strings.HasPrefix(fp.Metadata, metaRun):
+			n, err := strconv.Atoi(strings.TrimPrefix(fp.Metadata, metaRun))
+			if err == nil && n > 0 {
+				p.beCareful(min(n, 1<<20))
+			}
+		}
+	}
+	// From now on a crash of this member leaves its partitions live.
+	g.commit(g.all(), metaLive, true)
 }
 
 // pending counts the messages of this member read and not settled.
