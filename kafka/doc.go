@@ -70,9 +70,18 @@
 // message runs again in the process after the backoff and keeps its place
 // (its lane and its offset) meanwhile; a crash then restarts its attempts
 // from the last copy. A failed dead-letter publish is not committed: the
-// message is dead-lettered again after DefaultKeepDelay. Kafka counts no
-// deliveries, so the poison-pill bound of MaxDeliveries (a message whose
-// runs never end because it kills its consumer) does not apply here.
+// message is dead-lettered again after DefaultKeepDelay.
+//
+// Kafka counts no deliveries, so the adapter counts the runs that never
+// ended itself, in the metadata of its offset commits: periodic commits say
+// "live", the commit of a member handing its partitions over (rebalance,
+// Stop) says "clean". A member that is assigned a partition left "live"
+// knows the previous owner died with messages running: it runs the first
+// MaxInFlight messages one at a time, committing before each one the
+// number of its runs so far ("run:<n>"). A message that kills its consumer
+// each time is thus found and, once its runs pass MaxDeliveries, given up
+// (dead-lettered with ErrMaxDeliveries) without running, and the partition
+// moves on; the other messages of that window run once more at most.
 //
 // # Rebalances and stopping
 //
