@@ -30,7 +30,10 @@ The order of the four columns rotates from one repetition to the next.
 A send returns once the broker accepted the message, as strongly as each side can tell:
 Redis XADD replies, RabbitMQ publisher confirms of persistent messages, JetStream publish acks,
 Kafka acks from all in-sync replicas. @moleculer/channels 0.1.8 publishes to RabbitMQ without
-confirms (its messages are persistent here). Handlers do nothing but record the message.
+confirms (its messages are persistent here), and rejects a send with "Write buffer is full" when
+amqplib asks the caller to wait for the channel's drain event (amqplib took the message): the
+Node script then waits for the drain and goes on, as a caller of 0.1.8 must. Handlers do nothing
+but record the message; a redelivered ping of the latency test is ignored.
 
 | adapter | raw ceiling | Watermill | channels, moleculer-channels |
 |---|---|---|---|

@@ -150,6 +150,7 @@ func runLatency(ctx context.Context, impl Impl, channel string, cfg Config, p Pa
 		mu       sync.Mutex
 		oneWay   []time.Duration
 		startAt  atomic.Int64 // ns since epoch when the measured pings began
+		last     atomic.Int64 // the last ping handled
 		measured atomic.Int64
 		endAt    atomic.Int64
 		done     = make(chan struct{})
@@ -172,6 +173,10 @@ func runLatency(ctx context.Context, impl Impl, channel string, cfg Config, p Pa
 			}
 			return
 		}
+		if int64(i) <= last.Load() {
+			return // a redelivery: the ping went on already
+		}
+		last.Store(int64(i))
 		switch {
 		case i == p.Warmup:
 			startAt.Store(t0)
@@ -194,6 +199,7 @@ func runLatency(ctx context.Context, impl Impl, channel string, cfg Config, p Pa
 			}
 		}
 	}
+	last.Store(-1)
 	s, err := impl.Open(ctx, channel, cfg, handle)
 	if err != nil {
 		return Result{}, err
