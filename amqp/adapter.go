@@ -127,13 +127,8 @@ func NewFromConnection(conn *amqp091.Connection, opts ...Option) (*Adapter, erro
 func newAdapter(urls []string, conn *amqp091.Connection, display string, opts []Option) (*Adapter, error) {
 	a := &Adapter{urls: urls, external: conn, display: display, pubChannels: DefaultPublisherChannels,
 		reconnect: broker.DefaultReconnectBackoff}
-	for _, o := range opts {
-		if o == nil {
-			continue
-		}
-		if err := o(a); err != nil {
-			return nil, err
-		}
+	if err := broker.ApplyOptions(a, opts); err != nil {
+		return nil, err
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -346,7 +341,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if l == nil {
 		return nil, broker.ErrClosed
 	}
-	opts, err := broker.PrepareChannel(ch, "amqp", a.chanOpts, ChannelOptions.merge)
+	opts, err := broker.PrepareChannel(ch, "amqp", a.chanOpts, ChannelOptions.merge, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -314,15 +314,36 @@ func TestPrepareChannel(t *testing.T) {
 		return &broker.Channel{Name: "c", Group: "g", AdapterOptions: opts,
 			Handler: func(context.Context, *broker.Message) error { return nil }}
 	}
-	got, err := broker.PrepareChannel(ch(&chOpt{2}), "test", chOpt{1}, merge)
+	got, err := broker.PrepareChannel(ch(&chOpt{2}), "test", chOpt{1}, merge, nil)
 	if err != nil || got.n != 3 {
 		t.Fatalf("merged %v, %v", got, err)
 	}
 	for name, c := range map[string]*broker.Channel{"foreign type": ch(42), "invalid value": ch(chOpt{-1}),
 		"invalid channel": {Name: "c", Group: "g"}} {
-		if _, err := broker.PrepareChannel(c, "test", chOpt{}, merge); !errors.Is(err, broker.ErrInvalidOption) {
+		if _, err := broker.PrepareChannel(c, "test", chOpt{}, merge, nil); !errors.Is(err, broker.ErrInvalidOption) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+	// Defaults apply after the merge, and their result is validated.
+	got, err = broker.PrepareChannel(ch(), "test", chOpt{}, merge, func(o chOpt) chOpt { o.n += 10; return o })
+	if err != nil || got.n != 10 {
+		t.Fatalf("defaults %v, %v", got, err)
+	}
+	if _, err := broker.PrepareChannel(ch(), "test", chOpt{}, merge, func(o chOpt) chOpt { o.n = -1; return o }); !errors.Is(err, broker.ErrInvalidOption) {
+		t.Fatalf("invalid defaults: %v", err)
+	}
+}
+
+func TestApplyOptions(t *testing.T) {
+	type target struct{ n int }
+	type opt func(*target) error
+	boom := errors.New("boom")
+	var tg target
+	if err := broker.ApplyOptions(&tg, []opt{func(t *target) error { t.n++; return nil }, nil, func(t *target) error { t.n++; return nil }}); err != nil || tg.n != 2 {
+		t.Fatalf("%v %v", tg, err)
+	}
+	if err := broker.ApplyOptions(&tg, []opt{func(*target) error { return boom }, func(t *target) error { t.n = 99; return nil }}); !errors.Is(err, boom) || tg.n == 99 {
+		t.Fatalf("the first error stops: %v %v", tg, err)
 	}
 }
 

@@ -194,10 +194,10 @@ func (c *Channel) Poison(msg *Message, field string, cause error) Outcome {
 
 // PrepareChannel is the first step of every adapter's Subscribe: it
 // normalizes and validates ch, refuses channel options of any type but T
-// (or *T), and returns base (the adapter-wide options) overlaid by the
-// channel's own T through merge, after validating it. The caller applies
-// its defaults.
-func PrepareChannel[T interface{ Validate() error }](ch *Channel, adapter string, base T, merge func(base, over T) T) (T, error) {
+// (or *T), overlays the channel's own T (validated) on base (the
+// adapter-wide options) through merge, then applies defaults (when not
+// nil) and validates the result.
+func PrepareChannel[T interface{ Validate() error }](ch *Channel, adapter string, base T, merge func(base, over T) T, defaults func(T) T) (T, error) {
 	ch.Normalize()
 	if err := ch.Validate(); err != nil {
 		return base, err
@@ -211,7 +211,27 @@ func PrepareChannel[T interface{ Validate() error }](ch *Channel, adapter string
 		}
 		base = merge(base, co)
 	}
+	if defaults != nil {
+		base = defaults(base)
+		if err := base.Validate(); err != nil {
+			return base, fmt.Errorf("channel %q: %w", ch.Name, err)
+		}
+	}
 	return base, nil
+}
+
+// ApplyOptions applies an adapter's functional options to it in order,
+// skipping nil ones; the first error is returned.
+func ApplyOptions[T any, O ~func(*T) error](t *T, opts []O) error {
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(t); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // IsOf reports whether v is a T or a *T (the known-type test of

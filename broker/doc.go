@@ -42,7 +42,8 @@
 //   - [Subscriptions], the set that Adapter.Close drains; [Reconnect], the
 //     backoff of a failing read or reconnection; [ConnState] for
 //     ErrNotConnected/ErrClosed; [CheckOptions] and [Option] / [SendOption]
-//     for typed channel and send options.
+//     for typed channel and send options, [MergedOption] to read merged send
+//     options, [ApplyOptions] for an adapter's functional options.
 //
 // An adapter must:
 //
@@ -51,7 +52,8 @@
 //     Subscriptions.DrainAll).
 //  2. In Subscribe: [PrepareChannel] (normalizes and validates the channel,
 //     refuses options of types it does not know, overlays the channel's typed
-//     options on the adapter-wide ones), provision names and groups, and
+//     options on the adapter-wide ones, applies the adapter's defaults and
+//     validates the result), provision names and groups, and
 //     return a subscription embedding a [Consumer].
 //  3. Fetch: a loop that takes a slot (Acquire), fetches, builds a
 //     [Delivery] — Msg.Attempt = 1 + failed runs the broker (or a record of

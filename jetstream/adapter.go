@@ -85,13 +85,8 @@ func NewFromConn(nc *nats.Conn, opts ...Option) (*Adapter, error) {
 
 func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
 	a.bucket, a.recordTTL = DefaultRecordsBucket, DefaultRecordTTL
-	for _, o := range opts {
-		if o == nil {
-			continue
-		}
-		if err := o(a); err != nil {
-			return nil, err
-		}
+	if err := broker.ApplyOptions(a, opts); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -403,13 +398,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if c == nil {
 		return nil, broker.ErrClosed
 	}
-	opts, err := broker.PrepareChannel(ch, "jetstream", a.chopts, ChannelOptions.merge)
+	opts, err := broker.PrepareChannel(ch, "jetstream", a.chopts, ChannelOptions.merge, ChannelOptions.withDefaults)
 	if err != nil {
 		return nil, err
-	}
-	opts = opts.withDefaults()
-	if err := opts.Validate(); err != nil {
-		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
 	}
 	stream, err := ensureStream(ctx, c.js, ch.Name, opts.Stream)
 	if err != nil {

@@ -96,13 +96,8 @@ func NewWithBrokers(brokers []string, opts ...Option) (*Adapter, error) {
 
 func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
 	a.acks, a.batchSize = AcksAll, DefaultBatchSize
-	for _, o := range opts {
-		if o == nil {
-			continue
-		}
-		if err := o(a); err != nil {
-			return nil, err
-		}
+	if err := broker.ApplyOptions(a, opts); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -298,13 +293,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
-	opts, err := broker.PrepareChannel(ch, "kafka", a.chopts, ChannelOptions.merge)
+	opts, err := broker.PrepareChannel(ch, "kafka", a.chopts, ChannelOptions.merge, ChannelOptions.withDefaults)
 	if err != nil {
 		return nil, err
-	}
-	opts = opts.withDefaults()
-	if err := opts.Validate(); err != nil {
-		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
 	}
 	if err := a.ensureTopic(ctx, c, ch.Name, opts.Topic); err != nil {
 		return nil, err

@@ -86,13 +86,8 @@ func NewFromClient(c goredis.UniversalClient, opts ...Option) (*Adapter, error) 
 
 func newAdapter(uo *goredis.UniversalOptions, c goredis.UniversalClient, display string, opts []Option) (*Adapter, error) {
 	a := &Adapter{uopts: uo, external: c, display: display}
-	for _, o := range opts {
-		if o == nil {
-			continue
-		}
-		if err := o(a); err != nil {
-			return nil, err
-		}
+	if err := broker.ApplyOptions(a, opts); err != nil {
+		return nil, err
 	}
 	if uo != nil {
 		uo.ContextTimeoutEnabled = true
@@ -265,13 +260,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err := a.state.Check(); err != nil {
 		return nil, err
 	}
-	opts, err := broker.PrepareChannel(ch, "redis", a.consumer, ChannelOptions.merge)
+	opts, err := broker.PrepareChannel(ch, "redis", a.consumer, ChannelOptions.merge, ChannelOptions.withDefaults)
 	if err != nil {
 		return nil, err
-	}
-	opts = opts.withDefaults()
-	if err := opts.Validate(); err != nil {
-		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
 	}
 	a.mu.Lock()
 	c := a.client
