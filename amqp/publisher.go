@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
@@ -34,11 +35,15 @@ func (e *ReturnedError) Error() string {
 
 // pubChan is one confirm-mode channel of the pool.
 type pubChan struct {
-	mu      sync.Mutex // guards ch while it is replaced
-	ch      *amqp091.Channel
-	conn    *amqp091.Connection
-	closes  chan *amqp091.Error
-	returns chan amqp091.Return // mandatory channels only
+	mu     sync.Mutex // guards ch while it is replaced
+	ch     *amqp091.Channel
+	conn   *amqp091.Connection
+	closes chan *amqp091.Error
+	// reason is why reasonOf closed, once read from closes: every message
+	// left unconfirmed on that channel reports it.
+	reason   error
+	reasonOf *amqp091.Channel
+	returns  chan amqp091.Return // mandatory channels only
 	// excl serializes the mandatory publishes of the channel, so that a
 	// basic.return (which RabbitMQ sends before the confirm) belongs to the
 	// publish waiting on it.
@@ -96,20 +101,28 @@ func (pc *pubChan) channel(sess *session, mandatory bool) (*amqp091.Channel, err
 	return ch, nil
 }
 
-// closeReason returns why ch closed, when it says so.
+// closeReason returns why ch closed, when it says so. The confirmations
+// of a closing channel may end just before its close notification comes,
+// so it waits for that a little.
 func (pc *pubChan) closeReason(ch *amqp091.Channel) error {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	if pc.ch != ch {
+	if pc.reasonOf == ch && pc.reason != nil {
+		return pc.reason
+	}
+	if pc.ch != ch || pc.closes == nil {
 		return errUnconfirmed
 	}
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
 	select {
 	case e, ok := <-pc.closes:
 		if ok && e != nil {
 			pc.closes = nil
-			return fmt.Errorf("%w: %s", errUnconfirmed, e.Error())
+			pc.reason, pc.reasonOf = fmt.Errorf("%w: %s", errUnconfirmed, e.Error()), ch
+			return pc.reason
 		}
-	default:
+	case <-t.C:
 	}
 	return errUnconfirmed
 }

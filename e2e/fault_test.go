@@ -437,7 +437,9 @@ func faults(tg Target) {
 		ch, group := uniq("fault.stopto"), uniq("fault-stopto")
 		// The first member's handlers ignore cancellation (the worst case): they
 		// finish after Stop returned, unacknowledged, so their messages come again.
-		first, second := &seqRecorder{work: 400 * time.Millisecond}, &seqRecorder{work: 5 * time.Millisecond}
+		// Their work is long enough that a loaded machine, slow between seeing
+		// them run and calling Stop, still stops them mid-run.
+		first, second := &seqRecorder{work: 2 * time.Second}, &seqRecorder{work: 5 * time.Millisecond}
 		p1 := h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: first.handler("first")}}}})
 		wait := sendSpread(h.sender(), ch, total, senders)
 		wait()
