@@ -81,6 +81,11 @@ func (pc *pubChan) channel(sess *session, mandatory bool) (*amqp091.Channel, err
 	if pc.ch != nil && !pc.ch.IsClosed() {
 		return pc.ch, nil
 	}
+	if pc.ch != nil {
+		// The channel being replaced closed: keep its reason for the
+		// messages still waiting on it.
+		pc.takeReasonLocked(pc.ch)
+	}
 	c := sess.current()
 	if c == nil {
 		return nil, errDown
@@ -101,30 +106,37 @@ func (pc *pubChan) channel(sess *session, mandatory bool) (*amqp091.Channel, err
 	return ch, nil
 }
 
-// closeReason returns why ch closed, when it says so. The confirmations
-// of a closing channel may end just before its close notification comes,
-// so it waits for that a little.
+// closeReason returns why ch closed, when it says so.
 func (pc *pubChan) closeReason(ch *amqp091.Channel) error {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
+	if pc.ch == ch {
+		pc.takeReasonLocked(ch)
+	}
 	if pc.reasonOf == ch && pc.reason != nil {
 		return pc.reason
 	}
-	if pc.ch != ch || pc.closes == nil {
-		return errUnconfirmed
+	return errUnconfirmed
+}
+
+// takeReasonLocked reads the close notification of ch, the current
+// channel, into reason. amqp091 marks a channel closed (and ends its
+// confirmations) just before it notifies why, so it waits for that a
+// little.
+func (pc *pubChan) takeReasonLocked(ch *amqp091.Channel) {
+	if pc.closes == nil || (pc.reasonOf == ch && pc.reason != nil) {
+		return
 	}
 	t := time.NewTimer(100 * time.Millisecond)
 	defer t.Stop()
 	select {
 	case e, ok := <-pc.closes:
 		if ok && e != nil {
-			pc.closes = nil
 			pc.reason, pc.reasonOf = fmt.Errorf("%w: %s", errUnconfirmed, e.Error()), ch
-			return pc.reason
 		}
+		pc.closes = nil
 	case <-t.C:
 	}
-	return errUnconfirmed
 }
 
 // discard closes ch so the next send opens a fresh channel.

@@ -34,8 +34,9 @@ type queueKey struct {
 
 // send is one message waiting for its produce request.
 type send struct {
-	rec  kafkago.Record
-	done chan error // buffered: the result, once
+	key, value []byte
+	headers    []kafkago.Header
+	done       chan error // buffered: the result, once
 }
 
 // queue holds the sends of one partition, acknowledgement level and
@@ -92,15 +93,17 @@ func (q *queue) flow() {
 
 // write sends one produce request for batch and hands each send its result.
 func (q *queue) write(batch []*send) {
-	recs := make([]kafkago.Record, len(batch))
-	for i, s := range batch {
-		recs[i] = s.rec
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultWriteTimeout)
 	defer cancel()
 	var res *kafkago.ProduceResponse
 	var err error
 	for attempt := 1; ; attempt++ {
+		// The records are made for each attempt: their key and value are
+		// readers, consumed by the attempt before.
+		recs := make([]kafkago.Record, len(batch))
+		for i, s := range batch {
+			recs[i] = kafkago.Record{Key: bytesOrNil(s.key), Value: kafkago.NewBytes(s.value), Headers: s.headers}
+		}
 		res, err = q.c.client.Produce(ctx, &kafkago.ProduceRequest{
 			Topic: q.key.topic, Partition: q.key.partition, RequiredAcks: q.key.acks.native(),
 			Compression: q.key.comp.native(), Records: kafkago.NewRecordReader(recs...),
@@ -163,8 +166,7 @@ func (a *Adapter) produce(ctx context.Context, c *conn, topic string, so []SendO
 			acks = a.acks
 		}
 		q := c.queue(queueKey{topic: topic, partition: p, acks: acks, comp: o.Compression}, a.batchSize)
-		s := &send{rec: kafkago.Record{Key: bytesOrNil(m.Key), Value: kafkago.NewBytes(m.Value), Headers: m.Headers},
-			done: make(chan error, 1)}
+		s := &send{key: m.Key, value: m.Value, headers: m.Headers, done: make(chan error, 1)}
 		sends[i] = s
 		byQueue[q] = append(byQueue[q], s)
 	}
