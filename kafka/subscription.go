@@ -79,17 +79,22 @@ func (s *subscription) join(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RebalanceTimeout)
 	defer cancel()
-	gen, err := cg.Next(ctx)
+	// Errors while the group forms (a rebalance in progress, a coordinator
+	// moving) are retried by the group itself; Next reports them and goes on.
+	var gen *kafkago.Generation
+	var last error
+	for gen == nil && ctx.Err() == nil {
+		if gen, err = cg.Next(ctx); err != nil && ctx.Err() == nil {
+			last = err
+			s.log.Debug("channels/kafka: joining the group", "channel", s.ch.Name, "group", s.group, "error", broker.Redact(err.Error()))
+		}
+	}
 	s.mu.Lock()
 	s.cg, s.first = cg, gen
 	s.mu.Unlock()
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		_ = cg.Close()
-		return fmt.Errorf("channels/kafka: joining group %q: %v", s.group, broker.Redact(err.Error()))
-	}
-	if err != nil {
+	if gen == nil {
 		s.log.Warn("channels/kafka: the group was not formed before the subscribe deadline; joining goes on",
-			"channel", s.ch.Name, "group", s.group)
+			"channel", s.ch.Name, "group", s.group, "last_error", fmt.Sprint(last))
 	}
 	return nil
 }

@@ -294,8 +294,15 @@ func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
 	if err == nil {
 		err = res.Errors[channel]
 	}
-	if err != nil && !errors.Is(err, kafkago.UnknownTopicOrPartition) {
+	switch {
+	case err != nil && !errors.Is(err, kafkago.UnknownTopicOrPartition):
 		errs = append(errs, fmt.Errorf("channels/kafka: deleting topic %q: %w", channel, err))
+	case err == nil:
+		// Deletion completes in the background: wait until the brokers no
+		// longer list the topic, so that what follows sees it gone.
+		if werr := topicGone(ctx, c, channel); werr != nil {
+			errs = append(errs, fmt.Errorf("channels/kafka: topic %q still listed after its deletion: %w", channel, werr))
+		}
 	}
 	c.topics.Delete(channel)
 	return errors.Join(errs...)
@@ -329,4 +336,27 @@ func deleteGroups(ctx context.Context, c *conn, ids []string) error {
 		}
 	}
 	return nil
+}
+
+// topicGone waits until the metadata no longer lists topic.
+func topicGone(ctx context.Context, c *conn, topic string) error {
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		md, err := c.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+		if err == nil {
+			gone := true
+			for _, t := range md.Topics {
+				if t.Name == topic && t.Error == nil {
+					gone = false
+				}
+			}
+			if gone {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
