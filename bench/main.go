@@ -35,6 +35,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +66,7 @@ func main() {
 		readme       = flag.String("readme", "", "README whose bench section (between the bench markers) is replaced")
 		nodeBin      = flag.String("node", "node", "node binary")
 		nodeScript   = flag.String("node-script", "node/bench.js", "the Node benchmark script")
+		cpuProfile   = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	)
 	flag.IntVar(&p.N, "n", 10000, "messages per throughput run")
 	flag.IntVar(&p.Senders, "senders", 64, "goroutines of the concurrent test")
@@ -74,6 +76,18 @@ func main() {
 	flag.DurationVar(&p.Timeout, "timeout", 2*time.Minute, "bound of one run")
 	flag.IntVar(&reps, "reps", 3, "repetitions")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
