@@ -327,7 +327,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 func GroupID(group, channel string) string { return group + ":" + channel }
 
 // Close drains the subscriptions not drained yet (bounded by ctx) and
-// closes the writers and connections.
+// closes the idle connections of the transport.
 func (a *Adapter) Close(ctx context.Context) error {
 	a.mu.Lock()
 	c := a.cur.Load()
