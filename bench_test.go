@@ -2,6 +2,7 @@ package channels_test
 
 import (
 	"context"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -174,6 +175,6 @@ func waitSettled(b *testing.B, a *memory.Adapter) {
 		if time.Now().After(deadline) {
 			b.Fatalf("messages not settled: %+v", st)
 		}
-		time.Sleep(time.Microsecond)
+		runtime.Gosched()
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/e2e/interop"
 )
 
 // Target is one adapter the suite runs against.
@@ -240,11 +241,7 @@ func decodeAll[T any](msgs []*broker.Message) []T {
 }
 
 // simulateWork stands for a handler's processing time (not a synchronisation).
-func simulateWork(d time.Duration) {
-	if d > 0 {
-		time.Sleep(d)
-	}
-}
+var simulateWork = interop.SimulateWork
 
 // prepare is the BeforeEach of a target's specs: the broker must answer
 // (a failure under CHANNELS_E2E_REQUIRE=1, else a skip), then a fresh

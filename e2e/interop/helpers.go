@@ -88,3 +88,11 @@ func (r *recorder) all() ([]*channels.Message, []*channels.CallInfo, []metadata.
 	return append([]*channels.Message(nil), r.msgs...), append([]*channels.CallInfo(nil), r.infos...),
 		append([]metadata.Metadata(nil), r.mds...)
 }
+
+// SimulateWork stands for a handler's own work (not a wait for a
+// condition): it takes d, so that handlers overlap as real ones do.
+func SimulateWork(d time.Duration) {
+	if d > 0 {
+		time.Sleep(d)
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -52,7 +53,7 @@ func (r *orderRecorder) handle(_ context.Context, m *channels.Message) error {
 		r.seqs[p.Key] = append(r.seqs[p.Key], p.Seq)
 	}
 	r.mu.Unlock()
-	time.Sleep(2 * time.Millisecond) // work, so that handlers overlap
+	interop.SimulateWork(2 * time.Millisecond)
 	r.mu.Lock()
 	r.running[p.Key]--
 	r.total--

@@ -1,0 +1,175 @@
+package kafka
+
+import (
+	"context"
+	"maps"
+	"strconv"
+	"strings"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// delivery is one message handed to the kit, with its settler.
+type delivery struct {
+	broker.Delivery
+	msg  broker.Message
+	p    *partition
+	km   kafkago.Message
+	hdrs map[string]string // the headers as read, the internal ones included
+	// again is set by a settlement that runs the message again in this
+	// process (an ordered channel's retry, a failed dead-letter publish):
+	// its lane stays taken and its offset unsettled.
+	again bool
+}
+
+// delivery builds the kit's delivery, or nil for a message that is not for
+// this group (a retry copy of another group). prev, when not nil, is the
+// delivery run again.
+func (p *partition) delivery(m kafkago.Message, prev *delivery) *delivery {
+	s := p.s
+	d := &delivery{p: p, km: m}
+	msg := &d.msg
+	msg.SetSerializer(s.ch.Serializer)
+	msg.Channel, msg.Group, msg.Payload, msg.Raw, msg.Timestamp = s.ch.Name, s.ch.Group, m.Value, m, m.Time
+	msg.ID = strconv.Itoa(m.Partition) + ":" + strconv.FormatInt(m.Offset, 10)
+	msg.Attempt = 1
+	d.Delivery = broker.Delivery{Msg: msg, Settle: d}
+	hdrs, err := fromKafkaHeaders(m.Headers)
+	if err != nil {
+		d.DecodeField, d.DecodeErr = "headers", err
+		return d
+	}
+	if g, ok := hdrs[broker.HeaderGroup]; ok {
+		if g != s.ch.Group {
+			return nil
+		}
+		msg.Attempt = 1 + failedRuns(hdrs)
+	}
+	d.hdrs = hdrs
+	if _, internal := hdrs[HeaderNotBefore]; internal {
+		msg.Headers = maps.Clone(hdrs)
+		delete(msg.Headers, HeaderNotBefore)
+	} else {
+		msg.Headers = hdrs
+	}
+	if prev != nil {
+		msg.Attempt = prev.msg.Attempt
+	}
+	return d
+}
+
+// lane is the ordering lane of an ordered channel: the key (PerKey) or the
+// whole partition (PerPartition).
+func (d *delivery) lane() string {
+	if d.p.s.opts.Ordering == PerKey {
+		return string(d.km.Key)
+	}
+	return ""
+}
+
+// finished runs after the delivery was settled: the slot is given back by
+// the kit; the next message of its lane, if any, is started.
+func (d *delivery) finished(broker.Outcome) {
+	p := d.p
+	p.mu.Lock()
+	if p.running > 0 {
+		p.running--
+	}
+	var next *delivery
+	if p.s.opts.Ordering != Unordered && !d.again {
+		lane := d.lane()
+		q := p.lanes[lane]
+		if len(q) > 0 && q[0].km.Offset == d.km.Offset {
+			q = q[1:]
+		}
+		if len(q) == 0 {
+			delete(p.lanes, lane)
+		} else {
+			p.lanes[lane], next = q, q[0]
+		}
+	}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	if next != nil {
+		p.startLater(next)
+	}
+}
+
+func (d *delivery) Ack(context.Context) error {
+	d.p.settled(d.km.Offset)
+	return nil
+}
+
+// Retry hands the failed message to the group again. On an unordered
+// channel it publishes a copy to the channel's topic (same key, so the same
+// partition when keyed) with x-group, x-redelivered-count = failed runs and
+// the not-before time of the backoff, as @moleculer/channels does; the
+// original is settled once the copy is acknowledged. Members of other
+// groups skip the copy. On an ordered channel, or when the copy cannot be
+// published, the message runs again in this process after the delay and
+// holds its lane meanwhile.
+func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
+	p := d.p
+	if p.s.opts.Ordering == Unordered {
+		h := make(map[string]string, len(d.hdrs)+len(failure)+3)
+		for k, v := range d.hdrs {
+			if !strings.HasPrefix(k, broker.HeaderErrorPrefix) {
+				h[k] = v
+			}
+		}
+		maps.Copy(h, failure)
+		h[broker.HeaderGroup] = p.s.ch.Group
+		h[broker.HeaderRedeliveredCount] = strconv.Itoa(d.msg.Attempt)
+		if delay > 0 {
+			h[HeaderNotBefore] = strconv.FormatInt(time.Now().Add(delay).UnixMilli(), 10)
+		}
+		err := p.s.a.write(ctx, p.s.c, p.s.ch.Name, SendOptions{Key: d.km.Key}, d.km.Value, toKafkaHeaders(h))
+		if err == nil {
+			p.settled(d.km.Offset)
+			return nil
+		}
+		p.s.log.Warn("channels/kafka: publishing a retry failed; the message runs again in this process",
+			"channel", p.s.ch.Name, "group", p.s.ch.Group, "id", d.msg.ID, "error", broker.Redact(err.Error()))
+	}
+	d.again = true
+	next := p.delivery(d.km, d)
+	next.msg.Attempt = d.msg.Attempt + 1
+	next.Failure = failure
+	p.hold(next, delay)
+	return nil
+}
+
+// DeadLetter publishes the copy to the dead-letter topic with the kit's
+// headers and x-original-partition, and returns once it is acknowledged.
+func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
+	h := maps.Clone(headers)
+	delete(h, HeaderNotBefore)
+	h[broker.HeaderOriginalPartition] = strconv.Itoa(d.km.Partition)
+	p := d.p
+	if err := p.s.a.ensureTopic(ctx, p.s.c, p.s.ch.DeadLetter.Queue, p.s.opts.Topic); err != nil {
+		return err
+	}
+	return p.s.a.write(ctx, p.s.c, p.s.ch.DeadLetter.Queue, SendOptions{Key: d.km.Key}, payload, toKafkaHeaders(h))
+}
+
+// Keep runs the message again after DefaultKeepDelay as a final failure
+// (dead-lettered without running); its offset stays uncommitted meanwhile.
+// If the process stops first, the next owner runs it again.
+func (d *delivery) Keep(_ context.Context, failure map[string]string) error {
+	d.again = true
+	next := d.p.delivery(d.km, d)
+	next.Final, next.Failure = true, failure
+	d.p.hold(next, DefaultKeepDelay)
+	return nil
+}
+
+// Release leaves the message unsettled: the partition's next reader (this
+// member after a restart, or the next owner) reads it again with the same
+// attempt.
+func (d *delivery) Release(context.Context) error {
+	d.again = true
+	return nil
+}
