@@ -1,6 +1,7 @@
 package channels
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/google/uuid"
 	"go-micro.dev/v4/metadata"
@@ -193,14 +195,32 @@ func titleKey(k string) string {
 
 // newID returns a request or invocation id: a random (version 4) UUID, as
 // moleculer's context ids, so ids never repeat across restarts of a node.
-// The random bytes are read into a stack buffer, so the only allocation is
-// the string.
-func (p *Plugin) newID() string {
-	var u uuid.UUID
-	_, _ = rand.Read(u[:])  // crypto/rand.Read never fails: it crashes the program instead
+func (p *Plugin) newID() string { return idRand.uuid().String() }
+
+// idRand is crypto/rand read ahead for 64 ids at a time (as
+// uuid.EnableRandPool, without changing the uuid package's global state).
+var idRand = &randPool{r: bufio.NewReaderSize(rand.Reader, 64*16)}
+
+type randPool struct {
+	mu sync.Mutex
+	r  *bufio.Reader
+}
+
+// uuid returns a version 4 UUID. The bytes are copied out of the buffer
+// (Peek), so the UUID stays on the caller's stack.
+func (p *randPool) uuid() (u uuid.UUID) {
+	p.mu.Lock()
+	b, err := p.r.Peek(len(u))
+	if err != nil { // crypto/rand does not fail (it crashes the program instead)
+		p.mu.Unlock()
+		return uuid.New()
+	}
+	copy(u[:], b)
+	_, _ = p.r.Discard(len(u))
+	p.mu.Unlock()
 	u[6] = u[6]&0x0f | 0x40 // version 4
 	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
-	return u.String()
+	return u
 }
 
 // contextWrapper is the outermost handler: it turns the context headers of

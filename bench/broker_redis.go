@@ -41,14 +41,19 @@ func (b redisBroker) Name() string {
 }
 
 // client returns a new client with at least poolSize connections (per
-// node on the Cluster).
+// node on the Cluster), speaking RESP2 as the library's adapter does
+// (redis.DefaultProtocol) unless the URL sets protocol=.
 func (b redisBroker) client(poolSize int) (goredis.UniversalClient, error) {
 	if b.cluster {
-		return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: redisClusterAddrs(), PoolSize: poolSize}), nil
+		return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: redisClusterAddrs(), PoolSize: poolSize,
+			Protocol: redis.DefaultProtocol}), nil
 	}
 	o, err := goredis.ParseURL(redisURL())
 	if err != nil {
 		return nil, err
+	}
+	if o.Protocol == 0 {
+		o.Protocol = redis.DefaultProtocol
 	}
 	if poolSize > o.PoolSize {
 		o.PoolSize = poolSize

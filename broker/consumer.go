@@ -37,13 +37,16 @@ type Consumer struct {
 	wantMu  sync.Mutex
 	wanted  bool
 	granted chan struct{} // closed when wanted is cleared
+
+	ahead readAhead // messages read ahead of the free slots (Hold)
+	work  chan job  // handed to a worker waiting for its next message
 }
 
 // NewConsumer returns a consumer for a validated, normalized channel.
 func NewConsumer(ch *Channel) *Consumer {
 	hctx, cancel := context.WithCancel(context.Background())
 	return &Consumer{ch: ch, fl: NewInflight(ch.MaxInFlight), hctx: hctx, cancel: cancel,
-		stop: make(chan struct{}), running: map[*Delivery]struct{}{}}
+		stop: make(chan struct{}), running: map[*Delivery]struct{}{}, work: make(chan job), ahead: newReadAhead()}
 }
 
 // Channel returns the channel consumed.
@@ -161,8 +164,13 @@ func (c *Consumer) SlotsGranted() {
 // TryAcquire takes a slot if one is free right now.
 func (c *Consumer) TryAcquire() bool { return c.fl.TryAcquire() }
 
-// ReleaseSlot frees a slot taken by Acquire that was not handed to Run.
-func (c *Consumer) ReleaseSlot() { c.fl.Release() }
+// ReleaseSlot frees a slot taken by Acquire that was not handed to Run (or
+// runs the oldest held message on it: see Hold).
+func (c *Consumer) ReleaseSlot() {
+	if d := c.handOff(); d != nil {
+		c.start(d, nil)
+	}
+}
 
 // Free returns the number of free slots.
 func (c *Consumer) Free() int { return c.fl.Free() }
@@ -170,30 +178,80 @@ func (c *Consumer) Free() int { return c.fl.Free() }
 // MaxInFlight returns the bound.
 func (c *Consumer) MaxInFlight() int { return c.fl.Max() }
 
-// Run delivers d on its own goroutine on a slot already taken: admission,
-// handler, outcome and settling ([Channel.Deliver]). The slot is freed once
-// the message is settled. done, when not nil, is called after settling.
+// Run delivers d on a goroutine of its own on a slot already taken:
+// admission, handler, outcome and settling ([Channel.Deliver]). The slot is
+// freed once the message is settled. done, when not nil, is called after
+// settling.
+//
+// The goroutines are reused: one that finished its message waits up to
+// WorkerIdle for the next before it ends, so a busy channel keeps at most
+// MaxInFlight of them, with their grown stacks, instead of starting one
+// per message. They end with the drain.
 func (c *Consumer) Run(d *Delivery, done func(Outcome)) {
+	c.fl.wg.Add(1) // counted as Inflight.Go does; the chain frees the slot
+	c.track(d)
+	c.start(d, done)
+}
+
+// track records d as running, for the drain's report.
+func (c *Consumer) track(d *Delivery) {
 	c.mu.Lock()
 	c.running[d] = struct{}{}
 	c.mu.Unlock()
-	// As c.fl.Go(func() { c.run(d, done) }), with one allocation (the
-	// goroutine's arguments) instead of two.
-	c.fl.wg.Add(1)
-	go c.run(d, done)
 }
 
-// run is the goroutine of one delivery started by Run: it frees the slot
-// and counts the delivery done in c.fl, as Inflight.Go does.
-func (c *Consumer) run(d *Delivery, done func(Outcome)) {
-	defer c.fl.wg.Done()
-	defer c.fl.Release()
-	out := c.ch.Deliver(c.hctx, d)
-	c.mu.Lock()
-	delete(c.running, d)
-	c.mu.Unlock()
-	if done != nil {
-		done(out)
+// start hands d, already counted and tracked, to a waiting worker or a new
+// one.
+func (c *Consumer) start(d *Delivery, done func(Outcome)) {
+	select {
+	case c.work <- job{d, done}:
+	default:
+		go c.worker(d, done)
+	}
+}
+
+// WorkerIdle is how long a handler goroutine waits for the next message
+// before it ends.
+const WorkerIdle = 5 * time.Second
+
+// job is a message handed to a waiting worker.
+type job struct {
+	d    *Delivery
+	done func(Outcome)
+}
+
+// worker runs d, then the messages handed to it while it waits.
+func (c *Consumer) worker(d *Delivery, done func(Outcome)) {
+	c.runChain(d, done)
+	idle := time.NewTimer(WorkerIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case j := <-c.work:
+			c.runChain(j.d, j.done)
+			idle.Reset(WorkerIdle)
+		case <-idle.C:
+			return
+		case <-c.hctx.Done():
+			return
+		}
+	}
+}
+
+// runChain delivers d on its slot, then the held messages that slot is
+// handed (handOff), until it is freed.
+func (c *Consumer) runChain(d *Delivery, done func(Outcome)) {
+	for d != nil {
+		out := c.ch.Deliver(c.hctx, d)
+		c.mu.Lock()
+		delete(c.running, d)
+		c.mu.Unlock()
+		if done != nil {
+			done(out)
+		}
+		next := c.handOff() // counted in flight before d is counted done
+		c.fl.wg.Done()
+		d, done = next, nil
 	}
 }
 
@@ -227,6 +285,7 @@ func (c *Consumer) Drain(ctx context.Context, h DrainHooks) error {
 			if !waitCtx(ctx, &c.loops) {
 				timedOut = true
 			}
+			c.closeAhead() // what was read ahead goes back at once
 			if c.fl.Wait(ctx) != nil {
 				timedOut = true
 			}

@@ -32,7 +32,7 @@
 //	field               default                          meaning
 //	AckWait             DefaultAckWait (30s)             a message held that long without ack or progress (a crashed member's) is redelivered
 //	InProgressInterval  AckWait/3                        how often running messages are reported in progress (msg.InProgress)
-//	MaxAckPending       max(DefaultMaxAckPending, MIF)   unacked messages of the whole group, messages in backoff included
+//	MaxAckPending       max(DefaultMaxAckPending, 2 MIF) unacked messages of the whole group, messages in backoff included
 //	DeliverPolicy       DeliverNew                       where a new group starts: DeliverAll, DeliverLast, DeliverLastPerSubject, DeliverByStartSequence (StartSequence), DeliverByStartTime (StartTime)
 //	FetchTimeout        DefaultFetchTimeout (5s)         expiry of one pull request (a stop ends it at once)
 //	AckSync             false                            confirm each ack with a round trip (double ack)
@@ -82,10 +82,13 @@
 //
 // # Retries, attempts, dead letters
 //
-// Each subscription pulls at most as many messages as it has free
-// MaxInFlight slots, so nothing is read ahead: every pulled message runs at
-// once, and a running one is reported in progress every InProgressInterval,
-// so a handler longer than AckWait keeps its message. A failed run is
+// Each subscription keeps one pull outstanding for up to MaxInFlight
+// messages beyond the running ones: a message published while the handlers
+// run is delivered at once and waits, in order, for the next free slot (a
+// read-ahead of at most MaxInFlight, as on every adapter that fetches). Held
+// and running messages are reported in progress every InProgressInterval,
+// so a handler longer than AckWait keeps its message, and a stop hands back
+// the held ones unrun (no attempt used). A failed run is
 // retried with NakWithDelay(backoff): the server redelivers it to any
 // member after the delay, and a redelivery due goes before new messages.
 // A message in backoff stays pending on the server, which is why

@@ -169,7 +169,8 @@ type ChannelOptions struct {
 	// progress (default AckWait/3).
 	InProgressInterval time.Duration
 	// MaxAckPending bounds the unacknowledged messages of the whole group
-	// (default the larger of DefaultMaxAckPending and MaxInFlight). It must
+	// (default the larger of DefaultMaxAckPending and twice MaxInFlight: the
+	// running messages and as many read ahead). It must
 	// leave room for the messages waiting in backoff.
 	MaxAckPending int
 	// DeliverPolicy is where a new group starts (default DeliverNew). For

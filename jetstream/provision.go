@@ -177,7 +177,7 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 			cfg.AckWait = DefaultAckWait
 		}
 		if cfg.MaxAckPending == 0 {
-			cfg.MaxAckPending = max(DefaultMaxAckPending, maxInFlight)
+			cfg.MaxAckPending = max(DefaultMaxAckPending, 2*maxInFlight)
 		}
 		switch o.DeliverPolicy {
 		case DeliverByStartSequence:
@@ -217,7 +217,7 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 	}
 	if o.MaxAckPending != 0 {
 		cfg.MaxAckPending = o.MaxAckPending
-	} else if m := max(DefaultMaxAckPending, maxInFlight); cfg.MaxAckPending < m && cfg.MaxAckPending >= 0 {
+	} else if m := max(DefaultMaxAckPending, 2*maxInFlight); cfg.MaxAckPending < m && cfg.MaxAckPending >= 0 {
 		cfg.MaxAckPending = m
 	}
 	if cfg.MaxDeliver > 0 {

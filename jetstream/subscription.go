@@ -15,9 +15,9 @@ import (
 	"github.com/microchannels/channels/broker"
 )
 
-// subscription consumes one channel for one group: a pull loop that never
-// asks for more messages than there are free MaxInFlight slots, an
-// in-progress loop for the running messages, and the settler of each
+// subscription consumes one channel for one group: a pull loop that reads
+// up to MaxInFlight messages ahead of the free slots, an in-progress loop
+// for the held and running messages, and the settler of each
 // delivery (acks, naks with delay, dead letters, failure records).
 type subscription struct {
 	*broker.Consumer
@@ -75,26 +75,23 @@ func (s *subscription) finish(ctx context.Context, _ bool) error {
 	return s.c.nc.FlushWithContext(fctx)
 }
 
-// fetchLoop pulls as many messages as there are free slots, waiting up to
-// FetchTimeout for them, and runs each one on its slot.
+// fetchLoop keeps a pull outstanding for the messages it may hold: up to
+// MaxInFlight pulled messages wait (Consumer.Hold), in order, for the next
+// free slot, so a message published while the handlers run is delivered
+// at once instead of after another pull. Held messages are reported in
+// progress like running ones; a drain hands back those that never ran.
 func (s *subscription) fetchLoop() {
 	var retry broker.Reconnect
 	for {
-		// A slot must be free (and not wanted by a redelivery) before pulling.
-		if !s.AcquireForFetch() {
+		n, ok := s.AwaitFetch()
+		if !ok {
 			return
 		}
-		n := s.Free() + 1 // the free slots, the one just taken included
-		s.ReleaseSlot()
 		ctx, cancel := context.WithTimeout(s.fetchCtx, s.opts.FetchTimeout)
 		batch, err := s.cons.Fetch(n, js.FetchContext(ctx))
 		if err == nil {
 			for m := range batch.Messages() {
-				if s.IsStopping() || !s.Acquire() {
-					s.handBack(m) // pulled while the drain started: unrun, no attempt used
-					continue
-				}
-				s.Run(&s.delivery(m).Delivery, nil)
+				s.Hold(&s.delivery(m).Delivery)
 			}
 			err = batch.Error()
 		}
@@ -133,15 +130,6 @@ func (s *subscription) reprovision() {
 	if err != nil {
 		s.log.Warn("channels/jetstream: recreating the stream and consumer failed", "channel", s.ch.Name, "error", err)
 	}
-}
-
-// handBack naks a message pulled but not run, recording the release so
-// that the delivery it used is not counted.
-func (s *subscription) handBack(m js.Msg) {
-	d := s.delivery(m)
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
-	defer cancel()
-	_ = d.Release(ctx)
 }
 
 // inProgressLoop tells the server that the running messages are being

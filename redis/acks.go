@@ -2,7 +2,10 @@ package redis
 
 import (
 	"context"
+	"sync"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/microchannels/channels/broker"
 )
@@ -14,37 +17,134 @@ var ackRetryBackoff = broker.ExponentialBackoff{Initial: 100 * time.Millisecond,
 // redelivered after MinIdleTime, so nothing is lost when they all fail.
 const ackRetries = 5
 
+// ackCarryWait bounds how long an acknowledgement left for the fetch loop's
+// next read may wait before the flusher sends it itself.
+const ackCarryWait = 10 * time.Millisecond
+
 type ackItem struct {
 	id string
 	// record: a failure record may exist for this message; delete it too.
 	record bool
 }
 
-// newAcker acknowledges in batches (broker.Batcher): one pipelined XACK per
-// batch, with the deletion of the failure records of retried messages.
-// After a drain closed it, late handlers do not ack: their messages stay
-// pending and are delivered again.
-func newAcker(s *subscription, batch int) *broker.Batcher[ackItem] {
-	var b *broker.Batcher[ackItem]
-	b = broker.NewBatcher(batch, func(items []ackItem) { s.xack(items, b.Stopping()) })
-	return b
+// acker acknowledges in batches. While the fetch loop is between two reads
+// (its next XREADGROUP is coming), acknowledgements wait for it and go in
+// the same pipeline as that read: no round trip of their own. Otherwise,
+// and after ackCarryWait at most, a flusher (broker.Batcher) sends them:
+// one pipelined XACK per batch, with the deletion of the failure records
+// of retried messages. After a drain closed it, late handlers do not ack:
+// their messages stay pending and are delivered again.
+type acker struct {
+	b *broker.Batcher[ackItem]
+
+	mu      sync.Mutex
+	carry   bool // the fetch loop takes the pending acks with its next read
+	closed  bool
+	pending []ackItem
+	timer   *time.Timer // hands pending acks to the flusher after ackCarryWait
 }
 
-func (s *subscription) xack(items []ackItem, stopping <-chan struct{}) {
+func newAcker(s *subscription, batch int) *acker {
+	a := &acker{}
+	a.b = broker.NewBatcher(batch, func(items []ackItem) { s.xack(items, a.b.Stopping()) })
+	a.timer = time.AfterFunc(time.Hour, a.flushPending)
+	a.timer.Stop()
+	return a
+}
+
+// Start runs the flusher.
+func (a *acker) Start() { a.b.Start() }
+
+// Add acknowledges one message.
+func (a *acker) Add(it ackItem) error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return broker.ErrClosed
+	}
+	if a.carry {
+		a.pending = append(a.pending, it)
+		if len(a.pending) == 1 {
+			a.timer.Reset(ackCarryWait)
+		}
+		a.mu.Unlock()
+		return nil
+	}
+	a.mu.Unlock()
+	return a.b.Add(it)
+}
+
+// carryNext tells whether the fetch loop's next read is coming (true, after
+// a read returned) or it is about to block in one (false).
+func (a *acker) carryNext(on bool) {
+	a.mu.Lock()
+	a.carry = on
+	a.mu.Unlock()
+}
+
+// take hands the pending acks to the fetch loop's read and stops carrying:
+// acks that come while the read blocks go to the flusher.
+func (a *acker) take() []ackItem {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.carry = false
+	items := a.pending
+	a.pending = nil
+	if len(items) > 0 {
+		a.timer.Stop()
+	}
+	return items
+}
+
+// giveBack hands acks the fetch loop could not send to the flusher.
+func (a *acker) giveBack(items []ackItem) {
+	for _, it := range items {
+		_ = a.b.Add(it)
+	}
+}
+
+// flushPending hands the pending acks to the flusher.
+func (a *acker) flushPending() {
+	a.mu.Lock()
+	items := a.pending
+	a.pending = nil
+	a.mu.Unlock()
+	a.giveBack(items)
+}
+
+// Close refuses new acks, flushes the pending ones and waits for the
+// flusher, bounded by ctx.
+func (a *acker) Close(ctx context.Context) error {
+	a.mu.Lock()
+	a.closed, a.carry = true, false
+	a.mu.Unlock()
+	a.timer.Stop()
+	a.flushPending()
+	return a.b.Close(ctx)
+}
+
+// queueAck adds the XACK of items (and the deletion of their failure
+// records) to a pipeline.
+func (s *subscription) queueAck(ctx context.Context, pipe goredis.Pipeliner, items []ackItem) *goredis.IntCmd {
 	ids := make([]string, len(items))
 	for i, it := range items {
 		ids[i] = it.id
 	}
+	cmd := pipe.XAck(ctx, s.ch.Name, s.ch.Group, ids...)
+	for _, it := range items {
+		if it.record {
+			pipe.Del(ctx, s.recs.key(it.id))
+		}
+	}
+	return cmd
+}
+
+func (s *subscription) xack(items []ackItem, stopping <-chan struct{}) {
 	retry := broker.Reconnect{Backoff: ackRetryBackoff}
 	for try := 1; ; try++ {
 		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
 		pipe := s.c.Pipeline()
-		pipe.XAck(ctx, s.ch.Name, s.ch.Group, ids...)
-		for _, it := range items {
-			if it.record {
-				pipe.Del(ctx, s.recs.key(it.id))
-			}
-		}
+		s.queueAck(ctx, pipe, items)
 		_, err := pipe.Exec(ctx)
 		cancel()
 		if err == nil {
@@ -52,7 +152,7 @@ func (s *subscription) xack(items []ackItem, stopping <-chan struct{}) {
 		}
 		if try >= ackRetries {
 			s.log.Error("channels/redis: ack failed; the messages will be delivered again", "channel", s.ch.Name,
-				"count", len(ids), "error", err)
+				"count", len(items), "error", err)
 			return
 		}
 		retry.Failed(stopping) // no wait once draining: the tries stay bounded

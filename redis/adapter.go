@@ -91,6 +91,9 @@ func newAdapter(uo *goredis.UniversalOptions, c goredis.UniversalClient, display
 	}
 	if uo != nil {
 		uo.ContextTimeoutEnabled = true
+		if uo.Protocol == 0 {
+			uo.Protocol = DefaultProtocol
+		}
 	}
 	return a, nil
 }

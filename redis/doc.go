@@ -67,8 +67,9 @@
 // read (reader.go), ownership, heartbeat and claims (claim.go), batched
 // acks (acks.go) and failure records (records.go).
 //
-//   - New messages are read with XREADGROUP once a MaxInFlight slot is
-//     free, up to MaxInFlight entries per read. Each entry takes its own
+//   - New messages are read with XREADGROUP while fewer than MaxInFlight
+//     entries wait for a slot, so a read is already blocked when the
+//     handlers send. Each entry takes its own
 //     slot and frees it when settled: no batch holds slots, and at most
 //     MaxInFlight handlers run. Entries read beyond the free slots wait, in
 //     order, for the next slot (a read-ahead of at most MaxInFlight); the

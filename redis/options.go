@@ -44,6 +44,12 @@ const (
 	// DefaultOpTimeout bounds the adapter's own commands that no caller's
 	// context bounds (hand-backs, consumer clean-up, acks).
 	DefaultOpTimeout = 5 * time.Second
+	// DefaultProtocol is the RESP version of the clients the adapter builds
+	// (New, NewFromOptions) when the URL (protocol=) or the options do not
+	// set one. The adapter uses no RESP3 feature, and go-redis checks every
+	// RESP3 connection for pending push notifications before each command,
+	// which costs a socket read per command.
+	DefaultProtocol = 2
 )
 
 const (

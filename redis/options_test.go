@@ -23,6 +23,7 @@ func TestParseURL(t *testing.T) {
 
 		clientName string
 		poolSize   int
+		protocol   int
 	}{
 		{name: "plain", url: "redis://127.0.0.1:6379", addrs: []string{"127.0.0.1:6379"}},
 		{name: "db and acl user", url: "redis://alice:s3cret@host:6380/2", addrs: []string{"host:6380"}, user: "alice", pass: "s3cret", db: 2},
@@ -30,13 +31,14 @@ func TestParseURL(t *testing.T) {
 		{name: "tls", url: "rediss://host:6379", addrs: []string{"host:6379"}, tls: true},
 		{name: "cluster", url: "redis://a:7001?addr=b:7002&addr=c:7003", addrs: []string{"a:7001", "b:7002", "c:7003"}, cluster: true},
 		{name: "query options", url: "redis://host:6379/1?client_name=svc&pool_size=7&dial_timeout=2s", addrs: []string{"host:6379"}, db: 1, clientName: "svc", poolSize: 7},
+		{name: "resp3 asked for", url: "redis://host:6379?protocol=3", addrs: []string{"host:6379"}, protocol: 3},
 		{name: "wrong scheme", url: "http://host", wantErr: broker.ErrInvalidOption},
 		{name: "no host", url: "redis://", wantErr: broker.ErrInvalidOption},
 		{name: "garbage", url: "redis://%zz", wantErr: broker.ErrInvalidOption},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o, err := parseURL(tt.url)
+			a, err := New(tt.url)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -45,6 +47,10 @@ func TestParseURL(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			o := a.uopts
+			if want := max(tt.protocol, DefaultProtocol); o.Protocol != want {
+				t.Fatalf("protocol %d, want %d", o.Protocol, want)
 			}
 			if len(o.Addrs) != len(tt.addrs) || o.IsClusterMode != tt.cluster || o.Username != tt.user ||
 				o.Password != tt.pass || o.DB != tt.db || (o.TLSConfig != nil) != tt.tls ||

@@ -49,6 +49,13 @@ func (a *Adapter) newReader(s *subscription) *reader {
 	o.PoolSize = readerPoolSize
 	o.MinIdleConns = 0
 	o.ContextTimeoutEnabled = true
+	// The fetch loop sends acks in the same pipeline as its blocking read:
+	// on the recorded connections (no pipeline pool), with a read timeout
+	// beyond the block, as go-redis gives a lone blocking command.
+	o.PipelinePoolSize = -1
+	if o.ReadTimeout >= 0 {
+		o.ReadTimeout = max(o.ReadTimeout, s.opts.ReadTimeout+10*time.Second)
+	}
 	userHook := o.OnConnect
 	o.OnConnect = func(ctx context.Context, cn *goredis.Conn) error {
 		if userHook != nil {
@@ -82,22 +89,20 @@ func (r *reader) close() {
 	}
 }
 
-// fetchLoop reads new messages, up to MaxInFlight at a time. It does not
-// hold slots while blocked in XREADGROUP (the maintenance loop claims with
-// the same slots); entries read beyond the free slots are held (the
-// heartbeat keeps them) and wait, in order, for a slot.
+// fetchLoop reads new messages ahead of the free slots: up to MaxInFlight
+// entries are held (Consumer.Hold), so the next XREADGROUP is already
+// waiting while the handlers run, and each entry runs in order on the next
+// free slot. Held entries are heartbeated (held.add) like running ones; a
+// drain hands back those that never ran. Reads pause while a due retry or
+// a claimed message waits for a slot.
 func (s *subscription) fetchLoop() {
 	var retry broker.Reconnect
 	for {
-		// A slot must be free (and not wanted by a due retry or a claimed
-		// message, which go first) before reading.
-		if !s.AcquireForFetch() {
+		n, ok := s.AwaitFetch()
+		if !ok {
 			return
 		}
-		s.ReleaseSlot()
-		res, err := s.rd.client.XReadGroup(s.Context(), &goredis.XReadGroupArgs{Group: s.ch.Group,
-			Consumer: s.ch.ConsumerName, Streams: []string{s.ch.Name, ">"}, Count: int64(s.MaxInFlight()),
-			Block: s.opts.ReadTimeout}).Result()
+		res, err := s.read(n)
 		var msgs []goredis.XMessage
 		if len(res) > 0 {
 			msgs = res[0].Messages
@@ -118,26 +123,40 @@ func (s *subscription) fetchLoop() {
 			continue
 		}
 		retry.Succeeded()
-		ids := make([]string, len(msgs))
-		for i, m := range msgs {
-			ids[i] = m.ID
+		for _, m := range msgs {
+			s.held.add(m.ID)
 		}
-		s.held.add(ids...)
-		for i, m := range msgs {
-			// Usually free at once; if the maintenance loop took the slot
-			// meanwhile, wait for the next one (MaxInFlight holds).
-			if !s.Acquire() {
-				// Draining: hand the rest back unrun, claimable at once,
-				// with the delivery of this read undone (attempt 1 and no
-				// delivery used up for the next consumer).
-				ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
-				_ = s.release(ctx, ids[i:], 0)
-				cancel()
-				return
-			}
-			s.Run(s.delivery(m, 1, 1, record{}), nil)
+		for _, m := range msgs {
+			// Runs on the next free slot; handed back unrun (attempt 1, the
+			// delivery of this read undone) if the drain comes first.
+			s.Hold(s.delivery(m, 1, 1, record{}))
 		}
 	}
+}
+
+// read is one XREADGROUP of up to n new entries. On the adapter's own
+// reader client it carries the acknowledgements that came since the last
+// read in the same pipeline, and leaves those that come until the next one
+// for it (acker).
+func (s *subscription) read(n int) ([]goredis.XStream, error) {
+	args := &goredis.XReadGroupArgs{Group: s.ch.Group, Consumer: s.ch.ConsumerName,
+		Streams: []string{s.ch.Name, ">"}, Count: int64(n), Block: s.opts.ReadTimeout}
+	if !s.rd.owned {
+		return s.rd.client.XReadGroup(s.Context(), args).Result()
+	}
+	defer s.acks.carryNext(true)
+	acks := s.acks.take()
+	if len(acks) == 0 {
+		return s.rd.client.XReadGroup(s.Context(), args).Result()
+	}
+	pipe := s.rd.client.Pipeline()
+	ack := s.queueAck(s.Context(), pipe, acks)
+	rd := pipe.XReadGroup(s.Context(), args)
+	_, _ = pipe.Exec(s.Context())
+	if ack.Err() != nil {
+		s.acks.giveBack(acks) // the flusher retries them
+	}
+	return rd.Result()
 }
 
 func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }

@@ -30,7 +30,7 @@ type subscription struct {
 
 	rd   *reader
 	held *holdings
-	acks *broker.Batcher[ackItem]
+	acks *acker
 	recs records
 }
 
