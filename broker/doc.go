@@ -25,8 +25,11 @@
 // The kit gives:
 //
 //   - [Consumer], the delivery skeleton an adapter's subscription embeds: the
-//     MaxInFlight slots (Acquire, TryAcquire), the handlers' context, the
-//     fetch loops started once (Start), and a drain that runs once, bounded
+//     MaxInFlight slots (Acquire, TryAcquire), the read-ahead of fetch loops
+//     (AwaitFetch and Hold: at most MaxInFlight fetched messages wait, in
+//     order, and each runs on the slot of the next handler that finishes,
+//     on its goroutine; a drain hands them back unrun), the handlers'
+//     context and their reused goroutines, the fetch loops started once (Start), and a drain that runs once, bounded
 //     by its context, and returns a [*DrainError] naming the messages still
 //     running when the deadline passed (Drain with [DrainHooks]).
 //   - [Channel.Deliver], the one function that runs a delivery: [Channel.Admit]

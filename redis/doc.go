@@ -11,7 +11,10 @@
 // rediss://; a cluster with redis://host1:7001?addr=host2:7002&addr=host3:7003),
 // [NewFromOptions] from go-redis universal options, [NewFromClient] with a
 // client you own (Close leaves it open). [WithClusterAddrs] and [WithTLS]
-// adjust URL-built options.
+// adjust URL-built options. The clients the adapter builds speak RESP2
+// ([DefaultProtocol]) unless the URL (protocol=3) or the options ask for
+// RESP3: the adapter uses no RESP3 feature, and go-redis checks RESP3
+// connections for pending push notifications before every command.
 //
 // # Wire format (shared with @moleculer/channels)
 //
@@ -97,7 +100,10 @@
 //   - An entry without a payload field, or with headers that do not decode,
 //     is poison: dead-lettered at once (or dropped), never retried.
 //   - Acks are batched: whatever is queued goes in one pipelined XACK, with
-//     the deletion of the failure records of retried messages.
+//     the deletion of the failure records of retried messages. While the
+//     fetch loop is between two reads, the acks wait for its next
+//     XREADGROUP and go in the same pipeline (10 ms at most, then they are
+//     sent on their own); a client you own (NewFromClient) acks on its own.
 //   - A dead-letter copy is written with XADD before the original is
 //     acknowledged; if the XADD fails the original stays pending with its
 //     failure recorded as final, and after MinIdleTime it is dead-lettered
