@@ -37,8 +37,12 @@ func NewPublishOptions(opts ...PublishOption) (PublishOptions, error) {
 	return o, nil
 }
 
-// WithHeaders adds user headers. Names starting with "$" and "x-" are used by
-// context propagation and retries; setting them by hand overrides those.
+// WithHeaders adds user headers. Names starting with "$" carry the context
+// (request id, caller, level, $meta): when the send has one (it is made from
+// a handler, or its ctx has go-micro metadata or WithMeta) the context's
+// values replace user values of the same names. Names starting with "x-" are
+// those of retries and dead letters (x-redelivered-count, x-original-*,
+// x-error-*): the adapters set them on the copies they make.
 func WithHeaders(h map[string]string) PublishOption {
 	return func(o *PublishOptions) error {
 		if len(h) == 0 {
