@@ -22,18 +22,25 @@ import (
 	chkafka "github.com/microchannels/channels/kafka"
 )
 
-// kafkaBroker: Kafka. Every run's topic has one partition (created up
-// front, or by the library's adapter); sends wait for all in-sync replicas
-// (acks=-1). Consumer groups are "bench:<channel>", as the library and
-// @moleculer/channels name the group "bench" of a channel.
+// kafkaBroker: Kafka. The topic of a throughput run (sequential,
+// concurrent, batch) has kafkaPartitions partitions, the topic of a latency
+// run one (a ping-pong has one message in flight: more partitions change
+// nothing but the group's work); every column's topic is created up front,
+// the library's by its adapter (TopicOptions.Partitions), the Node one by
+// node/bench.js. Sends wait for all in-sync replicas (acks=-1) and have no
+// key (spread over the partitions). Consumer groups are "bench:<channel>",
+// as the library and @moleculer/channels name the group "bench" of a
+// channel.
 //
-// Raw: kafka-go, a Writer (batches of 1 for sequential sends, of up to
-// the number of senders for concurrent ones, of the batch for the batch
-// test) and a group Reader whose messages go to MaxInFlight handlers,
-// offsets committed in order behind them, asynchronously (CommitInterval).
+// Raw: kafka-go, a Writer (round-robin over the partitions; batches of 1
+// for sequential sends, of up to the number of senders for concurrent
+// ones, of a partition's share of the batch for the batch test, so that
+// each share is written at once; 1 ms batch timeout) and a group Reader
+// whose messages go to MaxInFlight handlers, offsets committed in order
+// behind them, asynchronously (CommitInterval).
 // Watermill: watermill-kafka (Sarama), sync publisher; its subscriber hands
 // a partition's next message once the previous one is acked, so one
-// subscription.
+// subscription (up to one message in flight per partition).
 type kafkaBroker struct{}
 
 func init() { register(kafkaBroker{}) }
@@ -88,12 +95,25 @@ func kafkaVersion(ctx context.Context, bs []kafka.Broker) string {
 	return "(version unknown)"
 }
 
-// Channels: the adapter creates the topic, with one partition as the
+// kafkaPartitions is the partition count of a throughput run's topic
+// (node/bench.js has the same).
+const kafkaPartitions = 10
+
+// partitionsFor is the partition count of a run's topic.
+func partitionsFor(t Test) int {
+	if t == Latency {
+		return 1
+	}
+	return kafkaPartitions
+}
+
+// Channels: the adapter creates the topic, with as many partitions as the
 // other columns have.
-func (kafkaBroker) Channels(Config) (func() (broker.Adapter, error), error) {
+func (kafkaBroker) Channels(cfg Config) (func() (broker.Adapter, error), error) {
+	parts := partitionsFor(cfg.Test)
 	return func() (broker.Adapter, error) {
 		return chkafka.NewWithBrokers(kafkaBrokers(),
-			chkafka.WithChannelOptions(chkafka.ChannelOptions{Topic: chkafka.TopicOptions{Partitions: 1}}))
+			chkafka.WithChannelOptions(chkafka.ChannelOptions{Topic: chkafka.TopicOptions{Partitions: parts}}))
 	}, nil
 }
 
@@ -115,16 +135,17 @@ func controller(ctx context.Context) (*kafka.Conn, error) {
 	return d.DialContext(ctx, "tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)))
 }
 
-func createTopic(ctx context.Context, topic string) error {
+// createTopic creates topic with parts partitions and returns once the
+// broker serving the clients knows the leader of each.
+func createTopic(ctx context.Context, topic string, parts int) error {
 	c, err := controller(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}); err != nil {
+	if err := c.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: parts, ReplicationFactor: 1}); err != nil {
 		return err
 	}
-	// until the broker serving the clients knows the topic's leader
 	for {
 		conn, err := (&kafka.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", kafkaBrokers()[0])
 		if err != nil {
@@ -132,15 +153,24 @@ func createTopic(ctx context.Context, topic string) error {
 		}
 		ps, err := conn.ReadPartitions(topic)
 		conn.Close()
-		if err == nil && len(ps) == 1 && ps[0].Leader.ID >= 0 {
+		if err == nil && len(ps) == parts && allLed(ps) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("topic %s: no leader: %w", topic, ctx.Err())
+			return fmt.Errorf("topic %s: no leader for every partition: %w", topic, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func allLed(ps []kafka.Partition) bool {
+	for _, p := range ps {
+		if p.Leader.ID < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (kafkaBroker) Cleanup(ctx context.Context, channel string) error {
@@ -158,7 +188,7 @@ func (kafkaBroker) Cleanup(ctx context.Context, channel string) error {
 
 func (kafkaBroker) Watermill() Impl {
 	return watermillImpl{setup: func(ctx context.Context, channel string, cfg Config) (*wmPubSub, error) {
-		if err := createTopic(ctx, channel); err != nil {
+		if err := createTopic(ctx, channel, partitionsFor(cfg.Test)); err != nil {
 			return nil, err
 		}
 		pc := wmkafka.DefaultSaramaSyncPublisherConfig()
@@ -206,7 +236,7 @@ type kafkaItem struct {
 }
 
 func (kafkaRaw) Open(ctx context.Context, channel string, cfg Config, handle Handle) (Session, error) {
-	if err := createTopic(ctx, channel); err != nil {
+	if err := createTopic(ctx, channel, partitionsFor(cfg.Test)); err != nil {
 		return nil, err
 	}
 	batch, timeout := 1, time.Millisecond
@@ -214,7 +244,11 @@ func (kafkaRaw) Open(ctx context.Context, channel string, cfg Config, handle Han
 	case Concurrent:
 		batch = cfg.Senders
 	case Batch:
-		batch = cfg.Batch
+		// the round-robin balancer gives each partition its share of a
+		// batch: a share fills a partition's batch, written without waiting
+		// for the batch timeout
+		parts := partitionsFor(cfg.Test)
+		batch = (cfg.Batch + parts - 1) / parts
 	}
 	// A transport of its own: the shared default one caches the cluster's
 	// metadata and would not know the new topic for seconds.

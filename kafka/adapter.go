@@ -28,8 +28,12 @@ func init() {
 
 // conn is what a connected adapter uses, read without a lock on every send.
 type conn struct {
-	client *kafkago.Client
-	queues sync.Map // queueKey -> *queue (producer.go)
+	client  *kafkago.Client
+	queues  sync.Map // queueKey -> *queue (producer.go)
+	senders [AcksNone + 1]*sender
+	// leaders caches the partition leaders of the topics sent to
+	// (sender.go).
+	leaders sync.Map // topic -> map[int]int
 	// topics remembers the partitions of the topics known to exist, so
 	// that a send to a channel without a topic creates it once.
 	topics sync.Map // topic -> []int
@@ -162,7 +166,9 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	if _, err := client.Metadata(mctx, &kafkago.MetadataRequest{Topics: []string{}}); err != nil {
 		return fmt.Errorf("%w: kafka %s: %v", broker.ErrNotConnected, a.display, broker.Redact(err.Error()))
 	}
-	a.cur.Store(&conn{client: client})
+	c := &conn{client: client}
+	newSenders(c)
+	a.cur.Store(c)
 	a.state.SetConnected()
 	return nil
 }

@@ -109,7 +109,16 @@
 // written at once, and the sends that arrive while a partition's request is
 // in flight are written together in the next one (at most WithMaxBatch
 // messages), so a lone message waits for no timer and concurrent senders
-// share requests. A fetch returns as soon as one message is there
+// share requests. The partitions ready at the same time that have the same
+// leader share one produce request, as with the Java client; up to two
+// such requests are in flight per broker, and the partitions that get
+// ready meanwhile wait for one of them and go together in the next (fewer
+// requests, less work for the broker per message). A partition has at most
+// one request in flight, so its messages are written in the order of their
+// sends, also when a request is tried again: a partition's messages that
+// failed with a transient error (a leader moving, a timeout) are tried up
+// to 3 times in all before their sends report the error, each send its own
+// result. A fetch returns as soon as one message is there
 // (MinBytes 1; MaxWait only bounds an empty long poll). Sends are
 // acknowledged by every in-sync replica by default (WithDefaultAcks,
 // WithAcks per send).

@@ -30,7 +30,8 @@ const (
 	// DefaultReplicationFactor (-1) lets the broker apply its
 	// default.replication.factor.
 	DefaultReplicationFactor = -1
-	// DefaultBatchSize bounds the messages of one produce request.
+	// DefaultBatchSize bounds the messages of one partition in one
+	// produce request.
 	DefaultBatchSize = 1000
 	// DefaultMaxWait bounds an empty fetch (long poll) of a partition.
 	DefaultMaxWait = 500 * time.Millisecond
@@ -406,9 +407,10 @@ func WithDefaultAcks(acks Acks) Option {
 	}
 }
 
-// WithMaxBatch sets the most messages of one produce request (default
-// DefaultBatchSize). Sends never wait for a batch to fill: the messages
-// sent while a partition's request is in flight go together in the next.
+// WithMaxBatch sets the most messages of one partition in one produce
+// request (default DefaultBatchSize). Sends never wait for a batch to
+// fill: the messages sent while a partition's request is in flight go
+// together in the next.
 func WithMaxBatch(size int) Option {
 	return func(a *Adapter) error {
 		if size <= 0 {

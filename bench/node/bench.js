@@ -133,11 +133,14 @@ async function main() {
 
 	if (kind === "kafka") {
 		// @moleculer/channels relies on topic auto-creation, which races with the first
-		// subscription: create the topic up front.
+		// subscription and gives the broker's default partition count: create the topic up
+		// front, with the partitions of the Go columns (bench/broker_kafka.go: 10 for the
+		// throughput tests, 1 for latency).
 		const { Kafka, logLevel } = load("kafkajs");
 		const admin = new Kafka({ brokers: args.url.split(","), logLevel: logLevel.ERROR }).admin();
 		await admin.connect();
-		await admin.createTopics({ topics: [{ topic: channel, numPartitions: 1 }], waitForLeaders: true });
+		const numPartitions = test === "latency" ? 1 : 10;
+		await admin.createTopics({ topics: [{ topic: channel, numPartitions }], waitForLeaders: true });
 		await admin.disconnect();
 	}
 	const sendOpts = kind === "kafka" ? { acks: -1 } : {};
