@@ -8,6 +8,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/microchannels/channels/broker"
 )
 
 // The producer writes sends with no lingering: a send to an idle partition
@@ -24,8 +26,13 @@ import (
 const DefaultWriteTimeout = 30 * time.Second
 
 // writeAttempts is how many times a partition's messages are tried on a
-// transient error (a partition moving to a new leader).
-const writeAttempts = 3
+// transient error (a partition moving to a new leader, a new topic whose
+// leaders are being elected), writeBackoff the wait before each new try:
+// about 3.5 s in all, within DefaultWriteTimeout. A partition has one
+// request in flight at a time, so a try again keeps its order.
+const writeAttempts = 8
+
+var writeBackoff = broker.ExponentialBackoff{Initial: 50 * time.Millisecond, Max: time.Second, Multiplier: 2}
 
 type queueKey struct {
 	topic     string
@@ -141,7 +148,7 @@ func (q *queue) write(batch []*send, first int) {
 		if attempt > 1 {
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Duration(attempt-1) * 50 * time.Millisecond):
+			case <-time.After(writeBackoff.Delay(attempt - 1)):
 			}
 		}
 		res, err = q.c.client.Produce(ctx, &kafkago.ProduceRequest{
