@@ -27,18 +27,20 @@ type ackItem struct {
 	record bool
 }
 
-// acker acknowledges in batches. While the fetch loop is between two reads
-// (its next XREADGROUP is coming), acknowledgements wait for it and go in
-// the same pipeline as that read: no round trip of their own. Otherwise,
-// and after ackCarryWait at most, a flusher (broker.Batcher) sends them:
-// one pipelined XACK per batch, with the deletion of the failure records
-// of retried messages. After a drain closed it, late handlers do not ack:
+// acker acknowledges in batches. When the fetch loop reads on a client of
+// the adapter's own, acknowledgements wait for its next XREADGROUP and go
+// in the same pipeline: no round trip of their own while messages flow
+// (the read in progress returns with the next message). A flusher
+// (broker.Batcher) sends those that waited ackCarryWait (the read blocks:
+// nothing flows), and all of them on a client of the caller's: one
+// pipelined XACK per batch, with the deletion of the failure records of
+// retried messages. After a drain closed it, late handlers do not ack:
 // their messages stay pending and are delivered again.
 type acker struct {
 	b *broker.Batcher[ackItem]
 
 	mu      sync.Mutex
-	carry   bool // the fetch loop takes the pending acks with its next read
+	carry   bool // the fetch loop takes the pending acks with its reads
 	closed  bool
 	pending []ackItem
 	timer   *time.Timer // hands pending acks to the flusher after ackCarryWait
@@ -74,20 +76,17 @@ func (a *acker) Add(it ackItem) error {
 	return a.b.Add(it)
 }
 
-// carryNext tells whether the fetch loop's next read is coming (true, after
-// a read returned) or it is about to block in one (false).
-func (a *acker) carryNext(on bool) {
+// carryWithReads makes the fetch loop's reads carry the acknowledgements.
+func (a *acker) carryWithReads() {
 	a.mu.Lock()
-	a.carry = on
+	a.carry = true
 	a.mu.Unlock()
 }
 
-// take hands the pending acks to the fetch loop's read and stops carrying:
-// acks that come while the read blocks go to the flusher.
+// take hands the pending acks to the fetch loop's next read.
 func (a *acker) take() []ackItem {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.carry = false
 	items := a.pending
 	a.pending = nil
 	if len(items) > 0 {

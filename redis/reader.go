@@ -136,15 +136,13 @@ func (s *subscription) fetchLoop() {
 
 // read is one XREADGROUP of up to n new entries. On the adapter's own
 // reader client it carries the acknowledgements that came since the last
-// read in the same pipeline, and leaves those that come until the next one
-// for it (acker).
+// read in the same pipeline (acker).
 func (s *subscription) read(n int) ([]goredis.XStream, error) {
 	args := &goredis.XReadGroupArgs{Group: s.ch.Group, Consumer: s.ch.ConsumerName,
 		Streams: []string{s.ch.Name, ">"}, Count: int64(n), Block: s.opts.ReadTimeout}
 	if !s.rd.owned {
 		return s.rd.client.XReadGroup(s.Context(), args).Result()
 	}
-	defer s.acks.carryNext(true)
 	acks := s.acks.take()
 	if len(acks) == 0 {
 		return s.rd.client.XReadGroup(s.Context(), args).Result()

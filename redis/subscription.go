@@ -45,6 +45,9 @@ func newSubscription(a *Adapter, c goredis.UniversalClient, ser broker.Serialize
 // Start begins reading and maintaining; it runs once.
 func (s *subscription) Start() {
 	s.rd = s.a.newReader(s)
+	if s.rd.owned {
+		s.acks.carryWithReads()
+	}
 	if s.Consumer.Start(s.fetchLoop, s.maintainLoop) {
 		s.acks.Start()
 	}
