@@ -21,6 +21,13 @@ const ackRetries = 5
 // next read may wait before the flusher sends it itself.
 const ackCarryWait = 10 * time.Millisecond
 
+// ackCarryWindow: an acknowledgement that comes while the fetch loop's read
+// has been blocked longer than this is sent at once (nothing flows: the read
+// may block until ReadTimeout); one that comes sooner waits for the next
+// read, which the message that ends the blocked read is on its way to
+// start.
+const ackCarryWindow = time.Millisecond
+
 type ackItem struct {
 	id string
 	// record: a failure record may exist for this message; delete it too.
@@ -28,27 +35,30 @@ type ackItem struct {
 }
 
 // acker acknowledges in batches. When the fetch loop reads on a client of
-// the adapter's own, acknowledgements wait for its next XREADGROUP and go
-// in the same pipeline: no round trip of their own while messages flow
-// (the read in progress returns with the next message). A flusher
-// (broker.Batcher) sends those that waited ackCarryWait (the read blocks:
-// nothing flows), and all of them on a client of the caller's: one
-// pipelined XACK per batch, with the deletion of the failure records of
-// retried messages. After a drain closed it, late handlers do not ack:
+// the adapter's own and messages flow, acknowledgements wait for its next
+// XREADGROUP and go in the same pipeline: no round trip of their own. A
+// flusher (broker.Batcher) sends the others at once (the read has been
+// blocked for more than ackCarryWindow: nothing flows), those that waited
+// ackCarryWait, and all of them on a client of the caller's: one pipelined
+// XACK per batch, with the deletion of the failure records of retried
+// messages. After a drain closed it, late handlers do not ack:
 // their messages stay pending and are delivered again.
 type acker struct {
 	b *broker.Batcher[ackItem]
 
 	mu      sync.Mutex
-	carry   bool // the fetch loop takes the pending acks with its reads
+	carry   bool      // the fetch loop takes the pending acks with its reads
+	reading time.Time // when the fetch loop's blocking read started (zero: not in one)
+	window  time.Duration // ackCarryWindow
 	closed  bool
 	pending []ackItem
 	timer   *time.Timer // hands pending acks to the flusher after ackCarryWait
 }
 
-func newAcker(s *subscription, batch int) *acker {
-	a := &acker{}
-	a.b = broker.NewBatcher(batch, func(items []ackItem) { s.xack(items, a.b.Stopping()) })
+// newAcker returns an acker whose flusher sends batches with xack.
+func newAcker(batch int, xack func(items []ackItem, stopping <-chan struct{})) *acker {
+	a := &acker{window: ackCarryWindow}
+	a.b = broker.NewBatcher(batch, func(items []ackItem) { xack(items, a.b.Stopping()) })
 	a.timer = time.AfterFunc(time.Hour, a.flushPending)
 	a.timer.Stop()
 	return a
@@ -64,7 +74,7 @@ func (a *acker) Add(it ackItem) error {
 		a.mu.Unlock()
 		return broker.ErrClosed
 	}
-	if a.carry {
+	if a.carry && (a.reading.IsZero() || time.Since(a.reading) < a.window) {
 		a.pending = append(a.pending, it)
 		if len(a.pending) == 1 {
 			a.timer.Reset(ackCarryWait)
@@ -83,16 +93,24 @@ func (a *acker) carryWithReads() {
 	a.mu.Unlock()
 }
 
-// take hands the pending acks to the fetch loop's next read.
+// take hands the pending acks to the fetch loop's read, which starts.
 func (a *acker) take() []ackItem {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.reading = time.Now()
 	items := a.pending
 	a.pending = nil
 	if len(items) > 0 {
 		a.timer.Stop()
 	}
 	return items
+}
+
+// readEnded records that the fetch loop's read returned.
+func (a *acker) readEnded() {
+	a.mu.Lock()
+	a.reading = time.Time{}
+	a.mu.Unlock()
 }
 
 // giveBack hands acks the fetch loop could not send to the flusher.

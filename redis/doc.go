@@ -100,11 +100,11 @@
 //   - An entry without a payload field, or with headers that do not decode,
 //     is poison: dead-lettered at once (or dropped), never retried.
 //   - Acks are batched: whatever is queued goes in one pipelined XACK, with
-//     the deletion of the failure records of retried messages. The acks go
-//     in the same pipeline as the fetch loop's next XREADGROUP (while
-//     messages flow, the read in progress returns soon); those that waited
-//     10 ms (the read blocks: nothing flows) are sent on their own, and so
-//     are all of them on a client you own (NewFromClient).
+//     the deletion of the failure records of retried messages. While
+//     messages flow, the acks go in the same pipeline as the fetch loop's
+//     next XREADGROUP (no round trip of their own; 10 ms at most); when the
+//     read has been blocked for a millisecond (nothing flows), and on a
+//     client you own (NewFromClient), they are sent at once.
 //   - A dead-letter copy is written with XADD before the original is
 //     acknowledged; if the XADD fails the original stays pending with its
 //     failure recorded as final, and after MinIdleTime it is dead-lettered

@@ -144,6 +144,7 @@ func (s *subscription) read(n int) ([]goredis.XStream, error) {
 		return s.rd.client.XReadGroup(s.Context(), args).Result()
 	}
 	acks := s.acks.take()
+	defer s.acks.readEnded()
 	if len(acks) == 0 {
 		return s.rd.client.XReadGroup(s.Context(), args).Result()
 	}

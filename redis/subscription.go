@@ -38,7 +38,7 @@ func newSubscription(a *Adapter, c goredis.UniversalClient, ser broker.Serialize
 	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ser: ser, ch: ch, opts: opts, log: ch.Logger}
 	s.held = newHoldings()
 	s.recs = records{c: c, stream: ch.Name, group: ch.Group, ttl: opts.ErrorInfoTTL}
-	s.acks = newAcker(s, opts.AckBatch)
+	s.acks = newAcker(opts.AckBatch, s.xack)
 	return s
 }
 

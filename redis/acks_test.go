@@ -1,0 +1,119 @@
+package redis
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// flushed records the acks the flusher sent.
+type flushed struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (f *flushed) xack(items []ackItem, _ <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, it := range items {
+		f.ids = append(f.ids, it.id)
+	}
+}
+
+func (f *flushed) got() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.ids...)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestAckerCarriesAcksWithReadsWhileMessagesFlow(t *testing.T) {
+	f := &flushed{}
+	a := newAcker(16, f.xack)
+	a.Start()
+	a.carryWithReads()
+	a.window = time.Hour // no read counts as blocked until said so below
+
+	// Between two reads: the ack waits for the next one.
+	if err := a.Add(ackItem{id: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.take(); len(got) != 1 || got[0].id != "1" {
+		t.Fatalf("the next read carried %v, want [1]", got)
+	}
+	// The read just started (the message that ends it is on its way): it
+	// waits for the read after.
+	if err := a.Add(ackItem{id: "2"}); err != nil {
+		t.Fatal(err)
+	}
+	a.readEnded()
+	if got := a.take(); len(got) != 1 || got[0].id != "2" {
+		t.Fatalf("the read after carried %v, want [2]", got)
+	}
+	if got := f.got(); len(got) != 0 {
+		t.Fatalf("the flusher sent %v: carried acks need no round trip of their own", got)
+	}
+
+	// The read has been blocked longer than the carry window: nothing
+	// flows, so the ack is sent at once.
+	a.mu.Lock()
+	a.window = time.Millisecond
+	a.mu.Unlock()
+	waitFor(t, "the read to block past the carry window", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return time.Since(a.reading) > a.window
+	})
+	if err := a.Add(ackItem{id: "3"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the flusher to send 3", func() bool { return len(f.got()) == 1 })
+	a.readEnded()
+
+	// Left for a read that does not come: sent after ackCarryWait.
+	if err := a.Add(ackItem{id: "4"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the flusher to send 4", func() bool { return len(f.got()) == 2 })
+
+	// Close sends what waits and refuses the rest.
+	if err := a.Add(ackItem{id: "5"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.got(); len(got) != 3 || got[2] != "5" {
+		t.Fatalf("flushed %v, want 3, 4 and 5", got)
+	}
+	if a.Add(ackItem{id: "6"}) == nil {
+		t.Fatal("Add after Close must fail")
+	}
+}
+
+func TestAckerOnACallersClientSendsAtOnce(t *testing.T) {
+	f := &flushed{}
+	a := newAcker(16, f.xack)
+	a.Start()
+	if err := a.Add(ackItem{id: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.take(); len(got) != 0 {
+		t.Fatalf("a read carried %v without carryWithReads", got)
+	}
+	waitFor(t, "the flusher to send 1", func() bool { return len(f.got()) == 1 })
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
