@@ -81,6 +81,10 @@ func (s *subscription) finish(ctx context.Context, _ bool) error {
 // at once instead of after another pull. Held messages are reported in
 // progress like running ones; a drain hands back those that never ran.
 func (s *subscription) fetchLoop() {
+	if s.MaxInFlight() == 1 {
+		s.nextLoop()
+		return
+	}
 	var retry broker.Reconnect
 	for {
 		n, ok := s.AwaitFetch()
@@ -114,6 +118,60 @@ func (s *subscription) fetchLoop() {
 		retry.Succeeded()
 	}
 }
+
+// nextLoop is the fetch loop of MaxInFlight 1: one standing pull
+// subscription (Consumer.Messages) asking for one message at a time, and
+// only when the message held before it has started, so, as with Fetch,
+// nothing is pulled that is not held and reported in progress, without a
+// subscription and a request of its own per message.
+func (s *subscription) nextLoop() {
+	var retry broker.Reconnect
+	var it js.MessagesContext
+	defer func() {
+		if it != nil {
+			it.Stop()
+		}
+	}()
+	for {
+		if _, ok := s.AwaitFetch(); !ok {
+			return
+		}
+		var err error
+		if it == nil {
+			it, err = s.cons.Messages(js.PullMaxMessages(1), js.PullExpiry(max(s.opts.FetchTimeout, minPullExpiry)))
+		}
+		var m js.Msg
+		if err == nil {
+			m, err = it.Next(js.NextContext(s.fetchCtx))
+		}
+		if s.IsStopping() {
+			if m != nil {
+				s.Hold(&s.delivery(m).Delivery) // handed back: the drain started
+			}
+			return
+		}
+		if err != nil {
+			s.log.Warn("channels/jetstream: pull failed, retrying", "channel", s.ch.Name, "group", s.ch.Group,
+				"error", err, "in", retry.Next())
+			if it != nil {
+				it.Stop()
+				it = nil
+			}
+			if errors.Is(err, js.ErrConsumerNotFound) || errors.Is(err, js.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders) {
+				s.reprovision()
+			}
+			if _, ok := retry.Failed(s.Stopping()); !ok {
+				return
+			}
+			continue
+		}
+		retry.Succeeded()
+		s.Hold(&s.delivery(m).Delivery)
+	}
+}
+
+// minPullExpiry is the shortest pull expiry the server takes.
+const minPullExpiry = time.Second
 
 // reprovision recreates the stream and the consumer after they were
 // deleted (by an operator, or a server that lost its store).
