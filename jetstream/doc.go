@@ -88,7 +88,10 @@
 // read-ahead of at most MaxInFlight, as on every adapter that fetches). Held
 // and running messages are reported in progress every InProgressInterval,
 // so a handler longer than AckWait keeps its message, and a stop hands back
-// the held ones unrun (no attempt used). A failed run is
+// the held ones unrun (no attempt used). Nothing is pulled beyond that: with
+// MaxInFlight 1 a standing pull subscription asks for one message at a time
+// (Consumer.Messages with PullMaxMessages 1), otherwise each pull is a Fetch
+// of the messages that may be held. A failed run is
 // retried with NakWithDelay(backoff): the server redelivers it to any
 // member after the delay, and a redelivery due goes before new messages.
 // A message in backoff stays pending on the server, which is why
