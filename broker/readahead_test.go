@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/microchannels/channels/broker"
 )
 
@@ -57,16 +59,10 @@ func delivery(id string, s *settled) *broker.Delivery {
 	return &broker.Delivery{Msg: m, Settle: s}
 }
 
-// eventually polls cond until it holds or 5 s passed.
+// eventually polls cond until it holds (gomega's Eventually, 5 s).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(5*time.Second).WithPolling(time.Millisecond).Should(gomega.BeTrue(), what)
 }
 
 func TestReadAheadRunsInOrderWithinTheBound(t *testing.T) {

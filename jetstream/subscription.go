@@ -105,18 +105,25 @@ func (s *subscription) fetchLoop() {
 		}
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
 			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, js.ErrNoMessages) {
-			s.log.Warn("channels/jetstream: pull failed, retrying", "channel", s.ch.Name, "group", s.ch.Group,
-				"error", err, "in", retry.Next())
-			if errors.Is(err, js.ErrConsumerNotFound) || errors.Is(err, js.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders) {
-				s.reprovision()
-			}
-			if _, ok := retry.Failed(s.Stopping()); !ok {
+			if !s.pullFailed(err, &retry) {
 				return
 			}
 			continue
 		}
 		retry.Succeeded()
 	}
+}
+
+// pullFailed logs a failed pull, recreates the stream and consumer when
+// they are gone, and waits before the next try; false when draining.
+func (s *subscription) pullFailed(err error, retry *broker.Reconnect) bool {
+	s.log.Warn("channels/jetstream: pull failed, retrying", "channel", s.ch.Name, "group", s.ch.Group,
+		"error", err, "in", retry.Next())
+	if errors.Is(err, js.ErrConsumerNotFound) || errors.Is(err, js.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders) {
+		s.reprovision()
+	}
+	_, ok := retry.Failed(s.Stopping())
+	return ok
 }
 
 // nextLoop is the fetch loop of MaxInFlight 1: one standing pull
@@ -151,16 +158,11 @@ func (s *subscription) nextLoop() {
 			return
 		}
 		if err != nil {
-			s.log.Warn("channels/jetstream: pull failed, retrying", "channel", s.ch.Name, "group", s.ch.Group,
-				"error", err, "in", retry.Next())
 			if it != nil {
 				it.Stop()
 				it = nil
 			}
-			if errors.Is(err, js.ErrConsumerNotFound) || errors.Is(err, js.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders) {
-				s.reprovision()
-			}
-			if _, ok := retry.Failed(s.Stopping()); !ok {
+			if !s.pullFailed(err, &retry) {
 				return
 			}
 			continue

@@ -47,8 +47,8 @@ type acker struct {
 	b *broker.Batcher[ackItem]
 
 	mu      sync.Mutex
-	carry   bool      // the fetch loop takes the pending acks with its reads
-	reading time.Time // when the fetch loop's blocking read started (zero: not in one)
+	carry   bool          // the fetch loop takes the pending acks with its reads
+	reading time.Time     // when the fetch loop's blocking read started (zero: not in one)
 	window  time.Duration // ackCarryWindow
 	closed  bool
 	pending []ackItem
