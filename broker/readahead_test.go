@@ -79,11 +79,8 @@ func TestReadAheadRunsInOrderWithinTheBound(t *testing.T) {
 	// 3 and 4 are held: MaxInFlight of them, so the fetch loop must wait.
 	fetch := make(chan int, 1)
 	go func() { n, _ := c.AwaitFetch(); fetch <- n }()
-	select {
-	case n := <-fetch:
-		t.Fatalf("AwaitFetch allowed %d more with MaxInFlight messages held", n)
-	case <-time.After(50 * time.Millisecond):
-	}
+	gomega.NewWithT(t).Consistently(fetch).WithTimeout(50*time.Millisecond).
+		ShouldNot(gomega.Receive(), "AwaitFetch allowed more with MaxInFlight messages held")
 	close(g.gates["2"])
 	eventually(t, "3 to run on the freed slot", func() bool { return len(g.startedIDs()) == 3 })
 	select {
@@ -164,11 +161,8 @@ func TestReadAheadWaitsForWantedRedeliveries(t *testing.T) {
 	c.WantSlots()
 	fetch := make(chan bool, 1)
 	go func() { _, ok := c.AwaitFetch(); fetch <- ok }()
-	select {
-	case <-fetch:
-		t.Fatal("a read went ahead while a redelivery waited for a slot")
-	case <-time.After(50 * time.Millisecond):
-	}
+	gomega.NewWithT(t).Consistently(fetch).WithTimeout(50*time.Millisecond).
+		ShouldNot(gomega.Receive(), "a read went ahead while a redelivery waited for a slot")
 	c.SlotsGranted()
 	select {
 	case ok := <-fetch:
