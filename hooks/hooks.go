@@ -126,7 +126,9 @@ func Recover() Interceptor {
 // duration), every send, and every batch send (one line: how many messages
 // were sent, and on failure how many were not, with the first error). A
 // record whose level l does not log costs no allocation: its attributes are
-// only built once l.Enabled says yes.
+// only built once l.Enabled says yes. Errors are logged with the
+// credentials of any URL or key=value secret in them redacted
+// (broker.Redact), as the library's own log lines are.
 func Logging(l *slog.Logger) Interceptor {
 	return Interceptor{
 		Name: "Logging",
@@ -137,7 +139,7 @@ func Logging(l *slog.Logger) Interceptor {
 				if err != nil {
 					if l.Enabled(ctx, slog.LevelWarn) {
 						l.WarnContext(ctx, "channels: handler failed", "channel", info.Channel, "group", info.Group,
-							"id", msg.ID, "attempt", msg.Attempt, "took", time.Since(start), "error", err)
+							"id", msg.ID, "attempt", msg.Attempt, "took", time.Since(start), "error", redacted(err))
 					}
 				} else if l.Enabled(ctx, slog.LevelDebug) {
 					l.DebugContext(ctx, "channels: handled", "channel", info.Channel, "group", info.Group,
@@ -151,7 +153,7 @@ func Logging(l *slog.Logger) Interceptor {
 				err := next(ctx, channel, payload, opts...)
 				if err != nil {
 					if l.Enabled(ctx, slog.LevelWarn) {
-						l.WarnContext(ctx, "channels: send failed", "channel", channel, "error", err)
+						l.WarnContext(ctx, "channels: send failed", "channel", channel, "error", redacted(err))
 					}
 				} else if l.Enabled(ctx, slog.LevelDebug) {
 					l.DebugContext(ctx, "channels: sent", "channel", channel)
@@ -174,7 +176,7 @@ func Logging(l *slog.Logger) Interceptor {
 				if failed > 0 {
 					if l.Enabled(ctx, slog.LevelWarn) {
 						l.WarnContext(ctx, "channels: batch send failed", "channel", channel, "messages", len(items),
-							"failed", failed, "first", first, "error", errs[first])
+							"failed", failed, "first", first, "error", redacted(errs[first]))
 					}
 				} else if l.Enabled(ctx, slog.LevelDebug) {
 					l.DebugContext(ctx, "channels: sent batch", "channel", channel, "messages", len(items))
@@ -184,6 +186,9 @@ func Logging(l *slog.Logger) Interceptor {
 		},
 	}
 }
+
+// redacted is err's text without credentials.
+func redacted(err error) string { return broker.Redact(err.Error()) }
 
 // Timeout gives every delivery a deadline of d. A handler that honours its
 // context fails with context.DeadlineExceeded, which the retry policy

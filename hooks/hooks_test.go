@@ -65,3 +65,32 @@ func TestLoggingLevels(t *testing.T) {
 		t.Errorf("send warn line missing: %q", buf.String())
 	}
 }
+
+// Logging redacts the credentials an error carries, on deliveries, sends
+// and batch sends.
+func TestLoggingRedactsCredentials(t *testing.T) {
+	var buf bytes.Buffer
+	l := slog.New(slog.NewTextHandler(&buf, nil))
+	leak := errors.New("dial redis://app:s3cret@10.0.0.7:6379/0: connection refused")
+	ctx := context.Background()
+	h := hooks.ChainHandler(func(context.Context, *broker.Message) error { return leak },
+		hooks.Info{Channel: "orders", Group: "g"}, []hooks.Interceptor{hooks.Logging(l)})
+	if err := h(ctx, &broker.Message{ID: "1", Attempt: 1}); !errors.Is(err, leak) {
+		t.Fatalf("the handler's error must pass unchanged, got %v", err)
+	}
+	send := hooks.ChainSend(func(context.Context, string, any, ...broker.PublishOption) error { return leak },
+		[]hooks.Interceptor{hooks.Logging(l)})
+	if err := send(ctx, "orders", 1); !errors.Is(err, leak) {
+		t.Fatalf("the send's error must pass unchanged, got %v", err)
+	}
+	batch := hooks.ChainSendBatch(func(context.Context, string, []hooks.BatchItem, ...broker.PublishOption) []error {
+		return []error{leak}
+	}, []hooks.Interceptor{hooks.Logging(l)})
+	if errs := batch(ctx, "orders", []hooks.BatchItem{{Payload: 1}}); len(errs) != 1 || !errors.Is(errs[0], leak) {
+		t.Fatalf("the batch's errors must pass unchanged, got %v", errs)
+	}
+	out := buf.String()
+	if strings.Contains(out, "s3cret") || strings.Count(out, "10.0.0.7:6379") != 3 {
+		t.Fatalf("log lines leak the password or lost the address:\n%s", out)
+	}
+}
