@@ -186,7 +186,9 @@ func conformance(tg Target) {
 		recs := []*recorder{{}, {}, {}}
 		for i, r := range recs {
 			slow := func(ctx context.Context, m *broker.Message) error {
-				simulateWork(5 * time.Millisecond) // so the load spreads
+				if err := simulateWork(ctx, 5*time.Millisecond); err != nil { // so the load spreads
+					return err
+				}
 				return r.handle(ctx, m)
 			}
 			h.node([]any{&service{Name: fmt.Sprintf("sub%d", i+1), Channels: channels.Channels{ch: {Group: group, Handler: slow}}}})
@@ -339,7 +341,9 @@ func conformance(tg Target) {
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				var i int
 				Expect(m.Decode(&i)).To(Succeed())
-				simulateWork(5 * time.Millisecond)
+				if err := simulateWork(ctx, 5*time.Millisecond); err != nil {
+					return err
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				order = append(order, i)
@@ -382,7 +386,9 @@ func conformance(tg Target) {
 				mu.Lock()
 				flow = append(flow, fmt.Sprintf("BEGIN: %d", u.ID))
 				mu.Unlock()
-				simulateWork(50 * time.Millisecond)
+				if err := simulateWork(ctx, 50*time.Millisecond); err != nil {
+					return err
+				}
 				mu.Lock()
 				flow = append(flow, fmt.Sprintf("END: %d", u.ID))
 				mu.Unlock()

@@ -111,7 +111,9 @@ func runFaultChild(spec string) int {
 		if !ok {
 			seq = -1
 		}
-		simulateWork(cfg.Work)
+		if err := simulateWork(ctx, cfg.Work); err != nil {
+			return err // cut by the stop deadline: released, printed when run again
+		}
 		// One write per line: atomic on the pipe, nothing buffered when killed.
 		_, _ = os.Stdout.WriteString(fmt.Sprintf("P %d %s %d\n", seq, m.ID, m.Attempt))
 		return nil

@@ -157,14 +157,12 @@ func (r *seqRecorder) handler(by string) broker.Handler {
 		if r.atStart {
 			rec()
 		}
-		if r.honourCtx {
-			select {
-			case <-time.After(r.work):
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		} else {
-			simulateWork(r.work)
+		workCtx := ctx
+		if !r.honourCtx {
+			workCtx = context.WithoutCancel(ctx)
+		}
+		if err := simulateWork(workCtx, r.work); err != nil {
+			return err
 		}
 		if !r.atStart {
 			rec()

@@ -210,7 +210,9 @@ func (r *recorder) handle(ctx context.Context, m *broker.Message) error {
 			break
 		}
 	}
-	simulateWork(r.work)
+	if err := simulateWork(ctx, r.work); err != nil {
+		return err // cut by the stop deadline: released, recorded when run again
+	}
 	r.mu.Lock()
 	cp := *m
 	r.msgs = append(r.msgs, &cp)

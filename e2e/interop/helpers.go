@@ -90,9 +90,20 @@ func (r *recorder) all() ([]*channels.Message, []*channels.CallInfo, []metadata.
 }
 
 // SimulateWork stands for a handler's own work (not a wait for a
-// condition): it takes d, so that handlers overlap as real ones do.
-func SimulateWork(d time.Duration) {
-	if d > 0 {
-		time.Sleep(d)
+// condition): it takes d, so that handlers overlap as real ones do, and
+// ends early with ctx's error when ctx ends first, as a handler that
+// honours its context does. A handler that ignores cancellation (the worst
+// case a stop deadline meets) passes context.WithoutCancel(ctx).
+func SimulateWork(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

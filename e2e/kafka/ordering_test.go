@@ -32,7 +32,7 @@ func newOrderRecorder() *orderRecorder {
 	return &orderRecorder{seqs: map[string][]int{}, running: map[string]int{}, failOnce: map[string]bool{}, failedAlrdy: map[string]bool{}}
 }
 
-func (r *orderRecorder) handle(_ context.Context, m *channels.Message) error {
+func (r *orderRecorder) handle(ctx context.Context, m *channels.Message) error {
 	var p struct {
 		Key string `json:"key"`
 		Seq int    `json:"seq"`
@@ -53,7 +53,8 @@ func (r *orderRecorder) handle(_ context.Context, m *channels.Message) error {
 		r.seqs[p.Key] = append(r.seqs[p.Key], p.Seq)
 	}
 	r.mu.Unlock()
-	interop.SimulateWork(2 * time.Millisecond)
+	// Work that ignores cancellation: the bookkeeping below must run.
+	_ = interop.SimulateWork(context.WithoutCancel(ctx), 2*time.Millisecond)
 	r.mu.Lock()
 	r.running[p.Key]--
 	r.total--
