@@ -285,7 +285,7 @@ func (c *Consumer) Drain(ctx context.Context, h DrainHooks) error {
 			if !waitCtx(ctx, &c.loops) {
 				timedOut = true
 			}
-			c.closeAhead() // what was read ahead goes back at once
+			c.closeAhead(ctx) // what was read ahead goes back at once
 			if c.fl.Wait(ctx) != nil {
 				timedOut = true
 			}

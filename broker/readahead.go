@@ -105,8 +105,10 @@ func (c *Consumer) handOff() *Delivery {
 	return d
 }
 
-// closeAhead refuses further holds and hands back what is held.
-func (c *Consumer) closeAhead() {
+// closeAhead refuses further holds and hands back what is held, within the
+// drain's ctx: what cannot be handed back in time stays with the broker,
+// which delivers it again after its idle or ack-wait time (no attempt used).
+func (c *Consumer) closeAhead(ctx context.Context) {
 	r := &c.ahead
 	r.mu.Lock()
 	r.closed = true
@@ -114,12 +116,18 @@ func (c *Consumer) closeAhead() {
 	r.q = nil
 	r.mu.Unlock()
 	for _, d := range q {
-		handBack(d)
+		if ctx.Err() != nil {
+			return
+		}
+		handBackWithin(ctx, d)
 	}
 }
 
-func handBack(d *Delivery) {
-	ctx, cancel := context.WithTimeout(context.Background(), ReleaseTimeout)
+// handBack releases a message that will not run, within ReleaseTimeout.
+func handBack(d *Delivery) { handBackWithin(context.Background(), d) }
+
+func handBackWithin(ctx context.Context, d *Delivery) {
+	ctx, cancel := context.WithTimeout(ctx, ReleaseTimeout)
 	defer cancel()
 	_ = d.Settle.Release(ctx)
 }

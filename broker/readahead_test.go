@@ -53,7 +53,7 @@ func (g *gatedChannel) startedIDs() []string {
 	return append([]string(nil), g.started...)
 }
 
-func delivery(id string, s *settled) *broker.Delivery {
+func delivery(id string, s broker.Settler) *broker.Delivery {
 	m := broker.NewMessage(nil)
 	m.ID, m.Attempt = id, 1
 	return &broker.Delivery{Msg: m, Settle: s}
@@ -179,5 +179,36 @@ func TestReadAheadWaitsForWantedRedeliveries(t *testing.T) {
 	}
 	if <-fetch {
 		t.Fatal("AwaitFetch allowed a read during the drain")
+	}
+}
+
+// blockedRelease is a settler whose broker does not answer a release: it
+// returns only when its ctx ends.
+type blockedRelease struct{ settled }
+
+func (b *blockedRelease) Release(ctx context.Context) error {
+	b.add("release")
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestReadAheadHandBackKeepsToTheDrainDeadline(t *testing.T) {
+	g, ch := newGated(1, "1")
+	c := broker.NewConsumer(ch)
+	c.Start()
+	c.Hold(delivery("1", &settled{}))
+	for _, id := range []string{"2", "3", "4"} {
+		c.Hold(delivery(id, &blockedRelease{}))
+	}
+	eventually(t, "1 to run", func() bool { return len(g.startedIDs()) == 1 })
+	close(g.gates["1"])
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_ = c.Drain(ctx, broker.DrainHooks{})
+	// Each hand-back may take ReleaseTimeout on its own; the drain's
+	// deadline bounds them all.
+	if took := time.Since(start); took > broker.ReleaseTimeout {
+		t.Fatalf("Drain took %s with a 100 ms context: the hand-backs ignored it", took)
 	}
 }
