@@ -68,6 +68,7 @@ func runChild(spec string) int {
 type child struct {
 	cmd   *exec.Cmd
 	lines chan string
+	early []string // lines read while waiting for another one
 }
 
 func startChild(t *testing.T, ch, group string, mif, maxDeliveries int) *child {
@@ -94,18 +95,32 @@ func startChild(t *testing.T, ch, group string, mif, maxDeliveries int) *child {
 	return c
 }
 
+// wait returns the first line with prefix. Other lines are kept for later
+// waits: a message already pending runs (STARTED) as soon as the consumer
+// starts, which can be before the child prints READY.
 func (c *child) wait(t *testing.T, prefix string) string {
 	t.Helper()
-	select {
-	case l := <-c.lines:
-		if !strings.HasPrefix(l, prefix) {
-			t.Fatalf("child printed %q, want %s", l, prefix)
+	for i, l := range c.early {
+		if strings.HasPrefix(l, prefix) {
+			c.early = append(c.early[:i], c.early[i+1:]...)
+			return l
 		}
-		return l
-	case <-time.After(60 * time.Second):
-		t.Fatalf("child did not print %s", prefix)
 	}
-	return ""
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case l, ok := <-c.lines:
+			if !ok {
+				t.Fatalf("child exited before printing %s", prefix)
+			}
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+			c.early = append(c.early, l)
+		case <-deadline:
+			t.Fatalf("child did not print %s (printed %q)", prefix, c.early)
+		}
+	}
 }
 
 func (c *child) kill(t *testing.T) {
