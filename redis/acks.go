@@ -120,23 +120,27 @@ func (a *acker) giveBack(items []ackItem) {
 	}
 }
 
-// flushPending hands the pending acks to the flusher.
+// flushPending hands the pending acks to the flusher. It holds mu while it
+// does, so that Close, which takes mu before closing the flusher, cannot
+// close it between the taking and the handing (the acks would be lost).
 func (a *acker) flushPending() {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	items := a.pending
 	a.pending = nil
-	a.mu.Unlock()
 	a.giveBack(items)
 }
 
 // Close refuses new acks, flushes the pending ones and waits for the
 // flusher, bounded by ctx.
 func (a *acker) Close(ctx context.Context) error {
+	a.timer.Stop()
 	a.mu.Lock()
 	a.closed, a.carry = true, false
+	items := a.pending
+	a.pending = nil
+	a.giveBack(items)
 	a.mu.Unlock()
-	a.timer.Stop()
-	a.flushPending()
 	return a.b.Close(ctx)
 }
 
