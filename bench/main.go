@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,6 +68,7 @@ func main() {
 		nodeBin      = flag.String("node", "node", "node binary")
 		nodeScript   = flag.String("node-script", "node/bench.js", "the Node benchmark script")
 		cpuProfile   = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+		traceFile    = flag.String("trace", "", "write an execution trace of the whole run to this file (go tool trace; -pprof=sched for where goroutines waited to run)")
 	)
 	flag.IntVar(&p.N, "n", 10000, "messages per throughput run")
 	flag.IntVar(&p.Senders, "senders", 64, "goroutines of the concurrent test")
@@ -87,6 +89,18 @@ func main() {
 			os.Exit(2)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if err := trace.Start(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		defer trace.Stop()
 	}
 	if *quick {
 		set := map[string]bool{}

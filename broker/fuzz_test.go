@@ -185,6 +185,44 @@ func FuzzDecodeHeadersJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) { fuzzDecodeHeaders(t, broker.JSON{}, data) })
 }
 
+// FuzzEncodeHeadersJSON: EncodeHeaders writes what json.Marshal writes (its
+// plain path included), and DecodeHeaders reads it back. data is split at
+// NUL bytes into keys and values.
+func FuzzEncodeHeadersJSON(f *testing.F) {
+	fuzzSetup()
+	for _, s := range []string{"k\x00v", "$requestID\x00n-1\x00$level\x001", "a\x00x\"y", "<\x00&", "\xff\x00\x01", "\u00e9\x00\u2028", ""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parts := strings.Split(string(data), "\x00")
+		h := map[string]string{}
+		for i := 0; i+1 < len(parts); i += 2 {
+			h[parts[i]] = parts[i+1]
+		}
+		b, err := broker.EncodeHeaders(broker.JSON{}, h)
+		want, werr := json.Marshal(h)
+		if len(h) > broker.MaxHeaders || len(want) > broker.MaxHeadersSize {
+			if err == nil {
+				t.Fatalf("%d headers, %d bytes: no error", len(h), len(want))
+			}
+			return
+		}
+		if err != nil || werr != nil || !bytes.Equal(b, want) {
+			t.Fatalf("EncodeHeaders: %s, %v; json.Marshal: %s, %v", b, err, want, werr)
+		}
+		back, err := broker.DecodeHeaders(broker.JSON{}, b)
+		var jback map[string]string
+		if jerr := json.Unmarshal(b, &jback); err != nil || jerr != nil || len(back) != len(jback) {
+			t.Fatalf("decode %s: %v, %v (encoding/json: %v, %v)", b, back, err, jback, jerr)
+		}
+		for k, v := range jback {
+			if back[k] != v {
+				t.Fatalf("header %q: %q, encoding/json %q", k, back[k], v)
+			}
+		}
+	})
+}
+
 func FuzzDecodeHeadersMsgPack(f *testing.F) {
 	fuzzSetup()
 	for _, b := range mpSeeds(f) {

@@ -39,10 +39,16 @@ func EncodeHeaders(ser Serializer, h map[string]string) ([]byte, error) {
 	if len(h) > MaxHeaders {
 		return nil, fmt.Errorf("%d headers, more than MaxHeaders (%d)", len(h), MaxHeaders)
 	}
+	hs := HeadersSerializer(ser)
+	if _, ok := hs.(JSON); ok {
+		if b, ok := encodePlainJSON(h); ok {
+			return b, nil
+		}
+	}
 	if h == nil {
 		h = map[string]string{}
 	}
-	b, err := HeadersSerializer(ser).Marshal(h)
+	b, err := hs.Marshal(h)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +69,35 @@ func EncodeHeaders(ser Serializer, h map[string]string) ([]byte, error) {
 // nesting is bounded by MaxDepth). Errors from the bounds are
 // *MalformedError.
 func DecodeHeaders(ser Serializer, b []byte) (map[string]string, error) {
+	if h, ok := decodePlain(ser, len(b), func() string { return string(b) }); ok {
+		return h, nil
+	}
+	return decodeHeaders(ser, b)
+}
+
+// DecodeHeadersString is DecodeHeaders of a headers field that the client
+// library hands over as a string (go-redis): plain JSON headers are
+// substrings of s, with no copy.
+func DecodeHeadersString(ser Serializer, s string) (map[string]string, error) {
+	if h, ok := decodePlain(ser, len(s), func() string { return s }); ok {
+		return h, nil
+	}
+	return decodeHeaders(ser, []byte(s))
+}
+
+// decodePlain is the fast path of DecodeHeaders (decodePlainJSON) for a
+// field of n bytes, when its serializer is JSON.
+func decodePlain(ser Serializer, n int, field func() string) (map[string]string, bool) {
+	if n == 0 || n > MaxHeadersSize {
+		return nil, false
+	}
+	if _, ok := HeadersSerializer(ser).(JSON); !ok {
+		return nil, false
+	}
+	return decodePlainJSON(field())
+}
+
+func decodeHeaders(ser Serializer, b []byte) (map[string]string, error) {
 	if len(b) == 0 {
 		return nil, &MalformedError{Format: "headers", Offset: -1, Reason: "empty headers field"}
 	}

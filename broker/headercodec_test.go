@@ -174,3 +174,32 @@ func TestErrorFromHeadersTimestampRange(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadersPlainJSON: the inputs at the edges of the plain JSON path
+// (no reflection) give what encoding/json gives, through either entry
+// point; EncodeHeaders writes what json.Marshal writes.
+func TestHeadersPlainJSON(t *testing.T) {
+	for _, in := range []string{
+		`{}`, ` { } `, "{\"a\" :\t\"x\" ,\n\"b\":\"\"}\r\n", `{"a":"x","a":"y"}`, `{"é":"ü"}`,
+		`{"a":"\u00e9"}`, `{"a":"x\"y"}`, `{"a":"<&>"}`, "{\"a\":\"\xff\"}", "{\"a\":\"\x01\"}",
+		`{"a":"x",}`, `{"a":"x"}x`, `{"a":"x"`, `{"a" "x"}`, `{"a":1}`, `{"a":null}`, `{a:"x"}`, `[]`, `null`, `"s"`,
+	} {
+		want, wantErr := broker.DecodeAnyHeaders(broker.JSON{}, []byte(in))
+		got, err := broker.DecodeHeaders(broker.JSON{}, []byte(in))
+		gotS, errS := broker.DecodeHeadersString(broker.JSON{}, in)
+		if (err == nil) != (wantErr == nil) || (errS == nil) != (wantErr == nil) ||
+			!reflect.DeepEqual(got, want) || !reflect.DeepEqual(gotS, want) {
+			t.Errorf("%q: DecodeHeaders %v, %v; DecodeHeadersString %v, %v; encoding/json %v, %v", in, got, err, gotS, errS, want, wantErr)
+		}
+	}
+	for _, h := range []map[string]string{nil, {}, sampleHeaders, {"a": "x\"y"}, {"<": ">&"}, {"a": "<"}, {"b": "&"}, {"c": ">"}, {"é": "\u2028"}, {"a": "\xff"}, {"\x7f": "\x1f"}} {
+		got, err := broker.EncodeHeaders(broker.JSON{}, h)
+		if h == nil {
+			h = map[string]string{}
+		}
+		want, _ := json.Marshal(h)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%q: EncodeHeaders %s, %v; json.Marshal %s", h, got, err, want)
+		}
+	}
+}

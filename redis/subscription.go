@@ -120,7 +120,7 @@ func (s *subscription) decode(msg *broker.Message, m goredis.XMessage, attempt i
 	msg.Payload = []byte(p)
 	if hv, ok := m.Values[FieldHeaders]; ok {
 		hs, _ := hv.(string)
-		h, err := broker.DecodeHeaders(s.ser, []byte(hs))
+		h, err := broker.DecodeHeadersString(s.ser, hs)
 		if err != nil {
 			return "headers", err
 		}
