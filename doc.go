@@ -4,9 +4,13 @@
 //
 // A service declares channel handlers in its schema struct; a Plugin
 // subscribes them through an adapter (package redis for Redis Streams,
-// package memory for the in-process bus; any broker.Adapter) with consumer
-// groups, a real MaxInFlight bound, retries with backoff, dead-lettering,
-// interceptors and a stop that drains in-flight work.
+// amqp for RabbitMQ, jetstream for NATS JetStream, kafka for Apache Kafka,
+// memory for the in-process bus; any broker.Adapter) with consumer groups,
+// a real MaxInFlight bound, retries with backoff, dead-lettering,
+// interceptors and a stop that drains in-flight work. An adapter's package
+// registers its URL schemes when imported:
+//
+//	import _ "github.com/microchannels/channels/memory"
 //
 //	p, err := channels.New(channels.WithAdapter("memory://"))
 //	svc := micro.NewService(micro.Name("payments"), p.Install(&Payments{

@@ -76,8 +76,9 @@ type Channel struct {
 	DeadLettering *DeadLettering
 	// Handler processes the messages.
 	Handler Handler
-	// AdapterOptions holds typed adapter-specific options (for example
-	// redis.ChannelOptions); each adapter uses its own and ignores the rest.
+	// AdapterOptions holds typed options of the adapter in use (for example
+	// redis.ChannelOptions); a value of another adapter's type fails Start
+	// with ErrInvalidOption.
 	AdapterOptions []any
 }
 

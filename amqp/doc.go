@@ -89,9 +89,9 @@
 //     "<g.P.n>.retry.<ms>ms", then the original is acked. The retry queue
 //     has x-message-ttl = the delay and dead-letters expired messages to the
 //     default exchange with routing key g.P.n: RabbitMQ puts the copy back
-//     in the group queue when its backoff ends. Nothing waits in our
-//     process, so other messages are not blocked and a pending retry
-//     survives a restart of our process (and of RabbitMQ: the retry queue
+//     in the group queue when its backoff ends. Nothing waits in the
+//     consuming process, so other messages are not blocked and a pending
+//     retry survives a restart of that process (and of RabbitMQ: the retry queue
 //     is durable and the copy persistent when the message was). Each queue
 //     holds one delay, so the first message to expire is always at its head
 //     (a per-message TTL in a shared queue would wait behind longer ones);
@@ -125,7 +125,7 @@
 //
 // The attempt is 1 + x-redelivered-count (failed runs; a dead-letter copy
 // consumed as a channel of its own starts at 1). A run cut by a crash, a
-// lost channel or our stop deadline changes no header, so it comes back as
+// lost channel or the deadline of the plugin's Stop changes no header, so it comes back as
 // the same attempt and is never dead-lettered for it.
 //
 // Deliveries (RetryPolicy.MaxDeliveries, the bound on poison pills) are

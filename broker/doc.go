@@ -12,7 +12,7 @@
 //
 // Only a handler run that ended in an error uses up an attempt. A message
 // fetched but never run (read ahead, held by a member that died, handed back
-// at a stop), or whose run was cut by a crash or by our own stop deadline,
+// at a stop), or whose run was cut by a crash or by the deadline of the plugin's own Stop,
 // is delivered again with the same attempt number and is never dead-lettered
 // or dropped for it. A message that keeps killing its consumers is given up
 // (dead-lettered or dropped, with [ErrMaxDeliveries]) once its deliveries

@@ -117,8 +117,8 @@
 // one request in flight, so its messages are written in the order of their
 // sends, also when a request is tried again: a partition's messages that
 // failed with a transient error (a leader moving, a timeout) are tried up
-// to 3 times in all before their sends report the error, each send its own
-// result. A fetch returns as soon as one message is there
+// to 8 times in all, with backoff (about 3.5 s), before their sends report
+// the error, each send its own result. A fetch returns as soon as one message is there
 // (MinBytes 1; MaxWait only bounds an empty long poll). Sends are
 // acknowledged by every in-sync replica by default (WithDefaultAcks,
 // WithAcks per send).
