@@ -32,6 +32,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/signal"
@@ -52,6 +53,23 @@ const (
 )
 
 var columns = []string{colChannels, colRaw, colWatermill, colNode}
+
+// record starts a CPU profile or an execution trace written to path, and
+// returns what stops it; nothing when path is empty. It exits on errors.
+func record(path string, start func(io.Writer) error, stop func()) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = start(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	return stop
+}
 
 func main() {
 	var (
@@ -78,30 +96,8 @@ func main() {
 	flag.DurationVar(&p.Timeout, "timeout", 2*time.Minute, "bound of one run")
 	flag.IntVar(&reps, "reps", 3, "repetitions")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-		defer pprof.StopCPUProfile()
-	}
-	if *traceFile != "" {
-		f, err := os.Create(*traceFile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-		if err := trace.Start(f); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-		defer trace.Stop()
-	}
+	defer record(*cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile)()
+	defer record(*traceFile, trace.Start, trace.Stop)()
 	if *quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -40,13 +40,17 @@ type Consumer struct {
 
 	ahead readAhead // messages read ahead of the free slots (Hold)
 	work  chan job  // handed to a worker waiting for its next message
+
+	beatStop chan struct{} // closed by the drain once the handlers are done (Beat)
+	beats    sync.WaitGroup
 }
 
 // NewConsumer returns a consumer for a validated, normalized channel.
 func NewConsumer(ch *Channel) *Consumer {
 	hctx, cancel := context.WithCancel(context.Background())
 	return &Consumer{ch: ch, fl: NewInflight(ch.MaxInFlight), hctx: hctx, cancel: cancel,
-		stop: make(chan struct{}), running: map[*Delivery]struct{}{}, work: make(chan job), ahead: newReadAhead()}
+		stop: make(chan struct{}), running: map[*Delivery]struct{}{}, work: make(chan job), ahead: newReadAhead(),
+		beatStop: make(chan struct{})}
 }
 
 // Channel returns the channel consumed.
@@ -99,6 +103,34 @@ func (c *Consumer) Go(loop func()) {
 	go func() {
 		defer c.loops.Done()
 		loop()
+	}()
+}
+
+// Beat calls beat every interval, from now until the drain has waited for
+// the running handlers (or its deadline passed). Unlike the loops, it goes
+// on through the drain: the messages of handlers that run into a stop keep
+// being refreshed with the broker (Redis idle time, JetStream in-progress)
+// instead of looking abandoned to the other members, which would run them
+// a second time. Adapters call it once Start has started the loops.
+func (c *Consumer) Beat(every time.Duration, beat func()) {
+	c.beats.Add(1)
+	go func() {
+		defer c.beats.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.beatStop:
+				return
+			case <-t.C:
+				select {
+				case <-c.beatStop: // both were ready: no beat after the stop
+					return
+				default:
+					beat()
+				}
+			}
+		}
 	}()
 }
 
@@ -268,7 +300,7 @@ type DrainHooks struct {
 }
 
 // Drain stops fetching, waits for the fetch loops and the running handlers
-// (bounded by ctx), then runs Finish. When ctx ends first the handlers'
+// (bounded by ctx), stops the beats (Beat), then runs Finish. When ctx ends first the handlers'
 // context is cancelled (their messages are released and delivered again,
 // never dead-lettered) and a *DrainError naming them is returned. It runs
 // once; later calls return the first result.
@@ -293,6 +325,8 @@ func (c *Consumer) Drain(ctx context.Context, h DrainHooks) error {
 				errs = append(errs, c.drainError())
 			}
 		}
+		close(c.beatStop)
+		waitCtx(ctx, &c.beats) // a beat under way ends within its own timeout
 		c.cancel()
 		if h.Finish != nil {
 			if err := h.Finish(ctx, timedOut); err != nil {

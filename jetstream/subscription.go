@@ -29,27 +29,23 @@ type subscription struct {
 	recs records
 	log  *slog.Logger
 
-	fetchCtx   context.Context // cancelled by StopFetching
-	stopFetch  context.CancelFunc
-	beatStop   chan struct{}
-	beatDone   sync.WaitGroup
-	runningMu  sync.Mutex
-	running    map[*delivery]struct{}
-	finishOnce sync.Once
+	fetchCtx  context.Context // cancelled by StopFetching
+	stopFetch context.CancelFunc
+	runningMu sync.Mutex
+	running   map[*delivery]struct{}
 }
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, cons js.Consumer, recs records) *subscription {
 	fctx, cancel := context.WithCancel(context.Background())
 	return &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, cons: cons, recs: recs,
-		log: ch.Logger, fetchCtx: fctx, stopFetch: cancel, beatStop: make(chan struct{}), running: map[*delivery]struct{}{}}
+		log: ch.Logger, fetchCtx: fctx, stopFetch: cancel, running: map[*delivery]struct{}{}}
 }
 
-// Start begins fetching; it runs once. The in-progress loop is not a loop
-// of the Consumer: it must go on while a drain waits for slow handlers.
+// Start begins fetching; it runs once. The in-progress beat runs on the
+// kit's Beat: it goes on while a drain waits for slow handlers.
 func (s *subscription) Start() {
 	if s.Consumer.Start(s.fetchLoop) {
-		s.beatDone.Add(1)
-		go s.inProgressLoop()
+		s.Beat(s.opts.InProgressInterval, s.inProgress)
 	}
 }
 
@@ -65,8 +61,6 @@ func (s *subscription) Drain(ctx context.Context) error {
 func (s *subscription) finish(ctx context.Context, _ bool) error {
 	defer s.a.subs.Remove(s)
 	s.stopFetch()
-	s.finishOnce.Do(func() { close(s.beatStop) })
-	s.beatDone.Wait()
 	if !s.Started() || !s.c.nc.IsConnected() {
 		return nil
 	}
@@ -155,6 +149,9 @@ func (s *subscription) nextLoop() {
 			if m != nil {
 				s.Hold(&s.delivery(m).Delivery) // handed back: the drain started
 			}
+			if it != nil {
+				s.handBackBuffered(it)
+			}
 			return
 		}
 		if err != nil {
@@ -168,6 +165,22 @@ func (s *subscription) nextLoop() {
 			continue
 		}
 		retry.Succeeded()
+		s.Hold(&s.delivery(m).Delivery)
+	}
+}
+
+// handBackBuffered drains the standing pull at a stop. A message that
+// reached it as the pull was cancelled (Next may report the cancellation
+// with a message buffered) is handed back like any message held at a stop,
+// instead of being dropped with the subscription, to come back only after
+// AckWait with one more delivery counted.
+func (s *subscription) handBackBuffered(it js.MessagesContext) {
+	it.Drain()
+	for {
+		m, err := it.Next(js.NextMaxWait(minPullExpiry))
+		if err != nil {
+			return
+		}
 		s.Hold(&s.delivery(m).Delivery)
 	}
 }
@@ -192,23 +205,13 @@ func (s *subscription) reprovision() {
 	}
 }
 
-// inProgressLoop tells the server that the running messages are being
+// inProgress tells the server that the running messages are being
 // worked on, so a handler longer than AckWait keeps its message.
-func (s *subscription) inProgressLoop() {
-	defer s.beatDone.Done()
-	t := time.NewTicker(s.opts.InProgressInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.beatStop:
-			return
-		case <-t.C:
-			s.runningMu.Lock()
-			for d := range s.running {
-				_ = d.m.InProgress()
-			}
-			s.runningMu.Unlock()
-		}
+func (s *subscription) inProgress() {
+	s.runningMu.Lock()
+	defer s.runningMu.Unlock()
+	for d := range s.running {
+		_ = d.m.InProgress()
 	}
 }
 

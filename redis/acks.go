@@ -44,7 +44,8 @@ type ackItem struct {
 // messages. After a drain closed it, late handlers do not ack:
 // their messages stay pending and are delivered again.
 type acker struct {
-	b *broker.Batcher[ackItem]
+	b    *broker.Batcher[ackItem]
+	xack func(items []ackItem, stopping <-chan struct{})
 
 	mu      sync.Mutex
 	carry   bool          // the fetch loop takes the pending acks with its reads
@@ -57,7 +58,7 @@ type acker struct {
 
 // newAcker returns an acker whose flusher sends batches with xack.
 func newAcker(batch int, xack func(items []ackItem, stopping <-chan struct{})) *acker {
-	a := &acker{window: ackCarryWindow}
+	a := &acker{window: ackCarryWindow, xack: xack}
 	a.b = broker.NewBatcher(batch, func(items []ackItem) { xack(items, a.b.Stopping()) })
 	a.timer = time.AfterFunc(time.Hour, a.flushPending)
 	a.timer.Stop()
@@ -113,12 +114,23 @@ func (a *acker) readEnded() {
 	a.mu.Unlock()
 }
 
-// giveBack hands acks the fetch loop could not send to the flusher.
+// giveBack hands acks the fetch loop could not send to the flusher. Once a
+// drain closed the flusher (its deadline passed during the fetch loop's
+// last read) they are sent here, with no wait between the tries.
 func (a *acker) giveBack(items []ackItem) {
+	var late []ackItem
 	for _, it := range items {
-		_ = a.b.Add(it)
+		if err := a.b.Add(it); err != nil {
+			late = append(late, it)
+		}
+	}
+	if len(late) > 0 {
+		a.xack(late, closedStop)
 	}
 }
+
+// closedStop is a closed stopping channel: tries without waiting.
+var closedStop = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // flushPending hands the pending acks to the flusher. It holds mu while it
 // does, so that Close, which takes mu before closing the flusher, cannot

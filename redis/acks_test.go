@@ -113,3 +113,24 @@ func TestAckerOnACallersClientSendsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAckerGivenBackAfterCloseStillSends: acks the fetch loop's last read
+// could not carry, given back after the drain closed the flusher, are sent
+// all the same (they belong to handlers that succeeded).
+func TestAckerGivenBackAfterCloseStillSends(t *testing.T) {
+	f := &flushed{}
+	a := newAcker(16, f.xack)
+	a.Start()
+	a.carryWithReads()
+	if err := a.Add(ackItem{id: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	carried := a.take()
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a.giveBack(carried) // the read's pipeline failed
+	if got := f.got(); len(got) != 1 || got[0] != "1" {
+		t.Fatalf("sent %v, want [1]", got)
+	}
+}

@@ -157,25 +157,22 @@ func (s *subscription) handBackWaiting(ctx context.Context) {
 	}
 }
 
-// maintainLoop is the single loop that refreshes held messages, claims the
-// messages of dead consumers and sweeps stale consumers. The heartbeat has
-// its own ticker, so a long ClaimInterval cannot let a live message reach
-// MinIdleTime.
+// maintainLoop is the loop that claims the messages of dead consumers and
+// sweeps stale consumers. The heartbeat is not part of it: it runs on the
+// kit's Beat, with its own ticker (a long ClaimInterval cannot let a live
+// message reach MinIdleTime), and goes on while a drain waits for slow
+// handlers.
 func (s *subscription) maintainLoop() {
 	// Jitter keeps the members of a group from ticking in lockstep, so a
 	// failed message is not always reclaimed by the member that failed it.
 	jitter := func() time.Duration { return s.opts.ClaimInterval/2 + rand.N(s.opts.ClaimInterval) }
 	claim := time.NewTimer(jitter())
 	defer claim.Stop()
-	beat := time.NewTicker(s.opts.HeartbeatInterval)
-	defer beat.Stop()
 	lastSweep := time.Now()
 	for {
 		select {
 		case <-s.Stopping():
 			return
-		case <-beat.C:
-			s.heartbeat()
 		case <-claim.C:
 			s.claimIdle()
 			if time.Since(lastSweep) >= s.opts.StaleConsumerAge/staleSweepsPerAge {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -28,10 +29,11 @@ type subscription struct {
 	opts ChannelOptions
 	log  *slog.Logger
 
-	rd   *reader
-	held *holdings
-	acks *acker
-	recs records
+	startOnce sync.Once
+	rd        *reader
+	held      *holdings
+	acks      *acker
+	recs      records
 }
 
 func newSubscription(a *Adapter, c goredis.UniversalClient, ser broker.Serializer, ch *broker.Channel, opts ChannelOptions) *subscription {
@@ -42,15 +44,21 @@ func newSubscription(a *Adapter, c goredis.UniversalClient, ser broker.Serialize
 	return s
 }
 
-// Start begins reading and maintaining; it runs once.
+// Start begins reading and maintaining; it runs once, and not after a
+// drain.
 func (s *subscription) Start() {
-	s.rd = s.a.newReader(s)
-	if s.rd.owned {
-		s.acks.carryWithReads()
-	}
-	if s.Consumer.Start(s.fetchLoop, s.maintainLoop) {
+	s.startOnce.Do(func() {
+		s.rd = s.a.newReader(s)
+		if s.rd.owned {
+			s.acks.carryWithReads()
+		}
+		if !s.Consumer.Start(s.fetchLoop, s.maintainLoop) {
+			s.rd.close() // drained first
+			return
+		}
 		s.acks.Start()
-	}
+		s.Beat(s.opts.HeartbeatInterval, s.heartbeat)
+	})
 }
 
 // Drain stops reading at once, waits for running handlers (bounded by ctx),

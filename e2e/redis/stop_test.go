@@ -152,3 +152,50 @@ func TestStopGivesBackReadAheadAsFirstAttempt(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "all acknowledged", func() bool { return c.XPending(ctx, ch, group).Val().Count == 0 })
 }
+
+// TestStopKeepsHeartbeatingSlowHandlers: while a stop waits for a handler
+// that runs longer than MinIdleTime, the member keeps refreshing the
+// message's idle time, so another member of the group does not claim it
+// and run it a second time.
+func TestStopKeepsHeartbeatingSlowHandlers(t *testing.T) {
+	needRedis(t)
+	ch, group := unique("slowstop.topic"), unique("slowstop-group")
+	timings := crashTimings // MinIdleTime 1 s, claims every 50 ms
+	release := make(chan struct{})
+	var ranA, ranB atomic.Int32
+	a := startPlugin(t, timings, &service{Name: "slowstop", Channels: channels.Channels{ch: {Group: group,
+		Handler: func(ctx context.Context, m *channels.Message) error {
+			ranA.Add(1)
+			<-release
+			return nil
+		}}}}, channels.WithNodeID("slowstop-a"))
+	c := rawClient(t)
+	ctx := context.Background()
+	t.Cleanup(func() { c.Del(context.Background(), ch) })
+	if err := c.XAdd(ctx, &goredis.XAddArgs{Stream: ch, Values: []any{"payload", `"slow"`}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the message running on member a", func() bool { return ranA.Load() == 1 })
+	startPlugin(t, timings, &service{Name: "slowstop", Channels: channels.Channels{ch: {Group: group,
+		Handler: func(ctx context.Context, m *channels.Message) error {
+			ranB.Add(1)
+			return nil
+		}}}}, channels.WithNodeID("slowstop-b"))
+	stopped := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		stopped <- a.Stop(sctx)
+	}()
+	consistently(t, 3*timings.MinIdleTime, "member b not running a's message while a stops", func() bool {
+		return ranB.Load() == 0 && ranA.Load() == 1
+	})
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "all acknowledged", func() bool { return c.XPending(ctx, ch, group).Val().Count == 0 })
+	if ranA.Load() != 1 || ranB.Load() != 0 {
+		t.Fatalf("member a ran it %d times, member b %d", ranA.Load(), ranB.Load())
+	}
+}
