@@ -31,6 +31,9 @@ type subscription struct {
 	ack *acker           // the acker of cur, once consuming
 	// consuming: basic.consume succeeded on cur and was not cancelled.
 	consuming bool
+	// finished: the drain's Finish ran (after a deadline, possibly while
+	// the fetch loop was still opening a channel): no channel is kept.
+	finished bool
 }
 
 func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOptions) *subscription {
@@ -74,10 +77,18 @@ func (s *subscription) openChannel(ctx context.Context, c *amqp091.Connection) (
 	return ch, nil
 }
 
-func (s *subscription) setChannel(ch *amqp091.Channel) {
+// setChannel makes ch the consumer channel; false (ch closed) once the
+// drain finished.
+func (s *subscription) setChannel(ch *amqp091.Channel) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	if s.finished {
+		s.mu.Unlock()
+		_ = ch.Close()
+		return false
+	}
 	s.cur = ch
+	s.mu.Unlock()
+	return true
 }
 
 // Start begins consuming; it runs once.
@@ -138,7 +149,9 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 		if err != nil {
 			return nil, nil, err
 		}
-		s.setChannel(ch)
+		if !s.setChannel(ch) {
+			return nil, nil, broker.ErrClosed
+		}
 	}
 	co := s.opts.Consumer
 	deliveries, err := ch.Consume(s.queue, s.tag, false, co.Exclusive, false, false, co.Arguments)
@@ -147,6 +160,11 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 		return nil, nil, err
 	}
 	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		_ = ch.Close()
+		return nil, nil, broker.ErrClosed
+	}
 	s.consuming = true
 	s.ack = newAcker(ch, max(s.MaxInFlight(), 16))
 	s.mu.Unlock()
@@ -314,7 +332,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 			defer s.l.forget(s)
 			s.mu.Lock()
 			ch, k := s.cur, s.ack
-			s.cur, s.ack = nil, nil
+			s.cur, s.ack, s.finished = nil, nil, true
 			s.mu.Unlock()
 			if k != nil {
 				_ = k.close(ctx) // the queued acks go out before the channel closes

@@ -151,10 +151,11 @@ func (c *Consumer) Acquire() bool { return c.fl.Acquire(c.hctx) }
 // AcquireForFetch takes a slot for fetching new messages. While
 // redeliveries wait for a slot (WantSlots), it leaves the freed slots to
 // them and waits, so that due retries and claimed messages run before new
-// ones. False when draining.
-func (c *Consumer) AcquireForFetch() bool {
+// ones. False when draining or when ctx ends (the fetcher's own end: a
+// partition handed over to another member).
+func (c *Consumer) AcquireForFetch(ctx context.Context) bool {
 	for {
-		if !c.fl.Acquire(c.hctx) {
+		if !c.fl.Acquire(ctx) {
 			return false
 		}
 		c.wantMu.Lock()
@@ -167,6 +168,8 @@ func (c *Consumer) AcquireForFetch() bool {
 		select {
 		case <-granted:
 		case <-c.stop:
+			return false
+		case <-ctx.Done():
 			return false
 		}
 	}
@@ -220,8 +223,7 @@ func (c *Consumer) MaxInFlight() int { return c.fl.Max() }
 // MaxInFlight of them, with their grown stacks, instead of starting one
 // per message. They end with the drain.
 func (c *Consumer) Run(d *Delivery, done func(Outcome)) {
-	c.fl.wg.Add(1) // counted as Inflight.Go does; the chain frees the slot
-	c.track(d)
+	c.track(d) // in flight on its slot, which the chain frees
 	c.start(d, done)
 }
 
@@ -281,9 +283,7 @@ func (c *Consumer) runChain(d *Delivery, done func(Outcome)) {
 		if done != nil {
 			done(out)
 		}
-		next := c.handOff() // counted in flight before d is counted done
-		c.fl.wg.Done()
-		d, done = next, nil
+		d, done = c.handOff(), nil // the slot goes on to the next held message, or is freed
 	}
 }
 

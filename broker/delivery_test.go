@@ -242,7 +242,7 @@ func TestFetchYieldsToWaitingRedeliveries(t *testing.T) {
 	c := broker.NewConsumer(ch)
 	c.WantSlots()
 	fetched := make(chan bool, 1)
-	go func() { fetched <- c.AcquireForFetch() }()
+	go func() { fetched <- c.AcquireForFetch(context.Background()) }()
 	select {
 	case <-fetched:
 		t.Fatal("a fetch took the free slot while a redelivery wanted it")
@@ -263,7 +263,7 @@ func TestFetchYieldsToWaitingRedeliveries(t *testing.T) {
 	}
 	c.ReleaseSlot()
 	c.WantSlots()
-	go func() { fetched <- c.AcquireForFetch() }()
+	go func() { fetched <- c.AcquireForFetch(context.Background()) }()
 	if err := c.Drain(context.Background(), broker.DrainHooks{}); err != nil {
 		t.Fatal(err)
 	}

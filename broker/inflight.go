@@ -11,11 +11,21 @@ import (
 // Fetch loops call Acquire before taking a message (so a full channel fetches
 // nothing) and Go to run it; each message frees its own slot when done, so
 // no batch holds slots.
+//
+// The barrier (Wait) counts every slot taken, from Acquire to Release, and
+// the work of Track: a slot that a fetcher took just before Close, for a
+// message it has not started yet, is waited for like a running handler. A
+// slot taken once Close was called is given back at once (Acquire fails),
+// so nothing starts after Wait returned.
 type Inflight struct {
 	slots     chan struct{}
-	wg        sync.WaitGroup
 	closing   chan struct{}
 	closeOnce sync.Once
+
+	mu     sync.Mutex
+	n      int           // slots taken and tracked work
+	closed bool          // Close was called: no slot is counted any more
+	idle   chan struct{} // closed when n drops to 0 while Wait waits
 }
 
 // NewInflight returns a tracker with max slots (at least 1).
@@ -36,7 +46,7 @@ func (f *Inflight) Acquire(ctx context.Context) bool {
 	}
 	select {
 	case f.slots <- struct{}{}:
-		return true
+		return f.taken()
 	case <-f.closing:
 		return false
 	case <-ctx.Done():
@@ -53,21 +63,47 @@ func (f *Inflight) TryAcquire() bool {
 	}
 	select {
 	case f.slots <- struct{}{}:
-		return true
+		return f.taken()
 	default:
 		return false
 	}
 }
 
+// taken counts a slot just taken, unless Close came first: the slot is
+// then given back.
+func (f *Inflight) taken() bool {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		<-f.slots
+		return false
+	}
+	f.n++
+	f.mu.Unlock()
+	return true
+}
+
 // Release frees a slot taken by Acquire that was not handed to Go.
-func (f *Inflight) Release() { <-f.slots }
+func (f *Inflight) Release() {
+	<-f.slots
+	f.done()
+}
+
+// done uncounts a slot or a tracked piece of work.
+func (f *Inflight) done() {
+	f.mu.Lock()
+	f.n--
+	if f.n == 0 && f.idle != nil {
+		close(f.idle)
+		f.idle = nil
+	}
+	f.mu.Unlock()
+}
 
 // Go runs fn on its own goroutine; the slot taken by Acquire is freed when
 // fn returns.
 func (f *Inflight) Go(fn func()) {
-	f.wg.Add(1)
 	go func() {
-		defer f.wg.Done()
 		defer f.Release()
 		fn()
 	}()
@@ -76,9 +112,11 @@ func (f *Inflight) Go(fn func()) {
 // Track counts fn as in flight without using a slot (settling work such as
 // an ack or a dead-letter publish that must finish before Drain returns).
 func (f *Inflight) Track(fn func()) {
-	f.wg.Add(1)
+	f.mu.Lock()
+	f.n++
+	f.mu.Unlock()
 	go func() {
-		defer f.wg.Done()
+		defer f.done()
 		fn()
 	}()
 }
@@ -93,18 +131,33 @@ func (f *Inflight) Free() int { return cap(f.slots) - len(f.slots) }
 func (f *Inflight) Max() int { return cap(f.slots) }
 
 // Close makes Acquire fail from now on. It is idempotent.
-func (f *Inflight) Close() { f.closeOnce.Do(func() { close(f.closing) }) }
+func (f *Inflight) Close() {
+	f.closeOnce.Do(func() {
+		f.mu.Lock()
+		f.closed = true
+		f.mu.Unlock()
+		close(f.closing)
+	})
+}
 
 // Closing is closed once Close was called.
 func (f *Inflight) Closing() <-chan struct{} { return f.closing }
 
-// Wait blocks until every running handler returned, or ctx ends
-// (ErrDrainTimeout).
+// Wait blocks until every slot taken is free again and every tracked piece
+// of work is done, or ctx ends (ErrDrainTimeout).
 func (f *Inflight) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { f.wg.Wait(); close(done) }()
+	f.mu.Lock()
+	if f.n == 0 {
+		f.mu.Unlock()
+		return nil
+	}
+	if f.idle == nil {
+		f.idle = make(chan struct{})
+	}
+	idle := f.idle
+	f.mu.Unlock()
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 		return ErrDrainTimeout

@@ -111,8 +111,7 @@ func (c *Consumer) handOff() *Delivery {
 	d := r.q[0]
 	r.q[0] = nil
 	r.q = r.q[1:]
-	c.fl.wg.Add(1)
-	c.track(d)
+	c.track(d) // in flight on the slot handed over
 	select {
 	case r.freed <- struct{}{}:
 	default:

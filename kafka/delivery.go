@@ -126,7 +126,9 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 		if delay > 0 {
 			h[HeaderNotBefore] = strconv.FormatInt(time.Now().Add(delay).UnixMilli(), 10)
 		}
-		err := p.s.a.write(ctx, p.s.c, p.s.ch.Name, SendOptions{Key: d.km.Key}, d.km.Value, toKafkaHeaders(h))
+		// Every in-sync replica must have the copy before the original is
+		// settled, whatever the adapter's default acks for sends.
+		err := p.s.a.write(ctx, p.s.c, p.s.ch.Name, SendOptions{Key: d.km.Key, Acks: AcksAll}, d.km.Value, toKafkaHeaders(h))
 		if err == nil {
 			p.settled(d.km.Offset)
 			return nil
@@ -138,12 +140,13 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 	next := p.delivery(d.km, d)
 	next.msg.Attempt = d.msg.Attempt + 1
 	next.Failure = failure
-	p.hold(next, delay)
+	p.hold(next, delay, false)
 	return nil
 }
 
 // DeadLetter publishes the copy to the dead-letter topic with the kit's
-// headers and x-original-partition, and returns once it is acknowledged.
+// headers and x-original-partition, and returns once every in-sync replica
+// acknowledged it (AcksAll, whatever the adapter's default for sends).
 func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
 	h := maps.Clone(headers)
 	delete(h, HeaderNotBefore)
@@ -152,7 +155,7 @@ func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 	if err := p.s.a.ensureTopic(ctx, p.s.c, p.s.ch.DeadLetter.Queue, p.s.opts.Topic); err != nil {
 		return err
 	}
-	return p.s.a.write(ctx, p.s.c, p.s.ch.DeadLetter.Queue, SendOptions{Key: d.km.Key}, payload, toKafkaHeaders(h))
+	return p.s.a.write(ctx, p.s.c, p.s.ch.DeadLetter.Queue, SendOptions{Key: d.km.Key, Acks: AcksAll}, payload, toKafkaHeaders(h))
 }
 
 // Keep runs the message again after DefaultKeepDelay as a final failure
@@ -162,7 +165,7 @@ func (d *delivery) Keep(_ context.Context, failure map[string]string) error {
 	d.again = true
 	next := d.p.delivery(d.km, d)
 	next.Final, next.Failure = true, failure
-	d.p.hold(next, DefaultKeepDelay)
+	d.p.hold(next, DefaultKeepDelay, false)
 	return nil
 }
 

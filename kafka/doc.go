@@ -90,8 +90,14 @@
 // its partitions finish for up to 3/4 of RebalanceTimeout, commits what
 // they processed and only then rejoins: a partition is never read by two
 // members at once, and a message finished before the handover is not run
-// again. A message still running after that time is run again by the next
-// owner. A drain (Plugin.Stop) stops reading, waits for the running
+// again. Meanwhile it keeps heartbeating as a member of the ending
+// generation, so a handler longer than SessionTimeout does not get it
+// expelled. A message still running after that time is run again by the
+// next owner. A retry copy still waiting for its backoff is published again
+// (unchanged, acknowledged by every in-sync replica) and settled, so the
+// commit moves past it and the messages after it are not run again; a
+// message held in the process (an ordered channel's retry) keeps its offset
+// uncommitted, and the next owner runs it and what follows it. A drain (Plugin.Stop) stops reading, waits for the running
 // handlers within its deadline, commits and leaves the group, so that the
 // other members take the partitions over at once.
 //

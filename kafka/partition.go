@@ -33,7 +33,7 @@ type partition struct {
 	committed int64
 	running   int // handed to a handler and not settled
 	held      int // waiting (retry not-before, local retry, lane) without a slot
-	timers    map[*time.Timer]struct{}
+	timers    map[*time.Timer]heldMsg
 	lanes     map[string][]*delivery // ordered channels: the head of a lane runs, the rest wait
 	closed    bool
 	// careful counts the messages still to run one at a time after an
@@ -53,7 +53,7 @@ func (p *partition) beCareful(headRuns int) {
 }
 
 func newPartition(g *generation, id int, start int64) *partition {
-	p := &partition{g: g, s: g.s, id: id, pos: start, committed: start, timers: map[*time.Timer]struct{}{},
+	p := &partition{g: g, s: g.s, id: id, pos: start, committed: start, timers: map[*time.Timer]heldMsg{},
 		lanes: map[string][]*delivery{}}
 	p.cond = sync.NewCond(&p.mu)
 	return p
@@ -97,15 +97,17 @@ func (p *partition) run(ctx context.Context) {
 	<-ctx.Done()
 	cancel()
 	stop()
-	p.close()
+	copies := p.close()
 	<-fetched
 	_ = r.Close()
+	p.handOver(copies)
 	// Give the running messages of this partition the time the group
 	// allows for rejoining (none run any more at the end of a drain); a
 	// message still running after it is delivered again to the partition's
 	// next owner.
 	p.waitIdle(s.opts.RebalanceTimeout * 3 / 4)
 	p.g.commit([]*partition{p}, metaClean, true)
+	p.g.handedOff()
 }
 
 // fetch reads messages and dispatches them.
@@ -150,7 +152,7 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 	}
 	p.countRun(d)
 	if at, ok := notBefore(d.hdrs); ok && time.Until(at) > 0 {
-		p.hold(d, time.Until(at))
+		p.hold(d, time.Until(at), true)
 		return true
 	}
 	if s.opts.Ordering != Unordered {
@@ -165,11 +167,17 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 		}
 		p.mu.Unlock()
 	}
-	if !s.AcquireForFetch() {
+	// The wait for a slot ends with the partition: a message read from a
+	// partition handed over is left unsettled, for its next owner.
+	if !s.AcquireForFetch(ctx) {
+		return false
+	}
+	if ctx.Err() != nil {
+		s.ReleaseSlot()
 		return false
 	}
 	p.start(d)
-	return ctx.Err() == nil
+	return true
 }
 
 // countRun, in careful mode, commits the message's offset with the number
@@ -233,10 +241,18 @@ func (p *partition) startLater(d *delivery) {
 	}()
 }
 
+// heldMsg is a message waiting in hold; copy: it is a retry copy read back
+// from the topic, waiting for its not-before time.
+type heldMsg struct {
+	d    *delivery
+	copy bool
+}
+
 // hold runs d after wait without taking a slot meanwhile. Its offset stays
-// uncommitted until it ran; if the partition is lost first, the next owner
-// reads it again and holds it for what is left of the wait.
-func (p *partition) hold(d *delivery, wait time.Duration) {
+// uncommitted until it ran; if the partition is lost first, a retry copy
+// (copy) is handed over (handOver), anything else is read again by the next
+// owner and held for what is left of the wait.
+func (p *partition) hold(d *delivery, wait time.Duration, copy bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -253,7 +269,7 @@ func (p *partition) hold(d *delivery, wait time.Duration) {
 			p.startLater(d)
 		}
 	})
-	p.timers[t] = struct{}{}
+	p.timers[t] = heldMsg{d, copy}
 }
 
 func (p *partition) isClosed() bool {
@@ -262,18 +278,52 @@ func (p *partition) isClosed() bool {
 	return p.closed
 }
 
-// close stops the held messages (they stay unsettled) and wakes the reader.
-func (p *partition) close() {
+// close stops the held messages (they stay unsettled), wakes the reader and
+// returns the retry copies it stopped, for handOver.
+func (p *partition) close() (copies []*delivery) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	for t := range p.timers {
+	for t, h := range p.timers {
 		if t.Stop() {
 			p.held--
+			if h.copy {
+				copies = append(copies, h.d)
+			}
 		}
 	}
 	clear(p.timers)
 	p.cond.Broadcast()
+	return copies
+}
+
+// handOver publishes again, unchanged, the retry copies that were waiting
+// for their backoff when the partition was handed over, and settles them
+// once every in-sync replica has the new copy. Left unsettled, each would
+// hold the commit position back, and the next owner would run again every
+// message read after it. A copy that cannot be published stays unsettled:
+// read again, not lost.
+func (p *partition) handOver(copies []*delivery) {
+	if len(copies) == 0 {
+		return
+	}
+	s := p.s
+	so := make([]SendOptions, len(copies))
+	msgs := make([]kafkago.Message, len(copies))
+	for i, d := range copies {
+		so[i] = SendOptions{Key: d.km.Key, Acks: AcksAll}
+		msgs[i] = kafkago.Message{Key: d.km.Key, Value: d.km.Value, Headers: d.km.Headers}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultWriteTimeout)
+	defer cancel()
+	for i, err := range s.a.produce(ctx, s.c, s.ch.Name, so, msgs) {
+		if err != nil {
+			s.log.Warn("channels/kafka: handing over a retry copy failed; the partition's next owner reads it and what follows again",
+				"channel", s.ch.Name, "partition", p.id, "error", broker.Redact(err.Error()))
+			continue
+		}
+		p.settled(copies[i].km.Offset)
+	}
 }
 
 // waitIdle waits until no message of the partition runs, at most d.

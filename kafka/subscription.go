@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -128,6 +129,9 @@ func (s *subscription) finish(ctx context.Context, _ bool) error {
 	done := make(chan error, 1)
 	go func() {
 		if g != nil {
+			for _, p := range g.all() {
+				p.handOver(p.close())
+			}
 			g.commit(g.all(), metaClean, true)
 		}
 		done <- cg.Close()
@@ -198,9 +202,13 @@ func (s *subscription) groupLoop() {
 // they all returned, so a partition is never read by two members of ours
 // at once.
 func (s *subscription) runGeneration(kg *kafkago.Generation) {
-	g := &generation{s: s, kg: kg, parts: map[int]*partition{}}
+	g := &generation{s: s, kg: kg, parts: map[int]*partition{}, handedOver: make(chan struct{})}
 	for _, pa := range kg.Assignments[s.ch.Name] {
 		g.parts[pa.ID] = newPartition(g, pa.ID, pa.Offset)
+	}
+	g.left.Store(int32(len(g.parts)))
+	if len(g.parts) == 0 {
+		close(g.handedOver)
 	}
 	s.log.Debug("channels/kafka: partitions assigned", "channel", s.ch.Name, "group", s.group,
 		"generation", kg.ID, "partitions", len(g.parts))
@@ -212,6 +220,7 @@ func (s *subscription) runGeneration(kg *kafkago.Generation) {
 		kg.Start(p.run)
 	}
 	kg.Start(g.commitLoop)
+	kg.Start(g.handoverBeat)
 }
 
 // generation is this member's share of one generation of the group.
@@ -221,6 +230,55 @@ type generation struct {
 	parts map[int]*partition
 	// commitMu serializes the commits of the generation.
 	commitMu sync.Mutex
+	// left counts the partitions not handed over yet; the last one closes
+	// handedOver.
+	left       atomic.Int32
+	handedOver chan struct{}
+}
+
+// handedOff records that a partition's routine is done: its running
+// messages finished (or the wait gave up) and its position was committed.
+func (g *generation) handedOff() {
+	if g.left.Add(-1) == 0 {
+		close(g.handedOver)
+	}
+}
+
+// handoverBeat keeps this member in the group from the end of the
+// generation (a rebalance began) until its partitions are handed over.
+// kafka-go's heartbeat ends with the generation, and the partitions wait up
+// to 3/4 of RebalanceTimeout for their running messages: a member silent
+// for SessionTimeout meanwhile would be expelled, its partitions given to
+// another member while their messages still run here, and its last commits
+// refused. The coordinator answers these heartbeats with
+// REBALANCE_IN_PROGRESS and counts them as alive.
+func (g *generation) handoverBeat(ctx context.Context) {
+	<-ctx.Done()
+	t := time.NewTicker(g.s.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.handedOver:
+			return
+		case <-t.C:
+			g.heartbeat()
+		}
+	}
+}
+
+// heartbeat sends one heartbeat as this member of the generation.
+func (g *generation) heartbeat() {
+	ctx, cancel := context.WithTimeout(context.Background(), g.s.opts.HeartbeatInterval)
+	defer cancel()
+	res, err := g.s.c.client.Heartbeat(ctx, &kafkago.HeartbeatRequest{GroupID: g.s.group,
+		GenerationID: g.kg.ID, MemberID: g.kg.MemberID})
+	if err == nil {
+		err = res.Error
+	}
+	if err != nil && !errors.Is(err, kafkago.RebalanceInProgress) {
+		g.s.log.Debug("channels/kafka: heartbeat while handing partitions over", "channel", g.s.ch.Name,
+			"group", g.s.group, "error", broker.Redact(err.Error()))
+	}
 }
 
 // commitLoop commits, every CommitInterval, the partitions whose position
