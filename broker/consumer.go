@@ -106,34 +106,6 @@ func (c *Consumer) Go(loop func()) {
 	}()
 }
 
-// Beat calls beat every interval, from now until the drain has waited for
-// the running handlers (or its deadline passed). Unlike the loops, it goes
-// on through the drain: the messages of handlers that run into a stop keep
-// being refreshed with the broker (Redis idle time, JetStream in-progress)
-// instead of looking abandoned to the other members, which would run them
-// a second time. Adapters call it once Start has started the loops.
-func (c *Consumer) Beat(every time.Duration, beat func()) {
-	c.beats.Add(1)
-	go func() {
-		defer c.beats.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-c.beatStop:
-				return
-			case <-t.C:
-				select {
-				case <-c.beatStop: // both were ready: no beat after the stop
-					return
-				default:
-					beat()
-				}
-			}
-		}
-	}()
-}
-
 // LoopsDone returns a channel closed once every loop has returned.
 func (c *Consumer) LoopsDone() <-chan struct{} {
 	done := make(chan struct{})

@@ -254,16 +254,7 @@ func (g *generation) handedOff() {
 // REBALANCE_IN_PROGRESS and counts them as alive.
 func (g *generation) handoverBeat(ctx context.Context) {
 	<-ctx.Done()
-	t := time.NewTicker(g.s.opts.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-g.handedOver:
-			return
-		case <-t.C:
-			g.heartbeat()
-		}
-	}
+	broker.Tick(g.s.opts.HeartbeatInterval, g.handedOver, g.heartbeat)
 }
 
 // heartbeat sends one heartbeat as this member of the generation.
