@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -13,8 +14,11 @@ import (
 // ackRetryBackoff paces the retries of a failed XACK.
 var ackRetryBackoff = broker.ExponentialBackoff{Initial: 100 * time.Millisecond, Max: time.Second, Multiplier: 2}
 
-// ackRetries bounds the tries of one XACK batch; unacked messages are
-// redelivered after MinIdleTime, so nothing is lost when they all fail.
+// ackRetries bounds the tries of one XACK batch once the subscription is
+// stopping, or when Redis refuses it (an error reply): unacked messages are
+// redelivered, so nothing is lost when they all fail. While the
+// subscription runs, an XACK that fails for the connection (a broker
+// restart) is retried until it succeeds, its messages held meanwhile.
 const ackRetries = 5
 
 // ackCarryWait bounds how long an acknowledgement left for the fetch loop's
@@ -159,11 +163,7 @@ func (a *acker) Close(ctx context.Context) error {
 // queueAck adds the XACK of items (and the deletion of their failure
 // records) to a pipeline.
 func (s *subscription) queueAck(ctx context.Context, pipe goredis.Pipeliner, items []ackItem) *goredis.IntCmd {
-	ids := make([]string, len(items))
-	for i, it := range items {
-		ids[i] = it.id
-	}
-	cmd := pipe.XAck(ctx, s.ch.Name, s.ch.Group, ids...)
+	cmd := pipe.XAck(ctx, s.ch.Name, s.ch.Group, ackIDs(items)...)
 	for _, it := range items {
 		if it.record {
 			pipe.Del(ctx, s.recs.key(it.id))
@@ -181,13 +181,40 @@ func (s *subscription) xack(items []ackItem, stopping <-chan struct{}) {
 		_, err := pipe.Exec(ctx)
 		cancel()
 		if err == nil {
+			s.acked(items)
 			return
 		}
-		if try >= ackRetries {
+		var reply goredis.Error
+		if try >= ackRetries && (errors.As(err, &reply) || isClosed(stopping)) {
+			s.held.remove(ackIDs(items)...)
 			s.log.Error("channels/redis: ack failed; the messages will be delivered again", "channel", s.ch.Name,
-				"count", len(items), "error", err)
+				"count", len(items), "error", broker.Redact(err.Error()))
 			return
+		}
+		if try == ackRetries {
+			s.log.Warn("channels/redis: ack failing, retrying until Redis answers; the messages stay held",
+				"channel", s.ch.Name, "count", len(items), "error", broker.Redact(err.Error()))
 		}
 		retry.Failed(stopping) // no wait once draining: the tries stay bounded
+	}
+}
+
+// acked forgets acknowledged messages: no more heartbeats.
+func (s *subscription) acked(items []ackItem) { s.held.remove(ackIDs(items)...) }
+
+func ackIDs(items []ackItem) []string {
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.id
+	}
+	return ids
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }

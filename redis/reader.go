@@ -154,6 +154,8 @@ func (s *subscription) read(n int) ([]goredis.XStream, error) {
 	_, _ = pipe.Exec(s.Context())
 	if ack.Err() != nil {
 		s.acks.giveBack(acks) // the flusher retries them
+	} else {
+		s.acked(acks)
 	}
 	return rd.Result()
 }

@@ -137,9 +137,16 @@ func (s *subscription) decode(msg *broker.Message, m goredis.XMessage, attempt i
 	return "", nil
 }
 
+// Ack acknowledges the entry. It stays held (heartbeated, skipped by the
+// claims) until its XACK succeeded, so that neither another member nor a
+// claim of this one runs it again while the XACK waits or is retried (a
+// broker restart).
 func (t *delivery) Ack(context.Context) error {
-	t.s.held.remove(t.id)
-	return t.s.acks.Add(ackItem{t.id, t.recorded})
+	if err := t.s.acks.Add(ackItem{t.id, t.recorded}); err != nil {
+		t.s.held.remove(t.id)
+		return err
+	}
+	return nil
 }
 
 func (t *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
