@@ -2,11 +2,16 @@ package redis
 
 import (
 	"context"
+	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/onsi/gomega"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/microchannels/channels/broker"
 )
 
 // flushed records the acks the flusher sent.
@@ -132,5 +137,46 @@ func TestAckerGivenBackAfterCloseStillSends(t *testing.T) {
 	a.giveBack(carried) // the read's pipeline failed
 	if got := f.got(); len(got) != 1 || got[0] != "1" {
 		t.Fatalf("sent %v, want [1]", got)
+	}
+}
+
+// TestAckKeepsTheEntryHeldUntilRedisAnswers: an acknowledged entry stays
+// held (heartbeated, skipped by claims) while its XACK fails for the
+// connection, and the XACK is retried past ackRetries while the
+// subscription runs; once it stops, the tries end and the entry is let go
+// (delivered again).
+func TestAckKeepsTheEntryHeldUntilRedisAnswers(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	c := goredis.NewClient(&goredis.Options{Addr: dead, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer c.Close()
+	ch := &broker.Channel{Name: "c", Group: "g"}
+	s := &subscription{c: c, ch: ch, log: slog.New(slog.DiscardHandler), held: newHoldings()}
+	s.recs = records{c: c, stream: ch.Name, group: ch.Group}
+	tries := make(chan struct{}, 64)
+	s.acks = newAcker(16, func(items []ackItem, stopping <-chan struct{}) {
+		tries <- struct{}{}
+		s.xack(items, stopping)
+	})
+	s.acks.Start()
+	s.held.add("1-0")
+	d := &delivery{s: s, id: "1-0"}
+	if err := d.Ack(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the flusher to try", func() bool { return len(tries) == 1 })
+	// 5 tries take about 1.5 s (backoff 100 ms doubling): past them, the
+	// entry is still held and the XACK still tried.
+	gomega.NewWithT(t).Consistently(func() bool { return s.held.has("1-0") }).
+		WithTimeout(2500*time.Millisecond).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(), "held while the XACK fails")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.acks.Close(ctx) // the stop: the tries end
+	if s.held.has("1-0") {
+		t.Fatal("still held after the stop gave up the XACK")
 	}
 }
