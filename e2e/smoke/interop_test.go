@@ -143,20 +143,22 @@ func amqpGet(t *testing.T, queue string) ([]byte, map[string]string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		d, ok, err := ch.Get(queue, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok {
-			_, _ = ch.QueueDelete(queue, false, false, false)
-			h := map[string]string{}
-			for k, v := range d.Headers {
-				h[k] = fmt.Sprint(v)
-			}
-			return d.Body, h
-		}
+	var (
+		d      amqp.Delivery
+		ok     bool
+		getErr error
+	)
+	interop.Eventually(t, 30*time.Second, "a message in queue "+queue, func() bool {
+		d, ok, getErr = ch.Get(queue, true)
+		return ok || getErr != nil
+	})
+	if getErr != nil {
+		t.Fatal(getErr)
 	}
-	t.Fatalf("no message in queue %s", queue)
-	return nil, nil
+	_, _ = ch.QueueDelete(queue, false, false, false)
+	h := map[string]string{}
+	for k, v := range d.Headers {
+		h[k] = fmt.Sprint(v)
+	}
+	return d.Body, h
 }
