@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // Inflight bounds and tracks the handlers running for one subscription. It
@@ -22,9 +23,9 @@ type Inflight struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 
-	mu     sync.Mutex
-	n      int           // slots taken and tracked work
-	closed bool          // Close was called: no slot is counted any more
+	n      atomic.Int64  // slots taken and tracked work
+	closed atomic.Bool   // Close was called: no slot is counted any more
+	mu     sync.Mutex    // guards idle; taken only when n reaches 0 and by Wait
 	idle   chan struct{} // closed when n drops to 0 while Wait waits
 }
 
@@ -71,15 +72,15 @@ func (f *Inflight) TryAcquire() bool {
 
 // taken counts a slot just taken, unless Close came first: the slot is
 // then given back.
+// The count comes before the check: a Wait that starts after Close either
+// sees the slot counted or the slot is given back, never started.
 func (f *Inflight) taken() bool {
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
+	f.n.Add(1)
+	if f.closed.Load() {
 		<-f.slots
+		f.done()
 		return false
 	}
-	f.n++
-	f.mu.Unlock()
 	return true
 }
 
@@ -91,9 +92,11 @@ func (f *Inflight) Release() {
 
 // done uncounts a slot or a tracked piece of work.
 func (f *Inflight) done() {
+	if f.n.Add(-1) != 0 {
+		return
+	}
 	f.mu.Lock()
-	f.n--
-	if f.n == 0 && f.idle != nil {
+	if f.idle != nil && f.n.Load() == 0 {
 		close(f.idle)
 		f.idle = nil
 	}
@@ -112,9 +115,7 @@ func (f *Inflight) Go(fn func()) {
 // Track counts fn as in flight without using a slot (settling work such as
 // an ack or a dead-letter publish that must finish before Drain returns).
 func (f *Inflight) Track(fn func()) {
-	f.mu.Lock()
-	f.n++
-	f.mu.Unlock()
+	f.n.Add(1)
 	go func() {
 		defer f.done()
 		fn()
@@ -133,9 +134,7 @@ func (f *Inflight) Max() int { return cap(f.slots) }
 // Close makes Acquire fail from now on. It is idempotent.
 func (f *Inflight) Close() {
 	f.closeOnce.Do(func() {
-		f.mu.Lock()
-		f.closed = true
-		f.mu.Unlock()
+		f.closed.Store(true)
 		close(f.closing)
 	})
 }
@@ -146,20 +145,21 @@ func (f *Inflight) Closing() <-chan struct{} { return f.closing }
 // Wait blocks until every slot taken is free again and every tracked piece
 // of work is done, or ctx ends (ErrDrainTimeout).
 func (f *Inflight) Wait(ctx context.Context) error {
-	f.mu.Lock()
-	if f.n == 0 {
+	for {
+		f.mu.Lock()
+		if f.n.Load() == 0 {
+			f.mu.Unlock()
+			return nil
+		}
+		if f.idle == nil {
+			f.idle = make(chan struct{})
+		}
+		idle := f.idle
 		f.mu.Unlock()
-		return nil
-	}
-	if f.idle == nil {
-		f.idle = make(chan struct{})
-	}
-	idle := f.idle
-	f.mu.Unlock()
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return ErrDrainTimeout
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return ErrDrainTimeout
+		}
 	}
 }
