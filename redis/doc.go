@@ -104,7 +104,12 @@
 //     messages flow, the acks go in the same pipeline as the fetch loop's
 //     next XREADGROUP (no round trip of their own; 10 ms at most); when the
 //     read has been blocked for a millisecond (nothing flows), and on a
-//     client you own (NewFromClient), they are sent at once.
+//     client you own (NewFromClient), they are sent at once. An entry stays
+//     held (heartbeated, never claimed) until its XACK succeeded; an XACK
+//     that fails for the connection is retried until Redis answers while
+//     the subscription runs, and 5 times once it stops.
+//   - The heartbeat goes on while a stop waits for slow handlers, so their
+//     entries are not claimed by another member meanwhile.
 //   - A dead-letter copy is written with XADD before the original is
 //     acknowledged; if the XADD fails the original stays pending with its
 //     failure recorded as final, and after MinIdleTime it is dead-lettered
