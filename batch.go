@@ -125,6 +125,10 @@ func (p *Plugin) sendBatch0(ctx context.Context, channel string, items []BatchIt
 		}
 		headers := sc.headers(p, po.Headers)
 		po.Headers = nil
+		if err := p.limits.Check(len(body), headers); err != nil {
+			errs[i] = &broker.PublishError{Channel: name, Err: err}
+			continue
+		}
 		msgs = append(msgs, &broker.Outgoing{Payload: body, Headers: headers, Options: po})
 		at = append(at, i)
 	}

@@ -31,7 +31,10 @@ type Plugin struct {
 	// instant: the adapter publishes without waiting on a broker
 	// (broker.InstantPublisher), so sends need no default deadline.
 	instant bool
-	nodeID  string
+	// limits are the broker's size limits (a broker.Limiter adapter),
+	// read at Start: sends over them are refused before the broker.
+	limits broker.Limits
+	nodeID string
 	// instance is the node id made unique in this process while connected
 	// (claimInstance); consumer names derive from it.
 	instance string
@@ -170,6 +173,7 @@ func (p *Plugin) subscribeLate(added []*schema, running bool) error {
 	defer cancel()
 	subs := make([]broker.Subscription, 0, len(rs))
 	for _, r := range rs {
+		r.ch.Limits = p.limits
 		sub, err := p.adapter.Subscribe(ctx, r.ch)
 		if err != nil {
 			for _, s := range subs {
@@ -273,8 +277,12 @@ func (p *Plugin) Connect(ctx context.Context) error {
 		releaseInstance(p, p.nodeID)
 		return fmt.Errorf("channels: connect %s adapter: %w", p.adapter.Name(), redactErr(err))
 	}
+	if l, ok := p.adapter.(broker.Limiter); ok {
+		p.limits = l.Limits()
+	}
 	subs := make([]broker.Subscription, 0, len(all))
 	for _, r := range all {
+		r.ch.Limits = p.limits
 		sub, err := p.adapter.Subscribe(ctx, r.ch)
 		if err != nil {
 			for _, s := range subs {
@@ -410,6 +418,9 @@ func (p *Plugin) send0(ctx context.Context, channel string, payload any, opts ..
 		return &broker.EncodeError{Channel: name, Err: err}
 	}
 	po.Headers = nil
+	if err := p.limits.Check(len(body), headers); err != nil {
+		return &broker.PublishError{Channel: name, Err: err}
+	}
 	if _, ok := ctx.Deadline(); !ok && !p.instant {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.o.publishTimeout)

@@ -35,6 +35,10 @@ type Channel struct {
 	// Observer, when set, sees how each delivery ended (metrics, tracing,
 	// outcome hooks).
 	Observer Observer
+	// Limits are the broker's size limits: the x-error-* headers of retry
+	// copies and dead letters are fitted into them. The plugin sets them
+	// from a [Limiter] adapter; an adapter may set them in Subscribe.
+	Limits Limits
 }
 
 // Validate checks a channel before an adapter subscribes it.

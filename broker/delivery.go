@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -78,6 +82,15 @@ type Delivery struct {
 func (c *Channel) Admit(d *Delivery) (Outcome, bool) {
 	msg := d.Msg
 	switch {
+	case d.Final && refusals(d.Failure) >= c.Retry.maxDeliveries():
+		cause := ErrDeadLetterRefused
+		if re := ErrorFromHeaders(d.Failure); re != nil {
+			cause = fmt.Errorf("%w (%d refusals; the handler failed with: %s)", ErrDeadLetterRefused, refusals(d.Failure), re.Message)
+		}
+		c.Logger.Error("channels: message dropped: the broker refused its dead-letter copy on every delivery",
+			"channel", c.Name, "group", c.Group, "id", msg.ID, "queue", c.DeadLetter.Queue,
+			"refusals", refusals(d.Failure), "refusal", d.Failure[HeaderDeadLetterRefusal], "error", cause)
+		return Outcome{Action: Drop, Err: cause}, false
 	case d.Final:
 		return c.giveUpKept(msg, ErrMaxAttemptsExceeded, d.Failure), false
 	case d.DecodeErr != nil:
@@ -147,6 +160,76 @@ func (c *Channel) Deliver(ctx context.Context, d *Delivery) Outcome {
 	return out
 }
 
+// Headers of the failure record of a message whose dead-letter copy the
+// broker refused (kept with the x-error-* headers by Settler.Keep):
+// how many deliveries saw a refusal, and the last refusal's text.
+const (
+	HeaderDeadLetterRefusals = "x-error-dead-letter-refusals"
+	HeaderDeadLetterRefusal  = "x-error-dead-letter-refusal"
+)
+
+// refusals is the count of dead-letter refusals in a failure record.
+func refusals(failure map[string]string) int {
+	n, err := strconv.Atoi(failure[HeaderDeadLetterRefusals])
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// deadLetter publishes the dead-letter copy with headers fitted into the
+// broker's limits. A copy that cannot fit is not sent (an AMQP broker
+// closes the connection on an oversized frame): the refusal is
+// ErrTooLarge. When the broker refuses the copy, it is tried once more with
+// the library's own headers only (the original channel, group and id and
+// the error's name and message, cut short), in case one of the
+// producer's headers is what the broker refuses.
+func (c *Channel) deadLetter(ctx context.Context, d *Delivery, headers map[string]string) error {
+	payload := d.Msg.Payload
+	h, ok := c.Limits.Fit(len(payload), headers)
+	var err error
+	if ok {
+		if err = d.Settle.DeadLetter(ctx, payload, h); err == nil || transient(err) {
+			return err
+		}
+	} else {
+		err = c.Limits.Check(len(payload), h)
+	}
+	min := make(map[string]string, 8)
+	for _, k := range []string{HeaderOriginalChannel, HeaderOriginalGroup, HeaderOriginalID, HeaderRedeliveredCount,
+		HeaderErrorName, HeaderErrorCode, HeaderErrorTimestamp, HeaderErrorRetryable} {
+		if v, ok := headers[k]; ok {
+			min[k] = v
+		}
+	}
+	min[HeaderErrorMessage] = truncateUTF8(EscapeLineBreaks(headers[HeaderErrorMessage]), minErrorMessage)
+	min[HeaderErrorTrimmed] = "headers"
+	if c.Limits.Check(len(payload), min) != nil {
+		return err
+	}
+	if err2 := d.Settle.DeadLetter(ctx, payload, min); err2 != nil {
+		return errors.Join(err, err2)
+	}
+	c.Logger.Warn("channels: dead letter sent with the library's headers only: the broker refused the full copy",
+		"channel", c.Name, "group", c.Group, "id", d.Msg.ID, "queue", c.DeadLetter.Queue, "refusal", err)
+	return nil
+}
+
+// transient reports whether a publish failed for lack of an answer (a
+// deadline, a closed or refused connection) rather than by a refusal of
+// the copy itself: a transient failure is tried again on the next delivery
+// without counting as a refusal.
+func transient(err error) bool {
+	if errors.Is(err, ErrTooLarge) {
+		return false
+	}
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, ErrNotConnected) || errors.Is(err, ErrClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) || errors.As(err, &ne)
+}
+
 // Event tells an [Observer] how one delivery ended.
 type Event struct {
 	Channel *Channel
@@ -191,19 +274,30 @@ func (c *Channel) Settle(d *Delivery, out Outcome) (err error) {
 	defer cancel()
 	switch out.Action {
 	case Retry:
-		err = d.Settle.Retry(ctx, out.Delay, ErrorToHeaders(out.Err, c.Now()))
+		failure := ErrorToHeaders(out.Err, c.Now())
+		failure, _ = c.Limits.FitWith(len(msg.Payload), msg.Headers, failure)
+		err = d.Settle.Retry(ctx, out.Delay, failure)
 	case Release:
 		err = d.Settle.Release(ctx)
 	case DeadLetter:
-		if dlErr := d.Settle.DeadLetter(ctx, msg.Payload, out.Headers); dlErr != nil {
-			c.Logger.Error("channels: dead-letter publish failed; the message stays pending and is dead-lettered again later",
-				"channel", c.Name, "group", c.Group, "id", msg.ID, "queue", c.DeadLetter.Queue, "error", dlErr)
+		if dlErr := c.deadLetter(ctx, d, out.Headers); dlErr != nil {
 			failure := map[string]string{}
 			for k, v := range out.Headers {
 				if strings.HasPrefix(k, HeaderErrorPrefix) {
 					failure[k] = v
 				}
 			}
+			delete(failure, HeaderErrorStack) // kept small: it is stored with the message
+			failure, _ = c.Limits.FitWith(len(msg.Payload), msg.Headers, failure)
+			n := refusals(d.Failure)
+			if !transient(dlErr) {
+				n++
+			}
+			failure[HeaderDeadLetterRefusals] = strconv.Itoa(n)
+			failure[HeaderDeadLetterRefusal] = truncateUTF8(EscapeLineBreaks(dlErr.Error()), minErrorMessage)
+			c.Logger.Error("channels: dead-letter publish failed; the message stays pending and is dead-lettered again later",
+				"channel", c.Name, "group", c.Group, "id", msg.ID, "queue", c.DeadLetter.Queue,
+				"refusals", n, "max", c.Retry.maxDeliveries(), "error", dlErr)
 			what, err = "keep", d.Settle.Keep(ctx, failure)
 			defer func() { err = errors.Join(fmt.Errorf("dead-letter publish: %w", dlErr), err) }()
 		} else {

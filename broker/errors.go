@@ -35,6 +35,11 @@ var (
 	// times than RetryPolicy.MaxDeliveries without a result: its runs never
 	// ended, for example because it crashes the consumer (a poison pill).
 	ErrMaxDeliveries = errors.New("channels: message exceeded its deliveries (its runs never ended)")
+	// ErrDeadLetterRefused is the cause of a message dropped because the
+	// broker refused its dead-letter copy on every delivery up to
+	// RetryPolicy.MaxDeliveries (a copy over the size limit, a target that
+	// rejects it); the drop is logged at error level with the refusal.
+	ErrDeadLetterRefused = errors.New("channels: gave up: dead letter refused")
 	// ErrDrainTimeout is returned by Drain when the context ends before in-flight handlers finished.
 	ErrDrainTimeout = errors.New("channels: drain timed out with handlers still running")
 )

@@ -64,8 +64,8 @@ func ErrorToHeaders(err error, now time.Time) map[string]string {
 	}
 	h := make(map[string]string, 8)
 	name := ErrorName(err)
-	h[HeaderErrorMessage] = err.Error()
-	h[HeaderErrorName] = name
+	h[HeaderErrorMessage] = EscapeLineBreaks(err.Error())
+	h[HeaderErrorName] = EscapeLineBreaks(name)
 	stack := name + ": " + err.Error()
 	var pe *PanicError
 	if errors.As(err, &pe) && len(pe.Stack) > 0 {
