@@ -20,11 +20,9 @@ import (
 //     in the bytes actually left, so what the decoder preallocates is bounded
 //     by the size of the input; nesting is at most MaxDepth; the input is
 //     exactly one value (no trailing bytes).
-//
-//   - JSON: encoding/json already validates the whole input before decoding
-//     and allocates only for what is there; nesting is limited to MaxDepth
-//     (encoding/json alone allows 10,000 levels).
-//
+//   - JSON: encoding/json validates the whole input before decoding; the
+//     pre-scan limits nesting to MaxDepth (encoding/json alone allows
+//     10,000 levels).
 //   - Both: the values (every array, map, element, map key and value, at
 //     any depth) are counted in the same pass, and an input holding more
 //     than EntryBudget(len(input)) of them is refused before the decoder
@@ -38,11 +36,12 @@ import (
 //     refusal allocates nothing but the error (TestHostileAllocationPerByte).
 //
 // Why a pre-scan rather than options of the libraries: vmihailenco/msgpack
-// has no entry limit (only a max-length option on strings, binaries and
-// slices) and preallocates maps and slices at their declared length, and
-// encoding/json has neither; a json.Decoder counting tokens allocates an
-// interface value per token, which is the cost to avoid. One pass over the
-// bytes, allocation-free, checks every bound before the library runs.
+// has no limit on the values of a decode, only caps on what it preallocates
+// for one declared length (a million elements or map entries:
+// DisableAllocLimit), and encoding/json has no limit at all; a json.Decoder
+// counting tokens allocates an interface value per token, which is the cost
+// to avoid. One pass over the bytes, allocation-free, checks every bound
+// before the library runs.
 //
 // Size limits on whole messages are the plugin's (WithMaxPayloadSize,
 // WithMaxMetaSize), MaxHeadersSize and the broker's.
