@@ -447,15 +447,18 @@ func (p *Plugin) encode(channel string, payload any, raw bool) ([]byte, error) {
 		if !json.Valid(bs) {
 			return nil, &broker.EncodeError{Channel: channel, Err: errBytesNotJSON}
 		}
-		return bs, nil
-	}
-	if raw {
+		b = bs
+	} else if raw {
 		b, err = broker.RawBytes(payload)
 	} else {
 		b, err = p.o.serializer.Marshal(payload)
 	}
 	if err != nil {
 		return nil, &broker.EncodeError{Channel: channel, Err: err}
+	}
+	if len(b) > p.o.maxPayloadSize {
+		return nil, &broker.EncodeError{Channel: channel, Err: fmt.Errorf("%w: payload of %d bytes, more than MaxPayloadSize (%d): consumers would refuse it",
+			broker.ErrTooLarge, len(b), p.o.maxPayloadSize)}
 	}
 	return b, nil
 }
