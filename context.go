@@ -242,8 +242,18 @@ func (p *randPool) uuid() (u uuid.UUID) {
 // contextWrapper is the outermost handler: it turns the context headers of
 // the message into a CallInfo and go-micro metadata. Headers that do not
 // decode make the message poison.
+//
+// It is also where a handler's error leaves the user's code: its text, and
+// the stack of a panic (recovered here), have their credentials hidden
+// (redactHandlerErr) before the kit writes them into dead-letter headers
+// and failure records.
 func (p *Plugin) contextWrapper(r *resolved, next broker.Handler) broker.Handler {
-	return func(ctx context.Context, msg *broker.Message) error {
+	return func(ctx context.Context, msg *broker.Message) (err error) {
+		defer func() {
+			if v := recover(); v != nil {
+				err = redactHandlerErr(broker.NewPanicError(v))
+			}
+		}()
 		if len(msg.Payload) > p.o.maxPayloadSize {
 			return &broker.DecodeError{Channel: msg.Channel, MsgID: msg.ID, Field: "payload",
 				Err: fmt.Errorf("%w: payload of %d bytes, more than MaxPayloadSize (%d)", broker.ErrTooLarge, len(msg.Payload), p.o.maxPayloadSize)}
@@ -285,7 +295,10 @@ func (p *Plugin) contextWrapper(r *resolved, next broker.Handler) broker.Handler
 			ci.RequestID = ci.ID
 		}
 		hc.Context = ctx
-		return next(hc, msg)
+		if err := next(hc, msg); err != nil {
+			return redactHandlerErr(err)
+		}
+		return nil
 	}
 }
 

@@ -69,7 +69,7 @@ type options struct {
 	maxPayloadSize        int
 	maxMetaSize           int
 	meta                  metaPolicy
-	ignoreTraceSampling   bool
+	traceLinkOnly         bool
 }
 
 func defaultOptions() options {

@@ -104,6 +104,9 @@ func New(opts ...Option) (*Plugin, error) {
 	}
 	_, p.instant = p.adapter.(broker.InstantPublisher)
 	tel, err := newTelemetry(o.meterProvider, o.tracerProvider, o.observers)
+	if tel != nil {
+		tel.traceLinkOnly = o.traceLinkOnly
+	}
 	if err != nil {
 		return nil, invalid("metrics: %v", err)
 	}

@@ -15,6 +15,10 @@ import (
 	"time"
 
 	"go-micro.dev/v4/metadata"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
@@ -37,12 +41,32 @@ type trustRig struct {
 	p   *channels.Plugin
 	s   *svc
 	got chan seen
+	bus *memory.Bus
+}
+
+// producer is a plugin of its own on the rig's bus, without tracing: what
+// it sends is what any producer may send.
+func (r *trustRig) producer(t *testing.T) *svc {
+	t.Helper()
+	p, err := channels.New(channels.WithAdapter(memory.New(memory.WithBus(r.bus))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &svc{Name: "producer"}
+	if err := p.Register(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	return s
 }
 
 func newTrustRig(t *testing.T, fwd func(ctx context.Context, s *svc) error, opts ...channels.Option) *trustRig {
 	t.Helper()
-	r := &trustRig{got: make(chan seen, 8)}
-	p, err := channels.New(append([]channels.Option{channels.WithAdapter(memory.New(memory.WithBus(memory.NewBus()))),
+	r := &trustRig{got: make(chan seen, 8), bus: memory.NewBus()}
+	p, err := channels.New(append([]channels.Option{channels.WithAdapter(memory.New(memory.WithBus(r.bus))),
 		channels.WithMaxRetries(channels.NoRetries)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -279,4 +303,129 @@ func TestMaxPayloadAndMetaSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, func() bool { return ran.Load() == 1 })
+}
+
+// secretErr is a handler error whose text quotes a driver's URL with its
+// password and a token.
+var secretErr = errors.New(`dial "amqp://app:Hunter2@10.0.0.1:5672": refused; retry with {"password":"Hunter2"}, Authorization: Bearer Hunter2tok`)
+
+// TestHandlerErrorRedacted (issue 26 item 7): a handler's error text and
+// the stack of its panic go into dead-letter headers and span status with
+// their credentials hidden.
+func TestHandlerErrorRedacted(t *testing.T) {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	p, err := channels.New(channels.WithAdapter(memory.New(memory.WithBus(memory.NewBus()))),
+		channels.WithMaxRetries(channels.NoRetries), channels.WithTracerProvider(tp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := make(chan map[string]string, 2)
+	dl := &channels.DeadLettering{Enabled: true}
+	s := &svc{Name: "redact", Channels: channels.Channels{
+		"fails":  {DeadLettering: dl, Handler: func(context.Context, *channels.Message) error { return secretErr }},
+		"panics": {DeadLettering: dl, Handler: func(context.Context, *channels.Message) error { panic(secretErr.Error()) }},
+		"FAILED_MESSAGES": channels.On(func(_ context.Context, m *channels.Message) error {
+			dead <- m.Headers
+			return nil
+		}),
+	}}
+	if err := p.Register(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(context.Background())
+	for _, ch := range []string{"fails", "panics"} {
+		if err := s.SendToChannel(context.Background(), ch, 1); err != nil {
+			t.Fatal(err)
+		}
+		var h map[string]string
+		select {
+		case h = <-dead:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no dead letter", ch)
+		}
+		stack, _ := base64.StdEncoding.DecodeString(h[broker.HeaderErrorStack])
+		for k, v := range map[string]string{"x-error-message": h[broker.HeaderErrorMessage], "x-error-stack": string(stack)} {
+			if strings.Contains(v, "Hunter2") || !strings.Contains(v, "10.0.0.1:5672") {
+				t.Errorf("%s: %s = %q", ch, k, v)
+			}
+		}
+		if ch == "panics" && (!strings.Contains(string(stack), "goroutine") || h[broker.HeaderErrorName] != "PanicError") {
+			t.Errorf("panic: x-error-name %q, x-error-stack %q", h[broker.HeaderErrorName], stack)
+		}
+	}
+	eventually(t, func() bool { return len(spans.Ended()) >= 6 })
+	failed := 0
+	for _, sp := range spans.Ended() {
+		if sp.Status().Code != codes.Error {
+			continue
+		}
+		failed++
+		if strings.Contains(sp.Status().Description, "Hunter2") {
+			t.Errorf("span %s status: %q", sp.Name(), sp.Status().Description)
+		}
+		for _, ev := range sp.Events() {
+			for _, a := range ev.Attributes {
+				if strings.Contains(a.Value.Emit(), "Hunter2") {
+					t.Errorf("span %s event %s: %s=%q", sp.Name(), ev.Name, a.Key, a.Value.Emit())
+				}
+			}
+		}
+	}
+	if failed < 2 {
+		t.Errorf("%d spans with an error status, want the 2 failed runs (the panic too)", failed)
+	}
+}
+
+// TestTraceParentAsLink (issue 26 item 7): by default a producer's sampled
+// traceparent makes a parent-based sampler record the consumer's run;
+// WithTraceParentAsLink gives the run a trace of its own, linked to the
+// producer's, sampled by the consumer's sampler alone.
+func TestTraceParentAsLink(t *testing.T) {
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	forced := "00-" + traceID + "-00f067aa0ba902b7-01"
+	for _, asLink := range []bool{false, true} {
+		spans := tracetest.NewSpanRecorder()
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans),
+			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+		r := newTrustRig(t, nil, channels.WithTracerProvider(tp), channels.WithTraceParentAsLink(asLink))
+		if err := r.producer(t).SendToChannel(context.Background(), "in", 1, broker.WithHeader("traceparent", forced)); err != nil {
+			t.Fatal(err)
+		}
+		r.next(t)
+		time.Sleep(20 * time.Millisecond)
+		var consumer []sdktrace.ReadOnlySpan
+		for _, sp := range spans.Ended() {
+			if sp.SpanKind() == oteltrace.SpanKindConsumer {
+				consumer = append(consumer, sp)
+			}
+		}
+		switch {
+		case !asLink && (len(consumer) != 1 || consumer[0].SpanContext().TraceID().String() != traceID):
+			t.Errorf("default: %d consumer spans recorded, want 1 in the producer's trace", len(consumer))
+		case asLink && len(consumer) != 0:
+			t.Errorf("as link: the producer's sampled flag still made the consumer span recorded (%d)", len(consumer))
+		}
+		_ = tp.Shutdown(context.Background())
+	}
+	// With a sampler that records, the run is linked to the producer.
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	r := newTrustRig(t, nil, channels.WithTracerProvider(tp), channels.WithTraceParentAsLink(true))
+	if err := r.producer(t).SendToChannel(context.Background(), "in", 1, broker.WithHeader("traceparent", forced)); err != nil {
+		t.Fatal(err)
+	}
+	r.next(t)
+	eventually(t, func() bool {
+		for _, sp := range spans.Ended() {
+			if sp.SpanKind() == oteltrace.SpanKindConsumer {
+				return sp.SpanContext().TraceID().String() != traceID && !sp.Parent().IsValid() &&
+					len(sp.Links()) == 1 && sp.Links()[0].SpanContext.TraceID().String() == traceID
+			}
+		}
+		return false
+	})
 }
