@@ -152,7 +152,12 @@ func linkFaults(tg Target) {
 		var mu sync.Mutex
 		var runs []processed
 		var running, maxSeen atomic.Int32
+		var slow []any
+		if tg.SlowLink != nil {
+			slow = append(slow, tg.SlowLink...)
+		}
 		p, ls := linked([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: maxInFlight, MaxRetries: 1,
+			AdapterOptions: slow,
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				n := running.Add(1)
 				defer running.Add(-1)

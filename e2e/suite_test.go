@@ -72,6 +72,9 @@ type Target struct {
 	// reset and latency scenarios (fault_link_test.go). Nil for a broker
 	// reached without a network link (memory, the in-process NATS server).
 	Linked func() (broker.Adapter, *links, error)
+	// SlowLink, when set, are the channel options (in place of
+	// ChannelOptions) of a member whose link has a round trip of 400 ms.
+	SlowLink []any
 }
 
 // RawEntry is a message as a third-party producer may write it.

@@ -35,6 +35,15 @@ func kafkaOrdered() kafka.ChannelOptions {
 	return o
 }
 
+// kafkaSlowLink gives a fetch a MaxWait longer than a 400 ms round trip:
+// kafka-go waits MaxWait for the first byte of a fetch's answer, so a
+// link slower than MaxWait fetches nothing.
+func kafkaSlowLink() kafka.ChannelOptions {
+	o := kafkaTestTimings
+	o.MaxWait = time.Second
+	return o
+}
+
 func kafkaURL() string { return "kafka://" + strings.Join(brokerenv.KafkaBrokers(), ",") }
 
 func init() {
@@ -43,6 +52,7 @@ func init() {
 		NewAdapter:     func() (broker.Adapter, error) { return kafka.New(kafkaURL()) },
 		ChannelOptions: []any{kafkaTestTimings},
 		Ordered:        []any{kafkaOrdered()},
+		SlowLink:       []any{kafkaSlowLink()},
 		Probe:          func() error { return brokerenv.Probe("kafka", kafkaPing) },
 		Timeout:        20 * time.Second,
 		Processes:      true,
