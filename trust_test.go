@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync/atomic"
@@ -23,6 +24,11 @@ import (
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/memory"
+
+	_ "github.com/microchannels/channels/amqp"
+	_ "github.com/microchannels/channels/jetstream"
+	_ "github.com/microchannels/channels/kafka"
+	_ "github.com/microchannels/channels/redis"
 )
 
 // seen is what a handler saw of one delivery.
@@ -428,4 +434,21 @@ func TestTraceParentAsLink(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestPluginPrintHidesPassword (issue 26 item 6): %v of a plugin printed
+// its options, the adapter URL with its password among them.
+func TestPluginPrintHidesPassword(t *testing.T) {
+	for _, raw := range []string{"redis://user:Hunter2@127.0.0.1:6379", "nats://user:Hunter2@127.0.0.1:4222,nats://u:Hunter2@h:1",
+		"kafka://user:Hunter2@127.0.0.1:9092", "amqp://user:Hunter2@127.0.0.1:5672"} {
+		p, err := channels.New(channels.WithAdapter(raw))
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
+			if s := fmt.Sprintf(f, p); strings.Contains(s, "Hunter2") {
+				t.Errorf("%s of the plugin of %s: %s", f, raw, s)
+			}
+		}
+	}
 }
