@@ -88,7 +88,9 @@ func redactURL(raw string) (string, []string) {
 // userinfo at the last "@" before the first "/", "?" or "#", or, when there
 // is none, at the last "@" after it provided that the text between holds no
 // "=" (which would make it a query: "?client_name=me@host"). ok is false
-// when there is no userinfo.
+// when there is no userinfo. It errs on the side of secrets: an "@" in a
+// path or fragment ("amqp://h/vhost@x", legal but rare) is taken for the
+// end of a userinfo, so that "redis://123#abc@h" never shows "123".
 func splitAuthority(rest string) (userinfo, after string, ok bool) {
 	end := indexOrLen(rest, "/?#")
 	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {

@@ -87,6 +87,8 @@ func TestDisplayURL(t *testing.T) {
 		"memory://bus":                                           "memory://bus",
 		"not a url":                                              "",
 		"redis://h1:7001?addr=h2:7002&addr=h3:7003&password=x@y": "redis://h1:7001",
+		"amqp://h/vhost@x":                                       "amqp://h",
+		"nats://12#tok@h:4222":                                   "nats://h:4222",
 	} {
 		if got := broker.DisplayURL(in); got != want {
 			t.Errorf("DisplayURL(%q) = %q, want %q", in, got, want)
