@@ -87,7 +87,7 @@ func TestDisplayURL(t *testing.T) {
 		"memory://bus":                                           "memory://bus",
 		"not a url":                                              "",
 		"redis://h1:7001?addr=h2:7002&addr=h3:7003&password=x@y": "redis://h1:7001",
-		"amqp://h/vhost@x":                                       "amqp://h",
+		"amqp://h/vhost@x":                                       "amqp://x", // an "@" after "/" ends a userinfo
 		"nats://12#tok@h:4222":                                   "nats://h:4222",
 	} {
 		if got := broker.DisplayURL(in); got != want {
