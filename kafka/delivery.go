@@ -23,6 +23,12 @@ type delivery struct {
 	// process (an ordered channel's retry, a failed dead-letter publish):
 	// its lane stays taken and its offset unsettled.
 	again bool
+	// ours: the message is a retry copy written for this group (it carries
+	// x-group with this group's name): its x-retry-not-before and
+	// x-redelivered-count are read, clamped.
+	ours bool
+	// counted: its run was counted in the commit metadata (careful mode).
+	counted bool
 }
 
 // delivery builds the kit's delivery, or nil for a message that is not for
@@ -46,7 +52,11 @@ func (p *partition) delivery(m kafkago.Message, prev *delivery) *delivery {
 		if g != s.ch.Group {
 			return nil
 		}
-		msg.Attempt = 1 + failedRuns(hdrs)
+		// A copy for this group is never past its last attempt: a count
+		// beyond MaxRetries (forged, or from a policy since lowered) makes
+		// it the last attempt, which runs.
+		d.ours = true
+		msg.Attempt = 1 + min(failedRuns(hdrs), s.ch.Retry.MaxRetries)
 	}
 	d.hdrs = hdrs
 	if _, internal := hdrs[HeaderNotBefore]; internal {
@@ -57,17 +67,59 @@ func (p *partition) delivery(m kafkago.Message, prev *delivery) *delivery {
 	}
 	if prev != nil {
 		msg.Attempt = prev.msg.Attempt
+		d.ours = prev.ours
 	}
 	return d
 }
 
-// lane is the ordering lane of an ordered channel: the key (PerKey) or the
-// whole partition (PerPartition).
-func (d *delivery) lane() string {
-	if d.p.s.opts.Ordering == PerKey {
-		return string(d.km.Key)
+// notBeforeSlack is how far the not-before time of a copy of ours may lie
+// past its record's timestamp plus the channel's longest backoff (clock
+// steps between the member that wrote it and the broker).
+const notBeforeSlack = time.Second
+
+// wait is how long d must wait before it runs: the rest of the backoff of a
+// retry copy of this group, at most the channel's longest backoff. The
+// header of any other message is ignored, and so is a not-before time that
+// no retry of this channel could have written (further past the record's
+// timestamp than the longest backoff): a producer cannot hold messages back
+// with it.
+func (p *partition) wait(d *delivery) time.Duration {
+	if !d.ours {
+		return 0
 	}
-	return ""
+	at, ok := notBefore(d.hdrs)
+	if !ok {
+		return 0
+	}
+	longest := p.s.maxBackoff
+	if ts := d.km.Time; !ts.IsZero() && at.Sub(ts) > longest+notBeforeSlack {
+		if p.s.forged.Add(1) == 1 || p.s.forged.Load()%1000 == 0 {
+			p.s.log.Warn("channels/kafka: a retry copy's not-before time lies beyond the channel's longest backoff; it runs at once",
+				"channel", p.s.ch.Name, "group", p.s.ch.Group, "id", d.msg.ID, "not_before", at.UTC().Format(time.RFC3339),
+				"longest_backoff", longest, "seen", p.s.forged.Load())
+		}
+		return 0
+	}
+	return min(max(time.Until(at), 0), longest)
+}
+
+// noLane is the lane of a message that is not ordered.
+const noLane = "\x00unordered"
+
+// lane is the ordering lane of a message: the key (PerKey: a message
+// without a key has none) or the whole partition (PerPartition); noLane
+// on an unordered channel.
+func (d *delivery) lane() string {
+	switch d.p.s.opts.Ordering {
+	case PerKey:
+		if d.km.Key == nil {
+			return noLane
+		}
+		return "k" + string(d.km.Key)
+	case PerPartition:
+		return ""
+	}
+	return noLane
 }
 
 // finished runs after the delivery was settled: the slot is given back by
@@ -79,8 +131,7 @@ func (d *delivery) finished(broker.Outcome) {
 		p.running--
 	}
 	var next *delivery
-	if p.s.opts.Ordering != Unordered && !d.again {
-		lane := d.lane()
+	if lane := d.lane(); lane != noLane && !d.again {
 		q := p.lanes[lane]
 		if len(q) > 0 && q[0].km.Offset == d.km.Offset {
 			q = q[1:]
@@ -93,8 +144,11 @@ func (d *delivery) finished(broker.Outcome) {
 	}
 	p.cond.Broadcast()
 	p.mu.Unlock()
+	if d.counted {
+		p.ranCarefully(d)
+	}
 	if next != nil {
-		p.startLater(next)
+		p.launchQueued(next)
 	}
 }
 
@@ -113,7 +167,7 @@ func (d *delivery) Ack(context.Context) error {
 // holds its lane meanwhile.
 func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
 	p := d.p
-	if p.s.opts.Ordering == Unordered {
+	if d.lane() == noLane {
 		h := make(map[string]string, len(d.hdrs)+len(failure)+3)
 		for k, v := range d.hdrs {
 			if !strings.HasPrefix(k, broker.HeaderErrorPrefix) {

@@ -42,13 +42,23 @@ type partition struct {
 	careful  int
 	headRuns int
 	headOff  int64
+	// runMeta is the metadata of the last run count committed (countRun),
+	// for the message at runOff, while it is not settled.
+	runMeta string
+	runOff  int64
 }
 
 // beCareful makes the partition run its first messages one at a time,
 // each after a commit counting its runs (see metaRun).
-func (p *partition) beCareful(headRuns int) {
+func (p *partition) beCareful(headRuns int, headOff int64) {
 	p.mu.Lock()
-	p.careful, p.headRuns, p.headOff = max(p.s.MaxInFlight(), 1), headRuns, p.pos
+	p.careful, p.headRuns, p.headOff = max(p.s.MaxInFlight(), 1), headRuns, headOff
+	if headRuns > 0 {
+		p.runMeta, p.runOff = metaRun+strconv.Itoa(headRuns), headOff
+		if headOff != p.pos {
+			p.runMeta += ":" + strconv.FormatInt(headOff, 10)
+		}
+	}
 	p.mu.Unlock()
 }
 
@@ -105,8 +115,11 @@ func (p *partition) run(ctx context.Context) {
 	// allows for rejoining (none run any more at the end of a drain); a
 	// message still running after it is delivered again to the partition's
 	// next owner.
-	p.waitIdle(s.opts.RebalanceTimeout * 3 / 4)
-	p.g.commit([]*partition{p}, metaClean, true)
+	meta := func(*partition) string { return metaClean }
+	if !p.waitIdle(s.opts.RebalanceTimeout * 3 / 4) {
+		meta = (*partition).uncleanMeta // a message still runs: its next owner is careful
+	}
+	p.g.commit([]*partition{p}, meta, true)
 	p.g.handedOff()
 }
 
@@ -140,8 +153,9 @@ func (p *partition) fetch(ctx context.Context, r *kafkago.Reader) {
 }
 
 // dispatch decides what to do with a message just read: skip it (a retry
-// of another group), hold it (a retry whose backoff has not passed), queue
-// it behind its lane, or run it. False when the subscription stops.
+// of another group), queue it behind its lane, hold it (a retry copy whose
+// backoff has not passed, at the head of its lane), or run it. False when
+// the subscription stops.
 func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 	s := p.s
 	p.track(m.Offset)
@@ -150,13 +164,7 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 		p.settled(m.Offset)
 		return true
 	}
-	p.countRun(d)
-	if at, ok := notBefore(d.hdrs); ok && time.Until(at) > 0 {
-		p.hold(d, time.Until(at), true)
-		return true
-	}
-	if s.opts.Ordering != Unordered {
-		lane := d.lane()
+	if lane := d.lane(); lane != noLane {
 		p.mu.Lock()
 		q := p.lanes[lane]
 		p.lanes[lane] = append(q, d)
@@ -166,6 +174,10 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 			return true
 		}
 		p.mu.Unlock()
+	}
+	if wait := p.wait(d); wait > 0 {
+		p.hold(d, wait, true)
+		return true
 	}
 	// The wait for a slot ends with the partition: a message read from a
 	// partition handed over is left unsettled, for its next owner.
@@ -180,39 +192,91 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 	return true
 }
 
-// countRun, in careful mode, commits the message's offset with the number
-// of its runs started (this one included) before it runs, when every
-// message before it is settled, and gives the kit that count as its
+// launchQueued starts the next message of a lane, counted in held: once a
+// slot is free, or, for a retry copy, once its backoff passed.
+func (p *partition) launchQueued(d *delivery) {
+	if wait := p.wait(d); wait > 0 {
+		p.mu.Lock()
+		p.held-- // counted again by hold
+		p.mu.Unlock()
+		p.hold(d, wait, true)
+		return
+	}
+	p.startLater(d)
+}
+
+// countRun, in careful mode, commits before d runs the number of its runs
+// started (this one included), and gives the kit that count as its
 // deliveries: a message whose runs kill the consumer is given up after
-// MaxDeliveries.
+// MaxDeliveries. The count is committed at the partition's position: for
+// the message there (run:<n>), or for a later one with its offset
+// (run:<n>:<offset>) while an earlier message waits.
 func (p *partition) countRun(d *delivery) {
 	p.mu.Lock()
-	if p.careful == 0 {
+	if p.careful == 0 || d.counted {
 		p.mu.Unlock()
 		return
 	}
 	p.careful--
 	off := d.km.Offset
-	atHead := p.pos == off
 	runs := 1
 	if off == p.headOff {
 		runs = p.headRuns + 1
 	}
+	pos := p.pos
+	meta := metaRun + strconv.Itoa(runs)
+	if pos != off {
+		meta += ":" + strconv.FormatInt(off, 10)
+	}
 	p.mu.Unlock()
-	if !atHead {
+	if pos < 0 || pos > off {
 		return
 	}
-	err := p.g.commitOffsets([]kafkago.OffsetCommit{{Partition: p.id, Offset: off, Metadata: metaRun + strconv.Itoa(runs)}})
+	err := p.g.commitOffsets([]kafkago.OffsetCommit{{Partition: p.id, Offset: pos, Metadata: meta}})
 	if err != nil {
 		p.s.log.Debug("channels/kafka: counting a run failed", "channel", p.s.ch.Name, "partition", p.id, "error", broker.Redact(err.Error()))
 		return
 	}
-	p.committedAt(off)
+	p.mu.Lock()
+	p.runMeta, p.runOff = meta, off
+	p.mu.Unlock()
+	p.committedAt(pos)
+	d.counted = true
 	d.Deliveries = runs
+}
+
+// ranCarefully commits, once a counted run is settled, the position past
+// it: the count stays on the message it belongs to, never on the next
+// one (which would be blamed for a crash of a later message).
+func (p *partition) ranCarefully(d *delivery) {
+	p.mu.Lock()
+	pos, off := p.pos, d.km.Offset
+	if p.runOff == off && pos > off {
+		p.runMeta = ""
+	}
+	p.mu.Unlock()
+	if pos <= off {
+		return // not settled (run again here, or left for the next owner): the count stays
+	}
+	p.g.commit([]*partition{p}, (*partition).uncleanMeta, true)
+}
+
+// uncleanMeta is the metadata of a commit made while messages of the
+// partition may still run: the run count of a counted message not settled
+// yet, else live.
+func (p *partition) uncleanMeta() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.runMeta != "" && p.runOff >= p.pos {
+		return p.runMeta
+	}
+	p.runMeta = ""
+	return metaLive
 }
 
 // start runs d on a slot already taken.
 func (p *partition) start(d *delivery) {
+	p.countRun(d)
 	p.mu.Lock()
 	p.running++
 	p.mu.Unlock()
@@ -326,8 +390,9 @@ func (p *partition) handOver(copies []*delivery) {
 	}
 }
 
-// waitIdle waits until no message of the partition runs, at most d.
-func (p *partition) waitIdle(d time.Duration) {
+// waitIdle waits until no message of the partition runs, at most d; it
+// reports whether none runs.
+func (p *partition) waitIdle(d time.Duration) bool {
 	deadline := time.AfterFunc(d, func() {
 		p.mu.Lock()
 		p.running = -1 << 30 // give up waiting; late settlements are ignored
@@ -336,10 +401,11 @@ func (p *partition) waitIdle(d time.Duration) {
 	})
 	defer deadline.Stop()
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for p.running > 0 {
 		p.cond.Wait()
 	}
-	p.mu.Unlock()
+	return p.running == 0
 }
 
 // track records an offset read, in order.

@@ -33,6 +33,12 @@ type subscription struct {
 	fetchCtx  context.Context // cancelled by StopFetching
 	stopFetch context.CancelFunc
 
+	// maxBackoff is the longest backoff of the channel's retry policy: no
+	// retry copy of ours waits longer (delivery.go: wait).
+	maxBackoff time.Duration
+	// forged counts the copies whose not-before time was not honoured.
+	forged atomic.Int64
+
 	mu    sync.Mutex
 	cg    *kafkago.ConsumerGroup
 	gen   *generation         // the current generation, nil before the first
@@ -41,7 +47,7 @@ type subscription struct {
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, group string) (*subscription, error) {
 	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, group: group,
-		log: ch.Logger}
+		log: ch.Logger, maxBackoff: longestBackoff(ch.Retry)}
 	s.cfg = kafkago.ConsumerGroupConfig{
 		ID:                group,
 		Brokers:           a.brokers,
@@ -67,6 +73,18 @@ func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOption
 	}
 	s.fetchCtx, s.stopFetch = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// longestBackoff is the longest delay the policy gives a retry.
+func longestBackoff(p broker.RetryPolicy) time.Duration {
+	if p.Backoff == nil {
+		return 0
+	}
+	var longest time.Duration
+	for attempt := 1; attempt <= min(p.MaxRetries, 1000); attempt++ {
+		longest = max(longest, p.Backoff.Delay(attempt))
+	}
+	return longest
 }
 
 // join makes this member join the group and waits, bounded by ctx and the
@@ -116,7 +134,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 // finish commits what the drained handlers processed while the generation
 // is still alive, then leaves the group, which hands the partitions over
 // without waiting for the session timeout. Both are bounded by ctx.
-func (s *subscription) finish(ctx context.Context, _ bool) error {
+func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 	defer s.a.subs.Remove(s)
 	s.stopFetch()
 	s.mu.Lock()
@@ -132,7 +150,12 @@ func (s *subscription) finish(ctx context.Context, _ bool) error {
 			for _, p := range g.all() {
 				p.handOver(p.close())
 			}
-			g.commit(g.all(), metaClean, true)
+			meta := func(*partition) string { return metaClean }
+			if timedOut {
+				// A message may still run: the next owner must be careful.
+				meta = (*partition).uncleanMeta
+			}
+			g.commit(g.all(), meta, true)
 		}
 		done <- cg.Close()
 	}()
@@ -282,7 +305,7 @@ func (g *generation) commitLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			g.commit(g.all(), metaLive, false)
+			g.commit(g.all(), (*partition).uncleanMeta, false)
 		}
 	}
 }
@@ -310,14 +333,14 @@ const (
 )
 
 // commit commits the processed position of ps: the partitions that moved,
-// or all of them with force (a handover), with meta.
-func (g *generation) commit(ps []*partition, meta string, force bool) {
+// or all of them with force (a handover), with each partition's meta.
+func (g *generation) commit(ps []*partition, meta func(*partition) string, force bool) {
 	g.commitMu.Lock()
 	defer g.commitMu.Unlock()
 	var commits []kafkago.OffsetCommit
 	for _, p := range ps {
 		if pos, moved := p.position(); (moved || force) && pos >= 0 {
-			commits = append(commits, kafkago.OffsetCommit{Partition: p.id, Offset: pos, Metadata: meta})
+			commits = append(commits, kafkago.OffsetCommit{Partition: p.id, Offset: pos, Metadata: meta(p)})
 		}
 	}
 	if len(commits) == 0 {
@@ -376,23 +399,51 @@ func (g *generation) handoverState() {
 			"channel", g.s.ch.Name, "group", g.s.group, "error", broker.Redact(err.Error()))
 		return
 	}
+	var live []*partition
 	for _, fp := range res.Topics[g.s.ch.Name] {
 		p := g.parts[fp.Partition]
-		if p == nil || fp.Error != nil || fp.CommittedOffset != p.pos {
+		if p == nil {
 			continue
 		}
-		switch {
+		if fp.Error != nil || fp.CommittedOffset != p.pos {
+			live = append(live, p)
+			continue
+		}
+		switch runs, off, ok := parseRun(fp.Metadata, p.pos); {
 		case fp.Metadata == metaLive:
-			p.beCareful(0)
-		case strings.HasPrefix(fp.Metadata, metaRun):
-			n, err := strconv.Atoi(strings.TrimPrefix(fp.Metadata, metaRun))
-			if err == nil && n > 0 {
-				p.beCareful(min(n, 1<<20))
-			}
+			p.beCareful(0, p.pos)
+			live = append(live, p)
+		case ok:
+			// The count stays committed until the message runs again
+			// (countRun): a crash before that must not lose it.
+			p.beCareful(runs, off)
+		default:
+			live = append(live, p)
 		}
 	}
 	// From now on a crash of this member leaves its partitions live.
-	g.commit(g.all(), metaLive, true)
+	g.commit(live, func(*partition) string { return metaLive }, true)
+}
+
+// parseRun reads the run count of commit metadata committed at pos:
+// run:<n> (the message at pos) or run:<n>:<offset>.
+func parseRun(meta string, pos int64) (runs int, off int64, ok bool) {
+	rest, found := strings.CutPrefix(meta, metaRun)
+	if !found {
+		return 0, 0, false
+	}
+	n, o, hasOff := strings.Cut(rest, ":")
+	runs, err := strconv.Atoi(n)
+	if err != nil || runs <= 0 {
+		return 0, 0, false
+	}
+	off = pos
+	if hasOff {
+		if off, err = strconv.ParseInt(o, 10, 64); err != nil || off < pos {
+			return 0, 0, false
+		}
+	}
+	return min(runs, 1<<20), off, true
 }
 
 // pending counts the messages of this member read and not settled.

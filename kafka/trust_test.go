@@ -1,0 +1,177 @@
+package kafka
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// testPartition is a partition of a subscription with no connection, for
+// the dispatch logic: handlers run through the kit; nothing is committed
+// (no careful mode) and no retry copy is written (the handler succeeds).
+func testPartition(t *testing.T, ordering Ordering, maxInFlight int, h broker.Handler) *partition {
+	t.Helper()
+	ch := &broker.Channel{Name: "orders", Group: "g", MaxInFlight: maxInFlight, Handler: h,
+		Retry: broker.RetryPolicy{MaxRetries: 3, Backoff: broker.ExponentialBackoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2}}}
+	ch.Normalize()
+	a := &Adapter{brokers: []string{"127.0.0.1:1"}}
+	s, err := newSubscription(a, nil, ch, ChannelOptions{Ordering: ordering}.withDefaults(), GroupID("g", "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &generation{s: s, parts: map[int]*partition{}, handedOver: make(chan struct{})}
+	p := newPartition(g, 0, 0)
+	g.parts[0] = p
+	t.Cleanup(func() { p.close() })
+	return p
+}
+
+func record(off int64, key string, hdrs map[string]string) kafkago.Message {
+	m := kafkago.Message{Offset: off, Value: []byte(`{"n":` + strconv.FormatInt(off, 10) + `}`), Time: time.Now(),
+		Headers: toKafkaHeaders(hdrs)}
+	if key != "" {
+		m.Key = []byte(key)
+	}
+	return m
+}
+
+func copyHeaders(group string, notBefore time.Time, failed int) map[string]string {
+	return map[string]string{broker.HeaderGroup: group, broker.HeaderRedeliveredCount: strconv.Itoa(failed),
+		HeaderNotBefore: strconv.FormatInt(notBefore.UnixMilli(), 10)}
+}
+
+// x-retry-not-before is honoured only on this group's copies, never past
+// the channel's longest backoff, and not at all when it lies further past
+// the record's timestamp than any retry of the channel could have written.
+func TestNotBeforeIsTrustedOnlyOnOurCopies(t *testing.T) {
+	p := testPartition(t, Unordered, 1, func(context.Context, *broker.Message) error { return nil })
+	if p.s.maxBackoff != 400*time.Millisecond {
+		t.Fatalf("longest backoff %s, want 400ms (100ms doubling, 3 retries)", p.s.maxBackoff)
+	}
+	now := time.Now()
+	cases := []struct {
+		name     string
+		m        kafkago.Message
+		min, max time.Duration
+	}{
+		{"our copy", record(1, "", copyHeaders("g", now.Add(300*time.Millisecond), 1)), 150 * time.Millisecond, 300 * time.Millisecond},
+		{"a foreign message", record(2, "", map[string]string{HeaderNotBefore: strconv.FormatInt(now.Add(time.Hour).UnixMilli(), 10)}), 0, 0},
+		{"centuries ahead", record(3, "", copyHeaders("g", now.AddDate(300, 0, 0), 1)), 0, 0},
+		{"a future timestamp", func() kafkago.Message {
+			m := record(4, "", copyHeaders("g", now.Add(time.Hour), 1))
+			m.Time = now.Add(time.Hour)
+			return m
+		}(), 400 * time.Millisecond, 400 * time.Millisecond},
+	}
+	for _, c := range cases {
+		d := p.delivery(c.m, nil)
+		if w := p.wait(d); w < c.min || w > c.max {
+			t.Errorf("%s: wait %s, want [%s, %s]", c.name, w, c.min, c.max)
+		}
+		if _, seen := d.msg.Headers[HeaderNotBefore]; seen {
+			t.Errorf("%s: the handler sees %s", c.name, HeaderNotBefore)
+		}
+	}
+}
+
+// A copy of this group whose x-redelivered-count is past MaxRetries runs
+// (as the last attempt) instead of being given up unrun.
+func TestForgedRedeliveredCountStillRuns(t *testing.T) {
+	p := testPartition(t, Unordered, 1, func(context.Context, *broker.Message) error { return nil })
+	d := p.delivery(record(1, "", copyHeaders("g", time.Now(), 99)), nil)
+	if d.msg.Attempt != 4 {
+		t.Fatalf("attempt %d, want 4 (MaxRetries+1)", d.msg.Attempt)
+	}
+	if _, run := p.s.ch.Admit(&d.Delivery); !run {
+		t.Fatal("a forged count made the message be given up without running")
+	}
+}
+
+// A retry copy waiting for its backoff keeps its lane: on an ordered
+// channel the messages of its key behind it wait for it, and each message
+// runs once.
+func TestHeldCopyKeepsItsLane(t *testing.T) {
+	var mu sync.Mutex
+	var order []int64
+	running, overlap := 0, false
+	p := testPartition(t, PerKey, 4, func(_ context.Context, m *broker.Message) error {
+		mu.Lock()
+		running++
+		overlap = overlap || running > 1
+		order = append(order, m.Raw.(kafkago.Message).Offset)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return nil
+	})
+	ctx := context.Background()
+	p.dispatch(ctx, record(0, "k", copyHeaders("g", time.Now().Add(300*time.Millisecond), 1)))
+	p.dispatch(ctx, record(1, "k", nil))
+	p.dispatch(ctx, record(2, "k", nil))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(order)
+		mu.Unlock()
+		if pos, _ := p.position(); n >= 3 && pos == 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(order) != 3 || order[0] != 0 || order[1] != 1 || order[2] != 2 || overlap {
+		t.Fatalf("runs %v (overlap %v), want 0, 1, 2 one at a time", order, overlap)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held != 0 || len(p.lanes) != 0 {
+		t.Fatalf("held %d, lanes %v after every message ran", p.held, p.lanes)
+	}
+}
+
+// Records that claim to be this group's copies with a not-before time
+// centuries ahead do not hold the partition: none is held, so the read
+// gate (maxHeld) stays open and they run at once.
+func TestForgedNotBeforeDoesNotCloseTheReadGate(t *testing.T) {
+	var mu sync.Mutex
+	ran := 0
+	p := testPartition(t, Unordered, 1, func(context.Context, *broker.Message) error {
+		mu.Lock()
+		ran++
+		mu.Unlock()
+		return nil
+	})
+	ctx := context.Background()
+	n := p.maxHeld() + 1
+	for i := range n {
+		p.dispatch(ctx, record(int64(i), "", copyHeaders("g", time.Now().AddDate(500, 0, 0), 1)))
+		p.mu.Lock()
+		held := p.held
+		p.mu.Unlock()
+		if held > 0 {
+			t.Fatalf("after %d forged records, %d are held", i+1, held)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		done := ran == n
+		mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d ran", ran, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
