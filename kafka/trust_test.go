@@ -175,3 +175,20 @@ func TestForgedNotBeforeDoesNotCloseTheReadGate(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A brand-new group starts at the end of every partition; in a group with
+// committed offsets, a partition without one (added since) starts at its
+// beginning.
+func TestStartOffsetsOfNewPartitions(t *testing.T) {
+	missing, first := startOffsets([]int{0, 1, 2}, map[int]bool{}, false)
+	if first || len(missing) != 3 || missing[0].Timestamp != kafkago.LastOffset {
+		t.Fatalf("new group: %v %v", missing, first)
+	}
+	missing, first = startOffsets([]int{0, 1, 2, 3}, map[int]bool{0: true, 1: true}, false)
+	if !first || len(missing) != 2 || missing[0].Partition != 2 || missing[1].Partition != 3 || missing[0].Timestamp != kafkago.FirstOffset {
+		t.Fatalf("existing group with new partitions: %v %v", missing, first)
+	}
+	if missing, first = startOffsets([]int{0}, nil, true); !first || missing[0].Timestamp != kafkago.FirstOffset {
+		t.Fatalf("FromBeginning: %v %v", missing, first)
+	}
+}
