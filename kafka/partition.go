@@ -116,7 +116,11 @@ func (p *partition) run(ctx context.Context) {
 	// message still running after it is delivered again to the partition's
 	// next owner.
 	meta := func(*partition) string { return metaClean }
-	if !p.waitIdle(s.opts.RebalanceTimeout * 3 / 4) {
+	wait := s.opts.RebalanceTimeout * 3 / 4
+	if s.IsStopping() {
+		wait = 0 // the drain already waited for the handlers, within its deadline
+	}
+	if !p.waitIdle(wait) {
 		meta = (*partition).uncleanMeta // a message still runs: its next owner is careful
 	}
 	p.g.commit([]*partition{p}, meta, true)

@@ -144,8 +144,7 @@ func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 	if cg == nil {
 		return nil
 	}
-	done := make(chan error, 1)
-	go func() {
+	err := broker.Bounded(ctx, "kafka final commit and group leave", func() error {
 		if g != nil {
 			for _, p := range g.all() {
 				p.handOver(p.close())
@@ -157,20 +156,18 @@ func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 			}
 			g.commit(g.all(), meta, true)
 		}
-		done <- cg.Close()
-	}()
-	select {
-	case err := <-done:
-		if err != nil && !errors.Is(err, kafkago.ErrGroupClosed) {
+		if err := cg.Close(); err != nil && !errors.Is(err, kafkago.ErrGroupClosed) {
 			s.log.Warn("channels/kafka: leaving the group failed; its partitions move after the session timeout",
 				"channel", s.ch.Name, "group", s.group, "error", broker.Redact(err.Error()))
 		}
-	case <-ctx.Done():
+		return nil
+	})
+	if err != nil {
 		// Nothing is lost: what was not committed is delivered again.
 		s.log.Warn("channels/kafka: the last commit and leaving the group go on after the drain deadline",
 			"channel", s.ch.Name, "group", s.group)
 	}
-	return nil
+	return err
 }
 
 // groupLoop takes each generation of the group and starts reading the

@@ -1,0 +1,74 @@
+package kafka
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/e2e/brokerenv"
+	"github.com/microchannels/channels/kafka"
+)
+
+// TestDrainTimeoutLeavesTheNextOwnerCareful: a stop whose deadline passes
+// while a handler still runs (one that ignores its context) commits the
+// partition's position without the clean mark, so that the partition's
+// next owner counts the runs of what it reads first (a message still
+// running when its member went may be the one that kills members).
+func TestDrainTimeoutLeavesTheNextOwnerCareful(t *testing.T) {
+	needKafka(t)
+	ch, group := unique("handover.unclean"), "unclean-group"
+	release := make(chan struct{})
+	defer close(release)
+	var running atomic.Int32
+	opts := timings
+	opts.Topic.Partitions = 1
+	a, err := kafka.New(kafkaURL(), kafka.WithChannelOptions(opts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := channels.New(channels.WithAdapter(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Register(&service{Name: "unclean", Channels: channels.Channels{ch: {Group: group,
+		Handler: func(context.Context, *channels.Message) error {
+			running.Add(1)
+			<-release // ignores the stop
+			return nil
+		}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SendToChannel(context.Background(), ch, "hangs"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the handler running", func() bool { return running.Load() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	began := time.Now()
+	if err := p.Stop(ctx); err == nil {
+		t.Fatal("the stop did not report the handler still running")
+	}
+	if took := time.Since(began); took > 1250*time.Millisecond {
+		t.Fatalf("the stop with a 1 s deadline took %s", took)
+	}
+	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
+	gid := kafka.GroupID(group, ch)
+	eventually(t, 40*time.Second, "the member gone from the group", func() bool {
+		res, err := client.DescribeGroups(context.Background(), &kafkago.DescribeGroupsRequest{GroupIDs: []string{gid}})
+		return err == nil && len(res.Groups) == 1 && len(res.Groups[0].Members) == 0
+	})
+	res, err := client.OffsetFetch(context.Background(), &kafkago.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{ch: {0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parts := res.Topics[ch]; len(parts) != 1 || parts[0].CommittedOffset != 0 || parts[0].Metadata == "clean" {
+		t.Fatalf("committed %+v, want offset 0 without the clean mark", parts)
+	}
+}
