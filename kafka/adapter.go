@@ -31,6 +31,8 @@ type conn struct {
 	client  *kafkago.Client
 	queues  sync.Map // queueKey -> *queue (producer.go)
 	senders [AcksNone + 1]*sender
+	// buf bounds the bytes of the sends waiting or in flight (producer.go).
+	buf *sendBuffer
 	// leaders caches the partition leaders of the topics sent to
 	// (sender.go).
 	leaders sync.Map // topic -> map[int]int
@@ -51,6 +53,7 @@ type Adapter struct {
 	clientID  string
 	acks      Acks
 	batchSize int
+	sendBuf   int64
 	transport *kafkago.Transport
 	dialer    *kafkago.Dialer
 	chopts    ChannelOptions
@@ -99,7 +102,7 @@ func NewWithBrokers(brokers []string, opts ...Option) (*Adapter, error) {
 }
 
 func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
-	a.acks, a.batchSize = AcksAll, DefaultBatchSize
+	a.acks, a.batchSize, a.sendBuf = AcksAll, DefaultBatchSize, DefaultSendBuffer
 	if err := broker.ApplyOptions(a, opts); err != nil {
 		return nil, err
 	}
@@ -166,7 +169,7 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	if _, err := client.Metadata(mctx, &kafkago.MetadataRequest{Topics: []string{}}); err != nil {
 		return fmt.Errorf("%w: kafka %s: %v", broker.ErrNotConnected, a.display, broker.Redact(err.Error()))
 	}
-	c := &conn{client: client}
+	c := &conn{client: client, buf: newSendBuffer(a.sendBuf)}
 	newSenders(c)
 	a.cur.Store(c)
 	a.state.SetConnected()

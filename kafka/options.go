@@ -421,6 +421,19 @@ func WithMaxBatch(size int) Option {
 	}
 }
 
+// WithSendBuffer bounds the bytes (keys, values and headers) of the sends
+// waiting for the brokers (default DefaultSendBuffer). A send that finds it
+// full waits for room until its ctx ends, then fails.
+func WithSendBuffer(bytes int) Option {
+	return func(a *Adapter) error {
+		if bytes <= 0 {
+			return fmt.Errorf("%w: kafka send buffer must be > 0 bytes", broker.ErrInvalidOption)
+		}
+		a.sendBuf = int64(bytes)
+		return nil
+	}
+}
+
 // WithTransport sets the kafka-go transport of sends and administrative
 // requests, and the dialer of the readers and of the group, for settings
 // the other options do not cover (dial timeouts, proxies, custom

@@ -41,8 +41,7 @@ func TestPartitionResultOfSharedRequest(t *testing.T) {
 	}
 }
 
-// A send reports its own result; once the caller gave up, late results
-// are dropped and the ones already in are kept.
+// A send reports its own result, once.
 func TestCallResults(t *testing.T) {
 	cl := &call{errs: make([]error, 3), set: make([]bool, 3), left: 3, done: make(chan struct{})}
 	ss := []*send{{call: cl, i: 0}, {call: cl, i: 1}, {call: cl, i: 2}}
@@ -62,9 +61,11 @@ func TestCallResults(t *testing.T) {
 	default:
 		t.Fatal("not done after the last result")
 	}
-	ab := &call{errs: make([]error, 1), set: make([]bool, 1), left: 1, done: make(chan struct{}), abandoned: true}
-	finish([]*send{{call: ab}}, boom, nil)
-	if ab.set[0] || ab.errs[0] != nil {
-		t.Fatal("a result after the caller gave up was recorded")
+	if cl.errs[2] != boom {
+		t.Fatalf("last result %v", cl.errs[2])
+	}
+	finish(ss[2:], nil, nil) // a second result of a send is ignored
+	if cl.errs[2] != boom {
+		t.Fatal("a send's result was overwritten")
 	}
 }
