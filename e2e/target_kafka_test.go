@@ -46,6 +46,15 @@ func init() {
 		Probe:          func() error { return brokerenv.Probe("kafka", kafkaPing) },
 		Timeout:        20 * time.Second,
 		Processes:      true,
+		Linked: func() (broker.Adapter, *links, error) {
+			ls := newLinks(brokerenv.KafkaBrokers()...)
+			// The brokers advertise their own addresses: every dial, to the
+			// bootstrap list or to an advertised address, goes to a proxy.
+			t := &kafkago.Transport{Dial: ls.dial, DialTimeout: 2 * time.Second}
+			d := &kafkago.Dialer{DialFunc: ls.dial, Timeout: 2 * time.Second}
+			a, err := kafka.New(kafkaURL(), kafka.WithTransport(t, d))
+			return a, ls, err
+		},
 		// A silent member's partitions move after its session timeout and
 		// a rebalance (every member rejoins).
 		ClaimTime:  kafkaTestTimings.SessionTimeout + 2*time.Second,
