@@ -310,7 +310,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 		return nil, err
 	}
 	if ch.DeadLetter.Enabled {
-		if err := a.ensureTopic(ctx, c, ch.DeadLetter.Queue, opts.Topic); err != nil {
+		if err := a.ensureTopic(ctx, c, ch.DeadLetter.Queue, opts.DeadLetterTopic); err != nil {
 			return nil, err
 		}
 	}

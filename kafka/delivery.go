@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"strconv"
 	"strings"
@@ -182,7 +183,20 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 		}
 		// Every in-sync replica must have the copy before the original is
 		// settled, whatever the adapter's default acks for sends.
-		err := p.s.a.write(ctx, p.s.c, p.s.ch.Name, SendOptions{Key: d.km.Key, Acks: AcksAll}, d.km.Value, toKafkaHeaders(h))
+		errs, cl := p.s.a.produceCall(ctx, p.s.c, p.s.ch.Name, []SendOptions{{Key: d.km.Key, Acks: AcksAll}},
+			[]kafkago.Message{{Key: d.km.Key, Value: d.km.Value, Headers: toKafkaHeaders(h)}})
+		err := errs[0]
+		if errors.Is(err, errInFlight) {
+			// The copy may still be written: the original stays unsettled
+			// until its write ends, then is settled (the copy runs) or run
+			// again here (no copy), never both.
+			d.again = true
+			go func() {
+				<-cl.done
+				d.retryWritten(cl.errs[0], delay, failure)
+			}()
+			return nil
+		}
 		if err == nil {
 			p.settled(d.km.Offset)
 			return nil
@@ -191,11 +205,30 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 			"channel", p.s.ch.Name, "group", p.s.ch.Group, "id", d.msg.ID, "error", broker.Redact(err.Error()))
 	}
 	d.again = true
-	next := p.delivery(d.km, d)
+	d.runAgain(delay, failure)
+	return nil
+}
+
+// retryWritten ends a retry whose copy was in flight at the settle's
+// deadline, once its write ended with err.
+func (d *delivery) retryWritten(err error, delay time.Duration, failure map[string]string) {
+	p := d.p
+	if err == nil {
+		p.settled(d.km.Offset)
+		return
+	}
+	p.s.log.Warn("channels/kafka: publishing a retry failed; the message runs again in this process",
+		"channel", p.s.ch.Name, "group", p.s.ch.Group, "id", d.msg.ID, "error", broker.Redact(err.Error()))
+	d.runAgain(delay, failure)
+}
+
+// runAgain runs the message again in this process after delay, as its
+// next attempt.
+func (d *delivery) runAgain(delay time.Duration, failure map[string]string) {
+	next := d.p.delivery(d.km, d)
 	next.msg.Attempt = d.msg.Attempt + 1
 	next.Failure = failure
-	p.hold(next, delay, false)
-	return nil
+	d.p.hold(next, delay, false)
 }
 
 // DeadLetter publishes the copy to the dead-letter topic with the kit's
@@ -206,10 +239,19 @@ func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 	delete(h, HeaderNotBefore)
 	h[broker.HeaderOriginalPartition] = strconv.Itoa(d.km.Partition)
 	p := d.p
-	if err := p.s.a.ensureTopic(ctx, p.s.c, p.s.ch.DeadLetter.Queue, p.s.opts.Topic); err != nil {
+	if err := p.s.a.ensureTopic(ctx, p.s.c, p.s.ch.DeadLetter.Queue, p.s.deadLetterTopic()); err != nil {
 		return err
 	}
-	return p.s.a.write(ctx, p.s.c, p.s.ch.DeadLetter.Queue, SendOptions{Key: d.km.Key, Acks: AcksAll}, payload, toKafkaHeaders(h))
+	errs, cl := p.s.a.produceCall(ctx, p.s.c, p.s.ch.DeadLetter.Queue, []SendOptions{{Key: d.km.Key, Acks: AcksAll}},
+		[]kafkago.Message{{Key: d.km.Key, Value: payload, Headers: toKafkaHeaders(h)}})
+	if errors.Is(errs[0], errInFlight) {
+		// The copy may still be written: wait for the end of its write
+		// (bounded by the producer's own timeouts) rather than keep the
+		// message and write a second copy.
+		<-cl.done
+		return cl.errs[0]
+	}
+	return errs[0]
 }
 
 // Keep runs the message again after DefaultKeepDelay as a final failure

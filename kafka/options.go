@@ -127,6 +127,11 @@ type ChannelOptions struct {
 	Ordering Ordering
 	// Topic shapes a topic created for the channel.
 	Topic TopicOptions
+	// DeadLetterTopic shapes a dead-letter topic created for the channel
+	// (default: DefaultPartitions, the broker's replication factor and
+	// topic configs: none of the channel's Topic settings, whose
+	// compaction or short retention would refuse or drop dead letters).
+	DeadLetterTopic TopicOptions
 	// MaxWait bounds an empty fetch (default DefaultMaxWait). A message
 	// never waits for it: a fetch returns as soon as there is one.
 	MaxWait time.Duration
@@ -150,6 +155,7 @@ func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
 		o.Ordering = over.Ordering
 	}
 	o.Topic = o.Topic.merge(over.Topic)
+	o.DeadLetterTopic = o.DeadLetterTopic.merge(over.DeadLetterTopic)
 	if over.MaxWait != 0 {
 		o.MaxWait = over.MaxWait
 	}
@@ -176,9 +182,9 @@ func (o ChannelOptions) Validate() error {
 	switch {
 	case o.Ordering < orderingUnset || o.Ordering > PerPartition:
 		return fmt.Errorf("%w: kafka Ordering %d is unknown", broker.ErrInvalidOption, o.Ordering)
-	case o.Topic.Partitions < 0:
+	case o.Topic.Partitions < 0, o.DeadLetterTopic.Partitions < 0:
 		return fmt.Errorf("%w: kafka topic Partitions must be > 0", broker.ErrInvalidOption)
-	case o.Topic.ReplicationFactor < -1:
+	case o.Topic.ReplicationFactor < -1, o.DeadLetterTopic.ReplicationFactor < -1:
 		return fmt.Errorf("%w: kafka topic ReplicationFactor must be > 0 (or -1 for the broker's default)", broker.ErrInvalidOption)
 	case o.MaxWait < 0, o.MaxBytes < 0, o.CommitInterval < 0:
 		return fmt.Errorf("%w: kafka MaxWait, MaxBytes and CommitInterval must be >= 0", broker.ErrInvalidOption)
@@ -200,6 +206,12 @@ func (o ChannelOptions) withDefaults() ChannelOptions {
 	}
 	if o.Topic.ReplicationFactor == 0 {
 		o.Topic.ReplicationFactor = DefaultReplicationFactor
+	}
+	if o.DeadLetterTopic.Partitions == 0 {
+		o.DeadLetterTopic.Partitions = DefaultPartitions
+	}
+	if o.DeadLetterTopic.ReplicationFactor == 0 {
+		o.DeadLetterTopic.ReplicationFactor = DefaultReplicationFactor
 	}
 	if o.MaxWait == 0 {
 		o.MaxWait = DefaultMaxWait

@@ -75,6 +75,9 @@ func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOption
 	return s, nil
 }
 
+// deadLetterTopic shapes the dead-letter topic when it is created.
+func (s *subscription) deadLetterTopic() TopicOptions { return s.opts.DeadLetterTopic }
+
 // longestBackoff is the longest delay the policy gives a retry.
 func longestBackoff(p broker.RetryPolicy) time.Duration {
 	if p.Backoff == nil {
