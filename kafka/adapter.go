@@ -125,12 +125,20 @@ func (a *Adapter) Client() *kafkago.Client {
 }
 
 func (a *Adapter) newTransport() *kafkago.Transport {
-	if t := a.transport; t != nil {
+	if u := a.transport; u != nil {
+		// A transport of our own with the caller's settings: the caller's
+		// value is never changed (nor its connection pool shared).
+		t := &kafkago.Transport{Dial: u.Dial, DialTimeout: u.DialTimeout, IdleTimeout: u.IdleTimeout,
+			MetadataTTL: u.MetadataTTL, MetadataTopics: u.MetadataTopics, ClientID: u.ClientID, TLS: u.TLS,
+			SASL: u.SASL, Resolver: u.Resolver, Context: u.Context}
 		if t.TLS == nil {
 			t.TLS = a.tls
 		}
 		if t.SASL == nil {
 			t.SASL = a.sasl
+		}
+		if t.ClientID == "" {
+			t.ClientID = a.clientID
 		}
 		return t
 	}
@@ -163,11 +171,16 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	if a.clientID == "" {
 		a.clientID = a.env.NodeID
 	}
-	client := &kafkago.Client{Addr: kafkago.TCP(a.brokers...), Transport: a.newTransport(), Timeout: DefaultOpTimeout}
+	tr := a.newTransport()
+	if tr.SASL != nil && tr.SASL.Name() == "PLAIN" && tr.TLS == nil {
+		a.env.Logger.Warn("channels/kafka: SASL PLAIN without TLS: the password crosses the network in clear text; use kafka+ssl:// (or tls=true), or SCRAM",
+			"target", a.display)
+	}
+	client := &kafkago.Client{Addr: kafkago.TCP(a.brokers...), Transport: tr, Timeout: DefaultOpTimeout}
 	mctx, cancel := opCtx(ctx)
 	defer cancel()
 	if _, err := client.Metadata(mctx, &kafkago.MetadataRequest{Topics: []string{}}); err != nil {
-		return fmt.Errorf("%w: kafka %s: %v", broker.ErrNotConnected, a.display, broker.Redact(err.Error()))
+		return &connectError{target: a.display, cause: broker.Redact(err.Error())}
 	}
 	c := &conn{client: client, buf: newSendBuffer(a.sendBuf)}
 	newSenders(c)
@@ -175,6 +188,15 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	a.state.SetConnected()
 	return nil
 }
+
+// connectError is a failed Connect; it wraps broker.ErrNotConnected.
+type connectError struct{ target, cause string }
+
+func (e *connectError) Error() string {
+	return "channels/kafka: connect failed: " + e.target + ": " + e.cause
+}
+
+func (e *connectError) Unwrap() error { return broker.ErrNotConnected }
 
 // opCtx bounds an administrative request by DefaultOpTimeout unless ctx is
 // already bounded.

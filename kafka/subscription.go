@@ -90,35 +90,71 @@ func longestBackoff(p broker.RetryPolicy) time.Duration {
 	return longest
 }
 
-// join makes this member join the group and waits, bounded by ctx and the
-// rebalance timeout, for its first assignment: once every member of a group
-// subscribed, the partitions are shared among them. The partitions are read
-// from Start on.
+// join makes this member join the group. In a group that has members, it
+// waits for its first assignment (bounded by the rebalance timeout, not by
+// ctx: the rebalance takes as long as the other members need to rejoin), so
+// that members subscribed one after the other share the partitions before
+// the first message is read. A new or empty group is joined in the
+// background (Kafka holds its first generation for
+// group.initial.rebalance.delay.ms, 3 s by default): the channels of a
+// process join at the same time, and Start reads from the first generation
+// on.
 func (s *subscription) join(ctx context.Context) error {
+	busy := s.groupHasMembers(ctx)
 	cg, err := kafkago.NewConsumerGroup(s.cfg)
 	if err != nil {
 		return fmt.Errorf("%w: kafka group %q: %v", broker.ErrInvalidOption, s.group, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.RebalanceTimeout)
+	s.mu.Lock()
+	s.cg = cg
+	s.mu.Unlock()
+	if !busy {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.RebalanceTimeout)
 	defer cancel()
 	// Errors while the group forms (a rebalance in progress, a coordinator
 	// moving) are retried by the group itself; Next reports them and goes on.
 	var gen *kafkago.Generation
 	var last error
-	for gen == nil && ctx.Err() == nil {
-		if gen, err = cg.Next(ctx); err != nil && ctx.Err() == nil {
+	for gen == nil && wctx.Err() == nil {
+		if gen, err = cg.Next(wctx); err != nil && wctx.Err() == nil {
 			last = err
 			s.log.Debug("channels/kafka: joining the group", "channel", s.ch.Name, "group", s.group, "error", broker.Redact(err.Error()))
+			if errors.Is(err, kafkago.ErrGroupClosed) {
+				break
+			}
 		}
 	}
 	s.mu.Lock()
-	s.cg, s.first = cg, gen
+	s.first = gen
 	s.mu.Unlock()
 	if gen == nil {
-		s.log.Warn("channels/kafka: the group was not formed before the subscribe deadline; joining goes on",
-			"channel", s.ch.Name, "group", s.group, "last_error", fmt.Sprint(last))
+		msg := "<nil>"
+		if last != nil {
+			msg = broker.Redact(last.Error())
+		}
+		s.log.Warn("channels/kafka: the group did not rebalance within the rebalance timeout; joining goes on",
+			"channel", s.ch.Name, "group", s.group, "last_error", msg)
 	}
 	return nil
+}
+
+// groupHasMembers tells whether the group has members (false when it
+// cannot be told).
+func (s *subscription) groupHasMembers(ctx context.Context) bool {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	res, err := s.c.client.DescribeGroups(ctx, &kafkago.DescribeGroupsRequest{GroupIDs: []string{s.group}})
+	if err != nil {
+		return false
+	}
+	for _, g := range res.Groups {
+		if g.GroupID == s.group && g.Error == nil && len(g.Members) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Start begins reading the assigned partitions; it runs once.
