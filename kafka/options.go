@@ -59,11 +59,12 @@ type Ordering int
 
 const (
 	orderingUnset Ordering = iota
-	// Unordered runs up to MaxInFlight messages of a partition at once
-	// (the default, like every other adapter).
+	// Unordered runs up to MaxInFlight messages of a partition at once,
+	// keyed or not: the messages of one key may run out of order.
 	Unordered
-	// PerKey runs the messages of one key one at a time, in partition
-	// order, and different keys concurrently.
+	// PerKey (the default) runs the messages of one key one at a time, in
+	// partition order, and different keys concurrently; messages without a
+	// key run like Unordered ones.
 	PerKey
 	// PerPartition runs the messages of a partition one at a time, in order.
 	PerPartition
@@ -123,7 +124,8 @@ type ChannelOptions struct {
 	// resumes at its committed offsets either way.
 	FromBeginning bool
 	// Ordering chooses what may run concurrently within a partition
-	// (default Unordered: up to MaxInFlight).
+	// (default PerKey: the messages of a key one at a time and in order,
+	// unkeyed messages up to MaxInFlight at once).
 	Ordering Ordering
 	// Topic shapes a topic created for the channel.
 	Topic TopicOptions
@@ -199,7 +201,9 @@ func (o ChannelOptions) Validate() error {
 
 func (o ChannelOptions) withDefaults() ChannelOptions {
 	if o.Ordering == orderingUnset {
-		o.Ordering = Unordered
+		// Keyed messages keep their order unless a channel opts out: a
+		// producer that sets keys expects it.
+		o.Ordering = PerKey
 	}
 	if o.Topic.Partitions == 0 {
 		o.Topic.Partitions = DefaultPartitions

@@ -93,7 +93,7 @@ func TestChannelOptions(t *testing.T) {
 		}
 	}
 	d := ChannelOptions{}.withDefaults()
-	if d.Ordering != Unordered || d.Topic.Partitions != DefaultPartitions || d.Topic.ReplicationFactor != -1 ||
+	if d.Ordering != PerKey || d.Topic.Partitions != DefaultPartitions || d.Topic.ReplicationFactor != -1 ||
 		d.CommitInterval != DefaultCommitInterval || d.HeartbeatInterval >= d.SessionTimeout {
 		t.Fatalf("defaults %+v", d)
 	}
