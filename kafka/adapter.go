@@ -72,7 +72,20 @@ var (
 	_ broker.BatchPublisher = (*Adapter)(nil)
 	_ broker.LagReporter    = (*Adapter)(nil)
 	_ broker.ChannelRemover = (*Adapter)(nil)
+	_ broker.Limiter        = (*Adapter)(nil)
 )
+
+// MaxMessageBytes is the largest message (payload, key and headers) the
+// adapter lets a send write: under the broker's default message.max.bytes
+// (1048588 bytes for a record batch) with room for the batch's and the
+// record's own fields. A topic or broker configured lower refuses smaller
+// messages itself (MESSAGE_TOO_LARGE, reported by the send).
+const MaxMessageBytes = 1000000
+
+// Limits are the size limits of the messages the adapter writes: a user's
+// send over them is refused before it reaches the broker, and the headers
+// of retry copies and dead letters are fitted into them.
+func (a *Adapter) Limits() broker.Limits { return broker.Limits{MaxMessageBytes: MaxMessageBytes} }
 
 // New builds an adapter from a kafka:// URL: kafka://host:port, a comma
 // list of bootstrap brokers (kafka://a:9092,b:9092), user and password for

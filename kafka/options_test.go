@@ -214,3 +214,12 @@ func TestConnectFailedError(t *testing.T) {
 		t.Fatalf("connect error %q", err)
 	}
 }
+
+// The adapter tells its message size limit, under the broker's default.
+func TestLimits(t *testing.T) {
+	a, _ := New(DefaultURL)
+	var l broker.Limiter = a
+	if m := l.Limits().MaxMessageBytes; m <= 0 || m > 1048588-128 {
+		t.Fatalf("MaxMessageBytes %d", m)
+	}
+}
