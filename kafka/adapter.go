@@ -38,7 +38,7 @@ type conn struct {
 	leaders sync.Map // topic -> map[int]int
 	// topics remembers the partitions of the topics known to exist, so
 	// that a send to a channel without a topic creates it once.
-	topics sync.Map // topic -> []int
+	topics sync.Map // topic -> *topicParts (producer.go)
 }
 
 // Adapter implements broker.Adapter on Apache Kafka with kafka-go: a

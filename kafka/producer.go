@@ -385,18 +385,51 @@ func (a *Adapter) produceCall(ctx context.Context, c *conn, topic string, so []S
 	return errs, cl
 }
 
+// partitionRefresh is how old the partition list of a topic may get
+// before a send refreshes it (in the background: the send uses the list it
+// has), so that keys hash over the partitions added to a topic as other
+// producers see them.
+var partitionRefresh = 30 * time.Second
+
+// topicParts is the partition list of a topic, and when it was read.
+type topicParts struct {
+	ids        []int
+	at         time.Time
+	refreshing atomic.Bool
+}
+
 // partitionsOf returns the partition ids of topic, learnt when the topic
-// was ensured.
+// was ensured and refreshed every partitionRefresh.
 func (a *Adapter) partitionsOf(ctx context.Context, c *conn, topic string) ([]int, error) {
 	if v, ok := c.topics.Load(topic); ok {
-		if ids, ok := v.([]int); ok {
-			return ids, nil
+		tp := v.(*topicParts)
+		if time.Since(tp.at) > partitionRefresh && tp.refreshing.CompareAndSwap(false, true) {
+			go a.refreshPartitions(c, topic, tp)
 		}
+		return tp.ids, nil
 	}
 	ids, err := a.partitions(ctx, c, topic, true)
 	if err != nil {
 		return nil, err
 	}
-	c.topics.Store(topic, ids)
+	c.storePartitions(topic, ids)
 	return ids, nil
+}
+
+// refreshPartitions reads the partition list of topic again.
+func (a *Adapter) refreshPartitions(c *conn, topic string, old *topicParts) {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+	defer cancel()
+	ids, err := a.partitions(ctx, c, topic, false)
+	if err != nil {
+		ids = old.ids // tried again after partitionRefresh
+	}
+	if len(ids) != len(old.ids) {
+		c.leaders.Delete(topic)
+	}
+	c.topics.CompareAndSwap(topic, old, &topicParts{ids: ids, at: time.Now()})
+}
+
+func (c *conn) storePartitions(topic string, ids []int) {
+	c.topics.Store(topic, &topicParts{ids: ids, at: time.Now()})
 }

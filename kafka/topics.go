@@ -42,7 +42,7 @@ func (a *Adapter) ensureTopic(ctx context.Context, c *conn, topic string, o Topi
 	if err != nil {
 		return err
 	}
-	c.topics.Store(topic, ids)
+	c.storePartitions(topic, ids)
 	return nil
 }
 
