@@ -188,12 +188,7 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 	if !s.AcquireForFetch(ctx) {
 		return false
 	}
-	if ctx.Err() != nil {
-		s.ReleaseSlot()
-		return false
-	}
-	p.start(d)
-	return true
+	return p.start(d)
 }
 
 // launchQueued starts the next message of a lane, counted in held: once a
@@ -279,12 +274,23 @@ func (p *partition) uncleanMeta() string {
 }
 
 // start runs d on a slot already taken.
-func (p *partition) start(d *delivery) {
+//
+// The partition's closing and the count of its running messages are read
+// and changed together: a message either counts as running before the
+// partition is closed (its hand-over waits for it) or does not run at all
+// (left unsettled, for the next owner), never runs after the hand-over.
+func (p *partition) start(d *delivery) bool {
 	p.countRun(d)
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.s.ReleaseSlot()
+		return false
+	}
 	p.running++
 	p.mu.Unlock()
 	p.s.Run(&d.Delivery, d.finished)
+	return true
 }
 
 // startLater runs d once a slot is free, before new reads take one.
@@ -300,10 +306,6 @@ func (p *partition) startLater(d *delivery) {
 		p.mu.Unlock()
 		if !ok {
 			return // stopping: left unsettled, read again by the next owner
-		}
-		if p.isClosed() {
-			s.ReleaseSlot()
-			return
 		}
 		p.start(d)
 	}()

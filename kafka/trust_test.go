@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,5 +191,27 @@ func TestStartOffsetsOfNewPartitions(t *testing.T) {
 	}
 	if missing, first = startOffsets([]int{0}, nil, true); !first || missing[0].Timestamp != kafkago.FirstOffset {
 		t.Fatalf("FromBeginning: %v %v", missing, first)
+	}
+}
+
+// A message read or released from hold after its partition was closed
+// (handed over) never runs here: its next owner runs it.
+func TestNoRunAfterTheHandOver(t *testing.T) {
+	var ran atomic.Int32
+	p := testPartition(t, Unordered, 2, func(context.Context, *broker.Message) error { ran.Add(1); return nil })
+	p.close()
+	p.dispatch(context.Background(), record(0, "", nil))
+	d := p.delivery(record(1, "", nil), nil)
+	p.mu.Lock()
+	p.held++
+	p.mu.Unlock()
+	p.startLater(d)
+	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if n := ran.Load(); n != 0 {
+			t.Fatalf("%d messages ran after the hand-over", n)
+		}
+	}
+	if p.s.Free() != 2 {
+		t.Fatalf("%d of 2 slots free", p.s.Free())
 	}
 }
