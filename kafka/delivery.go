@@ -104,6 +104,16 @@ func (p *partition) wait(d *delivery) time.Duration {
 	return min(max(time.Until(at), 0), longest)
 }
 
+// size is what the message holds in memory, as the read-ahead budget
+// counts it.
+func (d *delivery) size() int64 {
+	n := len(d.km.Key) + len(d.km.Value) + 64
+	for _, h := range d.km.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return int64(n)
+}
+
 // noLane is the lane of a message that is not ordered.
 const noLane = "\x00unordered"
 

@@ -49,6 +49,9 @@ const (
 	DefaultRebalanceTimeout = 30 * time.Second
 	// DefaultOpTimeout bounds one administrative request.
 	DefaultOpTimeout = 10 * time.Second
+	// DefaultReadAheadBytes bounds the bytes of the messages a
+	// subscription holds without a slot (ChannelOptions.ReadAheadBytes).
+	DefaultReadAheadBytes = 32 << 20
 	// DefaultKeepDelay is how long a message whose dead-letter publish
 	// failed waits before it is dead-lettered again.
 	DefaultKeepDelay = 5 * time.Second
@@ -139,6 +142,12 @@ type ChannelOptions struct {
 	MaxWait time.Duration
 	// MaxBytes bounds one fetch response of a partition (default 1 MiB).
 	MaxBytes int
+	// ReadAheadBytes bounds the bytes of the messages a subscription has
+	// read and holds without a slot (queued behind their key, waiting for
+	// a retry's backoff), across its partitions (default
+	// DefaultReadAheadBytes). The readers' queues hold about 2 x
+	// MaxInFlight messages more, shared by the partitions.
+	ReadAheadBytes int
 	// CommitInterval is how often processed offsets are committed (default
 	// DefaultCommitInterval). A crash redelivers what was processed since.
 	CommitInterval time.Duration
@@ -164,6 +173,9 @@ func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
 	if over.MaxBytes != 0 {
 		o.MaxBytes = over.MaxBytes
 	}
+	if over.ReadAheadBytes != 0 {
+		o.ReadAheadBytes = over.ReadAheadBytes
+	}
 	if over.CommitInterval != 0 {
 		o.CommitInterval = over.CommitInterval
 	}
@@ -188,8 +200,8 @@ func (o ChannelOptions) Validate() error {
 		return fmt.Errorf("%w: kafka topic Partitions must be > 0", broker.ErrInvalidOption)
 	case o.Topic.ReplicationFactor < -1, o.DeadLetterTopic.ReplicationFactor < -1:
 		return fmt.Errorf("%w: kafka topic ReplicationFactor must be > 0 (or -1 for the broker's default)", broker.ErrInvalidOption)
-	case o.MaxWait < 0, o.MaxBytes < 0, o.CommitInterval < 0:
-		return fmt.Errorf("%w: kafka MaxWait, MaxBytes and CommitInterval must be >= 0", broker.ErrInvalidOption)
+	case o.MaxWait < 0, o.MaxBytes < 0, o.CommitInterval < 0, o.ReadAheadBytes < 0:
+		return fmt.Errorf("%w: kafka MaxWait, MaxBytes, ReadAheadBytes and CommitInterval must be >= 0", broker.ErrInvalidOption)
 	case o.SessionTimeout < 0, o.HeartbeatInterval < 0, o.RebalanceTimeout < 0:
 		return fmt.Errorf("%w: kafka group timings must be >= 0", broker.ErrInvalidOption)
 	case o.SessionTimeout > 0 && o.HeartbeatInterval >= o.SessionTimeout:
@@ -222,6 +234,9 @@ func (o ChannelOptions) withDefaults() ChannelOptions {
 	}
 	if o.MaxBytes == 0 {
 		o.MaxBytes = 1 << 20
+	}
+	if o.ReadAheadBytes == 0 {
+		o.ReadAheadBytes = DefaultReadAheadBytes
 	}
 	if o.CommitInterval == 0 {
 		o.CommitInterval = DefaultCommitInterval

@@ -73,6 +73,29 @@ func newPartition(g *generation, id int, start int64) *partition {
 // partition is not read further while it is reached.
 func (p *partition) maxHeld() int { return max(4*p.s.MaxInFlight(), 256) }
 
+// mustWait tells whether the partition must not be read further for now
+// (p.mu held): too many of its messages wait without a slot (maxHeld), the
+// messages held by the subscription's partitions take its read-ahead
+// budget in bytes (a partition with none held may still read one), or a
+// careful run is under way.
+func (p *partition) mustWait() bool {
+	return p.held >= p.maxHeld() || p.held > 0 && p.s.heldBytes.Load() >= p.s.readAhead ||
+		p.careful > 0 && p.running > 0
+}
+
+// addHeld counts d in (n = 1) or out of (n = -1) the messages held without
+// a slot (p.mu held), in number for the partition and in bytes for the
+// subscription; when the bytes fall under the read-ahead budget, the
+// subscription's partitions waiting for it read again.
+func (p *partition) addHeld(d *delivery, n int) {
+	p.held += n
+	size := int64(n) * d.size()
+	after := p.s.heldBytes.Add(size)
+	if size < 0 && after < p.s.readAhead && after-size >= p.s.readAhead {
+		go p.s.wakeReaders()
+	}
+}
+
 // run reads the partition until the generation ends (or, from the
 // drain, until reading stops and the group is left), then waits for its
 // running messages, bounded by the rebalance timeout, and commits what they
@@ -86,7 +109,7 @@ func (p *partition) run(ctx context.Context) {
 	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers: s.a.brokers, Dialer: s.cfg.Dialer, Topic: s.ch.Name, Partition: p.id,
 		MinBytes: 1, MaxBytes: s.opts.MaxBytes, MaxWait: s.opts.MaxWait,
-		QueueCapacity:   min(max(2*s.MaxInFlight(), 100), 1000),
+		QueueCapacity:   p.g.queueCapacity(),
 		ReadBackoffMin:  50 * time.Millisecond,
 		ReadBackoffMax:  time.Second,
 		ReadLagInterval: -1,
@@ -127,13 +150,20 @@ func (p *partition) run(ctx context.Context) {
 	p.g.handedOff()
 }
 
+// queueCapacity is the read-ahead of each partition's reader, in messages:
+// 2 x MaxInFlight shared by the generation's partitions, at least 4 each
+// (a consumer of many partitions does not read ahead MaxBytes of each).
+func (g *generation) queueCapacity() int {
+	return min(max(2*g.s.MaxInFlight()/max(len(g.parts), 1), 4), 1000)
+}
+
 // fetch reads messages and dispatches them.
 func (p *partition) fetch(ctx context.Context, r *kafkago.Reader) {
 	s := p.s
 	var retry broker.Reconnect
 	for {
 		p.mu.Lock()
-		for (p.held >= p.maxHeld() || p.careful > 0 && p.running > 0) && !p.closed && ctx.Err() == nil {
+		for p.mustWait() && !p.closed && ctx.Err() == nil {
 			p.cond.Wait()
 		}
 		p.mu.Unlock()
@@ -173,7 +203,7 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 		q := p.lanes[lane]
 		p.lanes[lane] = append(q, d)
 		if len(q) > 0 {
-			p.held++
+			p.addHeld(d, 1)
 			p.mu.Unlock()
 			return true
 		}
@@ -196,7 +226,7 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 func (p *partition) launchQueued(d *delivery) {
 	if wait := p.wait(d); wait > 0 {
 		p.mu.Lock()
-		p.held-- // counted again by hold
+		p.addHeld(d, -1) // counted again by hold
 		p.mu.Unlock()
 		p.hold(d, wait, true)
 		return
@@ -301,7 +331,7 @@ func (p *partition) startLater(d *delivery) {
 		ok := !p.isClosed() && s.Acquire()
 		s.SlotsGranted()
 		p.mu.Lock()
-		p.held--
+		p.addHeld(d, -1)
 		p.cond.Broadcast()
 		p.mu.Unlock()
 		if !ok {
@@ -328,7 +358,7 @@ func (p *partition) hold(d *delivery, wait time.Duration, copy bool) {
 	if p.closed {
 		return
 	}
-	p.held++
+	p.addHeld(d, 1)
 	var t *time.Timer
 	t = time.AfterFunc(wait, func() {
 		p.mu.Lock()
@@ -356,7 +386,7 @@ func (p *partition) close() (copies []*delivery) {
 	p.closed = true
 	for t, h := range p.timers {
 		if t.Stop() {
-			p.held--
+			p.addHeld(h.d, -1)
 			if h.copy {
 				copies = append(copies, h.d)
 			}

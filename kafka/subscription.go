@@ -38,6 +38,11 @@ type subscription struct {
 	maxBackoff time.Duration
 	// forged counts the copies whose not-before time was not honoured.
 	forged atomic.Int64
+	// heldBytes are the bytes of the messages read and held without a
+	// slot (waiting in a lane or for a backoff) by the partitions;
+	// readAhead bounds them.
+	heldBytes atomic.Int64
+	readAhead int64
 
 	mu    sync.Mutex
 	cg    *kafkago.ConsumerGroup
@@ -47,7 +52,7 @@ type subscription struct {
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, group string) (*subscription, error) {
 	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, group: group,
-		log: ch.Logger, maxBackoff: longestBackoff(ch.Retry)}
+		log: ch.Logger, maxBackoff: longestBackoff(ch.Retry), readAhead: int64(opts.ReadAheadBytes)}
 	s.cfg = kafkago.ConsumerGroupConfig{
 		ID:                group,
 		Brokers:           a.brokers,
@@ -73,6 +78,21 @@ func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOption
 	}
 	s.fetchCtx, s.stopFetch = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// wakeReaders wakes the partitions waiting for read-ahead room.
+func (s *subscription) wakeReaders() {
+	s.mu.Lock()
+	g := s.gen
+	s.mu.Unlock()
+	if g == nil {
+		return
+	}
+	for _, p := range g.parts {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}
 }
 
 // deadLetterTopic shapes the dead-letter topic when it is created.

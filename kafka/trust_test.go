@@ -215,3 +215,50 @@ func TestNoRunAfterTheHandOver(t *testing.T) {
 		t.Fatalf("%d of 2 slots free", p.s.Free())
 	}
 }
+
+// The messages a subscription holds without a slot are bounded in bytes
+// across its partitions: once they reach ReadAheadBytes, a partition that
+// holds any is not read further until they are started.
+func TestHeldMessagesAreBoundedInBytes(t *testing.T) {
+	release := make(chan struct{})
+	p := testPartition(t, PerKey, 1, func(context.Context, *broker.Message) error { <-release; return nil })
+	p.s.readAhead = 64 << 10
+	big := func(off int64) kafkago.Message {
+		m := record(off, "k", nil)
+		m.Value = make([]byte, 16<<10)
+		return m
+	}
+	ctx := context.Background()
+	p.dispatch(ctx, big(0)) // runs, and holds the lane of k
+	n := int64(1)
+	for {
+		p.mu.Lock()
+		wait := p.mustWait()
+		p.mu.Unlock()
+		if wait {
+			break
+		}
+		if n > 10 {
+			t.Fatalf("%d messages of 16 KiB held without closing the read gate of 64 KiB", n-1)
+		}
+		p.dispatch(ctx, big(n))
+		n++
+	}
+	if held := p.s.heldBytes.Load(); held < 64<<10 || held > 64<<10+32<<10 {
+		t.Fatalf("%d bytes held when the gate closed", held)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p.mu.Lock()
+		wait := p.mustWait()
+		p.mu.Unlock()
+		if !wait && p.s.heldBytes.Load() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes still held after the lane ran", p.s.heldBytes.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"strconv"
@@ -26,7 +27,13 @@ func foreignWrite(t *testing.T, topic string, msgs []kafkago.Message) {
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
+	var err error
+	eventually(t, 20*time.Second, "the foreign producer's write", func() bool {
+		// A topic just created may not be in every metadata answer yet.
+		err = w.WriteMessages(ctx, msgs...)
+		return err == nil || !errors.Is(err, kafkago.UnknownTopicOrPartition)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
