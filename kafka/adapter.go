@@ -324,14 +324,17 @@ func bytesOrNil(b []byte) kafkago.Bytes {
 	return kafkago.NewBytes(b)
 }
 
-// Subscribe creates the channel's topic (and the dead-letter topic) when
-// missing, and, for a group that has no committed offsets yet, commits its
-// start offsets (the end of each partition, or the beginning with
-// FromBeginning), so that the group's position is fixed when Subscribe
-// returns: no message sent after it is missed while the group forms. Then
-// it joins the group and waits for its first assignment (bounded by ctx and
-// RebalanceTimeout), so that members subscribed one after the other share
-// the partitions before the first message is read.
+// Subscribe creates the channel's topic (and the dead-letter topic, with
+// its own settings) when missing, and commits the start offsets of the
+// partitions the group has none for (a new group: the end of each
+// partition, or the beginning with FromBeginning; an existing group: the
+// beginning of a partition added since), so that the group's position is
+// fixed when Subscribe returns: no message sent after it is missed while
+// the group forms. Then it joins the group: in a group with members it
+// waits for its first assignment (bounded by RebalanceTimeout, not by ctx),
+// so that members subscribed one after the other share the partitions
+// before the first message is read; a new or empty group is joined in the
+// background, so that the channels of a process join at once.
 func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
 	c, err := a.conn()
 	if err != nil {
