@@ -91,29 +91,32 @@ func (c *call) result(s *send, err error) {
 		}
 	}
 	c.mu.Unlock()
-	if c.buf != nil {
-		c.buf.release(s.size)
-	}
 }
 
 // finish records the results of ss (err for all of them, or the per-record
 // errors of recErrs when err is nil).
 func finish(ss []*send, err error, recErrs map[int]error) {
+	var size int64
 	for i, s := range ss {
 		e := err
 		if e == nil {
 			e = recErrs[i]
 		}
 		s.call.result(s, e)
+		size += s.size
+	}
+	if len(ss) > 0 && ss[0].call.buf != nil {
+		ss[0].call.buf.release(size) // the sends of a connection share its buffer
 	}
 }
 
 // sendBuffer is the byte budget of the sends of a connection.
 type sendBuffer struct {
-	mu   sync.Mutex
-	used int64
-	max  int64
-	room chan struct{} // closed when bytes are released
+	mu      sync.Mutex
+	used    int64
+	max     int64
+	waiting bool          // a send waits for room
+	room    chan struct{} // closed when bytes are released while a send waits
 }
 
 func newSendBuffer(max int64) *sendBuffer {
@@ -130,6 +133,7 @@ func (b *sendBuffer) acquire(ctx context.Context, n int64) error {
 			return nil
 		}
 		room, used := b.room, b.used
+		b.waiting = true
 		b.mu.Unlock()
 		select {
 		case <-room:
@@ -146,8 +150,11 @@ func (b *sendBuffer) release(n int64) {
 	}
 	b.mu.Lock()
 	b.used -= n
-	close(b.room)
-	b.room = make(chan struct{})
+	if b.waiting {
+		b.waiting = false
+		close(b.room)
+		b.room = make(chan struct{})
+	}
 	b.mu.Unlock()
 }
 
@@ -371,6 +378,7 @@ func (a *Adapter) produceCall(ctx context.Context, c *conn, topic string, so []S
 	for i := range sends {
 		if s := &sends[i]; s.state.CompareAndSwap(sendQueued, sendWithdrawn) {
 			cl.result(s, notWritten(ctx.Err()))
+			c.buf.release(s.size)
 		}
 	}
 	cl.mu.Lock()
