@@ -262,3 +262,35 @@ func TestHeldMessagesAreBoundedInBytes(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Run counts are read from commit metadata in both forms, refused when
+// malformed, and a commit made while a counted message is not settled
+// keeps its count.
+func TestRunCountMetadata(t *testing.T) {
+	for _, c := range []struct {
+		meta string
+		pos  int64
+		runs int
+		off  int64
+		ok   bool
+	}{
+		{"run:2", 10, 2, 10, true}, {"run:3:14", 10, 3, 14, true}, {"run:3:9", 10, 0, 0, false},
+		{"run:0", 10, 0, 0, false}, {"run:-1", 10, 0, 0, false}, {"run:x", 10, 0, 0, false},
+		{"live", 10, 0, 0, false}, {"clean", 10, 0, 0, false}, {"run:99999999", 0, 1 << 20, 0, true},
+	} {
+		runs, off, ok := parseRun(c.meta, c.pos)
+		if runs != c.runs || off != c.off || ok != c.ok {
+			t.Errorf("%q at %d: %d %d %v", c.meta, c.pos, runs, off, ok)
+		}
+	}
+	p := testPartition(t, Unordered, 1, func(context.Context, *broker.Message) error { return nil })
+	p.pos = 5
+	p.beCareful(2, 5)
+	if m := p.uncleanMeta(); m != "run:2" {
+		t.Fatalf("a counted message not settled: %q", m)
+	}
+	p.pos = 6
+	if m := p.uncleanMeta(); m != metaLive {
+		t.Fatalf("the counted message settled: %q", m)
+	}
+}
