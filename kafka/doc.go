@@ -128,7 +128,8 @@
 // partition added since: what producers wrote there is read). A message
 // sent after Subscribe returned is never missed while the group forms. In
 // a group that has members, Subscribe waits for the member's first
-// assignment (bounded by RebalanceTimeout, not by the connect deadline),
+// assignment (bounded by RebalanceTimeout and half of what is left of the
+// connect deadline),
 // so members subscribed one after the other share the partitions before
 // reading; a new or empty group is joined in the background, so the
 // channels of a process join at once (Kafka holds a new group's first

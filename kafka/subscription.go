@@ -111,8 +111,8 @@ func longestBackoff(p broker.RetryPolicy) time.Duration {
 }
 
 // join makes this member join the group. In a group that has members, it
-// waits for its first assignment (bounded by the rebalance timeout, not by
-// ctx: the rebalance takes as long as the other members need to rejoin), so
+// waits for its first assignment (bounded by the rebalance timeout and by
+// half of what is left of ctx; the join goes on after it), so
 // that members subscribed one after the other share the partitions before
 // the first message is read. A new or empty group is joined in the
 // background (Kafka holds its first generation for
@@ -131,7 +131,13 @@ func (s *subscription) join(ctx context.Context) error {
 	if !busy {
 		return nil
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.RebalanceTimeout)
+	// At most half of what is left of ctx: the channels subscribed after
+	// this one keep time for their own topics and offsets.
+	budget := s.opts.RebalanceTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(dl)/2)
+	}
+	wctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	// Errors while the group forms (a rebalance in progress, a coordinator
 	// moving) are retried by the group itself; Next reports them and goes on.
