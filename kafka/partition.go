@@ -108,7 +108,12 @@ func (p *partition) run(ctx context.Context) {
 	}
 	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers: s.a.brokers, Dialer: s.cfg.Dialer, Topic: s.ch.Name, Partition: p.id,
-		MinBytes: 1, MaxBytes: s.opts.MaxBytes, MaxWait: s.opts.MaxWait,
+		// kafka-go's reader waits for a fetch's answer until MaxWait, and
+		// asks the broker to answer within MaxWait less a round-trip
+		// allowance (1 s from a MaxWait of 1 s on, a quarter below): the
+		// broker's long poll stays MaxWait and an answer may take 1 s of
+		// round trip (a slow link never makes every fetch time out).
+		MinBytes: 1, MaxBytes: s.opts.MaxBytes, MaxWait: s.opts.MaxWait + time.Second,
 		QueueCapacity:   p.g.queueCapacity(),
 		ReadBackoffMin:  50 * time.Millisecond,
 		ReadBackoffMax:  time.Second,
