@@ -19,7 +19,7 @@ import (
 
 // TestTenChannelsAtStart: a service with 10 channels starts within its
 // connect timeout although each group takes seconds to form (the link of
-// the group members is slowed by 300 ms each way, as Kafka's default
+// the group members is slowed by 200 ms each way, as Kafka's default
 // group.initial.rebalance.delay.ms of 3 s holds a new group's first
 // generation): the groups are joined at the same time, off the connect
 // deadline, and every channel consumes.
@@ -49,11 +49,10 @@ func TestTenChannelsAtStart(t *testing.T) {
 		names[i] = unique(fmt.Sprintf("start.ten.%d", i))
 		chs[names[i]] = channels.On(func(context.Context, *channels.Message) error { got[i].Add(1); return nil })
 	}
-	l.Latency(300 * time.Millisecond)
+	l.Latency(200 * time.Millisecond)
 	began := time.Now()
 	interop.StartPlugin(t, a, &service{Name: "ten", Channels: chs}, channels.WithTimeouts(10*time.Second, 10*time.Second, 10*time.Second))
 	t.Logf("started in %s", time.Since(began).Round(time.Millisecond))
-	l.Heal() // the readers' long polls do not take the latency
 	sender := startPlugin(t, nil)
 	for _, ch := range names {
 		if err := sender.SendToChannel(context.Background(), ch, "hello"); err != nil {
