@@ -72,3 +72,42 @@ func TestDrainTimeoutLeavesTheNextOwnerCareful(t *testing.T) {
 		t.Fatalf("committed %+v, want offset 0 without the clean mark", parts)
 	}
 }
+
+// TestHandOverWaitGivesUpLeavesTheNextOwnerCareful: at a rebalance, a
+// member gives up waiting for a handler that ignores its context (3/4 of
+// RebalanceTimeout) and commits the partition without the clean mark: the
+// partition's next owner runs the message carefully, counting its run in
+// the commit metadata (run:1).
+func TestHandOverWaitGivesUpLeavesTheNextOwnerCareful(t *testing.T) {
+	needKafka(t)
+	ch, group := unique("handover.gaveup"), "gaveup-group"
+	release := make(chan struct{})
+	defer close(release)
+	var runs atomic.Int32
+	opts := timings
+	opts.Topic.Partitions = 1
+	opts.RebalanceTimeout = 4 * time.Second
+	schema := &service{Name: "gaveup", Channels: channels.Channels{ch: {Group: group, AdapterOptions: []any{opts},
+		Handler: func(context.Context, *channels.Message) error {
+			runs.Add(1)
+			<-release // ignores the rebalance
+			return nil
+		}}}}
+	a := startPlugin(t, schema)
+	if err := a.SendToChannel(context.Background(), ch, "hangs"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the handler running", func() bool { return runs.Load() == 1 })
+	startPlugin(t, schema) // a rebalance while the handler runs
+	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
+	gid := kafka.GroupID(group, ch)
+	var meta string
+	eventually(t, 30*time.Second, "the run counted by the partition's next owner", func() bool {
+		res, err := client.OffsetFetch(context.Background(), &kafkago.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{ch: {0}}})
+		if err != nil || len(res.Topics[ch]) != 1 {
+			return false
+		}
+		meta = res.Topics[ch][0].Metadata
+		return meta == "run:1" && runs.Load() == 2
+	})
+}
