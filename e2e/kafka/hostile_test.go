@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/e2e/brokerenv"
+	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -84,4 +86,52 @@ func TestForgedRetryHeadersDoNotHoldThePartition(t *testing.T) {
 	})
 	t.Logf("valid messages processed %s after they were sent, behind %d forged records", time.Since(start).Round(time.Millisecond), n)
 	eventually(t, 5*time.Second, "every forged record run once", func() bool { return forged.Load() == n })
+}
+
+// TestHeldCopyKeepsItsKeysOrder: on a channel with per-key order, a retry
+// copy of the group that waits for its backoff (written as a member would
+// after the channel switched from Unordered) holds the lane of its key:
+// the messages of that key behind it run after it, one at a time, each
+// once.
+func TestHeldCopyKeepsItsKeysOrder(t *testing.T) {
+	needKafka(t)
+	ch, group := unique("hostile.lane"), "lane-group"
+	var mu sync.Mutex
+	var order []string
+	running, overlap := 0, false
+	opts := timings
+	opts.Topic.Partitions = 1
+	opts.Ordering = kafka.PerKey
+	startPlugin(t, &service{Name: "lane", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 4,
+		Backoff: broker.ConstantBackoff(2 * time.Second), AdapterOptions: []any{opts},
+		Handler: func(_ context.Context, m *channels.Message) error {
+			var s string
+			if err := m.Decode(&s); err != nil {
+				return err
+			}
+			mu.Lock()
+			running++
+			overlap = overlap || running > 1
+			order = append(order, s)
+			mu.Unlock()
+			_ = interop.SimulateWork(context.Background(), 20*time.Millisecond) // a short run, so that overlaps show
+			mu.Lock()
+			running--
+			mu.Unlock()
+			return nil
+		}}}})
+	notBefore := strconv.FormatInt(time.Now().Add(time.Second).UnixMilli(), 10)
+	foreignWrite(t, ch, []kafkago.Message{
+		{Key: []byte("k"), Value: []byte(`"copy"`), Headers: []kafkago.Header{{Key: broker.HeaderGroup, Value: []byte(group)},
+			{Key: broker.HeaderRedeliveredCount, Value: []byte("1")}, {Key: kafka.HeaderNotBefore, Value: []byte(notBefore)}}},
+		{Key: []byte("k"), Value: []byte(`"first"`)},
+		{Key: []byte("k"), Value: []byte(`"second"`)},
+	})
+	eventually(t, 20*time.Second, "the three messages run", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) >= 3 })
+	consistently(t, time.Second, "each once", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if order[0] != "copy" || order[1] != "first" || order[2] != "second" || overlap {
+		t.Fatalf("runs %v (overlap %v), want copy, first, second one at a time", order, overlap)
+	}
 }
