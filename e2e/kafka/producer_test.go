@@ -202,3 +202,34 @@ func TestRetryCopyInFlightAtTheSettleDeadline(t *testing.T) {
 	l.Heal()
 	consistently(t, 15*time.Second, "the retry run once", func() bool { return runs.Load() == 2 })
 }
+
+// TestDeadLetterInFlightAtTheSettleDeadline: the write of a dead letter
+// takes longer than the settle timeout (14 s of latency); it is
+// written once: the message is not kept and dead-lettered a second time.
+func TestDeadLetterInFlightAtTheSettleDeadline(t *testing.T) {
+	needKafka(t)
+	if testing.Short() {
+		t.Skip("waits for the settle timeout")
+	}
+	a, l := linkedSends(t, true)
+	ch, dlq := unique("dlq.inflight"), unique("dlq.inflight.DLQ")
+	dead := &rec{}
+	startPlugin(t, &service{Name: "dlq-reader", Channels: channels.Channels{dlq: channels.On(dead.handle)}})
+	var runs atomic.Int32
+	opts := timings
+	opts.Topic.Partitions = 1
+	p := interop.StartPlugin(t, a, &service{Name: "dl", Channels: channels.Channels{ch: {MaxInFlight: 1, MaxRetries: channels.NoRetries,
+		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, AdapterOptions: []any{opts},
+		Handler: func(context.Context, *channels.Message) error {
+			if runs.Add(1) == 1 {
+				l.Latency(14 * time.Second) // the dead letter's write outlasts the settle timeout
+			}
+			return errors.New("fails for good")
+		}}}})
+	if err := p.SendToChannel(context.Background(), ch, "once"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the dead letter written", func() bool { return dead.count() >= 1 })
+	l.Heal()
+	consistently(t, 10*time.Second, "one dead letter", func() bool { return dead.count() == 1 && runs.Load() == 1 })
+}
