@@ -188,6 +188,7 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 		maps.Copy(h, failure)
 		h[broker.HeaderGroup] = p.s.ch.Group
 		h[broker.HeaderRedeliveredCount] = strconv.Itoa(d.msg.Attempt)
+		delete(h, HeaderNotBefore) // the message's own, if any, is not carried over
 		if delay > 0 {
 			h[HeaderNotBefore] = strconv.FormatInt(time.Now().Add(delay).UnixMilli(), 10)
 		}
