@@ -111,3 +111,40 @@ func TestHandOverWaitGivesUpLeavesTheNextOwnerCareful(t *testing.T) {
 		return meta == "run:1" && runs.Load() == 2
 	})
 }
+
+// TestNewGenerationKeepsTheRunCount: a partition committed with a run
+// count (its previous owner died running the message there) keeps the
+// count when a new member is assigned it, until the message runs again: a
+// crash of the new member before that does not erase it.
+func TestNewGenerationKeepsTheRunCount(t *testing.T) {
+	needKafka(t)
+	ch, group := unique("handover.runcount"), "runcount-group"
+	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{{Topic: ch, NumPartitions: 1, ReplicationFactor: 1}}})
+	if err == nil {
+		err = res.Errors[ch]
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := kafka.GroupID(group, ch)
+	eventually(t, 20*time.Second, "the run count committed", func() bool {
+		res, err := client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: gid, GenerationID: -1,
+			Topics: map[string][]kafkago.OffsetCommit{ch: {{Partition: 0, Offset: 0, Metadata: "run:2"}}}})
+		return err == nil && res.Topics[ch][0].Error == nil
+	})
+	opts := timings
+	opts.Topic.Partitions = 1
+	startPlugin(t, &service{Name: "runcount", Channels: channels.Channels{ch: {Group: group, AdapterOptions: []any{opts},
+		Handler: func(context.Context, *channels.Message) error { return nil }}}})
+	eventually(t, 20*time.Second, "the member assigned the partition", func() bool {
+		res, err := client.DescribeGroups(ctx, &kafkago.DescribeGroupsRequest{GroupIDs: []string{gid}})
+		return err == nil && len(res.Groups) == 1 && res.Groups[0].GroupState == "Stable" && len(res.Groups[0].Members) == 1
+	})
+	consistently(t, 2*time.Second, "the run count kept", func() bool {
+		res, err := client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{ch: {0}}})
+		return err == nil && len(res.Topics[ch]) == 1 && res.Topics[ch][0].Metadata == "run:2"
+	})
+}
