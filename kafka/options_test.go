@@ -86,6 +86,8 @@ func TestChannelOptions(t *testing.T) {
 		{Topic: TopicOptions{ReplicationFactor: -2}},
 		{CommitInterval: -time.Second},
 		{SessionTimeout: time.Second, HeartbeatInterval: 2 * time.Second},
+		{DeadLetterTopic: TopicOptions{Partitions: -1}},
+		{ReadAheadBytes: -1},
 	}
 	for _, o := range bad {
 		if err := o.Validate(); !errors.Is(err, broker.ErrInvalidOption) {
@@ -94,8 +96,15 @@ func TestChannelOptions(t *testing.T) {
 	}
 	d := ChannelOptions{}.withDefaults()
 	if d.Ordering != PerKey || d.Topic.Partitions != DefaultPartitions || d.Topic.ReplicationFactor != -1 ||
-		d.CommitInterval != DefaultCommitInterval || d.HeartbeatInterval >= d.SessionTimeout {
+		d.CommitInterval != DefaultCommitInterval || d.HeartbeatInterval >= d.SessionTimeout ||
+		d.DeadLetterTopic.Partitions != DefaultPartitions || len(d.DeadLetterTopic.Configs) != 0 ||
+		d.ReadAheadBytes != DefaultReadAheadBytes {
 		t.Fatalf("defaults %+v", d)
+	}
+	// The dead-letter topic takes none of the channel topic's configs.
+	c := ChannelOptions{Topic: TopicOptions{Configs: map[string]string{"cleanup.policy": "compact"}}}.withDefaults()
+	if len(c.DeadLetterTopic.Configs) != 0 {
+		t.Fatalf("dead-letter topic configs %v", c.DeadLetterTopic.Configs)
 	}
 	m := ChannelOptions{FromBeginning: true, Topic: TopicOptions{Partitions: 3, Configs: map[string]string{"a": "1"}}}.
 		merge(ChannelOptions{Ordering: PerKey, Topic: TopicOptions{Configs: map[string]string{"b": "2"}}})
