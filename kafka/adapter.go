@@ -31,12 +31,14 @@ type conn struct {
 	client  *kafkago.Client
 	queues  sync.Map // queueKey -> *queue (producer.go)
 	senders [AcksNone + 1]*sender
+	// buf bounds the bytes of the sends waiting or in flight (producer.go).
+	buf *sendBuffer
 	// leaders caches the partition leaders of the topics sent to
 	// (sender.go).
 	leaders sync.Map // topic -> map[int]int
 	// topics remembers the partitions of the topics known to exist, so
 	// that a send to a channel without a topic creates it once.
-	topics sync.Map // topic -> []int
+	topics sync.Map // topic -> *topicParts (producer.go)
 }
 
 // Adapter implements broker.Adapter on Apache Kafka with kafka-go: a
@@ -51,6 +53,7 @@ type Adapter struct {
 	clientID  string
 	acks      Acks
 	batchSize int
+	sendBuf   int64
 	transport *kafkago.Transport
 	dialer    *kafkago.Dialer
 	chopts    ChannelOptions
@@ -69,7 +72,20 @@ var (
 	_ broker.BatchPublisher = (*Adapter)(nil)
 	_ broker.LagReporter    = (*Adapter)(nil)
 	_ broker.ChannelRemover = (*Adapter)(nil)
+	_ broker.Limiter        = (*Adapter)(nil)
 )
+
+// MaxMessageBytes is the largest message (payload, key and headers) the
+// adapter lets a send write: under the broker's default message.max.bytes
+// (1048588 bytes for a record batch) with room for the batch's and the
+// record's own fields. A topic or broker configured lower refuses smaller
+// messages itself (MESSAGE_TOO_LARGE, reported by the send).
+const MaxMessageBytes = 1000000
+
+// Limits are the size limits of the messages the adapter writes: a user's
+// send over them is refused before it reaches the broker, and the headers
+// of retry copies and dead letters are fitted into them.
+func (a *Adapter) Limits() broker.Limits { return broker.Limits{MaxMessageBytes: MaxMessageBytes} }
 
 // New builds an adapter from a kafka:// URL: kafka://host:port, a comma
 // list of bootstrap brokers (kafka://a:9092,b:9092), user and password for
@@ -99,7 +115,7 @@ func NewWithBrokers(brokers []string, opts ...Option) (*Adapter, error) {
 }
 
 func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
-	a.acks, a.batchSize = AcksAll, DefaultBatchSize
+	a.acks, a.batchSize, a.sendBuf = AcksAll, DefaultBatchSize, DefaultSendBuffer
 	if err := broker.ApplyOptions(a, opts); err != nil {
 		return nil, err
 	}
@@ -122,12 +138,20 @@ func (a *Adapter) Client() *kafkago.Client {
 }
 
 func (a *Adapter) newTransport() *kafkago.Transport {
-	if t := a.transport; t != nil {
+	if u := a.transport; u != nil {
+		// A transport of our own with the caller's settings: the caller's
+		// value is never changed (nor its connection pool shared).
+		t := &kafkago.Transport{Dial: u.Dial, DialTimeout: u.DialTimeout, IdleTimeout: u.IdleTimeout,
+			MetadataTTL: u.MetadataTTL, MetadataTopics: u.MetadataTopics, ClientID: u.ClientID, TLS: u.TLS,
+			SASL: u.SASL, Resolver: u.Resolver, Context: u.Context}
 		if t.TLS == nil {
 			t.TLS = a.tls
 		}
 		if t.SASL == nil {
 			t.SASL = a.sasl
+		}
+		if t.ClientID == "" {
+			t.ClientID = a.clientID
 		}
 		return t
 	}
@@ -160,18 +184,32 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	if a.clientID == "" {
 		a.clientID = a.env.NodeID
 	}
-	client := &kafkago.Client{Addr: kafkago.TCP(a.brokers...), Transport: a.newTransport(), Timeout: DefaultOpTimeout}
+	tr := a.newTransport()
+	if tr.SASL != nil && tr.SASL.Name() == "PLAIN" && tr.TLS == nil {
+		a.env.Logger.Warn("channels/kafka: SASL PLAIN without TLS: the password crosses the network in clear text; use kafka+ssl:// (or tls=true), or SCRAM",
+			"target", a.display)
+	}
+	client := &kafkago.Client{Addr: kafkago.TCP(a.brokers...), Transport: tr, Timeout: DefaultOpTimeout}
 	mctx, cancel := opCtx(ctx)
 	defer cancel()
 	if _, err := client.Metadata(mctx, &kafkago.MetadataRequest{Topics: []string{}}); err != nil {
-		return fmt.Errorf("%w: kafka %s: %v", broker.ErrNotConnected, a.display, broker.Redact(err.Error()))
+		return &connectError{target: a.display, cause: broker.Redact(err.Error())}
 	}
-	c := &conn{client: client}
+	c := &conn{client: client, buf: newSendBuffer(a.sendBuf)}
 	newSenders(c)
 	a.cur.Store(c)
 	a.state.SetConnected()
 	return nil
 }
+
+// connectError is a failed Connect; it wraps broker.ErrNotConnected.
+type connectError struct{ target, cause string }
+
+func (e *connectError) Error() string {
+	return "channels/kafka: connect failed: " + e.target + ": " + e.cause
+}
+
+func (e *connectError) Unwrap() error { return broker.ErrNotConnected }
 
 // opCtx bounds an administrative request by DefaultOpTimeout unless ctx is
 // already bounded.
@@ -286,14 +324,18 @@ func bytesOrNil(b []byte) kafkago.Bytes {
 	return kafkago.NewBytes(b)
 }
 
-// Subscribe creates the channel's topic (and the dead-letter topic) when
-// missing, and, for a group that has no committed offsets yet, commits its
-// start offsets (the end of each partition, or the beginning with
-// FromBeginning), so that the group's position is fixed when Subscribe
-// returns: no message sent after it is missed while the group forms. Then
-// it joins the group and waits for its first assignment (bounded by ctx and
-// RebalanceTimeout), so that members subscribed one after the other share
-// the partitions before the first message is read.
+// Subscribe creates the channel's topic (and the dead-letter topic, with
+// its own settings) when missing, and commits the start offsets of the
+// partitions the group has none for (a new group: the end of each
+// partition, or the beginning with FromBeginning; an existing group: the
+// beginning of a partition added since), so that the group's position is
+// fixed when Subscribe returns: no message sent after it is missed while
+// the group forms. Then it joins the group: in a group with members it
+// waits for its first assignment (bounded by RebalanceTimeout and half of
+// what is left of ctx),
+// so that members subscribed one after the other share the partitions
+// before the first message is read; a new or empty group is joined in the
+// background, so that the channels of a process join at once.
 func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
 	c, err := a.conn()
 	if err != nil {
@@ -307,7 +349,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 		return nil, err
 	}
 	if ch.DeadLetter.Enabled {
-		if err := a.ensureTopic(ctx, c, ch.DeadLetter.Queue, opts.Topic); err != nil {
+		if err := a.ensureTopic(ctx, c, ch.DeadLetter.Queue, opts.DeadLetterTopic); err != nil {
 			return nil, err
 		}
 	}

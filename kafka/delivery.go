@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"strconv"
 	"strings"
@@ -23,6 +24,12 @@ type delivery struct {
 	// process (an ordered channel's retry, a failed dead-letter publish):
 	// its lane stays taken and its offset unsettled.
 	again bool
+	// ours: the message is a retry copy written for this group (it carries
+	// x-group with this group's name): its x-retry-not-before and
+	// x-redelivered-count are read, clamped.
+	ours bool
+	// counted: its run was counted in the commit metadata (careful mode).
+	counted bool
 }
 
 // delivery builds the kit's delivery, or nil for a message that is not for
@@ -46,7 +53,11 @@ func (p *partition) delivery(m kafkago.Message, prev *delivery) *delivery {
 		if g != s.ch.Group {
 			return nil
 		}
-		msg.Attempt = 1 + failedRuns(hdrs)
+		// A copy for this group is never past its last attempt: a count
+		// beyond MaxRetries (forged, or from a policy since lowered) makes
+		// it the last attempt, which runs.
+		d.ours = true
+		msg.Attempt = 1 + min(failedRuns(hdrs), s.ch.Retry.MaxRetries)
 	}
 	d.hdrs = hdrs
 	if _, internal := hdrs[HeaderNotBefore]; internal {
@@ -57,17 +68,69 @@ func (p *partition) delivery(m kafkago.Message, prev *delivery) *delivery {
 	}
 	if prev != nil {
 		msg.Attempt = prev.msg.Attempt
+		d.ours = prev.ours
 	}
 	return d
 }
 
-// lane is the ordering lane of an ordered channel: the key (PerKey) or the
-// whole partition (PerPartition).
-func (d *delivery) lane() string {
-	if d.p.s.opts.Ordering == PerKey {
-		return string(d.km.Key)
+// notBeforeSlack is how far the not-before time of a copy of ours may lie
+// past its record's timestamp plus the channel's longest backoff (clock
+// steps between the member that wrote it and the broker).
+const notBeforeSlack = time.Second
+
+// wait is how long d must wait before it runs: the rest of the backoff of a
+// retry copy of this group, at most the channel's longest backoff. The
+// header of any other message is ignored, and so is a not-before time that
+// no retry of this channel could have written (further past the record's
+// timestamp than the longest backoff): a producer cannot hold messages back
+// with it.
+func (p *partition) wait(d *delivery) time.Duration {
+	if !d.ours {
+		return 0
 	}
-	return ""
+	at, ok := notBefore(d.hdrs)
+	if !ok {
+		return 0
+	}
+	longest := p.s.maxBackoff
+	if ts := d.km.Time; !ts.IsZero() && at.Sub(ts) > longest+notBeforeSlack {
+		if p.s.forged.Add(1) == 1 || p.s.forged.Load()%1000 == 0 {
+			p.s.log.Warn("channels/kafka: a retry copy's not-before time lies beyond the channel's longest backoff; it runs at once",
+				"channel", p.s.ch.Name, "group", p.s.ch.Group, "id", d.msg.ID, "not_before", at.UTC().Format(time.RFC3339),
+				"longest_backoff", longest, "seen", p.s.forged.Load())
+		}
+		return 0
+	}
+	return min(max(time.Until(at), 0), longest)
+}
+
+// size is what the message holds in memory, as the read-ahead budget
+// counts it.
+func (d *delivery) size() int64 {
+	n := len(d.km.Key) + len(d.km.Value) + 64
+	for _, h := range d.km.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return int64(n)
+}
+
+// noLane is the lane of a message that is not ordered.
+const noLane = "\x00unordered"
+
+// lane is the ordering lane of a message: the key (PerKey: a message
+// without a key has none) or the whole partition (PerPartition); noLane
+// on an unordered channel.
+func (d *delivery) lane() string {
+	switch d.p.s.opts.Ordering {
+	case PerKey:
+		if d.km.Key == nil {
+			return noLane
+		}
+		return "k" + string(d.km.Key)
+	case PerPartition:
+		return ""
+	}
+	return noLane
 }
 
 // finished runs after the delivery was settled: the slot is given back by
@@ -79,8 +142,7 @@ func (d *delivery) finished(broker.Outcome) {
 		p.running--
 	}
 	var next *delivery
-	if p.s.opts.Ordering != Unordered && !d.again {
-		lane := d.lane()
+	if lane := d.lane(); lane != noLane && !d.again {
 		q := p.lanes[lane]
 		if len(q) > 0 && q[0].km.Offset == d.km.Offset {
 			q = q[1:]
@@ -93,8 +155,11 @@ func (d *delivery) finished(broker.Outcome) {
 	}
 	p.cond.Broadcast()
 	p.mu.Unlock()
+	if d.counted {
+		p.ranCarefully(d)
+	}
 	if next != nil {
-		p.startLater(next)
+		p.launchQueued(next)
 	}
 }
 
@@ -113,7 +178,7 @@ func (d *delivery) Ack(context.Context) error {
 // holds its lane meanwhile.
 func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
 	p := d.p
-	if p.s.opts.Ordering == Unordered {
+	if d.lane() == noLane {
 		h := make(map[string]string, len(d.hdrs)+len(failure)+3)
 		for k, v := range d.hdrs {
 			if !strings.HasPrefix(k, broker.HeaderErrorPrefix) {
@@ -123,12 +188,26 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 		maps.Copy(h, failure)
 		h[broker.HeaderGroup] = p.s.ch.Group
 		h[broker.HeaderRedeliveredCount] = strconv.Itoa(d.msg.Attempt)
+		delete(h, HeaderNotBefore) // the message's own, if any, is not carried over
 		if delay > 0 {
 			h[HeaderNotBefore] = strconv.FormatInt(time.Now().Add(delay).UnixMilli(), 10)
 		}
 		// Every in-sync replica must have the copy before the original is
 		// settled, whatever the adapter's default acks for sends.
-		err := p.s.a.write(ctx, p.s.c, p.s.ch.Name, SendOptions{Key: d.km.Key, Acks: AcksAll}, d.km.Value, toKafkaHeaders(h))
+		errs, cl := p.s.a.produceCall(ctx, p.s.c, p.s.ch.Name, []SendOptions{{Key: d.km.Key, Acks: AcksAll}},
+			[]kafkago.Message{{Key: d.km.Key, Value: d.km.Value, Headers: toKafkaHeaders(h)}})
+		err := errs[0]
+		if errors.Is(err, errInFlight) {
+			// The copy may still be written: the original stays unsettled
+			// until its write ends, then is settled (the copy runs) or run
+			// again here (no copy), never both.
+			d.again = true
+			go func() {
+				<-cl.done
+				d.retryWritten(cl.errs[0], delay, failure)
+			}()
+			return nil
+		}
 		if err == nil {
 			p.settled(d.km.Offset)
 			return nil
@@ -137,11 +216,30 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 			"channel", p.s.ch.Name, "group", p.s.ch.Group, "id", d.msg.ID, "error", broker.Redact(err.Error()))
 	}
 	d.again = true
-	next := p.delivery(d.km, d)
+	d.runAgain(delay, failure)
+	return nil
+}
+
+// retryWritten ends a retry whose copy was in flight at the settle's
+// deadline, once its write ended with err.
+func (d *delivery) retryWritten(err error, delay time.Duration, failure map[string]string) {
+	p := d.p
+	if err == nil {
+		p.settled(d.km.Offset)
+		return
+	}
+	p.s.log.Warn("channels/kafka: publishing a retry failed; the message runs again in this process",
+		"channel", p.s.ch.Name, "group", p.s.ch.Group, "id", d.msg.ID, "error", broker.Redact(err.Error()))
+	d.runAgain(delay, failure)
+}
+
+// runAgain runs the message again in this process after delay, as its
+// next attempt.
+func (d *delivery) runAgain(delay time.Duration, failure map[string]string) {
+	next := d.p.delivery(d.km, d)
 	next.msg.Attempt = d.msg.Attempt + 1
 	next.Failure = failure
-	p.hold(next, delay, false)
-	return nil
+	d.p.hold(next, delay, false)
 }
 
 // DeadLetter publishes the copy to the dead-letter topic with the kit's
@@ -152,10 +250,19 @@ func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 	delete(h, HeaderNotBefore)
 	h[broker.HeaderOriginalPartition] = strconv.Itoa(d.km.Partition)
 	p := d.p
-	if err := p.s.a.ensureTopic(ctx, p.s.c, p.s.ch.DeadLetter.Queue, p.s.opts.Topic); err != nil {
+	if err := p.s.a.ensureTopic(ctx, p.s.c, p.s.ch.DeadLetter.Queue, p.s.deadLetterTopic()); err != nil {
 		return err
 	}
-	return p.s.a.write(ctx, p.s.c, p.s.ch.DeadLetter.Queue, SendOptions{Key: d.km.Key, Acks: AcksAll}, payload, toKafkaHeaders(h))
+	errs, cl := p.s.a.produceCall(ctx, p.s.c, p.s.ch.DeadLetter.Queue, []SendOptions{{Key: d.km.Key, Acks: AcksAll}},
+		[]kafkago.Message{{Key: d.km.Key, Value: payload, Headers: toKafkaHeaders(h)}})
+	if errors.Is(errs[0], errInFlight) {
+		// The copy may still be written: wait for the end of its write
+		// (bounded by the producer's own timeouts) rather than keep the
+		// message and write a second copy.
+		<-cl.done
+		return cl.errs[0]
+	}
+	return errs[0]
 }
 
 // Keep runs the message again after DefaultKeepDelay as a final failure

@@ -35,18 +35,22 @@
 // Topics are created by the adapter, never by the broker's auto-creation:
 // the channel's topic (and the dead-letter topic) when a channel is
 // subscribed or first sent to, with TopicOptions (Partitions, default 6;
-// ReplicationFactor, default the broker's; Configs). An existing topic is
-// used as it is.
+// ReplicationFactor, default the broker's; Configs). The dead-letter topic
+// has settings of its own (ChannelOptions.DeadLetterTopic: by default none
+// of the channel topic's configs, whose compaction would refuse dead
+// letters without a key and whose short retention would drop them). An
+// existing topic is used as it is.
 //
 // # Concurrency and offsets
 //
 // Each member reads the partitions the group assigns to it and runs up to
-// MaxInFlight messages at once across them, several of one partition at a
-// time unless the channel is ordered: Ordering PerKey runs the messages of
-// one key one at a time, in order, and different keys concurrently;
-// PerPartition runs a partition's messages one at a time. Kafka orders
-// messages per partition only: a channel that needs one order for all its
-// messages uses one partition (TopicOptions.Partitions 1) or keys.
+// MaxInFlight messages at once across them. By default (Ordering PerKey)
+// the messages of one key run one at a time, in order, different keys and
+// messages without a key concurrently; Unordered runs up to MaxInFlight
+// messages of a partition at once, keyed or not; PerPartition runs a
+// partition's messages one at a time. Kafka orders messages per partition
+// only: a channel that needs one order for all its messages uses one
+// partition (TopicOptions.Partitions 1) or keys.
 //
 // Offsets are committed every CommitInterval (default 100ms), in one
 // request for the partitions that moved, and only up to the first message
@@ -57,7 +61,8 @@
 //
 // # Retries and the attempt rule
 //
-// On an unordered channel a failed run is retried by publishing a copy to
+// A failed run of a message without a lane (no key, or an Unordered
+// channel) is retried by publishing a copy to
 // the channel's topic (same key, hence the same partition for a keyed
 // message) with x-group = the group, x-redelivered-count = the failed runs
 // and x-retry-not-before = the end of the backoff; the original is settled
@@ -66,7 +71,16 @@
 // waits out the backoff without taking a slot and without blocking the
 // partition's other messages. The attempt of a message is 1 +
 // x-redelivered-count, so a copy re-read after a crash keeps its attempt.
-// On an ordered channel, and when a retry copy cannot be published, the
+// These headers are trusted only on a copy for this group (x-group), and
+// clamped: the count to MaxRetries (a copy always runs once more), the
+// wait to the channel's longest backoff; a not-before time further past
+// the record's timestamp than that backoff (no retry of the channel wrote
+// it) is ignored and the message runs at once. A producer cannot hold a
+// partition back with them. A copy whose write is still in flight when the
+// settle times out settles the original once the write ends (the copy
+// runs), or runs it again here if the write failed: never both. A held copy
+// keeps its place in its key's lane.
+// On an ordered lane, and when a retry copy cannot be published, the
 // message runs again in the process after the backoff and keeps its place
 // (its lane and its offset) meanwhile; a crash then restarts its attempts
 // from the last copy. A failed dead-letter publish is not committed: the
@@ -77,11 +91,16 @@
 // "live", the commit of a member handing its partitions over (rebalance,
 // Stop) says "clean". A member that is assigned a partition left "live"
 // knows the previous owner died with messages running: it runs the first
-// MaxInFlight messages one at a time, committing before each one the
-// number of its runs so far ("run:<n>"). A message that kills its consumer
-// each time is thus found and, once its runs pass MaxDeliveries, given up
+// MaxInFlight messages one at a time, committing when each one starts the
+// number of its runs so far ("run:<n>", or "run:<n>:<offset>" while an
+// earlier message waits), and past it once it is settled, so the count
+// stays on the message that ran. A message that kills its consumer each
+// time is thus found and, once its runs pass MaxDeliveries, given up
 // (dead-lettered with ErrMaxDeliveries) without running, and the partition
-// moves on; the other messages of that window run once more at most.
+// moves on; the other messages of that window run once more at most. A
+// commit made while a message may still run (a hand-over wait that gave
+// up, a drain past its deadline) keeps the run count or says "live", never
+// "clean", and a new generation keeps a run count until the message runs.
 //
 // # Rebalances and stopping
 //
@@ -97,15 +116,24 @@
 // (unchanged, acknowledged by every in-sync replica) and settled, so the
 // commit moves past it and the messages after it are not run again; a
 // message held in the process (an ordered channel's retry) keeps its offset
-// uncommitted, and the next owner runs it and what follows it. A drain (Plugin.Stop) stops reading, waits for the running
-// handlers within its deadline, commits and leaves the group, so that the
-// other members take the partitions over at once.
+// uncommitted, and the next owner runs it and what follows it. A drain
+// (Plugin.Stop) stops reading, waits for the running handlers within its
+// deadline, commits and leaves the group, so that the other members take
+// the partitions over at once; the last commit and the leave are bounded
+// by the same deadline (left to finish in the background after it).
 //
-// Subscribe commits the start offsets of a group that has none (the end of
-// each partition, or the beginning with FromBeginning) and waits for the
-// member's first assignment, so a message sent after Subscribe returned is
-// never missed while the group forms, and members subscribed one after the
-// other share the partitions before reading.
+// Subscribe commits the start offsets of the partitions the group has none
+// for: in a brand-new group the end of each partition (the beginning with
+// FromBeginning), in a group with committed offsets the beginning (a
+// partition added since: what producers wrote there is read). A message
+// sent after Subscribe returned is never missed while the group forms. In
+// a group that has members, Subscribe waits for the member's first
+// assignment (bounded by RebalanceTimeout and half of what is left of the
+// connect deadline),
+// so members subscribed one after the other share the partitions before
+// reading; a new or empty group is joined in the background, so the
+// channels of a process join at once (Kafka holds a new group's first
+// generation for group.initial.rebalance.delay.ms, 3 s by default).
 //
 // # Latency
 //
@@ -124,7 +152,12 @@
 // sends, also when a request is tried again: a partition's messages that
 // failed with a transient error (a leader moving, a timeout) are tried up
 // to 8 times in all, with backoff (about 3.5 s), before their sends report
-// the error, each send its own result. A fetch returns as soon as one message is there
+// the error, each send its own result. A send whose ctx ends while it
+// waits in its partition's queue is taken out and never written; one whose
+// request is in flight may still be written, and its error says so. The
+// sends waiting or in flight are bounded in bytes (DefaultSendBuffer,
+// WithSendBuffer): a send that finds the buffer full waits for room within
+// its ctx. A fetch returns as soon as one message is there
 // (MinBytes 1; MaxWait only bounds an empty long poll). Sends are
 // acknowledged by every in-sync replica by default (WithDefaultAcks,
 // WithAcks per send).

@@ -49,6 +49,9 @@ const (
 	DefaultRebalanceTimeout = 30 * time.Second
 	// DefaultOpTimeout bounds one administrative request.
 	DefaultOpTimeout = 10 * time.Second
+	// DefaultReadAheadBytes bounds the bytes of the messages a
+	// subscription holds without a slot (ChannelOptions.ReadAheadBytes).
+	DefaultReadAheadBytes = 32 << 20
 	// DefaultKeepDelay is how long a message whose dead-letter publish
 	// failed waits before it is dead-lettered again.
 	DefaultKeepDelay = 5 * time.Second
@@ -59,11 +62,12 @@ type Ordering int
 
 const (
 	orderingUnset Ordering = iota
-	// Unordered runs up to MaxInFlight messages of a partition at once
-	// (the default, like every other adapter).
+	// Unordered runs up to MaxInFlight messages of a partition at once,
+	// keyed or not: the messages of one key may run out of order.
 	Unordered
-	// PerKey runs the messages of one key one at a time, in partition
-	// order, and different keys concurrently.
+	// PerKey (the default) runs the messages of one key one at a time, in
+	// partition order, and different keys concurrently; messages without a
+	// key run like Unordered ones.
 	PerKey
 	// PerPartition runs the messages of a partition one at a time, in order.
 	PerPartition
@@ -123,15 +127,27 @@ type ChannelOptions struct {
 	// resumes at its committed offsets either way.
 	FromBeginning bool
 	// Ordering chooses what may run concurrently within a partition
-	// (default Unordered: up to MaxInFlight).
+	// (default PerKey: the messages of a key one at a time and in order,
+	// unkeyed messages up to MaxInFlight at once).
 	Ordering Ordering
 	// Topic shapes a topic created for the channel.
 	Topic TopicOptions
+	// DeadLetterTopic shapes a dead-letter topic created for the channel
+	// (default: DefaultPartitions, the broker's replication factor and
+	// topic configs: none of the channel's Topic settings, whose
+	// compaction or short retention would refuse or drop dead letters).
+	DeadLetterTopic TopicOptions
 	// MaxWait bounds an empty fetch (default DefaultMaxWait). A message
 	// never waits for it: a fetch returns as soon as there is one.
 	MaxWait time.Duration
 	// MaxBytes bounds one fetch response of a partition (default 1 MiB).
 	MaxBytes int
+	// ReadAheadBytes bounds the bytes of the messages a subscription has
+	// read and holds without a slot (queued behind their key, waiting for
+	// a retry's backoff), across its partitions (default
+	// DefaultReadAheadBytes). The readers' queues hold about 2 x
+	// MaxInFlight messages more, shared by the partitions.
+	ReadAheadBytes int
 	// CommitInterval is how often processed offsets are committed (default
 	// DefaultCommitInterval). A crash redelivers what was processed since.
 	CommitInterval time.Duration
@@ -150,11 +166,15 @@ func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
 		o.Ordering = over.Ordering
 	}
 	o.Topic = o.Topic.merge(over.Topic)
+	o.DeadLetterTopic = o.DeadLetterTopic.merge(over.DeadLetterTopic)
 	if over.MaxWait != 0 {
 		o.MaxWait = over.MaxWait
 	}
 	if over.MaxBytes != 0 {
 		o.MaxBytes = over.MaxBytes
+	}
+	if over.ReadAheadBytes != 0 {
+		o.ReadAheadBytes = over.ReadAheadBytes
 	}
 	if over.CommitInterval != 0 {
 		o.CommitInterval = over.CommitInterval
@@ -176,12 +196,12 @@ func (o ChannelOptions) Validate() error {
 	switch {
 	case o.Ordering < orderingUnset || o.Ordering > PerPartition:
 		return fmt.Errorf("%w: kafka Ordering %d is unknown", broker.ErrInvalidOption, o.Ordering)
-	case o.Topic.Partitions < 0:
+	case o.Topic.Partitions < 0, o.DeadLetterTopic.Partitions < 0:
 		return fmt.Errorf("%w: kafka topic Partitions must be > 0", broker.ErrInvalidOption)
-	case o.Topic.ReplicationFactor < -1:
+	case o.Topic.ReplicationFactor < -1, o.DeadLetterTopic.ReplicationFactor < -1:
 		return fmt.Errorf("%w: kafka topic ReplicationFactor must be > 0 (or -1 for the broker's default)", broker.ErrInvalidOption)
-	case o.MaxWait < 0, o.MaxBytes < 0, o.CommitInterval < 0:
-		return fmt.Errorf("%w: kafka MaxWait, MaxBytes and CommitInterval must be >= 0", broker.ErrInvalidOption)
+	case o.MaxWait < 0, o.MaxBytes < 0, o.CommitInterval < 0, o.ReadAheadBytes < 0:
+		return fmt.Errorf("%w: kafka MaxWait, MaxBytes, ReadAheadBytes and CommitInterval must be >= 0", broker.ErrInvalidOption)
 	case o.SessionTimeout < 0, o.HeartbeatInterval < 0, o.RebalanceTimeout < 0:
 		return fmt.Errorf("%w: kafka group timings must be >= 0", broker.ErrInvalidOption)
 	case o.SessionTimeout > 0 && o.HeartbeatInterval >= o.SessionTimeout:
@@ -193,7 +213,9 @@ func (o ChannelOptions) Validate() error {
 
 func (o ChannelOptions) withDefaults() ChannelOptions {
 	if o.Ordering == orderingUnset {
-		o.Ordering = Unordered
+		// Keyed messages keep their order unless a channel opts out: a
+		// producer that sets keys expects it.
+		o.Ordering = PerKey
 	}
 	if o.Topic.Partitions == 0 {
 		o.Topic.Partitions = DefaultPartitions
@@ -201,11 +223,20 @@ func (o ChannelOptions) withDefaults() ChannelOptions {
 	if o.Topic.ReplicationFactor == 0 {
 		o.Topic.ReplicationFactor = DefaultReplicationFactor
 	}
+	if o.DeadLetterTopic.Partitions == 0 {
+		o.DeadLetterTopic.Partitions = DefaultPartitions
+	}
+	if o.DeadLetterTopic.ReplicationFactor == 0 {
+		o.DeadLetterTopic.ReplicationFactor = DefaultReplicationFactor
+	}
 	if o.MaxWait == 0 {
 		o.MaxWait = DefaultMaxWait
 	}
 	if o.MaxBytes == 0 {
 		o.MaxBytes = 1 << 20
+	}
+	if o.ReadAheadBytes == 0 {
+		o.ReadAheadBytes = DefaultReadAheadBytes
 	}
 	if o.CommitInterval == 0 {
 		o.CommitInterval = DefaultCommitInterval
@@ -417,6 +448,19 @@ func WithMaxBatch(size int) Option {
 			return fmt.Errorf("%w: kafka batch size must be > 0", broker.ErrInvalidOption)
 		}
 		a.batchSize = size
+		return nil
+	}
+}
+
+// WithSendBuffer bounds the bytes (keys, values and headers) of the sends
+// waiting for the brokers (default DefaultSendBuffer). A send that finds it
+// full waits for room until its ctx ends, then fails.
+func WithSendBuffer(bytes int) Option {
+	return func(a *Adapter) error {
+		if bytes <= 0 {
+			return fmt.Errorf("%w: kafka send buffer must be > 0 bytes", broker.ErrInvalidOption)
+		}
+		a.sendBuf = int64(bytes)
 		return nil
 	}
 }

@@ -1,8 +1,10 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +86,8 @@ func TestChannelOptions(t *testing.T) {
 		{Topic: TopicOptions{ReplicationFactor: -2}},
 		{CommitInterval: -time.Second},
 		{SessionTimeout: time.Second, HeartbeatInterval: 2 * time.Second},
+		{DeadLetterTopic: TopicOptions{Partitions: -1}},
+		{ReadAheadBytes: -1},
 	}
 	for _, o := range bad {
 		if err := o.Validate(); !errors.Is(err, broker.ErrInvalidOption) {
@@ -91,9 +95,16 @@ func TestChannelOptions(t *testing.T) {
 		}
 	}
 	d := ChannelOptions{}.withDefaults()
-	if d.Ordering != Unordered || d.Topic.Partitions != DefaultPartitions || d.Topic.ReplicationFactor != -1 ||
-		d.CommitInterval != DefaultCommitInterval || d.HeartbeatInterval >= d.SessionTimeout {
+	if d.Ordering != PerKey || d.Topic.Partitions != DefaultPartitions || d.Topic.ReplicationFactor != -1 ||
+		d.CommitInterval != DefaultCommitInterval || d.HeartbeatInterval >= d.SessionTimeout ||
+		d.DeadLetterTopic.Partitions != DefaultPartitions || len(d.DeadLetterTopic.Configs) != 0 ||
+		d.ReadAheadBytes != DefaultReadAheadBytes {
 		t.Fatalf("defaults %+v", d)
+	}
+	// The dead-letter topic takes none of the channel topic's configs.
+	c := ChannelOptions{Topic: TopicOptions{Configs: map[string]string{"cleanup.policy": "compact"}}}.withDefaults()
+	if len(c.DeadLetterTopic.Configs) != 0 {
+		t.Fatalf("dead-letter topic configs %v", c.DeadLetterTopic.Configs)
 	}
 	m := ChannelOptions{FromBeginning: true, Topic: TopicOptions{Partitions: 3, Configs: map[string]string{"a": "1"}}}.
 		merge(ChannelOptions{Ordering: PerKey, Topic: TopicOptions{Configs: map[string]string{"b": "2"}}})
@@ -155,5 +166,69 @@ func TestHeadersBounded(t *testing.T) {
 	big := map[string]string{"k": strings.Repeat("v", broker.MaxHeadersSize)}
 	if _, err := fromKafkaHeaders(toKafkaHeaders(big)); !errors.Is(err, broker.ErrMalformed) {
 		t.Fatalf("a header over the size limit: %v", err)
+	}
+}
+
+// WithTransport's transport is copied: TLS, SASL and the client id of the
+// adapter fill the copy, never the caller's value.
+func TestWithTransportKeepsTheCallersValue(t *testing.T) {
+	mine := &kafkago.Transport{DialTimeout: 3 * time.Second}
+	a, err := New("kafka://u:secret@127.0.0.1:1?tls=true", WithTransport(mine, nil), WithClientID("me"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := a.newTransport()
+	if mine.TLS != nil || mine.SASL != nil || mine.ClientID != "" {
+		t.Fatalf("the caller's transport was changed: %+v", mine)
+	}
+	if tr == mine || tr.TLS == nil || tr.SASL == nil || tr.DialTimeout != 3*time.Second || tr.ClientID != "me" {
+		t.Fatalf("the adapter's transport: %+v", tr)
+	}
+}
+
+// SASL PLAIN over a connection without TLS is warned about at Connect.
+func TestPlainSASLWithoutTLSWarns(t *testing.T) {
+	for _, c := range []struct {
+		url  string
+		warn bool
+	}{{"kafka://u:secret@127.0.0.1:1", true}, {"kafka+ssl://u:secret@127.0.0.1:1", false},
+		{"kafka://u:secret@127.0.0.1:1?sasl=scram-sha-512", false}} {
+		var buf strings.Builder
+		a, err := New(c.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_ = a.Connect(ctx, broker.Env{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+		cancel()
+		if got := strings.Contains(buf.String(), "SASL PLAIN without TLS"); got != c.warn {
+			t.Errorf("%s: warned %v, want %v (%s)", c.url, got, c.warn, buf.String())
+		}
+		if strings.Contains(buf.String(), "secret") {
+			t.Errorf("%s: the log shows the password", c.url)
+		}
+	}
+}
+
+// A failed Connect says so (and still wraps ErrNotConnected).
+func TestConnectFailedError(t *testing.T) {
+	a, err := New("kafka://127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = a.Connect(ctx, broker.Env{})
+	if !errors.Is(err, broker.ErrNotConnected) || !strings.Contains(err.Error(), "connect failed") || strings.Contains(err.Error(), "not connected") {
+		t.Fatalf("connect error %q", err)
+	}
+}
+
+// The adapter tells its message size limit, under the broker's default.
+func TestLimits(t *testing.T) {
+	a, _ := New(DefaultURL)
+	var l broker.Limiter = a
+	if m := l.Limits().MaxMessageBytes; m <= 0 || m > 1048588-128 {
+		t.Fatalf("MaxMessageBytes %d", m)
 	}
 }

@@ -42,13 +42,23 @@ type partition struct {
 	careful  int
 	headRuns int
 	headOff  int64
+	// runMeta is the metadata of the last run count committed (countRun),
+	// for the message at runOff, while it is not settled.
+	runMeta string
+	runOff  int64
 }
 
 // beCareful makes the partition run its first messages one at a time,
 // each after a commit counting its runs (see metaRun).
-func (p *partition) beCareful(headRuns int) {
+func (p *partition) beCareful(headRuns int, headOff int64) {
 	p.mu.Lock()
-	p.careful, p.headRuns, p.headOff = max(p.s.MaxInFlight(), 1), headRuns, p.pos
+	p.careful, p.headRuns, p.headOff = max(p.s.MaxInFlight(), 1), headRuns, headOff
+	if headRuns > 0 {
+		p.runMeta, p.runOff = metaRun+strconv.Itoa(headRuns), headOff
+		if headOff != p.pos {
+			p.runMeta += ":" + strconv.FormatInt(headOff, 10)
+		}
+	}
 	p.mu.Unlock()
 }
 
@@ -63,6 +73,29 @@ func newPartition(g *generation, id int, start int64) *partition {
 // partition is not read further while it is reached.
 func (p *partition) maxHeld() int { return max(4*p.s.MaxInFlight(), 256) }
 
+// mustWait tells whether the partition must not be read further for now
+// (p.mu held): too many of its messages wait without a slot (maxHeld), the
+// messages held by the subscription's partitions take its read-ahead
+// budget in bytes (a partition with none held may still read one), or a
+// careful run is under way.
+func (p *partition) mustWait() bool {
+	return p.held >= p.maxHeld() || p.held > 0 && p.s.heldBytes.Load() >= p.s.readAhead ||
+		p.careful > 0 && p.running > 0
+}
+
+// addHeld counts d in (n = 1) or out of (n = -1) the messages held without
+// a slot (p.mu held), in number for the partition and in bytes for the
+// subscription; when the bytes fall under the read-ahead budget, the
+// subscription's partitions waiting for it read again.
+func (p *partition) addHeld(d *delivery, n int) {
+	p.held += n
+	size := int64(n) * d.size()
+	after := p.s.heldBytes.Add(size)
+	if size < 0 && after < p.s.readAhead && after-size >= p.s.readAhead {
+		go p.s.wakeReaders()
+	}
+}
+
 // run reads the partition until the generation ends (or, from the
 // drain, until reading stops and the group is left), then waits for its
 // running messages, bounded by the rebalance timeout, and commits what they
@@ -75,8 +108,13 @@ func (p *partition) run(ctx context.Context) {
 	}
 	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers: s.a.brokers, Dialer: s.cfg.Dialer, Topic: s.ch.Name, Partition: p.id,
-		MinBytes: 1, MaxBytes: s.opts.MaxBytes, MaxWait: s.opts.MaxWait,
-		QueueCapacity:   min(max(2*s.MaxInFlight(), 100), 1000),
+		// kafka-go's reader waits for a fetch's answer until MaxWait, and
+		// asks the broker to answer within MaxWait less a round-trip
+		// allowance (1 s from a MaxWait of 1 s on, a quarter below): the
+		// broker's long poll stays MaxWait and an answer may take 1 s of
+		// round trip (a slow link never makes every fetch time out).
+		MinBytes: 1, MaxBytes: s.opts.MaxBytes, MaxWait: s.opts.MaxWait + time.Second,
+		QueueCapacity:   p.g.queueCapacity(),
 		ReadBackoffMin:  50 * time.Millisecond,
 		ReadBackoffMax:  time.Second,
 		ReadLagInterval: -1,
@@ -105,9 +143,23 @@ func (p *partition) run(ctx context.Context) {
 	// allows for rejoining (none run any more at the end of a drain); a
 	// message still running after it is delivered again to the partition's
 	// next owner.
-	p.waitIdle(s.opts.RebalanceTimeout * 3 / 4)
-	p.g.commit([]*partition{p}, metaClean, true)
+	meta := func(*partition) string { return metaClean }
+	wait := s.opts.RebalanceTimeout * 3 / 4
+	if s.IsStopping() {
+		wait = 0 // the drain already waited for the handlers, within its deadline
+	}
+	if !p.waitIdle(wait) {
+		meta = (*partition).uncleanMeta // a message still runs: its next owner is careful
+	}
+	p.g.commit([]*partition{p}, meta, true)
 	p.g.handedOff()
+}
+
+// queueCapacity is the read-ahead of each partition's reader, in messages:
+// 2 x MaxInFlight shared by the generation's partitions, at least 4 each
+// (a consumer of many partitions does not read ahead MaxBytes of each).
+func (g *generation) queueCapacity() int {
+	return min(max(2*g.s.MaxInFlight()/max(len(g.parts), 1), 4), 1000)
 }
 
 // fetch reads messages and dispatches them.
@@ -116,7 +168,7 @@ func (p *partition) fetch(ctx context.Context, r *kafkago.Reader) {
 	var retry broker.Reconnect
 	for {
 		p.mu.Lock()
-		for (p.held >= p.maxHeld() || p.careful > 0 && p.running > 0) && !p.closed && ctx.Err() == nil {
+		for p.mustWait() && !p.closed && ctx.Err() == nil {
 			p.cond.Wait()
 		}
 		p.mu.Unlock()
@@ -140,8 +192,9 @@ func (p *partition) fetch(ctx context.Context, r *kafkago.Reader) {
 }
 
 // dispatch decides what to do with a message just read: skip it (a retry
-// of another group), hold it (a retry whose backoff has not passed), queue
-// it behind its lane, or run it. False when the subscription stops.
+// of another group), queue it behind its lane, hold it (a retry copy whose
+// backoff has not passed, at the head of its lane), or run it. False when
+// the subscription stops.
 func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 	s := p.s
 	p.track(m.Offset)
@@ -150,73 +203,129 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 		p.settled(m.Offset)
 		return true
 	}
-	p.countRun(d)
-	if at, ok := notBefore(d.hdrs); ok && time.Until(at) > 0 {
-		p.hold(d, time.Until(at), true)
-		return true
-	}
-	if s.opts.Ordering != Unordered {
-		lane := d.lane()
+	if lane := d.lane(); lane != noLane {
 		p.mu.Lock()
 		q := p.lanes[lane]
 		p.lanes[lane] = append(q, d)
 		if len(q) > 0 {
-			p.held++
+			p.addHeld(d, 1)
 			p.mu.Unlock()
 			return true
 		}
 		p.mu.Unlock()
+	}
+	if wait := p.wait(d); wait > 0 {
+		p.hold(d, wait, true)
+		return true
 	}
 	// The wait for a slot ends with the partition: a message read from a
 	// partition handed over is left unsettled, for its next owner.
 	if !s.AcquireForFetch(ctx) {
 		return false
 	}
-	if ctx.Err() != nil {
-		s.ReleaseSlot()
-		return false
-	}
-	p.start(d)
-	return true
+	return p.start(d)
 }
 
-// countRun, in careful mode, commits the message's offset with the number
-// of its runs started (this one included) before it runs, when every
-// message before it is settled, and gives the kit that count as its
+// launchQueued starts the next message of a lane, counted in held: once a
+// slot is free, or, for a retry copy, once its backoff passed.
+func (p *partition) launchQueued(d *delivery) {
+	if wait := p.wait(d); wait > 0 {
+		p.mu.Lock()
+		p.addHeld(d, -1) // counted again by hold
+		p.mu.Unlock()
+		p.hold(d, wait, true)
+		return
+	}
+	p.startLater(d)
+}
+
+// countRun, in careful mode, commits before d runs the number of its runs
+// started (this one included), and gives the kit that count as its
 // deliveries: a message whose runs kill the consumer is given up after
-// MaxDeliveries.
+// MaxDeliveries. The count is committed at the partition's position: for
+// the message there (run:<n>), or for a later one with its offset
+// (run:<n>:<offset>) while an earlier message waits.
 func (p *partition) countRun(d *delivery) {
 	p.mu.Lock()
-	if p.careful == 0 {
+	if p.careful == 0 || d.counted {
 		p.mu.Unlock()
 		return
 	}
 	p.careful--
 	off := d.km.Offset
-	atHead := p.pos == off
 	runs := 1
 	if off == p.headOff {
 		runs = p.headRuns + 1
 	}
+	pos := p.pos
+	meta := metaRun + strconv.Itoa(runs)
+	if pos != off {
+		meta += ":" + strconv.FormatInt(off, 10)
+	}
 	p.mu.Unlock()
-	if !atHead {
+	if pos < 0 || pos > off {
 		return
 	}
-	err := p.g.commitOffsets([]kafkago.OffsetCommit{{Partition: p.id, Offset: off, Metadata: metaRun + strconv.Itoa(runs)}})
+	err := p.g.commitOffsets([]kafkago.OffsetCommit{{Partition: p.id, Offset: pos, Metadata: meta}})
 	if err != nil {
 		p.s.log.Debug("channels/kafka: counting a run failed", "channel", p.s.ch.Name, "partition", p.id, "error", broker.Redact(err.Error()))
 		return
 	}
-	p.committedAt(off)
+	p.mu.Lock()
+	p.runMeta, p.runOff = meta, off
+	p.mu.Unlock()
+	p.committedAt(pos)
+	d.counted = true
 	d.Deliveries = runs
 }
 
-// start runs d on a slot already taken.
-func (p *partition) start(d *delivery) {
+// ranCarefully commits, once a counted run is settled, the position past
+// it: the count stays on the message it belongs to, never on the next
+// one (which would be blamed for a crash of a later message).
+func (p *partition) ranCarefully(d *delivery) {
 	p.mu.Lock()
+	pos, off := p.pos, d.km.Offset
+	if p.runOff == off && pos > off {
+		p.runMeta = ""
+	}
+	p.mu.Unlock()
+	if pos <= off {
+		return // not settled (run again here, or left for the next owner): the count stays
+	}
+	p.g.commit([]*partition{p}, (*partition).uncleanMeta, true)
+}
+
+// uncleanMeta is the metadata of a commit made while messages of the
+// partition may still run: the run count of a counted message not settled
+// yet, else live.
+func (p *partition) uncleanMeta() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.runMeta != "" && p.runOff >= p.pos {
+		return p.runMeta
+	}
+	p.runMeta = ""
+	return metaLive
+}
+
+// start runs d on a slot already taken.
+//
+// The partition's closing and the count of its running messages are read
+// and changed together: a message either counts as running before the
+// partition is closed (its hand-over waits for it) or does not run at all
+// (left unsettled, for the next owner), never runs after the hand-over.
+func (p *partition) start(d *delivery) bool {
+	p.countRun(d)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.s.ReleaseSlot()
+		return false
+	}
 	p.running++
 	p.mu.Unlock()
 	p.s.Run(&d.Delivery, d.finished)
+	return true
 }
 
 // startLater runs d once a slot is free, before new reads take one.
@@ -227,15 +336,11 @@ func (p *partition) startLater(d *delivery) {
 		ok := !p.isClosed() && s.Acquire()
 		s.SlotsGranted()
 		p.mu.Lock()
-		p.held--
+		p.addHeld(d, -1)
 		p.cond.Broadcast()
 		p.mu.Unlock()
 		if !ok {
 			return // stopping: left unsettled, read again by the next owner
-		}
-		if p.isClosed() {
-			s.ReleaseSlot()
-			return
 		}
 		p.start(d)
 	}()
@@ -258,7 +363,7 @@ func (p *partition) hold(d *delivery, wait time.Duration, copy bool) {
 	if p.closed {
 		return
 	}
-	p.held++
+	p.addHeld(d, 1)
 	var t *time.Timer
 	t = time.AfterFunc(wait, func() {
 		p.mu.Lock()
@@ -286,7 +391,7 @@ func (p *partition) close() (copies []*delivery) {
 	p.closed = true
 	for t, h := range p.timers {
 		if t.Stop() {
-			p.held--
+			p.addHeld(h.d, -1)
 			if h.copy {
 				copies = append(copies, h.d)
 			}
@@ -326,8 +431,9 @@ func (p *partition) handOver(copies []*delivery) {
 	}
 }
 
-// waitIdle waits until no message of the partition runs, at most d.
-func (p *partition) waitIdle(d time.Duration) {
+// waitIdle waits until no message of the partition runs, at most d; it
+// reports whether none runs.
+func (p *partition) waitIdle(d time.Duration) bool {
 	deadline := time.AfterFunc(d, func() {
 		p.mu.Lock()
 		p.running = -1 << 30 // give up waiting; late settlements are ignored
@@ -336,10 +442,11 @@ func (p *partition) waitIdle(d time.Duration) {
 	})
 	defer deadline.Stop()
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for p.running > 0 {
 		p.cond.Wait()
 	}
-	p.mu.Unlock()
+	return p.running == 0
 }
 
 // track records an offset read, in order.

@@ -3,8 +3,10 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -41,43 +43,129 @@ type queueKey struct {
 	comp      Compression
 }
 
+// DefaultSendBuffer bounds the bytes (keys, values and headers) of the
+// sends of one adapter waiting for their produce request or in flight: a
+// send that finds it full waits for room within its ctx (while a
+// partition's leader does not answer, sends fail by their deadline instead
+// of piling up). A message larger than the buffer is let through alone.
+const DefaultSendBuffer = 32 << 20
+
+// The states of a send: waiting in its queue, taken into a produce request,
+// or taken out of the queue by its caller, whose ctx ended first (it is
+// never written).
+const (
+	sendQueued int32 = iota
+	sendTaken
+	sendWithdrawn
+)
+
 // send is one message waiting for its produce request.
 type send struct {
 	key, value []byte
 	headers    []kafkago.Header
 	call       *call // where its result goes
 	i          int   // its index in call
+	size       int64 // what it holds of the send buffer
+	state      atomic.Int32
 }
 
 // call collects the results of the messages of one produce call.
 type call struct {
-	mu        sync.Mutex
-	errs      []error
-	set       []bool // errs[i] is the result of message i
-	left      int
-	abandoned bool          // the caller's ctx ended: late results are dropped
-	done      chan struct{} // closed when left reaches 0
+	mu   sync.Mutex
+	errs []error
+	set  []bool // errs[i] is the result of message i
+	left int
+	done chan struct{} // closed when left reaches 0
+	// buf is the send buffer its messages hold until their result.
+	buf *sendBuffer
+}
+
+// result records the result of one send.
+func (c *call) result(s *send, err error) {
+	c.mu.Lock()
+	if !c.set[s.i] {
+		c.errs[s.i], c.set[s.i] = err, true
+		c.left--
+		if c.left == 0 {
+			close(c.done)
+		}
+	}
+	c.mu.Unlock()
 }
 
 // finish records the results of ss (err for all of them, or the per-record
 // errors of recErrs when err is nil).
 func finish(ss []*send, err error, recErrs map[int]error) {
+	var size int64
 	for i, s := range ss {
 		e := err
 		if e == nil {
 			e = recErrs[i]
 		}
-		c := s.call
-		c.mu.Lock()
-		if !c.abandoned {
-			c.errs[s.i], c.set[s.i] = e, true
-			c.left--
-			if c.left == 0 {
-				close(c.done)
-			}
-		}
-		c.mu.Unlock()
+		s.call.result(s, e)
+		size += s.size
 	}
+	if len(ss) > 0 && ss[0].call.buf != nil {
+		ss[0].call.buf.release(size) // the sends of a connection share its buffer
+	}
+}
+
+// sendBuffer is the byte budget of the sends of a connection.
+type sendBuffer struct {
+	mu      sync.Mutex
+	used    int64
+	max     int64
+	waiting bool          // a send waits for room
+	room    chan struct{} // closed when bytes are released while a send waits
+}
+
+func newSendBuffer(max int64) *sendBuffer {
+	return &sendBuffer{max: max, room: make(chan struct{})}
+}
+
+// acquire takes n bytes, waiting within ctx while the buffer is full.
+func (b *sendBuffer) acquire(ctx context.Context, n int64) error {
+	for {
+		b.mu.Lock()
+		if b.used == 0 || b.used+n <= b.max {
+			b.used += n
+			b.mu.Unlock()
+			return nil
+		}
+		room, used := b.room, b.used
+		b.waiting = true
+		b.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return fmt.Errorf("channels/kafka: the send buffer is full (%d bytes waiting for the brokers, at most %d): %w",
+				used, b.max, ctx.Err())
+		}
+	}
+}
+
+func (b *sendBuffer) release(n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	if b.waiting {
+		b.waiting = false
+		close(b.room)
+		b.room = make(chan struct{})
+	}
+	b.mu.Unlock()
+}
+
+// errInFlight marks the error of a send whose ctx ended while its produce
+// request was in flight: the message may still be written.
+var errInFlight = errors.New("the message was in flight: it may still be written")
+
+// notWritten wraps the error of a send taken out of its queue before any
+// request carried it.
+func notWritten(err error) error {
+	return fmt.Errorf("%w (the message was not written)", err)
 }
 
 // queue holds the sends of one partition, acknowledgement level and
@@ -112,13 +200,18 @@ func (q *queue) add(ss ...*send) bool {
 }
 
 // take removes the next request's sends (at most max) from the queue,
-// which stays busy until settle.
+// which stays busy until settle. Sends withdrawn by their caller are
+// dropped: they are never written.
 func (q *queue) take() []*send {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := min(len(q.waiting), q.max)
-	batch := make([]*send, n)
-	copy(batch, q.waiting)
+	batch := make([]*send, 0, min(len(q.waiting), q.max))
+	n := 0
+	for ; n < len(q.waiting) && len(batch) < q.max; n++ {
+		if s := q.waiting[n]; s.state.CompareAndSwap(sendQueued, sendTaken) {
+			batch = append(batch, s)
+		}
+	}
 	rest := copy(q.waiting, q.waiting[n:])
 	clear(q.waiting[rest:])
 	q.waiting = q.waiting[:rest]
@@ -140,6 +233,9 @@ func (q *queue) settle() {
 // write sends batch in produce requests of the queue's partition alone,
 // from attempt first on, and hands each send its result.
 func (q *queue) write(batch []*send, first int) {
+	if len(batch) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultWriteTimeout)
 	defer cancel()
 	var res *kafkago.ProduceResponse
@@ -187,20 +283,29 @@ func retriable(err error) bool {
 }
 
 // produce writes messages to topic and returns each one's result, waiting
-// for them within ctx (a send whose ctx ends first reports ctx's error: its
-// message may still be written).
+// for them within ctx. A send whose ctx ends while it waits in its queue is
+// taken out and never written (its error wraps ctx's); one whose request is
+// in flight may still be written (its error wraps errInFlight and ctx's).
 func (a *Adapter) produce(ctx context.Context, c *conn, topic string, so []SendOptions, msgs []kafkago.Message) []error {
+	errs, _ := a.produceCall(ctx, c, topic, so, msgs)
+	return errs
+}
+
+// produceCall is produce that also returns the call, whose done channel is
+// closed once every message has its final result (for the callers that
+// must know whether a message in flight at their deadline was written).
+func (a *Adapter) produceCall(ctx context.Context, c *conn, topic string, so []SendOptions, msgs []kafkago.Message) ([]error, *call) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
 	parts, err := a.partitionsOf(ctx, c, topic)
 	if err != nil {
-		errs := make([]error, len(msgs))
-		for i := range errs {
-			errs[i] = err
-		}
-		return errs
+		return broker.FailBatch(len(msgs), err), nil
 	}
 	var bal kafkago.Murmur2Balancer
-	cl := &call{errs: make([]error, len(msgs)), set: make([]bool, len(msgs)), left: len(msgs), done: make(chan struct{})}
+	cl := &call{errs: make([]error, len(msgs)), set: make([]bool, len(msgs)), left: len(msgs), done: make(chan struct{}), buf: c.buf}
 	sends := make([]send, len(msgs))
+	var total int64
 	// the sends of one queue, in order; most calls have one queue
 	var firstQ *queue
 	var first []*send
@@ -222,7 +327,12 @@ func (a *Adapter) produce(ctx context.Context, c *conn, topic string, so []SendO
 		}
 		q := c.queue(queueKey{topic: topic, partition: p, acks: acks, comp: o.Compression}, a.batchSize)
 		s := &sends[i]
-		*s = send{key: m.Key, value: m.Value, headers: m.Headers, call: cl, i: i}
+		s.key, s.value, s.headers, s.call, s.i = m.Key, m.Value, m.Headers, cl, i
+		s.size = int64(len(m.Key) + len(m.Value))
+		for _, h := range m.Headers {
+			s.size += int64(len(h.Key) + len(h.Value))
+		}
+		total += s.size
 		switch {
 		case firstQ == nil || firstQ == q:
 			firstQ, first = q, append(first, s)
@@ -233,8 +343,8 @@ func (a *Adapter) produce(ctx context.Context, c *conn, topic string, so []SendO
 			more[q] = append(more[q], s)
 		}
 	}
-	if len(msgs) == 0 {
-		return nil
+	if err := c.buf.acquire(ctx, total); err != nil {
+		return broker.FailBatch(len(msgs), err), nil
 	}
 	// the queues that were idle are listed together, so that a batch's
 	// partitions share requests
@@ -262,37 +372,72 @@ func (a *Adapter) produce(ctx context.Context, c *conn, topic string, so []SendO
 	}
 	select {
 	case <-cl.done:
-		return cl.errs
+		return cl.errs, cl
 	case <-ctx.Done():
+	}
+	for i := range sends {
+		if s := &sends[i]; s.state.CompareAndSwap(sendQueued, sendWithdrawn) {
+			cl.result(s, notWritten(ctx.Err()))
+			c.buf.release(s.size)
+		}
 	}
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	if cl.left == 0 {
-		return cl.errs
-	}
-	cl.abandoned = true
 	errs := make([]error, len(msgs))
 	copy(errs, cl.errs)
 	for i, set := range cl.set {
 		if !set {
-			errs[i] = ctx.Err()
+			errs[i] = fmt.Errorf("%w: %w", ctx.Err(), errInFlight)
 		}
 	}
-	return errs
+	return errs, cl
+}
+
+// partitionRefresh is how old the partition list of a topic may get
+// before a send refreshes it (in the background: the send uses the list it
+// has), so that keys hash over the partitions added to a topic as other
+// producers see them.
+var partitionRefresh = 30 * time.Second
+
+// topicParts is the partition list of a topic, and when it was read.
+type topicParts struct {
+	ids        []int
+	at         time.Time
+	refreshing atomic.Bool
 }
 
 // partitionsOf returns the partition ids of topic, learnt when the topic
-// was ensured.
+// was ensured and refreshed every partitionRefresh.
 func (a *Adapter) partitionsOf(ctx context.Context, c *conn, topic string) ([]int, error) {
 	if v, ok := c.topics.Load(topic); ok {
-		if ids, ok := v.([]int); ok {
-			return ids, nil
+		tp := v.(*topicParts)
+		if time.Since(tp.at) > partitionRefresh && tp.refreshing.CompareAndSwap(false, true) {
+			go a.refreshPartitions(c, topic, tp)
 		}
+		return tp.ids, nil
 	}
 	ids, err := a.partitions(ctx, c, topic, true)
 	if err != nil {
 		return nil, err
 	}
-	c.topics.Store(topic, ids)
+	c.storePartitions(topic, ids)
 	return ids, nil
+}
+
+// refreshPartitions reads the partition list of topic again.
+func (a *Adapter) refreshPartitions(c *conn, topic string, old *topicParts) {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+	defer cancel()
+	ids, err := a.partitions(ctx, c, topic, false)
+	if err != nil {
+		ids = old.ids // tried again after partitionRefresh
+	}
+	if len(ids) != len(old.ids) {
+		c.leaders.Delete(topic)
+	}
+	c.topics.CompareAndSwap(topic, old, &topicParts{ids: ids, at: time.Now()})
+}
+
+func (c *conn) storePartitions(topic string, ids []int) {
+	c.topics.Store(topic, &topicParts{ids: ids, at: time.Now()})
 }

@@ -148,11 +148,27 @@ func (s *sender) run() {
 // write sends one produce request of the next messages of qs, whose
 // partitions have leader as their leader, and settles the queues.
 func (s *sender) write(leader int, qs []*queue) {
-	batches := make([][]*send, len(qs))
+	batches := make([][]*send, 0, len(qs))
 	req := &produceAPI.Request{Acks: int16(s.acks.native()), Timeout: int32(DefaultWriteTimeout / time.Millisecond)}
 	topics := map[string]int{}
+	kept := qs[:0:0]
+	for _, q := range qs {
+		b := q.take()
+		if len(b) == 0 { // every send withdrawn by its caller
+			q.settle()
+			continue
+		}
+		batches, kept = append(batches, b), append(kept, q)
+	}
+	qs = kept
+	if len(qs) == 0 {
+		s.mu.Lock()
+		s.inFlight[leader]--
+		s.mu.Unlock()
+		s.kick()
+		return
+	}
 	for i, q := range qs {
-		batches[i] = q.take()
 		t, ok := topics[q.key.topic]
 		if !ok {
 			t = len(req.Topics)

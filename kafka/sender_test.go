@@ -1,8 +1,10 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
@@ -41,8 +43,7 @@ func TestPartitionResultOfSharedRequest(t *testing.T) {
 	}
 }
 
-// A send reports its own result; once the caller gave up, late results
-// are dropped and the ones already in are kept.
+// A send reports its own result, once.
 func TestCallResults(t *testing.T) {
 	cl := &call{errs: make([]error, 3), set: make([]bool, 3), left: 3, done: make(chan struct{})}
 	ss := []*send{{call: cl, i: 0}, {call: cl, i: 1}, {call: cl, i: 2}}
@@ -62,9 +63,52 @@ func TestCallResults(t *testing.T) {
 	default:
 		t.Fatal("not done after the last result")
 	}
-	ab := &call{errs: make([]error, 1), set: make([]bool, 1), left: 1, done: make(chan struct{}), abandoned: true}
-	finish([]*send{{call: ab}}, boom, nil)
-	if ab.set[0] || ab.errs[0] != nil {
-		t.Fatal("a result after the caller gave up was recorded")
+	if cl.errs[2] != boom {
+		t.Fatalf("last result %v", cl.errs[2])
+	}
+	finish(ss[2:], nil, nil) // a second result of a send is ignored
+	if cl.errs[2] != boom {
+		t.Fatal("a send's result was overwritten")
+	}
+}
+
+// The send buffer lets sends through up to its size (a larger one alone),
+// makes the next wait for room within its ctx, and wakes it on a release.
+func TestSendBuffer(t *testing.T) {
+	b := newSendBuffer(100)
+	ctx := context.Background()
+	if err := b.acquire(ctx, 60); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := b.acquire(short, 60); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a send over the buffer: %v", err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- b.acquire(ctx, 60) }()
+	b.release(60)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	b.release(60)
+	if err := b.acquire(ctx, 500); err != nil { // larger than the buffer: alone
+		t.Fatal(err)
+	}
+}
+
+// A send withdrawn by its caller is dropped from its queue, never taken
+// into a request.
+func TestWithdrawnSendsAreNotTaken(t *testing.T) {
+	q := &queue{max: 10}
+	ss := []*send{{i: 0}, {i: 1}, {i: 2}}
+	q.add(ss...)
+	ss[1].state.Store(sendWithdrawn)
+	batch := q.take()
+	if len(batch) != 2 || batch[0] != ss[0] || batch[1] != ss[2] {
+		t.Fatalf("taken %v", batch)
+	}
+	if ss[0].state.Load() != sendTaken || ss[1].state.CompareAndSwap(sendQueued, sendWithdrawn) {
+		t.Fatal("states")
 	}
 }

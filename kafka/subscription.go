@@ -33,6 +33,17 @@ type subscription struct {
 	fetchCtx  context.Context // cancelled by StopFetching
 	stopFetch context.CancelFunc
 
+	// maxBackoff is the longest backoff of the channel's retry policy: no
+	// retry copy of ours waits longer (delivery.go: wait).
+	maxBackoff time.Duration
+	// forged counts the copies whose not-before time was not honoured.
+	forged atomic.Int64
+	// heldBytes are the bytes of the messages read and held without a
+	// slot (waiting in a lane or for a backoff) by the partitions;
+	// readAhead bounds them.
+	heldBytes atomic.Int64
+	readAhead int64
+
 	mu    sync.Mutex
 	cg    *kafkago.ConsumerGroup
 	gen   *generation         // the current generation, nil before the first
@@ -41,7 +52,7 @@ type subscription struct {
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, group string) (*subscription, error) {
 	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, group: group,
-		log: ch.Logger}
+		log: ch.Logger, maxBackoff: longestBackoff(ch.Retry), readAhead: int64(opts.ReadAheadBytes)}
 	s.cfg = kafkago.ConsumerGroupConfig{
 		ID:                group,
 		Brokers:           a.brokers,
@@ -69,35 +80,107 @@ func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOption
 	return s, nil
 }
 
-// join makes this member join the group and waits, bounded by ctx and the
-// rebalance timeout, for its first assignment: once every member of a group
-// subscribed, the partitions are shared among them. The partitions are read
-// from Start on.
+// wakeReaders wakes the partitions waiting for read-ahead room.
+func (s *subscription) wakeReaders() {
+	s.mu.Lock()
+	g := s.gen
+	s.mu.Unlock()
+	if g == nil {
+		return
+	}
+	for _, p := range g.parts {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}
+}
+
+// deadLetterTopic shapes the dead-letter topic when it is created.
+func (s *subscription) deadLetterTopic() TopicOptions { return s.opts.DeadLetterTopic }
+
+// longestBackoff is the longest delay the policy gives a retry.
+func longestBackoff(p broker.RetryPolicy) time.Duration {
+	if p.Backoff == nil {
+		return 0
+	}
+	var longest time.Duration
+	for attempt := 1; attempt <= min(p.MaxRetries, 1000); attempt++ {
+		longest = max(longest, p.Backoff.Delay(attempt))
+	}
+	return longest
+}
+
+// join makes this member join the group. In a group that has members, it
+// waits for its first assignment (bounded by the rebalance timeout and by
+// half of what is left of ctx; the join goes on after it), so
+// that members subscribed one after the other share the partitions before
+// the first message is read. A new or empty group is joined in the
+// background (Kafka holds its first generation for
+// group.initial.rebalance.delay.ms, 3 s by default): the channels of a
+// process join at the same time, and Start reads from the first generation
+// on.
 func (s *subscription) join(ctx context.Context) error {
+	busy := s.groupHasMembers(ctx)
 	cg, err := kafkago.NewConsumerGroup(s.cfg)
 	if err != nil {
 		return fmt.Errorf("%w: kafka group %q: %v", broker.ErrInvalidOption, s.group, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.RebalanceTimeout)
+	s.mu.Lock()
+	s.cg = cg
+	s.mu.Unlock()
+	if !busy {
+		return nil
+	}
+	// At most half of what is left of ctx: the channels subscribed after
+	// this one keep time for their own topics and offsets.
+	budget := s.opts.RebalanceTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(dl)/2)
+	}
+	wctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	// Errors while the group forms (a rebalance in progress, a coordinator
 	// moving) are retried by the group itself; Next reports them and goes on.
 	var gen *kafkago.Generation
 	var last error
-	for gen == nil && ctx.Err() == nil {
-		if gen, err = cg.Next(ctx); err != nil && ctx.Err() == nil {
+	for gen == nil && wctx.Err() == nil {
+		if gen, err = cg.Next(wctx); err != nil && wctx.Err() == nil {
 			last = err
 			s.log.Debug("channels/kafka: joining the group", "channel", s.ch.Name, "group", s.group, "error", broker.Redact(err.Error()))
+			if errors.Is(err, kafkago.ErrGroupClosed) {
+				break
+			}
 		}
 	}
 	s.mu.Lock()
-	s.cg, s.first = cg, gen
+	s.first = gen
 	s.mu.Unlock()
 	if gen == nil {
-		s.log.Warn("channels/kafka: the group was not formed before the subscribe deadline; joining goes on",
-			"channel", s.ch.Name, "group", s.group, "last_error", fmt.Sprint(last))
+		msg := "<nil>"
+		if last != nil {
+			msg = broker.Redact(last.Error())
+		}
+		s.log.Warn("channels/kafka: the group did not rebalance within the rebalance timeout; joining goes on",
+			"channel", s.ch.Name, "group", s.group, "last_error", msg)
 	}
 	return nil
+}
+
+// groupHasMembers tells whether the group has members (false when it
+// cannot be told).
+func (s *subscription) groupHasMembers(ctx context.Context) bool {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	res, err := s.c.client.DescribeGroups(ctx, &kafkago.DescribeGroupsRequest{GroupIDs: []string{s.group}})
+	if err != nil {
+		return false
+	}
+	for _, g := range res.Groups {
+		if g.GroupID == s.group && g.Error == nil && len(g.Members) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Start begins reading the assigned partitions; it runs once.
@@ -116,7 +199,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 // finish commits what the drained handlers processed while the generation
 // is still alive, then leaves the group, which hands the partitions over
 // without waiting for the session timeout. Both are bounded by ctx.
-func (s *subscription) finish(ctx context.Context, _ bool) error {
+func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 	defer s.a.subs.Remove(s)
 	s.stopFetch()
 	s.mu.Lock()
@@ -126,28 +209,30 @@ func (s *subscription) finish(ctx context.Context, _ bool) error {
 	if cg == nil {
 		return nil
 	}
-	done := make(chan error, 1)
-	go func() {
+	err := broker.Bounded(ctx, "kafka final commit and group leave", func() error {
 		if g != nil {
 			for _, p := range g.all() {
 				p.handOver(p.close())
 			}
-			g.commit(g.all(), metaClean, true)
+			meta := func(*partition) string { return metaClean }
+			if timedOut {
+				// A message may still run: the next owner must be careful.
+				meta = (*partition).uncleanMeta
+			}
+			g.commit(g.all(), meta, true)
 		}
-		done <- cg.Close()
-	}()
-	select {
-	case err := <-done:
-		if err != nil && !errors.Is(err, kafkago.ErrGroupClosed) {
+		if err := cg.Close(); err != nil && !errors.Is(err, kafkago.ErrGroupClosed) {
 			s.log.Warn("channels/kafka: leaving the group failed; its partitions move after the session timeout",
 				"channel", s.ch.Name, "group", s.group, "error", broker.Redact(err.Error()))
 		}
-	case <-ctx.Done():
+		return nil
+	})
+	if err != nil {
 		// Nothing is lost: what was not committed is delivered again.
 		s.log.Warn("channels/kafka: the last commit and leaving the group go on after the drain deadline",
 			"channel", s.ch.Name, "group", s.group)
 	}
-	return nil
+	return err
 }
 
 // groupLoop takes each generation of the group and starts reading the
@@ -282,7 +367,7 @@ func (g *generation) commitLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			g.commit(g.all(), metaLive, false)
+			g.commit(g.all(), (*partition).uncleanMeta, false)
 		}
 	}
 }
@@ -310,14 +395,14 @@ const (
 )
 
 // commit commits the processed position of ps: the partitions that moved,
-// or all of them with force (a handover), with meta.
-func (g *generation) commit(ps []*partition, meta string, force bool) {
+// or all of them with force (a handover), with each partition's meta.
+func (g *generation) commit(ps []*partition, meta func(*partition) string, force bool) {
 	g.commitMu.Lock()
 	defer g.commitMu.Unlock()
 	var commits []kafkago.OffsetCommit
 	for _, p := range ps {
 		if pos, moved := p.position(); (moved || force) && pos >= 0 {
-			commits = append(commits, kafkago.OffsetCommit{Partition: p.id, Offset: pos, Metadata: meta})
+			commits = append(commits, kafkago.OffsetCommit{Partition: p.id, Offset: pos, Metadata: meta(p)})
 		}
 	}
 	if len(commits) == 0 {
@@ -376,23 +461,51 @@ func (g *generation) handoverState() {
 			"channel", g.s.ch.Name, "group", g.s.group, "error", broker.Redact(err.Error()))
 		return
 	}
+	var live []*partition
 	for _, fp := range res.Topics[g.s.ch.Name] {
 		p := g.parts[fp.Partition]
-		if p == nil || fp.Error != nil || fp.CommittedOffset != p.pos {
+		if p == nil {
 			continue
 		}
-		switch {
+		if fp.Error != nil || fp.CommittedOffset != p.pos {
+			live = append(live, p)
+			continue
+		}
+		switch runs, off, ok := parseRun(fp.Metadata, p.pos); {
 		case fp.Metadata == metaLive:
-			p.beCareful(0)
-		case strings.HasPrefix(fp.Metadata, metaRun):
-			n, err := strconv.Atoi(strings.TrimPrefix(fp.Metadata, metaRun))
-			if err == nil && n > 0 {
-				p.beCareful(min(n, 1<<20))
-			}
+			p.beCareful(0, p.pos)
+			live = append(live, p)
+		case ok:
+			// The count stays committed until the message runs again
+			// (countRun): a crash before that must not lose it.
+			p.beCareful(runs, off)
+		default:
+			live = append(live, p)
 		}
 	}
 	// From now on a crash of this member leaves its partitions live.
-	g.commit(g.all(), metaLive, true)
+	g.commit(live, func(*partition) string { return metaLive }, true)
+}
+
+// parseRun reads the run count of commit metadata committed at pos:
+// run:<n> (the message at pos) or run:<n>:<offset>.
+func parseRun(meta string, pos int64) (runs int, off int64, ok bool) {
+	rest, found := strings.CutPrefix(meta, metaRun)
+	if !found {
+		return 0, 0, false
+	}
+	n, o, hasOff := strings.Cut(rest, ":")
+	runs, err := strconv.Atoi(n)
+	if err != nil || runs <= 0 {
+		return 0, 0, false
+	}
+	off = pos
+	if hasOff {
+		if off, err = strconv.ParseInt(o, 10, 64); err != nil || off < pos {
+			return 0, 0, false
+		}
+	}
+	return min(runs, 1<<20), off, true
 }
 
 // pending counts the messages of this member read and not settled.

@@ -42,7 +42,7 @@ func (a *Adapter) ensureTopic(ctx context.Context, c *conn, topic string, o Topi
 	if err != nil {
 		return err
 	}
-	c.topics.Store(topic, ids)
+	c.storePartitions(topic, ids)
 	return nil
 }
 
@@ -86,9 +86,9 @@ func (a *Adapter) partitions(ctx context.Context, c *conn, topic string, await b
 	}
 }
 
-// pinStart commits the start offsets of a group that has none for topic:
-// the end of each partition, or its beginning with fromBeginning. A group
-// with live members is left alone (its members decide).
+// pinStart commits the start offsets of the partitions of topic the group
+// has none for (startOffsets). A group with live members is left alone (its
+// members decide).
 func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fromBeginning bool) error {
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
@@ -107,23 +107,13 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 	if err != nil {
 		return fmt.Errorf("channels/kafka: reading the offsets of group %q: %w", group, err)
 	}
-	var missing []kafkago.OffsetRequest
 	committed := map[int]bool{}
 	for _, p := range fetched.Topics[topic] {
 		if p.Error == nil && p.CommittedOffset >= 0 {
 			committed[p.Partition] = true
 		}
 	}
-	for _, id := range ids {
-		if committed[id] {
-			continue
-		}
-		if fromBeginning {
-			missing = append(missing, kafkago.FirstOffsetOf(id))
-		} else {
-			missing = append(missing, kafkago.LastOffsetOf(id))
-		}
-	}
+	missing, fromFirst := startOffsets(ids, committed, fromBeginning)
 	if len(missing) == 0 {
 		return nil
 	}
@@ -134,7 +124,7 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 	var commits []kafkago.OffsetCommit
 	for _, p := range offs {
 		off := p.LastOffset
-		if fromBeginning {
+		if fromFirst {
 			off = p.FirstOffset
 		}
 		commits = append(commits, kafkago.OffsetCommit{Partition: p.Partition, Offset: off})
@@ -160,6 +150,28 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 		return fmt.Errorf("channels/kafka: setting the start offsets of group %q: %w", group, err)
 	}
 	return nil
+}
+
+// startOffsets lists the partitions of ids without a committed offset and
+// where they start: a group with no committed offset at all is new and
+// starts at the end of every partition (at the beginning with
+// fromBeginning); in a group that has committed offsets, a partition without
+// one was added to the topic since (while the group had no member, or
+// before the group's members noticed it): it starts at its beginning, so
+// that what producers wrote there meanwhile is read.
+func startOffsets(ids []int, committed map[int]bool, fromBeginning bool) (missing []kafkago.OffsetRequest, fromFirst bool) {
+	fromFirst = fromBeginning || len(committed) > 0
+	for _, id := range ids {
+		if committed[id] {
+			continue
+		}
+		if fromFirst {
+			missing = append(missing, kafkago.FirstOffsetOf(id))
+		} else {
+			missing = append(missing, kafkago.LastOffsetOf(id))
+		}
+	}
+	return missing, fromFirst
 }
 
 // listOffsets reads the first and last offsets of partitions, retrying

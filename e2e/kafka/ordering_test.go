@@ -163,14 +163,15 @@ func TestPerPartitionOrdering(t *testing.T) {
 	}
 }
 
-// Unordered (the default): MaxInFlight handlers of one partition run at
-// once, never more.
+// Unordered: MaxInFlight handlers of one partition run at once, never
+// more, keyed or not.
 func TestConcurrencyWithinAPartition(t *testing.T) {
 	needKafka(t)
 	ch := unique("order.unordered")
 	const per = 200
 	r := newOrderRecorder()
 	opts := timings
+	opts.Ordering = kafka.Unordered
 	opts.Topic.Partitions = 1
 	startPlugin(t, &service{Name: "free", Channels: channels.Channels{ch: {MaxInFlight: 10, AdapterOptions: []any{opts}, Handler: r.handle}}})
 	sendKeyed(t, startPlugin(t, nil), ch, 1, per)
@@ -179,5 +180,31 @@ func TestConcurrencyWithinAPartition(t *testing.T) {
 	defer r.mu.Unlock()
 	if r.maxTotal < 2 || r.maxTotal > 10 {
 		t.Fatalf("at most %d handlers of one partition ran at once, want 2..10", r.maxTotal)
+	}
+}
+
+// TestKeyedMessagesKeepTheirOrderByDefault: 100 keyed messages (5 keys)
+// on a channel with MaxInFlight 10 and no ordering option run in the order
+// of each key, one at a time per key.
+func TestKeyedMessagesKeepTheirOrderByDefault(t *testing.T) {
+	needKafka(t)
+	ch := unique("order.default")
+	const keys, per = 5, 20
+	r := newOrderRecorder()
+	startPlugin(t, &service{Name: "default", Channels: channels.Channels{ch: {MaxInFlight: 10, Handler: r.handle}}})
+	sendKeyed(t, startPlugin(t, nil), ch, keys, per)
+	eventually(t, 60*time.Second, "every message handled", func() bool { return r.done(keys, per) })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	outOfOrder := 0
+	for _, seqs := range r.seqs {
+		for i, s := range seqs {
+			if s != i {
+				outOfOrder++
+			}
+		}
+	}
+	if outOfOrder > 0 || r.maxPerKey != 1 {
+		t.Fatalf("%d of %d messages out of their key's order, %d of one key at once", outOfOrder, keys*per, r.maxPerKey)
 	}
 }

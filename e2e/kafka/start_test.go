@@ -1,0 +1,71 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/e2e/brokerenv"
+	"github.com/microchannels/channels/e2e/interop"
+	"github.com/microchannels/channels/e2e/linkfault"
+	"github.com/microchannels/channels/kafka"
+)
+
+// TestTenChannelsAtStart: a service with 10 channels starts within its
+// connect timeout although each group takes seconds to form (the link of
+// the group members is slowed by 200 ms each way, as Kafka's default
+// group.initial.rebalance.delay.ms of 3 s holds a new group's first
+// generation): the groups are joined at the same time, off the connect
+// deadline, and every channel consumes.
+func TestTenChannelsAtStart(t *testing.T) {
+	needKafka(t)
+	brokers := brokerenv.KafkaBrokers()
+	if len(brokers) != 1 {
+		t.Skip("the proxy maps one broker")
+	}
+	l := linkfault.New(t, brokers[0])
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, l.Addr())
+	}
+	// The group members and readers dial through the slow link; sends and
+	// administrative requests do not.
+	a, err := kafka.New(kafkaURL(), kafka.WithChannelOptions(timings),
+		kafka.WithTransport(nil, &kafkago.Dialer{DialFunc: dial, Timeout: 5 * time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	var got [n]atomic.Int32
+	chs := channels.Channels{}
+	names := make([]string, n)
+	for i := range n {
+		names[i] = unique(fmt.Sprintf("start.ten.%d", i))
+		chs[names[i]] = channels.On(func(context.Context, *channels.Message) error { got[i].Add(1); return nil })
+	}
+	l.Latency(200 * time.Millisecond)
+	began := time.Now()
+	interop.StartPlugin(t, a, &service{Name: "ten", Channels: chs}, channels.WithTimeouts(10*time.Second, 10*time.Second, 10*time.Second))
+	t.Logf("started in %s", time.Since(began).Round(time.Millisecond))
+	sender := startPlugin(t, nil)
+	for _, ch := range names {
+		if err := sender.SendToChannel(context.Background(), ch, "hello"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 60*time.Second, "every channel consuming", func() bool {
+		for i := range n {
+			if got[i].Load() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("every channel consumed %s after the start began", time.Since(began).Round(time.Millisecond))
+}
