@@ -305,11 +305,18 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
+	if l := a.Limits(); ch.Limits.MaxMessageBytes == 0 || l.MaxMessageBytes < ch.Limits.MaxMessageBytes {
+		ch.Limits.MaxMessageBytes = l.MaxMessageBytes
+	}
 	if ch.DeadLetter.Enabled {
-		dl := opts.Stream
-		dl.Name, dl.Subjects = "", nil // the dead-letter queue has its own stream
-		if _, err := ensureStream(ctx, c.js, ch.DeadLetter.Queue, dl); err != nil {
+		_, dl, err := ensureStreamConfig(ctx, c.js, ch.DeadLetter.Queue, deadLetterStream(opts.DeadLetterStream))
+		if err != nil {
 			return nil, err
+		}
+		// A dead letter over the stream's MaxMsgSize is refused by the
+		// server: the kit fits the copy's headers into the lower bound.
+		if dl.MaxMsgSize > 0 && (ch.Limits.MaxMessageBytes == 0 || int(dl.MaxMsgSize) < ch.Limits.MaxMessageBytes) {
+			ch.Limits.MaxMessageBytes = int(dl.MaxMsgSize)
 		}
 	}
 	a.streamOf.Store(ch.Name, stream)
@@ -369,6 +376,18 @@ func flushCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(context.Background(), DefaultOpTimeout)
+}
+
+var _ broker.Limiter = (*Adapter)(nil)
+
+// Limits reports the server's max_payload (the connection's MaxPayload) as
+// the bound of one message, payload and headers together; 0 before Connect.
+func (a *Adapter) Limits() broker.Limits {
+	c := a.cur.Load()
+	if c == nil {
+		return broker.Limits{}
+	}
+	return broker.Limits{MaxMessageBytes: int(c.nc.MaxPayload())}
 }
 
 var _ broker.LagReporter = (*Adapter)(nil)

@@ -187,8 +187,17 @@ type ChannelOptions struct {
 	// an ack is written on the connection and flushed with the next batch
 	// of writes (a lost ack means a redelivery after AckWait).
 	AckSync bool
-	// Stream shapes the channel's stream and the dead-letter stream.
+	// Stream shapes the channel's stream.
 	Stream StreamOptions
+	// DeadLetterStream shapes the stream of the dead-letter queue; the
+	// channel's Stream options do not apply to it. Unset fields get the
+	// server's defaults: limits retention, no size or age bound. A
+	// dead-letter stream keeps what it is given even when nobody reads it:
+	// interest retention (which stores nothing while the stream has no
+	// consumer) is used only when Retention asks for it, and an existing
+	// dead-letter stream with interest retention is turned to limits
+	// retention otherwise.
+	DeadLetterStream StreamOptions
 }
 
 func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
@@ -217,6 +226,7 @@ func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
 		o.AckSync = true
 	}
 	o.Stream = o.Stream.merge(over.Stream)
+	o.DeadLetterStream = o.DeadLetterStream.merge(over.DeadLetterStream)
 	return o
 }
 
@@ -242,7 +252,8 @@ func (o ChannelOptions) Validate() error {
 		return fmt.Errorf("%w: jetstream DeliverByStartSequence needs StartSequence", broker.ErrInvalidOption)
 	case o.DeliverPolicy == DeliverByStartTime && o.StartTime.IsZero():
 		return fmt.Errorf("%w: jetstream DeliverByStartTime needs StartTime", broker.ErrInvalidOption)
-	case o.Stream.MaxAge < 0, o.Stream.Duplicates < 0, o.Stream.Replicas < 0:
+	case o.Stream.MaxAge < 0, o.Stream.Duplicates < 0, o.Stream.Replicas < 0,
+		o.DeadLetterStream.MaxAge < 0, o.DeadLetterStream.Duplicates < 0, o.DeadLetterStream.Replicas < 0:
 		return fmt.Errorf("%w: jetstream stream MaxAge, Duplicates and Replicas must be >= 0", broker.ErrInvalidOption)
 	}
 	return nil

@@ -324,9 +324,7 @@ func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 	}
 	_, err := t.s.c.js.PublishMsg(ctx, m)
 	if errors.Is(err, js.ErrNoStreamResponse) && t.s.c.nc.IsConnected() {
-		dl := t.s.opts.Stream
-		dl.Name, dl.Subjects = "", nil
-		if _, serr := ensureStream(ctx, t.s.c.js, t.s.ch.DeadLetter.Queue, dl); serr == nil {
+		if _, serr := ensureStream(ctx, t.s.c.js, t.s.ch.DeadLetter.Queue, deadLetterStream(t.s.opts.DeadLetterStream)); serr == nil {
 			_, err = t.s.c.js.PublishMsg(ctx, m)
 		}
 	}
