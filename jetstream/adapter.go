@@ -180,7 +180,7 @@ func prepareMsg(channel string, out *broker.Outgoing) (*nats.Msg, []js.PublishOp
 	m := nats.NewMsg(channel)
 	m.Data = out.Payload
 	if err := setHeaders(m.Header, out.Headers); err != nil {
-		return nil, nil, &broker.EncodeError{Channel: channel, Err: err}
+		return nil, nil, &broker.PublishError{Channel: channel, Err: err}
 	}
 	var popts []js.PublishOpt
 	if so, ok := sendOptions(out.Options.AdapterOptions); ok {
@@ -257,18 +257,44 @@ func (a *Adapter) publish(ctx context.Context, c *conn, m *nats.Msg, popts []js.
 
 // setHeaders copies message headers to NATS headers, keeping the names as
 // they are (NATS headers are case-sensitive). Names and values cannot
-// hold CR or LF, and names no colon or space.
+// hold CR or LF, and names no colon, space or other control character.
+// The names Status and Description are refused: NATS clients take an
+// empty message with a Status header for a status of the server (nats.go
+// never hands it to a consumer). The error wraps ErrHeaderRefused.
 func setHeaders(h nats.Header, src map[string]string) error {
 	for k, v := range src {
-		if k == "" || strings.ContainsAny(k, ":\r\n \t") {
-			return fmt.Errorf("header name %q cannot be sent as a NATS header", k)
+		if !validHeaderName(k) {
+			return fmt.Errorf("%w: header name %q", ErrHeaderRefused, k)
+		}
+		if k == statusHeader || k == descriptionHeader {
+			return fmt.Errorf("%w: header %q is reserved for the statuses of the server", ErrHeaderRefused, k)
 		}
 		if strings.ContainsAny(v, "\r\n") {
-			return fmt.Errorf("header %q: a NATS header value cannot hold CR or LF", k)
+			return fmt.Errorf("%w: header %q: a value cannot hold CR or LF", ErrHeaderRefused, k)
 		}
 		h[k] = []string{v}
 	}
 	return nil
+}
+
+// Headers NATS clients read as a status of the server.
+const (
+	statusHeader      = "Status"
+	descriptionHeader = "Description"
+)
+
+// validHeaderName: printable ASCII without colon or space (what the NATS
+// header format and its readers take as a name).
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c == ':' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // records opens the failure-record bucket once per connection.
@@ -333,7 +359,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if opts.InProgressInterval == 0 || opts.InProgressInterval >= ackWait {
 		opts.InProgressInterval = max(ackWait/3, 10*time.Millisecond)
 	}
-	s := newSubscription(a, c, ch, opts, cons, newRecords(kv, stream, durable))
+	s := newSubscription(a, c, ch, opts, stream, cons, newRecords(kv, stream, durable))
 	a.subs.Add(s)
 	return s, nil
 }

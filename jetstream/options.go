@@ -35,6 +35,15 @@ const (
 	// failed waits before it is delivered again (and dead-lettered without
 	// running).
 	DefaultKeepDelay = time.Second
+	// DefaultMaxDeliver is the consumer's MaxDeliver: the server stops
+	// delivering a message after that many deliveries. The kit gives a
+	// message up long before (RetryPolicy.MaxDeliveries, 9 by default,
+	// releases not counted); this bound is the backstop for a message that
+	// never reaches the kit (a client that cannot read it), so that it
+	// cannot come back every AckWait for ever. A message stopped by it stays
+	// in the stream and is reported by the server's
+	// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES advisory.
+	DefaultMaxDeliver = 1000
 	// DefaultRecordsBucket is the key-value bucket of the failure records.
 	DefaultRecordsBucket = "channels_records"
 	// DefaultRecordTTL is how long a failure record is kept when its message
@@ -182,6 +191,11 @@ type ChannelOptions struct {
 	StartTime time.Time
 	// FetchTimeout is the expiry of one pull request (default 5s).
 	FetchTimeout time.Duration
+	// MaxDeliver is the consumer's MaxDeliver (default DefaultMaxDeliver);
+	// -1 lets the server deliver a message without bound. It must stay
+	// far above the channel's MaxDeliveries: releases (messages handed
+	// back unrun at a stop) count as deliveries on the server.
+	MaxDeliver int
 	// AckSync makes each acknowledgement a request the server confirms
 	// (double ack), at the price of a round trip per message; by default
 	// an ack is written on the connection and flushed with the next batch
@@ -222,6 +236,9 @@ func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
 	if over.FetchTimeout != 0 {
 		o.FetchTimeout = over.FetchTimeout
 	}
+	if over.MaxDeliver != 0 {
+		o.MaxDeliver = over.MaxDeliver
+	}
 	if over.AckSync {
 		o.AckSync = true
 	}
@@ -242,6 +259,8 @@ func (o ChannelOptions) Validate() error {
 	case o.AckWait > 0 && o.InProgressInterval >= o.AckWait:
 		return fmt.Errorf("%w: jetstream InProgressInterval (%s) must be shorter than AckWait (%s)",
 			broker.ErrInvalidOption, o.InProgressInterval, o.AckWait)
+	case o.MaxDeliver < -1:
+		return fmt.Errorf("%w: jetstream MaxDeliver must be > 0, or -1 for no bound", broker.ErrInvalidOption)
 	case o.MaxAckPending < 0:
 		return fmt.Errorf("%w: jetstream MaxAckPending must be > 0", broker.ErrInvalidOption)
 	case o.FetchTimeout < 0, o.FetchTimeout > 0 && o.FetchTimeout < 100*time.Millisecond:
@@ -257,6 +276,13 @@ func (o ChannelOptions) Validate() error {
 		return fmt.Errorf("%w: jetstream stream MaxAge, Duplicates and Replicas must be >= 0", broker.ErrInvalidOption)
 	}
 	return nil
+}
+
+func (o ChannelOptions) maxDeliver() int {
+	if o.MaxDeliver == 0 {
+		return DefaultMaxDeliver
+	}
+	return o.MaxDeliver
 }
 
 func (o ChannelOptions) withDefaults() ChannelOptions {

@@ -192,7 +192,7 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 			DeliverPolicy: o.DeliverPolicy.native(),
 			AckPolicy:     js.AckExplicitPolicy,
 			AckWait:       o.AckWait,
-			MaxDeliver:    -1,
+			MaxDeliver:    o.maxDeliver(),
 			FilterSubject: subject,
 			MaxAckPending: o.MaxAckPending,
 			ReplayPolicy:  js.ReplayInstantPolicy,
@@ -244,9 +244,9 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 	} else if m := max(DefaultMaxAckPending, 2*maxInFlight); cfg.MaxAckPending < m && cfg.MaxAckPending >= 0 {
 		cfg.MaxAckPending = m
 	}
-	if cfg.MaxDeliver > 0 {
-		cfg.MaxDeliver = -1 // the kit bounds deliveries (MaxDeliveries), then dead-letters
-	}
+	// The kit bounds deliveries (MaxDeliveries), then dead-letters; the
+	// server's bound is the backstop for what never reaches the kit.
+	cfg.MaxDeliver = o.maxDeliver()
 	return cfg, nil
 }
 

@@ -21,13 +21,14 @@ import (
 // delivery (acks, naks with delay, dead letters, failure records).
 type subscription struct {
 	*broker.Consumer
-	a    *Adapter
-	c    *conn
-	ch   *broker.Channel
-	opts ChannelOptions
-	cons js.Consumer
-	recs records
-	log  *slog.Logger
+	a      *Adapter
+	c      *conn
+	ch     *broker.Channel
+	opts   ChannelOptions
+	stream string
+	cons   js.Consumer
+	recs   records
+	log    *slog.Logger
 
 	fetchCtx  context.Context // cancelled by StopFetching
 	stopFetch context.CancelFunc
@@ -35,9 +36,9 @@ type subscription struct {
 	running   map[*delivery]struct{}
 }
 
-func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, cons js.Consumer, recs records) *subscription {
+func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, stream string, cons js.Consumer, recs records) *subscription {
 	fctx, cancel := context.WithCancel(context.Background())
-	return &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, cons: cons, recs: recs,
+	return &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, stream: stream, cons: cons, recs: recs,
 		log: ch.Logger, fetchCtx: fctx, stopFetch: cancel, running: map[*delivery]struct{}{}}
 }
 
@@ -73,32 +74,31 @@ func (s *subscription) finish(ctx context.Context, _ bool) error {
 // MaxInFlight pulled messages wait (Consumer.Hold), in order, for the next
 // free slot, so a message published while the handlers run is delivered
 // at once instead of after another pull. Held messages are reported in
-// progress like running ones; a drain hands back those that never ran.
+// progress like running ones; a drain hands back those that never ran,
+// and those that reached the pull's inbox as it stopped.
 func (s *subscription) fetchLoop() {
-	if s.MaxInFlight() == 1 {
-		s.nextLoop()
-		return
-	}
 	var retry broker.Reconnect
+	hold := func(m js.Msg) { s.Hold(&s.delivery(m).Delivery) }
+	var p *puller
+	for p == nil {
+		var err error
+		if p, err = newPuller(s.c.nc, s.stream, DurableName(s.ch.Group)); err != nil {
+			if !s.pullFailed(err, &retry) {
+				return
+			}
+		}
+	}
+	defer p.drain(hold)
 	for {
 		n, ok := s.AwaitFetch()
 		if !ok {
 			return
 		}
-		ctx, cancel := context.WithTimeout(s.fetchCtx, s.opts.FetchTimeout)
-		batch, err := s.cons.Fetch(n, js.FetchContext(ctx))
-		if err == nil {
-			for m := range batch.Messages() {
-				s.Hold(&s.delivery(m).Delivery)
-			}
-			err = batch.Error()
-		}
-		cancel()
+		err := p.fetch(s.fetchCtx, n, s.opts.FetchTimeout, hold)
 		if s.IsStopping() {
 			return
 		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
-			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, js.ErrNoMessages) {
+		if err != nil && !errors.Is(err, context.Canceled) {
 			if !s.pullFailed(err, &retry) {
 				return
 			}
@@ -120,72 +120,8 @@ func (s *subscription) pullFailed(err error, retry *broker.Reconnect) bool {
 	return ok
 }
 
-// nextLoop is the fetch loop of MaxInFlight 1: one standing pull
-// subscription (Consumer.Messages) asking for one message at a time, and
-// only when the message held before it has started, so, as with Fetch,
-// nothing is pulled that is not held and reported in progress, without a
-// subscription and a request of its own per message.
-func (s *subscription) nextLoop() {
-	var retry broker.Reconnect
-	var it js.MessagesContext
-	defer func() {
-		if it != nil {
-			it.Stop()
-		}
-	}()
-	for {
-		if _, ok := s.AwaitFetch(); !ok {
-			return
-		}
-		var err error
-		if it == nil {
-			it, err = s.cons.Messages(js.PullMaxMessages(1), js.PullExpiry(max(s.opts.FetchTimeout, minPullExpiry)))
-		}
-		var m js.Msg
-		if err == nil {
-			m, err = it.Next(js.NextContext(s.fetchCtx))
-		}
-		if s.IsStopping() {
-			if m != nil {
-				s.Hold(&s.delivery(m).Delivery) // handed back: the drain started
-			}
-			if it != nil {
-				s.handBackBuffered(it)
-			}
-			return
-		}
-		if err != nil {
-			if it != nil {
-				it.Stop()
-				it = nil
-			}
-			if !s.pullFailed(err, &retry) {
-				return
-			}
-			continue
-		}
-		retry.Succeeded()
-		s.Hold(&s.delivery(m).Delivery)
-	}
-}
-
-// handBackBuffered drains the standing pull at a stop. A message that
-// reached it as the pull was cancelled (Next may report the cancellation
-// with a message buffered) is handed back like any message held at a stop,
-// instead of being dropped with the subscription, to come back only after
-// AckWait with one more delivery counted.
-func (s *subscription) handBackBuffered(it js.MessagesContext) {
-	it.Drain()
-	for {
-		m, err := it.Next(js.NextMaxWait(minPullExpiry))
-		if err != nil {
-			return
-		}
-		s.Hold(&s.delivery(m).Delivery)
-	}
-}
-
-// minPullExpiry is the shortest pull expiry the server takes.
+// minPullExpiry bounds the wait for the messages that reached the pull's
+// inbox as it stopped.
 const minPullExpiry = time.Second
 
 // reprovision recreates the stream and the consumer after they were
