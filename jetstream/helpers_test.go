@@ -1,9 +1,12 @@
 package jetstream_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -161,3 +164,39 @@ type writerFunc func([]byte) (int, error)
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 var errBoom = errors.New("boom")
+
+// rawPublish publishes on the NATS protocol itself (HPUB), as a third-party
+// client may, with a header block nats.go would refuse to write; headers
+// are "Name: value" lines without the trailing CRLF.
+func rawPublish(t testing.TB, url, subject string, headers []string, payload []byte) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "nats://"), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	hdr := "NATS/1.0\r\n"
+	for _, h := range headers {
+		hdr += h + "\r\n"
+	}
+	hdr += "\r\n"
+	msg := fmt.Sprintf("CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}\r\nHPUB %s %d %d\r\n%s%s\r\nPING\r\n",
+		subject, len(hdr), len(hdr)+len(payload), hdr, payload)
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("raw publish: %v", err)
+		}
+		if strings.HasPrefix(line, "-ERR") {
+			t.Fatalf("raw publish: %s", line)
+		}
+		if strings.HasPrefix(line, "PONG") {
+			return
+		}
+	}
+}
