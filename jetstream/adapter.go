@@ -380,7 +380,7 @@ func (a *Adapter) Close(ctx context.Context) error {
 	defer a.mu.Unlock()
 	a.state.SetClosed()
 	a.cur.Store(nil)
-	if c.nc.IsConnected() {
+	if c.nc.IsConnected() && ctx.Err() == nil {
 		fctx, cancel := flushCtx(ctx)
 		if err := c.nc.FlushWithContext(fctx); err != nil {
 			errs = append(errs, fmt.Errorf("channels/jetstream: flush: %w", err))
@@ -388,7 +388,13 @@ func (a *Adapter) Close(ctx context.Context) error {
 		cancel()
 	}
 	if a.external == nil {
-		c.nc.Close()
+		// Closing writes what is buffered: on a frozen link it may block
+		// until the write deadline; it is left to finish past ctx.
+		cctx, cancel := flushCtx(ctx)
+		if err := broker.Bounded(cctx, "close of the NATS connection", func() error { c.nc.Close(); return nil }); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
 	}
 	a.kv = nil
 	a.streams.Clear()
@@ -396,12 +402,12 @@ func (a *Adapter) Close(ctx context.Context) error {
 }
 
 // flushCtx bounds a flush by ctx, or by DefaultOpTimeout when ctx has no
-// deadline (or has ended: the flush still gets a short chance).
+// deadline. A ctx that has ended gives no more time.
 func flushCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok && ctx.Err() == nil {
+	if _, ok := ctx.Deadline(); ok || ctx.Err() != nil {
 		return context.WithCancel(ctx)
 	}
-	return context.WithTimeout(context.Background(), DefaultOpTimeout)
+	return context.WithTimeout(ctx, DefaultOpTimeout)
 }
 
 var _ broker.Limiter = (*Adapter)(nil)

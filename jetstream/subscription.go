@@ -62,7 +62,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 func (s *subscription) finish(ctx context.Context, _ bool) error {
 	defer s.a.subs.Remove(s)
 	s.stopFetch()
-	if !s.Started() || !s.c.nc.IsConnected() {
+	if !s.Started() || !s.c.nc.IsConnected() || ctx.Err() != nil {
 		return nil
 	}
 	fctx, cancel := flushCtx(ctx)
