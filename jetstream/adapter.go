@@ -387,6 +387,11 @@ func (a *Adapter) Close(ctx context.Context) error {
 		}
 		cancel()
 	}
+	if a.external != nil {
+		// The caller's connection stays open: remove what this adapter
+		// added to it (the reply subscription of asynchronous publishes).
+		c.js.CleanupPublisher()
+	}
 	if a.external == nil {
 		// Closing writes what is buffered: on a frozen link it may block
 		// until the write deadline; it is left to finish past ctx.
