@@ -2,6 +2,8 @@ package jetstream
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -43,6 +45,8 @@ type Adapter struct {
 	display   string
 	external  *nats.Conn
 	natsOpts  []nats.Option
+	tlsConfig *tls.Config    // WithTLS (a copy)
+	rootCAs   *x509.CertPool // WithRootCAs
 	chopts    ChannelOptions
 	bucket    string
 	recordTTL time.Duration
@@ -130,6 +134,9 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 			nats.ReconnectBufSize(-1)}
 		if d, ok := ctx.Deadline(); ok {
 			opts = append(opts, nats.Timeout(max(time.Until(d), 100*time.Millisecond)))
+		}
+		if t := a.tlsOption(); t != nil {
+			opts = append(opts, t)
 		}
 		var err error
 		nc, err = nats.Connect(strings.Join(a.servers, ","), append(opts, a.natsOpts...)...)

@@ -383,14 +383,30 @@ func WithNKeyFile(file string) Option {
 	}
 }
 
-// WithTLS sets the TLS configuration (tls:// URLs require TLS).
+// WithTLS sets the TLS configuration (tls:// URLs require TLS). The
+// adapter uses a copy: cfg is not changed, by this option or by
+// WithRootCAs, before or after it.
 func WithTLS(cfg *tls.Config) Option {
-	return func(a *Adapter) error { return a.natsOption(nats.Secure(cfg)) }
+	return func(a *Adapter) error {
+		if a.external != nil {
+			return a.natsOption()
+		}
+		if cfg == nil {
+			return fmt.Errorf("%w: jetstream TLS configuration is nil", broker.ErrInvalidOption)
+		}
+		a.tlsConfig = cfg.Clone()
+		return nil
+	}
 }
 
-// WithRootCAs trusts the PEM certificates in files for the server.
+// WithRootCAs trusts the PEM certificates in files for the server. It
+// applies to the configuration of WithTLS whatever their order (without
+// WithTLS, to a default one with TLS 1.2 at least).
 func WithRootCAs(files ...string) Option {
 	return func(a *Adapter) error {
+		if a.external != nil {
+			return a.natsOption()
+		}
 		pool := x509.NewCertPool()
 		for _, f := range files {
 			b, err := os.ReadFile(f)
@@ -401,15 +417,25 @@ func WithRootCAs(files ...string) Option {
 				return fmt.Errorf("%w: jetstream root CA %s holds no PEM certificate", broker.ErrInvalidOption, f)
 			}
 		}
-		return a.natsOption(func(o *nats.Options) error {
-			if o.TLSConfig == nil {
-				o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-			}
-			o.TLSConfig.RootCAs = pool
-			o.Secure = true
-			return nil
-		})
+		a.rootCAs = pool
+		return nil
 	}
+}
+
+// tlsOption is the TLS of WithTLS and WithRootCAs as one nats.Option on a
+// configuration of the adapter's own (nil when neither was given).
+func (a *Adapter) tlsOption() nats.Option {
+	if a.tlsConfig == nil && a.rootCAs == nil {
+		return nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if a.tlsConfig != nil {
+		cfg = a.tlsConfig.Clone()
+	}
+	if a.rootCAs != nil {
+		cfg.RootCAs = a.rootCAs
+	}
+	return nats.Secure(cfg)
 }
 
 // WithClientCert presents the certificate and key in these PEM files (mutual TLS).
