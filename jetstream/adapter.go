@@ -366,7 +366,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if opts.InProgressInterval == 0 || opts.InProgressInterval >= ackWait {
 		opts.InProgressInterval = max(ackWait/3, 10*time.Millisecond)
 	}
-	s := newSubscription(a, c, ch, opts, stream, cons, newRecords(kv, stream, durable))
+	s := newSubscription(a, c, ch, opts, stream, cons, newRecords(kv, stream, durable, cons.CachedInfo().Created))
 	a.subs.Add(s)
 	return s, nil
 }
@@ -462,15 +462,35 @@ func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupL
 var _ broker.ChannelRemover = (*Adapter)(nil)
 
 // RemoveChannel deletes the channel's stream (StreamName), with its
-// consumers. A channel kept in a shared stream (StreamOptions subjects) is
-// not removed this way: delete or purge that stream yourself.
+// consumers and their failure records. This adapter's own subscriptions
+// of the channel are drained first (bounded by ctx): they would create
+// the stream again. Subscriptions of other processes recreate it as they
+// do after any deletion. A channel kept in a shared stream (StreamOptions
+// subjects) is not removed this way: delete or purge that stream yourself.
 func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
-	j := a.JetStream()
-	if j == nil {
+	c := a.cur.Load()
+	if c == nil {
 		return broker.ErrNotConnected
 	}
-	if err := j.DeleteStream(ctx, StreamName(channel)); err != nil && !errors.Is(err, js.ErrStreamNotFound) {
-		return fmt.Errorf("channels/jetstream: remove %q: %w", channel, err)
+	var errs []error
+	for _, sub := range a.subs.List() {
+		if s, ok := sub.(*subscription); ok && s.ch.Name == channel {
+			if err := s.Drain(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
-	return nil
+	stream := StreamName(channel)
+	if s, ok := a.streamOf.Load(channel); ok {
+		stream = s.(string)
+	}
+	a.streams.Delete(channel)
+	a.streamOf.Delete(channel)
+	if err := c.js.DeleteStream(ctx, stream); err != nil && !errors.Is(err, js.ErrStreamNotFound) {
+		return errors.Join(append(errs, fmt.Errorf("channels/jetstream: remove %q: %w", channel, err))...)
+	}
+	if err := purgeStream(ctx, c.js, a.bucket, stream); err != nil {
+		errs = append(errs, fmt.Errorf("channels/jetstream: remove %q: failure records: %w", channel, err))
+	}
+	return errors.Join(errs...)
 }

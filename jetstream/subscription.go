@@ -3,6 +3,7 @@ package jetstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -134,6 +135,7 @@ func (s *subscription) reprovision() {
 		var cons js.Consumer
 		if cons, err = ensureConsumer(ctx, s.c.js, stream, s.ch.Name, DurableName(s.ch.Group), s.opts, s.MaxInFlight()); err == nil {
 			s.cons = cons
+			s.recs = newRecords(s.recs.kv, stream, DurableName(s.ch.Group), cons.CachedInfo().Created)
 		}
 	}
 	if err != nil {
@@ -171,14 +173,24 @@ type delivery struct {
 	s      *subscription
 	m      js.Msg
 	seq    uint64
+	recs   records // of the consumer that delivered it
 	rec    record
 	hasRec bool // a record may exist: delete it with the ack
+	known  bool // rec is what the bucket holds (read, or none can exist)
+}
+
+// recordReadTimeout bounds the read of a failure record in the fetch path:
+// the messages behind it wait for it.
+func (s *subscription) recordReadTimeout() time.Duration {
+	return min(max(s.opts.InProgressInterval, 100*time.Millisecond), DefaultOpTimeout)
 }
 
 // delivery builds the kit's delivery: the attempt is 1 + the failed runs
 // recorded, the deliveries the server's NumDelivered less the releases.
+// It is reported in progress from the start (its record may take a while).
 func (s *subscription) delivery(m js.Msg) *delivery {
-	d := &delivery{s: s, m: m}
+	d := &delivery{s: s, m: m, recs: s.recs, known: true}
+	s.track(d)
 	msg := &d.msg
 	msg.SetSerializer(s.ch.Serializer)
 	msg.Channel, msg.Group, msg.Payload, msg.Raw, msg.Attempt = s.ch.Name, s.ch.Group, m.Data(), m, 1
@@ -189,11 +201,12 @@ func (s *subscription) delivery(m js.Msg) *delivery {
 		msg.Timestamp = meta.Timestamp
 		deliveries = int(meta.NumDelivered)
 		if meta.NumDelivered > 1 {
-			ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
-			rec, ok, err := s.recs.load(ctx, d.seq)
+			ctx, cancel := context.WithTimeout(context.Background(), s.recordReadTimeout())
+			rec, ok, err := d.recs.load(ctx, d.seq)
 			cancel()
 			d.hasRec = ok || err != nil // unread: the ack clears it anyway
 			if err != nil {
+				d.known = false
 				s.log.Warn("channels/jetstream: reading the failure record failed; counting from the delivery counter",
 					"channel", s.ch.Name, "id", msg.ID, "error", err)
 			} else if ok {
@@ -213,7 +226,6 @@ func (s *subscription) delivery(m js.Msg) *delivery {
 		}
 	}
 	d.Delivery = broker.Delivery{Msg: msg, Deliveries: deliveries, Final: d.rec.Final, Failure: d.rec.Failure, Settle: d}
-	s.track(d)
 	return d
 }
 
@@ -229,7 +241,7 @@ func (t *delivery) Ack(ctx context.Context) error {
 	}
 	if err == nil && t.hasRec {
 		rctx, cancel := context.WithTimeout(ctx, DefaultOpTimeout)
-		if rerr := t.s.recs.remove(rctx, t.seq); rerr != nil {
+		if rerr := t.recs.remove(rctx, t.seq); rerr != nil {
 			t.s.log.Warn("channels/jetstream: deleting a failure record failed; it expires with the bucket TTL",
 				"channel", t.s.ch.Name, "id", t.msg.ID, "error", rerr)
 		}
@@ -242,14 +254,32 @@ func (t *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 	t.s.untrack(t)
 	// Record the failed run before the nak, so that whichever member gets
 	// the message next sees the attempt.
+	return t.update(ctx, func(rec *record) { rec.Failures++; rec.Failure = failure }, func() error { return t.m.NakWithDelay(delay) })
+}
+
+// update writes the message's record changed by change, then hands the
+// message back with nak. A record that could not be read at the delivery
+// is read again first; when it still cannot be, nothing is written (a
+// record started from zero would overwrite the count kept there) and the
+// message is handed back all the same.
+func (t *delivery) update(ctx context.Context, change func(*record), nak func() error) error {
+	if !t.known {
+		rec, ok, err := t.recs.load(ctx, t.seq)
+		if err != nil {
+			return errors.Join(fmt.Errorf("channels/jetstream: failure record unreadable, not updated: %w", err), nak())
+		}
+		t.known = true
+		if ok {
+			t.rec = rec
+		}
+	}
 	rec := t.rec
-	rec.Failures++
-	rec.Failure = failure
-	err := t.s.recs.store(ctx, t.seq, rec)
+	change(&rec)
+	err := t.recs.store(ctx, t.seq, rec)
 	if err == nil {
 		t.rec, t.hasRec = rec, true
 	}
-	return errors.Join(err, t.m.NakWithDelay(delay))
+	return errors.Join(err, nak())
 }
 
 func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
@@ -269,16 +299,11 @@ func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 
 func (t *delivery) Keep(ctx context.Context, failure map[string]string) error {
 	t.s.untrack(t)
-	rec := t.rec
-	rec.Final, rec.Failure = true, failure
-	err := t.s.recs.store(ctx, t.seq, rec)
-	return errors.Join(err, t.m.NakWithDelay(DefaultKeepDelay))
+	return t.update(ctx, func(rec *record) { rec.Final, rec.Failure = true, failure },
+		func() error { return t.m.NakWithDelay(DefaultKeepDelay) })
 }
 
 func (t *delivery) Release(ctx context.Context) error {
 	t.s.untrack(t)
-	rec := t.rec
-	rec.Releases++
-	err := t.s.recs.store(ctx, t.seq, rec)
-	return errors.Join(err, t.m.Nak())
+	return t.update(ctx, func(rec *record) { rec.Releases++ }, t.m.Nak)
 }
