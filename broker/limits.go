@@ -110,11 +110,9 @@ func (l Limits) FitWith(payload int, base, h map[string]string) (map[string]stri
 		}
 	}
 	if m, ok := out[HeaderErrorMessage]; ok && len(m) > minErrorMessage {
-		// Mark the cut first: the mark is counted in what must fit.
 		cut = append(cut, HeaderErrorMessage)
 		out[HeaderErrorTrimmed] = strings.Join(cut, ",")
-		over := l.over(payload, out)
-		keep := len(m) - over - len("…")
+		keep := len(m) - l.over(payload, out) - len("…")
 		if keep < minErrorMessage {
 			keep = minErrorMessage
 		}
