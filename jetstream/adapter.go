@@ -362,11 +362,10 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
-	ackWait := cons.CachedInfo().Config.AckWait
-	if opts.InProgressInterval == 0 || opts.InProgressInterval >= ackWait {
-		opts.InProgressInterval = max(ackWait/3, 10*time.Millisecond)
-	}
+	asked := opts.InProgressInterval
+	opts.InProgressInterval = inProgressEvery(cons.CachedInfo().Config.AckWait, asked)
 	s := newSubscription(a, c, ch, opts, stream, cons, newRecords(kv, stream, durable, cons.CachedInfo().Created))
+	s.askedInterval = asked
 	a.subs.Add(s)
 	return s, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,19 +36,51 @@ type subscription struct {
 	stopFetch context.CancelFunc
 	runningMu sync.Mutex
 	running   map[*delivery]struct{}
+
+	// The in-progress reports follow the consumer's live AckWait (any
+	// member's options may change it): askedInterval is the option (0:
+	// AckWait/3), interval the one in use (ns), lastReport the last
+	// report, refreshed the last read of the consumer's configuration.
+	askedInterval time.Duration
+	interval      atomic.Int64
+	lastReport    time.Time
+	refreshed     time.Time
+	refreshing    atomic.Bool
+	consMu        sync.Mutex // cons: replaced by reprovision, read by refresh
 }
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, stream string, cons js.Consumer, recs records) *subscription {
 	fctx, cancel := context.WithCancel(context.Background())
-	return &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, stream: stream, cons: cons, recs: recs,
+	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, stream: stream, cons: cons, recs: recs,
 		log: ch.Logger, fetchCtx: fctx, stopFetch: cancel, running: map[*delivery]struct{}{}}
+	s.interval.Store(int64(opts.InProgressInterval))
+	return s
 }
+
+// inProgressEvery is the in-progress interval for a consumer's AckWait:
+// the asked one when set and shorter than AckWait/3, else AckWait/3.
+func inProgressEvery(ackWait, asked time.Duration) time.Duration {
+	every := max(ackWait/3, 10*time.Millisecond)
+	if asked > 0 && asked < every {
+		every = asked
+	}
+	return every
+}
+
+// inProgressTick is how often the in-progress beat looks whether a report
+// is due: short enough for the shortest AckWait a member may set (100 ms),
+// so that a shorter AckWait set by another member is followed at once.
+const inProgressTick = 50 * time.Millisecond
+
+// refreshEvery is how often, while messages run, the consumer's live
+// AckWait is read again.
+const refreshEvery = time.Second
 
 // Start begins fetching; it runs once. The in-progress beat runs on the
 // kit's Beat: it goes on while a drain waits for slow handlers.
 func (s *subscription) Start() {
 	if s.Consumer.Start(s.fetchLoop) {
-		s.Beat(s.opts.InProgressInterval, s.inProgress)
+		s.Beat(min(s.opts.InProgressInterval, inProgressTick), s.inProgress)
 	}
 }
 
@@ -134,7 +167,9 @@ func (s *subscription) reprovision() {
 	if err == nil {
 		var cons js.Consumer
 		if cons, err = ensureConsumer(ctx, s.c.js, stream, s.ch.Name, DurableName(s.ch.Group), s.opts, s.MaxInFlight()); err == nil {
+			s.consMu.Lock()
 			s.cons = cons
+			s.consMu.Unlock()
 			s.recs = newRecords(s.recs.kv, stream, DurableName(s.ch.Group), cons.CachedInfo().Created)
 		}
 	}
@@ -144,12 +179,46 @@ func (s *subscription) reprovision() {
 }
 
 // inProgress tells the server that the running messages are being
-// worked on, so a handler longer than AckWait keeps its message.
+// worked on, so a handler longer than AckWait keeps its message. It
+// reports every interval; while messages run, it reads the consumer's
+// AckWait again every refreshEvery (in the background) and adapts the
+// interval to it.
 func (s *subscription) inProgress() {
 	s.runningMu.Lock()
 	defer s.runningMu.Unlock()
+	if len(s.running) == 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(s.refreshed) >= refreshEvery && s.refreshing.CompareAndSwap(false, true) {
+		s.refreshed = now
+		go s.refreshInterval()
+	}
+	if now.Sub(s.lastReport) < time.Duration(s.interval.Load()) {
+		return
+	}
+	s.lastReport = now
 	for d := range s.running {
 		_ = d.m.InProgress()
+	}
+}
+
+// refreshInterval reads the consumer's live AckWait and sets the interval.
+func (s *subscription) refreshInterval() {
+	defer s.refreshing.Store(false)
+	s.consMu.Lock()
+	cons := s.cons
+	s.consMu.Unlock()
+	ctx, cancel := context.WithTimeout(s.fetchCtx, DefaultOpTimeout)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return
+	}
+	every := inProgressEvery(info.Config.AckWait, s.askedInterval)
+	if old := time.Duration(s.interval.Swap(int64(every))); old != every {
+		s.log.Debug("channels/jetstream: in-progress interval follows the consumer's AckWait",
+			"channel", s.ch.Name, "group", s.ch.Group, "ack_wait", info.Config.AckWait, "interval", every)
 	}
 }
 
