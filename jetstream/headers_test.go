@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	js "github.com/nats-io/nats.go/jetstream"
 
@@ -66,4 +67,38 @@ func TestConsumerMaxDeliverBackstop(t *testing.T) {
 			t.Fatalf("consumer %s: MaxDeliver %d, want %d", d, md, jetstream.DefaultMaxDeliver)
 		}
 	}
+}
+
+// An existing consumer without a subject filter (it would read every
+// channel of a shared stream) is given the channel's filter.
+func TestConsumerWithoutFilterGetsOne(t *testing.T) {
+	url, _ := startServer(t)
+	_, j := jsOn(t, url)
+	ctx := context.Background()
+	if _, err := j.CreateStream(ctx, js.StreamConfig{Name: "MIX", Subjects: []string{"mix.*"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.CreateConsumer(ctx, "MIX", js.ConsumerConfig{Durable: "g", AckPolicy: js.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	o := fast
+	o.Stream = jetstream.StreamOptions{Name: "MIX", Subjects: []string{"mix.*"}}
+	var got counter
+	startPlugin(t, newAdapter(t, url, o), &service{Name: "mix", Channels: channels.Channels{
+		"mix.a": {Group: "g", Handler: func(context.Context, *channels.Message) error { got.inc(); return nil }}}})
+	c, err := j.Consumer(ctx, "MIX", "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := c.CachedInfo().Config.FilterSubject; f != "mix.a" {
+		t.Fatalf("consumer filter %q, want mix.a", f)
+	}
+	snd := startPlugin(t, newAdapter(t, url, o), nil)
+	for _, ch := range []string{"mix.b", "mix.a"} {
+		if err := snd.SendToChannel(ctx, ch, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "mix.a delivered", func() bool { return got.get() >= 1 })
+	consistently(t, 500*time.Millisecond, "mix.b not delivered", func() bool { return got.get() == 1 })
 }

@@ -233,7 +233,13 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 			return cfg, notAllowed("OptStartTime", have.OptStartTime, o.StartTime.Format(time.RFC3339Nano))
 		}
 	}
-	if have.FilterSubject != subject && !(have.FilterSubject == "" && len(have.FilterSubjects) == 0) {
+	switch {
+	case have.FilterSubject == "" && len(have.FilterSubjects) == 0:
+		// A consumer without a filter reads every subject of its stream:
+		// on a shared stream, other channels' messages. It is given the
+		// channel's filter.
+		cfg.FilterSubject = subject
+	case have.FilterSubject != subject || len(have.FilterSubjects) > 0:
 		return cfg, notAllowed("FilterSubject", have.FilterSubject, subject)
 	}
 	if o.AckWait != 0 {

@@ -357,6 +357,10 @@ func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 	if err := setHeaders(m.Header, headers); err != nil {
 		return err
 	}
+	// One id per message of one consumer: a dead letter published again
+	// after a lost acknowledgement is stored once (within the dead-letter
+	// stream's Duplicates window).
+	m.Header.Set(nats.MsgIdHdr, "channels-dl."+t.recs.key(t.seq))
 	_, err := t.s.c.js.PublishMsg(ctx, m)
 	if errors.Is(err, js.ErrNoStreamResponse) && t.s.c.nc.IsConnected() {
 		if _, serr := ensureStream(ctx, t.s.c.js, t.s.ch.DeadLetter.Queue, deadLetterStream(t.s.opts.DeadLetterStream)); serr == nil {
