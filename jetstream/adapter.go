@@ -341,6 +341,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if l := a.Limits(); ch.Limits.MaxMessageBytes == 0 || l.MaxMessageBytes < ch.Limits.MaxMessageBytes {
 		ch.Limits.MaxMessageBytes = l.MaxMessageBytes
 	}
+	if ch.Limits.MaxHeaderBytes == 0 || MaxHeaderBytes < ch.Limits.MaxHeaderBytes {
+		ch.Limits.MaxHeaderBytes = MaxHeaderBytes
+	}
 	if ch.DeadLetter.Enabled {
 		_, dl, err := ensureStreamConfig(ctx, c.js, ch.DeadLetter.Queue, deadLetterStream(opts.DeadLetterStream))
 		if err != nil {
@@ -423,14 +426,20 @@ func flushCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 
 var _ broker.Limiter = (*Adapter)(nil)
 
+// MaxHeaderBytes bounds the headers of a message stored by JetStream: the
+// server refuses a header block over 64 KiB (65,535 bytes); the rest is
+// left for the protocol line and the adapter's own Nats-* headers.
+const MaxHeaderBytes = 65535 - 512
+
 // Limits reports the server's max_payload (the connection's MaxPayload) as
-// the bound of one message, payload and headers together; 0 before Connect.
+// the bound of one message, payload and headers together, and
+// MaxHeaderBytes; zero before Connect.
 func (a *Adapter) Limits() broker.Limits {
 	c := a.cur.Load()
 	if c == nil {
 		return broker.Limits{}
 	}
-	return broker.Limits{MaxMessageBytes: int(c.nc.MaxPayload())}
+	return broker.Limits{MaxHeaderBytes: MaxHeaderBytes, MaxMessageBytes: int(c.nc.MaxPayload())}
 }
 
 var _ broker.LagReporter = (*Adapter)(nil)

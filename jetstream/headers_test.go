@@ -3,6 +3,7 @@ package jetstream_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,4 +102,32 @@ func TestConsumerWithoutFilterGetsOne(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "mix.a delivered", func() bool { return got.get() >= 1 })
 	consistently(t, 500*time.Millisecond, "mix.b not delivered", func() bool { return got.get() == 1 })
+}
+
+// A send whose headers JetStream would refuse (over 64 KiB) is refused
+// before the server with ErrTooLarge; a dead letter whose error headers
+// would be over it is trimmed to fit, and stored.
+func TestHeaderLimit(t *testing.T) {
+	url, _ := startServer(t)
+	_, j := jsOn(t, url)
+	ctx := context.Background()
+	big := strings.Repeat("h", 100<<10)
+	startPlugin(t, newAdapter(t, url, fast), &service{Name: "hl", Channels: channels.Channels{"hl.topic": {Group: "g",
+		MaxRetries: channels.NoRetries, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: "HL_DLQ"},
+		Handler: func(context.Context, *channels.Message) error { return errors.New(big) }}}})
+	snd := startPlugin(t, newAdapter(t, url, fast), nil)
+	err := snd.SendToChannel(ctx, "hl.topic", 1, channels.WithHeader("big", big))
+	var pe *broker.PublishError
+	if !errors.Is(err, broker.ErrTooLarge) || !errors.As(err, &pe) {
+		t.Fatalf("send with 100 KiB of headers: %v, want a PublishError wrapping ErrTooLarge", err)
+	}
+	if err := snd.SendToChannel(ctx, "hl.topic", 2, channels.WithHeader("trace", "abc")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "dead letter stored", func() bool { return streamMsgs(j, "HL_DLQ") == 1 })
+	st, _ := j.Stream(ctx, "HL_DLQ")
+	m, err := st.GetMsg(ctx, 1)
+	if err != nil || m.Header.Get("trace") != "abc" || m.Header.Get("x-error-trimmed") == "" {
+		t.Fatalf("dead letter: %v %v", m.Header.Get("x-error-trimmed"), err)
+	}
 }
