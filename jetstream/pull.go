@@ -89,6 +89,20 @@ func (p *puller) pop(ctx context.Context) (*nats.Msg, error) {
 	}
 }
 
+// popStream returns the oldest message of the inbox when it is a stream
+// message, without waiting.
+func (p *puller) popStream() *nats.Msg {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	if len(p.q) == 0 || !strings.HasPrefix(p.q[0].Reply, ackPrefix) {
+		return nil
+	}
+	m := p.q[0]
+	p.q[0] = nil
+	p.q = p.q[1:]
+	return m
+}
+
 // pullStatusError reports a pull the server ended with a status the adapter
 // does not take as "no message now" (a 409 other than the ends of a
 // request, a 400, ...).
@@ -101,7 +115,8 @@ func (e *pullStatusError) Error() string {
 }
 
 // fetch asks for up to n messages, waiting at most expires for them, and
-// hands each stream message to hold as it arrives. It returns when n
+// hands the stream messages to hold as they arrive (those already
+// received together, in order, in one call). It returns when n
 // messages came, when the server ended the request (no messages, timeout),
 // or when ctx ends. A message that answers an earlier request (abandoned
 // by a cancelled fetch) is handed over too: the server counts it delivered
@@ -109,7 +124,7 @@ func (e *pullStatusError) Error() string {
 //
 // A status of the server comes on the request's own reply subject; a
 // stream message carries its stream subject.
-func (p *puller) fetch(ctx context.Context, n int, expires time.Duration, hold func(js.Msg)) error {
+func (p *puller) fetch(ctx context.Context, n int, expires time.Duration, hold func([]js.Msg)) error {
 	p.mu.Lock()
 	p.next++
 	reply := p.inbox + strconv.FormatUint(p.next, 10)
@@ -136,8 +151,16 @@ func (p *puller) fetch(ctx context.Context, n int, expires time.Duration, hold f
 			// A stream message shows its own subject, not the request's:
 			// one answering an earlier request is counted here too (this
 			// pull may then end early; the next one asks again).
-			hold(&rawMsg{Msg: m, nc: p.nc})
+			batch := []js.Msg{&rawMsg{Msg: m, nc: p.nc}}
 			got++
+			for ; got < n; got++ {
+				next := p.popStream()
+				if next == nil {
+					break
+				}
+				batch = append(batch, &rawMsg{Msg: next, nc: p.nc})
+			}
+			hold(batch)
 			continue
 		}
 		if m.Subject != reply && strings.HasPrefix(m.Subject, p.inbox) {
@@ -179,7 +202,7 @@ func pullStatus(m *nats.Msg) (bool, error) {
 // drain stops the subscription and hands over the stream messages that
 // reached it before the server saw the unsubscription (waiting at most
 // minPullExpiry for that).
-func (p *puller) drain(hold func(js.Msg)) {
+func (p *puller) drain(hold func([]js.Msg)) {
 	closed := p.sub.StatusChanged(nats.SubscriptionClosed)
 	if p.sub.Drain() == nil {
 		t := time.NewTimer(minPullExpiry)
@@ -194,10 +217,14 @@ func (p *puller) drain(hold func(js.Msg)) {
 	q := p.q
 	p.q = nil
 	p.qmu.Unlock()
+	var batch []js.Msg
 	for _, m := range q {
 		if strings.HasPrefix(m.Reply, ackPrefix) {
-			hold(&rawMsg{Msg: m, nc: p.nc})
+			batch = append(batch, &rawMsg{Msg: m, nc: p.nc})
 		}
+	}
+	if len(batch) > 0 {
+		hold(batch)
 	}
 }
 

@@ -112,7 +112,7 @@ func (s *subscription) finish(ctx context.Context, _ bool) error {
 // and those that reached the pull's inbox as it stopped.
 func (s *subscription) fetchLoop() {
 	var retry broker.Reconnect
-	hold := func(m js.Msg) { s.Hold(&s.delivery(m).Delivery) }
+	hold := s.holdBatch
 	var p *puller
 	for p == nil {
 		var err error
@@ -246,6 +246,8 @@ type delivery struct {
 	rec    record
 	hasRec bool // a record may exist: delete it with the ack
 	known  bool // rec is what the bucket holds (read, or none can exist)
+	// needsRecord: delivered before, its record is to be read.
+	needsRecord bool
 }
 
 // recordReadTimeout bounds the read of a failure record in the fetch path:
@@ -254,36 +256,47 @@ func (s *subscription) recordReadTimeout() time.Duration {
 	return min(max(s.opts.InProgressInterval, 100*time.Millisecond), DefaultOpTimeout)
 }
 
-// delivery builds the kit's delivery: the attempt is 1 + the failed runs
-// recorded, the deliveries the server's NumDelivered less the releases.
-// It is reported in progress from the start (its record may take a while).
+// holdBatch hands messages received together to the kit, in order. Each
+// is reported in progress from the start; the failure records of the
+// redelivered ones are read concurrently (each bounded by
+// recordReadTimeout), so a slow read does not hold the others back.
+func (s *subscription) holdBatch(ms []js.Msg) {
+	ds := make([]*delivery, len(ms))
+	for i, m := range ms {
+		ds[i] = s.delivery(m)
+	}
+	var wg sync.WaitGroup
+	for _, d := range ds {
+		if d.needsRecord {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.readRecord(d)
+			}()
+		}
+	}
+	wg.Wait()
+	for _, d := range ds {
+		s.Hold(&d.Delivery)
+	}
+}
+
+// delivery builds the kit's delivery, reported in progress at once: the
+// attempt is 1 + the failed runs recorded, the deliveries the server's
+// NumDelivered less the releases (readRecord completes both for a message
+// delivered before).
 func (s *subscription) delivery(m js.Msg) *delivery {
 	d := &delivery{s: s, m: m, recs: s.recs, known: true}
 	s.track(d)
 	msg := &d.msg
 	msg.SetSerializer(s.ch.Serializer)
 	msg.Channel, msg.Group, msg.Payload, msg.Raw, msg.Attempt = s.ch.Name, s.ch.Group, m.Data(), m, 1
-	deliveries := 0
 	if meta, err := m.Metadata(); err == nil {
 		d.seq = meta.Sequence.Stream
 		msg.ID = strconv.FormatUint(d.seq, 10)
 		msg.Timestamp = meta.Timestamp
-		deliveries = int(meta.NumDelivered)
-		if meta.NumDelivered > 1 {
-			ctx, cancel := context.WithTimeout(context.Background(), s.recordReadTimeout())
-			rec, ok, err := d.recs.load(ctx, d.seq)
-			cancel()
-			d.hasRec = ok || err != nil // unread: the ack clears it anyway
-			if err != nil {
-				d.known = false
-				s.log.Warn("channels/jetstream: reading the failure record failed; counting from the delivery counter",
-					"channel", s.ch.Name, "id", msg.ID, "error", err)
-			} else if ok {
-				d.rec = rec
-				msg.Attempt = 1 + rec.Failures
-				deliveries = max(deliveries-rec.Releases, 1)
-			}
-		}
+		d.Deliveries = int(meta.NumDelivered)
+		d.needsRecord = meta.NumDelivered > 1
 	}
 	if h := m.Headers(); len(h) > 0 {
 		msg.Headers = make(map[string]string, len(h))
@@ -294,8 +307,27 @@ func (s *subscription) delivery(m js.Msg) *delivery {
 			msg.Headers[k] = vs[0]
 		}
 	}
-	d.Delivery = broker.Delivery{Msg: msg, Deliveries: deliveries, Final: d.rec.Final, Failure: d.rec.Failure, Settle: d}
+	d.Delivery.Msg, d.Delivery.Settle = msg, d
 	return d
+}
+
+// readRecord reads the failure record of a message delivered before.
+func (s *subscription) readRecord(d *delivery) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.recordReadTimeout())
+	rec, ok, err := d.recs.load(ctx, d.seq)
+	cancel()
+	d.hasRec = ok || err != nil // unread: the ack clears it anyway
+	switch {
+	case err != nil:
+		d.known = false
+		s.log.Warn("channels/jetstream: reading the failure record failed; counting from the delivery counter",
+			"channel", s.ch.Name, "id", d.msg.ID, "error", err)
+	case ok:
+		d.rec = rec
+		d.msg.Attempt = 1 + rec.Failures
+		d.Deliveries = max(d.Deliveries-rec.Releases, 1)
+		d.Final, d.Failure = rec.Final, rec.Failure
+	}
 }
 
 func (t *delivery) Ack(ctx context.Context) error {
