@@ -187,10 +187,12 @@ func pullStatus(m *nats.Msg) (bool, error) {
 		switch {
 		case strings.Contains(d, "consumer deleted"):
 			return true, js.ErrConsumerDeleted
-		case strings.Contains(d, "exceeded max"), strings.Contains(d, "batch completed"),
-			strings.Contains(d, "leadership change"), strings.Contains(d, "server shutdown"):
-			return true, nil // the request ended; the next one asks again
+		case strings.Contains(d, "batch completed"):
+			return true, nil
 		}
+		// Exceeded MaxWaiting or a request limit, a leadership change, a
+		// server shutdown: the request ended; the next one waits for the
+		// back-off of a failed pull.
 	case "503":
 		return true, nats.ErrNoResponders
 	case "":
