@@ -104,7 +104,7 @@ type Options struct {
 func DefaultStoreDir() string {
 	app := "app"
 	if exe, err := os.Executable(); err == nil {
-		app = strings.TrimSuffix(filepath.Base(exe), filepath.Ext(exe))
+		app = strings.TrimSuffix(filepath.Base(exe), ".exe")
 	}
 	return filepath.Join(dataDir(), "channels-nats", app)
 }
