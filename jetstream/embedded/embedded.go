@@ -442,8 +442,11 @@ type Adapter struct {
 }
 
 var (
-	_ broker.Adapter     = (*Adapter)(nil)
-	_ broker.LagReporter = (*Adapter)(nil)
+	_ broker.Adapter        = (*Adapter)(nil)
+	_ broker.LagReporter    = (*Adapter)(nil)
+	_ broker.Limiter        = (*Adapter)(nil)
+	_ broker.BatchPublisher = (*Adapter)(nil)
+	_ broker.ChannelRemover = (*Adapter)(nil)
 )
 
 // NewShared returns an adapter on the process-wide server of o (what
@@ -520,6 +523,37 @@ func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupL
 		return broker.GroupLag{}, broker.ErrClosed
 	}
 	return in.Lag(ctx, channel, group)
+}
+
+// Limits reports the server's size limits through the jetstream adapter
+// (zero before Connect).
+func (a *Adapter) Limits() broker.Limits {
+	if in := a.adapter(); in != nil {
+		return in.Limits()
+	}
+	return broker.Limits{}
+}
+
+// PublishBatch sends a batch through the jetstream adapter.
+func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*broker.Outgoing) []error {
+	in := a.adapter()
+	if in == nil {
+		err := a.state.Check()
+		if err == nil {
+			err = broker.ErrClosed
+		}
+		return broker.FailBatch(len(msgs), err)
+	}
+	return in.PublishBatch(ctx, channel, msgs)
+}
+
+// RemoveChannel removes a channel through the jetstream adapter.
+func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
+	in := a.adapter()
+	if in == nil {
+		return broker.ErrNotConnected
+	}
+	return in.RemoveChannel(ctx, channel)
 }
 
 // Close closes the jetstream adapter and releases the server.

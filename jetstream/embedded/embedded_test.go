@@ -384,3 +384,32 @@ func TestShutdownContextBounded(t *testing.T) {
 		return errors.Is(err, fs.ErrNotExist)
 	})
 }
+
+// The adapter of nats-embedded:// URLs offers what the jetstream adapter
+// offers: size limits (a send with 100 KiB of headers is refused before
+// the server), batches, and RemoveChannel.
+func TestSharedAdapterDelegates(t *testing.T) {
+	ctx := context.Background()
+	p, err := channels.New(channels.WithAdapter("nats-embedded://?store=temporary"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(ctx)
+	err = p.SendToChannel(ctx, "deleg.topic", 1, channels.WithHeader("big", strings.Repeat("h", 100<<10)))
+	if !errors.Is(err, broker.ErrTooLarge) {
+		t.Fatalf("send with 100 KiB of headers: %v, want ErrTooLarge", err)
+	}
+	if err := p.SendBatch(ctx, "deleg.topic", channels.BatchOf(1, 2, 3)); err != nil {
+		t.Fatal(err)
+	}
+	rm, ok := p.Adapter().(channels.ChannelRemover)
+	if !ok {
+		t.Fatal("the nats-embedded adapter is not a ChannelRemover")
+	}
+	if err := rm.RemoveChannel(ctx, "deleg.topic"); err != nil {
+		t.Fatal(err)
+	}
+}
