@@ -413,3 +413,32 @@ func TestSharedAdapterDelegates(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A Close whose context has already ended returns at once (the shutdown of
+// the shared server goes on in the background), and the next Connect on
+// the same store waits for that shutdown instead of failing on the store's
+// lock.
+func TestCloseThenConnectSameStore(t *testing.T) {
+	o := embedded.Options{StoreDir: t.TempDir()}
+	a := embedded.NewShared(o)
+	if err := a.Connect(context.Background(), broker.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	err := a.Close(ended)
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Fatalf("Close with an ended context took %s", took)
+	}
+	t.Logf("Close with an ended context: %v", err)
+	b := embedded.NewShared(o)
+	ctx, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if err := b.Connect(ctx, broker.Env{}); err != nil {
+		t.Fatalf("connect after the shutdown: %v", err)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
