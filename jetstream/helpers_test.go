@@ -170,17 +170,22 @@ var errBoom = errors.New("boom")
 // are "Name: value" lines without the trailing CRLF.
 func rawPublish(t testing.TB, url, subject string, headers []string, payload []byte) {
 	t.Helper()
+	hdr := "NATS/1.0\r\n"
+	for _, h := range headers {
+		hdr += h + "\r\n"
+	}
+	rawPublishBlock(t, url, subject, hdr+"\r\n", payload)
+}
+
+// rawPublishBlock publishes with the header block hdr as it is (HPUB).
+func rawPublishBlock(t testing.TB, url, subject, hdr string, payload []byte) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "nats://"), 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	hdr := "NATS/1.0\r\n"
-	for _, h := range headers {
-		hdr += h + "\r\n"
-	}
-	hdr += "\r\n"
 	msg := fmt.Sprintf("CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}\r\nHPUB %s %d %d\r\n%s%s\r\nPING\r\n",
 		subject, len(hdr), len(hdr)+len(payload), hdr, payload)
 	if _, err := c.Write([]byte(msg)); err != nil {

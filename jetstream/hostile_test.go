@@ -59,6 +59,15 @@ func TestHostileStatusMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Shapes only a client writing the protocol itself can store: a status
+	// on the header line (NATS/1.0 503), a header line without a colon
+	// (nats.go cannot decode the block and hands the message over without
+	// headers).
+	rawPublishBlock(t, url, "hostile", "NATS/1.0 503\r\n\r\n", nil)
+	rawPublishBlock(t, url, "hostile", "NATS/1.0 100 Idle Heartbeat\r\n\r\n", nil)
+	rawPublishBlock(t, url, "hostile", "NATS/1.0\r\nno colon here\r\n\r\n", nil)
+	codes = append(codes, "inline 503", "inline 100", "no colon")
+	eventually(t, 5*time.Second, "hostile messages stored", func() bool { return streamMsgs(j, "hostile") >= len(codes) })
 	start := time.Now()
 	for i := range 5 {
 		if err := snd.SendToChannel(ctx, "hostile", map[string]int{"n": i}); err != nil {
