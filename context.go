@@ -59,6 +59,12 @@ func FromContext(ctx context.Context) (*CallInfo, bool) {
 // as strings and under go-micro's title-cased keys, except for the entries
 // that came from the received $meta, which keep the sender's keys and types
 // unless their value was changed (see the README, Interoperability).
+//
+// The keys of the metadata policy (DefaultMetaDenied, WithMetaAllow,
+// WithMetaDeny, WithMetaPropagation) filter the go-micro metadata and the
+// received $meta a send carries on; WithMeta entries are sent as given,
+// since the code chose to send them (a consumer still drops the denied
+// ones, unless its own policy allows them).
 func WithMeta(ctx context.Context, meta map[string]any) context.Context {
 	merged := map[string]any{}
 	if prev, ok := ctx.Value(metaKey{}).(map[string]any); ok {
@@ -113,8 +119,13 @@ func (p *Plugin) sendContext(ctx context.Context) (sendContext, error) {
 		h[broker.HeaderLevel] = "0"
 	}
 	var meta map[string]any
-	if inHandler {
-		meta = ci.Meta
+	if pol := &p.o.meta; pol.off {
+		meta, md = nil, nil // WithMeta entries only
+	} else {
+		if inHandler {
+			meta = ci.Meta // filtered when it was received
+		}
+		md = pol.filterMD(md)
 	}
 	meta = mergeMeta(meta, md, own)
 	if len(meta) > 0 {
@@ -122,7 +133,12 @@ func (p *Plugin) sendContext(ctx context.Context) (sendContext, error) {
 		if err != nil {
 			return sendContext{}, fmt.Errorf("serialize $meta: %w", err)
 		}
-		h[broker.HeaderMeta] = base64.StdEncoding.EncodeToString(b)
+		enc := base64.StdEncoding.EncodeToString(b)
+		if len(enc) > p.o.maxMetaSize {
+			return sendContext{}, fmt.Errorf("%w: $meta of %d bytes (base64), more than MaxMetaSize (%d): consumers would refuse it",
+				broker.ErrTooLarge, len(enc), p.o.maxMetaSize)
+		}
+		h[broker.HeaderMeta] = enc
 	}
 	return sc, nil
 }
@@ -226,8 +242,22 @@ func (p *randPool) uuid() (u uuid.UUID) {
 // contextWrapper is the outermost handler: it turns the context headers of
 // the message into a CallInfo and go-micro metadata. Headers that do not
 // decode make the message poison.
+//
+// It is also where a handler's error leaves the user's code: its text, and
+// the stack of a panic (recovered here), have their credentials hidden
+// (redactHandlerErr) before the kit writes them into dead-letter headers
+// and failure records.
 func (p *Plugin) contextWrapper(r *resolved, next broker.Handler) broker.Handler {
-	return func(ctx context.Context, msg *broker.Message) error {
+	return func(ctx context.Context, msg *broker.Message) (err error) {
+		defer func() {
+			if v := recover(); v != nil {
+				err = redactHandlerErr(broker.NewPanicError(v))
+			}
+		}()
+		if len(msg.Payload) > p.o.maxPayloadSize {
+			return &broker.DecodeError{Channel: msg.Channel, MsgID: msg.ID, Field: "payload",
+				Err: fmt.Errorf("%w: payload of %d bytes, more than MaxPayloadSize (%d)", broker.ErrTooLarge, len(msg.Payload), p.o.maxPayloadSize)}
+		}
 		hc := &handlerContext{ci: CallInfo{ID: p.newID(), Service: r.service, Channel: r.ch.Name, Group: r.ch.Group, Level: 1}}
 		ci := &hc.ci
 		if h := msg.Headers; len(h) > 0 {
@@ -236,26 +266,39 @@ func (p *Plugin) contextWrapper(r *resolved, next broker.Handler) broker.Handler
 			ci.Caller = h[broker.HeaderCaller]
 			ci.ParentChannel = h[broker.HeaderParentChannelName]
 			if lv, err := strconv.Atoi(h[broker.HeaderLevel]); err == nil {
-				ci.Level = lv + 1
+				// A producer's number: clamped, so that a negative or
+				// huge $level cannot wrap around.
+				ci.Level = min(max(lv, 0), maxLevel) + 1
 			}
 			if enc, ok := h[broker.HeaderMeta]; ok && enc != "" {
+				if len(enc) > p.o.maxMetaSize {
+					return &broker.DecodeError{Channel: msg.Channel, MsgID: msg.ID, Field: broker.HeaderMeta,
+						Err: fmt.Errorf("%w: $meta of %d bytes, more than MaxMetaSize (%d)", broker.ErrTooLarge, len(enc), p.o.maxMetaSize)}
+				}
 				meta, err := p.decodeMeta(enc)
 				if err != nil {
 					return &broker.DecodeError{Channel: msg.Channel, MsgID: msg.ID, Field: broker.HeaderMeta, Err: err}
 				}
+				pol := &p.o.meta
+				pol.filter(meta)
 				ci.Meta = meta
-				md := make(metadata.Metadata, len(meta))
-				for k, v := range meta {
-					md[k] = metaString(v)
+				if !pol.off && len(meta) > 0 {
+					md := make(metadata.Metadata, len(meta))
+					for k, v := range meta {
+						md[k] = metaString(v)
+					}
+					ctx = metadata.NewContext(ctx, md)
 				}
-				ctx = metadata.NewContext(ctx, md)
 			}
 		}
 		if ci.RequestID == "" {
 			ci.RequestID = ci.ID
 		}
 		hc.Context = ctx
-		return next(hc, msg)
+		if err := next(hc, msg); err != nil {
+			return redactHandlerErr(err)
+		}
+		return nil
 	}
 }
 
@@ -285,11 +328,79 @@ func (p *Plugin) decodeMeta(enc string) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var m map[string]any
-	if err := p.o.serializer.Unmarshal(b, &m); err != nil {
-		return nil, err
+	return broker.UnmarshalMap(p.o.serializer, b, MaxMetaEntries)
+}
+
+// maxLevel is the largest received $level taken as is.
+const maxLevel = 1<<31 - 2
+
+// DefaultMetaDenied returns the keys that, by default, cross a channel in
+// neither direction, matched case-insensitively ("Micro-*" is a prefix):
+// go-micro's Authorization (a bearer token its RPC client would forward,
+// and its auth wrapper would not replace), its Micro-* headers (the
+// calling service, namespace, ...), Remote and Local (addresses), Timeout,
+// Content-Type and Accept (which change how go-micro calls are encoded).
+// A received $meta loses them before the handler sees it; a send does not
+// take them from the go-micro metadata or the received $meta of its ctx.
+func DefaultMetaDenied() []string {
+	return []string{"Authorization", "Micro-*", "Remote", "Local", "Timeout", "Content-Type", "Accept"}
+}
+
+// metaPolicy is which $meta and go-micro metadata keys cross a channel.
+type metaPolicy struct {
+	off   bool     // WithMetaPropagation(false)
+	deny  []string // DefaultMetaDenied, then WithMetaDeny
+	allow []string // WithMetaAllow: let through despite deny
+}
+
+// passes reports whether key crosses.
+func (m *metaPolicy) passes(key string) bool {
+	for _, p := range m.allow {
+		if metaKeyMatch(p, key) {
+			return true
+		}
 	}
-	return m, nil
+	for _, p := range m.deny {
+		if metaKeyMatch(p, key) {
+			return false
+		}
+	}
+	return true
+}
+
+// metaKeyMatch matches a key against a pattern: the same key whatever its
+// case, or, for a pattern ending in "*", a key that starts with the rest.
+func metaKeyMatch(pattern, key string) bool {
+	if pre, ok := strings.CutSuffix(pattern, "*"); ok {
+		return len(key) >= len(pre) && strings.EqualFold(key[:len(pre)], pre)
+	}
+	return strings.EqualFold(pattern, key)
+}
+
+// filter deletes the keys of a received $meta that do not cross.
+func (m *metaPolicy) filter(meta map[string]any) {
+	for k := range meta {
+		if !m.passes(k) {
+			delete(meta, k)
+		}
+	}
+}
+
+// filterMD returns the go-micro metadata of a send without the keys that
+// do not cross (md itself when all do).
+func (m *metaPolicy) filterMD(md metadata.Metadata) metadata.Metadata {
+	for k := range md {
+		if !m.passes(k) {
+			out := make(metadata.Metadata, len(md))
+			for k, v := range md {
+				if m.passes(k) {
+					out[k] = v
+				}
+			}
+			return out
+		}
+	}
+	return md
 }
 
 func metaString(v any) string {

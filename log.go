@@ -98,3 +98,24 @@ func (m minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 func (m minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{m.min, m.handler().WithGroup(name)}
 }
+
+// String describes the plugin by its adapter, without credentials: the
+// plugin holds the adapter URL it was given, password included, which %v
+// of the struct would print.
+func (p *Plugin) String() string {
+	if s, ok := p.adapter.(fmt.Stringer); ok {
+		return "channels.Plugin(" + broker.Redact(s.String()) + ")"
+	}
+	if p.adapter != nil {
+		return "channels.Plugin(" + p.adapter.Name() + ")"
+	}
+	if u, ok := p.o.adapterSpec.(string); ok {
+		if d := broker.DisplayURL(u); d != "" {
+			return "channels.Plugin(" + d + ")"
+		}
+	}
+	return "channels.Plugin"
+}
+
+// GoString is String, for %#v.
+func (p *Plugin) GoString() string { return p.String() }

@@ -2,6 +2,7 @@ package channels
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -106,6 +107,9 @@ type telemetry struct {
 	tracer    trace.Tracer // nil: tracing off
 	prop      propagation.TextMapPropagator
 	observers []Observer
+	// traceLinkOnly: a consumer span starts a trace of its own, linked to
+	// the producer's (WithTraceParentAsLink).
+	traceLinkOnly bool
 
 	sent, sendErrors, received, errors, retries, deadLettered, dropped, released, redelivered metric.Int64Counter
 	active                                                                                    metric.Int64UpDownCounter
@@ -243,16 +247,62 @@ func (t *telemetry) handler(ch *broker.Channel, adapter string, next broker.Hand
 		t.active.Add(ctx, 1, mo.add...)
 		defer t.active.Add(ctx, -1, mo.add...)
 		parent := t.prop.Extract(ctx, propagation.MapCarrier(m.Headers))
-		ctx, span := t.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindConsumer), spanAttrs,
-			trace.WithAttributes(attribute.String("messaging.message.id", m.ID), attribute.Int("channels.attempt", m.Attempt)))
+		msgAttrs := trace.WithAttributes(attribute.String("messaging.message.id", m.ID), attribute.Int("channels.attempt", m.Attempt))
+		var span trace.Span
+		if t.traceLinkOnly {
+			// A trace of its own, linked to the producer's: the local
+			// sampler decides, not the producer's sampled flag.
+			var links []trace.Link
+			if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
+				links = []trace.Link{{SpanContext: sc}}
+			}
+			ctx, span = t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer), spanAttrs, msgAttrs,
+				trace.WithNewRoot(), trace.WithLinks(links...))
+		} else {
+			ctx, span = t.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindConsumer), spanAttrs, msgAttrs)
+		}
 		defer span.End()
-		err := next(ctx, m)
+		err := callRecovered(next, ctx, m)
 		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, err.Error())
+			spanError(span, err)
 		}
 		return err
 	}
+}
+
+// WithTraceParentAsLink makes each consumer span the root of a trace of its
+// own, linked to the producer's span, instead of its child. By default a
+// consumer continues the trace context a message carries (W3C traceparent):
+// whoever can publish to a channel chooses the trace id of the consumer's
+// spans and, with the default parent-based samplers, whether they are
+// sampled (a producer setting the sampled flag on every message makes every
+// run recorded and exported). With this option the consumer's own sampler
+// decides, and sends from the handler carry the new trace.
+func WithTraceParentAsLink(on bool) Option {
+	return func(o *options) error { o.traceLinkOnly = on; return nil }
+}
+
+// callRecovered runs a handler, its panic turned into a *broker.PanicError,
+// so that the handler span records it.
+func callRecovered(next broker.Handler, ctx context.Context, m *broker.Message) (err error) {
+	defer recoverHandler(&err)
+	return next(ctx, m)
+}
+
+// spanError records err on a span as span.RecordError does (an "exception"
+// event with its type and message) and sets the error status, with
+// credentials hidden from the message (broker.Redact): a span leaves the
+// process, and a handler's or driver's error text may hold a URL with its
+// password or a token.
+func spanError(span trace.Span, err error) {
+	msg := broker.Redact(err.Error())
+	t := reflect.TypeOf(err)
+	typ := t.String()
+	if he, ok := err.(*handlerError); ok {
+		typ = reflect.TypeOf(he.err).String()
+	}
+	span.AddEvent("exception", trace.WithAttributes(attribute.String("exception.type", typ), attribute.String("exception.message", msg)))
+	span.SetStatus(codes.Error, msg)
 }
 
 // send wraps the innermost send: counts, and with tracing on a producer
@@ -277,8 +327,7 @@ func (t *telemetry) send(adapter string, next func(context.Context, string, any,
 			}
 			err := next(ctx, channel, payload, opts...)
 			if err != nil {
-				span.RecordError(err)
-				span.SetStatus(codes.Error, err.Error())
+				spanError(span, err)
 				t.sendErrors.Add(ctx, 1, attrs)
 				return err
 			}
@@ -334,8 +383,7 @@ func (t *telemetry) sendBatch(adapter string, next hooks.SendBatchFunc) hooks.Se
 			}
 			if spans != nil {
 				if err != nil {
-					spans[i].RecordError(err)
-					spans[i].SetStatus(codes.Error, err.Error())
+					spanError(spans[i], err)
 				}
 				spans[i].End()
 			}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/microchannels/channels/broker"
@@ -26,6 +27,15 @@ const (
 	DefaultStopTimeout = 30 * time.Second
 	// DefaultPublishTimeout bounds SendToChannel when its context has no deadline.
 	DefaultPublishTimeout = 10 * time.Second
+	// DefaultMaxPayloadSize bounds the serialized payload of a message, sent
+	// or received (1 MiB, the default message limit of NATS and Kafka).
+	DefaultMaxPayloadSize = 1 << 20
+	// DefaultMaxMetaSize bounds the $meta header of a message, sent or
+	// received (64 KiB of base64).
+	DefaultMaxMetaSize = 64 << 10
+	// MaxMetaEntries bounds the top-level entries of a received $meta; more
+	// are refused before they are decoded.
+	MaxMetaEntries = broker.MaxHeaders
 )
 
 // Option configures a Plugin.
@@ -56,6 +66,10 @@ type options struct {
 	tracerProvider        trace.TracerProvider
 	observers             []Observer
 	noSubWrappers         bool
+	maxPayloadSize        int
+	maxMetaSize           int
+	meta                  metaPolicy
+	traceLinkOnly         bool
 }
 
 func defaultOptions() options {
@@ -78,6 +92,9 @@ func defaultOptions() options {
 		connectTimeout:        DefaultConnectTimeout,
 		stopTimeout:           DefaultStopTimeout,
 		publishTimeout:        DefaultPublishTimeout,
+		maxPayloadSize:        DefaultMaxPayloadSize,
+		maxMetaSize:           DefaultMaxMetaSize,
+		meta:                  metaPolicy{deny: DefaultMetaDenied()},
 	}
 }
 
@@ -339,4 +356,86 @@ func WithTimeouts(connect, stop, publish time.Duration) Option {
 		}
 		return nil
 	}
+}
+
+// WithMaxPayloadSize bounds the serialized payload of a message (default
+// DefaultMaxPayloadSize, 1 MiB). A larger send fails with an *EncodeError
+// wrapping broker.ErrTooLarge before it reaches the broker; a larger
+// received payload is poison (a *DecodeError: dead-lettered or dropped,
+// never run). Raise it on every service of a channel together. Whatever
+// the size, the JSON and MsgPack decoders also bound the values they
+// build (broker.EntryBudget).
+func WithMaxPayloadSize(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return invalid("MaxPayloadSize must be >= 1, got %d", n)
+		}
+		o.maxPayloadSize = n
+		return nil
+	}
+}
+
+// WithMaxMetaSize bounds the $meta header of a message, base64 as it is on
+// the wire (default DefaultMaxMetaSize, 64 KiB): a send whose $meta is
+// larger fails with an *EncodeError wrapping broker.ErrTooLarge; a received
+// one is poison. A received $meta of more than MaxMetaEntries top-level
+// entries is poison too, refused before its entries are decoded.
+func WithMaxMetaSize(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return invalid("MaxMetaSize must be >= 1, got %d", n)
+		}
+		o.maxMetaSize = n
+		return nil
+	}
+}
+
+// WithMetaAllow lets keys of DefaultMetaDenied (or of WithMetaDeny) cross
+// channels after all, both ways: each pattern is a key matched whatever its
+// case, or a prefix ending in "*" ("*" alone lets every key through). Only
+// for channels whose every producer is trusted: whoever can publish to the
+// channel chooses these values, and go-micro's client forwards the
+// Authorization of a handler's ctx to every call made with it.
+func WithMetaAllow(patterns ...string) Option {
+	return func(o *options) error {
+		if err := checkMetaPatterns(patterns); err != nil {
+			return err
+		}
+		o.meta.allow = append(o.meta.allow, patterns...)
+		return nil
+	}
+}
+
+// WithMetaDeny adds keys that cross channels in neither direction to
+// DefaultMetaDenied: keys matched whatever their case, or prefixes ending in
+// "*".
+func WithMetaDeny(patterns ...string) Option {
+	return func(o *options) error {
+		if err := checkMetaPatterns(patterns); err != nil {
+			return err
+		}
+		o.meta.deny = append(o.meta.deny, patterns...)
+		return nil
+	}
+}
+
+// WithMetaPropagation turns the crossing of metadata on (the default) or
+// off. Off, a received $meta is still decoded into CallInfo.Meta (without
+// the denied keys) but not put into the handler's go-micro metadata, and a
+// send carries as $meta only what WithMeta gave it: neither the go-micro
+// metadata of its ctx nor the $meta its handler received.
+func WithMetaPropagation(on bool) Option {
+	return func(o *options) error { o.meta.off = !on; return nil }
+}
+
+func checkMetaPatterns(patterns []string) error {
+	for _, p := range patterns {
+		if p == "" {
+			return invalid("empty metadata key pattern")
+		}
+		if i := strings.IndexByte(p, '*'); i >= 0 && i != len(p)-1 {
+			return invalid("metadata key pattern %q: '*' may only end a pattern", p)
+		}
+	}
+	return nil
 }

@@ -34,7 +34,10 @@ type Plugin struct {
 	// limits are the broker's size limits (a broker.Limiter adapter),
 	// read at Start: sends over them are refused before the broker.
 	limits broker.Limits
-	nodeID string
+	// abandoned are the Done channels of the steps of a stop that were
+	// left running at its deadline; a new start waits for them (p.mu).
+	abandoned []<-chan struct{}
+	nodeID    string
 	// instance is the node id made unique in this process while connected
 	// (claimInstance); consumer names derive from it.
 	instance string
@@ -104,6 +107,9 @@ func New(opts ...Option) (*Plugin, error) {
 	}
 	_, p.instant = p.adapter.(broker.InstantPublisher)
 	tel, err := newTelemetry(o.meterProvider, o.tracerProvider, o.observers)
+	if tel != nil {
+		tel.traceLinkOnly = o.traceLinkOnly
+	}
 	if err != nil {
 		return nil, invalid("metrics: %v", err)
 	}
@@ -255,6 +261,9 @@ func (p *Plugin) Connect(ctx context.Context) error {
 	}
 	ctx, cancel := withDefaultTimeout(ctx, p.o.connectTimeout)
 	defer cancel()
+	if err := p.awaitAbandoned(ctx); err != nil {
+		return err
+	}
 
 	svc, ver := p.serviceIdentity()
 	var all []*resolved
@@ -360,7 +369,7 @@ func (p *Plugin) Drain(ctx context.Context) error {
 			// Bounded: an adapter whose drain waits on a frozen link is
 			// left to finish in the background; Stop keeps its deadline.
 			err := broker.Bounded(ctx, what, func() error { return s.Drain(ctx) })
-			if errors.Is(err, broker.ErrAbandoned) {
+			if abandoned(err) != nil {
 				err = fmt.Errorf("%w: %w", broker.ErrDrainTimeout, err)
 			}
 			errs[i] = err
@@ -368,6 +377,12 @@ func (p *Plugin) Drain(ctx context.Context) error {
 	}
 	wg.Wait()
 	p.subs = nil
+	p.abandoned = slices.DeleteFunc(p.abandoned, closed)
+	for _, err := range errs {
+		if ae := abandoned(err); ae != nil {
+			p.abandoned = append(p.abandoned, ae.Done)
+		}
+	}
 	for _, r := range p.resolved {
 		p.tel.forget([]*broker.Channel{r.ch})
 	}
@@ -386,7 +401,46 @@ func (p *Plugin) Disconnect(ctx context.Context) error {
 	defer releaseInstance(p, p.nodeID)
 	ctx, cancel := withDefaultTimeout(ctx, p.o.stopTimeout)
 	defer cancel()
-	return broker.Bounded(ctx, "close of the "+p.adapter.Name()+" adapter", func() error { return p.adapter.Close(ctx) })
+	err := broker.Bounded(ctx, "close of the "+p.adapter.Name()+" adapter", func() error { return p.adapter.Close(ctx) })
+	if ae := abandoned(err); ae != nil {
+		p.abandoned = append(p.abandoned, ae.Done)
+	}
+	return err
+}
+
+// abandoned returns the *broker.AbandonedError in err, if any.
+func abandoned(err error) *broker.AbandonedError {
+	var ae *broker.AbandonedError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return nil
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// awaitAbandoned waits, bounded by ctx, for the steps of an earlier stop
+// that were left running at its deadline (a drain, the adapter's Close):
+// connecting again before they end would have them close what the new
+// start opens.
+func (p *Plugin) awaitAbandoned(ctx context.Context) error {
+	for _, done := range p.abandoned {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: the previous stop is still closing the %s adapter (a step left running at its deadline): %w",
+				ErrAlreadyStarted, p.adapter.Name(), ctx.Err())
+		}
+	}
+	p.abandoned = nil
+	return nil
 }
 
 // SendToChannel serializes payload and publishes it to channel (the name
@@ -457,15 +511,18 @@ func (p *Plugin) encode(channel string, payload any, raw bool) ([]byte, error) {
 		if !json.Valid(bs) {
 			return nil, &broker.EncodeError{Channel: channel, Err: errBytesNotJSON}
 		}
-		return bs, nil
-	}
-	if raw {
+		b = bs
+	} else if raw {
 		b, err = broker.RawBytes(payload)
 	} else {
 		b, err = p.o.serializer.Marshal(payload)
 	}
 	if err != nil {
 		return nil, &broker.EncodeError{Channel: channel, Err: err}
+	}
+	if len(b) > p.o.maxPayloadSize {
+		return nil, &broker.EncodeError{Channel: channel, Err: fmt.Errorf("%w: payload of %d bytes, more than MaxPayloadSize (%d): consumers would refuse it",
+			broker.ErrTooLarge, len(b), p.o.maxPayloadSize)}
 	}
 	return b, nil
 }

@@ -90,6 +90,11 @@ type DeadLettering struct {
 	QueueName string
 	// ExchangeName is the AMQP dead-letter exchange (prefixed); default "DEAD_LETTER".
 	ExchangeName string
+	// RefusalWindow: a message whose dead letter the broker refuses is
+	// dropped (with an error log and broker.ErrDeadLetterRefused) after
+	// MaxDeliveries refusals spread over at least this long; default
+	// broker.DefaultRefusalWindow (30 s).
+	RefusalWindow time.Duration
 }
 
 // On declares a channel with only a handler (the moleculer shorthand).
@@ -314,7 +319,8 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 			MaxInFlight:  mif,
 			Retry:        broker.RetryPolicy{MaxRetries: retries, Backoff: backoff, MaxDeliveries: decl.MaxDeliveries},
 			DeadLetter: broker.DeadLetterPolicy{Enabled: dl.Enabled,
-				Queue: prefixed(p.o.namespace, dl.QueueName), Exchange: prefixed(p.o.namespace, dl.ExchangeName)},
+				Queue: prefixed(p.o.namespace, dl.QueueName), Exchange: prefixed(p.o.namespace, dl.ExchangeName),
+				RefusalWindow: dl.RefusalWindow},
 			AdapterOptions: decl.AdapterOptions,
 			Serializer:     p.o.serializer,
 			Logger:         p.o.logger,

@@ -39,14 +39,21 @@ func TestBoundedReturnsByTheDeadline(t *testing.T) {
 		t.Fatalf("ctx-aware step: %v", err)
 	}
 
-	// An ended context: the step still runs, nobody waits for it.
-	ran := make(chan struct{})
-	if err := broker.Bounded(ctx2, "late", func() error { close(ran); return nil }); !errors.Is(err, broker.ErrAbandoned) {
-		t.Fatalf("ended ctx: %v", err)
+	// An ended context: a quick step still gets its result through; a
+	// hanging one is abandoned at once, and its Done tells when it ended.
+	if err := broker.Bounded(ctx2, "late", func() error { return boom }); err != boom {
+		t.Fatalf("ended ctx, quick step: %v", err)
 	}
+	unblock := make(chan struct{})
+	start = time.Now()
+	err = broker.Bounded(ctx2, "late and stuck", func() error { <-unblock; return nil })
+	if !errors.As(err, &ae) || time.Since(start) > broker.BoundedGrace+100*time.Millisecond {
+		t.Fatalf("ended ctx, stuck step: %v after %v", err, time.Since(start))
+	}
+	close(unblock)
 	select {
-	case <-ran:
+	case <-ae.Done:
 	case <-time.After(time.Second):
-		t.Fatal("the step never ran")
+		t.Fatal("Done never closed")
 	}
 }

@@ -301,7 +301,10 @@ func (c *Consumer) Drain(ctx context.Context, h DrainHooks) error {
 		waitCtx(ctx, &c.beats) // a beat under way ends within its own timeout
 		c.cancel()
 		if h.Finish != nil {
-			if err := h.Finish(ctx, timedOut); err != nil {
+			// Bounded within a shorter grace than the plugin's: a Finish
+			// stuck on a frozen link is reported beside the DrainError.
+			finish := func() error { return h.Finish(ctx, timedOut) }
+			if err := BoundedWithin(ctx, BoundedGrace/3, "the drain's last steps on "+c.ch.Name, finish); err != nil {
 				errs = append(errs, err)
 			}
 		}

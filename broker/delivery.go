@@ -82,7 +82,7 @@ type Delivery struct {
 func (c *Channel) Admit(d *Delivery) (Outcome, bool) {
 	msg := d.Msg
 	switch {
-	case d.Final && refusals(d.Failure) >= c.Retry.maxDeliveries():
+	case d.Final && refusedForGood(d.Failure, c.Retry.maxDeliveries(), c.DeadLetter.RefusalWindow, c.Now()):
 		cause := ErrDeadLetterRefused
 		if re := ErrorFromHeaders(d.Failure); re != nil {
 			cause = fmt.Errorf("%w (%d refusals; the handler failed with: %s)", ErrDeadLetterRefused, refusals(d.Failure), re.Message)
@@ -169,11 +169,13 @@ func (c *Channel) Deliver(ctx context.Context, d *Delivery) Outcome {
 }
 
 // Headers of the failure record of a message whose dead-letter copy the
-// broker refused (kept with the x-error-* headers by Settler.Keep):
-// how many deliveries saw a refusal, and the last refusal's text.
+// broker refused (kept with the x-error-* headers by Settler.Keep): how
+// many deliveries saw a refusal, the last refusal's text, and when the
+// first refusal came (Unix milliseconds).
 const (
-	HeaderDeadLetterRefusals = "x-error-dead-letter-refusals"
-	HeaderDeadLetterRefusal  = "x-error-dead-letter-refusal"
+	HeaderDeadLetterRefusals     = "x-error-dead-letter-refusals"
+	HeaderDeadLetterRefusal      = "x-error-dead-letter-refusal"
+	HeaderDeadLetterRefusedSince = "x-error-dead-letter-refused-since"
 )
 
 // refusals is the count of dead-letter refusals in a failure record.
@@ -185,57 +187,95 @@ func refusals(failure map[string]string) int {
 	return n
 }
 
+// refusedForGood reports whether a kept failure has seen max refusals of
+// its dead letter over at least window.
+func refusedForGood(failure map[string]string, max int, window time.Duration, now time.Time) bool {
+	if refusals(failure) < max {
+		return false
+	}
+	since, err := strconv.ParseInt(failure[HeaderDeadLetterRefusedSince], 10, 64)
+	if err != nil {
+		return true // a record without the time: the count alone
+	}
+	if window <= 0 {
+		window = DefaultRefusalWindow
+	}
+	return now.Sub(time.UnixMilli(since)) >= window
+}
+
+// minimalHeaders are the library's own headers of a copy (the original
+// channel, group and id, the redelivery count and the error's name, code,
+// time and a short message), for a copy the broker refused in full.
+func minimalHeaders(h map[string]string) map[string]string {
+	min := make(map[string]string, 10)
+	for _, k := range []string{HeaderOriginalChannel, HeaderOriginalGroup, HeaderOriginalID, HeaderRedeliveredCount,
+		HeaderErrorName, HeaderErrorCode, HeaderErrorTimestamp, HeaderErrorRetryable} {
+		if v, ok := h[k]; ok {
+			min[k] = cutEscaped(v, minErrorMessage)
+		}
+	}
+	min[HeaderErrorMessage] = cutEscaped(h[HeaderErrorMessage], minErrorMessage) // escaped already
+	min[HeaderErrorTrimmed] = "headers"
+	return min
+}
+
 // deadLetter publishes the dead-letter copy with headers fitted into the
 // broker's limits. A copy that cannot fit is not sent (an AMQP broker
 // closes the connection on an oversized frame): the refusal is
 // ErrTooLarge. When the broker refuses the copy, it is tried once more with
-// the library's own headers only (the original channel, group and id and
-// the error's name and message, cut short), in case one of the
-// producer's headers is what the broker refuses.
-func (c *Channel) deadLetter(ctx context.Context, d *Delivery, headers map[string]string) error {
+// the library's own headers only, in case one of the producer's headers is
+// what the broker refuses. refused reports a failure that counts as a
+// refusal (not a transient one: see transient).
+func (c *Channel) deadLetter(ctx context.Context, d *Delivery, headers map[string]string) (err error, refused bool) {
 	payload := d.Msg.Payload
 	h, ok := c.Limits.Fit(len(payload), headers)
-	var err error
 	if ok {
 		if err = d.Settle.DeadLetter(ctx, payload, h); err == nil || transient(err) {
-			return err
+			return err, false
 		}
 	} else {
 		err = c.Limits.Check(len(payload), h)
 	}
-	min := make(map[string]string, 8)
-	for _, k := range []string{HeaderOriginalChannel, HeaderOriginalGroup, HeaderOriginalID, HeaderRedeliveredCount,
-		HeaderErrorName, HeaderErrorCode, HeaderErrorTimestamp, HeaderErrorRetryable} {
-		if v, ok := headers[k]; ok {
-			min[k] = v
-		}
-	}
-	min[HeaderErrorMessage] = truncateUTF8(EscapeLineBreaks(headers[HeaderErrorMessage]), minErrorMessage)
-	min[HeaderErrorTrimmed] = "headers"
+	min := minimalHeaders(headers)
 	if c.Limits.Check(len(payload), min) != nil {
-		return err
+		return err, true // the payload alone is over the limits
 	}
-	if err2 := d.Settle.DeadLetter(ctx, payload, min); err2 != nil {
-		return errors.Join(err, err2)
+	err2 := d.Settle.DeadLetter(ctx, payload, min)
+	if err2 != nil {
+		return errors.Join(err, err2), !transient(err2)
 	}
 	c.Logger.Warn("channels: dead letter sent with the library's headers only: the broker refused the full copy",
 		"channel", c.Name, "group", c.Group, "id", d.Msg.ID, "queue", c.DeadLetter.Queue, "refusal", err)
-	return nil
+	return nil, false
 }
 
 // transient reports whether a publish failed for lack of an answer (a
-// deadline, a closed or refused connection) rather than by a refusal of
-// the copy itself: a transient failure is tried again on the next delivery
-// without counting as a refusal.
+// deadline, a closed or refused connection, an error that says it is
+// temporary or a timeout) rather than by a refusal of the copy itself: a
+// transient failure is tried again on the next delivery without counting
+// as a refusal. A refusal is counted, and the drop still waits
+// DeadLetterPolicy.RefusalWindow, so an outage the classification misses costs
+// no message within that window.
 func transient(err error) bool {
 	if errors.Is(err, ErrTooLarge) {
 		return false
 	}
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, ErrNotConnected) || errors.Is(err, ErrClosed) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) || errors.As(err, &ne)
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	var tmp interface{ Temporary() bool }
+	if errors.As(err, &tmp) && tmp.Temporary() {
+		return true
+	}
+	var to interface{ Timeout() bool }
+	if errors.As(err, &to) && to.Timeout() {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op)
 }
 
 // Event tells an [Observer] how one delivery ended.
@@ -283,12 +323,16 @@ func (c *Channel) Settle(d *Delivery, out Outcome) (err error) {
 	switch out.Action {
 	case Retry:
 		failure := ErrorToHeaders(out.Err, c.Now())
-		failure, _ = c.Limits.FitWith(len(msg.Payload), msg.Headers, failure)
+		if fitted, ok := c.Limits.FitWith(len(msg.Payload), msg.Headers, failure); ok {
+			failure = fitted
+		} else {
+			failure = minimalHeaders(failure) // the message's own headers leave no room for more
+		}
 		err = d.Settle.Retry(ctx, out.Delay, failure)
 	case Release:
 		err = d.Settle.Release(ctx)
 	case DeadLetter:
-		if dlErr := c.deadLetter(ctx, d, out.Headers); dlErr != nil {
+		if dlErr, refused := c.deadLetter(ctx, d, out.Headers); dlErr != nil {
 			failure := map[string]string{}
 			for k, v := range out.Headers {
 				if strings.HasPrefix(k, HeaderErrorPrefix) {
@@ -296,16 +340,33 @@ func (c *Channel) Settle(d *Delivery, out Outcome) (err error) {
 				}
 			}
 			delete(failure, HeaderErrorStack) // kept small: it is stored with the message
-			failure, _ = c.Limits.FitWith(len(msg.Payload), msg.Headers, failure)
 			n := refusals(d.Failure)
-			if !transient(dlErr) {
+			since := d.Failure[HeaderDeadLetterRefusedSince]
+			if refused {
 				n++
+				if since == "" {
+					since = strconv.FormatInt(c.Now().UnixMilli(), 10)
+				}
 			}
 			failure[HeaderDeadLetterRefusals] = strconv.Itoa(n)
-			failure[HeaderDeadLetterRefusal] = truncateUTF8(EscapeLineBreaks(dlErr.Error()), minErrorMessage)
+			if since != "" {
+				failure[HeaderDeadLetterRefusedSince] = since
+			}
+			failure[HeaderDeadLetterRefusal] = cutEscaped(EscapeLineBreaks(dlErr.Error()), minErrorMessage)
+			if fitted, ok := c.Limits.FitWith(len(msg.Payload), msg.Headers, failure); ok {
+				failure = fitted
+			} else {
+				min := minimalHeaders(failure)
+				for _, k := range []string{HeaderDeadLetterRefusals, HeaderDeadLetterRefusedSince, HeaderDeadLetterRefusal} {
+					if v, ok := failure[k]; ok {
+						min[k] = v
+					}
+				}
+				failure = min
+			}
 			c.Logger.Error("channels: dead-letter publish failed; the message stays pending and is dead-lettered again later",
 				"channel", c.Name, "group", c.Group, "id", msg.ID, "queue", c.DeadLetter.Queue,
-				"refusals", n, "max", c.Retry.maxDeliveries(), "error", dlErr)
+				"refusals", n, "max", c.Retry.maxDeliveries(), "counted", refused, "error", dlErr)
 			what, err = "keep", d.Settle.Keep(ctx, failure)
 			defer func() { err = errors.Join(fmt.Errorf("dead-letter publish: %w", dlErr), err) }()
 		} else {

@@ -60,7 +60,8 @@ func EncodeHeaders(ser Serializer, h map[string]string) ([]byte, error) {
 
 // DecodeHeaders decodes a headers field written by EncodeHeaders or by
 // @moleculer/channels, with HeadersSerializer(ser). The input is bounded:
-// at most MaxHeadersSize bytes and MaxHeaders entries, and the bounds of the
+// at most MaxHeadersSize bytes and MaxHeaders entries (counted before they
+// are decoded), and the bounds of the
 // serializers (MaxDepth and declared lengths). The top level must be a map
 // (or null/nil: no headers) with string keys. Values: strings are kept, nil
 // values skipped, binary values taken as strings, numbers, booleans and
@@ -69,6 +70,13 @@ func EncodeHeaders(ser Serializer, h map[string]string) ([]byte, error) {
 // nesting is bounded by MaxDepth). Errors from the bounds are
 // *MalformedError.
 func DecodeHeaders(ser Serializer, b []byte) (map[string]string, error) {
+	if len(b) > 4096 && (bytes.Count(b, []byte{'"'}) > 4*MaxHeaders+4 || bytes.IndexByte(b, '[') >= 0 ||
+		bytes.IndexByte(b, '\\') >= 0 || bytes.Count(b, []byte{'{'}) > 1) {
+		// A large field the plain path (decodePlainJSON) would refuse,
+		// for too many strings, a nested value or an escape: it is not
+		// copied into a string for it.
+		return decodeHeaders(ser, b)
+	}
 	if h, ok := decodePlain(ser, len(b), func() string { return string(b) }); ok {
 		return h, nil
 	}
@@ -138,7 +146,7 @@ func decodeStringHeaders(hs Serializer, b []byte) (h map[string]string, ok bool)
 	default:
 		return nil, false
 	}
-	if err := hs.Unmarshal(b, &h); err != nil || h == nil {
+	if err := unmarshalTop(hs, b, &h, MaxHeaders); err != nil || h == nil {
 		return nil, false
 	}
 	return h, true
@@ -146,8 +154,10 @@ func decodeStringHeaders(hs Serializer, b []byte) (h map[string]string, ok bool)
 
 // decodeAnyHeaders decodes any headers field DecodeHeaders accepts.
 func decodeAnyHeaders(hs Serializer, b []byte) (map[string]string, error) {
+	// The entries are counted before they are decoded: a 1 MiB field of
+	// small entries decoded whole before being refused allocated 40 MiB.
 	var m map[string]any
-	if err := hs.Unmarshal(b, &m); err != nil {
+	if err := unmarshalTop(hs, b, &m, MaxHeaders); err != nil {
 		return nil, err
 	}
 	if m == nil {

@@ -74,11 +74,11 @@ func ErrorToHeaders(err error, now time.Time) map[string]string {
 	h[HeaderErrorStack] = base64.StdEncoding.EncodeToString([]byte(stack))
 	var c ErrorCoder
 	if errors.As(err, &c) {
-		h[HeaderErrorCode] = c.Code()
+		h[HeaderErrorCode] = EscapeLineBreaks(c.Code())
 	}
 	var t ErrorTyper
 	if errors.As(err, &t) {
-		h[HeaderErrorType] = t.Type()
+		h[HeaderErrorType] = EscapeLineBreaks(t.Type())
 	}
 	var d ErrorDataer
 	if errors.As(err, &d) {

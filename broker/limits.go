@@ -116,7 +116,7 @@ func (l Limits) FitWith(payload int, base, h map[string]string) (map[string]stri
 		if keep < minErrorMessage {
 			keep = minErrorMessage
 		}
-		out[HeaderErrorMessage] = truncateUTF8(m, keep) + "…"
+		out[HeaderErrorMessage] = cutEscaped(m, keep) + "…"
 	}
 	return out, l.Check(payload, out) == nil
 }
@@ -149,16 +149,17 @@ func truncateUTF8(s string, n int) string {
 	return s[:n]
 }
 
-// EscapeLineBreaks writes CR, LF and the other ASCII control characters
-// of a header value as \r, \n and \xNN (and a backslash as \\), so the
-// value is one line on every broker: NATS refuses line breaks in header
-// values, and readers of the other brokers see the same text. The
-// x-error-message of retry copies and dead letters is escaped this way on
-// every adapter; a value without such characters is returned as is.
+// EscapeLineBreaks writes CR, LF, tab and the other ASCII control
+// characters of a header value as \r, \n, \t and \xNN, so the value is
+// one line on every broker: NATS refuses line breaks in header values, and
+// readers of the other brokers see the same text. Everything else,
+// backslashes included, is kept as is. The x-error-message, -name, -code
+// and -type of retry copies and dead letters are escaped this way on every
+// adapter; a value without control characters is returned as is.
 func EscapeLineBreaks(v string) string {
 	clean := true
 	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < 0x20 || c == 0x7f || c == '\\' {
+		if c := v[i]; c < 0x20 || c == 0x7f {
 			clean = false
 			break
 		}
@@ -176,8 +177,6 @@ func EscapeLineBreaks(v string) string {
 			b.WriteString(`\n`)
 		case c == '\t':
 			b.WriteString(`\t`)
-		case c == '\\':
-			b.WriteString(`\\`)
 		case c < 0x20 || c == 0x7f:
 			fmt.Fprintf(&b, `\x%02x`, c)
 		default:
@@ -185,4 +184,17 @@ func EscapeLineBreaks(v string) string {
 		}
 	}
 	return b.String()
+}
+
+// cutEscaped cuts an escaped value to at most n bytes without splitting a
+// rune or an escape sequence (\r, \n, \t, \xNN).
+func cutEscaped(s string, n int) string {
+	s = truncateUTF8(s, n)
+	if i := strings.LastIndexByte(s, '\\'); i >= 0 && len(s)-i < 4 {
+		rest := s[i:]
+		if len(rest) < 2 || (rest[1] == 'x' && len(rest) < 4) {
+			s = s[:i]
+		}
+	}
+	return s
 }

@@ -20,21 +20,30 @@ func TestRefusedDeadLetterEndsAfterMaxDeliveries(t *testing.T) {
 		dlErr      error
 		wantDrop   bool
 		deliveries int
+		slowClock  bool // 10 s a delivery against a 45 s window: the drop waits for it
 	}{
 		{name: "refused", dlErr: errors.New("nats: invalid header"), wantDrop: true, deliveries: 3},
+		{name: "refused, the window not over", dlErr: errors.New("nats: invalid header"), wantDrop: true, deliveries: 5, slowClock: true},
+		{name: "a kafka error that is not temporary", dlErr: fakeKafkaErr{temporary: false}, wantDrop: true, deliveries: 3},
+		{name: "a kafka error that is temporary", dlErr: fakeKafkaErr{temporary: true}, wantDrop: false},
 		{name: "too large even trimmed", dlErr: nil, wantDrop: true, deliveries: 3},
 		{name: "transient: never counted", dlErr: fmt.Errorf("publish: %w", syscall.ECONNREFUSED), wantDrop: false, deliveries: 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1,
 				Retry:      broker.RetryPolicy{MaxRetries: 0, Backoff: broker.ConstantBackoff(time.Millisecond), MaxDeliveries: 3},
-				DeadLetter: broker.DeadLetterPolicy{Enabled: true, Queue: "DLQ"},
+				DeadLetter: broker.DeadLetterPolicy{Enabled: true, Queue: "DLQ", RefusalWindow: time.Nanosecond},
 				Handler:    func(context.Context, *broker.Message) error { return errors.New("line one\nline two") }}
 			payload := []byte(`"x"`)
 			if tc.dlErr == nil {
 				// The payload alone is over the broker's message size.
 				ch.Limits = broker.Limits{MaxMessageBytes: 100}
 				payload = []byte(`"` + strings.Repeat("p", 200) + `"`)
+			}
+			now := time.Unix(1e9, 0)
+			if tc.slowClock {
+				ch.DeadLetter.RefusalWindow = 45 * time.Second
+				ch.Now = func() time.Time { return now }
 			}
 			ch.Normalize()
 			if err := ch.Validate(); err != nil {
@@ -44,6 +53,7 @@ func TestRefusedDeadLetterEndsAfterMaxDeliveries(t *testing.T) {
 			final := false
 			dlCalls := 0
 			for n := 1; n <= 10; n++ {
+				now = now.Add(10 * time.Second)
 				s := &settled{dlqErr: tc.dlErr}
 				msg := broker.NewMessage(nil)
 				msg.Channel, msg.Group, msg.ID, msg.Attempt, msg.Payload = "c", "g", "1-0", 1, payload
@@ -112,7 +122,7 @@ func TestEscapeLineBreaks(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain":          "plain",
 		"a\nb":           `a\nb`,
-		"a\r\nb\tc\\d":   `a\r\nb\tc\\d`,
+		"a\r\nb\tc\\d":   `a\r\nb\tc\d`,
 		"nul\x00del\x7f": `nul\x00del\x7f`,
 		"ünïcode":        "ünïcode",
 	} {
@@ -121,3 +131,10 @@ func TestEscapeLineBreaks(t *testing.T) {
 		}
 	}
 }
+
+// fakeKafkaErr stands for kafka-go's Error: it has Timeout and Temporary.
+type fakeKafkaErr struct{ temporary bool }
+
+func (e fakeKafkaErr) Error() string   { return "[10] Message Size Too Large" }
+func (e fakeKafkaErr) Timeout() bool   { return false }
+func (e fakeKafkaErr) Temporary() bool { return e.temporary }

@@ -9,8 +9,9 @@ import (
 // and deadline, done once the run's outcome is decided (end) or when the
 // handlers' context is done (a stop's deadline). It costs one allocation
 // per run; its done channel, and its link to the parent, are made only
-// when someone asks for Done. context.Cause of a run that ended is its
-// parent's cause (nil while the parent lives), Err is context.Canceled.
+// when someone asks for Done. A context derived from it (WithCancel,
+// WithTimeout) follows it through a goroutine of the context package,
+// which ends with the run.
 type runCtx struct {
 	context.Context
 	mu     sync.Mutex

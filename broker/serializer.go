@@ -34,9 +34,14 @@ func (JSON) Name() string { return "JSON" }
 func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 // Unmarshal decodes JSON into v with encoding/json, after checking that the
-// nesting is at most MaxDepth (a *MalformedError otherwise).
-func (JSON) Unmarshal(data []byte, v any) error {
-	if err := scanJSONDepth(data); err != nil {
+// nesting is at most MaxDepth and the entries at most EntryBudget(len(data))
+// (a *MalformedError otherwise).
+func (JSON) Unmarshal(data []byte, v any) error { return unmarshalJSON(data, v, 0) }
+
+// unmarshalJSON is JSON.Unmarshal with a bound of its own on the entries of
+// the top-level value (maxTop > 0).
+func unmarshalJSON(data []byte, v any, maxTop int) error {
+	if err := scanJSON(data, maxTop); err != nil {
 		return err
 	}
 	return json.Unmarshal(data, v)
@@ -63,13 +68,18 @@ func (MsgPack) Marshal(v any) ([]byte, error) {
 // Unmarshal decodes MessagePack into v, using json struct tags as field
 // names. The input is checked before it is decoded, without allocating: it
 // must be exactly one value, every declared length must fit in the bytes
-// that follow it, and nesting is at most MaxDepth; a rejected input is a
+// that follow it, nesting is at most MaxDepth and the entries (arrays, maps
+// and map entries) at most EntryBudget(len(data)); a rejected input is a
 // *MalformedError (errors.Is ErrMalformed). Extension data is never decoded
 // as MessagePack (the library would, where a map is expected). Maps decoded
 // into an interface are map[any]any, with binary keys turned into strings; a
 // panic of the library is returned as an error.
-func (MsgPack) Unmarshal(data []byte, v any) (err error) {
-	traps, err := scanMsgPack(data)
+func (MsgPack) Unmarshal(data []byte, v any) error { return unmarshalMsgPack(data, v, 0) }
+
+// unmarshalMsgPack is MsgPack.Unmarshal with a bound of its own on the
+// entries of the top-level value (maxTop > 0).
+func unmarshalMsgPack(data []byte, v any, maxTop int) (err error) {
+	traps, err := scanMsgPackTop(data, maxTop)
 	if err != nil {
 		return err
 	}
@@ -171,6 +181,40 @@ func RawBytes(v any) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("raw payload must be []byte or string, got %T", v)
 	}
+}
+
+// UnmarshalMap decodes a map of untrusted data (a $meta, a headers object)
+// of at most maxEntries top-level entries: with JSON and MsgPack the entries
+// are counted before anything is decoded (with the bounds of their
+// Unmarshal), with another serializer after its Unmarshal, which must bound
+// itself. A null or nil input gives a nil map.
+func UnmarshalMap(ser Serializer, data []byte, maxEntries int) (map[string]any, error) {
+	var m map[string]any
+	var err error
+	switch ser.(type) {
+	case JSON, *JSON:
+		err = unmarshalJSON(data, &m, maxEntries)
+	case MsgPack, *MsgPack:
+		err = unmarshalMsgPack(data, &m, maxEntries)
+	default:
+		err = ser.Unmarshal(data, &m)
+		if err == nil && len(m) > maxEntries {
+			err = malformed(ser.Name(), -1, "%d entries at top level, more than %d", len(m), maxEntries)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// unmarshalTop is hs.Unmarshal (hs is JSON or MsgPack) with at most maxTop
+// entries at top level.
+func unmarshalTop(hs Serializer, data []byte, v any, maxTop int) error {
+	if _, ok := hs.(MsgPack); ok {
+		return unmarshalMsgPack(data, v, maxTop)
+	}
+	return unmarshalJSON(data, v, maxTop)
 }
 
 // SerializerByName resolves "JSON", "MsgPack" or "Raw" (case-insensitive).

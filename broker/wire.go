@@ -20,21 +20,53 @@ import (
 //     in the bytes actually left, so what the decoder preallocates is bounded
 //     by the size of the input; nesting is at most MaxDepth; the input is
 //     exactly one value (no trailing bytes).
-//   - JSON: encoding/json already validates the whole input before decoding
-//     and allocates only for what is there; nesting is limited to MaxDepth
-//     (encoding/json alone allows 10,000 levels).
+//   - JSON: encoding/json validates the whole input before decoding; the
+//     pre-scan limits nesting to MaxDepth (encoding/json alone allows
+//     10,000 levels).
+//   - Both: the values (every array, map, element, map key and value, at
+//     any depth) are counted in the same pass, and an input holding more
+//     than EntryBudget(len(input)) of them is refused before the decoder
+//     runs. Small values are what costs memory out of proportion to the
+//     input: an empty map is one MessagePack byte and some 48 bytes once
+//     decoded, a one-entry map several hundred, a JSON "0," a 16-byte
+//     interface, a boxed float64 and its share of a growing slice; 1 MiB of
+//     empty MessagePack maps was 64 MiB decoded, 1 MiB of JSON `[{},...]` (or
+//     `[0,...]`) 43 MiB. Within the budget a decoded value costs at most a
+//     few tens of bytes per input byte (TestAllocationWithinBudget), and a
+//     refusal allocates nothing but the error (TestHostileAllocationPerByte).
 //
-// What a decoded value costs in memory stays proportional to the input (a
-// one-byte MessagePack nil in an array becomes a 16-byte interface value, or a
-// zero element of the target slice type): size limits on whole messages are
-// the broker's (Redis proto-max-bulk-len, etc.).
+// Why a pre-scan rather than options of the libraries: vmihailenco/msgpack
+// has no limit on the values of a decode, only caps on what it preallocates
+// for one declared length (a million elements or map entries:
+// DisableAllocLimit), and encoding/json has no limit at all; a json.Decoder
+// counting tokens allocates an interface value per token, which is the cost
+// to avoid. One pass over the bytes, allocation-free, checks every bound
+// before the library runs.
+//
+// Size limits on whole messages are the plugin's (WithMaxPayloadSize,
+// WithMaxMetaSize), MaxHeadersSize and the broker's.
 const (
 	// MaxDepth is the deepest nesting of arrays and maps (JSON objects) that
 	// the decoders accept: a scalar at top level has depth 0, [[1]] depth 2.
 	// It keeps recursive code run later on a decoded value (printing,
 	// re-encoding, comparing) far from Go's stack limit.
 	MaxDepth = 100
+
+	// MaxEntriesFloor and BytesPerEntry make the entry budget of a decode
+	// (see EntryBudget).
+	MaxEntriesFloor = 8192
+	BytesPerEntry   = 8
 )
+
+// EntryBudget is the largest number of values (arrays, maps, their elements,
+// map keys and values, at any depth) that JSON.Unmarshal and
+// MsgPack.Unmarshal accept in an input of n bytes: MaxEntriesFloor, or one
+// value per BytesPerEntry bytes of input when that is more. A 1 MiB payload
+// may hold 131,072 values (a list of 40,000 one-field records, of 100,000
+// numbers), which decode into some 20 MiB at most. JSON is counted by its
+// separators (an object member counts twice), so a JSON value is a little
+// more expensive than a MessagePack one.
+func EntryBudget(n int) int { return max(MaxEntriesFloor, n/BytesPerEntry) }
 
 // ErrMalformed is wrapped by every *MalformedError: input rejected by the
 // bounds checks of the decoders (truncated data, a declared length larger
@@ -111,7 +143,11 @@ func isMapCode(c byte) bool { return (c >= 0x80 && c <= 0x8f) || c == mpMap16 ||
 // and decodes the extension's data as the map: a timestamp whose bytes read
 // as a map header declaring 4 billion entries would bypass every check made
 // here. The decoder's reader refuses to read a format byte at a trap.
-func scanMsgPack(b []byte) (traps []int, err error) {
+func scanMsgPack(b []byte) (traps []int, err error) { return scanMsgPackTop(b, 0) }
+
+// scanMsgPackTop is scanMsgPack that also refuses a top-level map or array
+// of more than maxTop entries (0: no bound of its own).
+func scanMsgPackTop(b []byte, maxTop int) (traps []int, err error) {
 	const format = "MsgPack"
 	if len(b) == 0 {
 		return nil, malformed(format, -1, "empty input")
@@ -126,6 +162,8 @@ func scanMsgPack(b []byte) (traps []int, err error) {
 	left := uint64(1) // items still expected at the current depth
 	pos := 0
 	n := len(b)
+	budget := uint64(EntryBudget(n))
+	var entries uint64
 	for {
 		for left == 0 {
 			if depth == 0 {
@@ -144,6 +182,9 @@ func scanMsgPack(b []byte) (traps []int, err error) {
 		c := b[pos]
 		pos++
 		left--
+		if entries++; entries > budget {
+			return nil, malformed(format, start, "more than %d values in %d bytes", budget, n)
+		}
 		var length uint64 // bytes of data (str, bin, ext) after the header
 		var items uint64  // items of a container
 		container := false
@@ -219,6 +260,13 @@ func scanMsgPack(b []byte) (traps []int, err error) {
 			if depth >= MaxDepth {
 				return nil, malformed(format, start, "nesting deeper than %d", MaxDepth)
 			}
+			top := items
+			if isMapCode(c) {
+				top = items / 2
+			}
+			if depth == 0 && maxTop > 0 && top > uint64(maxTop) {
+				return nil, malformed(format, start, "%d entries at top level, more than %d", top, maxTop)
+			}
 			if items > 0 {
 				stack[depth] = uint32(left)
 				depth++
@@ -236,17 +284,34 @@ func scanMsgPack(b []byte) (traps []int, err error) {
 	}
 }
 
-// scanJSONDepth checks that JSON nesting is at most MaxDepth. It only counts
-// brackets outside strings; encoding/json validates the rest. Input too short
-// to nest deeper than MaxDepth (a valid document needs two bytes a level), or
-// with no more than MaxDepth opening brackets at all, is not scanned.
-func scanJSONDepth(b []byte) error {
-	if len(b) <= 2*MaxDepth || bytes.Count(b, []byte{'['})+bytes.Count(b, []byte{'{'}) <= MaxDepth {
+// scanJSON checks that JSON nesting is at most MaxDepth and that the input
+// holds at most EntryBudget(len(b)) entries (arrays, objects and object
+// members, at any depth), and, when maxTop > 0, at most maxTop entries in the
+// top-level array or object. It counts brackets, colons and commas outside
+// strings in one pass that allocates nothing; encoding/json validates the
+// rest. The pass is skipped when counts over the whole input (strings
+// included) already show the bounds hold: always for input of at most
+// 2*MaxDepth bytes, or with few brackets, colons and commas.
+func scanJSON(b []byte, maxTop int) error {
+	n := len(b)
+	budget := EntryBudget(n)
+	brackets := -1
+	if n > 2*MaxDepth {
+		brackets = bytes.Count(b, []byte{'['}) + bytes.Count(b, []byte{'{'})
+	}
+	deep := brackets > MaxDepth
+	commas := -1
+	if n > budget || (maxTop > 0 && n > maxTop) {
+		commas = bytes.Count(b, []byte{','})
+	}
+	many := n > budget && brackets+commas+bytes.Count(b, []byte{':'}) > budget
+	wide := maxTop > 0 && n > maxTop && commas >= maxTop
+	if !deep && !many && !wide {
 		return nil
 	}
-	depth := 0
+	depth, entries, top := 0, 0, 0
 	inString := false
-	for i := 0; i < len(b); i++ {
+	for i := 0; i < n; i++ {
 		c := b[i]
 		if inString {
 			switch c {
@@ -265,8 +330,28 @@ func scanJSONDepth(b []byte) error {
 			if depth > MaxDepth {
 				return malformed("JSON", i, "nesting deeper than %d", MaxDepth)
 			}
+			if depth == 1 {
+				top = 1
+			}
+			entries++
+		case ':':
+			entries++
+		case ',':
+			if depth == 1 {
+				top++
+				if maxTop > 0 && top > maxTop {
+					return malformed("JSON", i, "more than %d entries at top level", maxTop)
+				}
+			}
+			entries++
 		case ']', '}':
 			depth--
+			continue
+		default:
+			continue
+		}
+		if entries > budget {
+			return malformed("JSON", i, "more than %d values in %d bytes", budget, n)
 		}
 	}
 	return nil

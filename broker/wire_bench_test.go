@@ -38,7 +38,7 @@ func BenchmarkScan(b *testing.B) {
 		b.Run("JSON/"+c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(js)))
 			for b.Loop() {
-				if err := scanJSONDepth(js); err != nil {
+				if err := scanJSON(js, 0); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -83,6 +83,9 @@ func limitSpecs(tg Target) {
 		snd := h.sender()
 		big := strings.Repeat("h", 200<<10)
 		err := snd.SendToChannel(ctx, ch, 1, broker.WithHeader("big", big))
+		if l, ok := snd.Adapter().(broker.Limiter); ok && l.Limits().Check(1, map[string]string{"big": big}) != nil {
+			Expect(err).To(HaveOccurred(), "a header over the broker's limits %+v was sent", l.Limits())
+		}
 		want := 1
 		if err != nil {
 			Expect(err).To(MatchError(broker.ErrTooLarge), "a refused send says why")

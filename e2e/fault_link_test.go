@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,7 +105,7 @@ func linkFaults(tg Target) {
 	})
 
 	It("link-reset-before-ack: a reset between a handler's return and its ack loses nothing", func() {
-		const total = 20
+		const total, at = 20, 5
 		ch, group := uniq("fault.reset"), uniq("fault-reset")
 		r := &seqRecorder{}
 		var ls *links
@@ -117,33 +118,66 @@ func linkFaults(tg Target) {
 				once.Do(func() { close(settled) })
 			}
 		})
-		p, links := linked([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 1,
+		snd := h.sender()
+		_, links := linked([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 1,
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				err := handler(ctx, m)
-				if froze.CompareAndSwap(false, true) {
+				var p faultPayload
+				if m.Decode(&p) == nil && p.Seq == at && froze.CompareAndSwap(false, true) {
 					ls.Freeze() // the handler returns into a frozen link: its ack cannot reach the broker
 				}
 				return err
 			}}}}}, obs)
 		ls = links
-		_ = p
-		snd := h.sender()
-		Expect(snd.SendToChannel(ctx, ch, faultPayload{Seq: 0})).To(Succeed())
-		Eventually(settled, 30*time.Second).Should(BeClosed(), "the first message ran and was settled into the frozen link")
-		ls.Heal()
-		ls.ResetAll()
-		for i := 1; i < total; i++ {
+		for i := range total { // the messages after the frozen one are fetched, read ahead or queued
 			Expect(snd.SendToChannel(ctx, ch, faultPayload{Seq: i})).To(Succeed())
 		}
+		Eventually(settled, 30*time.Second).Should(BeClosed(), "message %d ran and was settled into the frozen link", at)
+		ls.ResetAll()
+		ls.Heal()
 		all := make([]int, total)
 		for i := range all {
 			all[i] = i
 		}
 		settle(func() bool { return distinctSeqs(r.all()) >= total }, r.count, claimWait, 60*time.Second)
-		quietFor(r.count, tg.ClaimTime+time.Second, 10*time.Second) // the first message's redelivery, if any
+		quietFor(r.count, tg.ClaimTime+time.Second, 10*time.Second) // a redelivery of the frozen ack's message, if any
 		t := count(all, r.all(), nil)
-		t.print("link-reset-before-ack", tg.Name, "")
+		again := 0
+		for _, run := range r.all() {
+			if run.seq == at {
+				again++
+			}
+		}
+		t.print("link-reset-before-ack", tg.Name, fmt.Sprintf("runs-of-the-message-whose-ack-froze=%d", again))
 		Expect(t.lost).To(BeZero())
+	})
+
+	It("slow-close-and-bandwidth: a member on a 32 KB/s link whose closes take 5s gets everything, and its Stop keeps its deadline", func() {
+		const total = 40
+		ch, group := uniq("fault.narrow"), uniq("fault-narrow")
+		r := &seqRecorder{}
+		p, ls := linked([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 4, Handler: r.handler("narrow")}}}})
+		ls.Bandwidth(32)
+		ls.SlowClose(5 * time.Second)
+		pad := strings.Repeat("x", 2048)
+		snd := h.sender()
+		for i := range total {
+			Expect(snd.SendToChannel(ctx, ch, faultPayloadPadded{Seq: i, Pad: pad})).To(Succeed())
+		}
+		all := make([]int, total)
+		for i := range all {
+			all[i] = i
+		}
+		settle(func() bool { return distinctSeqs(r.all()) >= total }, r.count, claimWait, 90*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		start := time.Now()
+		_ = p.Stop(sctx)
+		took := time.Since(start)
+		cancel()
+		t := count(all, r.all(), nil)
+		t.print("slow-close-and-bandwidth", tg.Name, fmt.Sprintf("stop=%s deadline=2s", took.Round(time.Millisecond)))
+		Expect(t.lost).To(BeZero())
+		Expect(took).To(BeNumerically("<=", 2*time.Second+stopGrace), "Stop overran its deadline")
 	})
 
 	It("latency-200ms: with 200ms on every packet the attempt rule and MaxInFlight hold", func() {
@@ -232,6 +266,12 @@ func linkFaults(tg Target) {
 		}
 		Expect(t.lost).To(BeZero())
 	})
+}
+
+// faultPayloadPadded is a faultPayload with bulk (decoded as one).
+type faultPayloadPadded struct {
+	Seq int    `json:"seq"`
+	Pad string `json:"pad"`
 }
 
 func errText(err error) string {

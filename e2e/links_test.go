@@ -46,6 +46,10 @@ func (ls *links) Heal()                   { ls.each((*linkfault.Link).Heal) }
 func (ls *links) ResetAll()               { ls.each((*linkfault.Link).ResetAll) }
 func (ls *links) Kill()                   { ls.each((*linkfault.Link).Kill) }
 func (ls *links) Latency(d time.Duration) { ls.each(func(l *linkfault.Link) { l.Latency(d) }) }
+func (ls *links) Bandwidth(kbps int)      { ls.each(func(l *linkfault.Link) { l.Bandwidth(kbps) }) }
+func (ls *links) SlowClose(d time.Duration) {
+	ls.each(func(l *linkfault.Link) { l.SlowClose(d) })
+}
 
 // addr maps a broker address to its proxy (the address itself when it has
 // none: a broker the test did not proxy).

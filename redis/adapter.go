@@ -2,9 +2,11 @@ package redis
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -39,7 +41,8 @@ type Adapter struct {
 	uopts    *goredis.UniversalOptions // nil when the client is the caller's
 	external goredis.UniversalClient
 	consumer ChannelOptions
-	display  string
+	display  string      // scheme and hosts, never the userinfo
+	urlTLS   *tls.Config // the TLS configuration derived from the URL
 
 	autoPipeline bool
 	maxLen       int64 // default XADD MAXLEN (0: none)
@@ -62,7 +65,13 @@ func New(rawURL string, opts ...Option) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newAdapter(uo, nil, redactedURL(rawURL), opts)
+	scheme, _, _ := strings.Cut(rawURL, "://")
+	a, err := newAdapter(uo, nil, "", opts)
+	if err != nil {
+		return nil, err
+	}
+	a.display = displayURL(strings.ToLower(scheme), a.uopts.Addrs) // after WithClusterAddrs
+	return a, nil
 }
 
 // NewFromOptions builds an adapter from go-redis universal options (one
@@ -86,6 +95,9 @@ func NewFromClient(c goredis.UniversalClient, opts ...Option) (*Adapter, error) 
 
 func newAdapter(uo *goredis.UniversalOptions, c goredis.UniversalClient, display string, opts []Option) (*Adapter, error) {
 	a := &Adapter{uopts: uo, external: c, display: display}
+	if uo != nil {
+		a.urlTLS = uo.TLSConfig
+	}
 	if err := broker.ApplyOptions(a, opts); err != nil {
 		return nil, err
 	}

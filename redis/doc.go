@@ -16,6 +16,26 @@
 // RESP3: the adapter uses no RESP3 feature, and go-redis checks RESP3
 // connections for pending push notifications before every command.
 //
+// # TLS, authentication and what String shows
+//
+// rediss:// connects with TLS 1.2 or later, verifying the server's
+// certificate against the URL's host (for a cluster, against the host each
+// connection dials); [WithTLS] replaces that configuration (the adapter
+// uses it as given, without changing it). rediss://...?skip_verify=true
+// (a go-redis URL option) turns certificate verification off: anyone on the
+// path can then read and change the traffic, password included; keep it to
+// tests. Authentication is the URL's user and password (AUTH, Redis ACL
+// users with a user name); escape "#", "/", "?" and "@" in a password
+// (%23, %2F, %3F, %40): a URL whose userinfo url.Parse would misread is
+// refused. String() and the adapter's errors show the scheme and hosts only
+// ("redis redis://10.0.0.1:6379"), never the userinfo or the query.
+//
+// Redis keeps the counts: a message's attempt and deliveries come from the
+// pending-entries list and the adapter's failure record on the server
+// (keyed by stream, group and entry id), never from headers a producer
+// wrote; x-redelivered-count, x-group and the x-error-* headers of an
+// entry are data to the adapter (a dead-letter copy gets its own).
+//
 // # Wire format (shared with @moleculer/channels)
 //
 // Channel n with prefix P is the stream "P.n"; a group g is the consumer

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -224,7 +225,9 @@ func WithDefaultMaxLen(n int64, approx bool) Option {
 }
 
 // WithClusterAddrs switches to Redis Cluster with these seed nodes (the
-// URL's credentials and TLS settings still apply).
+// URL's credentials and TLS settings still apply; with rediss://, each node's
+// certificate is verified against the host dialed, not the URL's host,
+// unless WithTLS sets a ServerName).
 func WithClusterAddrs(addrs ...string) Option {
 	return func(a *Adapter) error {
 		if len(addrs) == 0 {
@@ -236,6 +239,9 @@ func WithClusterAddrs(addrs ...string) Option {
 		a.uopts.Addrs = addrs
 		a.uopts.IsClusterMode = true
 		a.uopts.DB = 0
+		if a.uopts.TLSConfig == a.urlTLS {
+			a.uopts.TLSConfig = clusterTLS(a.urlTLS)
+		}
 		return nil
 	}
 }
@@ -265,13 +271,21 @@ func parseURL(raw string) (*goredis.UniversalOptions, error) {
 	if u.Host == "" {
 		return nil, fmt.Errorf("%w: redis URL has no host", broker.ErrInvalidOption)
 	}
+	// A password with "#", "/" or "?" unescaped cuts the URL short:
+	// "redis://u:123#abc@host" parses as host "u", port 123, no password.
+	// It would connect to the wrong host without its password, and show
+	// the password as a host: refused, without showing it.
+	if shown := broker.DisplayURL(raw); !strings.EqualFold(shown, u.Scheme+"://"+u.Host) {
+		return nil, fmt.Errorf("%w: redis URL %s: the userinfo holds a character that must be percent-encoded (#, /, ? or @)",
+			broker.ErrInvalidOption, shown)
+	}
 	if u.Query().Has("addr") {
 		co, err := goredis.ParseClusterURL(raw)
 		if err != nil {
 			return nil, broker.InvalidURLError(broker.ErrInvalidOption, "redis cluster", raw, err)
 		}
 		return &goredis.UniversalOptions{Addrs: co.Addrs, Username: co.Username, Password: co.Password,
-			TLSConfig: co.TLSConfig, IsClusterMode: true, ClientName: co.ClientName, Protocol: co.Protocol,
+			TLSConfig: clusterTLS(co.TLSConfig), IsClusterMode: true, ClientName: co.ClientName, Protocol: co.Protocol,
 			DialTimeout: co.DialTimeout, ReadTimeout: co.ReadTimeout, WriteTimeout: co.WriteTimeout,
 			PoolSize: co.PoolSize, MinIdleConns: co.MinIdleConns, MaxRetries: co.MaxRetries}, nil
 	}
@@ -285,5 +299,21 @@ func parseURL(raw string) (*goredis.UniversalOptions, error) {
 		PoolSize: o.PoolSize, MinIdleConns: o.MinIdleConns, MaxRetries: o.MaxRetries}, nil
 }
 
-// redactedURL is the URL without its credentials, for String and errors.
-func redactedURL(raw string) string { return broker.RedactURL(raw) }
+// clusterTLS is the TLS configuration of a cluster's connections made from
+// the one go-redis derives from a rediss:// URL, whose ServerName is the
+// URL's first host: every node would be verified against that name (a node
+// presenting the first host's certificate would pass for any other). The
+// copy has no ServerName, so each connection verifies the host it dials.
+func clusterTLS(c *tls.Config) *tls.Config {
+	if c == nil || c.ServerName == "" {
+		return c
+	}
+	c = c.Clone()
+	c.ServerName = ""
+	return c
+}
+
+// displayURL is what String and errors show of the URL: scheme and hosts.
+func displayURL(scheme string, addrs []string) string {
+	return scheme + "://" + strings.Join(addrs, ",")
+}

@@ -98,7 +98,8 @@ func (r records) load(ctx context.Context, id string) (record, error) {
 // newer failure is written.
 var errorFields = []string{broker.HeaderErrorMessage, broker.HeaderErrorCode, broker.HeaderErrorStack,
 	broker.HeaderErrorType, broker.HeaderErrorData, broker.HeaderErrorName, broker.HeaderErrorRetryable,
-	broker.HeaderErrorTimestamp}
+	broker.HeaderErrorTimestamp, broker.HeaderErrorTrimmed, broker.HeaderDeadLetterRefusals,
+	broker.HeaderDeadLetterRefusal, broker.HeaderDeadLetterRefusedSince}
 
 func toAny(h map[string]string) map[string]any {
 	out := make(map[string]any, len(h)+1)
