@@ -26,7 +26,9 @@ func TestDeadLettersRefusedAsTheyAre(t *testing.T) {
 	_, j := jsOn(t, url)
 	ctx := context.Background()
 	var logs logSink
-	dl := func(q string) *channels.DeadLettering { return &channels.DeadLettering{Enabled: true, QueueName: q} }
+	dl := func(q string) *channels.DeadLettering {
+		return &channels.DeadLettering{Enabled: true, QueueName: q, RefusalWindow: time.Second}
+	}
 	fail := func(err error) channels.Handler {
 		return func(context.Context, *channels.Message) error { return channels.Permanent(err) }
 	}

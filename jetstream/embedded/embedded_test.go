@@ -374,10 +374,12 @@ func TestShutdownContextBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := s.ShutdownContext(ctx); !errors.Is(err, broker.ErrAbandoned) {
-		t.Fatalf("ended ctx: %v", err)
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	start := time.Now()
+	err = s.ShutdownContext(ctx)
+	if took := time.Since(start); took > 100*time.Millisecond || (err != nil && !errors.Is(err, broker.ErrAbandoned)) {
+		t.Fatalf("ShutdownContext with a context ended a second ago: %v after %s", err, took)
 	}
 	eventually(t, 10*time.Second, "store removed in the background", func() bool {
 		_, err := os.Stat(s.StoreDir())
