@@ -9,7 +9,7 @@ import (
 
 // One in-process server for the whole run: every node of a spec connects to
 // it, as processes share a broker.
-var embeddedNATS = sync.OnceValues(func() (*embedded.Server, error) { return embedded.Start(embedded.Options{}) })
+var embeddedNATS = sync.OnceValues(func() (*embedded.Server, error) { return embedded.Start(embedded.Options{Temporary: true}) })
 
 func init() {
 	RegisterTarget(Target{

@@ -2,6 +2,8 @@ package jetstream
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -43,6 +45,8 @@ type Adapter struct {
 	display   string
 	external  *nats.Conn
 	natsOpts  []nats.Option
+	tlsConfig *tls.Config    // WithTLS (a copy)
+	rootCAs   *x509.CertPool // WithRootCAs
 	chopts    ChannelOptions
 	bucket    string
 	recordTTL time.Duration
@@ -131,6 +135,9 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		if d, ok := ctx.Deadline(); ok {
 			opts = append(opts, nats.Timeout(max(time.Until(d), 100*time.Millisecond)))
 		}
+		if t := a.tlsOption(); t != nil {
+			opts = append(opts, t)
+		}
 		var err error
 		nc, err = nats.Connect(strings.Join(a.servers, ","), append(opts, a.natsOpts...)...)
 		if err != nil {
@@ -180,7 +187,7 @@ func prepareMsg(channel string, out *broker.Outgoing) (*nats.Msg, []js.PublishOp
 	m := nats.NewMsg(channel)
 	m.Data = out.Payload
 	if err := setHeaders(m.Header, out.Headers); err != nil {
-		return nil, nil, &broker.EncodeError{Channel: channel, Err: err}
+		return nil, nil, &broker.PublishError{Channel: channel, Err: err}
 	}
 	var popts []js.PublishOpt
 	if so, ok := sendOptions(out.Options.AdapterOptions); ok {
@@ -257,18 +264,44 @@ func (a *Adapter) publish(ctx context.Context, c *conn, m *nats.Msg, popts []js.
 
 // setHeaders copies message headers to NATS headers, keeping the names as
 // they are (NATS headers are case-sensitive). Names and values cannot
-// hold CR or LF, and names no colon or space.
+// hold CR or LF, and names no colon, space or other control character.
+// The names Status and Description are refused: NATS clients take an
+// empty message with a Status header for a status of the server (nats.go
+// never hands it to a consumer). The error wraps ErrHeaderRefused.
 func setHeaders(h nats.Header, src map[string]string) error {
 	for k, v := range src {
-		if k == "" || strings.ContainsAny(k, ":\r\n \t") {
-			return fmt.Errorf("header name %q cannot be sent as a NATS header", k)
+		if !validHeaderName(k) {
+			return fmt.Errorf("%w: header name %q", ErrHeaderRefused, k)
+		}
+		if k == statusHeader || k == descriptionHeader {
+			return fmt.Errorf("%w: header %q is reserved for the statuses of the server", ErrHeaderRefused, k)
 		}
 		if strings.ContainsAny(v, "\r\n") {
-			return fmt.Errorf("header %q: a NATS header value cannot hold CR or LF", k)
+			return fmt.Errorf("%w: header %q: a value cannot hold CR or LF", ErrHeaderRefused, k)
 		}
 		h[k] = []string{v}
 	}
 	return nil
+}
+
+// Headers NATS clients read as a status of the server.
+const (
+	statusHeader      = "Status"
+	descriptionHeader = "Description"
+)
+
+// validHeaderName: printable ASCII without colon or space (what the NATS
+// header format and its readers take as a name).
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c == ':' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // records opens the failure-record bucket once per connection.
@@ -305,11 +338,21 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
+	if l := a.Limits(); ch.Limits.MaxMessageBytes == 0 || l.MaxMessageBytes < ch.Limits.MaxMessageBytes {
+		ch.Limits.MaxMessageBytes = l.MaxMessageBytes
+	}
+	if ch.Limits.MaxHeaderBytes == 0 || MaxHeaderBytes < ch.Limits.MaxHeaderBytes {
+		ch.Limits.MaxHeaderBytes = MaxHeaderBytes
+	}
 	if ch.DeadLetter.Enabled {
-		dl := opts.Stream
-		dl.Name, dl.Subjects = "", nil // the dead-letter queue has its own stream
-		if _, err := ensureStream(ctx, c.js, ch.DeadLetter.Queue, dl); err != nil {
+		_, dl, err := ensureStreamConfig(ctx, c.js, ch.DeadLetter.Queue, deadLetterStream(opts.DeadLetterStream))
+		if err != nil {
 			return nil, err
+		}
+		// A dead letter over the stream's MaxMsgSize is refused by the
+		// server: the kit fits the copy's headers into the lower bound.
+		if dl.MaxMsgSize > 0 && (ch.Limits.MaxMessageBytes == 0 || int(dl.MaxMsgSize) < ch.Limits.MaxMessageBytes) {
+			ch.Limits.MaxMessageBytes = int(dl.MaxMsgSize)
 		}
 	}
 	a.streamOf.Store(ch.Name, stream)
@@ -322,11 +365,10 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
-	ackWait := cons.CachedInfo().Config.AckWait
-	if opts.InProgressInterval == 0 || opts.InProgressInterval >= ackWait {
-		opts.InProgressInterval = max(ackWait/3, 10*time.Millisecond)
-	}
-	s := newSubscription(a, c, ch, opts, cons, newRecords(kv, stream, durable))
+	asked := opts.InProgressInterval
+	opts.InProgressInterval = inProgressEvery(cons.CachedInfo().Config.AckWait, asked)
+	s := newSubscription(a, c, ch, opts, stream, cons, newRecords(kv, stream, durable, cons.CachedInfo().Created))
+	s.askedInterval = asked
 	a.subs.Add(s)
 	return s, nil
 }
@@ -347,15 +389,26 @@ func (a *Adapter) Close(ctx context.Context) error {
 	defer a.mu.Unlock()
 	a.state.SetClosed()
 	a.cur.Store(nil)
-	if c.nc.IsConnected() {
+	if c.nc.IsConnected() && ctx.Err() == nil {
 		fctx, cancel := flushCtx(ctx)
 		if err := c.nc.FlushWithContext(fctx); err != nil {
 			errs = append(errs, fmt.Errorf("channels/jetstream: flush: %w", err))
 		}
 		cancel()
 	}
+	if a.external != nil {
+		// The caller's connection stays open: remove what this adapter
+		// added to it (the reply subscription of asynchronous publishes).
+		c.js.CleanupPublisher()
+	}
 	if a.external == nil {
-		c.nc.Close()
+		// Closing writes what is buffered: on a frozen link it may block
+		// until the write deadline; it is left to finish past ctx.
+		cctx, cancel := flushCtx(ctx)
+		if err := broker.Bounded(cctx, "close of the NATS connection", func() error { c.nc.Close(); return nil }); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
 	}
 	a.kv = nil
 	a.streams.Clear()
@@ -363,12 +416,30 @@ func (a *Adapter) Close(ctx context.Context) error {
 }
 
 // flushCtx bounds a flush by ctx, or by DefaultOpTimeout when ctx has no
-// deadline (or has ended: the flush still gets a short chance).
+// deadline. A ctx that has ended gives no more time.
 func flushCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok && ctx.Err() == nil {
+	if _, ok := ctx.Deadline(); ok || ctx.Err() != nil {
 		return context.WithCancel(ctx)
 	}
-	return context.WithTimeout(context.Background(), DefaultOpTimeout)
+	return context.WithTimeout(ctx, DefaultOpTimeout)
+}
+
+var _ broker.Limiter = (*Adapter)(nil)
+
+// MaxHeaderBytes bounds the headers of a message stored by JetStream: the
+// server refuses a header block over 64 KiB (65,535 bytes); the rest is
+// left for the protocol line and the adapter's own Nats-* headers.
+const MaxHeaderBytes = 65535 - 512
+
+// Limits reports the server's max_payload (the connection's MaxPayload) as
+// the bound of one message, payload and headers together, and
+// MaxHeaderBytes; zero before Connect.
+func (a *Adapter) Limits() broker.Limits {
+	c := a.cur.Load()
+	if c == nil {
+		return broker.Limits{}
+	}
+	return broker.Limits{MaxHeaderBytes: MaxHeaderBytes, MaxMessageBytes: int(c.nc.MaxPayload())}
 }
 
 var _ broker.LagReporter = (*Adapter)(nil)
@@ -399,15 +470,35 @@ func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupL
 var _ broker.ChannelRemover = (*Adapter)(nil)
 
 // RemoveChannel deletes the channel's stream (StreamName), with its
-// consumers. A channel kept in a shared stream (StreamOptions subjects) is
-// not removed this way: delete or purge that stream yourself.
+// consumers and their failure records. This adapter's own subscriptions
+// of the channel are drained first (bounded by ctx): they would create
+// the stream again. Subscriptions of other processes recreate it as they
+// do after any deletion. A channel kept in a shared stream (StreamOptions
+// subjects) is not removed this way: delete or purge that stream yourself.
 func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
-	j := a.JetStream()
-	if j == nil {
+	c := a.cur.Load()
+	if c == nil {
 		return broker.ErrNotConnected
 	}
-	if err := j.DeleteStream(ctx, StreamName(channel)); err != nil && !errors.Is(err, js.ErrStreamNotFound) {
-		return fmt.Errorf("channels/jetstream: remove %q: %w", channel, err)
+	var errs []error
+	for _, sub := range a.subs.List() {
+		if s, ok := sub.(*subscription); ok && s.ch.Name == channel {
+			if err := s.Drain(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
-	return nil
+	stream := StreamName(channel)
+	if s, ok := a.streamOf.Load(channel); ok {
+		stream = s.(string)
+	}
+	a.streams.Delete(channel)
+	a.streamOf.Delete(channel)
+	if err := c.js.DeleteStream(ctx, stream); err != nil && !errors.Is(err, js.ErrStreamNotFound) {
+		return errors.Join(append(errs, fmt.Errorf("channels/jetstream: remove %q: %w", channel, err))...)
+	}
+	if err := purgeStream(ctx, c.js, a.bucket, stream); err != nil {
+		errs = append(errs, fmt.Errorf("channels/jetstream: remove %q: failure records: %w", channel, err))
+	}
+	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
-// Package jetstream is the NATS JetStream adapter of channels, on the pull
-// consumers of nats.go's jetstream package, wire-compatible with the NATS
-// adapter of @moleculer/channels.
+// Package jetstream is the NATS JetStream adapter of channels, on durable
+// pull consumers (nats.go's jetstream package for streams, consumers and
+// publishing; the pull requests on the JetStream protocol itself),
+// wire-compatible with the NATS adapter of @moleculer/channels.
 //
 // # Construction
 //
@@ -31,12 +32,14 @@
 //
 //	field               default                          meaning
 //	AckWait             DefaultAckWait (30s)             a message held that long without ack or progress (a crashed member's) is redelivered
-//	InProgressInterval  AckWait/3                        how often running messages are reported in progress (msg.InProgress)
+//	InProgressInterval  AckWait/3                        how often running messages are reported in progress (msg.InProgress); follows the consumer's live AckWait
+//	MaxDeliver          DefaultMaxDeliver (1000)         the consumer's MaxDeliver: the server's backstop for a message that never reaches the kit (-1: none)
 //	MaxAckPending       max(DefaultMaxAckPending, 2 MIF) unacked messages of the whole group, messages in backoff included
 //	DeliverPolicy       DeliverNew                       where a new group starts: DeliverAll, DeliverLast, DeliverLastPerSubject, DeliverByStartSequence (StartSequence), DeliverByStartTime (StartTime)
 //	FetchTimeout        DefaultFetchTimeout (5s)         expiry of one pull request (a stop ends it at once)
 //	AckSync             false                            confirm each ack with a round trip (double ack)
 //	Stream              server defaults                  StreamOptions: Name, Subjects, MaxAge, MaxMsgs, MaxBytes, MaxMsgSize, Discard, Retention, Storage, Replicas, Duplicates, Configure
+//	DeadLetterStream    server defaults, limits retention StreamOptions of the dead-letter stream (the channel's Stream options do not apply to it)
 //
 // Adapter options: WithRecords(bucket, ttl) (DefaultRecordsBucket,
 // DefaultRecordTTL) for the failure records. DefaultKeepDelay and
@@ -74,8 +77,14 @@
 // are stored (a new group still starts with the messages after it). Headers
 // are NATS headers, one value per name, names kept as they are
 // (x-redelivered-count, x-original-*, x-error-* with base64 stack and data,
-// $requestID, $parentID, $meta, ...); header values cannot hold CR or LF
-// (a send with one is an *EncodeError). NATS transport headers (Nats-Msg-Id,
+// $requestID, $parentID, $meta, ...). A send is refused with a
+// *broker.PublishError wrapping ErrHeaderRefused when a header name is
+// empty or holds a space, a colon or a control character, when a value
+// holds CR or LF, or when a name is Status or Description (NATS clients
+// take an empty message with a Status header for a status of the server);
+// with headers over MaxHeaderBytes (JetStream stores at most 64 KiB of
+// headers) or a message over the server's max_payload it is refused with
+// ErrTooLarge (Limits). NATS transport headers (Nats-Msg-Id,
 // Nats-Expected-*) are left out of Message.Headers and of dead letters
 // (Message.Raw, the jetstream.Msg, has them). Message.ID is the stream
 // sequence, Message.Timestamp the time the stream stored it.
@@ -88,10 +97,13 @@
 // read-ahead of at most MaxInFlight, as on every adapter that fetches). Held
 // and running messages are reported in progress every InProgressInterval,
 // so a handler longer than AckWait keeps its message, and a stop hands back
-// the held ones unrun (no attempt used). Nothing is pulled beyond that: with
-// MaxInFlight 1 a standing pull subscription asks for one message at a time
-// (Consumer.Messages with PullMaxMessages 1), otherwise each pull is a Fetch
-// of the messages that may be held. A failed run is
+// the held ones unrun (no attempt used). Nothing is pulled beyond that: each
+// pull request asks for the messages that may be held, answered on one
+// standing inbox subscription per subscription. A message is a stream
+// message when its reply subject is a JetStream acknowledgement subject,
+// whatever its headers, so a stored empty message with a Status header (which
+// nats.go's own pull consumers take for a status of the server and never
+// hand over) reaches the handler and is settled like any other. A failed run is
 // retried with NakWithDelay(backoff): the server redelivers it to any
 // member after the delay, and a redelivery due goes before new messages.
 // A message in backoff stays pending on the server, which is why
@@ -101,7 +113,9 @@
 // JetStream counts deliveries (NumDelivered), not failed runs: a nak and an
 // AckWait expiry after a crash look the same. The adapter therefore keeps,
 // per group and message, a failure record in a key-value bucket
-// (DefaultRecordsBucket, key <stream>.<durable>.<sequence>): the failed runs,
+// (DefaultRecordsBucket, key <stream>.<durable>.<consumer creation
+// time>.<sequence>, so a stream or group created again never sees the
+// records of the one before): the failed runs,
 // the deliveries handed back unrun (a release is a Nak, which the server
 // counts), the x-error-* headers of the last failure and whether it was final.
 // Records are written only on the failure path, read only for a message
@@ -110,16 +124,27 @@
 // attempt (the message comes back after AckWait with the same attempt, also
 // with NoRetries); the deliveries the kit checks against MaxDeliveries are
 // NumDelivered less the releases, which bounds a message that keeps killing
-// its consumers (a poison pill) — the consumer's own MaxDeliver stays
-// unlimited, since a message past it would stay pending and never be
-// dead-lettered. A record that cannot be read counts from NumDelivered.
+// its consumers (a poison pill). The consumer's own MaxDeliver
+// (DefaultMaxDeliver, far above MaxDeliveries) is only the server's
+// backstop: a message past it is no longer delivered (it stays in the
+// stream, and the server sends a MAX_DELIVERIES advisory). A record that
+// cannot be read counts from NumDelivered, and is read again before it is
+// written (a record is never started over from zero).
 //
 // After the last attempt the message is published to the dead-letter
 // subject with JetStream's acknowledgement, with its payload, its original
-// headers and the x-original-* and x-error-* headers, and only then acked.
-// When that publish fails, the final failure is recorded (Final) and the
-// message is nakked with DefaultKeepDelay: it comes back and is
-// dead-lettered without running. Acks are written on the connection (a
+// headers and the x-original-* and x-error-* headers, and a Nats-Msg-Id
+// (a publish tried again after a lost acknowledgement is stored once), and
+// only then acked. The dead-letter stream has its own options
+// (DeadLetterStream) and limits retention unless they ask otherwise (an
+// existing one with interest retention is turned to limits: with no
+// consumer it would acknowledge dead letters without storing them). The
+// kit fits the copy's x-error-* headers into the server's max_payload, the
+// dead-letter stream's MaxMsgSize and MaxHeaderBytes. When that publish
+// fails, the final failure is recorded (Final, with the count of refusals)
+// and the message is nakked with DefaultKeepDelay: it comes back and is
+// dead-lettered without running; after MaxDeliveries refusals it is
+// dropped with an error log (broker.ErrDeadLetterRefused). Acks are written on the connection (a
 // flush per batch of writes; AckSync for a confirmed ack); a stop flushes
 // them.
 //
@@ -131,6 +156,13 @@
 // with its attempt unchanged), running handlers finish (bounded by the stop's context, their
 // messages are released when it ends), acks are flushed, and the consumer
 // stays (it is durable: the group's backlog waits for its next member).
+// Close is bounded by its context: once it has ended nothing is flushed
+// and the connection's close is left to finish in the background
+// (broker.AbandonedError). On a connection of the caller's (NewFromConn)
+// Close removes what the adapter added to it.
+//
+// RemoveChannel drains this adapter's subscriptions of the channel, then
+// deletes its stream, its groups and their failure records.
 //
 // # @moleculer/channels 0.1.8
 //

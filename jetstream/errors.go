@@ -16,7 +16,13 @@ var (
 	// creates them: a pull consumer cannot join it. Use another group name
 	// (Go and Node services then consume the same stream in different
 	// groups).
-	ErrPushConsumer = errors.New("channels/jetstream: the group's durable consumer is a push consumer (made by @moleculer/channels?); a pull consumer cannot join it: use another group")
+	// ErrHeaderRefused is wrapped by the *broker.PublishError of a send
+	// whose headers NATS cannot carry as they are: a name that is empty or
+	// holds a space, a colon or a control character, a value with CR or LF,
+	// or the names Status and Description (NATS clients take an empty
+	// message with a Status header for a status of the server).
+	ErrHeaderRefused = errors.New("channels/jetstream: header cannot be sent on NATS")
+	ErrPushConsumer  = errors.New("channels/jetstream: the group's durable consumer is a push consumer (made by @moleculer/channels?); a pull consumer cannot join it: use another group")
 )
 
 // ConfigError reports a stream or consumer whose configuration cannot be

@@ -35,6 +35,15 @@ const (
 	// failed waits before it is delivered again (and dead-lettered without
 	// running).
 	DefaultKeepDelay = time.Second
+	// DefaultMaxDeliver is the consumer's MaxDeliver: the server stops
+	// delivering a message after that many deliveries. The kit gives a
+	// message up long before (RetryPolicy.MaxDeliveries, 9 by default,
+	// releases not counted); this bound is the backstop for a message that
+	// never reaches the kit (a client that cannot read it), so that it
+	// cannot come back every AckWait for ever. A message stopped by it stays
+	// in the stream and is reported by the server's
+	// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES advisory.
+	DefaultMaxDeliver = 1000
 	// DefaultRecordsBucket is the key-value bucket of the failure records.
 	DefaultRecordsBucket = "channels_records"
 	// DefaultRecordTTL is how long a failure record is kept when its message
@@ -182,13 +191,27 @@ type ChannelOptions struct {
 	StartTime time.Time
 	// FetchTimeout is the expiry of one pull request (default 5s).
 	FetchTimeout time.Duration
+	// MaxDeliver is the consumer's MaxDeliver (default DefaultMaxDeliver);
+	// -1 lets the server deliver a message without bound. It must stay
+	// far above the channel's MaxDeliveries: releases (messages handed
+	// back unrun at a stop) count as deliveries on the server.
+	MaxDeliver int
 	// AckSync makes each acknowledgement a request the server confirms
 	// (double ack), at the price of a round trip per message; by default
 	// an ack is written on the connection and flushed with the next batch
 	// of writes (a lost ack means a redelivery after AckWait).
 	AckSync bool
-	// Stream shapes the channel's stream and the dead-letter stream.
+	// Stream shapes the channel's stream.
 	Stream StreamOptions
+	// DeadLetterStream shapes the stream of the dead-letter queue; the
+	// channel's Stream options do not apply to it. Unset fields get the
+	// server's defaults: limits retention, no size or age bound. A
+	// dead-letter stream keeps what it is given even when nobody reads it:
+	// interest retention (which stores nothing while the stream has no
+	// consumer) is used only when Retention asks for it, and an existing
+	// dead-letter stream with interest retention is turned to limits
+	// retention otherwise.
+	DeadLetterStream StreamOptions
 }
 
 func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
@@ -213,10 +236,14 @@ func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
 	if over.FetchTimeout != 0 {
 		o.FetchTimeout = over.FetchTimeout
 	}
+	if over.MaxDeliver != 0 {
+		o.MaxDeliver = over.MaxDeliver
+	}
 	if over.AckSync {
 		o.AckSync = true
 	}
 	o.Stream = o.Stream.merge(over.Stream)
+	o.DeadLetterStream = o.DeadLetterStream.merge(over.DeadLetterStream)
 	return o
 }
 
@@ -232,6 +259,8 @@ func (o ChannelOptions) Validate() error {
 	case o.AckWait > 0 && o.InProgressInterval >= o.AckWait:
 		return fmt.Errorf("%w: jetstream InProgressInterval (%s) must be shorter than AckWait (%s)",
 			broker.ErrInvalidOption, o.InProgressInterval, o.AckWait)
+	case o.MaxDeliver < -1:
+		return fmt.Errorf("%w: jetstream MaxDeliver must be > 0, or -1 for no bound", broker.ErrInvalidOption)
 	case o.MaxAckPending < 0:
 		return fmt.Errorf("%w: jetstream MaxAckPending must be > 0", broker.ErrInvalidOption)
 	case o.FetchTimeout < 0, o.FetchTimeout > 0 && o.FetchTimeout < 100*time.Millisecond:
@@ -242,10 +271,18 @@ func (o ChannelOptions) Validate() error {
 		return fmt.Errorf("%w: jetstream DeliverByStartSequence needs StartSequence", broker.ErrInvalidOption)
 	case o.DeliverPolicy == DeliverByStartTime && o.StartTime.IsZero():
 		return fmt.Errorf("%w: jetstream DeliverByStartTime needs StartTime", broker.ErrInvalidOption)
-	case o.Stream.MaxAge < 0, o.Stream.Duplicates < 0, o.Stream.Replicas < 0:
+	case o.Stream.MaxAge < 0, o.Stream.Duplicates < 0, o.Stream.Replicas < 0,
+		o.DeadLetterStream.MaxAge < 0, o.DeadLetterStream.Duplicates < 0, o.DeadLetterStream.Replicas < 0:
 		return fmt.Errorf("%w: jetstream stream MaxAge, Duplicates and Replicas must be >= 0", broker.ErrInvalidOption)
 	}
 	return nil
+}
+
+func (o ChannelOptions) maxDeliver() int {
+	if o.MaxDeliver == 0 {
+		return DefaultMaxDeliver
+	}
+	return o.MaxDeliver
 }
 
 func (o ChannelOptions) withDefaults() ChannelOptions {
@@ -346,14 +383,30 @@ func WithNKeyFile(file string) Option {
 	}
 }
 
-// WithTLS sets the TLS configuration (tls:// URLs require TLS).
+// WithTLS sets the TLS configuration (tls:// URLs require TLS). The
+// adapter uses a copy: cfg is not changed, by this option or by
+// WithRootCAs, before or after it.
 func WithTLS(cfg *tls.Config) Option {
-	return func(a *Adapter) error { return a.natsOption(nats.Secure(cfg)) }
+	return func(a *Adapter) error {
+		if a.external != nil {
+			return a.natsOption()
+		}
+		if cfg == nil {
+			return fmt.Errorf("%w: jetstream TLS configuration is nil", broker.ErrInvalidOption)
+		}
+		a.tlsConfig = cfg.Clone()
+		return nil
+	}
 }
 
-// WithRootCAs trusts the PEM certificates in files for the server.
+// WithRootCAs trusts the PEM certificates in files for the server. It
+// applies to the configuration of WithTLS whatever their order (without
+// WithTLS, to a default one with TLS 1.2 at least).
 func WithRootCAs(files ...string) Option {
 	return func(a *Adapter) error {
+		if a.external != nil {
+			return a.natsOption()
+		}
 		pool := x509.NewCertPool()
 		for _, f := range files {
 			b, err := os.ReadFile(f)
@@ -364,15 +417,25 @@ func WithRootCAs(files ...string) Option {
 				return fmt.Errorf("%w: jetstream root CA %s holds no PEM certificate", broker.ErrInvalidOption, f)
 			}
 		}
-		return a.natsOption(func(o *nats.Options) error {
-			if o.TLSConfig == nil {
-				o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-			}
-			o.TLSConfig.RootCAs = pool
-			o.Secure = true
-			return nil
-		})
+		a.rootCAs = pool
+		return nil
 	}
+}
+
+// tlsOption is the TLS of WithTLS and WithRootCAs as one nats.Option on a
+// configuration of the adapter's own (nil when neither was given).
+func (a *Adapter) tlsOption() nats.Option {
+	if a.tlsConfig == nil && a.rootCAs == nil {
+		return nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if a.tlsConfig != nil {
+		cfg = a.tlsConfig.Clone()
+	}
+	if a.rootCAs != nil {
+		cfg.RootCAs = a.rootCAs
+	}
+	return nats.Secure(cfg)
 }
 
 // WithClientCert presents the certificate and key in these PEM files (mutual TLS).

@@ -120,7 +120,7 @@ func TestConsumerConfig(t *testing.T) {
 		t.Fatalf("push consumer: %v", err)
 	}
 	fresh, _ := consumerConfig("g", "s", ChannelOptions{}, 2000, nil)
-	if fresh.MaxAckPending != 4000 || fresh.AckWait != DefaultAckWait || fresh.DeliverPolicy != js.DeliverNewPolicy || fresh.MaxDeliver != -1 {
+	if fresh.MaxAckPending != 4000 || fresh.AckWait != DefaultAckWait || fresh.DeliverPolicy != js.DeliverNewPolicy || fresh.MaxDeliver != DefaultMaxDeliver {
 		t.Fatalf("new consumer: %+v", fresh)
 	}
 }

@@ -103,47 +103,71 @@ func (o StreamOptions) overlay(cfg js.StreamConfig) js.StreamConfig {
 	return cfg
 }
 
+// deadLetterStream returns the options of a dead-letter stream: o, with
+// interest retention turned to limits unless o asks for it (a stream with
+// interest retention and no consumer acknowledges a message and stores
+// nothing: the dead letter would be lost while every step reports success).
+func deadLetterStream(o StreamOptions) StreamOptions {
+	asked, user := o.Retention, o.Configure
+	o.Configure = func(cfg *js.StreamConfig) {
+		if cfg.Retention == js.InterestPolicy && asked != js.InterestPolicy {
+			cfg.Retention = js.LimitsPolicy
+		}
+		if user != nil {
+			user(cfg)
+		}
+	}
+	return o
+}
+
 // ensureStream creates the stream that stores subject, or updates it when
 // the set options differ from it. It returns the stream name.
 func ensureStream(ctx context.Context, j js.JetStream, subject string, o StreamOptions) (string, error) {
+	name, _, err := ensureStreamConfig(ctx, j, subject, o)
+	return name, err
+}
+
+// ensureStreamConfig is ensureStream returning the stream's configuration
+// as it is once ensured.
+func ensureStreamConfig(ctx context.Context, j js.JetStream, subject string, o StreamOptions) (string, js.StreamConfig, error) {
 	name, subjects := streamFor(subject, o)
 	for try := 0; ; try++ {
 		st, err := j.Stream(ctx, name)
 		if errors.Is(err, js.ErrStreamNotFound) {
 			cfg := o.overlay(js.StreamConfig{Name: name, Subjects: subjects})
 			if _, err = j.CreateStream(ctx, cfg); err == nil {
-				return name, nil
+				return name, cfg, nil
 			}
 			if errors.Is(err, js.ErrStreamNameAlreadyInUse) && try == 0 {
 				continue // created meanwhile by another member: compare with it
 			}
-			return "", fmt.Errorf("channels/jetstream: create stream %q: %w", name, err)
+			return "", js.StreamConfig{}, fmt.Errorf("channels/jetstream: create stream %q: %w", name, err)
 		}
 		if err != nil {
-			return "", fmt.Errorf("channels/jetstream: stream %q: %w", name, err)
+			return "", js.StreamConfig{}, fmt.Errorf("channels/jetstream: stream %q: %w", name, err)
 		}
 		have := st.CachedInfo().Config
 		want := o.overlay(have)
 		if !covers(want.Subjects, subject) {
 			if len(o.Subjects) > 0 {
-				return "", fmt.Errorf("channels/jetstream: stream %q: its subjects %v do not cover %q", name, want.Subjects, subject)
+				return "", js.StreamConfig{}, fmt.Errorf("channels/jetstream: stream %q: its subjects %v do not cover %q", name, want.Subjects, subject)
 			}
 			want.Subjects = append(slices.Clone(want.Subjects), subject)
 		}
 		if reflect.DeepEqual(want, have) {
-			return name, nil
+			return name, have, nil
 		}
 		if want.Storage != have.Storage {
-			return "", &ConfigError{Kind: "stream", Name: name, Field: "Storage", Have: have.Storage, Want: want.Storage}
+			return "", js.StreamConfig{}, &ConfigError{Kind: "stream", Name: name, Field: "Storage", Have: have.Storage, Want: want.Storage}
 		}
 		if _, err := j.UpdateStream(ctx, want); err != nil {
 			var apiErr *js.APIError
 			if errors.As(err, &apiErr) && apiErr.Code == 400 || errors.Is(err, js.ErrStreamNameAlreadyInUse) {
-				return "", &ConfigError{Kind: "stream", Name: name, Field: diffField(have, want), Have: "the existing configuration", Want: "a change", Err: err}
+				return "", js.StreamConfig{}, &ConfigError{Kind: "stream", Name: name, Field: diffField(have, want), Have: "the existing configuration", Want: "a change", Err: err}
 			}
-			return "", fmt.Errorf("channels/jetstream: update stream %q: %w", name, err)
+			return "", js.StreamConfig{}, fmt.Errorf("channels/jetstream: update stream %q: %w", name, err)
 		}
-		return name, nil
+		return name, want, nil
 	}
 }
 
@@ -168,7 +192,7 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 			DeliverPolicy: o.DeliverPolicy.native(),
 			AckPolicy:     js.AckExplicitPolicy,
 			AckWait:       o.AckWait,
-			MaxDeliver:    -1,
+			MaxDeliver:    o.maxDeliver(),
 			FilterSubject: subject,
 			MaxAckPending: o.MaxAckPending,
 			ReplayPolicy:  js.ReplayInstantPolicy,
@@ -209,7 +233,13 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 			return cfg, notAllowed("OptStartTime", have.OptStartTime, o.StartTime.Format(time.RFC3339Nano))
 		}
 	}
-	if have.FilterSubject != subject && !(have.FilterSubject == "" && len(have.FilterSubjects) == 0) {
+	switch {
+	case have.FilterSubject == "" && len(have.FilterSubjects) == 0:
+		// A consumer without a filter reads every subject of its stream:
+		// on a shared stream, other channels' messages. It is given the
+		// channel's filter.
+		cfg.FilterSubject = subject
+	case have.FilterSubject != subject || len(have.FilterSubjects) > 0:
 		return cfg, notAllowed("FilterSubject", have.FilterSubject, subject)
 	}
 	if o.AckWait != 0 {
@@ -220,9 +250,9 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 	} else if m := max(DefaultMaxAckPending, 2*maxInFlight); cfg.MaxAckPending < m && cfg.MaxAckPending >= 0 {
 		cfg.MaxAckPending = m
 	}
-	if cfg.MaxDeliver > 0 {
-		cfg.MaxDeliver = -1 // the kit bounds deliveries (MaxDeliveries), then dead-letters
-	}
+	// The kit bounds deliveries (MaxDeliveries), then dead-letters; the
+	// server's bound is the backstop for what never reaches the kit.
+	cfg.MaxDeliver = o.maxDeliver()
 	return cfg, nil
 }
 

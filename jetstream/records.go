@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	js "github.com/nats-io/nats.go/jetstream"
 )
@@ -28,12 +29,19 @@ type record struct {
 
 type records struct {
 	kv     js.KeyValue
-	prefix string // <stream>.<durable>.
+	prefix string // <stream>.<durable>.<consumer created>.
 }
 
-func newRecords(kv js.KeyValue, stream, durable string) records {
-	return records{kv: kv, prefix: keyToken(stream) + "." + keyToken(durable) + "."}
+// newRecords keys the records of one consumer by its stream, its name and
+// its creation time: a stream or consumer deleted and created again (its
+// sequences start over) never sees the records of the one before.
+func newRecords(kv js.KeyValue, stream, durable string, created time.Time) records {
+	return records{kv: kv, prefix: streamRecordsPrefix(stream) + keyToken(durable) + "." +
+		strconv.FormatInt(created.UnixNano(), 10) + "."}
 }
+
+// streamRecordsPrefix starts the keys of every record of a stream.
+func streamRecordsPrefix(stream string) string { return keyToken(stream) + "." }
 
 func (r records) key(seq uint64) string { return r.prefix + strconv.FormatUint(seq, 10) }
 
@@ -50,6 +58,19 @@ func keyToken(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// purgeStream deletes the records of every consumer of a stream (purging
+// their subjects in the bucket's stream).
+func purgeStream(ctx context.Context, j js.JetStream, bucket, stream string) error {
+	st, err := j.Stream(ctx, "KV_"+bucket)
+	if errors.Is(err, js.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return st.Purge(ctx, js.WithPurgeSubject("$KV."+bucket+"."+streamRecordsPrefix(stream)+">"))
 }
 
 func (r records) load(ctx context.Context, seq uint64) (record, bool, error) {

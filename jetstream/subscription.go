@@ -3,10 +3,12 @@ package jetstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,31 +23,64 @@ import (
 // delivery (acks, naks with delay, dead letters, failure records).
 type subscription struct {
 	*broker.Consumer
-	a    *Adapter
-	c    *conn
-	ch   *broker.Channel
-	opts ChannelOptions
-	cons js.Consumer
-	recs records
-	log  *slog.Logger
+	a      *Adapter
+	c      *conn
+	ch     *broker.Channel
+	opts   ChannelOptions
+	stream string
+	cons   js.Consumer
+	recs   records
+	log    *slog.Logger
 
 	fetchCtx  context.Context // cancelled by StopFetching
 	stopFetch context.CancelFunc
 	runningMu sync.Mutex
 	running   map[*delivery]struct{}
+
+	// The in-progress reports follow the consumer's live AckWait (any
+	// member's options may change it): askedInterval is the option (0:
+	// AckWait/3), interval the one in use (ns), lastReport the last
+	// report, refreshed the last read of the consumer's configuration.
+	askedInterval time.Duration
+	interval      atomic.Int64
+	lastReport    time.Time
+	refreshed     time.Time
+	refreshing    atomic.Bool
+	consMu        sync.Mutex // cons: replaced by reprovision, read by refresh
 }
 
-func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, cons js.Consumer, recs records) *subscription {
+func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, stream string, cons js.Consumer, recs records) *subscription {
 	fctx, cancel := context.WithCancel(context.Background())
-	return &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, cons: cons, recs: recs,
+	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, stream: stream, cons: cons, recs: recs,
 		log: ch.Logger, fetchCtx: fctx, stopFetch: cancel, running: map[*delivery]struct{}{}}
+	s.interval.Store(int64(opts.InProgressInterval))
+	return s
 }
+
+// inProgressEvery is the in-progress interval for a consumer's AckWait:
+// the asked one when set and shorter than AckWait/3, else AckWait/3.
+func inProgressEvery(ackWait, asked time.Duration) time.Duration {
+	every := max(ackWait/3, 10*time.Millisecond)
+	if asked > 0 && asked < every {
+		every = asked
+	}
+	return every
+}
+
+// inProgressTick is how often the in-progress beat looks whether a report
+// is due: short enough for the shortest AckWait a member may set (100 ms),
+// so that a shorter AckWait set by another member is followed at once.
+const inProgressTick = 50 * time.Millisecond
+
+// refreshEvery is how often, while messages run, the consumer's live
+// AckWait is read again.
+const refreshEvery = time.Second
 
 // Start begins fetching; it runs once. The in-progress beat runs on the
 // kit's Beat: it goes on while a drain waits for slow handlers.
 func (s *subscription) Start() {
 	if s.Consumer.Start(s.fetchLoop) {
-		s.Beat(s.opts.InProgressInterval, s.inProgress)
+		s.Beat(min(s.opts.InProgressInterval, inProgressTick), s.inProgress)
 	}
 }
 
@@ -61,7 +96,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 func (s *subscription) finish(ctx context.Context, _ bool) error {
 	defer s.a.subs.Remove(s)
 	s.stopFetch()
-	if !s.Started() || !s.c.nc.IsConnected() {
+	if !s.Started() || !s.c.nc.IsConnected() || ctx.Err() != nil {
 		return nil
 	}
 	fctx, cancel := flushCtx(ctx)
@@ -73,32 +108,31 @@ func (s *subscription) finish(ctx context.Context, _ bool) error {
 // MaxInFlight pulled messages wait (Consumer.Hold), in order, for the next
 // free slot, so a message published while the handlers run is delivered
 // at once instead of after another pull. Held messages are reported in
-// progress like running ones; a drain hands back those that never ran.
+// progress like running ones; a drain hands back those that never ran,
+// and those that reached the pull's inbox as it stopped.
 func (s *subscription) fetchLoop() {
-	if s.MaxInFlight() == 1 {
-		s.nextLoop()
-		return
-	}
 	var retry broker.Reconnect
+	hold := s.holdBatch
+	var p *puller
+	for p == nil {
+		var err error
+		if p, err = newPuller(s.c.nc, s.stream, DurableName(s.ch.Group)); err != nil {
+			if !s.pullFailed(err, &retry) {
+				return
+			}
+		}
+	}
+	defer p.drain(hold)
 	for {
 		n, ok := s.AwaitFetch()
 		if !ok {
 			return
 		}
-		ctx, cancel := context.WithTimeout(s.fetchCtx, s.opts.FetchTimeout)
-		batch, err := s.cons.Fetch(n, js.FetchContext(ctx))
-		if err == nil {
-			for m := range batch.Messages() {
-				s.Hold(&s.delivery(m).Delivery)
-			}
-			err = batch.Error()
-		}
-		cancel()
+		err := p.fetch(s.fetchCtx, n, s.opts.FetchTimeout, hold)
 		if s.IsStopping() {
 			return
 		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
-			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, js.ErrNoMessages) {
+		if err != nil && !errors.Is(err, context.Canceled) {
 			if !s.pullFailed(err, &retry) {
 				return
 			}
@@ -120,72 +154,8 @@ func (s *subscription) pullFailed(err error, retry *broker.Reconnect) bool {
 	return ok
 }
 
-// nextLoop is the fetch loop of MaxInFlight 1: one standing pull
-// subscription (Consumer.Messages) asking for one message at a time, and
-// only when the message held before it has started, so, as with Fetch,
-// nothing is pulled that is not held and reported in progress, without a
-// subscription and a request of its own per message.
-func (s *subscription) nextLoop() {
-	var retry broker.Reconnect
-	var it js.MessagesContext
-	defer func() {
-		if it != nil {
-			it.Stop()
-		}
-	}()
-	for {
-		if _, ok := s.AwaitFetch(); !ok {
-			return
-		}
-		var err error
-		if it == nil {
-			it, err = s.cons.Messages(js.PullMaxMessages(1), js.PullExpiry(max(s.opts.FetchTimeout, minPullExpiry)))
-		}
-		var m js.Msg
-		if err == nil {
-			m, err = it.Next(js.NextContext(s.fetchCtx))
-		}
-		if s.IsStopping() {
-			if m != nil {
-				s.Hold(&s.delivery(m).Delivery) // handed back: the drain started
-			}
-			if it != nil {
-				s.handBackBuffered(it)
-			}
-			return
-		}
-		if err != nil {
-			if it != nil {
-				it.Stop()
-				it = nil
-			}
-			if !s.pullFailed(err, &retry) {
-				return
-			}
-			continue
-		}
-		retry.Succeeded()
-		s.Hold(&s.delivery(m).Delivery)
-	}
-}
-
-// handBackBuffered drains the standing pull at a stop. A message that
-// reached it as the pull was cancelled (Next may report the cancellation
-// with a message buffered) is handed back like any message held at a stop,
-// instead of being dropped with the subscription, to come back only after
-// AckWait with one more delivery counted.
-func (s *subscription) handBackBuffered(it js.MessagesContext) {
-	it.Drain()
-	for {
-		m, err := it.Next(js.NextMaxWait(minPullExpiry))
-		if err != nil {
-			return
-		}
-		s.Hold(&s.delivery(m).Delivery)
-	}
-}
-
-// minPullExpiry is the shortest pull expiry the server takes.
+// minPullExpiry bounds the wait for the messages that reached the pull's
+// inbox as it stopped.
 const minPullExpiry = time.Second
 
 // reprovision recreates the stream and the consumer after they were
@@ -197,7 +167,10 @@ func (s *subscription) reprovision() {
 	if err == nil {
 		var cons js.Consumer
 		if cons, err = ensureConsumer(ctx, s.c.js, stream, s.ch.Name, DurableName(s.ch.Group), s.opts, s.MaxInFlight()); err == nil {
+			s.consMu.Lock()
 			s.cons = cons
+			s.consMu.Unlock()
+			s.recs = newRecords(s.recs.kv, stream, DurableName(s.ch.Group), cons.CachedInfo().Created)
 		}
 	}
 	if err != nil {
@@ -206,12 +179,46 @@ func (s *subscription) reprovision() {
 }
 
 // inProgress tells the server that the running messages are being
-// worked on, so a handler longer than AckWait keeps its message.
+// worked on, so a handler longer than AckWait keeps its message. It
+// reports every interval; while messages run, it reads the consumer's
+// AckWait again every refreshEvery (in the background) and adapts the
+// interval to it.
 func (s *subscription) inProgress() {
 	s.runningMu.Lock()
 	defer s.runningMu.Unlock()
+	if len(s.running) == 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(s.refreshed) >= refreshEvery && s.refreshing.CompareAndSwap(false, true) {
+		s.refreshed = now
+		go s.refreshInterval()
+	}
+	if now.Sub(s.lastReport) < time.Duration(s.interval.Load()) {
+		return
+	}
+	s.lastReport = now
 	for d := range s.running {
 		_ = d.m.InProgress()
+	}
+}
+
+// refreshInterval reads the consumer's live AckWait and sets the interval.
+func (s *subscription) refreshInterval() {
+	defer s.refreshing.Store(false)
+	s.consMu.Lock()
+	cons := s.cons
+	s.consMu.Unlock()
+	ctx, cancel := context.WithTimeout(s.fetchCtx, DefaultOpTimeout)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return
+	}
+	every := inProgressEvery(info.Config.AckWait, s.askedInterval)
+	if old := time.Duration(s.interval.Swap(int64(every))); old != every {
+		s.log.Debug("channels/jetstream: in-progress interval follows the consumer's AckWait",
+			"channel", s.ch.Name, "group", s.ch.Group, "ack_wait", info.Config.AckWait, "interval", every)
 	}
 }
 
@@ -235,37 +242,61 @@ type delivery struct {
 	s      *subscription
 	m      js.Msg
 	seq    uint64
+	recs   records // of the consumer that delivered it
 	rec    record
 	hasRec bool // a record may exist: delete it with the ack
+	known  bool // rec is what the bucket holds (read, or none can exist)
+	// needsRecord: delivered before, its record is to be read.
+	needsRecord bool
 }
 
-// delivery builds the kit's delivery: the attempt is 1 + the failed runs
-// recorded, the deliveries the server's NumDelivered less the releases.
+// recordReadTimeout bounds the read of a failure record in the fetch path:
+// the messages behind it wait for it.
+func (s *subscription) recordReadTimeout() time.Duration {
+	return min(max(s.opts.InProgressInterval, 100*time.Millisecond), DefaultOpTimeout)
+}
+
+// holdBatch hands messages received together to the kit, in order. Each
+// is reported in progress from the start; the failure records of the
+// redelivered ones are read concurrently (each bounded by
+// recordReadTimeout), so a slow read does not hold the others back.
+func (s *subscription) holdBatch(ms []js.Msg) {
+	ds := make([]*delivery, len(ms))
+	for i, m := range ms {
+		ds[i] = s.delivery(m)
+	}
+	var wg sync.WaitGroup
+	for _, d := range ds {
+		if d.needsRecord {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.readRecord(d)
+			}()
+		}
+	}
+	wg.Wait()
+	for _, d := range ds {
+		s.Hold(&d.Delivery)
+	}
+}
+
+// delivery builds the kit's delivery, reported in progress at once: the
+// attempt is 1 + the failed runs recorded, the deliveries the server's
+// NumDelivered less the releases (readRecord completes both for a message
+// delivered before).
 func (s *subscription) delivery(m js.Msg) *delivery {
-	d := &delivery{s: s, m: m}
+	d := &delivery{s: s, m: m, recs: s.recs, known: true}
+	s.track(d)
 	msg := &d.msg
 	msg.SetSerializer(s.ch.Serializer)
 	msg.Channel, msg.Group, msg.Payload, msg.Raw, msg.Attempt = s.ch.Name, s.ch.Group, m.Data(), m, 1
-	deliveries := 0
 	if meta, err := m.Metadata(); err == nil {
 		d.seq = meta.Sequence.Stream
 		msg.ID = strconv.FormatUint(d.seq, 10)
 		msg.Timestamp = meta.Timestamp
-		deliveries = int(meta.NumDelivered)
-		if meta.NumDelivered > 1 {
-			ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
-			rec, ok, err := s.recs.load(ctx, d.seq)
-			cancel()
-			d.hasRec = ok || err != nil // unread: the ack clears it anyway
-			if err != nil {
-				s.log.Warn("channels/jetstream: reading the failure record failed; counting from the delivery counter",
-					"channel", s.ch.Name, "id", msg.ID, "error", err)
-			} else if ok {
-				d.rec = rec
-				msg.Attempt = 1 + rec.Failures
-				deliveries = max(deliveries-rec.Releases, 1)
-			}
-		}
+		d.Deliveries = int(meta.NumDelivered)
+		d.needsRecord = meta.NumDelivered > 1
 	}
 	if h := m.Headers(); len(h) > 0 {
 		msg.Headers = make(map[string]string, len(h))
@@ -276,9 +307,27 @@ func (s *subscription) delivery(m js.Msg) *delivery {
 			msg.Headers[k] = vs[0]
 		}
 	}
-	d.Delivery = broker.Delivery{Msg: msg, Deliveries: deliveries, Final: d.rec.Final, Failure: d.rec.Failure, Settle: d}
-	s.track(d)
+	d.Delivery.Msg, d.Delivery.Settle = msg, d
 	return d
+}
+
+// readRecord reads the failure record of a message delivered before.
+func (s *subscription) readRecord(d *delivery) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.recordReadTimeout())
+	rec, ok, err := d.recs.load(ctx, d.seq)
+	cancel()
+	d.hasRec = ok || err != nil // unread: the ack clears it anyway
+	switch {
+	case err != nil:
+		d.known = false
+		s.log.Warn("channels/jetstream: reading the failure record failed; counting from the delivery counter",
+			"channel", s.ch.Name, "id", d.msg.ID, "error", err)
+	case ok:
+		d.rec = rec
+		d.msg.Attempt = 1 + rec.Failures
+		d.Deliveries = max(d.Deliveries-rec.Releases, 1)
+		d.Final, d.Failure = rec.Final, rec.Failure
+	}
 }
 
 func (t *delivery) Ack(ctx context.Context) error {
@@ -293,7 +342,7 @@ func (t *delivery) Ack(ctx context.Context) error {
 	}
 	if err == nil && t.hasRec {
 		rctx, cancel := context.WithTimeout(ctx, DefaultOpTimeout)
-		if rerr := t.s.recs.remove(rctx, t.seq); rerr != nil {
+		if rerr := t.recs.remove(rctx, t.seq); rerr != nil {
 			t.s.log.Warn("channels/jetstream: deleting a failure record failed; it expires with the bucket TTL",
 				"channel", t.s.ch.Name, "id", t.msg.ID, "error", rerr)
 		}
@@ -306,14 +355,32 @@ func (t *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 	t.s.untrack(t)
 	// Record the failed run before the nak, so that whichever member gets
 	// the message next sees the attempt.
+	return t.update(ctx, func(rec *record) { rec.Failures++; rec.Failure = failure }, func() error { return t.m.NakWithDelay(delay) })
+}
+
+// update writes the message's record changed by change, then hands the
+// message back with nak. A record that could not be read at the delivery
+// is read again first; when it still cannot be, nothing is written (a
+// record started from zero would overwrite the count kept there) and the
+// message is handed back all the same.
+func (t *delivery) update(ctx context.Context, change func(*record), nak func() error) error {
+	if !t.known {
+		rec, ok, err := t.recs.load(ctx, t.seq)
+		if err != nil {
+			return errors.Join(fmt.Errorf("channels/jetstream: failure record unreadable, not updated: %w", err), nak())
+		}
+		t.known = true
+		if ok {
+			t.rec = rec
+		}
+	}
 	rec := t.rec
-	rec.Failures++
-	rec.Failure = failure
-	err := t.s.recs.store(ctx, t.seq, rec)
+	change(&rec)
+	err := t.recs.store(ctx, t.seq, rec)
 	if err == nil {
 		t.rec, t.hasRec = rec, true
 	}
-	return errors.Join(err, t.m.NakWithDelay(delay))
+	return errors.Join(err, nak())
 }
 
 func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
@@ -322,11 +389,13 @@ func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 	if err := setHeaders(m.Header, headers); err != nil {
 		return err
 	}
+	// One id per message of one consumer: a dead letter published again
+	// after a lost acknowledgement is stored once (within the dead-letter
+	// stream's Duplicates window).
+	m.Header.Set(nats.MsgIdHdr, "channels-dl."+t.recs.key(t.seq))
 	_, err := t.s.c.js.PublishMsg(ctx, m)
 	if errors.Is(err, js.ErrNoStreamResponse) && t.s.c.nc.IsConnected() {
-		dl := t.s.opts.Stream
-		dl.Name, dl.Subjects = "", nil
-		if _, serr := ensureStream(ctx, t.s.c.js, t.s.ch.DeadLetter.Queue, dl); serr == nil {
+		if _, serr := ensureStream(ctx, t.s.c.js, t.s.ch.DeadLetter.Queue, deadLetterStream(t.s.opts.DeadLetterStream)); serr == nil {
 			_, err = t.s.c.js.PublishMsg(ctx, m)
 		}
 	}
@@ -335,16 +404,11 @@ func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 
 func (t *delivery) Keep(ctx context.Context, failure map[string]string) error {
 	t.s.untrack(t)
-	rec := t.rec
-	rec.Final, rec.Failure = true, failure
-	err := t.s.recs.store(ctx, t.seq, rec)
-	return errors.Join(err, t.m.NakWithDelay(DefaultKeepDelay))
+	return t.update(ctx, func(rec *record) { rec.Final, rec.Failure = true, failure },
+		func() error { return t.m.NakWithDelay(DefaultKeepDelay) })
 }
 
 func (t *delivery) Release(ctx context.Context) error {
 	t.s.untrack(t)
-	rec := t.rec
-	rec.Releases++
-	err := t.s.recs.store(ctx, t.seq, rec)
-	return errors.Join(err, t.m.Nak())
+	return t.update(ctx, func(rec *record) { rec.Releases++ }, t.m.Nak)
 }

@@ -199,7 +199,7 @@ func TestConfigUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := cons.CachedInfo().Config; c.AckWait != 3*time.Second || c.DeliverPolicy != js.DeliverNewPolicy || c.MaxDeliver != -1 {
+	if c := cons.CachedInfo().Config; c.AckWait != 3*time.Second || c.DeliverPolicy != js.DeliverNewPolicy || c.MaxDeliver != jetstream.DefaultMaxDeliver {
 		t.Fatalf("consumer created with %+v", c)
 	}
 	// Updatable: AckWait, MaxAckPending, the stream's MaxAge.

@@ -5,9 +5,18 @@
 //
 // Importing it registers the URL scheme nats-embedded:
 //
-//	nats-embedded://                      in-process only, store in a temp dir removed at the end
-//	nats-embedded:///var/lib/app/nats     store kept in that directory
+//	nats-embedded://                        in-process only, store in DefaultStoreDir (kept across restarts)
+//	nats-embedded:///var/lib/app/nats       store kept in that directory
+//	nats-embedded://?store=temporary        store in a temporary directory removed at the end (demos, tests)
 //	nats-embedded://?listen=127.0.0.1:4222  also accept TCP clients (other processes, the nats CLI)
+//
+// The store is where JetStream keeps the messages not yet consumed, the
+// pending retries and the failure records: by default it lives in a
+// directory of its own per application (DefaultStoreDir), so a stop, a
+// crash or a restart loses nothing; a second process of the same
+// application is refused while the first one holds the store (a lock
+// file). A listen address other than a loopback one is refused unless
+// the server requires authentication and TLS (Options.Configure).
 //
 // Every adapter resolved from the same URL in one process shares one server
 // (as the members of a group share a broker); it starts with the first
@@ -22,7 +31,10 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,39 +53,119 @@ const (
 	DefaultMaxStore = 1 << 30
 	// DefaultReadyTimeout bounds the start of the server.
 	DefaultReadyTimeout = 10 * time.Second
+	// DefaultShutdownTimeout bounds the shutdown of a shared server when
+	// the Close that releases it has no deadline.
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Cipher is the encryption of the store at rest.
+type Cipher string
+
+// Ciphers of nats-server's JetStream store encryption.
+const (
+	ChaCha Cipher = "chacha" // ChaCha20-Poly1305 (the default with a key)
+	AES    Cipher = "aes"    // AES-GCM
 )
 
 // Options configure an embedded server.
 type Options struct {
-	// StoreDir keeps the JetStream store; empty: a temporary directory
-	// removed by Shutdown.
+	// StoreDir keeps the JetStream store; empty: DefaultStoreDir() (kept
+	// across stops and crashes), unless Temporary is set.
 	StoreDir string
-	// Listen is a host:port to accept TCP clients on ("127.0.0.1:-1" picks
-	// a free port); empty: in-process connections only.
+	// Temporary keeps the store in a new temporary directory removed by
+	// Shutdown: what is not consumed by then is lost. A temporary store
+	// left behind by a crash is removed by the next temporary start.
+	Temporary bool
+	// Listen is a host:port to accept TCP clients on (port 0 or -1 picks a
+	// free port); empty: in-process connections only. A host other than a
+	// loopback address (127.0.0.1, ::1, localhost) is refused unless
+	// Configure sets up both TLS and authentication.
 	Listen string
 	// MaxMemory and MaxStore bound JetStream (defaults DefaultMaxMemory,
 	// DefaultMaxStore).
 	MaxMemory, MaxStore int64
+	// EncryptionKey, when set, encrypts the store at rest with it
+	// (nats-server's JetStream store encryption, Cipher ChaCha unless set).
+	// The same key is needed to read the store again; a store written
+	// without a key is encrypted at the first start with one.
+	EncryptionKey string
+	Cipher        Cipher
+	// Configure, when set, edits the server options last (authentication,
+	// TLS, limits, logging, ...).
+	Configure func(*server.Options)
+}
+
+// DefaultStoreDir is the store of an application's embedded server when
+// Options.StoreDir is empty: <data dir>/channels-nats/<executable name>,
+// with the data dir $XDG_DATA_HOME, else ~/.local/share (macOS:
+// ~/Library/Application Support; Windows: %LocalAppData%), else the
+// temporary directory. It is the same for every run of one executable, so
+// a restart finds what the last run left.
+func DefaultStoreDir() string {
+	app := "app"
+	if exe, err := os.Executable(); err == nil {
+		app = strings.TrimSuffix(filepath.Base(exe), ".exe")
+	}
+	return filepath.Join(dataDir(), "channels-nats", app)
+}
+
+func dataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
+		return d
+	}
+	switch runtime.GOOS {
+	case "darwin", "windows", "ios":
+		if d, err := os.UserConfigDir(); err == nil && runtime.GOOS != "windows" {
+			return d
+		}
+		if d, err := os.UserCacheDir(); err == nil { // Windows: %LocalAppData%
+			return d
+		}
+	default:
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, ".local", "share")
+		}
+	}
+	return os.TempDir()
 }
 
 // Server is a running embedded NATS server with JetStream.
 type Server struct {
 	srv    *server.Server
-	tmp    string
+	dir    string
+	tmp    bool
+	lock   *dirLock
 	listen bool
 }
+
+// tempPrefix names the temporary stores (found again after a crash).
+const tempPrefix = "channels-nats-"
 
 // Start runs a server and waits until it accepts connections.
 func Start(o Options) (*Server, error) {
 	s := &Server{}
 	dir := o.StoreDir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "channels-nats-")
+	switch {
+	case dir == "" && o.Temporary:
+		removeAbandonedTemps()
+		tmp, err := os.MkdirTemp("", tempPrefix)
 		if err != nil {
 			return nil, fmt.Errorf("channels/jetstream/embedded: store dir: %w", err)
 		}
-		dir, s.tmp = tmp, tmp
+		dir, s.tmp = tmp, true
+	case dir == "":
+		dir = DefaultStoreDir()
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("channels/jetstream/embedded: store dir: %w", err)
+	}
+	s.dir = dir
+	lock, err := lockDir(dir)
+	if err != nil {
+		s.cleanup()
+		return nil, fmt.Errorf("channels/jetstream/embedded: store %s: %w", dir, err)
+	}
+	s.lock = lock
 	so := &server.Options{JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true, ServerName: "channels-embedded",
 		JetStreamMaxMemory: o.MaxMemory, JetStreamMaxStore: o.MaxStore}
 	if so.JetStreamMaxMemory == 0 {
@@ -81,6 +173,17 @@ func Start(o Options) (*Server, error) {
 	}
 	if so.JetStreamMaxStore == 0 {
 		so.JetStreamMaxStore = DefaultMaxStore
+	}
+	if o.EncryptionKey != "" {
+		so.JetStreamKey, so.JetStreamCipher = o.EncryptionKey, server.ChaCha
+		switch o.Cipher {
+		case "", ChaCha:
+		case AES:
+			so.JetStreamCipher = server.AES
+		default:
+			s.cleanup()
+			return nil, fmt.Errorf("%w: embedded cipher %q (chacha or aes)", broker.ErrInvalidOption, o.Cipher)
+		}
 	}
 	if o.Listen == "" {
 		so.DontListen = true
@@ -91,12 +194,24 @@ func Start(o Options) (*Server, error) {
 			return nil, fmt.Errorf("%w: embedded listen address %q: %v", broker.ErrInvalidOption, o.Listen, err)
 		}
 		p, err := strconv.Atoi(port)
-		if err != nil {
+		if err != nil || p < -1 || p > 65535 {
 			s.cleanup()
 			return nil, fmt.Errorf("%w: embedded listen port %q", broker.ErrInvalidOption, port)
 		}
+		if p == 0 {
+			p = server.RANDOM_PORT // nats-server takes 0 for its default port, 4222
+		}
 		so.Host, so.Port = host, p
 		s.listen = true
+	}
+	if o.Configure != nil {
+		o.Configure(so)
+	}
+	if s.listen {
+		if err := checkListen(so); err != nil {
+			s.cleanup()
+			return nil, err
+		}
 	}
 	srv, err := server.NewServer(so)
 	if err != nil {
@@ -111,6 +226,41 @@ func Start(o Options) (*Server, error) {
 	}
 	return s, nil
 }
+
+// checkListen refuses a listen address other than loopback on a server
+// without TLS and authentication, and reports a port already in use at
+// once (nats-server would only log it, and never become ready).
+func checkListen(so *server.Options) error {
+	if !loopback(so.Host) && (so.TLSConfig == nil || !hasAuth(so)) {
+		return fmt.Errorf("%w: embedded listen address %q is not a loopback address: anyone who reaches it could read, publish and delete streams; "+
+			"set up TLS and authentication (Options.Configure) or listen on 127.0.0.1", broker.ErrInvalidOption, net.JoinHostPort(so.Host, strconv.Itoa(so.Port)))
+	}
+	if so.Port <= 0 {
+		return nil
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(so.Host, strconv.Itoa(so.Port)))
+	if err != nil {
+		return fmt.Errorf("channels/jetstream/embedded: listen: %w", err)
+	}
+	return ln.Close()
+}
+
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+func hasAuth(so *server.Options) bool {
+	return so.Username != "" || so.Authorization != "" || len(so.Users) > 0 || len(so.Nkeys) > 0 ||
+		so.CustomClientAuthentication != nil || len(so.TrustedOperators) > 0 || len(so.TrustedKeys) > 0 ||
+		so.AuthCallout != nil || (so.TLSVerify && so.TLSMap)
+}
+
+// StoreDir is the directory of the server's store.
+func (s *Server) StoreDir() string { return s.dir }
 
 // ClientURL is the nats:// URL of the TCP listener ("" without Listen).
 func (s *Server) ClientURL() string {
@@ -132,7 +282,8 @@ func (s *Server) Adapter(opts ...jetstream.Option) (*jetstream.Adapter, error) {
 		jetstream.WithNATSOptions(nats.InProcessServer(s.srv))}, opts...)...)
 }
 
-// Shutdown stops the server and removes a temporary store.
+// Shutdown stops the server, releases its store and removes a temporary
+// one.
 func (s *Server) Shutdown() {
 	if s.srv != nil {
 		s.srv.Shutdown()
@@ -141,10 +292,41 @@ func (s *Server) Shutdown() {
 	s.cleanup()
 }
 
+// ShutdownContext is Shutdown bounded by ctx: when ctx ends first, the
+// shutdown goes on in the background and the error wraps
+// broker.ErrAbandoned.
+func (s *Server) ShutdownContext(ctx context.Context) error {
+	return broker.Bounded(ctx, "shutdown of the embedded NATS server", func() error { s.Shutdown(); return nil })
+}
+
 func (s *Server) cleanup() {
-	if s.tmp != "" {
-		_ = os.RemoveAll(s.tmp)
-		s.tmp = ""
+	if s.lock != nil {
+		s.lock.release()
+		s.lock = nil
+	}
+	if s.tmp {
+		_ = os.RemoveAll(s.dir)
+		s.tmp = false
+	}
+}
+
+// removeAbandonedTemps removes the temporary stores of processes that
+// ended without removing theirs (a crash): those whose lock nobody holds.
+func removeAbandonedTemps() {
+	if !canLock {
+		return
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempPrefix+"*"))
+	for _, d := range dirs {
+		if fi, err := os.Stat(filepath.Join(d, lockFile)); err != nil || time.Since(fi.ModTime()) < 10*time.Second {
+			continue // not ours, or just being created (not locked yet)
+		}
+		l, err := lockDir(d)
+		if err != nil {
+			continue // in use
+		}
+		_ = os.RemoveAll(d)
+		l.release()
 	}
 }
 
@@ -152,20 +334,36 @@ func (s *Server) cleanup() {
 var shared = struct {
 	sync.Mutex
 	m map[string]*sharedServer
-}{m: map[string]*sharedServer{}}
+	// stopping holds the servers being shut down, by key: a new start of
+	// the same store waits for the end of their shutdown.
+	stopping map[string]chan struct{}
+}{m: map[string]*sharedServer{}, stopping: map[string]chan struct{}{}}
 
 type sharedServer struct {
 	srv  *Server
 	refs int
 }
 
-func acquire(key string, o Options) (*Server, error) {
-	shared.Lock()
-	defer shared.Unlock()
-	if ss := shared.m[key]; ss != nil {
-		ss.refs++
-		return ss.srv, nil
+func acquire(ctx context.Context, key string, o Options) (*Server, error) {
+	for {
+		shared.Lock()
+		if ss := shared.m[key]; ss != nil {
+			ss.refs++
+			shared.Unlock()
+			return ss.srv, nil
+		}
+		stopping := shared.stopping[key]
+		if stopping == nil {
+			break // still locked
+		}
+		shared.Unlock()
+		select {
+		case <-stopping:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("channels/jetstream/embedded: waiting for the last shutdown of the server: %w", ctx.Err())
+		}
 	}
+	defer shared.Unlock()
 	srv, err := Start(o)
 	if err != nil {
 		return nil, err
@@ -174,17 +372,37 @@ func acquire(key string, o Options) (*Server, error) {
 	return srv, nil
 }
 
-func release(key string) {
+// release drops a reference; the last one shuts the server down, bounded
+// by ctx (DefaultShutdownTimeout without a deadline), without holding the
+// process-wide lock.
+func release(ctx context.Context, key string) error {
 	shared.Lock()
-	defer shared.Unlock()
 	ss := shared.m[key]
 	if ss == nil {
-		return
+		shared.Unlock()
+		return nil
 	}
-	if ss.refs--; ss.refs == 0 {
-		delete(shared.m, key)
+	if ss.refs--; ss.refs > 0 {
+		shared.Unlock()
+		return nil
+	}
+	delete(shared.m, key)
+	done := make(chan struct{})
+	shared.stopping[key] = done
+	shared.Unlock()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultShutdownTimeout)
+		defer cancel()
+	}
+	return broker.Bounded(ctx, "shutdown of the embedded NATS server", func() error {
 		ss.srv.Shutdown()
-	}
+		shared.Lock()
+		delete(shared.stopping, key)
+		shared.Unlock()
+		close(done)
+		return nil
+	})
 }
 
 func init() {
@@ -195,7 +413,19 @@ func init() {
 		if u.Host != "" {
 			return nil, fmt.Errorf("%w: nats-embedded URLs take a store path (nats-embedded:///dir), not a host", broker.ErrInvalidOption)
 		}
-		return NewShared(Options{StoreDir: u.Path, Listen: u.Query().Get("listen")}), nil
+		q := u.Query()
+		o := Options{StoreDir: u.Path, Listen: q.Get("listen")}
+		switch st := q.Get("store"); st {
+		case "":
+		case "temporary", "temp":
+			if o.StoreDir != "" {
+				return nil, fmt.Errorf("%w: nats-embedded URL: a store path and store=temporary", broker.ErrInvalidOption)
+			}
+			o.Temporary = true
+		default:
+			return nil, fmt.Errorf("%w: nats-embedded URL: store=%q (only store=temporary)", broker.ErrInvalidOption, st)
+		}
+		return NewShared(o), nil
 	})
 }
 
@@ -212,14 +442,18 @@ type Adapter struct {
 }
 
 var (
-	_ broker.Adapter     = (*Adapter)(nil)
-	_ broker.LagReporter = (*Adapter)(nil)
+	_ broker.Adapter        = (*Adapter)(nil)
+	_ broker.LagReporter    = (*Adapter)(nil)
+	_ broker.Limiter        = (*Adapter)(nil)
+	_ broker.BatchPublisher = (*Adapter)(nil)
+	_ broker.ChannelRemover = (*Adapter)(nil)
 )
 
 // NewShared returns an adapter on the process-wide server of o (what
 // nats-embedded:// URLs resolve to).
 func NewShared(o Options) *Adapter {
-	return &Adapter{key: fmt.Sprintf("%q %q %d %d", o.StoreDir, o.Listen, o.MaxMemory, o.MaxStore), opts: o}
+	return &Adapter{key: fmt.Sprintf("%q %t %q %d %d %q %q", o.StoreDir, o.Temporary, o.Listen, o.MaxMemory, o.MaxStore,
+		o.EncryptionKey, o.Cipher), opts: o}
 }
 
 // Name returns "NATS".
@@ -238,7 +472,7 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	if a.inner != nil {
 		return nil
 	}
-	srv, err := acquire(a.key, a.opts)
+	srv, err := acquire(ctx, a.key, a.opts)
 	if err != nil {
 		return err
 	}
@@ -247,7 +481,7 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		err = inner.Connect(ctx, env)
 	}
 	if err != nil {
-		release(a.key)
+		_ = release(ctx, a.key)
 		return err
 	}
 	a.inner = inner
@@ -291,6 +525,37 @@ func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupL
 	return in.Lag(ctx, channel, group)
 }
 
+// Limits reports the server's size limits through the jetstream adapter
+// (zero before Connect).
+func (a *Adapter) Limits() broker.Limits {
+	if in := a.adapter(); in != nil {
+		return in.Limits()
+	}
+	return broker.Limits{}
+}
+
+// PublishBatch sends a batch through the jetstream adapter.
+func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*broker.Outgoing) []error {
+	in := a.adapter()
+	if in == nil {
+		err := a.state.Check()
+		if err == nil {
+			err = broker.ErrClosed
+		}
+		return broker.FailBatch(len(msgs), err)
+	}
+	return in.PublishBatch(ctx, channel, msgs)
+}
+
+// RemoveChannel removes a channel through the jetstream adapter.
+func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
+	in := a.adapter()
+	if in == nil {
+		return broker.ErrNotConnected
+	}
+	return in.RemoveChannel(ctx, channel)
+}
+
 // Close closes the jetstream adapter and releases the server.
 func (a *Adapter) Close(ctx context.Context) error {
 	a.mu.Lock()
@@ -301,6 +566,6 @@ func (a *Adapter) Close(ctx context.Context) error {
 	if in == nil {
 		return nil
 	}
-	defer release(a.key)
-	return in.Close(ctx)
+	err := in.Close(ctx)
+	return errors.Join(err, release(ctx, a.key))
 }

@@ -1,0 +1,294 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	js "github.com/nats-io/nats.go/jetstream"
+)
+
+// puller pulls messages of one durable consumer on the NATS protocol
+// itself: a pull request to $JS.API.CONSUMER.MSG.NEXT, answered on one
+// standing inbox subscription. nats.go's pull consumers decide that a
+// message is a server status by its headers (an empty message with a
+// Status header), so a stored message of that shape, published by anyone,
+// would never reach the adapter: it would end a pull, or be swallowed as a
+// heartbeat, and come back every AckWait without bound. Here a message is
+// a stream message when its reply subject is a JetStream acknowledgement
+// subject ($JS.ACK.), whatever its headers: the server sends its statuses
+// without a reply subject.
+type puller struct {
+	nc      *nats.Conn
+	subject string // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
+	inbox   string // <inbox>. (requests answer on <inbox>.<n>)
+	sub     *nats.Subscription
+
+	mu   sync.Mutex
+	next uint64
+
+	// The inbox's messages, in order. A callback subscription feeding a
+	// queue of our own: nats.go's NextMsg turns any empty message with a
+	// Status 503 header into ErrNoResponders, stream messages included,
+	// and a channel subscription drops messages when its channel is full.
+	qmu    sync.Mutex
+	q      []*nats.Msg
+	signal chan struct{}
+}
+
+// ackPrefix starts the reply subject of every message JetStream delivers.
+const ackPrefix = "$JS.ACK."
+
+func newPuller(nc *nats.Conn, stream, durable string) (*puller, error) {
+	p := &puller{nc: nc, subject: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + durable, inbox: nc.NewRespInbox() + ".",
+		signal: make(chan struct{}, 1)}
+	sub, err := nc.Subscribe(p.inbox+"*", p.push)
+	if err != nil {
+		return nil, err
+	}
+	// A pull may bring up to MaxInFlight messages; never drop one for a
+	// slow reader (the default pending limits are far above this anyway).
+	_ = sub.SetPendingLimits(-1, 64<<20)
+	p.sub = sub
+	return p, nil
+}
+
+func (p *puller) push(m *nats.Msg) {
+	p.qmu.Lock()
+	p.q = append(p.q, m)
+	p.qmu.Unlock()
+	select {
+	case p.signal <- struct{}{}:
+	default:
+	}
+}
+
+// pop returns the oldest message of the inbox, waiting for one until ctx
+// ends.
+func (p *puller) pop(ctx context.Context) (*nats.Msg, error) {
+	for {
+		p.qmu.Lock()
+		if len(p.q) > 0 {
+			m := p.q[0]
+			p.q[0] = nil
+			p.q = p.q[1:]
+			p.qmu.Unlock()
+			return m, nil
+		}
+		p.qmu.Unlock()
+		select {
+		case <-p.signal:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// popStream returns the oldest message of the inbox when it is a stream
+// message, without waiting.
+func (p *puller) popStream() *nats.Msg {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	if len(p.q) == 0 || !strings.HasPrefix(p.q[0].Reply, ackPrefix) {
+		return nil
+	}
+	m := p.q[0]
+	p.q[0] = nil
+	p.q = p.q[1:]
+	return m
+}
+
+// pullStatusError reports a pull the server ended with a status the adapter
+// does not take as "no message now" (a 409 other than the ends of a
+// request, a 400, ...).
+type pullStatusError struct {
+	code, description string
+}
+
+func (e *pullStatusError) Error() string {
+	return fmt.Sprintf("channels/jetstream: pull ended by the server: %s %s", e.code, e.description)
+}
+
+// fetch asks for up to n messages, waiting at most expires for them, and
+// hands the stream messages to hold as they arrive (those already
+// received together, in order, in one call). It returns when n
+// messages came, when the server ended the request (no messages, timeout),
+// or when ctx ends. A message that answers an earlier request (abandoned
+// by a cancelled fetch) is handed over too: the server counts it delivered
+// to this consumer.
+//
+// A status of the server comes on the request's own reply subject; a
+// stream message carries its stream subject.
+func (p *puller) fetch(ctx context.Context, n int, expires time.Duration, hold func([]js.Msg)) error {
+	p.mu.Lock()
+	p.next++
+	reply := p.inbox + strconv.FormatUint(p.next, 10)
+	subject := p.subject
+	p.mu.Unlock()
+	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, n, expires.Nanoseconds())
+	if err := p.nc.PublishRequest(subject, reply, req); err != nil {
+		return err
+	}
+	// The server ends the request at expires (408); wait a little longer
+	// for that answer before giving up on it.
+	wctx, cancel := context.WithTimeout(ctx, expires+time.Second)
+	defer cancel()
+	got := 0
+	for got < n {
+		m, err := p.pop(wctx)
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				return nil // no answer at all: the next fetch asks again
+			}
+			return err
+		}
+		if strings.HasPrefix(m.Reply, ackPrefix) {
+			// A stream message shows its own subject, not the request's:
+			// one answering an earlier request is counted here too (this
+			// pull may then end early; the next one asks again).
+			batch := []js.Msg{&rawMsg{Msg: m, nc: p.nc}}
+			got++
+			for ; got < n; got++ {
+				next := p.popStream()
+				if next == nil {
+					break
+				}
+				batch = append(batch, &rawMsg{Msg: next, nc: p.nc})
+			}
+			hold(batch)
+			continue
+		}
+		if m.Subject != reply && strings.HasPrefix(m.Subject, p.inbox) {
+			continue // the status of an earlier request
+		}
+		if done, err := pullStatus(m); done {
+			return err
+		}
+	}
+	return nil
+}
+
+// pullStatus reads a status message of the server on a pull: done when it
+// ends the request, with an error when that end is not "no message now".
+func pullStatus(m *nats.Msg) (bool, error) {
+	code, descr := m.Header.Get("Status"), m.Header.Get("Description")
+	switch code {
+	case "100": // idle heartbeat, flow control
+		return false, nil
+	case "404", "408": // no messages, request expired
+		return true, nil
+	case "409":
+		d := strings.ToLower(descr)
+		switch {
+		case strings.Contains(d, "consumer deleted"):
+			return true, js.ErrConsumerDeleted
+		case strings.Contains(d, "batch completed"):
+			return true, nil
+		}
+		// Exceeded MaxWaiting or a request limit, a leadership change, a
+		// server shutdown: the request ended; the next one waits for the
+		// back-off of a failed pull.
+	case "503":
+		return true, nats.ErrNoResponders
+	case "":
+		return false, nil // neither a stream message nor a status: not ours
+	}
+	return true, &pullStatusError{code: code, description: descr}
+}
+
+// drain stops the subscription and hands over the stream messages that
+// reached it before the server saw the unsubscription (waiting at most
+// minPullExpiry for that).
+func (p *puller) drain(hold func([]js.Msg)) {
+	closed := p.sub.StatusChanged(nats.SubscriptionClosed)
+	if p.sub.Drain() == nil {
+		t := time.NewTimer(minPullExpiry)
+		select {
+		case <-closed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	_ = p.sub.Unsubscribe()
+	p.qmu.Lock()
+	q := p.q
+	p.q = nil
+	p.qmu.Unlock()
+	var batch []js.Msg
+	for _, m := range q {
+		if strings.HasPrefix(m.Reply, ackPrefix) {
+			batch = append(batch, &rawMsg{Msg: m, nc: p.nc})
+		}
+	}
+	if len(batch) > 0 {
+		hold(batch)
+	}
+}
+
+// rawMsg is a stream message pulled by a puller: the js.Msg of nats.go's
+// pull consumers (Message.Raw), acknowledged on the JetStream protocol.
+type rawMsg struct {
+	*nats.Msg
+	nc *nats.Conn
+}
+
+var _ js.Msg = (*rawMsg)(nil)
+
+func (m *rawMsg) Data() []byte         { return m.Msg.Data }
+func (m *rawMsg) Headers() nats.Header { return m.Msg.Header }
+func (m *rawMsg) Subject() string      { return m.Msg.Subject }
+func (m *rawMsg) Reply() string        { return m.Msg.Reply }
+func (m *rawMsg) Ack() error           { return m.nc.Publish(m.Msg.Reply, []byte("+ACK")) }
+func (m *rawMsg) Nak() error           { return m.nc.Publish(m.Msg.Reply, []byte("-NAK")) }
+func (m *rawMsg) InProgress() error    { return m.nc.Publish(m.Msg.Reply, []byte("+WPI")) }
+func (m *rawMsg) Term() error          { return m.nc.Publish(m.Msg.Reply, []byte("+TERM")) }
+
+func (m *rawMsg) TermWithReason(reason string) error {
+	return m.nc.Publish(m.Msg.Reply, []byte("+TERM "+reason))
+}
+
+func (m *rawMsg) NakWithDelay(delay time.Duration) error {
+	if delay <= 0 {
+		return m.Nak()
+	}
+	return m.nc.Publish(m.Msg.Reply, fmt.Appendf(nil, `-NAK {"delay":%d}`, delay.Nanoseconds()))
+}
+
+// DoubleAck acknowledges and waits for the server's confirmation.
+func (m *rawMsg) DoubleAck(ctx context.Context) error {
+	_, err := m.nc.RequestWithContext(ctx, m.Msg.Reply, []byte("+ACK"))
+	return err
+}
+
+// Metadata parses the acknowledgement subject:
+// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<nanos>.<pending>,
+// or with <domain>.<account hash>. before the stream (and a token after).
+func (m *rawMsg) Metadata() (*js.MsgMetadata, error) {
+	t := strings.Split(m.Msg.Reply, ".")
+	switch {
+	case len(t) == 9:
+		t = t[2:]
+	case len(t) >= 11:
+		t = t[4:]
+	default:
+		return nil, js.ErrNotJSMessage
+	}
+	num := func(s string) uint64 { n, _ := strconv.ParseUint(s, 10, 64); return n }
+	md := &js.MsgMetadata{
+		Stream:       t[0],
+		Consumer:     t[1],
+		NumDelivered: num(t[2]),
+		Sequence:     js.SequencePair{Stream: num(t[3]), Consumer: num(t[4])},
+		Timestamp:    time.Unix(0, int64(num(t[5]))),
+		NumPending:   num(t[6]),
+	}
+	if md.NumDelivered == 0 || md.Sequence.Stream == 0 {
+		return nil, js.ErrNotJSMessage
+	}
+	return md, nil
+}
