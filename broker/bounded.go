@@ -34,7 +34,7 @@ func (e *AbandonedError) Unwrap() []error { return []error{ErrAbandoned, e.Err} 
 // BoundedGrace is how long past its context's deadline [Bounded] waits for
 // a step that watches the context itself to return its own error (a
 // drain's names the handlers still running).
-const BoundedGrace = 150 * time.Millisecond
+const BoundedGrace = 100 * time.Millisecond
 
 // Bounded runs f and returns its error, or an *AbandonedError once ctx has
 // ended and BoundedGrace past its deadline has gone by (a step called with
