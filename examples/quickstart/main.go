@@ -4,7 +4,7 @@
 // retried and succeed), a few every time (they end in the dead-letter
 // queue, where orders reads them). It prints a summary.
 //
-//	go run ./examples/quickstart                       # embedded NATS JetStream, no setup
+//	go run ./examples/quickstart                       # embedded NATS JetStream, no setup, store removed at exit
 //	go run ./examples/quickstart -adapter memory://    # in-memory bus
 //	go run ./examples/quickstart -adapter redis://127.0.0.1:6379
 //	go run ./examples/quickstart -adapter nats://127.0.0.1:4222
@@ -69,7 +69,8 @@ type stats struct {
 }
 
 func main() {
-	adapter := flag.String("adapter", "nats-embedded://", "adapter URL or type name (nats-embedded://, memory://, redis://127.0.0.1:6379, nats://127.0.0.1:4222, ...)")
+	adapter := flag.String("adapter", "nats-embedded://?store=temporary",
+		"adapter URL or type name (nats-embedded://?store=temporary, memory://, redis://127.0.0.1:6379, nats://127.0.0.1:4222, ...)")
 	n := flag.Int("n", 200, "orders to send")
 	flag.Parse()
 	if err := run(*adapter, *n); err != nil {

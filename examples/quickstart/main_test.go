@@ -11,7 +11,7 @@ func TestQuickstartMemory(t *testing.T) {
 
 // The default: an embedded NATS server, started and stopped by the run.
 func TestQuickstartEmbeddedNATS(t *testing.T) {
-	if err := run("nats-embedded://", 120); err != nil {
+	if err := run("nats-embedded://?store=temporary", 120); err != nil {
 		t.Fatal(err)
 	}
 }
