@@ -494,6 +494,13 @@ func parseURLs(raw string) (servers []string, display string, err error) {
 		if u.Host == "" {
 			return nil, "", fmt.Errorf("%w: jetstream URL has no host", broker.ErrInvalidOption)
 		}
+		// An unescaped "#", "/", "?" or "@" in a password cuts the URL
+		// short ("nats://u:123#abc@h" parses as host "u", port 123): it
+		// would dial the wrong host and show the password as a host.
+		if shown := broker.DisplayURL(s); !strings.EqualFold(shown, u.Scheme+"://"+u.Host) {
+			return nil, "", fmt.Errorf("%w: jetstream URL %s: the userinfo holds a character that must be percent-encoded (#, /, ? or @)",
+				broker.ErrInvalidOption, shown)
+		}
 		servers = append(servers, s)
 		shown = append(shown, u.Scheme+"://"+u.Host)
 	}

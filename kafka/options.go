@@ -495,6 +495,13 @@ func parseURL(raw string) (brokers []string, display string, mech sasl.Mechanism
 	default:
 		return nil, "", nil, false, fmt.Errorf("%w: kafka URL scheme must be kafka://, got %q", broker.ErrInvalidOption, u.Scheme)
 	}
+	// An unescaped "#", "/", "?" or "@" in a password cuts the URL short
+	// ("kafka://u:123#abc@h" parses as host "u", port 123): it would dial
+	// the wrong host and show the password as a host.
+	if shown := broker.DisplayURL(raw); !strings.EqualFold(shown, u.Scheme+"://"+u.Host) {
+		return nil, "", nil, false, fmt.Errorf("%w: kafka URL %s: the userinfo holds a character that must be percent-encoded (#, /, ? or @)",
+			broker.ErrInvalidOption, shown)
+	}
 	for _, h := range strings.Split(u.Host, ",") {
 		if h = strings.TrimSpace(h); h == "" {
 			continue

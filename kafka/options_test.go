@@ -232,3 +232,18 @@ func TestLimits(t *testing.T) {
 		t.Fatalf("MaxMessageBytes %d", m)
 	}
 }
+
+// A password with an unescaped "#", "/", "?" or "@" is refused without
+// being shown; a percent-encoded one is accepted and never displayed.
+func TestURLPasswordsNeverShown(t *testing.T) {
+	for _, raw := range []string{"kafka://u:123#abc@h:9092", "kafka://u:12/3@h:9092"} {
+		_, display, _, _, err := parseURL(raw)
+		if !errors.Is(err, broker.ErrInvalidOption) || strings.Contains(err.Error(), "123") {
+			t.Fatalf("%s: display %q, error %v", raw, display, err)
+		}
+	}
+	_, display, _, _, err := parseURL("kafka://u:123%23abc@h:9092,k:9093")
+	if err != nil || strings.Contains(display, "123") {
+		t.Fatalf("display %q, error %v", display, err)
+	}
+}
