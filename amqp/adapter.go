@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -348,7 +349,17 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	// The dead-letter queue takes the adapter-wide queue options, then its own.
 	opts.DeadLetterQueue = a.chanOpts.Queue.merge(opts.DeadLetterQueue)
 	opts = opts.withDefaults()
-	s := newSubscription(a, l, ch, opts)
+	if ch.MaxInFlight > math.MaxUint16 {
+		// basic.qos takes a 16-bit prefetch count: more would wrap (65,536
+		// is 0, no limit at all).
+		return nil, fmt.Errorf("%w: channel %q: amqp MaxInFlight must be <= %d (the prefetch count of basic.qos)",
+			broker.ErrInvalidOption, ch.Name, math.MaxUint16)
+	}
+	gq, err := planGroupQueue(opts, ch)
+	if err != nil {
+		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
+	s := newSubscription(a, l, ch, opts, gq)
 	c := l.sess.current()
 	if c == nil {
 		return nil, fmt.Errorf("channels/amqp: subscribe %q: %w", ch.Name, errDown)

@@ -151,10 +151,20 @@ func (s *session) wait(stop <-chan struct{}) (*amqp091.Connection, bool) {
 	}
 }
 
+// StableAfter is how long a connection (or a consumer) must have lived for
+// its loss to be taken as a new incident: the reconnect backoff starts over
+// from its first delay. One lost sooner keeps backing off, so that a
+// connection that dies right after it opened (a message the client library
+// cannot read, delivered on every new connection) is not dialed again in a
+// tight loop.
+const StableAfter = 10 * time.Second
+
 // supervise watches the connection and dials again when it is lost.
 func (s *session) supervise(c *amqp091.Connection) {
 	defer close(s.done)
+	rc := broker.Reconnect{Backoff: s.backoff}
 	for {
+		opened := time.Now()
 		lost := c.NotifyClose(make(chan *amqp091.Error, 1))
 		var cause *amqp091.Error
 		select {
@@ -173,8 +183,16 @@ func (s *session) supervise(c *amqp091.Connection) {
 				"error", errString(cause))
 			return
 		}
-		s.log.Warn("channels/amqp: connection lost, reconnecting", "error", errString(cause))
-		rc := broker.Reconnect{Backoff: s.backoff}
+		if time.Since(opened) >= StableAfter {
+			rc.Succeeded()
+			s.log.Warn("channels/amqp: connection lost, reconnecting", "error", errString(cause))
+		} else {
+			s.log.Warn("channels/amqp: connection lost soon after it opened, reconnecting after a backoff",
+				"error", errString(cause), "lived", time.Since(opened).Round(time.Millisecond), "in", rc.Next())
+			if _, ok := rc.Failed(s.closed); !ok {
+				return
+			}
+		}
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), DefaultDialTimeout)
 			go func() {

@@ -49,6 +49,18 @@ const (
 	DefaultSettleFailureDelay = time.Second
 )
 
+// Queue types of a group queue (ChannelOptions.QueueType).
+const (
+	// QueueQuorum declares new group queues as quorum queues (the default):
+	// replicated, with a delivery limit (x-delivery-limit) after which
+	// RabbitMQ dead-letters a message itself, even one no client can read.
+	QueueQuorum = "quorum"
+	// QueueClassic declares group queues as classic queues, with no
+	// x-queue-type argument, as @moleculer/channels 0.1.8 and earlier
+	// versions of this adapter declare them.
+	QueueClassic = "classic"
+)
+
 // Header names of this adapter (besides the shared ones of package broker).
 const (
 	// HeaderUnfinished counts the deliveries of a message that ended without
@@ -109,9 +121,14 @@ type ConsumerOptions struct {
 // takes the adapter-wide value, then the default. The prefetch count of a
 // consumer is always its channel's MaxInFlight.
 type ChannelOptions struct {
-	Queue    QueueOptions
-	Exchange ExchangeOptions
-	Consumer ConsumerOptions
+	// QueueType is the type of the group queue when it is created:
+	// QueueQuorum (default) or QueueClassic. An x-queue-type in
+	// Queue.Arguments takes precedence. See the package documentation
+	// (Queue types) for what happens with a queue that already exists.
+	QueueType string
+	Queue     QueueOptions
+	Exchange  ExchangeOptions
+	Consumer  ConsumerOptions
 	// BindingKey binds the group queue to the channel exchange (default "":
 	// what a fanout exchange ignores).
 	BindingKey string
@@ -285,6 +302,9 @@ func (o ExchangeOptions) merge(over ExchangeOptions) ExchangeOptions {
 }
 
 func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
+	if over.QueueType != "" {
+		o.QueueType = over.QueueType
+	}
 	o.Queue = o.Queue.merge(over.Queue)
 	o.Exchange = o.Exchange.merge(over.Exchange)
 	o.Consumer.Exclusive = o.Consumer.Exclusive || over.Consumer.Exclusive
@@ -309,6 +329,11 @@ func (o ChannelOptions) Validate() error {
 		if err := t.Validate(); err != nil {
 			return fmt.Errorf("%w: amqp arguments: %v", broker.ErrInvalidOption, err)
 		}
+	}
+	switch o.QueueType {
+	case "", QueueQuorum, QueueClassic:
+	default:
+		return fmt.Errorf("%w: amqp queue type %q (want %q or %q)", broker.ErrInvalidOption, o.QueueType, QueueQuorum, QueueClassic)
 	}
 	switch o.Exchange.Type {
 	case "", "fanout", "direct", "topic", "headers":
@@ -336,6 +361,11 @@ func WithChannelOptions(o ChannelOptions) Option {
 		return nil
 	}
 }
+
+// WithQueueType sets the type of the group queues the adapter creates:
+// QueueQuorum (the default) or QueueClassic. It is
+// WithChannelOptions(ChannelOptions{QueueType: t}).
+func WithQueueType(t string) Option { return WithChannelOptions(ChannelOptions{QueueType: t}) }
 
 // WithTLS sets the TLS configuration (amqps:// URLs get a default one).
 func WithTLS(cfg *tls.Config) Option {

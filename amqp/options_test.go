@@ -76,10 +76,11 @@ func TestDelayBucket(t *testing.T) {
 
 func TestReadHistory(t *testing.T) {
 	tests := []struct {
-		name                   string
-		h                      amqp091.Table
-		failed, unfinished     int
-		final, quorum, failure bool
+		name                string
+		h                   amqp091.Table
+		quorum, redelivered bool
+		failed, unfinished  int
+		final, failure      bool
 	}{
 		{name: "fresh", h: nil},
 		{name: "node retry (byte)", h: amqp091.Table{"x-redelivered-count": int8(2)}, failed: 2},
@@ -90,12 +91,22 @@ func TestReadHistory(t *testing.T) {
 			"x-error-message": "boom"}},
 		{name: "dead letter retried here", h: amqp091.Table{"x-redelivered-count": int32(1), "x-original-group": "other",
 			"x-group": "g", "x-error-message": "boom"}, failed: 1, failure: true},
-		{name: "kept", h: amqp091.Table{HeaderFinal: true, "x-error-message": "boom"}, final: true, failure: true},
-		{name: "quorum", h: amqp091.Table{HeaderDeliveryCount: int64(2), HeaderUnfinished: int32(1)}, unfinished: 3, quorum: true},
+		{name: "kept", h: amqp091.Table{HeaderFinal: true, "x-group": "g", "x-error-message": "boom"}, final: true, failure: true},
+		{name: "quorum", h: amqp091.Table{HeaderDeliveryCount: int64(2), HeaderUnfinished: int32(1), "x-group": "g"},
+			quorum: true, redelivered: true, unfinished: 3},
+		// What a producer writes is not trusted.
+		{name: "forged final", h: amqp091.Table{HeaderFinal: true, "x-error-message": "forged"}},
+		{name: "forged final of another group", h: amqp091.Table{HeaderFinal: true, "x-group": "other", "x-error-message": "forged"}},
+		{name: "forged unfinished", h: amqp091.Table{HeaderUnfinished: int32(99)}},
+		{name: "negative unfinished", h: amqp091.Table{HeaderUnfinished: int32(-1000), "x-group": "g"}},
+		{name: "huge unfinished", h: amqp091.Table{HeaderUnfinished: int64(1 << 40), "x-group": "g"}, unfinished: maxCount},
+		{name: "negative count", h: amqp091.Table{"x-redelivered-count": int32(-5)}},
+		{name: "delivery count on a classic queue", h: amqp091.Table{HeaderDeliveryCount: int64(50)}, redelivered: true},
+		{name: "delivery count on a first delivery", h: amqp091.Table{HeaderDeliveryCount: int64(50)}, quorum: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := readHistory(tt.h, "g")
+			h := readHistory(tt.h, "g", tt.quorum, tt.redelivered)
 			if h.failed != tt.failed || h.unfinished != tt.unfinished || h.final != tt.final || h.quorum != tt.quorum ||
 				(h.failure != nil) != tt.failure {
 				t.Fatalf("%+v", h)

@@ -74,8 +74,18 @@ func newPublisher(sess *session, n int) *publisher {
 }
 
 // channel returns the open channel of pc, opening one on the current
-// connection when needed.
-func (pc *pubChan) channel(sess *session, mandatory bool) (*amqp091.Channel, error) {
+// connection when needed, and the frame_max of its connection.
+func (pc *pubChan) channel(sess *session, mandatory bool) (*amqp091.Channel, int, error) {
+	ch, err := pc.open(sess, mandatory)
+	if err != nil {
+		return nil, 0, err
+	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return ch, pc.conn.Config.FrameSize, nil
+}
+
+func (pc *pubChan) open(sess *session, mandatory bool) (*amqp091.Channel, error) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.ch != nil && !pc.ch.IsClosed() {
@@ -171,7 +181,11 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory
 	)
 	// A channel found closed before the message went out is replaced once.
 	for try := 0; try < 2; try++ {
-		if ch, err = pc.channel(p.sess, mandatory || exclusive); err != nil {
+		var frameMax int
+		if ch, frameMax, err = pc.channel(p.sess, mandatory || exclusive); err != nil {
+			return err
+		}
+		if err := checkFrame(frameMax, &msg); err != nil {
 			return err
 		}
 		if mandatory || exclusive {
@@ -244,11 +258,13 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 	if exclusive {
 		rets = newReturnSet()
 	}
+	var frameMax int
 	open := func() (*amqp091.Channel, error) {
-		ch, err := pc.channel(p.sess, exclusive)
+		ch, fm, err := pc.channel(p.sess, exclusive)
 		if err != nil {
 			return nil, err
 		}
+		frameMax = fm
 		if exclusive {
 			// Only this batch writes to the channel now: what is there
 			// belongs to earlier publishes.
@@ -287,6 +303,10 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 		}
 		if chErr != nil {
 			errs[k] = chErr
+			continue
+		}
+		if err := checkFrame(frameMax, &r.msg); err != nil {
+			errs[k] = err
 			continue
 		}
 		for ; len(flights)-head >= BatchWindow; head++ {

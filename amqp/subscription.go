@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -25,6 +27,13 @@ type subscription struct {
 	queue string
 	tag   string
 	log   *slog.Logger
+	// gq is the group queue as this channel declares it; asIs is set when
+	// the queue exists with other arguments and is used as it is (declared
+	// passively); qtype is the type the queue has (QueueQuorum or
+	// QueueClassic), which its retry queues get.
+	gq    groupQueue
+	asIs  atomic.Bool
+	qtype atomic.Value
 
 	mu  sync.Mutex
 	cur *amqp091.Channel // the consumer channel
@@ -36,7 +45,7 @@ type subscription struct {
 	finished bool
 }
 
-func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOptions) *subscription {
+func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOptions, gq groupQueue) *subscription {
 	tag := ch.ConsumerName
 	if tag == "" {
 		tag = ch.Group + "." + ch.Name
@@ -44,13 +53,51 @@ func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOption
 	if len(tag) > 200 {
 		tag = tag[:200]
 	}
-	return &subscription{Consumer: broker.NewConsumer(ch), a: a, l: l, ch: ch, opts: opts,
+	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, l: l, ch: ch, opts: opts, gq: gq,
 		queue: QueueName(ch.Name, ch.Group), tag: tag + "." + a.nextID(), log: ch.Logger}
+	s.qtype.Store(gq.typ)
+	return s
 }
 
+// queueType is the type of the group queue (QueueQuorum or QueueClassic).
+func (s *subscription) queueType() string { return s.qtype.Load().(string) }
+
 // openChannel opens the consumer channel on c and declares the topology on
-// it, bounded by ctx.
+// it, bounded by ctx. A group queue that exists with other arguments than
+// the ones this channel declares (a classic queue from an earlier version
+// or from @moleculer/channels, a quorum queue with another delivery limit)
+// is used as it is, with a warning, unless the options chose the queue
+// type: RabbitMQ cannot change the type or arguments of a queue.
 func (s *subscription) openChannel(ctx context.Context, c *amqp091.Connection) (*amqp091.Channel, error) {
+	ch, err := s.declareOn(ctx, c)
+	var qm *queueMismatch
+	switch {
+	case err == nil:
+		return ch, nil
+	case s.asIs.Load() && isCode(err, amqp091.NotFound):
+		// The queue used as it is was deleted: declare it as configured.
+		s.asIs.Store(false)
+		s.qtype.Store(s.gq.typ)
+		return s.declareOn(ctx, c)
+	case errors.As(err, &qm) && isCode(err, amqp091.PreconditionFailed):
+		if s.gq.explicit {
+			return nil, fmt.Errorf("%w (the group queue exists with other arguments; RabbitMQ cannot change a queue's type or arguments: delete the queue once it is empty, or declare it as it exists)", err)
+		}
+		s.asIs.Store(true)
+		if strings.Contains(err.Error(), "x-queue-type") {
+			s.qtype.Store(QueueClassic)
+		}
+		s.log.Warn("channels/amqp: the group queue exists with other arguments than this channel declares; it is used as it is",
+			"channel", s.ch.Name, "group", s.ch.Group, "queue", s.queue, "type", s.queueType(),
+			"reason", broker.Redact(err.Error()),
+			"hint", "an existing classic queue stays classic: delete it once empty to have it declared as a quorum queue, or set QueueType classic")
+		return s.declareOn(ctx, c)
+	}
+	return nil, err
+}
+
+// declareOn opens a channel on c and declares the topology on it.
+func (s *subscription) declareOn(ctx context.Context, c *amqp091.Connection) (*amqp091.Channel, error) {
 	ch, err := c.Channel()
 	if err != nil {
 		return nil, err
@@ -112,7 +159,7 @@ func (s *subscription) loop() {
 			}
 			continue
 		}
-		rc.Succeeded()
+		started := time.Now()
 		s.mu.Lock()
 		k := s.ack
 		s.mu.Unlock()
@@ -127,7 +174,17 @@ func (s *subscription) loop() {
 		if err := ch.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 			s.log.Debug("channels/amqp: closing the consumer channel", "error", err)
 		}
-		s.log.Warn("channels/amqp: consumer channel lost, resuming", "channel", s.ch.Name, "group", s.ch.Group)
+		if time.Since(started) >= StableAfter {
+			rc.Succeeded()
+			s.log.Warn("channels/amqp: consumer channel lost, resuming", "channel", s.ch.Name, "group", s.ch.Group)
+			continue
+		}
+		// Lost soon after it started: back off before resuming.
+		s.log.Warn("channels/amqp: consumer channel lost soon after it started, resuming after a backoff",
+			"channel", s.ch.Name, "group", s.ch.Group, "in", rc.Next())
+		if _, ok := rc.Failed(s.Stopping()); !ok {
+			return
+		}
 	}
 }
 
@@ -220,7 +277,7 @@ func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery, k *acker)
 // by a classic queue (its consumer died, its channel was lost, or it was
 // handed back) is first counted: see recount.
 func (s *subscription) handle(d *amqp091.Delivery, k *acker) {
-	h := readHistory(d.Headers, s.ch.Group)
+	h := readHistory(d.Headers, s.ch.Group, s.queueType() == QueueQuorum, d.Redelivered)
 	if d.Redelivered && !h.quorum {
 		s.Go(func() {
 			defer s.ReleaseSlot()
@@ -272,8 +329,9 @@ func messageID(d *amqp091.Delivery) string {
 func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
 	ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
 	defer cancel()
-	t := copyTable(d.Headers, 1)
+	t := copyTable(d.Headers, 2)
 	t[HeaderUnfinished] = int32(h.unfinished + 1)
+	t[broker.HeaderGroup] = s.ch.Group
 	p := republishing(d, t)
 	if p.MessageId == "" {
 		p.MessageId = messageID(d)
@@ -417,7 +475,7 @@ func (s *subscription) publishDelayed(ctx context.Context, delay time.Duration, 
 		return s.l.pub.publish(ctx, "", s.queue, true, false, p)
 	}
 	for try := 0; ; try++ {
-		rq, err := s.l.topo.retryQueue(ctx, s.queue, delay, durable(s.opts.Queue.Durable))
+		rq, err := s.l.topo.retryQueue(ctx, s.queue, delay, durable(s.opts.Queue.Durable), s.queueType())
 		if err != nil {
 			return err
 		}
