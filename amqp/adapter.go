@@ -109,7 +109,7 @@ func New(rawURL string, opts ...Option) (*Adapter, error) {
 	}
 	shown := make([]string, len(urls))
 	for i, u := range urls {
-		shown[i] = redactedURL(u)
+		shown[i] = displayURL(u)
 	}
 	return newAdapter(urls, nil, strings.Join(shown, ";"), opts)
 }
@@ -130,6 +130,17 @@ func newAdapter(urls []string, conn *amqp091.Connection, display string, opts []
 		reconnect: broker.DefaultReconnectBackoff}
 	if err := broker.ApplyOptions(a, opts); err != nil {
 		return nil, err
+	}
+	if a.config.TLSClientConfig != nil {
+		for _, u := range urls {
+			if !strings.HasPrefix(strings.ToLower(u), "amqps://") {
+				// amqp091 dials amqp:// in plaintext whatever the TLS
+				// configuration says: the user name and password would
+				// cross the network in the clear.
+				return nil, fmt.Errorf("%w: amqp: a TLS configuration is set but %s is an amqp:// URL, which is dialed without TLS (credentials in plaintext): use amqps://",
+					broker.ErrInvalidOption, displayURL(u))
+			}
+		}
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])

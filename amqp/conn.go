@@ -76,13 +76,20 @@ func (s *session) dialAll(ctx context.Context) (*amqp091.Connection, error) {
 		if err == nil {
 			return c, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %s", redactedURL(raw), broker.Redact(err.Error())))
+		errs = append(errs, fmt.Errorf("%s: %s", displayURL(raw), broker.Redact(err.Error())))
 	}
 	return nil, fmt.Errorf("channels/amqp: connect: %w", errors.New(errors.Join(errs...).Error()))
 }
 
 func (s *session) dial(ctx context.Context, raw string) (*amqp091.Connection, error) {
 	cfg := s.config
+	if cfg.TLSClientConfig != nil {
+		// amqp091 writes the host of the URL into ServerName when it is
+		// empty: each dial gets its own copy, so the next host of a
+		// failover list is verified against its own name and the caller's
+		// configuration is never changed.
+		cfg.TLSClientConfig = cfg.TLSClientConfig.Clone()
+	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = DefaultHeartbeat
 	}

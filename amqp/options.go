@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -428,19 +429,35 @@ func WithReconnectBackoff(b broker.Backoff) Option {
 	}
 }
 
-// parseURLs splits a ';'-separated failover list and checks every URL.
+// parseURLs splits a ';'-separated failover list and checks every URL. A
+// URL whose '@' is not where the parser ends the user info (a password
+// with an unescaped '/', '#' or '?', which the parser would take for a
+// port, a path or a fragment) is refused: it would dial the wrong host,
+// and part of the password would show as a port. No error repeats the URL,
+// only its scheme and host.
 func parseURLs(raw string) ([]string, error) {
 	var urls []string
 	for _, s := range strings.Split(raw, ";") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
+		shown := displayURL(s)
 		u, err := amqp091.ParseURI(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: amqp URL %s: %v", broker.ErrInvalidOption, redactedURL(s), broker.Redact(err.Error()))
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				// The parser's error quotes the URL, password included.
+				return nil, fmt.Errorf("%w: amqp URL %s cannot be parsed (percent-encode the reserved characters / # ? @ : of a user name or password)",
+					broker.ErrInvalidOption, shown)
+			}
+			return nil, fmt.Errorf("%w: amqp URL %s: %v", broker.ErrInvalidOption, shown, broker.Redact(err.Error()))
 		}
 		if u.Scheme != "amqp" && u.Scheme != "amqps" {
 			return nil, fmt.Errorf("%w: amqp URL scheme must be amqp:// or amqps://, got %q", broker.ErrInvalidOption, u.Scheme)
+		}
+		if pu, err := url.Parse(s); err != nil || (strings.Contains(s, "@") && pu.Host != afterUserInfo(s)) {
+			return nil, fmt.Errorf("%w: amqp URL %s: its '@' is not at the end of the user info: percent-encode the reserved characters / # ? @ : of the user name and password",
+				broker.ErrInvalidOption, shown)
 		}
 		urls = append(urls, s)
 	}
@@ -450,16 +467,28 @@ func parseURLs(raw string) ([]string, error) {
 	return urls, nil
 }
 
-// redactedURL hides the password of one URL.
-func redactedURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
+// afterUserInfo is the host and port of a URL taken as a person would read
+// it: after its last '@' (everything before is user info), up to the path.
+func afterUserInfo(raw string) string {
+	rest := raw
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
 	}
-	if i := strings.LastIndex(raw, "@"); i >= 0 {
-		if j := strings.Index(raw, "://"); j >= 0 && j < i {
-			return raw[:j+3] + "xxxxx@" + raw[i+1:]
-		}
-		return "xxxxx@" + raw[i+1:]
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:]
 	}
-	return raw
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
+}
+
+// displayURL is how a URL appears in String() and errors: its scheme and
+// host only, never its user info, virtual host or query.
+func displayURL(raw string) string {
+	scheme := "amqp"
+	if i := strings.Index(raw, "://"); i >= 0 && i < 10 {
+		scheme = strings.ToLower(raw[:i])
+	}
+	return scheme + "://" + afterUserInfo(raw)
 }
