@@ -331,6 +331,9 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 	for j, err := range l.pub.publishBatch(ctx, reqs, exclusive) {
 		r := reqs[j]
 		if err != nil {
+			if isCode(err, amqp091.NotFound) {
+				l.topo.setExchange(r.exchange, false)
+			}
 			errs[at[j]] = &broker.PublishError{Channel: channel, Err: err}
 			continue
 		}

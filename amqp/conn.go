@@ -127,6 +127,14 @@ func (s *session) set(c *amqp091.Connection) {
 	s.changed = make(chan struct{})
 }
 
+// generation counts the connections of the session (what one connection
+// learnt about the broker may be stale on the next).
+func (s *session) generation() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
+}
+
 // current returns the live connection, nil while reconnecting.
 func (s *session) current() *amqp091.Connection {
 	s.mu.Lock()

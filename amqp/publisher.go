@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,17 @@ type pubChan struct {
 	reason   error
 	reasonOf *amqp091.Channel
 	returns  chan amqp091.Return // mandatory channels only
+	// firsts holds, per channel and exchange, the delivery tag of the
+	// first publish to that exchange on that channel (firstKey -> uint64):
+	// when a 404 about an exchange closes the channel, the publishes
+	// written before that exchange's first one were routed (RabbitMQ
+	// handles a channel's publishes in order), the ones after were
+	// discarded.
+	firsts sync.Map
+	// order serializes a publish with the recording of its tag in firsts,
+	// so that firsts is written in tag order (the first tag stored for an
+	// exchange is its lowest).
+	order sync.Mutex
 	// excl serializes the mandatory publishes of the channel, so that a
 	// basic.return (which RabbitMQ sends before the confirm) belongs to the
 	// publish waiting on it.
@@ -108,6 +120,10 @@ func (pc *pubChan) open(sess *session, mandatory bool) (*amqp091.Channel, error)
 		_ = ch.Close()
 		return nil, err
 	}
+	pc.firsts.Range(func(k, _ any) bool {
+		pc.firsts.Delete(k)
+		return true
+	})
 	pc.closes = ch.NotifyClose(make(chan *amqp091.Error, 1))
 	if mandatory {
 		pc.returns = ch.NotifyReturn(make(chan amqp091.Return, 4))
@@ -142,7 +158,9 @@ func (pc *pubChan) takeReasonLocked(ch *amqp091.Channel) {
 	select {
 	case e, ok := <-pc.closes:
 		if ok && e != nil {
-			pc.reason, pc.reasonOf = fmt.Errorf("%w: %s", errUnconfirmed, e.Error()), ch
+			// Both wrapped: callers tell a 404 (a deleted exchange) by
+			// its *amqp091.Error.
+			pc.reason, pc.reasonOf = fmt.Errorf("%w: %w", errUnconfirmed, e), ch
 		}
 		pc.closes = nil
 	case <-t.C:
@@ -166,6 +184,26 @@ func (pc *pubChan) discard(ch *amqp091.Channel) {
 // channel to itself until its confirm, so that an error closing the channel
 // (404 for a missing exchange) fails no other send.
 func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
+	err := p.publishOnce(ctx, exchange, key, mandatory, exclusive, msg)
+	if collateral(err, exchange) && ctx.Err() == nil {
+		// Another send closed the shared channel (its exchange was
+		// deleted): RabbitMQ discards what follows the failing publish on
+		// the channel, so this message is sent again, on a channel it has
+		// to itself, where no other send can close it (at-least-once: one
+		// written before the failing publish may have been taken).
+		err = p.publishOnce(ctx, exchange, key, mandatory, true, msg)
+	}
+	return err
+}
+
+// collateral reports a publish whose channel was closed by a 404 about
+// another exchange than its own, after it was written.
+func collateral(err error, exchange string) bool {
+	ex, ok := missingExchange(err)
+	return ok && ex != exchange && errors.Is(err, errUnconfirmed)
+}
+
+func (p *publisher) publishOnce(ctx context.Context, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
 	var pc *pubChan
 	if mandatory || exclusive {
 		pc = p.mandatory[int(p.nextM.Add(1))%len(p.mandatory)]
@@ -191,10 +229,18 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory
 		if mandatory || exclusive {
 			drainReturns(pc.returns)
 		}
+		pc.order.Lock()
 		dc, err = ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, mandatory, false, msg)
 		if err == nil {
+			if k := (firstKey{ch, exchange}); !exclusive && !mandatory {
+				if _, ok := pc.firsts.Load(k); !ok {
+					pc.firsts.Store(k, dc.DeliveryTag)
+				}
+			}
+			pc.order.Unlock()
 			break
 		}
+		pc.order.Unlock()
 		if !errors.Is(err, amqp091.ErrClosed) {
 			return err
 		}
@@ -222,11 +268,44 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory
 	}
 	if !acked {
 		if ch.IsClosed() {
-			return pc.closeReason(ch)
+			reason := pc.closeReason(ch)
+			if ex, ok := missingExchange(reason); ok && ex != exchange {
+				if first, ok := pc.firsts.Load(firstKey{ch, ex}); ok && dc.DeliveryTag < first.(uint64) {
+					// Written before the publish that closed the
+					// channel: RabbitMQ routed it.
+					return nil
+				}
+			}
+			return reason
 		}
 		return errNacked
 	}
 	return nil
+}
+
+// firstKey names one exchange on one channel (pubChan.firsts).
+type firstKey struct {
+	ch       *amqp091.Channel
+	exchange string
+}
+
+// missingExchange reads the exchange of a 404 "no exchange 'X' in vhost".
+func missingExchange(err error) (string, bool) {
+	var e *amqp091.Error
+	if !errors.As(err, &e) || e.Code != amqp091.NotFound {
+		return "", false
+	}
+	const pre = "no exchange '"
+	i := strings.Index(e.Reason, pre)
+	if i < 0 {
+		return "", false
+	}
+	rest := e.Reason[i+len(pre):]
+	j := strings.LastIndex(rest, "' in vhost")
+	if j < 0 {
+		return "", false
+	}
+	return rest[:j], true
 }
 
 // BatchWindow bounds the messages of one PublishBatch written to the

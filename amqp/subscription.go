@@ -504,7 +504,16 @@ func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[st
 	if p.DeliveryMode != amqp091.Persistent {
 		p.DeliveryMode = amqp091.Persistent
 	}
-	return t.s.l.pub.publish(ctx, dl.Queue, dl.Queue, true, false, p)
+	err := t.s.l.pub.publish(ctx, dl.Queue, dl.Queue, true, false, p)
+	if isCode(err, amqp091.NotFound) && !collateral(err, dl.Queue) {
+		// The dead-letter exchange was deleted: declare the dead-letter
+		// topology again and publish once more.
+		if derr := t.s.l.topo.withChannel(ctx, func(ch *amqp091.Channel) error { return declareDeadLetter(ch, t.s) }); derr != nil {
+			return errors.Join(err, derr)
+		}
+		err = t.s.l.pub.publish(ctx, dl.Queue, dl.Queue, true, false, p)
+	}
+	return err
 }
 
 // Release hands the message back at once (nack with requeue); no attempt

@@ -53,8 +53,20 @@ type topology struct {
 	sess *session
 
 	mu        sync.Mutex
+	gen       uint64               // the session's connection the maps are about
 	exchanges map[string]bool      // declared (or found) channel exchanges
 	retries   map[string]time.Time // retry queues, by when they were last declared
+}
+
+// freshLocked forgets what was learnt on an earlier connection: while the
+// adapter was disconnected, exchanges and queues may have been deleted (or
+// the broker restarted without them).
+func (t *topology) freshLocked() {
+	if g := t.sess.generation(); g != t.gen {
+		t.gen = g
+		clear(t.exchanges)
+		clear(t.retries)
+	}
 }
 
 func newTopology(sess *session) *topology {
@@ -88,12 +100,14 @@ func (t *topology) withChannel(ctx context.Context, f func(ch *amqp091.Channel) 
 func (t *topology) knownExchange(name string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.freshLocked()
 	return t.exchanges[name]
 }
 
 func (t *topology) setExchange(name string, known bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.freshLocked()
 	if known {
 		t.exchanges[name] = true
 	} else {
@@ -128,6 +142,7 @@ func (t *topology) retryQueue(ctx context.Context, queue string, delay time.Dura
 	ms := delayBucket(delay)
 	lease := retryLease(ms)
 	t.mu.Lock()
+	t.freshLocked()
 	at, ok := t.retries[name]
 	t.mu.Unlock()
 	if ok && time.Since(at) < time.Duration(lease/2)*time.Millisecond {
@@ -174,6 +189,30 @@ func (t *topology) forgetRetryQueue(name string) {
 // where the dead letters are published), the channel exchange, the group
 // queue and its binding.
 func declareChannel(ch *amqp091.Channel, sub *subscription) error {
+	o := sub.opts
+	if err := declareDeadLetter(ch, sub); err != nil {
+		return err
+	}
+	if err := ch.ExchangeDeclare(sub.ch.Name, o.Exchange.Type, durable(o.Exchange.Durable), o.Exchange.AutoDelete, false, false, o.Exchange.Arguments); err != nil {
+		return fmt.Errorf("declare exchange %q: %w", sub.ch.Name, err)
+	}
+	q := o.Queue
+	if sub.asIs.Load() {
+		if _, err := ch.QueueDeclarePassive(sub.queue, durable(q.Durable), q.AutoDelete, q.Exclusive, false, nil); err != nil {
+			return fmt.Errorf("declare queue %q (passive): %w", sub.queue, err)
+		}
+	} else if _, err := ch.QueueDeclare(sub.queue, durable(q.Durable), q.AutoDelete, q.Exclusive, false, sub.gq.args); err != nil {
+		return &queueMismatch{fmt.Errorf("declare queue %q: %w", sub.queue, err)}
+	}
+	if err := ch.QueueBind(sub.queue, o.BindingKey, sub.ch.Name, false, nil); err != nil {
+		return fmt.Errorf("bind queue %q to %q: %w", sub.queue, sub.ch.Name, err)
+	}
+	return nil
+}
+
+// declareDeadLetter declares the dead-letter topology of a subscription
+// (nothing when dead-lettering is off).
+func declareDeadLetter(ch *amqp091.Channel, sub *subscription) error {
 	o, dl := sub.opts, sub.ch.DeadLetter
 	if dl.Enabled {
 		dq := o.DeadLetterQueue
@@ -194,20 +233,6 @@ func declareChannel(ch *amqp091.Channel, sub *subscription) error {
 				return fmt.Errorf("bind dead-letter queue %q to %q: %w", dl.Queue, dl.Queue, err)
 			}
 		}
-	}
-	if err := ch.ExchangeDeclare(sub.ch.Name, o.Exchange.Type, durable(o.Exchange.Durable), o.Exchange.AutoDelete, false, false, o.Exchange.Arguments); err != nil {
-		return fmt.Errorf("declare exchange %q: %w", sub.ch.Name, err)
-	}
-	q := o.Queue
-	if sub.asIs.Load() {
-		if _, err := ch.QueueDeclarePassive(sub.queue, durable(q.Durable), q.AutoDelete, q.Exclusive, false, nil); err != nil {
-			return fmt.Errorf("declare queue %q (passive): %w", sub.queue, err)
-		}
-	} else if _, err := ch.QueueDeclare(sub.queue, durable(q.Durable), q.AutoDelete, q.Exclusive, false, sub.gq.args); err != nil {
-		return &queueMismatch{fmt.Errorf("declare queue %q: %w", sub.queue, err)}
-	}
-	if err := ch.QueueBind(sub.queue, o.BindingKey, sub.ch.Name, false, nil); err != nil {
-		return fmt.Errorf("bind queue %q to %q: %w", sub.queue, sub.ch.Name, err)
 	}
 	return nil
 }
