@@ -350,10 +350,16 @@ func (p *Plugin) Drain(ctx context.Context) error {
 	errs := make([]error, len(p.subs))
 	var wg sync.WaitGroup
 	for i, s := range p.subs {
+		what := "a subscription's drain"
+		if i < len(p.resolved) {
+			what = "the drain of " + p.resolved[i].ch.Name
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.Drain(ctx)
+			// Bounded: an adapter whose drain waits on a frozen link is
+			// left to finish in the background; Stop keeps its deadline.
+			errs[i] = broker.Bounded(ctx, what, func() error { return s.Drain(ctx) })
 		}()
 	}
 	wg.Wait()
@@ -376,7 +382,7 @@ func (p *Plugin) Disconnect(ctx context.Context) error {
 	defer releaseInstance(p, p.nodeID)
 	ctx, cancel := withDefaultTimeout(ctx, p.o.stopTimeout)
 	defer cancel()
-	return p.adapter.Close(ctx)
+	return broker.Bounded(ctx, "close of the "+p.adapter.Name()+" adapter", func() error { return p.adapter.Close(ctx) })
 }
 
 // SendToChannel serializes payload and publishes it to channel (the name

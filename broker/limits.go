@@ -110,14 +110,13 @@ func (l Limits) FitWith(payload int, base, h map[string]string) (map[string]stri
 		}
 	}
 	if m, ok := out[HeaderErrorMessage]; ok && len(m) > minErrorMessage {
-		over := l.over(payload, out)
-		keep := len(m) - over - len("…")
+		cut = append(cut, HeaderErrorMessage)
+		out[HeaderErrorTrimmed] = strings.Join(cut, ",")
+		keep := len(m) - l.over(payload, out) - len("…")
 		if keep < minErrorMessage {
 			keep = minErrorMessage
 		}
 		out[HeaderErrorMessage] = truncateUTF8(m, keep) + "…"
-		cut = append(cut, HeaderErrorMessage)
-		out[HeaderErrorTrimmed] = strings.Join(cut, ",")
 	}
 	return out, l.Check(payload, out) == nil
 }

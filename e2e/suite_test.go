@@ -67,6 +67,14 @@ type Target struct {
 	// an error wrapping errors.ErrUnsupported for an entry the broker cannot
 	// express (that case is then skipped). Redis: XADD of raw fields.
 	Hostile func(ctx context.Context, channel string, e RawEntry) (string, error)
+	// Linked returns a fresh adapter whose every connection to the broker
+	// goes through link-fault proxies (links), for the frozen-link,
+	// reset and latency scenarios (fault_link_test.go). Nil for a broker
+	// reached without a network link (memory, the in-process NATS server).
+	Linked func() (broker.Adapter, *links, error)
+	// SlowLink, when set, are the channel options (in place of
+	// ChannelOptions) of a member whose link has a round trip of 400 ms.
+	SlowLink []any
 }
 
 // RawEntry is a message as a third-party producer may write it.
@@ -159,7 +167,19 @@ func (h *harness) withTargetOptions(cs channels.Channels) channels.Channels {
 // node registers schemas on a new plugin, starts it and stops it after the spec.
 func (h *harness) node(schemas []any, opts ...channels.Option) *channels.Plugin {
 	GinkgoHelper()
-	p := h.plugin(opts...)
+	return h.start(h.plugin(opts...), schemas)
+}
+
+// nodeOn is node on a given adapter.
+func (h *harness) nodeOn(a broker.Adapter, schemas []any, opts ...channels.Option) *channels.Plugin {
+	GinkgoHelper()
+	p, err := channels.New(append([]channels.Option{channels.WithAdapter(a), fast}, opts...)...)
+	Expect(err).NotTo(HaveOccurred())
+	return h.start(p, schemas)
+}
+
+func (h *harness) start(p *channels.Plugin, schemas []any) *channels.Plugin {
+	GinkgoHelper()
 	for _, s := range schemas {
 		if sv, ok := s.(*service); ok {
 			sv.Channels = h.withTargetOptions(sv.Channels)

@@ -22,6 +22,9 @@ func init() {
 		NewAdapter: func() (broker.Adapter, error) { return amqp.New(brokerenv.AMQPURL()) },
 		Probe:      func() error { return brokerenv.Probe("amqp", brokerenv.PingAMQP) },
 		Processes:  true,
+		Linked: linkedURL(brokerenv.AMQPURL, "5672", func(u string) (broker.Adapter, error) {
+			return amqp.New(u)
+		}),
 		// No claim timer: a message stays with its consumer while its
 		// connection lives, and comes back at once when it dies.
 		ClaimTime:  0,

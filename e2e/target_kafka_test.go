@@ -35,6 +35,15 @@ func kafkaOrdered() kafka.ChannelOptions {
 	return o
 }
 
+// kafkaSlowLink gives a fetch a MaxWait longer than a 400 ms round trip:
+// kafka-go waits MaxWait for the first byte of a fetch's answer, so a
+// link slower than MaxWait fetches nothing.
+func kafkaSlowLink() kafka.ChannelOptions {
+	o := kafkaTestTimings
+	o.MaxWait = time.Second
+	return o
+}
+
 func kafkaURL() string { return "kafka://" + strings.Join(brokerenv.KafkaBrokers(), ",") }
 
 func init() {
@@ -43,9 +52,19 @@ func init() {
 		NewAdapter:     func() (broker.Adapter, error) { return kafka.New(kafkaURL()) },
 		ChannelOptions: []any{kafkaTestTimings},
 		Ordered:        []any{kafkaOrdered()},
+		SlowLink:       []any{kafkaSlowLink()},
 		Probe:          func() error { return brokerenv.Probe("kafka", kafkaPing) },
 		Timeout:        20 * time.Second,
 		Processes:      true,
+		Linked: func() (broker.Adapter, *links, error) {
+			ls := newLinks(brokerenv.KafkaBrokers()...)
+			// The brokers advertise their own addresses: every dial, to the
+			// bootstrap list or to an advertised address, goes to a proxy.
+			t := &kafkago.Transport{Dial: ls.dial, DialTimeout: 2 * time.Second}
+			d := &kafkago.Dialer{DialFunc: ls.dial, Timeout: 2 * time.Second}
+			a, err := kafka.New(kafkaURL(), kafka.WithTransport(t, d))
+			return a, ls, err
+		},
 		// A silent member's partitions move after its session timeout and
 		// a rebalance (every member rejoins).
 		ClaimTime:  kafkaTestTimings.SessionTimeout + 2*time.Second,

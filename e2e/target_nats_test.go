@@ -27,7 +27,10 @@ func init() {
 		Probe: func() error {
 			return brokerenv.Probe("nats", func() error { return brokerenv.DialURL(brokerenv.NATSURL()) })
 		},
-		Processes:  true,
+		Processes: true,
+		Linked: linkedURL(brokerenv.NATSURL, "4222", func(u string) (broker.Adapter, error) {
+			return jetstream.New(u)
+		}),
 		ClaimTime:  natsTestTimings.AckWait,
 		Restart:    natsRestart,
 		BrokerDown: natsDown,

@@ -22,9 +22,12 @@ func init() {
 		Probe:          func() error { return brokerenv.Probe("redis", brokerenv.PingRedis) },
 		Processes:      true,
 		ClaimTime:      redisTestTimings.MinIdleTime,
-		Restart:        restart,
-		BrokerDown:     down,
-		BrokerUp:       up,
+		Linked: linkedURL(brokerenv.RedisURL, "6379", func(u string) (broker.Adapter, error) {
+			return redis.New(u)
+		}),
+		Restart:    restart,
+		BrokerDown: down,
+		BrokerUp:   up,
 		Hostile: redisHostile(func() goredis.UniversalClient {
 			o, err := goredis.ParseURL(brokerenv.RedisURL())
 			if err != nil {
@@ -43,9 +46,15 @@ func init() {
 		Probe:          func() error { return brokerenv.Probe("redis-cluster", brokerenv.PingRedisCluster) },
 		Processes:      true,
 		ClaimTime:      redisTestTimings.MinIdleTime,
-		Restart:        crestart,
-		BrokerDown:     cdown,
-		BrokerUp:       cup,
+		Linked: func() (broker.Adapter, *links, error) {
+			ls := newLinks(brokerenv.RedisClusterAddrs()...)
+			a, err := redis.NewFromOptions(&goredis.UniversalOptions{Addrs: brokerenv.RedisClusterAddrs(),
+				IsClusterMode: true, Dialer: ls.dial})
+			return a, ls, err
+		},
+		Restart:    crestart,
+		BrokerDown: cdown,
+		BrokerUp:   cup,
 		Hostile: redisHostile(func() goredis.UniversalClient {
 			return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: brokerenv.RedisClusterAddrs()})
 		}),
