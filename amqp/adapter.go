@@ -55,11 +55,22 @@ type Adapter struct {
 // noHeaders is the table of a send without headers; it is only read.
 var noHeaders = amqp091.Table{broker.HeaderRedeliveredCount: int32(0)}
 
-// live is what one Connect..Close cycle uses.
+// live is what one Connect..Close cycle uses: a connection for sends
+// (and the copies settling publishes: retries, dead letters) and
+// declarations, and one for consuming, dialed at the first Subscribe. A
+// connection RabbitMQ blocks (resource alarm: it stops reading publishing
+// connections), a message that closes the consuming connection, or a
+// publish that makes RabbitMQ close its connection then leaves the other
+// one alone: acks go on while sends wait, sends go on while consumers
+// reconnect. An adapter built on a given connection uses it for both.
 type live struct {
-	sess *session
+	sess *session // publishing
 	pub  *publisher
 	topo *topology
+
+	cmu      sync.Mutex
+	consumer *session // consuming; nil until the first Subscribe
+	mkCons   func() *session
 
 	mu   sync.Mutex
 	subs map[string]map[*subscription]struct{} // by queue
@@ -85,6 +96,37 @@ func (l *live) forget(s *subscription) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.subs[s.queue], s)
+}
+
+// consuming returns the consuming session, dialing it (bounded by ctx)
+// the first time.
+func (l *live) consuming(ctx context.Context) (*session, error) {
+	l.cmu.Lock()
+	defer l.cmu.Unlock()
+	if l.consumer != nil {
+		return l.consumer, nil
+	}
+	if l.sess.external != nil {
+		l.consumer = l.sess
+		return l.consumer, nil
+	}
+	s := l.mkCons()
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	l.consumer = s
+	return s, nil
+}
+
+// closeConsuming closes the consuming session (when it is its own).
+func (l *live) closeConsuming(ctx context.Context) error {
+	l.cmu.Lock()
+	c := l.consumer
+	l.cmu.Unlock()
+	if c == nil || c == l.sess {
+		return nil
+	}
+	return c.close(ctx)
 }
 
 func (l *live) pending(queue string) int64 {
@@ -154,11 +196,26 @@ func (a *Adapter) Name() string { return "AMQP" }
 // String describes the target without credentials.
 func (a *Adapter) String() string { return "amqp " + a.display }
 
-// Connection returns the current connection (nil before Connect, after
-// Close and while reconnecting).
+// Connection returns the current connection for sends and declarations
+// (nil before Connect, after Close and while reconnecting).
 func (a *Adapter) Connection() *amqp091.Connection {
 	if l := a.live.Load(); l != nil {
 		return l.sess.current()
+	}
+	return nil
+}
+
+// ConsumerConnection returns the current connection of the consumers (nil
+// before the first Subscribe, after Close and while reconnecting). It is
+// Connection() for an adapter built with NewFromConnection.
+func (a *Adapter) ConsumerConnection() *amqp091.Connection {
+	if l := a.live.Load(); l != nil {
+		l.cmu.Lock()
+		c := l.consumer
+		l.cmu.Unlock()
+		if c != nil {
+			return c.current()
+		}
 	}
 	return nil
 }
@@ -172,11 +229,13 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		return nil
 	}
 	a.env = env.Normalize()
-	sess := newSession(a, a.env.Logger)
+	sess := newSession(a, a.env.Logger, "channels-publish")
 	if err := sess.start(ctx); err != nil {
 		return err
 	}
-	a.live.Store(&live{sess: sess, pub: newPublisher(sess, a.pubChannels), topo: newTopology(sess)})
+	log := a.env.Logger
+	a.live.Store(&live{sess: sess, pub: newPublisher(sess, a.pubChannels), topo: newTopology(sess),
+		mkCons: func() *session { return newSession(a, log, "channels-consume") }})
 	a.state.SetConnected()
 	return nil
 }
@@ -374,7 +433,12 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
 	}
 	s := newSubscription(a, l, ch, opts, gq)
-	c := l.sess.current()
+	cs, err := l.consuming(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("channels/amqp: subscribe %q: %w", ch.Name, err)
+	}
+	s.cs = cs
+	c := cs.current()
 	if c == nil {
 		return nil, fmt.Errorf("channels/amqp: subscribe %q: %w", ch.Name, errDown)
 	}
@@ -431,8 +495,14 @@ func (a *Adapter) Close(ctx context.Context) error {
 	a.state.SetClosed()
 	a.mu.Unlock()
 	if l != nil {
-		l.pub.close()
+		errs = append(errs, l.pub.close(ctx))
+		var wg sync.WaitGroup
+		var cerr error
+		wg.Add(1)
+		go func() { defer wg.Done(); cerr = l.closeConsuming(ctx) }()
 		errs = append(errs, l.sess.close(ctx))
+		wg.Wait()
+		errs = append(errs, cerr)
 	}
 	return errors.Join(errs...)
 }

@@ -28,6 +28,15 @@ type session struct {
 	external *amqp091.Connection
 	backoff  broker.Backoff
 	log      *slog.Logger
+	// name is the connection name RabbitMQ shows (client property
+	// connection_name), unless the configuration sets one.
+	name string
+
+	// blocked is set while RabbitMQ blocks the connection (connection.blocked:
+	// a memory or disk alarm); unblocked is closed when it ends.
+	blockMu   sync.Mutex
+	blocked   string
+	unblocked chan struct{}
 
 	mu      sync.Mutex
 	conn    *amqp091.Connection
@@ -38,9 +47,62 @@ type session struct {
 	done    chan struct{} // the supervisor has returned
 }
 
-func newSession(a *Adapter, log *slog.Logger) *session {
-	return &session{urls: a.urls, config: a.config, external: a.external, backoff: a.reconnect, log: log,
+func newSession(a *Adapter, log *slog.Logger, name string) *session {
+	return &session{urls: a.urls, config: a.config, external: a.external, backoff: a.reconnect, log: log, name: name,
 		changed: make(chan struct{}), closed: make(chan struct{}), done: make(chan struct{})}
+}
+
+// errBlocked is the cause of a send given up while RabbitMQ blocked the
+// connection.
+var errBlocked = errors.New("RabbitMQ blocks publishing on this connection (resource alarm)")
+
+// watchBlocked follows connection.blocked and connection.unblocked of c.
+func (s *session) watchBlocked(c *amqp091.Connection) {
+	notes := c.NotifyBlocked(make(chan amqp091.Blocking, 4))
+	go func() {
+		for b := range notes {
+			s.setBlocked(b.Active, b.Reason)
+		}
+	}()
+}
+
+func (s *session) setBlocked(active bool, reason string) {
+	s.blockMu.Lock()
+	defer s.blockMu.Unlock()
+	switch {
+	case active && s.unblocked == nil:
+		if reason == "" {
+			reason = "resource alarm"
+		}
+		s.blocked, s.unblocked = reason, make(chan struct{})
+		s.log.Warn("channels/amqp: RabbitMQ blocked the connection; sends wait until it is unblocked (bounded by their context)",
+			"connection", s.name, "reason", reason)
+	case !active && s.unblocked != nil:
+		close(s.unblocked)
+		s.blocked, s.unblocked = "", nil
+		s.log.Info("channels/amqp: RabbitMQ unblocked the connection", "connection", s.name)
+	}
+}
+
+// waitUnblocked returns at once when the connection is not blocked, else
+// when it is unblocked or ctx ends (an error wrapping errBlocked and ctx's
+// error). A write to a blocked connection would hang: RabbitMQ stops
+// reading it.
+func (s *session) waitUnblocked(ctx context.Context) error {
+	s.blockMu.Lock()
+	reason, unblocked := s.blocked, s.unblocked
+	s.blockMu.Unlock()
+	if unblocked == nil {
+		return nil
+	}
+	select {
+	case <-unblocked:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w (%s): %w", errBlocked, reason, ctx.Err())
+	case <-s.closed:
+		return broker.ErrClosed
+	}
 }
 
 // start connects (each URL of the failover list once, bounded by ctx) and
@@ -113,12 +175,61 @@ func (s *session) dial(ctx context.Context, raw string) (*amqp091.Connection, er
 	}
 	if cfg.Properties == nil {
 		cfg.Properties = amqp091.NewConnectionProperties()
-		cfg.Properties.SetClientConnectionName("channels")
+		cfg.Properties.SetClientConnectionName(s.name)
 	}
 	return amqp091.DialConfig(raw, cfg)
 }
 
+// openChannel opens a channel on c (in confirm mode when confirm is set),
+// bounded by ctx: on a frozen link channel.open never gets its answer. A
+// channel opened after ctx ended is closed in the background.
+func openChannel(ctx context.Context, c *amqp091.Connection, confirm bool) (*amqp091.Channel, error) {
+	type result struct {
+		ch  *amqp091.Channel
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ch, err := c.Channel()
+		if err == nil && confirm {
+			if err = ch.Confirm(false); err != nil {
+				go func() { _ = ch.Close() }()
+				ch = nil
+			}
+		}
+		done <- result{ch, err}
+	}()
+	select {
+	case r := <-done:
+		return r.ch, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.ch != nil {
+				_ = r.ch.Close()
+			}
+		}()
+		return nil, &broker.AbandonedError{What: "opening an AMQP channel", Err: ctx.Err()}
+	}
+}
+
+// closeChannel closes ch, bounded by ctx (channel.close waits for the
+// broker's answer); an already closed channel is not an error.
+func closeChannel(ctx context.Context, ch *amqp091.Channel) error {
+	if ch == nil {
+		return nil
+	}
+	err := broker.Bounded(ctx, "closing an AMQP channel", ch.Close)
+	if errors.Is(err, amqp091.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
 func (s *session) set(c *amqp091.Connection) {
+	s.setBlocked(false, "")
+	if c != nil {
+		s.watchBlocked(c)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.conn = c
@@ -255,12 +366,15 @@ func (s *session) close(ctx context.Context) error {
 	var err error
 	if s.external == nil && c != nil && !c.IsClosed() {
 		// The connection is closed even when ctx has run out (a drain that
-		// timed out): the close handshake gets at least a second.
+		// timed out): the close handshake gets closeGrace more, so the
+		// acks written last are read by RabbitMQ before the socket closes.
+		// On a frozen link CloseDeadline gives up at the deadline and
+		// closes the socket.
 		deadline, ok := ctx.Deadline()
 		if !ok {
 			deadline = time.Now().Add(DefaultOpTimeout)
 		}
-		deadline = later(deadline, time.Now().Add(time.Second))
+		deadline = later(deadline, time.Now().Add(closeGrace))
 		if cerr := c.CloseDeadline(deadline); cerr != nil && !errors.Is(cerr, amqp091.ErrClosed) {
 			err = fmt.Errorf("channels/amqp: close: %s", broker.Redact(cerr.Error()))
 		}
@@ -271,6 +385,10 @@ func (s *session) close(ctx context.Context) error {
 	}
 	return err
 }
+
+// closeGrace is how long a connection's close handshake may go on after the
+// context of Close ended.
+const closeGrace = 100 * time.Millisecond
 
 func errString(e *amqp091.Error) string {
 	if e == nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels/broker"
 )
 
 var (
@@ -36,10 +38,14 @@ func (e *ReturnedError) Error() string {
 
 // pubChan is one confirm-mode channel of the pool.
 type pubChan struct {
-	mu     sync.Mutex // guards ch while it is replaced
-	ch     *amqp091.Channel
-	conn   *amqp091.Connection
-	closes chan *amqp091.Error
+	// opening is held while a channel is opened (bounded by the send's
+	// context: a lock a send cannot give up would hang it on a frozen
+	// link).
+	opening chan struct{}
+	mu      sync.Mutex // guards ch while it is replaced
+	ch      *amqp091.Channel
+	conn    *amqp091.Connection
+	closes  chan *amqp091.Error
 	// reason is why reasonOf closed, once read from closes: every message
 	// left unconfirmed on that channel reports it.
 	reason   error
@@ -77,18 +83,31 @@ type publisher struct {
 func newPublisher(sess *session, n int) *publisher {
 	p := &publisher{sess: sess}
 	for range n {
-		p.shared = append(p.shared, &pubChan{})
+		p.shared = append(p.shared, &pubChan{opening: make(chan struct{}, 1)})
 	}
 	for range max(n/2, 1) {
-		p.mandatory = append(p.mandatory, &pubChan{})
+		p.mandatory = append(p.mandatory, &pubChan{opening: make(chan struct{}, 1)})
 	}
 	return p
 }
 
 // channel returns the open channel of pc, opening one on the current
 // connection when needed, and the frame_max of its connection.
-func (pc *pubChan) channel(sess *session, mandatory bool) (*amqp091.Channel, int, error) {
-	ch, err := pc.open(sess, mandatory)
+func (pc *pubChan) channel(ctx context.Context, sess *session, mandatory bool) (*amqp091.Channel, int, error) {
+	pc.mu.Lock()
+	if ch := pc.ch; ch != nil && !ch.IsClosed() {
+		fm := pc.conn.Config.FrameSize
+		pc.mu.Unlock()
+		return ch, fm, nil
+	}
+	pc.mu.Unlock()
+	select {
+	case pc.opening <- struct{}{}:
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+	defer func() { <-pc.opening }()
+	ch, err := pc.open(ctx, sess, mandatory)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -97,10 +116,11 @@ func (pc *pubChan) channel(sess *session, mandatory bool) (*amqp091.Channel, int
 	return ch, pc.conn.Config.FrameSize, nil
 }
 
-func (pc *pubChan) open(sess *session, mandatory bool) (*amqp091.Channel, error) {
+// open opens the channel of pc when it has none, holding opening.
+func (pc *pubChan) open(ctx context.Context, sess *session, mandatory bool) (*amqp091.Channel, error) {
 	pc.mu.Lock()
-	defer pc.mu.Unlock()
 	if pc.ch != nil && !pc.ch.IsClosed() {
+		defer pc.mu.Unlock()
 		return pc.ch, nil
 	}
 	if pc.ch != nil {
@@ -108,18 +128,17 @@ func (pc *pubChan) open(sess *session, mandatory bool) (*amqp091.Channel, error)
 		// messages still waiting on it.
 		pc.takeReasonLocked(pc.ch)
 	}
+	pc.mu.Unlock()
 	c := sess.current()
 	if c == nil {
 		return nil, errDown
 	}
-	ch, err := c.Channel()
+	ch, err := openChannel(ctx, c, true)
 	if err != nil {
 		return nil, err
 	}
-	if err := ch.Confirm(false); err != nil {
-		_ = ch.Close()
-		return nil, err
-	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
 	pc.firsts.Range(func(k, _ any) bool {
 		pc.firsts.Delete(k)
 		return true
@@ -167,14 +186,15 @@ func (pc *pubChan) takeReasonLocked(ch *amqp091.Channel) {
 	}
 }
 
-// discard closes ch so the next send opens a fresh channel.
+// discard closes ch (in the background: on a frozen link channel.close
+// never ends) so the next send opens a fresh channel.
 func (pc *pubChan) discard(ch *amqp091.Channel) {
 	pc.mu.Lock()
 	if pc.ch == ch {
 		pc.ch = nil
 	}
 	pc.mu.Unlock()
-	_ = ch.Close()
+	go func() { _ = ch.Close() }()
 }
 
 // publish sends msg and returns once the broker confirmed it: nil on
@@ -220,27 +240,41 @@ func (p *publisher) publishOnce(ctx context.Context, exchange, key string, manda
 	// A channel found closed before the message went out is replaced once.
 	for try := 0; try < 2; try++ {
 		var frameMax int
-		if ch, frameMax, err = pc.channel(p.sess, mandatory || exclusive); err != nil {
+		if ch, frameMax, err = pc.channel(ctx, p.sess, mandatory || exclusive); err != nil {
 			return err
 		}
 		if err := checkFrame(frameMax, &msg); err != nil {
 			return err
 		}
+		if err := p.sess.waitUnblocked(ctx); err != nil {
+			return err
+		}
 		if mandatory || exclusive {
 			drainReturns(pc.returns)
 		}
-		pc.order.Lock()
-		dc, err = ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, mandatory, false, msg)
-		if err == nil {
-			if k := (firstKey{ch, exchange}); !exclusive && !mandatory {
+		shared := !mandatory && !exclusive
+		// The write is bounded by ctx: a message larger than the socket's
+		// buffer (or any, behind one) blocks on a frozen link.
+		err = broker.Bounded(ctx, "publishing", func() error {
+			pc.order.Lock()
+			defer pc.order.Unlock()
+			d, err := ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
+			if err == nil && shared {
+				k := firstKey{ch, exchange}
 				if _, ok := pc.firsts.Load(k); !ok {
-					pc.firsts.Store(k, dc.DeliveryTag)
+					pc.firsts.Store(k, d.DeliveryTag)
 				}
 			}
-			pc.order.Unlock()
+			dc = d
+			return err
+		})
+		if err == nil {
 			break
 		}
-		pc.order.Unlock()
+		var ab *broker.AbandonedError
+		if errors.As(err, &ab) && !shared {
+			pc.discard(ch)
+		}
 		if !errors.Is(err, amqp091.ErrClosed) {
 			return err
 		}
@@ -339,7 +373,7 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 	}
 	var frameMax int
 	open := func() (*amqp091.Channel, error) {
-		ch, fm, err := pc.channel(p.sess, exclusive)
+		ch, fm, err := pc.channel(ctx, p.sess, exclusive)
 		if err != nil {
 			return nil, err
 		}
@@ -391,14 +425,25 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 		for ; len(flights)-head >= BatchWindow; head++ {
 			wait(flights[head])
 		}
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, r.exchange, r.key, r.mandatory, false, r.msg)
+		if err := p.sess.waitUnblocked(ctx); err != nil {
+			errs[k] = err
+			continue
+		}
+		dc, err := boundedPublish(ctx, ch, r)
 		if err != nil && errors.Is(err, amqp091.ErrClosed) && !reopened {
 			reopened = true
 			if ch, chErr = open(); chErr != nil {
 				errs[k] = chErr
 				continue
 			}
-			dc, err = ch.PublishWithDeferredConfirmWithContext(ctx, r.exchange, r.key, r.mandatory, false, r.msg)
+			dc, err = boundedPublish(ctx, ch, r)
+		}
+		var ab *broker.AbandonedError
+		if errors.As(err, &ab) {
+			// The channel is stuck in a write: the rest of the batch fails.
+			errs[k], chErr = err, err
+			cut = true
+			continue
 		}
 		if err != nil {
 			errs[k] = err
@@ -429,6 +474,20 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 		}
 	}
 	return errs
+}
+
+// boundedPublish writes one message of a batch, bounded by ctx.
+func boundedPublish(ctx context.Context, ch *amqp091.Channel, r pubReq) (*amqp091.DeferredConfirmation, error) {
+	var dc *amqp091.DeferredConfirmation
+	err := broker.Bounded(ctx, "publishing", func() error {
+		d, err := ch.PublishWithDeferredConfirm(r.exchange, r.key, r.mandatory, false, r.msg)
+		dc = d
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return dc, nil
 }
 
 // returnSet collects the basic.returns of a batch by message id. RabbitMQ
@@ -500,14 +559,21 @@ func drainReturns(c chan amqp091.Return) {
 	}
 }
 
-// close closes the pool's channels.
-func (p *publisher) close() {
+// close closes the pool's channels, bounded by ctx.
+func (p *publisher) close(ctx context.Context) error {
+	var chs []*amqp091.Channel
 	for _, pc := range append(append([]*pubChan(nil), p.shared...), p.mandatory...) {
 		pc.mu.Lock()
 		if pc.ch != nil {
-			_ = pc.ch.Close()
+			chs = append(chs, pc.ch)
 			pc.ch = nil
 		}
 		pc.mu.Unlock()
 	}
+	return broker.Bounded(ctx, "closing the publishing channels", func() error {
+		for _, ch := range chs {
+			_ = ch.Close()
+		}
+		return nil
+	})
 }

@@ -22,6 +22,7 @@ type subscription struct {
 	*broker.Consumer
 	a     *Adapter
 	l     *live
+	cs    *session // the consuming session
 	ch    *broker.Channel
 	opts  ChannelOptions
 	queue string
@@ -34,6 +35,14 @@ type subscription struct {
 	gq    groupQueue
 	asIs  atomic.Bool
 	qtype atomic.Value
+	// cancelGaveUp is closed when basic.cancel got no answer by the
+	// drain's deadline.
+	cancelGaveUp chan struct{}
+	gaveUp       sync.Once
+	// timers are the pending hand-backs of messages whose settling failed
+	// (nil once the drain finished).
+	tmu    sync.Mutex
+	timers map[*time.Timer]struct{}
 
 	mu  sync.Mutex
 	cur *amqp091.Channel // the consumer channel
@@ -54,7 +63,8 @@ func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOption
 		tag = tag[:200]
 	}
 	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, l: l, ch: ch, opts: opts, gq: gq,
-		queue: QueueName(ch.Name, ch.Group), tag: tag + "." + a.nextID(), log: ch.Logger}
+		queue: QueueName(ch.Name, ch.Group), tag: tag + "." + a.nextID(), log: ch.Logger,
+		cancelGaveUp: make(chan struct{}), timers: map[*time.Timer]struct{}{}}
 	s.qtype.Store(gq.typ)
 	return s
 }
@@ -98,7 +108,7 @@ func (s *subscription) openChannel(ctx context.Context, c *amqp091.Connection) (
 
 // declareOn opens a channel on c and declares the topology on it.
 func (s *subscription) declareOn(ctx context.Context, c *amqp091.Connection) (*amqp091.Channel, error) {
-	ch, err := c.Channel()
+	ch, err := openChannel(ctx, c, false)
 	if err != nil {
 		return nil, err
 	}
@@ -113,12 +123,11 @@ func (s *subscription) declareOn(ctx context.Context, c *amqp091.Connection) (*a
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		_ = ch.Close()
-		<-done
-		err = ctx.Err()
+		go func() { _ = ch.Close() }() // ends the declarations, unless the link is frozen
+		return nil, ctx.Err()
 	}
 	if err != nil {
-		_ = ch.Close()
+		go func() { _ = ch.Close() }()
 		return nil, err
 	}
 	return ch, nil
@@ -195,7 +204,7 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 	ch := s.cur
 	s.mu.Unlock()
 	if ch == nil || ch.IsClosed() {
-		c, ok := s.l.sess.wait(s.Stopping())
+		c, ok := s.cs.wait(s.Stopping())
 		if !ok {
 			return nil, nil, broker.ErrClosed
 		}
@@ -267,9 +276,19 @@ func (s *subscription) fetch(deliveries <-chan amqp091.Delivery, k *acker) bool 
 // stopping consumer, until the deliveries end (the consumer was cancelled
 // by the drain, or its channel closed).
 func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery, k *acker) {
-	for d := range deliveries {
-		k.delivered(d.DeliveryTag)
-		_ = k.nack(d.DeliveryTag)
+	for {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return
+			}
+			k.delivered(d.DeliveryTag)
+			_ = k.nack(d.DeliveryTag)
+		case <-s.cancelGaveUp:
+			// basic.cancel got no answer: what is still delivered is
+			// requeued with the channel.
+			return
+		}
 	}
 }
 
@@ -349,7 +368,34 @@ func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
 // DefaultSettleFailureDelay, so a lasting failure does not spin (an unacked
 // message would otherwise stay on this consumer until its channel closes).
 func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
-	time.AfterFunc(DefaultSettleFailureDelay, func() { _ = k.nack(d.DeliveryTag) })
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	if s.timers == nil {
+		// The drain finished: the channel's close requeues the message.
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(DefaultSettleFailureDelay, func() {
+		s.tmu.Lock()
+		_, live := s.timers[t]
+		delete(s.timers, t)
+		s.tmu.Unlock()
+		if live {
+			_ = k.nack(d.DeliveryTag)
+		}
+	})
+	s.timers[t] = struct{}{}
+}
+
+// stopTimers cancels the pending hand-backs (the drain closes the channel,
+// which requeues their messages) and refuses new ones.
+func (s *subscription) stopTimers() {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	for t := range s.timers {
+		t.Stop()
+	}
+	s.timers = nil
 }
 
 // cancelConsumer stops the broker's deliveries (basic.cancel, awaited,
@@ -363,15 +409,14 @@ func (s *subscription) cancelConsumer(ctx context.Context) {
 	if ch == nil || !consuming {
 		return
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = ch.Cancel(s.tag, false)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		_ = ch.Close()
+	err := broker.Bounded(ctx, "cancelling the consumer", func() error { return ch.Cancel(s.tag, false) })
+	var ab *broker.AbandonedError
+	if errors.As(err, &ab) {
+		// No answer (a frozen link): closing the channel requeues what it
+		// holds, once the broker hears of it; the fetch loop stops
+		// waiting for the end of the deliveries.
+		s.gaveUp.Do(func() { close(s.cancelGaveUp) })
+		go func() { _ = ch.Close() }()
 	}
 }
 
@@ -395,10 +440,11 @@ func (s *subscription) Drain(ctx context.Context) error {
 			if k != nil {
 				_ = k.close(ctx) // the queued acks go out before the channel closes
 			}
+			s.stopTimers()
 			if ch != nil {
 				// Anything still unacked (a handler cut by the deadline) is
 				// requeued by the broker with the channel.
-				if err := ch.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+				if err := closeChannel(ctx, ch); err != nil {
 					return fmt.Errorf("channels/amqp: close consumer channel: %w", err)
 				}
 			}

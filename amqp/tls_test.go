@@ -76,7 +76,7 @@ func TestTLSFailoverClonesConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess := newSession(a, slog.New(slog.DiscardHandler))
+	sess := newSession(a, slog.New(slog.DiscardHandler), "test")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for i, raw := range a.urls {

@@ -80,7 +80,7 @@ func (t *topology) withChannel(ctx context.Context, f func(ch *amqp091.Channel) 
 	if c == nil {
 		return errDown
 	}
-	ch, err := c.Channel()
+	ch, err := openChannel(ctx, c, false)
 	if err != nil {
 		return err
 	}
@@ -89,11 +89,12 @@ func (t *topology) withChannel(ctx context.Context, f func(ch *amqp091.Channel) 
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		_ = ch.Close() // ends the call
-		<-done
-		err = ctx.Err()
+		// Closing the channel ends the call; on a frozen link neither
+		// ends: both are left to the background.
+		go func() { _ = ch.Close() }()
+		return ctx.Err()
 	}
-	_ = ch.Close()
+	_ = closeChannel(ctx, ch)
 	return err
 }
 

@@ -91,17 +91,19 @@ func TestUnreadableHeadersBounded(t *testing.T) {
 			log := slog.New(countingHandler{texts: []string{"connection lost"}, n: &lost})
 			got := &collector{}
 			const maxDeliveries = 3
-			startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 1,
+			p, a := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 1,
 				MaxRetries: 1, MaxDeliveries: maxDeliveries,
 				DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: got.handle}}},
 				[]chamqp.Option{chamqp.WithReconnectBackoff(broker.ExponentialBackoff{Initial: 50 * time.Millisecond, Max: time.Second, Multiplier: 2})},
 				channels.WithLogger(log))
 			publishRaw(t, ch, amqp091.Publishing{Headers: tc.headers, MessageId: "hostile", Body: []byte(`"hostile"`),
 				DeliveryMode: amqp091.Persistent})
-			snd, _ := startPlugin(t, nil, nil)
+			// The member sends the valid messages itself: its sends go on a
+			// connection of their own, which the hostile message never reaches.
+			pubConn := a.Connection()
 			start := time.Now()
 			for i := range 5 {
-				if err := snd.SendToChannel(context.Background(), ch, i); err != nil {
+				if err := p.SendToChannel(context.Background(), ch, i); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -117,6 +119,9 @@ func TestUnreadableHeadersBounded(t *testing.T) {
 				t.Fatalf("group queue %+v %v", q, err)
 			}
 			t.Logf("valid messages processed %v after the hostile one; connections lost: %d", took.Round(time.Millisecond), lost.Load())
+			if a.Connection() != pubConn || pubConn.IsClosed() {
+				t.Errorf("the publishing connection was lost")
+			}
 			if n := lost.Load(); n > maxDeliveries+2 {
 				t.Errorf("%d connections lost for one message with MaxDeliveries %d", n, maxDeliveries)
 			}
