@@ -359,7 +359,11 @@ func (p *Plugin) Drain(ctx context.Context) error {
 			defer wg.Done()
 			// Bounded: an adapter whose drain waits on a frozen link is
 			// left to finish in the background; Stop keeps its deadline.
-			errs[i] = broker.Bounded(ctx, what, func() error { return s.Drain(ctx) })
+			err := broker.Bounded(ctx, what, func() error { return s.Drain(ctx) })
+			if errors.Is(err, broker.ErrAbandoned) {
+				err = fmt.Errorf("%w: %w", broker.ErrDrainTimeout, err)
+			}
+			errs[i] = err
 		}()
 	}
 	wg.Wait()

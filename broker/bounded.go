@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrAbandoned is wrapped by the error of a step that was still running when
@@ -47,6 +48,20 @@ func Bounded(ctx context.Context, what string, f func() error) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+	}
+	// A step that watches ctx itself returns at the same moment, with an
+	// error that says more (a drain names the handlers still running):
+	// give it BoundedGrace to do so.
+	t := time.NewTimer(BoundedGrace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
 		return &AbandonedError{What: what, Err: ctx.Err()}
 	}
 }
+
+// BoundedGrace is how long [Bounded] waits past the deadline for a step
+// that watches the context itself to return its own error.
+const BoundedGrace = 100 * time.Millisecond

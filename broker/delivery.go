@@ -128,7 +128,9 @@ func (c *Channel) giveUpKept(msg *Message, cause error, kept map[string]string) 
 }
 
 // Deliver runs one delivery end to end: it admits it (attempt and delivery
-// limits), runs the handler on ctx (recovering panics), decides the outcome
+// limits), runs the handler on a context of its own derived from ctx and
+// cancelled once the handler returned and its outcome is decided
+// (recovering panics), decides the outcome
 // and carries it out through d.Settle, logging what is not silent. ctx is
 // the subscription's handler context: when it was cancelled by a stop whose
 // deadline passed, a run that returned an error is released (delivered
@@ -143,14 +145,20 @@ func (c *Channel) Deliver(ctx context.Context, d *Delivery) Outcome {
 	out, run := c.Admit(d)
 	var took time.Duration
 	if run {
+		// The run's own context ends as soon as its outcome is decided, as
+		// a request's does when its handler returns: work the handler
+		// started with it (a goroutine, a call it did not wait for) learns
+		// that the message is done.
+		rctx := newRunCtx(ctx)
 		start := time.Now()
-		err := c.call(ctx, msg)
+		err := c.call(rctx, msg)
 		took = time.Since(start)
 		if err != nil && ctx.Err() != nil {
 			out = Outcome{Action: Release, Err: err}
 		} else {
 			out = c.Decide(msg, err)
 		}
+		rctx.end(context.Canceled)
 	}
 	settleErr := c.Settle(d, out)
 	if c.Observer != nil {

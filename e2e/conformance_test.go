@@ -821,6 +821,43 @@ func conformance(tg Target) {
 		Expect(hdrs).To(HaveKeyWithValue("via-B", "1"))
 	})
 
+	It("ends a handler's context when the handler returns, for the handler and its interceptors", func() {
+		ch := uniq("test.ctxend")
+		type seen struct{ handler, interceptor chan struct{} }
+		got := make(chan seen, 4)
+		var mu sync.Mutex
+		var pending seen
+		ic := channels.Interceptor{Name: "watch", LocalChannel: func(next broker.Handler, _ channels.Info) broker.Handler {
+			return func(ctx context.Context, m *broker.Message) error {
+				done := make(chan struct{})
+				go func() { <-ctx.Done(); close(done) }() // work the interceptor started and did not wait for
+				mu.Lock()
+				pending.interceptor = done
+				mu.Unlock()
+				return next(ctx, m)
+			}
+		}}
+		sv := &service{Name: "sub", Channels: channels.Channels{ch: channels.On(func(ctx context.Context, m *broker.Message) error {
+			if ctx.Err() != nil {
+				return fmt.Errorf("the context ended before the handler returned: %w", ctx.Err())
+			}
+			done := make(chan struct{})
+			go func() { <-ctx.Done(); close(done) }() // work the handler started and did not wait for
+			mu.Lock()
+			pending.handler = done
+			s := pending
+			mu.Unlock()
+			got <- s
+			return nil
+		})}}
+		p := h.node([]any{sv}, channels.WithInterceptors(ic))
+		Expect(p.SendToChannel(ctx, ch, 1)).To(Succeed())
+		var s seen
+		Eventually(got).Should(Receive(&s))
+		Eventually(s.handler, time.Second).Should(BeClosed(), "the handler's goroutine saw ctx.Done() after the handler returned")
+		Eventually(s.interceptor, time.Second).Should(BeClosed(), "the interceptor's goroutine saw ctx.Done()")
+	})
+
 	It("stacks plugins with their own adapters and schema properties (Multi)", func() {
 		type multi struct {
 			Name             string

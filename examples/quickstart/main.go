@@ -145,7 +145,15 @@ func run(adapter string, n int) error {
 		}
 		return nil
 	}
+	// Orders are sent once every member has started: its group exists on
+	// the broker from then on, and a new group starts at new messages.
 	var services []micro.Service
+	var started []chan struct{}
+	startedHook := func() micro.Option {
+		c := make(chan struct{})
+		started = append(started, c)
+		return micro.AfterStart(func() error { close(c); return nil })
+	}
 	for member := range 2 {
 		p, err := channels.New(append(common, channels.WithMaxInFlight(8))...)
 		if err != nil {
@@ -154,7 +162,7 @@ func run(adapter string, n int) error {
 		handler := func(ctx context.Context, o Order, m *channels.Message) error { return pay(member, ctx, o, m) }
 		services = append(services, newService(ctx, "payments", reg, p.Install(&Payments{
 			Channels: channels.Channels{"order.created": channels.On(channels.Typed(handler))},
-		})))
+		}), startedHook()))
 	}
 
 	// orders: publishes, and reads the dead-letter queue.
@@ -172,9 +180,7 @@ func run(adapter string, n int) error {
 	if err != nil {
 		return err
 	}
-	ready := make(chan struct{})
-	services = append(services, newService(ctx, "orders", reg, po.Install(orders),
-		micro.AfterStart(func() error { close(ready); return nil })))
+	services = append(services, newService(ctx, "orders", reg, po.Install(orders), startedHook()))
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(services))
@@ -188,10 +194,12 @@ func run(adapter string, n int) error {
 			}
 		}()
 	}
-	select {
-	case <-ready:
-	case err := <-errs:
-		return err
+	for _, c := range started {
+		select {
+		case <-c:
+		case err := <-errs:
+			return err
+		}
 	}
 
 	start := time.Now()
