@@ -388,7 +388,7 @@ func (s *session) close(ctx context.Context) error {
 
 // closeGrace is how long a connection's close handshake may go on after the
 // context of Close ended.
-const closeGrace = 100 * time.Millisecond
+const closeGrace = 40 * time.Millisecond
 
 func errString(e *amqp091.Error) string {
 	if e == nil {

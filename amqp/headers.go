@@ -35,7 +35,7 @@ func toTable(h map[string]string) amqp091.Table {
 // handlers as a header nor copied into a republished message.
 func isBrokerHeader(k string) bool {
 	return k == "x-death" || strings.HasPrefix(k, "x-first-death-") || strings.HasPrefix(k, "x-last-death-") ||
-		k == HeaderUnfinished || k == HeaderFinal || k == HeaderDeliveryCount
+		k == HeaderUnfinished || k == HeaderFinal || k == HeaderDeliveryCount || k == HeaderOwner
 }
 
 // fromTable turns an AMQP table into string headers: strings as they are,
@@ -157,8 +157,9 @@ func clampCount(n int) int { return min(max(n, 0), maxCount) }
 //
 // Only what this adapter or RabbitMQ wrote is trusted: x-delivery-count
 // only on a redelivery from a quorum queue (RabbitMQ sets it then; on a
-// first delivery it is a producer's header), x-channels-unfinished and
-// x-channels-final only on a copy this group made (x-group is ours). Every
+// first delivery it is a producer's header), x-channels-unfinished only on
+// a copy this group made (x-group or x-channels-group is ours),
+// x-channels-final only on a copy this group kept (x-group is ours). Every
 // count is clamped to [0, 65536].
 func readHistory(t amqp091.Table, group string, quorum, redelivered bool) history {
 	var h history
@@ -167,7 +168,7 @@ func readHistory(t amqp091.Table, group string, quorum, redelivered bool) histor
 	if g, ok := valueString(t[broker.HeaderGroup]); ok && g == group {
 		ours = true
 	}
-	if ours {
+	if g, ok := valueString(t[HeaderOwner]); (ok && g == group) || ours {
 		h.unfinished = clampCount(intHeader(t, HeaderUnfinished))
 	}
 	if quorum && redelivered {

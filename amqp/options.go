@@ -76,6 +76,11 @@ const (
 	// HeaderDeliveryCount is the delivery counter RabbitMQ sets on messages
 	// redelivered from a quorum queue.
 	HeaderDeliveryCount = "x-delivery-count"
+	// HeaderOwner names the group whose copy of a message carries
+	// HeaderUnfinished (a hand-back or a recount): the bookkeeping headers
+	// are read only on the copies of the group that wrote them (x-group,
+	// on retries and kept dead letters, says the same).
+	HeaderOwner = "x-channels-group"
 )
 
 // QueueOptions are the arguments of a queue declaration (amqplib's

@@ -292,6 +292,39 @@ func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery, k *acker)
 	}
 }
 
+// handBack returns a message unrun (or whose run was cut by our own stop)
+// without counting a delivery: RabbitMQ counts a requeue as a delivery
+// (x-delivery-count on quorum queues, the redelivered flag on classic
+// ones), so a copy carrying the count so far (HeaderUnfinished, with
+// HeaderOwner) goes to the tail of the group queue, confirmed, and the
+// original is acked. When the copy cannot be published the message is
+// requeued (nack), and that delivery counts.
+func (s *subscription) handBack(ctx context.Context, d *amqp091.Delivery, k *acker) error {
+	h := readHistory(d.Headers, s.ch.Group, s.queueType() == QueueQuorum, d.Redelivered)
+	n := h.unfinished
+	if d.Redelivered && !h.quorum {
+		n++ // the delivery before this one ended unfinished and was not counted
+	}
+	t := copyTable(d.Headers, 3)
+	if n > 0 {
+		t[HeaderUnfinished] = int32(n)
+	}
+	if h.final {
+		t[HeaderFinal] = true
+	}
+	t[HeaderOwner] = s.ch.Group
+	p := republishing(d, t)
+	if p.MessageId == "" {
+		p.MessageId = messageID(d)
+	}
+	if err := s.l.pub.publish(ctx, "", s.queue, true, false, p); err != nil {
+		s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
+			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
+		return k.nack(d.DeliveryTag)
+	}
+	return k.ack(d.DeliveryTag)
+}
+
 // handle runs one delivery on the slot taken for it. A message redelivered
 // by a classic queue (its consumer died, its channel was lost, or it was
 // handed back) is first counted: see recount.
@@ -350,7 +383,7 @@ func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
 	defer cancel()
 	t := copyTable(d.Headers, 2)
 	t[HeaderUnfinished] = int32(h.unfinished + 1)
-	t[broker.HeaderGroup] = s.ch.Group
+	t[HeaderOwner] = s.ch.Group
 	p := republishing(d, t)
 	if p.MessageId == "" {
 		p.MessageId = messageID(d)
@@ -433,24 +466,56 @@ func (s *subscription) Drain(ctx context.Context) error {
 		Finish: func(ctx context.Context, timedOut bool) error {
 			defer s.a.subs.Remove(s)
 			defer s.l.forget(s)
+			// The handlers cut by the deadline return at once (their context
+			// is cancelled) and hand their messages back (Release): they get
+			// releaseGrace past the deadline to do it before the channel
+			// closes, and so do the queued acks.
+			dl, ok := ctx.Deadline()
+			if !ok {
+				dl = time.Now().Add(DefaultOpTimeout)
+			}
+			gctx, cancel := context.WithDeadline(context.Background(), later(dl, time.Now().Add(releaseGrace)))
+			defer cancel()
+			if timedOut {
+				s.waitSettled(gctx)
+			}
 			s.mu.Lock()
 			ch, k := s.cur, s.ack
 			s.cur, s.ack, s.finished = nil, nil, true
 			s.mu.Unlock()
 			if k != nil {
-				_ = k.close(ctx) // the queued acks go out before the channel closes
+				_ = k.close(gctx) // the queued acks go out before the channel closes
 			}
 			s.stopTimers()
 			if ch != nil {
 				// Anything still unacked (a handler cut by the deadline) is
 				// requeued by the broker with the channel.
-				if err := closeChannel(ctx, ch); err != nil {
+				if err := closeChannel(gctx, ch); err != nil {
 					return fmt.Errorf("channels/amqp: close consumer channel: %w", err)
 				}
 			}
 			return nil
 		},
 	})
+}
+
+// releaseGrace is how long past a drain's deadline the handlers it cut may
+// take to hand their messages back, and the acks to go out, before the
+// consumer channel closes.
+const releaseGrace = 40 * time.Millisecond
+
+// waitSettled waits until every delivery of the channel is settled, or ctx
+// ends.
+func (s *subscription) waitSettled(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.pending() > 0 {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // settler carries out the kit's outcome for one delivery.
@@ -490,6 +555,10 @@ func (t *settler) copyHeaders(failure map[string]string) amqp091.Table {
 			delete(h, k)
 		}
 	}
+	// The failure replaces the x-error-* headers of the last run: it is
+	// fitted beside the others only (the kit counts the message's headers
+	// as they arrived, the last failure's included).
+	failure, _ = t.s.ch.Limits.FitWith(len(t.d.Body), fromTable(h), failure)
 	for k, v := range failure {
 		h[k] = v
 	}
@@ -562,9 +631,22 @@ func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[st
 	return err
 }
 
-// Release hands the message back at once (nack with requeue); no attempt
-// is used up (x-redelivered-count is unchanged).
-func (t *settler) Release(context.Context) error { return t.k.nack(t.d.DeliveryTag) }
+// Release hands the message back (see handBack): no attempt is used up
+// (x-redelivered-count is unchanged) and no delivery is counted.
+func (t *settler) Release(ctx context.Context) error {
+	s := t.s
+	s.mu.Lock()
+	finished := s.finished
+	s.mu.Unlock()
+	if finished {
+		// The channel closed with the drain: RabbitMQ requeues the
+		// message (and counts that delivery).
+		return nil
+	}
+	ctx, cancel := context.WithDeadline(ctx, time.Now().Add(releaseGrace))
+	defer cancel()
+	return s.handBack(ctx, t.d, t.k)
+}
 
 // pending counts the messages delivered to this subscription and not
 // settled yet.

@@ -126,3 +126,31 @@ func TestMaxInFlightOverQos(t *testing.T) {
 		t.Fatalf("Start with MaxInFlight 65536: %v", err)
 	}
 }
+
+// TestLargeErrorEveryRetry: a handler that fails every run with a 200 KiB
+// error is retried MaxRetries times, then dead-lettered with its own
+// (trimmed) error: each retry copy's x-error-* headers replace the last
+// run's and are fitted beside the message's other headers only.
+func TestLargeErrorEveryRetry(t *testing.T) {
+	needAMQP(t)
+	ch, dlq := unique("limits.bigerr"), unique("limits.bigerr.DLQ")
+	cleanup(t, []string{"g." + ch, dlq}, []string{ch, dlq})
+	var runs atomic.Int64
+	huge := strings.Repeat("e", 200<<10)
+	dead := &collector{}
+	p, _ := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{
+		ch: {Group: "g", MaxRetries: 2, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
+			Handler: func(context.Context, *channels.Message) error { runs.Add(1); return errors.New(huge) }},
+		dlq: {Group: "reader", Handler: dead.handle}}}, nil)
+	if err := p.SendToChannel(context.Background(), ch, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the dead letter", func() bool { return dead.count() == 1 })
+	if runs.Load() != 3 {
+		t.Errorf("%d runs, want 3", runs.Load())
+	}
+	m := dead.all()[0]
+	if msg := m.Headers[broker.HeaderErrorMessage]; !strings.HasPrefix(msg, "eeee") || m.Headers[broker.HeaderErrorTrimmed] == "" {
+		t.Errorf("x-error-message %.40q, x-error-trimmed %q", msg, m.Headers[broker.HeaderErrorTrimmed])
+	}
+}
