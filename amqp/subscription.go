@@ -32,9 +32,11 @@ type subscription struct {
 	// the queue exists with other arguments and is used as it is (declared
 	// passively); qtype is the type the queue has (QueueQuorum or
 	// QueueClassic), which its retry queues get.
-	gq    groupQueue
-	asIs  atomic.Bool
-	qtype atomic.Value
+	gq   groupQueue
+	asIs atomic.Bool
+	// closes tells why the consumer channel closed (set by the fetch loop).
+	closes chan *amqp091.Error
+	qtype  atomic.Value
 	// cancelGaveUp is closed when basic.cancel got no answer by the
 	// drain's deadline.
 	cancelGaveUp chan struct{}
@@ -185,12 +187,11 @@ func (s *subscription) loop() {
 		}
 		if time.Since(started) >= StableAfter {
 			rc.Succeeded()
-			s.log.Warn("channels/amqp: consumer channel lost, resuming", "channel", s.ch.Name, "group", s.ch.Group)
+			s.logChannelLoss(false, 0)
 			continue
 		}
 		// Lost soon after it started: back off before resuming.
-		s.log.Warn("channels/amqp: consumer channel lost soon after it started, resuming after a backoff",
-			"channel", s.ch.Name, "group", s.ch.Group, "in", rc.Next())
+		s.logChannelLoss(true, rc.Next())
 		if _, ok := rc.Failed(s.Stopping()); !ok {
 			return
 		}
@@ -220,6 +221,7 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 		}
 	}
 	co := s.opts.Consumer
+	s.closes = ch.NotifyClose(make(chan *amqp091.Error, 1))
 	deliveries, err := ch.Consume(s.queue, s.tag, false, co.Exclusive, false, false, co.Arguments)
 	if err != nil {
 		_ = ch.Close()
@@ -235,9 +237,53 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 	s.ack = newAcker(ch, max(s.MaxInFlight(), 16))
 	s.mu.Unlock()
 	if s.IsStopping() {
-		s.cancelConsumer(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+		s.cancelConsumer(ctx)
+		cancel()
 	}
 	return deliveries, ch, nil
+}
+
+// closeReason returns why the consumer channel closed (nil: unknown, or
+// the connection closed with it). amqp091 ends the deliveries just before
+// it tells why, so it waits for that a little.
+func (s *subscription) closeReason() *amqp091.Error {
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case e := <-s.closes:
+		return e
+	case <-t.C:
+		return nil
+	}
+}
+
+// isConsumerTimeout reports RabbitMQ's consumer_timeout closing a channel:
+// a delivery stayed unacknowledged longer than the broker allows (30
+// minutes by default), and RabbitMQ closed the channel with 406
+// PRECONDITION_FAILED "delivery acknowledgement on channel N timed out".
+func isConsumerTimeout(e *amqp091.Error) bool {
+	return e != nil && e.Code == amqp091.PreconditionFailed && strings.Contains(e.Reason, "acknowledgement") &&
+		strings.Contains(e.Reason, "timed out")
+}
+
+// logChannelLoss says why the consumer channel closed.
+func (s *subscription) logChannelLoss(soon bool, in time.Duration) {
+	e := s.closeReason()
+	if isConsumerTimeout(e) {
+		s.log.Error("channels/amqp: RabbitMQ closed the consumer channel because a message stayed unacknowledged longer than its consumer_timeout (30 min by default): a handler ran too long. Every message unacknowledged on the channel is delivered again (the long one too, and its run counts as unfinished). Raise consumer_timeout in rabbitmq.conf (or x-consumer-timeout on the queue, RabbitMQ 3.12+) above your longest handler, or shorten the handler",
+			"channel", s.ch.Name, "group", s.ch.Group, "queue", s.queue, "reason", e.Reason)
+	}
+	reason := "closed"
+	if e != nil {
+		reason = broker.Redact(e.Error())
+	}
+	if soon {
+		s.log.Warn("channels/amqp: consumer channel lost soon after it started, resuming after a backoff",
+			"channel", s.ch.Name, "group", s.ch.Group, "reason", reason, "in", in)
+		return
+	}
+	s.log.Warn("channels/amqp: consumer channel lost, resuming", "channel", s.ch.Name, "group", s.ch.Group, "reason", reason)
 }
 
 // fetch hands each delivery to the kit on a MaxInFlight slot. It returns
@@ -459,7 +505,14 @@ func (s *subscription) cancelConsumer(ctx context.Context) {
 func (s *subscription) Drain(ctx context.Context) error {
 	return s.Consumer.Drain(ctx, broker.DrainHooks{
 		StopFetching: func(ctx context.Context) {
-			cctx, cancel := context.WithTimeout(ctx, DefaultOpTimeout)
+			// basic.cancel gets half of what is left of the drain (its
+			// answer takes a round trip; none comes on a frozen link), so
+			// the rest is left for the running handlers.
+			limit := DefaultOpTimeout
+			if dl, ok := ctx.Deadline(); ok {
+				limit = min(limit, time.Until(dl)/2)
+			}
+			cctx, cancel := context.WithTimeout(ctx, limit)
 			defer cancel()
 			s.cancelConsumer(cctx)
 		},

@@ -113,3 +113,34 @@ func TestFrozenLinkClose(t *testing.T) {
 		t.Errorf("Close on a frozen link: %v (want a drain error naming 4 handlers)", err)
 	}
 }
+
+// TestFrozenLinkCloseIdle: an idle member (no handler running) closed with
+// a 2 s deadline on a frozen link returns by the deadline plus 250 ms, and
+// does not report a drain cut with "0 handler(s) still running": basic.cancel
+// gets no answer, and the consumer stops waiting for its deliveries.
+func TestFrozenLinkCloseIdle(t *testing.T) {
+	needAMQP(t)
+	ch := unique("frozen.idle")
+	cleanup(t, []string{"g." + ch}, []string{ch})
+	a, link := linkedAdapter(t)
+	got := &collector{}
+	startPluginOn(t, a, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", Handler: got.handle}}})
+	snd, _ := startPlugin(t, nil, nil)
+	if err := snd.SendToChannel(context.Background(), ch, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the message", func() bool { return got.count() == 1 })
+	link.Freeze()
+	t.Cleanup(link.Kill)
+	cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	err, took := timed(func() error { return a.Close(cctx) })
+	cancel()
+	t.Logf("Close of an idle member on a frozen link: %v, %v", took.Round(time.Millisecond), err)
+	if took > 2*time.Second+frozenGrace {
+		t.Errorf("Close on a frozen link took %v", took)
+	}
+	var de *broker.DrainError
+	if errors.As(err, &de) && len(de.Running) == 0 {
+		t.Errorf("an idle drain reported as cut: %v", err)
+	}
+}
