@@ -50,6 +50,13 @@ type Adapter struct {
 	mu   sync.Mutex
 	env  broker.Env
 	subs broker.Subscriptions
+	// groups are the groups subscribed per channel since New (RemoveChannel
+	// deletes their queues: AMQP cannot list the queues bound to an
+	// exchange).
+	groupsMu sync.Mutex
+	groups   map[string]map[string]bool
+	// retries are the retry queues declared per group queue since New.
+	retries map[string]map[string]bool
 }
 
 // noHeaders is the table of a send without headers; it is only read.
@@ -127,6 +134,13 @@ func (l *live) closeConsuming(ctx context.Context) error {
 		return nil
 	}
 	return c.close(ctx)
+}
+
+// subscribed reports a live subscription of queue.
+func (l *live) subscribed(queue string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.subs[queue]) > 0
 }
 
 func (l *live) pending(queue string) int64 {
@@ -234,7 +248,9 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		return err
 	}
 	log := a.env.Logger
-	a.live.Store(&live{sess: sess, pub: newPublisher(sess, a.pubChannels), topo: newTopology(sess),
+	topo := newTopology(sess)
+	topo.onRetry = a.noteRetry
+	a.live.Store(&live{sess: sess, pub: newPublisher(sess, a.pubChannels), topo: topo,
 		mkCons: func() *session { return newSession(a, log, "channels-consume") }})
 	a.state.SetConnected()
 	return nil
@@ -449,7 +465,157 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	s.setChannel(amqpCh)
 	a.subs.Add(s)
 	l.remember(s)
+	a.groupsMu.Lock()
+	if a.groups == nil {
+		a.groups = map[string]map[string]bool{}
+	}
+	if a.groups[ch.Name] == nil {
+		a.groups[ch.Name] = map[string]bool{}
+	}
+	a.groups[ch.Name][ch.Group] = true
+	a.groupsMu.Unlock()
 	return s, nil
+}
+
+var _ broker.ChannelRemover = (*Adapter)(nil)
+
+// RemoveChannel deletes what the adapter declared for channel: the queues
+// of the groups this adapter subscribed to it since New (with the retry
+// queues it declared for them), the queue named like the channel (a
+// dead-letter queue removed as a channel), and the channel's exchange.
+// AMQP cannot list the queues bound to an exchange: remove the queues of
+// groups this adapter never subscribed with RemoveGroup. Messages in the
+// deleted queues are lost. A group this adapter still consumes is an
+// error (drain it first: its consumer would declare its queue again).
+// Removing what does not exist is not an error.
+func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
+	a.groupsMu.Lock()
+	var groups []string
+	for g := range a.groups[channel] {
+		groups = append(groups, g)
+	}
+	a.groupsMu.Unlock()
+	if err := a.RemoveGroup(ctx, channel, groups...); err != nil {
+		return err
+	}
+	l, err := a.liveOrErr()
+	if err != nil {
+		return err
+	}
+	if err := a.deleteQueue(ctx, l, channel); err != nil {
+		return fmt.Errorf("channels/amqp: remove %q: %w", channel, err)
+	}
+	err = l.topo.withChannel(ctx, func(ch *amqp091.Channel) error { return ch.ExchangeDelete(channel, false, false) })
+	if err != nil && !isCode(err, amqp091.NotFound) {
+		return fmt.Errorf("channels/amqp: remove %q: delete exchange: %w", channel, err)
+	}
+	l.topo.setExchange(channel, false)
+	a.groupsMu.Lock()
+	delete(a.groups, channel)
+	a.groupsMu.Unlock()
+	return nil
+}
+
+// RemoveGroup deletes the queues of the given groups on channel
+// ("<group>.<channel>") and the retry queues this adapter declared for
+// them since New (the others expire by themselves: x-expires). Messages in them are
+// lost. A group this adapter still consumes is an error.
+func (a *Adapter) RemoveGroup(ctx context.Context, channel string, groups ...string) error {
+	l, err := a.liveOrErr()
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		q := QueueName(channel, g)
+		if l.pending(q) > 0 || l.subscribed(q) {
+			return fmt.Errorf("channels/amqp: remove group %q of %q: the adapter still consumes it (drain it first)", g, channel)
+		}
+		a.groupsMu.Lock()
+		var rqs []string
+		for rq := range a.retries[q] {
+			rqs = append(rqs, rq)
+		}
+		a.groupsMu.Unlock()
+		for _, rq := range rqs {
+			if err := a.deleteQueue(ctx, l, rq); err != nil {
+				return fmt.Errorf("channels/amqp: remove group %q of %q: %w", g, channel, err)
+			}
+			l.topo.forgetRetryQueue(rq)
+		}
+		a.groupsMu.Lock()
+		delete(a.retries, q)
+		a.groupsMu.Unlock()
+		if err := a.deleteQueue(ctx, l, q); err != nil {
+			return fmt.Errorf("channels/amqp: remove group %q of %q: %w", g, channel, err)
+		}
+		a.groupsMu.Lock()
+		delete(a.groups[channel], g)
+		a.groupsMu.Unlock()
+	}
+	return nil
+}
+
+// Purge deletes the messages ready in the queue of group on channel (with
+// group "", in the queue named like the channel: a dead-letter queue) and
+// returns how many. Messages delivered to a consumer and not acknowledged
+// yet are not purged.
+func (a *Adapter) Purge(ctx context.Context, channel, group string) (int, error) {
+	l, err := a.liveOrErr()
+	if err != nil {
+		return 0, err
+	}
+	q := channel
+	if group != "" {
+		q = QueueName(channel, group)
+	}
+	var n int
+	err = l.topo.withChannel(ctx, func(ch *amqp091.Channel) error {
+		var err error
+		n, err = ch.QueuePurge(q, false)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("channels/amqp: purge queue %q: %w", q, err)
+	}
+	return n, nil
+}
+
+// deleteQueue deletes queue q; a missing queue is not an error. (Quorum
+// queues refuse if-unused and if-empty, with a connection error.)
+func (a *Adapter) deleteQueue(ctx context.Context, l *live, q string) error {
+	err := l.topo.withChannel(ctx, func(ch *amqp091.Channel) error {
+		_, err := ch.QueueDelete(q, false, false, false)
+		return err
+	})
+	if err != nil && !isCode(err, amqp091.NotFound) {
+		return fmt.Errorf("delete queue %q: %w", q, err)
+	}
+	return nil
+}
+
+// noteRetry records a retry queue of queue (RemoveGroup deletes it).
+func (a *Adapter) noteRetry(queue, retryQueue string) {
+	a.groupsMu.Lock()
+	defer a.groupsMu.Unlock()
+	if a.retries == nil {
+		a.retries = map[string]map[string]bool{}
+	}
+	if a.retries[queue] == nil {
+		a.retries[queue] = map[string]bool{}
+	}
+	a.retries[queue][retryQueue] = true
+}
+
+// liveOrErr returns the connected cycle, or why there is none.
+func (a *Adapter) liveOrErr() (*live, error) {
+	l := a.live.Load()
+	if l == nil {
+		if err := a.state.Check(); err != nil {
+			return nil, err
+		}
+		return nil, broker.ErrClosed
+	}
+	return l, nil
 }
 
 var _ broker.LagReporter = (*Adapter)(nil)

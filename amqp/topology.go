@@ -51,6 +51,9 @@ func retryLease(ms int64) int64 {
 // remembers what it declared, so that sends do not declare again.
 type topology struct {
 	sess *session
+	// onRetry, when set, is told each retry queue declared (the adapter
+	// keeps them for RemoveGroup across connections).
+	onRetry func(queue, retryQueue string)
 
 	mu        sync.Mutex
 	gen       uint64               // the session's connection the maps are about
@@ -174,6 +177,9 @@ func (t *topology) retryQueue(ctx context.Context, queue string, delay time.Dura
 	t.mu.Lock()
 	t.retries[name] = time.Now()
 	t.mu.Unlock()
+	if t.onRetry != nil {
+		t.onRetry(queue, name)
+	}
 	return name, nil
 }
 
