@@ -50,7 +50,7 @@ func TestRemoveChannel(t *testing.T) {
 	var runs atomic.Int64
 	p := startPluginOn(t, a, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxRetries: 1,
 		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
-		Handler: func(context.Context, *channels.Message) error { runs.Add(1); return errors.New("fail") }}}})
+		Handler:       func(context.Context, *channels.Message) error { runs.Add(1); return errors.New("fail") }}}})
 	raw := rawChannel(t, rawConn(t))
 	if _, err := raw.QueueDeclare(other, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
