@@ -136,11 +136,13 @@ func (l *live) closeConsuming(ctx context.Context) error {
 	return c.close(ctx)
 }
 
-// subscribed reports a live subscription of queue.
-func (l *live) subscribed(queue string) bool {
+// markRemoved tells the subscriptions of queue that it is being removed.
+func (l *live) markRemoved(queue string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.subs[queue]) > 0
+	for s := range l.subs[queue] {
+		s.removed.Store(true)
+	}
 }
 
 func (l *live) pending(queue string) int64 {
@@ -485,8 +487,8 @@ var _ broker.ChannelRemover = (*Adapter)(nil)
 // dead-letter queue removed as a channel), and the channel's exchange.
 // AMQP cannot list the queues bound to an exchange: remove the queues of
 // groups this adapter never subscribed with RemoveGroup. Messages in the
-// deleted queues are lost. A group this adapter still consumes is an
-// error (drain it first: its consumer would declare its queue again).
+// deleted queues are lost. The adapter's own consumers of a removed group
+// stop (they are not resumed); their subscriptions still need their drain.
 // Removing what does not exist is not an error.
 func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
 	a.groupsMu.Lock()
@@ -518,8 +520,8 @@ func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
 
 // RemoveGroup deletes the queues of the given groups on channel
 // ("<group>.<channel>") and the retry queues this adapter declared for
-// them since New (the others expire by themselves: x-expires). Messages in them are
-// lost. A group this adapter still consumes is an error.
+// them since New (the others expire by themselves: x-expires). Messages in
+// them are lost. This adapter's consumers of those queues stop.
 func (a *Adapter) RemoveGroup(ctx context.Context, channel string, groups ...string) error {
 	l, err := a.liveOrErr()
 	if err != nil {
@@ -527,9 +529,9 @@ func (a *Adapter) RemoveGroup(ctx context.Context, channel string, groups ...str
 	}
 	for _, g := range groups {
 		q := QueueName(channel, g)
-		if l.pending(q) > 0 || l.subscribed(q) {
-			return fmt.Errorf("channels/amqp: remove group %q of %q: the adapter still consumes it (drain it first)", g, channel)
-		}
+		// This adapter's consumers of the queue stop: RabbitMQ cancels them
+		// with the queue, and they do not declare it again.
+		l.markRemoved(q)
 		a.groupsMu.Lock()
 		var rqs []string
 		for rq := range a.retries[q] {

@@ -36,6 +36,9 @@ type subscription struct {
 	asIs atomic.Bool
 	// closes tells why the consumer channel closed (set by the fetch loop).
 	closes chan *amqp091.Error
+	// removed: RemoveChannel or RemoveGroup deleted the group queue; the
+	// consumer is not resumed.
+	removed atomic.Bool
 	qtype  atomic.Value
 	// cancelGaveUp is closed when basic.cancel got no answer by the
 	// drain's deadline.
@@ -175,6 +178,16 @@ func (s *subscription) loop() {
 		k := s.ack
 		s.mu.Unlock()
 		if !s.fetch(deliveries, k) {
+			return
+		}
+		if s.removed.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+			_ = k.close(ctx)
+			cancel()
+			go func() { _ = ch.Close() }()
+			s.log.Info("channels/amqp: the group queue was removed; its consumer stops", "channel", s.ch.Name,
+				"group", s.ch.Group, "queue", s.queue)
+			<-s.Stopping()
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)

@@ -36,7 +36,8 @@ func exists(t *testing.T, name string, exchange bool) bool {
 // queues of the groups the adapter subscribed (with their retry queues),
 // and the queue named like the channel; RemoveGroup deletes the queue of a
 // group it never subscribed; Purge empties a queue; removing what does not
-// exist is no error, and a group still consumed is refused.
+// exist is no error. A group the adapter still consumes stops there: its
+// consumer does not declare the queue again.
 func TestRemoveChannel(t *testing.T) {
 	needAMQP(t)
 	ch, dlq := unique("remove.topic"), unique("remove.DLQ")
@@ -64,9 +65,12 @@ func TestRemoveChannel(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := a.RemoveChannel(ctx, ch); err == nil {
-		t.Fatal("RemoveChannel of a channel still consumed succeeded")
+	// Removed while consumed: the consumer stops and does not declare the
+	// queue again.
+	if err := a.RemoveGroup(ctx, ch, "g"); err != nil {
+		t.Fatal(err)
 	}
+	consistently(t, 2*time.Second, "the group queue stays removed", func() bool { return !exists(t, queue, false) })
 	if err := p.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
