@@ -39,7 +39,7 @@ type subscription struct {
 	// removed: RemoveChannel or RemoveGroup deleted the group queue; the
 	// consumer is not resumed.
 	removed atomic.Bool
-	qtype  atomic.Value
+	qtype   atomic.Value
 	// cancelGaveUp is closed when basic.cancel got no answer by the
 	// drain's deadline.
 	cancelGaveUp chan struct{}
