@@ -64,8 +64,8 @@ type pubChan struct {
 	order sync.Mutex
 	// excl serializes the mandatory publishes of the channel, so that a
 	// basic.return (which RabbitMQ sends before the confirm) belongs to the
-	// publish waiting on it.
-	excl sync.Mutex
+	// publish waiting on it; waiting for it is bounded by the send's context.
+	excl chan struct{}
 }
 
 // publisher is the pool of confirm-mode channels sends share. Sends without
@@ -76,17 +76,26 @@ type publisher struct {
 	sess      *session
 	shared    []*pubChan
 	mandatory []*pubChan
-	next      atomic.Uint32
-	nextM     atomic.Uint32
+	// settling are the mandatory channels of the adapter's own copies
+	// (retries, dead letters, recounts, hand-backs), apart from users'
+	// mandatory sends: a burst of failures does not wait behind them.
+	settling []*pubChan
+	nextS    atomic.Uint32
+	next     atomic.Uint32
+	nextM    atomic.Uint32
 }
 
 func newPublisher(sess *session, n int) *publisher {
 	p := &publisher{sess: sess}
+	mk := func() *pubChan { return &pubChan{opening: make(chan struct{}, 1), excl: make(chan struct{}, 1)} }
 	for range n {
-		p.shared = append(p.shared, &pubChan{opening: make(chan struct{}, 1)})
+		p.shared = append(p.shared, mk())
 	}
 	for range max(n/2, 1) {
-		p.mandatory = append(p.mandatory, &pubChan{opening: make(chan struct{}, 1)})
+		p.mandatory = append(p.mandatory, mk())
+	}
+	for range max(n, DefaultSettlingChannels) {
+		p.settling = append(p.settling, mk())
 	}
 	return p
 }
@@ -204,14 +213,50 @@ func (pc *pubChan) discard(ch *amqp091.Channel) {
 // channel to itself until its confirm, so that an error closing the channel
 // (404 for a missing exchange) fails no other send.
 func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
-	err := p.publishOnce(ctx, exchange, key, mandatory, exclusive, msg)
+	return p.publishOn(ctx, p.mandatory, &p.nextM, exchange, key, mandatory, exclusive, msg)
+}
+
+// settle publishes a copy of the adapter's own (mandatory, confirmed) on
+// the settling channels.
+func (p *publisher) settle(ctx context.Context, exchange, key string, msg amqp091.Publishing) error {
+	return p.publishOn(ctx, p.settling, &p.nextS, exchange, key, true, false, msg)
+}
+
+// DefaultSettlingChannels is the least number of confirm channels that
+// carry the adapter's own copies (retries, dead letters, hand-backs), one
+// confirm at a time each.
+const DefaultSettlingChannels = 8
+
+// takeExcl takes a channel of pool to itself: a free one if there is one,
+// else the next in turn once it is free, bounded by ctx.
+func takeExcl(ctx context.Context, pool []*pubChan, next *atomic.Uint32) (*pubChan, error) {
+	start := int(next.Add(1))
+	for i := range pool {
+		pc := pool[(start+i)%len(pool)]
+		select {
+		case pc.excl <- struct{}{}:
+			return pc, nil
+		default:
+		}
+	}
+	pc := pool[start%len(pool)]
+	select {
+	case pc.excl <- struct{}{}:
+		return pc, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *publisher) publishOn(ctx context.Context, excl []*pubChan, next *atomic.Uint32, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
+	err := p.publishOnce(ctx, excl, next, exchange, key, mandatory, exclusive, msg)
 	if collateral(err, exchange) && ctx.Err() == nil {
 		// Another send closed the shared channel (its exchange was
 		// deleted): RabbitMQ discards what follows the failing publish on
 		// the channel, so this message is sent again, on a channel it has
 		// to itself, where no other send can close it (at-least-once: one
 		// written before the failing publish may have been taken).
-		err = p.publishOnce(ctx, exchange, key, mandatory, true, msg)
+		err = p.publishOnce(ctx, excl, next, exchange, key, mandatory, true, msg)
 	}
 	return err
 }
@@ -223,12 +268,14 @@ func collateral(err error, exchange string) bool {
 	return ok && ex != exchange && errors.Is(err, errUnconfirmed)
 }
 
-func (p *publisher) publishOnce(ctx context.Context, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
+func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atomic.Uint32, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
 	var pc *pubChan
 	if mandatory || exclusive {
-		pc = p.mandatory[int(p.nextM.Add(1))%len(p.mandatory)]
-		pc.excl.Lock()
-		defer pc.excl.Unlock()
+		var err error
+		if pc, err = takeExcl(ctx, excl, next); err != nil {
+			return err
+		}
+		defer func() { <-pc.excl }()
 	} else {
 		pc = p.shared[int(p.next.Add(1))%len(p.shared)]
 	}
@@ -361,9 +408,11 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 	}
 	var pc *pubChan
 	if exclusive {
-		pc = p.mandatory[int(p.nextM.Add(1))%len(p.mandatory)]
-		pc.excl.Lock()
-		defer pc.excl.Unlock()
+		var err error
+		if pc, err = takeExcl(ctx, p.mandatory, &p.nextM); err != nil {
+			return broker.FailBatch(len(reqs), err)
+		}
+		defer func() { <-pc.excl }()
 	} else {
 		pc = p.shared[int(p.next.Add(1))%len(p.shared)]
 	}
@@ -562,7 +611,7 @@ func drainReturns(c chan amqp091.Return) {
 // close closes the pool's channels, bounded by ctx.
 func (p *publisher) close(ctx context.Context) error {
 	var chs []*amqp091.Channel
-	for _, pc := range append(append([]*pubChan(nil), p.shared...), p.mandatory...) {
+	for _, pc := range append(append(append([]*pubChan(nil), p.shared...), p.mandatory...), p.settling...) {
 		pc.mu.Lock()
 		if pc.ch != nil {
 			chs = append(chs, pc.ch)

@@ -376,7 +376,7 @@ func (s *subscription) handBack(ctx context.Context, d *amqp091.Delivery, k *ack
 	if p.MessageId == "" {
 		p.MessageId = messageID(d)
 	}
-	if err := s.l.pub.publish(ctx, "", s.queue, true, false, p); err != nil {
+	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
 		s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
 			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
 		return k.nack(d.DeliveryTag)
@@ -447,7 +447,7 @@ func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
 	if p.MessageId == "" {
 		p.MessageId = messageID(d)
 	}
-	if err := s.l.pub.publish(ctx, "", s.queue, true, false, p); err != nil {
+	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
 		s.log.Warn("channels/amqp: counting a redelivered message failed; it is handed back", "channel", s.ch.Name,
 			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
 		s.handBackLater(d, k)
@@ -653,14 +653,14 @@ func (t *settler) republish(ctx context.Context, delay time.Duration, h amqp091.
 // retry queue of the delay (straight to the group queue without delay).
 func (s *subscription) publishDelayed(ctx context.Context, delay time.Duration, p amqp091.Publishing) error {
 	if delay <= 0 {
-		return s.l.pub.publish(ctx, "", s.queue, true, false, p)
+		return s.l.pub.settle(ctx, "", s.queue, p)
 	}
 	for try := 0; ; try++ {
 		rq, err := s.l.topo.retryQueue(ctx, s.queue, delay, durable(s.opts.Queue.Durable), s.queueType())
 		if err != nil {
 			return err
 		}
-		err = s.l.pub.publish(ctx, "", rq, true, false, p)
+		err = s.l.pub.settle(ctx, "", rq, p)
 		var ret *ReturnedError
 		if errors.As(err, &ret) && try == 0 {
 			// The retry queue expired or was deleted: declare it again.
@@ -685,14 +685,14 @@ func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[st
 	if p.DeliveryMode != amqp091.Persistent {
 		p.DeliveryMode = amqp091.Persistent
 	}
-	err := t.s.l.pub.publish(ctx, dl.Queue, dl.Queue, true, false, p)
+	err := t.s.l.pub.settle(ctx, dl.Queue, dl.Queue, p)
 	if isCode(err, amqp091.NotFound) && !collateral(err, dl.Queue) {
 		// The dead-letter exchange was deleted: declare the dead-letter
 		// topology again and publish once more.
 		if derr := t.s.l.topo.withChannel(ctx, func(ch *amqp091.Channel) error { return declareDeadLetter(ch, t.s) }); derr != nil {
 			return errors.Join(err, derr)
 		}
-		err = t.s.l.pub.publish(ctx, dl.Queue, dl.Queue, true, false, p)
+		err = t.s.l.pub.settle(ctx, dl.Queue, dl.Queue, p)
 	}
 	return err
 }

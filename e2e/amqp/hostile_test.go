@@ -21,12 +21,18 @@ type countingHandler struct {
 	slog.Handler
 	texts []string
 	n     *atomic.Int64
+	// show, when set, logs the first few records counted.
+	show testing.TB
 }
 
 func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
 	for _, t := range h.texts {
 		if strings.Contains(r.Message, t) {
-			h.n.Add(1)
+			if n := h.n.Add(1); n <= 3 && h.show != nil {
+				var attrs []string
+				r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a.String()); return true })
+				h.show.Logf("%s %v", r.Message, attrs)
+			}
 		}
 	}
 	return nil
