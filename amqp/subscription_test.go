@@ -1,6 +1,10 @@
 package amqp
 
 import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +75,38 @@ func TestIsConsumerTimeout(t *testing.T) {
 		if got := isConsumerTimeout(tt.e); got != tt.want {
 			t.Errorf("%v: %v", tt.e, got)
 		}
+	}
+}
+
+// TestBlockedConnection: while RabbitMQ blocks the publishing connection
+// (connection.blocked: a memory or disk alarm), a send waits for
+// connection.unblocked, bounded by its context, and fails with the alarm's
+// reason instead of hanging in a write RabbitMQ does not read.
+func TestBlockedConnection(t *testing.T) {
+	s := &session{log: slog.New(slog.DiscardHandler), closed: make(chan struct{})}
+	if err := s.waitUnblocked(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.setBlocked(true, "low on memory")
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	start := time.Now()
+	err := s.waitUnblocked(ctx)
+	cancel()
+	if !errors.Is(err, errBlocked) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "low on memory") {
+		t.Fatalf("blocked: %v", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("waited %v", took)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.waitUnblocked(context.Background()) }()
+	s.setBlocked(false, "")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not released by connection.unblocked")
 	}
 }
