@@ -81,6 +81,14 @@ func TestUnreadableHeadersBounded(t *testing.T) {
 		headers amqp091.Table
 	}{
 		{"nested 41 deep", amqp091.Table{"deep": nested(41)}},
+		{"array nested 41 deep", amqp091.Table{"deep": func() any {
+			var v any = "leaf"
+			for range 41 {
+				v = []any{v}
+			}
+			return v
+		}()}},
+		{"array of 9000 entries", amqp091.Table{"wide": make([]any, 9000)}},
 		{"9000 entries", func() amqp091.Table {
 			w := amqp091.Table{}
 			for i := range 9000 {
