@@ -212,13 +212,33 @@ func openChannel(ctx context.Context, c *amqp091.Connection, confirm bool) (*amq
 	}
 }
 
+// bounded runs f and returns its error, or a *broker.AbandonedError as soon
+// as ctx ends first (f goes on in the background). Unlike broker.Bounded it
+// gives f no grace past the deadline: the adapter's own waits (a write, a
+// channel's close, basic.cancel) end at it, so the steps that contain them
+// (a drain, Close) can still return their own error in time.
+func bounded(ctx context.Context, what string, f func() error) error {
+	if ctx.Err() != nil {
+		go func() { _ = f() }()
+		return &broker.AbandonedError{What: what, Err: ctx.Err()}
+	}
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return &broker.AbandonedError{What: what, Err: ctx.Err()}
+	}
+}
+
 // closeChannel closes ch, bounded by ctx (channel.close waits for the
 // broker's answer); an already closed channel is not an error.
 func closeChannel(ctx context.Context, ch *amqp091.Channel) error {
 	if ch == nil {
 		return nil
 	}
-	err := broker.Bounded(ctx, "closing an AMQP channel", ch.Close)
+	err := bounded(ctx, "closing an AMQP channel", ch.Close)
 	if errors.Is(err, amqp091.ErrClosed) {
 		return nil
 	}

@@ -302,7 +302,7 @@ func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atom
 		shared := !mandatory && !exclusive
 		// The write is bounded by ctx: a message larger than the socket's
 		// buffer (or any, behind one) blocks on a frozen link.
-		err = broker.Bounded(ctx, "publishing", func() error {
+		err = bounded(ctx, "publishing", func() error {
 			pc.order.Lock()
 			defer pc.order.Unlock()
 			d, err := ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
@@ -528,7 +528,7 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 // boundedPublish writes one message of a batch, bounded by ctx.
 func boundedPublish(ctx context.Context, ch *amqp091.Channel, r pubReq) (*amqp091.DeferredConfirmation, error) {
 	var dc *amqp091.DeferredConfirmation
-	err := broker.Bounded(ctx, "publishing", func() error {
+	err := bounded(ctx, "publishing", func() error {
 		d, err := ch.PublishWithDeferredConfirm(r.exchange, r.key, r.mandatory, false, r.msg)
 		dc = d
 		return err
@@ -619,7 +619,7 @@ func (p *publisher) close(ctx context.Context) error {
 		}
 		pc.mu.Unlock()
 	}
-	return broker.Bounded(ctx, "closing the publishing channels", func() error {
+	return bounded(ctx, "closing the publishing channels", func() error {
 		for _, ch := range chs {
 			_ = ch.Close()
 		}

@@ -501,7 +501,7 @@ func (s *subscription) cancelConsumer(ctx context.Context) {
 	if ch == nil || !consuming {
 		return
 	}
-	err := broker.Bounded(ctx, "cancelling the consumer", func() error { return ch.Cancel(s.tag, false) })
+	err := bounded(ctx, "cancelling the consumer", func() error { return ch.Cancel(s.tag, false) })
 	var ab *broker.AbandonedError
 	if errors.As(err, &ab) {
 		// No answer (a frozen link): closing the channel requeues what it
