@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -49,16 +50,34 @@ type Adapter struct {
 	mu   sync.Mutex
 	env  broker.Env
 	subs broker.Subscriptions
+	// groups are the groups subscribed per channel since New (RemoveChannel
+	// deletes their queues: AMQP cannot list the queues bound to an
+	// exchange).
+	groupsMu sync.Mutex
+	groups   map[string]map[string]bool
+	// retries are the retry queues declared per group queue since New.
+	retries map[string]map[string]bool
 }
 
 // noHeaders is the table of a send without headers; it is only read.
 var noHeaders = amqp091.Table{broker.HeaderRedeliveredCount: int32(0)}
 
-// live is what one Connect..Close cycle uses.
+// live is what one Connect..Close cycle uses: a connection for sends
+// (and the copies settling publishes: retries, dead letters) and
+// declarations, and one for consuming, dialed at the first Subscribe. A
+// connection RabbitMQ blocks (resource alarm: it stops reading publishing
+// connections), a message that closes the consuming connection, or a
+// publish that makes RabbitMQ close its connection then leaves the other
+// one alone: acks go on while sends wait, sends go on while consumers
+// reconnect. An adapter built on a given connection uses it for both.
 type live struct {
-	sess *session
+	sess *session // publishing
 	pub  *publisher
 	topo *topology
+
+	cmu      sync.Mutex
+	consumer *session // consuming; nil until the first Subscribe
+	mkCons   func() *session
 
 	mu   sync.Mutex
 	subs map[string]map[*subscription]struct{} // by queue
@@ -86,6 +105,46 @@ func (l *live) forget(s *subscription) {
 	delete(l.subs[s.queue], s)
 }
 
+// consuming returns the consuming session, dialing it (bounded by ctx)
+// the first time.
+func (l *live) consuming(ctx context.Context) (*session, error) {
+	l.cmu.Lock()
+	defer l.cmu.Unlock()
+	if l.consumer != nil {
+		return l.consumer, nil
+	}
+	if l.sess.external != nil {
+		l.consumer = l.sess
+		return l.consumer, nil
+	}
+	s := l.mkCons()
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	l.consumer = s
+	return s, nil
+}
+
+// closeConsuming closes the consuming session (when it is its own).
+func (l *live) closeConsuming(ctx context.Context) error {
+	l.cmu.Lock()
+	c := l.consumer
+	l.cmu.Unlock()
+	if c == nil || c == l.sess {
+		return nil
+	}
+	return c.close(ctx)
+}
+
+// markRemoved tells the subscriptions of queue that it is being removed.
+func (l *live) markRemoved(queue string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for s := range l.subs[queue] {
+		s.removed.Store(true)
+	}
+}
+
 func (l *live) pending(queue string) int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -108,7 +167,7 @@ func New(rawURL string, opts ...Option) (*Adapter, error) {
 	}
 	shown := make([]string, len(urls))
 	for i, u := range urls {
-		shown[i] = redactedURL(u)
+		shown[i] = displayURL(u)
 	}
 	return newAdapter(urls, nil, strings.Join(shown, ";"), opts)
 }
@@ -130,6 +189,17 @@ func newAdapter(urls []string, conn *amqp091.Connection, display string, opts []
 	if err := broker.ApplyOptions(a, opts); err != nil {
 		return nil, err
 	}
+	if a.config.TLSClientConfig != nil {
+		for _, u := range urls {
+			if !strings.HasPrefix(strings.ToLower(u), "amqps://") {
+				// amqp091 dials amqp:// in plaintext whatever the TLS
+				// configuration says: the user name and password would
+				// cross the network in the clear.
+				return nil, fmt.Errorf("%w: amqp: a TLS configuration is set but %s is an amqp:// URL, which is dialed without TLS (credentials in plaintext): use amqps://",
+					broker.ErrInvalidOption, displayURL(u))
+			}
+		}
+	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	a.idPrefix = hex.EncodeToString(b[:]) + "-"
@@ -142,11 +212,26 @@ func (a *Adapter) Name() string { return "AMQP" }
 // String describes the target without credentials.
 func (a *Adapter) String() string { return "amqp " + a.display }
 
-// Connection returns the current connection (nil before Connect, after
-// Close and while reconnecting).
+// Connection returns the current connection for sends and declarations
+// (nil before Connect, after Close and while reconnecting).
 func (a *Adapter) Connection() *amqp091.Connection {
 	if l := a.live.Load(); l != nil {
 		return l.sess.current()
+	}
+	return nil
+}
+
+// ConsumerConnection returns the current connection of the consumers (nil
+// before the first Subscribe, after Close and while reconnecting). It is
+// Connection() for an adapter built with NewFromConnection.
+func (a *Adapter) ConsumerConnection() *amqp091.Connection {
+	if l := a.live.Load(); l != nil {
+		l.cmu.Lock()
+		c := l.consumer
+		l.cmu.Unlock()
+		if c != nil {
+			return c.current()
+		}
 	}
 	return nil
 }
@@ -160,11 +245,15 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		return nil
 	}
 	a.env = env.Normalize()
-	sess := newSession(a, a.env.Logger)
+	sess := newSession(a, a.env.Logger, "channels-publish")
 	if err := sess.start(ctx); err != nil {
 		return err
 	}
-	a.live.Store(&live{sess: sess, pub: newPublisher(sess, a.pubChannels), topo: newTopology(sess)})
+	log := a.env.Logger
+	topo := newTopology(sess)
+	topo.onRetry = a.noteRetry
+	a.live.Store(&live{sess: sess, pub: newPublisher(sess, a.pubChannels), topo: topo,
+		mkCons: func() *session { return newSession(a, log, "channels-consume") }})
 	a.state.SetConnected()
 	return nil
 }
@@ -319,6 +408,9 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 	for j, err := range l.pub.publishBatch(ctx, reqs, exclusive) {
 		r := reqs[j]
 		if err != nil {
+			if isCode(err, amqp091.NotFound) {
+				l.topo.setExchange(r.exchange, false)
+			}
 			errs[at[j]] = &broker.PublishError{Channel: channel, Err: err}
 			continue
 		}
@@ -348,8 +440,23 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	// The dead-letter queue takes the adapter-wide queue options, then its own.
 	opts.DeadLetterQueue = a.chanOpts.Queue.merge(opts.DeadLetterQueue)
 	opts = opts.withDefaults()
-	s := newSubscription(a, l, ch, opts)
-	c := l.sess.current()
+	if ch.MaxInFlight > math.MaxUint16 {
+		// basic.qos takes a 16-bit prefetch count: more would wrap (65,536
+		// is 0, no limit at all).
+		return nil, fmt.Errorf("%w: channel %q: amqp MaxInFlight must be <= %d (the prefetch count of basic.qos)",
+			broker.ErrInvalidOption, ch.Name, math.MaxUint16)
+	}
+	gq, err := planGroupQueue(opts, ch)
+	if err != nil {
+		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
+	s := newSubscription(a, l, ch, opts, gq)
+	cs, err := l.consuming(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("channels/amqp: subscribe %q: %w", ch.Name, err)
+	}
+	s.cs = cs
+	c := cs.current()
 	if c == nil {
 		return nil, fmt.Errorf("channels/amqp: subscribe %q: %w", ch.Name, errDown)
 	}
@@ -360,7 +467,157 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	s.setChannel(amqpCh)
 	a.subs.Add(s)
 	l.remember(s)
+	a.groupsMu.Lock()
+	if a.groups == nil {
+		a.groups = map[string]map[string]bool{}
+	}
+	if a.groups[ch.Name] == nil {
+		a.groups[ch.Name] = map[string]bool{}
+	}
+	a.groups[ch.Name][ch.Group] = true
+	a.groupsMu.Unlock()
 	return s, nil
+}
+
+var _ broker.ChannelRemover = (*Adapter)(nil)
+
+// RemoveChannel deletes what the adapter declared for channel: the queues
+// of the groups this adapter subscribed to it since New (with the retry
+// queues it declared for them), the queue named like the channel (a
+// dead-letter queue removed as a channel), and the channel's exchange.
+// AMQP cannot list the queues bound to an exchange: remove the queues of
+// groups this adapter never subscribed with RemoveGroup. Messages in the
+// deleted queues are lost. The adapter's own consumers of a removed group
+// stop (they are not resumed); their subscriptions still need their drain.
+// Removing what does not exist is not an error.
+func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
+	a.groupsMu.Lock()
+	var groups []string
+	for g := range a.groups[channel] {
+		groups = append(groups, g)
+	}
+	a.groupsMu.Unlock()
+	if err := a.RemoveGroup(ctx, channel, groups...); err != nil {
+		return err
+	}
+	l, err := a.liveOrErr()
+	if err != nil {
+		return err
+	}
+	if err := a.deleteQueue(ctx, l, channel); err != nil {
+		return fmt.Errorf("channels/amqp: remove %q: %w", channel, err)
+	}
+	err = l.topo.withChannel(ctx, func(ch *amqp091.Channel) error { return ch.ExchangeDelete(channel, false, false) })
+	if err != nil && !isCode(err, amqp091.NotFound) {
+		return fmt.Errorf("channels/amqp: remove %q: delete exchange: %w", channel, err)
+	}
+	l.topo.setExchange(channel, false)
+	a.groupsMu.Lock()
+	delete(a.groups, channel)
+	a.groupsMu.Unlock()
+	return nil
+}
+
+// RemoveGroup deletes the queues of the given groups on channel
+// ("<group>.<channel>") and the retry queues this adapter declared for
+// them since New (the others expire by themselves: x-expires). Messages in
+// them are lost. This adapter's consumers of those queues stop.
+func (a *Adapter) RemoveGroup(ctx context.Context, channel string, groups ...string) error {
+	l, err := a.liveOrErr()
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		q := QueueName(channel, g)
+		// This adapter's consumers of the queue stop: RabbitMQ cancels them
+		// with the queue, and they do not declare it again.
+		l.markRemoved(q)
+		a.groupsMu.Lock()
+		var rqs []string
+		for rq := range a.retries[q] {
+			rqs = append(rqs, rq)
+		}
+		a.groupsMu.Unlock()
+		for _, rq := range rqs {
+			if err := a.deleteQueue(ctx, l, rq); err != nil {
+				return fmt.Errorf("channels/amqp: remove group %q of %q: %w", g, channel, err)
+			}
+			l.topo.forgetRetryQueue(rq)
+		}
+		a.groupsMu.Lock()
+		delete(a.retries, q)
+		a.groupsMu.Unlock()
+		if err := a.deleteQueue(ctx, l, q); err != nil {
+			return fmt.Errorf("channels/amqp: remove group %q of %q: %w", g, channel, err)
+		}
+		a.groupsMu.Lock()
+		delete(a.groups[channel], g)
+		a.groupsMu.Unlock()
+	}
+	return nil
+}
+
+// Purge deletes the messages ready in the queue of group on channel (with
+// group "", in the queue named like the channel: a dead-letter queue) and
+// returns how many. Messages delivered to a consumer and not acknowledged
+// yet are not purged.
+func (a *Adapter) Purge(ctx context.Context, channel, group string) (int, error) {
+	l, err := a.liveOrErr()
+	if err != nil {
+		return 0, err
+	}
+	q := channel
+	if group != "" {
+		q = QueueName(channel, group)
+	}
+	var n int
+	err = l.topo.withChannel(ctx, func(ch *amqp091.Channel) error {
+		var err error
+		n, err = ch.QueuePurge(q, false)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("channels/amqp: purge queue %q: %w", q, err)
+	}
+	return n, nil
+}
+
+// deleteQueue deletes queue q; a missing queue is not an error. (Quorum
+// queues refuse if-unused and if-empty, with a connection error.)
+func (a *Adapter) deleteQueue(ctx context.Context, l *live, q string) error {
+	err := l.topo.withChannel(ctx, func(ch *amqp091.Channel) error {
+		_, err := ch.QueueDelete(q, false, false, false)
+		return err
+	})
+	if err != nil && !isCode(err, amqp091.NotFound) {
+		return fmt.Errorf("delete queue %q: %w", q, err)
+	}
+	return nil
+}
+
+// noteRetry records a retry queue of queue (RemoveGroup deletes it).
+func (a *Adapter) noteRetry(queue, retryQueue string) {
+	a.groupsMu.Lock()
+	defer a.groupsMu.Unlock()
+	if a.retries == nil {
+		a.retries = map[string]map[string]bool{}
+	}
+	if a.retries[queue] == nil {
+		a.retries[queue] = map[string]bool{}
+	}
+	a.retries[queue][retryQueue] = true
+}
+
+// liveOrErr returns the connected cycle, or why there is none.
+func (a *Adapter) liveOrErr() (*live, error) {
+	l := a.live.Load()
+	if l == nil {
+		if err := a.state.Check(); err != nil {
+			return nil, err
+		}
+		return nil, broker.ErrClosed
+	}
+	return l, nil
 }
 
 var _ broker.LagReporter = (*Adapter)(nil)
@@ -406,8 +663,14 @@ func (a *Adapter) Close(ctx context.Context) error {
 	a.state.SetClosed()
 	a.mu.Unlock()
 	if l != nil {
-		l.pub.close()
+		errs = append(errs, l.pub.close(ctx))
+		var wg sync.WaitGroup
+		var cerr error
+		wg.Add(1)
+		go func() { defer wg.Done(); cerr = l.closeConsuming(ctx) }()
 		errs = append(errs, l.sess.close(ctx))
+		wg.Wait()
+		errs = append(errs, cerr)
 	}
 	return errors.Join(errs...)
 }

@@ -28,6 +28,15 @@ type session struct {
 	external *amqp091.Connection
 	backoff  broker.Backoff
 	log      *slog.Logger
+	// name is the connection name RabbitMQ shows (client property
+	// connection_name), unless the configuration sets one.
+	name string
+
+	// blocked is set while RabbitMQ blocks the connection (connection.blocked:
+	// a memory or disk alarm); unblocked is closed when it ends.
+	blockMu   sync.Mutex
+	blocked   string
+	unblocked chan struct{}
 
 	mu      sync.Mutex
 	conn    *amqp091.Connection
@@ -38,9 +47,62 @@ type session struct {
 	done    chan struct{} // the supervisor has returned
 }
 
-func newSession(a *Adapter, log *slog.Logger) *session {
-	return &session{urls: a.urls, config: a.config, external: a.external, backoff: a.reconnect, log: log,
+func newSession(a *Adapter, log *slog.Logger, name string) *session {
+	return &session{urls: a.urls, config: a.config, external: a.external, backoff: a.reconnect, log: log, name: name,
 		changed: make(chan struct{}), closed: make(chan struct{}), done: make(chan struct{})}
+}
+
+// errBlocked is the cause of a send given up while RabbitMQ blocked the
+// connection.
+var errBlocked = errors.New("RabbitMQ blocks publishing on this connection (resource alarm)")
+
+// watchBlocked follows connection.blocked and connection.unblocked of c.
+func (s *session) watchBlocked(c *amqp091.Connection) {
+	notes := c.NotifyBlocked(make(chan amqp091.Blocking, 4))
+	go func() {
+		for b := range notes {
+			s.setBlocked(b.Active, b.Reason)
+		}
+	}()
+}
+
+func (s *session) setBlocked(active bool, reason string) {
+	s.blockMu.Lock()
+	defer s.blockMu.Unlock()
+	switch {
+	case active && s.unblocked == nil:
+		if reason == "" {
+			reason = "resource alarm"
+		}
+		s.blocked, s.unblocked = reason, make(chan struct{})
+		s.log.Warn("channels/amqp: RabbitMQ blocked the connection; sends wait until it is unblocked (bounded by their context)",
+			"connection", s.name, "reason", reason)
+	case !active && s.unblocked != nil:
+		close(s.unblocked)
+		s.blocked, s.unblocked = "", nil
+		s.log.Info("channels/amqp: RabbitMQ unblocked the connection", "connection", s.name)
+	}
+}
+
+// waitUnblocked returns at once when the connection is not blocked, else
+// when it is unblocked or ctx ends (an error wrapping errBlocked and ctx's
+// error). A write to a blocked connection would hang: RabbitMQ stops
+// reading it.
+func (s *session) waitUnblocked(ctx context.Context) error {
+	s.blockMu.Lock()
+	reason, unblocked := s.blocked, s.unblocked
+	s.blockMu.Unlock()
+	if unblocked == nil {
+		return nil
+	}
+	select {
+	case <-unblocked:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w (%s): %w", errBlocked, reason, ctx.Err())
+	case <-s.closed:
+		return broker.ErrClosed
+	}
 }
 
 // start connects (each URL of the failover list once, bounded by ctx) and
@@ -76,13 +138,20 @@ func (s *session) dialAll(ctx context.Context) (*amqp091.Connection, error) {
 		if err == nil {
 			return c, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %s", redactedURL(raw), broker.Redact(err.Error())))
+		errs = append(errs, fmt.Errorf("%s: %s", displayURL(raw), broker.Redact(err.Error())))
 	}
 	return nil, fmt.Errorf("channels/amqp: connect: %w", errors.New(errors.Join(errs...).Error()))
 }
 
 func (s *session) dial(ctx context.Context, raw string) (*amqp091.Connection, error) {
 	cfg := s.config
+	if cfg.TLSClientConfig != nil {
+		// amqp091 writes the host of the URL into ServerName when it is
+		// empty: each dial gets its own copy, so the next host of a
+		// failover list is verified against its own name and the caller's
+		// configuration is never changed.
+		cfg.TLSClientConfig = cfg.TLSClientConfig.Clone()
+	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = DefaultHeartbeat
 	}
@@ -106,18 +175,95 @@ func (s *session) dial(ctx context.Context, raw string) (*amqp091.Connection, er
 	}
 	if cfg.Properties == nil {
 		cfg.Properties = amqp091.NewConnectionProperties()
-		cfg.Properties.SetClientConnectionName("channels")
+		cfg.Properties.SetClientConnectionName(s.name)
 	}
 	return amqp091.DialConfig(raw, cfg)
 }
 
+// openChannel opens a channel on c (in confirm mode when confirm is set),
+// bounded by ctx: on a frozen link channel.open never gets its answer. A
+// channel opened after ctx ended is closed in the background.
+func openChannel(ctx context.Context, c *amqp091.Connection, confirm bool) (*amqp091.Channel, error) {
+	type result struct {
+		ch  *amqp091.Channel
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ch, err := c.Channel()
+		if err == nil && confirm {
+			if err = ch.Confirm(false); err != nil {
+				go func() { _ = ch.Close() }()
+				ch = nil
+			}
+		}
+		done <- result{ch, err}
+	}()
+	select {
+	case r := <-done:
+		return r.ch, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.ch != nil {
+				_ = r.ch.Close()
+			}
+		}()
+		return nil, &broker.AbandonedError{What: "opening an AMQP channel", Err: ctx.Err()}
+	}
+}
+
+// bounded runs f and returns its error, or a *broker.AbandonedError as soon
+// as ctx ends first (f goes on in the background). Unlike broker.Bounded it
+// gives f no grace past the deadline: the adapter's own waits (a write, a
+// channel's close, basic.cancel) end at it, so the steps that contain them
+// (a drain, Close) can still return their own error in time.
+func bounded(ctx context.Context, what string, f func() error) error {
+	if ctx.Err() != nil {
+		go func() { _ = f() }()
+		return &broker.AbandonedError{What: what, Err: ctx.Err()}
+	}
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return &broker.AbandonedError{What: what, Err: ctx.Err()}
+	}
+}
+
+// closeChannel closes ch, bounded by ctx (channel.close waits for the
+// broker's answer); an already closed channel is not an error.
+func closeChannel(ctx context.Context, ch *amqp091.Channel) error {
+	if ch == nil {
+		return nil
+	}
+	err := bounded(ctx, "closing an AMQP channel", ch.Close)
+	if errors.Is(err, amqp091.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
 func (s *session) set(c *amqp091.Connection) {
+	s.setBlocked(false, "")
+	if c != nil {
+		s.watchBlocked(c)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.conn = c
 	s.gen++
 	close(s.changed)
 	s.changed = make(chan struct{})
+}
+
+// generation counts the connections of the session (what one connection
+// learnt about the broker may be stale on the next).
+func (s *session) generation() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
 }
 
 // current returns the live connection, nil while reconnecting.
@@ -151,10 +297,20 @@ func (s *session) wait(stop <-chan struct{}) (*amqp091.Connection, bool) {
 	}
 }
 
+// StableAfter is how long a connection (or a consumer) must have lived for
+// its loss to be taken as a new incident: the reconnect backoff starts over
+// from its first delay. One lost sooner keeps backing off, so that a
+// connection that dies right after it opened (a message the client library
+// cannot read, delivered on every new connection) is not dialed again in a
+// tight loop.
+const StableAfter = 10 * time.Second
+
 // supervise watches the connection and dials again when it is lost.
 func (s *session) supervise(c *amqp091.Connection) {
 	defer close(s.done)
+	rc := broker.Reconnect{Backoff: s.backoff}
 	for {
+		opened := time.Now()
 		lost := c.NotifyClose(make(chan *amqp091.Error, 1))
 		var cause *amqp091.Error
 		select {
@@ -173,8 +329,16 @@ func (s *session) supervise(c *amqp091.Connection) {
 				"error", errString(cause))
 			return
 		}
-		s.log.Warn("channels/amqp: connection lost, reconnecting", "error", errString(cause))
-		rc := broker.Reconnect{Backoff: s.backoff}
+		if time.Since(opened) >= StableAfter {
+			rc.Succeeded()
+			s.log.Warn("channels/amqp: connection lost, reconnecting", "error", errString(cause))
+		} else {
+			s.log.Warn("channels/amqp: connection lost soon after it opened, reconnecting after a backoff",
+				"error", errString(cause), "lived", time.Since(opened).Round(time.Millisecond), "in", rc.Next())
+			if _, ok := rc.Failed(s.closed); !ok {
+				return
+			}
+		}
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), DefaultDialTimeout)
 			go func() {
@@ -222,12 +386,15 @@ func (s *session) close(ctx context.Context) error {
 	var err error
 	if s.external == nil && c != nil && !c.IsClosed() {
 		// The connection is closed even when ctx has run out (a drain that
-		// timed out): the close handshake gets at least a second.
+		// timed out): the close handshake gets closeGrace more, so the
+		// acks written last are read by RabbitMQ before the socket closes.
+		// On a frozen link CloseDeadline gives up at the deadline and
+		// closes the socket.
 		deadline, ok := ctx.Deadline()
 		if !ok {
 			deadline = time.Now().Add(DefaultOpTimeout)
 		}
-		deadline = later(deadline, time.Now().Add(time.Second))
+		deadline = later(deadline, time.Now().Add(closeGrace))
 		if cerr := c.CloseDeadline(deadline); cerr != nil && !errors.Is(cerr, amqp091.ErrClosed) {
 			err = fmt.Errorf("channels/amqp: close: %s", broker.Redact(cerr.Error()))
 		}
@@ -238,6 +405,10 @@ func (s *session) close(ctx context.Context) error {
 	}
 	return err
 }
+
+// closeGrace is how long a connection's close handshake may go on after the
+// context of Close ended.
+const closeGrace = 40 * time.Millisecond
 
 func errString(e *amqp091.Error) string {
 	if e == nil {

@@ -8,27 +8,36 @@
 // amqp:// and amqps://, so channels.WithAdapter("amqp://user:pass@host:5672/vhost")
 // works. Build one yourself for options:
 //
-//	a, err := amqp.New("amqp://user:secret@rabbit-1:5672/;amqp://user:secret@rabbit-2:5672/",
-//		amqp.WithChannelOptions(amqp.ChannelOptions{Queue: amqp.QueueOptions{
-//			Arguments: amqp091.Table{"x-queue-type": "quorum"}}}),
+//	a, err := amqp.New("amqps://user:secret@rabbit-1:5671/;amqps://user:secret@rabbit-2:5671/",
 //		amqp.WithTLS(tlsConfig))
 //
 // A ';'-separated list is a failover list: each connection attempt takes the
 // next URL. amqp.NewFromConnection(conn) uses a connection you dialed; you
 // keep its lifetime (Close leaves it open, and a lost connection is not
-// dialed again). Credentials never appear in errors or logs.
+// dialed again). String() and errors show the scheme and host of each URL
+// only; a URL whose user name or password holds an unescaped / # ? @ is
+// refused (percent-encode them: the parser would take part of the password
+// for a port or a path).
+//
+// TLS: amqps:// URLs dial TLS (with a default configuration, or the one of
+// WithTLS or WithConfig); a TLS configuration with an amqp:// URL is refused
+// (amqp091 would dial it in plaintext, credentials included). The
+// configuration is cloned for each dial, so each host of a failover list is
+// verified against its own name and the caller's value is never changed.
 //
 // # Options
 //
 // Adapter options: WithChannelOptions (queue, exchange and consumer
-// options for every channel), WithTLS, WithConfig (amqp091.Config: vhost,
-// heartbeat, SASL...), WithPublisherChannels, WithPublishAssertExchange,
-// WithReconnectBackoff. A channel overrides the queue, exchange and consumer
+// options for every channel), WithQueueType, WithTLS, WithConfig
+// (amqp091.Config: vhost, heartbeat, SASL...), WithPublisherChannels,
+// WithPublishAssertExchange, WithReconnectBackoff. A channel overrides the queue, exchange and consumer
 // options field by field with a ChannelOptions value in its AdapterOptions;
 // a value of another type is an error (broker.ErrInvalidOption).
 //
 //	option                              default                         meaning
-//	ChannelOptions.Queue                durable, no arguments           group queue declaration (as Node declares it)
+//	ChannelOptions.QueueType            QueueQuorum                     type of new group queues (see Queue types)
+//	ChannelOptions.Queue                durable, no arguments           group queue declaration (arguments merged
+//	                                                                    over the quorum ones)
 //	ChannelOptions.Exchange             DefaultExchangeType "fanout",   channel exchange declaration
 //	                                    durable
 //	ChannelOptions.Consumer             not exclusive, no arguments     basic.consume arguments (x-priority, ...)
@@ -37,7 +46,8 @@
 //	prefetch                            the channel's MaxInFlight       basic.qos of the consumer's own channel
 //	WithPublisherChannels               DefaultPublisherChannels (4)    confirm-mode channels the sends share
 //	WithPublishAssertExchange           true                            declare a channel's exchange before its first send
-//	WithReconnectBackoff                100 ms doubling to 5 s          pace of reconnections and consumer resumptions
+//	WithReconnectBackoff                100 ms doubling to 5 s          pace of reconnections and consumer resumptions;
+//	                                                                    reset once a connection lived StableAfter (10 s)
 //	heartbeat, dial timeout             DefaultHeartbeat (10 s),        connection liveness, one connection attempt
 //	                                    DefaultDialTimeout (30 s)
 //	retry queue lease (x-expires)       max(DefaultRetryQueueLease      an unused retry queue is deleted by RabbitMQ
@@ -62,6 +72,47 @@
 // it runs, and tells its returns apart by message id; so a message id given
 // to several messages of one batch is refused for each of them
 // (ErrInvalidOption).
+//
+// # Queue types
+//
+// A new group queue is a quorum queue (RabbitMQ's recommended type:
+// replicated, and it counts deliveries) declared with
+//
+//	x-queue-type            quorum
+//	x-delivery-limit        the channel's MaxDeliveries (MaxRetries + 1 + 5 by default)
+//	x-dead-letter-exchange  the exchange named like the dead-letter queue (dead-lettering on)
+//
+// so that a message no client can read (a header table amqp091 refuses:
+// nested deeper than 32, or wider than 8,192 entries; it closes the
+// consuming connection on every delivery, before the adapter sees the
+// message) is dead-lettered by RabbitMQ itself once it was delivered more
+// than MaxDeliveries times; without dead-lettering it is dropped. Meanwhile
+// the consuming connection is dialed again with a growing backoff (it is
+// reset only once a connection lived StableAfter), and sends go on: they
+// have a connection of their own. A message the adapter can read is given
+// up by the adapter first, with its own headers.
+//
+// QueueType QueueClassic (or WithQueueType(QueueClassic)) declares classic
+// queues with no x-queue-type, as @moleculer/channels 0.1.8 does: use it
+// for a group shared with Node members (0.1.8 declares its group queue
+// without arguments, which RabbitMQ refuses for a quorum queue), or give
+// the Node side the same arguments. Queue options only a classic queue
+// takes (not durable, exclusive, auto-delete, x-max-priority,
+// x-queue-mode) make the default classic; with QueueType QueueQuorum they
+// are an error. An x-queue-type in Queue.Arguments takes precedence.
+//
+// RabbitMQ cannot change the type or arguments of an existing queue (a
+// declaration that differs fails with PRECONDITION_FAILED). A group queue
+// that exists with other arguments (a classic queue declared by an earlier
+// version or by Node, or a quorum queue with another delivery limit) is
+// used as it is, declared passively, with a warning naming the queue and
+// RabbitMQ's reason: nothing changes for existing deployments, and the
+// adapter counts deliveries itself on a classic queue. To move a group to
+// a quorum queue, drain it, delete the queue once it is empty, and start
+// again. When QueueType (or x-queue-type) is set explicitly, such a queue
+// is an error instead. Retry queues get the type of their group queue
+// (an existing retry queue is used as it is); the dead-letter queue keeps
+// the adapter-wide queue options (classic by default), as Node declares it.
 //
 // # Wire format
 //
@@ -115,8 +166,10 @@
 //     with the failure goes to the retry queue of DefaultKeepDelay,
 //     confirmed, then the original is acked; the copy is dead-lettered again
 //     without running.
-//   - Release: basic.nack with requeue; x-redelivered-count is unchanged,
-//     so no attempt is used up.
+//   - Release (a run cut by the deadline of a stop): a copy with the count
+//     so far goes to the tail of the group queue, then the original is
+//     acked (see below); x-redelivered-count is unchanged, so no attempt
+//     is used up, and no delivery either.
 //
 // When a retry copy or a dead letter cannot be published, the message is
 // handed back (nack, requeue) after DefaultSettleFailureDelay.
@@ -136,9 +189,31 @@
 // run; a copy with x-channels-unfinished + 1 is published (confirmed) to the
 // tail of the group queue and the original acked, and the copy runs. This
 // costs one publish per redelivery (none on the normal path) and moves a
-// redelivered message to the tail of its queue. Releases (messages handed
-// back unrun at a stop) are counted too, on both queue types: the default
-// margin of MaxDeliveries (MaxRetries + 1 + 5) absorbs a few.
+// redelivered message to the tail of its queue. On a quorum queue RabbitMQ
+// also enforces the bound itself (x-delivery-limit, see Queue types).
+//
+// Only what this adapter or RabbitMQ wrote is trusted: x-delivery-count
+// counts only on a redelivery from a quorum queue (on a first delivery it
+// is a producer's header), x-channels-unfinished only on a copy this group
+// made (x-group or x-channels-group is the group), x-channels-final only
+// on a copy this group kept (x-group); every count is clamped to
+// [0, 65536].
+//
+// A run cut by the deadline of a stop is handed back as a copy carrying
+// the count so far (x-channels-unfinished, x-channels-group), published to
+// the tail of the group queue while the consumer channel is still open
+// (the drain waits up to 40 ms past its deadline for it), then acked: it
+// uses no delivery. When the copy cannot be published in time the message
+// is requeued by RabbitMQ, and that delivery counts. Messages delivered to
+// a stopping consumer and never run are requeued (nack): they count as a
+// delivery, within the margin of MaxDeliveries.
+//
+// RabbitMQ's consumer_timeout (30 minutes by default) closes the consumer
+// channel of a delivery left unacknowledged longer, and redelivers every
+// message unacknowledged on it (the long one counts as unfinished). The
+// adapter logs it as an error naming the channel and group; raise
+// consumer_timeout (rabbitmq.conf, or x-consumer-timeout on the queue from
+// RabbitMQ 3.12) above the longest handler.
 //
 // Handlers get Message.ID = the message id property (else the correlation
 // id, else consumer tag:delivery tag), Message.Raw = the *amqp091.Delivery,
@@ -156,9 +231,36 @@
 // Sends share a pool of confirm-mode channels, each waiting only for its
 // own confirm; a send that could close its channel (a mandatory one, the
 // first to an exchange not known to exist) has a channel to itself, so a
-// 404 for a missing exchange fails no other send.
+// 404 for a missing exchange fails no other send. An exchange deleted
+// after it was declared closes the shared channel of the next send to it:
+// that send fails with the 404, the exchange is declared again by the next
+// one (the cache of declared exchanges is cleared on a 404 and on every
+// reconnection), and the other sends on that channel are reported
+// confirmed when they were written before the failing one (RabbitMQ
+// handles a channel's publishes in order), or sent again on a channel of
+// their own (at-least-once: possibly twice).
 //
-// # Recovery
+// Header budget: RabbitMQ closes the whole connection (FRAME_ERROR) on a
+// content header larger than frame_max (128 KiB by default). The adapter
+// is a broker.Limiter: Limits().MaxHeaderBytes is the negotiated frame_max
+// less the content header's other fields at their largest and a reserve
+// for the adapter's own headers (127,712 bytes with 128 KiB). The plugin
+// refuses sends over it (a *broker.PublishError wrapping
+// broker.ErrTooLarge); the x-error-* headers of retry copies and dead
+// letters are fitted into it; and every publish of the adapter (sends,
+// retries, dead letters, hand-backs) is checked against the frame size
+// before it is written.
+//
+// # Connections and recovery
+//
+// Sends (and the copies settling publishes: retries, dead letters,
+// hand-backs) and declarations use one connection; consumers use another,
+// dialed at the first Subscribe. A message that closes the consuming
+// connection leaves sends alone; a memory or disk alarm (RabbitMQ blocks
+// the publishing connection: connection.blocked) leaves acks alone: sends
+// wait for connection.unblocked, bounded by their context, and fail with
+// the alarm's reason. (NewFromConnection uses the given connection for
+// both.) Connection() and ConsumerConnection() return them.
 //
 // A lost connection is dialed again (the failover list in turn, with the
 // reconnect backoff) until Close; sends fail while it is down. A consumer
@@ -166,11 +268,36 @@
 // opens a new channel, declares its topology again and resumes; a closed
 // publishing channel is replaced on the next send.
 //
-// # Drain
+// # Drain and frozen links
 //
-// Stop cancels the consumer at once (basic.cancel), hands back every
-// message delivered to it but not run (nack, requeue), waits for the
-// running handlers (bounded by its context), then closes the consumer
-// channel: what a handler cut by the deadline left unacked is requeued by
-// RabbitMQ as the same attempt.
+// Stop cancels the consumer at once (basic.cancel, given half of the
+// drain's time), hands back every message delivered to it but not run
+// (nack, requeue), waits for the running handlers (bounded by its
+// context), then closes the consumer channel: what a handler cut by the
+// deadline left unacked is requeued by RabbitMQ as the same attempt.
+//
+// Every wait of a send, a drain and Close is bounded by its context, also
+// on a frozen link (no byte moves, the connection stays open): opening and
+// closing AMQP channels, basic.cancel, writing a publish (a large message
+// blocks on a full socket), the connection's close handshake (given 40 ms
+// past the deadline). A driver call that does not return is left to end in
+// the background (when the heartbeat gives up on the connection) and
+// reported as a *broker.AbandonedError.
+//
+// # Dead letters and removal
+//
+// Dead letters stay in the dead-letter queue Q (DeadLettering.QueueName)
+// until someone reads them: that queue is where operators and tools look
+// (basic.get, the management UI, Purge). A channel named Q consumed by a
+// group g reads its own queue g.Q, bound to the exchange Q: it gets the
+// dead letters published after g.Q was first declared, not the ones
+// before (as with @moleculer/channels).
+//
+// The adapter is a broker.ChannelRemover: RemoveChannel deletes the queues
+// of the groups it subscribed to the channel since New (with the retry
+// queues it declared for them), the queue named like the channel and the
+// channel's exchange; its own consumers of a removed group stop. AMQP
+// cannot list the queues bound to an exchange: RemoveGroup deletes the
+// queue of a group this adapter never subscribed. Purge empties a group
+// queue or a dead-letter queue.
 package amqp

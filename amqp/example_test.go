@@ -26,7 +26,7 @@ func ExampleNew() {
 	}
 	_ = p
 	fmt.Println(a)
-	// Output: amqp amqp://guest:xxxxx@rabbit-1:5672/;amqp://guest:xxxxx@rabbit-2:5672/
+	// Output: amqp amqp://rabbit-1:5672;amqp://rabbit-2:5672
 }
 
 func ExampleChannelOptions() {

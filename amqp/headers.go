@@ -35,7 +35,7 @@ func toTable(h map[string]string) amqp091.Table {
 // handlers as a header nor copied into a republished message.
 func isBrokerHeader(k string) bool {
 	return k == "x-death" || strings.HasPrefix(k, "x-first-death-") || strings.HasPrefix(k, "x-last-death-") ||
-		k == HeaderUnfinished || k == HeaderFinal || k == HeaderDeliveryCount
+		k == HeaderUnfinished || k == HeaderFinal || k == HeaderDeliveryCount || k == HeaderOwner
 }
 
 // fromTable turns an AMQP table into string headers: strings as they are,
@@ -144,22 +144,41 @@ type history struct {
 	failure map[string]string
 }
 
+// maxCount bounds every count read from a header: a value beyond it (or
+// below 0) is clamped, so no header can overflow or disable a limit.
+const maxCount = 1 << 16
+
+func clampCount(n int) int { return min(max(n, 0), maxCount) }
+
 // readHistory reads a delivery's past. x-redelivered-count counts the
 // failed runs of the group that wrote it: a dead-letter copy (it has
 // x-original-group) consumed as a channel of its own starts afresh, unless
 // this group retried it already (x-group is ours).
-func readHistory(t amqp091.Table, group string) history {
+//
+// Only what this adapter or RabbitMQ wrote is trusted: x-delivery-count
+// only on a redelivery from a quorum queue (RabbitMQ sets it then; on a
+// first delivery it is a producer's header), x-channels-unfinished only on
+// a copy this group made (x-group or x-channels-group is ours),
+// x-channels-final only on a copy this group kept (x-group is ours). Every
+// count is clamped to [0, 65536].
+func readHistory(t amqp091.Table, group string, quorum, redelivered bool) history {
 	var h history
-	_, dq := t[HeaderDeliveryCount]
-	h.quorum = dq
-	h.unfinished = intHeader(t, HeaderUnfinished) + intHeader(t, HeaderDeliveryCount)
-	if _, isDead := t[broker.HeaderOriginalGroup]; isDead {
-		if g, _ := valueString(t[broker.HeaderGroup]); g != group {
-			return h
-		}
+	h.quorum = quorum
+	ours := false
+	if g, ok := valueString(t[broker.HeaderGroup]); ok && g == group {
+		ours = true
 	}
-	h.failed = max(intHeader(t, broker.HeaderRedeliveredCount), 0)
-	h.final = boolHeader(t, HeaderFinal)
+	if g, ok := valueString(t[HeaderOwner]); (ok && g == group) || ours {
+		h.unfinished = clampCount(intHeader(t, HeaderUnfinished))
+	}
+	if quorum && redelivered {
+		h.unfinished += clampCount(intHeader(t, HeaderDeliveryCount))
+	}
+	if _, isDead := t[broker.HeaderOriginalGroup]; isDead && !ours {
+		return h
+	}
+	h.failed = clampCount(intHeader(t, broker.HeaderRedeliveredCount))
+	h.final = ours && boolHeader(t, HeaderFinal)
 	if h.failed > 0 || h.final {
 		for k, v := range t {
 			if strings.HasPrefix(k, broker.HeaderErrorPrefix) {

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -49,6 +50,18 @@ const (
 	DefaultSettleFailureDelay = time.Second
 )
 
+// Queue types of a group queue (ChannelOptions.QueueType).
+const (
+	// QueueQuorum declares new group queues as quorum queues (the default):
+	// replicated, with a delivery limit (x-delivery-limit) after which
+	// RabbitMQ dead-letters a message itself, even one no client can read.
+	QueueQuorum = "quorum"
+	// QueueClassic declares group queues as classic queues, with no
+	// x-queue-type argument, as @moleculer/channels 0.1.8 and earlier
+	// versions of this adapter declare them.
+	QueueClassic = "classic"
+)
+
 // Header names of this adapter (besides the shared ones of package broker).
 const (
 	// HeaderUnfinished counts the deliveries of a message that ended without
@@ -63,6 +76,11 @@ const (
 	// HeaderDeliveryCount is the delivery counter RabbitMQ sets on messages
 	// redelivered from a quorum queue.
 	HeaderDeliveryCount = "x-delivery-count"
+	// HeaderOwner names the group whose copy of a message carries
+	// HeaderUnfinished (a hand-back or a recount): the bookkeeping headers
+	// are read only on the copies of the group that wrote them (x-group,
+	// on retries and kept dead letters, says the same).
+	HeaderOwner = "x-channels-group"
 )
 
 // QueueOptions are the arguments of a queue declaration (amqplib's
@@ -109,9 +127,14 @@ type ConsumerOptions struct {
 // takes the adapter-wide value, then the default. The prefetch count of a
 // consumer is always its channel's MaxInFlight.
 type ChannelOptions struct {
-	Queue    QueueOptions
-	Exchange ExchangeOptions
-	Consumer ConsumerOptions
+	// QueueType is the type of the group queue when it is created:
+	// QueueQuorum (default) or QueueClassic. An x-queue-type in
+	// Queue.Arguments takes precedence. See the package documentation
+	// (Queue types) for what happens with a queue that already exists.
+	QueueType string
+	Queue     QueueOptions
+	Exchange  ExchangeOptions
+	Consumer  ConsumerOptions
 	// BindingKey binds the group queue to the channel exchange (default "":
 	// what a fanout exchange ignores).
 	BindingKey string
@@ -285,6 +308,9 @@ func (o ExchangeOptions) merge(over ExchangeOptions) ExchangeOptions {
 }
 
 func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
+	if over.QueueType != "" {
+		o.QueueType = over.QueueType
+	}
 	o.Queue = o.Queue.merge(over.Queue)
 	o.Exchange = o.Exchange.merge(over.Exchange)
 	o.Consumer.Exclusive = o.Consumer.Exclusive || over.Consumer.Exclusive
@@ -309,6 +335,11 @@ func (o ChannelOptions) Validate() error {
 		if err := t.Validate(); err != nil {
 			return fmt.Errorf("%w: amqp arguments: %v", broker.ErrInvalidOption, err)
 		}
+	}
+	switch o.QueueType {
+	case "", QueueQuorum, QueueClassic:
+	default:
+		return fmt.Errorf("%w: amqp queue type %q (want %q or %q)", broker.ErrInvalidOption, o.QueueType, QueueQuorum, QueueClassic)
 	}
 	switch o.Exchange.Type {
 	case "", "fanout", "direct", "topic", "headers":
@@ -336,6 +367,11 @@ func WithChannelOptions(o ChannelOptions) Option {
 		return nil
 	}
 }
+
+// WithQueueType sets the type of the group queues the adapter creates:
+// QueueQuorum (the default) or QueueClassic. It is
+// WithChannelOptions(ChannelOptions{QueueType: t}).
+func WithQueueType(t string) Option { return WithChannelOptions(ChannelOptions{QueueType: t}) }
 
 // WithTLS sets the TLS configuration (amqps:// URLs get a default one).
 func WithTLS(cfg *tls.Config) Option {
@@ -398,19 +434,35 @@ func WithReconnectBackoff(b broker.Backoff) Option {
 	}
 }
 
-// parseURLs splits a ';'-separated failover list and checks every URL.
+// parseURLs splits a ';'-separated failover list and checks every URL. A
+// URL whose '@' is not where the parser ends the user info (a password
+// with an unescaped '/', '#' or '?', which the parser would take for a
+// port, a path or a fragment) is refused: it would dial the wrong host,
+// and part of the password would show as a port. No error repeats the URL,
+// only its scheme and host.
 func parseURLs(raw string) ([]string, error) {
 	var urls []string
 	for _, s := range strings.Split(raw, ";") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
+		shown := displayURL(s)
 		u, err := amqp091.ParseURI(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: amqp URL %s: %v", broker.ErrInvalidOption, redactedURL(s), broker.Redact(err.Error()))
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				// The parser's error quotes the URL, password included.
+				return nil, fmt.Errorf("%w: amqp URL %s cannot be parsed (percent-encode the reserved characters / # ? @ : of a user name or password)",
+					broker.ErrInvalidOption, shown)
+			}
+			return nil, fmt.Errorf("%w: amqp URL %s: %v", broker.ErrInvalidOption, shown, broker.Redact(err.Error()))
 		}
 		if u.Scheme != "amqp" && u.Scheme != "amqps" {
 			return nil, fmt.Errorf("%w: amqp URL scheme must be amqp:// or amqps://, got %q", broker.ErrInvalidOption, u.Scheme)
+		}
+		if pu, err := url.Parse(s); err != nil || (strings.Contains(s, "@") && pu.Host != afterUserInfo(s)) {
+			return nil, fmt.Errorf("%w: amqp URL %s: its '@' is not at the end of the user info: percent-encode the reserved characters / # ? @ : of the user name and password",
+				broker.ErrInvalidOption, shown)
 		}
 		urls = append(urls, s)
 	}
@@ -420,16 +472,28 @@ func parseURLs(raw string) ([]string, error) {
 	return urls, nil
 }
 
-// redactedURL hides the password of one URL.
-func redactedURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
+// afterUserInfo is the host and port of a URL taken as a person would read
+// it: after its last '@' (everything before is user info), up to the path.
+func afterUserInfo(raw string) string {
+	rest := raw
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
 	}
-	if i := strings.LastIndex(raw, "@"); i >= 0 {
-		if j := strings.Index(raw, "://"); j >= 0 && j < i {
-			return raw[:j+3] + "xxxxx@" + raw[i+1:]
-		}
-		return "xxxxx@" + raw[i+1:]
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:]
 	}
-	return raw
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
+}
+
+// displayURL is how a URL appears in String() and errors: its scheme and
+// host only, never its user info, virtual host or query.
+func displayURL(raw string) string {
+	scheme := "amqp"
+	if i := strings.Index(raw, "://"); i >= 0 && i < 10 {
+		scheme = strings.ToLower(raw[:i])
+	}
+	return scheme + "://" + afterUserInfo(raw)
 }

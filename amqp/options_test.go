@@ -19,8 +19,14 @@ func TestNew(t *testing.T) {
 		want    string
 		wantErr error
 	}{
-		{name: "plain", url: "amqp://guest:guest@127.0.0.1:5672/", want: "amqp amqp://guest:xxxxx@127.0.0.1:5672/"},
-		{name: "failover", url: "amqp://u:p@a:5672/; amqps://u:p@b:5671/v", want: "amqp amqp://u:xxxxx@a:5672/;amqps://u:xxxxx@b:5671/v"},
+		{name: "plain", url: "amqp://guest:guest@127.0.0.1:5672/", want: "amqp amqp://127.0.0.1:5672"},
+		{name: "failover", url: "amqp://u:p@a:5672/; amqps://u:p@b:5671/v", want: "amqp amqp://a:5672;amqps://b:5671"},
+		{name: "escaped", url: "amqp://app:2024%2Fp%23ss@host/", want: "amqp amqp://host"},
+		// Unescaped reserved characters in a password: refused, never shown.
+		{name: "slash after digits", url: "amqp://app:2024/Secret@host/", wantErr: broker.ErrInvalidOption},
+		{name: "hash", url: "amqp://app:pa#Secret@host/", wantErr: broker.ErrInvalidOption},
+		{name: "question mark", url: "amqp://app:pa?Secret@host/", wantErr: broker.ErrInvalidOption},
+		{name: "second of a list", url: "amqp://u:p@a/;amqp://app:2024/Secret@host/", wantErr: broker.ErrInvalidOption},
 		{name: "scheme", url: "redis://127.0.0.1:6379", wantErr: broker.ErrInvalidOption},
 		{name: "empty", url: " ; ", wantErr: broker.ErrInvalidOption},
 		{name: "publisher channels", url: DefaultURL, opts: []Option{WithPublisherChannels(0)}, wantErr: broker.ErrInvalidOption},
@@ -34,7 +40,8 @@ func TestNew(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
 			if err != nil {
-				if strings.Contains(err.Error(), "guest:guest") || strings.Contains(err.Error(), ":p@") {
+				if strings.Contains(err.Error(), "guest:guest") || strings.Contains(err.Error(), ":p@") ||
+					strings.Contains(err.Error(), "Secret") || strings.Contains(err.Error(), "2024") {
 					t.Fatalf("credentials in %q", err)
 				}
 				return
@@ -76,10 +83,11 @@ func TestDelayBucket(t *testing.T) {
 
 func TestReadHistory(t *testing.T) {
 	tests := []struct {
-		name                   string
-		h                      amqp091.Table
-		failed, unfinished     int
-		final, quorum, failure bool
+		name                string
+		h                   amqp091.Table
+		quorum, redelivered bool
+		failed, unfinished  int
+		final, failure      bool
 	}{
 		{name: "fresh", h: nil},
 		{name: "node retry (byte)", h: amqp091.Table{"x-redelivered-count": int8(2)}, failed: 2},
@@ -90,12 +98,22 @@ func TestReadHistory(t *testing.T) {
 			"x-error-message": "boom"}},
 		{name: "dead letter retried here", h: amqp091.Table{"x-redelivered-count": int32(1), "x-original-group": "other",
 			"x-group": "g", "x-error-message": "boom"}, failed: 1, failure: true},
-		{name: "kept", h: amqp091.Table{HeaderFinal: true, "x-error-message": "boom"}, final: true, failure: true},
-		{name: "quorum", h: amqp091.Table{HeaderDeliveryCount: int64(2), HeaderUnfinished: int32(1)}, unfinished: 3, quorum: true},
+		{name: "kept", h: amqp091.Table{HeaderFinal: true, "x-group": "g", "x-error-message": "boom"}, final: true, failure: true},
+		{name: "quorum", h: amqp091.Table{HeaderDeliveryCount: int64(2), HeaderUnfinished: int32(1), "x-group": "g"},
+			quorum: true, redelivered: true, unfinished: 3},
+		// What a producer writes is not trusted.
+		{name: "forged final", h: amqp091.Table{HeaderFinal: true, "x-error-message": "forged"}},
+		{name: "forged final of another group", h: amqp091.Table{HeaderFinal: true, "x-group": "other", "x-error-message": "forged"}},
+		{name: "forged unfinished", h: amqp091.Table{HeaderUnfinished: int32(99)}},
+		{name: "negative unfinished", h: amqp091.Table{HeaderUnfinished: int32(-1000), "x-group": "g"}},
+		{name: "huge unfinished", h: amqp091.Table{HeaderUnfinished: int64(1 << 40), "x-group": "g"}, unfinished: maxCount},
+		{name: "negative count", h: amqp091.Table{"x-redelivered-count": int32(-5)}},
+		{name: "delivery count on a classic queue", h: amqp091.Table{HeaderDeliveryCount: int64(50)}, redelivered: true},
+		{name: "delivery count on a first delivery", h: amqp091.Table{HeaderDeliveryCount: int64(50)}, quorum: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := readHistory(tt.h, "g")
+			h := readHistory(tt.h, "g", tt.quorum, tt.redelivered)
 			if h.failed != tt.failed || h.unfinished != tt.unfinished || h.final != tt.final || h.quorum != tt.quorum ||
 				(h.failure != nil) != tt.failure {
 				t.Fatalf("%+v", h)

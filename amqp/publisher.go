@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels/broker"
 )
 
 var (
@@ -35,19 +38,34 @@ func (e *ReturnedError) Error() string {
 
 // pubChan is one confirm-mode channel of the pool.
 type pubChan struct {
-	mu     sync.Mutex // guards ch while it is replaced
-	ch     *amqp091.Channel
-	conn   *amqp091.Connection
-	closes chan *amqp091.Error
+	// opening is held while a channel is opened (bounded by the send's
+	// context: a lock a send cannot give up would hang it on a frozen
+	// link).
+	opening chan struct{}
+	mu      sync.Mutex // guards ch while it is replaced
+	ch      *amqp091.Channel
+	conn    *amqp091.Connection
+	closes  chan *amqp091.Error
 	// reason is why reasonOf closed, once read from closes: every message
 	// left unconfirmed on that channel reports it.
 	reason   error
 	reasonOf *amqp091.Channel
 	returns  chan amqp091.Return // mandatory channels only
+	// firsts holds, per channel and exchange, the delivery tag of the
+	// first publish to that exchange on that channel (firstKey -> uint64):
+	// when a 404 about an exchange closes the channel, the publishes
+	// written before that exchange's first one were routed (RabbitMQ
+	// handles a channel's publishes in order), the ones after were
+	// discarded.
+	firsts sync.Map
+	// order serializes a publish with the recording of its tag in firsts,
+	// so that firsts is written in tag order (the first tag stored for an
+	// exchange is its lowest).
+	order sync.Mutex
 	// excl serializes the mandatory publishes of the channel, so that a
 	// basic.return (which RabbitMQ sends before the confirm) belongs to the
-	// publish waiting on it.
-	excl sync.Mutex
+	// publish waiting on it; waiting for it is bounded by the send's context.
+	excl chan struct{}
 }
 
 // publisher is the pool of confirm-mode channels sends share. Sends without
@@ -58,27 +76,60 @@ type publisher struct {
 	sess      *session
 	shared    []*pubChan
 	mandatory []*pubChan
-	next      atomic.Uint32
-	nextM     atomic.Uint32
+	// settling are the mandatory channels of the adapter's own copies
+	// (retries, dead letters, recounts, hand-backs), apart from users'
+	// mandatory sends: a burst of failures does not wait behind them.
+	settling []*pubChan
+	nextS    atomic.Uint32
+	next     atomic.Uint32
+	nextM    atomic.Uint32
 }
 
 func newPublisher(sess *session, n int) *publisher {
 	p := &publisher{sess: sess}
+	mk := func() *pubChan { return &pubChan{opening: make(chan struct{}, 1), excl: make(chan struct{}, 1)} }
 	for range n {
-		p.shared = append(p.shared, &pubChan{})
+		p.shared = append(p.shared, mk())
 	}
 	for range max(n/2, 1) {
-		p.mandatory = append(p.mandatory, &pubChan{})
+		p.mandatory = append(p.mandatory, mk())
+	}
+	for range max(n, DefaultSettlingChannels) {
+		p.settling = append(p.settling, mk())
 	}
 	return p
 }
 
 // channel returns the open channel of pc, opening one on the current
-// connection when needed.
-func (pc *pubChan) channel(sess *session, mandatory bool) (*amqp091.Channel, error) {
+// connection when needed, and the frame_max of its connection.
+func (pc *pubChan) channel(ctx context.Context, sess *session, mandatory bool) (*amqp091.Channel, int, error) {
+	pc.mu.Lock()
+	if ch := pc.ch; ch != nil && !ch.IsClosed() {
+		fm := pc.conn.Config.FrameSize
+		pc.mu.Unlock()
+		return ch, fm, nil
+	}
+	pc.mu.Unlock()
+	select {
+	case pc.opening <- struct{}{}:
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+	defer func() { <-pc.opening }()
+	ch, err := pc.open(ctx, sess, mandatory)
+	if err != nil {
+		return nil, 0, err
+	}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
+	return ch, pc.conn.Config.FrameSize, nil
+}
+
+// open opens the channel of pc when it has none, holding opening.
+func (pc *pubChan) open(ctx context.Context, sess *session, mandatory bool) (*amqp091.Channel, error) {
+	pc.mu.Lock()
 	if pc.ch != nil && !pc.ch.IsClosed() {
+		defer pc.mu.Unlock()
 		return pc.ch, nil
 	}
 	if pc.ch != nil {
@@ -86,18 +137,21 @@ func (pc *pubChan) channel(sess *session, mandatory bool) (*amqp091.Channel, err
 		// messages still waiting on it.
 		pc.takeReasonLocked(pc.ch)
 	}
+	pc.mu.Unlock()
 	c := sess.current()
 	if c == nil {
 		return nil, errDown
 	}
-	ch, err := c.Channel()
+	ch, err := openChannel(ctx, c, true)
 	if err != nil {
 		return nil, err
 	}
-	if err := ch.Confirm(false); err != nil {
-		_ = ch.Close()
-		return nil, err
-	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.firsts.Range(func(k, _ any) bool {
+		pc.firsts.Delete(k)
+		return true
+	})
 	pc.closes = ch.NotifyClose(make(chan *amqp091.Error, 1))
 	if mandatory {
 		pc.returns = ch.NotifyReturn(make(chan amqp091.Return, 4))
@@ -132,21 +186,24 @@ func (pc *pubChan) takeReasonLocked(ch *amqp091.Channel) {
 	select {
 	case e, ok := <-pc.closes:
 		if ok && e != nil {
-			pc.reason, pc.reasonOf = fmt.Errorf("%w: %s", errUnconfirmed, e.Error()), ch
+			// Both wrapped: callers tell a 404 (a deleted exchange) by
+			// its *amqp091.Error.
+			pc.reason, pc.reasonOf = fmt.Errorf("%w: %w", errUnconfirmed, e), ch
 		}
 		pc.closes = nil
 	case <-t.C:
 	}
 }
 
-// discard closes ch so the next send opens a fresh channel.
+// discard closes ch (in the background: on a frozen link channel.close
+// never ends) so the next send opens a fresh channel.
 func (pc *pubChan) discard(ch *amqp091.Channel) {
 	pc.mu.Lock()
 	if pc.ch == ch {
 		pc.ch = nil
 	}
 	pc.mu.Unlock()
-	_ = ch.Close()
+	go func() { _ = ch.Close() }()
 }
 
 // publish sends msg and returns once the broker confirmed it: nil on
@@ -156,11 +213,69 @@ func (pc *pubChan) discard(ch *amqp091.Channel) {
 // channel to itself until its confirm, so that an error closing the channel
 // (404 for a missing exchange) fails no other send.
 func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
+	return p.publishOn(ctx, p.mandatory, &p.nextM, exchange, key, mandatory, exclusive, msg)
+}
+
+// settle publishes a copy of the adapter's own (mandatory, confirmed) on
+// the settling channels.
+func (p *publisher) settle(ctx context.Context, exchange, key string, msg amqp091.Publishing) error {
+	return p.publishOn(ctx, p.settling, &p.nextS, exchange, key, true, false, msg)
+}
+
+// DefaultSettlingChannels is the least number of confirm channels that
+// carry the adapter's own copies (retries, dead letters, hand-backs), one
+// confirm at a time each.
+const DefaultSettlingChannels = 8
+
+// takeExcl takes a channel of pool to itself: a free one if there is one,
+// else the next in turn once it is free, bounded by ctx.
+func takeExcl(ctx context.Context, pool []*pubChan, next *atomic.Uint32) (*pubChan, error) {
+	start := int(next.Add(1))
+	for i := range pool {
+		pc := pool[(start+i)%len(pool)]
+		select {
+		case pc.excl <- struct{}{}:
+			return pc, nil
+		default:
+		}
+	}
+	pc := pool[start%len(pool)]
+	select {
+	case pc.excl <- struct{}{}:
+		return pc, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *publisher) publishOn(ctx context.Context, excl []*pubChan, next *atomic.Uint32, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
+	err := p.publishOnce(ctx, excl, next, exchange, key, mandatory, exclusive, msg)
+	if collateral(err, exchange) && ctx.Err() == nil {
+		// Another send closed the shared channel (its exchange was
+		// deleted): RabbitMQ discards what follows the failing publish on
+		// the channel, so this message is sent again, on a channel it has
+		// to itself, where no other send can close it (at-least-once: one
+		// written before the failing publish may have been taken).
+		err = p.publishOnce(ctx, excl, next, exchange, key, mandatory, true, msg)
+	}
+	return err
+}
+
+// collateral reports a publish whose channel was closed by a 404 about
+// another exchange than its own, after it was written.
+func collateral(err error, exchange string) bool {
+	ex, ok := missingExchange(err)
+	return ok && ex != exchange && errors.Is(err, errUnconfirmed)
+}
+
+func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atomic.Uint32, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
 	var pc *pubChan
 	if mandatory || exclusive {
-		pc = p.mandatory[int(p.nextM.Add(1))%len(p.mandatory)]
-		pc.excl.Lock()
-		defer pc.excl.Unlock()
+		var err error
+		if pc, err = takeExcl(ctx, excl, next); err != nil {
+			return err
+		}
+		defer func() { <-pc.excl }()
 	} else {
 		pc = p.shared[int(p.next.Add(1))%len(p.shared)]
 	}
@@ -171,15 +286,41 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory
 	)
 	// A channel found closed before the message went out is replaced once.
 	for try := 0; try < 2; try++ {
-		if ch, err = pc.channel(p.sess, mandatory || exclusive); err != nil {
+		var frameMax int
+		if ch, frameMax, err = pc.channel(ctx, p.sess, mandatory || exclusive); err != nil {
+			return err
+		}
+		if err := checkFrame(frameMax, &msg); err != nil {
+			return err
+		}
+		if err := p.sess.waitUnblocked(ctx); err != nil {
 			return err
 		}
 		if mandatory || exclusive {
 			drainReturns(pc.returns)
 		}
-		dc, err = ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, mandatory, false, msg)
+		shared := !mandatory && !exclusive
+		// The write is bounded by ctx: a message larger than the socket's
+		// buffer (or any, behind one) blocks on a frozen link.
+		err = bounded(ctx, "publishing", func() error {
+			pc.order.Lock()
+			defer pc.order.Unlock()
+			d, err := ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
+			if err == nil && shared {
+				k := firstKey{ch, exchange}
+				if _, ok := pc.firsts.Load(k); !ok {
+					pc.firsts.Store(k, d.DeliveryTag)
+				}
+			}
+			dc = d
+			return err
+		})
 		if err == nil {
 			break
+		}
+		var ab *broker.AbandonedError
+		if errors.As(err, &ab) && !shared {
+			pc.discard(ch)
 		}
 		if !errors.Is(err, amqp091.ErrClosed) {
 			return err
@@ -208,11 +349,44 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory
 	}
 	if !acked {
 		if ch.IsClosed() {
-			return pc.closeReason(ch)
+			reason := pc.closeReason(ch)
+			if ex, ok := missingExchange(reason); ok && ex != exchange {
+				if first, ok := pc.firsts.Load(firstKey{ch, ex}); ok && dc.DeliveryTag < first.(uint64) {
+					// Written before the publish that closed the
+					// channel: RabbitMQ routed it.
+					return nil
+				}
+			}
+			return reason
 		}
 		return errNacked
 	}
 	return nil
+}
+
+// firstKey names one exchange on one channel (pubChan.firsts).
+type firstKey struct {
+	ch       *amqp091.Channel
+	exchange string
+}
+
+// missingExchange reads the exchange of a 404 "no exchange 'X' in vhost".
+func missingExchange(err error) (string, bool) {
+	var e *amqp091.Error
+	if !errors.As(err, &e) || e.Code != amqp091.NotFound {
+		return "", false
+	}
+	const pre = "no exchange '"
+	i := strings.Index(e.Reason, pre)
+	if i < 0 {
+		return "", false
+	}
+	rest := e.Reason[i+len(pre):]
+	j := strings.LastIndex(rest, "' in vhost")
+	if j < 0 {
+		return "", false
+	}
+	return rest[:j], true
 }
 
 // BatchWindow bounds the messages of one PublishBatch written to the
@@ -234,9 +408,11 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 	}
 	var pc *pubChan
 	if exclusive {
-		pc = p.mandatory[int(p.nextM.Add(1))%len(p.mandatory)]
-		pc.excl.Lock()
-		defer pc.excl.Unlock()
+		var err error
+		if pc, err = takeExcl(ctx, p.mandatory, &p.nextM); err != nil {
+			return broker.FailBatch(len(reqs), err)
+		}
+		defer func() { <-pc.excl }()
 	} else {
 		pc = p.shared[int(p.next.Add(1))%len(p.shared)]
 	}
@@ -244,11 +420,13 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 	if exclusive {
 		rets = newReturnSet()
 	}
+	var frameMax int
 	open := func() (*amqp091.Channel, error) {
-		ch, err := pc.channel(p.sess, exclusive)
+		ch, fm, err := pc.channel(ctx, p.sess, exclusive)
 		if err != nil {
 			return nil, err
 		}
+		frameMax = fm
 		if exclusive {
 			// Only this batch writes to the channel now: what is there
 			// belongs to earlier publishes.
@@ -289,17 +467,32 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 			errs[k] = chErr
 			continue
 		}
+		if err := checkFrame(frameMax, &r.msg); err != nil {
+			errs[k] = err
+			continue
+		}
 		for ; len(flights)-head >= BatchWindow; head++ {
 			wait(flights[head])
 		}
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, r.exchange, r.key, r.mandatory, false, r.msg)
+		if err := p.sess.waitUnblocked(ctx); err != nil {
+			errs[k] = err
+			continue
+		}
+		dc, err := boundedPublish(ctx, ch, r)
 		if err != nil && errors.Is(err, amqp091.ErrClosed) && !reopened {
 			reopened = true
 			if ch, chErr = open(); chErr != nil {
 				errs[k] = chErr
 				continue
 			}
-			dc, err = ch.PublishWithDeferredConfirmWithContext(ctx, r.exchange, r.key, r.mandatory, false, r.msg)
+			dc, err = boundedPublish(ctx, ch, r)
+		}
+		var ab *broker.AbandonedError
+		if errors.As(err, &ab) {
+			// The channel is stuck in a write: the rest of the batch fails.
+			errs[k], chErr = err, err
+			cut = true
+			continue
 		}
 		if err != nil {
 			errs[k] = err
@@ -330,6 +523,20 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 		}
 	}
 	return errs
+}
+
+// boundedPublish writes one message of a batch, bounded by ctx.
+func boundedPublish(ctx context.Context, ch *amqp091.Channel, r pubReq) (*amqp091.DeferredConfirmation, error) {
+	var dc *amqp091.DeferredConfirmation
+	err := bounded(ctx, "publishing", func() error {
+		d, err := ch.PublishWithDeferredConfirm(r.exchange, r.key, r.mandatory, false, r.msg)
+		dc = d
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return dc, nil
 }
 
 // returnSet collects the basic.returns of a batch by message id. RabbitMQ
@@ -401,14 +608,21 @@ func drainReturns(c chan amqp091.Return) {
 	}
 }
 
-// close closes the pool's channels.
-func (p *publisher) close() {
-	for _, pc := range append(append([]*pubChan(nil), p.shared...), p.mandatory...) {
+// close closes the pool's channels, bounded by ctx.
+func (p *publisher) close(ctx context.Context) error {
+	var chs []*amqp091.Channel
+	for _, pc := range append(append(append([]*pubChan(nil), p.shared...), p.mandatory...), p.settling...) {
 		pc.mu.Lock()
 		if pc.ch != nil {
-			_ = pc.ch.Close()
+			chs = append(chs, pc.ch)
 			pc.ch = nil
 		}
 		pc.mu.Unlock()
 	}
+	return bounded(ctx, "closing the publishing channels", func() error {
+		for _, ch := range chs {
+			_ = ch.Close()
+		}
+		return nil
+	})
 }

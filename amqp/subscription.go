@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -20,11 +22,32 @@ type subscription struct {
 	*broker.Consumer
 	a     *Adapter
 	l     *live
+	cs    *session // the consuming session
 	ch    *broker.Channel
 	opts  ChannelOptions
 	queue string
 	tag   string
 	log   *slog.Logger
+	// gq is the group queue as this channel declares it; asIs is set when
+	// the queue exists with other arguments and is used as it is (declared
+	// passively); qtype is the type the queue has (QueueQuorum or
+	// QueueClassic), which its retry queues get.
+	gq   groupQueue
+	asIs atomic.Bool
+	// closes tells why the consumer channel closed (set by the fetch loop).
+	closes chan *amqp091.Error
+	// removed: RemoveChannel or RemoveGroup deleted the group queue; the
+	// consumer is not resumed.
+	removed atomic.Bool
+	qtype   atomic.Value
+	// cancelGaveUp is closed when basic.cancel got no answer by the
+	// drain's deadline.
+	cancelGaveUp chan struct{}
+	gaveUp       sync.Once
+	// timers are the pending hand-backs of messages whose settling failed
+	// (nil once the drain finished).
+	tmu    sync.Mutex
+	timers map[*time.Timer]struct{}
 
 	mu  sync.Mutex
 	cur *amqp091.Channel // the consumer channel
@@ -36,7 +59,7 @@ type subscription struct {
 	finished bool
 }
 
-func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOptions) *subscription {
+func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOptions, gq groupQueue) *subscription {
 	tag := ch.ConsumerName
 	if tag == "" {
 		tag = ch.Group + "." + ch.Name
@@ -44,14 +67,53 @@ func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOption
 	if len(tag) > 200 {
 		tag = tag[:200]
 	}
-	return &subscription{Consumer: broker.NewConsumer(ch), a: a, l: l, ch: ch, opts: opts,
-		queue: QueueName(ch.Name, ch.Group), tag: tag + "." + a.nextID(), log: ch.Logger}
+	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, l: l, ch: ch, opts: opts, gq: gq,
+		queue: QueueName(ch.Name, ch.Group), tag: tag + "." + a.nextID(), log: ch.Logger,
+		cancelGaveUp: make(chan struct{}), timers: map[*time.Timer]struct{}{}}
+	s.qtype.Store(gq.typ)
+	return s
 }
 
+// queueType is the type of the group queue (QueueQuorum or QueueClassic).
+func (s *subscription) queueType() string { return s.qtype.Load().(string) }
+
 // openChannel opens the consumer channel on c and declares the topology on
-// it, bounded by ctx.
+// it, bounded by ctx. A group queue that exists with other arguments than
+// the ones this channel declares (a classic queue from an earlier version
+// or from @moleculer/channels, a quorum queue with another delivery limit)
+// is used as it is, with a warning, unless the options chose the queue
+// type: RabbitMQ cannot change the type or arguments of a queue.
 func (s *subscription) openChannel(ctx context.Context, c *amqp091.Connection) (*amqp091.Channel, error) {
-	ch, err := c.Channel()
+	ch, err := s.declareOn(ctx, c)
+	var qm *queueMismatch
+	switch {
+	case err == nil:
+		return ch, nil
+	case s.asIs.Load() && isCode(err, amqp091.NotFound):
+		// The queue used as it is was deleted: declare it as configured.
+		s.asIs.Store(false)
+		s.qtype.Store(s.gq.typ)
+		return s.declareOn(ctx, c)
+	case errors.As(err, &qm) && isCode(err, amqp091.PreconditionFailed):
+		if s.gq.explicit {
+			return nil, fmt.Errorf("%w (the group queue exists with other arguments; RabbitMQ cannot change a queue's type or arguments: delete the queue once it is empty, or declare it as it exists)", err)
+		}
+		s.asIs.Store(true)
+		if strings.Contains(err.Error(), "x-queue-type") {
+			s.qtype.Store(QueueClassic)
+		}
+		s.log.Warn("channels/amqp: the group queue exists with other arguments than this channel declares; it is used as it is",
+			"channel", s.ch.Name, "group", s.ch.Group, "queue", s.queue, "type", s.queueType(),
+			"reason", broker.Redact(err.Error()),
+			"hint", "an existing classic queue stays classic: delete it once empty to have it declared as a quorum queue, or set QueueType classic")
+		return s.declareOn(ctx, c)
+	}
+	return nil, err
+}
+
+// declareOn opens a channel on c and declares the topology on it.
+func (s *subscription) declareOn(ctx context.Context, c *amqp091.Connection) (*amqp091.Channel, error) {
+	ch, err := openChannel(ctx, c, false)
 	if err != nil {
 		return nil, err
 	}
@@ -66,12 +128,11 @@ func (s *subscription) openChannel(ctx context.Context, c *amqp091.Connection) (
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		_ = ch.Close()
-		<-done
-		err = ctx.Err()
+		go func() { _ = ch.Close() }() // ends the declarations, unless the link is frozen
+		return nil, ctx.Err()
 	}
 	if err != nil {
-		_ = ch.Close()
+		go func() { _ = ch.Close() }()
 		return nil, err
 	}
 	return ch, nil
@@ -112,11 +173,21 @@ func (s *subscription) loop() {
 			}
 			continue
 		}
-		rc.Succeeded()
+		started := time.Now()
 		s.mu.Lock()
 		k := s.ack
 		s.mu.Unlock()
 		if !s.fetch(deliveries, k) {
+			return
+		}
+		if s.removed.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+			_ = k.close(ctx)
+			cancel()
+			go func() { _ = ch.Close() }()
+			s.log.Info("channels/amqp: the group queue was removed; its consumer stops", "channel", s.ch.Name,
+				"group", s.ch.Group, "queue", s.queue)
+			<-s.Stopping()
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
@@ -127,7 +198,16 @@ func (s *subscription) loop() {
 		if err := ch.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 			s.log.Debug("channels/amqp: closing the consumer channel", "error", err)
 		}
-		s.log.Warn("channels/amqp: consumer channel lost, resuming", "channel", s.ch.Name, "group", s.ch.Group)
+		if time.Since(started) >= StableAfter {
+			rc.Succeeded()
+			s.logChannelLoss(false, 0)
+			continue
+		}
+		// Lost soon after it started: back off before resuming.
+		s.logChannelLoss(true, rc.Next())
+		if _, ok := rc.Failed(s.Stopping()); !ok {
+			return
+		}
 	}
 }
 
@@ -138,7 +218,7 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 	ch := s.cur
 	s.mu.Unlock()
 	if ch == nil || ch.IsClosed() {
-		c, ok := s.l.sess.wait(s.Stopping())
+		c, ok := s.cs.wait(s.Stopping())
 		if !ok {
 			return nil, nil, broker.ErrClosed
 		}
@@ -154,6 +234,7 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 		}
 	}
 	co := s.opts.Consumer
+	s.closes = ch.NotifyClose(make(chan *amqp091.Error, 1))
 	deliveries, err := ch.Consume(s.queue, s.tag, false, co.Exclusive, false, false, co.Arguments)
 	if err != nil {
 		_ = ch.Close()
@@ -169,9 +250,53 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 	s.ack = newAcker(ch, max(s.MaxInFlight(), 16))
 	s.mu.Unlock()
 	if s.IsStopping() {
-		s.cancelConsumer(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+		s.cancelConsumer(ctx)
+		cancel()
 	}
 	return deliveries, ch, nil
+}
+
+// closeReason returns why the consumer channel closed (nil: unknown, or
+// the connection closed with it). amqp091 ends the deliveries just before
+// it tells why, so it waits for that a little.
+func (s *subscription) closeReason() *amqp091.Error {
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case e := <-s.closes:
+		return e
+	case <-t.C:
+		return nil
+	}
+}
+
+// isConsumerTimeout reports RabbitMQ's consumer_timeout closing a channel:
+// a delivery stayed unacknowledged longer than the broker allows (30
+// minutes by default), and RabbitMQ closed the channel with 406
+// PRECONDITION_FAILED "delivery acknowledgement on channel N timed out".
+func isConsumerTimeout(e *amqp091.Error) bool {
+	return e != nil && e.Code == amqp091.PreconditionFailed && strings.Contains(e.Reason, "acknowledgement") &&
+		strings.Contains(e.Reason, "timed out")
+}
+
+// logChannelLoss says why the consumer channel closed.
+func (s *subscription) logChannelLoss(soon bool, in time.Duration) {
+	e := s.closeReason()
+	if isConsumerTimeout(e) {
+		s.log.Error("channels/amqp: RabbitMQ closed the consumer channel because a message stayed unacknowledged longer than its consumer_timeout (30 min by default): a handler ran too long. Every message unacknowledged on the channel is delivered again (the long one too, and its run counts as unfinished). Raise consumer_timeout in rabbitmq.conf (or x-consumer-timeout on the queue, RabbitMQ 3.12+) above your longest handler, or shorten the handler",
+			"channel", s.ch.Name, "group", s.ch.Group, "queue", s.queue, "reason", e.Reason)
+	}
+	reason := "closed"
+	if e != nil {
+		reason = broker.Redact(e.Error())
+	}
+	if soon {
+		s.log.Warn("channels/amqp: consumer channel lost soon after it started, resuming after a backoff",
+			"channel", s.ch.Name, "group", s.ch.Group, "reason", reason, "in", in)
+		return
+	}
+	s.log.Warn("channels/amqp: consumer channel lost, resuming", "channel", s.ch.Name, "group", s.ch.Group, "reason", reason)
 }
 
 // fetch hands each delivery to the kit on a MaxInFlight slot. It returns
@@ -210,17 +335,60 @@ func (s *subscription) fetch(deliveries <-chan amqp091.Delivery, k *acker) bool 
 // stopping consumer, until the deliveries end (the consumer was cancelled
 // by the drain, or its channel closed).
 func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery, k *acker) {
-	for d := range deliveries {
-		k.delivered(d.DeliveryTag)
-		_ = k.nack(d.DeliveryTag)
+	for {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return
+			}
+			k.delivered(d.DeliveryTag)
+			_ = k.nack(d.DeliveryTag)
+		case <-s.cancelGaveUp:
+			// basic.cancel got no answer: what is still delivered is
+			// requeued with the channel.
+			return
+		}
 	}
+}
+
+// handBack returns a message unrun (or whose run was cut by our own stop)
+// without counting a delivery: RabbitMQ counts a requeue as a delivery
+// (x-delivery-count on quorum queues, the redelivered flag on classic
+// ones), so a copy carrying the count so far (HeaderUnfinished, with
+// HeaderOwner) goes to the tail of the group queue, confirmed, and the
+// original is acked. When the copy cannot be published the message is
+// requeued (nack), and that delivery counts.
+func (s *subscription) handBack(ctx context.Context, d *amqp091.Delivery, k *acker) error {
+	h := readHistory(d.Headers, s.ch.Group, s.queueType() == QueueQuorum, d.Redelivered)
+	n := h.unfinished
+	if d.Redelivered && !h.quorum {
+		n++ // the delivery before this one ended unfinished and was not counted
+	}
+	t := copyTable(d.Headers, 3)
+	if n > 0 {
+		t[HeaderUnfinished] = int32(n)
+	}
+	if h.final {
+		t[HeaderFinal] = true
+	}
+	t[HeaderOwner] = s.ch.Group
+	p := republishing(d, t)
+	if p.MessageId == "" {
+		p.MessageId = messageID(d)
+	}
+	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
+		s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
+			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
+		return k.nack(d.DeliveryTag)
+	}
+	return k.ack(d.DeliveryTag)
 }
 
 // handle runs one delivery on the slot taken for it. A message redelivered
 // by a classic queue (its consumer died, its channel was lost, or it was
 // handed back) is first counted: see recount.
 func (s *subscription) handle(d *amqp091.Delivery, k *acker) {
-	h := readHistory(d.Headers, s.ch.Group)
+	h := readHistory(d.Headers, s.ch.Group, s.queueType() == QueueQuorum, d.Redelivered)
 	if d.Redelivered && !h.quorum {
 		s.Go(func() {
 			defer s.ReleaseSlot()
@@ -272,13 +440,14 @@ func messageID(d *amqp091.Delivery) string {
 func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
 	ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
 	defer cancel()
-	t := copyTable(d.Headers, 1)
+	t := copyTable(d.Headers, 2)
 	t[HeaderUnfinished] = int32(h.unfinished + 1)
+	t[HeaderOwner] = s.ch.Group
 	p := republishing(d, t)
 	if p.MessageId == "" {
 		p.MessageId = messageID(d)
 	}
-	if err := s.l.pub.publish(ctx, "", s.queue, true, false, p); err != nil {
+	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
 		s.log.Warn("channels/amqp: counting a redelivered message failed; it is handed back", "channel", s.ch.Name,
 			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
 		s.handBackLater(d, k)
@@ -291,7 +460,34 @@ func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
 // DefaultSettleFailureDelay, so a lasting failure does not spin (an unacked
 // message would otherwise stay on this consumer until its channel closes).
 func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
-	time.AfterFunc(DefaultSettleFailureDelay, func() { _ = k.nack(d.DeliveryTag) })
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	if s.timers == nil {
+		// The drain finished: the channel's close requeues the message.
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(DefaultSettleFailureDelay, func() {
+		s.tmu.Lock()
+		_, live := s.timers[t]
+		delete(s.timers, t)
+		s.tmu.Unlock()
+		if live {
+			_ = k.nack(d.DeliveryTag)
+		}
+	})
+	s.timers[t] = struct{}{}
+}
+
+// stopTimers cancels the pending hand-backs (the drain closes the channel,
+// which requeues their messages) and refuses new ones.
+func (s *subscription) stopTimers() {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	for t := range s.timers {
+		t.Stop()
+	}
+	s.timers = nil
 }
 
 // cancelConsumer stops the broker's deliveries (basic.cancel, awaited,
@@ -305,15 +501,14 @@ func (s *subscription) cancelConsumer(ctx context.Context) {
 	if ch == nil || !consuming {
 		return
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = ch.Cancel(s.tag, false)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		_ = ch.Close()
+	err := bounded(ctx, "cancelling the consumer", func() error { return ch.Cancel(s.tag, false) })
+	var ab *broker.AbandonedError
+	if errors.As(err, &ab) {
+		// No answer (a frozen link): closing the channel requeues what it
+		// holds, once the broker hears of it; the fetch loop stops
+		// waiting for the end of the deliveries.
+		s.gaveUp.Do(func() { close(s.cancelGaveUp) })
+		go func() { _ = ch.Close() }()
 	}
 }
 
@@ -323,30 +518,70 @@ func (s *subscription) cancelConsumer(ctx context.Context) {
 func (s *subscription) Drain(ctx context.Context) error {
 	return s.Consumer.Drain(ctx, broker.DrainHooks{
 		StopFetching: func(ctx context.Context) {
-			cctx, cancel := context.WithTimeout(ctx, DefaultOpTimeout)
+			// basic.cancel gets half of what is left of the drain (its
+			// answer takes a round trip; none comes on a frozen link), so
+			// the rest is left for the running handlers.
+			limit := DefaultOpTimeout
+			if dl, ok := ctx.Deadline(); ok {
+				limit = min(limit, time.Until(dl)/2)
+			}
+			cctx, cancel := context.WithTimeout(ctx, limit)
 			defer cancel()
 			s.cancelConsumer(cctx)
 		},
 		Finish: func(ctx context.Context, timedOut bool) error {
 			defer s.a.subs.Remove(s)
 			defer s.l.forget(s)
+			// The handlers cut by the deadline return at once (their context
+			// is cancelled) and hand their messages back (Release): they get
+			// releaseGrace past the deadline to do it before the channel
+			// closes, and so do the queued acks.
+			dl, ok := ctx.Deadline()
+			if !ok {
+				dl = time.Now().Add(DefaultOpTimeout)
+			}
+			gctx, cancel := context.WithDeadline(context.Background(), later(dl, time.Now().Add(releaseGrace)))
+			defer cancel()
+			if timedOut {
+				s.waitSettled(gctx)
+			}
 			s.mu.Lock()
 			ch, k := s.cur, s.ack
 			s.cur, s.ack, s.finished = nil, nil, true
 			s.mu.Unlock()
 			if k != nil {
-				_ = k.close(ctx) // the queued acks go out before the channel closes
+				_ = k.close(gctx) // the queued acks go out before the channel closes
 			}
+			s.stopTimers()
 			if ch != nil {
 				// Anything still unacked (a handler cut by the deadline) is
 				// requeued by the broker with the channel.
-				if err := ch.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+				if err := closeChannel(gctx, ch); err != nil {
 					return fmt.Errorf("channels/amqp: close consumer channel: %w", err)
 				}
 			}
 			return nil
 		},
 	})
+}
+
+// releaseGrace is how long past a drain's deadline the handlers it cut may
+// take to hand their messages back, and the acks to go out, before the
+// consumer channel closes.
+const releaseGrace = 40 * time.Millisecond
+
+// waitSettled waits until every delivery of the channel is settled, or ctx
+// ends.
+func (s *subscription) waitSettled(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.pending() > 0 {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // settler carries out the kit's outcome for one delivery.
@@ -386,6 +621,10 @@ func (t *settler) copyHeaders(failure map[string]string) amqp091.Table {
 			delete(h, k)
 		}
 	}
+	// The failure replaces the x-error-* headers of the last run: it is
+	// fitted beside the others only (the kit counts the message's headers
+	// as they arrived, the last failure's included).
+	failure, _ = t.s.ch.Limits.FitWith(len(t.d.Body), fromTable(h), failure)
 	for k, v := range failure {
 		h[k] = v
 	}
@@ -414,14 +653,14 @@ func (t *settler) republish(ctx context.Context, delay time.Duration, h amqp091.
 // retry queue of the delay (straight to the group queue without delay).
 func (s *subscription) publishDelayed(ctx context.Context, delay time.Duration, p amqp091.Publishing) error {
 	if delay <= 0 {
-		return s.l.pub.publish(ctx, "", s.queue, true, false, p)
+		return s.l.pub.settle(ctx, "", s.queue, p)
 	}
 	for try := 0; ; try++ {
-		rq, err := s.l.topo.retryQueue(ctx, s.queue, delay, durable(s.opts.Queue.Durable))
+		rq, err := s.l.topo.retryQueue(ctx, s.queue, delay, durable(s.opts.Queue.Durable), s.queueType())
 		if err != nil {
 			return err
 		}
-		err = s.l.pub.publish(ctx, "", rq, true, false, p)
+		err = s.l.pub.settle(ctx, "", rq, p)
 		var ret *ReturnedError
 		if errors.As(err, &ret) && try == 0 {
 			// The retry queue expired or was deleted: declare it again.
@@ -446,12 +685,34 @@ func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[st
 	if p.DeliveryMode != amqp091.Persistent {
 		p.DeliveryMode = amqp091.Persistent
 	}
-	return t.s.l.pub.publish(ctx, dl.Queue, dl.Queue, true, false, p)
+	err := t.s.l.pub.settle(ctx, dl.Queue, dl.Queue, p)
+	if isCode(err, amqp091.NotFound) && !collateral(err, dl.Queue) {
+		// The dead-letter exchange was deleted: declare the dead-letter
+		// topology again and publish once more.
+		if derr := t.s.l.topo.withChannel(ctx, func(ch *amqp091.Channel) error { return declareDeadLetter(ch, t.s) }); derr != nil {
+			return errors.Join(err, derr)
+		}
+		err = t.s.l.pub.settle(ctx, dl.Queue, dl.Queue, p)
+	}
+	return err
 }
 
-// Release hands the message back at once (nack with requeue); no attempt
-// is used up (x-redelivered-count is unchanged).
-func (t *settler) Release(context.Context) error { return t.k.nack(t.d.DeliveryTag) }
+// Release hands the message back (see handBack): no attempt is used up
+// (x-redelivered-count is unchanged) and no delivery is counted.
+func (t *settler) Release(ctx context.Context) error {
+	s := t.s
+	s.mu.Lock()
+	finished := s.finished
+	s.mu.Unlock()
+	if finished {
+		// The channel closed with the drain: RabbitMQ requeues the
+		// message (and counts that delivery).
+		return nil
+	}
+	ctx, cancel := context.WithDeadline(ctx, time.Now().Add(releaseGrace))
+	defer cancel()
+	return s.handBack(ctx, t.d, t.k)
+}
 
 // pending counts the messages delivered to this subscription and not
 // settled yet.

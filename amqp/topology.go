@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels/broker"
 )
 
 // QueueName is the queue of group on channel, as @moleculer/channels names
@@ -48,10 +51,25 @@ func retryLease(ms int64) int64 {
 // remembers what it declared, so that sends do not declare again.
 type topology struct {
 	sess *session
+	// onRetry, when set, is told each retry queue declared (the adapter
+	// keeps them for RemoveGroup across connections).
+	onRetry func(queue, retryQueue string)
 
 	mu        sync.Mutex
+	gen       uint64               // the session's connection the maps are about
 	exchanges map[string]bool      // declared (or found) channel exchanges
 	retries   map[string]time.Time // retry queues, by when they were last declared
+}
+
+// freshLocked forgets what was learnt on an earlier connection: while the
+// adapter was disconnected, exchanges and queues may have been deleted (or
+// the broker restarted without them).
+func (t *topology) freshLocked() {
+	if g := t.sess.generation(); g != t.gen {
+		t.gen = g
+		clear(t.exchanges)
+		clear(t.retries)
+	}
 }
 
 func newTopology(sess *session) *topology {
@@ -65,7 +83,7 @@ func (t *topology) withChannel(ctx context.Context, f func(ch *amqp091.Channel) 
 	if c == nil {
 		return errDown
 	}
-	ch, err := c.Channel()
+	ch, err := openChannel(ctx, c, false)
 	if err != nil {
 		return err
 	}
@@ -74,23 +92,26 @@ func (t *topology) withChannel(ctx context.Context, f func(ch *amqp091.Channel) 
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		_ = ch.Close() // ends the call
-		<-done
-		err = ctx.Err()
+		// Closing the channel ends the call; on a frozen link neither
+		// ends: both are left to the background.
+		go func() { _ = ch.Close() }()
+		return ctx.Err()
 	}
-	_ = ch.Close()
+	_ = closeChannel(ctx, ch)
 	return err
 }
 
 func (t *topology) knownExchange(name string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.freshLocked()
 	return t.exchanges[name]
 }
 
 func (t *topology) setExchange(name string, known bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.freshLocked()
 	if known {
 		t.exchanges[name] = true
 	} else {
@@ -115,12 +136,17 @@ func (t *topology) assertExchange(ctx context.Context, name string, o ExchangeOp
 }
 
 // retryQueue declares (or renews the lease of) the retry queue of queue
-// for delay and returns its name.
-func (t *topology) retryQueue(ctx context.Context, queue string, delay time.Duration, durableQueue bool) (string, error) {
+// for delay and returns its name. It has the type of the group queue
+// (qtype): a quorum group queue gets quorum retry queues, so a retry
+// waiting its backoff is replicated like the message it copies. A retry
+// queue that exists with other arguments (one declared as classic by an
+// earlier version) is used as it is.
+func (t *topology) retryQueue(ctx context.Context, queue string, delay time.Duration, durableQueue bool, qtype string) (string, error) {
 	name := RetryQueueName(queue, delay)
 	ms := delayBucket(delay)
 	lease := retryLease(ms)
 	t.mu.Lock()
+	t.freshLocked()
 	at, ok := t.retries[name]
 	t.mu.Unlock()
 	if ok && time.Since(at) < time.Duration(lease/2)*time.Millisecond {
@@ -132,16 +158,28 @@ func (t *topology) retryQueue(ctx context.Context, queue string, delay time.Dura
 		"x-dead-letter-routing-key": queue,
 		"x-expires":                 lease,
 	}
+	if qtype == QueueQuorum && durableQueue {
+		args["x-queue-type"] = QueueQuorum
+	}
 	err := t.withChannel(ctx, func(ch *amqp091.Channel) error {
 		_, err := ch.QueueDeclare(name, durableQueue, false, false, false, args)
 		return err
 	})
+	if isCode(err, amqp091.PreconditionFailed) {
+		err = t.withChannel(ctx, func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDeclarePassive(name, durableQueue, false, false, false, nil)
+			return err
+		})
+	}
 	if err != nil {
 		return "", fmt.Errorf("declare retry queue %q: %w", name, err)
 	}
 	t.mu.Lock()
 	t.retries[name] = time.Now()
 	t.mu.Unlock()
+	if t.onRetry != nil {
+		t.onRetry(queue, name)
+	}
 	return name, nil
 }
 
@@ -158,6 +196,30 @@ func (t *topology) forgetRetryQueue(name string) {
 // where the dead letters are published), the channel exchange, the group
 // queue and its binding.
 func declareChannel(ch *amqp091.Channel, sub *subscription) error {
+	o := sub.opts
+	if err := declareDeadLetter(ch, sub); err != nil {
+		return err
+	}
+	if err := ch.ExchangeDeclare(sub.ch.Name, o.Exchange.Type, durable(o.Exchange.Durable), o.Exchange.AutoDelete, false, false, o.Exchange.Arguments); err != nil {
+		return fmt.Errorf("declare exchange %q: %w", sub.ch.Name, err)
+	}
+	q := o.Queue
+	if sub.asIs.Load() {
+		if _, err := ch.QueueDeclarePassive(sub.queue, durable(q.Durable), q.AutoDelete, q.Exclusive, false, nil); err != nil {
+			return fmt.Errorf("declare queue %q (passive): %w", sub.queue, err)
+		}
+	} else if _, err := ch.QueueDeclare(sub.queue, durable(q.Durable), q.AutoDelete, q.Exclusive, false, sub.gq.args); err != nil {
+		return &queueMismatch{fmt.Errorf("declare queue %q: %w", sub.queue, err)}
+	}
+	if err := ch.QueueBind(sub.queue, o.BindingKey, sub.ch.Name, false, nil); err != nil {
+		return fmt.Errorf("bind queue %q to %q: %w", sub.queue, sub.ch.Name, err)
+	}
+	return nil
+}
+
+// declareDeadLetter declares the dead-letter topology of a subscription
+// (nothing when dead-lettering is off).
+func declareDeadLetter(ch *amqp091.Channel, sub *subscription) error {
 	o, dl := sub.opts, sub.ch.DeadLetter
 	if dl.Enabled {
 		dq := o.DeadLetterQueue
@@ -179,17 +241,97 @@ func declareChannel(ch *amqp091.Channel, sub *subscription) error {
 			}
 		}
 	}
-	if err := ch.ExchangeDeclare(sub.ch.Name, o.Exchange.Type, durable(o.Exchange.Durable), o.Exchange.AutoDelete, false, false, o.Exchange.Arguments); err != nil {
-		return fmt.Errorf("declare exchange %q: %w", sub.ch.Name, err)
-	}
-	q := o.Queue
-	if _, err := ch.QueueDeclare(sub.queue, durable(q.Durable), q.AutoDelete, q.Exclusive, false, q.Arguments); err != nil {
-		return fmt.Errorf("declare queue %q: %w", sub.queue, err)
-	}
-	if err := ch.QueueBind(sub.queue, o.BindingKey, sub.ch.Name, false, nil); err != nil {
-		return fmt.Errorf("bind queue %q to %q: %w", sub.queue, sub.ch.Name, err)
-	}
 	return nil
+}
+
+// queueMismatch wraps the failed declaration of a group queue.
+type queueMismatch struct{ err error }
+
+func (e *queueMismatch) Error() string { return e.err.Error() }
+func (e *queueMismatch) Unwrap() error { return e.err }
+
+// groupQueue is how a subscription declares its group queue.
+type groupQueue struct {
+	args amqp091.Table
+	// typ is QueueQuorum or QueueClassic (any type but quorum counts as
+	// classic: the adapter counts deliveries itself).
+	typ string
+	// explicit: the options chose the type (an existing queue of another
+	// type is then an error, not used as it is).
+	explicit bool
+}
+
+// classicOnly lists the queue arguments quorum queues refuse.
+var classicOnly = []string{"x-max-priority", "x-queue-mode", "x-queue-version", "x-queue-master-locator"}
+
+// needsClassic reports queue options that only a classic queue takes.
+func needsClassic(q QueueOptions) bool {
+	if !durable(q.Durable) || q.Exclusive || q.AutoDelete {
+		return true
+	}
+	for _, k := range classicOnly {
+		if _, ok := q.Arguments[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// maxDeliveries is the channel's bound on deliveries (the kit's rule).
+func maxDeliveries(p broker.RetryPolicy) int {
+	if p.MaxDeliveries > 0 {
+		return p.MaxDeliveries
+	}
+	return p.MaxRetries + 1 + broker.DefaultExtraDeliveries
+}
+
+// planGroupQueue decides the type and arguments of a channel's group queue.
+// A quorum queue gets x-delivery-limit = the channel's MaxDeliveries and,
+// with dead-lettering on, x-dead-letter-exchange = the exchange named like
+// the dead-letter queue: a message delivered more often than that without
+// being settled (one the client library cannot even read, which closes the
+// connection on every delivery) is dead-lettered by RabbitMQ itself. An
+// x-delivery-limit or x-dead-letter-exchange in the options is kept.
+func planGroupQueue(o ChannelOptions, ch *broker.Channel) (groupQueue, error) {
+	q := o.Queue
+	g := groupQueue{args: q.Arguments}
+	switch t, set := q.Arguments["x-queue-type"]; {
+	case set:
+		s, _ := valueString(t)
+		g.typ, g.explicit = s, true
+	case o.QueueType != "":
+		g.typ, g.explicit = o.QueueType, true
+	case needsClassic(q):
+		g.typ = QueueClassic
+	default:
+		g.typ = QueueQuorum
+	}
+	if g.typ != QueueQuorum {
+		if g.typ != QueueClassic && g.typ != "" {
+			// A stream or another type the user asked for: declared as
+			// asked; retries and counting work as on a classic queue.
+			return g, nil
+		}
+		g.typ = QueueClassic
+		return g, nil
+	}
+	if needsClassic(q) {
+		return g, fmt.Errorf("%w: amqp: a quorum queue must be durable, not exclusive, not auto-deleted, without %s: set QueueType %q for these options",
+			broker.ErrInvalidOption, strings.Join(classicOnly, ", "), QueueClassic)
+	}
+	args := make(amqp091.Table, len(q.Arguments)+3)
+	for k, v := range q.Arguments {
+		args[k] = v
+	}
+	args["x-queue-type"] = QueueQuorum
+	if _, set := args["x-delivery-limit"]; !set {
+		args["x-delivery-limit"] = int64(maxDeliveries(ch.Retry))
+	}
+	if _, set := args["x-dead-letter-exchange"]; !set && ch.DeadLetter.Enabled {
+		args["x-dead-letter-exchange"] = ch.DeadLetter.Queue
+	}
+	g.args = args
+	return g, nil
 }
 
 // isCode reports an AMQP error with the given reply code.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,4 +85,63 @@ func errString(err error) string {
 		return "nil"
 	}
 	return err.Error()
+}
+
+// TestDeletedExchange: an exchange deleted under a sender that declared it
+// fails the next send to it with NOT_FOUND, then is declared again (the
+// cache of declared exchanges is cleared on a 404), so sends to it work
+// again; the concurrent sends to a healthy channel never fail, even when
+// the failing publish closed the confirm channel they shared.
+func TestDeletedExchange(t *testing.T) {
+	needAMQP(t)
+	healthy, deleted := unique("confirm.healthy"), unique("confirm.deleted")
+	cleanup(t, []string{"g." + healthy, "g." + deleted}, []string{healthy, deleted})
+	got := &collector{}
+	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{healthy: {Group: "g", MaxInFlight: 50, Handler: got.handle}}}, nil)
+	snd, _ := startPlugin(t, nil, nil)
+	ctx := context.Background()
+	for _, ch := range []string{healthy, deleted} {
+		if err := snd.SendToChannel(ctx, ch, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rawChannel(t, rawConn(t)).ExchangeDelete(deleted, false, false); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var healthyFailed, deletedFailed atomic.Int64
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%20 == 0 {
+				if snd.SendToChannel(ctx, deleted, i) != nil {
+					deletedFailed.Add(1)
+				}
+				return
+			}
+			if err := snd.SendToChannel(ctx, healthy, i); err != nil {
+				healthyFailed.Add(1)
+				t.Logf("healthy send: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("sends to the deleted exchange that failed: %d of 10", deletedFailed.Load())
+	if n := healthyFailed.Load(); n != 0 {
+		t.Errorf("%d of 190 sends to a healthy channel failed", n)
+	}
+	eventually(t, 10*time.Second, "sends to the deleted channel work again", func() bool {
+		return snd.SendToChannel(ctx, deleted, "again") == nil
+	})
+	// Every message sent to the healthy channel arrives (a send retried
+	// after a collateral close may arrive twice: at-least-once).
+	eventually(t, 10*time.Second, "the healthy channel's 191 messages", func() bool {
+		seen := map[string]bool{}
+		for _, m := range got.all() {
+			seen[string(m.Payload)] = true
+		}
+		return len(seen) == 191
+	})
+	t.Logf("healthy channel: %d deliveries for 191 messages", got.count())
 }

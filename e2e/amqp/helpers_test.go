@@ -45,6 +45,14 @@ func startPlugin(t *testing.T, schema any, aopts []chamqp.Option, opts ...channe
 	return interop.StartPlugin(t, a, schema, opts...), a
 }
 
+// startPluginOn starts a plugin on adapter a with schema, stopped at the end
+// of the test.
+func startPluginOn(t *testing.T, a *chamqp.Adapter, schema any, opts ...channels.Option) *channels.Plugin {
+	t.Helper()
+	opts = append([]channels.Option{channels.WithBackoff(broker.ConstantBackoff(50 * time.Millisecond))}, opts...)
+	return interop.StartPlugin(t, a, schema, opts...)
+}
+
 // rawConn is a plain amqp091 connection for inspecting the broker.
 func rawConn(t *testing.T) *amqp091.Connection {
 	t.Helper()

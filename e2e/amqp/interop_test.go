@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/microchannels/channels"
+	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/e2e/brokerenv"
 	"github.com/microchannels/channels/e2e/interop"
@@ -20,7 +21,10 @@ import (
 //     durable, no arguments), payload bytes as they are, headers as AMQP
 //     table entries; context headers ($requestID, $meta, ...) both ways.
 //   - Retries: both count failed runs in x-redelivered-count (an integer);
-//     a group may mix Node and Go members. Ours wait their backoff in a retry
+//     a group may mix Node and Go members. Node 0.1.8 declares its group
+//     queue without arguments: a group shared with Node uses classic queues
+//     (QueueType classic on the Go side, or a queue Node declared first,
+//     which Go uses as it is). Ours wait their backoff in a retry
 //     queue and carry x-group and x-error-*; Node's come back at once.
 //   - Dead letters of Go: published to the fanout exchange named like the
 //     dead-letter queue Q, to which queue Q is bound: Node reads them as a
@@ -153,7 +157,7 @@ func TestInteropGoRetryReadByNode(t *testing.T) {
 		Handler: func(context.Context, *channels.Message) error {
 			once.Do(runs.Done)
 			return errors.New("Something happened")
-		}}}}, nil)
+		}}}}, []chamqp.Option{chamqp.WithQueueType(chamqp.QueueClassic)}) // shared with a Node member
 	sender, _ := startPlugin(t, nil, nil)
 	if err := sender.SendToChannel(context.Background(), ch, map[string]int{"id": 3}, broker.WithHeader("k", "v")); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
 	"github.com/microchannels/channels"
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
@@ -103,25 +105,34 @@ func TestConnectionClosedByBroker(t *testing.T) {
 // closeConnection asks RabbitMQ to close a's connection.
 func closeConnection(t *testing.T, a *chamqp.Adapter) {
 	t.Helper()
-	c := a.Connection()
-	if c == nil {
+	conns := []*amqp091.Connection{a.Connection()}
+	if c := a.ConsumerConnection(); c != nil {
+		conns = append(conns, c)
+	}
+	if conns[0] == nil {
 		t.Fatal("adapter not connected")
 	}
-	port := c.LocalAddr().(*net.TCPAddr).Port
 	out, err := rabbitmqctl("list_connections", "pid", "peer_port")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[1] == fmt.Sprint(port) {
-			if _, err := rabbitmqctl("close_connection", f[0], "test: connection closed by the broker"); err != nil {
-				t.Fatal(err)
+	for _, c := range conns {
+		port := c.LocalAddr().(*net.TCPAddr).Port
+		found := false
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) == 2 && f[1] == fmt.Sprint(port) {
+				if _, err := rabbitmqctl("close_connection", f[0], "test: connection closed by the broker"); err != nil {
+					t.Fatal(err)
+				}
+				found = true
+				break
 			}
-			return
+		}
+		if !found {
+			t.Fatalf("connection from port %d not found in\n%s", port, out)
 		}
 	}
-	t.Fatalf("connection from port %d not found in\n%s", port, out)
 }
 
 func rabbitmqctl(args ...string) (string, error) {

@@ -18,6 +18,9 @@ import (
 // declares (fanout exchange P.n, durable queue g.P.n bound to it, dead-letter
 // fanout exchange bound to the dead-letter queue), and a send is a
 // persistent message on the exchange with string headers and a message id.
+// With QueueType classic the group queue is declared exactly as 0.1.8
+// declares it (no arguments), so a Node member can share it; the default
+// quorum queue has arguments a Node member must declare too.
 func TestWireNames(t *testing.T) {
 	needAMQP(t)
 	ns := "ns" + unique("")
@@ -26,7 +29,8 @@ func TestWireNames(t *testing.T) {
 	cleanup(t, []string{queue, ns + "." + dlq}, []string{full, ns + "." + dlq, ns + "." + dlx})
 	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: group,
 		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq, ExchangeName: dlx},
-		Handler:       func(context.Context, *channels.Message) error { return nil }}}}, nil, channels.WithNamespace(ns))
+		Handler:       func(context.Context, *channels.Message) error { return nil }}}},
+		[]chamqp.Option{chamqp.WithQueueType(chamqp.QueueClassic)}, channels.WithNamespace(ns))
 
 	c := rawConn(t)
 	raw := rawChannel(t, c)

@@ -1,0 +1,112 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// TestHandBackTimersStopWithDrain: a hand-back scheduled after a failed
+// settle (DefaultSettleFailureDelay later) does not fire once the drain
+// stopped the timers, and none is scheduled after it: the channel's close
+// requeues the message, and a nack after the stop would reach a closed
+// (or another) channel.
+func TestHandBackTimersStopWithDrain(t *testing.T) {
+	f := &fakeAcks{}
+	k := &acker{ch: f, low: 1, done: map[uint64]bool{}}
+	s := &subscription{timers: map[*time.Timer]struct{}{}}
+	s.handBackLater(&amqp091.Delivery{DeliveryTag: 1}, k)
+	s.stopTimers()
+	s.handBackLater(&amqp091.Delivery{DeliveryTag: 2}, k)
+	deadline := time.Now().Add(DefaultSettleFailureDelay + 300*time.Millisecond)
+	for time.Now().Before(deadline) {
+		f.mu.Lock()
+		n := len(f.calls)
+		f.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("a hand-back fired after the drain: %+v", f.calls)
+		}
+		time.Sleep(20 * time.Millisecond) // polling until the delay has surely passed
+	}
+}
+
+// TestHandBackTimerFires: before the drain, the hand-back nacks the
+// message once its delay passed.
+func TestHandBackTimerFires(t *testing.T) {
+	f := &fakeAcks{}
+	k := &acker{ch: f, low: 1, done: map[uint64]bool{}}
+	s := &subscription{timers: map[*time.Timer]struct{}{}}
+	s.handBackLater(&amqp091.Delivery{DeliveryTag: 1}, k)
+	deadline := time.Now().Add(DefaultSettleFailureDelay + 2*time.Second)
+	for {
+		f.mu.Lock()
+		n := len(f.calls)
+		f.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the hand-back did not fire")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c := f.calls[0]; !c.nack || c.tag != 1 {
+		t.Fatalf("%+v", c)
+	}
+}
+
+// TestIsConsumerTimeout recognises the channel close of RabbitMQ's
+// consumer_timeout.
+func TestIsConsumerTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		e    *amqp091.Error
+		want bool
+	}{
+		{&amqp091.Error{Code: amqp091.PreconditionFailed, Reason: "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 1800000 ms. This timeout value can be configured, see consumers doc guide to learn more"}, true},
+		{&amqp091.Error{Code: amqp091.PreconditionFailed, Reason: "PRECONDITION_FAILED - unknown delivery tag 3"}, false},
+		{&amqp091.Error{Code: amqp091.NotFound, Reason: "NOT_FOUND - no queue"}, false},
+		{nil, false},
+	} {
+		if got := isConsumerTimeout(tt.e); got != tt.want {
+			t.Errorf("%v: %v", tt.e, got)
+		}
+	}
+}
+
+// TestBlockedConnection: while RabbitMQ blocks the publishing connection
+// (connection.blocked: a memory or disk alarm), a send waits for
+// connection.unblocked, bounded by its context, and fails with the alarm's
+// reason instead of hanging in a write RabbitMQ does not read.
+func TestBlockedConnection(t *testing.T) {
+	s := &session{log: slog.New(slog.DiscardHandler), closed: make(chan struct{})}
+	if err := s.waitUnblocked(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.setBlocked(true, "low on memory")
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	start := time.Now()
+	err := s.waitUnblocked(ctx)
+	cancel()
+	if !errors.Is(err, errBlocked) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "low on memory") {
+		t.Fatalf("blocked: %v", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("waited %v", took)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.waitUnblocked(context.Background()) }()
+	s.setBlocked(false, "")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not released by connection.unblocked")
+	}
+}

@@ -1,0 +1,56 @@
+package amqp
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/microchannels/channels"
+	chamqp "github.com/microchannels/channels/amqp"
+)
+
+// TestHandBackNotCounted: a run cut by the deadline of a Stop is handed
+// back without counting a delivery (the attempt rule: our own stop never
+// uses up an attempt or a delivery), on a classic and on a quorum queue.
+// With MaxDeliveries 1, the next member runs the message instead of
+// dead-lettering it for ErrMaxDeliveries.
+func TestHandBackNotCounted(t *testing.T) {
+	needAMQP(t)
+	for _, qt := range []string{chamqp.QueueClassic, chamqp.QueueQuorum} {
+		t.Run(qt, func(t *testing.T) {
+			ch, group := unique("handback."+qt), "g"
+			dlq := ch + ".DLQ"
+			cleanup(t, []string{group + "." + ch, dlq}, []string{ch, dlq})
+			aopts := []chamqp.Option{chamqp.WithQueueType(qt)}
+			var running atomic.Int64
+			chOpts := func(h channels.Handler) channels.Channels {
+				return channels.Channels{ch: {Group: group, MaxRetries: channels.NoRetries, MaxDeliveries: 1,
+					DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: h}}
+			}
+			first, _ := startPlugin(t, &service{Name: "svc", Channels: chOpts(func(ctx context.Context, _ *channels.Message) error {
+				running.Add(1)
+				<-ctx.Done()
+				return ctx.Err()
+			})}, aopts)
+			snd, _ := startPlugin(t, nil, nil)
+			if err := snd.SendToChannel(context.Background(), ch, "cut"); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, "the run", func() bool { return running.Load() == 1 })
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			_ = first.Stop(ctx) // cuts the run
+			cancel()
+			got := &collector{}
+			startPlugin(t, &service{Name: "svc", Channels: chOpts(got.handle)}, aopts)
+			eventually(t, 10*time.Second, "the message run by the next member", func() bool { return got.count() == 1 })
+			if m := got.all()[0]; m.Attempt != 1 {
+				t.Errorf("attempt %d", m.Attempt)
+			}
+			q, err := rawChannel(t, rawConn(t)).QueueDeclarePassive(dlq, true, false, false, false, nil)
+			if err != nil || q.Messages != 0 {
+				t.Errorf("dead-letter queue %+v %v", q, err)
+			}
+		})
+	}
+}
