@@ -203,6 +203,28 @@ func refusedForGood(failure map[string]string, max int, window time.Duration, no
 	return now.Sub(time.UnixMilli(since)) >= window
 }
 
+// withoutErrorHeaders is h without its x-error-* headers (a copy's new
+// failure replaces them), for fitting: h itself when it has none.
+func withoutErrorHeaders(h map[string]string) map[string]string {
+	has := false
+	for k := range h {
+		if strings.HasPrefix(k, HeaderErrorPrefix) {
+			has = true
+			break
+		}
+	}
+	if !has {
+		return h
+	}
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		if !strings.HasPrefix(k, HeaderErrorPrefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // minimalHeaders are the library's own headers of a copy (the original
 // channel, group and id, the redelivery count and the error's name, code,
 // time and a short message), for a copy the broker refused in full.
@@ -323,7 +345,7 @@ func (c *Channel) Settle(d *Delivery, out Outcome) (err error) {
 	switch out.Action {
 	case Retry:
 		failure := ErrorToHeaders(out.Err, c.Now())
-		if fitted, ok := c.Limits.FitWith(len(msg.Payload), msg.Headers, failure); ok {
+		if fitted, ok := c.Limits.FitWith(len(msg.Payload), withoutErrorHeaders(msg.Headers), failure); ok {
 			failure = fitted
 		} else {
 			failure = minimalHeaders(failure) // the message's own headers leave no room for more
@@ -353,7 +375,7 @@ func (c *Channel) Settle(d *Delivery, out Outcome) (err error) {
 				failure[HeaderDeadLetterRefusedSince] = since
 			}
 			failure[HeaderDeadLetterRefusal] = cutEscaped(EscapeLineBreaks(dlErr.Error()), minErrorMessage)
-			if fitted, ok := c.Limits.FitWith(len(msg.Payload), msg.Headers, failure); ok {
+			if fitted, ok := c.Limits.FitWith(len(msg.Payload), withoutErrorHeaders(msg.Headers), failure); ok {
 				failure = fitted
 			} else {
 				min := minimalHeaders(failure)

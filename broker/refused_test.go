@@ -138,3 +138,26 @@ type fakeKafkaErr struct{ temporary bool }
 func (e fakeKafkaErr) Error() string   { return "[10] Message Size Too Large" }
 func (e fakeKafkaErr) Timeout() bool   { return false }
 func (e fakeKafkaErr) Temporary() bool { return e.temporary }
+
+// A retry copy's failure is fitted beside the message's own headers, not
+// beside the x-error-* headers of the run before (which it replaces): a
+// second retry of a 200 KB error is cut like the first.
+func TestRetryFailureFittedBesideTheOwnHeadersOnly(t *testing.T) {
+	big := strings.Repeat("e", 200<<10)
+	ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1, Limits: broker.Limits{MaxHeaderBytes: 128 << 10},
+		Retry:   broker.RetryPolicy{MaxRetries: 3, Backoff: broker.ConstantBackoff(time.Millisecond)},
+		Handler: func(context.Context, *broker.Message) error { return errors.New(big) }}
+	ch.Normalize()
+	s := &settled{}
+	msg := broker.NewMessage(nil)
+	msg.Channel, msg.Group, msg.ID, msg.Attempt = "c", "g", "1-0", 2
+	msg.Headers = map[string]string{"user": "kept", broker.HeaderErrorMessage: big, broker.HeaderErrorStack: big}
+	ch.Deliver(context.Background(), &broker.Delivery{Msg: msg, Settle: s})
+	if s.got() != "retry" {
+		t.Fatalf("settled %q", s.got())
+	}
+	m := s.failure[broker.HeaderErrorMessage]
+	if len(m) < 100<<10 || len(m) > 128<<10 || s.failure[broker.HeaderErrorTrimmed] == "headers" {
+		t.Fatalf("failure message of %d bytes, trimmed %q: want it cut to fit beside the own headers", len(m), s.failure[broker.HeaderErrorTrimmed])
+	}
+}
