@@ -41,6 +41,7 @@ func apiServer() *toxiproxy.ApiServer {
 // Link is one proxied broker address.
 type Link struct {
 	p        *toxiproxy.Proxy
+	addr     string // the proxy's address, fixed at Start (p.Listen is rewritten by each restart)
 	upstream string
 	mu       sync.Mutex
 	toxics   []string
@@ -68,11 +69,11 @@ func Start(upstream string) (*Link, error) {
 	if err := p.Start(); err != nil {
 		return nil, fmt.Errorf("proxy to %s: %w", upstream, err)
 	}
-	return &Link{p: p, upstream: upstream}, nil
+	return &Link{p: p, addr: p.Listen, upstream: upstream}, nil
 }
 
 // Addr is the host:port to dial instead of the upstream.
-func (l *Link) Addr() string { return l.p.Listen }
+func (l *Link) Addr() string { return l.addr }
 
 // Upstream is the proxied address.
 func (l *Link) Upstream() string { return l.upstream }
