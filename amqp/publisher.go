@@ -250,6 +250,12 @@ func takeExcl(ctx context.Context, pool []*pubChan, next *atomic.Uint32) (*pubCh
 
 func (p *publisher) publishOn(ctx context.Context, excl []*pubChan, next *atomic.Uint32, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
 	err := p.publishOnce(ctx, excl, next, exchange, key, mandatory, exclusive, msg)
+	if !mandatory && !exclusive && errors.Is(err, amqp091.ErrClosed) && ctx.Err() == nil {
+		// The shared channel was closed under it twice before the message
+		// went out (concurrent sends to a deleted exchange close it, each
+		// in turn): send it on a channel of its own.
+		return p.publishOnce(ctx, excl, next, exchange, key, mandatory, true, msg)
+	}
 	if collateral(err, exchange) && ctx.Err() == nil {
 		// Another send closed the shared channel (its exchange was
 		// deleted): RabbitMQ discards what follows the failing publish on

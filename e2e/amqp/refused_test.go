@@ -32,7 +32,7 @@ func TestDeadLetterRefusedBounded(t *testing.T) {
 		Arguments: amqp091.Table{"x-max-length": int32(0), "x-overflow": "reject-publish"}}}
 	p, _ := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g",
 		MaxRetries: channels.NoRetries, MaxDeliveries: 2, AdapterOptions: []any{refusing},
-		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
+		DeadLettering: &channels.DeadLettering{RefusalWindow: time.Second, Enabled: true, QueueName: dlq},
 		Handler:       func(context.Context, *channels.Message) error { runs.Add(1); return errors.New("fails") }}}},
 		nil, channels.WithLogger(log))
 	if err := p.SendToChannel(context.Background(), ch, 1); err != nil {
