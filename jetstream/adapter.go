@@ -474,7 +474,8 @@ var _ broker.ChannelRemover = (*Adapter)(nil)
 // of the channel are drained first (bounded by ctx): they would create
 // the stream again. Subscriptions of other processes recreate it as they
 // do after any deletion. A channel kept in a shared stream (StreamOptions
-// subjects) is not removed this way: delete or purge that stream yourself.
+// subjects) is not removed this way: RemoveChannel returns an error
+// wrapping broker.ErrUnsupported; delete or purge that stream yourself.
 func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
 	c := a.cur.Load()
 	if c == nil {
@@ -491,6 +492,18 @@ func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
 	stream := StreamName(channel)
 	if s, ok := a.streamOf.Load(channel); ok {
 		stream = s.(string)
+	}
+	// Only a stream that holds this channel alone is deleted: one that
+	// holds other subjects too (StreamOptions.Subjects) keeps their
+	// messages, consumers and records.
+	if st, err := c.js.Stream(ctx, stream); err == nil {
+		if subj := st.CachedInfo().Config.Subjects; len(subj) != 1 || subj[0] != channel {
+			return errors.Join(append(errs, fmt.Errorf("%w: channels/jetstream: remove %q: stream %q holds the subjects %v: "+
+				"a shared stream is not removed with one of its channels (delete or purge it yourself)",
+				broker.ErrUnsupported, channel, stream, subj))...)
+		}
+	} else if !errors.Is(err, js.ErrStreamNotFound) {
+		return errors.Join(append(errs, fmt.Errorf("channels/jetstream: remove %q: %w", channel, err))...)
 	}
 	a.streams.Delete(channel)
 	a.streamOf.Delete(channel)

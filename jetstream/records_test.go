@@ -63,3 +63,29 @@ func TestRemoveChannelClearsRecords(t *testing.T) {
 		t.Fatalf("attempts of the new message %v, want [1 2]", got)
 	}
 }
+
+// RemoveChannel of one channel of a shared stream (StreamOptions with a
+// name and wider subjects) refuses, and the stream keeps the other
+// channel's messages.
+func TestRemoveChannelKeepsASharedStream(t *testing.T) {
+	url, _ := startServer(t)
+	_, j := jsOn(t, url)
+	ctx := context.Background()
+	o := fast
+	o.Stream.Name, o.Stream.Subjects = "SHARED", []string{"shop.>"}
+	a := newAdapter(t, url, o)
+	never := func(context.Context, *channels.Message) error { return errors.New("kept pending") }
+	p := startPlugin(t, a, &service{Name: "shop", Channels: channels.Channels{
+		"shop.orders": {Group: "g1", MaxRetries: channels.NoRetries, Handler: never},
+		"shop.paid":   {Group: "g2", Handler: func(context.Context, *channels.Message) error { return nil }}}})
+	if err := p.SendToChannel(ctx, "shop.orders", "m"); err != nil {
+		t.Fatal(err)
+	}
+	err := a.RemoveChannel(ctx, "shop.orders")
+	if !errors.Is(err, broker.ErrUnsupported) {
+		t.Fatalf("RemoveChannel of a shared stream's channel: %v", err)
+	}
+	if n := streamMsgs(j, "SHARED"); n < 1 {
+		t.Fatalf("the shared stream is gone (%d) after the refused removal", n)
+	}
+}
