@@ -175,10 +175,18 @@ func New(rawURL string, opts ...Option) (*Adapter, error) {
 // NewFromConnection uses an existing connection. The caller keeps its
 // lifetime: Close does not close it, and when it is lost the adapter cannot
 // dial it again (consumers then wait, sends fail). Channel-level failures
-// are recovered as with New.
+// are recovered as with New. A connection with amqp091's automatic
+// Recovery is refused: it reopens channels in place with delivery tags
+// starting again at 1, which the adapter's acknowledgements cannot tell
+// from the old ones.
 func NewFromConnection(conn *amqp091.Connection, opts ...Option) (*Adapter, error) {
 	if conn == nil {
 		return nil, fmt.Errorf("%w: amqp connection is nil", broker.ErrInvalidOption)
+	}
+	if conn.Config.Recovery != nil {
+		return nil, fmt.Errorf("%w: amqp connection has Config.Recovery set: its channels are reopened in place with "+
+			"delivery tags from 1 again, which would acknowledge the wrong messages; dial it without Recovery "+
+			"(the adapter recovers channels itself)", broker.ErrInvalidOption)
 	}
 	return newAdapter(nil, conn, "connection", opts)
 }

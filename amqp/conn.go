@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"sync"
 	"time"
@@ -173,10 +174,15 @@ func (s *session) dial(ctx context.Context, raw string) (*amqp091.Connection, er
 			return c, nil
 		}
 	}
-	if cfg.Properties == nil {
-		cfg.Properties = amqp091.NewConnectionProperties()
-		cfg.Properties.SetClientConnectionName(s.name)
+	// amqp091 writes into Properties while it opens the connection: each
+	// dial gets its own copy (the publishing and consuming sessions dial
+	// at once after a broker restart).
+	props := amqp091.NewConnectionProperties()
+	maps.Copy(props, cfg.Properties)
+	if _, ok := props["connection_name"]; !ok {
+		props.SetClientConnectionName(s.name)
 	}
+	cfg.Properties = props
 	return amqp091.DialConfig(raw, cfg)
 }
 

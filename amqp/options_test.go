@@ -152,3 +152,12 @@ func TestSendOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A connection with amqp091's automatic Recovery is refused (its channels
+// come back in place with delivery tags from 1 again).
+func TestNewFromConnectionRefusesRecovery(t *testing.T) {
+	conn := &amqp091.Connection{Config: amqp091.Config{Recovery: &amqp091.Recovery{}}}
+	if _, err := NewFromConnection(conn); !errors.Is(err, broker.ErrInvalidOption) {
+		t.Fatalf("NewFromConnection with Recovery: %v", err)
+	}
+}
