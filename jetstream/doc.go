@@ -97,9 +97,11 @@
 // read-ahead of at most MaxInFlight, as on every adapter that fetches). Held
 // and running messages are reported in progress every InProgressInterval,
 // so a handler longer than AckWait keeps its message, and a stop hands back
-// the held ones unrun (no attempt used). Nothing is pulled beyond that: each
-// pull request asks for the messages that may be held, answered on one
-// standing inbox subscription per subscription. A message is a stream
+// the held ones unrun (no attempt used). Each pull request asks for the
+// messages that may be held, answered on one standing inbox subscription
+// per subscription; a request the client gave up on (its expiry passed
+// during a reconnect) may still be answered by the server, which can hold
+// up to MaxInFlight more messages for a while. A message is a stream
 // message when its reply subject is a JetStream acknowledgement subject,
 // whatever its headers, so a stored empty message with a Status header (which
 // nats.go's own pull consumers take for a status of the server and never

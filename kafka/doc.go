@@ -75,11 +75,16 @@
 // clamped: the count to MaxRetries (a copy always runs once more), the
 // wait to the channel's longest backoff; a not-before time further past
 // the record's timestamp than that backoff (no retry of the channel wrote
-// it) is ignored and the message runs at once. A producer cannot hold a
-// partition back with them. A copy whose write is still in flight when the
-// settle times out settles the original once the write ends (the copy
-// runs), or runs it again here if the write failed: never both. A held copy
-// keeps its place in its key's lane.
+// it) is ignored and the message runs at once. x-group cannot be
+// authenticated: a producer that forges a copy for this group can hold
+// its records for at most the channel's longest backoff each (and, with
+// enough of them, the partition's reads and commits for that long). A copy
+// whose write is still in flight when the settle times out settles the
+// original once the write ends (the copy runs), or runs it again here if
+// the write failed; an ambiguous write (a timeout after the request went
+// out) and a hand-over while a copy is written can still run a message
+// twice (at-least-once). A held copy keeps its place in its key's lane
+// while its partition stays with this member.
 // On an ordered lane, and when a retry copy cannot be published, the
 // message runs again in the process after the backoff and keeps its place
 // (its lane and its offset) meanwhile; a crash then restarts its attempts
