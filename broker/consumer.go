@@ -300,11 +300,20 @@ func (c *Consumer) Drain(ctx context.Context, h DrainHooks) error {
 		close(c.beatStop)
 		waitCtx(ctx, &c.beats) // a beat under way ends within its own timeout
 		c.cancel()
+		if timedOut {
+			// The runs cut by the deadline return now and hand their
+			// messages back (Release): a moment for them to do so before
+			// Finish closes what they settle on (a release that cannot
+			// happen is a redelivery the broker may count).
+			settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), BoundedGrace/3)
+			_ = c.fl.Wait(settle)
+			cancel()
+		}
 		if h.Finish != nil {
 			// Bounded within a shorter grace than the plugin's: a Finish
 			// stuck on a frozen link is reported beside the DrainError.
 			finish := func() error { return h.Finish(ctx, timedOut) }
-			if err := BoundedWithin(ctx, BoundedGrace/3, "the drain's last steps on "+c.ch.Name, finish); err != nil {
+			if err := BoundedWithin(ctx, 2*BoundedGrace/3, "the drain's last steps on "+c.ch.Name, finish); err != nil {
 				errs = append(errs, err)
 			}
 		}
