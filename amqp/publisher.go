@@ -355,15 +355,12 @@ func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atom
 	}
 	if !acked {
 		if ch.IsClosed() {
-			reason := pc.closeReason(ch)
-			if ex, ok := missingExchange(reason); ok && ex != exchange {
-				if first, ok := pc.firsts.Load(firstKey{ch, ex}); ok && dc.DeliveryTag < first.(uint64) {
-					// Written before the publish that closed the
-					// channel: RabbitMQ routed it.
-					return nil
-				}
-			}
-			return reason
+			// Closed before the broker confirmed it, even when it was
+			// written before the publish that closed the channel: a
+			// send without a confirm is never reported sent. A 404 about
+			// another exchange makes publishOn send it again
+			// (at-least-once).
+			return pc.closeReason(ch)
 		}
 		return errNacked
 	}
