@@ -33,7 +33,7 @@ func linkedSends(t *testing.T, direct bool, opts ...kafka.Option) (*kafka.Adapte
 	t.Helper()
 	brokers := brokerenv.KafkaBrokers()
 	if len(brokers) != 1 {
-		t.Skip("the proxy maps one broker")
+		t.Fatalf("the link-fault proxy maps one broker; CHANNELS_KAFKA_BROKERS has %d", len(brokers))
 	}
 	l := linkfault.New(t, brokers[0])
 	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -175,9 +175,6 @@ func TestSendBufferBoundsTheQueue(t *testing.T) {
 // process, never both.
 func TestRetryCopyInFlightAtTheSettleDeadline(t *testing.T) {
 	needKafka(t)
-	if testing.Short() {
-		t.Skip("waits for the settle timeout")
-	}
 	a, l := linkedSends(t, true)
 	ch := unique("retry.inflight")
 	var runs atomic.Int32
@@ -208,9 +205,6 @@ func TestRetryCopyInFlightAtTheSettleDeadline(t *testing.T) {
 // written once: the message is not kept and dead-lettered a second time.
 func TestDeadLetterInFlightAtTheSettleDeadline(t *testing.T) {
 	needKafka(t)
-	if testing.Short() {
-		t.Skip("waits for the settle timeout")
-	}
 	a, l := linkedSends(t, true)
 	ch, dlq := unique("dlq.inflight"), unique("dlq.inflight.DLQ")
 	dead := &rec{}
