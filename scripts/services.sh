@@ -321,7 +321,6 @@ offsets.topic.num.partitions=10
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
-group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
 log.retention.hours=2
 log.segment.bytes=16777216
