@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -96,9 +94,6 @@ func first[T any](opts []any) (T, bool) {
 	return zero, false
 }
 
-// Action is what an adapter must do with a delivery.
-type Action uint8
-
 const (
 	// Ack acknowledges the message.
 	Ack Action = iota
@@ -128,72 +123,6 @@ func (a Action) String() string {
 		return "release"
 	}
 	return fmt.Sprintf("Action(%d)", a)
-}
-
-// Outcome is the decision for one delivery.
-type Outcome struct {
-	Action Action
-	// Delay before redelivery (Retry).
-	Delay time.Duration
-	// Err is the handler or decode error (nil for Ack).
-	Err error
-	// Headers of the dead-letter copy (DeadLetter).
-	Headers map[string]string
-}
-
-func (c *Channel) call(ctx context.Context, msg *Message) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = NewPanicError(r)
-		}
-	}()
-	return c.Handler(ctx, msg)
-}
-
-// IsPoison reports whether err marks a message that will never succeed:
-// a decode error, a Permanent error, or an error whose Retryable() is false.
-func IsPoison(err error) bool {
-	if errors.Is(err, ErrDecode) || errors.Is(err, ErrPermanent) {
-		return true
-	}
-	var r Retryabler
-	return errors.As(err, &r) && !r.Retryable()
-}
-
-// Decide returns the outcome of a delivery that ended with err.
-func (c *Channel) Decide(msg *Message, err error) Outcome {
-	if err == nil {
-		return Outcome{Action: Ack}
-	}
-	attempt := msg.Attempt
-	if attempt < 1 {
-		attempt = 1
-	}
-	if !IsPoison(err) && attempt <= c.Retry.MaxRetries {
-		c.Logger.Warn("channels: handler failed, will retry",
-			"channel", c.Name, "group", c.Group, "id", msg.ID, "attempt", attempt, "error", err)
-		return Outcome{Action: Retry, Delay: c.Retry.Backoff.Delay(attempt), Err: err}
-	}
-	return c.GiveUp(msg, err)
-}
-
-// GiveUp returns the final outcome for a message that will not be retried:
-// DeadLetter when enabled, else Drop (logged at error level).
-func (c *Channel) GiveUp(msg *Message, err error) Outcome {
-	if c.DeadLetter.Enabled {
-		return Outcome{Action: DeadLetter, Err: err, Headers: DeadLetterHeaders(msg, err, c.Now())}
-	}
-	c.Logger.Error("channels: message dropped after its last attempt (dead-lettering disabled)",
-		"channel", c.Name, "group", c.Group, "id", msg.ID, "attempt", msg.Attempt, "error", err)
-	return Outcome{Action: Drop, Err: err}
-}
-
-// Poison returns the outcome for a delivery that could not even be decoded
-// (headers or envelope): no retries.
-func (c *Channel) Poison(msg *Message, field string, cause error) Outcome {
-	err := &DecodeError{Channel: c.Name, MsgID: msg.ID, Field: field, Err: cause}
-	c.Logger.Error("channels: poison message", "channel", c.Name, "group", c.Group, "id", msg.ID, "error", err)
-	return c.GiveUp(msg, err)
 }
 
 // PrepareChannel is the first step of every adapter's Subscribe: it

@@ -2,10 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +15,7 @@ import (
 // with hooks for what only its broker does.
 type Consumer struct {
 	ch     *Channel
-	fl     *Inflight
+	fl     *inflight
 	hctx   context.Context
 	cancel context.CancelFunc
 	stop   chan struct{}
@@ -48,7 +44,7 @@ type Consumer struct {
 // NewConsumer returns a consumer for a validated, normalized channel.
 func NewConsumer(ch *Channel) *Consumer {
 	hctx, cancel := context.WithCancel(context.Background())
-	return &Consumer{ch: ch, fl: NewInflight(ch.MaxInFlight), hctx: hctx, cancel: cancel,
+	return &Consumer{ch: ch, fl: newInflight(ch.MaxInFlight), hctx: hctx, cancel: cancel,
 		stop: make(chan struct{}), running: map[*Delivery]struct{}{}, work: make(chan job), ahead: newReadAhead(),
 		beatStop: make(chan struct{})}
 }
@@ -258,220 +254,3 @@ func (c *Consumer) runChain(d *Delivery, done func(Outcome)) {
 		d, done = c.handOff(), nil // the slot goes on to the next held message, or is freed
 	}
 }
-
-// DrainHooks are the broker-specific steps of a drain. Each receives the
-// drain's context and must return when it ends.
-type DrainHooks struct {
-	// StopFetching ends blocking fetches at once (the drain has already
-	// closed Stopping). Nil when the fetch loops watch Stopping themselves.
-	StopFetching func(ctx context.Context)
-	// Finish runs after the handlers returned or the deadline passed
-	// (timedOut): flush acknowledgements, hand back what was fetched but not
-	// run, remove the consumer. It also runs when the consumer never started.
-	Finish func(ctx context.Context, timedOut bool) error
-}
-
-// Drain stops fetching, waits for the fetch loops and the running handlers
-// (bounded by ctx), stops the beats (Beat), then runs Finish. When ctx ends first the handlers'
-// context is cancelled (their messages are released and delivered again,
-// never dead-lettered) and a *DrainError naming them is returned. It runs
-// once; later calls return the first result.
-func (c *Consumer) Drain(ctx context.Context, h DrainHooks) error {
-	c.drainOnce.Do(func() {
-		close(c.stop)
-		c.fl.Close()
-		var errs []error
-		timedOut := false
-		if c.started.Load() {
-			if h.StopFetching != nil {
-				h.StopFetching(ctx)
-			}
-			if !waitCtx(ctx, &c.loops) {
-				timedOut = true
-			}
-			c.closeAhead(ctx) // what was read ahead goes back at once
-			if c.fl.Wait(ctx) != nil {
-				timedOut = true
-			}
-			if timedOut {
-				errs = append(errs, c.drainError())
-			}
-		}
-		close(c.beatStop)
-		waitCtx(ctx, &c.beats) // a beat under way ends within its own timeout
-		c.cancel()
-		if timedOut {
-			// The runs cut by the deadline return now and hand their
-			// messages back (Release): a moment for them to do so before
-			// Finish closes what they settle on (a release that cannot
-			// happen is a redelivery the broker may count).
-			settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), BoundedGrace/3)
-			_ = c.fl.Wait(settle)
-			cancel()
-		}
-		if h.Finish != nil {
-			// Bounded within a shorter grace than the plugin's: a Finish
-			// stuck on a frozen link is reported beside the DrainError.
-			finish := func() error { return h.Finish(ctx, timedOut) }
-			if err := BoundedWithin(ctx, 2*BoundedGrace/3, "the drain's last steps on "+c.ch.Name, finish); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		c.drainErr = errors.Join(errs...)
-	})
-	return c.drainErr
-}
-
-func (c *Consumer) drainError() *DrainError {
-	c.mu.Lock()
-	ids := make([]string, 0, len(c.running))
-	for d := range c.running {
-		ids = append(ids, d.Msg.ID)
-	}
-	c.mu.Unlock()
-	sort.Strings(ids)
-	return &DrainError{Channel: c.ch.Name, Group: c.ch.Group, Running: ids}
-}
-
-// waitCtx waits for wg or ctx; it reports whether wg finished.
-func waitCtx(ctx context.Context, wg *sync.WaitGroup) bool {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// DrainError is returned by a drain whose context ended with handlers still
-// running. Their context has been cancelled; their messages are delivered
-// again (released, or redelivered by the broker), never lost or
-// dead-lettered for it.
-type DrainError struct {
-	Channel string
-	Group   string
-	// Running holds the ids of the messages whose handlers were still running.
-	Running []string
-}
-
-func (e *DrainError) Error() string {
-	const show = 10
-	ids := e.Running
-	more := ""
-	if len(ids) > show {
-		more = fmt.Sprintf(" and %d more", len(ids)-show)
-		ids = ids[:show]
-	}
-	return fmt.Sprintf("channels: drain of %q (group %q) timed out with %d handler(s) still running (messages %s%s); they will be delivered again",
-		e.Channel, e.Group, len(e.Running), strings.Join(ids, ", "), more)
-}
-
-// Unwrap returns ErrDrainTimeout.
-func (e *DrainError) Unwrap() error { return ErrDrainTimeout }
-
-// Subscriptions is an adapter's set of live subscriptions, drained by Close.
-type Subscriptions struct {
-	mu sync.Mutex
-	m  map[Subscription]struct{}
-}
-
-// Add records s.
-func (s *Subscriptions) Add(sub Subscription) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[Subscription]struct{}{}
-	}
-	s.m[sub] = struct{}{}
-}
-
-// Remove forgets s (a drained subscription calls it).
-func (s *Subscriptions) Remove(sub Subscription) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, sub)
-}
-
-// Len returns the number of live subscriptions.
-func (s *Subscriptions) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.m)
-}
-
-// List returns the live subscriptions.
-func (s *Subscriptions) List() []Subscription {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	subs := make([]Subscription, 0, len(s.m))
-	for sub := range s.m {
-		subs = append(subs, sub)
-	}
-	return subs
-}
-
-// DrainAll drains every live subscription concurrently, bounded by ctx.
-func (s *Subscriptions) DrainAll(ctx context.Context) error {
-	s.mu.Lock()
-	subs := make([]Subscription, 0, len(s.m))
-	for sub := range s.m {
-		subs = append(subs, sub)
-	}
-	s.mu.Unlock()
-	errs := make([]error, len(subs))
-	var wg sync.WaitGroup
-	for i, sub := range subs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = sub.Drain(ctx)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// DefaultReconnectBackoff paces the retries of a failing broker operation
-// (a read, a reconnection): 100 ms doubling up to 5 s.
-var DefaultReconnectBackoff Backoff = ExponentialBackoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2}
-
-// Reconnect paces the retries of a failing broker operation with a Backoff.
-// The zero value uses DefaultReconnectBackoff. Not safe for concurrent use:
-// one per loop.
-type Reconnect struct {
-	Backoff  Backoff
-	failures int
-}
-
-// Failed records a failure and waits the next delay, or until stop closes;
-// it returns the delay and whether to go on.
-func (r *Reconnect) Failed(stop <-chan struct{}) (time.Duration, bool) {
-	b := r.Backoff
-	if b == nil {
-		b = DefaultReconnectBackoff
-	}
-	r.failures++
-	d := b.Delay(r.failures)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return d, true
-	case <-stop:
-		return d, false
-	}
-}
-
-// Next returns the delay the next failure will wait.
-func (r *Reconnect) Next() time.Duration {
-	b := r.Backoff
-	if b == nil {
-		b = DefaultReconnectBackoff
-	}
-	return b.Delay(r.failures + 1)
-}
-
-// Succeeded resets the backoff.
-func (r *Reconnect) Succeeded() { r.failures = 0 }

@@ -84,6 +84,24 @@
 // conformance suite and the fault suite (crash, broker restart, stop under
 // load, slow handler, hostile input, broker down) then run against it.
 //
+// # Where things are
+//
+//   - adapter.go: the Adapter and Subscription contracts and their optional abilities.
+//   - channel.go: a subscribed channel ([Channel]) and its typed options.
+//   - outcome.go: what happens to a delivery: the attempt rule ([Channel.Admit]),
+//     the run, the decision after a failure ([Channel.Decide]) and the settling.
+//   - deadletter.go: the dead-letter copy, and a dead letter the broker refuses.
+//   - retry.go: retry policies and backoffs.
+//   - consumer.go, readahead.go, inflight.go: the delivery skeleton, its read-ahead
+//     and its MaxInFlight slots.
+//   - drain.go: how a stop drains, and the bounded calls of a stop ([Bounded]).
+//   - reconnect.go: the backoff of a failing read or reconnection.
+//   - errors.go: every error type and sentinel.
+//   - wire.go, headers.go, headercodec.go, headerjson.go, serializer.go, limits.go:
+//     the wire format shared with @moleculer/channels, with its bounds.
+//   - publish.go, batcher.go: send options and batches.
+//   - registry.go, redact.go: adapter URLs and the secrets kept out of logs and errors.
+//
 // This package imports no framework; go-micro integration lives in the root
 // package github.com/microchannels/channels.
 package broker

@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
+	"time"
 )
 
 var (
@@ -209,3 +212,71 @@ func (e *BatchError) Unwrap() []error {
 	}
 	return out
 }
+
+// DrainError is returned by a drain whose context ended with handlers still
+// running. Their context has been cancelled; their messages are delivered
+// again (released, or redelivered by the broker), never lost or
+// dead-lettered for it.
+type DrainError struct {
+	Channel string
+	Group   string
+	// Running holds the ids of the messages whose handlers were still running.
+	Running []string
+}
+
+func (e *DrainError) Error() string {
+	const show = 10
+	ids := e.Running
+	more := ""
+	if len(ids) > show {
+		more = fmt.Sprintf(" and %d more", len(ids)-show)
+		ids = ids[:show]
+	}
+	return fmt.Sprintf("channels: drain of %q (group %q) timed out with %d handler(s) still running (messages %s%s); they will be delivered again",
+		e.Channel, e.Group, len(e.Running), strings.Join(ids, ", "), more)
+}
+
+// Unwrap returns ErrDrainTimeout.
+func (e *DrainError) Unwrap() error { return ErrDrainTimeout }
+
+// ErrAbandoned is wrapped by the error of a step that was still running when
+// its context ended and was left to finish on its own (see [Bounded]).
+var ErrAbandoned = errors.New("channels: abandoned at the deadline")
+
+// AbandonedError names a step that did not end by its context's deadline.
+// The step goes on in the background until the driver call returns (a
+// frozen link: until the operating system gives up on the connection); its
+// result is discarded. Done is closed when it has returned.
+type AbandonedError struct {
+	// What names the step ("close the connection", "final commit").
+	What string
+	// Err is the context's error.
+	Err error
+	// Done is closed once the step has returned.
+	Done <-chan struct{}
+}
+
+func (e *AbandonedError) Error() string {
+	return fmt.Sprintf("channels: %s did not end by the deadline (%v); left running in the background", e.What, e.Err)
+}
+
+// Unwrap returns ErrAbandoned and the context's error.
+func (e *AbandonedError) Unwrap() []error { return []error{ErrAbandoned, e.Err} }
+
+// ErrTooLarge is wrapped by the error of a message over its broker's [Limits].
+var ErrTooLarge = errors.New("channels: message over the broker's size limit")
+
+// RemoteError is an error rebuilt from x-error-* headers, as read from a
+// dead-letter queue.
+type RemoteError struct {
+	Message   string
+	Name      string
+	Code      string
+	Type      string
+	Stack     string
+	Data      json.RawMessage // valid JSON, or nil
+	Retryable *bool
+	Timestamp time.Time
+}
+
+func (e *RemoteError) Error() string { return e.Message }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"reflect"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -126,21 +125,6 @@ func ErrorName(err error) string {
 	return "Error"
 }
 
-// RemoteError is an error rebuilt from x-error-* headers, as read from a
-// dead-letter queue.
-type RemoteError struct {
-	Message   string
-	Name      string
-	Code      string
-	Type      string
-	Stack     string
-	Data      json.RawMessage // valid JSON, or nil
-	Retryable *bool
-	Timestamp time.Time
-}
-
-func (e *RemoteError) Error() string { return e.Message }
-
 // Timestamps ErrorFromHeaders keeps: years 1 to 9999 with a day to spare
 // in any time zone, the range time.Time can marshal as JSON.
 const (
@@ -181,42 +165,4 @@ func CloneHeaders(h map[string]string, extra int) map[string]string {
 		out[k] = v
 	}
 	return out
-}
-
-// DeadLetterHeaders builds the headers of a dead-lettered copy: the original
-// headers, x-original-channel, x-original-group, x-original-id,
-// x-redelivered-count (redeliveries so far) and the x-error-* headers. A
-// header named by a *DecodeError cause is moved to x-original-<name>.
-func DeadLetterHeaders(msg *Message, cause error, now time.Time) map[string]string {
-	eh := ErrorToHeaders(cause, now)
-	h := CloneHeaders(msg.Headers, 5+len(eh))
-	delete(h, HeaderGroup)
-	for k := range h {
-		if strings.HasPrefix(k, HeaderErrorPrefix) {
-			delete(h, k)
-		}
-	}
-	// A header that could not be decoded would poison the dead-letter
-	// consumer too: keep its value under x-original-<name>.
-	var de *DecodeError
-	if errors.As(cause, &de) && de.Field != "payload" && de.Field != "headers" {
-		if v, ok := h[de.Field]; ok {
-			delete(h, de.Field)
-			h["x-original-"+de.Field] = v
-		}
-	}
-	h[HeaderOriginalChannel] = msg.Channel
-	h[HeaderOriginalGroup] = msg.Group
-	if msg.ID != "" {
-		h[HeaderOriginalID] = msg.ID
-	}
-	redelivered := msg.Attempt - 1
-	if redelivered < 0 {
-		redelivered = 0
-	}
-	h[HeaderRedeliveredCount] = strconv.Itoa(redelivered)
-	for k, v := range eh {
-		h[k] = v
-	}
-	return h
 }

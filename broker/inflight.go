@@ -6,19 +6,19 @@ import (
 	"sync/atomic"
 )
 
-// Inflight bounds and tracks the handlers running for one subscription. It
+// inflight bounds and tracks the handlers running for one subscription. It
 // is the MaxInFlight semaphore and the drain barrier every adapter uses.
 //
 // Fetch loops call Acquire before taking a message (so a full channel fetches
 // nothing) and Go to run it; each message frees its own slot when done, so
 // no batch holds slots.
 //
-// The barrier (Wait) counts every slot taken, from Acquire to Release, and
-// the work of Track: a slot that a fetcher took just before Close, for a
-// message it has not started yet, is waited for like a running handler. A
+// The barrier (Wait) counts every slot taken, from Acquire to Release: a
+// slot that a fetcher took just before Close, for a message it has not
+// started yet, is waited for like a running handler. A
 // slot taken once Close was called is given back at once (Acquire fails),
 // so nothing starts after Wait returned.
-type Inflight struct {
+type inflight struct {
 	slots     chan struct{}
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -29,17 +29,17 @@ type Inflight struct {
 	idle   chan struct{} // closed when n drops to 0 while Wait waits
 }
 
-// NewInflight returns a tracker with max slots (at least 1).
-func NewInflight(max int) *Inflight {
+// newInflight returns a tracker with max slots (at least 1).
+func newInflight(max int) *inflight {
 	if max < 1 {
 		max = 1
 	}
-	return &Inflight{slots: make(chan struct{}, max), closing: make(chan struct{})}
+	return &inflight{slots: make(chan struct{}, max), closing: make(chan struct{})}
 }
 
 // Acquire takes a slot, blocking until one is free. It returns false when
 // the tracker is closing or ctx ends.
-func (f *Inflight) Acquire(ctx context.Context) bool {
+func (f *inflight) Acquire(ctx context.Context) bool {
 	select {
 	case <-f.closing:
 		return false
@@ -56,7 +56,7 @@ func (f *Inflight) Acquire(ctx context.Context) bool {
 }
 
 // TryAcquire takes a slot if one is free right now.
-func (f *Inflight) TryAcquire() bool {
+func (f *inflight) TryAcquire() bool {
 	select {
 	case <-f.closing:
 		return false
@@ -74,7 +74,7 @@ func (f *Inflight) TryAcquire() bool {
 // then given back.
 // The count comes before the check: a Wait that starts after Close either
 // sees the slot counted or the slot is given back, never started.
-func (f *Inflight) taken() bool {
+func (f *inflight) taken() bool {
 	f.n.Add(1)
 	if f.closed.Load() {
 		<-f.slots
@@ -85,13 +85,13 @@ func (f *Inflight) taken() bool {
 }
 
 // Release frees a slot taken by Acquire that was not handed to Go.
-func (f *Inflight) Release() {
+func (f *inflight) Release() {
 	<-f.slots
 	f.done()
 }
 
 // done uncounts a slot or a tracked piece of work.
-func (f *Inflight) done() {
+func (f *inflight) done() {
 	if f.n.Add(-1) != 0 {
 		return
 	}
@@ -105,34 +105,24 @@ func (f *Inflight) done() {
 
 // Go runs fn on its own goroutine; the slot taken by Acquire is freed when
 // fn returns.
-func (f *Inflight) Go(fn func()) {
+func (f *inflight) Go(fn func()) {
 	go func() {
 		defer f.Release()
 		fn()
 	}()
 }
 
-// Track counts fn as in flight without using a slot (settling work such as
-// an ack or a dead-letter publish that must finish before Drain returns).
-func (f *Inflight) Track(fn func()) {
-	f.n.Add(1)
-	go func() {
-		defer f.done()
-		fn()
-	}()
-}
-
 // Running returns the number of slots in use.
-func (f *Inflight) Running() int { return len(f.slots) }
+func (f *inflight) Running() int { return len(f.slots) }
 
 // Free returns the number of free slots.
-func (f *Inflight) Free() int { return cap(f.slots) - len(f.slots) }
+func (f *inflight) Free() int { return cap(f.slots) - len(f.slots) }
 
 // Max returns the bound.
-func (f *Inflight) Max() int { return cap(f.slots) }
+func (f *inflight) Max() int { return cap(f.slots) }
 
 // Close makes Acquire fail from now on. It is idempotent.
-func (f *Inflight) Close() {
+func (f *inflight) Close() {
 	f.closeOnce.Do(func() {
 		f.closed.Store(true)
 		close(f.closing)
@@ -140,11 +130,11 @@ func (f *Inflight) Close() {
 }
 
 // Closing is closed once Close was called.
-func (f *Inflight) Closing() <-chan struct{} { return f.closing }
+func (f *inflight) Closing() <-chan struct{} { return f.closing }
 
 // Wait blocks until every slot taken is free again and every tracked piece
 // of work is done, or ctx ends (ErrDrainTimeout).
-func (f *Inflight) Wait(ctx context.Context) error {
+func (f *inflight) Wait(ctx context.Context) error {
 	for {
 		f.mu.Lock()
 		if f.n.Load() == 0 {

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -47,9 +46,6 @@ func HeaderBytes(h map[string]string) int {
 	}
 	return n
 }
-
-// ErrTooLarge is wrapped by the error of a message over its broker's [Limits].
-var ErrTooLarge = errors.New("channels: message over the broker's size limit")
 
 // Check reports whether a message of payload and headers fits; the error
 // wraps ErrTooLarge and says which limit it crosses.

@@ -103,21 +103,3 @@ func (p RetryPolicy) Validate() error {
 	}
 	return nil
 }
-
-// DeadLetterPolicy is a channel's resolved dead-letter configuration.
-type DeadLetterPolicy struct {
-	Enabled bool
-	// Queue is the full (prefixed) dead-letter channel name.
-	Queue string
-	// Exchange is the full (prefixed) AMQP dead-letter exchange name.
-	Exchange string
-	// RefusalWindow is the least time between a message's first refused
-	// dead letter and its drop (0: DefaultRefusalWindow).
-	RefusalWindow time.Duration
-}
-
-// DefaultRefusalWindow is the default DeadLetterPolicy.RefusalWindow: a
-// dead-letter target that is only unavailable for a while (a node
-// restarting, a leader election) is not mistaken for one that refuses the
-// copy.
-const DefaultRefusalWindow = 30 * time.Second

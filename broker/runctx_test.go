@@ -3,6 +3,8 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -77,5 +79,46 @@ func TestHandlerContextEndsWithItsParent(t *testing.T) {
 	})
 	if out.Action != broker.Release {
 		t.Fatalf("a run cut by its parent: outcome %v, want release", out.Action)
+	}
+}
+
+// TestDerivedContextsNeedNoGoroutine: contexts derived from a handler's
+// context follow it through its AfterFunc, not through a goroutine each,
+// and end with the run.
+func TestDerivedContextsNeedNoGoroutine(t *testing.T) {
+	parent, cancelParent := context.WithCancel(context.Background())
+	defer cancelParent()
+	const n = 50
+	var derived []context.Context
+	var grew int
+	deliverWith(t, parent, func(ctx context.Context, _ *broker.Message) error {
+		before := runtime.NumGoroutine()
+		for range n {
+			d, cancel := context.WithCancel(ctx)
+			t.Cleanup(cancel)
+			derived = append(derived, d)
+		}
+		grew = runtime.NumGoroutine() - before
+		return nil
+	})
+	if grew >= n/2 {
+		t.Fatalf("%d derived contexts started %d goroutines", n, grew)
+	}
+	for i, d := range derived {
+		waitClosed(t, d.Done(), fmt.Sprintf("derived context %d", i))
+	}
+	// Stopping a registration before the run ends keeps its func from running.
+	ran := make(chan struct{}, 1)
+	deliverWith(t, parent, func(ctx context.Context, _ *broker.Message) error {
+		stop := context.AfterFunc(ctx, func() { ran <- struct{}{} })
+		if !stop() {
+			t.Error("stop before the end reported false")
+		}
+		return nil
+	})
+	select {
+	case <-ran:
+		t.Fatal("a stopped AfterFunc ran")
+	default:
 	}
 }
