@@ -272,6 +272,27 @@ func TestSendBatchInterceptors(t *testing.T) {
 			g.Expect(m.Headers).To(gomega.HaveKeyWithValue("via", "batch"))
 		}
 	})
+	t.Run("batch hook only", func(t *testing.T) {
+		g := gomega.NewWithT(t)
+		var batches atomic.Int32
+		ic := hooks.Interceptor{Name: "batch-only",
+			SendBatch: func(next hooks.SendBatchFunc) hooks.SendBatchFunc {
+				return func(ctx context.Context, ch string, items []hooks.BatchItem, opts ...broker.PublishOption) []error {
+					batches.Add(1)
+					return next(ctx, ch, items, opts...)
+				}
+			}}
+		p, in := batchPlugin(t, nil, channels.WithInterceptors(ic))
+		g.Expect(p.SendBatch(context.Background(), "c", seq(3))).To(gomega.Succeed())
+		g.Expect(p.SendToChannel(context.Background(), "c", "single")).To(gomega.Succeed())
+		g.Eventually(in.count).Should(gomega.Equal(4))
+		g.Expect(batches.Load()).To(gomega.Equal(int32(1)))
+	})
+	_, err := channels.New(channels.WithAdapter(memory.New(memory.WithBus(memory.NewBus()))),
+		channels.WithInterceptors(hooks.Interceptor{Name: "none"}))
+	if !errors.Is(err, channels.ErrInvalidOption) {
+		t.Fatalf("an interceptor without a hook: %v", err)
+	}
 	t.Run("send hook only", func(t *testing.T) {
 		g := gomega.NewWithT(t)
 		var singles atomic.Int32

@@ -43,19 +43,7 @@ var (
 // dead-letter queue (or is dropped) without further attempts.
 func Permanent(err error) error { return broker.Permanent(err) }
 
-// redactedError shows the text of an adapter's error with credentials
-// hidden (broker.Redact); errors.Is and errors.As still see the error.
-type redactedError struct{ err error }
-
-func (e redactedError) Error() string { return broker.Redact(e.err.Error()) }
-func (e redactedError) Unwrap() error { return e.err }
-
-func redactErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	return redactedError{err}
-}
+func redactErr(err error) error { return broker.Redacted(err) }
 
 // handlerError is a handler's error with its text, and the stack of a
 // panic, redacted (broker.Redact): what goes into dead-letter headers

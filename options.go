@@ -199,7 +199,7 @@ func WithNamespace(ns string) Option {
 func WithInterceptors(ics ...hooks.Interceptor) Option {
 	return func(o *options) error {
 		for i, ic := range ics {
-			if ic.LocalChannel == nil && ic.SendToChannel == nil {
+			if ic.LocalChannel == nil && ic.SendToChannel == nil && ic.SendBatch == nil {
 				return invalid("interceptor %d (%q) has no hook", i, ic.Name)
 			}
 		}

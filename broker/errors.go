@@ -280,3 +280,17 @@ type RemoteError struct {
 }
 
 func (e *RemoteError) Error() string { return e.Message }
+
+// Redacted wraps err so that its text has credentials hidden ([Redact]),
+// while errors.Is and errors.As still see err and its chain. Nil stays nil.
+func Redacted(err error) error {
+	if err == nil {
+		return nil
+	}
+	return redactedError{err}
+}
+
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return Redact(e.err.Error()) }
+func (e redactedError) Unwrap() error { return e.err }

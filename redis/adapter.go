@@ -140,7 +140,7 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		if a.external == nil {
 			_ = c.Close()
 		}
-		return fmt.Errorf("channels/redis: connect %s: %w", a.display, errors.New(broker.Redact(err.Error())))
+		return fmt.Errorf("channels/redis: connect %s: %w", a.display, broker.Redacted(err))
 	}
 	var pub goredis.Cmdable = c
 	if a.autoPipeline {
