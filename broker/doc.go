@@ -79,10 +79,10 @@
 // through Publish, DefaultBatchConcurrency at a time), [LagReporter],
 // [ChannelRemover].
 //
-// Then add a conformance target: a file e2e/target_<name>_test.go that calls
-// RegisterTarget with a constructor, a probe and short test timings. The
-// conformance suite and the fault suite (crash, broker restart, stop under
-// load, slow handler, hostile input, broker down) then run against it.
+// Then run the shared suite on it: channelstest.Run with a Target holding a
+// constructor, a probe and short test timings. The conformance suite and the
+// fault suite (crash, broker restart, stop under load, slow handler, hostile
+// input, broker down, frozen links) then run against it.
 //
 // # Where things are
 //

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
 	. "github.com/onsi/ginkgo/v2"
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -152,8 +153,8 @@ func redisURLAddr(raw string) []string {
 
 // redisHostile is the Hostile hook of a Redis target: XADD of the raw
 // fields with a plain go-redis client.
-func redisHostile(newClient func() goredis.UniversalClient) func(ctx context.Context, channel string, e RawEntry) (string, error) {
-	return func(ctx context.Context, channel string, e RawEntry) (string, error) {
+func redisHostile(newClient func() goredis.UniversalClient) func(ctx context.Context, channel string, e channelstest.RawEntry) (string, error) {
+	return func(ctx context.Context, channel string, e channelstest.RawEntry) (string, error) {
 		c := newClient()
 		defer c.Close()
 		var values []any
@@ -166,20 +167,5 @@ func redisHostile(newClient func() goredis.UniversalClient) func(ctx context.Con
 			values = append(values, "headers", e.Headers)
 		}
 		return c.XAdd(ctx, &goredis.XAddArgs{Stream: channel, Values: values}).Result()
-	}
-}
-
-// report prints a fault line where `make test` shows it: on stdout (go test
-// -v, or a failing package), in the spec's output, and appended to the file
-// named by CHANNELS_FAULT_REPORT (the Makefile prints it after the run).
-func report(format string, args ...any) {
-	line := fmt.Sprintf(format, args...)
-	fmt.Fprintln(os.Stdout, line)
-	fmt.Fprintln(GinkgoWriter, line)
-	if path := os.Getenv("CHANNELS_FAULT_REPORT"); path != "" {
-		if f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-			fmt.Fprintln(f, line)
-			f.Close()
-		}
 	}
 }

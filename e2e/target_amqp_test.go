@@ -13,16 +13,17 @@ import (
 
 	"github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/channelstest"
 	"github.com/microchannels/channels/e2e/brokerenv"
 )
 
 func init() {
-	RegisterTarget(Target{
+	registerTarget(channelstest.Target{
 		Name:       "amqp",
 		NewAdapter: func() (broker.Adapter, error) { return amqp.New(brokerenv.AMQPURL()) },
 		Probe:      func() error { return brokerenv.Probe("amqp", brokerenv.PingAMQP) },
 		Processes:  true,
-		Linked: linkedURL(brokerenv.AMQPURL, "5672", func(u string) (broker.Adapter, error) {
+		Linked: channelstest.LinkedURL(brokerenv.AMQPURL, "5672", func(u string) (broker.Adapter, error) {
 			return amqp.New(u)
 		}),
 		// No claim timer: a message stays with its consumer while its
@@ -92,7 +93,7 @@ func waitAMQP(ctx context.Context, up bool) error {
 // without a payload cannot be written; headers are an AMQP table, so only a
 // headers blob that decodes (JSON or MsgPack) to a map can be: anything else
 // is errors.ErrUnsupported.
-func amqpHostile(ctx context.Context, channel string, e RawEntry) (string, error) {
+func amqpHostile(ctx context.Context, channel string, e channelstest.RawEntry) (string, error) {
 	if e.NoPayload {
 		return "", fmt.Errorf("an AMQP message always has a body: %w", errors.ErrUnsupported)
 	}

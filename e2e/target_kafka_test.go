@@ -13,6 +13,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/channelstest"
 	"github.com/microchannels/channels/e2e/brokerenv"
 	"github.com/microchannels/channels/kafka"
 )
@@ -47,7 +48,7 @@ func kafkaSlowLink() kafka.ChannelOptions {
 func kafkaURL() string { return "kafka://" + strings.Join(brokerenv.KafkaBrokers(), ",") }
 
 func init() {
-	RegisterTarget(Target{
+	registerTarget(channelstest.Target{
 		Name:           "kafka",
 		NewAdapter:     func() (broker.Adapter, error) { return kafka.New(kafkaURL()) },
 		ChannelOptions: []any{kafkaTestTimings},
@@ -56,12 +57,12 @@ func init() {
 		Probe:          func() error { return brokerenv.Probe("kafka", kafkaPing) },
 		Timeout:        20 * time.Second,
 		Processes:      true,
-		Linked: func() (broker.Adapter, *links, error) {
-			ls := newLinks(brokerenv.KafkaBrokers()...)
+		Linked: func() (broker.Adapter, *channelstest.Links, error) {
+			ls := channelstest.NewLinks(brokerenv.KafkaBrokers()...)
 			// The brokers advertise their own addresses: every dial, to the
 			// bootstrap list or to an advertised address, goes to a proxy.
-			t := &kafkago.Transport{Dial: ls.dial, DialTimeout: 2 * time.Second}
-			d := &kafkago.Dialer{DialFunc: ls.dial, Timeout: 2 * time.Second}
+			t := &kafkago.Transport{Dial: ls.Dial, DialTimeout: 2 * time.Second}
+			d := &kafkago.Dialer{DialFunc: ls.Dial, Timeout: 2 * time.Second}
 			a, err := kafka.New(kafkaURL(), kafka.WithTransport(t, d))
 			return a, ls, err
 		},
@@ -139,7 +140,7 @@ func kafkaUp(ctx context.Context) error {
 // topic is created as the adapter would). A Kafka record has no headers
 // blob (headers are native key/value pairs), so that entry is unsupported;
 // an entry without payload is a record with a null value.
-func kafkaHostile(ctx context.Context, channel string, e RawEntry) (string, error) {
+func kafkaHostile(ctx context.Context, channel string, e channelstest.RawEntry) (string, error) {
 	if e.Headers != nil {
 		return "", fmt.Errorf("kafka has no serialized headers blob: %w", errors.ErrUnsupported)
 	}

@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/channelstest"
 	"github.com/microchannels/channels/jetstream/embedded"
 )
 
@@ -12,7 +13,7 @@ import (
 var embeddedNATS = sync.OnceValues(func() (*embedded.Server, error) { return embedded.Start(embedded.Options{Temporary: true}) })
 
 func init() {
-	RegisterTarget(Target{
+	registerTarget(channelstest.Target{
 		Name: "nats-embedded",
 		NewAdapter: func() (broker.Adapter, error) {
 			srv, err := embeddedNATS()

@@ -11,6 +11,7 @@ import (
 	js "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/channelstest"
 	"github.com/microchannels/channels/e2e/brokerenv"
 	"github.com/microchannels/channels/jetstream"
 )
@@ -20,7 +21,7 @@ import (
 var natsTestTimings = jetstream.ChannelOptions{AckWait: 2 * time.Second, FetchTimeout: time.Second}
 
 func init() {
-	RegisterTarget(Target{
+	registerTarget(channelstest.Target{
 		Name:           "nats",
 		NewAdapter:     func() (broker.Adapter, error) { return jetstream.New(brokerenv.NATSURL()) },
 		ChannelOptions: []any{natsTestTimings},
@@ -28,7 +29,7 @@ func init() {
 			return brokerenv.Probe("nats", func() error { return brokerenv.DialURL(brokerenv.NATSURL()) })
 		},
 		Processes: true,
-		Linked: linkedURL(brokerenv.NATSURL, "4222", func(u string) (broker.Adapter, error) {
+		Linked: channelstest.LinkedURL(brokerenv.NATSURL, "4222", func(u string) (broker.Adapter, error) {
 			return jetstream.New(u)
 		}),
 		ClaimTime:  natsTestTimings.AckWait,
@@ -91,7 +92,7 @@ func natsUp(ctx context.Context) error {
 // no payload field to leave out and no serialized headers blob (headers are
 // header lines, parsed by the server and the client), so those entries are
 // unsupported.
-func natsHostile(ctx context.Context, channel string, e RawEntry) (string, error) {
+func natsHostile(ctx context.Context, channel string, e channelstest.RawEntry) (string, error) {
 	if e.NoPayload || e.Headers != nil {
 		return "", fmt.Errorf("nats has no payload field to omit and no headers blob: %w", errors.ErrUnsupported)
 	}

@@ -6,6 +6,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/channelstest"
 	"github.com/microchannels/channels/e2e/brokerenv"
 	"github.com/microchannels/channels/redis"
 )
@@ -15,14 +16,14 @@ var redisTestTimings = redis.ChannelOptions{MinIdleTime: time.Second, ClaimInter
 
 func init() {
 	restart, down, up := redisServiceHooks("redis", func() []string { return redisURLAddr(brokerenv.RedisURL()) })
-	RegisterTarget(Target{
+	registerTarget(channelstest.Target{
 		Name:           "redis",
 		NewAdapter:     func() (broker.Adapter, error) { return redis.New(brokerenv.RedisURL()) },
 		ChannelOptions: []any{redisTestTimings},
 		Probe:          func() error { return brokerenv.Probe("redis", brokerenv.PingRedis) },
 		Processes:      true,
 		ClaimTime:      redisTestTimings.MinIdleTime,
-		Linked: linkedURL(brokerenv.RedisURL, "6379", func(u string) (broker.Adapter, error) {
+		Linked: channelstest.LinkedURL(brokerenv.RedisURL, "6379", func(u string) (broker.Adapter, error) {
 			return redis.New(u)
 		}),
 		Restart:    restart,
@@ -37,7 +38,7 @@ func init() {
 		}),
 	})
 	crestart, cdown, cup := redisServiceHooks("redis-cluster", brokerenv.RedisClusterAddrs)
-	RegisterTarget(Target{
+	registerTarget(channelstest.Target{
 		Name: "redis-cluster",
 		NewAdapter: func() (broker.Adapter, error) {
 			return redis.NewFromOptions(&goredis.UniversalOptions{Addrs: brokerenv.RedisClusterAddrs(), IsClusterMode: true})
@@ -46,10 +47,10 @@ func init() {
 		Probe:          func() error { return brokerenv.Probe("redis-cluster", brokerenv.PingRedisCluster) },
 		Processes:      true,
 		ClaimTime:      redisTestTimings.MinIdleTime,
-		Linked: func() (broker.Adapter, *links, error) {
-			ls := newLinks(brokerenv.RedisClusterAddrs()...)
+		Linked: func() (broker.Adapter, *channelstest.Links, error) {
+			ls := channelstest.NewLinks(brokerenv.RedisClusterAddrs()...)
 			a, err := redis.NewFromOptions(&goredis.UniversalOptions{Addrs: brokerenv.RedisClusterAddrs(),
-				IsClusterMode: true, Dialer: ls.dial})
+				IsClusterMode: true, Dialer: ls.Dial})
 			return a, ls, err
 		},
 		Restart:    crestart,

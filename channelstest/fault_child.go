@@ -1,4 +1,4 @@
-package e2e
+package channelstest
 
 import (
 	"bufio"
@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -26,15 +25,6 @@ import (
 // faultChildEnv, when set, makes the test binary a consumer child of the
 // fault suite instead of running the tests: its value is a childConfig.
 const faultChildEnv = "CHANNELS_E2E_FAULT_CHILD"
-
-// TestMain dispatches to the consumer child when the fault suite re-executes
-// the test binary.
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(faultChildEnv); spec != "" {
-		os.Exit(runFaultChild(spec))
-	}
-	os.Exit(m.Run())
-}
 
 // The memory budget of a hostile-input child (MemoryLimit): the address
 // space it may map on top of what it has at start, and its soft heap limit.

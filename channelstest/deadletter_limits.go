@@ -1,4 +1,4 @@
-package e2e
+package channelstest
 
 import (
 	"context"
@@ -18,15 +18,17 @@ import (
 // frame or message. Each failing message reaches the dead-letter queue
 // exactly once, on every target; a send over the broker's limits fails
 // with a clear error and harms nothing else.
-var _ = Describe("limits", Label("limits"), func() {
-	targetsMu.Lock()
-	ts := append([]Target(nil), targets...)
-	targetsMu.Unlock()
-	for _, tg := range ts {
-		Describe(tg.Name, Label(tg.Name), func() {
-			limitSpecs(tg)
-		})
-	}
+var _ = specs(func() {
+	Describe("limits", Label("limits"), func() {
+		targetsMu.Lock()
+		ts := append([]Target(nil), targets...)
+		targetsMu.Unlock()
+		for _, tg := range ts {
+			Describe(tg.Name, Label(tg.Name), func() {
+				limitSpecs(tg)
+			})
+		}
+	})
 })
 
 func limitSpecs(tg Target) {

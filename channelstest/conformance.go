@@ -1,4 +1,4 @@
-package e2e
+package channelstest
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func conformance(tg Target) {
 
 	BeforeEach(func() { h = prepare(tg) })
 
-	It("delivers a published message once, with its payload (c.2 #1)", func() {
+	It("delivers a published message once, with its payload", func() {
 		ch := uniq("test.simple.topic")
 		rec := &recorder{}
 		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: channels.On(rec.handle)}}})
@@ -51,7 +51,7 @@ func conformance(tg Target) {
 		Expect(m.Group).To(Equal("sub"))
 	})
 
-	It("works with the MsgPack serializer (c.2 #2)", func() {
+	It("works with the MsgPack serializer", func() {
 		ch := uniq("test.serializer.topic")
 		rec := &recorder{}
 		mp := channels.WithSerializer(broker.MsgPack{})
@@ -99,7 +99,7 @@ func conformance(tg Target) {
 		Expect(m.Headers).To(HaveKeyWithValue("trace", "abc"))
 	})
 
-	Describe("context propagation (c.2 #3)", func() {
+	Describe("context propagation", func() {
 		It("carries metadata, request and parent ids, caller and the chain of parent channels", func() {
 			first, second, third := uniq("test.simple.topic"), uniq("another.topic"), uniq("third.topic")
 			var mu sync.Mutex
@@ -165,7 +165,7 @@ func conformance(tg Target) {
 		})
 	})
 
-	It("delivers to every group that subscribes a channel (c.2 #4)", func() {
+	It("delivers to every group that subscribes a channel", func() {
 		t1, t2 := uniq("test.topic1"), uniq("test.topic2")
 		r11, r12, r21, r22 := &recorder{}, &recorder{}, &recorder{}, &recorder{}
 		h.node([]any{
@@ -181,7 +181,7 @@ func conformance(tg Target) {
 		Expect(decodeAll[user](r22.all())).To(Equal([]user{{2, "Jane", 22}}))
 	})
 
-	It("balances a group between its members, each message once (c.2 #5)", func() {
+	It("balances a group between its members, each message once", func() {
 		ch, group := uniq("test.balanced.topic"), uniq("mygroup")
 		recs := []*recorder{{}, {}, {}}
 		for i, r := range recs {
@@ -217,7 +217,7 @@ func conformance(tg Target) {
 		Expect(ids).To(HaveLen(20))
 	})
 
-	It("redelivers a failed message to another member of its group (c.2 #6)", func() {
+	It("redelivers a failed message to another member of its group", func() {
 		ch, group := uniq("test.unstable.topic"), uniq("mygroup")
 		bad, good := &recorder{failWith: errors.New("Something happened")}, &recorder{}
 		// The failing member is alone first, so every message fails at least once there.
@@ -238,7 +238,7 @@ func conformance(tg Target) {
 		}).Should(Equal([]int{0, 1, 2, 3, 4, 5}))
 	})
 
-	It("keeps a durable group's backlog while its consumers are down (c.2 #7)", func() {
+	It("keeps a durable group's backlog while its consumers are down", func() {
 		ch, group := uniq("test.delayed.connection.topic"), uniq("mygroup")
 		snd := h.sender()
 		first := &recorder{}
@@ -268,7 +268,7 @@ func conformance(tg Target) {
 		Expect(first.count()).To(Equal(1))
 	})
 
-	It("retries only inside the failing group, MaxRetries redeliveries after the first attempt (c.2 #8)", func() {
+	It("retries only inside the failing group, MaxRetries redeliveries after the first attempt", func() {
 		ch := uniq("test.fail.topic")
 		bad, good := &recorder{failWith: errors.New("Something happened")}, &recorder{}
 		h.node([]any{
@@ -375,7 +375,7 @@ func conformance(tg Target) {
 		Expect(retryAt).To(BeNumerically("<", n/4), "the retry ran after %d of %d messages", retryAt, n)
 	})
 
-	It("processes one message at a time, in order, with MaxInFlight 1 (c.2 #9)", func() {
+	It("processes one message at a time, in order, with MaxInFlight 1", func() {
 		ch := uniq("test.mif.topic")
 		var mu sync.Mutex
 		var flow []string
@@ -417,7 +417,7 @@ func conformance(tg Target) {
 		Expect(rec.maxSeen.Load()).To(BeEquivalentTo(4))
 	})
 
-	It("isolates namespaces (c.2 #10)", func() {
+	It("isolates namespaces", func() {
 		topic := uniq("test.ns.topic")
 		r1, r2, r3, r4 := &recorder{}, &recorder{}, &recorder{}, &recorder{}
 		h.node([]any{&service{Name: "sub", Channels: channels.Channels{topic: channels.On(r1.handle)}}})
@@ -454,7 +454,7 @@ func conformance(tg Target) {
 			Expect(decodeAll[user]([]*broker.Message{m})).To(Equal([]user{{1, "John", 2565}}))
 		}
 
-		It("moves a failing message straight to the queue with NoRetries (c.2 #11)", func() {
+		It("moves a failing message straight to the queue with NoRetries", func() {
 			ch, group, dlq := uniq("test.dl.topic"), uniq("mygroup"), uniq("DEAD_LETTER")
 			bad, dead := &recorder{failWith: errors.New("Something happened")}, &recorder{}
 			h.node([]any{
@@ -472,7 +472,7 @@ func conformance(tg Target) {
 			Expect(e.Message).To(Equal("Something happened"))
 		})
 
-		It("moves a message to the queue after its retries (c.2 #12)", func() {
+		It("moves a message to the queue after its retries", func() {
 			ch, group, dlq := uniq("test.dlr.topic"), uniq("mygroup"), uniq("DEAD_LETTER")
 			bad, dead := &recorder{failWith: errors.New("Something happened")}, &recorder{}
 			h.node([]any{

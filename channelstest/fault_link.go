@@ -1,4 +1,4 @@
-package e2e
+package channelstest
 
 import (
 	"context"
@@ -21,18 +21,20 @@ import (
 // reset, or slows down. Each prints its fault line like the other
 // scenarios, with the times that matter.
 
-var _ = Describe("fault", Label("fault", "link"), func() {
-	targetsMu.Lock()
-	ts := append([]Target(nil), targets...)
-	targetsMu.Unlock()
-	for _, tg := range ts {
-		if tg.Linked == nil {
-			continue
+var _ = specs(func() {
+	Describe("fault", Label("fault", "link"), func() {
+		targetsMu.Lock()
+		ts := append([]Target(nil), targets...)
+		targetsMu.Unlock()
+		for _, tg := range ts {
+			if tg.Linked == nil {
+				continue
+			}
+			Describe(tg.Name, Label(tg.Name), func() {
+				linkFaults(tg)
+			})
 		}
-		Describe(tg.Name, Label(tg.Name), func() {
-			linkFaults(tg)
-		})
-	}
+	})
 })
 
 // stopGrace is how much longer than its deadline a Stop may take.
@@ -46,7 +48,7 @@ func linkFaults(tg Target) {
 	BeforeEach(func() { h = prepare(tg) })
 
 	// linked starts a member on an adapter whose link the spec controls.
-	linked := func(schemas []any, opts ...channels.Option) (*channels.Plugin, *links) {
+	linked := func(schemas []any, opts ...channels.Option) (*channels.Plugin, *Links) {
 		GinkgoHelper()
 		a, ls, err := tg.Linked()
 		Expect(err).NotTo(HaveOccurred())
@@ -108,7 +110,7 @@ func linkFaults(tg Target) {
 		const total, at = 20, 5
 		ch, group := uniq("fault.reset"), uniq("fault-reset")
 		r := &seqRecorder{}
-		var ls *links
+		var ls *Links
 		var froze atomic.Bool
 		settled := make(chan struct{})
 		var once sync.Once

@@ -1,4 +1,4 @@
-package e2e
+package channelstest
 
 import (
 	"bytes"
@@ -43,15 +43,17 @@ func itIf(cond bool, text string, args ...any) {
 	}
 }
 
-var _ = Describe("fault", Label("fault"), func() {
-	targetsMu.Lock()
-	ts := append([]Target(nil), targets...)
-	targetsMu.Unlock()
-	for _, tg := range ts {
-		Describe(tg.Name, Label(tg.Name), func() {
-			faults(tg)
-		})
-	}
+var _ = specs(func() {
+	Describe("fault", Label("fault"), func() {
+		targetsMu.Lock()
+		ts := append([]Target(nil), targets...)
+		targetsMu.Unlock()
+		for _, tg := range ts {
+			Describe(tg.Name, Label(tg.Name), func() {
+				faults(tg)
+			})
+		}
+	})
 })
 
 // tally is the outcome of a scenario, by message.
@@ -724,4 +726,19 @@ func faults(tg Target) {
 		Expect(laterErr).NotTo(HaveOccurred(), "Start after the broker came back")
 		Expect(t.lost).To(BeZero())
 	})
+}
+
+// report prints a fault line where `make test` shows it: on stdout (go test
+// -v, or a failing package), in the spec's output, and appended to the file
+// named by CHANNELS_FAULT_REPORT (the Makefile prints it after the run).
+func report(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	fmt.Fprintln(os.Stdout, line)
+	fmt.Fprintln(GinkgoWriter, line)
+	if path := os.Getenv("CHANNELS_FAULT_REPORT"); path != "" {
+		if f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			fmt.Fprintln(f, line)
+			f.Close()
+		}
+	}
 }
