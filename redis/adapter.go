@@ -275,7 +275,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err := a.state.Check(); err != nil {
 		return nil, err
 	}
-	opts, err := broker.PrepareChannel(ch, "redis", a.consumer, ChannelOptions.merge, ChannelOptions.withDefaults)
+	opts, err := broker.PrepareChannel(ch, "redis", a.consumer, broker.Overlay[ChannelOptions], ChannelOptions.withDefaults)
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,7 @@
 //
 // # Consumer options
 //
-// [ChannelOptions] set adapter-wide with [WithConsumerOptions] and per
+// [ChannelOptions] set adapter-wide with [WithChannelOptions] and per
 // channel in Channel.AdapterOptions (a value of another type there is an
 // error):
 //

@@ -9,7 +9,7 @@ import (
 
 func ExampleNew() {
 	a, err := redis.New("redis://127.0.0.1:6379/0",
-		redis.WithConsumerOptions(redis.ChannelOptions{MinIdleTime: 10 * time.Second}))
+		redis.WithChannelOptions(redis.ChannelOptions{MinIdleTime: 10 * time.Second}))
 	if err != nil {
 		panic(err)
 	}

@@ -62,7 +62,7 @@ const (
 )
 
 // ChannelOptions are the consumer timings. Set them adapter-wide with
-// WithConsumerOptions, or per channel by putting a ChannelOptions value in
+// WithChannelOptions, or per channel by putting a ChannelOptions value in
 // the channel's AdapterOptions; zero fields take the adapter value, then
 // the defaults.
 type ChannelOptions struct {
@@ -121,38 +121,11 @@ func WithMaxLen(n int64, approx bool) broker.PublishOption {
 // isSendOption: send options of this package are SendOptions values.
 var isSendOption = broker.IsOf[SendOptions]
 
-func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
-	if over.ReadTimeout != 0 {
-		o.ReadTimeout = over.ReadTimeout
-	}
-	if over.MinIdleTime != 0 {
-		o.MinIdleTime = over.MinIdleTime
-	}
-	if over.ClaimInterval != 0 {
-		o.ClaimInterval = over.ClaimInterval
-	}
-	if over.HeartbeatInterval != 0 {
-		o.HeartbeatInterval = over.HeartbeatInterval
-	}
-	if over.StartID != "" {
-		o.StartID = over.StartID
-	}
-	if over.StaleConsumerAge != 0 {
-		o.StaleConsumerAge = over.StaleConsumerAge
-	}
-	if over.ErrorInfoTTL != 0 {
-		o.ErrorInfoTTL = over.ErrorInfoTTL
-	}
-	if over.AckBatch != 0 {
-		o.AckBatch = over.AckBatch
-	}
-	return o
-}
-
 func (o ChannelOptions) withDefaults() ChannelOptions {
-	o = ChannelOptions{ReadTimeout: DefaultReadTimeout, MinIdleTime: DefaultMinIdleTime,
+	defaults := ChannelOptions{ReadTimeout: DefaultReadTimeout, MinIdleTime: DefaultMinIdleTime,
 		ClaimInterval: DefaultClaimInterval, StartID: DefaultStartID, StaleConsumerAge: DefaultStaleConsumerAge,
-		ErrorInfoTTL: DefaultErrorInfoTTL, AckBatch: DefaultAckBatch}.merge(o)
+		ErrorInfoTTL: DefaultErrorInfoTTL, AckBatch: DefaultAckBatch}
+	o = broker.Overlay(defaults, o)
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = max(o.MinIdleTime/3, time.Millisecond)
 	}
@@ -186,16 +159,22 @@ func (o ChannelOptions) Validate() error {
 // Option configures an Adapter.
 type Option func(*Adapter) error
 
-// WithConsumerOptions sets the adapter-wide consumer timings.
-func WithConsumerOptions(o ChannelOptions) Option {
+// WithChannelOptions sets the adapter-wide consumer timings; a channel's
+// own ChannelOptions (in its AdapterOptions) lie over them.
+func WithChannelOptions(o ChannelOptions) Option {
 	return func(a *Adapter) error {
 		if err := o.Validate(); err != nil {
 			return err
 		}
-		a.consumer = a.consumer.merge(o)
+		a.consumer = broker.Overlay(a.consumer, o)
 		return nil
 	}
 }
+
+// WithConsumerOptions is WithChannelOptions.
+//
+// Deprecated: use [WithChannelOptions], the name every adapter uses.
+func WithConsumerOptions(o ChannelOptions) Option { return WithChannelOptions(o) }
 
 // WithAutoPipeline publishes through go-redis autopipelining: concurrent
 // sends share round trips, which multiplies the throughput of many

@@ -71,9 +71,9 @@ func TestOptionErrors(t *testing.T) {
 		name string
 		opt  Option
 	}{
-		{"negative min idle", WithConsumerOptions(ChannelOptions{MinIdleTime: -1})},
-		{"negative read timeout", WithConsumerOptions(ChannelOptions{ReadTimeout: -1})},
-		{"heartbeat not shorter than min idle", WithConsumerOptions(ChannelOptions{MinIdleTime: time.Second, HeartbeatInterval: time.Second})},
+		{"negative min idle", WithChannelOptions(ChannelOptions{MinIdleTime: -1})},
+		{"negative read timeout", WithChannelOptions(ChannelOptions{ReadTimeout: -1})},
+		{"heartbeat not shorter than min idle", WithChannelOptions(ChannelOptions{MinIdleTime: time.Second, HeartbeatInterval: time.Second})},
 		{"empty cluster", WithClusterAddrs()},
 		{"negative default max len", WithDefaultMaxLen(-1, false)},
 	}
@@ -98,7 +98,7 @@ func TestDefaults(t *testing.T) {
 		o.ReadTimeout != DefaultReadTimeout || o.ClaimInterval != DefaultClaimInterval {
 		t.Fatalf("%+v", o)
 	}
-	over := ChannelOptions{MinIdleTime: time.Minute}.merge(ChannelOptions{StartID: "0"}).withDefaults()
+	over := broker.Overlay(ChannelOptions{MinIdleTime: time.Minute}, ChannelOptions{StartID: "0"}).withDefaults()
 	if over.MinIdleTime != time.Minute || over.StartID != "0" || over.HeartbeatInterval != 20*time.Second {
 		t.Fatalf("%+v", over)
 	}

@@ -110,7 +110,7 @@ func TestACLUserAndRedaction(t *testing.T) {
 
 	good := *u
 	good.User = url.UserPassword(user, "right-password")
-	a, err := redis.New(good.String(), redis.WithConsumerOptions(crashTimings))
+	a, err := redis.New(good.String(), redis.WithChannelOptions(crashTimings))
 	if err != nil {
 		t.Fatal(err)
 	}

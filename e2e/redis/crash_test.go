@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 // printing STARTED: the parent kills it there.
 func runChild(spec string) int {
 	parts := strings.SplitN(spec, "|", 2)
-	a, err := redis.New(os.Getenv("CHANNELS_REDIS_URL_CHILD"), redis.WithConsumerOptions(crashTimings))
+	a, err := redis.New(os.Getenv("CHANNELS_REDIS_URL_CHILD"), redis.WithChannelOptions(crashTimings))
 	if err != nil {
 		return 2
 	}

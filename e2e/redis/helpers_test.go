@@ -30,7 +30,7 @@ func startPlugin(t *testing.T, timings redis.ChannelOptions, schema any, opts ..
 // startPluginAt is startPlugin on the Redis at url.
 func startPluginAt(t *testing.T, url string, timings redis.ChannelOptions, schema any, opts ...channels.Option) *channels.Plugin {
 	t.Helper()
-	a, err := redis.New(url, redis.WithConsumerOptions(timings))
+	a, err := redis.New(url, redis.WithChannelOptions(timings))
 	if err != nil {
 		t.Fatal(err)
 	}

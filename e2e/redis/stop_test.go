@@ -23,7 +23,7 @@ func TestStopBreaksTheBlockingRead(t *testing.T) {
 	timings := crashTimings
 	timings.ReadTimeout = 10 * time.Second
 	name := fmt.Sprintf("stoptest%d", time.Now().UnixNano())
-	a, err := redis.New(redisURL()+"?client_name="+name, redis.WithConsumerOptions(timings))
+	a, err := redis.New(redisURL()+"?client_name="+name, redis.WithChannelOptions(timings))
 	if err != nil {
 		t.Fatal(err)
 	}

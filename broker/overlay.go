@@ -1,0 +1,52 @@
+package broker
+
+import "reflect"
+
+// Overlay returns base with every field that over sets laid on top: the
+// merge of adapter-wide options with a channel's or a send's own. A field
+// of over is set when it is not its zero value; then
+//
+//   - a nested struct is overlaid field by field;
+//   - a map adds its keys to base's (over's value wins), in a new map;
+//   - a bool can only turn base's on (an option's bool means "on");
+//   - anything else (numbers, strings, durations, non-empty slices,
+//     non-nil pointers and funcs) replaces base's.
+//
+// T must be a struct whose fields are exported; unexported fields keep
+// base's value.
+func Overlay[T any](base, over T) T {
+	b := reflect.ValueOf(&base).Elem()
+	overlay(b, reflect.ValueOf(over))
+	return base
+}
+
+func overlay(base, over reflect.Value) {
+	for i := range base.NumField() {
+		if !base.Type().Field(i).IsExported() {
+			continue
+		}
+		b, o := base.Field(i), over.Field(i)
+		if o.IsZero() {
+			continue
+		}
+		switch o.Kind() {
+		case reflect.Struct:
+			overlay(b, o)
+		case reflect.Map:
+			m := reflect.MakeMapWithSize(o.Type(), b.Len()+o.Len())
+			for _, src := range []reflect.Value{b, o} {
+				it := src.MapRange()
+				for it.Next() {
+					m.SetMapIndex(it.Key(), it.Value())
+				}
+			}
+			b.Set(m)
+		case reflect.Slice:
+			if o.Len() > 0 {
+				b.Set(o)
+			}
+		default:
+			b.Set(o)
+		}
+	}
+}
