@@ -19,7 +19,7 @@ type typoSchema struct {
 
 // TestNameOptionsMustMatchFields: a name option that matches no field of a
 // schema declaring channels is an error naming the option and the field it
-// looked for (it used to register nothing and leave the field nil).
+// looked for, never a silent nil field.
 func TestNameOptionsMustMatchFields(t *testing.T) {
 	noop := channels.On(func(context.Context, *channels.Message) error { return nil })
 	declaring := func() any { return &typoSchema{Name: "s", Channels: channels.Channels{"c": noop}} }

@@ -14,7 +14,7 @@ import (
 
 // TestBytePayloads: with the JSON serializer a []byte payload is sent as is
 // when it is valid JSON, and refused with an EncodeError pointing to
-// broker.WithRaw otherwise (it used to become a base64 JSON string).
+// broker.WithRaw otherwise (never a base64 JSON string).
 func TestBytePayloads(t *testing.T) {
 	p, err := channels.New(channels.WithAdapter(memory.New(memory.WithBus(memory.NewBus()))))
 	if err != nil {

@@ -13,9 +13,7 @@ import (
 // results are those of encoding/json on every input: the fast path of
 // DecodeHeaders is checked against its general path by FuzzDecodeHeadersJSON,
 // and the encoding against json.Marshal byte for byte by
-// FuzzEncodeHeadersJSON. On the context headers of a message sent from a
-// handler (BenchmarkHeaders) it decodes in 0.38 µs with 3 allocations
-// (encoding/json: 2.4 µs, 24) and encodes in 0.42 µs with 1 (1.2 µs, 16).
+// FuzzEncodeHeadersJSON. BenchmarkHeaders compares both paths.
 
 // plainHeadersMax is the largest number of headers the plain encoder sorts
 // on the stack; more go to encoding/json.
