@@ -24,9 +24,9 @@ func conformance(tg Target) {
 	observability(tg)
 }
 
-func idsOf(r *recorder) []int {
+func idsOf(r *Recorder) []int {
 	var ids []int
-	for _, u := range decodeAll[user](r.all()) {
+	for _, u := range decodeAll[user](r.All()) {
 		ids = append(ids, u.ID)
 	}
 	sort.Ints(ids)

@@ -23,8 +23,8 @@ func apiSpecs(tg Target) {
 
 	It("batch send: every message delivered once, per-message results, one bad payload fails only itself", func() {
 		ch := uniq("test.batch.topic")
-		rec := &recorder{}
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 10, Handler: rec.handle}}}})
+		rec := &Recorder{}
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 10, Handler: rec.Handle}}}})
 		snd := h.sender()
 
 		// Nothing connected, then closed: every message fails, typed.
@@ -59,11 +59,11 @@ func apiSpecs(tg Target) {
 				want = append(want, i)
 			}
 		}
-		Eventually(rec.count).Should(Equal(n - 1))
-		Consistently(rec.count).Should(Equal(n - 1))
+		Eventually(rec.Count).Should(Equal(n - 1))
+		Consistently(rec.Count).Should(Equal(n - 1))
 		Expect(idsOf(rec)).To(Equal(want))
 		requestIDs := map[string]bool{}
-		for _, m := range rec.all() {
+		for _, m := range rec.All() {
 			var u user
 			Expect(m.Decode(&u)).To(Succeed())
 			Expect(m.Attempt).To(Equal(1))
@@ -81,8 +81,8 @@ func apiSpecs(tg Target) {
 		// A batch larger than the adapters' rounds and windows, all sent.
 		const big = 1500
 		Expect(snd.SendBatch(ctx, ch, channels.BatchOf(make([]user, big)...))).To(Succeed())
-		Eventually(rec.count).Should(Equal(n - 1 + big))
-		Consistently(rec.count).Should(Equal(n - 1 + big))
+		Eventually(rec.Count).Should(Equal(n - 1 + big))
+		Consistently(rec.Count).Should(Equal(n - 1 + big))
 
 		Expect(snd.Stop(ctx)).To(Succeed())
 		Expect(snd.SendBatch(ctx, ch, channels.BatchOf(1))).To(MatchError(channels.ErrClosed))
@@ -111,7 +111,7 @@ func apiSpecs(tg Target) {
 				}}
 		}
 		var hdrs map[string]string
-		sv := &service{Name: "sub", Channels: channels.Channels{ch: channels.On(func(ctx context.Context, m *broker.Message) error {
+		sv := &Service{Name: "sub", Channels: channels.Channels{ch: channels.On(func(ctx context.Context, m *broker.Message) error {
 			mu.Lock()
 			hdrs = m.Headers
 			mu.Unlock()
@@ -144,7 +144,7 @@ func apiSpecs(tg Target) {
 				return next(ctx, m)
 			}
 		}}
-		sv := &service{Name: "sub", Channels: channels.Channels{ch: channels.On(func(ctx context.Context, m *broker.Message) error {
+		sv := &Service{Name: "sub", Channels: channels.Channels{ch: channels.On(func(ctx context.Context, m *broker.Message) error {
 			if ctx.Err() != nil {
 				return fmt.Errorf("the context ended before the handler returned: %w", ctx.Err())
 			}
@@ -177,10 +177,10 @@ func apiSpecs(tg Target) {
 			EmitLocalChannel channels.TriggerFunc
 		}
 		c1, c2 := uniq("test.default.options.topic"), uniq("test.other.topic")
-		r1, r2 := &recorder{}, &recorder{}
+		r1, r2 := &Recorder{}, &Recorder{}
 		m := &multi{Name: "sub",
-			Channels:      h.withTargetOptions(channels.Channels{c1: {Group: "mygroup", Handler: r1.handle}}),
-			OtherChannels: h.withTargetOptions(channels.Channels{c2: {Group: "mygroup", Handler: r2.handle}})}
+			Channels:      h.withTargetOptions(channels.Channels{c1: {Group: "mygroup", Handler: r1.Handle}}),
+			OtherChannels: h.withTargetOptions(channels.Channels{c2: {Group: "mygroup", Handler: r2.Handle}})}
 		p1 := h.plugin()
 		p2 := h.plugin(channels.WithSchemaProperty("OtherChannels"), channels.WithSendMethodName("SendToOther"),
 			channels.WithAdapterPropertyName("OtherAdapter"), channels.WithChannelHandlerTrigger("EmitLocalChannel"))
@@ -194,7 +194,7 @@ func apiSpecs(tg Target) {
 		Expect(m.OtherAdapter).To(BeIdenticalTo(p2.Adapter()))
 		Expect(m.SendToChannel(ctx, c1, map[string]string{"test": "default"})).To(Succeed())
 		Expect(m.SendToOther(ctx, c2, map[string]int{"test": 123})).To(Succeed())
-		Eventually(func() []int { return []int{r1.count(), r2.count()} }).Should(Equal([]int{1, 1}))
-		Consistently(func() []int { return []int{r1.count(), r2.count()} }).Should(Equal([]int{1, 1}))
+		Eventually(func() []int { return []int{r1.Count(), r2.Count()} }).Should(Equal([]int{1, 1}))
+		Consistently(func() []int { return []int{r1.Count(), r2.Count()} }).Should(Equal([]int{1, 1}))
 	})
 }

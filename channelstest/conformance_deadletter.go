@@ -43,55 +43,55 @@ func deadletterSpecs(tg Target) {
 
 		It("moves a failing message straight to the queue with NoRetries", func() {
 			ch, group, dlq := uniq("test.dl.topic"), uniq("mygroup"), uniq("DEAD_LETTER")
-			bad, dead := &recorder{failWith: errors.New("Something happened")}, &recorder{}
+			bad, dead := &Recorder{FailWith: errors.New("Something happened")}, &Recorder{}
 			h.node([]any{
-				&service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxRetries: channels.NoRetries,
-					DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq, ExchangeName: dlq}, Handler: bad.handle}}},
-				&service{Name: "sub2", Channels: channels.Channels{dlq: channels.On(dead.handle)}},
+				&Service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxRetries: channels.NoRetries,
+					DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq, ExchangeName: dlq}, Handler: bad.Handle}}},
+				&Service{Name: "sub2", Channels: channels.Channels{dlq: channels.On(dead.Handle)}},
 			})
 			snd := h.sender()
 			Expect(snd.SendToChannel(ctx, ch, user{1, "John", 2565}, broker.WithHeader("user-header", "kept"))).To(Succeed())
-			Eventually(dead.count).Should(Equal(1))
-			Consistently(bad.count).Should(Equal(1))
-			expectDLQHeaders(dead.all()[0], ch, group, 0)
-			e := broker.ErrorFromHeaders(dead.all()[0].Headers)
+			Eventually(dead.Count).Should(Equal(1))
+			Consistently(bad.Count).Should(Equal(1))
+			expectDLQHeaders(dead.All()[0], ch, group, 0)
+			e := broker.ErrorFromHeaders(dead.All()[0].Headers)
 			Expect(e).NotTo(BeNil())
 			Expect(e.Message).To(Equal("Something happened"))
 		})
 
 		It("moves a message to the queue after its retries", func() {
 			ch, group, dlq := uniq("test.dlr.topic"), uniq("mygroup"), uniq("DEAD_LETTER")
-			bad, dead := &recorder{failWith: errors.New("Something happened")}, &recorder{}
+			bad, dead := &Recorder{FailWith: errors.New("Something happened")}, &Recorder{}
 			h.node([]any{
-				&service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxRetries: 2,
-					DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: bad.handle}}},
-				&service{Name: "sub2", Channels: channels.Channels{dlq: channels.On(dead.handle)}},
+				&Service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxRetries: 2,
+					DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: bad.Handle}}},
+				&Service{Name: "sub2", Channels: channels.Channels{dlq: channels.On(dead.Handle)}},
 			})
 			snd := h.sender()
 			Expect(snd.SendToChannel(ctx, ch, user{1, "John", 2565}, broker.WithHeader("user-header", "kept"))).To(Succeed())
-			Eventually(dead.count).Should(Equal(1))
-			Consistently(bad.count).Should(Equal(3))
-			expectDLQHeaders(dead.all()[0], ch, group, 2)
+			Eventually(dead.Count).Should(Equal(1))
+			Consistently(bad.Count).Should(Equal(3))
+			expectDLQHeaders(dead.All()[0], ch, group, 2)
 		})
 
 		It("skips the retries of a Permanent error", func() {
 			ch, dlq := uniq("test.perm.topic"), uniq("DLQ")
-			bad, dead := &recorder{failWith: channels.Permanent(errors.New("Something happened"))}, &recorder{}
+			bad, dead := &Recorder{FailWith: channels.Permanent(errors.New("Something happened"))}, &Recorder{}
 			h.node([]any{
-				&service{Name: "sub1", Channels: channels.Channels{ch: {MaxRetries: 5,
-					DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: bad.handle}}},
-				&service{Name: "sub2", Channels: channels.Channels{dlq: channels.On(dead.handle)}},
+				&Service{Name: "sub1", Channels: channels.Channels{ch: {MaxRetries: 5,
+					DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: bad.Handle}}},
+				&Service{Name: "sub2", Channels: channels.Channels{dlq: channels.On(dead.Handle)}},
 			})
 			snd := h.sender()
 			Expect(snd.SendToChannel(ctx, ch, 1)).To(Succeed())
-			Eventually(dead.count).Should(Equal(1))
-			Consistently(bad.count).Should(Equal(1))
+			Eventually(dead.Count).Should(Equal(1))
+			Consistently(bad.Count).Should(Equal(1))
 		})
 
 		It("drops a message after its last attempt when dead-lettering is off, and goes on", func() {
 			ch := uniq("test.drop.topic")
 			var calls atomic.Int32
-			h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: 1,
+			h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: 1,
 				Handler: func(ctx context.Context, m *broker.Message) error {
 					calls.Add(1)
 					if string(m.Payload) == `"bad"` {
@@ -111,43 +111,43 @@ func deadletterSpecs(tg Target) {
 		It("dead-letters a payload that does not decode, without retries, and keeps consuming", func() {
 			ch, dlq := uniq("test.poison.topic"), uniq("DLQ")
 			var got atomic.Int32
-			dead := &recorder{}
+			dead := &Recorder{}
 			h.node([]any{
-				&service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: 5,
+				&Service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: 5,
 					DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
 					Handler: channels.Typed(func(ctx context.Context, u user, m *broker.Message) error {
 						got.Add(1)
 						return nil
 					})}}},
-				&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}},
+				&Service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.Handle)}},
 			})
 			snd := h.sender()
 			Expect(snd.SendToChannel(ctx, ch, []byte("not json {"), broker.WithRaw())).To(Succeed())
 			Expect(snd.SendToChannel(ctx, ch, user{ID: 7})).To(Succeed())
 			Eventually(got.Load).Should(BeEquivalentTo(1))
-			Eventually(dead.count).Should(Equal(1))
-			Expect(string(dead.all()[0].Payload)).To(Equal("not json {"))
-			Expect(dead.all()[0].Headers).To(HaveKeyWithValue("x-redelivered-count", "0"))
-			Expect(dead.all()[0].Headers["x-error-message"]).To(ContainSubstring("cannot decode payload"))
-			Expect(dead.all()[0].Headers).To(HaveKeyWithValue("x-error-name", "DecodeError"))
+			Eventually(dead.Count).Should(Equal(1))
+			Expect(string(dead.All()[0].Payload)).To(Equal("not json {"))
+			Expect(dead.All()[0].Headers).To(HaveKeyWithValue("x-redelivered-count", "0"))
+			Expect(dead.All()[0].Headers["x-error-message"]).To(ContainSubstring("cannot decode payload"))
+			Expect(dead.All()[0].Headers).To(HaveKeyWithValue("x-error-name", "DecodeError"))
 		})
 
 		It("dead-letters a message whose context headers do not decode", func() {
 			ch, dlq := uniq("test.poison.meta.topic"), uniq("DLQ")
 			var got atomic.Int32
-			dead := &recorder{}
+			dead := &Recorder{}
 			h.node([]any{
-				&service{Name: "sub", Channels: channels.Channels{ch: {
+				&Service{Name: "sub", Channels: channels.Channels{ch: {
 					DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
 					Handler:       func(ctx context.Context, m *broker.Message) error { got.Add(1); return nil }}}},
-				&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}},
+				&Service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.Handle)}},
 			})
 			snd := h.sender()
 			Expect(snd.SendToChannel(ctx, ch, 1, broker.WithHeader("$meta", "%%% not base64"))).To(Succeed())
-			Eventually(dead.count).Should(Equal(1))
+			Eventually(dead.Count).Should(Equal(1))
 			Expect(got.Load()).To(BeEquivalentTo(0))
-			Expect(dead.all()[0].Headers["x-error-message"]).To(ContainSubstring("$meta"))
-			Expect(dead.all()[0].Headers).To(HaveKeyWithValue("x-original-$meta", "%%% not base64"))
+			Expect(dead.All()[0].Headers["x-error-message"]).To(ContainSubstring("$meta"))
+			Expect(dead.All()[0].Headers).To(HaveKeyWithValue("x-original-$meta", "%%% not base64"))
 		})
 	})
 

@@ -24,14 +24,14 @@ func deliverySpecs(tg Target) {
 
 	It("delivers a published message once, with its payload", func() {
 		ch := uniq("test.simple.topic")
-		rec := &recorder{}
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: channels.On(rec.handle)}}})
+		rec := &Recorder{}
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: channels.On(rec.Handle)}}})
 		snd := h.sender()
 		Expect(snd.SendToChannel(ctx, ch, user{ID: 1, Name: "John", Age: 25})).To(Succeed())
-		Eventually(rec.count).Should(Equal(1))
-		Consistently(rec.count).Should(Equal(1))
-		m := rec.all()[0]
-		Expect(decodeAll[user](rec.all())).To(Equal([]user{{1, "John", 25}}))
+		Eventually(rec.Count).Should(Equal(1))
+		Consistently(rec.Count).Should(Equal(1))
+		m := rec.All()[0]
+		Expect(decodeAll[user](rec.All())).To(Equal([]user{{1, "John", 25}}))
 		Expect(m.Raw).NotTo(BeNil())
 		Expect(m.ID).NotTo(BeEmpty())
 		Expect(m.Attempt).To(Equal(1))
@@ -41,33 +41,33 @@ func deliverySpecs(tg Target) {
 
 	It("works with the MsgPack serializer", func() {
 		ch := uniq("test.serializer.topic")
-		rec := &recorder{}
+		rec := &Recorder{}
 		mp := channels.WithSerializer(broker.MsgPack{})
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: channels.On(rec.handle)}}}, mp)
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: channels.On(rec.Handle)}}}, mp)
 		snd := h.sender(mp)
 		Expect(snd.SendToChannel(ctx, ch, user{ID: 1, Name: "John", Age: 25})).To(Succeed())
-		Eventually(rec.count).Should(Equal(1))
-		Expect(decodeAll[user](rec.all())).To(Equal([]user{{1, "John", 25}}))
+		Eventually(rec.Count).Should(Equal(1))
+		Expect(decodeAll[user](rec.All())).To(Equal([]user{{1, "John", 25}}))
 	})
 
 	It("keeps headers with the Raw serializer, dead letters included", func() {
 		ch, dlq := uniq("test.rawser.topic"), uniq("RAW_DLQ")
-		rec, dead := &recorder{}, &recorder{failWith: nil}
+		rec, dead := &Recorder{}, &Recorder{FailWith: nil}
 		raw := channels.WithSerializer(channels.Raw{})
 		h.node([]any{
-			&service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: channels.NoRetries,
+			&Service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: channels.NoRetries,
 				DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq, ExchangeName: dlq},
 				Handler: func(ctx context.Context, m *broker.Message) error {
-					_ = rec.handle(ctx, m)
+					_ = rec.Handle(ctx, m)
 					return errors.New("to the dead letters")
 				}}}},
-			&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}},
+			&Service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.Handle)}},
 		}, raw)
 		snd := h.sender(raw)
 		Expect(snd.SendToChannel(ctx, ch, []byte("bytes as they are"), channels.WithHeader("k", "v"))).To(Succeed())
-		Eventually(dead.count).Should(Equal(1))
-		Expect(rec.all()[0].Headers).To(HaveKeyWithValue("k", "v"))
-		d := dead.all()[0]
+		Eventually(dead.Count).Should(Equal(1))
+		Expect(rec.All()[0].Headers).To(HaveKeyWithValue("k", "v"))
+		d := dead.All()[0]
 		Expect(string(d.Payload)).To(Equal("bytes as they are"))
 		Expect(d.Headers).To(HaveKeyWithValue("k", "v"))
 		Expect(d.Headers).To(HaveKeyWithValue("x-error-message", "to the dead letters"))
@@ -75,13 +75,13 @@ func deliverySpecs(tg Target) {
 
 	It("sends raw payloads and user headers as they are", func() {
 		ch := uniq("test.raw.topic")
-		rec := &recorder{}
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: channels.On(rec.handle)}}})
+		rec := &Recorder{}
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: channels.On(rec.Handle)}}})
 		snd := h.sender()
 		Expect(snd.SendToChannel(ctx, ch, []byte("plain bytes"), broker.WithRaw(),
 			broker.WithHeaders(map[string]string{"k": "v", "trace": "abc"}))).To(Succeed())
-		Eventually(rec.count).Should(Equal(1))
-		m := rec.all()[0]
+		Eventually(rec.Count).Should(Equal(1))
+		m := rec.All()[0]
 		Expect(string(m.Payload)).To(Equal("plain bytes"))
 		Expect(m.Headers).To(HaveKeyWithValue("k", "v"))
 		Expect(m.Headers).To(HaveKeyWithValue("trace", "abc"))
@@ -93,9 +93,9 @@ func deliverySpecs(tg Target) {
 			var mu sync.Mutex
 			infos := map[string]channels.CallInfo{}
 			mds := map[string]metadata.Metadata{}
-			sub := &service{Name: "sub"}
-			another := &service{Name: "anotherSub"}
-			third3 := &service{Name: "thirdSub"}
+			sub := &Service{Name: "sub"}
+			another := &Service{Name: "anotherSub"}
+			third3 := &Service{Name: "thirdSub"}
 			keep := func(key string, ctx context.Context) {
 				ci, ok := channels.FromContext(ctx)
 				Expect(ok).To(BeTrue())
@@ -155,31 +155,31 @@ func deliverySpecs(tg Target) {
 
 	It("delivers to every group that subscribes a channel", func() {
 		t1, t2 := uniq("test.topic1"), uniq("test.topic2")
-		r11, r12, r21, r22 := &recorder{}, &recorder{}, &recorder{}, &recorder{}
+		r11, r12, r21, r22 := &Recorder{}, &Recorder{}, &Recorder{}, &Recorder{}
 		h.node([]any{
-			&service{Name: "sub1", Channels: channels.Channels{t1: channels.On(r11.handle), t2: channels.On(r12.handle)}},
-			&service{Name: "sub2", Channels: channels.Channels{t1: channels.On(r21.handle), t2: channels.On(r22.handle)}},
+			&Service{Name: "sub1", Channels: channels.Channels{t1: channels.On(r11.Handle), t2: channels.On(r12.Handle)}},
+			&Service{Name: "sub2", Channels: channels.Channels{t1: channels.On(r21.Handle), t2: channels.On(r22.Handle)}},
 		})
 		snd := h.sender()
 		Expect(snd.SendToChannel(ctx, t1, user{ID: 1})).To(Succeed())
-		Eventually(func() []int { return []int{r11.count(), r21.count()} }).Should(Equal([]int{1, 1}))
-		Consistently(func() []int { return []int{r11.count(), r21.count(), r12.count(), r22.count()} }).Should(Equal([]int{1, 1, 0, 0}))
+		Eventually(func() []int { return []int{r11.Count(), r21.Count()} }).Should(Equal([]int{1, 1}))
+		Consistently(func() []int { return []int{r11.Count(), r21.Count(), r12.Count(), r22.Count()} }).Should(Equal([]int{1, 1, 0, 0}))
 		Expect(snd.SendToChannel(ctx, t2, user{ID: 2, Name: "Jane", Age: 22})).To(Succeed())
-		Eventually(func() []int { return []int{r12.count(), r22.count()} }).Should(Equal([]int{1, 1}))
-		Expect(decodeAll[user](r22.all())).To(Equal([]user{{2, "Jane", 22}}))
+		Eventually(func() []int { return []int{r12.Count(), r22.Count()} }).Should(Equal([]int{1, 1}))
+		Expect(decodeAll[user](r22.All())).To(Equal([]user{{2, "Jane", 22}}))
 	})
 
 	It("balances a group between its members, each message once", func() {
 		ch, group := uniq("test.balanced.topic"), uniq("mygroup")
-		recs := []*recorder{{}, {}, {}}
+		recs := []*Recorder{{}, {}, {}}
 		for i, r := range recs {
 			slow := func(ctx context.Context, m *broker.Message) error {
-				if err := simulateWork(ctx, 5*time.Millisecond); err != nil { // so the load spreads
+				if err := SimulateWork(ctx, 5*time.Millisecond); err != nil { // so the load spreads
 					return err
 				}
-				return r.handle(ctx, m)
+				return r.Handle(ctx, m)
 			}
-			h.node([]any{&service{Name: fmt.Sprintf("sub%d", i+1), Channels: channels.Channels{ch: {Group: group, Handler: slow}}}})
+			h.node([]any{&Service{Name: fmt.Sprintf("sub%d", i+1), Channels: channels.Channels{ch: {Group: group, Handler: slow}}}})
 		}
 		snd := h.sender()
 		var wg sync.WaitGroup
@@ -192,13 +192,13 @@ func deliverySpecs(tg Target) {
 			}()
 		}
 		wg.Wait()
-		total := func() int { return recs[0].count() + recs[1].count() + recs[2].count() }
+		total := func() int { return recs[0].Count() + recs[1].Count() + recs[2].Count() }
 		Eventually(total).Should(Equal(20))
 		Consistently(total).Should(Equal(20))
 		ids := map[int]bool{}
 		for _, r := range recs {
-			Expect(r.count()).To(BeNumerically(">=", 1), "every member gets a share")
-			for _, u := range decodeAll[user](r.all()) {
+			Expect(r.Count()).To(BeNumerically(">=", 1), "every member gets a share")
+			for _, u := range decodeAll[user](r.All()) {
 				ids[u.ID] = true
 			}
 		}
@@ -207,18 +207,18 @@ func deliverySpecs(tg Target) {
 
 	It("redelivers a failed message to another member of its group", func() {
 		ch, group := uniq("test.unstable.topic"), uniq("mygroup")
-		bad, good := &recorder{failWith: errors.New("Something happened")}, &recorder{}
+		bad, good := &Recorder{FailWith: errors.New("Something happened")}, &Recorder{}
 		// The failing member is alone first, so every message fails at least once there.
-		h.node([]any{&service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxRetries: 100, MaxInFlight: 6, Handler: bad.handle}}}})
+		h.node([]any{&Service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxRetries: 100, MaxInFlight: 6, Handler: bad.Handle}}}})
 		snd := h.sender()
 		for i := range 6 {
 			Expect(snd.SendToChannel(ctx, ch, user{ID: i})).To(Succeed())
 		}
 		Eventually(func() int { return len(slicesCompact(idsOf(bad))) }).Should(Equal(6))
-		h.node([]any{&service{Name: "sub2", Channels: channels.Channels{ch: {Group: group, MaxRetries: 100, Handler: good.handle}}}})
+		h.node([]any{&Service{Name: "sub2", Channels: channels.Channels{ch: {Group: group, MaxRetries: 100, Handler: good.Handle}}}})
 		Eventually(func() []int {
 			var ids []int
-			for _, u := range decodeAll[user](good.all()) {
+			for _, u := range decodeAll[user](good.All()) {
 				ids = append(ids, u.ID)
 			}
 			sort.Ints(ids)
@@ -229,31 +229,31 @@ func deliverySpecs(tg Target) {
 	It("keeps a durable group's backlog while its consumers are down", func() {
 		ch, group := uniq("test.delayed.connection.topic"), uniq("mygroup")
 		snd := h.sender()
-		first := &recorder{}
-		p1 := h.node([]any{&service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 6, Handler: first.handle}}}})
+		first := &Recorder{}
+		p1 := h.node([]any{&Service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 6, Handler: first.Handle}}}})
 		Expect(snd.SendToChannel(ctx, ch, user{ID: 0})).To(Succeed())
-		Eventually(first.count).Should(Equal(1))
+		Eventually(first.Count).Should(Equal(1))
 		Expect(p1.Stop(ctx)).To(Succeed())
 
 		for i := 1; i <= 6; i++ {
 			Expect(snd.SendToChannel(ctx, ch, user{ID: i})).To(Succeed())
 		}
-		second := &recorder{}
-		p2 := h.node([]any{&service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 6, Handler: second.handle}}}})
-		Eventually(second.count).Should(Equal(6))
-		Consistently(second.count).Should(Equal(6))
+		second := &Recorder{}
+		p2 := h.node([]any{&Service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 6, Handler: second.Handle}}}})
+		Eventually(second.Count).Should(Equal(6))
+		Consistently(second.Count).Should(Equal(6))
 		Expect(idsOf(second)).To(Equal([]int{1, 2, 3, 4, 5, 6}))
 		Expect(p2.Stop(ctx)).To(Succeed())
 
 		for i := 7; i <= 12; i++ {
 			Expect(snd.SendToChannel(ctx, ch, user{ID: i})).To(Succeed())
 		}
-		third := &recorder{}
-		h.node([]any{&service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 6, Handler: third.handle}}}})
-		Eventually(third.count).Should(Equal(6))
-		Consistently(third.count).Should(Equal(6))
+		third := &Recorder{}
+		h.node([]any{&Service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 6, Handler: third.Handle}}}})
+		Eventually(third.Count).Should(Equal(6))
+		Consistently(third.Count).Should(Equal(6))
 		Expect(idsOf(third)).To(Equal([]int{7, 8, 9, 10, 11, 12}))
-		Expect(first.count()).To(Equal(1))
+		Expect(first.Count()).To(Equal(1))
 	})
 
 }

@@ -23,14 +23,14 @@ func flowSpecs(tg Target) {
 		ch := uniq("test.mif.topic")
 		var mu sync.Mutex
 		var flow []string
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 1, AdapterOptions: tg.Ordered,
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 1, AdapterOptions: tg.Ordered,
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				var u user
 				Expect(m.Decode(&u)).To(Succeed())
 				mu.Lock()
 				flow = append(flow, fmt.Sprintf("BEGIN: %d", u.ID))
 				mu.Unlock()
-				if err := simulateWork(ctx, 50*time.Millisecond); err != nil {
+				if err := SimulateWork(ctx, 50*time.Millisecond); err != nil {
 					return err
 				}
 				mu.Lock()
@@ -51,31 +51,31 @@ func flowSpecs(tg Target) {
 
 	It("never runs more than MaxInFlight handlers of a channel at once, and reaches it", func() {
 		ch := uniq("test.mif4.topic")
-		rec := &recorder{work: 30 * time.Millisecond}
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 4, Handler: rec.handle}}}})
+		rec := &Recorder{Work: 30 * time.Millisecond}
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 4, Handler: rec.Handle}}}})
 		snd := h.sender()
 		for i := range 24 {
 			Expect(snd.SendToChannel(ctx, ch, user{ID: i})).To(Succeed())
 		}
-		Eventually(rec.count).Should(Equal(24))
+		Eventually(rec.Count).Should(Equal(24))
 		Expect(rec.maxSeen.Load()).To(BeEquivalentTo(4))
 	})
 
 	It("isolates namespaces", func() {
 		topic := uniq("test.ns.topic")
-		r1, r2, r3, r4 := &recorder{}, &recorder{}, &recorder{}, &recorder{}
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{topic: channels.On(r1.handle)}}})
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{topic: channels.On(r2.handle)}}}, channels.WithNamespace("A"))
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{topic: channels.On(r3.handle)}}}, channels.WithNamespace("B"))
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{topic: {Group: "other", Handler: r4.handle}}}})
+		r1, r2, r3, r4 := &Recorder{}, &Recorder{}, &Recorder{}, &Recorder{}
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{topic: channels.On(r1.Handle)}}})
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{topic: channels.On(r2.Handle)}}}, channels.WithNamespace("A"))
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{topic: channels.On(r3.Handle)}}}, channels.WithNamespace("B"))
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{topic: {Group: "other", Handler: r4.Handle}}}})
 		plain, a := h.sender(), h.sender(channels.WithNamespace("A"))
 		Expect(plain.SendToChannel(ctx, topic, 1)).To(Succeed())
 		Expect(plain.SendToChannel(ctx, topic, 2)).To(Succeed())
-		Eventually(func() []int { return []int{r1.count(), r4.count()} }).Should(Equal([]int{2, 2}))
+		Eventually(func() []int { return []int{r1.Count(), r4.Count()} }).Should(Equal([]int{2, 2}))
 		Expect(a.SendToChannel(ctx, topic, 3)).To(Succeed())
-		Eventually(r2.count).Should(Equal(1))
-		Consistently(func() []int { return []int{r1.count(), r2.count(), r3.count(), r4.count()} }).Should(Equal([]int{2, 1, 0, 2}))
-		Expect(r2.all()[0].Channel).To(Equal("A." + topic))
+		Eventually(r2.Count).Should(Equal(1))
+		Consistently(func() []int { return []int{r1.Count(), r2.Count(), r3.Count(), r4.Count()} }).Should(Equal([]int{2, 1, 0, 2}))
+		Expect(r2.All()[0].Channel).To(Equal("A." + topic))
 	})
 
 }

@@ -23,18 +23,18 @@ func retriesSpecs(tg Target) {
 
 	It("retries only inside the failing group, MaxRetries redeliveries after the first attempt", func() {
 		ch := uniq("test.fail.topic")
-		bad, good := &recorder{failWith: errors.New("Something happened")}, &recorder{}
+		bad, good := &Recorder{FailWith: errors.New("Something happened")}, &Recorder{}
 		h.node([]any{
-			&service{Name: "sub1", Channels: channels.Channels{ch: {MaxRetries: 5, Handler: bad.handle}}},
-			&service{Name: "sub2", Channels: channels.Channels{ch: {MaxRetries: 5, Handler: good.handle}}},
+			&Service{Name: "sub1", Channels: channels.Channels{ch: {MaxRetries: 5, Handler: bad.Handle}}},
+			&Service{Name: "sub2", Channels: channels.Channels{ch: {MaxRetries: 5, Handler: good.Handle}}},
 		})
 		snd := h.sender()
 		Expect(snd.SendToChannel(ctx, ch, map[string]int{"test": 1})).To(Succeed())
-		Eventually(bad.count).Should(Equal(6))
-		Consistently(bad.count).Should(Equal(6))
-		Expect(good.count()).To(Equal(1))
+		Eventually(bad.Count).Should(Equal(6))
+		Consistently(bad.Count).Should(Equal(6))
+		Expect(good.Count()).To(Equal(1))
 		var attempts []int
-		for _, m := range bad.all() {
+		for _, m := range bad.All() {
 			attempts = append(attempts, m.Attempt)
 		}
 		Expect(attempts).To(Equal([]int{1, 2, 3, 4, 5, 6}))
@@ -44,7 +44,7 @@ func retriesSpecs(tg Target) {
 		ch := uniq("test.backoff.topic")
 		var mu sync.Mutex
 		var at []time.Time
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: 2,
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: 2,
 			Backoff: broker.ConstantBackoff(300 * time.Millisecond),
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				mu.Lock()
@@ -65,7 +65,7 @@ func retriesSpecs(tg Target) {
 		ch := uniq("test.backoff.block.topic")
 		var okCount atomic.Int32
 		var failedOnce atomic.Bool
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: 1,
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: 1,
 			Backoff: broker.ConstantBackoff(3 * time.Second),
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				var u user
@@ -90,11 +90,11 @@ func retriesSpecs(tg Target) {
 		var mu sync.Mutex
 		var order []int
 		failed := false
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 2,
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 2,
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				var i int
 				Expect(m.Decode(&i)).To(Succeed())
-				if err := simulateWork(ctx, 5*time.Millisecond); err != nil {
+				if err := SimulateWork(ctx, 5*time.Millisecond); err != nil {
 					return err
 				}
 				mu.Lock()

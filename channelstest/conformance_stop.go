@@ -24,7 +24,7 @@ func stopSpecs(tg Target) {
 			ch, group := uniq("test.drain.topic"), uniq("g")
 			release := make(chan struct{})
 			var started, finished atomic.Int32
-			p := h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 3,
+			p := h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 3,
 				Handler: func(ctx context.Context, m *broker.Message) error {
 					started.Add(1)
 					<-release
@@ -46,17 +46,17 @@ func stopSpecs(tg Target) {
 
 			// The two messages never started go to the next member; the three
 			// finished ones were acked and are not redelivered.
-			rest := &recorder{}
-			h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 3, Handler: rest.handle}}}})
-			Eventually(rest.count).Should(Equal(2))
-			Consistently(rest.count).Should(Equal(2))
+			rest := &Recorder{}
+			h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 3, Handler: rest.Handle}}}})
+			Eventually(rest.Count).Should(Equal(2))
+			Consistently(rest.Count).Should(Equal(2))
 		})
 
 		It("bounds the drain by the stop context and cancels the handlers' context", func() {
 			ch := uniq("test.drain.timeout.topic")
 			var cancelled atomic.Bool
 			var started atomic.Int32
-			p := h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {
+			p := h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {
 				Handler: func(ctx context.Context, m *broker.Message) error {
 					started.Add(1)
 					<-ctx.Done()
@@ -77,9 +77,9 @@ func stopSpecs(tg Target) {
 			ch, group, dlq := uniq("test.drain.last.topic"), uniq("lastgroup"), uniq("DEAD_LETTER")
 			dl := &channels.DeadLettering{Enabled: true, QueueName: dlq, ExchangeName: dlq}
 			var started atomic.Int32
-			dead := &recorder{}
-			h.node([]any{&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}}})
-			p := h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {Group: group,
+			dead := &Recorder{}
+			h.node([]any{&Service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.Handle)}}})
+			p := h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {Group: group,
 				MaxRetries: channels.NoRetries, DeadLettering: dl,
 				Handler: func(ctx context.Context, m *broker.Message) error {
 					started.Add(1)
@@ -97,27 +97,27 @@ func stopSpecs(tg Target) {
 			Expect(de.Channel).To(Equal(ch))
 			Expect(de.Running).To(HaveLen(1))
 
-			next := &recorder{}
-			h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {Group: group,
-				MaxRetries: channels.NoRetries, DeadLettering: dl, Handler: next.handle}}}})
-			Eventually(next.count).Should(Equal(1))
-			m := next.all()[0]
+			next := &Recorder{}
+			h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {Group: group,
+				MaxRetries: channels.NoRetries, DeadLettering: dl, Handler: next.Handle}}}})
+			Eventually(next.Count).Should(Equal(1))
+			m := next.All()[0]
 			Expect(m.ID).To(Equal(de.Running[0]))
 			Expect(m.Attempt).To(Equal(1))
-			Consistently(dead.count, 500*time.Millisecond).Should(Equal(0))
+			Consistently(dead.Count, 500*time.Millisecond).Should(Equal(0))
 		})
 
 		It("leaves no goroutine behind after Stop", func() {
 			before := clientGoroutines()
 			ch := uniq("test.leak.topic")
-			rec := &recorder{}
+			rec := &Recorder{}
 			p := h.plugin()
-			Expect(p.Register(&service{Name: "sub", Channels: h.withTargetOptions(channels.Channels{ch: {MaxInFlight: 5, Handler: rec.handle}})})).To(Succeed())
+			Expect(p.Register(&Service{Name: "sub", Channels: h.withTargetOptions(channels.Channels{ch: {MaxInFlight: 5, Handler: rec.Handle}})})).To(Succeed())
 			Expect(p.Start(ctx)).To(Succeed())
 			for i := range 10 {
 				Expect(p.SendToChannel(ctx, ch, i)).To(Succeed())
 			}
-			Eventually(rec.count).Should(Equal(10))
+			Eventually(rec.Count).Should(Equal(10))
 			Expect(p.Stop(ctx)).To(Succeed())
 			Eventually(clientGoroutines).Should(BeNumerically("<=", before))
 		})
@@ -150,8 +150,8 @@ func stopSpecs(tg Target) {
 			_, err = channels.New(channels.WithAdapter("nosuchbroker://127.0.0.1"))
 			Expect(err).To(MatchError(channels.ErrUnknownAdapter))
 			p := h.plugin()
-			Expect(p.Register(&service{Name: "sub", Channels: channels.Channels{uniq("x"): {}}})).To(MatchError(channels.ErrNoHandler))
-			Expect(p.Register(&service{Name: "sub", Channels: channels.Channels{uniq("x"): {MaxInFlight: -1,
+			Expect(p.Register(&Service{Name: "sub", Channels: channels.Channels{uniq("x"): {}}})).To(MatchError(channels.ErrNoHandler))
+			Expect(p.Register(&Service{Name: "sub", Channels: channels.Channels{uniq("x"): {MaxInFlight: -1,
 				Handler: func(context.Context, *broker.Message) error { return nil }}}})).To(MatchError(channels.ErrInvalidOption))
 			// Nothing was registered: the plugin still starts and stops cleanly.
 			Expect(p.Start(ctx)).To(Succeed())
@@ -160,12 +160,12 @@ func stopSpecs(tg Target) {
 
 		It("can start again after Stop", func() {
 			ch := uniq("test.restart.topic")
-			rec := &recorder{}
-			p := h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: channels.On(rec.handle)}}})
+			rec := &Recorder{}
+			p := h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: channels.On(rec.Handle)}}})
 			Expect(p.Stop(ctx)).To(Succeed())
 			Expect(p.Start(ctx)).To(Succeed())
 			Expect(p.SendToChannel(ctx, ch, 1)).To(Succeed())
-			Eventually(rec.count).Should(Equal(1))
+			Eventually(rec.Count).Should(Equal(1))
 		})
 	})
 

@@ -39,18 +39,18 @@ func limitSpecs(tg Target) {
 	deadLetterOnce := func(maxRetries int, fail error, check func(m *broker.Message)) {
 		GinkgoHelper()
 		ch, group, dlq := uniq("test.refuse"), uniq("refuse"), uniq("REFUSE_DLQ")
-		bad, dead := &recorder{failWith: fail}, &recorder{}
+		bad, dead := &Recorder{FailWith: fail}, &Recorder{}
 		h.node([]any{
-			&service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxRetries: maxRetries,
-				DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: bad.handle}}},
-			&service{Name: "sub2", Channels: channels.Channels{dlq: channels.On(dead.handle)}},
+			&Service{Name: "sub1", Channels: channels.Channels{ch: {Group: group, MaxRetries: maxRetries,
+				DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: bad.Handle}}},
+			&Service{Name: "sub2", Channels: channels.Channels{dlq: channels.On(dead.Handle)}},
 		})
 		snd := h.sender()
 		Expect(snd.SendToChannel(ctx, ch, user{1, "John", 2565}, broker.WithHeader("user-header", "kept"))).To(Succeed())
-		Eventually(dead.count, 30*time.Second).Should(Equal(1), "the dead letter arrives")
-		Consistently(dead.count, time.Second).Should(Equal(1), "exactly once")
-		Expect(bad.count()).To(Equal(1+max(maxRetries, 0)), "each attempt ran once")
-		m := dead.all()[0]
+		Eventually(dead.Count, 30*time.Second).Should(Equal(1), "the dead letter arrives")
+		Consistently(dead.Count, time.Second).Should(Equal(1), "exactly once")
+		Expect(bad.Count()).To(Equal(1+max(maxRetries, 0)), "each attempt ran once")
+		m := dead.All()[0]
 		Expect(m.Headers).To(HaveKeyWithValue("x-original-channel", ch))
 		Expect(decodeAll[user]([]*broker.Message{m})).To(Equal([]user{{1, "John", 2565}}))
 		check(m)
@@ -80,8 +80,8 @@ func limitSpecs(tg Target) {
 
 	It("refuses a send whose headers exceed the broker's limits, or delivers it whole; other sends go on", func() {
 		ch := uniq("test.bighdr")
-		r := &recorder{}
-		h.node([]any{&service{Name: "sub", Channels: channels.Channels{ch: channels.On(r.handle)}}})
+		r := &Recorder{}
+		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: channels.On(r.Handle)}}})
 		snd := h.sender()
 		big := strings.Repeat("h", 200<<10)
 		err := snd.SendToChannel(ctx, ch, 1, broker.WithHeader("big", big))
@@ -96,7 +96,7 @@ func limitSpecs(tg Target) {
 			want = 0
 		}
 		Expect(snd.SendToChannel(ctx, ch, 2)).To(Succeed(), "the next send works")
-		Eventually(r.count).Should(Equal(want + 1))
+		Eventually(r.Count).Should(Equal(want + 1))
 		report("limits big-header %s: refused=%v", tg.Name, err != nil)
 	})
 }

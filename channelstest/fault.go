@@ -70,7 +70,7 @@ func faults(tg Target) {
 			const total = 2000
 			ch, group, dlq := uniq("fault.crash"), uniq("fault-crash"), uniq("fault.crash.DLQ")
 			dead := &deadRecorder{}
-			h.node([]any{&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}}})
+			h.node([]any{&Service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}}})
 			cfg := childConfig{Channel: ch, Group: group, MaxRetries: maxRetries, MaxInFlight: 10, Work: 15 * time.Millisecond, DeadLetter: dlq}
 			a, b := startFaultChild(tg, "a", cfg), startFaultChild(tg, "b", cfg)
 			a.waitReady()
@@ -131,7 +131,7 @@ func faults(tg Target) {
 	itIf(tg.Restart != nil && serialPhase(), "broker-restart: every accepted send is processed, consuming resumes by itself", Label("serial"), func() {
 		ch := uniq("fault.restart")
 		r := &seqRecorder{}
-		h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {MaxInFlight: 10, Handler: r.handler("consumer")}}}})
+		h.node([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {MaxInFlight: 10, Handler: r.handler("consumer")}}}})
 		snd := h.sender()
 		var mu sync.Mutex
 		var sent []int
@@ -187,7 +187,7 @@ func faults(tg Target) {
 		const total, senders = 3000, 8
 		ch, group := uniq("fault.stop"), uniq("fault-stop")
 		first, second := &seqRecorder{work: 20 * time.Millisecond}, &seqRecorder{work: time.Millisecond}
-		p1 := h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: first.handler("first")}}}})
+		p1 := h.node([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: first.handler("first")}}}})
 		wait := sendSpread(h.sender(), ch, total, senders)
 		Eventually(func() bool { return first.count() >= total/5 && first.running.Load() >= 10 }, 30*time.Second).Should(BeTrue(),
 			"handlers running under load")
@@ -199,7 +199,7 @@ func faults(tg Target) {
 		runningAfter := first.running.Load()
 		byFirst := first.count()
 		wait()
-		h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: second.handler("second")}}}})
+		h.node([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: second.handler("second")}}}})
 		runs := func() []processed { return append(first.all(), second.all()...) }
 		progress := func() int { return len(runs()) }
 		settle(func() bool { return distinctSeqs(runs()) >= total }, progress, claimWait+2*time.Second, 40*time.Second)
@@ -225,7 +225,7 @@ func faults(tg Target) {
 		// Their work is long enough that a loaded machine, slow between seeing
 		// them run and calling Stop, still stops them mid-run.
 		first, second := &seqRecorder{work: 2 * time.Second}, &seqRecorder{work: 5 * time.Millisecond}
-		p1 := h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: first.handler("first")}}}})
+		p1 := h.node([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: first.handler("first")}}}})
 		wait := sendSpread(h.sender(), ch, total, senders)
 		wait()
 		Eventually(first.running.Load, 20*time.Second).Should(BeNumerically(">=", 50))
@@ -234,7 +234,7 @@ func faults(tg Target) {
 		stopErr := p1.Stop(sctx)
 		took := time.Since(start)
 		cancel()
-		h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: second.handler("second")}}}})
+		h.node([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 50, Handler: second.handler("second")}}}})
 		runs := func() []processed { return append(first.all(), second.all()...) }
 		progress := func() int { return len(runs()) }
 		settle(func() bool { return distinctSeqs(runs()) >= total }, progress, claimWait+2*time.Second, 40*time.Second)
@@ -258,7 +258,7 @@ func faults(tg Target) {
 		// Started runs are recorded, so a second run shows even while the first is going.
 		r := &seqRecorder{work: 3 * tg.ClaimTime, honourCtx: true, atStart: true}
 		for _, node := range []string{"a", "b"} {
-			h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 2, Handler: r.handler(node)}}}})
+			h.node([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 2, Handler: r.handler(node)}}}})
 		}
 		snd := h.sender()
 		for i := range total {
@@ -287,7 +287,7 @@ func faults(tg Target) {
 			stallTime := max(4*time.Second, tg.ClaimTime+2*time.Second)
 			dlq := uniq("fault.hostile.DLQ")
 			dead := &deadRecorder{}
-			h.node([]any{&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}}}, channels.WithSerializer(ser))
+			h.node([]any{&Service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}}}, channels.WithSerializer(ser))
 			snd := h.sender(channels.WithSerializer(ser))
 			deadFor := func(ch, id string) []*broker.Message {
 				var out []*broker.Message
@@ -471,7 +471,7 @@ func faults(tg Target) {
 		})
 		r := &seqRecorder{}
 		p := h.plugin()
-		Expect(p.Register(&service{Name: "fault", Channels: h.withTargetOptions(channels.Channels{ch: {Handler: r.handler("p")}})})).To(Succeed())
+		Expect(p.Register(&Service{Name: "fault", Channels: h.withTargetOptions(channels.Channels{ch: {Handler: r.handler("p")}})})).To(Succeed())
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		res := make(chan error, 1)
 		start := time.Now()

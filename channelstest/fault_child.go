@@ -101,14 +101,14 @@ func runFaultChild(spec string) int {
 		if !ok {
 			seq = -1
 		}
-		if err := simulateWork(ctx, cfg.Work); err != nil {
+		if err := SimulateWork(ctx, cfg.Work); err != nil {
 			return err // cut by the stop deadline: released, printed when run again
 		}
 		// One write per line: atomic on the pipe, nothing buffered when killed.
 		_, _ = os.Stdout.WriteString(fmt.Sprintf("P %d %s %d\n", seq, m.ID, m.Attempt))
 		return nil
 	}
-	s := &service{Name: "fault", Channels: channels.Channels{cfg.Channel: {Group: cfg.Group, MaxInFlight: cfg.MaxInFlight,
+	s := &Service{Name: "fault", Channels: channels.Channels{cfg.Channel: {Group: cfg.Group, MaxInFlight: cfg.MaxInFlight,
 		MaxRetries: cfg.MaxRetries, Handler: handler, AdapterOptions: tg.ChannelOptions}}}
 	if err := p.Register(s); err != nil {
 		return fail("register: %v", err)

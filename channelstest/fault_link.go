@@ -60,7 +60,7 @@ func linkFaults(tg Target) {
 		ch, group := uniq("fault.frozen"), uniq("fault-frozen")
 		first := &seqRecorder{work: 200 * time.Millisecond, honourCtx: true}
 		second := &seqRecorder{}
-		p1, ls := linked([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 4, Handler: first.handler("frozen")}}}})
+		p1, ls := linked([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 4, Handler: first.handler("frozen")}}}})
 		sendSpread(h.sender(), ch, total, 4)()
 		Eventually(func() bool { return first.count() >= 4 && first.running.Load() >= 1 }, 30*time.Second).Should(BeTrue(),
 			"handlers running on the member about to freeze")
@@ -71,7 +71,7 @@ func linkFaults(tg Target) {
 		took := time.Since(start)
 		cancel()
 		ls.Kill() // the link dies: the broker sees the member gone
-		h.node([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 10, Handler: second.handler("second")}}}})
+		h.node([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 10, Handler: second.handler("second")}}}})
 		runs := func() []processed { return append(first.all(), second.all()...) }
 		progress := func() int { return len(runs()) }
 		settle(func() bool { return distinctSeqs(runs()) >= total }, progress, claimWait, 60*time.Second)
@@ -121,7 +121,7 @@ func linkFaults(tg Target) {
 			}
 		})
 		snd := h.sender()
-		_, links := linked([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 1,
+		_, links := linked([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 1,
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				err := handler(ctx, m)
 				var p faultPayload
@@ -158,7 +158,7 @@ func linkFaults(tg Target) {
 		const total = 40
 		ch, group := uniq("fault.narrow"), uniq("fault-narrow")
 		r := &seqRecorder{}
-		p, ls := linked([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 4, Handler: r.handler("narrow")}}}})
+		p, ls := linked([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 4, Handler: r.handler("narrow")}}}})
 		ls.Bandwidth(32)
 		ls.SlowClose(5 * time.Second)
 		pad := strings.Repeat("x", 2048)
@@ -192,7 +192,7 @@ func linkFaults(tg Target) {
 		if tg.SlowLink != nil {
 			slow = append(slow, tg.SlowLink...)
 		}
-		p, ls := linked([]any{&service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: maxInFlight, MaxRetries: 1,
+		p, ls := linked([]any{&Service{Name: "fault", Channels: channels.Channels{ch: {Group: group, MaxInFlight: maxInFlight, MaxRetries: 1,
 			AdapterOptions: slow,
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				n := running.Add(1)
@@ -207,7 +207,7 @@ func linkFaults(tg Target) {
 				if err := m.Decode(&pl); err != nil {
 					return err
 				}
-				if err := simulateWork(context.WithoutCancel(ctx), 50*time.Millisecond); err != nil {
+				if err := SimulateWork(context.WithoutCancel(ctx), 50*time.Millisecond); err != nil {
 					return err
 				}
 				mu.Lock()

@@ -122,7 +122,7 @@ func (r *seqRecorder) handler(by string) broker.Handler {
 		if !r.honourCtx {
 			workCtx = context.WithoutCancel(ctx)
 		}
-		if err := simulateWork(workCtx, r.work); err != nil {
+		if err := SimulateWork(workCtx, r.work); err != nil {
 			return err
 		}
 		if !r.atStart {

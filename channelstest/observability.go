@@ -82,9 +82,9 @@ func observability(tg Target) {
 			var failedOnce atomic.Bool
 			boom := errors.New("boom")
 			fail := func(context.Context, *broker.Message) error { return boom }
-			dead := &recorder{}
-			h().node([]any{&service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.handle)}}})
-			p := h().node([]any{&service{Name: "metrics", Channels: channels.Channels{
+			dead := &Recorder{}
+			h().node([]any{&Service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.Handle)}}})
+			p := h().node([]any{&Service{Name: "metrics", Channels: channels.Channels{
 				okCh: channels.On(func(context.Context, *broker.Message) error { return nil }),
 				retryCh: {MaxRetries: 2, Handler: func(context.Context, *broker.Message) error {
 					if failedOnce.CompareAndSwap(false, true) {
@@ -102,7 +102,7 @@ func observability(tg Target) {
 			for _, ch := range []string{retryCh, dlCh, dropCh} {
 				Expect(p.SendToChannel(ctx, ch, 1)).To(Succeed())
 			}
-			Eventually(dead.count).Should(Equal(1))
+			Eventually(dead.Count).Should(Equal(1))
 			settled := func() int {
 				mu.Lock()
 				defer mu.Unlock()
@@ -135,10 +135,10 @@ func observability(tg Target) {
 		// Only for adapters that can remove a channel and report its groups.
 		itIf(removes, "removes a channel it created, groups included (ChannelRemover)", func() {
 			ch, group := uniq("test.remove.topic"), uniq("removegroup")
-			rec := &recorder{}
-			p := h().node([]any{&service{Name: "sub", Channels: channels.Channels{ch: {Group: group, Handler: rec.handle}}}})
+			rec := &Recorder{}
+			p := h().node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {Group: group, Handler: rec.Handle}}}})
 			Expect(p.SendToChannel(ctx, ch, 1)).To(Succeed())
-			Eventually(rec.count).Should(Equal(1))
+			Eventually(rec.Count).Should(Equal(1))
 			rm := p.Adapter().(broker.ChannelRemover)
 			lr := p.Adapter().(broker.LagReporter)
 			_, err := lr.Lag(ctx, ch, group)
@@ -156,7 +156,7 @@ func observability(tg Target) {
 			first, second := uniq("t.first"), uniq("t.second")
 			done := make(chan struct{}, 1)
 			var forward channels.SendFunc
-			s := &service{Name: "traced", Channels: channels.Channels{
+			s := &Service{Name: "traced", Channels: channels.Channels{
 				first: channels.On(func(ctx context.Context, m *broker.Message) error {
 					return forward(ctx, second, 2)
 				}),

@@ -14,7 +14,6 @@ import (
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
-	"github.com/microchannels/channels/e2e/interop"
 )
 
 // Target is one adapter the suite runs against.
@@ -145,7 +144,6 @@ func Main(m *testing.M, ts ...Target) {
 }
 
 // required reports whether a missing broker must fail the run (CI).
-func required() bool { return os.Getenv("CHANNELS_E2E_REQUIRE") == "1" }
 
 var _ = specs(func() {
 	Describe("conformance", func() {
@@ -221,7 +219,7 @@ func (h *harness) nodeOn(a broker.Adapter, schemas []any, opts ...channels.Optio
 func (h *harness) start(p *channels.Plugin, schemas []any) *channels.Plugin {
 	GinkgoHelper()
 	for _, s := range schemas {
-		if sv, ok := s.(*service); ok {
+		if sv, ok := s.(*Service); ok {
 			sv.Channels = h.withTargetOptions(sv.Channels)
 		}
 	}
@@ -241,57 +239,6 @@ func (h *harness) sender(opts ...channels.Option) *channels.Plugin {
 	return h.node(nil, opts...)
 }
 
-// service is the schema used by the suite.
-type service struct {
-	Name                    string
-	Version                 string
-	Channels                channels.Channels
-	SendToChannel           channels.SendFunc
-	EmitLocalChannelHandler channels.TriggerFunc
-}
-
-// recorder collects deliveries.
-type recorder struct {
-	mu       sync.Mutex
-	msgs     []*broker.Message
-	running  atomic.Int32
-	maxSeen  atomic.Int32
-	failWith error
-	// work is simulated processing time, spent while counted as running.
-	work time.Duration
-}
-
-func (r *recorder) handle(ctx context.Context, m *broker.Message) error {
-	n := r.running.Add(1)
-	defer r.running.Add(-1)
-	for {
-		old := r.maxSeen.Load()
-		if n <= old || r.maxSeen.CompareAndSwap(old, n) {
-			break
-		}
-	}
-	if err := simulateWork(ctx, r.work); err != nil {
-		return err // cut by the stop deadline: released, recorded when run again
-	}
-	r.mu.Lock()
-	cp := *m
-	r.msgs = append(r.msgs, &cp)
-	r.mu.Unlock()
-	return r.failWith
-}
-
-func (r *recorder) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.msgs)
-}
-
-func (r *recorder) all() []*broker.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]*broker.Message(nil), r.msgs...)
-}
-
 func decodeAll[T any](msgs []*broker.Message) []T {
 	out := make([]T, 0, len(msgs))
 	for _, m := range msgs {
@@ -302,16 +249,13 @@ func decodeAll[T any](msgs []*broker.Message) []T {
 	return out
 }
 
-// simulateWork stands for a handler's processing time (not a synchronisation).
-var simulateWork = interop.SimulateWork
-
 // prepare is the BeforeEach of a target's specs: the broker must answer
 // (a failure under CHANNELS_E2E_REQUIRE=1, else a skip), then a fresh
 // harness with the suite's polling defaults.
 func prepare(tg Target) *harness {
 	if tg.Probe != nil {
 		if err := tg.Probe(); err != nil {
-			if required() {
+			if Required() {
 				Fail(fmt.Sprintf("%s broker unreachable with CHANNELS_E2E_REQUIRE=1: %v", tg.Name, err))
 			}
 			Skip(fmt.Sprintf("%s broker unreachable: %v", tg.Name, err))
