@@ -47,7 +47,9 @@ type subscription struct {
 	// timers are the pending hand-backs of messages whose settling failed
 	// (nil once the drain finished).
 	tmu    sync.Mutex
-	timers map[*time.Timer]struct{}
+	timers map[*time.Timer]pendingBack
+	// backs counts the hand-backs admitted (enter) before Finish.
+	backs sync.WaitGroup
 
 	mu  sync.Mutex
 	cur *amqp091.Channel // the consumer channel
@@ -57,6 +59,8 @@ type subscription struct {
 	// finished: the drain's Finish ran (after a deadline, possibly while
 	// the fetch loop was still opening a channel): no channel is kept.
 	finished bool
+	// finishing: the drain's Finish began; no hand-back is admitted.
+	finishing bool
 }
 
 func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOptions, gq groupQueue) *subscription {
@@ -69,7 +73,7 @@ func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOption
 	}
 	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, l: l, ch: ch, opts: opts, gq: gq,
 		queue: QueueName(ch.Name, ch.Group), tag: tag + "." + a.nextID(), log: ch.Logger,
-		cancelGaveUp: make(chan struct{}), timers: map[*time.Timer]struct{}{}}
+		cancelGaveUp: make(chan struct{}), timers: map[*time.Timer]pendingBack{}}
 	s.qtype.Store(gq.typ)
 	return s
 }
@@ -359,6 +363,17 @@ func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery, k *acker)
 // original is acked. When the copy cannot be published the message is
 // requeued (nack), and that delivery counts.
 func (s *subscription) handBack(ctx context.Context, d *amqp091.Delivery, k *acker) error {
+	if err := s.copyBack(ctx, d, k); err != nil {
+		s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
+			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
+		return k.nack(d.DeliveryTag)
+	}
+	return nil
+}
+
+// copyBack publishes the hand-back copy of d (see handBack) and acks d;
+// on an error d is left unacknowledged.
+func (s *subscription) copyBack(ctx context.Context, d *amqp091.Delivery, k *acker) error {
 	h := readHistory(d.Headers, s.ch.Group, s.queueType() == QueueQuorum, d.Redelivered)
 	n := h.unfinished
 	if d.Redelivered && !h.quorum {
@@ -377,9 +392,7 @@ func (s *subscription) handBack(ctx context.Context, d *amqp091.Delivery, k *ack
 		p.MessageId = messageID(d)
 	}
 	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
-		s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
-			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
-		return k.nack(d.DeliveryTag)
+		return err
 	}
 	return k.ack(d.DeliveryTag)
 }
@@ -456,9 +469,21 @@ func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
 	_ = k.ack(d.DeliveryTag)
 }
 
-// handBackLater requeues a message whose settling failed after
-// DefaultSettleFailureDelay, so a lasting failure does not spin (an unacked
-// message would otherwise stay on this consumer until its channel closes).
+// pendingBack is a message whose settling failed, waiting to be handed
+// back, with the acker of the channel it came on.
+type pendingBack struct {
+	d *amqp091.Delivery
+	k *acker
+}
+
+// handBackLater hands back a message whose settling failed, after
+// DefaultSettleFailureDelay, so a lasting failure does not spin. The hand-back
+// is a copy (see handBack), which no broker counts as a delivery: while the
+// publishing connection is down the message stays unacknowledged on this
+// consumer and the hand-back is tried again after the same delay (a requeue
+// would raise a quorum queue's x-delivery-count for a failure of ours, and
+// an outage of a few seconds would use up the message's delivery budget).
+// A copy that fails on a live connection is requeued (nack).
 func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
@@ -472,22 +497,93 @@ func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
 		_, live := s.timers[t]
 		delete(s.timers, t)
 		s.tmu.Unlock()
-		if live {
+		if !live || !s.enter() {
+			return
+		}
+		defer s.leave()
+		if !s.current(k) {
+			// The channel the message came on closed: RabbitMQ requeued it.
+			return
+		}
+		if s.l.sess.current() == nil {
+			s.handBackLater(d, k)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
+		err := s.copyBack(ctx, d, k)
+		cancel()
+		switch {
+		case err == nil:
+		case s.l.sess.current() == nil:
+			s.handBackLater(d, k)
+		default:
 			_ = k.nack(d.DeliveryTag)
 		}
 	})
-	s.timers[t] = struct{}{}
+	s.timers[t] = pendingBack{d, k}
 }
 
-// stopTimers cancels the pending hand-backs (the drain closes the channel,
-// which requeues their messages) and refuses new ones.
-func (s *subscription) stopTimers() {
+// stopTimers cancels the pending hand-backs, refuses new ones and returns
+// the messages they were for.
+func (s *subscription) stopTimers() []pendingBack {
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
-	for t := range s.timers {
-		t.Stop()
+	var out []pendingBack
+	for t, p := range s.timers {
+		if t.Stop() {
+			out = append(out, p)
+		}
 	}
 	s.timers = nil
+	return out
+}
+
+// flushBacks hands back, by copies, the messages whose settling failed and
+// whose hand-back was still waiting, each once the publishing connection
+// is up, bounded by ctx; the others are requeued with the channel.
+func (s *subscription) flushBacks(ctx context.Context, backs []pendingBack) {
+	for _, b := range backs {
+		if !s.current(b.k) {
+			continue
+		}
+		if _, ok := s.l.sess.wait(ctx.Done()); !ok {
+			return
+		}
+		_ = s.copyBack(ctx, b.d, b.k)
+	}
+}
+
+// current reports whether k is the acker of the open consumer channel.
+func (s *subscription) current(k *acker) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ack == k && s.cur != nil && !s.cur.IsClosed()
+}
+
+// enter admits a hand-back that settles on the consumer channel; false
+// once the drain's Finish began (the channel closes, and requeues what is
+// unacknowledged). Finish waits for the admitted ones (leave) before it
+// flushes the acks and closes the channel.
+func (s *subscription) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finishing {
+		return false
+	}
+	s.backs.Add(1)
+	return true
+}
+
+func (s *subscription) leave() { s.backs.Done() }
+
+// waitBacks waits for the admitted hand-backs, bounded by ctx.
+func (s *subscription) waitBacks(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.backs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // cancelConsumer stops the broker's deliveries (basic.cancel, awaited,
@@ -545,6 +641,14 @@ func (s *subscription) Drain(ctx context.Context) error {
 			if timedOut {
 				s.waitSettled(gctx)
 			}
+			// The order: the pending hand-backs of failed settles, then the
+			// hand-backs under way (Release, timers) end, then the queued
+			// acks go out, then the channel closes.
+			s.flushBacks(gctx, s.stopTimers())
+			s.mu.Lock()
+			s.finishing = true
+			s.mu.Unlock()
+			s.waitBacks(gctx)
 			s.mu.Lock()
 			ch, k := s.cur, s.ack
 			s.cur, s.ack, s.finished = nil, nil, true
@@ -552,7 +656,6 @@ func (s *subscription) Drain(ctx context.Context) error {
 			if k != nil {
 				_ = k.close(gctx) // the queued acks go out before the channel closes
 			}
-			s.stopTimers()
 			if ch != nil {
 				// Anything still unacked (a handler cut by the deadline) is
 				// requeued by the broker with the channel.
@@ -701,14 +804,12 @@ func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[st
 // (x-redelivered-count is unchanged) and no delivery is counted.
 func (t *settler) Release(ctx context.Context) error {
 	s := t.s
-	s.mu.Lock()
-	finished := s.finished
-	s.mu.Unlock()
-	if finished {
-		// The channel closed with the drain: RabbitMQ requeues the
+	if !s.enter() {
+		// The drain's Finish closes the channel: RabbitMQ requeues the
 		// message (and counts that delivery).
 		return nil
 	}
+	defer s.leave()
 	ctx, cancel := context.WithDeadline(ctx, time.Now().Add(releaseGrace))
 	defer cancel()
 	return s.handBack(ctx, t.d, t.k)
