@@ -468,6 +468,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if c == nil {
 		return nil, fmt.Errorf("channels/amqp: subscribe %q: %w", ch.Name, errDown)
 	}
+	s.gq = forServer(s.gq, serverVersion(c))
 	amqpCh, err := s.openChannel(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("channels/amqp: subscribe %q (group %q): %w", ch.Name, ch.Group, err)

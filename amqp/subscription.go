@@ -85,8 +85,9 @@ func (s *subscription) queueType() string { return s.qtype.Load().(string) }
 // it, bounded by ctx. A group queue that exists with other arguments than
 // the ones this channel declares (a classic queue from an earlier version
 // or from @moleculer/channels, a quorum queue with another delivery limit)
-// is used as it is, with a warning, unless the options chose the queue
-// type: RabbitMQ cannot change the type or arguments of a queue.
+// is used as it is, with a warning, unless the options chose another queue
+// type than it has: RabbitMQ cannot change the type or arguments of a
+// queue. Its type is found by probeQueue.
 func (s *subscription) openChannel(ctx context.Context, c *amqp091.Connection) (*amqp091.Channel, error) {
 	ch, err := s.declareOn(ctx, c)
 	var qm *queueMismatch
@@ -99,17 +100,31 @@ func (s *subscription) openChannel(ctx context.Context, c *amqp091.Connection) (
 		s.qtype.Store(s.gq.typ)
 		return s.declareOn(ctx, c)
 	case errors.As(err, &qm) && isCode(err, amqp091.PreconditionFailed):
-		if s.gq.explicit {
-			return nil, fmt.Errorf("%w (the group queue exists with other arguments; RabbitMQ cannot change a queue's type or arguments: delete the queue once it is empty, or declare it as it exists)", err)
+		q := s.opts.Queue
+		typ, found, perr := probeQueue(ctx, c, s.queue, q, s.gq.args)
+		if perr != nil {
+			return nil, errors.Join(err, perr)
+		}
+		if s.gq.explicit && typ != s.gq.typ {
+			return nil, fmt.Errorf("%w (the group queue exists with other arguments (type %q); RabbitMQ cannot change a queue's type or arguments: delete the queue once it is empty, or declare it as it exists)", err, typ)
+		}
+		if typ != QueueQuorum {
+			// Another type, or one the probe could not tell: the adapter
+			// counts deliveries itself, as on a classic queue.
+			typ = QueueClassic
 		}
 		s.asIs.Store(true)
-		if strings.Contains(err.Error(), "x-queue-type") {
-			s.qtype.Store(QueueClassic)
+		s.qtype.Store(typ)
+		hint := "an existing classic queue stays classic: delete it once empty to have it declared as a quorum queue, or set QueueType classic"
+		if typ == QueueQuorum {
+			hint = "RabbitMQ cannot change the arguments of a queue: delete it once empty to have it declared with this channel's arguments"
+			if _, ok := found["x-dead-letter-strategy"]; ok {
+				hint = "the queue has no x-dead-letter-strategy at-least-once: RabbitMQ dead-letters from it at most once (a dead letter can be lost); " + hint
+			}
 		}
 		s.log.Warn("channels/amqp: the group queue exists with other arguments than this channel declares; it is used as it is",
-			"channel", s.ch.Name, "group", s.ch.Group, "queue", s.queue, "type", s.queueType(),
-			"reason", broker.Redact(err.Error()),
-			"hint", "an existing classic queue stays classic: delete it once empty to have it declared as a quorum queue, or set QueueType classic")
+			"channel", s.ch.Name, "group", s.ch.Group, "queue", s.queue, "type", typ,
+			"reason", broker.Redact(err.Error()), "hint", hint)
 		return s.declareOn(ctx, c)
 	}
 	return nil, err
