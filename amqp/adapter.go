@@ -78,6 +78,11 @@ type live struct {
 	cmu      sync.Mutex
 	consumer *session // consuming; nil until the first Subscribe
 	mkCons   func() *session
+	// dialing is closed when the dial of pendingCons ends.
+	dialing     chan struct{}
+	pendingCons *session
+	// closed: closeConsuming ran; no consuming session is opened.
+	closed bool
 
 	mu   sync.Mutex
 	subs map[string]map[*subscription]struct{} // by queue
@@ -106,30 +111,71 @@ func (l *live) forget(s *subscription) {
 }
 
 // consuming returns the consuming session, dialing it (bounded by ctx)
-// the first time.
+// the first time. The dial holds no lock, so closeConsuming does not wait
+// for it; a session whose dial ends after closeConsuming is closed at once
+// (ErrClosed).
 func (l *live) consuming(ctx context.Context) (*session, error) {
-	l.cmu.Lock()
-	defer l.cmu.Unlock()
-	if l.consumer != nil {
-		return l.consumer, nil
+	for {
+		l.cmu.Lock()
+		switch {
+		case l.closed:
+			l.cmu.Unlock()
+			return nil, broker.ErrClosed
+		case l.consumer != nil:
+			c := l.consumer
+			l.cmu.Unlock()
+			return c, nil
+		case l.sess.external != nil:
+			l.consumer = l.sess
+			l.cmu.Unlock()
+			return l.sess, nil
+		case l.dialing != nil:
+			// Another Subscribe dials: wait for its outcome.
+			dialing := l.dialing
+			l.cmu.Unlock()
+			select {
+			case <-dialing:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		s := l.mkCons()
+		dialing := make(chan struct{})
+		l.dialing, l.pendingCons = dialing, s
+		l.cmu.Unlock()
+		err := s.start(ctx)
+		l.cmu.Lock()
+		l.dialing, l.pendingCons = nil, nil
+		close(dialing)
+		if err == nil && !l.closed {
+			l.consumer = s
+		}
+		closed := l.closed
+		l.cmu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		if closed {
+			// start saw the session closed by closeConsuming and closed
+			// its connection.
+			return nil, broker.ErrClosed
+		}
+		return s, nil
 	}
-	if l.sess.external != nil {
-		l.consumer = l.sess
-		return l.consumer, nil
-	}
-	s := l.mkCons()
-	if err := s.start(ctx); err != nil {
-		return nil, err
-	}
-	l.consumer = s
-	return s, nil
 }
 
-// closeConsuming closes the consuming session (when it is its own).
+// closeConsuming closes the consuming session (when it is its own), and
+// the one being dialed; no consuming session opens after it.
 func (l *live) closeConsuming(ctx context.Context) error {
 	l.cmu.Lock()
-	c := l.consumer
+	l.closed = true
+	c, p := l.consumer, l.pendingCons
 	l.cmu.Unlock()
+	if p != nil {
+		// Its dial goes on in the background and closes what it opens.
+		p.abort()
+	}
 	if c == nil || c == l.sess {
 		return nil
 	}
