@@ -51,17 +51,6 @@ type pubChan struct {
 	reason   error
 	reasonOf *amqp091.Channel
 	returns  chan amqp091.Return // mandatory channels only
-	// firsts holds, per channel and exchange, the delivery tag of the
-	// first publish to that exchange on that channel (firstKey -> uint64):
-	// when a 404 about an exchange closes the channel, the publishes
-	// written before that exchange's first one were routed (RabbitMQ
-	// handles a channel's publishes in order), the ones after were
-	// discarded.
-	firsts sync.Map
-	// order serializes a publish with the recording of its tag in firsts,
-	// so that firsts is written in tag order (the first tag stored for an
-	// exchange is its lowest).
-	order sync.Mutex
 	// excl serializes the mandatory publishes of the channel, so that a
 	// basic.return (which RabbitMQ sends before the confirm) belongs to the
 	// publish waiting on it; waiting for it is bounded by the send's context.
@@ -148,10 +137,6 @@ func (pc *pubChan) open(ctx context.Context, sess *session, mandatory bool) (*am
 	}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	pc.firsts.Range(func(k, _ any) bool {
-		pc.firsts.Delete(k)
-		return true
-	})
 	pc.closes = ch.NotifyClose(make(chan *amqp091.Error, 1))
 	if mandatory {
 		pc.returns = ch.NotifyReturn(make(chan amqp091.Return, 4))
@@ -309,15 +294,7 @@ func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atom
 		// The write is bounded by ctx: a message larger than the socket's
 		// buffer (or any, behind one) blocks on a frozen link.
 		err = bounded(ctx, "publishing", func() error {
-			pc.order.Lock()
-			defer pc.order.Unlock()
 			d, err := ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
-			if err == nil && shared {
-				k := firstKey{ch, exchange}
-				if _, ok := pc.firsts.Load(k); !ok {
-					pc.firsts.Store(k, d.DeliveryTag)
-				}
-			}
 			dc = d
 			return err
 		})
@@ -365,12 +342,6 @@ func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atom
 		return errNacked
 	}
 	return nil
-}
-
-// firstKey names one exchange on one channel (pubChan.firsts).
-type firstKey struct {
-	ch       *amqp091.Channel
-	exchange string
 }
 
 // missingExchange reads the exchange of a 404 "no exchange 'X' in vhost".
