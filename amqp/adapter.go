@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,10 @@ type Adapter struct {
 	groups   map[string]map[string]bool
 	// retries are the retry queues declared per group queue since New.
 	retries map[string]map[string]bool
+	// deadLetters are the dead-letter exchanges and queues of the
+	// subscriptions since New (name -> true for a queue, which also has an
+	// exchange of its name).
+	deadLetters map[string]bool
 }
 
 // noHeaders is the table of a send without headers; it is only read.
@@ -530,8 +535,47 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 		a.groups[ch.Name] = map[string]bool{}
 	}
 	a.groups[ch.Name][ch.Group] = true
+	if dl := ch.DeadLetter; dl.Enabled {
+		if a.deadLetters == nil {
+			a.deadLetters = map[string]bool{}
+		}
+		if _, ok := a.deadLetters[dl.Exchange]; !ok {
+			a.deadLetters[dl.Exchange] = false
+		}
+		a.deadLetters[dl.Queue] = true
+	}
 	a.groupsMu.Unlock()
 	return s, nil
+}
+
+// Declared returns the queues and exchanges this adapter declared for its
+// subscriptions since New: the group queues with the retry queues declared
+// for them, the dead-letter queues, and the exchanges of the channels and
+// of the dead-letter queues (each dead-letter queue has an exchange named
+// like it). It works before Connect and after Close, for tools and tests
+// that delete what a run left behind.
+func (a *Adapter) Declared() (queues, exchanges []string) {
+	a.groupsMu.Lock()
+	defer a.groupsMu.Unlock()
+	for channel, groups := range a.groups {
+		exchanges = append(exchanges, channel)
+		for g := range groups {
+			q := QueueName(channel, g)
+			queues = append(queues, q)
+			for rq := range a.retries[q] {
+				queues = append(queues, rq)
+			}
+		}
+	}
+	for name, isQueue := range a.deadLetters {
+		exchanges = append(exchanges, name)
+		if isQueue {
+			queues = append(queues, name)
+		}
+	}
+	slices.Sort(queues)
+	slices.Sort(exchanges)
+	return slices.Compact(queues), slices.Compact(exchanges)
 }
 
 var _ broker.ChannelRemover = (*Adapter)(nil)
