@@ -187,7 +187,15 @@
 //     is used up, and no delivery either.
 //
 // When a retry copy or a dead letter cannot be published, the message is
-// handed back (nack, requeue) after DefaultSettleFailureDelay.
+// handed back after DefaultSettleFailureDelay by a copy with the count so
+// far (as Release), which uses up no delivery: a requeue would raise a
+// quorum queue's x-delivery-count for a failure of ours. While the
+// publishing connection is down the message stays unacknowledged on its
+// consumer and the hand-back is tried again every DefaultSettleFailureDelay;
+// a drain hands back the waiting ones once the connection is up, within its
+// deadline (after it, closing the channel requeues them, and that
+// delivery counts). A copy that fails on a live connection is requeued
+// (nack).
 //
 // # Attempts and deliveries
 //
@@ -282,7 +290,9 @@
 // reconnect backoff) until Close; sends fail while it is down. A consumer
 // whose channel closed, or that RabbitMQ cancelled (its queue was deleted),
 // opens a new channel, declares its topology again and resumes; a closed
-// publishing channel is replaced on the next send.
+// publishing channel is replaced on the next send. Close returns by its
+// context even while a connection is being dialed; a connection whose dial
+// ends after Close is closed at once, and no consumer opens after it.
 //
 // # Drain and frozen links
 //

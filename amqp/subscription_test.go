@@ -107,3 +107,41 @@ func TestBlockedConnection(t *testing.T) {
 		t.Fatal("not released by connection.unblocked")
 	}
 }
+
+// TestFinishWaitsForHandBacks: the drain's Finish admits no hand-back once
+// it began, and waits for the ones admitted before (bounded by its
+// context) before it flushes the acks and closes the channel, so a
+// hand-back never settles on a closed channel.
+func TestFinishWaitsForHandBacks(t *testing.T) {
+	g := gomega.NewWithT(t)
+	s := &subscription{timers: map[*time.Timer]pendingBack{}}
+	if !s.enter() {
+		t.Fatal("a hand-back refused before Finish")
+	}
+	s.mu.Lock()
+	s.finishing = true
+	s.mu.Unlock()
+	if s.enter() {
+		t.Fatal("a hand-back admitted after Finish began")
+	}
+	waited := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.waitBacks(ctx)
+		close(waited)
+	}()
+	isClosed := func() bool {
+		select {
+		case <-waited:
+			return true
+		default:
+			return false
+		}
+	}
+	g.Consistently(isClosed).WithTimeout(200*time.Millisecond).WithPolling(10*time.Millisecond).Should(gomega.BeFalse(),
+		"Finish went on while a hand-back was under way")
+	s.leave()
+	g.Eventually(isClosed).WithTimeout(5*time.Second).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(),
+		"Finish did not go on after the hand-back")
+}
