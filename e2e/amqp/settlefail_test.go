@@ -102,3 +102,57 @@ func TestSettleFailureNotCounted(t *testing.T) {
 		t.Errorf("dead-letter queue %+v %v", q, err)
 	}
 }
+
+// TestSettleFailureHandedBackAtStop: a member stopped while a failed run's
+// retry waits for the publishing connection hands the message back by a
+// copy once the connection is back, within the stop's deadline, instead of
+// leaving it to the channel's close (a requeue, which a quorum queue
+// counts as a delivery): the next member gets a message RabbitMQ never
+// redelivered, with no x-delivery-count.
+func TestSettleFailureHandedBackAtStop(t *testing.T) {
+	needAMQP(t)
+	ch, group := unique("settlefail.stop"), "g"
+	queue, dlq := group+"."+ch, ch+".DLQ"
+	retry := chamqp.RetryQueueName(queue, 50*time.Millisecond)
+	cleanup(t, []string{queue, dlq, retry}, []string{ch, dlq})
+	d := &cuttableDial{}
+	var failed atomic.Int64
+	gate := make(chan struct{})
+	chOpts := func(h channels.Handler) channels.Channels {
+		return channels.Channels{ch: {Group: group, MaxRetries: 1,
+			DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: h}}
+	}
+	first, _ := startPlugin(t, &service{Name: "svc", Channels: chOpts(func(context.Context, *channels.Message) error {
+		<-gate
+		failed.Add(1)
+		return errors.New("fails")
+	})}, []chamqp.Option{chamqp.WithConfig(amqp091.Config{Dial: d.dial}),
+		chamqp.WithReconnectBackoff(broker.ConstantBackoff(50 * time.Millisecond))})
+	snd, _ := startPlugin(t, nil, nil)
+	if err := snd.SendToChannel(context.Background(), ch, 1); err != nil {
+		t.Fatal(err)
+	}
+	d.cut()
+	close(gate)
+	eventually(t, 10*time.Second, "the failed run", func() bool { return failed.Load() == 1 })
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		stopped <- first.Stop(ctx)
+	}()
+	d.heal()
+	if err := <-stopped; err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	got := &collector{}
+	startPlugin(t, &service{Name: "svc", Channels: chOpts(got.handle)}, nil)
+	eventually(t, 10*time.Second, "the message run by the next member", func() bool { return got.count() == 1 })
+	dv, ok := got.all()[0].Raw.(*amqp091.Delivery)
+	if !ok {
+		t.Fatalf("raw %T", got.all()[0].Raw)
+	}
+	if _, counted := dv.Headers["x-delivery-count"]; counted || dv.Redelivered {
+		t.Errorf("the message was requeued: redelivered %v, headers %v", dv.Redelivered, dv.Headers)
+	}
+}
