@@ -120,7 +120,7 @@ func TestExistingQuorumQueueAtMostOnce(t *testing.T) {
 	needAMQP(t)
 	ch, group := unique("qtype.amo"), "g"
 	queue, dlq := group+"."+ch, ch+".DLQ"
-	cleanup(t, []string{queue, dlq}, []string{ch, dlq})
+	cleanup(t, []string{queue, dlq, chamqp.RetryQueueName(queue, 50*time.Millisecond)}, []string{ch, dlq})
 	old := amqp091.Table{"x-queue-type": "quorum", "x-delivery-limit": int64(1 + 1 + 5), "x-dead-letter-exchange": dlq}
 	if _, err := rawChannel(t, rawConn(t)).QueueDeclare(queue, true, false, false, false, old); err != nil {
 		t.Fatal(err)
