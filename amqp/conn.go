@@ -106,19 +106,38 @@ func (s *session) waitUnblocked(ctx context.Context) error {
 	}
 }
 
-// start connects (each URL of the failover list once, bounded by ctx) and
-// starts the supervisor.
+// start connects (each URL of the failover list once, bounded by ctx and
+// by the session's close) and starts the supervisor. A connection dialed
+// after close is closed at once (ErrClosed).
 func (s *session) start(ctx context.Context) error {
 	c := s.external
 	if c == nil {
+		dctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-s.closed:
+				cancel()
+			case <-dctx.Done():
+			}
+		}()
 		var err error
-		if c, err = s.dialAll(ctx); err != nil {
+		c, err = s.dialAll(dctx)
+		cancel()
+		if err != nil {
+			close(s.done)
 			return err
 		}
 	} else if c.IsClosed() {
+		close(s.done)
 		return fmt.Errorf("channels/amqp: the given connection is closed")
 	}
-	s.set(c)
+	if !s.setOpen(c) {
+		if s.external == nil {
+			_ = c.Close()
+		}
+		close(s.done)
+		return broker.ErrClosed
+	}
 	go s.supervise(c)
 	return nil
 }
@@ -258,10 +277,31 @@ func (s *session) set(c *amqp091.Connection) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.setLocked(c)
+}
+
+func (s *session) setLocked(c *amqp091.Connection) {
 	s.conn = c
 	s.gen++
 	close(s.changed)
 	s.changed = make(chan struct{})
+}
+
+// setOpen makes c the session's connection unless the session is closed
+// (false: the caller closes c). It is atomic with close, which closes the
+// connection it finds.
+func (s *session) setOpen(c *amqp091.Connection) bool {
+	s.setBlocked(false, "")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.closed:
+		return false
+	default:
+	}
+	s.watchBlocked(c)
+	s.setLocked(c)
+	return true
 }
 
 // generation counts the connections of the session (what one connection
@@ -357,14 +397,11 @@ func (s *session) supervise(c *amqp091.Connection) {
 			nc, err := s.dialAll(ctx)
 			cancel()
 			if err == nil {
-				select {
-				case <-s.closed:
+				if !s.setOpen(nc) {
 					_ = nc.Close()
 					return
-				default:
 				}
 				c = nc
-				s.set(c)
 				s.log.Info("channels/amqp: reconnected")
 				break
 			}
@@ -373,6 +410,18 @@ func (s *session) supervise(c *amqp091.Connection) {
 				return
 			}
 		}
+	}
+}
+
+// abort closes the session without waiting: a dial under way closes what
+// it opens.
+func (s *session) abort() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.closed:
+	default:
+		close(s.closed)
 	}
 }
 

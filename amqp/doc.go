@@ -81,6 +81,8 @@
 //	x-queue-type            quorum
 //	x-delivery-limit        the channel's MaxDeliveries (MaxRetries + 1 + 5 by default)
 //	x-dead-letter-exchange  the exchange named like the dead-letter queue (dead-lettering on)
+//	x-dead-letter-strategy  at-least-once (with a dead-letter exchange; RabbitMQ 3.10+)
+//	x-overflow              reject-publish (which at-least-once needs)
 //
 // so that a message no client can read (a header table amqp091 refuses:
 // nested deeper than 32, or wider than 8,192 entries; it closes the
@@ -101,16 +103,29 @@
 // x-queue-mode) make the default classic; with QueueType QueueQuorum they
 // are an error. An x-queue-type in Queue.Arguments takes precedence.
 //
+// Without at-least-once RabbitMQ dead-letters at most once (a dead letter
+// the dead-letter queue does not take is lost). RabbitMQ older than 3.10
+// (the server property "version") has neither at-least-once dead-lettering
+// nor message TTL on quorum queues: there the group queue is declared
+// without x-dead-letter-strategy and x-overflow, and retry queues are
+// classic.
+//
 // RabbitMQ cannot change the type or arguments of an existing queue (a
-// declaration that differs fails with PRECONDITION_FAILED). A group queue
-// that exists with other arguments (a classic queue declared by an earlier
-// version or by Node, or a quorum queue with another delivery limit) is
-// used as it is, declared passively, with a warning naming the queue and
-// RabbitMQ's reason: nothing changes for existing deployments, and the
-// adapter counts deliveries itself on a classic queue. To move a group to
-// a quorum queue, drain it, delete the queue once it is empty, and start
-// again. When QueueType (or x-queue-type) is set explicitly, such a queue
-// is an error instead. Retry queues get the type of their group queue
+// declaration that differs fails with PRECONDITION_FAILED, naming the first
+// argument that differs). A group queue that exists with other arguments (a
+// classic queue declared by an earlier version or by Node, with or without
+// a dead-letter exchange; a quorum queue with another delivery limit, or
+// declared before the adapter added x-dead-letter-strategy, which then
+// dead-letters at most once) is used as it is, declared passively, with a
+// warning naming the queue, its type and RabbitMQ's reason: nothing changes
+// for existing deployments. Its type is found by declaring it again with
+// each differing argument set to the queue's value, until RabbitMQ names
+// x-queue-type or takes the declaration; the adapter counts deliveries
+// itself on a queue that is not quorum (or whose type it cannot tell). To
+// move a group to a quorum queue, or to the arguments this version
+// declares, drain it, delete the queue once it is empty, and start again.
+// When QueueType (or x-queue-type) is set explicitly, a queue of another
+// type is an error instead. Retry queues get the type of their group queue
 // (an existing retry queue is used as it is); the dead-letter queue keeps
 // the adapter-wide queue options (classic by default), as Node declares it.
 //
@@ -172,7 +187,15 @@
 //     is used up, and no delivery either.
 //
 // When a retry copy or a dead letter cannot be published, the message is
-// handed back (nack, requeue) after DefaultSettleFailureDelay.
+// handed back after DefaultSettleFailureDelay by a copy with the count so
+// far (as Release), which uses up no delivery: a requeue would raise a
+// quorum queue's x-delivery-count for a failure of ours. While the
+// publishing connection is down the message stays unacknowledged on its
+// consumer and the hand-back is tried again every DefaultSettleFailureDelay;
+// a drain hands back the waiting ones once the connection is up, within its
+// deadline (after it, closing the channel requeues them, and that
+// delivery counts). A copy that fails on a live connection is requeued
+// (nack).
 //
 // # Attempts and deliveries
 //
@@ -193,8 +216,9 @@
 // also enforces the bound itself (x-delivery-limit, see Queue types).
 //
 // Only what this adapter or RabbitMQ wrote is trusted: x-delivery-count
-// counts only on a redelivery from a quorum queue (on a first delivery it
-// is a producer's header), x-channels-unfinished only on a copy this group
+// counts only on a redelivery from a queue known to be a quorum queue (on a
+// first delivery it is a producer's header; on a classic queue RabbitMQ
+// may leave a producer's value in place), x-channels-unfinished only on a copy this group
 // made (x-group or x-channels-group is the group), x-channels-final only
 // on a copy this group kept (x-group); every count is clamped to
 // [0, 65536].
@@ -266,7 +290,9 @@
 // reconnect backoff) until Close; sends fail while it is down. A consumer
 // whose channel closed, or that RabbitMQ cancelled (its queue was deleted),
 // opens a new channel, declares its topology again and resumes; a closed
-// publishing channel is replaced on the next send.
+// publishing channel is replaced on the next send. Close returns by its
+// context even while a connection is being dialed; a connection whose dial
+// ends after Close is closed at once, and no consumer opens after it.
 //
 // # Drain and frozen links
 //

@@ -47,7 +47,9 @@ type subscription struct {
 	// timers are the pending hand-backs of messages whose settling failed
 	// (nil once the drain finished).
 	tmu    sync.Mutex
-	timers map[*time.Timer]struct{}
+	timers map[*time.Timer]pendingBack
+	// backs counts the hand-backs admitted (enter) before Finish.
+	backs sync.WaitGroup
 
 	mu  sync.Mutex
 	cur *amqp091.Channel // the consumer channel
@@ -57,6 +59,8 @@ type subscription struct {
 	// finished: the drain's Finish ran (after a deadline, possibly while
 	// the fetch loop was still opening a channel): no channel is kept.
 	finished bool
+	// finishing: the drain's Finish began; no hand-back is admitted.
+	finishing bool
 }
 
 func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOptions, gq groupQueue) *subscription {
@@ -69,7 +73,7 @@ func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOption
 	}
 	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, l: l, ch: ch, opts: opts, gq: gq,
 		queue: QueueName(ch.Name, ch.Group), tag: tag + "." + a.nextID(), log: ch.Logger,
-		cancelGaveUp: make(chan struct{}), timers: map[*time.Timer]struct{}{}}
+		cancelGaveUp: make(chan struct{}), timers: map[*time.Timer]pendingBack{}}
 	s.qtype.Store(gq.typ)
 	return s
 }
@@ -81,8 +85,9 @@ func (s *subscription) queueType() string { return s.qtype.Load().(string) }
 // it, bounded by ctx. A group queue that exists with other arguments than
 // the ones this channel declares (a classic queue from an earlier version
 // or from @moleculer/channels, a quorum queue with another delivery limit)
-// is used as it is, with a warning, unless the options chose the queue
-// type: RabbitMQ cannot change the type or arguments of a queue.
+// is used as it is, with a warning, unless the options chose another queue
+// type than it has: RabbitMQ cannot change the type or arguments of a
+// queue. Its type is found by probeQueue.
 func (s *subscription) openChannel(ctx context.Context, c *amqp091.Connection) (*amqp091.Channel, error) {
 	ch, err := s.declareOn(ctx, c)
 	var qm *queueMismatch
@@ -95,17 +100,31 @@ func (s *subscription) openChannel(ctx context.Context, c *amqp091.Connection) (
 		s.qtype.Store(s.gq.typ)
 		return s.declareOn(ctx, c)
 	case errors.As(err, &qm) && isCode(err, amqp091.PreconditionFailed):
-		if s.gq.explicit {
-			return nil, fmt.Errorf("%w (the group queue exists with other arguments; RabbitMQ cannot change a queue's type or arguments: delete the queue once it is empty, or declare it as it exists)", err)
+		q := s.opts.Queue
+		typ, found, perr := probeQueue(ctx, c, s.queue, q, s.gq.args)
+		if perr != nil {
+			return nil, errors.Join(err, perr)
+		}
+		if s.gq.explicit && typ != s.gq.typ {
+			return nil, fmt.Errorf("%w (the group queue exists with other arguments (type %q); RabbitMQ cannot change a queue's type or arguments: delete the queue once it is empty, or declare it as it exists)", err, typ)
+		}
+		if typ != QueueQuorum {
+			// Another type, or one the probe could not tell: the adapter
+			// counts deliveries itself, as on a classic queue.
+			typ = QueueClassic
 		}
 		s.asIs.Store(true)
-		if strings.Contains(err.Error(), "x-queue-type") {
-			s.qtype.Store(QueueClassic)
+		s.qtype.Store(typ)
+		hint := "an existing classic queue stays classic: delete it once empty to have it declared as a quorum queue, or set QueueType classic"
+		if typ == QueueQuorum {
+			hint = "RabbitMQ cannot change the arguments of a queue: delete it once empty to have it declared with this channel's arguments"
+			if _, ok := found["x-dead-letter-strategy"]; ok {
+				hint = "the queue has no x-dead-letter-strategy at-least-once: RabbitMQ dead-letters from it at most once (a dead letter can be lost); " + hint
+			}
 		}
 		s.log.Warn("channels/amqp: the group queue exists with other arguments than this channel declares; it is used as it is",
-			"channel", s.ch.Name, "group", s.ch.Group, "queue", s.queue, "type", s.queueType(),
-			"reason", broker.Redact(err.Error()),
-			"hint", "an existing classic queue stays classic: delete it once empty to have it declared as a quorum queue, or set QueueType classic")
+			"channel", s.ch.Name, "group", s.ch.Group, "queue", s.queue, "type", typ,
+			"reason", broker.Redact(err.Error()), "hint", hint)
 		return s.declareOn(ctx, c)
 	}
 	return nil, err
@@ -351,39 +370,6 @@ func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery, k *acker)
 	}
 }
 
-// handBack returns a message unrun (or whose run was cut by our own stop)
-// without counting a delivery: RabbitMQ counts a requeue as a delivery
-// (x-delivery-count on quorum queues, the redelivered flag on classic
-// ones), so a copy carrying the count so far (HeaderUnfinished, with
-// HeaderOwner) goes to the tail of the group queue, confirmed, and the
-// original is acked. When the copy cannot be published the message is
-// requeued (nack), and that delivery counts.
-func (s *subscription) handBack(ctx context.Context, d *amqp091.Delivery, k *acker) error {
-	h := readHistory(d.Headers, s.ch.Group, s.queueType() == QueueQuorum, d.Redelivered)
-	n := h.unfinished
-	if d.Redelivered && !h.quorum {
-		n++ // the delivery before this one ended unfinished and was not counted
-	}
-	t := copyTable(d.Headers, 3)
-	if n > 0 {
-		t[HeaderUnfinished] = int32(n)
-	}
-	if h.final {
-		t[HeaderFinal] = true
-	}
-	t[HeaderOwner] = s.ch.Group
-	p := republishing(d, t)
-	if p.MessageId == "" {
-		p.MessageId = messageID(d)
-	}
-	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
-		s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
-			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
-		return k.nack(d.DeliveryTag)
-	}
-	return k.ack(d.DeliveryTag)
-}
-
 // handle runs one delivery on the slot taken for it. A message redelivered
 // by a classic queue (its consumer died, its channel was lost, or it was
 // handed back) is first counted: see recount.
@@ -428,290 +414,6 @@ func messageID(d *amqp091.Delivery) string {
 		return d.CorrelationId
 	}
 	return d.ConsumerTag + ":" + strconv.FormatUint(d.DeliveryTag, 10)
-}
-
-// recount persists one more unfinished delivery of a message a classic
-// queue redelivered: a copy with HeaderUnfinished + 1 goes to the tail of
-// the group queue (confirmed), then the original is acked; the copy is what
-// runs. Classic queues count no deliveries and a requeue cannot change a
-// message, so this is how a message that keeps killing its consumers
-// reaches MaxDeliveries. It costs one confirmed publish, only on
-// redeliveries.
-func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
-	ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
-	defer cancel()
-	t := copyTable(d.Headers, 2)
-	t[HeaderUnfinished] = int32(h.unfinished + 1)
-	t[HeaderOwner] = s.ch.Group
-	p := republishing(d, t)
-	if p.MessageId == "" {
-		p.MessageId = messageID(d)
-	}
-	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
-		s.log.Warn("channels/amqp: counting a redelivered message failed; it is handed back", "channel", s.ch.Name,
-			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
-		s.handBackLater(d, k)
-		return
-	}
-	_ = k.ack(d.DeliveryTag)
-}
-
-// handBackLater requeues a message whose settling failed after
-// DefaultSettleFailureDelay, so a lasting failure does not spin (an unacked
-// message would otherwise stay on this consumer until its channel closes).
-func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
-	s.tmu.Lock()
-	defer s.tmu.Unlock()
-	if s.timers == nil {
-		// The drain finished: the channel's close requeues the message.
-		return
-	}
-	var t *time.Timer
-	t = time.AfterFunc(DefaultSettleFailureDelay, func() {
-		s.tmu.Lock()
-		_, live := s.timers[t]
-		delete(s.timers, t)
-		s.tmu.Unlock()
-		if live {
-			_ = k.nack(d.DeliveryTag)
-		}
-	})
-	s.timers[t] = struct{}{}
-}
-
-// stopTimers cancels the pending hand-backs (the drain closes the channel,
-// which requeues their messages) and refuses new ones.
-func (s *subscription) stopTimers() {
-	s.tmu.Lock()
-	defer s.tmu.Unlock()
-	for t := range s.timers {
-		t.Stop()
-	}
-	s.timers = nil
-}
-
-// cancelConsumer stops the broker's deliveries (basic.cancel, awaited,
-// bounded by ctx; on timeout the channel is closed, which requeues
-// everything unacked).
-func (s *subscription) cancelConsumer(ctx context.Context) {
-	s.mu.Lock()
-	ch, consuming := s.cur, s.consuming
-	s.consuming = false
-	s.mu.Unlock()
-	if ch == nil || !consuming {
-		return
-	}
-	err := bounded(ctx, "cancelling the consumer", func() error { return ch.Cancel(s.tag, false) })
-	var ab *broker.AbandonedError
-	if errors.As(err, &ab) {
-		// No answer (a frozen link): closing the channel requeues what it
-		// holds, once the broker hears of it; the fetch loop stops
-		// waiting for the end of the deliveries.
-		s.gaveUp.Do(func() { close(s.cancelGaveUp) })
-		go func() { _ = ch.Close() }()
-	}
-}
-
-// Drain cancels the consumer at once (the messages it was delivered but
-// did not run are handed back by the fetch loop), waits for running
-// handlers (bounded by ctx), then closes the consumer channel.
-func (s *subscription) Drain(ctx context.Context) error {
-	return s.Consumer.Drain(ctx, broker.DrainHooks{
-		StopFetching: func(ctx context.Context) {
-			// basic.cancel gets half of what is left of the drain (its
-			// answer takes a round trip; none comes on a frozen link), so
-			// the rest is left for the running handlers.
-			limit := DefaultOpTimeout
-			if dl, ok := ctx.Deadline(); ok {
-				limit = min(limit, time.Until(dl)/2)
-			}
-			cctx, cancel := context.WithTimeout(ctx, limit)
-			defer cancel()
-			s.cancelConsumer(cctx)
-		},
-		Finish: func(ctx context.Context, timedOut bool) error {
-			defer s.a.subs.Remove(s)
-			defer s.l.forget(s)
-			// The handlers cut by the deadline return at once (their context
-			// is cancelled) and hand their messages back (Release): they get
-			// releaseGrace past the deadline to do it before the channel
-			// closes, and so do the queued acks.
-			dl, ok := ctx.Deadline()
-			if !ok {
-				dl = time.Now().Add(DefaultOpTimeout)
-			}
-			gctx, cancel := context.WithDeadline(context.Background(), later(dl, time.Now().Add(releaseGrace)))
-			defer cancel()
-			if timedOut {
-				s.waitSettled(gctx)
-			}
-			s.mu.Lock()
-			ch, k := s.cur, s.ack
-			s.cur, s.ack, s.finished = nil, nil, true
-			s.mu.Unlock()
-			if k != nil {
-				_ = k.close(gctx) // the queued acks go out before the channel closes
-			}
-			s.stopTimers()
-			if ch != nil {
-				// Anything still unacked (a handler cut by the deadline) is
-				// requeued by the broker with the channel.
-				if err := closeChannel(gctx, ch); err != nil {
-					return fmt.Errorf("channels/amqp: close consumer channel: %w", err)
-				}
-			}
-			return nil
-		},
-	})
-}
-
-// releaseGrace is how long past a drain's deadline the handlers it cut may
-// take to hand their messages back, and the acks to go out, before the
-// consumer channel closes.
-const releaseGrace = 40 * time.Millisecond
-
-// waitSettled waits until every delivery of the channel is settled, or ctx
-// ends.
-func (s *subscription) waitSettled(ctx context.Context) {
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for s.pending() > 0 {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// settler carries out the kit's outcome for one delivery.
-type settler struct {
-	s  *subscription
-	d  *amqp091.Delivery
-	k  *acker
-	h  history
-	id string
-}
-
-func (t *settler) Ack(context.Context) error { return t.k.ack(t.d.DeliveryTag) }
-
-// Retry publishes a copy with x-redelivered-count + 1, x-group and the
-// failure's x-error-* headers to the retry queue of the delay (RabbitMQ
-// dead-letters it back to the group queue when its TTL ends), confirmed,
-// then acks the original.
-func (t *settler) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
-	h := t.copyHeaders(failure)
-	h[broker.HeaderRedeliveredCount] = int32(t.h.failed + 1)
-	return t.republish(ctx, delay, h)
-}
-
-// Keep publishes a copy marked final with the failure (same attempt) to
-// the retry queue of DefaultKeepDelay, confirmed, then acks the original:
-// the copy is dead-lettered again without running.
-func (t *settler) Keep(ctx context.Context, failure map[string]string) error {
-	h := t.copyHeaders(failure)
-	h[HeaderFinal] = true
-	return t.republish(ctx, DefaultKeepDelay, h)
-}
-
-func (t *settler) copyHeaders(failure map[string]string) amqp091.Table {
-	h := copyTable(t.d.Headers, len(failure)+4)
-	for k := range h {
-		if len(k) > len(broker.HeaderErrorPrefix) && k[:len(broker.HeaderErrorPrefix)] == broker.HeaderErrorPrefix {
-			delete(h, k)
-		}
-	}
-	// The failure replaces the x-error-* headers of the last run: it is
-	// fitted beside the others only (the kit counts the message's headers
-	// as they arrived, the last failure's included).
-	failure, _ = t.s.ch.Limits.FitWith(len(t.d.Body), fromTable(h), failure)
-	for k, v := range failure {
-		h[k] = v
-	}
-	h[broker.HeaderGroup] = t.s.ch.Group
-	if t.h.unfinished > 0 {
-		h[HeaderUnfinished] = int32(t.h.unfinished)
-	}
-	return h
-}
-
-func (t *settler) republish(ctx context.Context, delay time.Duration, h amqp091.Table) error {
-	s := t.s
-	p := republishing(t.d, h)
-	if p.MessageId == "" {
-		p.MessageId = t.id
-	}
-	err := s.publishDelayed(ctx, delay, p)
-	if err != nil {
-		s.handBackLater(t.d, t.k)
-		return err
-	}
-	return t.k.ack(t.d.DeliveryTag)
-}
-
-// publishDelayed publishes p to the group queue after delay, through the
-// retry queue of the delay (straight to the group queue without delay).
-func (s *subscription) publishDelayed(ctx context.Context, delay time.Duration, p amqp091.Publishing) error {
-	if delay <= 0 {
-		return s.l.pub.settle(ctx, "", s.queue, p)
-	}
-	for try := 0; ; try++ {
-		rq, err := s.l.topo.retryQueue(ctx, s.queue, delay, durable(s.opts.Queue.Durable), s.queueType())
-		if err != nil {
-			return err
-		}
-		err = s.l.pub.settle(ctx, "", rq, p)
-		var ret *ReturnedError
-		if errors.As(err, &ret) && try == 0 {
-			// The retry queue expired or was deleted: declare it again.
-			s.l.topo.forgetRetryQueue(rq)
-			continue
-		}
-		return err
-	}
-}
-
-// DeadLetter publishes the dead-letter copy (mandatory, confirmed) to the
-// fanout exchange named like the dead-letter queue: the queue itself is
-// bound to it, and so is every group consuming the dead-letter queue as a
-// channel.
-func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
-	dl := t.s.ch.DeadLetter
-	p := republishing(t.d, toTable(headers))
-	p.Body = payload
-	if p.MessageId == "" {
-		p.MessageId = t.id
-	}
-	if p.DeliveryMode != amqp091.Persistent {
-		p.DeliveryMode = amqp091.Persistent
-	}
-	err := t.s.l.pub.settle(ctx, dl.Queue, dl.Queue, p)
-	if isCode(err, amqp091.NotFound) && !collateral(err, dl.Queue) {
-		// The dead-letter exchange was deleted: declare the dead-letter
-		// topology again and publish once more.
-		if derr := t.s.l.topo.withChannel(ctx, func(ch *amqp091.Channel) error { return declareDeadLetter(ch, t.s) }); derr != nil {
-			return errors.Join(err, derr)
-		}
-		err = t.s.l.pub.settle(ctx, dl.Queue, dl.Queue, p)
-	}
-	return err
-}
-
-// Release hands the message back (see handBack): no attempt is used up
-// (x-redelivered-count is unchanged) and no delivery is counted.
-func (t *settler) Release(ctx context.Context) error {
-	s := t.s
-	s.mu.Lock()
-	finished := s.finished
-	s.mu.Unlock()
-	if finished {
-		// The channel closed with the drain: RabbitMQ requeues the
-		// message (and counts that delivery).
-		return nil
-	}
-	ctx, cancel := context.WithDeadline(ctx, time.Now().Add(releaseGrace))
-	defer cancel()
-	return s.handBack(ctx, t.d, t.k)
 }
 
 // pending counts the messages delivered to this subscription and not

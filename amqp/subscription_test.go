@@ -8,55 +8,52 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 
 // TestHandBackTimersStopWithDrain: a hand-back scheduled after a failed
 // settle (DefaultSettleFailureDelay later) does not fire once the drain
-// stopped the timers, and none is scheduled after it: the channel's close
-// requeues the message, and a nack after the stop would reach a closed
-// (or another) channel.
+// stopped the timers, and none is scheduled after it: the drain hands the
+// pending ones back itself or the channel's close requeues them, and a
+// nack after the stop would reach a closed (or another) channel.
 func TestHandBackTimersStopWithDrain(t *testing.T) {
 	f := &fakeAcks{}
 	k := &acker{ch: f, low: 1, done: map[uint64]bool{}}
-	s := &subscription{timers: map[*time.Timer]struct{}{}}
+	s := &subscription{timers: map[*time.Timer]pendingBack{}}
 	s.handBackLater(&amqp091.Delivery{DeliveryTag: 1}, k)
-	s.stopTimers()
-	s.handBackLater(&amqp091.Delivery{DeliveryTag: 2}, k)
-	deadline := time.Now().Add(DefaultSettleFailureDelay + 300*time.Millisecond)
-	for time.Now().Before(deadline) {
-		f.mu.Lock()
-		n := len(f.calls)
-		f.mu.Unlock()
-		if n != 0 {
-			t.Fatalf("a hand-back fired after the drain: %+v", f.calls)
-		}
-		time.Sleep(20 * time.Millisecond) // polling until the delay has surely passed
+	if backs := s.stopTimers(); len(backs) != 1 || backs[0].d.DeliveryTag != 1 {
+		t.Fatalf("pending hand-backs %+v", backs)
 	}
+	s.handBackLater(&amqp091.Delivery{DeliveryTag: 2}, k)
+	calls := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.calls)
+	}
+	gomega.NewWithT(t).Consistently(calls).WithTimeout(DefaultSettleFailureDelay+300*time.Millisecond).
+		WithPolling(20*time.Millisecond).Should(gomega.BeZero(), "a hand-back fired after the drain")
 }
 
-// TestHandBackTimerFires: before the drain, the hand-back nacks the
-// message once its delay passed.
-func TestHandBackTimerFires(t *testing.T) {
+// TestHandBackTimerChannelGone: a hand-back whose consumer channel is no
+// longer the subscription's (closed: RabbitMQ requeued the message) fires
+// once its delay passed and settles nothing.
+func TestHandBackTimerChannelGone(t *testing.T) {
 	f := &fakeAcks{}
 	k := &acker{ch: f, low: 1, done: map[uint64]bool{}}
-	s := &subscription{timers: map[*time.Timer]struct{}{}}
+	s := &subscription{timers: map[*time.Timer]pendingBack{}}
 	s.handBackLater(&amqp091.Delivery{DeliveryTag: 1}, k)
-	deadline := time.Now().Add(DefaultSettleFailureDelay + 2*time.Second)
-	for {
-		f.mu.Lock()
-		n := len(f.calls)
-		f.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the hand-back did not fire")
-		}
-		time.Sleep(20 * time.Millisecond)
+	pendingTimers := func() int {
+		s.tmu.Lock()
+		defer s.tmu.Unlock()
+		return len(s.timers)
 	}
-	if c := f.calls[0]; !c.nack || c.tag != 1 {
-		t.Fatalf("%+v", c)
+	gomega.NewWithT(t).Eventually(pendingTimers).WithTimeout(DefaultSettleFailureDelay+2*time.Second).
+		WithPolling(20*time.Millisecond).Should(gomega.BeZero(), "the hand-back fired")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.calls) != 0 {
+		t.Fatalf("settled on a channel that is gone: %+v", f.calls)
 	}
 }
 
@@ -109,4 +106,42 @@ func TestBlockedConnection(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("not released by connection.unblocked")
 	}
+}
+
+// TestFinishWaitsForHandBacks: the drain's Finish admits no hand-back once
+// it began, and waits for the ones admitted before (bounded by its
+// context) before it flushes the acks and closes the channel, so a
+// hand-back never settles on a closed channel.
+func TestFinishWaitsForHandBacks(t *testing.T) {
+	g := gomega.NewWithT(t)
+	s := &subscription{timers: map[*time.Timer]pendingBack{}}
+	if !s.enter() {
+		t.Fatal("a hand-back refused before Finish")
+	}
+	s.mu.Lock()
+	s.finishing = true
+	s.mu.Unlock()
+	if s.enter() {
+		t.Fatal("a hand-back admitted after Finish began")
+	}
+	waited := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.waitBacks(ctx)
+		close(waited)
+	}()
+	isClosed := func() bool {
+		select {
+		case <-waited:
+			return true
+		default:
+			return false
+		}
+	}
+	g.Consistently(isClosed).WithTimeout(200*time.Millisecond).WithPolling(10*time.Millisecond).Should(gomega.BeFalse(),
+		"Finish went on while a hand-back was under way")
+	s.leave()
+	g.Eventually(isClosed).WithTimeout(5*time.Second).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(),
+		"Finish did not go on after the hand-back")
 }

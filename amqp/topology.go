@@ -140,7 +140,8 @@ func (t *topology) assertExchange(ctx context.Context, name string, o ExchangeOp
 // (qtype): a quorum group queue gets quorum retry queues, so a retry
 // waiting its backoff is replicated like the message it copies. A retry
 // queue that exists with other arguments (one declared as classic by an
-// earlier version) is used as it is.
+// earlier version) is used as it is. On RabbitMQ older than 3.10 retry
+// queues are classic.
 func (t *topology) retryQueue(ctx context.Context, queue string, delay time.Duration, durableQueue bool, qtype string) (string, error) {
 	name := RetryQueueName(queue, delay)
 	ms := delayBucket(delay)
@@ -158,7 +159,8 @@ func (t *topology) retryQueue(ctx context.Context, queue string, delay time.Dura
 		"x-dead-letter-routing-key": queue,
 		"x-expires":                 lease,
 	}
-	if qtype == QueueQuorum && durableQueue {
+	if qtype == QueueQuorum && durableQueue && serverAtLeast(t.sess.current(), 3, 10) {
+		// Quorum queues take x-message-ttl from RabbitMQ 3.10 on.
 		args["x-queue-type"] = QueueQuorum
 	}
 	err := t.withChannel(ctx, func(ch *amqp091.Channel) error {
@@ -259,6 +261,9 @@ type groupQueue struct {
 	// explicit: the options chose the type (an existing queue of another
 	// type is then an error, not used as it is).
 	explicit bool
+	// atLeastOnce: the adapter added x-dead-letter-strategy at-least-once
+	// and x-overflow reject-publish (RabbitMQ 3.10+).
+	atLeastOnce bool
 }
 
 // classicOnly lists the queue arguments quorum queues refuse.
@@ -291,7 +296,10 @@ func maxDeliveries(p broker.RetryPolicy) int {
 // the dead-letter queue: a message delivered more often than that without
 // being settled (one the client library cannot even read, which closes the
 // connection on every delivery) is dead-lettered by RabbitMQ itself. An
-// x-delivery-limit or x-dead-letter-exchange in the options is kept.
+// x-delivery-limit or x-dead-letter-exchange in the options is kept. A
+// quorum queue with a dead-letter exchange gets x-dead-letter-strategy
+// at-least-once and x-overflow reject-publish, unless the options set
+// either.
 func planGroupQueue(o ChannelOptions, ch *broker.Channel) (groupQueue, error) {
 	q := o.Queue
 	g := groupQueue{args: q.Arguments}
@@ -329,6 +337,17 @@ func planGroupQueue(o ChannelOptions, ch *broker.Channel) (groupQueue, error) {
 	}
 	if _, set := args["x-dead-letter-exchange"]; !set && ch.DeadLetter.Enabled {
 		args["x-dead-letter-exchange"] = ch.DeadLetter.Queue
+	}
+	_, dlx := args["x-dead-letter-exchange"]
+	_, strategy := args["x-dead-letter-strategy"]
+	overflow, setOverflow := args["x-overflow"]
+	if dlx && !strategy && (!setOverflow || overflow == "reject-publish") {
+		// RabbitMQ dead-letters at most once by default (a dead letter lost
+		// when the dead-letter queue does not confirm it); at-least-once
+		// needs x-overflow reject-publish.
+		args["x-dead-letter-strategy"] = "at-least-once"
+		args["x-overflow"] = "reject-publish"
+		g.atLeastOnce = true
 	}
 	g.args = args
 	return g, nil

@@ -71,6 +71,9 @@ type Target struct {
 	// reset and latency scenarios (fault_link_test.go). Nil for a broker
 	// reached without a network link (memory, the in-process NATS server).
 	Linked func() (broker.Adapter, *Links, error)
+	// AfterSpec, when set, runs after each of the target's specs, once the
+	// spec's nodes stopped: to delete what the spec declared on the broker.
+	AfterSpec func()
 	// SlowLink, when set, are the channel options (in place of
 	// ChannelOptions) of a member whose link has a round trip of 400 ms.
 	SlowLink []any
@@ -260,6 +263,9 @@ func prepare(tg Target) *harness {
 			}
 			Skip(fmt.Sprintf("%s broker unreachable: %v", tg.Name, err))
 		}
+	}
+	if tg.AfterSpec != nil {
+		DeferCleanup(tg.AfterSpec) // registered first, so it runs after the nodes' stops
 	}
 	h := newHarness(tg)
 	SetDefaultEventuallyTimeout(h.timeout)

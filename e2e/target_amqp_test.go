@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
+
+	. "github.com/onsi/ginkgo/v2"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -20,11 +23,11 @@ import (
 func init() {
 	registerTarget(channelstest.Target{
 		Name:       "amqp",
-		NewAdapter: func() (broker.Adapter, error) { return amqp.New(brokerenv.AMQPURL()) },
+		NewAdapter: func() (broker.Adapter, error) { return amqpAdapters.track(amqp.New(brokerenv.AMQPURL())) },
 		Probe:      func() error { return brokerenv.Probe("amqp", brokerenv.PingAMQP) },
 		Processes:  true,
 		Linked: channelstest.LinkedURL(brokerenv.AMQPURL, "5672", func(u string) (broker.Adapter, error) {
-			return amqp.New(u)
+			return amqpAdapters.track(amqp.New(u))
 		}),
 		// No claim timer: a message stays with its consumer while its
 		// connection lives, and comes back at once when it dies.
@@ -33,7 +36,73 @@ func init() {
 		BrokerDown: amqpDown,
 		BrokerUp:   amqpUp,
 		Hostile:    amqpHostile,
+		AfterSpec:  amqpAdapters.deleteDeclared,
 	})
+}
+
+// amqpAdapters are the AMQP adapters built during the running spec; at
+// its end (Target.AfterSpec, once its members stopped) the queues and
+// exchanges they declared are deleted. Quorum queues are heavy: the suite
+// leaves none behind.
+var amqpAdapters = &trackedAMQP{}
+
+type trackedAMQP struct {
+	mu sync.Mutex
+	as []*amqp.Adapter
+}
+
+func (t *trackedAMQP) track(a *amqp.Adapter, err error) (broker.Adapter, error) {
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	t.as = append(t.as, a)
+	t.mu.Unlock()
+	return a, nil
+}
+
+// deleteDeclared deletes what the spec's adapters declared, on a
+// connection of its own; what is already gone is skipped.
+func (t *trackedAMQP) deleteDeclared() {
+	t.mu.Lock()
+	as := t.as
+	t.as = nil
+	t.mu.Unlock()
+	queues, exchanges := map[string]bool{}, map[string]bool{}
+	for _, a := range as {
+		qs, es := a.Declared()
+		for _, q := range qs {
+			queues[q] = true
+		}
+		for _, e := range es {
+			exchanges[e] = true
+		}
+	}
+	if len(queues)+len(exchanges) == 0 {
+		return
+	}
+	c, err := amqp091.Dial(brokerenv.AMQPURL())
+	if err != nil {
+		GinkgoWriter.Printf("amqp cleanup: %v\n", err)
+		return
+	}
+	defer c.Close()
+	// A failed deletion closes its channel: one channel per deletion.
+	del := func(f func(ch *amqp091.Channel) error) {
+		ch, err := c.Channel()
+		if err != nil {
+			return
+		}
+		if err := f(ch); err == nil {
+			_ = ch.Close()
+		}
+	}
+	for q := range queues {
+		del(func(ch *amqp091.Channel) error { _, err := ch.QueueDelete(q, false, false, false); return err })
+	}
+	for e := range exchanges {
+		del(func(ch *amqp091.Channel) error { return ch.ExchangeDelete(e, false, false) })
+	}
 }
 
 // amqpRestart restarts RabbitMQ with scripts/services.sh and checks it did:

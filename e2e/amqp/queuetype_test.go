@@ -36,7 +36,9 @@ func failOnce(runs *atomic.Int64) channels.Handler {
 
 // TestGroupQueueQuorumByDefault: a new group queue is a quorum queue with
 // x-delivery-limit = MaxDeliveries and the dead-letter queue's exchange as
-// its dead-letter exchange; its retry queues are quorum queues too.
+// its dead-letter exchange, dead-lettering at least once
+// (x-dead-letter-strategy at-least-once, x-overflow reject-publish); its
+// retry queues are quorum queues too.
 func TestGroupQueueQuorumByDefault(t *testing.T) {
 	needAMQP(t)
 	ch, group := unique("qtype.default"), "g"
@@ -52,7 +54,7 @@ func TestGroupQueueQuorumByDefault(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "two runs", func() bool { return runs.Load() == 2 })
 	if err := equivalent(t, queue, amqp091.Table{"x-queue-type": "quorum", "x-delivery-limit": int64(2 + 1 + 5),
-		"x-dead-letter-exchange": dlq}); err != nil {
+		"x-dead-letter-exchange": dlq, "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}); err != nil {
 		t.Errorf("group queue: %v", err)
 	}
 	if err := equivalent(t, retry, amqp091.Table{"x-queue-type": "quorum", "x-message-ttl": int64(50),
@@ -106,5 +108,33 @@ func TestExistingClassicQueueKept(t *testing.T) {
 	defer func() { _ = p.Stop(ctx) }()
 	if err == nil || !strings.Contains(err.Error(), "exists with other arguments") {
 		t.Fatalf("Start with QueueType quorum on a classic queue: %v", err)
+	}
+}
+
+// TestExistingQuorumQueueAtMostOnce: a quorum group queue declared before
+// the adapter dead-lettered at least once (without x-dead-letter-strategy
+// and x-overflow) is used as it is, as a quorum queue, even with QueueType
+// quorum set explicitly: the member starts and runs messages, and the
+// queue keeps its arguments.
+func TestExistingQuorumQueueAtMostOnce(t *testing.T) {
+	needAMQP(t)
+	ch, group := unique("qtype.amo"), "g"
+	queue, dlq := group+"."+ch, ch+".DLQ"
+	cleanup(t, []string{queue, dlq, chamqp.RetryQueueName(queue, 50*time.Millisecond)}, []string{ch, dlq})
+	old := amqp091.Table{"x-queue-type": "quorum", "x-delivery-limit": int64(1 + 1 + 5), "x-dead-letter-exchange": dlq}
+	if _, err := rawChannel(t, rawConn(t)).QueueDeclare(queue, true, false, false, false, old); err != nil {
+		t.Fatal(err)
+	}
+	var runs atomic.Int64
+	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: group, MaxRetries: 1,
+		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: failOnce(&runs)}}},
+		[]chamqp.Option{chamqp.WithQueueType(chamqp.QueueQuorum)})
+	snd, _ := startPlugin(t, nil, nil)
+	if err := snd.SendToChannel(context.Background(), ch, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "two runs", func() bool { return runs.Load() == 2 })
+	if err := equivalent(t, queue, old); err != nil {
+		t.Errorf("group queue: %v", err)
 	}
 }

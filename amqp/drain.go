@@ -1,0 +1,111 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// cancelConsumer stops the broker's deliveries (basic.cancel, awaited,
+// bounded by ctx; on timeout the channel is closed, which requeues
+// everything unacked).
+func (s *subscription) cancelConsumer(ctx context.Context) {
+	s.mu.Lock()
+	ch, consuming := s.cur, s.consuming
+	s.consuming = false
+	s.mu.Unlock()
+	if ch == nil || !consuming {
+		return
+	}
+	err := bounded(ctx, "cancelling the consumer", func() error { return ch.Cancel(s.tag, false) })
+	var ab *broker.AbandonedError
+	if errors.As(err, &ab) {
+		// No answer (a frozen link): closing the channel requeues what it
+		// holds, once the broker hears of it; the fetch loop stops
+		// waiting for the end of the deliveries.
+		s.gaveUp.Do(func() { close(s.cancelGaveUp) })
+		go func() { _ = ch.Close() }()
+	}
+}
+
+// Drain cancels the consumer at once (the messages it was delivered but
+// did not run are handed back by the fetch loop), waits for running
+// handlers (bounded by ctx), then closes the consumer channel.
+func (s *subscription) Drain(ctx context.Context) error {
+	return s.Consumer.Drain(ctx, broker.DrainHooks{
+		StopFetching: func(ctx context.Context) {
+			// basic.cancel gets half of what is left of the drain (its
+			// answer takes a round trip; none comes on a frozen link), so
+			// the rest is left for the running handlers.
+			limit := DefaultOpTimeout
+			if dl, ok := ctx.Deadline(); ok {
+				limit = min(limit, time.Until(dl)/2)
+			}
+			cctx, cancel := context.WithTimeout(ctx, limit)
+			defer cancel()
+			s.cancelConsumer(cctx)
+		},
+		Finish: func(ctx context.Context, timedOut bool) error {
+			defer s.a.subs.Remove(s)
+			defer s.l.forget(s)
+			// The handlers cut by the deadline return at once (their context
+			// is cancelled) and hand their messages back (Release): they get
+			// releaseGrace past the deadline to do it before the channel
+			// closes, and so do the queued acks.
+			dl, ok := ctx.Deadline()
+			if !ok {
+				dl = time.Now().Add(DefaultOpTimeout)
+			}
+			gctx, cancel := context.WithDeadline(context.Background(), later(dl, time.Now().Add(releaseGrace)))
+			defer cancel()
+			if timedOut {
+				s.waitSettled(gctx)
+			}
+			// The order: the pending hand-backs of failed settles, then the
+			// hand-backs under way (Release, timers) end, then the queued
+			// acks go out, then the channel closes.
+			s.flushBacks(gctx, s.stopTimers())
+			s.mu.Lock()
+			s.finishing = true
+			s.mu.Unlock()
+			s.waitBacks(gctx)
+			s.mu.Lock()
+			ch, k := s.cur, s.ack
+			s.cur, s.ack, s.finished = nil, nil, true
+			s.mu.Unlock()
+			if k != nil {
+				_ = k.close(gctx) // the queued acks go out before the channel closes
+			}
+			if ch != nil {
+				// Anything still unacked (a handler cut by the deadline) is
+				// requeued by the broker with the channel.
+				if err := closeChannel(gctx, ch); err != nil {
+					return fmt.Errorf("channels/amqp: close consumer channel: %w", err)
+				}
+			}
+			return nil
+		},
+	})
+}
+
+// releaseGrace is how long past a drain's deadline the handlers it cut may
+// take to hand their messages back, and the acks to go out, before the
+// consumer channel closes.
+const releaseGrace = 40 * time.Millisecond
+
+// waitSettled waits until every delivery of the channel is settled, or ctx
+// ends.
+func (s *subscription) waitSettled(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.pending() > 0 {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

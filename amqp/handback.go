@@ -1,0 +1,195 @@
+package amqp
+
+import (
+	"context"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// handBack returns a message unrun (or whose run was cut by our own stop)
+// without counting a delivery: RabbitMQ counts a requeue as a delivery
+// (x-delivery-count on quorum queues, the redelivered flag on classic
+// ones), so a copy carrying the count so far (HeaderUnfinished, with
+// HeaderOwner) goes to the tail of the group queue, confirmed, and the
+// original is acked. When the copy cannot be published the message is
+// requeued (nack), and that delivery counts.
+func (s *subscription) handBack(ctx context.Context, d *amqp091.Delivery, k *acker) error {
+	if err := s.copyBack(ctx, d, k); err != nil {
+		s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
+			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
+		return k.nack(d.DeliveryTag)
+	}
+	return nil
+}
+
+// copyBack publishes the hand-back copy of d (see handBack) and acks d;
+// on an error d is left unacknowledged.
+func (s *subscription) copyBack(ctx context.Context, d *amqp091.Delivery, k *acker) error {
+	h := readHistory(d.Headers, s.ch.Group, s.queueType() == QueueQuorum, d.Redelivered)
+	n := h.unfinished
+	if d.Redelivered && !h.quorum {
+		n++ // the delivery before this one ended unfinished and was not counted
+	}
+	t := copyTable(d.Headers, 3)
+	if n > 0 {
+		t[HeaderUnfinished] = int32(n)
+	}
+	if h.final {
+		t[HeaderFinal] = true
+	}
+	t[HeaderOwner] = s.ch.Group
+	p := republishing(d, t)
+	if p.MessageId == "" {
+		p.MessageId = messageID(d)
+	}
+	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
+		return err
+	}
+	return k.ack(d.DeliveryTag)
+}
+
+// recount persists one more unfinished delivery of a message a classic
+// queue redelivered: a copy with HeaderUnfinished + 1 goes to the tail of
+// the group queue (confirmed), then the original is acked; the copy is what
+// runs. Classic queues count no deliveries and a requeue cannot change a
+// message, so this is how a message that keeps killing its consumers
+// reaches MaxDeliveries. It costs one confirmed publish, only on
+// redeliveries.
+func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
+	ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
+	defer cancel()
+	t := copyTable(d.Headers, 2)
+	t[HeaderUnfinished] = int32(h.unfinished + 1)
+	t[HeaderOwner] = s.ch.Group
+	p := republishing(d, t)
+	if p.MessageId == "" {
+		p.MessageId = messageID(d)
+	}
+	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
+		s.log.Warn("channels/amqp: counting a redelivered message failed; it is handed back", "channel", s.ch.Name,
+			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
+		s.handBackLater(d, k)
+		return
+	}
+	_ = k.ack(d.DeliveryTag)
+}
+
+// pendingBack is a message whose settling failed, waiting to be handed
+// back, with the acker of the channel it came on.
+type pendingBack struct {
+	d *amqp091.Delivery
+	k *acker
+}
+
+// handBackLater hands back a message whose settling failed, after
+// DefaultSettleFailureDelay, so a lasting failure does not spin. The hand-back
+// is a copy (see handBack), which no broker counts as a delivery: while the
+// publishing connection is down the message stays unacknowledged on this
+// consumer and the hand-back is tried again after the same delay (a requeue
+// would raise a quorum queue's x-delivery-count for a failure of ours, and
+// an outage of a few seconds would use up the message's delivery budget).
+// A copy that fails on a live connection is requeued (nack).
+func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	if s.timers == nil {
+		// The drain finished: the channel's close requeues the message.
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(DefaultSettleFailureDelay, func() {
+		s.tmu.Lock()
+		_, live := s.timers[t]
+		delete(s.timers, t)
+		s.tmu.Unlock()
+		if !live || !s.enter() {
+			return
+		}
+		defer s.leave()
+		if !s.current(k) {
+			// The channel the message came on closed: RabbitMQ requeued it.
+			return
+		}
+		if s.l.sess.current() == nil {
+			s.handBackLater(d, k)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
+		err := s.copyBack(ctx, d, k)
+		cancel()
+		switch {
+		case err == nil:
+		case s.l.sess.current() == nil:
+			s.handBackLater(d, k)
+		default:
+			_ = k.nack(d.DeliveryTag)
+		}
+	})
+	s.timers[t] = pendingBack{d, k}
+}
+
+// stopTimers cancels the pending hand-backs, refuses new ones and returns
+// the messages they were for.
+func (s *subscription) stopTimers() []pendingBack {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	var out []pendingBack
+	for t, p := range s.timers {
+		if t.Stop() {
+			out = append(out, p)
+		}
+	}
+	s.timers = nil
+	return out
+}
+
+// flushBacks hands back, by copies, the messages whose settling failed and
+// whose hand-back was still waiting, each once the publishing connection
+// is up, bounded by ctx; the others are requeued with the channel.
+func (s *subscription) flushBacks(ctx context.Context, backs []pendingBack) {
+	for _, b := range backs {
+		if !s.current(b.k) {
+			continue
+		}
+		if _, ok := s.l.sess.wait(ctx.Done()); !ok {
+			return
+		}
+		_ = s.copyBack(ctx, b.d, b.k)
+	}
+}
+
+// current reports whether k is the acker of the open consumer channel.
+func (s *subscription) current(k *acker) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ack == k && s.cur != nil && !s.cur.IsClosed()
+}
+
+// enter admits a hand-back that settles on the consumer channel; false
+// once the drain's Finish began (the channel closes, and requeues what is
+// unacknowledged). Finish waits for the admitted ones (leave) before it
+// flushes the acks and closes the channel.
+func (s *subscription) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finishing {
+		return false
+	}
+	s.backs.Add(1)
+	return true
+}
+
+func (s *subscription) leave() { s.backs.Done() }
+
+// waitBacks waits for the admitted hand-backs, bounded by ctx.
+func (s *subscription) waitBacks(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.backs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,230 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// BatchWindow bounds the messages of one PublishBatch written to the
+// channel and not yet confirmed; past it, the batch waits for the oldest
+// confirm before it writes the next message.
+const BatchWindow = 512
+
+// publishBatch publishes reqs in order on one channel of the pool and
+// returns the outcome of each (nil: confirmed), as publish would. exclusive
+// takes a mandatory channel to itself for the whole batch: needed for
+// mandatory messages, whose returns are matched by message id, and for the
+// first send to an exchange not known to exist. A channel found closed when
+// a message is written is replaced once per batch; after that the rest of
+// the batch fails.
+func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive bool) []error {
+	errs := make([]error, len(reqs))
+	if len(reqs) == 0 {
+		return errs
+	}
+	var pc *pubChan
+	if exclusive {
+		var err error
+		if pc, err = takeExcl(ctx, p.mandatory, &p.nextM); err != nil {
+			return broker.FailBatch(len(reqs), err)
+		}
+		defer func() { <-pc.excl }()
+	} else {
+		pc = p.shared[int(p.next.Add(1))%len(p.shared)]
+	}
+	var rets *returnSet
+	if exclusive {
+		rets = newReturnSet()
+	}
+	var frameMax int
+	open := func() (*amqp091.Channel, error) {
+		ch, fm, err := pc.channel(ctx, p.sess, exclusive)
+		if err != nil {
+			return nil, err
+		}
+		frameMax = fm
+		if exclusive {
+			// Only this batch writes to the channel now: what is there
+			// belongs to earlier publishes.
+			drainReturns(pc.returns)
+			rets.follow(pc.returns)
+		}
+		return ch, nil
+	}
+	type flight struct {
+		k  int
+		ch *amqp091.Channel
+		dc *amqp091.DeferredConfirmation
+	}
+	var (
+		flights   []flight
+		head      int
+		cut       bool // ctx ended while waiting for a confirm
+		reopened  bool
+		ch, chErr = open()
+	)
+	wait := func(f flight) {
+		acked, err := f.dc.WaitContext(ctx)
+		switch {
+		case err != nil:
+			errs[f.k], cut = err, true
+		case !acked && f.ch.IsClosed():
+			errs[f.k] = pc.closeReason(f.ch)
+		case !acked:
+			errs[f.k] = errNacked
+		}
+	}
+	for k, r := range reqs {
+		if err := ctx.Err(); err != nil {
+			errs[k] = err
+			continue
+		}
+		if chErr != nil {
+			errs[k] = chErr
+			continue
+		}
+		if err := checkFrame(frameMax, &r.msg); err != nil {
+			errs[k] = err
+			continue
+		}
+		for ; len(flights)-head >= BatchWindow; head++ {
+			wait(flights[head])
+		}
+		if err := p.sess.waitUnblocked(ctx); err != nil {
+			errs[k] = err
+			continue
+		}
+		dc, err := boundedPublish(ctx, ch, r)
+		if err != nil && errors.Is(err, amqp091.ErrClosed) && !reopened {
+			reopened = true
+			if ch, chErr = open(); chErr != nil {
+				errs[k] = chErr
+				continue
+			}
+			dc, err = boundedPublish(ctx, ch, r)
+		}
+		var ab *broker.AbandonedError
+		if errors.As(err, &ab) {
+			// The channel is stuck in a write: the rest of the batch fails.
+			errs[k], chErr = err, err
+			cut = true
+			continue
+		}
+		if err != nil {
+			errs[k] = err
+			if errors.Is(err, amqp091.ErrClosed) {
+				chErr = err
+			}
+			continue
+		}
+		flights = append(flights, flight{k: k, ch: ch, dc: dc})
+	}
+	for ; head < len(flights); head++ {
+		wait(flights[head])
+	}
+	if exclusive {
+		returned := rets.finish()
+		for _, f := range flights {
+			r := reqs[f.k]
+			if errs[f.k] != nil || !r.mandatory {
+				continue
+			}
+			if ret, ok := returned[r.msg.MessageId]; ok {
+				errs[f.k] = &ReturnedError{Exchange: ret.Exchange, RoutingKey: ret.RoutingKey, Code: ret.ReplyCode, Text: ret.ReplyText}
+			}
+		}
+		if cut && ch != nil {
+			// A late return would be taken for the next publish's.
+			pc.discard(ch)
+		}
+	}
+	return errs
+}
+
+// boundedPublish writes one message of a batch, bounded by ctx.
+func boundedPublish(ctx context.Context, ch *amqp091.Channel, r pubReq) (*amqp091.DeferredConfirmation, error) {
+	var dc *amqp091.DeferredConfirmation
+	err := bounded(ctx, "publishing", func() error {
+		d, err := ch.PublishWithDeferredConfirm(r.exchange, r.key, r.mandatory, false, r.msg)
+		dc = d
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return dc, nil
+}
+
+// returnSet collects the basic.returns of a batch by message id. RabbitMQ
+// sends the return of a message before its confirm, so once every confirm
+// is in, finish has every return.
+type returnSet struct {
+	mu   sync.Mutex
+	byID map[string]amqp091.Return
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newReturnSet() *returnSet {
+	return &returnSet{byID: map[string]amqp091.Return{}, stop: make(chan struct{})}
+}
+
+// follow reads the returns of one channel until it closes or finish.
+func (rs *returnSet) follow(c <-chan amqp091.Return) {
+	if c == nil {
+		return
+	}
+	rs.wg.Add(1)
+	go func() {
+		defer rs.wg.Done()
+		for {
+			select {
+			case r, ok := <-c:
+				if !ok {
+					return
+				}
+				rs.add(r)
+			case <-rs.stop:
+				for {
+					select {
+					case r, ok := <-c:
+						if !ok {
+							return
+						}
+						rs.add(r)
+					default:
+						return
+					}
+				}
+			}
+		}
+	}()
+}
+
+func (rs *returnSet) add(r amqp091.Return) {
+	rs.mu.Lock()
+	rs.byID[r.MessageId] = r
+	rs.mu.Unlock()
+}
+
+// finish stops following and returns the returns seen.
+func (rs *returnSet) finish() map[string]amqp091.Return {
+	close(rs.stop)
+	rs.wg.Wait()
+	return rs.byID
+}
+
+func drainReturns(c chan amqp091.Return) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
+}
