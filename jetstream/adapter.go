@@ -186,7 +186,7 @@ func prepareMsg(channel string, out *broker.Outgoing) (*nats.Msg, []js.PublishOp
 	}
 	m := nats.NewMsg(channel)
 	m.Data = out.Payload
-	if err := setHeaders(m.Header, out.Headers); err != nil {
+	if err := setHeaders(m.Header, out.Headers, len(out.Payload) == 0); err != nil {
 		return nil, nil, &broker.PublishError{Channel: channel, Err: err}
 	}
 	var popts []js.PublishOpt
@@ -207,9 +207,10 @@ func prepareMsg(channel string, out *broker.Outgoing) (*nats.Msg, []js.PublishOp
 	return m, popts, nil
 }
 
-// publishEnsuring publishes m and waits for its acknowledgement; when the
-// adapter has not seen the channel's stream yet, a send that finds no
-// stream creates it and is sent again.
+// publishEnsuring publishes m and waits for its acknowledgement. A send
+// that finds no stream (JetStream's "no response from stream": never seen
+// by this adapter, or removed since by anyone) forgets that the stream
+// was seen, creates it and is sent once more.
 func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, m *nats.Msg, popts []js.PublishOpt) error {
 	_, known := a.streams.Load(channel)
 	if !known {
@@ -218,12 +219,13 @@ func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, 
 		popts = append(popts[:len(popts):len(popts)], js.WithRetryAttempts(0))
 	}
 	_, err := a.publish(ctx, c, m, popts)
-	if errors.Is(err, js.ErrNoStreamResponse) && !known && c.nc.IsConnected() {
+	if errors.Is(err, js.ErrNoStreamResponse) && c.nc.IsConnected() {
+		a.streams.Delete(channel)
 		if _, serr := ensureStream(ctx, c.js, channel, a.chopts.Stream); serr == nil {
 			_, err = a.publish(ctx, c, m, popts)
 		}
 	}
-	if err == nil && !known {
+	if err == nil {
 		a.streams.Store(channel, struct{}{})
 	}
 	if err != nil {
@@ -265,16 +267,18 @@ func (a *Adapter) publish(ctx context.Context, c *conn, m *nats.Msg, popts []js.
 // setHeaders copies message headers to NATS headers, keeping the names as
 // they are (NATS headers are case-sensitive). Names and values cannot
 // hold CR or LF, and names no colon, space or other control character.
-// The names Status and Description are refused: NATS clients take an
-// empty message with a Status header for a status of the server (nats.go
-// never hands it to a consumer). The error wraps ErrHeaderRefused.
-func setHeaders(h nats.Header, src map[string]string) error {
+// On a message with an empty payload the name Status is refused: NATS
+// clients take an empty message with a Status header (that exact name)
+// for a status of the server (nats.go never hands it to a consumer); a
+// Description header alone, another case of the name, or a payload are
+// read as a message. The error wraps ErrHeaderRefused.
+func setHeaders(h nats.Header, src map[string]string, emptyPayload bool) error {
 	for k, v := range src {
 		if !validHeaderName(k) {
 			return fmt.Errorf("%w: header name %q", ErrHeaderRefused, k)
 		}
-		if k == statusHeader || k == descriptionHeader {
-			return fmt.Errorf("%w: header %q is reserved for the statuses of the server", ErrHeaderRefused, k)
+		if k == statusHeader && emptyPayload {
+			return fmt.Errorf("%w: header %q on an empty message is read as a status of the server", ErrHeaderRefused, k)
 		}
 		if strings.ContainsAny(v, "\r\n") {
 			return fmt.Errorf("%w: header %q: a value cannot hold CR or LF", ErrHeaderRefused, k)
@@ -284,11 +288,9 @@ func setHeaders(h nats.Header, src map[string]string) error {
 	return nil
 }
 
-// Headers NATS clients read as a status of the server.
-const (
-	statusHeader      = "Status"
-	descriptionHeader = "Description"
-)
+// statusHeader is the header NATS clients read as a status of the server
+// on an empty message.
+const statusHeader = "Status"
 
 // validHeaderName: printable ASCII without colon or space (what the NATS
 // header format and its readers take as a name).
@@ -332,6 +334,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	}
 	opts, err := broker.PrepareChannel(ch, "jetstream", a.chopts, ChannelOptions.merge, ChannelOptions.withDefaults)
 	if err != nil {
+		return nil, err
+	}
+	if err := opts.checkMaxDeliver(ch); err != nil {
 		return nil, err
 	}
 	stream, err := ensureStream(ctx, c.js, ch.Name, opts.Stream)

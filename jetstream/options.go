@@ -40,10 +40,21 @@ const (
 	// message up long before (RetryPolicy.MaxDeliveries, 9 by default,
 	// releases not counted); this bound is the backstop for a message that
 	// never reaches the kit (a client that cannot read it), so that it
-	// cannot come back every AckWait for ever. A message stopped by it stays
-	// in the stream and is reported by the server's
-	// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES advisory.
+	// cannot come back every AckWait for ever. A channel whose
+	// MinMaxDeliver is higher gets that instead. A message stopped by it
+	// stays in the stream; the server's
+	// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES advisory is logged (at
+	// Error) by every member of the group.
 	DefaultMaxDeliver = 1000
+	// DefaultDeadLetterMaxAge and DefaultDeadLetterMaxMsgs bound a
+	// dead-letter stream without an age or a count bound of its own (the
+	// oldest dead letters go first); DeadLetterStream options override
+	// them. There is no default MaxBytes: a stream's MaxBytes reserves that
+	// much of the server's store (an embedded server of 1 GiB would hold a
+	// few dead-letter streams only); set DeadLetterStream.MaxBytes to bound
+	// the bytes.
+	DefaultDeadLetterMaxAge  = 7 * 24 * time.Hour
+	DefaultDeadLetterMaxMsgs = 100_000
 	// DefaultRecordsBucket is the key-value bucket of the failure records.
 	DefaultRecordsBucket = "channels_records"
 	// DefaultRecordTTL is how long a failure record is kept when its message
@@ -191,10 +202,12 @@ type ChannelOptions struct {
 	StartTime time.Time
 	// FetchTimeout is the expiry of one pull request (default 5s).
 	FetchTimeout time.Duration
-	// MaxDeliver is the consumer's MaxDeliver (default DefaultMaxDeliver);
-	// -1 lets the server deliver a message without bound. It must stay
-	// far above the channel's MaxDeliveries: releases (messages handed
-	// back unrun at a stop) count as deliveries on the server.
+	// MaxDeliver is the consumer's MaxDeliver (default the larger of
+	// DefaultMaxDeliver and MinMaxDeliver); -1 lets the server deliver a
+	// message without bound. A set value under the channel's
+	// MinMaxDeliver is refused by Subscribe (*MaxDeliverError): releases
+	// (messages handed back unrun at a stop) and dead-letter refusals
+	// count as deliveries on the server.
 	MaxDeliver int
 	// AckSync makes each acknowledgement a request the server confirms
 	// (double ack), at the price of a round trip per message; by default
@@ -205,7 +218,10 @@ type ChannelOptions struct {
 	Stream StreamOptions
 	// DeadLetterStream shapes the stream of the dead-letter queue; the
 	// channel's Stream options do not apply to it. Unset fields get the
-	// server's defaults: limits retention, no size or age bound. A
+	// server's defaults (limits retention), except its bounds: a
+	// dead-letter stream without MaxAge gets DefaultDeadLetterMaxAge, one
+	// without MaxMsgs DefaultDeadLetterMaxMsgs, existing streams included
+	// (Configure may set them back to 0: no bound). A
 	// dead-letter stream keeps what it is given even when nobody reads it:
 	// interest retention (which stores nothing while the stream has no
 	// consumer) is used only when Retention asks for it, and an existing
@@ -283,6 +299,31 @@ func (o ChannelOptions) maxDeliver() int {
 		return DefaultMaxDeliver
 	}
 	return o.MaxDeliver
+}
+
+// MinMaxDeliver is the lowest MaxDeliver a channel's consumer may have:
+// four times the deliveries the kit allows a message (RetryPolicy's
+// MaxDeliveries), room for as many dead-letter refusals and as many
+// releases (which the server counts as deliveries, the kit does not).
+func MinMaxDeliver(ch *broker.Channel) int {
+	md := ch.Retry.MaxDeliveries
+	if md <= 0 {
+		md = ch.Retry.MaxRetries + 1 + broker.DefaultExtraDeliveries
+	}
+	return 4 * md
+}
+
+// checkMaxDeliver sets the default MaxDeliver of ch, or refuses a set one
+// under MinMaxDeliver.
+func (o *ChannelOptions) checkMaxDeliver(ch *broker.Channel) error {
+	least := MinMaxDeliver(ch)
+	switch {
+	case o.MaxDeliver == 0:
+		o.MaxDeliver = max(DefaultMaxDeliver, least)
+	case o.MaxDeliver > 0 && o.MaxDeliver < least:
+		return &MaxDeliverError{Channel: ch.Name, MaxDeliver: o.MaxDeliver, Min: least}
+	}
+	return nil
 }
 
 func (o ChannelOptions) withDefaults() ChannelOptions {

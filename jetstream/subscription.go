@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,8 +29,6 @@ type subscription struct {
 	ch     *broker.Channel
 	opts   ChannelOptions
 	stream string
-	cons   js.Consumer
-	recs   records
 	log    *slog.Logger
 
 	fetchCtx  context.Context // cancelled by StopFetching
@@ -46,14 +45,34 @@ type subscription struct {
 	lastReport    time.Time
 	refreshed     time.Time
 	refreshing    atomic.Bool
-	consMu        sync.Mutex // cons: replaced by reprovision, read by refresh
+	wake          chan struct{} // the in-progress loop looks again
+	beatQuit      chan struct{} // closed by finish: the in-progress loop ends
+	watches       []*nats.Subscription
+
+	// consMu guards cons, recs, created (replaced by reprovision and by a
+	// refresh that finds the consumer created again) and drainCtx.
+	consMu   sync.Mutex
+	cons     js.Consumer
+	recs     records
+	created  time.Time
+	info     atomic.Pointer[js.ConsumerInfo] // the last read of the consumer
+	drainCtx context.Context
+	// lastCseq is the highest consumer sequence delivered: one of the
+	// consumer never goes back, a lower one comes from a consumer created
+	// again under the same name.
+	lastCseq atomic.Uint64
+	again    atomic.Bool // a refresh was asked while one ran
 }
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, stream string, cons js.Consumer, recs records) *subscription {
 	fctx, cancel := context.WithCancel(context.Background())
 	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, stream: stream, cons: cons, recs: recs,
-		log: ch.Logger, fetchCtx: fctx, stopFetch: cancel, running: map[*delivery]struct{}{}}
+		log: ch.Logger, fetchCtx: fctx, stopFetch: cancel, running: map[*delivery]struct{}{},
+		wake: make(chan struct{}, 1), beatQuit: make(chan struct{})}
 	s.interval.Store(int64(opts.InProgressInterval))
+	info := cons.CachedInfo()
+	s.info.Store(info)
+	s.created = info.Created
 	return s
 }
 
@@ -67,20 +86,23 @@ func inProgressEvery(ackWait, asked time.Duration) time.Duration {
 	return every
 }
 
-// inProgressTick is how often the in-progress beat looks whether a report
-// is due: short enough for the shortest AckWait a member may set (100 ms),
-// so that a shorter AckWait set by another member is followed at once.
-const inProgressTick = 50 * time.Millisecond
+// refreshEvery is how often, while messages run, the consumer's
+// configuration is read again (besides the reads the consumer's API
+// requests and advisories trigger): half its AckWait, at least
+// minRefreshEvery.
+func refreshEvery(ackWait time.Duration) time.Duration {
+	return max(ackWait/2, minRefreshEvery)
+}
 
-// refreshEvery is how often, while messages run, the consumer's live
-// AckWait is read again.
-const refreshEvery = time.Second
+const minRefreshEvery = 5 * time.Second
 
-// Start begins fetching; it runs once. The in-progress beat runs on the
-// kit's Beat: it goes on while a drain waits for slow handlers.
+// Start begins fetching and the in-progress loop; it runs once. The
+// in-progress loop goes on while a drain waits for slow handlers; finish
+// ends it.
 func (s *subscription) Start() {
 	if s.Consumer.Start(s.fetchLoop) {
-		s.Beat(min(s.opts.InProgressInterval, inProgressTick), s.inProgress)
+		s.watch()
+		go s.beatLoop()
 	}
 }
 
@@ -88,14 +110,27 @@ func (s *subscription) Start() {
 // ctx), flushes the acknowledgements and forgets the subscription.
 func (s *subscription) Drain(ctx context.Context) error {
 	return s.Consumer.Drain(ctx, broker.DrainHooks{
-		StopFetching: func(context.Context) { s.stopFetch() },
-		Finish:       s.finish,
+		StopFetching: func(ctx context.Context) {
+			s.consMu.Lock()
+			s.drainCtx = ctx
+			s.consMu.Unlock()
+			s.stopFetch()
+		},
+		Finish: s.finish,
 	})
 }
 
 func (s *subscription) finish(ctx context.Context, _ bool) error {
 	defer s.a.subs.Remove(s)
 	s.stopFetch()
+	for _, w := range s.watches {
+		_ = w.Unsubscribe()
+	}
+	select {
+	case <-s.beatQuit:
+	default:
+		close(s.beatQuit)
+	}
 	if !s.Started() || !s.c.nc.IsConnected() || ctx.Err() != nil {
 		return nil
 	}
@@ -104,31 +139,46 @@ func (s *subscription) finish(ctx context.Context, _ bool) error {
 	return s.c.nc.FlushWithContext(fctx)
 }
 
+// consumer returns the consumer, its failure records and the drain's ctx
+// (nil before the drain).
+func (s *subscription) consumer() (js.Consumer, records, context.Context) {
+	s.consMu.Lock()
+	defer s.consMu.Unlock()
+	return s.cons, s.recs, s.drainCtx
+}
+
 // fetchLoop keeps a pull outstanding for the messages it may hold: up to
 // MaxInFlight pulled messages wait (Consumer.Hold), in order, for the next
 // free slot, so a message published while the handlers run is delivered
-// at once instead of after another pull. Held messages are reported in
-// progress like running ones; a drain hands back those that never ran,
-// and those that reached the pull's inbox as it stopped.
+// at once instead of after another pull. Pulled messages are tracked (and
+// reported in progress) from their arrival, held ones like running ones;
+// a drain hands back those that never ran, and those that reached the
+// pull's inbox as it stopped.
 func (s *subscription) fetchLoop() {
 	var retry broker.Reconnect
-	hold := s.holdBatch
 	var p *puller
 	for p == nil {
 		var err error
-		if p, err = newPuller(s.c.nc, s.stream, DurableName(s.ch.Group)); err != nil {
+		if p, err = newPuller(s.c.nc, s.stream, DurableName(s.ch.Group), s.arrive, s.orphan); err != nil {
 			if !s.pullFailed(err, &retry) {
 				return
 			}
 		}
 	}
-	defer p.drain(hold)
+	defer func() {
+		_, _, ctx := s.consumer()
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		p.drain(ctx, s.holdBatch)
+	}()
 	for {
 		n, ok := s.AwaitFetch()
 		if !ok {
 			return
 		}
-		err := p.fetch(s.fetchCtx, n, s.opts.FetchTimeout, hold)
+		n, expires := s.pullLimits(n)
+		err := p.fetch(s.fetchCtx, n, expires, heartbeatFor(expires), s.holdBatch)
 		if s.IsStopping() {
 			return
 		}
@@ -142,13 +192,46 @@ func (s *subscription) fetchLoop() {
 	}
 }
 
+// pullLimits bounds a pull of n messages by the consumer's own limits
+// (MaxRequestBatch, MaxRequestExpires), which the server enforces by
+// refusing the pull.
+func (s *subscription) pullLimits(n int) (int, time.Duration) {
+	expires := s.opts.FetchTimeout
+	if info := s.info.Load(); info != nil {
+		if b := info.Config.MaxRequestBatch; b > 0 && n > b {
+			n = b
+		}
+		if e := info.Config.MaxRequestExpires; e > 0 && expires > e {
+			expires = e
+		}
+	}
+	return n, expires
+}
+
+// arrive tracks a stream message as it reaches the pull's inbox.
+func (s *subscription) arrive(m *nats.Msg) *delivery {
+	return s.delivery(&rawMsg{Msg: m, nc: s.c.nc})
+}
+
+// orphan logs a stream message that answers a pull the server was no more
+// expected to answer; it is tracked and handed over like any other.
+func (s *subscription) orphan(m *nats.Msg) {
+	s.log.Debug("channels/jetstream: a message answers a pull given up; it is delivered all the same",
+		"channel", s.ch.Name, "group", s.ch.Group, "ack", m.Reply)
+}
+
 // pullFailed logs a failed pull, recreates the stream and consumer when
-// they are gone, and waits before the next try; false when draining.
+// they are gone, reads the consumer again when the server refused the
+// pull, and waits before the next try; false when draining.
 func (s *subscription) pullFailed(err error, retry *broker.Reconnect) bool {
 	s.log.Warn("channels/jetstream: pull failed, retrying", "channel", s.ch.Name, "group", s.ch.Group,
 		"error", err, "in", retry.Next())
-	if errors.Is(err, js.ErrConsumerNotFound) || errors.Is(err, js.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders) {
+	var status *pullStatusError
+	switch {
+	case errors.Is(err, js.ErrConsumerNotFound) || errors.Is(err, js.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders):
 		s.reprovision()
+	case errors.As(err, &status), errors.Is(err, errPullSilent):
+		s.refresh() // its limits (MaxRequestBatch, ...) may have changed
 	}
 	_, ok := retry.Failed(s.Stopping())
 	return ok
@@ -170,7 +253,7 @@ func (s *subscription) reprovision() {
 			s.consMu.Lock()
 			s.cons = cons
 			s.consMu.Unlock()
-			s.recs = newRecords(s.recs.kv, stream, DurableName(s.ch.Group), cons.CachedInfo().Created)
+			s.applyInfo(cons.CachedInfo())
 		}
 	}
 	if err != nil {
@@ -178,54 +261,169 @@ func (s *subscription) reprovision() {
 	}
 }
 
-// inProgress tells the server that the running messages are being
-// worked on, so a handler longer than AckWait keeps its message. It
-// reports every interval; while messages run, it reads the consumer's
-// AckWait again every refreshEvery (in the background) and adapts the
-// interval to it.
-func (s *subscription) inProgress() {
+// watch listens for what changes the consumer under this member: the
+// consumer API requests of other members (an update may lower AckWait:
+// the running messages are reported in progress at once and the
+// configuration is read again), its creation and deletion (its failure
+// records start over), and the server's MAX_DELIVERIES advisory (a
+// message the server stopped delivering is logged). Where the account's
+// permissions forbid these subjects the slow refresh alone applies.
+func (s *subscription) watch() {
+	durable := DurableName(s.ch.Group)
+	on := func(subject string, fn nats.MsgHandler) {
+		if w, err := s.c.nc.Subscribe(subject, fn); err == nil {
+			s.watches = append(s.watches, w)
+		}
+	}
+	changing := func(*nats.Msg) {
+		s.reportNow()
+		go s.refresh()
+		// The request reaches the server as it reaches us: read the
+		// configuration again once the server has applied it.
+		time.AfterFunc(100*time.Millisecond, s.refresh)
+	}
+	changed := func(*nats.Msg) { go s.refresh() }
+	api := "$JS.API.CONSUMER."
+	on(api+"CREATE."+s.stream+"."+durable, changing)
+	on(api+"CREATE."+s.stream+"."+durable+".>", changing)
+	on(api+"DURABLE.CREATE."+s.stream+"."+durable, changing)
+	on("$JS.EVENT.ADVISORY.CONSUMER.CREATED."+s.stream+"."+durable, changed)
+	on("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+s.stream+"."+durable, s.maxDeliveries)
+}
+
+// maxDeliveries logs the server's advisory of a message it stopped
+// delivering (MaxDeliver reached): the message stays in the stream,
+// neither handled nor dead-lettered.
+func (s *subscription) maxDeliveries(m *nats.Msg) {
+	var adv struct {
+		StreamSeq  uint64 `json:"stream_seq"`
+		Deliveries uint64 `json:"deliveries"`
+	}
+	_ = json.Unmarshal(m.Data, &adv)
+	s.log.Error("channels/jetstream: the server stopped delivering a message (the consumer's MaxDeliver): it stays in the stream, neither handled nor dead-lettered",
+		"channel", s.ch.Name, "group", s.ch.Group, "stream", s.stream, "stream_seq", adv.StreamSeq, "deliveries", adv.Deliveries)
+}
+
+// beatLoop reports the tracked messages in progress when a report is due
+// and reads the consumer's configuration again while messages run; it
+// sleeps while none is tracked, until a message arrives.
+func (s *subscription) beatLoop() {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		var due <-chan time.Time
+		if wait := s.inProgress(); wait > 0 {
+			t.Reset(wait)
+			due = t.C
+		}
+		select {
+		case <-due:
+		case <-s.wake:
+		case <-s.beatQuit:
+			t.Stop()
+			return
+		}
+		t.Stop()
+	}
+}
+
+func (s *subscription) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// inProgress tells the server that the tracked messages are being worked
+// on, so a handler longer than AckWait keeps its message, when a report is
+// due; it starts a read of the consumer's configuration when one is due.
+// It returns the time until the next report or read (0: nothing tracked).
+func (s *subscription) inProgress() time.Duration {
+	s.runningMu.Lock()
+	defer s.runningMu.Unlock()
+	if len(s.running) == 0 {
+		return 0
+	}
+	now := time.Now()
+	every := time.Duration(s.interval.Load())
+	refresh := refreshEvery(s.info.Load().Config.AckWait)
+	if now.Sub(s.refreshed) >= refresh {
+		s.refreshed = now
+		go s.refresh()
+	}
+	if now.Sub(s.lastReport) >= every {
+		s.lastReport = now
+		for d := range s.running {
+			_ = d.m.InProgress()
+		}
+	}
+	return max(min(s.lastReport.Add(every).Sub(now), s.refreshed.Add(refresh).Sub(now)), time.Millisecond)
+}
+
+// reportNow reports every tracked message in progress at once.
+func (s *subscription) reportNow() {
 	s.runningMu.Lock()
 	defer s.runningMu.Unlock()
 	if len(s.running) == 0 {
 		return
 	}
-	now := time.Now()
-	if now.Sub(s.refreshed) >= refreshEvery && s.refreshing.CompareAndSwap(false, true) {
-		s.refreshed = now
-		go s.refreshInterval()
-	}
-	if now.Sub(s.lastReport) < time.Duration(s.interval.Load()) {
-		return
-	}
-	s.lastReport = now
+	s.lastReport = time.Now()
 	for d := range s.running {
 		_ = d.m.InProgress()
 	}
 }
 
-// refreshInterval reads the consumer's live AckWait and sets the interval.
-func (s *subscription) refreshInterval() {
-	defer s.refreshing.Store(false)
-	s.consMu.Lock()
-	cons := s.cons
-	s.consMu.Unlock()
+// refresh reads the consumer's configuration (one read at a time; one
+// asked while another runs is made after it).
+func (s *subscription) refresh() {
+	s.again.Store(true)
+	for s.again.Load() && s.refreshing.CompareAndSwap(false, true) {
+		s.again.Store(false)
+		s.readConsumer()
+		s.refreshing.Store(false)
+	}
+}
+
+// readConsumer reads the consumer and applies what it finds.
+func (s *subscription) readConsumer() {
+	cons, _, _ := s.consumer()
 	ctx, cancel := context.WithTimeout(s.fetchCtx, DefaultOpTimeout)
 	defer cancel()
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return
+	if info, err := cons.Info(ctx); err == nil {
+		s.applyInfo(info)
 	}
+}
+
+// applyInfo takes a read of the consumer: the in-progress interval
+// follows its AckWait, and a consumer created again (another Created
+// time: its sequences start over) gets records of its own; a read older
+// than the last one applied does not take them back.
+func (s *subscription) applyInfo(info *js.ConsumerInfo) {
+	s.info.Store(info)
+	s.consMu.Lock()
+	if info.Created.After(s.created) {
+		s.created = info.Created
+		s.recs = newRecords(s.recs.kv, s.stream, DurableName(s.ch.Group), info.Created)
+		s.log.Debug("channels/jetstream: the consumer was created again; its failure records start over",
+			"channel", s.ch.Name, "group", s.ch.Group, "created", info.Created)
+	}
+	s.consMu.Unlock()
 	every := inProgressEvery(info.Config.AckWait, s.askedInterval)
 	if old := time.Duration(s.interval.Swap(int64(every))); old != every {
 		s.log.Debug("channels/jetstream: in-progress interval follows the consumer's AckWait",
 			"channel", s.ch.Name, "group", s.ch.Group, "ack_wait", info.Config.AckWait, "interval", every)
+		s.poke()
 	}
 }
 
 func (s *subscription) track(d *delivery) {
 	s.runningMu.Lock()
+	first := len(s.running) == 0
 	s.running[d] = struct{}{}
 	s.runningMu.Unlock()
+	if first {
+		s.poke()
+	}
 }
 
 func (s *subscription) untrack(d *delivery) {
@@ -248,6 +446,9 @@ type delivery struct {
 	known  bool // rec is what the bucket holds (read, or none can exist)
 	// needsRecord: delivered before, its record is to be read.
 	needsRecord bool
+	// recreated: its consumer sequence is below one seen before: the
+	// consumer was created again.
+	recreated bool
 }
 
 // recordReadTimeout bounds the read of a failure record in the fetch path:
@@ -257,13 +458,21 @@ func (s *subscription) recordReadTimeout() time.Duration {
 }
 
 // holdBatch hands messages received together to the kit, in order. Each
-// is reported in progress from the start; the failure records of the
+// is reported in progress from its arrival; the failure records of the
 // redelivered ones are read concurrently (each bounded by
 // recordReadTimeout), so a slow read does not hold the others back.
-func (s *subscription) holdBatch(ms []js.Msg) {
-	ds := make([]*delivery, len(ms))
-	for i, m := range ms {
-		ds[i] = s.delivery(m)
+func (s *subscription) holdBatch(ds []*delivery) {
+	for _, d := range ds {
+		if d.recreated {
+			// Its consumer is not the one the records are keyed by: read
+			// it, and key every message of the batch by it.
+			s.readConsumer()
+			_, recs, _ := s.consumer()
+			for _, d := range ds {
+				d.recs = recs
+			}
+			break
+		}
 	}
 	var wg sync.WaitGroup
 	for _, d := range ds {
@@ -286,7 +495,8 @@ func (s *subscription) holdBatch(ms []js.Msg) {
 // NumDelivered less the releases (readRecord completes both for a message
 // delivered before).
 func (s *subscription) delivery(m js.Msg) *delivery {
-	d := &delivery{s: s, m: m, recs: s.recs, known: true}
+	_, recs, _ := s.consumer()
+	d := &delivery{s: s, m: m, recs: recs, known: true}
 	s.track(d)
 	msg := &d.msg
 	msg.SetSerializer(s.ch.Serializer)
@@ -297,6 +507,9 @@ func (s *subscription) delivery(m js.Msg) *delivery {
 		msg.Timestamp = meta.Timestamp
 		d.Deliveries = int(meta.NumDelivered)
 		d.needsRecord = meta.NumDelivered > 1
+		// Arrivals come one at a time (the inbox's callback).
+		last := s.lastCseq.Swap(meta.Sequence.Consumer)
+		d.recreated = meta.Sequence.Consumer <= last
 	}
 	if h := m.Headers(); len(h) > 0 {
 		msg.Headers = make(map[string]string, len(h))
@@ -386,7 +599,7 @@ func (t *delivery) update(ctx context.Context, change func(*record), nak func() 
 func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
 	m := nats.NewMsg(t.s.ch.DeadLetter.Queue)
 	m.Data = payload
-	if err := setHeaders(m.Header, headers); err != nil {
+	if err := setHeaders(m.Header, headers, len(payload) == 0); err != nil {
 		return err
 	}
 	// One id per message of one consumer: a dead letter published again
