@@ -26,6 +26,8 @@ package embedded
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -33,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,17 +99,54 @@ type Options struct {
 }
 
 // DefaultStoreDir is the store of an application's embedded server when
-// Options.StoreDir is empty: <data dir>/channels-nats/<executable name>,
-// with the data dir $XDG_DATA_HOME, else ~/.local/share (macOS:
+// Options.StoreDir is empty: <data dir>/channels-nats/<application>, with
+// the data dir $XDG_DATA_HOME, else ~/.local/share (macOS:
 // ~/Library/Application Support; Windows: %LocalAppData%), else the
-// temporary directory. It is the same for every run of one executable, so
-// a restart finds what the last run left.
+// temporary directory.
+//
+// The application is named by its main package's import path (from the
+// build information, e.g. example.com/shop/cmd/orders, written
+// example.com_shop_cmd_orders-<hash>): the same for every build and run of
+// that program, `go run` included, and different for two programs whose
+// executables share a name (every `go run` executable is named main).
+// A program run from files (`go run main.go`, whose package has no import
+// path) is named by the executable's name and the working directory
+// instead. Set Options.StoreDir (or nats-embedded:///dir) to choose the
+// directory yourself, as production deployments should.
 func DefaultStoreDir() string {
-	app := "app"
-	if exe, err := os.Executable(); err == nil {
-		app = strings.TrimSuffix(filepath.Base(exe), ".exe")
+	exe, _ := os.Executable()
+	wd, _ := os.Getwd()
+	path := ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		path = bi.Path
 	}
-	return filepath.Join(dataDir(), "channels-nats", app)
+	return filepath.Join(dataDir(), "channels-nats", appName(path, exe, wd))
+}
+
+// appName names the store of a program: its main package path when it has
+// one, else its executable's name and the working directory; a readable
+// part and a hash of what names it.
+func appName(mainPath, exe, wd string) string {
+	id := mainPath
+	readable := mainPath
+	if mainPath == "" || mainPath == "command-line-arguments" {
+		readable = strings.TrimSuffix(filepath.Base(exe), ".exe")
+		if readable == "" || readable == "." {
+			readable = "app"
+		}
+		id = readable + "\x00" + wd
+	}
+	readable = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_' {
+			return r
+		}
+		return '_'
+	}, readable)
+	if len(readable) > 64 {
+		readable = readable[len(readable)-64:]
+	}
+	sum := sha256.Sum256([]byte(id))
+	return readable + "-" + hex.EncodeToString(sum[:4])
 }
 
 func dataDir() string {
@@ -213,6 +253,7 @@ func Start(o Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	onDisk := storedStreams(dir)
 	srv, err := server.NewServer(so)
 	if err != nil {
 		s.cleanup()
@@ -224,7 +265,46 @@ func Start(o Options) (*Server, error) {
 		s.Shutdown()
 		return nil, errors.New("channels/jetstream/embedded: the server did not become ready")
 	}
+	if err := s.checkRecovered(onDisk); err != nil {
+		s.Shutdown()
+		return nil, err
+	}
 	return s, nil
+}
+
+// ErrStoreUnreadable is returned by Start when streams of the store could
+// not be read back: the store was written with another encryption key (or
+// with one, and none is given), or its files are damaged. The store is
+// left as it is.
+var ErrStoreUnreadable = errors.New("channels/jetstream/embedded: the store holds streams the server could not read (another encryption key?)")
+
+// storedStreams counts the streams a store holds on disk
+// (jetstream/<account>/streams/<stream>).
+func storedStreams(dir string) int {
+	ds, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "streams", "*"))
+	n := 0
+	for _, d := range ds {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			n++
+		}
+	}
+	return n
+}
+
+// checkRecovered compares the streams the server runs with those its
+// store held at the start.
+func (s *Server) checkRecovered(onDisk int) error {
+	if onDisk == 0 {
+		return nil
+	}
+	jsz, err := s.srv.Jsz(&server.JSzOptions{})
+	if err != nil {
+		return fmt.Errorf("channels/jetstream/embedded: reading the recovered streams: %w", err)
+	}
+	if jsz.Streams < onDisk {
+		return fmt.Errorf("%w: %s holds %d streams, %d were recovered", ErrStoreUnreadable, s.dir, onDisk, jsz.Streams)
+	}
+	return nil
 }
 
 // checkListen refuses a listen address other than loopback on a server
@@ -337,7 +417,11 @@ var shared = struct {
 	// stopping holds the servers being shut down, by key: a new start of
 	// the same store waits for the end of their shutdown.
 	stopping map[string]chan struct{}
-}{m: map[string]*sharedServer{}, stopping: map[string]chan struct{}{}}
+	// starting holds the servers being started, by key: another acquire
+	// of the same key waits for that start (the lock is not held during a
+	// start).
+	starting map[string]chan struct{}
+}{m: map[string]*sharedServer{}, stopping: map[string]chan struct{}{}, starting: map[string]chan struct{}{}}
 
 type sharedServer struct {
 	srv  *Server
@@ -352,19 +436,30 @@ func acquire(ctx context.Context, key string, o Options) (*Server, error) {
 			shared.Unlock()
 			return ss.srv, nil
 		}
-		stopping := shared.stopping[key]
-		if stopping == nil {
+		wait, what := shared.stopping[key], "the last shutdown"
+		if wait == nil {
+			wait, what = shared.starting[key], "the start"
+		}
+		if wait == nil {
 			break // still locked
 		}
 		shared.Unlock()
 		select {
-		case <-stopping:
+		case <-wait:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("channels/jetstream/embedded: waiting for the last shutdown of the server: %w", ctx.Err())
+			return nil, fmt.Errorf("channels/jetstream/embedded: waiting for %s of the server: %w", what, ctx.Err())
 		}
 	}
-	defer shared.Unlock()
+	started := make(chan struct{})
+	shared.starting[key] = started
+	shared.Unlock()
+	// Started without the lock: a slow start delays only the adapters of
+	// the same key.
 	srv, err := Start(o)
+	shared.Lock()
+	defer shared.Unlock()
+	delete(shared.starting, key)
+	close(started)
 	if err != nil {
 		return nil, err
 	}
