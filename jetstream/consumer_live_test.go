@@ -265,3 +265,38 @@ func TestPullAsksIdleHeartbeat(t *testing.T) {
 		t.Fatal("no pull request seen")
 	}
 }
+
+// While a handler runs, the consumer is read at the slow interval only
+// (at most once in 3 s with AckWait 2 s), and not at all while idle.
+func TestConsumerInfoAtSlowInterval(t *testing.T) {
+	url, _ := startServer(t)
+	nc, _ := jsOn(t, url)
+	ctx := context.Background()
+	var infos counter
+	if _, err := nc.Subscribe("$JS.API.CONSUMER.INFO.ci_topic.g", func(*nats.Msg) { infos.inc() }); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var runs counter
+	startPlugin(t, newAdapter(t, url, fast), &service{Name: "ci", Channels: channels.Channels{"ci.topic": {Group: "g",
+		Handler: func(ctx context.Context, _ *channels.Message) error {
+			runs.inc()
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		}}}})
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	from := infos.get() // the reads of the subscription itself
+	consistently(t, 2*time.Second, "no read while idle", func() bool { return infos.get() == from })
+	snd := startPlugin(t, newAdapter(t, url, fast), nil)
+	if err := snd.SendToChannel(ctx, "ci.topic", 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "running", func() bool { return runs.get() == 1 })
+	consistently(t, 3*time.Second, "at most one read", func() bool { return infos.get() <= from+1 })
+	close(release)
+}
