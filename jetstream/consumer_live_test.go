@@ -300,3 +300,24 @@ func TestConsumerInfoAtSlowInterval(t *testing.T) {
 	consistently(t, 3*time.Second, "at most one read", func() bool { return infos.get() <= from+1 })
 	close(release)
 }
+
+// A batch from a sender that saw the stream recreates it when another
+// process removed it: every message of the batch is stored.
+func TestBatchRecreatesStreamRemovedElsewhere(t *testing.T) {
+	url, _ := startServer(t)
+	_, j := jsOn(t, url)
+	ctx := context.Background()
+	snd := startPlugin(t, newAdapter(t, url, fast), nil)
+	if err := snd.SendBatch(ctx, "goneb.topic", channels.BatchOf(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.DeleteStream(ctx, "goneb_topic"); err != nil {
+		t.Fatal(err)
+	}
+	if err := snd.SendBatch(ctx, "goneb.topic", channels.BatchOf(3, 4, 5)); err != nil {
+		t.Fatalf("batch after the stream was removed elsewhere: %v", err)
+	}
+	if n := streamMsgs(j, "goneb_topic"); n != 3 {
+		t.Fatalf("stream holds %d messages, want 3", n)
+	}
+}
