@@ -160,150 +160,6 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	return nil
 }
 
-// Publish stores the message in the channel's stream and returns once
-// JetStream acknowledged it. A channel without a stream gets one (with the
-// adapter's stream options), so sending before any group subscribed works.
-func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgoing) error {
-	c := a.cur.Load()
-	if c == nil {
-		if err := a.state.Check(); err != nil {
-			return err
-		}
-		return broker.ErrClosed
-	}
-	m, popts, err := prepareMsg(channel, out)
-	if err != nil {
-		return err
-	}
-	return a.publishEnsuring(ctx, c, channel, m, popts)
-}
-
-// prepareMsg checks the send options of out and builds its NATS message and
-// publish options.
-func prepareMsg(channel string, out *broker.Outgoing) (*nats.Msg, []js.PublishOpt, error) {
-	if err := broker.CheckOptions("jetstream", out.Options.AdapterOptions, isSendOption); err != nil {
-		return nil, nil, err
-	}
-	m := nats.NewMsg(channel)
-	m.Data = out.Payload
-	if err := setHeaders(m.Header, out.Headers); err != nil {
-		return nil, nil, &broker.PublishError{Channel: channel, Err: err}
-	}
-	var popts []js.PublishOpt
-	if so, ok := sendOptions(out.Options.AdapterOptions); ok {
-		if so.MsgID != "" {
-			popts = append(popts, js.WithMsgID(so.MsgID))
-		}
-		if so.ExpectLastSequence != 0 {
-			popts = append(popts, js.WithExpectLastSequence(so.ExpectLastSequence))
-		}
-		if so.ExpectLastMsgID != "" {
-			popts = append(popts, js.WithExpectLastMsgID(so.ExpectLastMsgID))
-		}
-		if so.ExpectStream != "" {
-			popts = append(popts, js.WithExpectStream(so.ExpectStream))
-		}
-	}
-	return m, popts, nil
-}
-
-// publishEnsuring publishes m and waits for its acknowledgement; when the
-// adapter has not seen the channel's stream yet, a send that finds no
-// stream creates it and is sent again.
-func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, m *nats.Msg, popts []js.PublishOpt) error {
-	_, known := a.streams.Load(channel)
-	if !known {
-		// No stream seen yet: learn at once that there is none (instead of
-		// nats.go's retries on no responders) and create it.
-		popts = append(popts[:len(popts):len(popts)], js.WithRetryAttempts(0))
-	}
-	_, err := a.publish(ctx, c, m, popts)
-	if errors.Is(err, js.ErrNoStreamResponse) && !known && c.nc.IsConnected() {
-		if _, serr := ensureStream(ctx, c.js, channel, a.chopts.Stream); serr == nil {
-			_, err = a.publish(ctx, c, m, popts)
-		}
-	}
-	if err == nil && !known {
-		a.streams.Store(channel, struct{}{})
-	}
-	if err != nil {
-		return &broker.PublishError{Channel: channel, Err: err}
-	}
-	return nil
-}
-
-// BatchWindow bounds the messages of one PublishBatch published and not yet
-// acknowledged by JetStream; past it, the batch waits for the oldest
-// acknowledgement before it publishes the next message.
-const BatchWindow = 256
-
-var _ broker.BatchPublisher = (*Adapter)(nil)
-
-// publish sends m and waits for its acknowledgement: an asynchronous
-// publish (one reply subscription for every send, no request per message)
-// awaited here, bounded by ctx.
-func (a *Adapter) publish(ctx context.Context, c *conn, m *nats.Msg, popts []js.PublishOpt) (*js.PubAck, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultOpTimeout)
-		defer cancel()
-	}
-	f, err := c.js.PublishMsgAsync(m, popts...)
-	if err != nil {
-		return nil, err
-	}
-	select {
-	case ack := <-f.Ok():
-		return ack, nil
-	case err := <-f.Err():
-		return nil, err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// setHeaders copies message headers to NATS headers, keeping the names as
-// they are (NATS headers are case-sensitive). Names and values cannot
-// hold CR or LF, and names no colon, space or other control character.
-// The names Status and Description are refused: NATS clients take an
-// empty message with a Status header for a status of the server (nats.go
-// never hands it to a consumer). The error wraps ErrHeaderRefused.
-func setHeaders(h nats.Header, src map[string]string) error {
-	for k, v := range src {
-		if !validHeaderName(k) {
-			return fmt.Errorf("%w: header name %q", ErrHeaderRefused, k)
-		}
-		if k == statusHeader || k == descriptionHeader {
-			return fmt.Errorf("%w: header %q is reserved for the statuses of the server", ErrHeaderRefused, k)
-		}
-		if strings.ContainsAny(v, "\r\n") {
-			return fmt.Errorf("%w: header %q: a value cannot hold CR or LF", ErrHeaderRefused, k)
-		}
-		h[k] = []string{v}
-	}
-	return nil
-}
-
-// Headers NATS clients read as a status of the server.
-const (
-	statusHeader      = "Status"
-	descriptionHeader = "Description"
-)
-
-// validHeaderName: printable ASCII without colon or space (what the NATS
-// header format and its readers take as a name).
-func validHeaderName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c <= ' ' || c == ':' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // records opens the failure-record bucket once per connection.
 func (a *Adapter) records(ctx context.Context, c *conn) (js.KeyValue, error) {
 	a.mu.Lock()
@@ -332,6 +188,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	}
 	opts, err := broker.PrepareChannel(ch, "jetstream", a.chopts, ChannelOptions.merge, ChannelOptions.withDefaults)
 	if err != nil {
+		return nil, err
+	}
+	if err := opts.checkMaxDeliver(ch); err != nil {
 		return nil, err
 	}
 	stream, err := ensureStream(ctx, c.js, ch.Name, opts.Stream)

@@ -63,7 +63,9 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 		kept = append(kept, p)
 	}
 	ps = kept
-	if _, known := a.streams.Load(channel); !known && len(ps) > 0 {
+	// The first message is sent alone: one that finds no stream (never
+	// seen, or removed elsewhere) creates it before the others go.
+	if len(ps) > 0 {
 		errs[ps[0].i] = a.publishEnsuring(ctx, c, channel, ps[0].m, ps[0].popts)
 		ps = ps[1:]
 	}

@@ -15,7 +15,8 @@ import (
 // interest retention does not make the dead-letter stream one (a stream
 // with interest retention and no consumer acknowledges a message without
 // storing it), and an existing dead-letter stream with interest retention
-// is turned to limits retention.
+// is turned to limits retention. Both get the default dead-letter bounds
+// (an unbounded dead-letter stream could fill the store).
 func TestDeadLetterStreamOwnOptions(t *testing.T) {
 	url, _ := startServer(t)
 	_, j := jsOn(t, url)
@@ -43,14 +44,17 @@ func TestDeadLetterStreamOwnOptions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c := st.CachedInfo().Config; c.Retention != js.LimitsPolicy || c.MaxAge != 0 || c.MaxMsgs > 0 {
-			t.Fatalf("%s: retention %v MaxAge %s MaxMsgs %d: the channel's stream options leaked into the dead-letter stream",
+		// Its own default bounds, not the channel stream's.
+		if c := st.CachedInfo().Config; c.Retention != js.LimitsPolicy || c.MaxAge != jetstream.DefaultDeadLetterMaxAge ||
+			c.MaxMsgs != jetstream.DefaultDeadLetterMaxMsgs {
+			t.Fatalf("%s: retention %v MaxAge %s MaxMsgs %d: want limits retention and the default dead-letter bounds",
 				dlq, c.Retention, c.MaxAge, c.MaxMsgs)
 		}
 	}
 }
 
-// DeadLetterStream options shape the dead-letter stream.
+// DeadLetterStream options shape the dead-letter stream; the bounds it
+// leaves unset take the dead-letter defaults.
 func TestDeadLetterStreamOptionsApply(t *testing.T) {
 	url, _ := startServer(t)
 	_, j := jsOn(t, url)
@@ -66,7 +70,7 @@ func TestDeadLetterStreamOptionsApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := st.CachedInfo().Config; c.MaxAge != 48*time.Hour || c.Retention != js.LimitsPolicy {
+	if c := st.CachedInfo().Config; c.MaxAge != 48*time.Hour || c.Retention != js.LimitsPolicy || c.MaxMsgs != jetstream.DefaultDeadLetterMaxMsgs {
 		t.Fatalf("OWN_DLQ: %+v", c)
 	}
 }

@@ -33,13 +33,13 @@
 //	field               default                          meaning
 //	AckWait             DefaultAckWait (30s)             a message held that long without ack or progress (a crashed member's) is redelivered
 //	InProgressInterval  AckWait/3                        how often running messages are reported in progress (msg.InProgress); follows the consumer's live AckWait
-//	MaxDeliver          DefaultMaxDeliver (1000)         the consumer's MaxDeliver: the server's backstop for a message that never reaches the kit (-1: none)
+//	MaxDeliver          max(1000, MinMaxDeliver)         the consumer's MaxDeliver: the server's backstop for a message that never reaches the kit (-1: none; under MinMaxDeliver: *MaxDeliverError)
 //	MaxAckPending       max(DefaultMaxAckPending, 2 MIF) unacked messages of the whole group, messages in backoff included
 //	DeliverPolicy       DeliverNew                       where a new group starts: DeliverAll, DeliverLast, DeliverLastPerSubject, DeliverByStartSequence (StartSequence), DeliverByStartTime (StartTime)
 //	FetchTimeout        DefaultFetchTimeout (5s)         expiry of one pull request (a stop ends it at once)
 //	AckSync             false                            confirm each ack with a round trip (double ack)
 //	Stream              server defaults                  StreamOptions: Name, Subjects, MaxAge, MaxMsgs, MaxBytes, MaxMsgSize, Discard, Retention, Storage, Replicas, Duplicates, Configure
-//	DeadLetterStream    server defaults, limits retention StreamOptions of the dead-letter stream (the channel's Stream options do not apply to it)
+//	DeadLetterStream    limits retention, MaxAge 7 days, MaxMsgs 100000  StreamOptions of the dead-letter stream (the channel's Stream options do not apply to it)
 //
 // Adapter options: WithRecords(bucket, ttl) (DefaultRecordsBucket,
 // DefaultRecordTTL) for the failure records. DefaultKeepDelay and
@@ -80,8 +80,10 @@
 // $requestID, $parentID, $meta, ...). A send is refused with a
 // *broker.PublishError wrapping ErrHeaderRefused when a header name is
 // empty or holds a space, a colon or a control character, when a value
-// holds CR or LF, or when a name is Status or Description (NATS clients
-// take an empty message with a Status header for a status of the server);
+// holds CR or LF, or when a message with an empty payload has a header
+// named Status, exactly (NATS clients take such a message for a status of
+// the server; Description alone, another case or a payload are read as a
+// message);
 // with headers over MaxHeaderBytes (JetStream stores at most 64 KiB of
 // headers) or a message over the server's max_payload it is refused with
 // ErrTooLarge (Limits). NATS transport headers (Nats-Msg-Id,
@@ -98,10 +100,19 @@
 // and running messages are reported in progress every InProgressInterval,
 // so a handler longer than AckWait keeps its message, and a stop hands back
 // the held ones unrun (no attempt used). Each pull request asks for the
-// messages that may be held, answered on one standing inbox subscription
-// per subscription; a request the client gave up on (its expiry passed
-// during a reconnect) may still be answered by the server, which can hold
-// up to MaxInFlight more messages for a while. A message is a stream
+// messages that may be held, within the consumer's MaxRequestBatch and
+// MaxRequestExpires, with an idle heartbeat (half the expiry, at most 5 s:
+// a pull that hears nothing for twice that is made again), answered on one
+// standing inbox subscription per subscription. Every message is tracked
+// (reported in progress) from its arrival, whichever request it answers,
+// including one the client gave up on (its heartbeats missed, its expiry
+// passed during a reconnect) that the server still answered. The
+// in-progress reports follow the consumer's AckWait as the server has it:
+// a change made by another member (seen on the consumer's API subjects)
+// reports the running messages at once and reads the consumer again; the
+// consumer is also read every AckWait/2 (at least 5 s) while messages run,
+// and a consumer created again under the same name (its Created time)
+// gets failure records of its own. A message is a stream
 // message when its reply subject is a JetStream acknowledgement subject,
 // whatever its headers, so a stored empty message with a Status header (which
 // nats.go's own pull consumers take for a status of the server and never
@@ -127,9 +138,11 @@
 // with NoRetries); the deliveries the kit checks against MaxDeliveries are
 // NumDelivered less the releases, which bounds a message that keeps killing
 // its consumers (a poison pill). The consumer's own MaxDeliver
-// (DefaultMaxDeliver, far above MaxDeliveries) is only the server's
-// backstop: a message past it is no longer delivered (it stays in the
-// stream, and the server sends a MAX_DELIVERIES advisory). A record that
+// (DefaultMaxDeliver, at least MinMaxDeliver: four times MaxDeliveries) is
+// only the server's backstop: a message past it is no longer delivered (it
+// stays in the stream; each member logs the server's MAX_DELIVERIES
+// advisory at Error). A long dead-letter outage keeps a message coming back
+// every DefaultKeepDelay and can reach it: watch for that log, or use -1. A record that
 // cannot be read counts from NumDelivered, and is read again before it is
 // written (a record is never started over from zero).
 //

@@ -3,6 +3,8 @@ package jetstream
 import (
 	"errors"
 	"fmt"
+
+	"github.com/microchannels/channels/broker"
 )
 
 var (
@@ -19,8 +21,9 @@ var (
 	// ErrHeaderRefused is wrapped by the *broker.PublishError of a send
 	// whose headers NATS cannot carry as they are: a name that is empty or
 	// holds a space, a colon or a control character, a value with CR or LF,
-	// or the names Status and Description (NATS clients take an empty
-	// message with a Status header for a status of the server).
+	// or the name Status on a message with an empty payload (NATS clients
+	// take an empty message with a Status header for a status of the
+	// server).
 	ErrHeaderRefused = errors.New("channels/jetstream: header cannot be sent on NATS")
 	ErrPushConsumer  = errors.New("channels/jetstream: the group's durable consumer is a push consumer (made by @moleculer/channels?); a pull consumer cannot join it: use another group")
 )
@@ -56,3 +59,20 @@ func (e *ConfigError) Unwrap() []error {
 	}
 	return []error{ErrUpdateNotAllowed}
 }
+
+// MaxDeliverError refuses a MaxDeliver too low for the channel's retry
+// policy: the server would stop delivering a message (neither handled nor
+// dead-lettered) before the kit gives it up, for example while the
+// dead-letter queue refuses copies. It wraps broker.ErrInvalidOption.
+type MaxDeliverError struct {
+	Channel         string
+	MaxDeliver, Min int
+}
+
+func (e *MaxDeliverError) Error() string {
+	return fmt.Sprintf("channels/jetstream: channel %q: MaxDeliver %d is under %d (4 x the channel's MaxDeliveries: deliveries, dead-letter refusals and releases); use at least %d, or -1",
+		e.Channel, e.MaxDeliver, e.Min, e.Min)
+}
+
+// Unwrap returns broker.ErrInvalidOption.
+func (e *MaxDeliverError) Unwrap() error { return broker.ErrInvalidOption }

@@ -14,7 +14,7 @@ import (
 	"github.com/microchannels/channels/jetstream"
 )
 
-// A send with a Status or Description header, or a name or value NATS
+// A send with a Status header on an empty payload, or a name or value NATS
 // cannot carry, is refused with a *broker.PublishError wrapping
 // ErrHeaderRefused; nothing is stored.
 func TestSendRefusesStatusHeaders(t *testing.T) {
@@ -26,7 +26,7 @@ func TestSendRefusesStatusHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range []map[string]string{
-		{"Status": "503"}, {"Description": "x"}, {"a name": "v"}, {"k": "line\r\nbreak"}, {"k\x01": "v"},
+		{"Status": "503"}, {"Status": "100", "Description": "x"}, {"a name": "v"}, {"k": "line\r\nbreak"}, {"k\x01": "v"},
 	} {
 		err := snd.SendToChannel(ctx, "refuse", []byte{}, channels.WithRaw(), channels.WithHeaders(h))
 		var pe *broker.PublishError
@@ -129,5 +129,40 @@ func TestHeaderLimit(t *testing.T) {
 	m, err := st.GetMsg(ctx, 1)
 	if err != nil || m.Header.Get("trace") != "abc" || m.Header.Get("x-error-trimmed") == "" {
 		t.Fatalf("dead letter: %v %v", m.Header.Get("x-error-trimmed"), err)
+	}
+}
+
+// Only what NATS clients misread is refused: a Description header alone,
+// a Status header under another case, and a Status header on a message
+// with a payload are sent and reach the handler as they are.
+func TestSendKeepsHeadersNATSReadsAsMessages(t *testing.T) {
+	url, _ := startServer(t)
+	ctx := context.Background()
+	got := make(chan map[string]string, 4)
+	startPlugin(t, newAdapter(t, url, fast), &service{Name: "hk", Channels: channels.Channels{"keep.hdr": {Group: "g",
+		Handler: func(_ context.Context, m *channels.Message) error { got <- m.Headers; return nil }}}})
+	snd := startPlugin(t, newAdapter(t, url, fast), nil)
+	sends := []struct {
+		payload []byte
+		h       map[string]string
+	}{
+		{[]byte{}, map[string]string{"Description": "d"}},
+		{[]byte{}, map[string]string{"status": "503"}},
+		{[]byte("x"), map[string]string{"Status": "503", "Description": "d"}},
+	}
+	for _, s := range sends {
+		if err := snd.SendToChannel(ctx, "keep.hdr", s.payload, channels.WithRaw(), channels.WithHeaders(s.h)); err != nil {
+			t.Fatalf("headers %q: %v", s.h, err)
+		}
+	}
+	for range sends {
+		select {
+		case h := <-got:
+			if h["Description"] == "" && h["status"] == "" {
+				t.Fatalf("headers lost: %v", h)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a message with ordinary headers never reached the handler")
+		}
 	}
 }

@@ -1,15 +1,9 @@
 package jetstream
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net/url"
-	"os"
-	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	js "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/microchannels/channels/broker"
@@ -40,10 +34,21 @@ const (
 	// message up long before (RetryPolicy.MaxDeliveries, 9 by default,
 	// releases not counted); this bound is the backstop for a message that
 	// never reaches the kit (a client that cannot read it), so that it
-	// cannot come back every AckWait for ever. A message stopped by it stays
-	// in the stream and is reported by the server's
-	// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES advisory.
+	// cannot come back every AckWait for ever. A channel whose
+	// MinMaxDeliver is higher gets that instead. A message stopped by it
+	// stays in the stream; the server's
+	// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES advisory is logged (at
+	// Error) by every member of the group.
 	DefaultMaxDeliver = 1000
+	// DefaultDeadLetterMaxAge and DefaultDeadLetterMaxMsgs bound a
+	// dead-letter stream without an age or a count bound of its own (the
+	// oldest dead letters go first); DeadLetterStream options override
+	// them. There is no default MaxBytes: a stream's MaxBytes reserves that
+	// much of the server's store (an embedded server of 1 GiB would hold a
+	// few dead-letter streams only); set DeadLetterStream.MaxBytes to bound
+	// the bytes.
+	DefaultDeadLetterMaxAge  = 7 * 24 * time.Hour
+	DefaultDeadLetterMaxMsgs = 100_000
 	// DefaultRecordsBucket is the key-value bucket of the failure records.
 	DefaultRecordsBucket = "channels_records"
 	// DefaultRecordTTL is how long a failure record is kept when its message
@@ -191,10 +196,12 @@ type ChannelOptions struct {
 	StartTime time.Time
 	// FetchTimeout is the expiry of one pull request (default 5s).
 	FetchTimeout time.Duration
-	// MaxDeliver is the consumer's MaxDeliver (default DefaultMaxDeliver);
-	// -1 lets the server deliver a message without bound. It must stay
-	// far above the channel's MaxDeliveries: releases (messages handed
-	// back unrun at a stop) count as deliveries on the server.
+	// MaxDeliver is the consumer's MaxDeliver (default the larger of
+	// DefaultMaxDeliver and MinMaxDeliver); -1 lets the server deliver a
+	// message without bound. A set value under the channel's
+	// MinMaxDeliver is refused by Subscribe (*MaxDeliverError): releases
+	// (messages handed back unrun at a stop) and dead-letter refusals
+	// count as deliveries on the server.
 	MaxDeliver int
 	// AckSync makes each acknowledgement a request the server confirms
 	// (double ack), at the price of a round trip per message; by default
@@ -205,7 +212,10 @@ type ChannelOptions struct {
 	Stream StreamOptions
 	// DeadLetterStream shapes the stream of the dead-letter queue; the
 	// channel's Stream options do not apply to it. Unset fields get the
-	// server's defaults: limits retention, no size or age bound. A
+	// server's defaults (limits retention), except its bounds: a
+	// dead-letter stream without MaxAge gets DefaultDeadLetterMaxAge, one
+	// without MaxMsgs DefaultDeadLetterMaxMsgs, existing streams included
+	// (Configure may set them back to 0: no bound). A
 	// dead-letter stream keeps what it is given even when nobody reads it:
 	// interest retention (which stores nothing while the stream has no
 	// consumer) is used only when Retention asks for it, and an existing
@@ -285,6 +295,31 @@ func (o ChannelOptions) maxDeliver() int {
 	return o.MaxDeliver
 }
 
+// MinMaxDeliver is the lowest MaxDeliver a channel's consumer may have:
+// four times the deliveries the kit allows a message (RetryPolicy's
+// MaxDeliveries), room for as many dead-letter refusals and as many
+// releases (which the server counts as deliveries, the kit does not).
+func MinMaxDeliver(ch *broker.Channel) int {
+	md := ch.Retry.MaxDeliveries
+	if md <= 0 {
+		md = ch.Retry.MaxRetries + 1 + broker.DefaultExtraDeliveries
+	}
+	return 4 * md
+}
+
+// checkMaxDeliver sets the default MaxDeliver of ch, or refuses a set one
+// under MinMaxDeliver.
+func (o *ChannelOptions) checkMaxDeliver(ch *broker.Channel) error {
+	least := MinMaxDeliver(ch)
+	switch {
+	case o.MaxDeliver == 0:
+		o.MaxDeliver = max(DefaultMaxDeliver, least)
+	case o.MaxDeliver > 0 && o.MaxDeliver < least:
+		return &MaxDeliverError{Channel: ch.Name, MaxDeliver: o.MaxDeliver, Min: least}
+	}
+	return nil
+}
+
 func (o ChannelOptions) withDefaults() ChannelOptions {
 	if o.FetchTimeout == 0 {
 		o.FetchTimeout = DefaultFetchTimeout
@@ -351,161 +386,4 @@ var isSendOption = broker.IsOf[SendOptions]
 // sendOptions merges every SendOptions value of a send.
 func sendOptions(opts []any) (SendOptions, bool) {
 	return broker.MergedOption(opts, SendOptions.merge)
-}
-
-// Option configures an Adapter.
-type Option func(*Adapter) error
-
-// WithChannelOptions sets the adapter-wide consumer and stream options.
-func WithChannelOptions(o ChannelOptions) Option {
-	return func(a *Adapter) error {
-		if err := o.Validate(); err != nil {
-			return err
-		}
-		a.chopts = a.chopts.merge(o)
-		return nil
-	}
-}
-
-// WithCredentials authenticates with a NATS credentials file (JWT and nkey).
-func WithCredentials(file string) Option {
-	return func(a *Adapter) error { return a.natsOption(nats.UserCredentials(file)) }
-}
-
-// WithNKeyFile authenticates with the nkey seed in file.
-func WithNKeyFile(file string) Option {
-	return func(a *Adapter) error {
-		o, err := nats.NkeyOptionFromSeed(file)
-		if err != nil {
-			return fmt.Errorf("%w: jetstream nkey: %v", broker.ErrInvalidOption, err)
-		}
-		return a.natsOption(o)
-	}
-}
-
-// WithTLS sets the TLS configuration (tls:// URLs require TLS). The
-// adapter uses a copy: cfg is not changed, by this option or by
-// WithRootCAs, before or after it.
-func WithTLS(cfg *tls.Config) Option {
-	return func(a *Adapter) error {
-		if a.external != nil {
-			return a.natsOption()
-		}
-		if cfg == nil {
-			return fmt.Errorf("%w: jetstream TLS configuration is nil", broker.ErrInvalidOption)
-		}
-		a.tlsConfig = cfg.Clone()
-		return nil
-	}
-}
-
-// WithRootCAs trusts the PEM certificates in files for the server. It
-// applies to the configuration of WithTLS whatever their order (without
-// WithTLS, to a default one with TLS 1.2 at least).
-func WithRootCAs(files ...string) Option {
-	return func(a *Adapter) error {
-		if a.external != nil {
-			return a.natsOption()
-		}
-		pool := x509.NewCertPool()
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return fmt.Errorf("%w: jetstream root CA: %v", broker.ErrInvalidOption, err)
-			}
-			if !pool.AppendCertsFromPEM(b) {
-				return fmt.Errorf("%w: jetstream root CA %s holds no PEM certificate", broker.ErrInvalidOption, f)
-			}
-		}
-		a.rootCAs = pool
-		return nil
-	}
-}
-
-// tlsOption is the TLS of WithTLS and WithRootCAs as one nats.Option on a
-// configuration of the adapter's own (nil when neither was given).
-func (a *Adapter) tlsOption() nats.Option {
-	if a.tlsConfig == nil && a.rootCAs == nil {
-		return nil
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if a.tlsConfig != nil {
-		cfg = a.tlsConfig.Clone()
-	}
-	if a.rootCAs != nil {
-		cfg.RootCAs = a.rootCAs
-	}
-	return nats.Secure(cfg)
-}
-
-// WithClientCert presents the certificate and key in these PEM files (mutual TLS).
-func WithClientCert(certFile, keyFile string) Option {
-	return func(a *Adapter) error { return a.natsOption(nats.ClientCert(certFile, keyFile)) }
-}
-
-// WithNATSOptions passes options to nats.Connect (name, reconnect policy,
-// authentication callbacks, ...). They apply after the adapter's own.
-func WithNATSOptions(opts ...nats.Option) Option {
-	return func(a *Adapter) error { return a.natsOption(opts...) }
-}
-
-// WithRecords sets the key-value bucket of the failure records and their
-// lifetime (defaults DefaultRecordsBucket and DefaultRecordTTL).
-func WithRecords(bucket string, ttl time.Duration) Option {
-	return func(a *Adapter) error {
-		if bucket == "" || strings.ContainsAny(bucket, ". *>") {
-			return fmt.Errorf("%w: jetstream records bucket %q is not a valid bucket name", broker.ErrInvalidOption, bucket)
-		}
-		if ttl < 0 {
-			return fmt.Errorf("%w: jetstream record TTL must be >= 0", broker.ErrInvalidOption)
-		}
-		a.bucket, a.recordTTL = bucket, ttl
-		return nil
-	}
-}
-
-func (a *Adapter) natsOption(opts ...nats.Option) error {
-	if a.external != nil {
-		return fmt.Errorf("%w: connection options need an adapter-owned connection (not NewFromConn)", broker.ErrInvalidOption)
-	}
-	a.natsOpts = append(a.natsOpts, opts...)
-	return nil
-}
-
-// parseURLs checks a nats:// or tls:// URL or a comma-separated list of
-// them, and returns the servers for nats.Connect and a display form
-// without credentials.
-func parseURLs(raw string) (servers []string, display string, err error) {
-	var shown []string
-	for _, s := range strings.Split(raw, ",") {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			continue
-		}
-		u, perr := url.Parse(s)
-		if perr != nil {
-			return nil, "", fmt.Errorf("%w: jetstream URL: %v", broker.ErrInvalidOption, broker.Redact(perr.Error()))
-		}
-		switch strings.ToLower(u.Scheme) {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return nil, "", fmt.Errorf("%w: jetstream URL scheme must be nats:// or tls://, got %q", broker.ErrInvalidOption, u.Scheme)
-		}
-		if u.Host == "" {
-			return nil, "", fmt.Errorf("%w: jetstream URL has no host", broker.ErrInvalidOption)
-		}
-		// An unescaped "#", "/", "?" or "@" in a password cuts the URL
-		// short ("nats://u:123#abc@h" parses as host "u", port 123): it
-		// would dial the wrong host and show the password as a host.
-		if shown := broker.DisplayURL(s); !strings.EqualFold(shown, u.Scheme+"://"+u.Host) {
-			return nil, "", fmt.Errorf("%w: jetstream URL %s: the userinfo holds a character that must be percent-encoded (#, /, ? or @)",
-				broker.ErrInvalidOption, shown)
-		}
-		servers = append(servers, s)
-		shown = append(shown, u.Scheme+"://"+u.Host)
-	}
-	if len(servers) == 0 {
-		return nil, "", fmt.Errorf("%w: jetstream URL is empty", broker.ErrInvalidOption)
-	}
-	return servers, strings.Join(shown, ","), nil
 }

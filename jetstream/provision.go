@@ -106,12 +106,20 @@ func (o StreamOptions) overlay(cfg js.StreamConfig) js.StreamConfig {
 // deadLetterStream returns the options of a dead-letter stream: o, with
 // interest retention turned to limits unless o asks for it (a stream with
 // interest retention and no consumer acknowledges a message and stores
-// nothing: the dead letter would be lost while every step reports success).
+// nothing: the dead letter would be lost while every step reports
+// success), and the default bounds where neither o nor the stream has
+// one (DefaultDeadLetterMaxAge, DefaultDeadLetterMaxMsgs).
 func deadLetterStream(o StreamOptions) StreamOptions {
 	asked, user := o.Retention, o.Configure
 	o.Configure = func(cfg *js.StreamConfig) {
 		if cfg.Retention == js.InterestPolicy && asked != js.InterestPolicy {
 			cfg.Retention = js.LimitsPolicy
+		}
+		if cfg.MaxAge == 0 {
+			cfg.MaxAge = DefaultDeadLetterMaxAge
+		}
+		if cfg.MaxMsgs <= 0 {
+			cfg.MaxMsgs = DefaultDeadLetterMaxMsgs
 		}
 		if user != nil {
 			user(cfg)

@@ -28,25 +28,46 @@ type puller struct {
 	subject string // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
 	inbox   string // <inbox>. (requests answer on <inbox>.<n>)
 	sub     *nats.Subscription
+	// arrive tracks a stream message as it reaches the inbox (reported in
+	// progress from then on), whichever request it answers.
+	arrive func(*nats.Msg) *delivery
+	// orphan is told of a stream message that came while no request the
+	// server may still answer was known (it is tracked all the same).
+	orphan func(*nats.Msg)
 
 	mu   sync.Mutex
 	next uint64
+	// open holds the requests the server may still answer, by reply
+	// subject, with the time past which it answers them no more: a request
+	// given up by fetch (no answer, a missed heartbeat, ctx) stays there
+	// until then.
+	open map[string]time.Time
 
 	// The inbox's messages, in order. A callback subscription feeding a
 	// queue of our own: nats.go's NextMsg turns any empty message with a
 	// Status 503 header into ErrNoResponders, stream messages included,
 	// and a channel subscription drops messages when its channel is full.
 	qmu    sync.Mutex
-	q      []*nats.Msg
+	q      []inboxEntry
 	signal chan struct{}
+	// late takes, once drain has handed over the inbox, a stream message
+	// whose callback was under way then.
+	late func([]*delivery)
+}
+
+// inboxEntry is a message of the inbox: a stream message, tracked on
+// arrival (d), or a status of the server (status).
+type inboxEntry struct {
+	d      *delivery
+	status *nats.Msg
 }
 
 // ackPrefix starts the reply subject of every message JetStream delivers.
 const ackPrefix = "$JS.ACK."
 
-func newPuller(nc *nats.Conn, stream, durable string) (*puller, error) {
+func newPuller(nc *nats.Conn, stream, durable string, arrive func(*nats.Msg) *delivery, orphan func(*nats.Msg)) (*puller, error) {
 	p := &puller{nc: nc, subject: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + durable, inbox: nc.NewRespInbox() + ".",
-		signal: make(chan struct{}, 1)}
+		arrive: arrive, orphan: orphan, open: map[string]time.Time{}, signal: make(chan struct{}, 1)}
 	sub, err := nc.Subscribe(p.inbox+"*", p.push)
 	if err != nil {
 		return nil, err
@@ -59,8 +80,24 @@ func newPuller(nc *nats.Conn, stream, durable string) (*puller, error) {
 }
 
 func (p *puller) push(m *nats.Msg) {
+	var e inboxEntry
+	if strings.HasPrefix(m.Reply, ackPrefix) {
+		if !p.anyOpen() && p.orphan != nil {
+			p.orphan(m)
+		}
+		e.d = p.arrive(m)
+	} else {
+		e.status = m
+	}
 	p.qmu.Lock()
-	p.q = append(p.q, m)
+	if late := p.late; late != nil {
+		p.qmu.Unlock()
+		if e.d != nil {
+			late([]*delivery{e.d})
+		}
+		return
+	}
+	p.q = append(p.q, e)
 	p.qmu.Unlock()
 	select {
 	case p.signal <- struct{}{}:
@@ -68,39 +105,72 @@ func (p *puller) push(m *nats.Msg) {
 	}
 }
 
-// pop returns the oldest message of the inbox, waiting for one until ctx
-// ends.
-func (p *puller) pop(ctx context.Context) (*nats.Msg, error) {
+// anyOpen reports whether a request may still be answered by the server.
+func (p *puller) anyOpen() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	for reply, until := range p.open {
+		if now.After(until) {
+			delete(p.open, reply)
+		}
+	}
+	return len(p.open) > 0
+}
+
+// ended forgets a request the server ended.
+func (p *puller) ended(reply string) {
+	p.mu.Lock()
+	delete(p.open, reply)
+	p.mu.Unlock()
+}
+
+// errPullSilent reports a pull that got nothing, not even an idle
+// heartbeat, for twice the heartbeat interval: the server or the link is
+// taken for dead and the pull is made again.
+var errPullSilent = errors.New("channels/jetstream: pull missed its idle heartbeats")
+
+// pop returns the oldest entry of the inbox, waiting for one until ctx
+// ends, or, when idle > 0, for at most idle (errPullSilent).
+func (p *puller) pop(ctx context.Context, idle time.Duration) (inboxEntry, error) {
+	var silent <-chan time.Time
+	if idle > 0 {
+		t := time.NewTimer(idle)
+		defer t.Stop()
+		silent = t.C
+	}
 	for {
 		p.qmu.Lock()
 		if len(p.q) > 0 {
-			m := p.q[0]
-			p.q[0] = nil
+			e := p.q[0]
+			p.q[0] = inboxEntry{}
 			p.q = p.q[1:]
 			p.qmu.Unlock()
-			return m, nil
+			return e, nil
 		}
 		p.qmu.Unlock()
 		select {
 		case <-p.signal:
+		case <-silent:
+			return inboxEntry{}, errPullSilent
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return inboxEntry{}, ctx.Err()
 		}
 	}
 }
 
-// popStream returns the oldest message of the inbox when it is a stream
+// popStream returns the oldest entry of the inbox when it is a stream
 // message, without waiting.
-func (p *puller) popStream() *nats.Msg {
+func (p *puller) popStream() *delivery {
 	p.qmu.Lock()
 	defer p.qmu.Unlock()
-	if len(p.q) == 0 || !strings.HasPrefix(p.q[0].Reply, ackPrefix) {
+	if len(p.q) == 0 || p.q[0].d == nil {
 		return nil
 	}
-	m := p.q[0]
-	p.q[0] = nil
+	d := p.q[0].d
+	p.q[0] = inboxEntry{}
 	p.q = p.q[1:]
-	return m
+	return d
 }
 
 // pullStatusError reports a pull the server ended with a status the adapter
@@ -114,24 +184,51 @@ func (e *pullStatusError) Error() string {
 	return fmt.Sprintf("channels/jetstream: pull ended by the server: %s %s", e.code, e.description)
 }
 
-// fetch asks for up to n messages, waiting at most expires for them, and
-// hands the stream messages to hold as they arrive (those already
-// received together, in order, in one call). It returns when n
-// messages came, when the server ended the request (no messages, timeout),
-// or when ctx ends. A message that answers an earlier request (abandoned
-// by a cancelled fetch) is handed over too: the server counts it delivered
-// to this consumer.
+// heartbeatFor is the idle heartbeat asked with a pull of this expiry:
+// half of it, at most maxPullHeartbeat; none under minHeartbeatExpiry.
+func heartbeatFor(expires time.Duration) time.Duration {
+	if expires < minHeartbeatExpiry {
+		return 0
+	}
+	return min(expires/2, maxPullHeartbeat)
+}
+
+const (
+	maxPullHeartbeat   = 5 * time.Second
+	minHeartbeatExpiry = 200 * time.Millisecond
+	// heartbeatSlack is added to twice the heartbeat before a pull is
+	// taken for dead.
+	heartbeatSlack = 250 * time.Millisecond
+)
+
+// fetch asks for up to n messages, waiting at most expires for them, with
+// an idle heartbeat hb (0: none), and hands the stream messages to hold as
+// they are taken from the inbox (those already received together, in
+// order, in one call). It returns when n messages came, when the server
+// ended the request (no messages, timeout), when nothing came for twice
+// hb (errPullSilent), or when ctx ends. A message that answers an earlier
+// request (given up by an earlier fetch) is handed over too: it was
+// tracked on arrival, and the server counts it delivered to this consumer.
 //
 // A status of the server comes on the request's own reply subject; a
 // stream message carries its stream subject.
-func (p *puller) fetch(ctx context.Context, n int, expires time.Duration, hold func([]js.Msg)) error {
+func (p *puller) fetch(ctx context.Context, n int, expires, hb time.Duration, hold func([]*delivery)) error {
 	p.mu.Lock()
 	p.next++
 	reply := p.inbox + strconv.FormatUint(p.next, 10)
 	subject := p.subject
+	// The server answers until expires; a moment more for what is on its
+	// way.
+	p.open[reply] = time.Now().Add(expires + time.Second)
 	p.mu.Unlock()
 	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, n, expires.Nanoseconds())
+	var idle time.Duration
+	if hb > 0 {
+		req = fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`, n, expires.Nanoseconds(), hb.Nanoseconds())
+		idle = 2*hb + heartbeatSlack
+	}
 	if err := p.nc.PublishRequest(subject, reply, req); err != nil {
+		p.ended(reply)
 		return err
 	}
 	// The server ends the request at expires (408); wait a little longer
@@ -140,33 +237,39 @@ func (p *puller) fetch(ctx context.Context, n int, expires time.Duration, hold f
 	defer cancel()
 	got := 0
 	for got < n {
-		m, err := p.pop(wctx)
+		e, err := p.pop(wctx, idle)
 		if err != nil {
 			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 				return nil // no answer at all: the next fetch asks again
 			}
 			return err
 		}
-		if strings.HasPrefix(m.Reply, ackPrefix) {
+		if e.d != nil {
 			// A stream message shows its own subject, not the request's:
 			// one answering an earlier request is counted here too (this
 			// pull may then end early; the next one asks again).
-			batch := []js.Msg{&rawMsg{Msg: m, nc: p.nc}}
+			batch := []*delivery{e.d}
 			got++
 			for ; got < n; got++ {
 				next := p.popStream()
 				if next == nil {
 					break
 				}
-				batch = append(batch, &rawMsg{Msg: next, nc: p.nc})
+				batch = append(batch, next)
 			}
 			hold(batch)
 			continue
 		}
+		m := e.status
 		if m.Subject != reply && strings.HasPrefix(m.Subject, p.inbox) {
-			continue // the status of an earlier request
+			// The status of an earlier request.
+			if done, _ := pullStatus(m); done {
+				p.ended(m.Subject)
+			}
+			continue
 		}
 		if done, err := pullStatus(m); done {
+			p.ended(reply)
 			return err
 		}
 	}
@@ -202,15 +305,16 @@ func pullStatus(m *nats.Msg) (bool, error) {
 }
 
 // drain stops the subscription and hands over the stream messages that
-// reached it before the server saw the unsubscription (waiting at most
-// minPullExpiry for that).
-func (p *puller) drain(hold func([]js.Msg)) {
+// reached it before the server saw the unsubscription, waiting for that at
+// most minPullExpiry and never past ctx.
+func (p *puller) drain(ctx context.Context, hold func([]*delivery)) {
 	closed := p.sub.StatusChanged(nats.SubscriptionClosed)
 	if p.sub.Drain() == nil {
 		t := time.NewTimer(minPullExpiry)
 		select {
 		case <-closed:
 		case <-t.C:
+		case <-ctx.Done():
 		}
 		t.Stop()
 	}
@@ -218,11 +322,12 @@ func (p *puller) drain(hold func([]js.Msg)) {
 	p.qmu.Lock()
 	q := p.q
 	p.q = nil
+	p.late = hold
 	p.qmu.Unlock()
-	var batch []js.Msg
-	for _, m := range q {
-		if strings.HasPrefix(m.Reply, ackPrefix) {
-			batch = append(batch, &rawMsg{Msg: m, nc: p.nc})
+	var batch []*delivery
+	for _, e := range q {
+		if e.d != nil {
+			batch = append(batch, e.d)
 		}
 	}
 	if len(batch) > 0 {

@@ -26,16 +26,17 @@ package embedded
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -96,17 +97,54 @@ type Options struct {
 }
 
 // DefaultStoreDir is the store of an application's embedded server when
-// Options.StoreDir is empty: <data dir>/channels-nats/<executable name>,
-// with the data dir $XDG_DATA_HOME, else ~/.local/share (macOS:
+// Options.StoreDir is empty: <data dir>/channels-nats/<application>, with
+// the data dir $XDG_DATA_HOME, else ~/.local/share (macOS:
 // ~/Library/Application Support; Windows: %LocalAppData%), else the
-// temporary directory. It is the same for every run of one executable, so
-// a restart finds what the last run left.
+// temporary directory.
+//
+// The application is named by its main package's import path (from the
+// build information, e.g. example.com/shop/cmd/orders, written
+// example.com_shop_cmd_orders-<hash>): the same for every build and run of
+// that program, `go run` included, and different for two programs whose
+// executables share a name (every `go run` executable is named main).
+// A program run from files (`go run main.go`, whose package has no import
+// path) is named by the executable's name and the working directory
+// instead. Set Options.StoreDir (or nats-embedded:///dir) to choose the
+// directory yourself, as production deployments should.
 func DefaultStoreDir() string {
-	app := "app"
-	if exe, err := os.Executable(); err == nil {
-		app = strings.TrimSuffix(filepath.Base(exe), ".exe")
+	exe, _ := os.Executable()
+	wd, _ := os.Getwd()
+	path := ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		path = bi.Path
 	}
-	return filepath.Join(dataDir(), "channels-nats", app)
+	return filepath.Join(dataDir(), "channels-nats", appName(path, exe, wd))
+}
+
+// appName names the store of a program: its main package path when it has
+// one, else its executable's name and the working directory; a readable
+// part and a hash of what names it.
+func appName(mainPath, exe, wd string) string {
+	id := mainPath
+	readable := mainPath
+	if mainPath == "" || mainPath == "command-line-arguments" {
+		readable = strings.TrimSuffix(filepath.Base(exe), ".exe")
+		if readable == "" || readable == "." {
+			readable = "app"
+		}
+		id = readable + "\x00" + wd
+	}
+	readable = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_' {
+			return r
+		}
+		return '_'
+	}, readable)
+	if len(readable) > 64 {
+		readable = readable[len(readable)-64:]
+	}
+	sum := sha256.Sum256([]byte(id))
+	return readable + "-" + hex.EncodeToString(sum[:4])
 }
 
 func dataDir() string {
@@ -213,6 +251,7 @@ func Start(o Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	onDisk := storedStreams(dir)
 	srv, err := server.NewServer(so)
 	if err != nil {
 		s.cleanup()
@@ -224,7 +263,46 @@ func Start(o Options) (*Server, error) {
 		s.Shutdown()
 		return nil, errors.New("channels/jetstream/embedded: the server did not become ready")
 	}
+	if err := s.checkRecovered(onDisk); err != nil {
+		s.Shutdown()
+		return nil, err
+	}
 	return s, nil
+}
+
+// ErrStoreUnreadable is returned by Start when streams of the store could
+// not be read back: the store was written with another encryption key (or
+// with one, and none is given), or its files are damaged. The store is
+// left as it is.
+var ErrStoreUnreadable = errors.New("channels/jetstream/embedded: the store holds streams the server could not read (another encryption key?)")
+
+// storedStreams counts the streams a store holds on disk
+// (jetstream/<account>/streams/<stream>).
+func storedStreams(dir string) int {
+	ds, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "streams", "*"))
+	n := 0
+	for _, d := range ds {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			n++
+		}
+	}
+	return n
+}
+
+// checkRecovered compares the streams the server runs with those its
+// store held at the start.
+func (s *Server) checkRecovered(onDisk int) error {
+	if onDisk == 0 {
+		return nil
+	}
+	jsz, err := s.srv.Jsz(&server.JSzOptions{})
+	if err != nil {
+		return fmt.Errorf("channels/jetstream/embedded: reading the recovered streams: %w", err)
+	}
+	if jsz.Streams < onDisk {
+		return fmt.Errorf("%w: %s holds %d streams, %d were recovered", ErrStoreUnreadable, s.dir, onDisk, jsz.Streams)
+	}
+	return nil
 }
 
 // checkListen refuses a listen address other than loopback on a server
@@ -328,244 +406,4 @@ func removeAbandonedTemps() {
 		_ = os.RemoveAll(d)
 		l.release()
 	}
-}
-
-// shared servers of the nats-embedded:// URLs, by URL.
-var shared = struct {
-	sync.Mutex
-	m map[string]*sharedServer
-	// stopping holds the servers being shut down, by key: a new start of
-	// the same store waits for the end of their shutdown.
-	stopping map[string]chan struct{}
-}{m: map[string]*sharedServer{}, stopping: map[string]chan struct{}{}}
-
-type sharedServer struct {
-	srv  *Server
-	refs int
-}
-
-func acquire(ctx context.Context, key string, o Options) (*Server, error) {
-	for {
-		shared.Lock()
-		if ss := shared.m[key]; ss != nil {
-			ss.refs++
-			shared.Unlock()
-			return ss.srv, nil
-		}
-		stopping := shared.stopping[key]
-		if stopping == nil {
-			break // still locked
-		}
-		shared.Unlock()
-		select {
-		case <-stopping:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("channels/jetstream/embedded: waiting for the last shutdown of the server: %w", ctx.Err())
-		}
-	}
-	defer shared.Unlock()
-	srv, err := Start(o)
-	if err != nil {
-		return nil, err
-	}
-	shared.m[key] = &sharedServer{srv: srv, refs: 1}
-	return srv, nil
-}
-
-// release drops a reference; the last one shuts the server down, bounded
-// by ctx (DefaultShutdownTimeout without a deadline), without holding the
-// process-wide lock.
-func release(ctx context.Context, key string) error {
-	shared.Lock()
-	ss := shared.m[key]
-	if ss == nil {
-		shared.Unlock()
-		return nil
-	}
-	if ss.refs--; ss.refs > 0 {
-		shared.Unlock()
-		return nil
-	}
-	delete(shared.m, key)
-	done := make(chan struct{})
-	shared.stopping[key] = done
-	shared.Unlock()
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultShutdownTimeout)
-		defer cancel()
-	}
-	return broker.Bounded(ctx, "shutdown of the embedded NATS server", func() error {
-		ss.srv.Shutdown()
-		shared.Lock()
-		delete(shared.stopping, key)
-		shared.Unlock()
-		close(done)
-		return nil
-	})
-}
-
-func init() {
-	broker.Register("EmbeddedNATS", []string{"nats-embedded"}, func(u *url.URL) (broker.Adapter, error) {
-		if u == nil {
-			u = &url.URL{Scheme: "nats-embedded"}
-		}
-		if u.Host != "" {
-			return nil, fmt.Errorf("%w: nats-embedded URLs take a store path (nats-embedded:///dir), not a host", broker.ErrInvalidOption)
-		}
-		q := u.Query()
-		o := Options{StoreDir: u.Path, Listen: q.Get("listen")}
-		switch st := q.Get("store"); st {
-		case "":
-		case "temporary", "temp":
-			if o.StoreDir != "" {
-				return nil, fmt.Errorf("%w: nats-embedded URL: a store path and store=temporary", broker.ErrInvalidOption)
-			}
-			o.Temporary = true
-		default:
-			return nil, fmt.Errorf("%w: nats-embedded URL: store=%q (only store=temporary)", broker.ErrInvalidOption, st)
-		}
-		return NewShared(o), nil
-	})
-}
-
-// Adapter is a jetstream adapter on the process-wide embedded server of its
-// URL: Connect starts the server (or shares the running one), Close
-// releases it.
-type Adapter struct {
-	key  string
-	opts Options
-
-	state broker.ConnState
-	mu    sync.Mutex
-	inner *jetstream.Adapter
-}
-
-var (
-	_ broker.Adapter        = (*Adapter)(nil)
-	_ broker.LagReporter    = (*Adapter)(nil)
-	_ broker.Limiter        = (*Adapter)(nil)
-	_ broker.BatchPublisher = (*Adapter)(nil)
-	_ broker.ChannelRemover = (*Adapter)(nil)
-)
-
-// NewShared returns an adapter on the process-wide server of o (what
-// nats-embedded:// URLs resolve to).
-func NewShared(o Options) *Adapter {
-	return &Adapter{key: fmt.Sprintf("%q %t %q %d %d %q %q", o.StoreDir, o.Temporary, o.Listen, o.MaxMemory, o.MaxStore,
-		o.EncryptionKey, o.Cipher), opts: o}
-}
-
-// Name returns "NATS".
-func (a *Adapter) Name() string { return "NATS" }
-
-func (a *Adapter) adapter() *jetstream.Adapter {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.inner
-}
-
-// Connect starts (or shares) the server and connects in process.
-func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.inner != nil {
-		return nil
-	}
-	srv, err := acquire(ctx, a.key, a.opts)
-	if err != nil {
-		return err
-	}
-	inner, err := srv.Adapter()
-	if err == nil {
-		err = inner.Connect(ctx, env)
-	}
-	if err != nil {
-		_ = release(ctx, a.key)
-		return err
-	}
-	a.inner = inner
-	a.state.SetConnected()
-	return nil
-}
-
-// Publish sends through the jetstream adapter.
-func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgoing) error {
-	in := a.adapter()
-	if in == nil {
-		if err := a.state.Check(); err != nil {
-			return err
-		}
-		return broker.ErrClosed
-	}
-	return in.Publish(ctx, channel, msg)
-}
-
-// Subscribe subscribes through the jetstream adapter.
-func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
-	in := a.adapter()
-	if in == nil {
-		if err := a.state.Check(); err != nil {
-			return nil, err
-		}
-		return nil, broker.ErrClosed
-	}
-	return in.Subscribe(ctx, ch)
-}
-
-// Lag reports the group's backlog through the jetstream adapter.
-func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupLag, error) {
-	in := a.adapter()
-	if in == nil {
-		if err := a.state.Check(); err != nil {
-			return broker.GroupLag{}, err
-		}
-		return broker.GroupLag{}, broker.ErrClosed
-	}
-	return in.Lag(ctx, channel, group)
-}
-
-// Limits reports the server's size limits through the jetstream adapter
-// (zero before Connect).
-func (a *Adapter) Limits() broker.Limits {
-	if in := a.adapter(); in != nil {
-		return in.Limits()
-	}
-	return broker.Limits{}
-}
-
-// PublishBatch sends a batch through the jetstream adapter.
-func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*broker.Outgoing) []error {
-	in := a.adapter()
-	if in == nil {
-		err := a.state.Check()
-		if err == nil {
-			err = broker.ErrClosed
-		}
-		return broker.FailBatch(len(msgs), err)
-	}
-	return in.PublishBatch(ctx, channel, msgs)
-}
-
-// RemoveChannel removes a channel through the jetstream adapter.
-func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
-	in := a.adapter()
-	if in == nil {
-		return broker.ErrNotConnected
-	}
-	return in.RemoveChannel(ctx, channel)
-}
-
-// Close closes the jetstream adapter and releases the server.
-func (a *Adapter) Close(ctx context.Context) error {
-	a.mu.Lock()
-	in := a.inner
-	a.inner = nil
-	a.state.SetClosed()
-	a.mu.Unlock()
-	if in == nil {
-		return nil
-	}
-	err := in.Close(ctx)
-	return errors.Join(err, release(ctx, a.key))
 }

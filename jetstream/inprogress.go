@@ -1,0 +1,201 @@
+package jetstream
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	js "github.com/nats-io/nats.go/jetstream"
+)
+
+// inProgressEvery is the in-progress interval for a consumer's AckWait:
+// the asked one when set and shorter than AckWait/3, else AckWait/3.
+func inProgressEvery(ackWait, asked time.Duration) time.Duration {
+	every := max(ackWait/3, 10*time.Millisecond)
+	if asked > 0 && asked < every {
+		every = asked
+	}
+	return every
+}
+
+// refreshEvery is how often, while messages run, the consumer's
+// configuration is read again (besides the reads the consumer's API
+// requests and advisories trigger): half its AckWait, at least
+// minRefreshEvery.
+func refreshEvery(ackWait time.Duration) time.Duration {
+	return max(ackWait/2, minRefreshEvery)
+}
+
+const minRefreshEvery = 5 * time.Second
+
+// watch listens for what changes the consumer under this member: the
+// consumer API requests of other members (an update may lower AckWait:
+// the running messages are reported in progress at once and the
+// configuration is read again), its creation and deletion (its failure
+// records start over), and the server's MAX_DELIVERIES advisory (a
+// message the server stopped delivering is logged). Where the account's
+// permissions forbid these subjects the slow refresh alone applies.
+func (s *subscription) watch() {
+	durable := DurableName(s.ch.Group)
+	on := func(subject string, fn nats.MsgHandler) {
+		if w, err := s.c.nc.Subscribe(subject, fn); err == nil {
+			s.watches = append(s.watches, w)
+		}
+	}
+	changing := func(*nats.Msg) {
+		s.reportNow()
+		go s.refresh()
+		// The request reaches the server as it reaches us: read the
+		// configuration again once the server has applied it.
+		time.AfterFunc(100*time.Millisecond, s.refresh)
+	}
+	changed := func(*nats.Msg) { go s.refresh() }
+	api := "$JS.API.CONSUMER."
+	on(api+"CREATE."+s.stream+"."+durable, changing)
+	on(api+"CREATE."+s.stream+"."+durable+".>", changing)
+	on(api+"DURABLE.CREATE."+s.stream+"."+durable, changing)
+	on("$JS.EVENT.ADVISORY.CONSUMER.CREATED."+s.stream+"."+durable, changed)
+	on("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+s.stream+"."+durable, s.maxDeliveries)
+}
+
+// maxDeliveries logs the server's advisory of a message it stopped
+// delivering (MaxDeliver reached): the message stays in the stream,
+// neither handled nor dead-lettered.
+func (s *subscription) maxDeliveries(m *nats.Msg) {
+	var adv struct {
+		StreamSeq  uint64 `json:"stream_seq"`
+		Deliveries uint64 `json:"deliveries"`
+	}
+	_ = json.Unmarshal(m.Data, &adv)
+	s.log.Error("channels/jetstream: the server stopped delivering a message (the consumer's MaxDeliver): it stays in the stream, neither handled nor dead-lettered",
+		"channel", s.ch.Name, "group", s.ch.Group, "stream", s.stream, "stream_seq", adv.StreamSeq, "deliveries", adv.Deliveries)
+}
+
+// beatLoop reports the tracked messages in progress when a report is due
+// and reads the consumer's configuration again while messages run; it
+// sleeps while none is tracked, until a message arrives.
+func (s *subscription) beatLoop() {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		var due <-chan time.Time
+		if wait := s.inProgress(); wait > 0 {
+			t.Reset(wait)
+			due = t.C
+		}
+		select {
+		case <-due:
+		case <-s.wake:
+		case <-s.beatQuit:
+			t.Stop()
+			return
+		}
+		t.Stop()
+	}
+}
+
+func (s *subscription) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// inProgress tells the server that the tracked messages are being worked
+// on, so a handler longer than AckWait keeps its message, when a report is
+// due; it starts a read of the consumer's configuration when one is due.
+// It returns the time until the next report or read (0: nothing tracked).
+func (s *subscription) inProgress() time.Duration {
+	s.runningMu.Lock()
+	defer s.runningMu.Unlock()
+	if len(s.running) == 0 {
+		return 0
+	}
+	now := time.Now()
+	every := time.Duration(s.interval.Load())
+	refresh := refreshEvery(s.info.Load().Config.AckWait)
+	if now.Sub(s.refreshed) >= refresh {
+		s.refreshed = now
+		go s.refresh()
+	}
+	if now.Sub(s.lastReport) >= every {
+		s.lastReport = now
+		for d := range s.running {
+			_ = d.m.InProgress()
+		}
+	}
+	return max(min(s.lastReport.Add(every).Sub(now), s.refreshed.Add(refresh).Sub(now)), time.Millisecond)
+}
+
+// reportNow reports every tracked message in progress at once.
+func (s *subscription) reportNow() {
+	s.runningMu.Lock()
+	defer s.runningMu.Unlock()
+	if len(s.running) == 0 {
+		return
+	}
+	s.lastReport = time.Now()
+	for d := range s.running {
+		_ = d.m.InProgress()
+	}
+}
+
+// refresh reads the consumer's configuration (one read at a time; one
+// asked while another runs is made after it).
+func (s *subscription) refresh() {
+	s.again.Store(true)
+	for s.again.Load() && s.refreshing.CompareAndSwap(false, true) {
+		s.again.Store(false)
+		s.readConsumer()
+		s.refreshing.Store(false)
+	}
+}
+
+// readConsumer reads the consumer and applies what it finds.
+func (s *subscription) readConsumer() {
+	cons, _, _ := s.consumer()
+	ctx, cancel := context.WithTimeout(s.fetchCtx, DefaultOpTimeout)
+	defer cancel()
+	if info, err := cons.Info(ctx); err == nil {
+		s.applyInfo(info)
+	}
+}
+
+// applyInfo takes a read of the consumer: the in-progress interval
+// follows its AckWait, and a consumer created again (another Created
+// time: its sequences start over) gets records of its own; a read older
+// than the last one applied does not take them back.
+func (s *subscription) applyInfo(info *js.ConsumerInfo) {
+	s.info.Store(info)
+	s.consMu.Lock()
+	if info.Created.After(s.created) {
+		s.created = info.Created
+		s.recs = newRecords(s.recs.kv, s.stream, DurableName(s.ch.Group), info.Created)
+		s.log.Debug("channels/jetstream: the consumer was created again; its failure records start over",
+			"channel", s.ch.Name, "group", s.ch.Group, "created", info.Created)
+	}
+	s.consMu.Unlock()
+	every := inProgressEvery(info.Config.AckWait, s.askedInterval)
+	if old := time.Duration(s.interval.Swap(int64(every))); old != every {
+		s.log.Debug("channels/jetstream: in-progress interval follows the consumer's AckWait",
+			"channel", s.ch.Name, "group", s.ch.Group, "ack_wait", info.Config.AckWait, "interval", every)
+		s.poke()
+	}
+}
+
+func (s *subscription) track(d *delivery) {
+	s.runningMu.Lock()
+	first := len(s.running) == 0
+	s.running[d] = struct{}{}
+	s.runningMu.Unlock()
+	if first {
+		s.poke()
+	}
+}
+
+func (s *subscription) untrack(d *delivery) {
+	s.runningMu.Lock()
+	delete(s.running, d)
+	s.runningMu.Unlock()
+}
