@@ -19,7 +19,8 @@ import (
 // amqpBroker: RabbitMQ. Every side sends persistent messages to a durable
 // fanout exchange named after the channel, bound to the durable queue
 // "bench.<channel>" (the group queue as the library and @moleculer/channels
-// name it).
+// name it). The library and the raw loop use quorum queues (the library's
+// default); Watermill and @moleculer/channels declare classic ones.
 //
 // Raw: amqp091-go, publisher confirms awaited per send (deferred
 // confirms on as many confirm-mode channels as the adapter's pool for
@@ -130,7 +131,7 @@ func (amqpRaw) Open(ctx context.Context, channel string, cfg Config, handle Hand
 	if err := ch.ExchangeDeclare(channel, "fanout", true, false, false, false, nil); err != nil {
 		return fail(err)
 	}
-	if _, err := ch.QueueDeclare(groupQueue(channel), true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(groupQueue(channel), true, false, false, false, amqp091.Table{"x-queue-type": "quorum"}); err != nil {
 		return fail(err)
 	}
 	if err := ch.QueueBind(groupQueue(channel), "", channel, false, nil); err != nil {
