@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strconv"
 	"strings"
@@ -30,6 +31,9 @@ type delivery struct {
 	ours bool
 	// counted: its run was counted in the commit metadata (careful mode).
 	counted bool
+	// held: it is counted in the partition's held messages and the
+	// subscription's held bytes (partition.addHeld).
+	held bool
 }
 
 // delivery builds the kit's delivery, or nil for a message that is not for
@@ -201,10 +205,18 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 			// The copy may still be written: the original stays unsettled
 			// until its write ends, then is settled (the copy runs) or run
 			// again here (no copy), never both.
+			// A hand-over waits for the write (partition.busy).
 			d.again = true
+			p.mu.Lock()
+			p.writing++
+			p.mu.Unlock()
 			go func() {
 				<-cl.done
 				d.retryWritten(cl.errs[0], delay, failure)
+				p.mu.Lock()
+				p.writing--
+				p.cond.Broadcast()
+				p.mu.Unlock()
 			}()
 			return nil
 		}
@@ -257,10 +269,16 @@ func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 		[]kafkago.Message{{Key: d.km.Key, Value: payload, Headers: toKafkaHeaders(h)}})
 	if errors.Is(errs[0], errInFlight) {
 		// The copy may still be written: wait for the end of its write
-		// (bounded by the producer's own timeouts) rather than keep the
-		// message and write a second copy.
-		<-cl.done
-		return cl.errs[0]
+		// (bounded by the producer's own timeouts and by ctx) rather than
+		// keep the message and write a second copy. When ctx ends first,
+		// the outcome is unknown: the message stays unsettled and may be
+		// dead-lettered again by its next run (at-least-once).
+		select {
+		case <-cl.done:
+			return cl.errs[0]
+		case <-ctx.Done():
+			return fmt.Errorf("channels/kafka: the dead-letter copy may still be written: %w", ctx.Err())
+		}
 	}
 	return errs[0]
 }

@@ -32,6 +32,7 @@ type partition struct {
 	pos       int64 // commit position: the first offset not settled
 	committed int64
 	running   int // handed to a handler and not settled
+	writing   int // retry copies being written whose outcome is not known yet
 	held      int // waiting (retry not-before, local retry, lane) without a slot
 	timers    map[*time.Timer]heldMsg
 	lanes     map[string][]*delivery // ordered channels: the head of a lane runs, the rest wait
@@ -85,9 +86,14 @@ func (p *partition) mustWait() bool {
 
 // addHeld counts d in (n = 1) or out of (n = -1) the messages held without
 // a slot (p.mu held), in number for the partition and in bytes for the
-// subscription; when the bytes fall under the read-ahead budget, the
-// subscription's partitions waiting for it read again.
+// subscription, at most once each way; when the bytes fall under the
+// read-ahead budget, the subscription's partitions waiting for it read
+// again.
 func (p *partition) addHeld(d *delivery, n int) {
+	if d.held == (n > 0) {
+		return
+	}
+	d.held = n > 0
 	p.held += n
 	size := int64(n) * d.size()
 	after := p.s.heldBytes.Add(size)
@@ -133,26 +139,47 @@ func (p *partition) run(ctx context.Context) {
 		p.fetch(fctx, r)
 	}()
 	<-ctx.Done()
+	ended := time.Now()
 	cancel()
 	stop()
 	copies := p.close()
 	<-fetched
 	_ = r.Close()
-	p.handOver(copies)
-	// Give the running messages of this partition the time the group
-	// allows for rejoining (none run any more at the end of a drain); a
-	// message still running after it is delivered again to the partition's
-	// next owner.
-	meta := func(*partition) string { return metaClean }
-	wait := s.opts.RebalanceTimeout * 3 / 4
-	if s.IsStopping() {
-		wait = 0 // the drain already waited for the handlers, within its deadline
+	// The whole hand-over fits in the time the group allows for rejoining
+	// (handoverSpan); the running messages get the first part of it
+	// (handoverWait), the hand-over of the retry copies and the commit the
+	// rest. A message still running after the wait is delivered again to
+	// the partition's next owner.
+	hctx, hcancel := context.WithDeadline(context.Background(), ended.Add(s.handoverSpan()))
+	defer hcancel()
+	wctx, wcancel := context.WithDeadline(hctx, ended.Add(s.handoverWait()))
+	defer wcancel()
+	if dctx := s.draining(); dctx != nil {
+		// A drain waits for the running handlers within its own deadline;
+		// a rebalance during the drain waits for them the same way.
+		defer context.AfterFunc(dctx, wcancel)()
 	}
-	if !p.waitIdle(wait) {
+	p.handOver(hctx, copies)
+	meta := func(*partition) string { return metaClean }
+	if !p.waitIdle(wctx) {
 		meta = (*partition).uncleanMeta // a message still runs: its next owner is careful
 	}
-	p.g.commit([]*partition{p}, meta, true)
+	p.g.commitWithin(hctx, []*partition{p}, meta, true)
 	p.g.handedOff()
+}
+
+// handoverSpan bounds a partition's hand-over, from the end of its
+// generation: the coordinator waits RebalanceTimeout for the member to
+// rejoin, from a rebalance this member notices up to a HeartbeatInterval
+// later; a quarter of it is kept for the rejoin itself.
+func (s *subscription) handoverSpan() time.Duration {
+	return max(s.opts.RebalanceTimeout*3/4-s.opts.HeartbeatInterval, 0)
+}
+
+// handoverWait is how long a hand-over waits for the partition's running
+// messages: the commit that follows keeps a quarter of RebalanceTimeout.
+func (s *subscription) handoverWait() time.Duration {
+	return max(s.opts.RebalanceTimeout/2-s.opts.HeartbeatInterval, 0)
 }
 
 // queueCapacity is the read-ahead of each partition's reader, in messages:
@@ -246,6 +273,11 @@ func (p *partition) launchQueued(d *delivery) {
 // the message there (run:<n>), or for a later one with its offset
 // (run:<n>:<offset>) while an earlier message waits.
 func (p *partition) countRun(d *delivery) {
+	// The count and the generation's other commits of the partition are
+	// made one after the other: a commit of the position under way never
+	// lands after the count with other metadata.
+	p.g.commitMu.Lock()
+	defer p.g.commitMu.Unlock()
 	p.mu.Lock()
 	if p.careful == 0 || d.counted {
 		p.mu.Unlock()
@@ -266,7 +298,7 @@ func (p *partition) countRun(d *delivery) {
 	if pos < 0 || pos > off {
 		return
 	}
-	err := p.g.commitOffsets([]kafkago.OffsetCommit{{Partition: p.id, Offset: pos, Metadata: meta}})
+	err := p.g.commitOffsets(context.Background(), []kafkago.OffsetCommit{{Partition: p.id, Offset: pos, Metadata: meta}})
 	if err != nil {
 		p.s.log.Debug("channels/kafka: counting a run failed", "channel", p.s.ch.Name, "partition", p.id, "error", broker.Redact(err.Error()))
 		return
@@ -299,13 +331,22 @@ func (p *partition) ranCarefully(d *delivery) {
 // partition may still run: the run count of a counted message not settled
 // yet, else live.
 func (p *partition) uncleanMeta() string {
+	if m := p.pendingRun(); m != "" {
+		return m
+	}
+	return metaLive
+}
+
+// pendingRun is the run count committed for a message not settled yet
+// (its offset is at or after the commit position), or "".
+func (p *partition) pendingRun() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.runMeta != "" && p.runOff >= p.pos {
 		return p.runMeta
 	}
 	p.runMeta = ""
-	return metaLive
+	return ""
 }
 
 // start runs d on a slot already taken.
@@ -389,15 +430,23 @@ func (p *partition) close() (copies []*delivery) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	// A timer still listed has not started its message: stopped here, or
+	// fired and waiting for p.mu, it finds itself unlisted and returns.
 	for t, h := range p.timers {
-		if t.Stop() {
-			p.addHeld(h.d, -1)
-			if h.copy {
-				copies = append(copies, h.d)
-			}
+		t.Stop()
+		p.addHeld(h.d, -1)
+		if h.copy {
+			copies = append(copies, h.d)
 		}
 	}
 	clear(p.timers)
+	// The messages queued in lanes are read again by the next owner: they
+	// no longer take read-ahead room.
+	for _, q := range p.lanes {
+		for _, d := range q {
+			p.addHeld(d, -1)
+		}
+	}
 	p.cond.Broadcast()
 	return copies
 }
@@ -408,7 +457,7 @@ func (p *partition) close() (copies []*delivery) {
 // hold the commit position back, and the next owner would run again every
 // message read after it. A copy that cannot be published stays unsettled:
 // read again, not lost.
-func (p *partition) handOver(copies []*delivery) {
+func (p *partition) handOver(ctx context.Context, copies []*delivery) {
 	if len(copies) == 0 {
 		return
 	}
@@ -419,7 +468,7 @@ func (p *partition) handOver(copies []*delivery) {
 		so[i] = SendOptions{Key: d.km.Key, Acks: AcksAll}
 		msgs[i] = kafkago.Message{Key: d.km.Key, Value: d.km.Value, Headers: d.km.Headers}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultWriteTimeout)
+	ctx, cancel := context.WithTimeout(ctx, DefaultWriteTimeout)
 	defer cancel()
 	for i, err := range s.a.produce(ctx, s.c, s.ch.Name, so, msgs) {
 		if err != nil {
@@ -431,23 +480,27 @@ func (p *partition) handOver(copies []*delivery) {
 	}
 }
 
-// waitIdle waits until no message of the partition runs, at most d; it
-// reports whether none runs.
-func (p *partition) waitIdle(d time.Duration) bool {
-	deadline := time.AfterFunc(d, func() {
+// waitIdle waits until no message of the partition runs and no retry
+// copy of it is being written, until ctx ends; it reports whether none
+// does.
+func (p *partition) waitIdle(ctx context.Context) bool {
+	stop := context.AfterFunc(ctx, func() {
 		p.mu.Lock()
-		p.running = -1 << 30 // give up waiting; late settlements are ignored
 		p.cond.Broadcast()
 		p.mu.Unlock()
 	})
-	defer deadline.Stop()
+	defer stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.running > 0 {
+	for p.busy() && ctx.Err() == nil {
 		p.cond.Wait()
 	}
-	return p.running == 0
+	return !p.busy()
 }
+
+// busy tells whether a message of the partition runs or a retry copy of
+// one is being written (p.mu held).
+func (p *partition) busy() bool { return p.running > 0 || p.writing > 0 }
 
 // track records an offset read, in order.
 func (p *partition) track(off int64) {

@@ -48,6 +48,16 @@ type subscription struct {
 	cg    *kafkago.ConsumerGroup
 	gen   *generation         // the current generation, nil before the first
 	first *kafkago.Generation // the generation joined by Subscribe, run by Start
+	// drainCtx bounds the drain, once one began: the hand-overs of a
+	// rebalance during it wait for the running handlers within it.
+	drainCtx context.Context
+}
+
+// draining returns the drain's context, nil before a drain.
+func (s *subscription) draining() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drainCtx
 }
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, group string) (*subscription, error) {
@@ -190,6 +200,11 @@ func (s *subscription) Start() { s.Consumer.Start(s.groupLoop) }
 // commits what they processed and leaves the group, so that the other
 // members take the partitions over at once.
 func (s *subscription) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	if s.drainCtx == nil {
+		s.drainCtx = ctx
+	}
+	s.mu.Unlock()
 	return s.Consumer.Drain(ctx, broker.DrainHooks{
 		StopFetching: func(context.Context) { s.stopFetch() },
 		Finish:       s.finish,
@@ -212,7 +227,7 @@ func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 	err := broker.Bounded(ctx, "kafka final commit and group leave", func() error {
 		if g != nil {
 			for _, p := range g.all() {
-				p.handOver(p.close())
+				p.handOver(ctx, p.close())
 			}
 			meta := func(*partition) string { return metaClean }
 			if timedOut {
@@ -395,20 +410,31 @@ const (
 )
 
 // commit commits the processed position of ps: the partitions that moved,
-// or all of them with force (a handover), with each partition's meta.
+// or all of them with force (a handover), with each partition's meta. A
+// run count committed for a message not settled yet is kept, whatever
+// meta says: a clean hand-over does not erase a pending crash count.
 func (g *generation) commit(ps []*partition, meta func(*partition) string, force bool) {
+	g.commitWithin(context.Background(), ps, meta, force)
+}
+
+// commitWithin is commit bounded by ctx.
+func (g *generation) commitWithin(ctx context.Context, ps []*partition, meta func(*partition) string, force bool) {
 	g.commitMu.Lock()
 	defer g.commitMu.Unlock()
 	var commits []kafkago.OffsetCommit
 	for _, p := range ps {
 		if pos, moved := p.position(); (moved || force) && pos >= 0 {
-			commits = append(commits, kafkago.OffsetCommit{Partition: p.id, Offset: pos, Metadata: meta(p)})
+			m := p.pendingRun()
+			if m == "" {
+				m = meta(p)
+			}
+			commits = append(commits, kafkago.OffsetCommit{Partition: p.id, Offset: pos, Metadata: m})
 		}
 	}
 	if len(commits) == 0 {
 		return
 	}
-	if err := g.commitOffsets(commits); err != nil {
+	if err := g.commitOffsets(ctx, commits); err != nil {
 		g.s.log.Warn("channels/kafka: committing offsets failed; the messages processed since the last commit will be delivered again",
 			"channel", g.s.ch.Name, "group", g.s.group, "error", broker.Redact(err.Error()))
 		return
@@ -418,9 +444,10 @@ func (g *generation) commit(ps []*partition, meta func(*partition) string, force
 	}
 }
 
-// commitOffsets commits as this member of the generation.
-func (g *generation) commitOffsets(commits []kafkago.OffsetCommit) error {
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
+// commitOffsets commits as this member of the generation, bounded by ctx
+// and DefaultOpTimeout.
+func (g *generation) commitOffsets(ctx context.Context, commits []kafkago.OffsetCommit) error {
+	ctx, cancel := context.WithTimeout(ctx, DefaultOpTimeout)
 	defer cancel()
 	res, err := g.s.c.client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: g.s.group,
 		GenerationID: int(g.kg.ID), MemberID: g.kg.MemberID, Topics: map[string][]kafkago.OffsetCommit{g.s.ch.Name: commits}})
