@@ -179,7 +179,9 @@ func (d *delivery) Ack(context.Context) error {
 // original is settled once the copy is acknowledged. Members of other
 // groups skip the copy. On an ordered channel, or when the copy cannot be
 // published, the message runs again in this process after the delay and
-// holds its lane meanwhile.
+// holds its lane meanwhile. A copy whose write's outcome is unknown
+// (ErrWriteUnknown) may be in the topic: the message runs again here as
+// well (at-least-once: losing it is the only other choice).
 func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
 	p := d.p
 	if d.lane() == noLane {

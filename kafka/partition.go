@@ -456,7 +456,8 @@ func (p *partition) close() (copies []*delivery) {
 // once every in-sync replica has the new copy. Left unsettled, each would
 // hold the commit position back, and the next owner would run again every
 // message read after it. A copy that cannot be published stays unsettled:
-// read again, not lost.
+// read again, not lost (when the write's outcome is unknown, the copy may
+// also be in the topic: at-least-once).
 func (p *partition) handOver(ctx context.Context, copies []*delivery) {
 	if len(copies) == 0 {
 		return

@@ -285,7 +285,7 @@ func (q *queue) write(batch []*send, first int) {
 	if res != nil {
 		recErrs = res.RecordErrors
 	}
-	finish(batch, err, recErrs)
+	finish(batch, outcome(err), recErrs)
 }
 
 // records makes the records of batch; they are made for each attempt: their
@@ -298,11 +298,36 @@ func records(batch []*send) []kafkago.Record {
 	return recs
 }
 
-// retriable tells the errors after which a produce request is tried again.
+// retriable tells the errors after which a produce request is tried
+// again: the ones saying that nothing was written. An ambiguous error is
+// not one of them.
 func retriable(err error) bool {
+	return !ambiguous(err) && (transient(err) || errors.Is(err, kafkago.NotEnoughReplicas))
+}
+
+// ErrWriteUnknown marks the error of a send whose produce request ended
+// without telling whether its messages were written (a timeout after the
+// request may have reached the leader): they may be in the topic. Such a
+// send is not sent again by the adapter (a second copy would be a
+// duplicate); the caller decides, knowing that sending again is
+// at-least-once.
+var ErrWriteUnknown = errors.New("channels/kafka: the outcome of the write is unknown: the message may have been written")
+
+// ambiguous tells the errors of a produce request whose messages may have
+// been written: the leader's replication timeout, or a network timeout.
+func ambiguous(err error) bool {
 	var ne net.Error
-	return transient(err) || errors.Is(err, kafkago.RequestTimedOut) || errors.Is(err, kafkago.NotEnoughReplicas) ||
-		(errors.As(err, &ne) && ne.Timeout())
+	return errors.Is(err, kafkago.RequestTimedOut) || errors.As(err, &ne) && ne.Timeout() ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
+// outcome is the error reported for a write that failed with err:
+// marked with ErrWriteUnknown when err is ambiguous.
+func outcome(err error) error {
+	if err != nil && ambiguous(err) && !errors.Is(err, ErrWriteUnknown) {
+		return fmt.Errorf("%w: %w", ErrWriteUnknown, err)
+	}
+	return err
 }
 
 // produce writes messages to topic and returns each one's result, waiting

@@ -214,7 +214,7 @@ func (s *sender) write(leader int, qs []*queue) {
 			}()
 			continue
 		}
-		finish(batches[i], e, recErrs)
+		finish(batches[i], outcome(e), recErrs)
 		q.settle()
 	}
 	s.kick()
