@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/offsetcommit"
@@ -72,14 +73,16 @@ func committingPartition(t *testing.T, rec *commitRecorder) *partition {
 	return p
 }
 
-// eventuallyTrue polls cond until it holds, failing the test after d.
-func eventuallyTrue(t *testing.T, d time.Duration, what string, cond func() bool) {
+// eventually fails the test unless cond holds within d (polled).
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-	}
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(d).WithPolling(5*time.Millisecond).Should(gomega.BeTrue(), what)
+}
+
+// consistently fails the test if cond turns false during d (polled).
+func consistently(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(5*time.Millisecond).Should(gomega.BeTrue(), what)
 }
 
 // A clean hand-over commit keeps the run count of a counted message not
