@@ -292,3 +292,22 @@ func (c *conn) leader(topic string, partition int) int {
 	}
 	return -1
 }
+
+// ProduceRequestsInFlight counts the produce requests of the adapter
+// written and not answered yet (0 when not connected): a diagnostic, and
+// what tests wait on to know a send is in flight.
+func (a *Adapter) ProduceRequestsInFlight() int {
+	c := a.cur.Load()
+	if c == nil {
+		return 0
+	}
+	n := 0
+	for _, s := range c.senders {
+		s.mu.Lock()
+		for _, k := range s.inFlight {
+			n += k
+		}
+		s.mu.Unlock()
+	}
+	return n
+}

@@ -94,7 +94,8 @@ func TestAbandonedSendsAreNotWritten(t *testing.T) {
 		defer cancel()
 		inflight <- p.SendToChannel(ctx, ch, "inflight", at0)
 	}()
-	time.Sleep(100 * time.Millisecond) // the first send is in flight before the others queue behind it
+	// The first send is in flight before the others queue behind it.
+	eventually(t, 10*time.Second, "the first send in flight", func() bool { return a.ProduceRequestsInFlight() == 1 })
 	var wg sync.WaitGroup
 	var failed atomic.Int32
 	for range 5 {
