@@ -132,11 +132,12 @@
 // FromBeginning), in a group with committed offsets the beginning (a
 // partition added since: what producers wrote there is read). A message
 // sent after Subscribe returned is never missed while the group forms. In
-// a group that has members, Subscribe waits for the member's first
-// assignment (bounded by RebalanceTimeout and half of what is left of the
-// connect deadline),
-// so members subscribed one after the other share the partitions before
-// reading; a new or empty group is joined in the background, so the
+// a group that has members, the member's first assignment is awaited in
+// the background (bounded by RebalanceTimeout, not by the connect
+// deadline: the channels of a process join their groups at the same time)
+// and reading starts from it, so members subscribed one after the other
+// share the partitions before reading; a new or empty group is joined in
+// the background as well, so the
 // channels of a process join at once (Kafka holds a new group's first
 // generation for group.initial.rebalance.delay.ms, 3 s by default).
 //

@@ -48,6 +48,9 @@ type subscription struct {
 	cg    *kafkago.ConsumerGroup
 	gen   *generation         // the current generation, nil before the first
 	first *kafkago.Generation // the generation joined by Subscribe, run by Start
+	// joined is closed once the first assignment in a busy group was
+	// awaited (at once in a new or empty group): Start reads from then on.
+	joined chan struct{}
 	// drainCtx bounds the drain, once one began: the hand-overs of a
 	// rebalance during it wait for the running handlers within it.
 	drainCtx context.Context
@@ -62,7 +65,7 @@ func (s *subscription) draining() context.Context {
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, group string) (*subscription, error) {
 	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, group: group,
-		log: ch.Logger, maxBackoff: longestBackoff(ch.Retry), readAhead: int64(opts.ReadAheadBytes)}
+		log: ch.Logger, maxBackoff: longestBackoff(ch.Retry), readAhead: int64(opts.ReadAheadBytes), joined: make(chan struct{})}
 	s.cfg = kafkago.ConsumerGroupConfig{
 		ID:                group,
 		Brokers:           a.brokers,
@@ -120,15 +123,16 @@ func longestBackoff(p broker.RetryPolicy) time.Duration {
 	return longest
 }
 
-// join makes this member join the group. In a group that has members, it
-// waits for its first assignment (bounded by the rebalance timeout and by
-// half of what is left of ctx; the join goes on after it), so
-// that members subscribed one after the other share the partitions before
-// the first message is read. A new or empty group is joined in the
-// background (Kafka holds its first generation for
+// join makes this member join the group. In a group that has members, its
+// first assignment is awaited in the background (bounded by the rebalance
+// timeout, not by ctx: the channels of a process join busy groups at the
+// same time, none taking the others' connect time), and Start reads from
+// it, so that members subscribed one after the other share the partitions
+// before the first message is read. A new or empty group is joined by
+// Start (Kafka holds its first generation for
 // group.initial.rebalance.delay.ms, 3 s by default): the channels of a
-// process join at the same time, and Start reads from the first generation
-// on.
+// process join at the same time, and Start reads from the first
+// generation on.
 func (s *subscription) join(ctx context.Context) error {
 	busy := s.groupHasMembers(ctx)
 	cg, err := kafkago.NewConsumerGroup(s.cfg)
@@ -139,20 +143,25 @@ func (s *subscription) join(ctx context.Context) error {
 	s.cg = cg
 	s.mu.Unlock()
 	if !busy {
+		close(s.joined)
 		return nil
 	}
-	// At most half of what is left of ctx: the channels subscribed after
-	// this one keep time for their own topics and offsets.
-	budget := s.opts.RebalanceTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		budget = min(budget, time.Until(dl)/2)
-	}
-	wctx, cancel := context.WithTimeout(ctx, budget)
+	go s.firstAssignment(cg)
+	return nil
+}
+
+// firstAssignment waits for the member's first generation in a busy group,
+// for Start, at most RebalanceTimeout (or until the subscription stops);
+// then closes s.joined.
+func (s *subscription) firstAssignment(cg *kafkago.ConsumerGroup) {
+	defer close(s.joined)
+	wctx, cancel := context.WithTimeout(s.fetchCtx, s.opts.RebalanceTimeout)
 	defer cancel()
 	// Errors while the group forms (a rebalance in progress, a coordinator
 	// moving) are retried by the group itself; Next reports them and goes on.
 	var gen *kafkago.Generation
 	var last error
+	var err error
 	for gen == nil && wctx.Err() == nil {
 		if gen, err = cg.Next(wctx); err != nil && wctx.Err() == nil {
 			last = err
@@ -165,7 +174,7 @@ func (s *subscription) join(ctx context.Context) error {
 	s.mu.Lock()
 	s.first = gen
 	s.mu.Unlock()
-	if gen == nil {
+	if gen == nil && s.fetchCtx.Err() == nil {
 		msg := "<nil>"
 		if last != nil {
 			msg = broker.Redact(last.Error())
@@ -173,7 +182,6 @@ func (s *subscription) join(ctx context.Context) error {
 		s.log.Warn("channels/kafka: the group did not rebalance within the rebalance timeout; joining goes on",
 			"channel", s.ch.Name, "group", s.group, "last_error", msg)
 	}
-	return nil
 }
 
 // groupHasMembers tells whether the group has members (false when it
@@ -253,6 +261,11 @@ func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 // groupLoop takes each generation of the group and starts reading the
 // partitions it assigns to this member.
 func (s *subscription) groupLoop() {
+	select {
+	case <-s.joined:
+	case <-s.fetchCtx.Done():
+		return
+	}
 	var retry broker.Reconnect
 	for {
 		s.mu.Lock()
