@@ -271,15 +271,16 @@ func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 		[]kafkago.Message{{Key: d.km.Key, Value: payload, Headers: toKafkaHeaders(h)}})
 	if errors.Is(errs[0], errInFlight) {
 		// The copy may still be written: wait for the end of its write
-		// (bounded by the producer's own timeouts and by ctx) rather than
-		// keep the message and write a second copy. When ctx ends first,
-		// the outcome is unknown: the message stays unsettled and may be
-		// dead-lettered again by its next run (at-least-once).
+		// (bounded by the producer's own timeouts) rather than keep the
+		// message and write a second copy, past the settle deadline (ctx)
+		// but not past the deadline of a drain: then the outcome is
+		// unknown, the message stays unsettled and may be dead-lettered
+		// again by its next run (at-least-once).
 		select {
 		case <-cl.done:
 			return cl.errs[0]
-		case <-ctx.Done():
-			return fmt.Errorf("channels/kafka: the dead-letter copy may still be written: %w", ctx.Err())
+		case <-p.s.drainExpired:
+			return fmt.Errorf("channels/kafka: the drain's deadline passed while the dead-letter copy was written: %w", ErrWriteUnknown)
 		}
 	}
 	return errs[0]

@@ -3,7 +3,6 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -47,20 +46,6 @@ type partition struct {
 	// for the message at runOff, while it is not settled.
 	runMeta string
 	runOff  int64
-}
-
-// beCareful makes the partition run its first messages one at a time,
-// each after a commit counting its runs (see metaRun).
-func (p *partition) beCareful(headRuns int, headOff int64) {
-	p.mu.Lock()
-	p.careful, p.headRuns, p.headOff = max(p.s.MaxInFlight(), 1), headRuns, headOff
-	if headRuns > 0 {
-		p.runMeta, p.runOff = metaRun+strconv.Itoa(headRuns), headOff
-		if headOff != p.pos {
-			p.runMeta += ":" + strconv.FormatInt(headOff, 10)
-		}
-	}
-	p.mu.Unlock()
 }
 
 func newPartition(g *generation, id int, start int64) *partition {
@@ -168,20 +153,6 @@ func (p *partition) run(ctx context.Context) {
 	p.g.handedOff()
 }
 
-// handoverSpan bounds a partition's hand-over, from the end of its
-// generation: the coordinator waits RebalanceTimeout for the member to
-// rejoin, from a rebalance this member notices up to a HeartbeatInterval
-// later; a quarter of it is kept for the rejoin itself.
-func (s *subscription) handoverSpan() time.Duration {
-	return max(s.opts.RebalanceTimeout*3/4-s.opts.HeartbeatInterval, 0)
-}
-
-// handoverWait is how long a hand-over waits for the partition's running
-// messages: the commit that follows keeps a quarter of RebalanceTimeout.
-func (s *subscription) handoverWait() time.Duration {
-	return max(s.opts.RebalanceTimeout/2-s.opts.HeartbeatInterval, 0)
-}
-
 // queueCapacity is the read-ahead of each partition's reader, in messages:
 // 2 x MaxInFlight shared by the generation's partitions, at least 4 each
 // (a consumer of many partitions does not read ahead MaxBytes of each).
@@ -266,89 +237,6 @@ func (p *partition) launchQueued(d *delivery) {
 	p.startLater(d)
 }
 
-// countRun, in careful mode, commits before d runs the number of its runs
-// started (this one included), and gives the kit that count as its
-// deliveries: a message whose runs kill the consumer is given up after
-// MaxDeliveries. The count is committed at the partition's position: for
-// the message there (run:<n>), or for a later one with its offset
-// (run:<n>:<offset>) while an earlier message waits.
-func (p *partition) countRun(d *delivery) {
-	// The count and the generation's other commits of the partition are
-	// made one after the other: a commit of the position under way never
-	// lands after the count with other metadata.
-	p.g.commitMu.Lock()
-	defer p.g.commitMu.Unlock()
-	p.mu.Lock()
-	if p.careful == 0 || d.counted {
-		p.mu.Unlock()
-		return
-	}
-	p.careful--
-	off := d.km.Offset
-	runs := 1
-	if off == p.headOff {
-		runs = p.headRuns + 1
-	}
-	pos := p.pos
-	meta := metaRun + strconv.Itoa(runs)
-	if pos != off {
-		meta += ":" + strconv.FormatInt(off, 10)
-	}
-	p.mu.Unlock()
-	if pos < 0 || pos > off {
-		return
-	}
-	err := p.g.commitOffsets(context.Background(), []kafkago.OffsetCommit{{Partition: p.id, Offset: pos, Metadata: meta}})
-	if err != nil {
-		p.s.log.Debug("channels/kafka: counting a run failed", "channel", p.s.ch.Name, "partition", p.id, "error", broker.Redact(err.Error()))
-		return
-	}
-	p.mu.Lock()
-	p.runMeta, p.runOff = meta, off
-	p.mu.Unlock()
-	p.committedAt(pos)
-	d.counted = true
-	d.Deliveries = runs
-}
-
-// ranCarefully commits, once a counted run is settled, the position past
-// it: the count stays on the message it belongs to, never on the next
-// one (which would be blamed for a crash of a later message).
-func (p *partition) ranCarefully(d *delivery) {
-	p.mu.Lock()
-	pos, off := p.pos, d.km.Offset
-	if p.runOff == off && pos > off {
-		p.runMeta = ""
-	}
-	p.mu.Unlock()
-	if pos <= off {
-		return // not settled (run again here, or left for the next owner): the count stays
-	}
-	p.g.commit([]*partition{p}, (*partition).uncleanMeta, true)
-}
-
-// uncleanMeta is the metadata of a commit made while messages of the
-// partition may still run: the run count of a counted message not settled
-// yet, else live.
-func (p *partition) uncleanMeta() string {
-	if m := p.pendingRun(); m != "" {
-		return m
-	}
-	return metaLive
-}
-
-// pendingRun is the run count committed for a message not settled yet
-// (its offset is at or after the commit position), or "".
-func (p *partition) pendingRun() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.runMeta != "" && p.runOff >= p.pos {
-		return p.runMeta
-	}
-	p.runMeta = ""
-	return ""
-}
-
 // start runs d on a slot already taken.
 //
 // The partition's closing and the count of its running messages are read
@@ -423,85 +311,6 @@ func (p *partition) isClosed() bool {
 	defer p.mu.Unlock()
 	return p.closed
 }
-
-// close stops the held messages (they stay unsettled), wakes the reader and
-// returns the retry copies it stopped, for handOver.
-func (p *partition) close() (copies []*delivery) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	// A timer still listed has not started its message: stopped here, or
-	// fired and waiting for p.mu, it finds itself unlisted and returns.
-	for t, h := range p.timers {
-		t.Stop()
-		p.addHeld(h.d, -1)
-		if h.copy {
-			copies = append(copies, h.d)
-		}
-	}
-	clear(p.timers)
-	// The messages queued in lanes are read again by the next owner: they
-	// no longer take read-ahead room.
-	for _, q := range p.lanes {
-		for _, d := range q {
-			p.addHeld(d, -1)
-		}
-	}
-	p.cond.Broadcast()
-	return copies
-}
-
-// handOver publishes again, unchanged, the retry copies that were waiting
-// for their backoff when the partition was handed over, and settles them
-// once every in-sync replica has the new copy. Left unsettled, each would
-// hold the commit position back, and the next owner would run again every
-// message read after it. A copy that cannot be published stays unsettled:
-// read again, not lost (when the write's outcome is unknown, the copy may
-// also be in the topic: at-least-once).
-func (p *partition) handOver(ctx context.Context, copies []*delivery) {
-	if len(copies) == 0 {
-		return
-	}
-	s := p.s
-	so := make([]SendOptions, len(copies))
-	msgs := make([]kafkago.Message, len(copies))
-	for i, d := range copies {
-		so[i] = SendOptions{Key: d.km.Key, Acks: AcksAll}
-		msgs[i] = kafkago.Message{Key: d.km.Key, Value: d.km.Value, Headers: d.km.Headers}
-	}
-	ctx, cancel := context.WithTimeout(ctx, DefaultWriteTimeout)
-	defer cancel()
-	for i, err := range s.a.produce(ctx, s.c, s.ch.Name, so, msgs) {
-		if err != nil {
-			s.log.Warn("channels/kafka: handing over a retry copy failed; the partition's next owner reads it and what follows again",
-				"channel", s.ch.Name, "partition", p.id, "error", broker.Redact(err.Error()))
-			continue
-		}
-		p.settled(copies[i].km.Offset)
-	}
-}
-
-// waitIdle waits until no message of the partition runs and no retry
-// copy of it is being written, until ctx ends; it reports whether none
-// does.
-func (p *partition) waitIdle(ctx context.Context) bool {
-	stop := context.AfterFunc(ctx, func() {
-		p.mu.Lock()
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	})
-	defer stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for p.busy() && ctx.Err() == nil {
-		p.cond.Wait()
-	}
-	return !p.busy()
-}
-
-// busy tells whether a message of the partition runs or a retry copy of
-// one is being written (p.mu held).
-func (p *partition) busy() bool { return p.running > 0 || p.writing > 0 }
 
 // track records an offset read, in order.
 func (p *partition) track(off int64) {
