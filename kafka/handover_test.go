@@ -12,6 +12,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/offsetcommit"
+	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
 
 	"github.com/microchannels/channels/broker"
 )
@@ -198,5 +199,64 @@ func TestLaneQueuedBytesAreReleasedAtTheHandOver(t *testing.T) {
 		if held := s.heldBytes.Load(); held != 0 {
 			t.Fatalf("rebalance %d: %d bytes still held after the hand-over", round, held)
 		}
+	}
+}
+
+// produceHeld answers produce requests once release is closed.
+type produceHeld struct{ release chan struct{} }
+
+func (f *produceHeld) RoundTrip(ctx context.Context, _ net.Addr, m protocol.Message) (protocol.Message, error) {
+	req, ok := m.(*produceAPI.Request)
+	if !ok {
+		return nil, errors.New("unexpected request")
+	}
+	select {
+	case <-f.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	res := &produceAPI.Response{}
+	for _, t := range req.Topics {
+		rt := produceAPI.ResponseTopic{Topic: t.Topic}
+		for _, p := range t.Partitions {
+			rt.Partitions = append(rt.Partitions, produceAPI.ResponsePartition{Partition: p.Partition})
+		}
+		res.Topics = append(res.Topics, rt)
+	}
+	return res, nil
+}
+
+// A retry copy still being written when its settle call gave up keeps the
+// partition busy: a hand-over waits for its write (or, giving up, leaves
+// the partition unclean) rather than commit as if nothing ran, and the
+// original is settled once the copy is written.
+func TestHandOverWaitsForARetryCopyInFlight(t *testing.T) {
+	p := testPartition(t, Unordered, 1, func(context.Context, *broker.Message) error { return nil })
+	f := &produceHeld{release: make(chan struct{})}
+	c := &conn{client: &kafkago.Client{Addr: kafkago.TCP("127.0.0.1:1"), Transport: f}, buf: newSendBuffer(1 << 20)}
+	newSenders(c)
+	c.storePartitions("orders", []int{0})
+	c.leaders.Store("orders", map[int]int{0: 1})
+	p.s.c, p.s.a = c, &Adapter{brokers: []string{"127.0.0.1:1"}, batchSize: 100}
+	p.track(0)
+	d := p.delivery(record(0, "", nil), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := d.Retry(ctx, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	if p.waitIdle(short) {
+		t.Fatal("a retry copy is being written: the hand-over saw the partition idle")
+	}
+	close(f.release)
+	long, cancelLong := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelLong()
+	if !p.waitIdle(long) {
+		t.Fatal("the copy written: the partition still busy")
+	}
+	if pos, _ := p.position(); pos != 1 {
+		t.Fatalf("the copy written: position %d, want 1 (the original settled)", pos)
 	}
 }
