@@ -111,8 +111,10 @@
 //
 // When the group rebalances (a member joins, leaves or goes silent for
 // SessionTimeout), a member stops reading, lets the running messages of
-// its partitions finish for up to 3/4 of RebalanceTimeout, commits what
-// they processed and only then rejoins: a partition is never read by two
+// its partitions finish for up to half of RebalanceTimeout less a
+// HeartbeatInterval (within a drain's deadline during a drain), commits
+// what they processed by 3/4 of RebalanceTimeout less a HeartbeatInterval
+// and only then rejoins: a partition is never read by two
 // members at once, and a message finished before the handover is not run
 // again. Meanwhile it keeps heartbeating as a member of the ending
 // generation, so a handler longer than SessionTimeout does not get it

@@ -38,7 +38,7 @@ func (g *generation) handedOff() {
 // handoverBeat keeps this member in the group from the end of the
 // generation (a rebalance began) until its partitions are handed over.
 // kafka-go's heartbeat ends with the generation, and the partitions wait up
-// to 3/4 of RebalanceTimeout for their running messages: a member silent
+// to half of RebalanceTimeout for their running messages: a member silent
 // for SessionTimeout meanwhile would be expelled, its partitions given to
 // another member while their messages still run here, and its last commits
 // refused. The coordinator answers these heartbeats with

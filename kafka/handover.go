@@ -40,7 +40,7 @@ func (p *partition) close() (copies []*delivery) {
 	}
 	clear(p.timers)
 	// The messages queued in lanes are read again by the next owner: they
-	// no longer take read-ahead room.
+	// take no read-ahead room.
 	for _, q := range p.lanes {
 		for _, d := range q {
 			p.addHeld(d, -1)
