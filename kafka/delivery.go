@@ -264,6 +264,17 @@ func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 	delete(h, HeaderNotBefore)
 	h[broker.HeaderOriginalPartition] = strconv.Itoa(d.km.Partition)
 	p := d.p
+	// The settlement ends with a drain's deadline: a stop does not leave it
+	// waiting for a slow write.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.s.drainExpired:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := p.s.a.ensureTopic(ctx, p.s.c, p.s.ch.DeadLetter.Queue, p.s.deadLetterTopic()); err != nil {
 		return err
 	}
