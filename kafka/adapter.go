@@ -330,12 +330,11 @@ func bytesOrNil(b []byte) kafkago.Bytes {
 // partition, or the beginning with FromBeginning; an existing group: the
 // beginning of a partition added since), so that the group's position is
 // fixed when Subscribe returns: no message sent after it is missed while
-// the group forms. Then it joins the group: in a group with members it
-// waits for its first assignment (bounded by RebalanceTimeout and half of
-// what is left of ctx),
-// so that members subscribed one after the other share the partitions
-// before the first message is read; a new or empty group is joined in the
-// background, so that the channels of a process join at once.
+// the group forms. Then it joins the group in the background: in a group
+// with members, reading starts from the member's first assignment (awaited
+// at most RebalanceTimeout, off ctx), so that members subscribed one after
+// the other share the partitions before the first message is read; the
+// channels of a process join at once.
 func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
 	c, err := a.conn()
 	if err != nil {

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strconv"
 	"strings"
@@ -30,6 +31,9 @@ type delivery struct {
 	ours bool
 	// counted: its run was counted in the commit metadata (careful mode).
 	counted bool
+	// held: it is counted in the partition's held messages and the
+	// subscription's held bytes (partition.addHeld).
+	held bool
 }
 
 // delivery builds the kit's delivery, or nil for a message that is not for
@@ -175,7 +179,9 @@ func (d *delivery) Ack(context.Context) error {
 // original is settled once the copy is acknowledged. Members of other
 // groups skip the copy. On an ordered channel, or when the copy cannot be
 // published, the message runs again in this process after the delay and
-// holds its lane meanwhile.
+// holds its lane meanwhile. A copy whose write's outcome is unknown
+// (ErrWriteUnknown) may be in the topic: the message runs again here as
+// well (at-least-once: losing it is the only other choice).
 func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
 	p := d.p
 	if d.lane() == noLane {
@@ -201,10 +207,18 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, failure map[s
 			// The copy may still be written: the original stays unsettled
 			// until its write ends, then is settled (the copy runs) or run
 			// again here (no copy), never both.
+			// A hand-over waits for the write (partition.busy).
 			d.again = true
+			p.mu.Lock()
+			p.writing++
+			p.mu.Unlock()
 			go func() {
 				<-cl.done
 				d.retryWritten(cl.errs[0], delay, failure)
+				p.mu.Lock()
+				p.writing--
+				p.cond.Broadcast()
+				p.mu.Unlock()
 			}()
 			return nil
 		}
@@ -250,6 +264,17 @@ func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 	delete(h, HeaderNotBefore)
 	h[broker.HeaderOriginalPartition] = strconv.Itoa(d.km.Partition)
 	p := d.p
+	// The settlement ends with a drain's deadline: a stop does not leave it
+	// waiting for a slow write.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.s.drainExpired:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := p.s.a.ensureTopic(ctx, p.s.c, p.s.ch.DeadLetter.Queue, p.s.deadLetterTopic()); err != nil {
 		return err
 	}
@@ -258,9 +283,16 @@ func (d *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 	if errors.Is(errs[0], errInFlight) {
 		// The copy may still be written: wait for the end of its write
 		// (bounded by the producer's own timeouts) rather than keep the
-		// message and write a second copy.
-		<-cl.done
-		return cl.errs[0]
+		// message and write a second copy, past the settle deadline (ctx)
+		// but not past the deadline of a drain: then the outcome is
+		// unknown, the message stays unsettled and may be dead-lettered
+		// again by its next run (at-least-once).
+		select {
+		case <-cl.done:
+			return cl.errs[0]
+		case <-p.s.drainExpired:
+			return fmt.Errorf("channels/kafka: the drain's deadline passed while the dead-letter copy was written: %w", ErrWriteUnknown)
+		}
 	}
 	return errs[0]
 }

@@ -111,8 +111,10 @@
 //
 // When the group rebalances (a member joins, leaves or goes silent for
 // SessionTimeout), a member stops reading, lets the running messages of
-// its partitions finish for up to 3/4 of RebalanceTimeout, commits what
-// they processed and only then rejoins: a partition is never read by two
+// its partitions finish for up to half of RebalanceTimeout less a
+// HeartbeatInterval (within a drain's deadline during a drain), commits
+// what they processed by 3/4 of RebalanceTimeout less a HeartbeatInterval
+// and only then rejoins: a partition is never read by two
 // members at once, and a message finished before the handover is not run
 // again. Meanwhile it keeps heartbeating as a member of the ending
 // generation, so a handler longer than SessionTimeout does not get it
@@ -132,11 +134,12 @@
 // FromBeginning), in a group with committed offsets the beginning (a
 // partition added since: what producers wrote there is read). A message
 // sent after Subscribe returned is never missed while the group forms. In
-// a group that has members, Subscribe waits for the member's first
-// assignment (bounded by RebalanceTimeout and half of what is left of the
-// connect deadline),
-// so members subscribed one after the other share the partitions before
-// reading; a new or empty group is joined in the background, so the
+// a group that has members, the member's first assignment is awaited in
+// the background (bounded by RebalanceTimeout, not by the connect
+// deadline: the channels of a process join their groups at the same time)
+// and reading starts from it, so members subscribed one after the other
+// share the partitions before reading; a new or empty group is joined in
+// the background as well, so the
 // channels of a process join at once (Kafka holds a new group's first
 // generation for group.initial.rebalance.delay.ms, 3 s by default).
 //

@@ -3,7 +3,6 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +31,7 @@ type partition struct {
 	pos       int64 // commit position: the first offset not settled
 	committed int64
 	running   int // handed to a handler and not settled
+	writing   int // retry copies being written whose outcome is not known yet
 	held      int // waiting (retry not-before, local retry, lane) without a slot
 	timers    map[*time.Timer]heldMsg
 	lanes     map[string][]*delivery // ordered channels: the head of a lane runs, the rest wait
@@ -46,20 +46,6 @@ type partition struct {
 	// for the message at runOff, while it is not settled.
 	runMeta string
 	runOff  int64
-}
-
-// beCareful makes the partition run its first messages one at a time,
-// each after a commit counting its runs (see metaRun).
-func (p *partition) beCareful(headRuns int, headOff int64) {
-	p.mu.Lock()
-	p.careful, p.headRuns, p.headOff = max(p.s.MaxInFlight(), 1), headRuns, headOff
-	if headRuns > 0 {
-		p.runMeta, p.runOff = metaRun+strconv.Itoa(headRuns), headOff
-		if headOff != p.pos {
-			p.runMeta += ":" + strconv.FormatInt(headOff, 10)
-		}
-	}
-	p.mu.Unlock()
 }
 
 func newPartition(g *generation, id int, start int64) *partition {
@@ -85,9 +71,14 @@ func (p *partition) mustWait() bool {
 
 // addHeld counts d in (n = 1) or out of (n = -1) the messages held without
 // a slot (p.mu held), in number for the partition and in bytes for the
-// subscription; when the bytes fall under the read-ahead budget, the
-// subscription's partitions waiting for it read again.
+// subscription, at most once each way; when the bytes fall under the
+// read-ahead budget, the subscription's partitions waiting for it read
+// again.
 func (p *partition) addHeld(d *delivery, n int) {
+	if d.held == (n > 0) {
+		return
+	}
+	d.held = n > 0
 	p.held += n
 	size := int64(n) * d.size()
 	after := p.s.heldBytes.Add(size)
@@ -133,25 +124,32 @@ func (p *partition) run(ctx context.Context) {
 		p.fetch(fctx, r)
 	}()
 	<-ctx.Done()
+	ended := time.Now()
 	cancel()
 	stop()
 	copies := p.close()
 	<-fetched
 	_ = r.Close()
-	p.handOver(copies)
-	// Give the running messages of this partition the time the group
-	// allows for rejoining (none run any more at the end of a drain); a
-	// message still running after it is delivered again to the partition's
-	// next owner.
-	meta := func(*partition) string { return metaClean }
-	wait := s.opts.RebalanceTimeout * 3 / 4
-	if s.IsStopping() {
-		wait = 0 // the drain already waited for the handlers, within its deadline
+	// The whole hand-over fits in the time the group allows for rejoining
+	// (handoverSpan); the running messages get the first part of it
+	// (handoverWait), the hand-over of the retry copies and the commit the
+	// rest. A message still running after the wait is delivered again to
+	// the partition's next owner.
+	hctx, hcancel := context.WithDeadline(context.Background(), ended.Add(s.handoverSpan()))
+	defer hcancel()
+	wctx, wcancel := context.WithDeadline(hctx, ended.Add(s.handoverWait()))
+	defer wcancel()
+	if dctx := s.draining(); dctx != nil {
+		// A drain waits for the running handlers within its own deadline;
+		// a rebalance during the drain waits for them the same way.
+		defer context.AfterFunc(dctx, wcancel)()
 	}
-	if !p.waitIdle(wait) {
+	p.handOver(hctx, copies)
+	meta := func(*partition) string { return metaClean }
+	if !p.waitIdle(wctx) {
 		meta = (*partition).uncleanMeta // a message still runs: its next owner is careful
 	}
-	p.g.commit([]*partition{p}, meta, true)
+	p.g.commitWithin(hctx, []*partition{p}, meta, true)
 	p.g.handedOff()
 }
 
@@ -239,75 +237,6 @@ func (p *partition) launchQueued(d *delivery) {
 	p.startLater(d)
 }
 
-// countRun, in careful mode, commits before d runs the number of its runs
-// started (this one included), and gives the kit that count as its
-// deliveries: a message whose runs kill the consumer is given up after
-// MaxDeliveries. The count is committed at the partition's position: for
-// the message there (run:<n>), or for a later one with its offset
-// (run:<n>:<offset>) while an earlier message waits.
-func (p *partition) countRun(d *delivery) {
-	p.mu.Lock()
-	if p.careful == 0 || d.counted {
-		p.mu.Unlock()
-		return
-	}
-	p.careful--
-	off := d.km.Offset
-	runs := 1
-	if off == p.headOff {
-		runs = p.headRuns + 1
-	}
-	pos := p.pos
-	meta := metaRun + strconv.Itoa(runs)
-	if pos != off {
-		meta += ":" + strconv.FormatInt(off, 10)
-	}
-	p.mu.Unlock()
-	if pos < 0 || pos > off {
-		return
-	}
-	err := p.g.commitOffsets([]kafkago.OffsetCommit{{Partition: p.id, Offset: pos, Metadata: meta}})
-	if err != nil {
-		p.s.log.Debug("channels/kafka: counting a run failed", "channel", p.s.ch.Name, "partition", p.id, "error", broker.Redact(err.Error()))
-		return
-	}
-	p.mu.Lock()
-	p.runMeta, p.runOff = meta, off
-	p.mu.Unlock()
-	p.committedAt(pos)
-	d.counted = true
-	d.Deliveries = runs
-}
-
-// ranCarefully commits, once a counted run is settled, the position past
-// it: the count stays on the message it belongs to, never on the next
-// one (which would be blamed for a crash of a later message).
-func (p *partition) ranCarefully(d *delivery) {
-	p.mu.Lock()
-	pos, off := p.pos, d.km.Offset
-	if p.runOff == off && pos > off {
-		p.runMeta = ""
-	}
-	p.mu.Unlock()
-	if pos <= off {
-		return // not settled (run again here, or left for the next owner): the count stays
-	}
-	p.g.commit([]*partition{p}, (*partition).uncleanMeta, true)
-}
-
-// uncleanMeta is the metadata of a commit made while messages of the
-// partition may still run: the run count of a counted message not settled
-// yet, else live.
-func (p *partition) uncleanMeta() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.runMeta != "" && p.runOff >= p.pos {
-		return p.runMeta
-	}
-	p.runMeta = ""
-	return metaLive
-}
-
 // start runs d on a slot already taken.
 //
 // The partition's closing and the count of its running messages are read
@@ -381,72 +310,6 @@ func (p *partition) isClosed() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.closed
-}
-
-// close stops the held messages (they stay unsettled), wakes the reader and
-// returns the retry copies it stopped, for handOver.
-func (p *partition) close() (copies []*delivery) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	for t, h := range p.timers {
-		if t.Stop() {
-			p.addHeld(h.d, -1)
-			if h.copy {
-				copies = append(copies, h.d)
-			}
-		}
-	}
-	clear(p.timers)
-	p.cond.Broadcast()
-	return copies
-}
-
-// handOver publishes again, unchanged, the retry copies that were waiting
-// for their backoff when the partition was handed over, and settles them
-// once every in-sync replica has the new copy. Left unsettled, each would
-// hold the commit position back, and the next owner would run again every
-// message read after it. A copy that cannot be published stays unsettled:
-// read again, not lost.
-func (p *partition) handOver(copies []*delivery) {
-	if len(copies) == 0 {
-		return
-	}
-	s := p.s
-	so := make([]SendOptions, len(copies))
-	msgs := make([]kafkago.Message, len(copies))
-	for i, d := range copies {
-		so[i] = SendOptions{Key: d.km.Key, Acks: AcksAll}
-		msgs[i] = kafkago.Message{Key: d.km.Key, Value: d.km.Value, Headers: d.km.Headers}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultWriteTimeout)
-	defer cancel()
-	for i, err := range s.a.produce(ctx, s.c, s.ch.Name, so, msgs) {
-		if err != nil {
-			s.log.Warn("channels/kafka: handing over a retry copy failed; the partition's next owner reads it and what follows again",
-				"channel", s.ch.Name, "partition", p.id, "error", broker.Redact(err.Error()))
-			continue
-		}
-		p.settled(copies[i].km.Offset)
-	}
-}
-
-// waitIdle waits until no message of the partition runs, at most d; it
-// reports whether none runs.
-func (p *partition) waitIdle(d time.Duration) bool {
-	deadline := time.AfterFunc(d, func() {
-		p.mu.Lock()
-		p.running = -1 << 30 // give up waiting; late settlements are ignored
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	})
-	defer deadline.Stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for p.running > 0 {
-		p.cond.Wait()
-	}
-	return p.running == 0
 }
 
 // track records an offset read, in order.

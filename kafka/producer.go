@@ -110,11 +110,15 @@ func finish(ss []*send, err error, recErrs map[int]error) {
 	}
 }
 
-// sendBuffer is the byte budget of the sends of a connection.
+// sendBuffer is the byte budget of the sends of a connection. A batch
+// larger than the whole budget is admitted alone, once the buffer is
+// empty; while one waits, no other send is admitted, so that the buffer
+// empties and the large batch is not starved by a stream of small ones.
 type sendBuffer struct {
 	mu      sync.Mutex
 	used    int64
 	max     int64
+	large   int           // batches larger than max waiting for an empty buffer
 	waiting bool          // a send waits for room
 	room    chan struct{} // closed when bytes are released while a send waits
 }
@@ -125,9 +129,16 @@ func newSendBuffer(max int64) *sendBuffer {
 
 // acquire takes n bytes, waiting within ctx while the buffer is full.
 func (b *sendBuffer) acquire(ctx context.Context, n int64) error {
+	oversized := n > b.max
+	b.mu.Lock()
+	if oversized {
+		b.large++
+	}
 	for {
-		b.mu.Lock()
-		if b.used == 0 || b.used+n <= b.max {
+		if b.used == 0 || b.large == 0 && b.used+n <= b.max {
+			if oversized {
+				b.large--
+			}
 			b.used += n
 			b.mu.Unlock()
 			return nil
@@ -137,10 +148,26 @@ func (b *sendBuffer) acquire(ctx context.Context, n int64) error {
 		b.mu.Unlock()
 		select {
 		case <-room:
+			b.mu.Lock()
 		case <-ctx.Done():
+			b.mu.Lock()
+			if oversized {
+				b.large--
+				b.wake() // the sends held back for it may go
+			}
+			b.mu.Unlock()
 			return fmt.Errorf("channels/kafka: the send buffer is full (%d bytes waiting for the brokers, at most %d): %w",
 				used, b.max, ctx.Err())
 		}
+	}
+}
+
+// wake wakes the sends waiting for room (b.mu held).
+func (b *sendBuffer) wake() {
+	if b.waiting {
+		b.waiting = false
+		close(b.room)
+		b.room = make(chan struct{})
 	}
 }
 
@@ -150,11 +177,7 @@ func (b *sendBuffer) release(n int64) {
 	}
 	b.mu.Lock()
 	b.used -= n
-	if b.waiting {
-		b.waiting = false
-		close(b.room)
-		b.room = make(chan struct{})
-	}
+	b.wake()
 	b.mu.Unlock()
 }
 
@@ -262,7 +285,7 @@ func (q *queue) write(batch []*send, first int) {
 	if res != nil {
 		recErrs = res.RecordErrors
 	}
-	finish(batch, err, recErrs)
+	finish(batch, outcome(err), recErrs)
 }
 
 // records makes the records of batch; they are made for each attempt: their
@@ -275,11 +298,36 @@ func records(batch []*send) []kafkago.Record {
 	return recs
 }
 
-// retriable tells the errors after which a produce request is tried again.
+// retriable tells the errors after which a produce request is tried
+// again: the ones saying that nothing was written. An ambiguous error is
+// not one of them.
 func retriable(err error) bool {
+	return !ambiguous(err) && (transient(err) || errors.Is(err, kafkago.NotEnoughReplicas))
+}
+
+// ErrWriteUnknown marks the error of a send whose produce request ended
+// without telling whether its messages were written (a timeout after the
+// request may have reached the leader): they may be in the topic. Such a
+// send is not sent again by the adapter (a second copy would be a
+// duplicate); the caller decides, knowing that sending again is
+// at-least-once.
+var ErrWriteUnknown = errors.New("channels/kafka: the outcome of the write is unknown: the message may have been written")
+
+// ambiguous tells the errors of a produce request whose messages may have
+// been written: the leader's replication timeout, or a network timeout.
+func ambiguous(err error) bool {
 	var ne net.Error
-	return transient(err) || errors.Is(err, kafkago.RequestTimedOut) || errors.Is(err, kafkago.NotEnoughReplicas) ||
-		(errors.As(err, &ne) && ne.Timeout())
+	return errors.Is(err, kafkago.RequestTimedOut) || errors.As(err, &ne) && ne.Timeout() ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
+// outcome is the error reported for a write that failed with err:
+// marked with ErrWriteUnknown when err is ambiguous.
+func outcome(err error) error {
+	if err != nil && ambiguous(err) && !errors.Is(err, ErrWriteUnknown) {
+		return fmt.Errorf("%w: %w", ErrWriteUnknown, err)
+	}
+	return err
 }
 
 // produce writes messages to topic and returns each one's result, waiting

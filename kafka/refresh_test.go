@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels/broker"
@@ -64,19 +65,12 @@ func TestSendPartitionsAreRefreshed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	gomega.NewWithT(t).Eventually(func() int {
 		send("warm") // a send past partitionRefresh refreshes the list
 		c, _ := a.conn()
 		ids, _ := a.partitionsOf(ctx, c, topic)
-		if len(ids) == 8 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the sends still hash over %d partitions", len(ids))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(ids)
+	}).WithTimeout(20*time.Second).WithPolling(50*time.Millisecond).Should(gomega.Equal(8), "the partitions the sends hash over")
 	// A key that hashes to a new partition is written there.
 	var key string
 	for i := 0; ; i++ {

@@ -214,7 +214,7 @@ func (s *sender) write(leader int, qs []*queue) {
 			}()
 			continue
 		}
-		finish(batches[i], e, recErrs)
+		finish(batches[i], outcome(e), recErrs)
 		q.settle()
 	}
 	s.kick()
@@ -291,4 +291,23 @@ func (c *conn) leader(topic string, partition int) int {
 		}
 	}
 	return -1
+}
+
+// ProduceRequestsInFlight counts the produce requests of the adapter
+// written and not answered yet (0 when not connected): a diagnostic, and
+// what tests wait on to know a send is in flight.
+func (a *Adapter) ProduceRequestsInFlight() int {
+	c := a.cur.Load()
+	if c == nil {
+		return 0
+	}
+	n := 0
+	for _, s := range c.senders {
+		s.mu.Lock()
+		for _, k := range s.inFlight {
+			n += k
+		}
+		s.mu.Unlock()
+	}
+	return n
 }

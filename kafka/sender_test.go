@@ -112,3 +112,43 @@ func TestWithdrawnSendsAreNotTaken(t *testing.T) {
 		t.Fatal("states")
 	}
 }
+
+// A batch larger than the send buffer is admitted once the buffer empties,
+// even while smaller sends keep coming: they wait behind it.
+func TestOversizedBatchIsNotStarved(t *testing.T) {
+	b := newSendBuffer(100)
+	if err := b.acquire(context.Background(), 40); err != nil {
+		t.Fatal(err)
+	}
+	admitted := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		admitted <- b.acquire(ctx, 150)
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		b.mu.Lock()
+		waiting := b.waiting
+		b.mu.Unlock()
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the large batch never waited")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := b.acquire(ctx, 40); err == nil {
+		t.Fatal("a small send was admitted ahead of the waiting large batch: the buffer never empties for it")
+	}
+	b.release(40)
+	select {
+	case err := <-admitted:
+		if err != nil {
+			t.Fatalf("the large batch: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the large batch was not admitted once the buffer emptied")
+	}
+}

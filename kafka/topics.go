@@ -89,6 +89,14 @@ func (a *Adapter) partitions(ctx context.Context, c *conn, topic string, await b
 // pinStart commits the start offsets of the partitions of topic the group
 // has none for (startOffsets). A group with live members is left alone (its
 // members decide).
+//
+// Members starting a new group at the same time each pin the partitions
+// at the end they read: the committed offsets are read again just before
+// pinning, and a partition committed meanwhile is left alone unless it
+// holds another member's pin past this one; after pinning, a later pin
+// past this one is brought back (at most a few times). The group starts at
+// the earliest pin: a message sent after any of the members returned from
+// Subscribe is never skipped.
 func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fromBeginning bool) error {
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
@@ -96,24 +104,18 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 	if err != nil {
 		return err
 	}
-	var fetched *kafkago.OffsetFetchResponse
-	err = untilSettled(ctx, func() error {
-		var err error
-		if fetched, err = c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}}); err == nil {
-			err = fetched.Error
-		}
-		return err
-	})
+	committed, err := readCommitted(ctx, c, topic, group, ids)
 	if err != nil {
-		return fmt.Errorf("channels/kafka: reading the offsets of group %q: %w", group, err)
+		return err
 	}
-	committed := map[int]bool{}
-	for _, p := range fetched.Topics[topic] {
-		if p.Error == nil && p.CommittedOffset >= 0 {
-			committed[p.Partition] = true
-		}
+	if pinRead != nil {
+		pinRead()
 	}
-	missing, fromFirst := startOffsets(ids, committed, fromBeginning)
+	has := map[int]bool{}
+	for id := range committed {
+		has[id] = true
+	}
+	missing, fromFirst := startOffsets(ids, has, fromBeginning)
 	if len(missing) == 0 {
 		return nil
 	}
@@ -121,14 +123,68 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 	if err != nil {
 		return err
 	}
-	var commits []kafkago.OffsetCommit
+	pins := map[int]int64{}
 	for _, p := range offs {
-		off := p.LastOffset
+		pins[p.Partition] = p.LastOffset
 		if fromFirst {
-			off = p.FirstOffset
+			pins[p.Partition] = p.FirstOffset
 		}
-		commits = append(commits, kafkago.OffsetCommit{Partition: p.Partition, Offset: off})
 	}
+	for range 3 {
+		if committed, err = readCommitted(ctx, c, topic, group, ids); err != nil {
+			return err
+		}
+		var commits []kafkago.OffsetCommit
+		for id, off := range pins {
+			if cur, ok := committed[id]; !ok || cur.Metadata == metaPin && cur.CommittedOffset > off {
+				commits = append(commits, kafkago.OffsetCommit{Partition: id, Offset: off, Metadata: metaPin})
+			}
+		}
+		if len(commits) == 0 {
+			return nil
+		}
+		if done, err := commitPins(ctx, c, topic, group, commits); done || err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pinRead, set by tests, runs after pinStart first read the committed
+// offsets.
+var pinRead func()
+
+// metaPin is the metadata of a start offset pinned by pinStart, before any
+// member committed.
+const metaPin = "pin"
+
+// readCommitted reads the committed offsets of the partitions ids of topic
+// for group: the partitions with one.
+func readCommitted(ctx context.Context, c *conn, topic, group string, ids []int) (map[int]kafkago.OffsetFetchPartition, error) {
+	var fetched *kafkago.OffsetFetchResponse
+	err := untilSettled(ctx, func() error {
+		var err error
+		if fetched, err = c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}}); err == nil {
+			err = fetched.Error
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("channels/kafka: reading the offsets of group %q: %w", group, err)
+	}
+	out := map[int]kafkago.OffsetFetchPartition{}
+	for _, p := range fetched.Topics[topic] {
+		if p.Error == nil && p.CommittedOffset >= 0 {
+			out[p.Partition] = p
+		}
+	}
+	return out, nil
+}
+
+// commitPins commits pins as no member of group (possible while the group
+// has no member); done when the group has live members, which own its
+// position.
+func commitPins(ctx context.Context, c *conn, topic, group string, commits []kafkago.OffsetCommit) (done bool, err error) {
 	err = untilSettled(ctx, func() error {
 		res, err := c.client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: group, GenerationID: -1,
 			Topics: map[string][]kafkago.OffsetCommit{topic: commits}})
@@ -143,13 +199,14 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 	})
 	switch {
 	case err == nil:
+		return false, nil
 	case errors.Is(err, kafkago.UnknownMemberId), errors.Is(err, kafkago.IllegalGeneration),
 		errors.Is(err, kafkago.RebalanceInProgress):
 		// The group has live members: they own its position.
+		return true, nil
 	default:
-		return fmt.Errorf("channels/kafka: setting the start offsets of group %q: %w", group, err)
+		return true, fmt.Errorf("channels/kafka: setting the start offsets of group %q: %w", group, err)
 	}
-	return nil
 }
 
 // startOffsets lists the partitions of ids without a committed offset and

@@ -117,16 +117,13 @@ func TestHeldCopyKeepsItsLane(t *testing.T) {
 	p.dispatch(ctx, record(0, "k", copyHeaders("g", time.Now().Add(300*time.Millisecond), 1)))
 	p.dispatch(ctx, record(1, "k", nil))
 	p.dispatch(ctx, record(2, "k", nil))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually(t, 5*time.Second, "the three messages run and settled", func() bool {
 		mu.Lock()
 		n := len(order)
 		mu.Unlock()
-		if pos, _ := p.position(); n >= 3 && pos == 3 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		pos, _ := p.position()
+		return n >= 3 && pos == 3
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if len(order) != 3 || order[0] != 0 || order[1] != 1 || order[2] != 2 || overlap {
@@ -162,19 +159,11 @@ func TestForgedNotBeforeDoesNotCloseTheReadGate(t *testing.T) {
 			t.Fatalf("after %d forged records, %d are held", i+1, held)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually(t, 5*time.Second, "every forged record run", func() bool {
 		mu.Lock()
-		done := ran == n
-		mu.Unlock()
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d ran", ran, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return ran == n
+	})
 }
 
 // A brand-new group starts at the end of every partition; in a group with
@@ -206,11 +195,7 @@ func TestNoRunAfterTheHandOver(t *testing.T) {
 	p.held++
 	p.mu.Unlock()
 	p.startLater(d)
-	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if n := ran.Load(); n != 0 {
-			t.Fatalf("%d messages ran after the hand-over", n)
-		}
-	}
+	consistently(t, 200*time.Millisecond, "no message run after the hand-over", func() bool { return ran.Load() == 0 })
 	if p.s.Free() != 2 {
 		t.Fatalf("%d of 2 slots free", p.s.Free())
 	}
@@ -248,19 +233,12 @@ func TestHeldMessagesAreBoundedInBytes(t *testing.T) {
 		t.Fatalf("%d bytes held when the gate closed", held)
 	}
 	close(release)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually(t, 5*time.Second, "the read gate open and no byte held after the lane ran", func() bool {
 		p.mu.Lock()
 		wait := p.mustWait()
 		p.mu.Unlock()
-		if !wait && p.s.heldBytes.Load() == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d bytes still held after the lane ran", p.s.heldBytes.Load())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return !wait && p.s.heldBytes.Load() == 0
+	})
 }
 
 // Run counts are read from commit metadata in both forms, refused when

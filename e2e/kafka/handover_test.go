@@ -74,10 +74,11 @@ func TestDrainTimeoutLeavesTheNextOwnerCareful(t *testing.T) {
 }
 
 // TestHandOverWaitGivesUpLeavesTheNextOwnerCareful: at a rebalance, a
-// member gives up waiting for a handler that ignores its context (3/4 of
-// RebalanceTimeout) and commits the partition without the clean mark: the
-// partition's next owner runs the message carefully, counting its run in
-// the commit metadata (run:1).
+// member gives up waiting for a handler that ignores its context (half of
+// RebalanceTimeout less a HeartbeatInterval) and commits the partition
+// without the clean mark, within the rebalance: the partition's next
+// owner, whichever member the assignor picks, runs the message carefully,
+// counting its run in the commit metadata (run:1).
 func TestHandOverWaitGivesUpLeavesTheNextOwnerCareful(t *testing.T) {
 	needKafka(t)
 	ch, group := unique("handover.gaveup"), "gaveup-group"
@@ -86,8 +87,13 @@ func TestHandOverWaitGivesUpLeavesTheNextOwnerCareful(t *testing.T) {
 	var runs atomic.Int32
 	opts := timings
 	opts.Topic.Partitions = 1
-	opts.RebalanceTimeout = 4 * time.Second
-	schema := &service{Name: "gaveup", Channels: channels.Channels{ch: {Group: group, AdapterOptions: []any{opts},
+	// The hand-over ends 3/4 of RebalanceTimeout after the rebalance is
+	// noticed: 6 s leaves a loaded machine 1.5 s to rejoin.
+	opts.RebalanceTimeout = 6 * time.Second
+	// Two slots: when the assignor leaves the partition with the first
+	// member, that member runs the message again beside the run that
+	// ignores the rebalance (with one slot, that run would hold it).
+	schema := &service{Name: "gaveup", Channels: channels.Channels{ch: {Group: group, AdapterOptions: []any{opts}, MaxInFlight: 2,
 		Handler: func(context.Context, *channels.Message) error {
 			runs.Add(1)
 			<-release // ignores the rebalance
@@ -102,6 +108,11 @@ func TestHandOverWaitGivesUpLeavesTheNextOwnerCareful(t *testing.T) {
 	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
 	gid := kafka.GroupID(group, ch)
 	var meta string
+	defer func() {
+		if t.Failed() {
+			t.Logf("last commit metadata %q, %d runs", meta, runs.Load())
+		}
+	}()
 	eventually(t, 30*time.Second, "the run counted by the partition's next owner", func() bool {
 		res, err := client.OffsetFetch(context.Background(), &kafkago.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{ch: {0}}})
 		if err != nil || len(res.Topics[ch]) != 1 {
@@ -110,6 +121,7 @@ func TestHandOverWaitGivesUpLeavesTheNextOwnerCareful(t *testing.T) {
 		meta = res.Topics[ch][0].Metadata
 		return meta == "run:1" && runs.Load() == 2
 	})
+
 }
 
 // TestNewGenerationKeepsTheRunCount: a partition committed with a run

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,7 +95,8 @@ func TestAbandonedSendsAreNotWritten(t *testing.T) {
 		defer cancel()
 		inflight <- p.SendToChannel(ctx, ch, "inflight", at0)
 	}()
-	time.Sleep(100 * time.Millisecond) // the first send is in flight before the others queue behind it
+	// The first send is in flight before the others queue behind it.
+	eventually(t, 10*time.Second, "the first send in flight", func() bool { return a.ProduceRequestsInFlight() == 1 })
 	var wg sync.WaitGroup
 	var failed atomic.Int32
 	for range 5 {
@@ -226,4 +228,47 @@ func TestDeadLetterInFlightAtTheSettleDeadline(t *testing.T) {
 	eventually(t, 60*time.Second, "the dead letter written", func() bool { return dead.count() >= 1 })
 	l.Heal()
 	consistently(t, 10*time.Second, "one dead letter", func() bool { return dead.count() == 1 && runs.Load() == 1 })
+}
+
+// TestDrainEndsTheDeadLetterWait: when a stop's deadline passes while a
+// dead letter is being written (14 s of latency), the settlement stops
+// waiting for the write (the message stays unsettled: at-least-once).
+func TestDrainEndsTheDeadLetterWait(t *testing.T) {
+	needKafka(t)
+	a, l := linkedSends(t, true)
+	ch, dlq := unique("dlq.drain"), unique("dlq.drain.DLQ")
+	opts := timings
+	opts.Topic.Partitions = 1
+	var runs atomic.Int32
+	p, err := channels.New(channels.WithAdapter(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Register(&service{Name: "dldrain", Channels: channels.Channels{ch: {MaxInFlight: 1, MaxRetries: channels.NoRetries,
+		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, AdapterOptions: []any{opts},
+		Handler: func(context.Context, *channels.Message) error {
+			if runs.Add(1) == 1 {
+				l.Latency(14 * time.Second) // the dead letter's write outlasts the stop
+			}
+			return errors.New("fails for good")
+		}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Heal()
+	if err := p.SendToChannel(context.Background(), ch, "once"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the dead letter in flight", func() bool { return a.ProduceRequestsInFlight() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = p.Stop(ctx)
+	// The settlement waiting for the write ends with the drain's deadline,
+	// not with the write (14 s on).
+	eventually(t, 3*time.Second, "no dead-letter wait left after the stop", func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "kafka.(*delivery).DeadLetter")
+	})
 }

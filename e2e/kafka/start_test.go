@@ -69,3 +69,62 @@ func TestTenChannelsAtStart(t *testing.T) {
 	})
 	t.Logf("every channel consumed %s after the start began", time.Since(began).Round(time.Millisecond))
 }
+
+// TestTenBusyGroupsJoinAtOnce: a second member of 10 busy groups (each
+// rebalance waits up to a second for the first member to notice it) starts
+// without taking one rebalance after the other within its connect
+// timeout: the joins run at once, off the connect deadline, and each group
+// shares its partitions between both members.
+func TestTenBusyGroupsJoinAtOnce(t *testing.T) {
+	needKafka(t)
+	const n = 10
+	slow := timings
+	slow.SessionTimeout, slow.HeartbeatInterval = 10*time.Second, time.Second // a rebalance is noticed within 1 s
+	slow.Topic.Partitions = 2
+	chs := channels.Channels{}
+	names := make([]string, n)
+	for i := range n {
+		names[i] = unique(fmt.Sprintf("start.busy.%d", i))
+		chs[names[i]] = channels.Channel{Group: "busy", Handler: func(context.Context, *channels.Message) error { return nil }}
+	}
+	first, err := kafka.New(kafkaURL(), kafka.WithChannelOptions(slow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	interop.StartPlugin(t, first, &service{Name: "busy", Channels: chs})
+	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
+	members := func(ch string) int {
+		res, err := client.DescribeGroups(context.Background(), &kafkago.DescribeGroupsRequest{GroupIDs: []string{kafka.GroupID("busy", ch)}})
+		if err != nil || len(res.Groups) != 1 || res.Groups[0].GroupState != "Stable" {
+			return -1
+		}
+		return len(res.Groups[0].Members)
+	}
+	eventually(t, 60*time.Second, "every group formed", func() bool {
+		for _, ch := range names {
+			if members(ch) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	second, err := kafka.New(kafkaURL(), kafka.WithChannelOptions(slow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	interop.StartPlugin(t, second, &service{Name: "busy", Channels: chs}, channels.WithTimeouts(10*time.Second, 10*time.Second, 10*time.Second))
+	took := time.Since(began)
+	t.Logf("the second member started in %s", took.Round(time.Millisecond))
+	if took > 4*time.Second {
+		t.Fatalf("the second member took %s to start: its joins ran one after the other", took)
+	}
+	eventually(t, 60*time.Second, "every group shared by both members", func() bool {
+		for _, ch := range names {
+			if members(ch) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+}
