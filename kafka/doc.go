@@ -119,7 +119,8 @@
 // again. Meanwhile it keeps heartbeating as a member of the ending
 // generation, so a handler longer than SessionTimeout does not get it
 // expelled. A message still running after that time is run again by the
-// next owner. A retry copy still waiting for its backoff is published again
+// next owner; when that owner is the same member, the new run needs a free
+// slot: with MaxInFlight 1 it waits until the abandoned run returns. A retry copy still waiting for its backoff is published again
 // (unchanged, acknowledged by every in-sync replica) and settled, so the
 // commit moves past it and the messages after it are not run again; a
 // message held in the process (an ordered channel's retry) keeps its offset
