@@ -189,13 +189,14 @@
 // When a retry copy or a dead letter cannot be published, the message is
 // handed back after DefaultSettleFailureDelay by a copy with the count so
 // far (as Release), which uses up no delivery: a requeue would raise a
-// quorum queue's x-delivery-count for a failure of ours. While the
-// publishing connection is down the message stays unacknowledged on its
-// consumer and the hand-back is tried again every DefaultSettleFailureDelay;
-// a drain hands back the waiting ones once the connection is up, within its
-// deadline (after it, closing the channel requeues them, and that
-// delivery counts). A copy that fails on a live connection is requeued
-// (nack).
+// quorum queue's x-delivery-count for a failure of ours. While publishing
+// is unavailable (the publishing connection down, blocked by a resource
+// alarm or frozen, the copy's channel closed before its confirm, the copy
+// timed out) the message stays unacknowledged on its consumer and the
+// hand-back is tried again every DefaultSettleFailureDelay; a drain hands
+// back the waiting ones once the connection is up, within its deadline
+// (after it, closing the channel requeues them, and that delivery counts).
+// A copy the broker refused (nack, return) is requeued (nack).
 //
 // # Attempts and deliveries
 //

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -91,7 +92,9 @@ type pendingBack struct {
 // consumer and the hand-back is tried again after the same delay (a requeue
 // would raise a quorum queue's x-delivery-count for a failure of ours, and
 // an outage of a few seconds would use up the message's delivery budget).
-// A copy that fails on a live connection is requeued (nack).
+// A copy that fails because publishing is unavailable (see
+// publishingUnavailable: a resource alarm, a frozen link) is tried again
+// the same way; one the broker refused (nack, return) is requeued (nack).
 func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
@@ -122,13 +125,24 @@ func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
 		cancel()
 		switch {
 		case err == nil:
-		case s.l.sess.current() == nil:
+		case s.l.sess.current() == nil || publishingUnavailable(err):
 			s.handBackLater(d, k)
 		default:
 			_ = k.nack(d.DeliveryTag)
 		}
 	})
 	s.timers[t] = pendingBack{d, k}
+}
+
+// publishingUnavailable reports a copy that failed because publishing was
+// unavailable, not because the broker refused it: the connection down or
+// blocked by a resource alarm, the channel closed before the confirm, a
+// write stuck on a frozen link, or the wait ending by its deadline. Such a
+// hand-back is tried again later; a requeue would count a delivery.
+func publishingUnavailable(err error) bool {
+	var ab *broker.AbandonedError
+	return errors.Is(err, errBlocked) || errors.Is(err, errDown) || errors.Is(err, amqp091.ErrClosed) ||
+		errors.Is(err, errUnconfirmed) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ab)
 }
 
 // stopTimers cancels the pending hand-backs, refuses new ones and returns
