@@ -125,8 +125,12 @@
 // move a group to a quorum queue, or to the arguments this version
 // declares, drain it, delete the queue once it is empty, and start again.
 // When QueueType (or x-queue-type) is set explicitly, a queue of another
-// type is an error instead. Retry queues get the type of their group queue
-// (an existing retry queue is used as it is); the dead-letter queue keeps
+// type is an error instead. Retry queues get the type of their group queue;
+// quorum retry queues also dead-letter at least once (x-dead-letter-strategy
+// at-least-once, x-overflow reject-publish), so a retry whose TTL ended
+// stays in its retry queue until the group queue takes it. An existing
+// retry queue is used as it is (one without at-least-once with a warning,
+// until it expires unused); the dead-letter queue keeps
 // the adapter-wide queue options (classic by default), as Node declares it.
 //
 // # Wire format
