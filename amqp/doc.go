@@ -217,8 +217,13 @@
 // run; a copy with x-channels-unfinished + 1 is published (confirmed) to the
 // tail of the group queue and the original acked, and the copy runs. This
 // costs one publish per redelivery (none on the normal path) and moves a
-// redelivered message to the tail of its queue. On a quorum queue RabbitMQ
-// also enforces the bound itself (x-delivery-limit, see Queue types).
+// redelivered message to the tail of its queue. When RabbitMQ (or the
+// frame_max check) refuses that copy for a lasting reason (headers that
+// leave no room for the count, a full queue with x-overflow
+// reject-publish, an unroutable copy), the delivery runs with the count
+// kept in memory only; other failures hand it back later. On a quorum
+// queue RabbitMQ also enforces the bound itself (x-delivery-limit, see
+// Queue types).
 //
 // Only what this adapter or RabbitMQ wrote is trusted: x-delivery-count
 // counts only on a redelivery from a queue known to be a quorum queue (on a

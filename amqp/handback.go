@@ -59,7 +59,14 @@ func (s *subscription) copyBack(ctx context.Context, d *amqp091.Delivery, k *ack
 // message, so this is how a message that keeps killing its consumers
 // reaches MaxDeliveries. It costs one confirmed publish, only on
 // redeliveries.
-func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
+//
+// It returns the history to run d with, and true, when the broker refused
+// the copy for a reason that lasts (it does not fit the connection's
+// frame_max, or the queue is full and rejects publishes: handing it back
+// would fail the same way, and its requeue would be redelivered and
+// recounted forever): d then runs with the count kept in memory only.
+// Otherwise d was acked (the copy runs) or is handed back later.
+func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) (history, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
 	defer cancel()
 	t := copyTable(d.Headers, 2)
@@ -69,13 +76,30 @@ func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
 	if p.MessageId == "" {
 		p.MessageId = messageID(d)
 	}
-	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
+	err := s.l.pub.settle(ctx, "", s.queue, p)
+	switch {
+	case err == nil:
+		_ = k.ack(d.DeliveryTag)
+	case refusedLastingly(err):
+		s.log.Warn("channels/amqp: counting a redelivered message was refused; it runs with the count kept in memory",
+			"channel", s.ch.Name, "group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
+		h.unfinished++
+		return h, true
+	default:
 		s.log.Warn("channels/amqp: counting a redelivered message failed; it is handed back", "channel", s.ch.Name,
 			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
 		s.handBackLater(d, k)
-		return
 	}
-	_ = k.ack(d.DeliveryTag)
+	return h, false
+}
+
+// refusedLastingly reports a copy the broker (or the frame check before
+// it) refused for a reason a later try would meet again: too large for
+// frame_max, nacked (a full queue with x-overflow reject-publish), or
+// returned as unroutable.
+func refusedLastingly(err error) bool {
+	var ret *ReturnedError
+	return errors.Is(err, broker.ErrTooLarge) || errors.Is(err, errNacked) || errors.As(err, &ret)
 }
 
 // pendingBack is a message whose settling failed, waiting to be handed

@@ -377,8 +377,11 @@ func (s *subscription) handle(d *amqp091.Delivery, k *acker) {
 	h := readHistory(d.Headers, s.ch.Group, s.queueType() == QueueQuorum, d.Redelivered)
 	if d.Redelivered && !h.quorum {
 		s.Go(func() {
-			defer s.ReleaseSlot()
-			s.recount(d, h, k)
+			if h, run := s.recount(d, h, k); run {
+				s.Run(s.delivery(d, h, k), nil) // on the slot taken for d
+				return
+			}
+			s.ReleaseSlot()
 		})
 		return
 	}
