@@ -16,14 +16,32 @@ import (
 // ones), so a copy carrying the count so far (HeaderUnfinished, with
 // HeaderOwner) goes to the tail of the group queue, confirmed, and the
 // original is acked. When the copy cannot be published the message is
-// requeued (nack), and that delivery counts.
+// requeued (nack), and that delivery counts. When the copy was written and
+// its confirm is unknown (it may be in the queue), the original is not
+// nacked: during a drain the channel's close requeues it, otherwise it is
+// handed back later (see handBackLater).
 func (s *subscription) handBack(ctx context.Context, d *amqp091.Delivery, k *acker) error {
-	if err := s.copyBack(ctx, d, k); err != nil {
-		s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
+	err := s.copyBack(ctx, d, k)
+	switch {
+	case err == nil:
+		return nil
+	case confirmUnknown(err):
+		s.log.Debug("channels/amqp: the confirm of a hand-back copy is unknown; the message is not requeued", "channel", s.ch.Name,
 			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
-		return k.nack(d.DeliveryTag)
+		if !s.IsStopping() {
+			s.handBackLater(d, k)
+		}
+		return err
 	}
-	return nil
+	s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
+		"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
+	return k.nack(d.DeliveryTag)
+}
+
+// confirmUnknown reports a copy written whose confirm did not come: it may
+// be in the queue.
+func confirmUnknown(err error) bool {
+	return errors.Is(err, errConfirmUnknown) || errors.Is(err, errUnconfirmed)
 }
 
 // copyBack publishes the hand-back copy of d (see handBack) and acks d;
@@ -166,7 +184,7 @@ func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
 func publishingUnavailable(err error) bool {
 	var ab *broker.AbandonedError
 	return errors.Is(err, errBlocked) || errors.Is(err, errDown) || errors.Is(err, amqp091.ErrClosed) ||
-		errors.Is(err, errUnconfirmed) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ab)
+		confirmUnknown(err) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ab)
 }
 
 // stopTimers cancels the pending hand-backs, refuses new ones and returns

@@ -20,6 +20,10 @@ var (
 	// errUnconfirmed: the channel closed after the message was written and
 	// before the broker confirmed it; it may or may not have been taken.
 	errUnconfirmed = errors.New("the channel closed before the broker confirmed the message")
+	// errConfirmUnknown: the message was written and its confirm did not
+	// come before the send's context ended; it may or may not have been
+	// taken.
+	errConfirmUnknown = errors.New("the message was written; its confirm did not come in time")
 )
 
 // ReturnedError reports a mandatory message that no queue received
@@ -332,7 +336,7 @@ func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atom
 			// A late return would be taken for the next publish's.
 			pc.discard(ch)
 		}
-		return err
+		return fmt.Errorf("%w: %w", errConfirmUnknown, err)
 	}
 	if mandatory || exclusive {
 		select {

@@ -50,6 +50,9 @@ type subscription struct {
 	timers map[*time.Timer]pendingBack
 	// backs counts the hand-backs admitted (enter) before Finish.
 	backs sync.WaitGroup
+	// handBacksBy is the end of the hand-backs of the drain under way
+	// (unix nanoseconds; 0: none, or a drain without deadline).
+	handBacksBy atomic.Int64
 
 	mu  sync.Mutex
 	cur *amqp091.Channel // the consumer channel
