@@ -236,9 +236,11 @@
 // A run cut by the deadline of a stop is handed back as a copy carrying
 // the count so far (x-channels-unfinished, x-channels-group), published to
 // the tail of the group queue while the consumer channel is still open
-// (the drain waits up to 40 ms past its deadline for it), then acked: it
-// uses no delivery. When the copy cannot be published in time the message
-// is requeued by RabbitMQ, and that delivery counts. Messages delivered to
+// (the drain waits for it up to broker.BoundedGrace/3 + 40 ms past its
+// deadline), then acked: it uses no delivery. When the copy cannot be
+// published in time the message is requeued by RabbitMQ, and that
+// delivery counts; when the copy was written and its confirm did not come,
+// the original is left to the channel's close (no nack). Messages delivered to
 // a stopping consumer and never run are requeued (nack): they count as a
 // delivery, within the margin of MaxDeliveries.
 //
