@@ -414,7 +414,8 @@ func (s *session) supervise(c *amqp091.Connection) {
 }
 
 // abort closes the session without waiting: a dial under way closes what
-// it opens.
+// it opens, and a connection already opened is closed in the background
+// (on a frozen link the close handshake would not end).
 func (s *session) abort() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -422,6 +423,10 @@ func (s *session) abort() {
 	case <-s.closed:
 	default:
 		close(s.closed)
+	}
+	if c := s.conn; c != nil && s.external == nil {
+		s.conn = nil
+		go func() { _ = c.Close() }()
 	}
 }
 

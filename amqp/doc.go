@@ -125,8 +125,12 @@
 // move a group to a quorum queue, or to the arguments this version
 // declares, drain it, delete the queue once it is empty, and start again.
 // When QueueType (or x-queue-type) is set explicitly, a queue of another
-// type is an error instead. Retry queues get the type of their group queue
-// (an existing retry queue is used as it is); the dead-letter queue keeps
+// type is an error instead. Retry queues get the type of their group queue;
+// quorum retry queues also dead-letter at least once (x-dead-letter-strategy
+// at-least-once, x-overflow reject-publish), so a retry whose TTL ended
+// stays in its retry queue until the group queue takes it. An existing
+// retry queue is used as it is (one without at-least-once with a warning,
+// until it expires unused); the dead-letter queue keeps
 // the adapter-wide queue options (classic by default), as Node declares it.
 //
 // # Wire format
@@ -189,13 +193,14 @@
 // When a retry copy or a dead letter cannot be published, the message is
 // handed back after DefaultSettleFailureDelay by a copy with the count so
 // far (as Release), which uses up no delivery: a requeue would raise a
-// quorum queue's x-delivery-count for a failure of ours. While the
-// publishing connection is down the message stays unacknowledged on its
-// consumer and the hand-back is tried again every DefaultSettleFailureDelay;
-// a drain hands back the waiting ones once the connection is up, within its
-// deadline (after it, closing the channel requeues them, and that
-// delivery counts). A copy that fails on a live connection is requeued
-// (nack).
+// quorum queue's x-delivery-count for a failure of ours. While publishing
+// is unavailable (the publishing connection down, blocked by a resource
+// alarm or frozen, the copy's channel closed before its confirm, the copy
+// timed out) the message stays unacknowledged on its consumer and the
+// hand-back is tried again every DefaultSettleFailureDelay; a drain hands
+// back the waiting ones once the connection is up, within its deadline
+// (after it, closing the channel requeues them, and that delivery counts).
+// A copy the broker refused (nack, return) is requeued (nack).
 //
 // # Attempts and deliveries
 //
@@ -212,8 +217,13 @@
 // run; a copy with x-channels-unfinished + 1 is published (confirmed) to the
 // tail of the group queue and the original acked, and the copy runs. This
 // costs one publish per redelivery (none on the normal path) and moves a
-// redelivered message to the tail of its queue. On a quorum queue RabbitMQ
-// also enforces the bound itself (x-delivery-limit, see Queue types).
+// redelivered message to the tail of its queue. When RabbitMQ (or the
+// frame_max check) refuses that copy for a lasting reason (headers that
+// leave no room for the count, a full queue with x-overflow
+// reject-publish, an unroutable copy), the delivery runs with the count
+// kept in memory only; other failures hand it back later. On a quorum
+// queue RabbitMQ also enforces the bound itself (x-delivery-limit, see
+// Queue types).
 //
 // Only what this adapter or RabbitMQ wrote is trusted: x-delivery-count
 // counts only on a redelivery from a queue known to be a quorum queue (on a
@@ -226,9 +236,11 @@
 // A run cut by the deadline of a stop is handed back as a copy carrying
 // the count so far (x-channels-unfinished, x-channels-group), published to
 // the tail of the group queue while the consumer channel is still open
-// (the drain waits up to 40 ms past its deadline for it), then acked: it
-// uses no delivery. When the copy cannot be published in time the message
-// is requeued by RabbitMQ, and that delivery counts. Messages delivered to
+// (the drain waits for it up to broker.BoundedGrace/3 + 40 ms past its
+// deadline), then acked: it uses no delivery. When the copy cannot be
+// published in time the message is requeued by RabbitMQ, and that
+// delivery counts; when the copy was written and its confirm did not come,
+// the original is left to the channel's close (no nack). Messages delivered to
 // a stopping consumer and never run are requeued (nack): they count as a
 // delivery, within the margin of MaxDeliveries.
 //

@@ -35,6 +35,9 @@ func (s *subscription) cancelConsumer(ctx context.Context) {
 // did not run are handed back by the fetch loop), waits for running
 // handlers (bounded by ctx), then closes the consumer channel.
 func (s *subscription) Drain(ctx context.Context) error {
+	if dl, ok := ctx.Deadline(); ok {
+		s.handBacksBy.CompareAndSwap(0, handBacksDeadline(dl).UnixNano())
+	}
 	return s.Consumer.Drain(ctx, broker.DrainHooks{
 		StopFetching: func(ctx context.Context) {
 			// basic.cancel gets half of what is left of the drain (its
@@ -89,6 +92,14 @@ func (s *subscription) Drain(ctx context.Context) error {
 			return nil
 		},
 	})
+}
+
+// handBacksDeadline is how long the hand-backs of a drain with deadline dl
+// may go on: the kit waits broker.BoundedGrace/3 past dl for the runs it
+// cut to release their messages, then Finish waits releaseGrace more for
+// the hand-backs under way.
+func handBacksDeadline(dl time.Time) time.Time {
+	return dl.Add(broker.BoundedGrace/3 + releaseGrace)
 }
 
 // releaseGrace is how long past a drain's deadline the handlers it cut may

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -15,14 +16,32 @@ import (
 // ones), so a copy carrying the count so far (HeaderUnfinished, with
 // HeaderOwner) goes to the tail of the group queue, confirmed, and the
 // original is acked. When the copy cannot be published the message is
-// requeued (nack), and that delivery counts.
+// requeued (nack), and that delivery counts. When the copy was written and
+// its confirm is unknown (it may be in the queue), the original is not
+// nacked: during a drain the channel's close requeues it, otherwise it is
+// handed back later (see handBackLater).
 func (s *subscription) handBack(ctx context.Context, d *amqp091.Delivery, k *acker) error {
-	if err := s.copyBack(ctx, d, k); err != nil {
-		s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
+	err := s.copyBack(ctx, d, k)
+	switch {
+	case err == nil:
+		return nil
+	case confirmUnknown(err):
+		s.log.Debug("channels/amqp: the confirm of a hand-back copy is unknown; the message is not requeued", "channel", s.ch.Name,
 			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
-		return k.nack(d.DeliveryTag)
+		if !s.IsStopping() {
+			s.handBackLater(d, k)
+		}
+		return err
 	}
-	return nil
+	s.log.Debug("channels/amqp: handing a message back by a copy failed; it is requeued", "channel", s.ch.Name,
+		"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
+	return k.nack(d.DeliveryTag)
+}
+
+// confirmUnknown reports a copy written whose confirm did not come: it may
+// be in the queue.
+func confirmUnknown(err error) bool {
+	return errors.Is(err, errConfirmUnknown) || errors.Is(err, errUnconfirmed)
 }
 
 // copyBack publishes the hand-back copy of d (see handBack) and acks d;
@@ -58,7 +77,14 @@ func (s *subscription) copyBack(ctx context.Context, d *amqp091.Delivery, k *ack
 // message, so this is how a message that keeps killing its consumers
 // reaches MaxDeliveries. It costs one confirmed publish, only on
 // redeliveries.
-func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
+//
+// It returns the history to run d with, and true, when the broker refused
+// the copy for a reason that lasts (it does not fit the connection's
+// frame_max, or the queue is full and rejects publishes: handing it back
+// would fail the same way, and its requeue would be redelivered and
+// recounted forever): d then runs with the count kept in memory only.
+// Otherwise d was acked (the copy runs) or is handed back later.
+func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) (history, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
 	defer cancel()
 	t := copyTable(d.Headers, 2)
@@ -68,13 +94,30 @@ func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) {
 	if p.MessageId == "" {
 		p.MessageId = messageID(d)
 	}
-	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
+	err := s.l.pub.settle(ctx, "", s.queue, p)
+	switch {
+	case err == nil:
+		_ = k.ack(d.DeliveryTag)
+	case refusedLastingly(err):
+		s.log.Warn("channels/amqp: counting a redelivered message was refused; it runs with the count kept in memory",
+			"channel", s.ch.Name, "group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
+		h.unfinished++
+		return h, true
+	default:
 		s.log.Warn("channels/amqp: counting a redelivered message failed; it is handed back", "channel", s.ch.Name,
 			"group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
 		s.handBackLater(d, k)
-		return
 	}
-	_ = k.ack(d.DeliveryTag)
+	return h, false
+}
+
+// refusedLastingly reports a copy the broker (or the frame check before
+// it) refused for a reason a later try would meet again: too large for
+// frame_max, nacked (a full queue with x-overflow reject-publish), or
+// returned as unroutable.
+func refusedLastingly(err error) bool {
+	var ret *ReturnedError
+	return errors.Is(err, broker.ErrTooLarge) || errors.Is(err, errNacked) || errors.As(err, &ret)
 }
 
 // pendingBack is a message whose settling failed, waiting to be handed
@@ -91,7 +134,9 @@ type pendingBack struct {
 // consumer and the hand-back is tried again after the same delay (a requeue
 // would raise a quorum queue's x-delivery-count for a failure of ours, and
 // an outage of a few seconds would use up the message's delivery budget).
-// A copy that fails on a live connection is requeued (nack).
+// A copy that fails because publishing is unavailable (see
+// publishingUnavailable: a resource alarm, a frozen link) is tried again
+// the same way; one the broker refused (nack, return) is requeued (nack).
 func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
@@ -122,13 +167,24 @@ func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
 		cancel()
 		switch {
 		case err == nil:
-		case s.l.sess.current() == nil:
+		case s.l.sess.current() == nil || publishingUnavailable(err):
 			s.handBackLater(d, k)
 		default:
 			_ = k.nack(d.DeliveryTag)
 		}
 	})
 	s.timers[t] = pendingBack{d, k}
+}
+
+// publishingUnavailable reports a copy that failed because publishing was
+// unavailable, not because the broker refused it: the connection down or
+// blocked by a resource alarm, the channel closed before the confirm, a
+// write stuck on a frozen link, or the wait ending by its deadline. Such a
+// hand-back is tried again later; a requeue would count a delivery.
+func publishingUnavailable(err error) bool {
+	var ab *broker.AbandonedError
+	return errors.Is(err, errBlocked) || errors.Is(err, errDown) || errors.Is(err, amqp091.ErrClosed) ||
+		confirmUnknown(err) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ab)
 }
 
 // stopTimers cancels the pending hand-backs, refuses new ones and returns

@@ -102,8 +102,9 @@ func (l *live) consuming(ctx context.Context) (*session, error) {
 			return nil, err
 		}
 		if closed {
-			// start saw the session closed by closeConsuming and closed
-			// its connection.
+			// closeConsuming ran during the dial: start closed what it
+			// opened, or the connection is open and closed here.
+			s.abort()
 			return nil, broker.ErrClosed
 		}
 		return s, nil

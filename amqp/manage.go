@@ -60,8 +60,21 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, fmt.Errorf("channels/amqp: subscribe %q (group %q): %w", ch.Name, ch.Group, err)
 	}
+	if afterSubscribeOpen != nil {
+		afterSubscribeOpen()
+	}
+	// Close takes the live away under a.mu before it drains the
+	// subscriptions: one added under a.mu while the live is still l is
+	// drained by that Close; after it, the subscription is refused.
+	a.mu.Lock()
+	if a.live.Load() != l {
+		a.mu.Unlock()
+		go func() { _ = amqpCh.Close() }() // in the background: the link may be frozen
+		return nil, fmt.Errorf("channels/amqp: subscribe %q: %w", ch.Name, broker.ErrClosed)
+	}
 	s.setChannel(amqpCh)
 	a.subs.Add(s)
+	a.mu.Unlock()
 	l.remember(s)
 	a.groupsMu.Lock()
 	if a.groups == nil {
@@ -83,6 +96,10 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	a.groupsMu.Unlock()
 	return s, nil
 }
+
+// afterSubscribeOpen, when set (by tests), runs in Subscribe once the
+// subscription's channel is open.
+var afterSubscribeOpen func()
 
 // Declared returns the queues and exchanges this adapter declared for its
 // subscriptions since New: the group queues with the retry queues declared

@@ -219,10 +219,16 @@ func (rs *returnSet) finish() map[string]amqp091.Return {
 	return rs.byID
 }
 
+// drainReturns discards the returns waiting in c, left by earlier
+// publishes. It returns once c is empty or closed (amqp091 closes it with
+// the channel: a closed channel is always ready to receive).
 func drainReturns(c chan amqp091.Return) {
 	for {
 		select {
-		case <-c:
+		case _, ok := <-c:
+			if !ok {
+				return
+			}
 		default:
 			return
 		}

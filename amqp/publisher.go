@@ -20,6 +20,10 @@ var (
 	// errUnconfirmed: the channel closed after the message was written and
 	// before the broker confirmed it; it may or may not have been taken.
 	errUnconfirmed = errors.New("the channel closed before the broker confirmed the message")
+	// errConfirmUnknown: the message was written and its confirm did not
+	// come before the send's context ended; it may or may not have been
+	// taken.
+	errConfirmUnknown = errors.New("the message was written; its confirm did not come in time")
 )
 
 // ReturnedError reports a mandatory message that no queue received
@@ -55,6 +59,9 @@ type pubChan struct {
 	// basic.return (which RabbitMQ sends before the confirm) belongs to the
 	// publish waiting on it; waiting for it is bounded by the send's context.
 	excl chan struct{}
+	// closed is the publisher's: set by close, after which no channel
+	// opens.
+	closed *atomic.Bool
 }
 
 // publisher is the pool of confirm-mode channels sends share. Sends without
@@ -72,11 +79,14 @@ type publisher struct {
 	nextS    atomic.Uint32
 	next     atomic.Uint32
 	nextM    atomic.Uint32
+	closed   atomic.Bool
 }
 
 func newPublisher(sess *session, n int) *publisher {
 	p := &publisher{sess: sess}
-	mk := func() *pubChan { return &pubChan{opening: make(chan struct{}, 1), excl: make(chan struct{}, 1)} }
+	mk := func() *pubChan {
+		return &pubChan{opening: make(chan struct{}, 1), excl: make(chan struct{}, 1), closed: &p.closed}
+	}
 	for range n {
 		p.shared = append(p.shared, mk())
 	}
@@ -127,6 +137,9 @@ func (pc *pubChan) open(ctx context.Context, sess *session, mandatory bool) (*am
 		pc.takeReasonLocked(pc.ch)
 	}
 	pc.mu.Unlock()
+	if pc.closed.Load() {
+		return nil, broker.ErrClosed
+	}
 	c := sess.current()
 	if c == nil {
 		return nil, errDown
@@ -137,6 +150,11 @@ func (pc *pubChan) open(ctx context.Context, sess *session, mandatory bool) (*am
 	}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
+	if pc.closed.Load() {
+		// close ran during the open and did not see this channel.
+		go func() { _ = ch.Close() }()
+		return nil, broker.ErrClosed
+	}
 	pc.closes = ch.NotifyClose(make(chan *amqp091.Error, 1))
 	if mandatory {
 		pc.returns = ch.NotifyReturn(make(chan amqp091.Return, 4))
@@ -318,7 +336,7 @@ func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atom
 			// A late return would be taken for the next publish's.
 			pc.discard(ch)
 		}
-		return err
+		return fmt.Errorf("%w: %w", errConfirmUnknown, err)
 	}
 	if mandatory || exclusive {
 		select {
@@ -363,8 +381,10 @@ func missingExchange(err error) (string, bool) {
 	return rest[:j], true
 }
 
-// close closes the pool's channels, bounded by ctx.
+// close closes the pool's channels, bounded by ctx; no channel opens after
+// it (a send in flight fails with ErrClosed).
 func (p *publisher) close(ctx context.Context) error {
+	p.closed.Store(true)
 	var chs []*amqp091.Channel
 	for _, pc := range append(append(append([]*pubChan(nil), p.shared...), p.mandatory...), p.settling...) {
 		pc.mu.Lock()

@@ -124,7 +124,9 @@ func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[st
 }
 
 // Release hands the message back (see handBack): no attempt is used up
-// (x-redelivered-count is unchanged) and no delivery is counted.
+// (x-redelivered-count is unchanged) and no delivery is counted. It is
+// bounded by ctx and, during a drain, by the time the drain's Finish waits
+// for hand-backs (see releaseContext).
 func (t *settler) Release(ctx context.Context) error {
 	s := t.s
 	if !s.enter() {
@@ -133,7 +135,18 @@ func (t *settler) Release(ctx context.Context) error {
 		return nil
 	}
 	defer s.leave()
-	ctx, cancel := context.WithDeadline(ctx, time.Now().Add(releaseGrace))
+	ctx, cancel := s.releaseContext(ctx, time.Now())
 	defer cancel()
 	return s.handBack(ctx, t.d, t.k)
+}
+
+// releaseContext bounds a hand-back started at now: during a drain with a
+// deadline, by handBacksBy (releaseGrace from now at least); otherwise by
+// ctx alone.
+func (s *subscription) releaseContext(ctx context.Context, now time.Time) (context.Context, context.CancelFunc) {
+	by := s.handBacksBy.Load()
+	if by == 0 || !s.IsStopping() {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, later(time.Unix(0, by), now.Add(releaseGrace)))
 }

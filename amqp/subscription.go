@@ -50,6 +50,9 @@ type subscription struct {
 	timers map[*time.Timer]pendingBack
 	// backs counts the hand-backs admitted (enter) before Finish.
 	backs sync.WaitGroup
+	// handBacksBy is the end of the hand-backs of the drain under way
+	// (unix nanoseconds; 0: none, or a drain without deadline).
+	handBacksBy atomic.Int64
 
 	mu  sync.Mutex
 	cur *amqp091.Channel // the consumer channel
@@ -377,8 +380,11 @@ func (s *subscription) handle(d *amqp091.Delivery, k *acker) {
 	h := readHistory(d.Headers, s.ch.Group, s.queueType() == QueueQuorum, d.Redelivered)
 	if d.Redelivered && !h.quorum {
 		s.Go(func() {
-			defer s.ReleaseSlot()
-			s.recount(d, h, k)
+			if h, run := s.recount(d, h, k); run {
+				s.Run(s.delivery(d, h, k), nil) // on the slot taken for d
+				return
+			}
+			s.ReleaseSlot()
 		})
 		return
 	}

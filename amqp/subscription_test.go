@@ -10,7 +10,42 @@ import (
 
 	"github.com/onsi/gomega"
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels/broker"
 )
+
+// recordingSub is a subscription on which a firing hand-back timer makes
+// a call f records: its consumer channel is k's and open, the publishing
+// connection is up, and the publisher is closed, so the hand-back copy
+// fails at once (ErrClosed, a refusal) and the message is nacked.
+func recordingSub() (*subscription, *acker, *fakeAcks) {
+	f := &fakeAcks{}
+	k := &acker{ch: f, low: 1, done: map[uint64]bool{}}
+	sess := &session{log: slog.New(slog.DiscardHandler), conn: &amqp091.Connection{},
+		changed: make(chan struct{}), closed: make(chan struct{}), done: make(chan struct{})}
+	p := newPublisher(sess, 1)
+	_ = p.close(context.Background())
+	s := &subscription{a: &Adapter{}, l: &live{sess: sess, pub: p}, ch: &broker.Channel{Name: "c", Group: "g"},
+		queue: "g.c", log: slog.New(slog.DiscardHandler), timers: map[*time.Timer]pendingBack{},
+		ack: k, cur: &amqp091.Channel{}}
+	s.qtype.Store(QueueClassic)
+	return s, k, f
+}
+
+func (f *fakeAcks) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+// TestHandBackTimerFires: the fixture of the timer tests records a
+// hand-back that fires (the nack of a copy that failed).
+func TestHandBackTimerFires(t *testing.T) {
+	s, k, f := recordingSub()
+	s.handBackLater(&amqp091.Delivery{DeliveryTag: 1}, k)
+	gomega.NewWithT(t).Eventually(f.count).WithTimeout(DefaultSettleFailureDelay+2*time.Second).
+		WithPolling(20*time.Millisecond).Should(gomega.Equal(1), "the hand-back did not fire")
+}
 
 // TestHandBackTimersStopWithDrain: a hand-back scheduled after a failed
 // settle (DefaultSettleFailureDelay later) does not fire once the drain
@@ -18,20 +53,13 @@ import (
 // pending ones back itself or the channel's close requeues them, and a
 // nack after the stop would reach a closed (or another) channel.
 func TestHandBackTimersStopWithDrain(t *testing.T) {
-	f := &fakeAcks{}
-	k := &acker{ch: f, low: 1, done: map[uint64]bool{}}
-	s := &subscription{timers: map[*time.Timer]pendingBack{}}
+	s, k, f := recordingSub()
 	s.handBackLater(&amqp091.Delivery{DeliveryTag: 1}, k)
 	if backs := s.stopTimers(); len(backs) != 1 || backs[0].d.DeliveryTag != 1 {
 		t.Fatalf("pending hand-backs %+v", backs)
 	}
 	s.handBackLater(&amqp091.Delivery{DeliveryTag: 2}, k)
-	calls := func() int {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return len(f.calls)
-	}
-	gomega.NewWithT(t).Consistently(calls).WithTimeout(DefaultSettleFailureDelay+300*time.Millisecond).
+	gomega.NewWithT(t).Consistently(f.count).WithTimeout(DefaultSettleFailureDelay+300*time.Millisecond).
 		WithPolling(20*time.Millisecond).Should(gomega.BeZero(), "a hand-back fired after the drain")
 }
 
@@ -108,40 +136,60 @@ func TestBlockedConnection(t *testing.T) {
 	}
 }
 
-// TestFinishWaitsForHandBacks: the drain's Finish admits no hand-back once
-// it began, and waits for the ones admitted before (bounded by its
-// context) before it flushes the acks and closes the channel, so a
-// hand-back never settles on a closed channel.
+// TestFinishWaitsForHandBacks: the drain's Finish (driven by Drain)
+// admits no hand-back once it began, and waits for the ones admitted
+// before (bounded by its context) before it flushes the acks and closes
+// the channel: the ack of a hand-back that ends while Finish waits goes
+// out, and Drain returns only after it.
 func TestFinishWaitsForHandBacks(t *testing.T) {
 	g := gomega.NewWithT(t)
-	s := &subscription{timers: map[*time.Timer]pendingBack{}}
+	f := &fakeAcks{}
+	k := newAcker(f, 16)
+	k.delivered(1)
+	s := &subscription{Consumer: broker.NewConsumer(&broker.Channel{Name: "c", Group: "g", MaxInFlight: 1}),
+		a: &Adapter{}, l: &live{}, timers: map[*time.Timer]pendingBack{}, ack: k}
 	if !s.enter() {
 		t.Fatal("a hand-back refused before Finish")
 	}
-	s.mu.Lock()
-	s.finishing = true
-	s.mu.Unlock()
-	if s.enter() {
-		t.Fatal("a hand-back admitted after Finish began")
-	}
-	waited := make(chan struct{})
+	drained := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		s.waitBacks(ctx)
-		close(waited)
+		drained <- s.Drain(ctx)
 	}()
-	isClosed := func() bool {
+	finishing := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.finishing
+	}
+	g.Eventually(finishing).WithTimeout(5*time.Second).WithPolling(5*time.Millisecond).Should(gomega.BeTrue(),
+		"Finish did not begin")
+	if s.enter() {
+		t.Fatal("a hand-back admitted after Finish began")
+	}
+	isDone := func() bool {
 		select {
-		case <-waited:
+		case err := <-drained:
+			if err != nil {
+				t.Errorf("drain: %v", err)
+			}
 			return true
 		default:
 			return false
 		}
 	}
-	g.Consistently(isClosed).WithTimeout(200*time.Millisecond).WithPolling(10*time.Millisecond).Should(gomega.BeFalse(),
+	g.Consistently(isDone).WithTimeout(200*time.Millisecond).WithPolling(10*time.Millisecond).Should(gomega.BeFalse(),
 		"Finish went on while a hand-back was under way")
+	// The hand-back ends: its ack is queued, then it leaves.
+	if err := k.ack(1); err != nil {
+		t.Fatal(err)
+	}
 	s.leave()
-	g.Eventually(isClosed).WithTimeout(5*time.Second).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(),
+	g.Eventually(isDone).WithTimeout(5*time.Second).WithPolling(10*time.Millisecond).Should(gomega.BeTrue(),
 		"Finish did not go on after the hand-back")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.calls) != 1 || f.calls[0].tag != 1 || f.calls[0].nack {
+		t.Fatalf("acks sent %+v, want the hand-back's ack of tag 1", f.calls)
+	}
 }

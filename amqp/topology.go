@@ -159,14 +159,38 @@ func (t *topology) retryQueue(ctx context.Context, queue string, delay time.Dura
 		"x-dead-letter-routing-key": queue,
 		"x-expires":                 lease,
 	}
-	if qtype == QueueQuorum && durableQueue && serverAtLeast(t.sess.current(), 3, 10) {
-		// Quorum queues take x-message-ttl from RabbitMQ 3.10 on.
+	quorum := qtype == QueueQuorum && durableQueue && serverAtLeast(t.sess.current(), 3, 10)
+	if quorum {
+		// Quorum queues take x-message-ttl from RabbitMQ 3.10 on, and
+		// dead-letter at least once there: a copy whose TTL ended stays in
+		// the retry queue until the group queue confirms it (a group queue
+		// that rejects it, or has no leader, would otherwise lose it).
 		args["x-queue-type"] = QueueQuorum
+		args["x-dead-letter-strategy"] = "at-least-once"
+		args["x-overflow"] = "reject-publish"
 	}
-	err := t.withChannel(ctx, func(ch *amqp091.Channel) error {
-		_, err := ch.QueueDeclare(name, durableQueue, false, false, false, args)
-		return err
-	})
+	declare := func(args amqp091.Table) error {
+		return t.withChannel(ctx, func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDeclare(name, durableQueue, false, false, false, args)
+			return err
+		})
+	}
+	err := declare(args)
+	if quorum && isCode(err, amqp091.PreconditionFailed) {
+		// A quorum retry queue declared without at-least-once
+		// dead-lettering (by a version of the adapter that did not add it)
+		// is used as it is until it expires.
+		old := make(amqp091.Table, len(args))
+		for k, v := range args {
+			if k != "x-dead-letter-strategy" && k != "x-overflow" {
+				old[k] = v
+			}
+		}
+		if err = declare(old); err == nil {
+			t.sess.log.Warn("channels/amqp: the retry queue exists without x-dead-letter-strategy at-least-once; it is used as it is "+
+				"(RabbitMQ dead-letters from it at most once) until it expires unused", "queue", name)
+		}
+	}
 	if isCode(err, amqp091.PreconditionFailed) {
 		err = t.withChannel(ctx, func(ch *amqp091.Channel) error {
 			_, err := ch.QueueDeclarePassive(name, durableQueue, false, false, false, nil)

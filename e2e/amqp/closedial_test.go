@@ -82,3 +82,43 @@ func TestCloseDuringConsumerDial(t *testing.T) {
 	link.Heal()
 	eventually(t, 30*time.Second, "no connection of the adapter left", func() bool { return brokerConnections(t, name) == 0 })
 }
+
+// TestCloseRacingConsumerDials: Close racing Subscribes whose consuming
+// connection is being dialed, repeated with the Close at varying points of
+// the dial, leaves none of the adapters' connections open on RabbitMQ.
+func TestCloseRacingConsumerDials(t *testing.T) {
+	needAMQP(t)
+	brokerenv.Need(t, "rabbitmqctl", func() error { _, err := rabbitmqctl("status"); return err })
+	name := unique("closerace")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 20 {
+		a, err := chamqp.New(brokerenv.AMQPURL(), chamqp.WithConfig(amqp091.Config{
+			Properties: amqp091.Table{"connection_name": name}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Connect(ctx, broker.Env{}); err != nil {
+			t.Fatal(err)
+		}
+		subscribed := make(chan struct{})
+		go func() {
+			defer close(subscribed)
+			sub, err := a.Subscribe(ctx, &broker.Channel{Name: unique("closerace.ch"), Group: "g", MaxInFlight: 1,
+				Handler: func(context.Context, *broker.Message) error { return nil }})
+			if err == nil {
+				_ = sub.Drain(ctx)
+			}
+		}()
+		// From before the dial to after it: the dial takes a few round
+		// trips on loopback.
+		for range i * 200 {
+			_ = a.String()
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = a.Close(cctx)
+		ccancel()
+		<-subscribed
+	}
+	eventually(t, 30*time.Second, "no connection of the adapters left", func() bool { return brokerConnections(t, name) == 0 })
+}

@@ -38,7 +38,7 @@ func failOnce(runs *atomic.Int64) channels.Handler {
 // x-delivery-limit = MaxDeliveries and the dead-letter queue's exchange as
 // its dead-letter exchange, dead-lettering at least once
 // (x-dead-letter-strategy at-least-once, x-overflow reject-publish); its
-// retry queues are quorum queues too.
+// retry queues are quorum queues too, dead-lettering at least once.
 func TestGroupQueueQuorumByDefault(t *testing.T) {
 	needAMQP(t)
 	ch, group := unique("qtype.default"), "g"
@@ -58,7 +58,8 @@ func TestGroupQueueQuorumByDefault(t *testing.T) {
 		t.Errorf("group queue: %v", err)
 	}
 	if err := equivalent(t, retry, amqp091.Table{"x-queue-type": "quorum", "x-message-ttl": int64(50),
-		"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue, "x-expires": int64(600000)}); err != nil {
+		"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue, "x-expires": int64(600000),
+		"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}); err != nil {
 		t.Errorf("retry queue: %v", err)
 	}
 }

@@ -1,0 +1,44 @@
+package amqp
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// TestReleaseBoundedByDrain: a Release outside a drain is bounded by its
+// caller's context only (the kit gives it DefaultSettleTimeout: a
+// hand-back copy to a quorum queue waits for a Raft commit); during a
+// drain, by the end of the drain's hand-backs, and never by less than
+// releaseGrace.
+func TestReleaseBoundedByDrain(t *testing.T) {
+	s := &subscription{Consumer: broker.NewConsumer(&broker.Channel{Name: "c", Group: "g", MaxInFlight: 1})}
+	parent, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
+	defer cancel()
+	pdl, _ := parent.Deadline()
+	now := time.Now()
+	ctx, c1 := s.releaseContext(parent, now)
+	defer c1()
+	if dl, ok := ctx.Deadline(); !ok || !dl.Equal(pdl) {
+		t.Fatalf("outside a drain: deadline %v, want the caller's %v", dl, pdl)
+	}
+	drainDL := now.Add(2 * time.Second)
+	s.handBacksBy.Store(handBacksDeadline(drainDL).UnixNano())
+	if err := s.Consumer.Drain(context.Background(), broker.DrainHooks{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, c2 := s.releaseContext(parent, now)
+	defer c2()
+	want := drainDL.Add(broker.BoundedGrace/3 + releaseGrace)
+	if dl, _ := ctx.Deadline(); !dl.Equal(time.Unix(0, want.UnixNano())) {
+		t.Fatalf("during a drain: deadline %v, want %v", dl, want)
+	}
+	late := want.Add(time.Second)
+	ctx, c3 := s.releaseContext(parent, late)
+	defer c3()
+	if dl, _ := ctx.Deadline(); !dl.Equal(late.Add(releaseGrace)) {
+		t.Fatalf("past the drain's hand-backs: deadline %v, want %v", dl, late.Add(releaseGrace))
+	}
+}

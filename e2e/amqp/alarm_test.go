@@ -1,0 +1,86 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels"
+	chamqp "github.com/microchannels/channels/amqp"
+	"github.com/microchannels/channels/broker"
+)
+
+// memoryAlarm sets a memory alarm on RabbitMQ (it blocks every publishing
+// connection) and returns its restore, also run at the end of the test.
+func memoryAlarm(t *testing.T) func() {
+	t.Helper()
+	var restored atomic.Bool
+	restore := func() {
+		if restored.Swap(true) {
+			return
+		}
+		if _, err := rabbitmqctl("set_vm_memory_high_watermark", "0.4"); err != nil {
+			t.Errorf("restoring the memory watermark: %v", err)
+		}
+	}
+	t.Cleanup(restore)
+	if _, err := rabbitmqctl("set_vm_memory_high_watermark", "0.0000001"); err != nil {
+		t.Fatal(err)
+	}
+	return restore
+}
+
+// TestSettleFailureBlockedNotCounted: while a resource alarm blocks the
+// publishing connection (the consuming one still delivers), a failed
+// run's retry copy and its hand-back copies cannot be published; the
+// message waits on the consumer instead of being requeued (each requeue
+// raises a quorum queue's x-delivery-count and reruns the message). Once
+// the alarm ends it is handed back and its retry runs.
+func TestSettleFailureBlockedNotCounted(t *testing.T) {
+	needAMQP(t)
+	ch, group := unique("settlefail.alarm"), "g"
+	queue, dlq := group+"."+ch, ch+".DLQ"
+	retry := chamqp.RetryQueueName(queue, 50*time.Millisecond)
+	cleanup(t, []string{queue, dlq, retry}, []string{ch, dlq})
+	var runs, attempt2, counted atomic.Int64
+	gate := make(chan struct{})
+	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: group, MaxRetries: 1, MaxDeliveries: 5,
+		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
+		Handler: func(_ context.Context, m *channels.Message) error {
+			if d, ok := m.Raw.(*amqp091.Delivery); ok {
+				if _, ok := d.Headers["x-delivery-count"]; ok {
+					counted.Add(1)
+				}
+			}
+			if runs.Add(1) == 1 {
+				<-gate
+			}
+			if m.Attempt == 1 {
+				return errors.New("fails once")
+			}
+			attempt2.Add(1)
+			return nil
+		}}}}, []chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(50 * time.Millisecond))})
+	snd, _ := startPlugin(t, nil, nil)
+	if err := snd.SendToChannel(context.Background(), ch, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the first run", func() bool { return runs.Load() == 1 })
+	restore := memoryAlarm(t)
+	close(gate)
+	// The retry waits broker.DefaultSettleTimeout, the hand-back
+	// DefaultSettleFailureDelay, its copy DefaultSettleTimeout again: a
+	// requeue after a failed hand-back would rerun the message within
+	// this window.
+	consistently(t, 2*broker.DefaultSettleTimeout+4*chamqp.DefaultSettleFailureDelay,
+		"no run while publishing is blocked", func() bool { return runs.Load() == 1 })
+	restore()
+	eventually(t, 30*time.Second, "the retry run", func() bool { return attempt2.Load() == 1 })
+	if n := counted.Load(); n != 0 {
+		t.Errorf("%d runs carried x-delivery-count: the message was requeued", n)
+	}
+}
