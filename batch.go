@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/microchannels/channels/broker"
 )
 
@@ -25,14 +27,14 @@ import (
 // and spans, counted per message. The messages go to the broker as one
 // batch (an adapter implementing broker.BatchPublisher pipelines them, in
 // the batch order; otherwise they are published at most
-// broker.DefaultBatchConcurrency at a time, in no particular order). Without
+// kit.DefaultBatchConcurrency at a time, in no particular order). Without
 // a deadline on ctx the whole batch is bounded by the publish timeout
 // (DefaultPublishTimeout, or the one of WithTimeouts).
 //
 // Interceptors: a batch goes through the SendBatch hooks of the
 // interceptors. When an interceptor has a SendToChannel hook and no
 // SendBatch hook, each item is sent on its own through SendToChannel
-// instead (at most broker.DefaultBatchConcurrency at a time), so no send
+// instead (at most kit.DefaultBatchConcurrency at a time), so no send
 // ever skips an interceptor.
 func (p *Plugin) SendBatch(ctx context.Context, channel string, items []BatchItem, opts ...SendOption) error {
 	if len(items) == 0 {
@@ -47,7 +49,7 @@ func (p *Plugin) SendBatch(ctx context.Context, channel string, items []BatchIte
 	if p.sendBatch != nil {
 		errs = p.sendBatch(ctx, channel, items, opts...)
 		if errs != nil && len(errs) != len(items) {
-			errs = broker.FailBatch(len(items), &broker.PublishError{Channel: channel,
+			errs = kit.FailBatch(len(items), &broker.PublishError{Channel: channel,
 				Err: fmt.Errorf("a SendBatch interceptor returned %d results for %d messages: their outcome is unknown", len(errs), len(items))})
 		}
 	} else {
@@ -67,10 +69,10 @@ func BatchOf[T any](payloads ...T) []BatchItem {
 }
 
 // sendEach sends the items of a batch one by one through SendToChannel and
-// its interceptors, at most broker.DefaultBatchConcurrency at once.
+// its interceptors, at most kit.DefaultBatchConcurrency at once.
 func (p *Plugin) sendEach(ctx context.Context, channel string, items []BatchItem, opts []broker.PublishOption) []error {
 	errs := make([]error, len(items))
-	sem := make(chan struct{}, broker.DefaultBatchConcurrency)
+	sem := make(chan struct{}, kit.DefaultBatchConcurrency)
 	var wg sync.WaitGroup
 	for i, it := range items {
 		sem <- struct{}{}
@@ -91,21 +93,21 @@ func (p *Plugin) sendEach(ctx context.Context, channel string, items []BatchItem
 func (p *Plugin) sendBatch0(ctx context.Context, channel string, items []BatchItem, opts ...broker.PublishOption) []error {
 	switch p.state.Load() {
 	case stateIdle:
-		return broker.FailBatch(len(items), ErrNotConnected)
+		return kit.FailBatch(len(items), ErrNotConnected)
 	case stateStopped:
-		return broker.FailBatch(len(items), ErrClosed)
+		return kit.FailBatch(len(items), ErrClosed)
 	}
 	name := prefixed(p.o.namespace, channel)
 	if err := checkName("channel name", name); err != nil {
-		return broker.FailBatch(len(items), err)
+		return kit.FailBatch(len(items), err)
 	}
 	base, err := broker.NewPublishOptions(opts...)
 	if err != nil {
-		return broker.FailBatch(len(items), err)
+		return kit.FailBatch(len(items), err)
 	}
 	sc, err := p.sendContext(ctx)
 	if err != nil {
-		return broker.FailBatch(len(items), &broker.EncodeError{Channel: name, Err: err})
+		return kit.FailBatch(len(items), &broker.EncodeError{Channel: name, Err: err})
 	}
 	errs := make([]error, len(items))
 	msgs := make([]*broker.Outgoing, 0, len(items))
@@ -132,7 +134,7 @@ func (p *Plugin) sendBatch0(ctx context.Context, channel string, items []BatchIt
 		msgs = append(msgs, &broker.Outgoing{Payload: body, Headers: headers, Options: po})
 		at = append(at, i)
 	}
-	for j, err := range broker.PublishBatch(ctx, p.adapter, name, msgs) {
+	for j, err := range kit.PublishBatch(ctx, p.adapter, name, msgs) {
 		errs[at[j]] = err
 	}
 	return broker.BatchErrors(errs)

@@ -2,14 +2,15 @@ package channels
 
 import (
 	"fmt"
-	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/trace"
 	"go/token"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/hooks"

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/hooks"
 )
@@ -368,7 +370,7 @@ func (p *Plugin) Drain(ctx context.Context) error {
 			defer wg.Done()
 			// Bounded: an adapter whose drain waits on a frozen link is
 			// left to finish in the background; Stop keeps its deadline.
-			err := broker.Bounded(ctx, what, func() error { return s.Drain(ctx) })
+			err := kit.Bounded(ctx, what, func() error { return s.Drain(ctx) })
 			if abandoned(err) != nil {
 				err = fmt.Errorf("%w: %w", broker.ErrDrainTimeout, err)
 			}
@@ -401,7 +403,7 @@ func (p *Plugin) Disconnect(ctx context.Context) error {
 	defer releaseInstance(p, p.nodeID)
 	ctx, cancel := withDefaultTimeout(ctx, p.o.stopTimeout)
 	defer cancel()
-	err := broker.Bounded(ctx, "close of the "+p.adapter.Name()+" adapter", func() error { return p.adapter.Close(ctx) })
+	err := kit.Bounded(ctx, "close of the "+p.adapter.Name()+" adapter", func() error { return p.adapter.Close(ctx) })
 	if ae := abandoned(err); ae != nil {
 		p.abandoned = append(p.abandoned, ae.Done)
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/memory"
@@ -55,7 +57,7 @@ func TestStartAfterAnAbandonedCloseWorks(t *testing.T) {
 	start := time.Now()
 	stopErr := p.Stop(sctx)
 	cancel()
-	if took := time.Since(start); took > 100*time.Millisecond+broker.BoundedGrace+100*time.Millisecond {
+	if took := time.Since(start); took > 100*time.Millisecond+kit.BoundedGrace+100*time.Millisecond {
 		t.Fatalf("Stop took %v with a hanging Close", took)
 	}
 	var ae *broker.AbandonedError

@@ -4,14 +4,14 @@ import (
 	"context"
 	"sync"
 
-	amqp091 "github.com/rabbitmq/amqp091-go"
+	"github.com/microchannels/channels/kit"
 
-	"github.com/microchannels/channels/broker"
+	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 
 // acker acknowledges the deliveries of one consumer channel in as few
 // frames as it can (each is a write to the socket, for us and for
-// RabbitMQ). Acks are queued on a broker.Batcher: a lone ack goes out at
+// RabbitMQ). Acks are queued on a kit.Batcher: a lone ack goes out at
 // once, and the acks queued meanwhile are flushed together. A flush sends
 // one basic.ack with multiple=true for the run of settled tags that starts
 // at the lowest tag not settled yet, and acks the tags beyond a gap (a
@@ -22,7 +22,7 @@ import (
 // delivery tags are 1, 2, 3, ...
 type acker struct {
 	ch acknowledger
-	b  *broker.Batcher[uint64]
+	b  *kit.Batcher[uint64]
 
 	mu       sync.Mutex
 	low      uint64          // lowest tag not settled yet
@@ -55,7 +55,7 @@ var _ acknowledger = (*amqp091.Channel)(nil)
 
 func newAcker(ch acknowledger, batch int) *acker {
 	k := &acker{ch: ch, low: 1, done: map[uint64]bool{}}
-	k.b = broker.NewBatcher(batch, k.flush)
+	k.b = kit.NewBatcher(batch, k.flush)
 	k.b.Start()
 	return k
 }

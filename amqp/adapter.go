@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/microchannels/channels/kit"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels/broker"
@@ -41,13 +43,13 @@ type Adapter struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	state broker.ConnState
+	state kit.ConnState
 	// live is read without a lock on every send: nil before Connect and
 	// from the start of Close.
 	live atomic.Pointer[live]
 	mu   sync.Mutex
 	env  broker.Env
-	subs broker.Subscriptions
+	subs kit.Subscriptions
 	// groups are the groups subscribed per channel since New (RemoveChannel
 	// deletes their queues: AMQP cannot list the queues bound to an
 	// exchange).
@@ -102,8 +104,8 @@ func NewFromConnection(conn *amqp091.Connection, opts ...Option) (*Adapter, erro
 
 func newAdapter(urls []string, conn *amqp091.Connection, display string, opts []Option) (*Adapter, error) {
 	a := &Adapter{urls: urls, external: conn, display: display, pubChannels: DefaultPublisherChannels,
-		reconnect: broker.DefaultReconnectBackoff}
-	if err := broker.ApplyOptions(a, opts); err != nil {
+		reconnect: kit.DefaultReconnectBackoff}
+	if err := kit.ApplyOptions(a, opts); err != nil {
 		return nil, err
 	}
 	if a.config.TLSClientConfig != nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels/broker"
@@ -238,7 +240,7 @@ func openChannel(ctx context.Context, c *amqp091.Connection, confirm bool) (*amq
 }
 
 // bounded runs f and returns its error, or a *broker.AbandonedError as soon
-// as ctx ends first (f goes on in the background). Unlike broker.Bounded it
+// as ctx ends first (f goes on in the background). Unlike kit.Bounded it
 // gives f no grace past the deadline: the adapter's own waits (a write, a
 // channel's close, basic.cancel) end at it, so the steps that contain them
 // (a drain, Close) can still return their own error in time.
@@ -354,7 +356,7 @@ const StableAfter = 10 * time.Second
 // supervise watches the connection and dials again when it is lost.
 func (s *session) supervise(c *amqp091.Connection) {
 	defer close(s.done)
-	rc := broker.Reconnect{Backoff: s.backoff}
+	rc := kit.Reconnect{Backoff: s.backoff}
 	for {
 		opened := time.Now()
 		lost := c.NotifyClose(make(chan *amqp091.Error, 1))

@@ -146,7 +146,7 @@
 // # Deliveries, retries, dead letters
 //
 // Each subscription consumes on an AMQP channel of its own with prefetch =
-// MaxInFlight and hands every delivery to the kit (broker.Consumer.Run),
+// MaxInFlight and hands every delivery to the kit (kit.Consumer.Run),
 // which decides; the adapter carries the outcome out:
 //
 //   - Ack: basic.ack, queued: the acks settled meanwhile go out as one
@@ -236,7 +236,7 @@
 // A run cut by the deadline of a stop is handed back as a copy carrying
 // the count so far (x-channels-unfinished, x-channels-group), published to
 // the tail of the group queue while the consumer channel is still open
-// (the drain waits for it up to broker.BoundedGrace/3 + 40 ms past its
+// (the drain waits for it up to kit.BoundedGrace/3 + 40 ms past its
 // deadline), then acked: it uses no delivery. When the copy cannot be
 // published in time the message is requeued by RabbitMQ, and that
 // delivery counts; when the copy was written and its confirm did not come,

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/microchannels/channels/broker"
 )
 
@@ -38,7 +40,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
 		s.handBacksBy.CompareAndSwap(0, handBacksDeadline(dl).UnixNano())
 	}
-	return s.Consumer.Drain(ctx, broker.DrainHooks{
+	return s.Consumer.Drain(ctx, kit.DrainHooks{
 		StopFetching: func(ctx context.Context) {
 			// basic.cancel gets half of what is left of the drain (its
 			// answer takes a round trip; none comes on a frozen link), so
@@ -95,11 +97,11 @@ func (s *subscription) Drain(ctx context.Context) error {
 }
 
 // handBacksDeadline is how long the hand-backs of a drain with deadline dl
-// may go on: the kit waits broker.BoundedGrace/3 past dl for the runs it
+// may go on: the kit waits kit.BoundedGrace/3 past dl for the runs it
 // cut to release their messages, then Finish waits releaseGrace more for
 // the hand-backs under way.
 func handBacksDeadline(dl time.Time) time.Time {
-	return dl.Add(broker.BoundedGrace/3 + releaseGrace)
+	return dl.Add(kit.BoundedGrace/3 + releaseGrace)
 }
 
 // releaseGrace is how long past a drain's deadline the handlers it cut may

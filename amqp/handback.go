@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels/broker"
@@ -85,7 +87,7 @@ func (s *subscription) copyBack(ctx context.Context, d *amqp091.Delivery, k *ack
 // recounted forever): d then runs with the count kept in memory only.
 // Otherwise d was acked (the copy runs) or is handed back later.
 func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) (history, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), kit.DefaultSettleTimeout)
 	defer cancel()
 	t := copyTable(d.Headers, 2)
 	t[HeaderUnfinished] = int32(h.unfinished + 1)
@@ -162,7 +164,7 @@ func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
 			s.handBackLater(d, k)
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), kit.DefaultSettleTimeout)
 		err := s.copyBack(ctx, d, k)
 		cancel()
 		switch {

@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 
+	"github.com/microchannels/channels/kit"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels/broker"
@@ -28,7 +30,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if l == nil {
 		return nil, broker.ErrClosed
 	}
-	opts, err := broker.PrepareChannel(ch, "amqp", a.chanOpts, ChannelOptions.merge, nil)
+	opts, err := kit.PrepareChannel(ch, "amqp", a.chanOpts, ChannelOptions.merge, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels/broker"
@@ -263,11 +265,11 @@ func WithMandatory() broker.PublishOption {
 func Bool(v bool) *bool { return &v }
 
 // isSendOption: send options of this package are SendOptions values.
-var isSendOption = broker.IsOf[SendOptions]
+var isSendOption = kit.IsOf[SendOptions]
 
 // sendOptions merges every SendOptions value of a send.
 func sendOptions(opts []any) SendOptions {
-	so, _ := broker.MergedOption(opts, SendOptions.merge)
+	so, _ := kit.MergedOption(opts, SendOptions.merge)
 	return so
 }
 
@@ -423,7 +425,7 @@ func WithPublishAssertExchange(enabled bool) Option {
 }
 
 // WithReconnectBackoff paces the reconnection attempts and the resumption of
-// consumers (default broker.DefaultReconnectBackoff: 100 ms doubling to 5 s).
+// consumers (default kit.DefaultReconnectBackoff: 100 ms doubling to 5 s).
 func WithReconnectBackoff(b broker.Backoff) Option {
 	return func(a *Adapter) error {
 		if b == nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/microchannels/channels/kit"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels/broker"
@@ -31,7 +33,7 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 	if exclusive {
 		var err error
 		if pc, err = takeExcl(ctx, p.mandatory, &p.nextM); err != nil {
-			return broker.FailBatch(len(reqs), err)
+			return kit.FailBatch(len(reqs), err)
 		}
 		defer func() { <-pc.excl }()
 	} else {

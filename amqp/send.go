@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels/broker"
@@ -53,7 +55,7 @@ type pubReq struct {
 // when needed and builds the publishing. asserted, when not nil, keeps the
 // outcome of each exchange declaration for the other messages of a batch.
 func (a *Adapter) prepare(ctx context.Context, l *live, channel string, msg *broker.Outgoing, asserted map[string]error) (pubReq, error) {
-	if err := broker.CheckOptions("amqp", msg.Options.AdapterOptions, isSendOption); err != nil {
+	if err := kit.CheckOptions("amqp", msg.Options.AdapterOptions, isSendOption); err != nil {
 		return pubReq{}, err
 	}
 	so := sendOptions(msg.Options.AdapterOptions)
@@ -118,9 +120,9 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 	l := a.live.Load()
 	if l == nil {
 		if err := a.state.Check(); err != nil {
-			return broker.FailBatch(len(msgs), err)
+			return kit.FailBatch(len(msgs), err)
 		}
-		return broker.FailBatch(len(msgs), broker.ErrClosed) // closing
+		return kit.FailBatch(len(msgs), broker.ErrClosed) // closing
 	}
 	errs := make([]error, len(msgs))
 	reqs := make([]pubReq, 0, len(msgs))

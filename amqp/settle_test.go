@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/microchannels/channels/broker"
 )
 
@@ -14,8 +16,8 @@ import (
 // drain, by the end of the drain's hand-backs, and never by less than
 // releaseGrace.
 func TestReleaseBoundedByDrain(t *testing.T) {
-	s := &subscription{Consumer: broker.NewConsumer(&broker.Channel{Name: "c", Group: "g", MaxInFlight: 1})}
-	parent, cancel := context.WithTimeout(context.Background(), broker.DefaultSettleTimeout)
+	s := &subscription{Consumer: kit.NewConsumer(&broker.Channel{Name: "c", Group: "g", MaxInFlight: 1})}
+	parent, cancel := context.WithTimeout(context.Background(), kit.DefaultSettleTimeout)
 	defer cancel()
 	pdl, _ := parent.Deadline()
 	now := time.Now()
@@ -26,12 +28,12 @@ func TestReleaseBoundedByDrain(t *testing.T) {
 	}
 	drainDL := now.Add(2 * time.Second)
 	s.handBacksBy.Store(handBacksDeadline(drainDL).UnixNano())
-	if err := s.Consumer.Drain(context.Background(), broker.DrainHooks{}); err != nil {
+	if err := s.Consumer.Drain(context.Background(), kit.DrainHooks{}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, c2 := s.releaseContext(parent, now)
 	defer c2()
-	want := drainDL.Add(broker.BoundedGrace/3 + releaseGrace)
+	want := drainDL.Add(kit.BoundedGrace/3 + releaseGrace)
 	if dl, _ := ctx.Deadline(); !dl.Equal(time.Unix(0, want.UnixNano())) {
 		t.Fatalf("during a drain: deadline %v, want %v", dl, want)
 	}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels/broker"
@@ -19,7 +21,7 @@ import (
 // subscription consumes the group queue of one channel on an AMQP channel
 // of its own, with prefetch = MaxInFlight, on the kit's delivery skeleton.
 type subscription struct {
-	*broker.Consumer
+	*kit.Consumer
 	a     *Adapter
 	l     *live
 	cs    *session // the consuming session
@@ -74,7 +76,7 @@ func newSubscription(a *Adapter, l *live, ch *broker.Channel, opts ChannelOption
 	if len(tag) > 200 {
 		tag = tag[:200]
 	}
-	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, l: l, ch: ch, opts: opts, gq: gq,
+	s := &subscription{Consumer: kit.NewConsumer(ch), a: a, l: l, ch: ch, opts: opts, gq: gq,
 		queue: QueueName(ch.Name, ch.Group), tag: tag + "." + a.nextID(), log: ch.Logger,
 		cancelGaveUp: make(chan struct{}), timers: map[*time.Timer]pendingBack{}}
 	s.qtype.Store(gq.typ)
@@ -181,7 +183,7 @@ func (s *subscription) Start() { s.Consumer.Start(s.loop) }
 // connection was lost, a new connection) with the topology declared again
 // whenever the consumer channel closes or the broker cancels the consumer.
 func (s *subscription) loop() {
-	rc := broker.Reconnect{Backoff: s.a.reconnect}
+	rc := kit.Reconnect{Backoff: s.a.reconnect}
 	for !s.IsStopping() {
 		deliveries, ch, err := s.consume()
 		if err != nil {
@@ -392,10 +394,10 @@ func (s *subscription) handle(d *amqp091.Delivery, k *acker) {
 }
 
 // delivery builds the kit's delivery.
-func (s *subscription) delivery(d *amqp091.Delivery, h history, k *acker) *broker.Delivery {
+func (s *subscription) delivery(d *amqp091.Delivery, h history, k *acker) *kit.Delivery {
 	// One allocation for the kit's delivery, its message and the settler.
 	x := &struct {
-		bd  broker.Delivery
+		bd  kit.Delivery
 		msg broker.Message
 		st  settler
 	}{}
@@ -405,7 +407,7 @@ func (s *subscription) delivery(d *amqp091.Delivery, h history, k *acker) *broke
 	msg.Payload, msg.Headers, msg.Timestamp, msg.Raw = d.Body, fromTable(d.Headers), d.Timestamp, d
 	msg.Attempt = 1 + h.failed
 	x.st = settler{s: s, d: d, k: k, h: h, id: msg.ID}
-	x.bd = broker.Delivery{Msg: msg, Deliveries: h.failed + h.unfinished + 1, Final: h.final, Failure: h.failure,
+	x.bd = kit.Delivery{Msg: msg, Deliveries: h.failed + h.unfinished + 1, Final: h.final, Failure: h.failure,
 		Settle: &x.st}
 	return &x.bd
 }

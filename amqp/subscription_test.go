@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/onsi/gomega"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -146,7 +148,7 @@ func TestFinishWaitsForHandBacks(t *testing.T) {
 	f := &fakeAcks{}
 	k := newAcker(f, 16)
 	k.delivered(1)
-	s := &subscription{Consumer: broker.NewConsumer(&broker.Channel{Name: "c", Group: "g", MaxInFlight: 1}),
+	s := &subscription{Consumer: kit.NewConsumer(&broker.Channel{Name: "c", Group: "g", MaxInFlight: 1}),
 		a: &Adapter{}, l: &live{}, timers: map[*time.Timer]pendingBack{}, ack: k}
 	if !s.enter() {
 		t.Fatal("a hand-back refused before Finish")

@@ -22,7 +22,7 @@ type Channel struct {
 	DeadLetter  DeadLetterPolicy
 	// AdapterOptions holds typed per-channel options of the adapter's
 	// package; an adapter refuses values of types it does not know
-	// ([CheckOptions]).
+	// (kit.CheckOptions).
 	AdapterOptions []any
 	// Handler is the composed handler (interceptors already applied).
 	Handler    Handler
@@ -78,22 +78,6 @@ func (c *Channel) Normalize() {
 	}
 }
 
-// Option returns the first per-channel adapter option of type T (or *T).
-func Option[T any](c *Channel) (T, bool) { return first[T](c.AdapterOptions) }
-
-func first[T any](opts []any) (T, bool) {
-	for _, o := range opts {
-		if v, ok := o.(T); ok {
-			return v, true
-		}
-		if p, ok := o.(*T); ok && p != nil {
-			return *p, true
-		}
-	}
-	var zero T
-	return zero, false
-}
-
 const (
 	// Ack acknowledges the message.
 	Ack Action = iota
@@ -123,56 +107,4 @@ func (a Action) String() string {
 		return "release"
 	}
 	return fmt.Sprintf("Action(%d)", a)
-}
-
-// PrepareChannel is the first step of every adapter's Subscribe: it
-// normalizes and validates ch, refuses channel options of any type but T
-// (or *T), overlays the channel's own T (validated) on base (the
-// adapter-wide options) through merge, then applies defaults (when not
-// nil) and validates the result.
-func PrepareChannel[T interface{ Validate() error }](ch *Channel, adapter string, base T, merge func(base, over T) T, defaults func(T) T) (T, error) {
-	ch.Normalize()
-	if err := ch.Validate(); err != nil {
-		return base, err
-	}
-	if err := CheckOptions(adapter, ch.AdapterOptions, IsOf[T]); err != nil {
-		return base, fmt.Errorf("channel %q: %w", ch.Name, err)
-	}
-	if co, ok := Option[T](ch); ok {
-		if err := co.Validate(); err != nil {
-			return base, fmt.Errorf("channel %q: %w", ch.Name, err)
-		}
-		base = merge(base, co)
-	}
-	if defaults != nil {
-		base = defaults(base)
-		if err := base.Validate(); err != nil {
-			return base, fmt.Errorf("channel %q: %w", ch.Name, err)
-		}
-	}
-	return base, nil
-}
-
-// ApplyOptions applies an adapter's functional options to it in order,
-// skipping nil ones; the first error is returned.
-func ApplyOptions[T any, O ~func(*T) error](t *T, opts []O) error {
-	for _, o := range opts {
-		if o == nil {
-			continue
-		}
-		if err := o(t); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// IsOf reports whether v is a T or a *T (the known-type test of
-// CheckOptions for one option type).
-func IsOf[T any](v any) bool {
-	switch v.(type) {
-	case T, *T:
-		return true
-	}
-	return false
 }

@@ -240,7 +240,7 @@ func (e *DrainError) Error() string {
 func (e *DrainError) Unwrap() error { return ErrDrainTimeout }
 
 // ErrAbandoned is wrapped by the error of a step that was still running when
-// its context ended and was left to finish on its own (see [Bounded]).
+// its context ended and was left to finish on its own (see kit.Bounded).
 var ErrAbandoned = errors.New("channels: abandoned at the deadline")
 
 // AbandonedError names a step that did not end by its context's deadline.

@@ -194,3 +194,24 @@ func cutEscaped(s string, n int) string {
 	}
 	return s
 }
+
+// MinimalHeaders are the library's own headers of a copy (the original
+// channel, group and id, the redelivery count and the error's name, code,
+// time and a short message), for a copy the broker refused in full.
+func MinimalHeaders(h map[string]string) map[string]string {
+	min := make(map[string]string, 10)
+	for _, k := range []string{HeaderOriginalChannel, HeaderOriginalGroup, HeaderOriginalID, HeaderRedeliveredCount,
+		HeaderErrorName, HeaderErrorCode, HeaderErrorTimestamp, HeaderErrorRetryable} {
+		if v, ok := h[k]; ok {
+			min[k] = cutEscaped(v, minErrorMessage)
+		}
+	}
+	min[HeaderErrorMessage] = cutEscaped(h[HeaderErrorMessage], minErrorMessage) // escaped already
+	min[HeaderErrorTrimmed] = "headers"
+	return min
+}
+
+// ShortEscaped is v escaped by [EscapeLineBreaks] and cut to the short
+// length of the minimal headers (MinimalHeaders), without splitting a rune
+// or an escape.
+func ShortEscaped(v string) string { return cutEscaped(EscapeLineBreaks(v), minErrorMessage) }

@@ -30,6 +30,9 @@ type Message struct {
 // NewMessage builds a message bound to a serializer for Decode.
 func NewMessage(ser Serializer) *Message { return &Message{serializer: ser} }
 
+// Serializer returns the serializer bound for Decode (nil: none yet).
+func (m *Message) Serializer() Serializer { return m.serializer }
+
 // SetSerializer binds the serializer used by Decode.
 func (m *Message) SetSerializer(s Serializer) { m.serializer = s }
 

@@ -3,8 +3,6 @@ package broker
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 )
 
 // PublishOptions collects the options of one send. Only what every broker
@@ -88,25 +86,10 @@ func WithAdapterOptions(opts ...any) PublishOption {
 	}
 }
 
-// SendOption returns the first typed send option of type T (or *T).
-func SendOption[T any](o PublishOptions) (T, bool) { return first[T](o.AdapterOptions) }
-
-// CheckOptions returns an ErrInvalidOption error naming the first value of
-// opts that known rejects: adapters call it on channel and send options so
-// that an option meant for another adapter is an error, not ignored.
-func CheckOptions(adapter string, opts []any, known func(any) bool) error {
-	for _, o := range opts {
-		if o != nil && !known(o) {
-			return fmt.Errorf("%w: the %s adapter does not know options of type %T", ErrInvalidOption, adapter, o)
-		}
-	}
-	return nil
-}
-
 // BatchPublisher is the optional ability of an adapter to send many messages
 // to one channel in one go (a pipeline, a window of unconfirmed publishes,
 // asynchronous acknowledgements). The plugin's SendBatch uses it; for an
-// adapter without it, [PublishBatch] falls back to concurrent Publish calls.
+// adapter without it, kit.PublishBatch falls back to concurrent Publish calls.
 //
 // PublishBatch returns nil when the broker accepted every message, otherwise
 // a slice of len(msgs) errors in which errs[i] is the outcome of msgs[i]: nil
@@ -126,89 +109,6 @@ type BatchPublisher interface {
 	PublishBatch(ctx context.Context, channel string, msgs []*Outgoing) []error
 }
 
-// DefaultBatchConcurrency bounds the Publish calls in flight when a batch
-// goes to an adapter that does not implement [BatchPublisher].
-const DefaultBatchConcurrency = 16
-
-// PublishBatch sends msgs to channel with the adapter's PublishBatch or,
-// when a does not implement [BatchPublisher], with Publish, at most
-// DefaultBatchConcurrency messages at once (then in no particular order). Its
-// result follows the BatchPublisher contract: nil when every message was
-// accepted, else one error per message. An adapter that answers with a
-// slice of another length has its whole batch reported as failed, since
-// which messages went out cannot be told.
-func PublishBatch(ctx context.Context, a Adapter, channel string, msgs []*Outgoing) []error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	bp, ok := a.(BatchPublisher)
-	if !ok {
-		return PublishEach(ctx, a, channel, msgs, DefaultBatchConcurrency)
-	}
-	errs := bp.PublishBatch(ctx, channel, msgs)
-	if errs != nil && len(errs) != len(msgs) {
-		return FailBatch(len(msgs), &PublishError{Channel: channel,
-			Err: fmt.Errorf("the %s adapter reported %d results for %d messages: their outcome is unknown", a.Name(), len(errs), len(msgs))})
-	}
-	return BatchErrors(errs)
-}
-
-// PublishEach sends msgs with a.Publish, at most limit at once (limit < 1
-// means 1), and returns nil when every message was accepted, else one error
-// per message. Once ctx has ended, the messages not yet handed to Publish
-// fail with a *PublishError wrapping ctx.Err().
-func PublishEach(ctx context.Context, a Adapter, channel string, msgs []*Outgoing, limit int) []error {
-	errs := make([]error, len(msgs))
-	forEach(len(msgs), limit, func(i int) {
-		if err := ctx.Err(); err != nil {
-			errs[i] = &PublishError{Channel: channel, Err: err}
-			return
-		}
-		errs[i] = a.Publish(ctx, channel, msgs[i])
-	})
-	return BatchErrors(errs)
-}
-
-// forEach calls f(0) ... f(n-1) from at most limit goroutines and returns
-// once every call returned.
-func forEach(n, limit int, f func(i int)) {
-	limit = max(min(limit, n), 1)
-	if limit == 1 {
-		for i := range n {
-			f(i)
-		}
-		return
-	}
-	var (
-		next atomic.Int64
-		wg   sync.WaitGroup
-	)
-	for range limit {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-// FailBatch returns n copies of err: the result of a batch of n messages
-// that all failed for one reason (not connected, closed, a bad channel).
-func FailBatch(n int, err error) []error {
-	errs := make([]error, n)
-	for i := range errs {
-		errs[i] = err
-	}
-	return errs
-}
-
 // BatchErrors returns errs, or nil when every entry is nil: the result of a
 // batch in which every message was accepted.
 func BatchErrors(errs []error) []error {
@@ -218,24 +118,4 @@ func BatchErrors(errs []error) []error {
 		}
 	}
 	return nil
-}
-
-// MergedOption merges, in order, every option of type T (or non-nil *T) in
-// opts with merge (later values winning field by field, as merge decides),
-// and reports whether there was one: how an adapter reads its typed send
-// options from PublishOptions.AdapterOptions.
-func MergedOption[T any](opts []any, merge func(base, over T) T) (T, bool) {
-	var out T
-	found := false
-	for _, o := range opts {
-		switch v := o.(type) {
-		case T:
-			out, found = merge(out, v), true
-		case *T:
-			if v != nil {
-				out, found = merge(out, *v), true
-			}
-		}
-	}
-	return out, found
 }

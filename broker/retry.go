@@ -82,7 +82,8 @@ type RetryPolicy struct {
 	MaxDeliveries int
 }
 
-func (p RetryPolicy) maxDeliveries() int {
+// DeliveryLimit is MaxDeliveries, or its default when it is 0.
+func (p RetryPolicy) DeliveryLimit() int {
 	if p.MaxDeliveries > 0 {
 		return p.MaxDeliveries
 	}
@@ -103,3 +104,8 @@ func (p RetryPolicy) Validate() error {
 	}
 	return nil
 }
+
+// DefaultExtraDeliveries is how many deliveries beyond MaxRetries+1 a
+// message may get before it is treated as a poison pill: deliveries whose
+// run never ended (the consumer crashed or was killed during it).
+const DefaultExtraDeliveries = 5

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/nats-io/nats.go"
 	js "github.com/nats-io/nats.go/jetstream"
 
@@ -51,11 +53,11 @@ type Adapter struct {
 	bucket    string
 	recordTTL time.Duration
 
-	state broker.ConnState
+	state kit.ConnState
 	mu    sync.Mutex
 	cur   atomic.Pointer[conn]
 	env   broker.Env
-	subs  broker.Subscriptions
+	subs  kit.Subscriptions
 	kv    js.KeyValue
 	// streams remembers the streams ensured for sends, so that a send to a
 	// channel without a stream creates it once.
@@ -89,7 +91,7 @@ func NewFromConn(nc *nats.Conn, opts ...Option) (*Adapter, error) {
 
 func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
 	a.bucket, a.recordTTL = DefaultRecordsBucket, DefaultRecordTTL
-	if err := broker.ApplyOptions(a, opts); err != nil {
+	if err := kit.ApplyOptions(a, opts); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -186,7 +188,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if c == nil {
 		return nil, broker.ErrClosed
 	}
-	opts, err := broker.PrepareChannel(ch, "jetstream", a.chopts, ChannelOptions.merge, ChannelOptions.withDefaults)
+	opts, err := kit.PrepareChannel(ch, "jetstream", a.chopts, ChannelOptions.merge, ChannelOptions.withDefaults)
 	if err != nil {
 		return nil, err
 	}
@@ -264,7 +266,7 @@ func (a *Adapter) Close(ctx context.Context) error {
 		// Closing writes what is buffered: on a frozen link it may block
 		// until the write deadline; it is left to finish past ctx.
 		cctx, cancel := flushCtx(ctx)
-		if err := broker.Bounded(cctx, "close of the NATS connection", func() error { c.nc.Close(); return nil }); err != nil {
+		if err := kit.Bounded(cctx, "close of the NATS connection", func() error { c.nc.Close(); return nil }); err != nil {
 			errs = append(errs, err)
 		}
 		cancel()

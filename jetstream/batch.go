@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/nats-io/nats.go"
 	js "github.com/nats-io/nats.go/jetstream"
 
@@ -23,9 +25,9 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 	c := a.cur.Load()
 	if c == nil {
 		if err := a.state.Check(); err != nil {
-			return broker.FailBatch(len(msgs), err)
+			return kit.FailBatch(len(msgs), err)
 		}
-		return broker.FailBatch(len(msgs), broker.ErrClosed)
+		return kit.FailBatch(len(msgs), broker.ErrClosed)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

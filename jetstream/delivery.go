@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/nats-io/nats.go"
 	js "github.com/nats-io/nats.go/jetstream"
 
@@ -18,7 +20,7 @@ import (
 // delivery is one pulled message handed to the kit: the kit's delivery,
 // its message and the settler in one allocation.
 type delivery struct {
-	broker.Delivery
+	kit.Delivery
 	msg    broker.Message
 	s      *subscription
 	m      js.Msg

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	js "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/microchannels/channels/broker"
@@ -381,9 +383,9 @@ func WithExpectLastMsgID(id string) broker.PublishOption {
 }
 
 // isSendOption: send options of this package are SendOptions values.
-var isSendOption = broker.IsOf[SendOptions]
+var isSendOption = kit.IsOf[SendOptions]
 
 // sendOptions merges every SendOptions value of a send.
 func sendOptions(opts []any) (SendOptions, bool) {
-	return broker.MergedOption(opts, SendOptions.merge)
+	return kit.MergedOption(opts, SendOptions.merge)
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	js "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/microchannels/channels/broker"
@@ -130,7 +132,7 @@ func TestSendOptionsMerge(t *testing.T) {
 	if !ok || so.MsgID != "a" || so.ExpectLastSequence != 3 {
 		t.Fatalf("%+v", so)
 	}
-	if err := broker.CheckOptions("jetstream", []any{struct{}{}}, isSendOption); !errors.Is(err, broker.ErrInvalidOption) {
+	if err := kit.CheckOptions("jetstream", []any{struct{}{}}, isSendOption); !errors.Is(err, broker.ErrInvalidOption) {
 		t.Fatal(err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/nats-io/nats.go"
 	js "github.com/nats-io/nats.go/jetstream"
 
@@ -33,7 +35,7 @@ func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgo
 // prepareMsg checks the send options of out and builds its NATS message and
 // publish options.
 func prepareMsg(channel string, out *broker.Outgoing) (*nats.Msg, []js.PublishOpt, error) {
-	if err := broker.CheckOptions("jetstream", out.Options.AdapterOptions, isSendOption); err != nil {
+	if err := kit.CheckOptions("jetstream", out.Options.AdapterOptions, isSendOption); err != nil {
 		return nil, nil, err
 	}
 	m := nats.NewMsg(channel)

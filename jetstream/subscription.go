@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/nats-io/nats.go"
 	js "github.com/nats-io/nats.go/jetstream"
 
@@ -19,7 +21,7 @@ import (
 // for the held and running messages, and the settler of each
 // delivery (acks, naks with delay, dead letters, failure records).
 type subscription struct {
-	*broker.Consumer
+	*kit.Consumer
 	a      *Adapter
 	c      *conn
 	ch     *broker.Channel
@@ -62,7 +64,7 @@ type subscription struct {
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, stream string, cons js.Consumer, recs records) *subscription {
 	fctx, cancel := context.WithCancel(context.Background())
-	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, stream: stream, cons: cons, recs: recs,
+	s := &subscription{Consumer: kit.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, stream: stream, cons: cons, recs: recs,
 		log: ch.Logger, fetchCtx: fctx, stopFetch: cancel, running: map[*delivery]struct{}{},
 		wake: make(chan struct{}, 1), beatQuit: make(chan struct{})}
 	s.interval.Store(int64(opts.InProgressInterval))
@@ -85,7 +87,7 @@ func (s *subscription) Start() {
 // Drain stops the pull at once, waits for running handlers (bounded by
 // ctx), flushes the acknowledgements and forgets the subscription.
 func (s *subscription) Drain(ctx context.Context) error {
-	return s.Consumer.Drain(ctx, broker.DrainHooks{
+	return s.Consumer.Drain(ctx, kit.DrainHooks{
 		StopFetching: func(ctx context.Context) {
 			s.consMu.Lock()
 			s.drainCtx = ctx
@@ -131,7 +133,7 @@ func (s *subscription) consumer() (js.Consumer, records, context.Context) {
 // a drain hands back those that never ran, and those that reached the
 // pull's inbox as it stopped.
 func (s *subscription) fetchLoop() {
-	var retry broker.Reconnect
+	var retry kit.Reconnect
 	var p *puller
 	for p == nil {
 		var err error
@@ -199,7 +201,7 @@ func (s *subscription) orphan(m *nats.Msg) {
 // pullFailed logs a failed pull, recreates the stream and consumer when
 // they are gone, reads the consumer again when the server refused the
 // pull, and waits before the next try; false when draining.
-func (s *subscription) pullFailed(err error, retry *broker.Reconnect) bool {
+func (s *subscription) pullFailed(err error, retry *kit.Reconnect) bool {
 	s.log.Warn("channels/jetstream: pull failed, retrying", "channel", s.ch.Name, "group", s.ch.Group,
 		"error", err, "in", retry.Next())
 	var status *pullStatusError

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 
@@ -58,11 +60,11 @@ type Adapter struct {
 	dialer    *kafkago.Dialer
 	chopts    ChannelOptions
 
-	state broker.ConnState
+	state kit.ConnState
 	mu    sync.Mutex
 	cur   atomic.Pointer[conn]
 	env   broker.Env
-	subs  broker.Subscriptions
+	subs  kit.Subscriptions
 	// groups remembers the group ids subscribed per channel (RemoveChannel).
 	groups sync.Map // channel -> *sync.Map of group ids
 }
@@ -116,7 +118,7 @@ func NewWithBrokers(brokers []string, opts ...Option) (*Adapter, error) {
 
 func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
 	a.acks, a.batchSize, a.sendBuf = AcksAll, DefaultBatchSize, DefaultSendBuffer
-	if err := broker.ApplyOptions(a, opts); err != nil {
+	if err := kit.ApplyOptions(a, opts); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -259,7 +261,7 @@ func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgo
 
 // prepare checks a send's options.
 func prepare(out *broker.Outgoing) (SendOptions, error) {
-	if err := broker.CheckOptions("kafka", out.Options.AdapterOptions, isSendOption); err != nil {
+	if err := kit.CheckOptions("kafka", out.Options.AdapterOptions, isSendOption); err != nil {
 		return SendOptions{}, err
 	}
 	so, _ := sendOptions(out.Options.AdapterOptions)
@@ -273,10 +275,10 @@ func prepare(out *broker.Outgoing) (SendOptions, error) {
 func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*broker.Outgoing) []error {
 	c, err := a.conn()
 	if err != nil {
-		return broker.FailBatch(len(msgs), err)
+		return kit.FailBatch(len(msgs), err)
 	}
 	if err := a.ensureTopic(ctx, c, channel, a.chopts.withDefaults().Topic); err != nil {
-		return broker.FailBatch(len(msgs), &broker.PublishError{Channel: channel, Err: err})
+		return kit.FailBatch(len(msgs), &broker.PublishError{Channel: channel, Err: err})
 	}
 	errs := make([]error, len(msgs))
 	var batch []kafkago.Message
@@ -340,7 +342,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
-	opts, err := broker.PrepareChannel(ch, "kafka", a.chopts, ChannelOptions.merge, ChannelOptions.withDefaults)
+	opts, err := kit.PrepareChannel(ch, "kafka", a.chopts, ChannelOptions.merge, ChannelOptions.withDefaults)
 	if err != nil {
 		return nil, err
 	}

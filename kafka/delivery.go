@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels/broker"
@@ -16,7 +18,7 @@ import (
 
 // delivery is one message handed to the kit, with its settler.
 type delivery struct {
-	broker.Delivery
+	kit.Delivery
 	msg  broker.Message
 	p    *partition
 	km   kafkago.Message
@@ -47,7 +49,7 @@ func (p *partition) delivery(m kafkago.Message, prev *delivery) *delivery {
 	msg.Channel, msg.Group, msg.Payload, msg.Raw, msg.Timestamp = s.ch.Name, s.ch.Group, m.Value, m, m.Time
 	msg.ID = strconv.Itoa(m.Partition) + ":" + strconv.FormatInt(m.Offset, 10)
 	msg.Attempt = 1
-	d.Delivery = broker.Delivery{Msg: msg, Settle: d}
+	d.Delivery = kit.Delivery{Msg: msg, Settle: d}
 	hdrs, err := fromKafkaHeaders(m.Headers)
 	if err != nil {
 		d.DecodeField, d.DecodeErr = "headers", err

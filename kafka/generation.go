@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels/broker"
@@ -45,7 +47,7 @@ func (g *generation) handedOff() {
 // REBALANCE_IN_PROGRESS and counts them as alive.
 func (g *generation) handoverBeat(ctx context.Context) {
 	<-ctx.Done()
-	broker.Tick(g.s.opts.HeartbeatInterval, g.handedOver, g.heartbeat)
+	kit.Tick(g.s.opts.HeartbeatInterval, g.handedOver, g.heartbeat)
 }
 
 // heartbeat sends one heartbeat as this member of the generation.

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels/broker"
@@ -163,7 +165,7 @@ func (g *generation) queueCapacity() int {
 // fetch reads messages and dispatches them.
 func (p *partition) fetch(ctx context.Context, r *kafkago.Reader) {
 	s := p.s
-	var retry broker.Reconnect
+	var retry kit.Reconnect
 	for {
 		p.mu.Lock()
 		for p.mustWait() && !p.closed && ctx.Err() == nil {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels/broker"
@@ -348,7 +350,7 @@ func (a *Adapter) produceCall(ctx context.Context, c *conn, topic string, so []S
 	}
 	parts, err := a.partitionsOf(ctx, c, topic)
 	if err != nil {
-		return broker.FailBatch(len(msgs), err), nil
+		return kit.FailBatch(len(msgs), err), nil
 	}
 	var bal kafkago.Murmur2Balancer
 	cl := &call{errs: make([]error, len(msgs)), set: make([]bool, len(msgs)), left: len(msgs), done: make(chan struct{}), buf: c.buf}
@@ -392,7 +394,7 @@ func (a *Adapter) produceCall(ctx context.Context, c *conn, topic string, so []S
 		}
 	}
 	if err := c.buf.acquire(ctx, total); err != nil {
-		return broker.FailBatch(len(msgs), err), nil
+		return kit.FailBatch(len(msgs), err), nil
 	}
 	// the queues that were idle are listed together, so that a batch's
 	// partitions share requests

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/compress"
 
@@ -122,10 +124,10 @@ func WithTimeout(d time.Duration) broker.PublishOption {
 	return broker.WithAdapterOptions(SendOptions{Timeout: d})
 }
 
-var isSendOption = broker.IsOf[SendOptions]
+var isSendOption = kit.IsOf[SendOptions]
 
 func sendOptions(opts []any) (SendOptions, bool) {
-	return broker.MergedOption(opts, SendOptions.merge)
+	return kit.MergedOption(opts, SendOptions.merge)
 }
 
 func (o SendOptions) validate() error {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels/broker"
@@ -19,7 +21,7 @@ import (
 // partitions assigned to it (partition.go) and commits their processed
 // offsets every CommitInterval.
 type subscription struct {
-	*broker.Consumer
+	*kit.Consumer
 	a     *Adapter
 	c     *conn
 	ch    *broker.Channel
@@ -64,7 +66,7 @@ func (s *subscription) draining() context.Context {
 }
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, group string) (*subscription, error) {
-	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, group: group,
+	s := &subscription{Consumer: kit.NewConsumer(ch), a: a, c: c, ch: ch, opts: opts, group: group,
 		log: ch.Logger, maxBackoff: longestBackoff(ch.Retry), readAhead: int64(opts.ReadAheadBytes), joined: make(chan struct{}), drainExpired: make(chan struct{})}
 	s.cfg = kafkago.ConsumerGroupConfig{
 		ID:                group,
@@ -214,7 +216,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 		context.AfterFunc(ctx, func() { close(s.drainExpired) })
 	}
 	s.mu.Unlock()
-	return s.Consumer.Drain(ctx, broker.DrainHooks{
+	return s.Consumer.Drain(ctx, kit.DrainHooks{
 		StopFetching: func(context.Context) { s.stopFetch() },
 		Finish:       s.finish,
 	})
@@ -233,7 +235,7 @@ func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 	if cg == nil {
 		return nil
 	}
-	err := broker.Bounded(ctx, "kafka final commit and group leave", func() error {
+	err := kit.Bounded(ctx, "kafka final commit and group leave", func() error {
 		if g != nil {
 			for _, p := range g.all() {
 				p.handOver(ctx, p.close())
@@ -267,7 +269,7 @@ func (s *subscription) groupLoop() {
 	case <-s.fetchCtx.Done():
 		return
 	}
-	var retry broker.Reconnect
+	var retry kit.Reconnect
 	for {
 		s.mu.Lock()
 		if s.cg == nil && !s.IsStopping() {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels/broker"
@@ -89,7 +91,7 @@ func TestForgedRedeliveredCountStillRuns(t *testing.T) {
 	if d.msg.Attempt != 4 {
 		t.Fatalf("attempt %d, want 4 (MaxRetries+1)", d.msg.Attempt)
 	}
-	if _, run := p.s.ch.Admit(&d.Delivery); !run {
+	if _, run := kit.Admit(p.s.ch, &d.Delivery); !run {
 		t.Fatal("a forged count made the message be given up without running")
 	}
 }

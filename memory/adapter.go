@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/microchannels/channels/broker"
 )
 
@@ -29,9 +31,9 @@ func WithBus(b *Bus) Option { return func(a *Adapter) { a.bus = b } }
 // Adapter connects a plugin to a Bus.
 type Adapter struct {
 	bus   *Bus
-	state broker.ConnState
+	state kit.ConnState
 	env   broker.Env
-	subs  broker.Subscriptions
+	subs  kit.Subscriptions
 }
 
 var _ broker.Adapter = (*Adapter)(nil)
@@ -69,7 +71,7 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 	if err := ctx.Err(); err != nil {
 		return &broker.PublishError{Channel: channel, Err: err}
 	}
-	if err := broker.CheckOptions("memory", msg.Options.AdapterOptions, noOptions); err != nil {
+	if err := kit.CheckOptions("memory", msg.Options.AdapterOptions, noOptions); err != nil {
 		return err
 	}
 	if _, err := a.bus.publish(channel, msg.Payload, msg.Headers, time.Now()); err != nil {
@@ -92,16 +94,16 @@ func (a *Adapter) PublishesInstantly() {}
 // beyond DefaultRetainLimit fail with ErrRetainLimit.
 func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*broker.Outgoing) []error {
 	if err := a.state.Check(); err != nil {
-		return broker.FailBatch(len(msgs), err)
+		return kit.FailBatch(len(msgs), err)
 	}
 	if err := ctx.Err(); err != nil {
-		return broker.FailBatch(len(msgs), &broker.PublishError{Channel: channel, Err: err})
+		return kit.FailBatch(len(msgs), &broker.PublishError{Channel: channel, Err: err})
 	}
 	errs := make([]error, len(msgs))
 	out := make([]busMsg, 0, len(msgs))
 	at := make([]int, 0, len(msgs))
 	for i, m := range msgs {
-		if err := broker.CheckOptions("memory", m.Options.AdapterOptions, noOptions); err != nil {
+		if err := kit.CheckOptions("memory", m.Options.AdapterOptions, noOptions); err != nil {
 			errs[i] = err
 			continue
 		}
@@ -125,10 +127,10 @@ func (a *Adapter) Subscribe(_ context.Context, ch *broker.Channel) (broker.Subsc
 	if err := ch.Validate(); err != nil {
 		return nil, err
 	}
-	if err := broker.CheckOptions("memory", ch.AdapterOptions, noOptions); err != nil {
+	if err := kit.CheckOptions("memory", ch.AdapterOptions, noOptions); err != nil {
 		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
 	}
-	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, g: a.bus.groupFor(ch.Name, ch.Group)}
+	s := &subscription{Consumer: kit.NewConsumer(ch), a: a, g: a.bus.groupFor(ch.Name, ch.Group)}
 	a.subs.Add(s)
 	return s, nil
 }
@@ -144,7 +146,7 @@ func noOptions(any) bool { return false }
 
 // subscription is the kit's delivery skeleton fed by one group of the bus.
 type subscription struct {
-	*broker.Consumer
+	*kit.Consumer
 	a *Adapter
 	g *group
 }
@@ -174,7 +176,7 @@ func (s *subscription) loop() {
 // Drain stops the loop, waits for running handlers (bounded by ctx) and
 // forgets the subscription.
 func (s *subscription) Drain(ctx context.Context) error {
-	return s.Consumer.Drain(ctx, broker.DrainHooks{Finish: func(context.Context, bool) error {
+	return s.Consumer.Drain(ctx, kit.DrainHooks{Finish: func(context.Context, bool) error {
 		s.a.subs.Remove(s)
 		return nil
 	}})
@@ -183,7 +185,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 // delivery is one entry handed to the kit: the kit's delivery, its message
 // and the settler in one allocation.
 type delivery struct {
-	broker.Delivery
+	kit.Delivery
 	msg broker.Message
 	s   *subscription
 	e   *entry
@@ -198,7 +200,7 @@ func (s *subscription) delivery(e *entry) *delivery {
 	if len(e.headers) > 0 {
 		m.Headers = broker.CloneHeaders(e.headers, 0)
 	}
-	d.Delivery = broker.Delivery{Msg: m, Final: e.final != nil, Failure: e.final, Settle: d}
+	d.Delivery = kit.Delivery{Msg: m, Final: e.final != nil, Failure: e.final, Settle: d}
 	return d
 }
 

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/microchannels/channels/broker"
@@ -41,14 +43,14 @@ type ackItem struct {
 // acker acknowledges in batches. When the fetch loop reads on a client of
 // the adapter's own and messages flow, acknowledgements wait for its next
 // XREADGROUP and go in the same pipeline: no round trip of their own. A
-// flusher (broker.Batcher) sends the others at once (the read has been
+// flusher (kit.Batcher) sends the others at once (the read has been
 // blocked for more than ackCarryWindow: nothing flows), those that waited
 // ackCarryWait, and all of them on a client of the caller's: one pipelined
 // XACK per batch, with the deletion of the failure records of retried
 // messages. After a drain closed it, late handlers do not ack:
 // their messages stay pending and are delivered again.
 type acker struct {
-	b    *broker.Batcher[ackItem]
+	b    *kit.Batcher[ackItem]
 	xack func(items []ackItem, stopping <-chan struct{})
 
 	mu      sync.Mutex
@@ -63,7 +65,7 @@ type acker struct {
 // newAcker returns an acker whose flusher sends batches with xack.
 func newAcker(batch int, xack func(items []ackItem, stopping <-chan struct{})) *acker {
 	a := &acker{window: ackCarryWindow, xack: xack}
-	a.b = broker.NewBatcher(batch, func(items []ackItem) { xack(items, a.b.Stopping()) })
+	a.b = kit.NewBatcher(batch, func(items []ackItem) { xack(items, a.b.Stopping()) })
 	a.timer = time.AfterFunc(time.Hour, a.flushPending)
 	a.timer.Stop()
 	return a
@@ -173,7 +175,7 @@ func (s *subscription) queueAck(ctx context.Context, pipe goredis.Pipeliner, ite
 }
 
 func (s *subscription) xack(items []ackItem, stopping <-chan struct{}) {
-	retry := broker.Reconnect{Backoff: ackRetryBackoff}
+	retry := kit.Reconnect{Backoff: ackRetryBackoff}
 	for try := 1; ; try++ {
 		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
 		pipe := s.c.Pipeline()

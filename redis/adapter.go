@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/microchannels/channels/kit"
+
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/microchannels/channels/broker"
@@ -50,11 +52,11 @@ type Adapter struct {
 	// pub is read without a lock on every send.
 	pub atomic.Pointer[publisher]
 
-	state  broker.ConnState
+	state  kit.ConnState
 	mu     sync.Mutex
 	client goredis.UniversalClient
 	env    broker.Env
-	subs   broker.Subscriptions
+	subs   kit.Subscriptions
 }
 
 var _ broker.Adapter = (*Adapter)(nil)
@@ -98,7 +100,7 @@ func newAdapter(uo *goredis.UniversalOptions, c goredis.UniversalClient, display
 	if uo != nil {
 		a.urlTLS = uo.TLSConfig
 	}
-	if err := broker.ApplyOptions(a, opts); err != nil {
+	if err := kit.ApplyOptions(a, opts); err != nil {
 		return nil, err
 	}
 	if uo != nil {
@@ -185,11 +187,11 @@ func (a *Adapter) xaddArgs(ser broker.Serializer, channel string, msg *broker.Ou
 	if err != nil {
 		return nil, &broker.EncodeError{Channel: channel, Err: err}
 	}
-	if err := broker.CheckOptions("redis", msg.Options.AdapterOptions, isSendOption); err != nil {
+	if err := kit.CheckOptions("redis", msg.Options.AdapterOptions, isSendOption); err != nil {
 		return nil, err
 	}
 	args := &goredis.XAddArgs{Stream: channel, Values: values}
-	if so, ok := broker.SendOption[SendOptions](msg.Options); ok && so.MaxLen > 0 {
+	if so, ok := kit.SendOption[SendOptions](msg.Options); ok && so.MaxLen > 0 {
 		args.MaxLen, args.Approx = so.MaxLen, so.ApproxMaxLen
 	} else if a.maxLen > 0 {
 		args.MaxLen, args.Approx = a.maxLen, a.approxMaxLen
@@ -215,9 +217,9 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 	pub := a.pub.Load()
 	if pub == nil {
 		if err := a.state.Check(); err != nil {
-			return broker.FailBatch(len(msgs), err)
+			return kit.FailBatch(len(msgs), err)
 		}
-		return broker.FailBatch(len(msgs), broker.ErrClosed) // closing
+		return kit.FailBatch(len(msgs), broker.ErrClosed) // closing
 	}
 	errs := make([]error, len(msgs))
 	type sent struct {
@@ -275,7 +277,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err := a.state.Check(); err != nil {
 		return nil, err
 	}
-	opts, err := broker.PrepareChannel(ch, "redis", a.consumer, broker.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	opts, err := kit.PrepareChannel(ch, "redis", a.consumer, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
 	if err != nil {
 		return nil, err
 	}

@@ -84,7 +84,7 @@
 //
 // # How deliveries are handled
 //
-// Each subscription is the kit's delivery skeleton (broker.Consumer and
+// Each subscription is the kit's delivery skeleton (kit.Consumer and
 // broker.Channel.Deliver: the attempt rule, the outcome, the drain); this
 // package adds what only Redis does, one concern per file: the blocking
 // read (reader.go), ownership, heartbeat and claims (claim.go), batched

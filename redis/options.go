@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/microchannels/channels/broker"
@@ -119,13 +121,13 @@ func WithMaxLen(n int64, approx bool) broker.PublishOption {
 }
 
 // isSendOption: send options of this package are SendOptions values.
-var isSendOption = broker.IsOf[SendOptions]
+var isSendOption = kit.IsOf[SendOptions]
 
 func (o ChannelOptions) withDefaults() ChannelOptions {
 	defaults := ChannelOptions{ReadTimeout: DefaultReadTimeout, MinIdleTime: DefaultMinIdleTime,
 		ClaimInterval: DefaultClaimInterval, StartID: DefaultStartID, StaleConsumerAge: DefaultStaleConsumerAge,
 		ErrorInfoTTL: DefaultErrorInfoTTL, AckBatch: DefaultAckBatch}
-	o = broker.Overlay(defaults, o)
+	o = kit.Overlay(defaults, o)
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = max(o.MinIdleTime/3, time.Millisecond)
 	}
@@ -166,7 +168,7 @@ func WithChannelOptions(o ChannelOptions) Option {
 		if err := o.Validate(); err != nil {
 			return err
 		}
-		a.consumer = broker.Overlay(a.consumer, o)
+		a.consumer = kit.Overlay(a.consumer, o)
 		return nil
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/microchannels/channels/broker"
 )
 
@@ -98,7 +100,7 @@ func TestDefaults(t *testing.T) {
 		o.ReadTimeout != DefaultReadTimeout || o.ClaimInterval != DefaultClaimInterval {
 		t.Fatalf("%+v", o)
 	}
-	over := broker.Overlay(ChannelOptions{MinIdleTime: time.Minute}, ChannelOptions{StartID: "0"}).withDefaults()
+	over := kit.Overlay(ChannelOptions{MinIdleTime: time.Minute}, ChannelOptions{StartID: "0"}).withDefaults()
 	if over.MinIdleTime != time.Minute || over.StartID != "0" || over.HeartbeatInterval != 20*time.Second {
 		t.Fatalf("%+v", over)
 	}

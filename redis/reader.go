@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/microchannels/channels/broker"
@@ -96,7 +98,7 @@ func (r *reader) close() {
 // drain hands back those that never ran. Reads pause while a due retry or
 // a claimed message waits for a slot.
 func (s *subscription) fetchLoop() {
-	var retry broker.Reconnect
+	var retry kit.Reconnect
 	for {
 		n, ok := s.AwaitFetch()
 		if !ok {

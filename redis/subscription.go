@@ -10,18 +10,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/microchannels/channels/broker"
 )
 
 // subscription consumes one channel for one group on the kit's delivery
-// skeleton (broker.Consumer). What only Redis does lives in files of its
+// skeleton (kit.Consumer). What only Redis does lives in files of its
 // own: the blocking read (reader.go), ownership of held messages, the
 // heartbeat and the claims (claim.go), batched acks (acks.go) and the
 // per-message failure records (records.go).
 type subscription struct {
-	*broker.Consumer
+	*kit.Consumer
 	a    *Adapter
 	c    goredis.UniversalClient
 	ser  broker.Serializer
@@ -37,7 +39,7 @@ type subscription struct {
 }
 
 func newSubscription(a *Adapter, c goredis.UniversalClient, ser broker.Serializer, ch *broker.Channel, opts ChannelOptions) *subscription {
-	s := &subscription{Consumer: broker.NewConsumer(ch), a: a, c: c, ser: ser, ch: ch, opts: opts, log: ch.Logger}
+	s := &subscription{Consumer: kit.NewConsumer(ch), a: a, c: c, ser: ser, ch: ch, opts: opts, log: ch.Logger}
 	s.held = newHoldings()
 	s.recs = records{c: c, stream: ch.Name, group: ch.Group, ttl: opts.ErrorInfoTTL}
 	s.acks = newAcker(opts.AckBatch, s.xack)
@@ -65,7 +67,7 @@ func (s *subscription) Start() {
 // flushes the acks, hands back what was held without running and removes
 // the consumer when it holds nothing.
 func (s *subscription) Drain(ctx context.Context) error {
-	return s.Consumer.Drain(ctx, broker.DrainHooks{
+	return s.Consumer.Drain(ctx, kit.DrainHooks{
 		StopFetching: func(ctx context.Context) {
 			if s.rd != nil {
 				s.rd.stop(ctx)
@@ -97,7 +99,7 @@ func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 // delivery is one entry handed to the kit: the kit's delivery, its message
 // and the settler in one allocation.
 type delivery struct {
-	broker.Delivery
+	kit.Delivery
 	msg        broker.Message
 	s          *subscription
 	id         string
@@ -107,10 +109,10 @@ type delivery struct {
 
 // delivery builds the kit's delivery for one entry. attempt is 1 + the
 // failed runs recorded, deliveries the broker's delivery counter.
-func (s *subscription) delivery(m goredis.XMessage, attempt, deliveries int, rec record) *broker.Delivery {
+func (s *subscription) delivery(m goredis.XMessage, attempt, deliveries int, rec record) *kit.Delivery {
 	d := &delivery{s: s, id: m.ID, deliveries: deliveries, recorded: rec.exists}
 	field, err := s.decode(&d.msg, m, attempt)
-	d.Delivery = broker.Delivery{Msg: &d.msg, Deliveries: deliveries, Final: rec.final, Failure: rec.failure,
+	d.Delivery = kit.Delivery{Msg: &d.msg, Deliveries: deliveries, Final: rec.final, Failure: rec.failure,
 		DecodeField: field, DecodeErr: err, Settle: d}
 	return &d.Delivery
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels"
@@ -80,11 +82,11 @@ func TestSerialSettleFailureBlockedNotCounted(t *testing.T) {
 	eventually(t, 10*time.Second, "the first run", func() bool { return runs.Load() == 1 })
 	restore := memoryAlarm(t)
 	close(gate)
-	// The retry waits broker.DefaultSettleTimeout, the hand-back
+	// The retry waits kit.DefaultSettleTimeout, the hand-back
 	// DefaultSettleFailureDelay, its copy DefaultSettleTimeout again: a
 	// requeue after a failed hand-back would rerun the message within
 	// this window.
-	consistently(t, 2*broker.DefaultSettleTimeout+4*chamqp.DefaultSettleFailureDelay,
+	consistently(t, 2*kit.DefaultSettleTimeout+4*chamqp.DefaultSettleFailureDelay,
 		"no run while publishing is blocked", func() bool { return runs.Load() == 1 })
 	restore()
 	eventually(t, 30*time.Second, "the retry run", func() bool { return attempt2.Load() == 1 })

@@ -39,6 +39,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
@@ -374,7 +376,7 @@ func (s *Server) Shutdown() {
 // shutdown goes on in the background and the error wraps
 // broker.ErrAbandoned.
 func (s *Server) ShutdownContext(ctx context.Context) error {
-	return broker.Bounded(ctx, "shutdown of the embedded NATS server", func() error { s.Shutdown(); return nil })
+	return kit.Bounded(ctx, "shutdown of the embedded NATS server", func() error { s.Shutdown(); return nil })
 }
 
 func (s *Server) cleanup() {

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"sync"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/jetstream"
 )
@@ -91,7 +93,7 @@ func release(ctx context.Context, key string) error {
 		ctx, cancel = context.WithTimeout(ctx, DefaultShutdownTimeout)
 		defer cancel()
 	}
-	return broker.Bounded(ctx, "shutdown of the embedded NATS server", func() error {
+	return kit.Bounded(ctx, "shutdown of the embedded NATS server", func() error {
 		ss.srv.Shutdown()
 		shared.Lock()
 		delete(shared.stopping, key)
@@ -132,7 +134,7 @@ type Adapter struct {
 	key  string
 	opts Options
 
-	state broker.ConnState
+	state kit.ConnState
 	mu    sync.Mutex
 	inner *jetstream.Adapter
 }
@@ -238,7 +240,7 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 		if err == nil {
 			err = broker.ErrClosed
 		}
-		return broker.FailBatch(len(msgs), err)
+		return kit.FailBatch(len(msgs), err)
 	}
 	return in.PublishBatch(ctx, channel, msgs)
 }

@@ -1,6 +1,8 @@
-package broker
+package kit
 
 import (
+	"github.com/microchannels/channels/broker"
+
 	"context"
 	"errors"
 	"sync"
@@ -20,13 +22,13 @@ type Lifecycle[C any] struct {
 	// Subs are the subscriptions Close drains.
 	Subs Subscriptions
 	// Env is the environment given to Connect, normalized.
-	Env Env
+	Env broker.Env
 	cur atomic.Pointer[C]
 }
 
 // Connect dials once: when connected it returns nil at once. dial runs
 // under Mu, after Env was set; the connection it returns becomes current.
-func (l *Lifecycle[C]) Connect(env Env, dial func() (*C, error)) error {
+func (l *Lifecycle[C]) Connect(env broker.Env, dial func() (*C, error)) error {
 	l.Mu.Lock()
 	defer l.Mu.Unlock()
 	if l.State.Connected() {
@@ -51,7 +53,7 @@ func (l *Lifecycle[C]) Current() (*C, error) {
 	if err := l.State.Check(); err != nil {
 		return nil, err
 	}
-	return nil, ErrClosed // Close is clearing it
+	return nil, broker.ErrClosed // Close is clearing it
 }
 
 // Close drains the subscriptions within ctx while the connection still

@@ -1,10 +1,12 @@
-package broker_test
+package kit_test
 
 import (
 	"context"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/microchannels/channels/kit"
 
 	"github.com/onsi/gomega"
 
@@ -53,10 +55,10 @@ func (g *gatedChannel) startedIDs() []string {
 	return append([]string(nil), g.started...)
 }
 
-func delivery(id string, s broker.Settler) *broker.Delivery {
+func delivery(id string, s kit.Settler) *kit.Delivery {
 	m := broker.NewMessage(nil)
 	m.ID, m.Attempt = id, 1
-	return &broker.Delivery{Msg: m, Settle: s}
+	return &kit.Delivery{Msg: m, Settle: s}
 }
 
 // eventually polls cond until it holds (gomega's Eventually, 5 s).
@@ -67,7 +69,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func TestReadAheadRunsInOrderWithinTheBound(t *testing.T) {
 	g, ch := newGated(2, "1", "2", "3", "4", "5")
-	c := broker.NewConsumer(ch)
+	c := kit.NewConsumer(ch)
 	c.Start()
 	if n, ok := c.AwaitFetch(); !ok || n != 2 {
 		t.Fatalf("AwaitFetch = %d, %v; want 2 (nothing held)", n, ok)
@@ -102,14 +104,14 @@ func TestReadAheadRunsInOrderWithinTheBound(t *testing.T) {
 	if g.most > 2 {
 		t.Fatalf("%d handlers ran at once with MaxInFlight 2", g.most)
 	}
-	if err := c.Drain(context.Background(), broker.DrainHooks{}); err != nil {
+	if err := c.Drain(context.Background(), kit.DrainHooks{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestReadAheadIsHandedBackAtTheDrain(t *testing.T) {
 	g, ch := newGated(1, "1")
-	c := broker.NewConsumer(ch)
+	c := kit.NewConsumer(ch)
 	c.Start()
 	s1, s2, s3 := &settled{}, &settled{}, &settled{}
 	c.Hold(delivery("1", s1))
@@ -117,7 +119,7 @@ func TestReadAheadIsHandedBackAtTheDrain(t *testing.T) {
 	c.Hold(delivery("3", s3))
 	eventually(t, "1 to run", func() bool { return len(g.startedIDs()) == 1 })
 	drained := make(chan error, 1)
-	go func() { drained <- c.Drain(context.Background(), broker.DrainHooks{}) }()
+	go func() { drained <- c.Drain(context.Background(), kit.DrainHooks{}) }()
 	// Held messages go back at once, while the running handler finishes.
 	eventually(t, "the held messages to be released", func() bool { return s2.got() == "release" && s3.got() == "release" })
 	close(g.gates["1"])
@@ -137,7 +139,7 @@ func TestReadAheadIsHandedBackAtTheDrain(t *testing.T) {
 func TestReleasedSlotRunsTheHeldMessage(t *testing.T) {
 	g, ch := newGated(1, "1")
 	close(g.gates["1"])
-	c := broker.NewConsumer(ch)
+	c := kit.NewConsumer(ch)
 	c.Start()
 	if !c.TryAcquire() { // taken by a redelivery that then finds nothing to run
 		t.Fatal("no slot")
@@ -149,14 +151,14 @@ func TestReleasedSlotRunsTheHeldMessage(t *testing.T) {
 	}
 	c.ReleaseSlot()
 	eventually(t, "the held message to run and be acked", func() bool { return s.got() == "ack" })
-	if err := c.Drain(context.Background(), broker.DrainHooks{}); err != nil {
+	if err := c.Drain(context.Background(), kit.DrainHooks{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestReadAheadWaitsForWantedRedeliveries(t *testing.T) {
 	_, ch := newGated(1)
-	c := broker.NewConsumer(ch)
+	c := kit.NewConsumer(ch)
 	c.Start()
 	c.WantSlots()
 	fetch := make(chan bool, 1)
@@ -174,7 +176,7 @@ func TestReadAheadWaitsForWantedRedeliveries(t *testing.T) {
 	}
 	c.WantSlots()
 	go func() { _, ok := c.AwaitFetch(); fetch <- ok }()
-	if err := c.Drain(context.Background(), broker.DrainHooks{}); err != nil {
+	if err := c.Drain(context.Background(), kit.DrainHooks{}); err != nil {
 		t.Fatal(err)
 	}
 	if <-fetch {
@@ -194,7 +196,7 @@ func (b *blockedRelease) Release(ctx context.Context) error {
 
 func TestReadAheadHandBackKeepsToTheDrainDeadline(t *testing.T) {
 	g, ch := newGated(1, "1")
-	c := broker.NewConsumer(ch)
+	c := kit.NewConsumer(ch)
 	c.Start()
 	c.Hold(delivery("1", &settled{}))
 	for _, id := range []string{"2", "3", "4"} {
@@ -205,10 +207,10 @@ func TestReadAheadHandBackKeepsToTheDrainDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_ = c.Drain(ctx, broker.DrainHooks{})
+	_ = c.Drain(ctx, kit.DrainHooks{})
 	// Each hand-back may take ReleaseTimeout on its own; the drain's
 	// deadline bounds them all.
-	if took := time.Since(start); took > broker.ReleaseTimeout {
+	if took := time.Since(start); took > kit.ReleaseTimeout {
 		t.Fatalf("Drain took %s with a 100 ms context: the hand-backs ignored it", took)
 	}
 }

@@ -1,15 +1,17 @@
-package broker_test
+package kit_test
 
 import (
 	"context"
 	"errors"
 	"testing"
 
+	"github.com/microchannels/channels/kit"
+
 	"github.com/microchannels/channels/broker"
 )
 
 func TestLifecycle(t *testing.T) {
-	var l broker.Lifecycle[string]
+	var l kit.Lifecycle[string]
 	if _, err := l.Current(); !errors.Is(err, broker.ErrNotConnected) {
 		t.Fatalf("before Connect: %v", err)
 	}

@@ -1,4 +1,4 @@
-package broker_test
+package kit_test
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/microchannels/channels/kit"
 
 	"github.com/onsi/gomega"
 
@@ -17,7 +19,7 @@ import (
 func TestBeatGoesOnThroughTheDrain(t *testing.T) {
 	for _, deadline := range []bool{false, true} {
 		g, ch := newGated(1, "1")
-		c := broker.NewConsumer(ch)
+		c := kit.NewConsumer(ch)
 		c.Start()
 		var beats atomic.Int64
 		c.Beat(time.Millisecond, func() { beats.Add(1) })
@@ -31,7 +33,7 @@ func TestBeatGoesOnThroughTheDrain(t *testing.T) {
 		atFinish := make(chan int64, 1)
 		drained := make(chan error, 1)
 		go func() {
-			drained <- c.Drain(ctx, broker.DrainHooks{Finish: func(context.Context, bool) error {
+			drained <- c.Drain(ctx, kit.DrainHooks{Finish: func(context.Context, bool) error {
 				atFinish <- beats.Load()
 				return nil
 			}})

@@ -1,6 +1,8 @@
-package broker
+package kit
 
 import (
+	"github.com/microchannels/channels/broker"
+
 	"context"
 	"errors"
 	"testing"
@@ -23,7 +25,7 @@ func TestInflight(t *testing.T) {
 	f.Release()
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
-	if err := f.Wait(short); !errors.Is(err, ErrDrainTimeout) {
+	if err := f.Wait(short); !errors.Is(err, broker.ErrDrainTimeout) {
 		t.Fatalf("Wait = %v", err)
 	}
 	close(release)

@@ -1,11 +1,11 @@
-package broker_test
+package kit_test
 
 import (
 	"reflect"
 	"testing"
 	"time"
 
-	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/kit"
 )
 
 type innerOpts struct {
@@ -30,7 +30,7 @@ func TestOverlay(t *testing.T) {
 		Inner: innerOpts{N: 1, Configs: map[string]string{"k": "base", "only-base": "1"}}, hidden: 7}
 	over := overlayOpts{Wait: 2 * time.Second, Durable: &no, Subjects: []string{},
 		Configure: func() string { return "over" }, Inner: innerOpts{Configs: map[string]string{"k": "over"}}, hidden: 9}
-	got := broker.Overlay(base, over)
+	got := kit.Overlay(base, over)
 	switch {
 	case got.Name != "base", got.Wait != 2*time.Second, !got.On, got.Durable != &no:
 		t.Fatalf("scalars: %+v", got)
@@ -46,7 +46,7 @@ func TestOverlay(t *testing.T) {
 	if base.Inner.Configs["k"] != "base" {
 		t.Fatal("base's map was written to")
 	}
-	if got := broker.Overlay(base, overlayOpts{}); !reflect.DeepEqual(got.Inner, base.Inner) || got.Name != "base" {
+	if got := kit.Overlay(base, overlayOpts{}); !reflect.DeepEqual(got.Inner, base.Inner) || got.Name != "base" {
 		t.Fatalf("a zero overlay changed base: %+v", got)
 	}
 }

@@ -1,4 +1,4 @@
-package broker_test
+package kit_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/microchannels/channels/kit"
 
 	"github.com/microchannels/channels/broker"
 )
@@ -90,7 +92,7 @@ func TestDeliverAttemptRule(t *testing.T) {
 			s := &settled{dlqErr: tc.dlqErr}
 			msg := broker.NewMessage(nil)
 			msg.Channel, msg.Group, msg.ID, msg.Attempt = "c", "g", "1-0", tc.attempt
-			d := &broker.Delivery{Msg: msg, Deliveries: tc.deliveries, Final: tc.final, DecodeErr: tc.decodeErr,
+			d := &kit.Delivery{Msg: msg, Deliveries: tc.deliveries, Final: tc.final, DecodeErr: tc.decodeErr,
 				DecodeField: "headers", Settle: s}
 			if tc.final {
 				d.Failure = kept
@@ -99,7 +101,7 @@ func TestDeliverAttemptRule(t *testing.T) {
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			out := ch.Deliver(ctx, d)
+			out := kit.Deliver(ctx, ch, d)
 			if ran != tc.wantRun || s.got() != tc.want || out.Action != tc.wantAction {
 				t.Fatalf("ran %v settled %q action %v; want ran %v settled %q action %v", ran, s.got(), out.Action,
 					tc.wantRun, tc.want, tc.wantAction)
@@ -150,7 +152,7 @@ func TestConsumerDrainNamesWhatStillRuns(t *testing.T) {
 			}
 		}}
 	ch.Normalize()
-	c := broker.NewConsumer(ch)
+	c := kit.NewConsumer(ch)
 	settledCh := make(chan broker.Outcome, 2)
 	if !c.Start() || c.Start() {
 		t.Fatal("Start must run once")
@@ -161,12 +163,12 @@ func TestConsumerDrainNamesWhatStillRuns(t *testing.T) {
 		}
 		m := broker.NewMessage(nil)
 		m.ID, m.Attempt = id, 1
-		c.Run(&broker.Delivery{Msg: m, Settle: &settled{}}, func(o broker.Outcome) { settledCh <- o })
+		c.Run(&kit.Delivery{Msg: m, Settle: &settled{}}, func(o broker.Outcome) { settledCh <- o })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	finished := false
-	err := c.Drain(ctx, broker.DrainHooks{Finish: func(_ context.Context, timedOut bool) error { finished = timedOut; return nil }})
+	err := c.Drain(ctx, kit.DrainHooks{Finish: func(_ context.Context, timedOut bool) error { finished = timedOut; return nil }})
 	var de *broker.DrainError
 	if !errors.As(err, &de) || !errors.Is(err, broker.ErrDrainTimeout) || strings.Join(de.Running, ",") != "a,b" || !finished {
 		t.Fatalf("drain: %v (finish saw timeout: %v)", err, finished)
@@ -181,7 +183,7 @@ func TestConsumerDrainNamesWhatStillRuns(t *testing.T) {
 			t.Fatal("cut handlers did not settle")
 		}
 	}
-	if c.Drain(context.Background(), broker.DrainHooks{}) != err {
+	if c.Drain(context.Background(), kit.DrainHooks{}) != err {
 		t.Fatal("Drain must return its first result")
 	}
 	if c.Acquire() {
@@ -190,10 +192,10 @@ func TestConsumerDrainNamesWhatStillRuns(t *testing.T) {
 }
 
 func TestSubscriptionsDrainAll(t *testing.T) {
-	var set broker.Subscriptions
+	var set kit.Subscriptions
 	ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1, Handler: func(context.Context, *broker.Message) error { return nil }}
 	ch.Normalize()
-	subs := []*testSub{{c: broker.NewConsumer(ch), set: &set}, {c: broker.NewConsumer(ch), set: &set}}
+	subs := []*testSub{{c: kit.NewConsumer(ch), set: &set}, {c: kit.NewConsumer(ch), set: &set}}
 	for _, s := range subs {
 		set.Add(s)
 		s.Start()
@@ -204,17 +206,17 @@ func TestSubscriptionsDrainAll(t *testing.T) {
 }
 
 type testSub struct {
-	c   *broker.Consumer
-	set *broker.Subscriptions
+	c   *kit.Consumer
+	set *kit.Subscriptions
 }
 
 func (s *testSub) Start() { s.c.Start(func() { <-s.c.Stopping() }) }
 func (s *testSub) Drain(ctx context.Context) error {
-	return s.c.Drain(ctx, broker.DrainHooks{Finish: func(context.Context, bool) error { s.set.Remove(s); return nil }})
+	return s.c.Drain(ctx, kit.DrainHooks{Finish: func(context.Context, bool) error { s.set.Remove(s); return nil }})
 }
 
 func TestReconnectBacksOff(t *testing.T) {
-	r := broker.Reconnect{Backoff: broker.ExponentialBackoff{Initial: time.Millisecond, Max: 4 * time.Millisecond, Multiplier: 2}}
+	r := kit.Reconnect{Backoff: broker.ExponentialBackoff{Initial: time.Millisecond, Max: 4 * time.Millisecond, Multiplier: 2}}
 	var got []time.Duration
 	for range 4 {
 		d, ok := r.Failed(nil)
@@ -232,7 +234,7 @@ func TestReconnectBacksOff(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	close(stop)
-	if _, ok := (&broker.Reconnect{Backoff: broker.ConstantBackoff(time.Hour)}).Failed(stop); ok {
+	if _, ok := (&kit.Reconnect{Backoff: broker.ConstantBackoff(time.Hour)}).Failed(stop); ok {
 		t.Fatal("Failed must return at once when stopping")
 	}
 }
@@ -240,7 +242,7 @@ func TestReconnectBacksOff(t *testing.T) {
 func TestFetchYieldsToWaitingRedeliveries(t *testing.T) {
 	ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1, Handler: func(context.Context, *broker.Message) error { return nil }}
 	ch.Normalize()
-	c := broker.NewConsumer(ch)
+	c := kit.NewConsumer(ch)
 	c.WantSlots()
 	fetched := make(chan bool, 1)
 	go func() { fetched <- c.AcquireForFetch(context.Background()) }()
@@ -265,7 +267,7 @@ func TestFetchYieldsToWaitingRedeliveries(t *testing.T) {
 	c.ReleaseSlot()
 	c.WantSlots()
 	go func() { fetched <- c.AcquireForFetch(context.Background()) }()
-	if err := c.Drain(context.Background(), broker.DrainHooks{}); err != nil {
+	if err := c.Drain(context.Background(), kit.DrainHooks{}); err != nil {
 		t.Fatal(err)
 	}
 	if <-fetched {
@@ -284,7 +286,7 @@ func TestObserverSeesEachOutcome(t *testing.T) {
 	for attempt, dlqErr := range []error{nil, nil, errors.New("down")} {
 		msg := broker.NewMessage(nil)
 		msg.ID, msg.Attempt = "1", min(attempt+1, 2)
-		ch.Deliver(context.Background(), &broker.Delivery{Msg: msg, Deliveries: 3, Settle: &settled{dlqErr: dlqErr}})
+		kit.Deliver(context.Background(), ch, &kit.Delivery{Msg: msg, Deliveries: 3, Settle: &settled{dlqErr: dlqErr}})
 	}
 	want := []broker.Action{broker.Retry, broker.DeadLetter, broker.DeadLetter}
 	for i, e := range events {
@@ -315,14 +317,14 @@ func TestDeliveryAllocations(t *testing.T) {
 	ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1,
 		Handler: func(context.Context, *broker.Message) error { return nil }}
 	ch.Normalize()
-	d := &broker.Delivery{Msg: &broker.Message{Channel: "c", Group: "g", ID: "1", Attempt: 1}, Settle: noopSettler{}}
+	d := &kit.Delivery{Msg: &broker.Message{Channel: "c", Group: "g", ID: "1", Attempt: 1}, Settle: noopSettler{}}
 	ctx := context.Background()
-	if n := testing.AllocsPerRun(100, func() { ch.Deliver(ctx, d) }); n != 1 {
+	if n := testing.AllocsPerRun(100, func() { kit.Deliver(ctx, ch, d) }); n != 1 {
 		t.Errorf("Deliver allocates %v times per acked delivery, want 1", n)
 	}
 
-	c := broker.NewConsumer(ch)
-	defer c.Drain(ctx, broker.DrainHooks{})
+	c := kit.NewConsumer(ch)
+	defer c.Drain(ctx, kit.DrainHooks{})
 	done := make(chan broker.Outcome, 1)
 	settled := func(o broker.Outcome) { done <- o }
 	if n := testing.AllocsPerRun(100, func() {

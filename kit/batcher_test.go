@@ -1,4 +1,4 @@
-package broker_test
+package kit_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/microchannels/channels/kit"
 
 	"github.com/onsi/gomega"
 
@@ -18,7 +20,7 @@ func TestBatcherFlushesEverythingInBoundedBatches(t *testing.T) {
 	var got []int
 	maxBatch := 0
 	gate := make(chan struct{})
-	b := broker.NewBatcher(8, func(items []int) {
+	b := kit.NewBatcher(8, func(items []int) {
 		<-gate
 		mu.Lock()
 		defer mu.Unlock()
@@ -58,7 +60,7 @@ func TestBatcherFlushesEverythingInBoundedBatches(t *testing.T) {
 func TestBatcherCloseIsBoundedByItsContext(t *testing.T) {
 	block := make(chan struct{})
 	defer close(block)
-	b := broker.NewBatcher(1, func([]int) { <-block })
+	b := kit.NewBatcher(1, func([]int) { <-block })
 	b.Start()
 	if err := b.Add(1); err != nil {
 		t.Fatal(err)

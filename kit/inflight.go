@@ -1,6 +1,8 @@
-package broker
+package kit
 
 import (
+	"github.com/microchannels/channels/broker"
+
 	"context"
 	"sync"
 	"sync/atomic"
@@ -149,7 +151,7 @@ func (f *inflight) Wait(ctx context.Context) error {
 		select {
 		case <-idle:
 		case <-ctx.Done():
-			return ErrDrainTimeout
+			return broker.ErrDrainTimeout
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package broker_test
+package kit_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/microchannels/channels/kit"
 
 	"github.com/onsi/gomega"
 
@@ -62,17 +64,17 @@ func outgoing(payloads ...string) []*broker.Outgoing {
 func TestPublishBatchFallbackIsBounded(t *testing.T) {
 	g := gomega.NewWithT(t)
 	a := &gateAdapter{release: make(chan struct{})}
-	payloads := make([]string, 3*broker.DefaultBatchConcurrency)
+	payloads := make([]string, 3*kit.DefaultBatchConcurrency)
 	for i := range payloads {
 		payloads[i] = fmt.Sprint(i)
 	}
 	payloads[5] = "bad"
 	done := make(chan []error)
-	go func() { done <- broker.PublishBatch(context.Background(), a, "c", outgoing(payloads...)) }()
-	g.Eventually(a.inflight.Load).Should(gomega.Equal(int32(broker.DefaultBatchConcurrency)))
+	go func() { done <- kit.PublishBatch(context.Background(), a, "c", outgoing(payloads...)) }()
+	g.Eventually(a.inflight.Load).Should(gomega.Equal(int32(kit.DefaultBatchConcurrency)))
 	close(a.release)
 	errs := <-done
-	g.Expect(a.most.Load()).To(gomega.Equal(int32(broker.DefaultBatchConcurrency)))
+	g.Expect(a.most.Load()).To(gomega.Equal(int32(kit.DefaultBatchConcurrency)))
 	g.Expect(errs).To(gomega.HaveLen(len(payloads)))
 	for i, err := range errs {
 		if i == 5 {
@@ -84,11 +86,11 @@ func TestPublishBatchFallbackIsBounded(t *testing.T) {
 	g.Expect(a.got).To(gomega.HaveLen(len(payloads) - 1))
 
 	// Every message accepted: nil.
-	g.Expect(broker.PublishBatch(context.Background(), a, "c", outgoing("x", "y"))).To(gomega.BeNil())
+	g.Expect(kit.PublishBatch(context.Background(), a, "c", outgoing("x", "y"))).To(gomega.BeNil())
 	// Once ctx has ended, nothing more is handed to Publish.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	for _, err := range broker.PublishBatch(ctx, a, "c", outgoing("x", "y")) {
+	for _, err := range kit.PublishBatch(ctx, a, "c", outgoing("x", "y")) {
 		g.Expect(err).To(gomega.MatchError(context.Canceled))
 	}
 }
@@ -104,7 +106,7 @@ func (a *lyingAdapter) PublishBatch(context.Context, string, []*broker.Outgoing)
 // cannot say which messages went out: every message is reported failed.
 func TestPublishBatchWrongResultCount(t *testing.T) {
 	g := gomega.NewWithT(t)
-	errs := broker.PublishBatch(context.Background(), &lyingAdapter{}, "c", outgoing("a", "b", "c"))
+	errs := kit.PublishBatch(context.Background(), &lyingAdapter{}, "c", outgoing("a", "b", "c"))
 	g.Expect(errs).To(gomega.HaveLen(3))
 	for _, err := range errs {
 		g.Expect(err).To(gomega.MatchError(broker.ErrPublish))
@@ -133,5 +135,5 @@ func TestBatchError(t *testing.T) {
 	g.Expect(pe).To(gomega.BeIdenticalTo(pub))
 	g.Expect(err.Error()).To(gomega.Equal(`channels: 2 of 4 messages to "c" not sent; message 1: ` + enc.Error() + " (and 1 more)"))
 	g.Expect(broker.BatchErrors([]error{nil})).To(gomega.BeNil())
-	g.Expect(broker.FailBatch(2, pub)).To(gomega.Equal([]error{pub, pub}))
+	g.Expect(kit.FailBatch(2, pub)).To(gomega.Equal([]error{pub, pub}))
 }

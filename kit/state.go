@@ -1,6 +1,10 @@
-package broker
+package kit
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/microchannels/channels/broker"
+)
 
 // ConnState is the connection state every adapter keeps, so that all of
 // them answer ErrNotConnected before Connect and ErrClosed after Close.
@@ -28,7 +32,7 @@ func (s *ConnState) Check() error {
 	case stateConnected:
 		return nil
 	case stateClosed:
-		return ErrClosed
+		return broker.ErrClosed
 	}
-	return ErrNotConnected
+	return broker.ErrNotConnected
 }

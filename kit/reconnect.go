@@ -1,16 +1,20 @@
-package broker
+package kit
 
-import "time"
+import (
+	"time"
+
+	"github.com/microchannels/channels/broker"
+)
 
 // DefaultReconnectBackoff paces the retries of a failing broker operation
 // (a read, a reconnection): 100 ms doubling up to 5 s.
-var DefaultReconnectBackoff Backoff = ExponentialBackoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2}
+var DefaultReconnectBackoff broker.Backoff = broker.ExponentialBackoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2}
 
 // Reconnect paces the retries of a failing broker operation with a Backoff.
 // The zero value uses DefaultReconnectBackoff. Not safe for concurrent use:
 // one per loop.
 type Reconnect struct {
-	Backoff  Backoff
+	Backoff  broker.Backoff
 	failures int
 }
 

@@ -1,6 +1,8 @@
-package broker
+package kit
 
 import (
+	"github.com/microchannels/channels/broker"
+
 	"context"
 	"sync"
 	"sync/atomic"
@@ -14,7 +16,7 @@ import (
 // with Start, hands each fetched message to Run, and drains through Drain
 // with hooks for what only its broker does.
 type Consumer struct {
-	ch     *Channel
+	ch     *broker.Channel
 	fl     *inflight
 	hctx   context.Context
 	cancel context.CancelFunc
@@ -42,7 +44,7 @@ type Consumer struct {
 }
 
 // NewConsumer returns a consumer for a validated, normalized channel.
-func NewConsumer(ch *Channel) *Consumer {
+func NewConsumer(ch *broker.Channel) *Consumer {
 	hctx, cancel := context.WithCancel(context.Background())
 	return &Consumer{ch: ch, fl: newInflight(ch.MaxInFlight), hctx: hctx, cancel: cancel,
 		stop: make(chan struct{}), running: map[*Delivery]struct{}{}, work: make(chan job), ahead: newReadAhead(),
@@ -50,7 +52,7 @@ func NewConsumer(ch *Channel) *Consumer {
 }
 
 // Channel returns the channel consumed.
-func (c *Consumer) Channel() *Channel { return c.ch }
+func (c *Consumer) Channel() *broker.Channel { return c.ch }
 
 // Context is the handlers' context: cancelled when a drain's deadline passes
 // (and after every drain).
@@ -182,7 +184,7 @@ func (c *Consumer) Free() int { return c.fl.Free() }
 func (c *Consumer) MaxInFlight() int { return c.fl.Max() }
 
 // Run delivers d on a goroutine of its own on a slot already taken:
-// admission, handler, outcome and settling ([Channel.Deliver]). The slot is
+// admission, handler, outcome and settling ([Deliver]). The slot is
 // freed once the message is settled. done, when not nil, is called after
 // settling.
 //
@@ -190,7 +192,7 @@ func (c *Consumer) MaxInFlight() int { return c.fl.Max() }
 // WorkerIdle for the next before it ends, so a busy channel keeps at most
 // MaxInFlight of them, with their grown stacks, instead of starting one
 // per message. They end with the drain.
-func (c *Consumer) Run(d *Delivery, done func(Outcome)) {
+func (c *Consumer) Run(d *Delivery, done func(broker.Outcome)) {
 	c.track(d) // in flight on its slot, which the chain frees
 	c.start(d, done)
 }
@@ -204,7 +206,7 @@ func (c *Consumer) track(d *Delivery) {
 
 // start hands d, already counted and tracked, to a waiting worker or a new
 // one.
-func (c *Consumer) start(d *Delivery, done func(Outcome)) {
+func (c *Consumer) start(d *Delivery, done func(broker.Outcome)) {
 	select {
 	case c.work <- job{d, done}:
 	default:
@@ -219,11 +221,11 @@ const WorkerIdle = 5 * time.Second
 // job is a message handed to a waiting worker.
 type job struct {
 	d    *Delivery
-	done func(Outcome)
+	done func(broker.Outcome)
 }
 
 // worker runs d, then the messages handed to it while it waits.
-func (c *Consumer) worker(d *Delivery, done func(Outcome)) {
+func (c *Consumer) worker(d *Delivery, done func(broker.Outcome)) {
 	c.runChain(d, done)
 	idle := time.NewTimer(WorkerIdle)
 	defer idle.Stop()
@@ -242,9 +244,9 @@ func (c *Consumer) worker(d *Delivery, done func(Outcome)) {
 
 // runChain delivers d on its slot, then the held messages that slot is
 // handed (handOff), until it is freed.
-func (c *Consumer) runChain(d *Delivery, done func(Outcome)) {
+func (c *Consumer) runChain(d *Delivery, done func(broker.Outcome)) {
 	for d != nil {
-		out := c.ch.Deliver(c.hctx, d)
+		out := Deliver(c.hctx, c.ch, d)
 		c.mu.Lock()
 		delete(c.running, d)
 		c.mu.Unlock()

@@ -1,4 +1,4 @@
-package broker_test
+package kit_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/microchannels/channels/kit"
 
 	"github.com/microchannels/channels/broker"
 )
@@ -29,7 +31,7 @@ func deliverWith(t *testing.T, parent context.Context, h broker.Handler) broker.
 	ch.Normalize()
 	msg := broker.NewMessage(nil)
 	msg.Channel, msg.Group, msg.ID, msg.Attempt = "c", "g", "1-0", 1
-	return ch.Deliver(parent, &broker.Delivery{Msg: msg, Settle: &settled{}})
+	return kit.Deliver(parent, ch, &kit.Delivery{Msg: msg, Settle: &settled{}})
 }
 
 func TestHandlerContextEndsWhenTheHandlerReturns(t *testing.T) {

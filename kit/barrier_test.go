@@ -1,10 +1,12 @@
-package broker_test
+package kit_test
 
 import (
 	"context"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/microchannels/channels/kit"
 
 	"github.com/onsi/gomega"
 
@@ -22,14 +24,14 @@ func TestDrainWaitsForASlotTakenBeforeIt(t *testing.T) {
 		return nil
 	}}
 	ch.Normalize()
-	c := broker.NewConsumer(ch)
+	c := kit.NewConsumer(ch)
 	c.Start()
 	if !c.AcquireForFetch(context.Background()) {
 		t.Fatal("no slot")
 	}
 	drained := make(chan int32, 1)
 	go func() {
-		_ = c.Drain(context.Background(), broker.DrainHooks{Finish: func(context.Context, bool) error {
+		_ = c.Drain(context.Background(), kit.DrainHooks{Finish: func(context.Context, bool) error {
 			drained <- ran.Load()
 			return nil
 		}})
@@ -55,7 +57,7 @@ func TestDrainWaitsForASlotTakenBeforeIt(t *testing.T) {
 func TestAcquireForFetchEndsWithItsContext(t *testing.T) {
 	ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1, Handler: func(context.Context, *broker.Message) error { return nil }}
 	ch.Normalize()
-	c := broker.NewConsumer(ch)
+	c := kit.NewConsumer(ch)
 	if !c.TryAcquire() {
 		t.Fatal("no slot")
 	}

@@ -1,6 +1,8 @@
-package broker
+package kit
 
 import (
+	"github.com/microchannels/channels/broker"
+
 	"context"
 	"sync"
 )
@@ -44,13 +46,13 @@ func (b *Batcher[T]) Add(it T) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if b.closed {
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	select {
 	case b.q <- it:
 		return nil
 	case <-b.stop:
-		return ErrClosed
+		return broker.ErrClosed
 	}
 }
 
@@ -117,6 +119,6 @@ func (b *Batcher[T]) Close(ctx context.Context) error {
 	case <-b.done:
 		return nil
 	case <-ctx.Done():
-		return ErrDrainTimeout
+		return broker.ErrDrainTimeout
 	}
 }

@@ -1,4 +1,4 @@
-package broker_test
+package kit_test
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microchannels/channels/kit"
 
 	"github.com/microchannels/channels/broker"
 )
@@ -57,8 +59,8 @@ func TestRefusedDeadLetterEndsAfterMaxDeliveries(t *testing.T) {
 				s := &settled{dlqErr: tc.dlErr}
 				msg := broker.NewMessage(nil)
 				msg.Channel, msg.Group, msg.ID, msg.Attempt, msg.Payload = "c", "g", "1-0", 1, payload
-				d := &broker.Delivery{Msg: msg, Deliveries: n, Final: final, Failure: failure, Settle: s}
-				out := ch.Deliver(context.Background(), d)
+				d := &kit.Delivery{Msg: msg, Deliveries: n, Final: final, Failure: failure, Settle: s}
+				out := kit.Deliver(context.Background(), ch, d)
 				dlCalls += strings.Count(s.got(), "dead-letter")
 				if out.Action == broker.Drop {
 					if !tc.wantDrop {
@@ -152,7 +154,7 @@ func TestRetryFailureFittedBesideTheOwnHeadersOnly(t *testing.T) {
 	msg := broker.NewMessage(nil)
 	msg.Channel, msg.Group, msg.ID, msg.Attempt = "c", "g", "1-0", 2
 	msg.Headers = map[string]string{"user": "kept", broker.HeaderErrorMessage: big, broker.HeaderErrorStack: big}
-	ch.Deliver(context.Background(), &broker.Delivery{Msg: msg, Settle: s})
+	kit.Deliver(context.Background(), ch, &kit.Delivery{Msg: msg, Settle: s})
 	if s.got() != "retry" {
 		t.Fatalf("settled %q", s.got())
 	}

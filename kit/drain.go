@@ -1,6 +1,8 @@
-package broker
+package kit
 
 import (
+	"github.com/microchannels/channels/broker"
+
 	"context"
 	"errors"
 	"sort"
@@ -71,7 +73,7 @@ func (c *Consumer) Drain(ctx context.Context, h DrainHooks) error {
 	return c.drainErr
 }
 
-func (c *Consumer) drainError() *DrainError {
+func (c *Consumer) drainError() *broker.DrainError {
 	c.mu.Lock()
 	ids := make([]string, 0, len(c.running))
 	for d := range c.running {
@@ -79,7 +81,7 @@ func (c *Consumer) drainError() *DrainError {
 	}
 	c.mu.Unlock()
 	sort.Strings(ids)
-	return &DrainError{Channel: c.ch.Name, Group: c.ch.Group, Running: ids}
+	return &broker.DrainError{Channel: c.ch.Name, Group: c.ch.Group, Running: ids}
 }
 
 // waitCtx waits for wg or ctx; it reports whether wg finished.
@@ -97,21 +99,21 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) bool {
 // Subscriptions is an adapter's set of live subscriptions, drained by Close.
 type Subscriptions struct {
 	mu sync.Mutex
-	m  map[Subscription]struct{}
+	m  map[broker.Subscription]struct{}
 }
 
 // Add records s.
-func (s *Subscriptions) Add(sub Subscription) {
+func (s *Subscriptions) Add(sub broker.Subscription) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = map[Subscription]struct{}{}
+		s.m = map[broker.Subscription]struct{}{}
 	}
 	s.m[sub] = struct{}{}
 }
 
 // Remove forgets s (a drained subscription calls it).
-func (s *Subscriptions) Remove(sub Subscription) {
+func (s *Subscriptions) Remove(sub broker.Subscription) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.m, sub)
@@ -125,10 +127,10 @@ func (s *Subscriptions) Len() int {
 }
 
 // List returns the live subscriptions.
-func (s *Subscriptions) List() []Subscription {
+func (s *Subscriptions) List() []broker.Subscription {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	subs := make([]Subscription, 0, len(s.m))
+	subs := make([]broker.Subscription, 0, len(s.m))
 	for sub := range s.m {
 		subs = append(subs, sub)
 	}
@@ -138,7 +140,7 @@ func (s *Subscriptions) List() []Subscription {
 // DrainAll drains every live subscription concurrently, bounded by ctx.
 func (s *Subscriptions) DrainAll(ctx context.Context) error {
 	s.mu.Lock()
-	subs := make([]Subscription, 0, len(s.m))
+	subs := make([]broker.Subscription, 0, len(s.m))
 	for sub := range s.m {
 		subs = append(subs, sub)
 	}
@@ -201,6 +203,6 @@ func BoundedWithin(ctx context.Context, grace time.Duration, what string, f func
 	case err := <-result:
 		return err
 	case <-t.C:
-		return &AbandonedError{What: what, Err: ctx.Err(), Done: done}
+		return &broker.AbandonedError{What: what, Err: ctx.Err(), Done: done}
 	}
 }
