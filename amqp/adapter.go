@@ -83,14 +83,14 @@ func New(rawURL string, opts ...Option) (*Adapter, error) {
 	return newAdapter(urls, nil, strings.Join(shown, ";"), opts)
 }
 
-// NewFromConnection uses an existing connection. The caller keeps its
+// NewFromClient uses an existing connection. The caller keeps its
 // lifetime: Close does not close it, and when it is lost the adapter cannot
 // dial it again (consumers then wait, sends fail). Channel-level failures
 // are recovered as with New. A connection with amqp091's automatic
 // Recovery is refused: it reopens channels in place with delivery tags
 // starting again at 1, which the adapter's acknowledgements cannot tell
 // from the old ones.
-func NewFromConnection(conn *amqp091.Connection, opts ...Option) (*Adapter, error) {
+func NewFromClient(conn *amqp091.Connection, opts ...Option) (*Adapter, error) {
 	if conn == nil {
 		return nil, fmt.Errorf("%w: amqp connection is nil", broker.ErrInvalidOption)
 	}
@@ -100,6 +100,13 @@ func NewFromConnection(conn *amqp091.Connection, opts ...Option) (*Adapter, erro
 			"(the adapter recovers channels itself)", broker.ErrInvalidOption)
 	}
 	return newAdapter(nil, conn, "connection", opts)
+}
+
+// NewFromConnection is NewFromClient.
+//
+// Deprecated: use [NewFromClient], the name every adapter uses.
+func NewFromConnection(conn *amqp091.Connection, opts ...Option) (*Adapter, error) {
+	return NewFromClient(conn, opts...)
 }
 
 func newAdapter(urls []string, conn *amqp091.Connection, display string, opts []Option) (*Adapter, error) {
@@ -142,7 +149,7 @@ func (a *Adapter) Connection() *amqp091.Connection {
 
 // ConsumerConnection returns the current connection of the consumers (nil
 // before the first Subscribe, after Close and while reconnecting). It is
-// Connection() for an adapter built with NewFromConnection.
+// Connection() for an adapter built with NewFromClient.
 func (a *Adapter) ConsumerConnection() *amqp091.Connection {
 	if l := a.live.Load(); l != nil {
 		l.cmu.Lock()

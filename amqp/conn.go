@@ -373,7 +373,7 @@ func (s *session) supervise(c *amqp091.Connection) {
 		}
 		s.set(nil)
 		if s.external != nil {
-			s.log.Error("channels/amqp: the connection given to NewFromConnection was closed; the adapter cannot dial it again",
+			s.log.Error("channels/amqp: the connection given to NewFromClient was closed; the adapter cannot dial it again",
 				"error", errString(cause))
 			return
 		}

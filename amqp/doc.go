@@ -12,7 +12,7 @@
 //		amqp.WithTLS(tlsConfig))
 //
 // A ';'-separated list is a failover list: each connection attempt takes the
-// next URL. amqp.NewFromConnection(conn) uses a connection you dialed; you
+// next URL. amqp.NewFromClient(conn) uses a connection you dialed; you
 // keep its lifetime (Close leaves it open, and a lost connection is not
 // dialed again). String() and errors show the scheme and host of each URL
 // only; a URL whose user name or password holds an unescaped / # ? @ is
@@ -295,7 +295,7 @@
 // connection leaves sends alone; a memory or disk alarm (RabbitMQ blocks
 // the publishing connection: connection.blocked) leaves acks alone: sends
 // wait for connection.unblocked, bounded by their context, and fail with
-// the alarm's reason. (NewFromConnection uses the given connection for
+// the alarm's reason. (NewFromClient uses the given connection for
 // both.) Connection() and ConsumerConnection() return them.
 //
 // A lost connection is dialed again (the failover list in turn, with the

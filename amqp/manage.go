@@ -30,12 +30,12 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if l == nil {
 		return nil, broker.ErrClosed
 	}
-	opts, err := kit.PrepareChannel(ch, "amqp", a.chanOpts, ChannelOptions.merge, nil)
+	opts, err := kit.PrepareChannel(ch, "amqp", a.chanOpts, kit.Overlay[ChannelOptions], nil)
 	if err != nil {
 		return nil, err
 	}
 	// The dead-letter queue takes the adapter-wide queue options, then its own.
-	opts.DeadLetterQueue = a.chanOpts.Queue.merge(opts.DeadLetterQueue)
+	opts.DeadLetterQueue = kit.Overlay(a.chanOpts.Queue, opts.DeadLetterQueue)
 	opts = opts.withDefaults()
 	if ch.MaxInFlight > math.MaxUint16 {
 		// basic.qos takes a 16-bit prefetch count: more would wrap (65,536

@@ -187,38 +187,6 @@ func (o SendOptions) Validate() error {
 	return nil
 }
 
-func (o SendOptions) merge(over SendOptions) SendOptions {
-	if over.RoutingKey != "" {
-		o.RoutingKey = over.RoutingKey
-	}
-	if over.Queue != "" {
-		o.Queue = over.Queue
-	}
-	if over.Priority != 0 {
-		o.Priority = over.Priority
-	}
-	if over.Expiration != 0 {
-		o.Expiration = over.Expiration
-	}
-	if over.DeliveryMode != 0 {
-		o.DeliveryMode = over.DeliveryMode
-	}
-	if over.CorrelationID != "" {
-		o.CorrelationID = over.CorrelationID
-	}
-	if over.MessageID != "" {
-		o.MessageID = over.MessageID
-	}
-	if over.ContentType != "" {
-		o.ContentType = over.ContentType
-	}
-	if over.Type != "" {
-		o.Type = over.Type
-	}
-	o.Mandatory = o.Mandatory || over.Mandatory
-	return o
-}
-
 // WithRoutingKey sets the routing key of a send.
 func WithRoutingKey(key string) broker.PublishOption {
 	return broker.WithAdapterOptions(SendOptions{RoutingKey: key})
@@ -269,59 +237,8 @@ var isSendOption = kit.IsOf[SendOptions]
 
 // sendOptions merges every SendOptions value of a send.
 func sendOptions(opts []any) SendOptions {
-	so, _ := kit.MergedOption(opts, SendOptions.merge)
+	so, _ := kit.MergedOption(opts, kit.Overlay[SendOptions])
 	return so
-}
-
-func mergeTable(base, over amqp091.Table) amqp091.Table {
-	if len(over) == 0 {
-		return base
-	}
-	out := make(amqp091.Table, len(base)+len(over))
-	for k, v := range base {
-		out[k] = v
-	}
-	for k, v := range over {
-		out[k] = v
-	}
-	return out
-}
-
-func (o QueueOptions) merge(over QueueOptions) QueueOptions {
-	if over.Durable != nil {
-		o.Durable = over.Durable
-	}
-	o.Exclusive = o.Exclusive || over.Exclusive
-	o.AutoDelete = o.AutoDelete || over.AutoDelete
-	o.Arguments = mergeTable(o.Arguments, over.Arguments)
-	return o
-}
-
-func (o ExchangeOptions) merge(over ExchangeOptions) ExchangeOptions {
-	if over.Type != "" {
-		o.Type = over.Type
-	}
-	if over.Durable != nil {
-		o.Durable = over.Durable
-	}
-	o.AutoDelete = o.AutoDelete || over.AutoDelete
-	o.Arguments = mergeTable(o.Arguments, over.Arguments)
-	return o
-}
-
-func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
-	if over.QueueType != "" {
-		o.QueueType = over.QueueType
-	}
-	o.Queue = o.Queue.merge(over.Queue)
-	o.Exchange = o.Exchange.merge(over.Exchange)
-	o.Consumer.Exclusive = o.Consumer.Exclusive || over.Consumer.Exclusive
-	o.Consumer.Arguments = mergeTable(o.Consumer.Arguments, over.Consumer.Arguments)
-	if over.BindingKey != "" {
-		o.BindingKey = over.BindingKey
-	}
-	o.DeadLetterQueue = o.DeadLetterQueue.merge(over.DeadLetterQueue)
-	return o
 }
 
 func (o ChannelOptions) withDefaults() ChannelOptions {
@@ -365,7 +282,7 @@ func WithChannelOptions(o ChannelOptions) Option {
 		if err := o.Validate(); err != nil {
 			return err
 		}
-		a.chanOpts = a.chanOpts.merge(o)
+		a.chanOpts = kit.Overlay(a.chanOpts, o)
 		return nil
 	}
 }

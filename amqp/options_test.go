@@ -157,7 +157,7 @@ func TestSendOptions(t *testing.T) {
 // come back in place with delivery tags from 1 again).
 func TestNewFromConnectionRefusesRecovery(t *testing.T) {
 	conn := &amqp091.Connection{Config: amqp091.Config{Recovery: &amqp091.Recovery{}}}
-	if _, err := NewFromConnection(conn); !errors.Is(err, broker.ErrInvalidOption) {
-		t.Fatalf("NewFromConnection with Recovery: %v", err)
+	if _, err := NewFromClient(conn); !errors.Is(err, broker.ErrInvalidOption) {
+		t.Fatalf("NewFromClient with Recovery: %v", err)
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"github.com/microchannels/channels/broker"
 )
 
-// settler carries out the kit's outcome for one delivery.
-type settler struct {
+// delivery carries out the kit's outcome for one message (the kit.Settler).
+type delivery struct {
 	s  *subscription
 	d  *amqp091.Delivery
 	k  *acker
@@ -19,13 +19,13 @@ type settler struct {
 	id string
 }
 
-func (t *settler) Ack(context.Context) error { return t.k.ack(t.d.DeliveryTag) }
+func (t *delivery) Ack(context.Context) error { return t.k.ack(t.d.DeliveryTag) }
 
 // Retry publishes a copy with x-redelivered-count + 1, x-group and the
 // failure's x-error-* headers to the retry queue of the delay (RabbitMQ
 // dead-letters it back to the group queue when its TTL ends), confirmed,
 // then acks the original.
-func (t *settler) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
+func (t *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
 	h := t.copyHeaders(failure)
 	h[broker.HeaderRedeliveredCount] = int32(t.h.failed + 1)
 	return t.republish(ctx, delay, h)
@@ -34,13 +34,13 @@ func (t *settler) Retry(ctx context.Context, delay time.Duration, failure map[st
 // Keep publishes a copy marked final with the failure (same attempt) to
 // the retry queue of DefaultKeepDelay, confirmed, then acks the original:
 // the copy is dead-lettered again without running.
-func (t *settler) Keep(ctx context.Context, failure map[string]string) error {
+func (t *delivery) Keep(ctx context.Context, failure map[string]string) error {
 	h := t.copyHeaders(failure)
 	h[HeaderFinal] = true
 	return t.republish(ctx, DefaultKeepDelay, h)
 }
 
-func (t *settler) copyHeaders(failure map[string]string) amqp091.Table {
+func (t *delivery) copyHeaders(failure map[string]string) amqp091.Table {
 	h := copyTable(t.d.Headers, len(failure)+4)
 	for k := range h {
 		if len(k) > len(broker.HeaderErrorPrefix) && k[:len(broker.HeaderErrorPrefix)] == broker.HeaderErrorPrefix {
@@ -61,7 +61,7 @@ func (t *settler) copyHeaders(failure map[string]string) amqp091.Table {
 	return h
 }
 
-func (t *settler) republish(ctx context.Context, delay time.Duration, h amqp091.Table) error {
+func (t *delivery) republish(ctx context.Context, delay time.Duration, h amqp091.Table) error {
 	s := t.s
 	p := republishing(t.d, h)
 	if p.MessageId == "" {
@@ -101,7 +101,7 @@ func (s *subscription) publishDelayed(ctx context.Context, delay time.Duration, 
 // fanout exchange named like the dead-letter queue: the queue itself is
 // bound to it, and so is every group consuming the dead-letter queue as a
 // channel.
-func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
+func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[string]string) error {
 	dl := t.s.ch.DeadLetter
 	p := republishing(t.d, toTable(headers))
 	p.Body = payload
@@ -127,7 +127,7 @@ func (t *settler) DeadLetter(ctx context.Context, payload []byte, headers map[st
 // (x-redelivered-count is unchanged) and no delivery is counted. It is
 // bounded by ctx and, during a drain, by the time the drain's Finish waits
 // for hand-backs (see releaseContext).
-func (t *settler) Release(ctx context.Context) error {
+func (t *delivery) Release(ctx context.Context) error {
 	s := t.s
 	if !s.enter() {
 		// The drain's Finish closes the channel: RabbitMQ requeues the

@@ -383,30 +383,30 @@ func (s *subscription) handle(d *amqp091.Delivery, k *acker) {
 	if d.Redelivered && !h.quorum {
 		s.Go(func() {
 			if h, run := s.recount(d, h, k); run {
-				s.Run(s.delivery(d, h, k), nil) // on the slot taken for d
+				s.Run(s.kitDelivery(d, h, k), nil) // on the slot taken for d
 				return
 			}
 			s.ReleaseSlot()
 		})
 		return
 	}
-	s.Run(s.delivery(d, h, k), nil)
+	s.Run(s.kitDelivery(d, h, k), nil)
 }
 
-// delivery builds the kit's delivery.
-func (s *subscription) delivery(d *amqp091.Delivery, h history, k *acker) *kit.Delivery {
-	// One allocation for the kit's delivery, its message and the settler.
+// kitDelivery builds the kit's delivery.
+func (s *subscription) kitDelivery(d *amqp091.Delivery, h history, k *acker) *kit.Delivery {
+	// One allocation for the kit's delivery, its message and its settler.
 	x := &struct {
 		bd  kit.Delivery
 		msg broker.Message
-		st  settler
+		st  delivery
 	}{}
 	msg := &x.msg
 	msg.SetSerializer(s.ch.Serializer)
 	msg.Channel, msg.Group, msg.ID = s.ch.Name, s.ch.Group, messageID(d)
 	msg.Payload, msg.Headers, msg.Timestamp, msg.Raw = d.Body, fromTable(d.Headers), d.Timestamp, d
 	msg.Attempt = 1 + h.failed
-	x.st = settler{s: s, d: d, k: k, h: h, id: msg.ID}
+	x.st = delivery{s: s, d: d, k: k, h: h, id: msg.ID}
 	x.bd = kit.Delivery{Msg: msg, Deliveries: h.failed + h.unfinished + 1, Final: h.final, Failure: h.failure,
 		Settle: &x.st}
 	return &x.bd

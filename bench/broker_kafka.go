@@ -112,7 +112,7 @@ func partitionsFor(t Test) int {
 func (kafkaBroker) Channels(cfg Config) (func() (broker.Adapter, error), error) {
 	parts := partitionsFor(cfg.Test)
 	return func() (broker.Adapter, error) {
-		return chkafka.NewWithBrokers(kafkaBrokers(),
+		return chkafka.NewFromBrokers(kafkaBrokers(),
 			chkafka.WithChannelOptions(chkafka.ChannelOptions{Topic: chkafka.TopicOptions{Partitions: parts}}))
 	}, nil
 }

@@ -106,14 +106,25 @@ func New(rawURL string, opts ...Option) (*Adapter, error) {
 	return newAdapter(a, opts)
 }
 
-// NewWithBrokers builds an adapter for these bootstrap brokers (host:port).
-func NewWithBrokers(brokers []string, opts ...Option) (*Adapter, error) {
+// NewFromBrokers builds an adapter for these bootstrap brokers (host:port).
+// kafka-go has no one client object that serves both the group readers and
+// the requests the adapter makes, so the Kafka adapter takes the broker
+// list (and WithTransport for how to reach them) where the others take
+// their driver's client (NewFromClient).
+func NewFromBrokers(brokers []string, opts ...Option) (*Adapter, error) {
 	if len(brokers) == 0 {
 		return nil, fmt.Errorf("%w: kafka: no broker", broker.ErrInvalidOption)
 	}
 	a := &Adapter{brokers: append([]string(nil), brokers...)}
 	a.display = "kafka://" + strings.Join(brokers, ",")
 	return newAdapter(a, opts)
+}
+
+// NewWithBrokers is NewFromBrokers.
+//
+// Deprecated: use [NewFromBrokers].
+func NewWithBrokers(brokers []string, opts ...Option) (*Adapter, error) {
+	return NewFromBrokers(brokers, opts...)
 }
 
 func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
@@ -342,7 +353,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
-	opts, err := kit.PrepareChannel(ch, "kafka", a.chopts, ChannelOptions.merge, ChannelOptions.withDefaults)
+	opts, err := kit.PrepareChannel(ch, "kafka", a.chopts, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
 	if err != nil {
 		return nil, err
 	}

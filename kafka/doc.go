@@ -17,7 +17,7 @@
 // errors, logs or String. WithSASL and WithTLS take kafka-go mechanisms and
 // a *tls.Config; WithTransport takes a kafka-go Transport (sends,
 // administration) and Dialer (readers, group) for everything else.
-// NewWithBrokers takes a broker list.
+// NewFromBrokers takes a broker list.
 //
 // # Names and wire format
 //

@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/kit"
 )
 
 // Defaults. The timings favour latency: a lone message is written at once
@@ -95,26 +96,6 @@ type TopicOptions struct {
 	Configs map[string]string
 }
 
-func (o TopicOptions) merge(over TopicOptions) TopicOptions {
-	if over.Partitions != 0 {
-		o.Partitions = over.Partitions
-	}
-	if over.ReplicationFactor != 0 {
-		o.ReplicationFactor = over.ReplicationFactor
-	}
-	if len(over.Configs) > 0 {
-		m := make(map[string]string, len(o.Configs)+len(over.Configs))
-		for k, v := range o.Configs {
-			m[k] = v
-		}
-		for k, v := range over.Configs {
-			m[k] = v
-		}
-		o.Configs = m
-	}
-	return o
-}
-
 // ChannelOptions are the consumer and topic settings of a channel. Set
 // them adapter-wide with WithChannelOptions, or per channel by putting a
 // ChannelOptions value in the channel's AdapterOptions; zero fields take
@@ -155,39 +136,6 @@ type ChannelOptions struct {
 	SessionTimeout    time.Duration
 	HeartbeatInterval time.Duration
 	RebalanceTimeout  time.Duration
-}
-
-func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
-	if over.FromBeginning {
-		o.FromBeginning = true
-	}
-	if over.Ordering != orderingUnset {
-		o.Ordering = over.Ordering
-	}
-	o.Topic = o.Topic.merge(over.Topic)
-	o.DeadLetterTopic = o.DeadLetterTopic.merge(over.DeadLetterTopic)
-	if over.MaxWait != 0 {
-		o.MaxWait = over.MaxWait
-	}
-	if over.MaxBytes != 0 {
-		o.MaxBytes = over.MaxBytes
-	}
-	if over.ReadAheadBytes != 0 {
-		o.ReadAheadBytes = over.ReadAheadBytes
-	}
-	if over.CommitInterval != 0 {
-		o.CommitInterval = over.CommitInterval
-	}
-	if over.SessionTimeout != 0 {
-		o.SessionTimeout = over.SessionTimeout
-	}
-	if over.HeartbeatInterval != 0 {
-		o.HeartbeatInterval = over.HeartbeatInterval
-	}
-	if over.RebalanceTimeout != 0 {
-		o.RebalanceTimeout = over.RebalanceTimeout
-	}
-	return o
 }
 
 // Validate checks the options.
@@ -261,7 +209,7 @@ func WithChannelOptions(o ChannelOptions) Option {
 		if err := o.Validate(); err != nil {
 			return err
 		}
-		a.chopts = a.chopts.merge(o)
+		a.chopts = kit.Overlay(a.chopts, o)
 		return nil
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/kit"
+
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl/plain"
 
@@ -74,7 +76,7 @@ func TestAdapterNameAndString(t *testing.T) {
 	if a.Name() != "Kafka" || a.String() != "kafka://h1:9092,h2:9092" {
 		t.Fatalf("%s %s", a.Name(), a)
 	}
-	if _, err := NewWithBrokers(nil); !errors.Is(err, broker.ErrInvalidOption) {
+	if _, err := NewFromBrokers(nil); !errors.Is(err, broker.ErrInvalidOption) {
 		t.Fatalf("no broker: %v", err)
 	}
 }
@@ -106,8 +108,8 @@ func TestChannelOptions(t *testing.T) {
 	if len(c.DeadLetterTopic.Configs) != 0 {
 		t.Fatalf("dead-letter topic configs %v", c.DeadLetterTopic.Configs)
 	}
-	m := ChannelOptions{FromBeginning: true, Topic: TopicOptions{Partitions: 3, Configs: map[string]string{"a": "1"}}}.
-		merge(ChannelOptions{Ordering: PerKey, Topic: TopicOptions{Configs: map[string]string{"b": "2"}}})
+	m := kit.Overlay(ChannelOptions{FromBeginning: true, Topic: TopicOptions{Partitions: 3, Configs: map[string]string{"a": "1"}}},
+		ChannelOptions{Ordering: PerKey, Topic: TopicOptions{Configs: map[string]string{"b": "2"}}})
 	if !m.FromBeginning || m.Ordering != PerKey || m.Topic.Partitions != 3 || len(m.Topic.Configs) != 2 {
 		t.Fatalf("merge %+v", m)
 	}
@@ -119,11 +121,11 @@ func TestSendOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	so, ok := sendOptions(o.AdapterOptions)
-	if !ok || string(so.Key) != "k" || !so.HasPartition || so.Partition != 2 || so.Acks != AcksLeader ||
+	if !ok || string(so.Key) != "k" || so.Partition == nil || *so.Partition != 2 || so.Acks != AcksLeader ||
 		so.Compression != Zstd || so.Timeout != time.Second {
 		t.Fatalf("%+v", so)
 	}
-	for _, bad := range []SendOptions{{HasPartition: true, Partition: -1}, {Acks: Acks(7)}, {Compression: Compression(9)}, {Timeout: -1}} {
+	for _, bad := range []SendOptions{{Partition: func() *int { p := -1; return &p }()}, {Acks: Acks(7)}, {Compression: Compression(9)}, {Timeout: -1}} {
 		if err := bad.validate(); !errors.Is(err, broker.ErrInvalidOption) {
 			t.Errorf("%+v: %v", bad, err)
 		}

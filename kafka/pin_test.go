@@ -19,7 +19,7 @@ import (
 // are read.
 func TestConcurrentPinsSkipNothing(t *testing.T) {
 	addr := testBroker(t)
-	a, err := NewWithBrokers([]string{addr})
+	a, err := NewFromBrokers([]string{addr})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -364,8 +364,8 @@ func (a *Adapter) produceCall(ctx context.Context, c *conn, topic string, so []S
 		o := so[min(i, len(so)-1)]
 		p := 0
 		switch {
-		case o.HasPartition:
-			p = o.Partition
+		case o.Partition != nil:
+			p = *o.Partition
 		case len(parts) > 1:
 			p = bal.Balance(m, parts...)
 		case len(parts) == 1:

@@ -39,7 +39,7 @@ func TestSendPartitionsAreRefreshed(t *testing.T) {
 	addr := testBroker(t)
 	defer func(d time.Duration) { partitionRefresh = d }(partitionRefresh)
 	partitionRefresh = 200 * time.Millisecond
-	a, err := NewWithBrokers([]string{addr}, WithChannelOptions(ChannelOptions{Topic: TopicOptions{Partitions: 2}}))
+	a, err := NewFromBrokers([]string{addr}, WithChannelOptions(ChannelOptions{Topic: TopicOptions{Partitions: 2}}))
 	if err != nil {
 		t.Fatal(err)
 	}

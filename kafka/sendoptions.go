@@ -71,34 +71,14 @@ type SendOptions struct {
 	// partition (murmur2, as the Java client and kafkajs's default
 	// partitioner), and PerKey ordering runs them one at a time.
 	Key []byte
-	// Partition, when set with HasPartition, sends to that partition.
-	Partition    int
-	HasPartition bool
+	// Partition, when not nil, is the partition the message goes to.
+	Partition *int
 	// Acks overrides the adapter's acknowledgement level for this send.
 	Acks Acks
 	// Timeout bounds the send (on top of the caller's context).
 	Timeout time.Duration
 	// Compression of this send (default none).
 	Compression Compression
-}
-
-func (o SendOptions) merge(over SendOptions) SendOptions {
-	if over.Key != nil {
-		o.Key = over.Key
-	}
-	if over.HasPartition {
-		o.Partition, o.HasPartition = over.Partition, true
-	}
-	if over.Acks != acksUnset {
-		o.Acks = over.Acks
-	}
-	if over.Timeout != 0 {
-		o.Timeout = over.Timeout
-	}
-	if over.Compression != compressionUnset {
-		o.Compression = over.Compression
-	}
-	return o
 }
 
 // WithKey sends with a message key.
@@ -108,7 +88,7 @@ func WithKey(key string) broker.PublishOption {
 
 // WithPartition sends to one partition.
 func WithPartition(p int) broker.PublishOption {
-	return broker.WithAdapterOptions(SendOptions{Partition: p, HasPartition: true})
+	return broker.WithAdapterOptions(SendOptions{Partition: &p})
 }
 
 // WithAcks sets the acknowledgement level of one send.
@@ -127,12 +107,12 @@ func WithTimeout(d time.Duration) broker.PublishOption {
 var isSendOption = kit.IsOf[SendOptions]
 
 func sendOptions(opts []any) (SendOptions, bool) {
-	return kit.MergedOption(opts, SendOptions.merge)
+	return kit.MergedOption(opts, kit.Overlay[SendOptions])
 }
 
 func (o SendOptions) validate() error {
 	switch {
-	case o.HasPartition && o.Partition < 0:
+	case o.Partition != nil && *o.Partition < 0:
 		return fmt.Errorf("%w: kafka Partition must be >= 0", broker.ErrInvalidOption)
 	case o.Acks < acksUnset || o.Acks > AcksNone:
 		return fmt.Errorf("%w: kafka Acks %d is unknown", broker.ErrInvalidOption, o.Acks)

@@ -9,8 +9,9 @@ import "reflect"
 //   - a nested struct is overlaid field by field;
 //   - a map adds its keys to base's (over's value wins), in a new map;
 //   - a bool can only turn base's on (an option's bool means "on");
-//   - anything else (numbers, strings, durations, non-empty slices,
-//     non-nil pointers and funcs) replaces base's.
+//   - anything else (numbers, strings, durations, non-nil slices,
+//     pointers and funcs) replaces base's: a field whose zero value is
+//     meaningful is a pointer (nil: not set).
 //
 // T must be a struct whose fields are exported; unexported fields keep
 // base's value.
@@ -41,10 +42,6 @@ func overlay(base, over reflect.Value) {
 				}
 			}
 			b.Set(m)
-		case reflect.Slice:
-			if o.Len() > 0 {
-				b.Set(o)
-			}
 		default:
 			b.Set(o)
 		}
