@@ -252,7 +252,7 @@ func (o ChannelOptions) withDefaults() ChannelOptions {
 func (o ChannelOptions) Validate() error {
 	for _, t := range []amqp091.Table{o.Queue.Arguments, o.Exchange.Arguments, o.Consumer.Arguments, o.DeadLetterQueue.Arguments} {
 		if err := t.Validate(); err != nil {
-			return fmt.Errorf("%w: amqp arguments: %v", broker.ErrInvalidOption, err)
+			return fmt.Errorf("%w: amqp arguments: %w", broker.ErrInvalidOption, err)
 		}
 	}
 	switch o.QueueType {
@@ -374,7 +374,7 @@ func parseURLs(raw string) ([]string, error) {
 				return nil, fmt.Errorf("%w: amqp URL %s cannot be parsed (percent-encode the reserved characters / # ? @ : of a user name or password)",
 					broker.ErrInvalidOption, shown)
 			}
-			return nil, fmt.Errorf("%w: amqp URL %s: %v", broker.ErrInvalidOption, shown, broker.Redact(err.Error()))
+			return nil, fmt.Errorf("%w: amqp URL %s: %w", broker.ErrInvalidOption, shown, broker.Redacted(err))
 		}
 		if u.Scheme != "amqp" && u.Scheme != "amqps" {
 			return nil, fmt.Errorf("%w: amqp URL scheme must be amqp:// or amqps://, got %q", broker.ErrInvalidOption, u.Scheme)

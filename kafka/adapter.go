@@ -206,7 +206,7 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	mctx, cancel := opCtx(ctx)
 	defer cancel()
 	if _, err := client.Metadata(mctx, &kafkago.MetadataRequest{Topics: []string{}}); err != nil {
-		return &connectError{target: a.display, cause: broker.Redact(err.Error())}
+		return &connectError{target: a.display, cause: broker.Redacted(err)}
 	}
 	c := &conn{client: client, buf: newSendBuffer(a.sendBuf)}
 	newSenders(c)
@@ -215,14 +215,18 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	return nil
 }
 
-// connectError is a failed Connect; it wraps broker.ErrNotConnected.
-type connectError struct{ target, cause string }
-
-func (e *connectError) Error() string {
-	return "channels/kafka: connect failed: " + e.target + ": " + e.cause
+// connectError is a failed Connect; it wraps broker.ErrNotConnected and
+// the cause (whose text has credentials hidden).
+type connectError struct {
+	target string
+	cause  error
 }
 
-func (e *connectError) Unwrap() error { return broker.ErrNotConnected }
+func (e *connectError) Error() string {
+	return "channels/kafka: connect failed: " + e.target + ": " + e.cause.Error()
+}
+
+func (e *connectError) Unwrap() []error { return []error{broker.ErrNotConnected, e.cause} }
 
 // opCtx bounds an administrative request by DefaultOpTimeout unless ctx is
 // already bounded.

@@ -301,7 +301,7 @@ func parseURL(raw string) (brokers []string, display string, mech sasl.Mechanism
 	}
 	u, perr := url.Parse(raw)
 	if perr != nil {
-		return nil, "", nil, false, fmt.Errorf("%w: kafka URL: %v", broker.ErrInvalidOption, broker.Redact(perr.Error()))
+		return nil, "", nil, false, fmt.Errorf("%w: kafka URL: %w", broker.ErrInvalidOption, broker.Redacted(perr))
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "kafka":
@@ -355,7 +355,7 @@ func parseURL(raw string) (brokers []string, display string, mech sasl.Mechanism
 			algo = scram.SHA512
 		}
 		if mech, err = scram.Mechanism(algo, user, pass); err != nil {
-			return nil, "", nil, false, fmt.Errorf("%w: kafka SCRAM: %v", broker.ErrInvalidOption, broker.Redact(err.Error()))
+			return nil, "", nil, false, fmt.Errorf("%w: kafka SCRAM: %w", broker.ErrInvalidOption, broker.Redacted(err))
 		}
 	default:
 		return nil, "", nil, false, fmt.Errorf("%w: kafka URL sasl=%q: use plain, scram-sha-256 or scram-sha-512", broker.ErrInvalidOption, m)

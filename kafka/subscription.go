@@ -89,7 +89,7 @@ func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOption
 		}),
 	}
 	if err := s.cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: kafka group %q: %v", broker.ErrInvalidOption, group, err)
+		return nil, fmt.Errorf("%w: kafka group %q: %w", broker.ErrInvalidOption, group, err)
 	}
 	s.fetchCtx, s.stopFetch = context.WithCancel(context.Background())
 	return s, nil
@@ -139,7 +139,7 @@ func (s *subscription) join(ctx context.Context) error {
 	busy := s.groupHasMembers(ctx)
 	cg, err := kafkago.NewConsumerGroup(s.cfg)
 	if err != nil {
-		return fmt.Errorf("%w: kafka group %q: %v", broker.ErrInvalidOption, s.group, err)
+		return fmt.Errorf("%w: kafka group %q: %w", broker.ErrInvalidOption, s.group, err)
 	}
 	s.mu.Lock()
 	s.cg = cg

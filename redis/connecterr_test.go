@@ -1,0 +1,28 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/microchannels/channels/broker"
+)
+
+// TestConnectErrorKeepsItsCause: a failed Connect wraps the driver's error,
+// so errors.Is finds the cause (here a refused connection), and its text
+// shows no password.
+func TestConnectErrorKeepsItsCause(t *testing.T) {
+	a, err := New("redis://:secret@127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = a.Connect(ctx, broker.Env{})
+	if !errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("Connect = %v, want ECONNREFUSED wrapped, no password", err)
+	}
+}
