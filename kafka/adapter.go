@@ -3,12 +3,10 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/microchannels/channels/kit"
@@ -60,11 +58,7 @@ type Adapter struct {
 	dialer    *kafkago.Dialer
 	chopts    ChannelOptions
 
-	state kit.ConnState
-	mu    sync.Mutex
-	cur   atomic.Pointer[conn]
-	env   broker.Env
-	subs  kit.Subscriptions
+	life kit.Lifecycle[conn]
 	// groups remembers the group ids subscribed per channel (RemoveChannel).
 	groups sync.Map // channel -> *sync.Map of group ids
 }
@@ -144,7 +138,7 @@ func (a *Adapter) String() string { return a.display }
 // Client returns the kafka-go client of administrative requests (nil
 // before Connect).
 func (a *Adapter) Client() *kafkago.Client {
-	if c := a.cur.Load(); c != nil {
+	if c := a.life.Load(); c != nil {
 		return c.client
 	}
 	return nil
@@ -188,31 +182,25 @@ func (a *Adapter) newDialer() *kafkago.Dialer {
 
 // Connect checks that the brokers answer.
 func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.state.Connected() {
-		return nil
-	}
-	a.env = env.Normalize()
-	if a.clientID == "" {
-		a.clientID = a.env.NodeID
-	}
-	tr := a.newTransport()
-	if tr.SASL != nil && tr.SASL.Name() == "PLAIN" && tr.TLS == nil {
-		a.env.Logger.Warn("channels/kafka: SASL PLAIN without TLS: the password crosses the network in clear text; use kafka+ssl:// (or tls=true), or SCRAM",
-			"target", a.display)
-	}
-	client := &kafkago.Client{Addr: kafkago.TCP(a.brokers...), Transport: tr, Timeout: DefaultOpTimeout}
-	mctx, cancel := opCtx(ctx)
-	defer cancel()
-	if _, err := client.Metadata(mctx, &kafkago.MetadataRequest{Topics: []string{}}); err != nil {
-		return &connectError{target: a.display, cause: broker.Redacted(err)}
-	}
-	c := &conn{client: client, buf: newSendBuffer(a.sendBuf)}
-	newSenders(c)
-	a.cur.Store(c)
-	a.state.SetConnected()
-	return nil
+	return a.life.Connect(env, func() (*conn, error) {
+		if a.clientID == "" {
+			a.clientID = a.life.Env.NodeID
+		}
+		tr := a.newTransport()
+		if tr.SASL != nil && tr.SASL.Name() == "PLAIN" && tr.TLS == nil {
+			a.life.Env.Logger.Warn("channels/kafka: SASL PLAIN without TLS: the password crosses the network in clear text; use kafka+ssl:// (or tls=true), or SCRAM",
+				"target", a.display)
+		}
+		client := &kafkago.Client{Addr: kafkago.TCP(a.brokers...), Transport: tr, Timeout: DefaultOpTimeout}
+		mctx, cancel := opCtx(ctx)
+		defer cancel()
+		if _, err := client.Metadata(mctx, &kafkago.MetadataRequest{Topics: []string{}}); err != nil {
+			return nil, &connectError{target: a.display, cause: broker.Redacted(err)}
+		}
+		c := &conn{client: client, buf: newSendBuffer(a.sendBuf)}
+		newSenders(c)
+		return c, nil
+	})
 }
 
 // connectError is a failed Connect; it wraps broker.ErrNotConnected and
@@ -237,16 +225,7 @@ func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, DefaultOpTimeout)
 }
 
-func (a *Adapter) conn() (*conn, error) {
-	c := a.cur.Load()
-	if c == nil {
-		if err := a.state.Check(); err != nil {
-			return nil, err
-		}
-		return nil, broker.ErrClosed
-	}
-	return c, nil
-}
+func (a *Adapter) conn() (*conn, error) { return a.life.Current() }
 
 // Publish writes one message and returns once the broker acknowledged it
 // (at the adapter's or the send's Acks level). A channel without a topic
@@ -382,7 +361,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	}
 	g, _ := a.groups.LoadOrStore(ch.Name, &sync.Map{})
 	g.(*sync.Map).Store(group, struct{}{})
-	a.subs.Add(s)
+	a.life.Subs.Add(s)
 	return s, nil
 }
 
@@ -393,21 +372,10 @@ func GroupID(group, channel string) string { return group + ":" + channel }
 // Close drains the subscriptions not drained yet (bounded by ctx) and
 // closes the idle connections of the transport.
 func (a *Adapter) Close(ctx context.Context) error {
-	a.mu.Lock()
-	c := a.cur.Load()
-	if !a.state.Connected() || c == nil {
-		a.state.SetClosed()
-		a.mu.Unlock()
+	return a.life.Close(ctx, func(c *conn) error {
+		if t, ok := c.client.Transport.(*kafkago.Transport); ok {
+			t.CloseIdleConnections()
+		}
 		return nil
-	}
-	a.mu.Unlock()
-	errs := []error{a.subs.DrainAll(ctx)}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.state.SetClosed()
-	a.cur.Store(nil)
-	if t, ok := c.client.Transport.(*kafkago.Transport); ok {
-		t.CloseIdleConnections()
-	}
-	return errors.Join(errs...)
+	})
 }

@@ -297,7 +297,7 @@ func (c *conn) leader(topic string, partition int) int {
 // written and not answered yet (0 when not connected): a diagnostic, and
 // what tests wait on to know a send is in flight.
 func (a *Adapter) ProduceRequestsInFlight() int {
-	c := a.cur.Load()
+	c := a.life.Load()
 	if c == nil {
 		return 0
 	}

@@ -226,7 +226,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 // is still alive, then leaves the group, which hands the partitions over
 // without waiting for the session timeout. Both are bounded by ctx.
 func (s *subscription) finish(ctx context.Context, timedOut bool) error {
-	defer s.a.subs.Remove(s)
+	defer s.a.life.Subs.Remove(s)
 	s.stopFetch()
 	s.mu.Lock()
 	g, cg := s.gen, s.cg

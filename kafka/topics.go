@@ -325,7 +325,7 @@ func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupL
 		}
 	}
 	var pending int64
-	for _, sub := range a.subs.List() {
+	for _, sub := range a.life.Subs.List() {
 		if s, ok := sub.(*subscription); ok && s.ch.Name == channel && s.ch.Group == group {
 			pending += s.pending()
 		}
@@ -345,7 +345,7 @@ func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	var errs []error
-	for _, sub := range a.subs.List() {
+	for _, sub := range a.life.Subs.List() {
 		if s, ok := sub.(*subscription); ok && s.ch.Name == channel {
 			if err := s.Drain(ctx); err != nil {
 				errs = append(errs, err)

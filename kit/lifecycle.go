@@ -44,6 +44,9 @@ func (l *Lifecycle[C]) Connect(env broker.Env, dial func() (*C, error)) error {
 	return nil
 }
 
+// Load returns the connection, nil before Connect and after Close.
+func (l *Lifecycle[C]) Load() *C { return l.cur.Load() }
+
 // Current returns the connection, or ErrNotConnected before Connect and
 // ErrClosed once Close has cleared it.
 func (l *Lifecycle[C]) Current() (*C, error) {
