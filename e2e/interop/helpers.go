@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/onsi/gomega"
-	"go-micro.dev/v4/metadata"
 
 	"github.com/microchannels/channels"
 )
@@ -53,40 +51,6 @@ func StartPlugin(t testing.TB, adapter any, schema any, opts ...channels.Option)
 		_ = p.Stop(ctx)
 	})
 	return p
-}
-
-// service is a schema of one plugin: its name and channels.
-type service struct {
-	Name     string
-	Channels channels.Channels
-}
-
-// recorder is a channel handler keeping each message with the call info
-// and go-micro metadata of its context.
-type recorder struct {
-	mu    sync.Mutex
-	msgs  []*channels.Message
-	infos []*channels.CallInfo
-	mds   []metadata.Metadata
-}
-
-func (r *recorder) handle(ctx context.Context, m *channels.Message) error {
-	ci, _ := channels.FromContext(ctx)
-	md, _ := metadata.FromContext(ctx)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs, r.infos, r.mds = append(r.msgs, m), append(r.infos, ci), append(r.mds, md)
-	return nil
-}
-
-func (r *recorder) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.msgs) }
-
-// all returns what was recorded so far, index by index.
-func (r *recorder) all() ([]*channels.Message, []*channels.CallInfo, []metadata.Metadata) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]*channels.Message(nil), r.msgs...), append([]*channels.CallInfo(nil), r.infos...),
-		append([]metadata.Metadata(nil), r.mds...)
 }
 
 // SimulateWork stands for a handler's own work (not a wait for a

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"go-micro.dev/v4/metadata"
 
 	"github.com/microchannels/channels"
@@ -64,7 +66,7 @@ func (s Scenarios) uses(t *testing.T, channel string, groups ...string) {
 // both kinds of meta. peerArgs are more arguments of the Node consumer.
 func (s Scenarios) GoToNode(t *testing.T, peerArgs ...string) {
 	s.need(t)
-	ch := Unique("interop.go2node")
+	ch := channelstest.Unique("interop.go2node")
 	s.uses(t, ch, "node-group")
 	node := Consume(t, append([]string{"--adapter", s.Adapter, "--channel", ch, "--group", "node-group", "--count", "1",
 		"--context"}, peerArgs...)...)
@@ -108,10 +110,10 @@ type NodeToGo struct {
 // call info and a request ID.
 func (s Scenarios) NodeToGo(t *testing.T, want NodeToGo) {
 	s.need(t)
-	ch := Unique("interop.node2go")
+	ch := channelstest.Unique("interop.node2go")
 	s.uses(t, ch, "gosvc")
-	got := &recorder{}
-	s.Start(t, &service{Name: "gosvc", Channels: channels.Channels{ch: channels.On(got.handle)}})
+	got := &channelstest.Recorder{}
+	s.Start(t, &channelstest.Service{Name: "gosvc", Channels: channels.Channels{ch: channels.On(got.Handle)}})
 	headers := want.Headers
 	if headers == nil {
 		headers = map[string]any{"k": "v"}
@@ -122,8 +124,8 @@ func (s Scenarios) NodeToGo(t *testing.T, want NodeToGo) {
 	}
 	Send(t, "--adapter", s.Adapter, "--channel", ch, "--count", "3", "--payload", `{"name":"Jane"}`,
 		"--headers", string(sent), "--meta", `{"tenant":"acme","n":5}`)
-	Eventually(t, 30*time.Second, "3 messages from Node", func() bool { return got.count() == 3 })
-	msgs, infos, mds := got.all()
+	channelstest.EventuallyTrue(t, 30*time.Second, "3 messages from Node", func() bool { return got.Count() == 3 })
+	msgs, infos, mds := got.Calls()
 	seen := map[int]bool{}
 	for i, m := range msgs {
 		var p struct {
@@ -176,7 +178,7 @@ type GoDeadLetter struct {
 // the channel and the dead-letter queue, for a broker's own checks.
 func (s Scenarios) GoDeadLetterReadByNode(t *testing.T, want GoDeadLetter) (ch, dlq string) {
 	s.need(t)
-	ch, dlq = Unique("interop.dl"), Unique("interop.DLQ")
+	ch, dlq = channelstest.Unique("interop.dl"), channelstest.Unique("interop.DLQ")
 	s.uses(t, ch, "failing")
 	s.uses(t, dlq, "dlq-reader")
 	args := []string{"--adapter", s.Adapter, "--channel", dlq, "--group", "dlq-reader", "--count", "1"}
@@ -184,7 +186,7 @@ func (s Scenarios) GoDeadLetterReadByNode(t *testing.T, want GoDeadLetter) (ch, 
 		args = append(args, "--context")
 	}
 	node := Consume(t, args...)
-	s.Start(t, &service{Name: "failing", Channels: channels.Channels{ch: {MaxRetries: 1,
+	s.Start(t, &channelstest.Service{Name: "failing", Channels: channels.Channels{ch: {MaxRetries: 1,
 		Backoff:       broker.ConstantBackoff(50 * time.Millisecond),
 		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
 		Handler: func(ctx context.Context, m *channels.Message) error {
@@ -254,16 +256,16 @@ type NodeDeadLetter struct {
 // returns the dead letter, for a broker's own checks.
 func (s Scenarios) NodeDeadLetterReadByGo(t *testing.T, want NodeDeadLetter) *channels.Message {
 	s.need(t)
-	ch, dlq := Unique("interop.nodedl"), Unique("interop.NODEDLQ")
+	ch, dlq := channelstest.Unique("interop.nodedl"), channelstest.Unique("interop.NODEDLQ")
 	s.uses(t, ch, "node-failing")
 	s.uses(t, dlq, "dlq-reader")
-	dead := &recorder{}
-	s.Start(t, &service{Name: "dlq-reader", Channels: channels.Channels{dlq: channels.On(dead.handle)}})
+	dead := &channelstest.Recorder{}
+	s.Start(t, &channelstest.Service{Name: "dlq-reader", Channels: channels.Channels{dlq: channels.On(dead.Handle)}})
 	Consume(t, "--adapter", s.Adapter, "--channel", ch, "--group", "node-failing", "--fail",
 		"--max-retries", "1", "--dead-letter", dlq, "--timeout", "60000")
 	Send(t, "--adapter", s.Adapter, "--channel", ch, "--payload", `{"id":3}`, "--headers", `{"k":"v"}`)
-	Eventually(t, s.patience(), "dead letter from Node", func() bool { return dead.count() == 1 })
-	msgs, _, _ := dead.all()
+	channelstest.EventuallyTrue(t, s.patience(), "dead letter from Node", func() bool { return dead.Count() == 1 })
+	msgs, _, _ := dead.Calls()
 	m := msgs[0]
 	var p map[string]any
 	if err := m.Decode(&p); err != nil || p["id"] != 3.0 {
