@@ -6,15 +6,15 @@ import "reflect"
 // merge of adapter-wide options with a channel's or a send's own. A field
 // of over is set when it is not its zero value; then
 //
-//   - a nested struct is overlaid field by field;
+//   - a nested struct of exported fields is overlaid field by field (one
+//     with unexported fields, such as a time.Time, is a value);
 //   - a map adds its keys to base's (over's value wins), in a new map;
 //   - a bool can only turn base's on (an option's bool means "on");
 //   - anything else (numbers, strings, durations, non-nil slices,
 //     pointers and funcs) replaces base's: a field whose zero value is
 //     meaningful is a pointer (nil: not set).
 //
-// T must be a struct whose fields are exported; unexported fields keep
-// base's value.
+// T is a struct; its unexported fields keep base's value.
 func Overlay[T any](base, over T) T {
 	b := reflect.ValueOf(&base).Elem()
 	overlay(b, reflect.ValueOf(over))
@@ -30,10 +30,10 @@ func overlay(base, over reflect.Value) {
 		if o.IsZero() {
 			continue
 		}
-		switch o.Kind() {
-		case reflect.Struct:
+		switch {
+		case o.Kind() == reflect.Struct && allExported(o.Type()):
 			overlay(b, o)
-		case reflect.Map:
+		case o.Kind() == reflect.Map:
 			m := reflect.MakeMapWithSize(o.Type(), b.Len()+o.Len())
 			for _, src := range []reflect.Value{b, o} {
 				it := src.MapRange()
@@ -46,4 +46,14 @@ func overlay(base, over reflect.Value) {
 			b.Set(o)
 		}
 	}
+}
+
+// allExported reports whether every field of the struct type t is exported.
+func allExported(t reflect.Type) bool {
+	for i := range t.NumField() {
+		if !t.Field(i).IsExported() {
+			return false
+		}
+	}
+	return true
 }

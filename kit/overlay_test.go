@@ -21,6 +21,7 @@ type overlayOpts struct {
 	Subjects  []string
 	Configure func() string
 	Inner     innerOpts
+	Since     time.Time
 	hidden    int
 }
 
@@ -29,7 +30,7 @@ func TestOverlay(t *testing.T) {
 	base := overlayOpts{Name: "base", Wait: time.Second, On: true, Durable: &yes, Subjects: []string{"a"},
 		Inner: innerOpts{N: 1, Configs: map[string]string{"k": "base", "only-base": "1"}}, hidden: 7}
 	over := overlayOpts{Wait: 2 * time.Second, Durable: &no, Subjects: []string{},
-		Configure: func() string { return "over" }, Inner: innerOpts{Configs: map[string]string{"k": "over"}}, hidden: 9}
+		Since: time.Unix(42, 0), Configure: func() string { return "over" }, Inner: innerOpts{Configs: map[string]string{"k": "over"}}, hidden: 9}
 	got := kit.Overlay(base, over)
 	switch {
 	case got.Name != "base", got.Wait != 2*time.Second, !got.On, got.Durable != &no:
@@ -40,6 +41,8 @@ func TestOverlay(t *testing.T) {
 		t.Fatal("func not laid over")
 	case got.Inner.N != 1 || !reflect.DeepEqual(got.Inner.Configs, map[string]string{"k": "over", "only-base": "1"}):
 		t.Fatalf("nested: %+v", got.Inner)
+	case !got.Since.Equal(time.Unix(42, 0)):
+		t.Fatalf("a time.Time not laid over: %v", got.Since)
 	case got.hidden != 7:
 		t.Fatalf("unexported field taken from over: %d", got.hidden)
 	}
