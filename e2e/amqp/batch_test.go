@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
@@ -22,8 +24,8 @@ func TestBatchMandatoryReturns(t *testing.T) {
 	needAMQP(t)
 	ch, missing := unique("batch.mandatory"), unique("batch.noqueue")
 	cleanup(t, []string{"g." + ch}, []string{ch})
-	got := &collector{}
-	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 1, Handler: got.handle}}}, nil)
+	got := &channelstest.Recorder{}
+	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 1, Handler: got.Handle}}}, nil)
 	snd, _ := startPlugin(t, nil, nil)
 
 	n := chamqp.BatchWindow + 200
@@ -54,10 +56,10 @@ func TestBatchMandatoryReturns(t *testing.T) {
 			t.Fatalf("message %d: %v, want a return 312", i, e)
 		}
 	}
-	eventually(t, 20*time.Second, "every routed message", func() bool { return got.count() == len(want) })
-	consistently(t, 300*time.Millisecond, "no more", func() bool { return got.count() == len(want) })
+	eventually(t, 20*time.Second, "every routed message", func() bool { return got.Count() == len(want) })
+	consistently(t, 300*time.Millisecond, "no more", func() bool { return got.Count() == len(want) })
 	var order []string
-	for _, m := range got.all() {
+	for _, m := range got.All() {
 		order = append(order, string(m.Payload))
 	}
 	if !slices.Equal(order, want) {
@@ -66,7 +68,7 @@ func TestBatchMandatoryReturns(t *testing.T) {
 	if err := snd.SendToChannel(context.Background(), ch, "after", chamqp.WithMandatory()); err != nil {
 		t.Fatalf("a mandatory send after the batch: %v", err)
 	}
-	eventually(t, 10*time.Second, "the later message", func() bool { return got.count() == len(want)+1 })
+	eventually(t, 10*time.Second, "the later message", func() bool { return got.Count() == len(want)+1 })
 }
 
 // TestBatchMessageIDs: message ids of one's own reach the handlers; an id
@@ -75,8 +77,8 @@ func TestBatchMessageIDs(t *testing.T) {
 	needAMQP(t)
 	ch := unique("batch.ids")
 	cleanup(t, []string{"g." + ch}, []string{ch})
-	got := &collector{}
-	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 1, Handler: got.handle}}}, nil)
+	got := &channelstest.Recorder{}
+	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 1, Handler: got.Handle}}}, nil)
 	snd, _ := startPlugin(t, nil, nil)
 	ctx := context.Background()
 
@@ -91,8 +93,8 @@ func TestBatchMessageIDs(t *testing.T) {
 	if err := snd.SendBatch(ctx, ch, items); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "three messages", func() bool { return got.count() == 3 })
-	msgs := got.all()
+	eventually(t, 10*time.Second, "three messages", func() bool { return got.Count() == 3 })
+	msgs := got.All()
 	if msgs[0].ID != "id-a" || msgs[2].ID != "id-c" || msgs[1].ID == "" || strings.HasPrefix(msgs[1].ID, "id-") {
 		t.Fatalf("ids %q %q %q", msgs[0].ID, msgs[1].ID, msgs[2].ID)
 	}
@@ -105,8 +107,8 @@ func TestBatchToMissingExchange(t *testing.T) {
 	needAMQP(t)
 	ch, missing := unique("batch.ok"), unique("batch.missing")
 	cleanup(t, []string{"g." + ch}, []string{ch})
-	got := &collector{}
-	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 10, Handler: got.handle}}}, nil)
+	got := &channelstest.Recorder{}
+	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 10, Handler: got.Handle}}}, nil)
 	snd, _ := startPlugin(t, nil, []chamqp.Option{chamqp.WithPublishAssertExchange(false)})
 	ctx := context.Background()
 
@@ -127,5 +129,5 @@ func TestBatchToMissingExchange(t *testing.T) {
 	if err := snd.SendBatch(ctx, ch, channels.BatchOf(1, 2, 3)); err != nil {
 		t.Fatalf("a batch to an existing channel: %v", err)
 	}
-	eventually(t, 10*time.Second, "three messages", func() bool { return got.count() == 3 })
+	eventually(t, 10*time.Second, "three messages", func() bool { return got.Count() == 3 })
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
@@ -22,8 +24,8 @@ func TestPublishToMissingExchange(t *testing.T) {
 	needAMQP(t)
 	ch, missing := unique("confirm.ok"), unique("confirm.missing")
 	cleanup(t, []string{"g." + ch}, []string{ch})
-	got := &collector{}
-	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 10, Handler: got.handle}}}, nil)
+	got := &channelstest.Recorder{}
+	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 10, Handler: got.Handle}}}, nil)
 	snd, _ := startPlugin(t, nil, []chamqp.Option{chamqp.WithPublishAssertExchange(false)})
 	ctx := context.Background()
 
@@ -51,11 +53,11 @@ func TestPublishToMissingExchange(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	eventually(t, 10*time.Second, "95 messages", func() bool { return got.count() == 95 })
+	eventually(t, 10*time.Second, "95 messages", func() bool { return got.Count() == 95 })
 	if err := snd.SendToChannel(ctx, ch, "later"); err != nil {
 		t.Fatalf("a later send: %v", err)
 	}
-	eventually(t, 10*time.Second, "the later message", func() bool { return got.count() == 96 })
+	eventually(t, 10*time.Second, "the later message", func() bool { return got.Count() == 96 })
 }
 
 // TestMandatoryUnroutable: a mandatory send that no queue receives is a
@@ -96,8 +98,8 @@ func TestDeletedExchange(t *testing.T) {
 	needAMQP(t)
 	healthy, deleted := unique("confirm.healthy"), unique("confirm.deleted")
 	cleanup(t, []string{"g." + healthy, "g." + deleted}, []string{healthy, deleted})
-	got := &collector{}
-	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{healthy: {Group: "g", MaxInFlight: 50, Handler: got.handle}}}, nil)
+	got := &channelstest.Recorder{}
+	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{healthy: {Group: "g", MaxInFlight: 50, Handler: got.Handle}}}, nil)
 	snd, _ := startPlugin(t, nil, nil)
 	ctx := context.Background()
 	for _, ch := range []string{healthy, deleted} {
@@ -138,10 +140,10 @@ func TestDeletedExchange(t *testing.T) {
 	// after a collateral close may arrive twice: at-least-once).
 	eventually(t, 10*time.Second, "the healthy channel's 191 messages", func() bool {
 		seen := map[string]bool{}
-		for _, m := range got.all() {
+		for _, m := range got.All() {
 			seen[string(m.Payload)] = true
 		}
 		return len(seen) == 191
 	})
-	t.Logf("healthy channel: %d deliveries for 191 messages", got.count())
+	t.Logf("healthy channel: %d deliveries for 191 messages", got.Count())
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/e2e/brokerenv"
@@ -149,15 +151,15 @@ func TestKilledConsumerLosesNothing(t *testing.T) {
 	started := strings.Fields(c.wait(t, "STARTED "))
 	c.kill(t)
 
-	got, dead := &collector{}, &collector{}
+	got, dead := &channelstest.Recorder{}, &channelstest.Recorder{}
 	startPlugin(t, &service{Name: "survivor", Channels: channels.Channels{
 		ch: {Group: group, MaxRetries: channels.NoRetries, MaxInFlight: 5,
-			DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: ch + ".DLQ"}, Handler: got.handle},
-		ch + ".DLQ": {Group: "dlq-reader", Handler: dead.handle}}}, nil)
-	eventually(t, 30*time.Second, "5 messages after the kill", func() bool { return got.count() == 5 })
-	consistently(t, 500*time.Millisecond, "no duplicate, no dead letter", func() bool { return got.count() == 5 && dead.count() == 0 })
+			DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: ch + ".DLQ"}, Handler: got.Handle},
+		ch + ".DLQ": {Group: "dlq-reader", Handler: dead.Handle}}}, nil)
+	eventually(t, 30*time.Second, "5 messages after the kill", func() bool { return got.Count() == 5 })
+	consistently(t, 500*time.Millisecond, "no duplicate, no dead letter", func() bool { return got.Count() == 5 && dead.Count() == 0 })
 	seen := map[string]bool{}
-	for _, m := range got.all() {
+	for _, m := range got.All() {
 		if m.Attempt != 1 {
 			t.Errorf("message %s attempt %d", m.Payload, m.Attempt)
 		}
@@ -194,17 +196,17 @@ func TestPoisonPillBounded(t *testing.T) {
 			c = startChild(t, ch, group, 1, maxDeliveries)
 		}
 	}
-	dead := &collector{}
-	got := &collector{}
+	dead := &channelstest.Recorder{}
+	got := &channelstest.Recorder{}
 	startPlugin(t, &service{Name: "survivor", Channels: channels.Channels{
 		ch: {Group: group, MaxRetries: channels.NoRetries, MaxDeliveries: maxDeliveries,
-			DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: ch + ".DLQ"}, Handler: got.handle},
-		ch + ".DLQ": {Group: "dlq-reader", Handler: dead.handle}}}, nil)
-	eventually(t, 30*time.Second, "the pill dead-lettered", func() bool { return dead.count() == 1 })
-	if got.count() != 0 {
+			DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: ch + ".DLQ"}, Handler: got.Handle},
+		ch + ".DLQ": {Group: "dlq-reader", Handler: dead.Handle}}}, nil)
+	eventually(t, 30*time.Second, "the pill dead-lettered", func() bool { return dead.Count() == 1 })
+	if got.Count() != 0 {
 		t.Errorf("the pill ran a third time")
 	}
-	if msg := dead.all()[0].Headers["x-error-message"]; !strings.Contains(msg, "deliveries") {
+	if msg := dead.All()[0].Headers["x-error-message"]; !strings.Contains(msg, "deliveries") {
 		t.Errorf("x-error-message %q", msg)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
@@ -123,13 +125,13 @@ func TestFrozenLinkCloseIdle(t *testing.T) {
 	ch := unique("frozen.idle")
 	cleanup(t, []string{"g." + ch}, []string{ch})
 	a, link := linkedAdapter(t)
-	got := &collector{}
-	startPluginOn(t, a, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", Handler: got.handle}}})
+	got := &channelstest.Recorder{}
+	startPluginOn(t, a, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", Handler: got.Handle}}})
 	snd, _ := startPlugin(t, nil, nil)
 	if err := snd.SendToChannel(context.Background(), ch, 1); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the message", func() bool { return got.count() == 1 })
+	eventually(t, 10*time.Second, "the message", func() bool { return got.Count() == 1 })
 	link.Freeze()
 	t.Cleanup(link.Kill)
 	cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	chamqp "github.com/microchannels/channels/amqp"
 )
@@ -41,7 +43,7 @@ func TestHandBackNotCounted(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			_ = first.Stop(ctx) // cuts the run
 			cancel()
-			got := &collector{}
+			got := &channelstest.Recorder{}
 			startPlugin(t, &service{Name: "svc", Channels: chOpts(got.handle)}, aopts)
 			eventually(t, 10*time.Second, "the message run by the next member", func() bool { return got.count() == 1 })
 			if m := got.all()[0]; m.Attempt != 1 {

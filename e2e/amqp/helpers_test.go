@@ -1,10 +1,10 @@
 package amqp
 
 import (
-	"context"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/microchannels/channels/channelstest"
 
 	"github.com/onsi/gomega"
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -27,11 +27,8 @@ var (
 	consistently = interop.Consistently
 )
 
-type service struct {
-	Name          string
-	Channels      channels.Channels
-	SendToChannel channels.SendFunc
-}
+// service is the schema of a test service.
+type service = channelstest.Service
 
 // startPlugin starts a plugin on the test RabbitMQ with schema (nil: a
 // sender) and stops it at the end of the test.
@@ -110,30 +107,4 @@ func getOne(t *testing.T, ch *amqp091.Channel, queue string, timeout time.Durati
 		return ok, err
 	}).WithTimeout(timeout).WithPolling(20*time.Millisecond).Should(gomega.BeTrue(), "a message in %s", queue)
 	return d
-}
-
-// collector records messages.
-type collector struct {
-	mu   sync.Mutex
-	msgs []*channels.Message
-}
-
-func (c *collector) handle(_ context.Context, m *channels.Message) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cp := *m
-	c.msgs = append(c.msgs, &cp)
-	return nil
-}
-
-func (c *collector) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.msgs)
-}
-
-func (c *collector) all() []*channels.Message {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*channels.Message(nil), c.msgs...)
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels"
@@ -103,7 +105,7 @@ func TestUnreadableHeadersBounded(t *testing.T) {
 			cleanup(t, []string{group + "." + ch, dlq}, []string{ch, dlq})
 			var lost atomic.Int64
 			log := slog.New(countingHandler{texts: []string{"connection lost"}, n: &lost})
-			got := &collector{}
+			got := &channelstest.Recorder{}
 			const maxDeliveries = 3
 			p, a := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 1,
 				MaxRetries: 1, MaxDeliveries: maxDeliveries,

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
@@ -81,7 +83,7 @@ func TestInteropNodeRetriesGoCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	failing.Wait(t, 1, 30*time.Second)
-	got := &collector{}
+	got := &channelstest.Recorder{}
 	startPlugin(t, &service{Name: group, Channels: channels.Channels{ch: {Group: group, MaxRetries: 5, Handler: got.handle}}}, nil)
 	eventually(t, 30*time.Second, "the message reaches the Go member", func() bool { return got.count() >= 1 })
 	m := got.all()[0]

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
@@ -75,7 +77,7 @@ func TestLargeHeaderAndLargeError(t *testing.T) {
 	log := slog.New(countingHandler{texts: []string{"connection lost", "channel lost"}, n: &lost})
 	var runs atomic.Int64
 	huge := "boom " + strings.Repeat("e", 30<<10)
-	dead := &collector{}
+	dead := &channelstest.Recorder{}
 	p, _ := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{
 		ch: {Group: "g", MaxRetries: 2, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
 			Handler: func(context.Context, *channels.Message) error { runs.Add(1); return errors.New(huge) }},
@@ -137,7 +139,7 @@ func TestLargeErrorEveryRetry(t *testing.T) {
 	cleanup(t, []string{"g." + ch, dlq}, []string{ch, dlq})
 	var runs atomic.Int64
 	huge := strings.Repeat("e", 200<<10)
-	dead := &collector{}
+	dead := &channelstest.Recorder{}
 	p, _ := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{
 		ch: {Group: "g", MaxRetries: 2, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
 			Handler: func(context.Context, *channels.Message) error { runs.Add(1); return errors.New(huge) }},

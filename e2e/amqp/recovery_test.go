@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels"
@@ -27,7 +29,7 @@ func TestConsumerCancelledByBroker(t *testing.T) {
 	ch := unique("recover.cancel")
 	queue := "g." + ch
 	cleanup(t, []string{queue}, []string{ch})
-	got := &collector{}
+	got := &channelstest.Recorder{}
 	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", Handler: got.handle}}}, nil)
 	snd, _ := startPlugin(t, nil, nil)
 	ctx := context.Background()
@@ -61,7 +63,7 @@ func TestConnectionClosedByBroker(t *testing.T) {
 	brokerenv.Need(t, "rabbitmqctl", func() error { _, err := rabbitmqctl("status"); return err })
 	ch := unique("recover.conn")
 	cleanup(t, []string{"g." + ch}, []string{ch})
-	got := &collector{}
+	got := &channelstest.Recorder{}
 	_, ca := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 4, Handler: got.handle}}},
 		[]chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(100 * time.Millisecond))})
 	snd, sa := startPlugin(t, nil, []chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(100 * time.Millisecond))})

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels"
@@ -145,7 +147,7 @@ func TestSettleFailureHandedBackAtStop(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	got := &collector{}
+	got := &channelstest.Recorder{}
 	startPlugin(t, &service{Name: "svc", Channels: chOpts(got.handle)}, nil)
 	eventually(t, 10*time.Second, "the message run by the next member", func() bool { return got.count() == 1 })
 	dv, ok := got.all()[0].Raw.(*amqp091.Delivery)

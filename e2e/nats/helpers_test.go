@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
 	"github.com/microchannels/channels/e2e/interop"
@@ -27,11 +29,8 @@ var (
 	consistently = interop.Consistently
 )
 
-type service struct {
-	Name          string
-	Channels      channels.Channels
-	SendToChannel channels.SendFunc
-}
+// service is the schema of a test service.
+type service = channelstest.Service
 
 // newPlugin builds a plugin on the test NATS with adapter-wide options.
 func newPlugin(t *testing.T, o jetstream.ChannelOptions, opts ...channels.Option) *channels.Plugin {

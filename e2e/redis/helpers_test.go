@@ -3,6 +3,8 @@ package redis
 import (
 	"testing"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
 	"github.com/microchannels/channels/e2e/interop"
@@ -37,10 +39,7 @@ func startPluginAt(t *testing.T, url string, timings redis.ChannelOptions, schem
 	return interop.StartPlugin(t, a, schema, opts...)
 }
 
-type service struct {
-	Name          string
-	Channels      channels.Channels
-	SendToChannel channels.SendFunc
-}
+// service is the schema of a test service.
+type service = channelstest.Service
 
 func redisURL() string { return brokerenv.RedisURL() }
