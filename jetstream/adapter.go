@@ -57,8 +57,9 @@ type Adapter struct {
 	env   broker.Env
 	subs  broker.Subscriptions
 	kv    js.KeyValue
-	// streams remembers the streams ensured for sends, so that a send to a
-	// channel without a stream creates it once.
+	// streams maps a channel sent to to the stream that acknowledged its
+	// sends (a string), so that a send to a channel without a stream
+	// creates it once and one whose stream is gone knows which it was.
 	streams sync.Map
 	// streamOf maps a subscribed channel to its stream (for Lag).
 	streamOf sync.Map
