@@ -148,14 +148,15 @@ func (t *delivery) Ack(ctx context.Context) error {
 }
 
 func (t *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
-	t.s.untrack(t)
 	// Record the failed run before the nak, so that whichever member gets
 	// the message next sees the attempt.
 	return t.update(ctx, func(rec *record) { rec.Failures++; rec.Failure = failure }, func() error { return t.m.NakWithDelay(delay) })
 }
 
 // update writes the message's record changed by change, then hands the
-// message back with nak. A record that could not be read at the delivery
+// message back with nak. The message is reported in progress until the
+// nak (a write can take DefaultOpTimeout: the server would deliver it
+// again meanwhile). A record that could not be read at the delivery
 // is read again first; when it still cannot be, nothing is written (a
 // record started from zero would overwrite the count kept there) and the
 // message is handed back all the same.
@@ -163,6 +164,7 @@ func (t *delivery) update(ctx context.Context, change func(*record), nak func() 
 	if !t.known {
 		rec, ok, err := t.recs.load(ctx, t.seq)
 		if err != nil {
+			t.s.untrack(t)
 			return errors.Join(fmt.Errorf("channels/jetstream: failure record unreadable, not updated: %w", err), nak())
 		}
 		t.known = true
@@ -176,6 +178,7 @@ func (t *delivery) update(ctx context.Context, change func(*record), nak func() 
 	if err == nil {
 		t.rec, t.hasRec = rec, true
 	}
+	t.s.untrack(t)
 	return errors.Join(err, nak())
 }
 
@@ -199,12 +202,10 @@ func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 }
 
 func (t *delivery) Keep(ctx context.Context, failure map[string]string) error {
-	t.s.untrack(t)
 	return t.update(ctx, func(rec *record) { rec.Final, rec.Failure = true, failure },
 		func() error { return t.m.NakWithDelay(DefaultKeepDelay) })
 }
 
 func (t *delivery) Release(ctx context.Context) error {
-	t.s.untrack(t)
 	return t.update(ctx, func(rec *record) { rec.Releases++ }, t.m.Nak)
 }
