@@ -29,9 +29,6 @@ type delivery struct {
 	known  bool // rec is what the bucket holds (read, or none can exist)
 	// needsRecord: delivered before, its record is to be read.
 	needsRecord bool
-	// recreated: its consumer sequence is below one seen before: the
-	// consumer was created again.
-	recreated bool
 }
 
 // recordReadTimeout bounds the read of a failure record in the fetch path:
@@ -43,19 +40,18 @@ func (s *subscription) recordReadTimeout() time.Duration {
 // holdBatch hands messages received together to the kit, in order. Each
 // is reported in progress from its arrival; the failure records of the
 // redelivered ones are read concurrently (each bounded by
-// recordReadTimeout), so a slow read does not hold the others back.
+// recordReadTimeout), so a slow read does not hold the others back. The
+// records a message is keyed by are decided here: when a consumer
+// sequence went back (the consumer was created again) and no read of the
+// consumer followed yet, the consumer is read first, so that this message
+// and every later one is keyed by the consumer that delivered it.
 func (s *subscription) holdBatch(ds []*delivery) {
+	if s.recreatedGen.Load() > s.appliedGen.Load() {
+		s.readConsumer()
+	}
+	_, recs, _ := s.consumer()
 	for _, d := range ds {
-		if d.recreated {
-			// Its consumer is not the one the records are keyed by: read
-			// it, and key every message of the batch by it.
-			s.readConsumer()
-			_, recs, _ := s.consumer()
-			for _, d := range ds {
-				d.recs = recs
-			}
-			break
-		}
+		d.recs = recs
 	}
 	var wg sync.WaitGroup
 	for _, d := range ds {
@@ -91,8 +87,9 @@ func (s *subscription) delivery(m js.Msg) *delivery {
 		d.Deliveries = int(meta.NumDelivered)
 		d.needsRecord = meta.NumDelivered > 1
 		// Arrivals come one at a time (the inbox's callback).
-		last := s.lastCseq.Swap(meta.Sequence.Consumer)
-		d.recreated = meta.Sequence.Consumer <= last
+		if last := s.lastCseq.Swap(meta.Sequence.Consumer); meta.Sequence.Consumer <= last {
+			s.recreatedGen.Add(1)
+		}
 	}
 	if h := m.Headers(); len(h) > 0 {
 		msg.Headers = make(map[string]string, len(h))

@@ -152,13 +152,23 @@ func (s *subscription) refresh() {
 	}
 }
 
-// readConsumer reads the consumer and applies what it finds.
+// readConsumer reads the consumer and applies what it finds; a read
+// applied covers the consumer sequences seen going back before it started
+// (appliedGen).
 func (s *subscription) readConsumer() {
+	gen := s.recreatedGen.Load()
 	cons, _, _ := s.consumer()
 	ctx, cancel := context.WithTimeout(s.fetchCtx, DefaultOpTimeout)
 	defer cancel()
-	if info, err := cons.Info(ctx); err == nil {
-		s.applyInfo(info)
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return
+	}
+	s.applyInfo(info)
+	for {
+		if a := s.appliedGen.Load(); a >= gen || s.appliedGen.CompareAndSwap(a, gen) {
+			return
+		}
 	}
 }
 

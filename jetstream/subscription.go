@@ -57,7 +57,13 @@ type subscription struct {
 	// consumer never goes back, a lower one comes from a consumer created
 	// again under the same name.
 	lastCseq atomic.Uint64
-	again    atomic.Bool // a refresh was asked while one ran
+	// recreatedGen counts the consumer sequences seen going back;
+	// appliedGen is the count a read of the consumer, made after them,
+	// was applied for. While it is lower, records are keyed only after
+	// another read (holdBatch).
+	recreatedGen atomic.Uint64
+	appliedGen   atomic.Uint64
+	again        atomic.Bool // a refresh was asked while one ran
 }
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, stream string, cons js.Consumer, recs records) *subscription {
