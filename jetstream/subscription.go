@@ -44,6 +44,11 @@ type subscription struct {
 	wake          chan struct{} // the in-progress loop looks again
 	beatQuit      chan struct{} // closed by finish: the in-progress loop ends
 	watches       []*nats.Subscription
+	// startMu orders Start and Drain: a Start either runs whole (the
+	// loops started, the watches subscribed) before the drain begins, or
+	// finds drainStarted and does nothing.
+	startMu      sync.Mutex
+	drainStarted bool
 
 	// consMu guards cons, recs, created (replaced by reprovision and by a
 	// refresh that finds the consumer created again) and drainCtx.
@@ -82,7 +87,9 @@ func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOption
 // in-progress loop goes on while a drain waits for slow handlers; finish
 // ends it.
 func (s *subscription) Start() {
-	if s.Consumer.Start(s.fetchLoop) {
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	if !s.drainStarted && s.Consumer.Start(s.fetchLoop) {
 		s.watch()
 		go s.beatLoop()
 	}
@@ -91,6 +98,9 @@ func (s *subscription) Start() {
 // Drain stops the pull at once, waits for running handlers (bounded by
 // ctx), flushes the acknowledgements and forgets the subscription.
 func (s *subscription) Drain(ctx context.Context) error {
+	s.startMu.Lock()
+	s.drainStarted = true
+	s.startMu.Unlock()
 	return s.Consumer.Drain(ctx, broker.DrainHooks{
 		StopFetching: func(ctx context.Context) {
 			s.consMu.Lock()
