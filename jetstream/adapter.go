@@ -226,7 +226,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 		return nil, err
 	}
 	asked := opts.InProgressInterval
-	opts.InProgressInterval = inProgressEvery(cons.CachedInfo().Config.AckWait, asked)
+	opts.InProgressInterval = inProgressEvery(ackWaitOf(cons.CachedInfo().Config.AckWait, cons.CachedInfo().Config.BackOff), asked)
 	s := newSubscription(a, c, ch, opts, stream, cons, newRecords(kv, stream, durable, cons.CachedInfo().Created))
 	s.askedInterval = asked
 	a.subs.Add(s)

@@ -38,6 +38,8 @@ type subscription struct {
 	// report, refreshed the last read of the consumer's configuration.
 	askedInterval time.Duration
 	interval      atomic.Int64
+	heldEvery     atomic.Int64 // an interval lowered by a request (ns; 0: none)
+	heldUntil     atomic.Int64 // when heldEvery stops holding (unix ns)
 	lastReport    time.Time
 	refreshed     time.Time
 	refreshing    atomic.Bool
