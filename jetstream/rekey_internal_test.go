@@ -87,3 +87,28 @@ func TestLaterArrivalsKeyedByRecreatedConsumer(t *testing.T) {
 		}
 	}
 }
+
+// A consumer created again whose sequences never went back below the
+// last one seen (and whose CREATED advisory was missed) is found by a
+// read of the consumer (the slow refresh): its Created time is newer, and
+// the messages held from then on are keyed by its records.
+func TestRecordsFollowNewerCreatedOnRead(t *testing.T) {
+	old, created := time.Unix(1000, 0), time.Unix(2000, 0)
+	kv := &keysKV{}
+	ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1}
+	s := &subscription{Consumer: broker.NewConsumer(ch), ch: ch, log: slog.Default(), running: map[*delivery]struct{}{},
+		wake: make(chan struct{}, 1), fetchCtx: context.Background(), stream: "S",
+		cons: &infoConsumer{created: created}, recs: newRecords(kv, "S", "g", old), created: old}
+	s.info.Store(&js.ConsumerInfo{Created: old, Config: js.ConsumerConfig{AckWait: 30 * time.Second}})
+	s.interval.Store(int64(10 * time.Second))
+	_ = s.Consumer.Drain(context.Background(), broker.DrainHooks{})
+	d := s.delivery(&seqMsg{cseq: 1, sseq: 5}) // the first sequence seen: nothing went back
+	s.refresh()                                // as the slow interval does
+	s.holdBatch([]*delivery{d})
+	want := newRecords(kv, "S", "g", created).prefix
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	if len(kv.keys) != 1 || !strings.HasPrefix(kv.keys[0], want) {
+		t.Fatalf("records written %v, want one keyed by %q", kv.keys, want)
+	}
+}
