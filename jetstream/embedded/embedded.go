@@ -121,6 +121,24 @@ func DefaultStoreDir() string {
 	return filepath.Join(dataDir(), "channels-nats", appName(path, exe, wd))
 }
 
+// legacyStoreDir is the default store of releases that named it by the
+// executable's name alone (<data dir>/channels-nats/<executable>), when
+// that directory exists and is not today's default store.
+func legacyStoreDir() (string, bool) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", false
+	}
+	dir := filepath.Join(dataDir(), "channels-nats", strings.TrimSuffix(filepath.Base(exe), ".exe"))
+	if dir == DefaultStoreDir() {
+		return "", false
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil || !fi.IsDir() {
+		return "", false
+	}
+	return dir, true
+}
+
 // appName names the store of a program: its main package path when it has
 // one, else its executable's name and the working directory; a readable
 // part and a hash of what names it.
