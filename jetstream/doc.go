@@ -39,7 +39,7 @@
 //	FetchTimeout        DefaultFetchTimeout (5s)         expiry of one pull request (a stop ends it at once)
 //	AckSync             false                            confirm each ack with a round trip (double ack)
 //	Stream              server defaults                  StreamOptions: Name, Subjects, MaxAge, MaxMsgs, MaxBytes, MaxMsgSize, Discard, Retention, Storage, Replicas, Duplicates, Configure
-//	DeadLetterStream    limits retention, MaxAge 7 days, MaxMsgs 100000  StreamOptions of the dead-letter stream (the channel's Stream options do not apply to it)
+//	DeadLetterStream    limits retention, MaxAge 7 days, MaxMsgs 100000  StreamOptions of the dead-letter stream (the channel's Stream options do not apply to it; the bounds are for a stream the adapter creates: an existing one keeps its own)
 //
 // Adapter options: WithRecords(bucket, ttl) (DefaultRecordsBucket,
 // DefaultRecordTTL) for the failure records. DefaultKeepDelay and
