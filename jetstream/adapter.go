@@ -59,8 +59,9 @@ type Adapter struct {
 	env   broker.Env
 	subs  kit.Subscriptions
 	kv    js.KeyValue
-	// streams remembers the streams ensured for sends, so that a send to a
-	// channel without a stream creates it once.
+	// streams maps a channel sent to to the stream that acknowledged its
+	// sends (a string), so that a send to a channel without a stream
+	// creates it once and one whose stream is gone knows which it was.
 	streams sync.Map
 	// streamOf maps a subscribed channel to its stream (for Lag).
 	streamOf sync.Map
@@ -227,7 +228,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 		return nil, err
 	}
 	asked := opts.InProgressInterval
-	opts.InProgressInterval = inProgressEvery(cons.CachedInfo().Config.AckWait, asked)
+	opts.InProgressInterval = inProgressEvery(ackWaitOf(cons.CachedInfo().Config.AckWait, cons.CachedInfo().Config.BackOff), asked)
 	s := newSubscription(a, c, ch, opts, stream, cons, newRecords(kv, stream, durable, cons.CachedInfo().Created))
 	s.askedInterval = asked
 	a.subs.Add(s)

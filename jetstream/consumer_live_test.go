@@ -266,8 +266,9 @@ func TestPullAsksIdleHeartbeat(t *testing.T) {
 	}
 }
 
-// While a handler runs, the consumer is read at the slow interval only
-// (at most once in 3 s with AckWait 2 s), and not at all while idle.
+// While a handler runs, the consumer is read at the slow interval
+// (AckWait/2, at least 5 s): at most once in 3 s with AckWait 2 s, and
+// again within the next interval; not at all while idle.
 func TestConsumerInfoAtSlowInterval(t *testing.T) {
 	url, _ := startServer(t)
 	nc, _ := jsOn(t, url)
@@ -298,6 +299,9 @@ func TestConsumerInfoAtSlowInterval(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "running", func() bool { return runs.get() == 1 })
 	consistently(t, 3*time.Second, "at most one read", func() bool { return infos.get() <= from+1 })
+	// And read again at the slow interval (5 s here) while it runs.
+	at := infos.get()
+	eventually(t, 7*time.Second, "read again at the slow interval", func() bool { return infos.get() > at })
 	close(release)
 }
 

@@ -15,8 +15,9 @@ import (
 // interest retention does not make the dead-letter stream one (a stream
 // with interest retention and no consumer acknowledges a message without
 // storing it), and an existing dead-letter stream with interest retention
-// is turned to limits retention. Both get the default dead-letter bounds
-// (an unbounded dead-letter stream could fill the store).
+// is turned to limits retention. The new one gets the default dead-letter
+// bounds (an unbounded dead-letter stream could fill the store); the
+// existing one keeps its own.
 func TestDeadLetterStreamOwnOptions(t *testing.T) {
 	url, _ := startServer(t)
 	_, j := jsOn(t, url)
@@ -44,11 +45,15 @@ func TestDeadLetterStreamOwnOptions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Its own default bounds, not the channel stream's.
-		if c := st.CachedInfo().Config; c.Retention != js.LimitsPolicy || c.MaxAge != jetstream.DefaultDeadLetterMaxAge ||
-			c.MaxMsgs != jetstream.DefaultDeadLetterMaxMsgs {
-			t.Fatalf("%s: retention %v MaxAge %s MaxMsgs %d: want limits retention and the default dead-letter bounds",
-				dlq, c.Retention, c.MaxAge, c.MaxMsgs)
+		// Not the channel stream's bounds: the defaults for the new one,
+		// the existing one's own (none).
+		wantAge, wantMsgs := jetstream.DefaultDeadLetterMaxAge, int64(jetstream.DefaultDeadLetterMaxMsgs)
+		if dlq == "OLD_DLQ" {
+			wantAge, wantMsgs = 0, -1
+		}
+		if c := st.CachedInfo().Config; c.Retention != js.LimitsPolicy || c.MaxAge != wantAge || c.MaxMsgs != wantMsgs {
+			t.Fatalf("%s: retention %v MaxAge %s MaxMsgs %d: want limits retention, MaxAge %s, MaxMsgs %d",
+				dlq, c.Retention, c.MaxAge, c.MaxMsgs, wantAge, wantMsgs)
 		}
 	}
 }

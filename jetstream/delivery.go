@@ -31,9 +31,6 @@ type delivery struct {
 	known  bool // rec is what the bucket holds (read, or none can exist)
 	// needsRecord: delivered before, its record is to be read.
 	needsRecord bool
-	// recreated: its consumer sequence is below one seen before: the
-	// consumer was created again.
-	recreated bool
 }
 
 // recordReadTimeout bounds the read of a failure record in the fetch path:
@@ -45,19 +42,18 @@ func (s *subscription) recordReadTimeout() time.Duration {
 // holdBatch hands messages received together to the kit, in order. Each
 // is reported in progress from its arrival; the failure records of the
 // redelivered ones are read concurrently (each bounded by
-// recordReadTimeout), so a slow read does not hold the others back.
+// recordReadTimeout), so a slow read does not hold the others back. The
+// records a message is keyed by are decided here: when a consumer
+// sequence went back (the consumer was created again) and no read of the
+// consumer followed yet, the consumer is read first, so that this message
+// and every later one is keyed by the consumer that delivered it.
 func (s *subscription) holdBatch(ds []*delivery) {
+	if s.recreatedGen.Load() > s.appliedGen.Load() {
+		s.readConsumer()
+	}
+	_, recs, _ := s.consumer()
 	for _, d := range ds {
-		if d.recreated {
-			// Its consumer is not the one the records are keyed by: read
-			// it, and key every message of the batch by it.
-			s.readConsumer()
-			_, recs, _ := s.consumer()
-			for _, d := range ds {
-				d.recs = recs
-			}
-			break
-		}
+		d.recs = recs
 	}
 	var wg sync.WaitGroup
 	for _, d := range ds {
@@ -93,8 +89,9 @@ func (s *subscription) delivery(m js.Msg) *delivery {
 		d.Deliveries = int(meta.NumDelivered)
 		d.needsRecord = meta.NumDelivered > 1
 		// Arrivals come one at a time (the inbox's callback).
-		last := s.lastCseq.Swap(meta.Sequence.Consumer)
-		d.recreated = meta.Sequence.Consumer <= last
+		if last := s.lastCseq.Swap(meta.Sequence.Consumer); meta.Sequence.Consumer <= last {
+			s.recreatedGen.Add(1)
+		}
 	}
 	if h := m.Headers(); len(h) > 0 {
 		msg.Headers = make(map[string]string, len(h))
@@ -150,14 +147,15 @@ func (t *delivery) Ack(ctx context.Context) error {
 }
 
 func (t *delivery) Retry(ctx context.Context, delay time.Duration, failure map[string]string) error {
-	t.s.untrack(t)
 	// Record the failed run before the nak, so that whichever member gets
 	// the message next sees the attempt.
 	return t.update(ctx, func(rec *record) { rec.Failures++; rec.Failure = failure }, func() error { return t.m.NakWithDelay(delay) })
 }
 
 // update writes the message's record changed by change, then hands the
-// message back with nak. A record that could not be read at the delivery
+// message back with nak. The message is reported in progress until the
+// nak (a write can take DefaultOpTimeout: the server would deliver it
+// again meanwhile). A record that could not be read at the delivery
 // is read again first; when it still cannot be, nothing is written (a
 // record started from zero would overwrite the count kept there) and the
 // message is handed back all the same.
@@ -165,6 +163,7 @@ func (t *delivery) update(ctx context.Context, change func(*record), nak func() 
 	if !t.known {
 		rec, ok, err := t.recs.load(ctx, t.seq)
 		if err != nil {
+			t.s.untrack(t)
 			return errors.Join(fmt.Errorf("channels/jetstream: failure record unreadable, not updated: %w", err), nak())
 		}
 		t.known = true
@@ -178,6 +177,7 @@ func (t *delivery) update(ctx context.Context, change func(*record), nak func() 
 	if err == nil {
 		t.rec, t.hasRec = rec, true
 	}
+	t.s.untrack(t)
 	return errors.Join(err, nak())
 }
 
@@ -201,12 +201,10 @@ func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 }
 
 func (t *delivery) Keep(ctx context.Context, failure map[string]string) error {
-	t.s.untrack(t)
 	return t.update(ctx, func(rec *record) { rec.Final, rec.Failure = true, failure },
 		func() error { return t.m.NakWithDelay(DefaultKeepDelay) })
 }
 
 func (t *delivery) Release(ctx context.Context) error {
-	t.s.untrack(t)
 	return t.update(ctx, func(rec *record) { rec.Releases++ }, t.m.Nak)
 }

@@ -39,7 +39,7 @@
 //	FetchTimeout        DefaultFetchTimeout (5s)         expiry of one pull request (a stop ends it at once)
 //	AckSync             false                            confirm each ack with a round trip (double ack)
 //	Stream              server defaults                  StreamOptions: Name, Subjects, MaxAge, MaxMsgs, MaxBytes, MaxMsgSize, Discard, Retention, Storage, Replicas, Duplicates, Configure
-//	DeadLetterStream    limits retention, MaxAge 7 days, MaxMsgs 100000  StreamOptions of the dead-letter stream (the channel's Stream options do not apply to it)
+//	DeadLetterStream    limits retention, MaxAge 7 days, MaxMsgs 100000  StreamOptions of the dead-letter stream (the channel's Stream options do not apply to it; the bounds are for a stream the adapter creates: an existing one keeps its own)
 //
 // Adapter options: WithRecords(bucket, ttl) (DefaultRecordsBucket,
 // DefaultRecordTTL) for the failure records. DefaultKeepDelay and
@@ -109,10 +109,18 @@
 // passed during a reconnect) that the server still answered. The
 // in-progress reports follow the consumer's AckWait as the server has it:
 // a change made by another member (seen on the consumer's API subjects)
-// reports the running messages at once and reads the consumer again; the
-// consumer is also read every AckWait/2 (at least 5 s) while messages run,
-// and a consumer created again under the same name (its Created time)
-// gets failure records of its own. A message is a stream
+// lowers the interval at once to the AckWait (or shorter BackOff step) the
+// request asks for, reports the running messages and reads the consumer
+// again (after 100 ms, 0.5 s, 1 s and 2 s); the consumer is also read
+// every AckWait/2 (at least 5 s) while messages run, and a consumer
+// created again under the same name (its Created time, or a consumer
+// sequence going back) gets failure records of its own. A subscription
+// listens on its consumer's create subjects
+// ($JS.API.CONSUMER.CREATE.<stream>.<durable>[.>] and
+// $JS.API.CONSUMER.DURABLE.CREATE.<stream>.<durable>): while JetStream is
+// unavailable on the account, a create request for that consumer from
+// another member (its Subscribe) finds that interest and waits for its
+// timeout instead of failing at once with no responders. A message is a stream
 // message when its reply subject is a JetStream acknowledgement subject,
 // whatever its headers, so a stored empty message with a Status header (which
 // nats.go's own pull consumers take for a status of the server and never

@@ -29,10 +29,33 @@ func refreshEvery(ackWait time.Duration) time.Duration {
 
 const minRefreshEvery = 5 * time.Second
 
+// ackWaitOf is the shortest wait for an acknowledgement a consumer
+// configuration gives: its AckWait, or a shorter BackOff step (the server
+// times the deliveries out by BackOff when it is set).
+func ackWaitOf(ackWait time.Duration, backoff []time.Duration) time.Duration {
+	for _, b := range backoff {
+		if b > 0 && (ackWait <= 0 || b < ackWait) {
+			ackWait = b
+		}
+	}
+	return ackWait
+}
+
+// rereadAfter are the delays, after a consumer API request is seen, of the
+// reads of the consumer's configuration (the server applies the request
+// after we see it, later in a cluster).
+var rereadAfter = []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second}
+
+// requestHold bounds how long an interval lowered from a request's body
+// holds against reads that do not show the request applied (a request
+// the server refused).
+const requestHold = 2 * DefaultOpTimeout
+
 // watch listens for what changes the consumer under this member: the
 // consumer API requests of other members (an update may lower AckWait:
-// the running messages are reported in progress at once and the
-// configuration is read again), its creation and deletion (its failure
+// the interval follows the AckWait the request asks for at once, the
+// running messages are reported in progress and the configuration is
+// read again, rereadAfter), its creation and deletion (its failure
 // records start over), and the server's MAX_DELIVERIES advisory (a
 // message the server stopped delivering is logged). Where the account's
 // permissions forbid these subjects the slow refresh alone applies.
@@ -43,12 +66,13 @@ func (s *subscription) watch() {
 			s.watches = append(s.watches, w)
 		}
 	}
-	changing := func(*nats.Msg) {
+	changing := func(m *nats.Msg) {
+		s.lowerFromRequest(m.Data)
 		s.reportNow()
 		go s.refresh()
-		// The request reaches the server as it reaches us: read the
-		// configuration again once the server has applied it.
-		time.AfterFunc(100*time.Millisecond, s.refresh)
+		for _, d := range rereadAfter {
+			time.AfterFunc(d, s.refresh)
+		}
 	}
 	changed := func(*nats.Msg) { go s.refresh() }
 	api := "$JS.API.CONSUMER."
@@ -57,6 +81,36 @@ func (s *subscription) watch() {
 	on(api+"DURABLE.CREATE."+s.stream+"."+durable, changing)
 	on("$JS.EVENT.ADVISORY.CONSUMER.CREATED."+s.stream+"."+durable, changed)
 	on("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+s.stream+"."+durable, s.maxDeliveries)
+}
+
+// lowerFromRequest lowers the in-progress interval at once to the one a
+// consumer create or update request asks for (its config's ack_wait and
+// backoff), when shorter; it holds until a read of the consumer shows it,
+// at most requestHold.
+func (s *subscription) lowerFromRequest(body []byte) {
+	var req struct {
+		Config struct {
+			AckWait time.Duration   `json:"ack_wait"`
+			BackOff []time.Duration `json:"backoff"`
+		} `json:"config"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return
+	}
+	wait := ackWaitOf(req.Config.AckWait, req.Config.BackOff)
+	if wait <= 0 {
+		return
+	}
+	every := inProgressEvery(wait, s.askedInterval)
+	if every >= time.Duration(s.interval.Load()) {
+		return
+	}
+	s.heldUntil.Store(time.Now().Add(requestHold).UnixNano())
+	s.heldEvery.Store(int64(every))
+	s.interval.Store(int64(every))
+	s.log.Debug("channels/jetstream: in-progress interval follows a consumer update request",
+		"channel", s.ch.Name, "group", s.ch.Group, "ack_wait", wait, "interval", every)
+	s.poke()
 }
 
 // maxDeliveries logs the server's advisory of a message it stopped
@@ -152,18 +206,29 @@ func (s *subscription) refresh() {
 	}
 }
 
-// readConsumer reads the consumer and applies what it finds.
+// readConsumer reads the consumer and applies what it finds; a read
+// applied covers the consumer sequences seen going back before it started
+// (appliedGen).
 func (s *subscription) readConsumer() {
+	gen := s.recreatedGen.Load()
 	cons, _, _ := s.consumer()
 	ctx, cancel := context.WithTimeout(s.fetchCtx, DefaultOpTimeout)
 	defer cancel()
-	if info, err := cons.Info(ctx); err == nil {
-		s.applyInfo(info)
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return
+	}
+	s.applyInfo(info)
+	for {
+		if a := s.appliedGen.Load(); a >= gen || s.appliedGen.CompareAndSwap(a, gen) {
+			return
+		}
 	}
 }
 
 // applyInfo takes a read of the consumer: the in-progress interval
-// follows its AckWait, and a consumer created again (another Created
+// follows its AckWait (or a shorter BackOff step; an interval lowered by a
+// request holds until a read shows it, or requestHold passed), and a consumer created again (another Created
 // time: its sequences start over) gets records of its own; a read older
 // than the last one applied does not take them back.
 func (s *subscription) applyInfo(info *js.ConsumerInfo) {
@@ -176,7 +241,14 @@ func (s *subscription) applyInfo(info *js.ConsumerInfo) {
 			"channel", s.ch.Name, "group", s.ch.Group, "created", info.Created)
 	}
 	s.consMu.Unlock()
-	every := inProgressEvery(info.Config.AckWait, s.askedInterval)
+	every := inProgressEvery(ackWaitOf(info.Config.AckWait, info.Config.BackOff), s.askedInterval)
+	if held := time.Duration(s.heldEvery.Load()); held > 0 {
+		if every <= held || time.Now().UnixNano() >= s.heldUntil.Load() {
+			s.heldEvery.Store(0)
+		} else {
+			every = held
+		}
+	}
 	if old := time.Duration(s.interval.Swap(int64(every))); old != every {
 		s.log.Debug("channels/jetstream: in-progress interval follows the consumer's AckWait",
 			"channel", s.ch.Name, "group", s.ch.Group, "ack_wait", info.Config.AckWait, "interval", every)

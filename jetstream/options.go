@@ -130,6 +130,11 @@ type StreamOptions struct {
 	// Configure, when set, edits the final configuration (any field
 	// nats.go knows) before it is created or compared.
 	Configure func(*js.StreamConfig)
+
+	// onCreate sets the defaults of a stream that does not exist yet,
+	// before the set fields and Configure apply; an existing stream never
+	// gets them.
+	onCreate func(*js.StreamConfig)
 }
 
 func (o StreamOptions) merge(over StreamOptions) StreamOptions {
@@ -215,9 +220,10 @@ type ChannelOptions struct {
 	// DeadLetterStream shapes the stream of the dead-letter queue; the
 	// channel's Stream options do not apply to it. Unset fields get the
 	// server's defaults (limits retention), except its bounds: a
-	// dead-letter stream without MaxAge gets DefaultDeadLetterMaxAge, one
-	// without MaxMsgs DefaultDeadLetterMaxMsgs, existing streams included
-	// (Configure may set them back to 0: no bound). A
+	// dead-letter stream created without MaxAge gets
+	// DefaultDeadLetterMaxAge, one without MaxMsgs DefaultDeadLetterMaxMsgs
+	// (MaxMsgs -1, or Configure, asks for no bound). An existing
+	// dead-letter stream keeps its bounds unless these options set them. A
 	// dead-letter stream keeps what it is given even when nobody reads it:
 	// interest retention (which stores nothing while the stream has no
 	// consumer) is used only when Retention asks for it, and an existing

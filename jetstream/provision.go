@@ -107,23 +107,22 @@ func (o StreamOptions) overlay(cfg js.StreamConfig) js.StreamConfig {
 // interest retention turned to limits unless o asks for it (a stream with
 // interest retention and no consumer acknowledges a message and stores
 // nothing: the dead letter would be lost while every step reports
-// success), and the default bounds where neither o nor the stream has
-// one (DefaultDeadLetterMaxAge, DefaultDeadLetterMaxMsgs).
+// success). A stream it creates gets the default bounds where o sets none
+// (DefaultDeadLetterMaxAge, DefaultDeadLetterMaxMsgs); an existing stream
+// keeps its bounds unless o sets them.
 func deadLetterStream(o StreamOptions) StreamOptions {
 	asked, user := o.Retention, o.Configure
 	o.Configure = func(cfg *js.StreamConfig) {
 		if cfg.Retention == js.InterestPolicy && asked != js.InterestPolicy {
 			cfg.Retention = js.LimitsPolicy
 		}
-		if cfg.MaxAge == 0 {
-			cfg.MaxAge = DefaultDeadLetterMaxAge
-		}
-		if cfg.MaxMsgs <= 0 {
-			cfg.MaxMsgs = DefaultDeadLetterMaxMsgs
-		}
 		if user != nil {
 			user(cfg)
 		}
+	}
+	o.onCreate = func(cfg *js.StreamConfig) {
+		cfg.MaxAge = DefaultDeadLetterMaxAge
+		cfg.MaxMsgs = DefaultDeadLetterMaxMsgs
 	}
 	return o
 }
@@ -142,7 +141,11 @@ func ensureStreamConfig(ctx context.Context, j js.JetStream, subject string, o S
 	for try := 0; ; try++ {
 		st, err := j.Stream(ctx, name)
 		if errors.Is(err, js.ErrStreamNotFound) {
-			cfg := o.overlay(js.StreamConfig{Name: name, Subjects: subjects})
+			base := js.StreamConfig{Name: name, Subjects: subjects}
+			if o.onCreate != nil {
+				o.onCreate(&base) // defaults of a new stream, under the set options
+			}
+			cfg := o.overlay(base)
 			if _, err = j.CreateStream(ctx, cfg); err == nil {
 				return name, cfg, nil
 			}

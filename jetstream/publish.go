@@ -63,29 +63,51 @@ func prepareMsg(channel string, out *broker.Outgoing) (*nats.Msg, []js.PublishOp
 
 // publishEnsuring publishes m and waits for its acknowledgement. A send
 // that finds no stream (JetStream's "no response from stream": never seen
-// by this adapter, or removed since by anyone) forgets that the stream
-// was seen, creates it and is sent once more.
+// by this adapter, or removed since by anyone) creates the stream when
+// createMissingStream may, and is sent once more.
 func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, m *nats.Msg, popts []js.PublishOpt) error {
-	_, known := a.streams.Load(channel)
+	v, known := a.streams.Load(channel)
 	if !known {
 		// No stream seen yet: learn at once that there is none (instead of
 		// nats.go's retries on no responders) and create it.
 		popts = append(popts[:len(popts):len(popts)], js.WithRetryAttempts(0))
 	}
-	_, err := a.publish(ctx, c, m, popts)
+	ack, err := a.publish(ctx, c, m, popts)
 	if errors.Is(err, js.ErrNoStreamResponse) && c.nc.IsConnected() {
-		a.streams.Delete(channel)
-		if _, serr := ensureStream(ctx, c.js, channel, a.chopts.Stream); serr == nil {
-			_, err = a.publish(ctx, c, m, popts)
+		seen, _ := v.(string)
+		if a.createMissingStream(ctx, c, channel, seen) {
+			ack, err = a.publish(ctx, c, m, popts)
 		}
 	}
 	if err == nil {
-		a.streams.Store(channel, struct{}{})
+		a.streams.Store(channel, ack.Stream)
 	}
 	if err != nil {
 		return &broker.PublishError{Channel: channel, Err: err}
 	}
 	return nil
+}
+
+// createMissingStream creates the stream of a channel whose send found no
+// stream, with the adapter's stream options, and reports whether the send
+// is worth trying again. It creates only a stream the server reports as
+// not found and never updates one: a sender's options need not be those
+// of the stream's owner (a shorter MaxAge would trim its messages), and a
+// stream that exists may answer again once its leader is elected. A
+// channel whose stream was seen (seen: the name its acknowledgements
+// gave) gets it back only when the adapter's options give that stream
+// for the channel; otherwise its shape is not known here (another
+// member's stream on "orders.>", say) and the send fails.
+func (a *Adapter) createMissingStream(ctx context.Context, c *conn, channel, seen string) bool {
+	name, subjects := streamFor(channel, a.chopts.Stream)
+	if seen != "" && seen != name || !covers(subjects, channel) {
+		return false
+	}
+	if _, err := c.js.Stream(ctx, name); err == nil || !errors.Is(err, js.ErrStreamNotFound) {
+		return err == nil
+	}
+	_, err := c.js.CreateStream(ctx, a.chopts.Stream.overlay(js.StreamConfig{Name: name, Subjects: subjects}))
+	return err == nil || errors.Is(err, js.ErrStreamNameAlreadyInUse)
 }
 
 // BatchWindow bounds the messages of one PublishBatch published and not yet

@@ -88,9 +88,10 @@ func TestPullTracksAnswersOfGivenUpRequests(t *testing.T) {
 	}
 }
 
-// A pull that gets nothing, not even an idle heartbeat, for twice its
-// heartbeat is taken for dead: fetch returns errPullSilent well before its
-// expiry.
+// A pull the server accepted (waiting on the consumer) that then gets
+// nothing, not even an idle heartbeat, for twice its heartbeat is taken
+// for dead (a server that stopped heartbeating it): fetch returns
+// errPullSilent well before its expiry.
 func TestPullMissedHeartbeatEndsThePull(t *testing.T) {
 	nc, j, link := pullServer(t, true)
 	pullConsumer(t, j)
@@ -101,12 +102,39 @@ func TestPullMissedHeartbeatEndsThePull(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	link.Freeze()
 	defer link.Heal()
-	start := time.Now()
-	err = p.fetch(context.Background(), 1, 4*time.Second, 500*time.Millisecond, func([]*delivery) {})
-	if !errors.Is(err, errPullSilent) || time.Since(start) > 3*time.Second {
-		t.Fatalf("fetch on a silent link: %v after %s, want errPullSilent within 3s", err, time.Since(start))
+	var beats atomic.Int32 // idle heartbeats answering the pull
+	if _, err := nc.Subscribe(p.inbox+"*", func(m *nats.Msg) {
+		if m.Header.Get("Status") == "100" {
+			beats.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- p.fetch(context.Background(), 1, 6*time.Second, 500*time.Millisecond, func([]*delivery) {})
+	}()
+	g := gomega.NewWithT(t)
+	g.Eventually(func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := j.Consumer(ctx, "p", "g")
+		if err != nil {
+			return -1
+		}
+		return c.CachedInfo().NumWaiting
+	}).WithTimeout(5*time.Second).WithPolling(20*time.Millisecond).Should(gomega.Equal(1), "the server holds the pull")
+	g.Eventually(beats.Load).WithTimeout(5*time.Second).WithPolling(10*time.Millisecond).Should(gomega.BeNumerically(">=", 1), "a heartbeat arrived")
+	link.Freeze()
+	frozen := time.Now()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errPullSilent) {
+			t.Fatalf("fetch on a pull gone silent: %v, want errPullSilent", err)
+		}
+	case <-time.After(3 * time.Second): // well before the 6 s expiry
+		t.Fatalf("fetch still waiting %s after the pull went silent", time.Since(frozen))
 	}
 }
 

@@ -40,12 +40,19 @@ type subscription struct {
 	// report, refreshed the last read of the consumer's configuration.
 	askedInterval time.Duration
 	interval      atomic.Int64
+	heldEvery     atomic.Int64 // an interval lowered by a request (ns; 0: none)
+	heldUntil     atomic.Int64 // when heldEvery stops holding (unix ns)
 	lastReport    time.Time
 	refreshed     time.Time
 	refreshing    atomic.Bool
 	wake          chan struct{} // the in-progress loop looks again
 	beatQuit      chan struct{} // closed by finish: the in-progress loop ends
 	watches       []*nats.Subscription
+	// startMu orders Start and Drain: a Start either runs whole (the
+	// loops started, the watches subscribed) before the drain begins, or
+	// finds drainStarted and does nothing.
+	startMu      sync.Mutex
+	drainStarted bool
 
 	// consMu guards cons, recs, created (replaced by reprovision and by a
 	// refresh that finds the consumer created again) and drainCtx.
@@ -59,7 +66,13 @@ type subscription struct {
 	// consumer never goes back, a lower one comes from a consumer created
 	// again under the same name.
 	lastCseq atomic.Uint64
-	again    atomic.Bool // a refresh was asked while one ran
+	// recreatedGen counts the consumer sequences seen going back;
+	// appliedGen is the count a read of the consumer, made after them,
+	// was applied for. While it is lower, records are keyed only after
+	// another read (holdBatch).
+	recreatedGen atomic.Uint64
+	appliedGen   atomic.Uint64
+	again        atomic.Bool // a refresh was asked while one ran
 }
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, stream string, cons js.Consumer, recs records) *subscription {
@@ -78,7 +91,9 @@ func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOption
 // in-progress loop goes on while a drain waits for slow handlers; finish
 // ends it.
 func (s *subscription) Start() {
-	if s.Consumer.Start(s.fetchLoop) {
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	if !s.drainStarted && s.Consumer.Start(s.fetchLoop) {
 		s.watch()
 		go s.beatLoop()
 	}
@@ -87,6 +102,9 @@ func (s *subscription) Start() {
 // Drain stops the pull at once, waits for running handlers (bounded by
 // ctx), flushes the acknowledgements and forgets the subscription.
 func (s *subscription) Drain(ctx context.Context) error {
+	s.startMu.Lock()
+	s.drainStarted = true
+	s.startMu.Unlock()
 	return s.Consumer.Drain(ctx, kit.DrainHooks{
 		StopFetching: func(ctx context.Context) {
 			s.consMu.Lock()

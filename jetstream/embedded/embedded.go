@@ -123,6 +123,24 @@ func DefaultStoreDir() string {
 	return filepath.Join(dataDir(), "channels-nats", appName(path, exe, wd))
 }
 
+// legacyStoreDir is the default store of releases that named it by the
+// executable's name alone (<data dir>/channels-nats/<executable>), when
+// that directory exists and is not today's default store.
+func legacyStoreDir() (string, bool) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", false
+	}
+	dir := filepath.Join(dataDir(), "channels-nats", strings.TrimSuffix(filepath.Base(exe), ".exe"))
+	if dir == DefaultStoreDir() {
+		return "", false
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil || !fi.IsDir() {
+		return "", false
+	}
+	return dir, true
+}
+
 // appName names the store of a program: its main package path when it has
 // one, else its executable's name and the working directory; a readable
 // part and a hash of what names it.
@@ -253,7 +271,7 @@ func Start(o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	onDisk := storedStreams(dir)
+	onDisk := storedStreams(dir, o.EncryptionKey != "")
 	srv, err := server.NewServer(so)
 	if err != nil {
 		s.cleanup()
@@ -279,16 +297,31 @@ func Start(o Options) (*Server, error) {
 var ErrStoreUnreadable = errors.New("channels/jetstream/embedded: the store holds streams the server could not read (another encryption key?)")
 
 // storedStreams counts the streams a store holds on disk
-// (jetstream/<account>/streams/<stream>).
-func storedStreams(dir string) int {
+// (jetstream/<account>/streams/<stream>) as the server recovers them: a
+// directory whose name does not start with a dot (a stream being deleted)
+// and that holds the stream's meta.inf, and its meta.key when the store
+// is read with a key.
+func storedStreams(dir string, encrypted bool) int {
 	ds, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "streams", "*"))
 	n := 0
 	for _, d := range ds {
-		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
-			n++
+		if strings.HasPrefix(filepath.Base(d), ".") {
+			continue
 		}
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			continue
+		}
+		if !isFile(filepath.Join(d, "meta.inf")) || encrypted && !isFile(filepath.Join(d, "meta.key")) {
+			continue
+		}
+		n++
 	}
 	return n
+}
+
+func isFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // checkRecovered compares the streams the server runs with those its

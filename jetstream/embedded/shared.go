@@ -174,6 +174,13 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	if err != nil {
 		return err
 	}
+	if a.opts.StoreDir == "" && !a.opts.Temporary {
+		if old, ok := legacyStoreDir(); ok {
+			env.Normalize().Logger.Warn("channels/jetstream/embedded: a store of an earlier release (named by the executable alone) exists and is not used; "+
+				"its messages are not delivered: set Options.StoreDir (nats-embedded:///dir) to it to keep using it, or remove it",
+				"legacy_store", old, "store", srv.StoreDir())
+		}
+	}
 	inner, err := srv.Adapter()
 	if err == nil {
 		err = inner.Connect(ctx, env)

@@ -59,9 +59,6 @@ func TestSlowStartBlocksNoOtherServer(t *testing.T) {
 // is named main) get different default stores; one program gets the same
 // store at every run.
 func TestDefaultStoreDirPerProgram(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds two programs")
-	}
 	out := t.TempDir()
 	dirs := map[string]string{}
 	for _, prog := range []string{"a", "b"} {

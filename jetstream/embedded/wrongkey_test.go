@@ -3,6 +3,8 @@ package embedded_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	js "github.com/nats-io/nats.go/jetstream"
@@ -52,5 +54,43 @@ func TestWrongEncryptionKeyRefused(t *testing.T) {
 	j, _ = js.New(nc)
 	if st, err := j.Stream(ctx, "S"); err != nil || st.CachedInfo().State.Msgs != 1 {
 		t.Fatalf("read back with the right key: %v", err)
+	}
+}
+
+// A store holding, beside its streams, a directory left by a stream
+// deletion in progress (".<name>") and one without a stream's meta.inf
+// starts: the server recovers every stream it holds, and ignores those.
+func TestStoreWithLeftoversStarts(t *testing.T) {
+	for _, key := range []string{"", "the-key-of-this-store-0123456789"} {
+		dir := t.TempDir()
+		s, err := embedded.Start(embedded.Options{StoreDir: dir, EncryptionKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := s.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, _ := js.New(nc)
+		ctx := context.Background()
+		if _, err := j.CreateStream(ctx, js.StreamConfig{Name: "S", Subjects: []string{"s"}}); err != nil {
+			t.Fatal(err)
+		}
+		nc.Close()
+		s.Shutdown()
+		streams, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "streams"))
+		if len(streams) != 1 {
+			t.Fatalf("streams directories: %v", streams)
+		}
+		for _, d := range []string{".S_DELETED", "EMPTY"} {
+			if err := os.MkdirAll(filepath.Join(streams[0], d, "msgs"), 0o750); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err = embedded.Start(embedded.Options{StoreDir: dir, EncryptionKey: key})
+		if err != nil {
+			t.Fatalf("key %q: Start on a store with leftovers: %v", key, err)
+		}
+		s.Shutdown()
 	}
 }
