@@ -44,9 +44,9 @@ func TestHandBackNotCounted(t *testing.T) {
 			_ = first.Stop(ctx) // cuts the run
 			cancel()
 			got := &channelstest.Recorder{}
-			startPlugin(t, &service{Name: "svc", Channels: chOpts(got.handle)}, aopts)
-			eventually(t, 10*time.Second, "the message run by the next member", func() bool { return got.count() == 1 })
-			if m := got.all()[0]; m.Attempt != 1 {
+			startPlugin(t, &service{Name: "svc", Channels: chOpts(got.Handle)}, aopts)
+			eventually(t, 10*time.Second, "the message run by the next member", func() bool { return got.Count() == 1 })
+			if m := got.All()[0]; m.Attempt != 1 {
 				t.Errorf("attempt %d", m.Attempt)
 			}
 			q, err := rawChannel(t, rawConn(t)).QueueDeclarePassive(dlq, true, false, false, false, nil)

@@ -109,7 +109,7 @@ func TestUnreadableHeadersBounded(t *testing.T) {
 			const maxDeliveries = 3
 			p, a := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 1,
 				MaxRetries: 1, MaxDeliveries: maxDeliveries,
-				DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: got.handle}}},
+				DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: got.Handle}}},
 				[]chamqp.Option{chamqp.WithReconnectBackoff(broker.ExponentialBackoff{Initial: 50 * time.Millisecond, Max: time.Second, Multiplier: 2})},
 				channels.WithLogger(log))
 			publishRaw(t, ch, amqp091.Publishing{Headers: tc.headers, MessageId: "hostile", Body: []byte(`"hostile"`),
@@ -123,7 +123,7 @@ func TestUnreadableHeadersBounded(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			eventually(t, 30*time.Second, "the 5 valid messages", func() bool { return got.count() == 5 })
+			eventually(t, 30*time.Second, "the 5 valid messages", func() bool { return got.Count() == 5 })
 			took := time.Since(start)
 			raw := rawChannel(t, rawConn(t))
 			eventually(t, 10*time.Second, "the hostile message in the dead-letter queue", func() bool {

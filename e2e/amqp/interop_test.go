@@ -84,9 +84,9 @@ func TestInteropNodeRetriesGoCount(t *testing.T) {
 	}
 	failing.Wait(t, 1, 30*time.Second)
 	got := &channelstest.Recorder{}
-	startPlugin(t, &service{Name: group, Channels: channels.Channels{ch: {Group: group, MaxRetries: 5, Handler: got.handle}}}, nil)
-	eventually(t, 30*time.Second, "the message reaches the Go member", func() bool { return got.count() >= 1 })
-	m := got.all()[0]
+	startPlugin(t, &service{Name: group, Channels: channels.Channels{ch: {Group: group, MaxRetries: 5, Handler: got.Handle}}}, nil)
+	eventually(t, 30*time.Second, "the message reaches the Go member", func() bool { return got.Count() >= 1 })
+	m := got.All()[0]
 	if m.Attempt < 2 || m.Headers["x-redelivered-count"] != itoa(m.Attempt-1) {
 		t.Fatalf("attempt %d, x-redelivered-count %q", m.Attempt, m.Headers["x-redelivered-count"])
 	}

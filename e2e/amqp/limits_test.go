@@ -81,12 +81,12 @@ func TestLargeHeaderAndLargeError(t *testing.T) {
 	p, _ := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{
 		ch: {Group: "g", MaxRetries: 2, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
 			Handler: func(context.Context, *channels.Message) error { runs.Add(1); return errors.New(huge) }},
-		dlq: {Group: "reader", Handler: dead.handle}}}, nil, channels.WithLogger(log))
+		dlq: {Group: "reader", Handler: dead.Handle}}}, nil, channels.WithLogger(log))
 	if err := p.SendToChannel(context.Background(), ch, 1, broker.WithHeader("big", strings.Repeat("h", 75<<10))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "the dead letter", func() bool { return dead.count() == 1 })
-	m := dead.all()[0]
+	eventually(t, 20*time.Second, "the dead letter", func() bool { return dead.Count() == 1 })
+	m := dead.All()[0]
 	if runs.Load() != 3 {
 		t.Errorf("%d runs, want 3", runs.Load())
 	}
@@ -143,15 +143,15 @@ func TestLargeErrorEveryRetry(t *testing.T) {
 	p, _ := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{
 		ch: {Group: "g", MaxRetries: 2, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
 			Handler: func(context.Context, *channels.Message) error { runs.Add(1); return errors.New(huge) }},
-		dlq: {Group: "reader", Handler: dead.handle}}}, nil)
+		dlq: {Group: "reader", Handler: dead.Handle}}}, nil)
 	if err := p.SendToChannel(context.Background(), ch, 1); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "the dead letter", func() bool { return dead.count() == 1 })
+	eventually(t, 20*time.Second, "the dead letter", func() bool { return dead.Count() == 1 })
 	if runs.Load() != 3 {
 		t.Errorf("%d runs, want 3", runs.Load())
 	}
-	m := dead.all()[0]
+	m := dead.All()[0]
 	if msg := m.Headers[broker.HeaderErrorMessage]; !strings.HasPrefix(msg, "eeee") || m.Headers[broker.HeaderErrorTrimmed] == "" {
 		t.Errorf("x-error-message %.40q, x-error-trimmed %q", msg, m.Headers[broker.HeaderErrorTrimmed])
 	}

@@ -30,13 +30,13 @@ func TestConsumerCancelledByBroker(t *testing.T) {
 	queue := "g." + ch
 	cleanup(t, []string{queue}, []string{ch})
 	got := &channelstest.Recorder{}
-	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", Handler: got.handle}}}, nil)
+	startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", Handler: got.Handle}}}, nil)
 	snd, _ := startPlugin(t, nil, nil)
 	ctx := context.Background()
 	if err := snd.SendToChannel(ctx, ch, 1); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "first message", func() bool { return got.count() == 1 })
+	eventually(t, 10*time.Second, "first message", func() bool { return got.Count() == 1 })
 	raw := rawChannel(t, rawConn(t))
 	if _, err := raw.QueueDelete(queue, false, false, false); err != nil {
 		t.Fatal(err)
@@ -52,7 +52,7 @@ func TestConsumerCancelledByBroker(t *testing.T) {
 	eventually(t, 15*time.Second, "queue bound again", func() bool {
 		return snd.SendToChannel(ctx, ch, 2, chamqp.WithMandatory()) == nil
 	})
-	eventually(t, 10*time.Second, "message after the resume", func() bool { return got.count() == 2 })
+	eventually(t, 10*time.Second, "message after the resume", func() bool { return got.Count() == 2 })
 }
 
 // TestConnectionClosedByBroker: the broker closes the adapter's connection
@@ -64,7 +64,7 @@ func TestConnectionClosedByBroker(t *testing.T) {
 	ch := unique("recover.conn")
 	cleanup(t, []string{"g." + ch}, []string{ch})
 	got := &channelstest.Recorder{}
-	_, ca := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 4, Handler: got.handle}}},
+	_, ca := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 4, Handler: got.Handle}}},
 		[]chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(100 * time.Millisecond))})
 	snd, sa := startPlugin(t, nil, []chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(100 * time.Millisecond))})
 	ctx := context.Background()
@@ -73,7 +73,7 @@ func TestConnectionClosedByBroker(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "5 messages", func() bool { return got.count() == 5 })
+	eventually(t, 10*time.Second, "5 messages", func() bool { return got.Count() == 5 })
 	for _, a := range []*chamqp.Adapter{ca, sa} {
 		closeConnection(t, a)
 	}
@@ -92,9 +92,9 @@ func TestConnectionClosedByBroker(t *testing.T) {
 		}
 	}
 	sent += 5
-	eventually(t, 30*time.Second, fmt.Sprintf("%d messages", sent), func() bool { return got.count() >= sent })
+	eventually(t, 30*time.Second, fmt.Sprintf("%d messages", sent), func() bool { return got.Count() >= sent })
 	seen := map[string]bool{}
-	for _, m := range got.all() {
+	for _, m := range got.All() {
 		seen[string(m.Payload)] = true
 	}
 	for i := range sent {

@@ -148,11 +148,11 @@ func TestSettleFailureHandedBackAtStop(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 	got := &channelstest.Recorder{}
-	startPlugin(t, &service{Name: "svc", Channels: chOpts(got.handle)}, nil)
-	eventually(t, 10*time.Second, "the message run by the next member", func() bool { return got.count() == 1 })
-	dv, ok := got.all()[0].Raw.(*amqp091.Delivery)
+	startPlugin(t, &service{Name: "svc", Channels: chOpts(got.Handle)}, nil)
+	eventually(t, 10*time.Second, "the message run by the next member", func() bool { return got.Count() == 1 })
+	dv, ok := got.All()[0].Raw.(*amqp091.Delivery)
 	if !ok {
-		t.Fatalf("raw %T", got.all()[0].Raw)
+		t.Fatalf("raw %T", got.All()[0].Raw)
 	}
 	if _, counted := dv.Headers["x-delivery-count"]; counted || dv.Redelivered {
 		t.Errorf("the message was requeued: redelivered %v, headers %v", dv.Redelivered, dv.Headers)
