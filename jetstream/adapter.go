@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/microchannels/channels/kit"
@@ -53,12 +52,8 @@ type Adapter struct {
 	bucket    string
 	recordTTL time.Duration
 
-	state kit.ConnState
-	mu    sync.Mutex
-	cur   atomic.Pointer[conn]
-	env   broker.Env
-	subs  kit.Subscriptions
-	kv    js.KeyValue
+	life kit.Lifecycle[conn]
+	kv   js.KeyValue
 	// streams maps a channel sent to to the stream that acknowledged its
 	// sends (a string), so that a send to a channel without a stream
 	// creates it once and one whose stream is gone knows which it was.
@@ -81,14 +76,19 @@ func New(rawURL string, opts ...Option) (*Adapter, error) {
 	return newAdapter(&Adapter{servers: servers, display: display}, opts)
 }
 
-// NewFromConn uses an existing connection. The caller keeps its lifetime:
+// NewFromClient uses an existing connection. The caller keeps its lifetime:
 // Close does not close it (it flushes it).
-func NewFromConn(nc *nats.Conn, opts ...Option) (*Adapter, error) {
+func NewFromClient(nc *nats.Conn, opts ...Option) (*Adapter, error) {
 	if nc == nil {
 		return nil, fmt.Errorf("%w: jetstream connection is nil", broker.ErrInvalidOption)
 	}
 	return newAdapter(&Adapter{external: nc, display: "connection"}, opts)
 }
+
+// NewFromConn is NewFromClient.
+//
+// Deprecated: use [NewFromClient], the name every adapter uses.
+func NewFromConn(nc *nats.Conn, opts ...Option) (*Adapter, error) { return NewFromClient(nc, opts...) }
 
 func newAdapter(a *Adapter, opts []Option) (*Adapter, error) {
 	a.bucket, a.recordTTL = DefaultRecordsBucket, DefaultRecordTTL
@@ -106,7 +106,7 @@ func (a *Adapter) String() string { return "nats " + a.display }
 
 // Conn returns the connection (nil before Connect).
 func (a *Adapter) Conn() *nats.Conn {
-	if c := a.cur.Load(); c != nil {
+	if c := a.life.Load(); c != nil {
 		return c.nc
 	}
 	return nil
@@ -114,7 +114,7 @@ func (a *Adapter) Conn() *nats.Conn {
 
 // JetStream returns the JetStream context (nil before Connect).
 func (a *Adapter) JetStream() js.JetStream {
-	if c := a.cur.Load(); c != nil {
+	if c := a.life.Load(); c != nil {
 		return c.js
 	}
 	return nil
@@ -123,15 +123,14 @@ func (a *Adapter) JetStream() js.JetStream {
 // Connect connects (when the adapter owns the connection) and checks that
 // JetStream answers.
 func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.state.Connected() {
-		return nil
-	}
-	a.env = env.Normalize()
+	return a.life.Connect(env, func() (*conn, error) { return a.dial(ctx) })
+}
+
+// dial opens the connection (or takes the caller's) and checks JetStream.
+func (a *Adapter) dial(ctx context.Context) (*conn, error) {
 	nc := a.external
 	if nc == nil {
-		opts := []nats.Option{nats.Name(a.env.NodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+		opts := []nats.Option{nats.Name(a.life.Env.NodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 			// Sends fail at once while the connection is down, instead of
 			// waiting in a buffer for a reconnection that may not come.
 			nats.ReconnectBufSize(-1)}
@@ -144,7 +143,7 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		var err error
 		nc, err = nats.Connect(strings.Join(a.servers, ","), append(opts, a.natsOpts...)...)
 		if err != nil {
-			return fmt.Errorf("channels/jetstream: connect %s: %w", a.display, errors.New(broker.Redact(err.Error())))
+			return nil, fmt.Errorf("channels/jetstream: connect %s: %w", a.display, broker.Redacted(err))
 		}
 	}
 	j, err := js.New(nc)
@@ -155,18 +154,16 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 		if a.external == nil {
 			nc.Close()
 		}
-		return fmt.Errorf("channels/jetstream: JetStream on %s: %w", a.display, err)
+		return nil, fmt.Errorf("channels/jetstream: JetStream on %s: %w", a.display, err)
 	}
 	a.kv = nil
-	a.cur.Store(&conn{nc: nc, js: j, ser: a.env.Serializer})
-	a.state.SetConnected()
-	return nil
+	return &conn{nc: nc, js: j, ser: a.life.Env.Serializer}, nil
 }
 
 // records opens the failure-record bucket once per connection.
 func (a *Adapter) records(ctx context.Context, c *conn) (js.KeyValue, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.life.Mu.Lock()
+	defer a.life.Mu.Unlock()
 	if a.kv != nil {
 		return a.kv, nil
 	}
@@ -182,14 +179,11 @@ func (a *Adapter) records(ctx context.Context, c *conn) (js.KeyValue, error) {
 // stream and the group's durable pull consumer, and returns a subscription
 // that is not started.
 func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
-	if err := a.state.Check(); err != nil {
+	c, err := a.life.Current()
+	if err != nil {
 		return nil, err
 	}
-	c := a.cur.Load()
-	if c == nil {
-		return nil, broker.ErrClosed
-	}
-	opts, err := kit.PrepareChannel(ch, "jetstream", a.chopts, ChannelOptions.merge, ChannelOptions.withDefaults)
+	opts, err := kit.PrepareChannel(ch, "jetstream", a.chopts, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
 	if err != nil {
 		return nil, err
 	}
@@ -231,50 +225,39 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	opts.InProgressInterval = inProgressEvery(ackWaitOf(cons.CachedInfo().Config.AckWait, cons.CachedInfo().Config.BackOff), asked)
 	s := newSubscription(a, c, ch, opts, stream, cons, newRecords(kv, stream, durable, cons.CachedInfo().Created))
 	s.askedInterval = asked
-	a.subs.Add(s)
+	a.life.Subs.Add(s)
 	return s, nil
 }
 
 // Close drains the subscriptions still running (bounded by ctx), flushes
 // the connection and closes it when the adapter opened it.
 func (a *Adapter) Close(ctx context.Context) error {
-	a.mu.Lock()
-	c := a.cur.Load()
-	if !a.state.Connected() || c == nil {
-		a.state.SetClosed()
-		a.mu.Unlock()
-		return nil
-	}
-	a.mu.Unlock()
-	errs := []error{a.subs.DrainAll(ctx)}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.state.SetClosed()
-	a.cur.Store(nil)
-	if c.nc.IsConnected() && ctx.Err() == nil {
-		fctx, cancel := flushCtx(ctx)
-		if err := c.nc.FlushWithContext(fctx); err != nil {
-			errs = append(errs, fmt.Errorf("channels/jetstream: flush: %w", err))
+	return a.life.Close(ctx, func(c *conn) error {
+		var errs []error
+		if c.nc.IsConnected() && ctx.Err() == nil {
+			fctx, cancel := flushCtx(ctx)
+			if err := c.nc.FlushWithContext(fctx); err != nil {
+				errs = append(errs, fmt.Errorf("channels/jetstream: flush: %w", err))
+			}
+			cancel()
 		}
-		cancel()
-	}
-	if a.external != nil {
-		// The caller's connection stays open: remove what this adapter
-		// added to it (the reply subscription of asynchronous publishes).
-		c.js.CleanupPublisher()
-	}
-	if a.external == nil {
-		// Closing writes what is buffered: on a frozen link it may block
-		// until the write deadline; it is left to finish past ctx.
-		cctx, cancel := flushCtx(ctx)
-		if err := kit.Bounded(cctx, "close of the NATS connection", func() error { c.nc.Close(); return nil }); err != nil {
-			errs = append(errs, err)
+		if a.external != nil {
+			// The caller's connection stays open: remove what this adapter
+			// added to it (the reply subscription of asynchronous publishes).
+			c.js.CleanupPublisher()
+		} else {
+			// Closing writes what is buffered: on a frozen link it may block
+			// until the write deadline; it is left to finish past ctx.
+			cctx, cancel := flushCtx(ctx)
+			if err := kit.Bounded(cctx, "close of the NATS connection", func() error { c.nc.Close(); return nil }); err != nil {
+				errs = append(errs, err)
+			}
+			cancel()
 		}
-		cancel()
-	}
-	a.kv = nil
-	a.streams.Clear()
-	return errors.Join(errs...)
+		a.kv = nil
+		a.streams.Clear()
+		return errors.Join(errs...)
+	})
 }
 
 // flushCtx bounds a flush by ctx, or by DefaultOpTimeout when ctx has no
@@ -297,7 +280,7 @@ const MaxHeaderBytes = 65535 - 512
 // the bound of one message, payload and headers together, and
 // MaxHeaderBytes; zero before Connect.
 func (a *Adapter) Limits() broker.Limits {
-	c := a.cur.Load()
+	c := a.life.Load()
 	if c == nil {
 		return broker.Limits{}
 	}
@@ -310,12 +293,9 @@ var _ broker.LagReporter = (*Adapter)(nil)
 // (NumPending) and delivered but not acknowledged (NumAckPending, which
 // includes the messages waiting for a retry).
 func (a *Adapter) Lag(ctx context.Context, channel, group string) (broker.GroupLag, error) {
-	c := a.cur.Load()
-	if c == nil {
-		if err := a.state.Check(); err != nil {
-			return broker.GroupLag{}, err
-		}
-		return broker.GroupLag{}, broker.ErrClosed
+	c, err := a.life.Current()
+	if err != nil {
+		return broker.GroupLag{}, err
 	}
 	stream := StreamName(channel)
 	if s, ok := a.streamOf.Load(channel); ok {
@@ -339,12 +319,12 @@ var _ broker.ChannelRemover = (*Adapter)(nil)
 // subjects) is not removed this way: RemoveChannel returns an error
 // wrapping broker.ErrUnsupported; delete or purge that stream yourself.
 func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
-	c := a.cur.Load()
+	c := a.life.Load()
 	if c == nil {
 		return broker.ErrNotConnected
 	}
 	var errs []error
-	for _, sub := range a.subs.List() {
+	for _, sub := range a.life.Subs.List() {
 		if s, ok := sub.(*subscription); ok && s.ch.Name == channel {
 			if err := s.Drain(ctx); err != nil {
 				errs = append(errs, err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/kit"
 	"github.com/nats-io/nats.go"
 )
 
@@ -22,7 +23,7 @@ func WithChannelOptions(o ChannelOptions) Option {
 		if err := o.Validate(); err != nil {
 			return err
 		}
-		a.chopts = a.chopts.merge(o)
+		a.chopts = kit.Overlay(a.chopts, o)
 		return nil
 	}
 }
@@ -37,7 +38,7 @@ func WithNKeyFile(file string) Option {
 	return func(a *Adapter) error {
 		o, err := nats.NkeyOptionFromSeed(file)
 		if err != nil {
-			return fmt.Errorf("%w: jetstream nkey: %v", broker.ErrInvalidOption, err)
+			return fmt.Errorf("%w: jetstream nkey: %w", broker.ErrInvalidOption, err)
 		}
 		return a.natsOption(o)
 	}
@@ -71,7 +72,7 @@ func WithRootCAs(files ...string) Option {
 		for _, f := range files {
 			b, err := os.ReadFile(f)
 			if err != nil {
-				return fmt.Errorf("%w: jetstream root CA: %v", broker.ErrInvalidOption, err)
+				return fmt.Errorf("%w: jetstream root CA: %w", broker.ErrInvalidOption, err)
 			}
 			if !pool.AppendCertsFromPEM(b) {
 				return fmt.Errorf("%w: jetstream root CA %s holds no PEM certificate", broker.ErrInvalidOption, f)
@@ -126,7 +127,7 @@ func WithRecords(bucket string, ttl time.Duration) Option {
 
 func (a *Adapter) natsOption(opts ...nats.Option) error {
 	if a.external != nil {
-		return fmt.Errorf("%w: connection options need an adapter-owned connection (not NewFromConn)", broker.ErrInvalidOption)
+		return fmt.Errorf("%w: connection options need an adapter-owned connection (not NewFromClient)", broker.ErrInvalidOption)
 	}
 	a.natsOpts = append(a.natsOpts, opts...)
 	return nil
@@ -144,7 +145,7 @@ func parseURLs(raw string) (servers []string, display string, err error) {
 		}
 		u, perr := url.Parse(s)
 		if perr != nil {
-			return nil, "", fmt.Errorf("%w: jetstream URL: %v", broker.ErrInvalidOption, broker.Redact(perr.Error()))
+			return nil, "", fmt.Errorf("%w: jetstream URL: %w", broker.ErrInvalidOption, broker.Redacted(perr))
 		}
 		switch strings.ToLower(u.Scheme) {
 		case "nats", "tls", "ws", "wss":

@@ -22,12 +22,9 @@ import (
 // them (ErrInvalidOption): JetStream would store only the first and
 // acknowledge the others as duplicates.
 func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*broker.Outgoing) []error {
-	c := a.cur.Load()
-	if c == nil {
-		if err := a.state.Check(); err != nil {
-			return kit.FailBatch(len(msgs), err)
-		}
-		return kit.FailBatch(len(msgs), broker.ErrClosed)
+	c, err := a.life.Current()
+	if err != nil {
+		return kit.FailBatch(len(msgs), err)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

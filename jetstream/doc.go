@@ -15,7 +15,7 @@
 //
 // A comma-separated list is the server list of one cluster. User, password
 // and token in a URL are used to connect and never appear in errors, logs
-// or String. NewFromConn takes an existing *nats.Conn whose lifetime the
+// or String. NewFromClient takes an existing *nats.Conn whose lifetime the
 // caller keeps (Close flushes it and leaves it open). WithNATSOptions passes
 // any nats.Option. An adapter-owned connection reconnects forever and does
 // not buffer while disconnected, so a send fails at once (a
@@ -181,7 +181,7 @@
 // stays (it is durable: the group's backlog waits for its next member).
 // Close is bounded by its context: once it has ended nothing is flushed
 // and the connection's close is left to finish in the background
-// (broker.AbandonedError). On a connection of the caller's (NewFromConn)
+// (broker.AbandonedError). On a connection of the caller's (NewFromClient)
 // Close removes what the adapter added to it.
 //
 // RemoveChannel drains this adapter's subscriptions of the channel, then

@@ -13,7 +13,7 @@ import (
 )
 
 // Connect and Close cycles of adapters on a connection the caller owns
-// (NewFromConn) leave no subscription and no goroutine behind on it.
+// (NewFromClient) leave no subscription and no goroutine behind on it.
 func TestNewFromConnNoLeak(t *testing.T) {
 	url, _ := startServer(t)
 	nc, err := nats.Connect(url)
@@ -22,7 +22,7 @@ func TestNewFromConnNoLeak(t *testing.T) {
 	}
 	defer nc.Close()
 	cycle := func(i int) {
-		a, err := jetstream.NewFromConn(nc, jetstream.WithChannelOptions(fast))
+		a, err := jetstream.NewFromClient(nc, jetstream.WithChannelOptions(fast))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -137,46 +137,6 @@ type StreamOptions struct {
 	onCreate func(*js.StreamConfig)
 }
 
-func (o StreamOptions) merge(over StreamOptions) StreamOptions {
-	if over.Name != "" {
-		o.Name = over.Name
-	}
-	if len(over.Subjects) > 0 {
-		o.Subjects = over.Subjects
-	}
-	if over.MaxAge != 0 {
-		o.MaxAge = over.MaxAge
-	}
-	if over.MaxMsgs != 0 {
-		o.MaxMsgs = over.MaxMsgs
-	}
-	if over.MaxBytes != 0 {
-		o.MaxBytes = over.MaxBytes
-	}
-	if over.MaxMsgSize != 0 {
-		o.MaxMsgSize = over.MaxMsgSize
-	}
-	if over.Discard != 0 {
-		o.Discard = over.Discard
-	}
-	if over.Retention != 0 {
-		o.Retention = over.Retention
-	}
-	if over.Storage != 0 {
-		o.Storage = over.Storage
-	}
-	if over.Replicas != 0 {
-		o.Replicas = over.Replicas
-	}
-	if over.Duplicates != 0 {
-		o.Duplicates = over.Duplicates
-	}
-	if over.Configure != nil {
-		o.Configure = over.Configure
-	}
-	return o
-}
-
 // ChannelOptions are the consumer and stream settings of a channel. Set
 // them adapter-wide with WithChannelOptions, or per channel by putting a
 // ChannelOptions value in the channel's AdapterOptions; zero fields take
@@ -230,39 +190,6 @@ type ChannelOptions struct {
 	// dead-letter stream with interest retention is turned to limits
 	// retention otherwise.
 	DeadLetterStream StreamOptions
-}
-
-func (o ChannelOptions) merge(over ChannelOptions) ChannelOptions {
-	if over.AckWait != 0 {
-		o.AckWait = over.AckWait
-	}
-	if over.InProgressInterval != 0 {
-		o.InProgressInterval = over.InProgressInterval
-	}
-	if over.MaxAckPending != 0 {
-		o.MaxAckPending = over.MaxAckPending
-	}
-	if over.DeliverPolicy != deliverUnset {
-		o.DeliverPolicy = over.DeliverPolicy
-	}
-	if over.StartSequence != 0 {
-		o.StartSequence = over.StartSequence
-	}
-	if !over.StartTime.IsZero() {
-		o.StartTime = over.StartTime
-	}
-	if over.FetchTimeout != 0 {
-		o.FetchTimeout = over.FetchTimeout
-	}
-	if over.MaxDeliver != 0 {
-		o.MaxDeliver = over.MaxDeliver
-	}
-	if over.AckSync {
-		o.AckSync = true
-	}
-	o.Stream = o.Stream.merge(over.Stream)
-	o.DeadLetterStream = o.DeadLetterStream.merge(over.DeadLetterStream)
-	return o
 }
 
 // Validate checks the options.
@@ -354,22 +281,6 @@ type SendOptions struct {
 	ExpectStream string
 }
 
-func (o SendOptions) merge(over SendOptions) SendOptions {
-	if over.MsgID != "" {
-		o.MsgID = over.MsgID
-	}
-	if over.ExpectLastSequence != 0 {
-		o.ExpectLastSequence = over.ExpectLastSequence
-	}
-	if over.ExpectLastMsgID != "" {
-		o.ExpectLastMsgID = over.ExpectLastMsgID
-	}
-	if over.ExpectStream != "" {
-		o.ExpectStream = over.ExpectStream
-	}
-	return o
-}
-
 // WithMsgID sends with a message id: duplicates within the stream's
 // Duplicates window are stored once.
 func WithMsgID(id string) broker.PublishOption {
@@ -393,5 +304,5 @@ var isSendOption = kit.IsOf[SendOptions]
 
 // sendOptions merges every SendOptions value of a send.
 func sendOptions(opts []any) (SendOptions, bool) {
-	return kit.MergedOption(opts, SendOptions.merge)
+	return kit.MergedOption(opts, kit.Overlay[SendOptions])
 }

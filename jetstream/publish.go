@@ -18,12 +18,9 @@ import (
 // JetStream acknowledged it. A channel without a stream gets one (with the
 // adapter's stream options), so sending before any group subscribed works.
 func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgoing) error {
-	c := a.cur.Load()
-	if c == nil {
-		if err := a.state.Check(); err != nil {
-			return err
-		}
-		return broker.ErrClosed
+	c, err := a.life.Current()
+	if err != nil {
+		return err
 	}
 	m, popts, err := prepareMsg(channel, out)
 	if err != nil {

@@ -22,7 +22,7 @@ func TestStartRacingDrainLeavesNoSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	a, err := jetstream.NewFromConn(nc, jetstream.WithChannelOptions(fast))
+	a, err := jetstream.NewFromClient(nc, jetstream.WithChannelOptions(fast))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ func (s *subscription) Drain(ctx context.Context) error {
 }
 
 func (s *subscription) finish(ctx context.Context, _ bool) error {
-	defer s.a.subs.Remove(s)
+	defer s.a.life.Subs.Remove(s)
 	s.stopFetch()
 	for _, w := range s.watches {
 		_ = w.Unsubscribe()

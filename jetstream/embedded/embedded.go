@@ -249,7 +249,7 @@ func Start(o Options) (*Server, error) {
 		host, port, err := net.SplitHostPort(o.Listen)
 		if err != nil {
 			s.cleanup()
-			return nil, fmt.Errorf("%w: embedded listen address %q: %v", broker.ErrInvalidOption, o.Listen, err)
+			return nil, fmt.Errorf("%w: embedded listen address %q: %w", broker.ErrInvalidOption, o.Listen, err)
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil || p < -1 || p > 65535 {
