@@ -78,3 +78,24 @@ func TestAcquireForFetchEndsWithItsContext(t *testing.T) {
 		t.Fatalf("%d free slots, want 1", c.Free())
 	}
 }
+
+// TestStartRacingDrain: a Start (or Go) racing a drain neither races with
+// the drain's wait nor outlives it: every loop started is waited for.
+func TestStartRacingDrain(t *testing.T) {
+	for range 200 {
+		ch := &broker.Channel{Name: "c", Group: "g", MaxInFlight: 1, Handler: func(context.Context, *broker.Message) error { return nil }}
+		ch.Normalize()
+		c := kit.NewConsumer(ch)
+		var ran atomic.Int32
+		started := make(chan struct{})
+		go func() {
+			defer close(started)
+			c.Start(func() { ran.Add(1); <-c.Stopping() })
+			c.Go(func() { ran.Add(1) })
+		}()
+		if err := c.Drain(context.Background(), kit.DrainHooks{}); err != nil {
+			t.Fatal(err)
+		}
+		<-started
+	}
+}

@@ -21,7 +21,7 @@ type Consumer struct {
 	hctx   context.Context
 	cancel context.CancelFunc
 	stop   chan struct{}
-	loops  sync.WaitGroup
+	loops  loopSet
 
 	started   atomic.Bool
 	drainOnce sync.Once
@@ -97,9 +97,9 @@ func (c *Consumer) Start(loops ...func()) bool {
 
 // Go runs one more loop that Drain waits for.
 func (c *Consumer) Go(loop func()) {
-	c.loops.Add(1)
+	c.loops.add()
 	go func() {
-		defer c.loops.Done()
+		defer c.loops.done()
 		loop()
 	}()
 }
@@ -107,7 +107,7 @@ func (c *Consumer) Go(loop func()) {
 // LoopsDone returns a channel closed once every loop has returned.
 func (c *Consumer) LoopsDone() <-chan struct{} {
 	done := make(chan struct{})
-	go func() { c.loops.Wait(); close(done) }()
+	go func() { c.loops.wait(context.Background()); close(done) }()
 	return done
 }
 
@@ -254,5 +254,50 @@ func (c *Consumer) runChain(d *Delivery, done func(broker.Outcome)) {
 			done(out)
 		}
 		d, done = c.handOff(), nil // the slot goes on to the next held message, or is freed
+	}
+}
+
+// loopSet counts the running loops. Unlike a sync.WaitGroup, a loop may be
+// added while a drain waits (a fetch loop started by Start or Go racing
+// the drain): the drain then waits for it too.
+type loopSet struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n reaches 0 while someone waits
+}
+
+func (l *loopSet) add() {
+	l.mu.Lock()
+	l.n++
+	l.mu.Unlock()
+}
+
+func (l *loopSet) done() {
+	l.mu.Lock()
+	l.n--
+	if l.n == 0 && l.idle != nil {
+		close(l.idle)
+		l.idle = nil
+	}
+	l.mu.Unlock()
+}
+
+// wait reports whether every loop returned before ctx ended.
+func (l *loopSet) wait(ctx context.Context) bool {
+	l.mu.Lock()
+	if l.n == 0 {
+		l.mu.Unlock()
+		return true
+	}
+	if l.idle == nil {
+		l.idle = make(chan struct{})
+	}
+	idle := l.idle
+	l.mu.Unlock()
+	select {
+	case <-idle:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }

@@ -37,7 +37,7 @@ func (c *Consumer) Drain(ctx context.Context, h DrainHooks) error {
 			if h.StopFetching != nil {
 				h.StopFetching(ctx)
 			}
-			if !waitCtx(ctx, &c.loops) {
+			if !c.loops.wait(ctx) {
 				timedOut = true
 			}
 			c.closeAhead(ctx) // what was read ahead goes back at once
