@@ -11,7 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/microchannels/channels/broker"
-	"github.com/microchannels/channels/e2e/linkfault"
+	"github.com/microchannels/channels/channelstest/linkfault"
 )
 
 // Links are the link-fault proxies of one adapter, one per broker address;

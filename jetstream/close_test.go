@@ -9,7 +9,7 @@ import (
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
-	"github.com/microchannels/channels/e2e/linkfault"
+	"github.com/microchannels/channels/channelstest/linkfault"
 )
 
 // Close returns by its context's deadline (plus 250 ms) when the link

@@ -12,7 +12,7 @@ import (
 	js "github.com/nats-io/nats.go/jetstream"
 	"github.com/onsi/gomega"
 
-	"github.com/microchannels/channels/e2e/linkfault"
+	"github.com/microchannels/channels/channelstest/linkfault"
 )
 
 // pullServer runs a private server and returns a connection to it (through

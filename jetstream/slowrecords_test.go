@@ -10,7 +10,7 @@ import (
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
-	"github.com/microchannels/channels/e2e/linkfault"
+	"github.com/microchannels/channels/channelstest/linkfault"
 	"github.com/microchannels/channels/jetstream"
 )
 

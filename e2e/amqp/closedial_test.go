@@ -11,8 +11,8 @@ import (
 
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/channelstest/linkfault"
 	"github.com/microchannels/channels/e2e/brokerenv"
-	"github.com/microchannels/channels/e2e/linkfault"
 )
 
 // brokerConnections counts the connections RabbitMQ lists with name.

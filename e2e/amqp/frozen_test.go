@@ -12,7 +12,7 @@ import (
 	"github.com/microchannels/channels"
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
-	"github.com/microchannels/channels/e2e/linkfault"
+	"github.com/microchannels/channels/channelstest/linkfault"
 )
 
 // linkedAdapter is an adapter whose connections go through a link-fault

@@ -13,7 +13,6 @@ import (
 	chamqp "github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/e2e/brokerenv"
-	"github.com/microchannels/channels/e2e/interop"
 )
 
 func needAMQP(t *testing.T) {
@@ -22,9 +21,9 @@ func needAMQP(t *testing.T) {
 }
 
 var (
-	unique       = interop.Unique
-	eventually   = interop.Eventually
-	consistently = interop.Consistently
+	unique       = channelstest.Unique
+	eventually   = channelstest.EventuallyTrue
+	consistently = channelstest.ConsistentlyTrue
 )
 
 // service is the schema of a test service.
@@ -39,7 +38,7 @@ func startPlugin(t *testing.T, schema any, aopts []chamqp.Option, opts ...channe
 		t.Fatal(err)
 	}
 	opts = append([]channels.Option{channels.WithBackoff(broker.ConstantBackoff(50 * time.Millisecond))}, opts...)
-	return interop.StartPlugin(t, a, schema, opts...), a
+	return channelstest.StartPlugin(t, a, schema, opts...), a
 }
 
 // startPluginOn starts a plugin on adapter a with schema, stopped at the end
@@ -47,7 +46,7 @@ func startPlugin(t *testing.T, schema any, aopts []chamqp.Option, opts ...channe
 func startPluginOn(t *testing.T, a *chamqp.Adapter, schema any, opts ...channels.Option) *channels.Plugin {
 	t.Helper()
 	opts = append([]channels.Option{channels.WithBackoff(broker.ConstantBackoff(50 * time.Millisecond))}, opts...)
-	return interop.StartPlugin(t, a, schema, opts...)
+	return channelstest.StartPlugin(t, a, schema, opts...)
 }
 
 // rawConn is a plain amqp091 connection for inspecting the broker.

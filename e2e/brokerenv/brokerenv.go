@@ -13,7 +13,6 @@ package brokerenv
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 )
@@ -59,9 +59,6 @@ func NATSURL() string { return env("CHANNELS_NATS_URL", "nats://127.0.0.1:4222")
 
 // KafkaBrokers are the Kafka bootstrap brokers.
 func KafkaBrokers() []string { return list(env("CHANNELS_KAFKA_BROKERS", "127.0.0.1:9092")) }
-
-// Required reports whether a missing broker must fail the run.
-func Required() bool { return os.Getenv("CHANNELS_E2E_REQUIRE") == "1" }
 
 // Dial checks that a TCP address answers.
 func Dial(addr string) error {
@@ -141,11 +138,5 @@ func PingAMQP() error {
 // brokers are required.
 func Need(t testing.TB, name string, probe func() error) {
 	t.Helper()
-	if err := Probe(name, probe); err != nil {
-		msg := fmt.Sprintf("%s unreachable: %v", name, err)
-		if Required() {
-			t.Fatalf("%s (CHANNELS_E2E_REQUIRE=1: start it with `make services`)", msg)
-		}
-		t.Skip(msg + " (start it with `make services`)")
-	}
+	channelstest.Need(t, name+" (start it with `make services`)", func() error { return Probe(name, probe) })
 }

@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
-	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -25,9 +26,9 @@ func needKafka(t *testing.T) {
 }
 
 var (
-	unique       = interop.Unique
-	eventually   = interop.Eventually
-	consistently = interop.Consistently
+	unique       = channelstest.Unique
+	eventually   = channelstest.EventuallyTrue
+	consistently = channelstest.ConsistentlyTrue
 )
 
 type service struct {
@@ -43,7 +44,7 @@ func startPlugin(t *testing.T, schema any) *channels.Plugin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return interop.StartPlugin(t, a, schema)
+	return channelstest.StartPlugin(t, a, schema)
 }
 
 type rec struct {

@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/e2e/brokerenv"
-	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -114,7 +115,7 @@ func TestHeldCopyKeepsItsKeysOrder(t *testing.T) {
 			overlap = overlap || running > 1
 			order = append(order, s)
 			mu.Unlock()
-			_ = interop.SimulateWork(context.Background(), 20*time.Millisecond) // a short run, so that overlaps show
+			_ = channelstest.SimulateWork(context.Background(), 20*time.Millisecond) // a short run, so that overlaps show
 			mu.Lock()
 			running--
 			mu.Unlock()

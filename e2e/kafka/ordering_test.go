@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
-	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -54,7 +55,7 @@ func (r *orderRecorder) handle(ctx context.Context, m *channels.Message) error {
 	}
 	r.mu.Unlock()
 	// Work that ignores cancellation: the bookkeeping below must run.
-	_ = interop.SimulateWork(context.WithoutCancel(ctx), 2*time.Millisecond)
+	_ = channelstest.SimulateWork(context.WithoutCancel(ctx), 2*time.Millisecond)
 	r.mu.Lock()
 	r.running[p.Key]--
 	r.total--

@@ -15,8 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
-	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -115,7 +116,7 @@ func poisonPill(t *testing.T, total, poison, maxDeliveries, maxInFlight int) {
 	sender := startPlugin(t, nil)
 	a, _ := kafka.New(kafkaURL(), kafka.WithChannelOptions(opts))
 	// Creates the topic with one partition and the group at its start.
-	setup := interop.StartPlugin(t, a, &service{Name: "setup", Channels: channels.Channels{ch: {Group: group,
+	setup := channelstest.StartPlugin(t, a, &service{Name: "setup", Channels: channels.Channels{ch: {Group: group,
 		Handler: func(context.Context, *channels.Message) error { return nil }}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if err := setup.Stop(ctx); err != nil {

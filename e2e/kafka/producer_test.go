@@ -11,13 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/channelstest/linkfault"
 	"github.com/microchannels/channels/e2e/brokerenv"
-	"github.com/microchannels/channels/e2e/interop"
-	"github.com/microchannels/channels/e2e/linkfault"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -82,7 +83,7 @@ func readAll(t *testing.T, topic, last string) []string {
 func TestAbandonedSendsAreNotWritten(t *testing.T) {
 	needKafka(t)
 	a, l := linked(t)
-	p := interop.StartPlugin(t, a, nil)
+	p := channelstest.StartPlugin(t, a, nil)
 	ch := unique("send.abandoned")
 	at0 := kafka.WithPartition(0)
 	if err := p.SendToChannel(context.Background(), ch, "warm", at0); err != nil {
@@ -143,7 +144,7 @@ func TestAbandonedSendsAreNotWritten(t *testing.T) {
 func TestSendBufferBoundsTheQueue(t *testing.T) {
 	needKafka(t)
 	a, l := linked(t, kafka.WithSendBuffer(64<<10))
-	p := interop.StartPlugin(t, a, nil)
+	p := channelstest.StartPlugin(t, a, nil)
 	ch := unique("send.buffer")
 	at0 := kafka.WithPartition(0)
 	if err := p.SendToChannel(context.Background(), ch, "warm", at0); err != nil {
@@ -183,7 +184,7 @@ func TestRetryCopyInFlightAtTheSettleDeadline(t *testing.T) {
 	opts := timings
 	opts.Topic.Partitions = 1
 	first := make(chan struct{})
-	p := interop.StartPlugin(t, a, &service{Name: "retry", Channels: channels.Channels{ch: {MaxInFlight: 1, MaxRetries: 3,
+	p := channelstest.StartPlugin(t, a, &service{Name: "retry", Channels: channels.Channels{ch: {MaxInFlight: 1, MaxRetries: 3,
 		Backoff: broker.ConstantBackoff(10 * time.Millisecond), AdapterOptions: []any{opts},
 		Handler: func(context.Context, *channels.Message) error {
 			if runs.Add(1) == 1 {
@@ -214,7 +215,7 @@ func TestDeadLetterInFlightAtTheSettleDeadline(t *testing.T) {
 	var runs atomic.Int32
 	opts := timings
 	opts.Topic.Partitions = 1
-	p := interop.StartPlugin(t, a, &service{Name: "dl", Channels: channels.Channels{ch: {MaxInFlight: 1, MaxRetries: channels.NoRetries,
+	p := channelstest.StartPlugin(t, a, &service{Name: "dl", Channels: channels.Channels{ch: {MaxInFlight: 1, MaxRetries: channels.NoRetries,
 		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, AdapterOptions: []any{opts},
 		Handler: func(context.Context, *channels.Message) error {
 			if runs.Add(1) == 1 {

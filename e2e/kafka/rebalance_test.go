@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
-	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -28,7 +29,7 @@ func TestRebalanceKeepsTheMemberOfASlowHandler(t *testing.T) {
 		switch string(m.Payload) {
 		case `"slow"`:
 			slowRuns.Add(1)
-			return interop.SimulateWork(ctx, 3*timings.SessionTimeout)
+			return channelstest.SimulateWork(ctx, 3*timings.SessionTimeout)
 		case `"marker"`:
 			markers.Add(1)
 		}

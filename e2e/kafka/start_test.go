@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/channelstest/linkfault"
 	"github.com/microchannels/channels/e2e/brokerenv"
-	"github.com/microchannels/channels/e2e/interop"
-	"github.com/microchannels/channels/e2e/linkfault"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -51,7 +52,7 @@ func TestTenChannelsAtStart(t *testing.T) {
 	}
 	l.Latency(200 * time.Millisecond)
 	began := time.Now()
-	interop.StartPlugin(t, a, &service{Name: "ten", Channels: chs}, channels.WithTimeouts(10*time.Second, 10*time.Second, 10*time.Second))
+	channelstest.StartPlugin(t, a, &service{Name: "ten", Channels: chs}, channels.WithTimeouts(10*time.Second, 10*time.Second, 10*time.Second))
 	t.Logf("started in %s", time.Since(began).Round(time.Millisecond))
 	sender := startPlugin(t, nil)
 	for _, ch := range names {
@@ -91,7 +92,7 @@ func TestTenBusyGroupsJoinAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	interop.StartPlugin(t, first, &service{Name: "busy", Channels: chs})
+	channelstest.StartPlugin(t, first, &service{Name: "busy", Channels: chs})
 	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
 	members := func(ch string) int {
 		res, err := client.DescribeGroups(context.Background(), &kafkago.DescribeGroupsRequest{GroupIDs: []string{kafka.GroupID("busy", ch)}})
@@ -113,7 +114,7 @@ func TestTenBusyGroupsJoinAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	began := time.Now()
-	interop.StartPlugin(t, second, &service{Name: "busy", Channels: chs}, channels.WithTimeouts(10*time.Second, 10*time.Second, 10*time.Second))
+	channelstest.StartPlugin(t, second, &service{Name: "busy", Channels: chs}, channels.WithTimeouts(10*time.Second, 10*time.Second, 10*time.Second))
 	took := time.Since(began)
 	t.Logf("the second member started in %s", took.Round(time.Millisecond))
 	if took > 4*time.Second {

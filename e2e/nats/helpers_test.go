@@ -8,7 +8,6 @@ import (
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
-	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/jetstream"
 )
 
@@ -24,9 +23,9 @@ func needNATS(t *testing.T) {
 }
 
 var (
-	unique       = interop.Unique
-	eventually   = interop.Eventually
-	consistently = interop.Consistently
+	unique       = channelstest.Unique
+	eventually   = channelstest.EventuallyTrue
+	consistently = channelstest.ConsistentlyTrue
 )
 
 // service is the schema of a test service.
@@ -54,5 +53,5 @@ func startPlugin(t *testing.T, o jetstream.ChannelOptions, schema any, opts ...c
 	if err != nil {
 		t.Fatal(err)
 	}
-	return interop.StartPlugin(t, a, schema, opts...)
+	return channelstest.StartPlugin(t, a, schema, opts...)
 }

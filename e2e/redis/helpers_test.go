@@ -7,7 +7,6 @@ import (
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
-	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/redis"
 )
 
@@ -17,9 +16,9 @@ func needRedis(t *testing.T) {
 }
 
 var (
-	unique       = interop.Unique
-	eventually   = interop.Eventually
-	consistently = interop.Consistently
+	unique       = channelstest.Unique
+	eventually   = channelstest.EventuallyTrue
+	consistently = channelstest.ConsistentlyTrue
 )
 
 // startPlugin starts a plugin on the test Redis with the given consumer
@@ -36,7 +35,7 @@ func startPluginAt(t *testing.T, url string, timings redis.ChannelOptions, schem
 	if err != nil {
 		t.Fatal(err)
 	}
-	return interop.StartPlugin(t, a, schema, opts...)
+	return channelstest.StartPlugin(t, a, schema, opts...)
 }
 
 // service is the schema of a test service.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels/e2e/brokerenv"
@@ -148,7 +150,7 @@ func amqpGet(t *testing.T, queue string) ([]byte, map[string]string) {
 		ok     bool
 		getErr error
 	)
-	interop.Eventually(t, 30*time.Second, "a message in queue "+queue, func() bool {
+	channelstest.EventuallyTrue(t, 30*time.Second, "a message in queue "+queue, func() bool {
 		d, ok, getErr = ch.Get(queue, true)
 		return ok || getErr != nil
 	})
