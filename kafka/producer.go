@@ -137,7 +137,9 @@ func (b *sendBuffer) acquire(ctx context.Context, n int64) error {
 		b.large++
 	}
 	for {
-		if b.used == 0 || b.large == 0 && b.used+n <= b.max {
+		// An empty buffer takes a large batch, or anything while no large
+		// batch waits; a small send never goes ahead of a large batch.
+		if b.used == 0 && (oversized || b.large == 0) || b.large == 0 && b.used+n <= b.max {
 			if oversized {
 				b.large--
 			}

@@ -151,4 +151,15 @@ func TestOversizedBatchIsNotStarved(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the large batch was not admitted once the buffer emptied")
 	}
+	b.release(150)
+	// The buffer is empty and a large batch was woken but has not taken it
+	// yet (b.large counts it): a small send arriving then waits as well.
+	b.mu.Lock()
+	b.large++
+	b.mu.Unlock()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if err := b.acquire(ctx2, 40); err == nil {
+		t.Fatal("a small send took the empty buffer ahead of a waiting large batch")
+	}
 }
