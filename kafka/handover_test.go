@@ -86,14 +86,14 @@ func consistently(t *testing.T, d time.Duration, what string, cond func() bool) 
 	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(5*time.Millisecond).Should(gomega.BeTrue(), what)
 }
 
-// A clean hand-over commit keeps the run count of a counted message not
-// settled yet: the crash count is not erased.
+// A clean hand-over commit keeps the run count a careful partition came in
+// with while that message has not run: the crash count is not erased.
 func TestCleanHandOverKeepsAPendingRunCount(t *testing.T) {
 	rec := &commitRecorder{}
 	p := committingPartition(t, rec)
 	p.pos = 5
 	p.beCareful(2, 5)
-	p.g.commit([]*partition{p}, func(*partition) string { return metaClean }, true)
+	p.g.commit([]*partition{p}, (*partition).cleanMeta, true)
 	if got := rec.recorded(); len(got) != 1 || got[0] != "run:2" {
 		t.Fatalf("committed %q, want the pending run count run:2", got)
 	}

@@ -44,6 +44,11 @@ type partition struct {
 	careful  int
 	headRuns int
 	headOff  int64
+	// inherited: the partition came in careful (beCareful); headRan: the
+	// message at headOff started a counted run here that was not handed
+	// back (uncountRun).
+	inherited bool
+	headRan   bool
 	// runMeta is the metadata of the last run count committed (countRun),
 	// for the message at runOff, while it is not settled.
 	runMeta string
@@ -147,7 +152,7 @@ func (p *partition) run(ctx context.Context) {
 		defer context.AfterFunc(dctx, wcancel)()
 	}
 	p.handOver(hctx, copies)
-	meta := func(*partition) string { return metaClean }
+	meta := (*partition).cleanMeta
 	if !p.waitIdle(wctx) {
 		meta = (*partition).uncleanMeta // a message still runs: its next owner is careful
 	}
@@ -246,7 +251,6 @@ func (p *partition) launchQueued(d *delivery) {
 // partition is closed (its hand-over waits for it) or does not run at all
 // (left unsettled, for the next owner), never runs after the hand-over.
 func (p *partition) start(d *delivery) bool {
-	p.countRun(d)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -255,6 +259,17 @@ func (p *partition) start(d *delivery) bool {
 	}
 	p.running++
 	p.mu.Unlock()
+	// Counted as running first: a hand-over that closes the partition now
+	// waits for this message, and countRun, which sees the closing under
+	// commitMu, counts no run that will not start.
+	if !p.countRun(d) {
+		p.mu.Lock()
+		p.running--
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		p.s.ReleaseSlot()
+		return false
+	}
 	p.s.Run(&d.Delivery, d.finished)
 	return true
 }

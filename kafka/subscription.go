@@ -240,7 +240,7 @@ func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 			for _, p := range g.all() {
 				p.handOver(ctx, p.close())
 			}
-			meta := func(*partition) string { return metaClean }
+			meta := (*partition).cleanMeta
 			if timedOut {
 				// A message may still run: the next owner must be careful.
 				meta = (*partition).uncleanMeta
