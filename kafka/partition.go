@@ -146,12 +146,22 @@ func (p *partition) run(ctx context.Context) {
 	defer hcancel()
 	wctx, wcancel := context.WithDeadline(hctx, ended.Add(s.handoverWait()))
 	defer wcancel()
-	if dctx := s.draining(); dctx != nil {
-		// A drain waits for the running handlers within its own deadline;
-		// a rebalance during the drain waits for them the same way.
-		defer context.AfterFunc(dctx, wcancel)()
-	}
-	p.handOver(hctx, copies)
+	// A drain waits for the running handlers within its own deadline: the
+	// wait for them and the writes of the retry copies end with it too,
+	// whether the rebalance began before the drain or during it (the
+	// drain's final commit and its leaving the group wait for this
+	// hand-over).
+	cctx, ccancel := context.WithCancel(hctx)
+	defer ccancel()
+	go func() {
+		select {
+		case <-s.drainExpired:
+			wcancel()
+			ccancel()
+		case <-hctx.Done():
+		}
+	}()
+	p.handOver(cctx, copies)
 	meta := (*partition).cleanMeta
 	if !p.waitIdle(wctx) {
 		meta = (*partition).uncleanMeta // a message still runs: its next owner is careful
