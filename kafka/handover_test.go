@@ -202,6 +202,26 @@ func TestLaneQueuedBytesAreReleasedAtTheHandOver(t *testing.T) {
 	}
 }
 
+// A message read while the partition is being closed (the reader's last
+// fetch) is not queued in a lane the close already released: it takes no
+// read-ahead room, and reading stops.
+func TestMessageReadAfterTheCloseHoldsNoBytes(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	p := testPartition(t, PerKey, 8, func(context.Context, *broker.Message) error { <-release; return nil })
+	ctx := context.Background()
+	if !p.dispatch(ctx, record(0, "k", nil)) { // runs and holds the lane of k
+		t.Fatal("the first message was not started")
+	}
+	p.close()
+	if p.dispatch(ctx, record(1, "k", nil)) {
+		t.Error("reading goes on after the close")
+	}
+	if held := p.s.heldBytes.Load(); held != 0 {
+		t.Fatalf("%d bytes held after the close", held)
+	}
+}
+
 // produceHeld answers produce requests once release is closed.
 type produceHeld struct{ release chan struct{} }
 

@@ -220,6 +220,12 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 	}
 	if lane := d.lane(); lane != noLane {
 		p.mu.Lock()
+		if p.closed {
+			// The lanes were released by close: the message is left
+			// unsettled, for the next owner, and takes no read-ahead room.
+			p.mu.Unlock()
+			return false
+		}
 		q := p.lanes[lane]
 		p.lanes[lane] = append(q, d)
 		if len(q) > 0 {
