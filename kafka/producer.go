@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/microchannels/channels/kit"
@@ -318,11 +320,19 @@ func retriable(err error) bool {
 var ErrWriteUnknown = errors.New("channels/kafka: the outcome of the write is unknown: the message may have been written")
 
 // ambiguous tells the errors of a produce request whose messages may have
-// been written: the leader's replication timeout, or a network timeout.
+// been written: the leader's replication timeout, a network timeout, or
+// the connection ending while the answer was read (end of stream, reset or
+// abort on a read: the request was sent and may have been processed). A
+// connection that fails while the request is written (or dialled) is not
+// ambiguous: the broker never had the whole request.
 func ambiguous(err error) bool {
 	var ne net.Error
-	return errors.Is(err, kafkago.RequestTimedOut) || errors.As(err, &ne) && ne.Timeout() ||
-		errors.Is(err, context.DeadlineExceeded)
+	if errors.Is(err, kafkago.RequestTimedOut) || errors.As(err, &ne) && ne.Timeout() ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "read" && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED))
 }
 
 // outcome is the error reported for a write that failed with err:
