@@ -82,9 +82,9 @@
 // whose write is still in flight when the settle times out settles the
 // original once the write ends (the copy runs), or runs it again here if
 // the write failed; an ambiguous write (a timeout, or the connection lost
-// while the answer was awaited, after the request went
-// out) and a hand-over while a copy is written can still run a message
-// twice (at-least-once). A held copy keeps its place in its key's lane
+// while the answer was awaited, after the request went out) and a
+// hand-over while a copy is written can still run a message twice
+// (at-least-once). A held copy keeps its place in its key's lane
 // while its partition stays with this member.
 // On an ordered lane, and when a retry copy cannot be published, the
 // message runs again in the process after the backoff and keeps its place
