@@ -276,10 +276,12 @@ func (q *queue) write(batch []*send, first int) {
 			case <-time.After(writeBackoff.Delay(attempt - 1)):
 			}
 		}
+		q.c.writing.Add(1)
 		res, err = q.c.client.Produce(ctx, &kafkago.ProduceRequest{
 			Topic: q.key.topic, Partition: q.key.partition, RequiredAcks: q.key.acks.native(),
 			Compression: q.key.comp.native(), Records: kafkago.NewRecordReader(records(batch)...),
 		})
+		q.c.writing.Add(-1)
 		if err == nil && res != nil && res.Error != nil {
 			err = res.Error
 		}
