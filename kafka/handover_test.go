@@ -20,11 +20,14 @@ import (
 // commitRecorder is a transport answering offset commits: it records the
 // metadata of each commit once answered; block, when set, holds the
 // commits until it is closed.
+// overlapped records a commit entered while another one was under way.
 type commitRecorder struct {
-	mu      sync.Mutex
-	metas   []string
-	entered chan struct{}
-	block   chan struct{}
+	mu         sync.Mutex
+	metas      []string
+	entered    chan struct{}
+	block      chan struct{}
+	active     int
+	overlapped bool
 }
 
 func (f *commitRecorder) RoundTrip(ctx context.Context, _ net.Addr, m protocol.Message) (protocol.Message, error) {
@@ -32,6 +35,15 @@ func (f *commitRecorder) RoundTrip(ctx context.Context, _ net.Addr, m protocol.M
 	if !ok {
 		return nil, errors.New("unexpected request")
 	}
+	f.mu.Lock()
+	f.active++
+	f.overlapped = f.overlapped || f.active > 1
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.active--
+		f.mu.Unlock()
+	}()
 	if f.entered != nil {
 		select {
 		case f.entered <- struct{}{}:
@@ -116,17 +128,21 @@ func TestRunCountIsNotOvertakenByACommit(t *testing.T) {
 		defer close(counted)
 		p.countRun(p.delivery(record(0, "", nil), nil))
 	}()
-	// The count must wait for the commit under way: it does not end
-	// while that commit is held.
-	select {
-	case <-counted:
-	case <-time.After(time.Second):
-	}
+	// The count waits for the commit under way: no second commit is sent
+	// while that one is held.
+	consistently(t, time.Second, "no commit sent while another is under way", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return !rec.overlapped
+	})
 	close(rec.block)
 	<-committed
 	<-counted
 	if got := rec.recorded(); len(got) != 2 || got[1] != "run:1" {
 		t.Fatalf("commits %q, want live then run:1", got)
+	}
+	if rec.overlapped {
+		t.Fatal("the count was sent while the live commit was under way")
 	}
 }
 
