@@ -238,13 +238,21 @@ func TestMessageReadAfterTheCloseHoldsNoBytes(t *testing.T) {
 	}
 }
 
-// produceHeld answers produce requests once release is closed.
-type produceHeld struct{ release chan struct{} }
+// produceHeld answers produce requests once release is closed; entered,
+// when set, is closed once a request is in the transport.
+type produceHeld struct {
+	release chan struct{}
+	entered chan struct{}
+	once    sync.Once
+}
 
 func (f *produceHeld) RoundTrip(ctx context.Context, _ net.Addr, m protocol.Message) (protocol.Message, error) {
 	req, ok := m.(*produceAPI.Request)
 	if !ok {
 		return nil, errors.New("unexpected request")
+	}
+	if f.entered != nil {
+		f.once.Do(func() { close(f.entered) })
 	}
 	select {
 	case <-f.release:
@@ -268,7 +276,7 @@ func (f *produceHeld) RoundTrip(ctx context.Context, _ net.Addr, m protocol.Mess
 // original is settled once the copy is written.
 func TestHandOverWaitsForARetryCopyInFlight(t *testing.T) {
 	p := testPartition(t, Unordered, 1, func(context.Context, *broker.Message) error { return nil })
-	f := &produceHeld{release: make(chan struct{})}
+	f := &produceHeld{release: make(chan struct{}), entered: make(chan struct{})}
 	c := &conn{client: &kafkago.Client{Addr: kafkago.TCP("127.0.0.1:1"), Transport: f}, buf: newSendBuffer(1 << 20)}
 	newSenders(c)
 	c.storePartitions("orders", []int{0})
@@ -276,8 +284,18 @@ func TestHandOverWaitsForARetryCopyInFlight(t *testing.T) {
 	p.s.c, p.s.a = c, &Adapter{brokers: []string{"127.0.0.1:1"}, batchSize: 100}
 	p.track(0)
 	d := p.delivery(record(0, "", nil), nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	// The settle call gives up once the copy's request is in the transport
+	// (in flight, its outcome not known yet), however long it takes to get
+	// there.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() {
+		select {
+		case <-f.entered:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := d.Retry(ctx, 0, nil); err != nil {
 		t.Fatal(err)
 	}
