@@ -2,6 +2,9 @@ package kafka
 
 import (
 	"context"
+	"log/slog"
+	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/e2e/brokerenv"
+	"github.com/microchannels/channels/e2e/interop"
 	"github.com/microchannels/channels/kafka"
 )
 
@@ -99,12 +103,24 @@ func TestHandOverWaitGivesUpLeavesTheNextOwnerCareful(t *testing.T) {
 			<-release // ignores the rebalance
 			return nil
 		}}}}
-	a := startPlugin(t, schema)
+	logs := &logRec{}
+	member := func() *channels.Plugin {
+		ad, err := kafka.New(kafkaURL(), kafka.WithChannelOptions(timings))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return interop.StartPlugin(t, ad, schema, channels.WithLogger(slog.New(logs)))
+	}
+	a := member()
 	if err := a.SendToChannel(context.Background(), ch, "hangs"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "the handler running", func() bool { return runs.Load() == 1 })
-	startPlugin(t, schema) // a rebalance while the handler runs
+	first := logs.values("partitions assigned", "generation")
+	if len(first) != 1 {
+		t.Fatalf("generations %v before the rebalance, want one", first)
+	}
+	member() // a rebalance while the handler runs
 	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
 	gid := kafka.GroupID(group, ch)
 	var meta string
@@ -121,7 +137,27 @@ func TestHandOverWaitGivesUpLeavesTheNextOwnerCareful(t *testing.T) {
 		meta = res.Topics[ch][0].Metadata
 		return meta == "run:1" && runs.Load() == 2
 	})
-
+	// The giving-up member's hand-over commit was accepted (made within
+	// the rebalance, as a member of the ending generation), and it rejoined
+	// in time: the group moved to the next generation once, and stays
+	// there.
+	if n := logs.count("committing offsets failed"); n != 0 {
+		t.Fatalf("%d commits refused", n)
+	}
+	consistently(t, 3*time.Second, "one rebalance", func() bool {
+		return len(logs.values("partitions assigned", "generation")) == 2
+	})
+	var gens []int
+	for g := range logs.values("partitions assigned", "generation") {
+		n, err := strconv.Atoi(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gens = append(gens, n)
+	}
+	if slices.Sort(gens); gens[1] != gens[0]+1 {
+		t.Fatalf("generations %v, want two consecutive", gens)
+	}
 }
 
 // TestNewGenerationKeepsTheRunCount: a partition committed with a run
