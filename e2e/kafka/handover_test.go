@@ -196,3 +196,69 @@ func TestNewGenerationKeepsTheRunCount(t *testing.T) {
 		return err == nil && len(res.Topics[ch]) == 1 && res.Topics[ch][0].Metadata == "run:2"
 	})
 }
+
+// TestRunCutByTheStopIsNotCounted: a careful run cut by the member's own
+// stop (its handler returns with its context) is handed back, not counted:
+// the partition is committed with the run count it came in with, so that
+// stop after stop a slow healthy message is never given up for
+// MaxDeliveries.
+func TestRunCutByTheStopIsNotCounted(t *testing.T) {
+	needKafka(t)
+	ch, group := unique("handover.cut"), "cut-group"
+	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{{Topic: ch, NumPartitions: 1, ReplicationFactor: 1}}})
+	if err == nil {
+		err = res.Errors[ch]
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the message written", func() bool {
+		res, err := client.Produce(ctx, &kafkago.ProduceRequest{Topic: ch, Partition: 0, RequiredAcks: kafkago.RequireAll,
+			Records: kafkago.NewRecordReader(kafkago.Record{Value: kafkago.NewBytes([]byte(`"slow"`))})})
+		return err == nil && res.Error == nil
+	})
+	gid := kafka.GroupID(group, ch)
+	// Its previous owners died twice running it.
+	eventually(t, 20*time.Second, "the run count committed", func() bool {
+		res, err := client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: gid, GenerationID: -1,
+			Topics: map[string][]kafkago.OffsetCommit{ch: {{Partition: 0, Offset: 0, Metadata: "run:2"}}}})
+		return err == nil && res.Topics[ch][0].Error == nil
+	})
+	metadata := func() string {
+		res, err := client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{ch: {0}}})
+		if err != nil || len(res.Topics[ch]) != 1 || res.Topics[ch][0].CommittedOffset != 0 {
+			return ""
+		}
+		return res.Topics[ch][0].Metadata
+	}
+	opts := timings
+	opts.Topic.Partitions = 1
+	var runs atomic.Int32
+	ad, err := kafka.New(kafkaURL(), kafka.WithChannelOptions(timings))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := channels.New(channels.WithAdapter(ad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Register(&service{Name: "cut", Channels: channels.Channels{ch: {Group: group, AdapterOptions: []any{opts},
+		Handler: func(ctx context.Context, _ *channels.Message) error {
+			runs.Add(1)
+			<-ctx.Done() // slow: cut by the stop
+			return ctx.Err()
+		}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the run counted", func() bool { return runs.Load() == 1 && metadata() == "run:3" })
+	sctx, scancel := context.WithTimeout(ctx, time.Second)
+	defer scancel()
+	_ = p.Stop(sctx) // the deadline passes with the handler running
+	eventually(t, 10*time.Second, "the cut run no longer counted", func() bool { return metadata() == "run:2" })
+}
