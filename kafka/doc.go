@@ -116,8 +116,8 @@
 // When the group rebalances (a member joins, leaves or goes silent for
 // SessionTimeout), a member stops reading, lets the running messages of
 // its partitions finish for up to half of RebalanceTimeout less a
-// HeartbeatInterval (ended by a drain's deadline, whether the drain began
-// before the rebalance or during it), commits
+// HeartbeatInterval (ended by a drain's deadline, whether the rebalance began
+// before the drain or during it), commits
 // what they processed by 3/4 of RebalanceTimeout less a HeartbeatInterval
 // and only then rejoins: a partition is never read by two
 // members at once, and a message finished before the handover is not run
