@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/microchannels/channels/kit"
@@ -39,6 +40,9 @@ type conn struct {
 	// topics remembers the partitions of the topics known to exist, so
 	// that a send to a channel without a topic creates it once.
 	topics sync.Map // topic -> *topicParts (producer.go)
+	// writing counts the produce requests of queue.write in flight (the
+	// senders count theirs in sender.inFlight).
+	writing atomic.Int32
 }
 
 // Adapter implements broker.Adapter on Apache Kafka with kafka-go: a

@@ -140,8 +140,9 @@ func (d *delivery) lane() string {
 }
 
 // finished runs after the delivery was settled: the slot is given back by
-// the kit; the next message of its lane, if any, is started.
-func (d *delivery) finished(broker.Outcome) {
+// the kit; the next message of its lane, if any, is started. A counted run
+// handed back (Release) is no longer counted.
+func (d *delivery) finished(out broker.Outcome) {
 	p := d.p
 	p.mu.Lock()
 	if p.running > 0 {
@@ -162,7 +163,11 @@ func (d *delivery) finished(broker.Outcome) {
 	p.cond.Broadcast()
 	p.mu.Unlock()
 	if d.counted {
-		p.ranCarefully(d)
+		if out.Action == broker.Release {
+			p.uncountRun(d)
+		} else {
+			p.ranCarefully(d)
+		}
 	}
 	if next != nil {
 		p.launchQueued(next)

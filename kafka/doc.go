@@ -81,9 +81,10 @@
 // enough of them, the partition's reads and commits for that long). A copy
 // whose write is still in flight when the settle times out settles the
 // original once the write ends (the copy runs), or runs it again here if
-// the write failed; an ambiguous write (a timeout after the request went
-// out) and a hand-over while a copy is written can still run a message
-// twice (at-least-once). A held copy keeps its place in its key's lane
+// the write failed; an ambiguous write (a timeout, or the connection lost
+// while the answer was awaited, after the request went out) and a
+// hand-over while a copy is written can still run a message twice
+// (at-least-once). A held copy keeps its place in its key's lane
 // while its partition stays with this member.
 // On an ordered lane, and when a retry copy cannot be published, the
 // message runs again in the process after the backoff and keeps its place
@@ -106,13 +107,17 @@
 // commit made while a message may still run (a hand-over wait that gave
 // up, a drain past its deadline) keeps the run count or says "live", never
 // "clean", and a new generation keeps a run count until the message runs.
+// A run handed back unfinished (cut by this member's own stop) is not
+// counted, and a clean hand-over of a careful partition whose first
+// message has not run here keeps the state it came in with.
 //
 // # Rebalances and stopping
 //
 // When the group rebalances (a member joins, leaves or goes silent for
 // SessionTimeout), a member stops reading, lets the running messages of
 // its partitions finish for up to half of RebalanceTimeout less a
-// HeartbeatInterval (within a drain's deadline during a drain), commits
+// HeartbeatInterval (ended by a drain's deadline, whether the rebalance began
+// before the drain or during it), commits
 // what they processed by 3/4 of RebalanceTimeout less a HeartbeatInterval
 // and only then rejoins: a partition is never read by two
 // members at once, and a message finished before the handover is not run
@@ -120,7 +125,8 @@
 // generation, so a handler longer than SessionTimeout does not get it
 // expelled. A message still running after that time is run again by the
 // next owner; when that owner is the same member, the new run needs a free
-// slot: with MaxInFlight 1 it waits until the abandoned run returns. A retry copy still waiting for its backoff is published again
+// slot: with MaxInFlight 1 it waits until the abandoned run returns. A
+// retry copy still waiting for its backoff is published again
 // (unchanged, acknowledged by every in-sync replica) and settled, so the
 // commit moves past it and the messages after it are not run again; a
 // message held in the process (an ordered channel's retry) keeps its offset

@@ -103,9 +103,9 @@ const (
 )
 
 // commit commits the processed position of ps: the partitions that moved,
-// or all of them with force (a handover), with each partition's meta. A
-// run count committed for a message not settled yet is kept, whatever
-// meta says: a clean hand-over does not erase a pending crash count.
+// or all of them with force (a handover), with each partition's meta
+// (uncleanMeta keeps a run count committed for a message not settled yet;
+// cleanMeta keeps what a careful partition inherited and has not run).
 func (g *generation) commit(ps []*partition, meta func(*partition) string, force bool) {
 	g.commitWithin(context.Background(), ps, meta, force)
 }
@@ -117,11 +117,7 @@ func (g *generation) commitWithin(ctx context.Context, ps []*partition, meta fun
 	var commits []kafkago.OffsetCommit
 	for _, p := range ps {
 		if pos, moved := p.position(); (moved || force) && pos >= 0 {
-			m := p.pendingRun()
-			if m == "" {
-				m = meta(p)
-			}
-			commits = append(commits, kafkago.OffsetCommit{Partition: p.id, Offset: pos, Metadata: m})
+			commits = append(commits, kafkago.OffsetCommit{Partition: p.id, Offset: pos, Metadata: meta(p)})
 		}
 	}
 	if len(commits) == 0 {

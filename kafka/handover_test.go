@@ -20,11 +20,14 @@ import (
 // commitRecorder is a transport answering offset commits: it records the
 // metadata of each commit once answered; block, when set, holds the
 // commits until it is closed.
+// overlapped records a commit entered while another one was under way.
 type commitRecorder struct {
-	mu      sync.Mutex
-	metas   []string
-	entered chan struct{}
-	block   chan struct{}
+	mu         sync.Mutex
+	metas      []string
+	entered    chan struct{}
+	block      chan struct{}
+	active     int
+	overlapped bool
 }
 
 func (f *commitRecorder) RoundTrip(ctx context.Context, _ net.Addr, m protocol.Message) (protocol.Message, error) {
@@ -32,6 +35,15 @@ func (f *commitRecorder) RoundTrip(ctx context.Context, _ net.Addr, m protocol.M
 	if !ok {
 		return nil, errors.New("unexpected request")
 	}
+	f.mu.Lock()
+	f.active++
+	f.overlapped = f.overlapped || f.active > 1
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.active--
+		f.mu.Unlock()
+	}()
 	if f.entered != nil {
 		select {
 		case f.entered <- struct{}{}:
@@ -86,14 +98,14 @@ func consistently(t *testing.T, d time.Duration, what string, cond func() bool) 
 	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(5*time.Millisecond).Should(gomega.BeTrue(), what)
 }
 
-// A clean hand-over commit keeps the run count of a counted message not
-// settled yet: the crash count is not erased.
+// A clean hand-over commit keeps the run count a careful partition came in
+// with while that message has not run: the crash count is not erased.
 func TestCleanHandOverKeepsAPendingRunCount(t *testing.T) {
 	rec := &commitRecorder{}
 	p := committingPartition(t, rec)
 	p.pos = 5
 	p.beCareful(2, 5)
-	p.g.commit([]*partition{p}, func(*partition) string { return metaClean }, true)
+	p.g.commit([]*partition{p}, (*partition).cleanMeta, true)
 	if got := rec.recorded(); len(got) != 1 || got[0] != "run:2" {
 		t.Fatalf("committed %q, want the pending run count run:2", got)
 	}
@@ -116,17 +128,21 @@ func TestRunCountIsNotOvertakenByACommit(t *testing.T) {
 		defer close(counted)
 		p.countRun(p.delivery(record(0, "", nil), nil))
 	}()
-	// The count must wait for the commit under way: it does not end
-	// while that commit is held.
-	select {
-	case <-counted:
-	case <-time.After(time.Second):
-	}
+	// The count waits for the commit under way: no second commit is sent
+	// while that one is held.
+	consistently(t, time.Second, "no commit sent while another is under way", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return !rec.overlapped
+	})
 	close(rec.block)
 	<-committed
 	<-counted
 	if got := rec.recorded(); len(got) != 2 || got[1] != "run:1" {
 		t.Fatalf("commits %q, want live then run:1", got)
+	}
+	if rec.overlapped {
+		t.Fatal("the count was sent while the live commit was under way")
 	}
 }
 
@@ -202,13 +218,41 @@ func TestLaneQueuedBytesAreReleasedAtTheHandOver(t *testing.T) {
 	}
 }
 
-// produceHeld answers produce requests once release is closed.
-type produceHeld struct{ release chan struct{} }
+// A message read while the partition is being closed (the reader's last
+// fetch) is not queued in a lane the close already released: it takes no
+// read-ahead room, and reading stops.
+func TestMessageReadAfterTheCloseHoldsNoBytes(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	p := testPartition(t, PerKey, 8, func(context.Context, *broker.Message) error { <-release; return nil })
+	ctx := context.Background()
+	if !p.dispatch(ctx, record(0, "k", nil)) { // runs and holds the lane of k
+		t.Fatal("the first message was not started")
+	}
+	p.close()
+	if p.dispatch(ctx, record(1, "k", nil)) {
+		t.Error("reading goes on after the close")
+	}
+	if held := p.s.heldBytes.Load(); held != 0 {
+		t.Fatalf("%d bytes held after the close", held)
+	}
+}
+
+// produceHeld answers produce requests once release is closed; entered,
+// when set, is closed once a request is in the transport.
+type produceHeld struct {
+	release chan struct{}
+	entered chan struct{}
+	once    sync.Once
+}
 
 func (f *produceHeld) RoundTrip(ctx context.Context, _ net.Addr, m protocol.Message) (protocol.Message, error) {
 	req, ok := m.(*produceAPI.Request)
 	if !ok {
 		return nil, errors.New("unexpected request")
+	}
+	if f.entered != nil {
+		f.once.Do(func() { close(f.entered) })
 	}
 	select {
 	case <-f.release:
@@ -232,7 +276,7 @@ func (f *produceHeld) RoundTrip(ctx context.Context, _ net.Addr, m protocol.Mess
 // original is settled once the copy is written.
 func TestHandOverWaitsForARetryCopyInFlight(t *testing.T) {
 	p := testPartition(t, Unordered, 1, func(context.Context, *broker.Message) error { return nil })
-	f := &produceHeld{release: make(chan struct{})}
+	f := &produceHeld{release: make(chan struct{}), entered: make(chan struct{})}
 	c := &conn{client: &kafkago.Client{Addr: kafkago.TCP("127.0.0.1:1"), Transport: f}, buf: newSendBuffer(1 << 20)}
 	newSenders(c)
 	c.storePartitions("orders", []int{0})
@@ -240,8 +284,18 @@ func TestHandOverWaitsForARetryCopyInFlight(t *testing.T) {
 	p.s.c, p.s.a = c, &Adapter{brokers: []string{"127.0.0.1:1"}, batchSize: 100}
 	p.track(0)
 	d := p.delivery(record(0, "", nil), nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	// The settle call gives up once the copy's request is in the transport
+	// (in flight, its outcome not known yet), however long it takes to get
+	// there.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() {
+		select {
+		case <-f.entered:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := d.Retry(ctx, 0, nil); err != nil {
 		t.Fatal(err)
 	}

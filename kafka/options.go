@@ -132,7 +132,9 @@ type ChannelOptions struct {
 	// DefaultCommitInterval). A crash redelivers what was processed since.
 	CommitInterval time.Duration
 	// SessionTimeout, HeartbeatInterval and RebalanceTimeout are the group
-	// membership timings (defaults above).
+	// membership timings (defaults above). RebalanceTimeout is at least 3
+	// HeartbeatIntervals (the options in effect are checked), so that a
+	// hand-over has time for its commit.
 	SessionTimeout    time.Duration
 	HeartbeatInterval time.Duration
 	RebalanceTimeout  time.Duration
@@ -154,6 +156,12 @@ func (o ChannelOptions) Validate() error {
 	case o.SessionTimeout > 0 && o.HeartbeatInterval >= o.SessionTimeout:
 		return fmt.Errorf("%w: kafka HeartbeatInterval (%s) must be shorter than SessionTimeout (%s)",
 			broker.ErrInvalidOption, o.HeartbeatInterval, o.SessionTimeout)
+	case o.RebalanceTimeout > 0 && o.HeartbeatInterval > 0 && o.RebalanceTimeout < 3*o.HeartbeatInterval:
+		// A hand-over ends by 3/4 of RebalanceTimeout less a heartbeat
+		// (handoverSpan): below 3 heartbeats it would have no time left for
+		// its commit.
+		return fmt.Errorf("%w: kafka RebalanceTimeout (%s) must be at least 3 x HeartbeatInterval (%s)",
+			broker.ErrInvalidOption, o.RebalanceTimeout, o.HeartbeatInterval)
 	}
 	return nil
 }

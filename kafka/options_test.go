@@ -90,11 +90,17 @@ func TestChannelOptions(t *testing.T) {
 		{SessionTimeout: time.Second, HeartbeatInterval: 2 * time.Second},
 		{DeadLetterTopic: TopicOptions{Partitions: -1}},
 		{ReadAheadBytes: -1},
+		{HeartbeatInterval: time.Second, RebalanceTimeout: 2 * time.Second},
+		// The options in effect (with the default HeartbeatInterval).
+		ChannelOptions{RebalanceTimeout: 2 * time.Second}.withDefaults(),
 	}
 	for _, o := range bad {
 		if err := o.Validate(); !errors.Is(err, broker.ErrInvalidOption) {
 			t.Errorf("%+v: %v", o, err)
 		}
+	}
+	if err := (ChannelOptions{HeartbeatInterval: time.Second, RebalanceTimeout: 3 * time.Second}).withDefaults().Validate(); err != nil {
+		t.Errorf("a RebalanceTimeout of 3 heartbeats: %v", err)
 	}
 	d := ChannelOptions{}.withDefaults()
 	if d.Ordering != PerKey || d.Topic.Partitions != DefaultPartitions || d.Topic.ReplicationFactor != -1 ||

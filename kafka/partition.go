@@ -44,6 +44,11 @@ type partition struct {
 	careful  int
 	headRuns int
 	headOff  int64
+	// inherited: the partition came in careful (beCareful); headRan: the
+	// message at headOff started a counted run here that was not handed
+	// back (uncountRun).
+	inherited bool
+	headRan   bool
 	// runMeta is the metadata of the last run count committed (countRun),
 	// for the message at runOff, while it is not settled.
 	runMeta string
@@ -141,13 +146,23 @@ func (p *partition) run(ctx context.Context) {
 	defer hcancel()
 	wctx, wcancel := context.WithDeadline(hctx, ended.Add(s.handoverWait()))
 	defer wcancel()
-	if dctx := s.draining(); dctx != nil {
-		// A drain waits for the running handlers within its own deadline;
-		// a rebalance during the drain waits for them the same way.
-		defer context.AfterFunc(dctx, wcancel)()
-	}
-	p.handOver(hctx, copies)
-	meta := func(*partition) string { return metaClean }
+	// A drain waits for the running handlers within its own deadline: the
+	// wait for them and the writes of the retry copies end with it too,
+	// whether the rebalance began before the drain or during it (the
+	// drain's final commit and its leaving the group wait for this
+	// hand-over).
+	cctx, ccancel := context.WithCancel(hctx)
+	defer ccancel()
+	go func() {
+		select {
+		case <-s.drainExpired:
+			wcancel()
+			ccancel()
+		case <-hctx.Done():
+		}
+	}()
+	p.handOver(cctx, copies)
+	meta := (*partition).cleanMeta
 	if !p.waitIdle(wctx) {
 		meta = (*partition).uncleanMeta // a message still runs: its next owner is careful
 	}
@@ -205,6 +220,12 @@ func (p *partition) dispatch(ctx context.Context, m kafkago.Message) bool {
 	}
 	if lane := d.lane(); lane != noLane {
 		p.mu.Lock()
+		if p.closed {
+			// The lanes were released by close: the message is left
+			// unsettled, for the next owner, and takes no read-ahead room.
+			p.mu.Unlock()
+			return false
+		}
 		q := p.lanes[lane]
 		p.lanes[lane] = append(q, d)
 		if len(q) > 0 {
@@ -246,7 +267,6 @@ func (p *partition) launchQueued(d *delivery) {
 // partition is closed (its hand-over waits for it) or does not run at all
 // (left unsettled, for the next owner), never runs after the hand-over.
 func (p *partition) start(d *delivery) bool {
-	p.countRun(d)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -255,6 +275,17 @@ func (p *partition) start(d *delivery) bool {
 	}
 	p.running++
 	p.mu.Unlock()
+	// Counted as running first: a hand-over that closes the partition now
+	// waits for this message, and countRun, which sees the closing under
+	// commitMu, counts no run that will not start.
+	if !p.countRun(d) {
+		p.mu.Lock()
+		p.running--
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		p.s.ReleaseSlot()
+		return false
+	}
 	p.s.Run(&d.Delivery, d.finished)
 	return true
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,7 +136,9 @@ func (b *sendBuffer) acquire(ctx context.Context, n int64) error {
 		b.large++
 	}
 	for {
-		if b.used == 0 || b.large == 0 && b.used+n <= b.max {
+		// An empty buffer takes a large batch, or anything while no large
+		// batch waits; a small send never goes ahead of a large batch.
+		if b.used == 0 && (oversized || b.large == 0) || b.large == 0 && b.used+n <= b.max {
 			if oversized {
 				b.large--
 			}
@@ -272,10 +273,12 @@ func (q *queue) write(batch []*send, first int) {
 			case <-time.After(writeBackoff.Delay(attempt - 1)):
 			}
 		}
+		q.c.writing.Add(1)
 		res, err = q.c.client.Produce(ctx, &kafkago.ProduceRequest{
 			Topic: q.key.topic, Partition: q.key.partition, RequiredAcks: q.key.acks.native(),
 			Compression: q.key.comp.native(), Records: kafkago.NewRecordReader(records(batch)...),
 		})
+		q.c.writing.Add(-1)
 		if err == nil && res != nil && res.Error != nil {
 			err = res.Error
 		}
@@ -298,38 +301,6 @@ func records(batch []*send) []kafkago.Record {
 		recs[i] = kafkago.Record{Key: bytesOrNil(s.key), Value: kafkago.NewBytes(s.value), Headers: s.headers}
 	}
 	return recs
-}
-
-// retriable tells the errors after which a produce request is tried
-// again: the ones saying that nothing was written. An ambiguous error is
-// not one of them.
-func retriable(err error) bool {
-	return !ambiguous(err) && (transient(err) || errors.Is(err, kafkago.NotEnoughReplicas))
-}
-
-// ErrWriteUnknown marks the error of a send whose produce request ended
-// without telling whether its messages were written (a timeout after the
-// request may have reached the leader): they may be in the topic. Such a
-// send is not sent again by the adapter (a second copy would be a
-// duplicate); the caller decides, knowing that sending again is
-// at-least-once.
-var ErrWriteUnknown = errors.New("channels/kafka: the outcome of the write is unknown: the message may have been written")
-
-// ambiguous tells the errors of a produce request whose messages may have
-// been written: the leader's replication timeout, or a network timeout.
-func ambiguous(err error) bool {
-	var ne net.Error
-	return errors.Is(err, kafkago.RequestTimedOut) || errors.As(err, &ne) && ne.Timeout() ||
-		errors.Is(err, context.DeadlineExceeded)
-}
-
-// outcome is the error reported for a write that failed with err:
-// marked with ErrWriteUnknown when err is ambiguous.
-func outcome(err error) error {
-	if err != nil && ambiguous(err) && !errors.Is(err, ErrWriteUnknown) {
-		return fmt.Errorf("%w: %w", ErrWriteUnknown, err)
-	}
-	return err
 }
 
 // produce writes messages to topic and returns each one's result, waiting

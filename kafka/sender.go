@@ -301,7 +301,14 @@ func (a *Adapter) ProduceRequestsInFlight() int {
 	if c == nil {
 		return 0
 	}
-	n := 0
+	return c.requestsInFlight()
+}
+
+// requestsInFlight counts the produce requests written and not answered
+// yet: the senders' shared requests and the requests of queues written on
+// their own (queue.write: a partition whose leader is not known, a retry).
+func (c *conn) requestsInFlight() int {
+	n := int(c.writing.Load())
 	for _, s := range c.senders {
 		s.mu.Lock()
 		for _, k := range s.inFlight {

@@ -151,4 +151,30 @@ func TestOversizedBatchIsNotStarved(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the large batch was not admitted once the buffer emptied")
 	}
+	b.release(150)
+	// The buffer is empty and a large batch was woken but has not taken it
+	// yet (b.large counts it): a small send arriving then waits as well.
+	b.mu.Lock()
+	b.large++
+	b.mu.Unlock()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if err := b.acquire(ctx2, 40); err == nil {
+		t.Fatal("a small send took the empty buffer ahead of a waiting large batch")
+	}
+}
+
+// A produce request of a queue written on its own (its partition's leader
+// is not known, or a retry) counts as in flight until it is answered.
+func TestQueueWritesCountInFlight(t *testing.T) {
+	f := &produceHeld{release: make(chan struct{})}
+	c := &conn{client: &kafkago.Client{Addr: kafkago.TCP("127.0.0.1:1"), Transport: f}}
+	newSenders(c)
+	q := &queue{key: queueKey{topic: "t", partition: 0, acks: AcksAll}, c: c, max: 10}
+	cl := &call{errs: make([]error, 1), set: make([]bool, 1), left: 1, done: make(chan struct{})}
+	go q.write([]*send{{value: []byte(`"x"`), call: cl}}, 1)
+	eventually(t, 5*time.Second, "the request counted in flight", func() bool { return c.requestsInFlight() == 1 })
+	close(f.release)
+	<-cl.done
+	eventually(t, 5*time.Second, "the answered request no longer counted", func() bool { return c.requestsInFlight() == 0 })
 }

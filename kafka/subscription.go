@@ -51,18 +51,11 @@ type subscription struct {
 	// joined is closed once the first assignment in a busy group was
 	// awaited (at once in a new or empty group): Start reads from then on.
 	joined chan struct{}
-	// drainCtx bounds the drain, once one began: the hand-overs of a
-	// rebalance during it wait for the running handlers within it.
+	// drainCtx bounds the drain, once one began.
 	drainCtx context.Context
-	// drainExpired is closed when the drain's context ends.
+	// drainExpired is closed when the drain's context ends: the hand-overs
+	// of a rebalance stop waiting for the running handlers then.
 	drainExpired chan struct{}
-}
-
-// draining returns the drain's context, nil before a drain.
-func (s *subscription) draining() context.Context {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.drainCtx
 }
 
 func newSubscription(a *Adapter, c *conn, ch *broker.Channel, opts ChannelOptions, group string) (*subscription, error) {
@@ -240,7 +233,7 @@ func (s *subscription) finish(ctx context.Context, timedOut bool) error {
 			for _, p := range g.all() {
 				p.handOver(ctx, p.close())
 			}
-			meta := func(*partition) string { return metaClean }
+			meta := (*partition).cleanMeta
 			if timedOut {
 				// A message may still run: the next owner must be careful.
 				meta = (*partition).uncleanMeta

@@ -123,6 +123,9 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 	if err != nil {
 		return err
 	}
+	if pinListed != nil {
+		pinListed()
+	}
 	pins := map[int]int64{}
 	for _, p := range offs {
 		pins[p.Partition] = p.LastOffset
@@ -150,9 +153,9 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 	return nil
 }
 
-// pinRead, set by tests, runs after pinStart first read the committed
-// offsets.
-var pinRead func()
+// pinRead and pinListed, set by tests, run after pinStart first read the
+// committed offsets, and after it read the partitions' ends.
+var pinRead, pinListed func()
 
 // metaPin is the metadata of a start offset pinned by pinStart, before any
 // member committed.

@@ -2,9 +2,14 @@ package kafka
 
 import (
 	"context"
+	"log/slog"
+	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/microchannels/channels/channelstest"
 
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -99,12 +104,24 @@ func TestHandOverWaitGivesUpLeavesTheNextOwnerCareful(t *testing.T) {
 			<-release // ignores the rebalance
 			return nil
 		}}}}
-	a := startPlugin(t, schema)
+	logs := &logRec{}
+	member := func() *channels.Plugin {
+		ad, err := kafka.New(kafkaURL(), kafka.WithChannelOptions(timings))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return channelstest.StartPlugin(t, ad, schema, channels.WithLogger(slog.New(logs)))
+	}
+	a := member()
 	if err := a.SendToChannel(context.Background(), ch, "hangs"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "the handler running", func() bool { return runs.Load() == 1 })
-	startPlugin(t, schema) // a rebalance while the handler runs
+	first := logs.values("partitions assigned", "generation")
+	if len(first) != 1 {
+		t.Fatalf("generations %v before the rebalance, want one", first)
+	}
+	member() // a rebalance while the handler runs
 	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
 	gid := kafka.GroupID(group, ch)
 	var meta string
@@ -121,7 +138,27 @@ func TestHandOverWaitGivesUpLeavesTheNextOwnerCareful(t *testing.T) {
 		meta = res.Topics[ch][0].Metadata
 		return meta == "run:1" && runs.Load() == 2
 	})
-
+	// The giving-up member's hand-over commit was accepted (made within
+	// the rebalance, as a member of the ending generation), and it rejoined
+	// in time: the group moved to the next generation once, and stays
+	// there.
+	if n := logs.count("committing offsets failed"); n != 0 {
+		t.Fatalf("%d commits refused", n)
+	}
+	consistently(t, 3*time.Second, "one rebalance", func() bool {
+		return len(logs.values("partitions assigned", "generation")) == 2
+	})
+	var gens []int
+	for g := range logs.values("partitions assigned", "generation") {
+		n, err := strconv.Atoi(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gens = append(gens, n)
+	}
+	if slices.Sort(gens); gens[1] != gens[0]+1 {
+		t.Fatalf("generations %v, want two consecutive", gens)
+	}
 }
 
 // TestNewGenerationKeepsTheRunCount: a partition committed with a run
@@ -159,4 +196,70 @@ func TestNewGenerationKeepsTheRunCount(t *testing.T) {
 		res, err := client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{ch: {0}}})
 		return err == nil && len(res.Topics[ch]) == 1 && res.Topics[ch][0].Metadata == "run:2"
 	})
+}
+
+// TestRunCutByTheStopIsNotCounted: a careful run cut by the member's own
+// stop (its handler returns with its context) is handed back, not counted:
+// the partition is committed with the run count it came in with, so that
+// stop after stop a slow healthy message is never given up for
+// MaxDeliveries.
+func TestRunCutByTheStopIsNotCounted(t *testing.T) {
+	needKafka(t)
+	ch, group := unique("handover.cut"), "cut-group"
+	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{{Topic: ch, NumPartitions: 1, ReplicationFactor: 1}}})
+	if err == nil {
+		err = res.Errors[ch]
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the message written", func() bool {
+		res, err := client.Produce(ctx, &kafkago.ProduceRequest{Topic: ch, Partition: 0, RequiredAcks: kafkago.RequireAll,
+			Records: kafkago.NewRecordReader(kafkago.Record{Value: kafkago.NewBytes([]byte(`"slow"`))})})
+		return err == nil && res.Error == nil
+	})
+	gid := kafka.GroupID(group, ch)
+	// Its previous owners died twice running it.
+	eventually(t, 20*time.Second, "the run count committed", func() bool {
+		res, err := client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: gid, GenerationID: -1,
+			Topics: map[string][]kafkago.OffsetCommit{ch: {{Partition: 0, Offset: 0, Metadata: "run:2"}}}})
+		return err == nil && res.Topics[ch][0].Error == nil
+	})
+	metadata := func() string {
+		res, err := client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{ch: {0}}})
+		if err != nil || len(res.Topics[ch]) != 1 || res.Topics[ch][0].CommittedOffset != 0 {
+			return ""
+		}
+		return res.Topics[ch][0].Metadata
+	}
+	opts := timings
+	opts.Topic.Partitions = 1
+	var runs atomic.Int32
+	ad, err := kafka.New(kafkaURL(), kafka.WithChannelOptions(timings))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := channels.New(channels.WithAdapter(ad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Register(&service{Name: "cut", Channels: channels.Channels{ch: {Group: group, AdapterOptions: []any{opts},
+		Handler: func(ctx context.Context, _ *channels.Message) error {
+			runs.Add(1)
+			<-ctx.Done() // slow: cut by the stop
+			return ctx.Err()
+		}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the run counted", func() bool { return runs.Load() == 1 && metadata() == "run:3" })
+	sctx, scancel := context.WithTimeout(ctx, time.Second)
+	defer scancel()
+	_ = p.Stop(sctx) // the deadline passes with the handler running
+	eventually(t, 10*time.Second, "the cut run no longer counted", func() bool { return metadata() == "run:2" })
 }

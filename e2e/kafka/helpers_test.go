@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -60,3 +61,52 @@ func (r *rec) handle(_ context.Context, m *channels.Message) error {
 }
 
 func (r *rec) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.msgs) }
+
+// logRec is a log handler that keeps every record (debug included).
+type logRec struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (l *logRec) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRec) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRec) WithGroup(string) slog.Handler            { return l }
+func (l *logRec) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.recs = append(l.recs, r.Clone())
+	l.mu.Unlock()
+	return nil
+}
+
+// count is the number of records whose message contains msg.
+func (l *logRec) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.recs {
+		if strings.Contains(r.Message, msg) {
+			n++
+		}
+	}
+	return n
+}
+
+// values is the set of the values of attribute key in the records whose
+// message contains msg.
+func (l *logRec) values(msg, key string) map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]bool{}
+	for _, r := range l.recs {
+		if !strings.Contains(r.Message, msg) {
+			continue
+		}
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == key {
+				out[a.Value.String()] = true
+			}
+			return true
+		})
+	}
+	return out
+}

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -82,17 +83,27 @@ func TestTenBusyGroupsJoinAtOnce(t *testing.T) {
 	slow := timings
 	slow.SessionTimeout, slow.HeartbeatInterval = 10*time.Second, time.Second // a rebalance is noticed within 1 s
 	slow.Topic.Partitions = 2
-	chs := channels.Channels{}
 	names := make([]string, n)
 	for i := range n {
 		names[i] = unique(fmt.Sprintf("start.busy.%d", i))
-		chs[names[i]] = channels.Channel{Group: "busy", Handler: func(context.Context, *channels.Message) error { return nil }}
 	}
+	// schema counts the messages its member handles in handled.
+	schema := func(handled *atomic.Int32) *service {
+		chs := channels.Channels{}
+		for _, name := range names {
+			chs[name] = channels.Channel{Group: "busy", Handler: func(context.Context, *channels.Message) error {
+				handled.Add(1)
+				return nil
+			}}
+		}
+		return &service{Name: "busy", Channels: chs}
+	}
+	var handledFirst, handledSecond atomic.Int32
 	first, err := kafka.New(kafkaURL(), kafka.WithChannelOptions(slow))
 	if err != nil {
 		t.Fatal(err)
 	}
-	channelstest.StartPlugin(t, first, &service{Name: "busy", Channels: chs})
+	sender := channelstest.StartPlugin(t, first, schema(&handledFirst))
 	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
 	members := func(ch string) int {
 		res, err := client.DescribeGroups(context.Background(), &kafkago.DescribeGroupsRequest{GroupIDs: []string{kafka.GroupID("busy", ch)}})
@@ -113,9 +124,33 @@ func TestTenBusyGroupsJoinAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Messages are sent to both partitions of every channel while the
+	// second member starts: whichever member reads them (the first one
+	// before it hands partitions over, the second from the first
+	// assignment it awaited), none is skipped.
+	const perPartition = 2
+	sent := make(chan error, 1)
+	go func() {
+		defer close(sent)
+		for _, ch := range names {
+			for i := range 2 * perPartition {
+				p := i % 2
+				if err := sender.SendToChannel(context.Background(), ch, "m",
+					channels.WithSendOptions(kafka.SendOptions{Partition: &p})); err != nil {
+					sent <- err
+					return
+				}
+			}
+		}
+	}()
 	began := time.Now()
-	channelstest.StartPlugin(t, second, &service{Name: "busy", Channels: chs}, channels.WithTimeouts(10*time.Second, 10*time.Second, 10*time.Second))
+	logs := &logRec{}
+	channelstest.StartPlugin(t, second, schema(&handledSecond), channels.WithTimeouts(10*time.Second, 10*time.Second, 10*time.Second),
+		channels.WithLogger(slog.New(logs)))
 	took := time.Since(began)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("the second member started in %s", took.Round(time.Millisecond))
 	if took > 4*time.Second {
 		t.Fatalf("the second member took %s to start: its joins ran one after the other", took)
@@ -128,4 +163,24 @@ func TestTenBusyGroupsJoinAtOnce(t *testing.T) {
 		}
 		return true
 	})
+	eventually(t, 60*time.Second, "every message sent during the start handled", func() bool {
+		return handledFirst.Load()+handledSecond.Load() == n*2*perPartition
+	})
+	// The second member reads from the assignment it awaited: one
+	// assignment per channel (no join of its own after Start), from which
+	// it handles what is sent to its partitions.
+	before := handledSecond.Load()
+	for _, ch := range names {
+		for p := range 2 {
+			if err := sender.SendToChannel(context.Background(), ch, "m", channels.WithSendOptions(kafka.SendOptions{Partition: &p})); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	eventually(t, 30*time.Second, "the second member handling its partitions", func() bool {
+		return handledSecond.Load()-before == n
+	})
+	if got := logs.count("partitions assigned"); got != n {
+		t.Fatalf("the second member was assigned partitions %d times for %d channels", got, n)
+	}
 }
