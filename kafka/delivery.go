@@ -141,7 +141,7 @@ func (d *delivery) lane() string {
 
 // finished runs after the delivery was settled: the slot is given back by
 // the kit; the next message of its lane, if any, is started. A counted run
-// handed back (Release) is no longer counted.
+// handed back (Release) is uncounted: its run count goes back by one.
 func (d *delivery) finished(out broker.Outcome) {
 	p := d.p
 	p.mu.Lock()
