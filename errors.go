@@ -6,26 +6,9 @@ import (
 	"github.com/microchannels/channels/broker"
 )
 
-// Errors of the plugin. The broker sentinels are re-exported so callers need
-// one import for errors.Is.
+// Errors of the plugin (the sentinels of package broker are re-exported in
+// exports.go).
 var (
-	// ErrInvalidOption is wrapped by every configuration error.
-	ErrInvalidOption = broker.ErrInvalidOption
-	// ErrUnknownAdapter is returned for an unknown adapter type name or URL scheme.
-	ErrUnknownAdapter = broker.ErrUnknownAdapter
-	// ErrNotConnected is returned by SendToChannel before Start (or BeforeStart) connected the adapter.
-	ErrNotConnected = broker.ErrNotConnected
-	// ErrClosed is returned by SendToChannel after Stop.
-	ErrClosed = broker.ErrClosed
-	// ErrPublish wraps broker-side publish failures.
-	ErrPublish = broker.ErrPublish
-	// ErrEncode is wrapped by payloads that cannot be serialized.
-	ErrEncode = broker.ErrEncode
-	// ErrDecode is wrapped by payloads or headers that cannot be decoded.
-	ErrDecode = broker.ErrDecode
-	// ErrDrainTimeout is returned by Stop when handlers were still running when its context ended.
-	ErrDrainTimeout = broker.ErrDrainTimeout
-
 	// ErrInvalidSchema is wrapped by malformed service schemas.
 	ErrInvalidSchema = errors.New("channels: invalid service schema")
 	// ErrNoHandler is wrapped when a declared channel has no handler.
@@ -38,10 +21,6 @@ var (
 	// ErrAlreadyStarted is returned when starting (or connecting) a started plugin.
 	ErrAlreadyStarted = errors.New("channels: plugin already started")
 )
-
-// Permanent marks a handler error as not retryable: the message goes to the
-// dead-letter queue (or is dropped) without further attempts.
-func Permanent(err error) error { return broker.Permanent(err) }
 
 func redactErr(err error) error { return broker.Redacted(err) }
 

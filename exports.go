@@ -117,3 +117,46 @@ type (
 // ErrorFromHeaders reads the error of a dead-lettered message back from its
 // x-error-* headers (nil when there is none).
 func ErrorFromHeaders(h map[string]string) *RemoteError { return broker.ErrorFromHeaders(h) }
+
+// Permanent marks a handler error as not retryable: the message goes to the
+// dead-letter queue (or is dropped) without further attempts.
+func Permanent(err error) error { return broker.Permanent(err) }
+
+// Event tells an outcome hook (WithObserver) how one delivery ended: ack,
+// retry with a delay, dead-letter, drop, or release (handed back unrun or
+// cut by a stop).
+type Event = broker.Event
+
+// Observer is an outcome hook: it sees every settled delivery and cannot
+// change it. It runs on the handler's goroutine: keep it quick.
+type Observer = broker.Observer
+
+// Outcome actions, as found in Event.Outcome.Action.
+const (
+	ActionAck        = broker.Ack
+	ActionRetry      = broker.Retry
+	ActionDeadLetter = broker.DeadLetter
+	ActionDrop       = broker.Drop
+	ActionRelease    = broker.Release
+)
+
+// The sentinels of package broker, re-exported so callers need one import
+// for errors.Is.
+var (
+	// ErrInvalidOption is wrapped by every configuration error.
+	ErrInvalidOption = broker.ErrInvalidOption
+	// ErrUnknownAdapter is returned for an unknown adapter type name or URL scheme.
+	ErrUnknownAdapter = broker.ErrUnknownAdapter
+	// ErrNotConnected is returned by SendToChannel before Start (or BeforeStart) connected the adapter.
+	ErrNotConnected = broker.ErrNotConnected
+	// ErrClosed is returned by SendToChannel after Stop.
+	ErrClosed = broker.ErrClosed
+	// ErrPublish wraps broker-side publish failures.
+	ErrPublish = broker.ErrPublish
+	// ErrEncode is wrapped by payloads that cannot be serialized.
+	ErrEncode = broker.ErrEncode
+	// ErrDecode is wrapped by payloads or headers that cannot be decoded.
+	ErrDecode = broker.ErrDecode
+	// ErrDrainTimeout is returned by Stop when handlers were still running when its context ended.
+	ErrDrainTimeout = broker.ErrDrainTimeout
+)

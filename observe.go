@@ -40,24 +40,6 @@ const (
 	MetricPending      = "channels.consumer.pending"       // entries delivered and not yet acknowledged
 )
 
-// Event tells an outcome hook (WithObserver) how one delivery ended: ack,
-// retry with a delay, dead-letter, drop, or release (handed back unrun or
-// cut by a stop).
-type Event = broker.Event
-
-// Observer is an outcome hook: it sees every settled delivery and cannot
-// change it. It runs on the handler's goroutine: keep it quick.
-type Observer = broker.Observer
-
-// Outcome actions, as found in Event.Outcome.Action.
-const (
-	ActionAck        = broker.Ack
-	ActionRetry      = broker.Retry
-	ActionDeadLetter = broker.DeadLetter
-	ActionDrop       = broker.Drop
-	ActionRelease    = broker.Release
-)
-
 // WithMeterProvider reports the plugin's metrics (the Metric* names) to mp,
 // an OpenTelemetry meter provider (no SDK is imposed: pass your own). Off by
 // default.
