@@ -1,14 +1,11 @@
 package amqp
 
 import (
-	"bufio"
 	"context"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,16 +16,9 @@ import (
 	"github.com/microchannels/channels/e2e/brokerenv"
 )
 
-const childEnv = "CHANNELS_AMQP_CRASH_CHILD"
-
 // TestMain runs the consumer child process when the test binary is
 // re-executed by the crash tests.
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(runChild(spec))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { channelstest.ChildMain(m, runChild) }
 
 // runChild consumes channel|group|maxInFlight with NoRetries and blocks in
 // the handler forever, after printing STARTED <id> <attempt>: the parent
@@ -66,71 +56,13 @@ func runChild(spec string) int {
 	select {}
 }
 
-// child is a consumer process of the test binary.
-type child struct {
-	cmd   *exec.Cmd
-	lines chan string
-	early []string // lines read while waiting for another one
-}
-
-func startChild(t *testing.T, ch, group string, mif, maxDeliveries int) *child {
+// startChild starts a consumer process of the test binary and waits until
+// it consumes.
+func startChild(t *testing.T, ch, group string, mif, maxDeliveries int) *channelstest.Child {
 	t.Helper()
-	c := &child{cmd: exec.Command(os.Args[0], "-test.run=^$"), lines: make(chan string, 16)}
-	c.cmd.Stderr = os.Stderr
-	c.cmd.Env = append(os.Environ(), childEnv+"="+ch+"|"+group+"|"+strconv.Itoa(mif)+"|"+strconv.Itoa(maxDeliveries))
-	out, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.cmd.Process.Kill(); _ = c.cmd.Wait() })
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			c.lines <- sc.Text()
-		}
-		close(c.lines)
-	}()
-	c.wait(t, "READY")
+	c := channelstest.StartChild(t, ch+"|"+group+"|"+strconv.Itoa(mif)+"|"+strconv.Itoa(maxDeliveries))
+	c.WaitLine(t, "READY")
 	return c
-}
-
-// wait returns the first line with prefix. Other lines are kept for later
-// waits: a message already pending runs (STARTED) as soon as the consumer
-// starts, which can be before the child prints READY.
-func (c *child) wait(t *testing.T, prefix string) string {
-	t.Helper()
-	for i, l := range c.early {
-		if strings.HasPrefix(l, prefix) {
-			c.early = append(c.early[:i], c.early[i+1:]...)
-			return l
-		}
-	}
-	deadline := time.After(60 * time.Second)
-	for {
-		select {
-		case l, ok := <-c.lines:
-			if !ok {
-				t.Fatalf("child exited before printing %s", prefix)
-			}
-			if strings.HasPrefix(l, prefix) {
-				return l
-			}
-			c.early = append(c.early, l)
-		case <-deadline:
-			t.Fatalf("child did not print %s (printed %q)", prefix, c.early)
-		}
-	}
-}
-
-func (c *child) kill(t *testing.T) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.cmd.Wait()
 }
 
 // TestKilledConsumerLosesNothing: a consumer process killed (SIGKILL) during
@@ -148,8 +80,8 @@ func TestKilledConsumerLosesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	started := strings.Fields(c.wait(t, "STARTED "))
-	c.kill(t)
+	started := strings.Fields(c.WaitLine(t, "STARTED "))
+	c.Kill(t)
 
 	got, dead := &channelstest.Recorder{}, &channelstest.Recorder{}
 	startPlugin(t, &service{Name: "survivor", Channels: channels.Channels{
@@ -187,11 +119,11 @@ func TestPoisonPillBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for run := 1; run <= maxDeliveries; run++ {
-		f := strings.Fields(c.wait(t, "STARTED "))
+		f := strings.Fields(c.WaitLine(t, "STARTED "))
 		if f[2] != "1" {
 			t.Fatalf("run %d: attempt %s", run, f[2])
 		}
-		c.kill(t)
+		c.Kill(t)
 		if run < maxDeliveries {
 			c = startChild(t, ch, group, 1, maxDeliveries)
 		}

@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,7 +22,6 @@ import (
 
 // The consumer of the poison-pill test runs in a child process (this test
 // binary again) that exits, as a crash, when it runs the poison message.
-const poisonEnv = "CHANNELS_KAFKA_POISON_CHILD"
 
 type poisonConfig struct {
 	Channel, Group, DLQ string
@@ -32,12 +30,7 @@ type poisonConfig struct {
 	MaxInFlight         int
 }
 
-func TestMain(m *testing.M) {
-	if cfg := os.Getenv(poisonEnv); cfg != "" {
-		os.Exit(poisonChild(cfg))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { channelstest.ChildMain(m, poisonChild) }
 
 // poisonChild consumes the channel and prints "ran <seq>" for each message
 // handled; the poison message makes it exit with status 3 at once.
@@ -139,28 +132,18 @@ func poisonPill(t *testing.T, total, poison, maxDeliveries, maxInFlight int) {
 		return len(ran) == total-1 && dead.count() == 1
 	}
 	for round := 0; round < 3*total && !done(); round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), poisonEnv+"="+string(cfg))
-		cmd.Stderr = os.Stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		child := channelstest.StartChild(t, string(cfg))
 		exited := make(chan error, 1)
 		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				if s, ok := strings.CutPrefix(sc.Text(), "ran "); ok {
+			for l := range child.Lines() {
+				if s, ok := strings.CutPrefix(l, "ran "); ok {
 					n, _ := strconv.Atoi(s)
 					mu.Lock()
 					ran[n]++
 					mu.Unlock()
 				}
 			}
-			exited <- cmd.Wait()
+			exited <- child.Wait()
 		}()
 		deadline := time.After(30 * time.Second)
 	wait:
@@ -175,12 +158,12 @@ func poisonPill(t *testing.T, total, poison, maxDeliveries, maxInFlight int) {
 				break wait
 			case <-time.After(20 * time.Millisecond):
 				if done() {
-					_ = cmd.Process.Signal(syscall.SIGTERM)
+					_ = child.Signal(syscall.SIGTERM)
 					<-exited
 					break wait
 				}
 			case <-deadline:
-				_ = cmd.Process.Kill()
+				_ = child.Signal(syscall.SIGKILL)
 				<-exited
 				t.Fatalf("round %d: the consumer child neither crashed nor finished in 30s", round)
 			}

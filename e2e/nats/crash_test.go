@@ -1,30 +1,21 @@
 package nats
 
 import (
-	"bufio"
 	"context"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/channelstest"
 	"github.com/microchannels/channels/jetstream"
 )
 
-const childEnv = "CHANNELS_NATS_CRASH_CHILD"
-
 // TestMain runs the consumer child process when the test binary is
 // re-executed by TestRedeliveryAfterKill.
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(runChild(spec))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { channelstest.ChildMain(m, runChild) }
 
 // runChild consumes channel|group and blocks in the handler forever, after
 // printing STARTED: the parent kills it there.
@@ -61,38 +52,8 @@ func runChild(spec string) int {
 func TestRedeliveryAfterKill(t *testing.T) {
 	needNATS(t)
 	ch, group, dlq := unique("crash.topic"), unique("crash-group"), unique("crash.DLQ")
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), childEnv+"="+ch+"|"+group)
-	out, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
-	lines := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	waitLine := func(prefix string) string {
-		t.Helper()
-		select {
-		case l := <-lines:
-			if !strings.HasPrefix(l, prefix) {
-				t.Fatalf("child printed %q, want %s", l, prefix)
-			}
-			return l
-		case <-time.After(30 * time.Second):
-			t.Fatalf("child did not print %s", prefix)
-		}
-		return ""
-	}
-	waitLine("READY")
+	child := channelstest.StartChild(t, ch+"|"+group)
+	child.WaitLine(t, "READY")
 	sender := startPlugin(t, timings, nil)
 	const n = 5 // 3 running in the child (MaxInFlight 3), 2 waiting in the stream
 	for i := range n {
@@ -102,12 +63,9 @@ func TestRedeliveryAfterKill(t *testing.T) {
 	}
 	ran := map[string]bool{}
 	for range 3 {
-		ran[strings.TrimPrefix(waitLine("STARTED "), "STARTED ")] = true
+		ran[strings.TrimPrefix(child.WaitLine(t, "STARTED "), "STARTED ")] = true
 	}
-	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = child.Wait()
+	child.Kill(t)
 
 	var mu sync.Mutex
 	got := map[string]*channels.Message{}

@@ -1,14 +1,11 @@
 package redis
 
 import (
-	"bufio"
 	"context"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,20 +14,14 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/channelstest"
 	"github.com/microchannels/channels/redis"
 )
-
-const childEnv = "CHANNELS_REDIS_CRASH_CHILD"
 
 var crashTimings = redis.ChannelOptions{MinIdleTime: time.Second, ClaimInterval: 50 * time.Millisecond, ReadTimeout: 500 * time.Millisecond}
 
 // TestMain runs the consumer child process when the test binary is re-executed by TestRedeliveryAfterKill.
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(runChild(spec))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { channelstest.ChildMain(m, runChild) }
 
 // runChild consumes channel|group and blocks in the handler forever, after
 // printing STARTED: the parent kills it there.
@@ -73,49 +64,16 @@ func testRedeliveryAfterKill(t *testing.T, opts ...channels.Option) {
 	needRedis(t)
 	ch, group := unique("crash.topic"), unique("crash-group")
 
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), childEnv+"="+ch+"|"+group, "CHANNELS_REDIS_URL_CHILD="+redisURL())
-	out, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
-	lines := make(chan string, 4)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	waitLine := func(prefix string) string {
-		t.Helper()
-		select {
-		case l := <-lines:
-			if !strings.HasPrefix(l, prefix) {
-				t.Fatalf("child printed %q, want %s", l, prefix)
-			}
-			return l
-		case <-time.After(30 * time.Second):
-			t.Fatalf("child did not print %s", prefix)
-		}
-		return ""
-	}
-	waitLine("READY")
+	child := channelstest.StartChild(t, ch+"|"+group, "CHANNELS_REDIS_URL_CHILD="+redisURL())
+	child.WaitLine(t, "READY")
 
 	sender := startPlugin(t, crashTimings, nil)
 	if err := sender.SendToChannel(context.Background(), ch, map[string]int{"order": 1}); err != nil {
 		t.Fatal(err)
 	}
-	started := waitLine("STARTED ")
+	started := child.WaitLine(t, "STARTED ")
 	id := strings.TrimPrefix(started, "STARTED ")
-	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = child.Wait()
+	child.Kill(t)
 
 	// A second member of the group gets the unacked message after MinIdleTime, as attempt 1.
 	reader := sdkmetric.NewManualReader()
