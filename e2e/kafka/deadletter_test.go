@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels"
@@ -22,18 +24,18 @@ func TestDeadLetterTopicHasItsOwnSettings(t *testing.T) {
 	ch, dlq := unique("dlq.settings"), unique("dlq.settings.DLQ")
 	opts := timings
 	opts.Topic.Configs = map[string]string{"cleanup.policy": "compact"}
-	dead := &rec{}
+	dead := &channelstest.Recorder{}
 	fails := func(context.Context, *channels.Message) error { return errors.New("fails for good") }
 	startPlugin(t, &service{Name: "compacted", Channels: channels.Channels{ch: {MaxRetries: 0,
 		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, AdapterOptions: []any{opts}, Handler: fails}}})
-	startPlugin(t, &service{Name: "dlq-reader", Channels: channels.Channels{dlq: channels.On(dead.handle)}})
+	startPlugin(t, &service{Name: "dlq-reader", Channels: channels.Channels{dlq: channels.On(dead.Handle)}})
 	other := ch + ".plain"
 	p := startPlugin(t, &service{Name: "plain", Channels: channels.Channels{other: {MaxRetries: 0,
 		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: fails}}})
 	if err := p.SendToChannel(context.Background(), other, "no key"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the dead letter written", func() bool { return dead.count() == 1 })
+	eventually(t, 30*time.Second, "the dead letter written", func() bool { return dead.Count() == 1 })
 	client := &kafkago.Client{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...)}
 	res, err := client.DescribeConfigs(context.Background(), &kafkago.DescribeConfigsRequest{Resources: []kafkago.DescribeConfigRequestResource{
 		{ResourceType: kafkago.ResourceTypeTopic, ResourceName: dlq, ConfigNames: []string{"cleanup.policy"}}}})
@@ -47,5 +49,5 @@ func TestDeadLetterTopicHasItsOwnSettings(t *testing.T) {
 			}
 		}
 	}
-	consistently(t, time.Second, "one dead letter", func() bool { return dead.count() == 1 })
+	consistently(t, time.Second, "one dead letter", func() bool { return dead.Count() == 1 })
 }

@@ -32,10 +32,8 @@ var (
 	consistently = channelstest.ConsistentlyTrue
 )
 
-type service struct {
-	Name     string
-	Channels channels.Channels
-}
+// service is the schema of a test service.
+type service = channelstest.Service
 
 // startPlugin starts a plugin on the test Kafka with schema (nil: a sender)
 // and stops it at the end of the test.
@@ -47,20 +45,6 @@ func startPlugin(t *testing.T, schema any) *channels.Plugin {
 	}
 	return channelstest.StartPlugin(t, a, schema)
 }
-
-type rec struct {
-	mu   sync.Mutex
-	msgs []*channels.Message
-}
-
-func (r *rec) handle(_ context.Context, m *channels.Message) error {
-	r.mu.Lock()
-	r.msgs = append(r.msgs, m)
-	r.mu.Unlock()
-	return nil
-}
-
-func (r *rec) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.msgs) }
 
 // logRec is a log handler that keeps every record (debug included).
 type logRec struct {

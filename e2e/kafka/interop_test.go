@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/e2e/interop"
@@ -54,8 +56,8 @@ func TestInteropRetriesStayInTheirGroup(t *testing.T) {
 	needKafka(t)
 	interop.Need(t)
 	ch := unique("interop.retries")
-	good := &rec{}
-	startPlugin(t, &service{Name: "go-good", Channels: channels.Channels{ch: channels.On(good.handle)}})
+	good := &channelstest.Recorder{}
+	startPlugin(t, &service{Name: "go-good", Channels: channels.Channels{ch: channels.On(good.Handle)}})
 	var goRuns sync.Map
 	startPlugin(t, &service{Name: "go-failing", Channels: channels.Channels{ch: {MaxRetries: 2,
 		Backoff: broker.ConstantBackoff(20 * time.Millisecond),
@@ -72,6 +74,6 @@ func TestInteropRetriesStayInTheirGroup(t *testing.T) {
 		_, third := goRuns.Load(3)
 		return third
 	})
-	eventually(t, 30*time.Second, "one run in the good Go group", func() bool { return good.count() == 1 })
-	consistently(t, 2*time.Second, "no retry copy of another group runs in the good Go group", func() bool { return good.count() == 1 })
+	eventually(t, 30*time.Second, "one run in the good Go group", func() bool { return good.Count() == 1 })
+	consistently(t, 2*time.Second, "no retry copy of another group runs in the good Go group", func() bool { return good.Count() == 1 })
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/microchannels/channels"
@@ -22,14 +24,14 @@ func TestPartitionsAddedWhileTheGroupIsEmpty(t *testing.T) {
 	ch, group := unique("partitions.added"), "grow-group"
 	opts := timings
 	opts.Topic.Partitions = 2
-	got := &rec{}
+	got := &channelstest.Recorder{}
 	schema := &service{Name: "grow", Channels: channels.Channels{ch: {Group: group, MaxInFlight: 4,
-		AdapterOptions: []any{opts}, Handler: got.handle}}}
+		AdapterOptions: []any{opts}, Handler: got.Handle}}}
 	first := startPlugin(t, schema)
 	if err := first.SendToChannel(context.Background(), ch, "before"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the first message processed", func() bool { return got.count() == 1 })
+	eventually(t, 30*time.Second, "the first message processed", func() bool { return got.Count() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := first.Stop(ctx); err != nil {
@@ -51,5 +53,5 @@ func TestPartitionsAddedWhileTheGroupIsEmpty(t *testing.T) {
 		}
 	}
 	startPlugin(t, schema)
-	eventually(t, 30*time.Second, "the messages of the new partitions processed", func() bool { return got.count() == 1+n })
+	eventually(t, 30*time.Second, "the messages of the new partitions processed", func() bool { return got.Count() == 1+n })
 }

@@ -102,8 +102,8 @@ func TestPoisonPillPastTheCarefulWindow(t *testing.T) { poisonPill(t, 12, 4, 3, 
 func poisonPill(t *testing.T, total, poison, maxDeliveries, maxInFlight int) {
 	needKafka(t)
 	ch, group, dlq := unique("poison"), "poison-group", unique("poison.DLQ")
-	dead := &rec{}
-	startPlugin(t, &service{Name: "dlq-reader", Channels: channels.Channels{dlq: channels.On(dead.handle)}})
+	dead := &channelstest.Recorder{}
+	startPlugin(t, &service{Name: "dlq-reader", Channels: channels.Channels{dlq: channels.On(dead.Handle)}})
 	opts := timings
 	opts.Topic.Partitions = 1
 	sender := startPlugin(t, nil)
@@ -129,7 +129,7 @@ func poisonPill(t *testing.T, total, poison, maxDeliveries, maxInFlight int) {
 	done := func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(ran) == total-1 && dead.count() == 1
+		return len(ran) == total-1 && dead.Count() == 1
 	}
 	for round := 0; round < 3*total && !done(); round++ {
 		child := channelstest.StartChild(t, string(cfg))
@@ -169,9 +169,9 @@ func poisonPill(t *testing.T, total, poison, maxDeliveries, maxInFlight int) {
 			}
 		}
 	}
-	eventually(t, 30*time.Second, "the poison message dead-lettered", func() bool { return dead.count() >= 1 })
-	consistently(t, 500*time.Millisecond, "one dead letter", func() bool { return dead.count() == 1 })
-	m := dead.msgs[0]
+	eventually(t, 30*time.Second, "the poison message dead-lettered", func() bool { return dead.Count() >= 1 })
+	consistently(t, 500*time.Millisecond, "one dead letter", func() bool { return dead.Count() == 1 })
+	m := dead.All()[0]
 	var v struct{ Seq int }
 	if err := m.Decode(&v); err != nil || v.Seq != poison {
 		t.Fatalf("dead letter %s %v", m.Payload, err)

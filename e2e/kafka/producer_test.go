@@ -210,8 +210,8 @@ func TestDeadLetterInFlightAtTheSettleDeadline(t *testing.T) {
 	needKafka(t)
 	a, l := linkedSends(t, true)
 	ch, dlq := unique("dlq.inflight"), unique("dlq.inflight.DLQ")
-	dead := &rec{}
-	startPlugin(t, &service{Name: "dlq-reader", Channels: channels.Channels{dlq: channels.On(dead.handle)}})
+	dead := &channelstest.Recorder{}
+	startPlugin(t, &service{Name: "dlq-reader", Channels: channels.Channels{dlq: channels.On(dead.Handle)}})
 	var runs atomic.Int32
 	opts := timings
 	opts.Topic.Partitions = 1
@@ -226,9 +226,9 @@ func TestDeadLetterInFlightAtTheSettleDeadline(t *testing.T) {
 	if err := p.SendToChannel(context.Background(), ch, "once"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "the dead letter written", func() bool { return dead.count() >= 1 })
+	eventually(t, 60*time.Second, "the dead letter written", func() bool { return dead.Count() >= 1 })
 	l.Heal()
-	consistently(t, 10*time.Second, "one dead letter", func() bool { return dead.count() == 1 && runs.Load() == 1 })
+	consistently(t, 10*time.Second, "one dead letter", func() bool { return dead.Count() == 1 && runs.Load() == 1 })
 }
 
 // TestDrainEndsTheDeadLetterWait: when a stop's deadline passes while a
