@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
+
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	js "github.com/nats-io/nats.go/jetstream"
-	"github.com/onsi/gomega"
 
-	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/jetstream"
 )
 
@@ -60,34 +60,12 @@ func jsOn(t testing.TB, url string) (*nats.Conn, js.JetStream) {
 // within their deadlines.
 var fast = jetstream.ChannelOptions{AckWait: 2 * time.Second, FetchTimeout: time.Second}
 
-type service struct {
-	Name     string
-	Channels channels.Channels
-}
+// service is the schema of a test service.
+type service = channelstest.Service
 
 // startPlugin starts a plugin on adapter with schema (nil: a sender) and
 // stops it at the end of the test.
-func startPlugin(t testing.TB, a any, schema any, opts ...channels.Option) *channels.Plugin {
-	t.Helper()
-	p, err := channels.New(append([]channels.Option{channels.WithAdapter(a)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if schema != nil {
-		if err := p.Register(schema); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = p.Stop(ctx)
-	})
-	return p
-}
+var startPlugin = channelstest.StartPlugin
 
 func newAdapter(t testing.TB, url string, o jetstream.ChannelOptions, opts ...jetstream.Option) *jetstream.Adapter {
 	t.Helper()
@@ -98,15 +76,10 @@ func newAdapter(t testing.TB, url string, o jetstream.ChannelOptions, opts ...je
 	return a
 }
 
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	gomega.NewWithT(t).Eventually(cond).WithTimeout(timeout).WithPolling(20*time.Millisecond).Should(gomega.BeTrue(), what)
-}
-
-func consistently(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	gomega.NewWithT(t).Consistently(cond).WithTimeout(d).WithPolling(20*time.Millisecond).Should(gomega.BeTrue(), what)
-}
+var (
+	eventually   = channelstest.EventuallyTrue
+	consistently = channelstest.ConsistentlyTrue
+)
 
 // streamMsgs is the number of messages stored by a stream (-1: no stream).
 func streamMsgs(j js.JetStream, name string) int {
