@@ -39,9 +39,12 @@ type puller struct {
 	next uint64
 	// open holds the requests the server may still answer, by reply
 	// subject, with the time past which it answers them no more: a request
-	// given up by fetch (no answer, a missed heartbeat, ctx) stays there
-	// until then.
-	open map[string]time.Time
+	// given up by fetch (no answer, a missed heartbeat, ctx), or whose
+	// count of messages came (they may answer an earlier request), stays
+	// there until then. asked lists their reply subjects in the order they
+	// were made, for anyOpen; a subject no more in open is skipped there.
+	open  map[string]time.Time
+	asked []string
 
 	// The inbox's messages, in order. A callback subscription feeding a
 	// queue of our own: nats.go's NextMsg turns any empty message with a
@@ -106,16 +109,24 @@ func (p *puller) push(m *nats.Msg) {
 }
 
 // anyOpen reports whether a request may still be answered by the server.
+// It looks at the oldest requests first and forgets those ended or past
+// their time, up to the first one still open: each request is looked at
+// once more than it is forgotten, whatever the number of requests open.
 func (p *puller) anyOpen() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	for reply, until := range p.open {
-		if now.After(until) {
-			delete(p.open, reply)
+	for len(p.asked) > 0 {
+		reply := p.asked[0]
+		until, ok := p.open[reply]
+		if ok && !now.After(until) {
+			return true
 		}
+		delete(p.open, reply)
+		p.asked[0] = ""
+		p.asked = p.asked[1:]
 	}
-	return len(p.open) > 0
+	return false
 }
 
 // ended forgets a request the server ended.
@@ -220,6 +231,7 @@ func (p *puller) fetch(ctx context.Context, n int, expires, hb time.Duration, ho
 	// The server answers until expires; a moment more for what is on its
 	// way.
 	p.open[reply] = time.Now().Add(expires + time.Second)
+	p.asked = append(p.asked, reply)
 	p.mu.Unlock()
 	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, n, expires.Nanoseconds())
 	var idle time.Duration

@@ -3,6 +3,7 @@ package jetstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -160,5 +161,40 @@ func TestPullDrainReturnsByCtx(t *testing.T) {
 	case <-done:
 	case <-time.After(minPullExpiry - 300*time.Millisecond):
 		t.Fatal("drain outlived its ctx")
+	}
+}
+
+// anyOpen answers from the oldest request still open: requests ended or
+// past their time are forgotten (a pull per message leaves thousands
+// whose messages all came), one still open is found behind them.
+func TestPullAnyOpenForgetsEndedAndExpired(t *testing.T) {
+	p := &puller{open: map[string]time.Time{}}
+	now := time.Now()
+	add := func(reply string, until time.Time) {
+		p.open[reply] = until
+		p.asked = append(p.asked, reply)
+	}
+	if p.anyOpen() {
+		t.Fatal("open with no request")
+	}
+	for i := range 10000 {
+		add(fmt.Sprintf("past.%d", i), now.Add(-time.Second))
+	}
+	add("ended", now.Add(time.Hour))
+	p.ended("ended")
+	add("live", now.Add(time.Hour))
+	add("after", now.Add(-time.Second))
+	if !p.anyOpen() {
+		t.Fatal("a request still open not seen")
+	}
+	if len(p.asked) != 2 || p.asked[0] != "live" {
+		t.Fatalf("requests kept: %d (first %q), want live and after", len(p.asked), p.asked[0])
+	}
+	p.ended("live")
+	if p.anyOpen() {
+		t.Fatal("open after every request ended or expired")
+	}
+	if len(p.asked) != 0 || len(p.open) != 0 {
+		t.Fatalf("kept %d requests, %d open", len(p.asked), len(p.open))
 	}
 }
