@@ -115,7 +115,30 @@ func (p *puller) push(m *nats.Msg) {
 func (p *puller) anyOpen() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.pruneLocked(time.Now())
+}
+
+// ask records a new request answered until expires and returns its reply
+// subject and the subject to send it to.
+func (p *puller) ask(expires time.Duration) (reply, subject string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.next++
+	reply = p.inbox + strconv.FormatUint(p.next, 10)
+	// The server answers until expires; a moment more for what is on its
+	// way.
 	now := time.Now()
+	p.pruneLocked(now)
+	p.open[reply] = now.Add(expires + time.Second)
+	p.asked = append(p.asked, reply)
+	return reply, p.subject
+}
+
+// pruneLocked forgets the oldest requests ended or past their time, up to
+// the first one still open, and reports whether there is one. fetch calls
+// it too, so that a subscription that receives nothing keeps no list of
+// its past requests.
+func (p *puller) pruneLocked(now time.Time) bool {
 	for len(p.asked) > 0 {
 		reply := p.asked[0]
 		until, ok := p.open[reply]
@@ -224,15 +247,7 @@ const (
 // A status of the server comes on the request's own reply subject; a
 // stream message carries its stream subject.
 func (p *puller) fetch(ctx context.Context, n int, expires, hb time.Duration, hold func([]*delivery)) error {
-	p.mu.Lock()
-	p.next++
-	reply := p.inbox + strconv.FormatUint(p.next, 10)
-	subject := p.subject
-	// The server answers until expires; a moment more for what is on its
-	// way.
-	p.open[reply] = time.Now().Add(expires + time.Second)
-	p.asked = append(p.asked, reply)
-	p.mu.Unlock()
+	reply, subject := p.ask(expires)
 	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, n, expires.Nanoseconds())
 	var idle time.Duration
 	if hb > 0 {

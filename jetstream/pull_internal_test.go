@@ -198,3 +198,17 @@ func TestPullAnyOpenForgetsEndedAndExpired(t *testing.T) {
 		t.Fatalf("kept %d requests, %d open", len(p.asked), len(p.open))
 	}
 }
+
+// TestPullRequestsForgottenWithoutArrivals: a subscription that receives
+// nothing keeps no list of its past requests: each fetch forgets those
+// that ended or expired.
+func TestPullRequestsForgottenWithoutArrivals(t *testing.T) {
+	p := &puller{open: map[string]time.Time{}, inbox: "_INBOX.x.", subject: "$JS.API.CONSUMER.MSG.NEXT.s.c"}
+	for range 1000 {
+		reply, _ := p.ask(time.Hour)
+		p.ended(reply)
+	}
+	if len(p.asked) > 1 || len(p.open) > 1 {
+		t.Fatalf("kept %d requests, %d open, after 1000 that ended", len(p.asked), len(p.open))
+	}
+}
