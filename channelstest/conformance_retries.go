@@ -64,12 +64,16 @@ func retriesSpecs(tg Target) {
 	It("does not let a message in backoff block the others", func() {
 		ch := uniq("test.backoff.block.topic")
 		var okCount atomic.Int32
-		var failedOnce atomic.Bool
+		var failedOnce, warm atomic.Bool
 		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {MaxRetries: 1,
 			Backoff: broker.ConstantBackoff(3 * time.Second),
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				var u user
 				Expect(m.Decode(&u)).To(Succeed())
+				if u.ID < 0 {
+					warm.Store(true)
+					return nil
+				}
 				if u.ID == 0 && failedOnce.CompareAndSwap(false, true) {
 					return errors.New("first one fails once")
 				}
@@ -77,6 +81,10 @@ func retriesSpecs(tg Target) {
 				return nil
 			}}}}})
 		snd := h.sender()
+		// The consumer is consuming before the measured sends (a broker may
+		// hand a new group its partitions some time after Start).
+		Expect(snd.SendToChannel(ctx, ch, user{ID: -1})).To(Succeed())
+		Eventually(warm.Load).Should(BeTrue())
 		for i := range 5 {
 			Expect(snd.SendToChannel(ctx, ch, user{ID: i})).To(Succeed())
 		}
@@ -90,10 +98,15 @@ func retriesSpecs(tg Target) {
 		var mu sync.Mutex
 		var order []int
 		failed := false
+		var warm atomic.Bool
 		h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {MaxInFlight: 2,
 			Handler: func(ctx context.Context, m *broker.Message) error {
 				var i int
 				Expect(m.Decode(&i)).To(Succeed())
+				if i < 0 {
+					warm.Store(true)
+					return nil
+				}
 				if err := SimulateWork(ctx, 5*time.Millisecond); err != nil {
 					return err
 				}
@@ -107,6 +120,10 @@ func retriesSpecs(tg Target) {
 				return nil
 			}}}}})
 		snd := h.sender()
+		// The backlog builds up while the consumer consumes (a broker may
+		// hand a new group its partitions some time after Start).
+		Expect(snd.SendToChannel(ctx, ch, -1)).To(Succeed())
+		Eventually(warm.Load).Should(BeTrue())
 		for i := range n {
 			Expect(snd.SendToChannel(ctx, ch, i)).To(Succeed())
 		}

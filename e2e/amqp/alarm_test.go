@@ -89,7 +89,16 @@ func TestSerialSettleFailureBlockedNotCounted(t *testing.T) {
 	consistently(t, 2*kit.DefaultSettleTimeout+4*chamqp.DefaultSettleFailureDelay,
 		"no run while publishing is blocked", func() bool { return runs.Load() == 1 })
 	restore()
-	eventually(t, 30*time.Second, "the retry run", func() bool { return attempt2.Load() == 1 })
+	// After the alarm the retry copy goes through the quorum retry queue's
+	// at-least-once dead-lettering, which can take a while to resume on a
+	// broker that was just restarted (the serial phase restarts it first).
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := rabbitmqctl("list_queues", "name", "messages", "messages_unacknowledged")
+			t.Logf("queues:\n%s", out)
+		}
+	})
+	eventually(t, 90*time.Second, "the retry run", func() bool { return attempt2.Load() == 1 })
 	if n := counted.Load(); n != 0 {
 		t.Errorf("%d runs carried x-delivery-count: the message was requeued", n)
 	}
