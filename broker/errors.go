@@ -30,6 +30,9 @@ var (
 	ErrPermanent = errors.New("channels: permanent failure")
 	// ErrUnsupported is returned for an operation an adapter cannot perform.
 	ErrUnsupported = errors.New("channels: unsupported by this adapter")
+	// ErrNotFound is returned by operations tooling for a message or channel
+	// the broker does not hold.
+	ErrNotFound = errors.New("channels: not found")
 	// ErrMaxAttemptsExceeded is the dead-letter cause of a message found with
 	// more deliveries than its policy allows (for example after a consumer
 	// crashed during the last attempt).
