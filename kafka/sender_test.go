@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microchannels/channels/channelstest"
 	kafkago "github.com/segmentio/kafka-go"
 	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
 )
@@ -126,17 +127,11 @@ func TestOversizedBatchIsNotStarved(t *testing.T) {
 		defer cancel()
 		admitted <- b.acquire(ctx, 150)
 	}()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+	channelstest.EventuallyTrue(t, 5*time.Second, "the large batch waits", func() bool {
 		b.mu.Lock()
-		waiting := b.waiting
-		b.mu.Unlock()
-		if waiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the large batch never waited")
-		}
-	}
+		defer b.mu.Unlock()
+		return b.waiting
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := b.acquire(ctx, 40); err == nil {
