@@ -236,8 +236,8 @@
 // A run cut by the deadline of a stop is handed back as a copy carrying
 // the count so far (x-channels-unfinished, x-channels-group), published to
 // the tail of the group queue while the consumer channel is still open
-// (the drain waits for it up to kit.BoundedGrace/3 + 40 ms past its
-// deadline), then acked: it uses no delivery. When the copy cannot be
+// (the drain waits for it up to kit.FinishBy, 66 ms past its deadline,
+// less the time kept to close the channel), then acked: it uses no delivery. When the copy cannot be
 // published in time the message is requeued by RabbitMQ, and that
 // delivery counts; when the copy was written and its confirm did not come,
 // the original is left to the channel's close (no nack). Messages delivered to

@@ -58,13 +58,13 @@ func (s *subscription) Drain(ctx context.Context) error {
 			defer s.l.forget(s)
 			// The handlers cut by the deadline return at once (their context
 			// is cancelled) and hand their messages back (Release): they get
-			// releaseGrace past the deadline to do it before the channel
-			// closes, and so do the queued acks.
-			dl, ok := ctx.Deadline()
-			if !ok {
-				dl = time.Now().Add(DefaultOpTimeout)
+			// until handBacksDeadline to do it before the channel closes,
+			// and so do the queued acks.
+			by := time.Now().Add(DefaultOpTimeout)
+			if dl, ok := ctx.Deadline(); ok {
+				by = later(dl, handBacksDeadline(dl))
 			}
-			gctx, cancel := context.WithDeadline(context.Background(), later(dl, time.Now().Add(releaseGrace)))
+			gctx, cancel := context.WithDeadline(context.Background(), by)
 			defer cancel()
 			if timedOut {
 				s.waitSettled(gctx)
@@ -97,16 +97,20 @@ func (s *subscription) Drain(ctx context.Context) error {
 }
 
 // handBacksDeadline is how long the hand-backs of a drain with deadline dl
-// may go on: the kit waits kit.BoundedGrace/3 past dl for the runs it
-// cut to release their messages, then Finish waits releaseGrace more for
-// the hand-backs under way.
+// (and the queued acks) may go on: until closeMargin before the kit stops
+// waiting for Finish (kit.FinishBy), which leaves the consumer channel the
+// time to close.
 func handBacksDeadline(dl time.Time) time.Time {
-	return dl.Add(kit.BoundedGrace/3 + releaseGrace)
+	return kit.FinishBy(dl).Add(-closeMargin)
 }
 
-// releaseGrace is how long past a drain's deadline the handlers it cut may
-// take to hand their messages back, and the acks to go out, before the
-// consumer channel closes.
+// closeMargin is the part of the drain's last steps kept for closing the
+// consumer channel after the hand-backs.
+const closeMargin = 15 * time.Millisecond
+
+// releaseGrace is the least time a hand-back started during a drain gets,
+// even past handBacksDeadline (the channel may already be closing: then
+// RabbitMQ requeues the message).
 const releaseGrace = 40 * time.Millisecond
 
 // waitSettled waits until every delivery of the channel is settled, or ctx

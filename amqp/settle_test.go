@@ -27,13 +27,16 @@ func TestReleaseBoundedByDrain(t *testing.T) {
 		t.Fatalf("outside a drain: deadline %v, want the caller's %v", dl, pdl)
 	}
 	drainDL := now.Add(2 * time.Second)
+	if !handBacksDeadline(drainDL).Before(kit.FinishBy(drainDL)) {
+		t.Fatal("the hand-backs may outlast the kit's wait for Finish: the channel would close under them")
+	}
 	s.handBacksBy.Store(handBacksDeadline(drainDL).UnixNano())
 	if err := s.Consumer.Drain(context.Background(), kit.DrainHooks{}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, c2 := s.releaseContext(parent, now)
 	defer c2()
-	want := drainDL.Add(kit.BoundedGrace/3 + releaseGrace)
+	want := kit.FinishBy(drainDL).Add(-closeMargin)
 	if dl, _ := ctx.Deadline(); !dl.Equal(time.Unix(0, want.UnixNano())) {
 		t.Fatalf("during a drain: deadline %v, want %v", dl, want)
 	}

@@ -61,10 +61,9 @@ func (c *Consumer) Drain(ctx context.Context, h DrainHooks) error {
 			cancel()
 		}
 		if h.Finish != nil {
-			// Bounded within a shorter grace than the plugin's: a Finish
-			// stuck on a frozen link is reported beside the DrainError.
+			// Bounded by FinishBy.
 			finish := func() error { return h.Finish(ctx, timedOut) }
-			if err := BoundedWithin(ctx, 2*BoundedGrace/3, "the drain's last steps on "+c.ch.Name, finish); err != nil {
+			if err := BoundedWithin(ctx, finishGrace, "the drain's last steps on "+c.ch.Name, finish); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -157,6 +156,16 @@ func (s *Subscriptions) DrainAll(ctx context.Context) error {
 	wg.Wait()
 	return errors.Join(errs...)
 }
+
+// FinishBy is when the drain of a context with deadline dl stops waiting
+// for DrainHooks.Finish (which is then reported as abandoned): an adapter
+// whose Finish hands messages back plans them to end before it.
+func FinishBy(dl time.Time) time.Time { return dl.Add(finishGrace) }
+
+// finishGrace is how long past the drain's deadline Finish may run: shorter
+// than the plugin's grace, so a Finish stuck on a frozen link is reported
+// beside the DrainError.
+const finishGrace = 2 * BoundedGrace / 3
 
 // BoundedGrace is how long past its context's deadline [Bounded] waits for
 // a step that watches the context itself to return its own error (a
