@@ -140,8 +140,12 @@ func closeConnection(t *testing.T, a *chamqp.Adapter) {
 func rabbitmqctl(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "rabbitmqctl", append([]string{"-q", "-n", "rabbit@localhost"}, args...)...)
-	cmd.Env = append(os.Environ(), "RABBITMQ_NODENAME=rabbit@localhost", "ERL_EPMD_ADDRESS=127.0.0.1")
+	node := os.Getenv("CHANNELS_RABBITMQ_NODE") // the node behind CHANNELS_AMQP_URL
+	if node == "" {
+		node = "rabbit@localhost"
+	}
+	cmd := exec.CommandContext(ctx, "rabbitmqctl", append([]string{"-q", "-n", node}, args...)...)
+	cmd.Env = append(os.Environ(), "RABBITMQ_NODENAME="+node, "ERL_EPMD_ADDRESS=127.0.0.1")
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
