@@ -163,8 +163,8 @@
 //     Payload, one whose headers do not decode (malformed, over
 //     MaxHeadersSize or MaxHeaders) has nil Headers; both are listed.
 //   - RemoveDeadLetters and RemoveMessage delete entries with XDEL. An entry
-//     removed from a channel is gone for every group; a group that read it
-//     keeps its pending entry until the claim finds nothing.
+//     removed from a channel is gone for every group that has not read it
+//     yet (one being handled still runs to its end).
 //   - Tail reads with XREAD (no group) after the last entry present when it
 //     started (also for a stream created later), TailPage entries and at
 //     most TailBlock per read; a context without a deadline is seen within

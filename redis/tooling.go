@@ -158,10 +158,9 @@ func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...st
 	return removed, nil
 }
 
-// RemoveMessage deletes the entry id from the stream channel (XDEL). The
-// entry is gone for every group; one a group has read stays in its
-// pending list until acknowledged (its claim finds no entry). ErrNotFound
-// when the stream holds no such entry.
+// RemoveMessage deletes the entry id from the stream channel (XDEL): it is
+// gone for every group that has not read it yet. ErrNotFound when the
+// stream holds no such entry.
 func (a *Adapter) RemoveMessage(ctx context.Context, channel, id string) error {
 	c, _, err := a.tooling()
 	if err != nil {
