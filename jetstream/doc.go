@@ -187,6 +187,40 @@
 // RemoveChannel drains this adapter's subscriptions of the channel, then
 // deletes its stream, its groups and their failure records.
 //
+// # Operations tooling
+//
+// The adapter (and the embedded one) has the optional abilities of
+// broker/tooling.go, for package dlq and the channels command. A channel or
+// dead-letter queue is a subject, found in whichever stream stores it (a
+// shared stream too); a message ID is its stream sequence ("42"), its Time
+// the time the stream stored it, its headers those a consumer sees (first
+// value of each, no Nats-* header).
+//
+//   - BrowseDeadLetters reads the queue's messages one API request each
+//     ($JS.API.STREAM.MSG.GET with next_by_subj), from the stream's first
+//     sequence to its last one when the call started: no consumer, so
+//     nothing is delivered, acknowledged or removed whatever the stream's
+//     retention. A message whose header block does not decode is listed
+//     with nil Headers. A browse costs one round trip per message.
+//   - RemoveDeadLetters and RemoveMessage read the message (it must be
+//     stored on that subject: in a shared stream a sequence of another
+//     subject is not found) and delete it (stream message delete): two
+//     round trips per ID. A message removed from a channel is gone for
+//     every group that has not received it yet.
+//   - Tail reads with an ordered consumer (ephemeral, no acks, removed when
+//     Tail returns) filtered on the channel, delivering what is stored after
+//     it started; for a channel without a stream yet it looks for the
+//     stream every TailPoll and reads it from its start. A work-queue stream
+//     refuses that consumer (Tail returns the error).
+//   - Channels lists the streams of the account (paged), and lists as
+//     channels their literal subjects and the subjects stored under their
+//     wildcard subjects, except those starting with "$" (key-value buckets
+//     such as the failure records, object stores). Groups are the durable
+//     consumers whose filter covers the channel, named as the durables are
+//     (DurableName: dots turned into underscores), with NumPending as the
+//     lag and NumAckPending as pending; a consumer filtered on several
+//     subjects reports its backlog for all of them.
+//
 // # @moleculer/channels 0.1.8
 //
 // Node 0.1.8 makes a push durable consumer named after the group (with a

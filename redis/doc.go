@@ -148,4 +148,30 @@
 //     waiting for a retry become claimable when their backoff ends. The
 //     consumer is deleted from the group (XGROUP DELCONSUMER) only when it
 //     holds no pending entry. Every step is bounded by the drain's context.
+//
+// # Operations tooling
+//
+// The adapter has the optional abilities of broker/tooling.go, for package
+// dlq and the channels command; they join no group and acknowledge nothing.
+// A message ID is its stream entry ID ("1700000000000-0") and its Time the
+// milliseconds of that ID; an ID of another form is not found.
+//
+//   - BrowseDeadLetters reads the dead-letter stream with XRANGE, in pages
+//     of BrowsePage entries (one round trip each), from the first entry to
+//     the last one present when the call started. Entries are decoded as
+//     the consumer decodes them: one without a payload field has a nil
+//     Payload, one whose headers do not decode (malformed, over
+//     MaxHeadersSize or MaxHeaders) has nil Headers; both are listed.
+//   - RemoveDeadLetters and RemoveMessage delete entries with XDEL. An entry
+//     removed from a channel is gone for every group that has not read it
+//     yet (one being handled still runs to its end).
+//   - Tail reads with XREAD (no group) after the last entry present when it
+//     started (also for a stream created later), TailPage entries and at
+//     most TailBlock per read; a context without a deadline is seen within
+//     TailBlock.
+//   - Channels lists every stream whose name starts with the prefix (SCAN
+//     ... TYPE stream, on every master of a Cluster; dead-letter streams
+//     included), with XLEN and, per group, XINFO GROUPS's pending count and
+//     lag (-1 before Redis 7, which does not tell it). It costs one SCAN of
+//     the keyspace and one pipelined round trip per 100 streams.
 package redis

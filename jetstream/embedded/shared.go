@@ -145,6 +145,11 @@ var (
 	_ broker.Limiter        = (*Adapter)(nil)
 	_ broker.BatchPublisher = (*Adapter)(nil)
 	_ broker.ChannelRemover = (*Adapter)(nil)
+
+	_ broker.DeadLetterStore = (*Adapter)(nil)
+	_ broker.MessageRemover  = (*Adapter)(nil)
+	_ broker.Tailer          = (*Adapter)(nil)
+	_ broker.ChannelLister   = (*Adapter)(nil)
 )
 
 // NewShared returns an adapter on the process-wide server of o (what
@@ -259,6 +264,63 @@ func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
 		return broker.ErrNotConnected
 	}
 	return in.RemoveChannel(ctx, channel)
+}
+
+// connected returns the jetstream adapter, or the error of an adapter not
+// connected (or closed).
+func (a *Adapter) connected() (*jetstream.Adapter, error) {
+	if in := a.adapter(); in != nil {
+		return in, nil
+	}
+	if err := a.state.Check(); err != nil {
+		return nil, err
+	}
+	return nil, broker.ErrClosed
+}
+
+// BrowseDeadLetters reads a dead-letter queue through the jetstream adapter.
+func (a *Adapter) BrowseDeadLetters(ctx context.Context, queue string, fn func(*broker.StoredMessage) bool) error {
+	in, err := a.connected()
+	if err != nil {
+		return err
+	}
+	return in.BrowseDeadLetters(ctx, queue, fn)
+}
+
+// RemoveDeadLetters removes dead letters through the jetstream adapter.
+func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...string) (int, error) {
+	in, err := a.connected()
+	if err != nil {
+		return 0, err
+	}
+	return in.RemoveDeadLetters(ctx, queue, ids...)
+}
+
+// RemoveMessage removes a stored message through the jetstream adapter.
+func (a *Adapter) RemoveMessage(ctx context.Context, channel, id string) error {
+	in, err := a.connected()
+	if err != nil {
+		return err
+	}
+	return in.RemoveMessage(ctx, channel, id)
+}
+
+// Tail follows a channel through the jetstream adapter.
+func (a *Adapter) Tail(ctx context.Context, channel string, fn func(*broker.StoredMessage) bool) error {
+	in, err := a.connected()
+	if err != nil {
+		return err
+	}
+	return in.Tail(ctx, channel, fn)
+}
+
+// Channels lists the channels through the jetstream adapter.
+func (a *Adapter) Channels(ctx context.Context, prefix string) ([]broker.ChannelInfo, error) {
+	in, err := a.connected()
+	if err != nil {
+		return nil, err
+	}
+	return in.Channels(ctx, prefix)
 }
 
 // Close closes the jetstream adapter and releases the server.
