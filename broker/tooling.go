@@ -24,6 +24,10 @@ type StoredMessage struct {
 	Headers map[string]string
 	// Time is when the broker stored it; zero when the broker does not tell.
 	Time time.Time
+	// DecodeError says why the headers (or the entry) could not be decoded
+	// as a consumer decodes them (Headers is then nil); empty when they
+	// were.
+	DecodeError string
 }
 
 // DeadLetterStore reads and removes the dead letters held in a dead-letter

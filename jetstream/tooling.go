@@ -111,6 +111,8 @@ func (m *storedMsg) stored() *broker.StoredMessage {
 	if len(m.Header) > 0 {
 		if h, err := nats.DecodeHeadersMsg(m.Header); err == nil {
 			sm.Headers = messageHeaders(h)
+		} else {
+			sm.DecodeError = err.Error()
 		}
 	}
 	return sm

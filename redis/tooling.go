@@ -97,11 +97,15 @@ func storedMessage(ser broker.Serializer, stream string, m goredis.XMessage) *br
 	sm := &broker.StoredMessage{ID: m.ID, Channel: stream, Time: entryTime(m.ID)}
 	if p, ok := m.Values[FieldPayload].(string); ok {
 		sm.Payload = []byte(p)
+	} else {
+		sm.DecodeError = "the entry has no " + FieldPayload + " field"
 	}
 	if hv, ok := m.Values[FieldHeaders]; ok {
 		hs, _ := hv.(string)
 		if h, err := broker.DecodeHeadersString(ser, hs); err == nil {
 			sm.Headers = h
+		} else {
+			sm.DecodeError = err.Error()
 		}
 	}
 	return sm

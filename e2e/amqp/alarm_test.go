@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"log/slog"
 	"context"
 	"errors"
 	"os"
@@ -69,6 +70,9 @@ func TestSerialSettleFailureBlockedNotCounted(t *testing.T) {
 		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
 		Handler: func(_ context.Context, m *channels.Message) error {
 			if d, ok := m.Raw.(*amqp091.Delivery); ok {
+				t.Logf("DBG run attempt=%d redelivered=%v headers=%v", m.Attempt, d.Redelivered, d.Headers)
+			}
+			if d, ok := m.Raw.(*amqp091.Delivery); ok {
 				if _, ok := d.Headers["x-delivery-count"]; ok {
 					counted.Add(1)
 				}
@@ -81,7 +85,11 @@ func TestSerialSettleFailureBlockedNotCounted(t *testing.T) {
 			}
 			attempt2.Add(1)
 			return nil
-		}}}}, []chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(50 * time.Millisecond))})
+		}}}}, []chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(50 * time.Millisecond))},
+		channels.WithObserver(func(_ context.Context, e broker.Event) {
+			t.Logf("DBG event outcome=%v ran=%v deliveries=%d settleErr=%v attempt=%d", e.Outcome, e.Ran, e.Deliveries, e.SettleErr, e.Msg.Attempt)
+		}),
+		channels.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	snd, _ := startPlugin(t, nil, nil)
 	if err := snd.SendToChannel(context.Background(), ch, 1); err != nil {
 		t.Fatal(err)
