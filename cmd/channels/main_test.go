@@ -264,31 +264,43 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestTail(t *testing.T) {
-	e := newEnv(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var out, errb syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"channels", "--adapter", e.url, "--json", "tail", "--count", "1", "orders"}, &out, &errb)
-	}()
-	// The tail starts asynchronously: send until it has seen one.
-	for {
-		_ = e.a.Publish(ctx, "orders", &broker.Outgoing{Payload: []byte(`{"live":true}`), Headers: map[string]string{"h": "v"}})
-		select {
-		case code := <-done:
-			if code != 0 {
-				t.Fatalf("tail: exit %d: %s", code, errb.String())
+	for _, asJSON := range []bool{true, false} {
+		t.Run(fmt.Sprint("json=", asJSON), func(t *testing.T) {
+			e := newEnv(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var out, errb syncBuffer
+			done := make(chan int, 1)
+			args := []string{"channels", "--adapter", e.url, "tail", "--count", "1", "orders"}
+			if asJSON {
+				args = append([]string{"channels", "--json"}, args[1:]...)
 			}
-			var l tailLine
-			if err := json.Unmarshal([]byte(out.String()), &l); err != nil || string(l.Payload) != `{"live":true}` || l.Headers["h"] != "v" {
-				t.Fatalf("tail output %q: %v", out.String(), err)
+			go func() { done <- run(ctx, args, &out, &errb) }()
+			// The tail starts asynchronously: send until it has seen one.
+			for {
+				_ = e.a.Publish(ctx, "orders", &broker.Outgoing{Payload: []byte(`{"live": true}`), Headers: map[string]string{"h": "v\x1b[31m"}})
+				select {
+				case code := <-done:
+					if code != 0 {
+						t.Fatalf("tail: exit %d: %s", code, errb.String())
+					}
+					if !asJSON {
+						if !strings.Contains(out.String(), `{h=v\x1b[31m} {"live":true}`) {
+							t.Fatalf("tail output %q", out.String())
+						}
+						return
+					}
+					var l tailLine
+					if err := json.Unmarshal([]byte(out.String()), &l); err != nil || string(l.Payload) != `{"live":true}` || l.Headers["h"] != "v\x1b[31m" {
+						t.Fatalf("tail output %q: %v", out.String(), err)
+					}
+					return
+				case <-time.After(10 * time.Millisecond):
+				case <-ctx.Done():
+					t.Fatal("tail saw nothing")
+				}
 			}
-			return
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatal("tail saw nothing")
-		}
+		})
 	}
 }
 
