@@ -87,3 +87,21 @@ func (p *Plugin) checkNameOptions(st reflect.Type, declares bool) error {
 	}
 	return nil
 }
+
+// QualifiedName is the broker-side name of a channel, dead-letter queue or
+// exchange declared as name under namespace: "namespace.name", or name
+// without a namespace, checked as New and Register check names
+// (ErrInvalidOption). Tools that address what a plugin declared (package
+// dlq, the channels command) build names with it.
+func QualifiedName(namespace, name string) (string, error) {
+	if namespace != "" {
+		if err := checkName("namespace", namespace); err != nil {
+			return "", err
+		}
+	}
+	full := prefixed(namespace, name)
+	if err := checkName("name", full); err != nil {
+		return "", err
+	}
+	return full, nil
+}

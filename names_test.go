@@ -123,3 +123,20 @@ func TestNames(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestQualifiedName(t *testing.T) {
+	for _, c := range []struct{ ns, name, want string }{
+		{"", "orders", "orders"},
+		{"ns", "FAILED_MESSAGES", "ns.FAILED_MESSAGES"},
+		{"a.b", "c.d", "a.b.c.d"},
+	} {
+		if got, err := channels.QualifiedName(c.ns, c.name); err != nil || got != c.want {
+			t.Errorf("QualifiedName(%q, %q) = %q, %v; want %q", c.ns, c.name, got, err, c.want)
+		}
+	}
+	for _, c := range [][2]string{{"bad ns", "x"}, {"ns", ""}, {"ns", "a..b"}, {"", "a*"}} {
+		if _, err := channels.QualifiedName(c[0], c[1]); !errors.Is(err, channels.ErrInvalidOption) {
+			t.Errorf("QualifiedName(%q, %q): %v, want ErrInvalidOption", c[0], c[1], err)
+		}
+	}
+}

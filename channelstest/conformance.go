@@ -21,6 +21,7 @@ func conformance(tg Target) {
 	Describe("dead letters and poison messages", func() { deadletterSpecs(tg) })
 	Describe("stop, restart and typed errors", func() { stopSpecs(tg) })
 	Describe("batches, interceptors, handler context and stacked plugins", func() { apiSpecs(tg) })
+	Describe("operations tooling", func() { toolingSpecs(tg) })
 	observability(tg)
 }
 

@@ -13,6 +13,11 @@ type Bus struct {
 	mu     sync.RWMutex
 	topics map[string]*topic
 	seq    atomic.Uint64
+	// taps are the followers of channels (Adapter.Tail); ntaps counts them
+	// so a send with no follower pays one atomic load.
+	tapMu sync.Mutex
+	taps  map[string]map[*tap]struct{}
+	ntaps atomic.Int32
 }
 
 // NewBus returns an empty bus.
@@ -209,8 +214,15 @@ func (b *Bus) groupFor(channel, name string) *group {
 // publish fans a message out to every group of the channel and returns how
 // many groups received it. A channel with no group keeps it for its first
 // group, up to DefaultRetainLimit (then ErrRetainLimit).
-func (b *Bus) publish(channel string, payload []byte, headers map[string]string, now time.Time) (int, error) {
+func (b *Bus) publish(channel string, payload []byte, headers map[string]string, now time.Time) (_ int, err error) {
 	id := strconv.FormatUint(b.seq.Add(1), 10)
+	if b.ntaps.Load() > 0 {
+		defer func() {
+			if err == nil {
+				b.tapAll(channel, []*entry{{id: id, payload: payload, headers: headers, ts: now}}, nil)
+			}
+		}()
+	}
 	b.mu.RLock()
 	if t := b.topics[channel]; t != nil && len(t.groups) > 0 {
 		// Common case: read-locked fan-out; group membership changes rarely.
@@ -261,7 +273,7 @@ type busMsg struct {
 // gets them in order under one lock; a channel with no group keeps them up
 // to DefaultRetainLimit. It returns nil when all were taken, else one error
 // per message (ErrRetainLimit for those beyond the limit).
-func (b *Bus) publishBatch(channel string, msgs []busMsg, now time.Time) []error {
+func (b *Bus) publishBatch(channel string, msgs []busMsg, now time.Time) (errs []error) {
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -274,6 +286,10 @@ func (b *Bus) publishBatch(channel string, msgs []busMsg, now time.Time) []error
 		}
 		return es
 	}
+	if b.ntaps.Load() > 0 {
+		tapped := entries()
+		defer func() { b.tapAll(channel, tapped, errs) }()
+	}
 	b.mu.Lock()
 	t := b.topics[channel]
 	if t == nil {
@@ -283,7 +299,6 @@ func (b *Bus) publishBatch(channel string, msgs []busMsg, now time.Time) []error
 	if len(t.groups) == 0 {
 		es := entries()
 		room := max(DefaultRetainLimit-len(t.retained), 0)
-		var errs []error
 		if len(es) > room {
 			errs = make([]error, len(es))
 			for i := room; i < len(es); i++ {

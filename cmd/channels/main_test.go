@@ -1,0 +1,389 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/dlq"
+	"github.com/microchannels/channels/memory"
+)
+
+// bare is the memory adapter without the operations abilities, reachable
+// as "baretest://name", for the exit code of an unsupported operation.
+type bare struct{ broker.Adapter }
+
+func init() {
+	broker.Register("BareTest", []string{"baretest"}, func(u *url.URL) (broker.Adapter, error) {
+		return bare{memory.New(memory.WithBus(memory.NewBus()))}, nil
+	})
+}
+
+var busSeq atomic.Int64
+
+// env is one test's broker: a named memory bus the command reaches with
+// its URL, and an adapter of the test on it.
+type env struct {
+	t   *testing.T
+	url string
+	a   *memory.Adapter
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	name := fmt.Sprintf("clitest%d", busSeq.Add(1))
+	a := memory.New(memory.WithBus(memory.NamedBus(name)))
+	if err := a.Connect(context.Background(), broker.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close(context.Background()); a.Bus().Reset() })
+	return &env{t: t, url: "memory://" + name, a: a}
+}
+
+// run runs the command on the test's bus.
+func (e *env) run(args ...string) (code int, stdout, stderr string) {
+	return runArgs(append([]string{"--adapter", e.url}, args...)...)
+}
+
+func runArgs(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = run(context.Background(), append([]string{"channels"}, args...), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func (e *env) mustRun(args ...string) string {
+	e.t.Helper()
+	code, out, errs := e.run(args...)
+	if code != 0 {
+		e.t.Fatalf("%v: exit %d\nstdout: %s\nstderr: %s", args, code, out, errs)
+	}
+	return out
+}
+
+// deadLetter writes a dead letter with the plugin's headers.
+func (e *env) deadLetter(queue, channel string, cause error, payload string) string {
+	e.t.Helper()
+	h := broker.DeadLetterHeaders(&broker.Message{Channel: channel, Group: "billing", ID: "x", Attempt: 3}, cause, time.Now())
+	if err := e.a.Publish(context.Background(), queue, &broker.Outgoing{Payload: []byte(payload), Headers: h}); err != nil {
+		e.t.Fatal(err)
+	}
+	es, err := dlq.List(context.Background(), e.a, queue, dlq.Filter{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return es[len(es)-1].ID
+}
+
+// consume subscribes group g to channel and returns what it receives.
+func (e *env) consume(channel string) chan *broker.Message {
+	e.t.Helper()
+	got := make(chan *broker.Message, 100)
+	sub, err := e.a.Subscribe(context.Background(), &broker.Channel{Name: channel, Group: "g", Handler: func(_ context.Context, m *broker.Message) error {
+		got <- m
+		return nil
+	}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sub.Start()
+	e.t.Cleanup(func() { _ = sub.Drain(context.Background()) })
+	return got
+}
+
+func (e *env) left(queue string) int {
+	e.t.Helper()
+	es, err := dlq.List(context.Background(), e.a, queue, dlq.Filter{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return len(es)
+}
+
+func TestLs(t *testing.T) {
+	e := newEnv(t)
+	e.consume("shop.orders")
+	_ = e.a.Publish(context.Background(), "shop.orders", &broker.Outgoing{Payload: []byte("1")})
+	_ = e.a.Publish(context.Background(), "other.x", &broker.Outgoing{Payload: []byte("1")})
+	out := e.mustRun("--namespace", "shop", "ls")
+	if !strings.Contains(out, "shop.orders") || !strings.Contains(out, " g ") || strings.Contains(out, "other.x") {
+		t.Fatalf("ls:\n%s", out)
+	}
+	var cs []broker.ChannelInfo
+	if err := json.Unmarshal([]byte(e.mustRun("--json", "ls")), &cs); err != nil || len(cs) != 2 {
+		t.Fatalf("ls --json: %+v %v", cs, err)
+	}
+}
+
+func TestDLQLsShow(t *testing.T) {
+	e := newEnv(t)
+	q := "shop.FAILED_MESSAGES"
+	id := e.deadLetter(q, "shop.orders", errors.New("card declined"), `{"id":7}`)
+	e.deadLetter(q, "shop.users", errors.New("smtp down"), `x`)
+
+	out := e.mustRun("--namespace", "shop", "dlq", "ls")
+	for _, want := range []string{"ID", id, "shop.orders", "billing", "Error", "card declined", "3", "smtp down"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("dlq ls lacks %q:\n%s", want, out)
+		}
+	}
+	out = e.mustRun("--namespace", "shop", "dlq", "ls", "--channel", "orders")
+	if !strings.Contains(out, "card declined") || strings.Contains(out, "smtp") {
+		t.Fatalf("--channel:\n%s", out)
+	}
+	var es []dlq.Entry
+	if err := json.Unmarshal([]byte(e.mustRun("--namespace", "shop", "--json", "dlq", "ls", "--error-contains", "SMTP")), &es); err != nil ||
+		len(es) != 1 || es[0].OriginalChannel != "shop.users" {
+		t.Fatalf("--json --error-contains: %+v %v", es, err)
+	}
+	if out := e.mustRun("--namespace", "shop", "dlq", "ls", "--since", "1h", "--limit", "1"); strings.Count(out, "shop.") != 1 {
+		t.Fatalf("--since --limit:\n%s", out)
+	}
+	// The default queue without a namespace is empty.
+	if out := e.mustRun("dlq", "ls"); strings.Contains(out, "shop") {
+		t.Fatalf("default queue:\n%s", out)
+	}
+
+	out = e.mustRun("--namespace", "shop", "dlq", "show", id)
+	for _, want := range []string{"channel:", "shop.orders", "x-error-message:", "card declined", "payload (JSON, 8 bytes):", "{\n  \"id\": 7\n}"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("dlq show lacks %q:\n%s", want, out)
+		}
+	}
+	if code, _, errs := e.run("--namespace", "shop", "dlq", "show", "999999"); code != exitNotFound || !strings.Contains(errs, "not found") {
+		t.Fatalf("show missing: %d %s", code, errs)
+	}
+}
+
+func TestReplay(t *testing.T) {
+	e := newEnv(t)
+	q := "FAILED_MESSAGES"
+	got := e.consume("orders")
+	id1 := e.deadLetter(q, "orders", errors.New("timeout"), `{"n":1}`)
+	id2 := e.deadLetter(q, "orders", errors.New("timeout"), `{"n":2}`)
+	e.deadLetter(q, "orders", errors.New("bad input"), `{"n":3}`)
+
+	out := e.mustRun("dlq", "replay", "--error-contains", "timeout", "--dry-run")
+	if !strings.Contains(out, "dry run: 2 dead letters") || !strings.Contains(out, id1) || e.left(q) != 3 {
+		t.Fatalf("dry run:\n%s", out)
+	}
+	out = e.mustRun("dlq", "replay", id1, id2)
+	if !strings.Contains(out, "replayed 2 of 2") {
+		t.Fatalf("replay:\n%s", out)
+	}
+	for i := 1; i <= 2; i++ {
+		select {
+		case m := <-got:
+			if m.Attempt != 1 || m.Headers["x-error-message"] != "" || m.Headers[dlq.HeaderReplayedFrom] == "" || string(m.Payload) != fmt.Sprintf(`{"n":%d}`, i) {
+				t.Fatalf("replayed message %d: %+v", i, m)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("nothing replayed")
+		}
+	}
+	if e.left(q) != 1 {
+		t.Fatalf("left %d", e.left(q))
+	}
+	// --to adds the namespace.
+	other := e.consume("ns.retry")
+	code, _, errs := e.run("--namespace", "ns", "--queue", "..bad", "dlq", "replay")
+	if code != exitUsage {
+		t.Fatalf("bad queue: %d %s", code, errs)
+	}
+	_ = e.a.Publish(context.Background(), "ns.FAILED_MESSAGES", &broker.Outgoing{Payload: []byte("z"),
+		Headers: map[string]string{"x-original-channel": "ns.orders", "x-original-group": "old"}})
+	e.mustRun("--namespace", "ns", "dlq", "replay", "--to", "retry")
+	select {
+	case m := <-other:
+		if string(m.Payload) != "z" {
+			t.Fatalf("to: %q", m.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing replayed to --to")
+	}
+}
+
+func TestPurgeAndMove(t *testing.T) {
+	e := newEnv(t)
+	q := "FAILED_MESSAGES"
+	e.deadLetter(q, "orders", errors.New("a"), "1")
+	e.deadLetter(q, "users", errors.New("b"), "2")
+	e.deadLetter(q, "users", errors.New("c"), "3")
+	if code, _, errs := e.run("dlq", "purge", "--channel", "orders"); code != exitUsage || !strings.Contains(errs, "--yes") || e.left(q) != 3 {
+		t.Fatalf("purge without --yes: %d %s", code, errs)
+	}
+	if out := e.mustRun("dlq", "purge", "--channel", "orders", "--yes"); !strings.Contains(out, "removed 1") || e.left(q) != 2 {
+		t.Fatalf("purge:\n%s", out)
+	}
+	if code, _, _ := e.run("dlq", "move", "--channel", "users"); code != exitUsage {
+		t.Fatalf("move without --to: %d", code)
+	}
+	if out := e.mustRun("dlq", "move", "--error-contains", "b", "--to", "PARKED"); !strings.Contains(out, "moved 1 of 1") {
+		t.Fatalf("move:\n%s", out)
+	}
+	out := e.mustRun("--queue", "PARKED", "dlq", "ls")
+	if !strings.Contains(out, "users") || e.left(q) != 1 {
+		t.Fatalf("moved:\n%s", out)
+	}
+}
+
+func TestRmMessage(t *testing.T) {
+	e := newEnv(t)
+	_ = e.a.Publish(context.Background(), "ns.orders", &broker.Outgoing{Payload: []byte("1")})
+	es, _ := dlq.List(context.Background(), e.a, "ns.orders", dlq.Filter{})
+	e.mustRun("--namespace", "ns", "rm-message", "orders", es[0].ID)
+	if code, _, _ := e.run("--namespace", "ns", "rm-message", "orders", es[0].ID); code != exitNotFound {
+		t.Fatalf("second rm: %d", code)
+	}
+	if code, _, _ := e.run("rm-message", "orders"); code != exitUsage {
+		t.Fatalf("rm without id: %d", code)
+	}
+}
+
+// syncBuffer is a buffer written by the command and read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestTail(t *testing.T) {
+	for _, asJSON := range []bool{true, false} {
+		t.Run(fmt.Sprint("json=", asJSON), func(t *testing.T) {
+			e := newEnv(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var out, errb syncBuffer
+			done := make(chan int, 1)
+			args := []string{"channels", "--adapter", e.url, "tail", "--count", "1", "orders"}
+			if asJSON {
+				args = append([]string{"channels", "--json"}, args[1:]...)
+			}
+			go func() { done <- run(ctx, args, &out, &errb) }()
+			// The tail starts asynchronously: send until it has seen one.
+			for {
+				_ = e.a.Publish(ctx, "orders", &broker.Outgoing{Payload: []byte(`{"live": true}`), Headers: map[string]string{"h": "v\x1b[31m"}})
+				select {
+				case code := <-done:
+					if code != 0 {
+						t.Fatalf("tail: exit %d: %s", code, errb.String())
+					}
+					if !asJSON {
+						if !strings.Contains(out.String(), `{h=v\x1b[31m} {"live":true}`) {
+							t.Fatalf("tail output %q", out.String())
+						}
+						return
+					}
+					var l tailLine
+					if err := json.Unmarshal([]byte(out.String()), &l); err != nil || string(l.Payload) != `{"live":true}` || l.Headers["h"] != "v\x1b[31m" {
+						t.Fatalf("tail output %q: %v", out.String(), err)
+					}
+					return
+				case <-time.After(10 * time.Millisecond):
+				case <-ctx.Done():
+					t.Fatal("tail saw nothing")
+				}
+			}
+		})
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct {
+		args []string
+		code int
+		err  string
+	}{
+		{[]string{"dlq", "ls"}, exitOK, ""},
+		{[]string{"nope"}, exitUsage, "unknown command"},
+		{[]string{"dlq", "nope"}, exitUsage, "unknown command"},
+		{[]string{"--bogus", "ls"}, exitUsage, "bogus"},
+		{[]string{"dlq", "ls", "--since", "yesterday"}, exitUsage, "--since"},
+		{[]string{"dlq", "ls", "--channel", "a b"}, exitUsage, "--channel"},
+		{[]string{"dlq", "replay", "1", "--to", "x"}, exitUsage, "flags go before arguments"},
+		{[]string{"dlq", "show"}, exitUsage, "one ID"},
+		{[]string{"tail"}, exitUsage, "CHANNEL"},
+	} {
+		code, _, errs := e.run(c.args...)
+		if code != c.code || !strings.Contains(errs, c.err) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, errs, c.code, c.err)
+		}
+	}
+	if code, _, errs := runArgs("ls"); code != exitUsage || !strings.Contains(errs, "CHANNELS_ADAPTER") {
+		t.Errorf("no adapter: %d %q", code, errs)
+	}
+	if code, _, _ := runArgs("--adapter", "nosuch://x", "ls"); code != exitUsage {
+		t.Errorf("unknown adapter: %d", code)
+	}
+	for _, args := range [][]string{{"ls"}, {"dlq", "ls"}, {"dlq", "purge", "--yes"}, {"rm-message", "c", "1"}, {"tail", "c"}} {
+		code, _, errs := runArgs(append([]string{"--adapter", "baretest://x"}, args...)...)
+		if code != exitUnsupported || !strings.Contains(errs, "unsupported") || !strings.Contains(errs, "Memory") {
+			t.Errorf("%v on an adapter without the ability: %d %q", args, code, errs)
+		}
+	}
+}
+
+func TestCredentialsNeverPrinted(t *testing.T) {
+	const secret = "s3cr3tPassw0rd"
+	url := "redis://user:" + secret + "@127.0.0.1:1/0"
+	code, out, errs := runArgs("--adapter", url, "--timeout", "2s", "dlq", "ls")
+	if code != exitFailed || strings.Contains(out+errs, secret) {
+		t.Fatalf("exit %d, output %q %q", code, out, errs)
+	}
+	t.Setenv("CHANNELS_ADAPTER", "amqp://guest:"+secret+"@127.0.0.1:1/")
+	code, out, errs = runArgs("--timeout", "2s", "ls")
+	if code != exitFailed || strings.Contains(out+errs, secret) {
+		t.Fatalf("env adapter: exit %d, output %q %q", code, out, errs)
+	}
+	_, out, errs = runArgs("--help")
+	if strings.Contains(out+errs, secret) {
+		t.Fatalf("help shows the adapter URL: %q", out)
+	}
+}
+
+// TestHelpHasExamples runs --help of every command: each lists its flags
+// and an example.
+func TestHelpHasExamples(t *testing.T) {
+	var walk func(path []string, cmds []*cli.Command)
+	check := func(path []string, flags []cli.Flag) {
+		code, out, errs := runArgs(append(path, "--help")...)
+		if code != 0 {
+			t.Errorf("%v --help: exit %d %s", path, code, errs)
+		}
+		if !strings.Contains(out, "Example") {
+			t.Errorf("%v --help has no example:\n%s", path, out)
+		}
+		for _, f := range flags {
+			if !strings.Contains(out, "--"+f.Names()[0]) {
+				t.Errorf("%v --help does not list --%s", path, f.Names()[0])
+			}
+		}
+	}
+	app := newApp(nil, nil)
+	check(nil, app.Flags)
+	walk = func(path []string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			p := append(append([]string(nil), path...), c.Name)
+			check(p, c.Flags)
+			walk(p, c.Subcommands)
+		}
+	}
+	walk(nil, app.Commands)
+}

@@ -1,0 +1,428 @@
+package dlq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/broker"
+)
+
+// DefaultQueue is the dead-letter queue of a plugin's default configuration,
+// before the namespace prefix.
+const DefaultQueue = broker.DefaultDeadLetterQueue
+
+// HeaderReplayedFrom is the trail Replay adds to each message it sends back:
+// a JSON array of Trail records, oldest first.
+const HeaderReplayedFrom = "x-replayed-from"
+
+// QueueName is the broker-side name of a dead-letter queue (or channel)
+// declared as name under namespace: "ns.FAILED_MESSAGES" for namespace "ns"
+// and name "" or DefaultQueue. It is channels.QualifiedName with the
+// default queue filled in.
+func QueueName(namespace, name string) (string, error) {
+	if name == "" {
+		name = DefaultQueue
+	}
+	return channels.QualifiedName(namespace, name)
+}
+
+// Filter selects dead letters. The zero Filter selects all of them; set
+// fields must all match.
+type Filter struct {
+	// Channel is the full (namespaced) name of the channel the message was
+	// dead-lettered from (x-original-channel).
+	Channel string
+	// Since keeps dead letters whose Entry.Time is at or after it; a dead
+	// letter whose time is unknown does not match a Since.
+	Since time.Time
+	// ErrorContains keeps dead letters whose error message or error name
+	// contains it, case-insensitively.
+	ErrorContains string
+	// IDs keeps the dead letters with these broker IDs.
+	IDs []string
+	// Limit stops after that many matches (0: no limit).
+	Limit int
+}
+
+func (f Filter) match(e *Entry) bool {
+	if f.Channel != "" && e.OriginalChannel != f.Channel {
+		return false
+	}
+	if !f.Since.IsZero() && (e.Time.IsZero() || e.Time.Before(f.Since)) {
+		return false
+	}
+	if f.ErrorContains != "" {
+		s := strings.ToLower(f.ErrorContains)
+		if !strings.Contains(strings.ToLower(e.ErrorMessage), s) && !strings.Contains(strings.ToLower(e.ErrorName), s) {
+			return false
+		}
+	}
+	if len(f.IDs) > 0 && !slices.Contains(f.IDs, e.ID) {
+		return false
+	}
+	return true
+}
+
+// Entry is one dead letter as the tooling shows it.
+type Entry struct {
+	// ID is the broker's ID of the dead letter in its queue (see
+	// broker.StoredMessage.ID).
+	ID string `json:"id"`
+	// OriginalChannel and OriginalGroup are where the message failed
+	// (x-original-channel, x-original-group); full names.
+	OriginalChannel string `json:"originalChannel"`
+	OriginalGroup   string `json:"originalGroup,omitempty"`
+	// ErrorMessage and ErrorName are the failure (x-error-message,
+	// x-error-name), as written: one line, control characters escaped.
+	// Empty for dead letters of @moleculer/channels 0.1, which carry no
+	// error.
+	ErrorMessage string `json:"errorMessage,omitempty"`
+	ErrorName    string `json:"errorName,omitempty"`
+	// Attempts is how many times the handler ran (x-redelivered-count + 1);
+	// 0 when the dead letter does not tell.
+	Attempts int `json:"attempts,omitempty"`
+	// Time is when the message was dead-lettered (x-error-timestamp), else
+	// when the broker stored it; zero when neither is known.
+	Time    time.Time         `json:"time,omitzero"`
+	Payload []byte            `json:"payload"`
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// EntryOf reads a stored dead letter.
+func EntryOf(m *broker.StoredMessage) Entry {
+	h := m.Headers
+	e := Entry{ID: m.ID, OriginalChannel: h[broker.HeaderOriginalChannel], OriginalGroup: h[broker.HeaderOriginalGroup],
+		ErrorMessage: h[broker.HeaderErrorMessage], ErrorName: h[broker.HeaderErrorName],
+		Time: m.Time, Payload: m.Payload, Headers: h}
+	if n, err := strconv.Atoi(h[broker.HeaderRedeliveredCount]); err == nil && n >= 0 && n < 1<<30 {
+		e.Attempts = n + 1
+	}
+	if re := broker.ErrorFromHeaders(h); re != nil && !re.Timestamp.IsZero() {
+		e.Time = re.Timestamp
+	}
+	return e
+}
+
+func need[T any](a broker.Adapter, ability string) (T, error) {
+	t, ok := a.(T)
+	if !ok {
+		return t, fmt.Errorf("%w: the %s adapter has no %s", broker.ErrUnsupported, a.Name(), ability)
+	}
+	return t, nil
+}
+
+// List returns the dead letters of queue (a full name) that match f, oldest
+// first. It reads them with the adapter's DeadLetterStore (else
+// broker.ErrUnsupported) and takes nothing from the queue.
+func List(ctx context.Context, a broker.Adapter, queue string, f Filter) ([]Entry, error) {
+	st, err := need[broker.DeadLetterStore](a, "dead-letter store (browse and remove dead letters)")
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	left := len(f.IDs)
+	err = st.BrowseDeadLetters(ctx, queue, func(m *broker.StoredMessage) bool {
+		e := EntryOf(m)
+		if !f.match(&e) {
+			return true
+		}
+		out = append(out, e)
+		if len(f.IDs) > 0 {
+			left--
+		}
+		return (f.Limit <= 0 || len(out) < f.Limit) && (len(f.IDs) == 0 || left > 0)
+	})
+	if err != nil {
+		return out, fmt.Errorf("browse dead letters of %q: %w", queue, err)
+	}
+	return out, nil
+}
+
+// Get returns the dead letter id of queue; broker.ErrNotFound when the
+// queue holds none.
+func Get(ctx context.Context, a broker.Adapter, queue, id string) (Entry, error) {
+	es, err := List(ctx, a, queue, Filter{IDs: []string{id}, Limit: 1})
+	if err != nil {
+		return Entry{}, err
+	}
+	if len(es) == 0 {
+		return Entry{}, fmt.Errorf("%w: dead letter %q in %q", broker.ErrNotFound, id, queue)
+	}
+	return es[0], nil
+}
+
+// ReplayOptions changes a Replay or a Move.
+type ReplayOptions struct {
+	// To is the full name of the channel every message is sent to; empty:
+	// each message goes back to its original channel. MoveWith requires it.
+	To string
+	// DryRun lists what would be sent and sends and removes nothing.
+	DryRun bool
+	// Progress, when set, is called after each message with how many are
+	// done of how many matched.
+	Progress func(done, total int)
+}
+
+// ReplayResult is what a Replay or a Move did.
+type ReplayResult struct {
+	// Entries are the dead letters that matched, in the order they were
+	// handled (all of them, also those not done when an error stopped the
+	// operation).
+	Entries []Entry
+	// Sent counts the messages published (0 for a dry run).
+	Sent int
+	// Removed counts the dead letters removed from the queue.
+	Removed int
+}
+
+// ErrNoDestination is returned by Replay, before anything is sent, when a
+// matching dead letter names no original channel and no To is given.
+var ErrNoDestination = errors.New("dlq: dead letter has no x-original-channel; give a destination (To)")
+
+// Replay sends the dead letters of queue that match f back to their
+// original channel (or opts.To) as new messages, on their first attempt,
+// then removes them from the queue.
+//
+// Each message keeps its payload, byte for byte, and its headers except
+// the failure: the x-error-*, x-redelivered-count, x-original-* and x-group
+// headers and the adapters' own x-channels-* headers are left out, and
+// HeaderReplayedFrom records where it came from (queue, ID, error, time,
+// after any trail it already had; see Trail).
+//
+// Crash safety: a dead letter is removed only after the broker accepted
+// its copy (Publish returned nil), one at a time. Replay stopped at any
+// point (an error, a cancelled ctx, a killed process) has lost no message;
+// at worst the one in hand was sent and not yet removed, and a second
+// Replay sends it again. Replay returns at the first error, with what it
+// did so far.
+func Replay(ctx context.Context, a broker.Adapter, queue string, f Filter, opts ReplayOptions) (ReplayResult, error) {
+	return resend(ctx, a, queue, f, opts, false)
+}
+
+// Move sends the dead letters of queue that match f to to (the full name
+// of another queue or a channel) and removes them, with Replay's crash
+// safety. Unlike Replay, a moved message stays a dead letter: every header
+// is kept (x-error-*, x-original-*, x-redelivered-count), except the
+// adapters' own x-channels-* and x-group, and no trail is added, so it can
+// be listed, replayed or purged from its new queue with the same filters.
+func Move(ctx context.Context, a broker.Adapter, queue string, f Filter, to string) (ReplayResult, error) {
+	return MoveWith(ctx, a, queue, f, ReplayOptions{To: to})
+}
+
+// MoveWith is Move with options: opts.To is required; DryRun and Progress
+// apply as for Replay.
+func MoveWith(ctx context.Context, a broker.Adapter, queue string, f Filter, opts ReplayOptions) (ReplayResult, error) {
+	if opts.To == "" {
+		return ReplayResult{}, fmt.Errorf("%w: move needs a destination", broker.ErrInvalidOption)
+	}
+	return resend(ctx, a, queue, f, opts, true)
+}
+
+func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts ReplayOptions, move bool) (ReplayResult, error) {
+	st, err := need[broker.DeadLetterStore](a, "dead-letter store (browse and remove dead letters)")
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	es, err := List(ctx, a, queue, f)
+	res := ReplayResult{Entries: es}
+	if err != nil {
+		return res, err
+	}
+	if opts.To == "" {
+		var missing []string
+		for _, e := range es {
+			if e.OriginalChannel == "" {
+				missing = append(missing, e.ID)
+			}
+		}
+		if len(missing) > 0 {
+			return res, fmt.Errorf("%w: %s", ErrNoDestination, strings.Join(missing, ", "))
+		}
+	}
+	if opts.DryRun {
+		return res, nil
+	}
+	var limits broker.Limits
+	if l, ok := a.(broker.Limiter); ok {
+		limits = l.Limits()
+	}
+	now := time.Now()
+	for i, e := range es {
+		to := opts.To
+		if to == "" {
+			to = e.OriginalChannel
+		}
+		var h map[string]string
+		if move {
+			h = movedHeaders(e.Headers)
+		} else {
+			h = ReplayHeaders(queue, e, now, limits)
+		}
+		out := &broker.Outgoing{Payload: e.Payload, Headers: h, Options: broker.PublishOptions{Raw: true}}
+		if err := a.Publish(ctx, to, out); err != nil {
+			return res, fmt.Errorf("send dead letter %s of %q to %q (nothing removed): %w", e.ID, queue, to, err)
+		}
+		res.Sent++
+		n, err := st.RemoveDeadLetters(ctx, queue, e.ID)
+		res.Removed += n
+		if err != nil {
+			return res, fmt.Errorf("dead letter %s of %q was sent to %q but not removed (a new replay sends it again): %w", e.ID, queue, to, err)
+		}
+		if opts.Progress != nil {
+			opts.Progress(i+1, len(es))
+		}
+	}
+	return res, nil
+}
+
+// Purge removes the dead letters of queue that match f and returns how
+// many the broker removed.
+func Purge(ctx context.Context, a broker.Adapter, queue string, f Filter) (int, error) {
+	st, err := need[broker.DeadLetterStore](a, "dead-letter store (browse and remove dead letters)")
+	if err != nil {
+		return 0, err
+	}
+	es, err := List(ctx, a, queue, f)
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	const batch = 100
+	for i := 0; i < len(es); i += batch {
+		ids := make([]string, 0, batch)
+		for _, e := range es[i:min(i+batch, len(es))] {
+			ids = append(ids, e.ID)
+		}
+		n, err := st.RemoveDeadLetters(ctx, queue, ids...)
+		removed += n
+		if err != nil {
+			return removed, fmt.Errorf("remove dead letters of %q: %w", queue, err)
+		}
+	}
+	return removed, nil
+}
+
+// Channels lists the channels whose full name starts with "namespace."
+// (every channel for an empty namespace), with their groups' backlogs.
+func Channels(ctx context.Context, a broker.Adapter, namespace string) ([]broker.ChannelInfo, error) {
+	cl, err := need[broker.ChannelLister](a, "channel listing")
+	if err != nil {
+		return nil, err
+	}
+	prefix := ""
+	if namespace != "" {
+		prefix = namespace + "."
+	}
+	return cl.Channels(ctx, prefix)
+}
+
+// Tail calls fn with each message sent to channel (a full name) after Tail
+// started, without joining any group, until ctx ends (then it returns nil)
+// or fn returns false.
+func Tail(ctx context.Context, a broker.Adapter, channel string, fn func(*broker.StoredMessage) bool) error {
+	t, err := need[broker.Tailer](a, "tail")
+	if err != nil {
+		return err
+	}
+	return t.Tail(ctx, channel, fn)
+}
+
+// RemoveMessage deletes the stored message id of channel (a full name);
+// broker.ErrNotFound when the channel holds no such message.
+func RemoveMessage(ctx context.Context, a broker.Adapter, channel, id string) error {
+	r, err := need[broker.MessageRemover](a, "message removal")
+	if err != nil {
+		return err
+	}
+	return r.RemoveMessage(ctx, channel, id)
+}
+
+// Trail is one record of HeaderReplayedFrom: a replay of a dead letter.
+type Trail struct {
+	// Queue and ID are the dead letter's queue and ID.
+	Queue string `json:"q"`
+	ID    string `json:"id"`
+	// Error is "name: message" of its failure, short (cut to 256 bytes).
+	Error string `json:"err,omitempty"`
+	// At is when it was replayed (RFC 3339, UTC, seconds).
+	At string `json:"at"`
+}
+
+// MaxTrail is the largest HeaderReplayedFrom Replay writes, in bytes: the
+// oldest records are left out to stay under it (the newest is always kept).
+const MaxTrail = 2048
+
+// ParseTrail reads a HeaderReplayedFrom value; a value that is not a trail
+// gives nil.
+func ParseTrail(v string) []Trail {
+	if v == "" || len(v) > broker.MaxHeadersSize {
+		return nil
+	}
+	var t []Trail
+	if json.Unmarshal([]byte(v), &t) != nil {
+		return nil
+	}
+	return t
+}
+
+// ReplayHeaders are the headers Replay sends e with (see Replay), fitted
+// to limits: when they do not fit, the older trail records are left out,
+// then the error of the newest one.
+func ReplayHeaders(queue string, e Entry, now time.Time, limits broker.Limits) map[string]string {
+	h := make(map[string]string, len(e.Headers)+1)
+	for k, v := range e.Headers {
+		if isFailureHeader(k) || isInternalHeader(k) {
+			continue
+		}
+		h[k] = v
+	}
+	delete(h, HeaderReplayedFrom)
+	rec := Trail{Queue: queue, ID: e.ID, At: now.UTC().Format(time.RFC3339)}
+	if e.ErrorName != "" || e.ErrorMessage != "" {
+		rec.Error = broker.ShortEscaped(strings.TrimPrefix(e.ErrorName+": "+e.ErrorMessage, ": "))
+	}
+	trail := append(ParseTrail(e.Headers[HeaderReplayedFrom]), rec)
+	for {
+		b, _ := json.Marshal(trail)
+		h[HeaderReplayedFrom] = string(b)
+		if len(trail) == 1 || (len(b) <= MaxTrail && limits.Check(len(e.Payload), h) == nil) {
+			break
+		}
+		trail = trail[1:]
+	}
+	if limits.Check(len(e.Payload), h) != nil && rec.Error != "" {
+		rec.Error = ""
+		b, _ := json.Marshal([]Trail{rec})
+		h[HeaderReplayedFrom] = string(b)
+	}
+	return h
+}
+
+// movedHeaders are the headers Move sends a dead letter with.
+func movedHeaders(src map[string]string) map[string]string {
+	h := make(map[string]string, len(src))
+	for k, v := range src {
+		if !isInternalHeader(k) {
+			h[k] = v
+		}
+	}
+	return h
+}
+
+// isFailureHeader tells the headers of a dead letter's failure.
+func isFailureHeader(k string) bool {
+	return strings.HasPrefix(k, broker.HeaderErrorPrefix) || strings.HasPrefix(k, "x-original-") ||
+		k == broker.HeaderRedeliveredCount
+}
+
+// isInternalHeader tells the headers adapters keep for themselves.
+func isInternalHeader(k string) bool {
+	return k == broker.HeaderGroup || strings.HasPrefix(k, "x-channels-")
+}
