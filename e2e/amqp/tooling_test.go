@@ -91,7 +91,7 @@ func deadLettered(t *testing.T, n int, aopts ...chamqp.Option) (ch, dlq string, 
 	fails := func(context.Context, *channels.Message) error { return errors.New("fails for good") }
 	reader = &channelstest.Recorder{}
 	startPlugin(t, &service{Name: "reader", Channels: channels.Channels{dlq: {Group: "reader", Handler: reader.Handle}}}, nil)
-	p, a := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxRetries: 0,
+	p, a := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxRetries: channels.NoRetries,
 		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: fails}}}, aopts)
 	for i := range n {
 		if err := p.SendToChannel(context.Background(), ch, i); err != nil {
