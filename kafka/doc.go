@@ -198,7 +198,10 @@
 // writes one marker record per removed dead letter (key: its ID),
 // acknowledged by every in-sync replica, to the compacted topic
 // "<dead-letter topic>.removed" (RemovedTopic; one partition, created at
-// the first removal), and browses leave the marked records out. An ID is
+// the first removal), and browses leave the marked records out (a marker
+// holds the record's time and hides only a record with that time at that
+// position, so a topic deleted and created again under the same name
+// keeps its new records). An ID is
 // counted once its marker is acknowledged, so a reported removal survives
 // a crash. The records stay in the topic until its retention drops them
 // (the next removal then deletes their markers): a service consuming the

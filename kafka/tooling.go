@@ -250,14 +250,17 @@ func (r *toolRecord) stored(topic string) *broker.StoredMessage {
 		Headers: boundedHeaders(r.headers), Time: r.time}
 }
 
-// removedSet reads the removal markers of queue: the IDs removed.
-func (a *Adapter) removedSet(ctx context.Context, c *conn, queue string) (map[string]bool, error) {
+// removedSet reads the removal markers of queue: the time (Unix
+// milliseconds) of each record removed, by ID. A marker hides a record
+// only when the times match: a topic deleted and created again under the
+// same name does not lose its new records to the markers of the old one.
+func (a *Adapter) removedSet(ctx context.Context, c *conn, queue string) (map[string]int64, error) {
 	topic := RemovedTopic(queue)
 	sp, ok, err := a.spans(ctx, c, topic)
 	if err != nil || !ok {
 		return nil, err
 	}
-	removed := map[string]bool{}
+	removed := map[string]int64{}
 	for _, s := range sp {
 		k := &cursor{topic: topic, span: s, next: s.first}
 		for {
@@ -268,15 +271,21 @@ func (a *Adapter) removedSet(ctx context.Context, c *conn, queue string) (map[st
 			if r == nil {
 				break
 			}
-			if r.null {
-				delete(removed, string(r.key))
+			if ms, err := strconv.ParseInt(string(r.value), 10, 64); err == nil && !r.null {
+				removed[string(r.key)] = ms
 			} else {
-				removed[string(r.key)] = true
+				delete(removed, string(r.key))
 			}
 			k.pop()
 		}
 	}
 	return removed, nil
+}
+
+// isRemoved reports a record marked removed.
+func isRemoved(removed map[string]int64, r *toolRecord) bool {
+	ms, ok := removed[storedID(r.partition, r.offset)]
+	return ok && ms == r.time.UnixMilli()
 }
 
 // BrowseDeadLetters calls fn with the records of the dead-letter topic,
@@ -324,7 +333,7 @@ func (a *Adapter) BrowseDeadLetters(ctx context.Context, queue string, fn func(*
 			return nil
 		}
 		best.pop()
-		if removed[storedID(bestRec.partition, bestRec.offset)] {
+		if isRemoved(removed, bestRec) {
 			continue
 		}
 		if !fn(bestRec.stored(queue)) {
@@ -344,7 +353,7 @@ func (a *Adapter) BrowseDeadLetters(ctx context.Context, queue string, fn func(*
 // The records stay in the dead-letter topic until its retention drops
 // them: a group consuming the dead-letter topic as a channel still
 // receives them. The markers of records dropped by retention are deleted
-// (tombstones) by the next removal. Cost: one marker toolRecord per removed
+// (tombstones) by the next removal. Cost: one marker record per removed
 // dead letter, read by every browse.
 func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...string) (int, error) {
 	c, err := a.conn()
@@ -366,7 +375,7 @@ func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...st
 	for _, s := range sp {
 		ranges[s.partition] = s
 	}
-	var marks []string
+	var marks []*toolRecord
 	seen := map[string]bool{}
 	for _, id := range ids {
 		p, o, ok := parseStoredID(id)
@@ -375,11 +384,18 @@ func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...st
 		}
 		s, found := ranges[p]
 		canon := storedID(p, o)
-		if !found || o < s.first || o >= s.end || removed[canon] || seen[canon] {
+		if !found || o < s.first || o >= s.end || seen[canon] {
 			continue
 		}
 		seen[canon] = true
-		marks = append(marks, canon)
+		recs, _, err := fetchRecords(ctx, c, queue, p, o, o+1, 0)
+		if err != nil {
+			return 0, err
+		}
+		if len(recs) == 0 || recs[0].offset != o || isRemoved(removed, &recs[0]) {
+			continue
+		}
+		marks = append(marks, &recs[0])
 	}
 	// Markers of records that retention dropped are no longer needed.
 	var stale []string
@@ -399,8 +415,9 @@ func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...st
 		return 0, err
 	}
 	msgs := make([]kafkago.Message, 0, len(marks)+len(stale))
-	for _, id := range marks {
-		msgs = append(msgs, kafkago.Message{Key: []byte(id), Value: []byte("removed")})
+	for _, r := range marks {
+		msgs = append(msgs, kafkago.Message{Key: []byte(storedID(r.partition, r.offset)),
+			Value: []byte(strconv.FormatInt(r.time.UnixMilli(), 10))})
 	}
 	for _, id := range stale {
 		msgs = append(msgs, kafkago.Message{Key: []byte(id)}) // a tombstone
@@ -414,7 +431,7 @@ func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...st
 	for i, err := range a.produce(ctx, c, topic, opts, msgs) {
 		switch {
 		case err != nil && i < len(marks):
-			errs = append(errs, fmt.Errorf("channels/kafka: marking %s of %q removed: %w", marks[i], queue, err))
+			errs = append(errs, fmt.Errorf("channels/kafka: marking %s of %q removed: %w", msgs[i].Key, queue, err))
 		case i < len(marks):
 			n++
 		}

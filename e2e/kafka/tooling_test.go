@@ -317,3 +317,41 @@ func TestToolingChannels(t *testing.T) {
 		t.Fatalf("listed %v", names)
 	}
 }
+
+// TestToolingRemovalMarkersOfAnOldTopic: the removal markers of a
+// dead-letter topic that was deleted and created again hide none of the
+// new topic's records.
+func TestToolingRemovalMarkersOfAnOldTopic(t *testing.T) {
+	needKafka(t)
+	dlq := unique("tool.recreated.DLQ")
+	deleteTopics(t, dlq, kafka.RemovedTopic(dlq))
+	tool := toolAdapter(t)
+	send := func(payload string) {
+		t.Helper()
+		// Partition 0: the new records take the positions of the old ones.
+		zero := 0
+		if err := tool.Publish(context.Background(), dlq, &broker.Outgoing{Payload: []byte(payload),
+			Options: broker.PublishOptions{AdapterOptions: []any{kafka.SendOptions{Partition: &zero}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		send("old" + strconv.Itoa(i))
+	}
+	old := browse(t, tool, dlq)
+	if removed, err := tool.RemoveDeadLetters(context.Background(), dlq, ids(old)...); err != nil || removed != 3 {
+		t.Fatalf("removed %d, %v", removed, err)
+	}
+	if left := browse(t, tool, dlq); len(left) != 0 {
+		t.Fatalf("left %v", ids(left))
+	}
+	if err := tool.RemoveChannel(context.Background(), dlq); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		send("new" + strconv.Itoa(i))
+	}
+	if got := sortedPayloads(browse(t, tool, dlq)); !slices.Equal(got, []string{"new0", "new1", "new2"}) {
+		t.Fatalf("browsed %v", got)
+	}
+}
