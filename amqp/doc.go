@@ -338,4 +338,47 @@
 // cannot list the queues bound to an exchange: RemoveGroup deletes the
 // queue of a group this adapter never subscribed. Purge empties a group
 // queue or a dead-letter queue.
+//
+// # Operations tooling
+//
+// The adapter is a broker.DeadLetterStore, a broker.Tailer and a
+// broker.ChannelLister (package dlq and the channels command use them); it
+// is not a broker.MessageRemover: RabbitMQ stores a channel's messages in
+// its groups' queues, and AMQP 0-9-1 cannot delete one message of a queue
+// without taking the ones before it.
+//
+// BrowseDeadLetters reads the dead-letter queue Q with basic.get
+// (unacknowledged, on a connection of its own) up to the number of
+// messages Q held when it started, then closes its channel: RabbitMQ puts
+// every message back in its place (a classic queue's order and count are
+// unchanged and no delivery is counted). While a browse runs, the messages
+// it took are not ready for other readers of Q itself (another browse sees
+// fewer); the groups that consume Q as a channel read queues of their own
+// and are not affected. A quorum Q is refused (broker.ErrUnsupported)
+// before any message is taken: each basic.get counts a delivery there, and
+// RabbitMQ drops or dead-letters a message at its delivery limit
+// (x-delivery-limit, a policy, or 20 by default from RabbitMQ 4.0); the
+// adapter declares Q as a classic queue unless told otherwise. The ID of
+// a dead letter is its message id (dead letters keep the id of the message
+// they copy), else its x-original-id header, else "sha256:" and a digest of
+// its payload, headers and properties; Time is zero (RabbitMQ does not
+// tell when it stored a message: x-error-timestamp tells when it was
+// dead-lettered). RemoveDeadLetters takes the messages the same way,
+// acknowledges those with the given IDs (every message with such an ID)
+// and gives the others back in their places. Headers are read as the
+// consumers read them; a message whose header table the client library
+// refuses ends the browse with an error at its position (it closes only
+// the browse's connection), and Purge or the management UI removes it.
+//
+// Tail declares an exclusive, auto-deleted queue named by RabbitMQ, bound
+// to the channel's exchange with the adapter-wide BindingKey ("#" for a
+// topic exchange without one), and consumes it (at most TailPrefetch
+// messages unacknowledged) until its context ends; the queue goes with it.
+//
+// Channels lists only what this adapter subscribed to since New: AMQP
+// cannot list exchanges or the queues bound to them. Each channel has
+// Messages -1 and its groups with their Lag; each dead-letter queue of
+// those subscriptions is listed with the dead letters ready in it. A
+// process that subscribed nothing (a tool) gets an empty list; the
+// management UI or rabbitmqctl list_queues show the whole broker.
 package amqp

@@ -182,4 +182,38 @@
 // WithKey, WithPartition, WithAcks, WithCompression and WithTimeout (or a
 // SendOptions value in channels.WithSendOptions) shape one send. Plugin.SendBatch
 // writes a batch in shared produce requests with one result per message.
+//
+// # Operations tooling
+//
+// The adapter is a broker.DeadLetterStore, a broker.Tailer and a
+// broker.ChannelLister (package dlq and the channels command use them);
+// it is not a broker.MessageRemover: Kafka cannot delete one record.
+// Every read of these is made with fetch requests of the adapter's own,
+// with no group and no commit, so no group's position changes.
+//
+// BrowseDeadLetters reads the dead-letter topic from the first offset of
+// each partition to its end when the call started, oldest first across
+// partitions (record time, then partition); ID is "partition/offset",
+// Time the record's time. RemoveDeadLetters cannot delete records: it
+// writes one marker record per removed dead letter (key: its ID),
+// acknowledged by every in-sync replica, to the compacted topic
+// "<dead-letter topic>.removed" (RemovedTopic; one partition, created at
+// the first removal), and browses leave the marked records out (a marker
+// holds the record's time and hides only a record with that time at that
+// position, so a topic deleted and created again under the same name
+// keeps its new records). An ID is
+// counted once its marker is acknowledged, so a reported removal survives
+// a crash. The records stay in the topic until its retention drops them
+// (the next removal then deletes their markers): a service consuming the
+// dead-letter topic as a channel still receives them. Each browse reads
+// the markers first (one record per removal). Headers are read as the
+// consumers read them; a record with more than broker.MaxHeaders headers
+// or more than broker.MaxHeadersSize bytes of them is listed with the
+// headers that fit and HeaderHeadersCut.
+//
+// Tail reads each partition from its end when Tail started (partitions
+// added meanwhile are not read). Channels lists the topics by prefix
+// (internal topics and the removal markers left out) with the records
+// they hold (end less first offset of each partition) and the consumer
+// groups named "<group>:<topic>", listed on every broker, with their Lag.
 package kafka

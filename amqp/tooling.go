@@ -1,0 +1,411 @@
+package amqp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/microchannels/channels/kit"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels/broker"
+)
+
+var (
+	_ broker.DeadLetterStore = (*Adapter)(nil)
+	_ broker.Tailer          = (*Adapter)(nil)
+	_ broker.ChannelLister   = (*Adapter)(nil)
+)
+
+// TailPrefetch is how many messages a Tail holds unacknowledged at most:
+// RabbitMQ keeps the rest in the tail's queue while fn is slow.
+const TailPrefetch = 64
+
+// errQuorumBrowse is why a quorum dead-letter queue is not browsed.
+var errQuorumBrowse = fmt.Errorf("%w: the dead-letter queue is a quorum queue: a basic.get counts a delivery of each message it takes "+
+	"and RabbitMQ drops or dead-letters a message at its delivery limit (x-delivery-limit, a policy, or 20 by default from RabbitMQ 4.0), "+
+	"so browsing it would burn its dead letters; declare the dead-letter queue as a classic queue (the default) to browse it",
+	broker.ErrUnsupported)
+
+// toolConn returns a connection of its own for one tooling call and the
+// function that closes it: a message whose headers the client library
+// cannot read closes the connection that reads it, which is then not the
+// one of the sends or of the consumers. An adapter built with NewFromClient
+// uses the given connection.
+func (a *Adapter) toolConn(ctx context.Context) (*amqp091.Connection, func(), error) {
+	if _, err := a.liveOrErr(); err != nil {
+		return nil, nil, err
+	}
+	if a.external != nil {
+		return a.external, func() {}, nil
+	}
+	a.mu.Lock()
+	log := a.env.Logger
+	a.mu.Unlock()
+	c, err := newSession(a, log, "channels-tool").dialAll(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, func() { go func() { _ = c.CloseDeadline(time.Now().Add(DefaultOpTimeout)) }() }, nil
+}
+
+// BrowseDeadLetters calls fn with the dead letters held in the dead-letter
+// queue, oldest first, up to the number of messages the queue held when
+// the call started.
+//
+// AMQP 0-9-1 cannot read a queue without taking its messages: the browse
+// takes them with basic.get (unacknowledged) on a connection of its own,
+// and closing its channel at the end gives every one of them back to
+// RabbitMQ, which puts a classic queue's messages back in their places
+// (order and count unchanged, no delivery counted). While a browse holds
+// them, the messages are not ready for other readers of the queue itself
+// (another browse counts and sees fewer); the groups that consume the
+// dead-letter queue as a channel read queues of their own and see nothing
+// of it. A quorum queue counts a delivery for every message taken and
+// drops or dead-letters it at its delivery limit, so a quorum dead-letter
+// queue is refused (an error wrapping broker.ErrUnsupported) before any
+// message is taken; its type is found by declaring it again with
+// x-queue-type classic, which RabbitMQ takes for a classic queue (and
+// which, should the queue be deleted meanwhile, declares a classic one).
+//
+// StoredMessage.ID is the message id property, else the x-original-id
+// header, else "sha256:" and 24 hex digits of a digest of the payload,
+// headers and properties: it stays the same across browses. Dead letters
+// written by this adapter keep the message id of the message they copy,
+// so the same message dead-lettered twice (at-least-once) has one ID for
+// both copies. Time is zero (RabbitMQ does not tell when it stored a
+// message; the x-error-timestamp header tells when it was dead-lettered).
+// Headers are read as the consumers read them; a message whose header
+// table the client library refuses (nested deeper than 32, wider than
+// 8,192 entries) closes the browse's connection: the browse ends with an
+// error naming its position and every message stays in the queue.
+func (a *Adapter) BrowseDeadLetters(ctx context.Context, queue string, fn func(*broker.StoredMessage) bool) error {
+	return a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
+		return false, fn(storedMessage(queue, d))
+	})
+}
+
+// RemoveDeadLetters takes the messages of the dead-letter queue as
+// BrowseDeadLetters does, up to the number held when the call started,
+// acknowledges (deletes) those whose ID is among ids and gives the others
+// back in their places. An ID names every message that has it (see
+// BrowseDeadLetters). A quorum dead-letter queue is refused.
+func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	n := 0
+	err := a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
+		if want[storedID(d)] {
+			n++
+			return true, true
+		}
+		return false, true
+	})
+	return n, err
+}
+
+// walkQueue takes the messages of queue one by one (basic.get, up to the
+// count of a passive declaration at the start), calls visit with each,
+// acknowledges those visit acks, and gives the others back by closing the
+// channel.
+func (a *Adapter) walkQueue(ctx context.Context, queue string, visit func(*amqp091.Delivery) (ack, more bool)) error {
+	ctx, cancel := opCtxIfNone(ctx)
+	defer cancel()
+	c, release, err := a.toolConn(ctx)
+	if err != nil {
+		return fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
+	}
+	defer release()
+	ch, err := openChannel(ctx, c, false)
+	if err != nil {
+		return fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
+	}
+	defer func() { _ = closeChannel(ctx, ch) }()
+	var q amqp091.Queue
+	err = bounded(ctx, "declaring a queue", func() error {
+		var err error
+		q, err = ch.QueueDeclarePassive(queue, false, false, false, false, nil)
+		return err
+	})
+	if isCode(err, amqp091.NotFound) {
+		return nil // a queue that does not exist holds nothing
+	}
+	if err != nil {
+		return fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
+	}
+	if q.Messages == 0 {
+		return nil
+	}
+	dq := kit.Overlay(a.chanOpts.Queue, a.chanOpts.DeadLetterQueue)
+	typ, _, err := probeQueue(ctx, c, queue, dq, amqp091.Table{"x-queue-type": QueueClassic})
+	if err != nil {
+		return fmt.Errorf("channels/amqp: queue %q: finding its type: %w", queue, err)
+	}
+	if typ == QueueQuorum {
+		return fmt.Errorf("channels/amqp: queue %q: %w", queue, errQuorumBrowse)
+	}
+	for i := range q.Messages {
+		var d amqp091.Delivery
+		var ok bool
+		err := bounded(ctx, "basic.get", func() error {
+			var err error
+			d, ok, err = ch.Get(queue, false)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("channels/amqp: queue %q: reading message %d of %d: %w", queue, i+1, q.Messages, err)
+		}
+		if !ok {
+			return nil // taken meanwhile by another reader of the queue
+		}
+		if typ == "" {
+			if _, counted := d.Headers[HeaderDeliveryCount]; counted {
+				// The type could not be told and RabbitMQ counts the
+				// deliveries: the message taken goes back, counted once.
+				return fmt.Errorf("channels/amqp: queue %q: %w", queue, errQuorumBrowse)
+			}
+		}
+		ack, more := visit(&d)
+		if ack {
+			if err := d.Ack(false); err != nil {
+				return fmt.Errorf("channels/amqp: queue %q: acknowledging message %d: %w", queue, i+1, err)
+			}
+		}
+		if !more {
+			return nil
+		}
+	}
+	return nil
+}
+
+// opCtxIfNone bounds ctx by DefaultOpTimeout when it has no deadline.
+func opCtxIfNone(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, DefaultOpTimeout)
+}
+
+// storedMessage describes a delivery as the broker holds it.
+func storedMessage(channel string, d *amqp091.Delivery) *broker.StoredMessage {
+	return &broker.StoredMessage{ID: storedID(d), Channel: channel, Payload: d.Body, Headers: fromTable(d.Headers)}
+}
+
+// storedID identifies a stored message: its message id, else its
+// x-original-id header, else a digest of its content.
+func storedID(d *amqp091.Delivery) string {
+	if d.MessageId != "" {
+		return d.MessageId
+	}
+	if s, ok := valueString(d.Headers[broker.HeaderOriginalID]); ok && s != "" && len(s) <= 255 {
+		return s
+	}
+	h := sha256.New()
+	field := func(s string) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	field(string(d.Body))
+	hdrs := fromTable(d.Headers)
+	keys := make([]string, 0, len(hdrs))
+	for k := range hdrs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		field(k)
+		field(hdrs[k])
+	}
+	for _, p := range []string{d.ContentType, d.ContentEncoding, d.CorrelationId, d.Type, d.AppId, d.ReplyTo} {
+		field(p)
+	}
+	field(d.Timestamp.UTC().Format(time.RFC3339Nano))
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// Tail calls fn with each message sent to channel after Tail started (once
+// its queue is bound), until ctx ends or fn returns false. It declares an
+// exclusive, auto-deleted queue named by RabbitMQ, bound to the channel's
+// exchange with the adapter-wide BindingKey ("#" for a topic exchange
+// without one), on a connection of its own, and consumes it with at most
+// TailPrefetch messages unacknowledged; the queue is deleted when Tail
+// returns. It joins no group: the groups' queues get every message as
+// before. The channel's exchange is declared as a send declares it when
+// it does not exist yet.
+func (a *Adapter) Tail(ctx context.Context, channel string, fn func(*broker.StoredMessage) bool) error {
+	l, err := a.liveOrErr()
+	if err != nil {
+		return err
+	}
+	o := a.chanOpts.withDefaults()
+	setup, cancel := opCtxIfNone(ctx)
+	defer cancel()
+	if err := l.topo.assertExchange(setup, channel, o.Exchange); err != nil {
+		return fmt.Errorf("channels/amqp: tail %q: %w", channel, err)
+	}
+	c, release, err := a.toolConn(setup)
+	if err != nil {
+		return fmt.Errorf("channels/amqp: tail %q: %w", channel, err)
+	}
+	defer release()
+	ch, err := openChannel(setup, c, false)
+	if err != nil {
+		return fmt.Errorf("channels/amqp: tail %q: %w", channel, err)
+	}
+	var q amqp091.Queue
+	var deliveries <-chan amqp091.Delivery
+	var closed chan *amqp091.Error
+	err = bounded(setup, "declaring the tail's queue", func() error {
+		var err error
+		if q, err = ch.QueueDeclare("", false, true, true, false, nil); err != nil {
+			return err
+		}
+		key := o.BindingKey
+		if key == "" && o.Exchange.Type == "topic" {
+			key = "#"
+		}
+		if err = ch.QueueBind(q.Name, key, channel, false, nil); err != nil {
+			return err
+		}
+		if err = ch.Qos(TailPrefetch, 0, false); err != nil {
+			return err
+		}
+		closed = ch.NotifyClose(make(chan *amqp091.Error, 1))
+		deliveries, err = ch.Consume(q.Name, "", false, true, false, false, nil)
+		return err
+	})
+	if err != nil {
+		go func() { _ = ch.Close() }()
+		return fmt.Errorf("channels/amqp: tail %q: %w", channel, err)
+	}
+	defer func() {
+		// The queue goes with the channel's consumer (auto-delete) and the
+		// connection (exclusive); deleted here as well for a connection
+		// given to NewFromClient, which stays open.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultOpTimeout)
+		defer cancel()
+		_ = bounded(dctx, "deleting the tail's queue", func() error {
+			_, err := ch.QueueDelete(q.Name, false, false, false)
+			return err
+		})
+		_ = closeChannel(dctx, ch)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case d, ok := <-deliveries:
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				cause := error(amqp091.ErrClosed)
+				select {
+				case e := <-closed:
+					if e != nil {
+						cause = e
+					}
+				default:
+				}
+				return fmt.Errorf("channels/amqp: tail %q: its channel closed: %w", channel, cause)
+			}
+			m := storedMessage(channel, &d)
+			_ = d.Ack(false)
+			if !fn(m) {
+				return nil
+			}
+		}
+	}
+}
+
+// Channels lists the channels this adapter subscribed to since New (AMQP
+// cannot list exchanges, nor the queues bound to one) whose name starts
+// with prefix, each with Messages -1 (RabbitMQ stores messages per group
+// queue) and the groups this adapter subscribed with their Lag; and the
+// dead-letter queues of those subscriptions, each with Messages = the
+// dead letters ready in it (and the groups this adapter subscribed to it
+// as a channel). A process that subscribed nothing (a tool) gets an empty
+// list: the management UI or rabbitmqctl list_queues list the whole
+// broker. A queue deleted meanwhile is left out.
+func (a *Adapter) Channels(ctx context.Context, prefix string) ([]broker.ChannelInfo, error) {
+	l, err := a.liveOrErr()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := opCtxIfNone(ctx)
+	defer cancel()
+	a.groupsMu.Lock()
+	groups := map[string][]string{}
+	for channel, gs := range a.groups {
+		if strings.HasPrefix(channel, prefix) {
+			for g := range gs {
+				groups[channel] = append(groups[channel], g)
+			}
+			if groups[channel] == nil {
+				groups[channel] = []string{}
+			}
+		}
+	}
+	var dlqs []string
+	for name, isQueue := range a.deadLetters {
+		if isQueue && strings.HasPrefix(name, prefix) {
+			dlqs = append(dlqs, name)
+			if groups[name] == nil {
+				groups[name] = []string{}
+			}
+		}
+	}
+	a.groupsMu.Unlock()
+	out := make([]broker.ChannelInfo, 0, len(groups))
+	for channel, gs := range groups {
+		info := broker.ChannelInfo{Name: channel, Messages: -1}
+		if slices.Contains(dlqs, channel) {
+			n, err := queueMessages(ctx, l, channel)
+			switch {
+			case isCode(err, amqp091.NotFound):
+			case err != nil:
+				return nil, fmt.Errorf("channels/amqp: queue %q: %w", channel, err)
+			default:
+				info.Messages = n
+			}
+		}
+		slices.Sort(gs)
+		for _, g := range gs {
+			lag, err := a.Lag(ctx, channel, g)
+			if isCode(err, amqp091.NotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			info.Groups = append(info.Groups, broker.GroupInfo{Name: g, GroupLag: lag})
+		}
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(x, y broker.ChannelInfo) int { return strings.Compare(x.Name, y.Name) })
+	return out, nil
+}
+
+// queueMessages is the number of messages ready in queue.
+func queueMessages(ctx context.Context, l *live, queue string) (int64, error) {
+	var q amqp091.Queue
+	err := l.topo.withChannel(ctx, func(ch *amqp091.Channel) error {
+		var err error
+		q, err = ch.QueueDeclarePassive(queue, false, false, false, false, nil)
+		return err
+	})
+	return int64(q.Messages), err
+}

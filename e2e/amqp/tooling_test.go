@@ -1,0 +1,408 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/microchannels/channels/channelstest"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/microchannels/channels"
+	chamqp "github.com/microchannels/channels/amqp"
+	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/e2e/brokerenv"
+)
+
+// toolAdapter is a connected adapter that subscribes nothing, as the
+// operations tooling uses one.
+func toolAdapter(t *testing.T, opts ...chamqp.Option) *chamqp.Adapter {
+	t.Helper()
+	a, err := chamqp.New(brokerenv.AMQPURL(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Connect(ctx, broker.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = a.Close(ctx)
+	})
+	return a
+}
+
+// browse lists the dead letters of queue.
+func browse(t *testing.T, a broker.DeadLetterStore, queue string) []*broker.StoredMessage {
+	t.Helper()
+	var out []*broker.StoredMessage
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.BrowseDeadLetters(ctx, queue, func(m *broker.StoredMessage) bool { out = append(out, m); return true }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func ids(ms []*broker.StoredMessage) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.ID
+	}
+	return out
+}
+
+func payloads(ms []*broker.StoredMessage) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = string(m.Payload)
+	}
+	return out
+}
+
+// queueLen is the number of messages ready in queue.
+func queueLen(t *testing.T, queue string) int {
+	t.Helper()
+	q, err := rawChannel(t, rawConn(t)).QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q.Messages
+}
+
+// deadLettered starts a service whose channel fails every message for
+// good (retries off, dead-lettering on) and a service reading the
+// dead-letter queue as a channel, sends n messages and waits for their
+// dead letters in the queue and at the reader.
+func deadLettered(t *testing.T, n int, aopts ...chamqp.Option) (ch, dlq string, reader *channelstest.Recorder, a *chamqp.Adapter) {
+	t.Helper()
+	ch, dlq = unique("tool.ch"), unique("tool.DLQ")
+	cleanup(t, []string{"g." + ch, dlq, "reader." + dlq}, []string{ch, dlq})
+	fails := func(context.Context, *channels.Message) error { return errors.New("fails for good") }
+	reader = &channelstest.Recorder{}
+	startPlugin(t, &service{Name: "reader", Channels: channels.Channels{dlq: {Group: "reader", Handler: reader.Handle}}}, nil)
+	p, a := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxRetries: channels.NoRetries,
+		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq}, Handler: fails}}}, aopts)
+	for i := range n {
+		if err := p.SendToChannel(context.Background(), ch, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "the dead letters in the queue", func() bool { return queueLen(t, dlq) == n })
+	eventually(t, 20*time.Second, "the dead letters at the reader", func() bool { return reader.Count() == n })
+	return ch, dlq, reader, a
+}
+
+// TestToolingBrowseAndRemoveDeadLetters: dead letters written by the
+// plugin are browsed with their headers, in order, as often as one likes
+// (30 browses leave the queue's count and order as they were); removal
+// deletes exactly the given IDs; the group reading the dead-letter queue
+// as a channel got every dead letter and nothing more.
+func TestToolingBrowseAndRemoveDeadLetters(t *testing.T) {
+	needAMQP(t)
+	const n = 5
+	ch, dlq, reader, _ := deadLettered(t, n)
+	tool := toolAdapter(t)
+	first := browse(t, tool, dlq)
+	if got, want := payloads(first), []string{"0", "1", "2", "3", "4"}; !slices.Equal(got, want) {
+		t.Fatalf("browsed %v, want %v", got, want)
+	}
+	seen := map[string]bool{}
+	for _, m := range first {
+		if m.ID == "" || seen[m.ID] {
+			t.Errorf("ID %q empty or repeated", m.ID)
+		}
+		seen[m.ID] = true
+		if m.Channel != dlq || m.Headers[broker.HeaderErrorMessage] != "fails for good" ||
+			m.Headers[broker.HeaderOriginalChannel] != ch || m.Headers[broker.HeaderOriginalGroup] != "g" ||
+			m.Headers[broker.HeaderErrorTimestamp] == "" {
+			t.Errorf("dead letter %+v", m)
+		}
+	}
+	for i := range 30 {
+		again := browse(t, tool, dlq)
+		if !slices.Equal(ids(again), ids(first)) {
+			t.Fatalf("browse %d: %v, first %v", i, ids(again), ids(first))
+		}
+	}
+	if got := queueLen(t, dlq); got != n {
+		t.Fatalf("%d messages in the dead-letter queue after the browses, want %d", got, n)
+	}
+	// A browse stopped by fn gives back what it took.
+	var one []*broker.StoredMessage
+	if err := tool.BrowseDeadLetters(context.Background(), dlq, func(m *broker.StoredMessage) bool {
+		one = append(one, m)
+		return false
+	}); err != nil || len(one) != 1 {
+		t.Fatalf("stopped browse: %d messages, %v", len(one), err)
+	}
+
+	removed, err := tool.RemoveDeadLetters(context.Background(), dlq, first[1].ID, first[3].ID, "no-such-id")
+	if err != nil || removed != 2 {
+		t.Fatalf("removed %d, %v", removed, err)
+	}
+	after := browse(t, tool, dlq)
+	if got, want := payloads(after), []string{"0", "2", "4"}; !slices.Equal(got, want) {
+		t.Fatalf("after removal %v, want %v", got, want)
+	}
+	if got := queueLen(t, dlq); got != 3 {
+		t.Fatalf("%d messages in the dead-letter queue after removal, want 3", got)
+	}
+	if removed, err := tool.RemoveDeadLetters(context.Background(), dlq, first[1].ID); err != nil || removed != 0 {
+		t.Fatalf("removed again %d, %v", removed, err)
+	}
+	consistently(t, 300*time.Millisecond, "the reader got each dead letter once", func() bool { return reader.Count() == n })
+
+	// A queue that does not exist holds nothing.
+	if got := browse(t, tool, unique("tool.none")); len(got) != 0 {
+		t.Fatalf("missing queue: %d messages", len(got))
+	}
+}
+
+// TestToolingDeadLettersWithoutMessageID: a message without a message id
+// (published by another client) gets an ID from its content that stays
+// the same across browses and tells it from a message with another
+// payload.
+func TestToolingDeadLettersWithoutMessageID(t *testing.T) {
+	needAMQP(t)
+	dlq := unique("tool.noid.DLQ")
+	cleanup(t, []string{dlq}, nil)
+	raw := rawChannel(t, rawConn(t))
+	if _, err := raw.QueueDeclare(dlq, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{"a", "b"} {
+		publishToQueue(t, dlq, amqp091.Publishing{Body: []byte(body), Headers: amqp091.Table{"k": "v"}})
+	}
+	tool := toolAdapter(t)
+	first := browse(t, tool, dlq)
+	if len(first) != 2 || first[0].ID == first[1].ID || first[0].ID == "" {
+		t.Fatalf("IDs %v", ids(first))
+	}
+	if again := browse(t, tool, dlq); !slices.Equal(ids(again), ids(first)) {
+		t.Fatalf("IDs changed: %v then %v", ids(first), ids(again))
+	}
+	if n, err := tool.RemoveDeadLetters(context.Background(), dlq, first[0].ID); err != nil || n != 1 {
+		t.Fatalf("removed %d, %v", n, err)
+	}
+	if left := browse(t, tool, dlq); len(left) != 1 || string(left[0].Payload) != "b" {
+		t.Fatalf("left %v", payloads(left))
+	}
+}
+
+// TestToolingQuorumDeadLetterQueueRefused: a quorum dead-letter queue with
+// a delivery limit would lose its dead letters to browsing (each basic.get
+// counts a delivery); browsing and removal are refused before any message
+// is taken, so 30 attempts leave every dead letter in place, uncounted.
+func TestToolingQuorumDeadLetterQueueRefused(t *testing.T) {
+	needAMQP(t)
+	opts := chamqp.ChannelOptions{DeadLetterQueue: chamqp.QueueOptions{Arguments: amqp091.Table{
+		"x-queue-type": "quorum", "x-delivery-limit": int64(2)}}}
+	_, dlq, _, _ := deadLettered(t, 2, chamqp.WithChannelOptions(opts))
+	tool := toolAdapter(t)
+	for range 30 {
+		err := tool.BrowseDeadLetters(context.Background(), dlq, func(*broker.StoredMessage) bool { return true })
+		if !errors.Is(err, broker.ErrUnsupported) {
+			t.Fatalf("browse of a quorum queue: %v", err)
+		}
+		if _, err := tool.RemoveDeadLetters(context.Background(), dlq, "x"); !errors.Is(err, broker.ErrUnsupported) {
+			t.Fatalf("removal from a quorum queue: %v", err)
+		}
+	}
+	if got := queueLen(t, dlq); got != 2 {
+		t.Fatalf("%d dead letters left, want 2", got)
+	}
+	d := getOne(t, rawChannel(t, rawConn(t)), dlq, 5*time.Second)
+	if n, ok := d.Headers["x-delivery-count"]; ok && fmt.Sprint(n) != "0" {
+		t.Fatalf("x-delivery-count %v: browsing counted deliveries", n)
+	}
+}
+
+// TestToolingHostileDeadLetters: a dead letter with a huge (but readable)
+// header table is listed with its headers read as the consumers read them,
+// bounded by the frame size; one whose table the client library refuses
+// ends the browse with an error at its position, on the browse's own
+// connection, and every message stays in the queue.
+func TestToolingHostileDeadLetters(t *testing.T) {
+	needAMQP(t)
+	_, dlq, _, a := deadLettered(t, 1)
+	wide := amqp091.Table{}
+	for i := range 8000 {
+		wide["k"+strconv.Itoa(i)] = int32(i)
+	}
+	wide["deep"] = nested(30)
+	publishToQueue(t, dlq, amqp091.Publishing{Headers: wide, MessageId: "wide", Body: []byte("wide")})
+	publishToQueue(t, dlq, amqp091.Publishing{MessageId: "after-wide", Body: []byte("after-wide")})
+	tool := toolAdapter(t)
+	got := browse(t, tool, dlq)
+	if len(got) != 3 || got[1].ID != "wide" || got[2].ID != "after-wide" {
+		t.Fatalf("browsed %v", ids(got))
+	}
+	if n, size := len(got[1].Headers), broker.HeaderBytes(got[1].Headers); n != 8001 || size > 4*131072 {
+		t.Fatalf("wide message listed with %d headers of %d bytes", n, size)
+	}
+
+	publishToQueue(t, dlq, amqp091.Publishing{Headers: amqp091.Table{"deep": nested(41)}, MessageId: "unreadable", Body: []byte("x")})
+	publishToQueue(t, dlq, amqp091.Publishing{MessageId: "last", Body: []byte("last")})
+	var listed []string
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := tool.BrowseDeadLetters(ctx, dlq, func(m *broker.StoredMessage) bool { listed = append(listed, m.ID); return true })
+	if err == nil || ctx.Err() != nil || len(listed) != 3 {
+		t.Fatalf("browse past an unreadable message: listed %v, error %v", listed, err)
+	}
+	t.Logf("browse error: %v", err)
+	eventually(t, 10*time.Second, "every message back in the queue", func() bool { return queueLen(t, dlq) == 5 })
+	if c := a.Connection(); c == nil || c.IsClosed() {
+		t.Fatal("the plugin's connection was lost")
+	}
+	if c := tool.Connection(); c == nil || c.IsClosed() {
+		t.Fatal("the tool adapter's connection was lost")
+	}
+}
+
+// TestToolingTail: a tail sees the messages sent after it started, joins
+// no group (the group still gets every message), and its queue goes when
+// it returns.
+func TestToolingTail(t *testing.T) {
+	needAMQP(t)
+	ch := unique("tool.tail")
+	cleanup(t, []string{"g." + ch}, []string{ch})
+	got := &channelstest.Recorder{}
+	p, _ := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", Handler: got.Handle}}}, nil)
+	tool := toolAdapter(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var tailed []*broker.StoredMessage
+	done := make(chan error, 1)
+	go func() {
+		done <- tool.Tail(ctx, ch, func(m *broker.StoredMessage) bool {
+			mu.Lock()
+			tailed = append(tailed, m)
+			mu.Unlock()
+			return true
+		})
+	}()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(tailed) }
+	// The tail's queue is bound once a probe reaches it.
+	probes := 0
+	eventually(t, 10*time.Second, "the tail started", func() bool {
+		if count() > 0 {
+			return true
+		}
+		probes++
+		if err := p.SendToChannel(context.Background(), ch, "probe"); err != nil {
+			t.Fatal(err)
+		}
+		return false
+	})
+	base := count()
+	for i := range 5 {
+		if err := p.SendToChannel(context.Background(), ch, i, broker.WithHeader("k", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "the tail saw the 5 messages", func() bool { return count() == base+5 })
+	mu.Lock()
+	for i, m := range tailed[base:] {
+		if string(m.Payload) != strconv.Itoa(i) || m.Headers["k"] != strconv.Itoa(i) || m.Channel != ch || m.ID == "" {
+			t.Errorf("tailed %d: %+v", i, m)
+		}
+	}
+	mu.Unlock()
+	eventually(t, 10*time.Second, "the group got every message", func() bool { return got.Count() == probes+5 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("tail returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tail did not return after its context ended")
+	}
+	// A tail whose fn returns false returns.
+	stopped := make(chan error, 1)
+	go func() {
+		stopped <- tool.Tail(context.Background(), ch, func(*broker.StoredMessage) bool { return false })
+	}()
+	eventually(t, 10*time.Second, "the tail returned when fn returned false", func() bool {
+		select {
+		case err := <-stopped:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return true
+		default:
+		}
+		if err := p.SendToChannel(context.Background(), ch, "probe"); err != nil {
+			t.Fatal(err)
+		}
+		return false
+	})
+}
+
+// TestToolingChannels: the adapter lists the channels and dead-letter
+// queues it subscribed to, with the groups' lag and the dead letters held;
+// a tool that subscribed nothing lists nothing.
+func TestToolingChannels(t *testing.T) {
+	needAMQP(t)
+	ch, dlq, _, a := deadLettered(t, 2)
+	list, err := a.Channels(context.Background(), "tool.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, c := range list {
+		switch c.Name {
+		case ch:
+			found = append(found, c.Name)
+			if c.Messages != -1 || len(c.Groups) != 1 || c.Groups[0].Name != "g" || c.Groups[0].Lag != 0 {
+				t.Errorf("channel %+v", c)
+			}
+		case dlq:
+			found = append(found, c.Name)
+			if c.Messages != 2 {
+				t.Errorf("dead-letter queue %+v", c)
+			}
+		}
+	}
+	if len(found) != 2 || !slices.IsSortedFunc(list, func(x, y broker.ChannelInfo) int { return strings.Compare(x.Name, y.Name) }) {
+		t.Fatalf("listed %+v", list)
+	}
+	if list, err := a.Channels(context.Background(), "no.such.prefix."); err != nil || len(list) != 0 {
+		t.Fatalf("prefix: %+v %v", list, err)
+	}
+	if list, err := toolAdapter(t).Channels(context.Background(), ""); err != nil || len(list) != 0 {
+		t.Fatalf("tool adapter: %+v %v", list, err)
+	}
+}
+
+// publishToQueue publishes one message straight to queue (default
+// exchange), confirmed, and waits until the queue holds it.
+func publishToQueue(t *testing.T, queue string, p amqp091.Publishing) {
+	t.Helper()
+	before := queueLen(t, queue)
+	ch := rawChannel(t, rawConn(t))
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", queue, true, false, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := dc.WaitContext(context.Background()); err != nil || !ok {
+		t.Fatalf("not confirmed: %v", err)
+	}
+	eventually(t, 5*time.Second, "the message in "+queue, func() bool { return queueLen(t, queue) == before+1 })
+}
