@@ -213,7 +213,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	}
 	a.streamOf.Store(ch.Name, stream)
 	durable := DurableName(ch.Group)
-	cons, err := ensureConsumer(ctx, c.js, stream, ch.Name, durable, opts, ch.MaxInFlight)
+	cons, err := ensureConsumer(ctx, c.js, stream, ch.Name, ch.Group, opts, ch.MaxInFlight)
 	if err != nil {
 		return nil, err
 	}

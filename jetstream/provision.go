@@ -193,13 +193,33 @@ func diffField(have, want any) string {
 	return "configuration"
 }
 
+// groupDescription is the Description of the consumer of group on subject:
+// it keeps the group's name, which the durable name may not (see
+// DurableName), for the operations tooling (Channels).
+func groupDescription(group, subject string) string {
+	return descriptionPrefix + group + descriptionSep + subject
+}
+
+const descriptionPrefix, descriptionSep = "channels: group ", " of "
+
+// groupOf is the group of a consumer created by the adapter (its
+// Description), or its durable name.
+func groupOf(cfg js.ConsumerConfig) string {
+	if rest, ok := strings.CutPrefix(cfg.Description, descriptionPrefix); ok {
+		if i := strings.LastIndex(rest, descriptionSep); i > 0 {
+			return rest[:i]
+		}
+	}
+	return cfg.Durable
+}
+
 // consumerConfig is the desired consumer of a group, given the options set
 // by the user (zero: not set) and the existing consumer, if any.
-func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, have *js.ConsumerConfig) (js.ConsumerConfig, error) {
+func consumerConfig(group, subject string, o ChannelOptions, maxInFlight int, have *js.ConsumerConfig) (js.ConsumerConfig, error) {
 	if have == nil {
 		cfg := js.ConsumerConfig{
-			Durable:       durable,
-			Description:   "channels: group " + durable + " of " + subject,
+			Durable:       DurableName(group),
+			Description:   groupDescription(group, subject),
 			DeliverPolicy: o.DeliverPolicy.native(),
 			AckPolicy:     js.AckExplicitPolicy,
 			AckWait:       o.AckWait,
@@ -223,6 +243,7 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 		}
 		return cfg, nil
 	}
+	durable := DurableName(group)
 	if have.DeliverSubject != "" {
 		return js.ConsumerConfig{}, fmt.Errorf("%w (consumer %q, deliver subject %q)", ErrPushConsumer, durable, have.DeliverSubject)
 	}
@@ -269,14 +290,15 @@ func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, 
 
 // ensureConsumer creates the group's durable pull consumer, or updates it
 // when the options ask for a change the server allows.
-func ensureConsumer(ctx context.Context, j js.JetStream, stream, subject, durable string, o ChannelOptions, maxInFlight int) (js.Consumer, error) {
+func ensureConsumer(ctx context.Context, j js.JetStream, stream, subject, group string, o ChannelOptions, maxInFlight int) (js.Consumer, error) {
+	durable := DurableName(group)
 	for try := 0; ; try++ {
 		c, err := j.Consumer(ctx, stream, durable)
 		if errors.Is(err, js.ErrNotPullConsumer) {
 			return nil, fmt.Errorf("%w (consumer %q on stream %q)", ErrPushConsumer, durable, stream)
 		}
 		if errors.Is(err, js.ErrConsumerNotFound) {
-			cfg, _ := consumerConfig(durable, subject, o, maxInFlight, nil)
+			cfg, _ := consumerConfig(group, subject, o, maxInFlight, nil)
 			c, err = j.CreateConsumer(ctx, stream, cfg)
 			if err == nil {
 				return c, nil
@@ -290,7 +312,7 @@ func ensureConsumer(ctx context.Context, j js.JetStream, stream, subject, durabl
 			return nil, fmt.Errorf("channels/jetstream: consumer %q on stream %q: %w", durable, stream, err)
 		}
 		have := c.CachedInfo().Config
-		want, err := consumerConfig(durable, subject, o, maxInFlight, &have)
+		want, err := consumerConfig(group, subject, o, maxInFlight, &have)
 		if err != nil {
 			return nil, err
 		}

@@ -245,7 +245,7 @@ func (s *subscription) reprovision() {
 	stream, err := ensureStream(ctx, s.c.js, s.ch.Name, s.opts.Stream)
 	if err == nil {
 		var cons js.Consumer
-		if cons, err = ensureConsumer(ctx, s.c.js, stream, s.ch.Name, DurableName(s.ch.Group), s.opts, s.MaxInFlight()); err == nil {
+		if cons, err = ensureConsumer(ctx, s.c.js, stream, s.ch.Name, s.ch.Group, s.opts, s.MaxInFlight()); err == nil {
 			s.consMu.Lock()
 			s.cons = cons
 			s.consMu.Unlock()

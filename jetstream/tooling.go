@@ -446,7 +446,7 @@ func (a *Adapter) streamChannels(ctx context.Context, c *conn, info *js.StreamIn
 			if len(filters) > 0 && !covers(filters, subj) {
 				continue
 			}
-			ci.Groups = append(ci.Groups, broker.GroupInfo{Name: cons.Config.Durable,
+			ci.Groups = append(ci.Groups, broker.GroupInfo{Name: groupOf(cons.Config),
 				GroupLag: broker.GroupLag{Lag: int64(cons.NumPending), Pending: int64(cons.NumAckPending)}})
 		}
 		slices.SortFunc(ci.Groups, func(x, y broker.GroupInfo) int { return strings.Compare(x.Name, y.Name) })
