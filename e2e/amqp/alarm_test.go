@@ -1,7 +1,6 @@
 package amqp
 
 import (
-	"log/slog"
 	"context"
 	"errors"
 	"os"
@@ -28,13 +27,6 @@ func memoryAlarm(t *testing.T) func() {
 	t.Helper()
 	if os.Getenv("CHANNELS_E2E_SERIAL") != "1" {
 		t.Skip("a memory alarm blocks every publisher of the shared broker: serial phase only (CHANNELS_E2E_SERIAL=1)")
-	}
-	if os.Getenv("CHANNELS_AMQP_ALARM") != "1" {
-		// An open defect: on a broker that has run other tests, the retry
-		// copy of a message whose settle failed during an alarm never
-		// comes back after the alarm (no queue holds it). Run it with
-		// CHANNELS_AMQP_ALARM=1 while the cause is looked for.
-		t.Skip("open defect: the retry after a memory alarm is lost on a broker that ran other tests; CHANNELS_AMQP_ALARM=1 runs it")
 	}
 	var restored atomic.Bool
 	restore := func() {
@@ -70,9 +62,6 @@ func TestSerialSettleFailureBlockedNotCounted(t *testing.T) {
 		DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlq},
 		Handler: func(_ context.Context, m *channels.Message) error {
 			if d, ok := m.Raw.(*amqp091.Delivery); ok {
-				t.Logf("DBG run attempt=%d redelivered=%v headers=%v", m.Attempt, d.Redelivered, d.Headers)
-			}
-			if d, ok := m.Raw.(*amqp091.Delivery); ok {
 				if _, ok := d.Headers["x-delivery-count"]; ok {
 					counted.Add(1)
 				}
@@ -85,11 +74,7 @@ func TestSerialSettleFailureBlockedNotCounted(t *testing.T) {
 			}
 			attempt2.Add(1)
 			return nil
-		}}}}, []chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(50 * time.Millisecond))},
-		channels.WithObserver(func(_ context.Context, e broker.Event) {
-			t.Logf("DBG event outcome=%v ran=%v deliveries=%d settleErr=%v attempt=%d", e.Outcome, e.Ran, e.Deliveries, e.SettleErr, e.Msg.Attempt)
-		}),
-		channels.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+		}}}}, []chamqp.Option{chamqp.WithReconnectBackoff(broker.ConstantBackoff(50 * time.Millisecond))})
 	snd, _ := startPlugin(t, nil, nil)
 	if err := snd.SendToChannel(context.Background(), ch, 1); err != nil {
 		t.Fatal(err)
@@ -105,15 +90,21 @@ func TestSerialSettleFailureBlockedNotCounted(t *testing.T) {
 		"no run while publishing is blocked", func() bool { return runs.Load() == 1 })
 	restore()
 	// After the alarm the retry copy goes through the quorum retry queue's
-	// at-least-once dead-lettering, which can take a while to resume on a
-	// broker that was just restarted (the serial phase restarts it first).
+	// at-least-once dead-lettering.
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := rabbitmqctl("list_queues", "name", "messages", "messages_unacknowledged")
 			t.Logf("queues:\n%s", out)
 		}
 	})
-	eventually(t, 90*time.Second, "the retry run", func() bool { return attempt2.Load() == 1 })
+	// The retry copy written during the alarm (its confirm never came) is
+	// read by RabbitMQ once the alarm ends, beside the one written by the
+	// run after the hand-back: attempt 2 may run twice (at least once, never
+	// lost). Both can land within one poll, so the check is ">= 1".
+	eventually(t, 30*time.Second, "the retry run", func() bool { return attempt2.Load() >= 1 })
+	if n := attempt2.Load(); n > 1 {
+		t.Logf("attempt 2 ran %d times: the unconfirmed retry copy came back too", n)
+	}
 	if n := counted.Load(); n != 0 {
 		t.Errorf("%d runs carried x-delivery-count: the message was requeued", n)
 	}
