@@ -2,6 +2,7 @@
 #
 #   make demo    run the quickstart on an embedded NATS JetStream (no setup; -adapter memory:// etc. with ARGS)
 #   make test    start the brokers, run unit tests and the e2e suite on every adapter
+#   make test-cluster  each clustered broker in turn (3 nodes): node-kill, rolling-restart, minority-partitioned
 #   make bench   each adapter side by side with its raw driver, Watermill and @moleculer/channels (bench-memory: per-message allocations)
 #   make lint    gofmt check + go vet
 #   make fuzz    fuzz every decoder of wire data for FUZZTIME each (fuzz-short: 5s each)
@@ -11,7 +12,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 
 -include scripts/make-services.mk
-.PHONY: all demo test unit lint fmt bench bench-quick bench-memory fuzz fuzz-short
+.PHONY: all demo test test-cluster unit lint fmt bench bench-quick bench-memory fuzz fuzz-short
 
 all: lint test
 
@@ -41,6 +42,22 @@ test: services interop-deps
 	CHANNELS_E2E_REQUIRE=1 CHANNELS_E2E_SERIAL=1 \
 		$(GO) test -race -count=1 -timeout 5m -run '^TestSerial' ./e2e/... || status=1; \
 	echo "== fault suite"; cat $(FAULT_REPORT) 2>/dev/null || echo "(no fault lines)"; \
+	exit $$status
+
+## test-cluster: for each profile of CLUSTERS in turn, bring its 3 nodes up (scripts/cluster.sh),
+## run the cluster fault scenarios on it (e2e/cluster), take it down. One cluster at a time (2 cores).
+CLUSTERS ?= redis-cluster-ha nats-cluster rabbitmq-cluster kafka-cluster
+
+test-cluster:
+	@status=0; for p in $(CLUSTERS); do \
+		echo "== cluster $$p"; \
+		if scripts/cluster.sh $$p up; then \
+			CHANNELS_E2E_REQUIRE=1 CHANNELS_CLUSTER=$$p CHANNELS_FAULT_REPORT=$(FAULT_REPORT).cluster \
+				$(GO) test -race -count=1 -timeout 12m ./e2e/cluster -run TestCluster -args -ginkgo.label-filter=cluster || status=1; \
+		else status=1; fi; \
+		scripts/cluster.sh $$p down || true; \
+	done; \
+	echo "== cluster fault lines"; cat $(FAULT_REPORT).cluster 2>/dev/null || echo "(none)"; rm -f $(FAULT_REPORT).cluster; \
 	exit $$status
 
 ## bench: the program in bench/ (a Go module of its own), brokers up as for test: for each adapter,

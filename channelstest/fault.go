@@ -63,4 +63,5 @@ func faults(tg Target) {
 	s.restarts()
 	s.stops()
 	s.hostiles()
+	s.clusters()
 }

@@ -77,6 +77,36 @@ type Target struct {
 	// SlowLink, when set, are the channel options (in place of
 	// ChannelOptions) of a member whose link has a round trip of 400 ms.
 	SlowLink []any
+	// Cluster, when set, describes a clustered broker: the cluster fault
+	// scenarios (node-kill, rolling-restart, minority-partitioned) run on it
+	// (fault_cluster.go). They stop and start its nodes, so a cluster target
+	// runs alone (make test-cluster, one profile at a time).
+	Cluster *Cluster
+}
+
+// Cluster are the hooks of a clustered broker's fault scenarios. Node
+// indexes run from 0 to Nodes-1.
+type Cluster struct {
+	// Nodes is the number of nodes.
+	Nodes int
+	// Leader returns the node that leads channel (its stream or queue
+	// leader, the leader of its first partition, the master of its slot)
+	// once the channel exists.
+	Leader func(ctx context.Context, channel string) (int, error)
+	// Kill kills node i at once (SIGKILL); Start starts it again, keeping
+	// its data, and returns once it serves and has rejoined the cluster.
+	Kill, Start func(ctx context.Context, i int) error
+	// Isolate cuts node i off from the other nodes (its clients still reach
+	// it); Heal joins it again and returns once the cluster is whole. Nil:
+	// no minority-partitioned scenario.
+	Isolate, Heal func(ctx context.Context, i int) error
+	// NewAdapterOn returns an adapter that reaches node i only (for the
+	// sends through an isolated node).
+	NewAdapterOn func(i int) (broker.Adapter, error)
+	// Lossy tells that an accepted send may be lost with a node under the
+	// target's settings (Redis' asynchronous replication): the scenarios
+	// then report what was lost instead of failing.
+	Lossy bool
 }
 
 // RawEntry is a message as a third-party producer may write it.
