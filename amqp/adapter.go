@@ -39,6 +39,9 @@ type Adapter struct {
 	pubChannels      int
 	noAssertExchange bool
 	reconnect        broker.Backoff
+	// mgmtURL is the management API of WithManagementURL ("" derives it
+	// from the AMQP URL).
+	mgmtURL string
 
 	idPrefix string
 	idSeq    atomic.Uint64

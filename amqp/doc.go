@@ -30,7 +30,7 @@
 // Adapter options: WithChannelOptions (queue, exchange and consumer
 // options for every channel), WithQueueType, WithTLS, WithConfig
 // (amqp091.Config: vhost, heartbeat, SASL...), WithPublisherChannels,
-// WithPublishAssertExchange, WithReconnectBackoff. A channel overrides the queue, exchange and consumer
+// WithPublishAssertExchange, WithReconnectBackoff, WithManagementURL. A channel overrides the queue, exchange and consumer
 // options field by field with a ChannelOptions value in its AdapterOptions;
 // a value of another type is an error (broker.ErrInvalidOption).
 //
@@ -48,6 +48,8 @@
 //	WithPublishAssertExchange           true                            declare a channel's exchange before its first send
 //	WithReconnectBackoff                100 ms doubling to 5 s          pace of reconnections and consumer resumptions;
 //	                                                                    reset once a connection lived StableAfter (10 s)
+//	WithManagementURL                   http://<AMQP host>:15672, the   management HTTP API that Channels asks
+//	                                    AMQP user and password
 //	heartbeat, dial timeout             DefaultHeartbeat (10 s),        connection liveness, one connection attempt
 //	                                    DefaultDialTimeout (30 s)
 //	retry queue lease (x-expires)       max(DefaultRetryQueueLease      an unused retry queue is deleted by RabbitMQ
@@ -375,10 +377,21 @@
 // topic exchange without one), and consumes it (at most TailPrefetch
 // messages unacknowledged) until its context ends; the queue goes with it.
 //
-// Channels lists only what this adapter subscribed to since New: AMQP
-// cannot list exchanges or the queues bound to them. Each channel has
-// Messages -1 and its groups with their Lag; each dead-letter queue of
-// those subscriptions is listed with the dead letters ready in it. A
-// process that subscribed nothing (a tool) gets an empty list; the
-// management UI or rabbitmqctl list_queues show the whole broker.
+// Channels asks the RabbitMQ management HTTP API (AMQP 0-9-1 cannot list
+// exchanges or queues): GET /api/exchanges, /api/queues and /api/bindings
+// of the connection's virtual host, each answer bounded by
+// MaxManagementResponse. Every exchange but the default one and the amq.*
+// ones is a channel, with Messages -1; its groups are the queues named
+// "<group>.<channel>" bound to it, with Lag = messages_ready and Pending =
+// messages_unacknowledged (counts the API refreshes every 5 s by
+// default). A dead-letter queue is listed through the fanout exchange
+// named like it, with Messages = its messages_ready. The API is taken to
+// be at http://<host>:15672 of the AMQP URL (https://<host>:15671 for
+// amqps://, each URL of a failover list in turn) with the AMQP user and
+// password; WithManagementURL sets another address (a node whose
+// management listener is not on 15672) or other credentials. An API that
+// does not answer or refuses the request (401, 403, 404) is an error
+// wrapping broker.ErrUnsupported that says to enable the
+// rabbitmq_management plugin or set WithManagementURL; no error shows a
+// password.
 package amqp

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/microchannels/channels/kit"
@@ -329,83 +328,4 @@ func (a *Adapter) Tail(ctx context.Context, channel string, fn func(*broker.Stor
 			}
 		}
 	}
-}
-
-// Channels lists the channels this adapter subscribed to since New (AMQP
-// cannot list exchanges, nor the queues bound to one) whose name starts
-// with prefix, each with Messages -1 (RabbitMQ stores messages per group
-// queue) and the groups this adapter subscribed with their Lag; and the
-// dead-letter queues of those subscriptions, each with Messages = the
-// dead letters ready in it (and the groups this adapter subscribed to it
-// as a channel). A process that subscribed nothing (a tool) gets an empty
-// list: the management UI or rabbitmqctl list_queues list the whole
-// broker. A queue deleted meanwhile is left out.
-func (a *Adapter) Channels(ctx context.Context, prefix string) ([]broker.ChannelInfo, error) {
-	l, err := a.liveOrErr()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := opCtxIfNone(ctx)
-	defer cancel()
-	a.groupsMu.Lock()
-	groups := map[string][]string{}
-	for channel, gs := range a.groups {
-		if strings.HasPrefix(channel, prefix) {
-			for g := range gs {
-				groups[channel] = append(groups[channel], g)
-			}
-			if groups[channel] == nil {
-				groups[channel] = []string{}
-			}
-		}
-	}
-	var dlqs []string
-	for name, isQueue := range a.deadLetters {
-		if isQueue && strings.HasPrefix(name, prefix) {
-			dlqs = append(dlqs, name)
-			if groups[name] == nil {
-				groups[name] = []string{}
-			}
-		}
-	}
-	a.groupsMu.Unlock()
-	out := make([]broker.ChannelInfo, 0, len(groups))
-	for channel, gs := range groups {
-		info := broker.ChannelInfo{Name: channel, Messages: -1}
-		if slices.Contains(dlqs, channel) {
-			n, err := queueMessages(ctx, l, channel)
-			switch {
-			case isCode(err, amqp091.NotFound):
-			case err != nil:
-				return nil, fmt.Errorf("channels/amqp: queue %q: %w", channel, err)
-			default:
-				info.Messages = n
-			}
-		}
-		slices.Sort(gs)
-		for _, g := range gs {
-			lag, err := a.Lag(ctx, channel, g)
-			if isCode(err, amqp091.NotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			info.Groups = append(info.Groups, broker.GroupInfo{Name: g, GroupLag: lag})
-		}
-		out = append(out, info)
-	}
-	slices.SortFunc(out, func(x, y broker.ChannelInfo) int { return strings.Compare(x.Name, y.Name) })
-	return out, nil
-}
-
-// queueMessages is the number of messages ready in queue.
-func queueMessages(ctx context.Context, l *live, queue string) (int64, error) {
-	var q amqp091.Queue
-	err := l.topo.withChannel(ctx, func(ch *amqp091.Channel) error {
-		var err error
-		q, err = ch.QueueDeclarePassive(queue, false, false, false, false, nil)
-		return err
-	})
-	return int64(q.Messages), err
 }

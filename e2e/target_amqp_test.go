@@ -22,10 +22,12 @@ import (
 
 func init() {
 	registerTarget(channelstest.Target{
-		Name:       "amqp",
-		NewAdapter: func() (broker.Adapter, error) { return amqpAdapters.track(amqp.New(brokerenv.AMQPURL())) },
-		Probe:      func() error { return brokerenv.Probe("amqp", brokerenv.PingAMQP) },
-		Processes:  true,
+		Name: "amqp",
+		NewAdapter: func() (broker.Adapter, error) {
+			return amqpAdapters.track(amqp.New(brokerenv.AMQPURL(), amqp.WithManagementURL(brokerenv.AMQPManagementURL())))
+		},
+		Probe:     func() error { return brokerenv.Probe("amqp", brokerenv.PingAMQP) },
+		Processes: true,
 		Linked: channelstest.LinkedURL(brokerenv.AMQPURL, "5672", func(u string) (broker.Adapter, error) {
 			return amqpAdapters.track(amqp.New(u))
 		}),

@@ -457,10 +457,15 @@ func (a *Adapter) Tail(ctx context.Context, channel string, fn func(*broker.Stor
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	recs := make(chan *broker.StoredMessage, 64)
 	errc := make(chan error, len(sp))
 	var wg sync.WaitGroup
+	// The readers stop when Tail returns (fn said stop, or a reader
+	// failed): end their context before waiting for them.
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	for _, s := range sp {
 		wg.Add(1)
 		go func() {
@@ -485,7 +490,6 @@ func (a *Adapter) Tail(ctx context.Context, channel string, fn func(*broker.Stor
 			}
 		}()
 	}
-	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():

@@ -7,7 +7,7 @@
 #   scripts/services.sh restart NAME...    stop and start again, keeping the data
 #
 # NAME: redis, redis-cluster, rabbitmq, nats, kafka (default: all).
-# Ports: redis 6379, cluster 7001-7003, rabbitmq 5672 (dist 25672, epmd 4369), nats 4222
+# Ports: redis 6379, cluster 7001-7003, rabbitmq 5672 (management 15672, dist 25672, epmd 4369), nats 4222
 # (monitoring 8222), kafka 9092 (controller 9093). State, data, logs, pids and the Kafka jars
 # live under .services/ at the repository root. Idempotent: running `up` twice reuses what runs.
 # A broker found answering on its port (started by hand, by Docker, by an earlier run) is reused
@@ -140,8 +140,11 @@ log.console = false
 log.file.level = warning
 vm_memory_high_watermark.relative = 0.3
 disk_free_limit.absolute = 50MB
+management.tcp.ip = 127.0.0.1
+management.tcp.port = 15672
 EOF
-  echo '[].' >"$RABBITMQ_ENABLED_PLUGINS_FILE"
+  # The management HTTP API lists exchanges and queues (amqp.Adapter.Channels).
+  echo '[rabbitmq_management].' >"$RABBITMQ_ENABLED_PLUGINS_FILE"
   if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$STATE/rabbitmq"; fi
   # epmd (Erlang port mapper) on loopback, with a pid file so `down` can stop it again.
   if ! port_open 4369; then

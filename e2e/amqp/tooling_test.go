@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +29,7 @@ import (
 // operations tooling uses one.
 func toolAdapter(t *testing.T, opts ...chamqp.Option) *chamqp.Adapter {
 	t.Helper()
+	opts = append([]chamqp.Option{chamqp.WithManagementURL(brokerenv.AMQPManagementURL())}, opts...)
 	a, err := chamqp.New(brokerenv.AMQPURL(), opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -352,40 +357,162 @@ func TestToolingTail(t *testing.T) {
 	})
 }
 
-// TestToolingChannels: the adapter lists the channels and dead-letter
-// queues it subscribed to, with the groups' lag and the dead letters held;
-// a tool that subscribed nothing lists nothing.
-func TestToolingChannels(t *testing.T) {
-	needAMQP(t)
-	ch, dlq, _, a := deadLettered(t, 2)
-	list, err := a.Channels(context.Background(), "tool.")
+// managementURL is the management API of the test RabbitMQ: the
+// adapter's default (port 15672 of the AMQP URL's host) unless
+// CHANNELS_AMQP_MANAGEMENT_URL says otherwise; no user info.
+func managementURL(t *testing.T) string {
+	t.Helper()
+	if u := brokerenv.AMQPManagementURL(); u != "" {
+		return u
+	}
+	u, err := url.Parse(brokerenv.AMQPURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var found []string
-	for _, c := range list {
-		switch c.Name {
-		case ch:
-			found = append(found, c.Name)
-			if c.Messages != -1 || len(c.Groups) != 1 || c.Groups[0].Name != "g" || c.Groups[0].Lag != 0 {
-				t.Errorf("channel %+v", c)
-			}
-		case dlq:
-			found = append(found, c.Name)
-			if c.Messages != 2 {
-				t.Errorf("dead-letter queue %+v", c)
-			}
+	return "http://" + net.JoinHostPort(u.Hostname(), strconv.Itoa(chamqp.DefaultManagementPort))
+}
+
+// needManagement fails (CHANNELS_E2E_REQUIRE=1) or skips the test when the
+// management API of the test RabbitMQ does not answer.
+func needManagement(t *testing.T) {
+	t.Helper()
+	needAMQP(t)
+	base := managementURL(t)
+	brokerenv.Need(t, "rabbitmq management API at "+base, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/api/overview", nil)
+		if err != nil {
+			return err
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized && res.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /api/overview: %s", res.Status)
+		}
+		return nil
+	})
+}
+
+// TestToolingChannels: a tool that subscribed nothing lists, from the
+// management API, the channels of the plugin (with their groups) and the
+// dead-letter queues (with the dead letters they hold and the groups
+// reading them as a channel), and a group queue's ready and unacknowledged
+// messages as its Lag and Pending; only names with the prefix, sorted.
+func TestToolingChannels(t *testing.T) {
+	needManagement(t)
+	ch, dlq, _, _ := deadLettered(t, 2)
+
+	// A group queue declared by hand ("<group>.<channel>" bound to the
+	// channel's exchange) holding 3 messages, one of them taken and not
+	// acknowledged.
+	lagCh := unique("tool.lag")
+	cleanup(t, []string{"h." + lagCh}, []string{lagCh})
+	raw := rawChannel(t, rawConn(t))
+	if err := raw.ExchangeDeclare(lagCh, "fanout", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.QueueDeclare("h."+lagCh, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.QueueBind("h."+lagCh, "", lagCh, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := raw.PublishWithContext(context.Background(), lagCh, "", false, false, amqp091.Publishing{Body: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if len(found) != 2 || !slices.IsSortedFunc(list, func(x, y broker.ChannelInfo) int { return strings.Compare(x.Name, y.Name) }) {
-		t.Fatalf("listed %+v", list)
+	eventually(t, 10*time.Second, "the messages in the queue", func() bool { return queueLen(t, "h."+lagCh) == 3 })
+	if _, ok, err := raw.Get("h."+lagCh, false); err != nil || !ok {
+		t.Fatalf("basic.get: %v %v", ok, err)
 	}
-	if list, err := a.Channels(context.Background(), "no.such.prefix."); err != nil || len(list) != 0 {
+
+	tool := toolAdapter(t)
+	var list []broker.ChannelInfo
+	byName := func() map[string]broker.ChannelInfo {
+		out := map[string]broker.ChannelInfo{}
+		for _, c := range list {
+			out[c.Name] = c
+		}
+		return out
+	}
+	group := func(name string, lag, pending int64) broker.GroupInfo {
+		return broker.GroupInfo{Name: name, GroupLag: broker.GroupLag{Lag: lag, Pending: pending}}
+	}
+	// The management API refreshes its counts every few seconds.
+	eventually(t, 30*time.Second, "the channels listed with their counts", func() bool {
+		var err error
+		if list, err = tool.Channels(context.Background(), "tool."); err != nil {
+			t.Fatal(err)
+		}
+		m := byName()
+		return reflect.DeepEqual(m[ch], broker.ChannelInfo{Name: ch, Messages: -1, Groups: []broker.GroupInfo{group("g", 0, 0)}}) &&
+			reflect.DeepEqual(m[dlq], broker.ChannelInfo{Name: dlq, Messages: 2, Groups: []broker.GroupInfo{group("reader", 0, 0)}}) &&
+			reflect.DeepEqual(m[lagCh], broker.ChannelInfo{Name: lagCh, Messages: -1, Groups: []broker.GroupInfo{group("h", 2, 1)}})
+	})
+	for _, c := range list {
+		if !strings.HasPrefix(c.Name, "tool.") {
+			t.Errorf("listed %q", c.Name)
+		}
+	}
+	if !slices.IsSortedFunc(list, func(x, y broker.ChannelInfo) int { return strings.Compare(x.Name, y.Name) }) {
+		t.Errorf("not sorted: %+v", list)
+	}
+	if list, err := tool.Channels(context.Background(), "no.such.prefix."); err != nil || len(list) != 0 {
 		t.Fatalf("prefix: %+v %v", list, err)
 	}
-	if list, err := toolAdapter(t).Channels(context.Background(), ""); err != nil || len(list) != 0 {
-		t.Fatalf("tool adapter: %+v %v", list, err)
+	all, err := tool.Channels(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
 	}
+	for _, c := range all {
+		if c.Name == "" || strings.HasPrefix(c.Name, "amq.") {
+			t.Errorf("listed %q", c.Name)
+		}
+	}
+}
+
+// TestToolingChannelsWithoutManagement: a management API that does not
+// answer, or refuses the credentials, is broker.ErrUnsupported with the
+// way to enable it, and no error shows the password.
+func TestToolingChannelsWithoutManagement(t *testing.T) {
+	needAMQP(t)
+	const secret = "s3cret-pw"
+	check := func(what string, a *chamqp.Adapter) {
+		t.Helper()
+		_, err := a.Channels(context.Background(), "")
+		if !errors.Is(err, broker.ErrUnsupported) {
+			t.Fatalf("%s: %v, want ErrUnsupported", what, err)
+		}
+		for _, hint := range []string{"rabbitmq_management", "WithManagementURL"} {
+			if !strings.Contains(err.Error(), hint) {
+				t.Errorf("%s: %q does not say %s", what, err, hint)
+			}
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: %q shows the password", what, err)
+		}
+	}
+	// Nothing listens on port 1.
+	check("unreachable", toolAdapter(t, chamqp.WithManagementURL("http://ops:"+secret+"@127.0.0.1:1")))
+	if strings.Contains(toolAdapter(t, chamqp.WithManagementURL("http://ops:"+secret+"@127.0.0.1:1")).String(), secret) {
+		t.Error("String shows the password")
+	}
+	if _, err := chamqp.New(brokerenv.AMQPURL(), chamqp.WithManagementURL("ftp://ops:"+secret+"@127.0.0.1:1")); !errors.Is(err, broker.ErrInvalidOption) ||
+		strings.Contains(err.Error(), secret) {
+		t.Errorf("ftp URL: %v", err)
+	}
+	needManagement(t)
+	u, err := url.Parse(managementURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword("guest", secret)
+	check("wrong password", toolAdapter(t, chamqp.WithManagementURL(u.String())))
 }
 
 // publishToQueue publishes one message straight to queue (default

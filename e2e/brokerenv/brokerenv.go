@@ -7,6 +7,7 @@
 //	CHANNELS_REDIS_URL      redis://127.0.0.1:6379/0
 //	CHANNELS_REDIS_CLUSTER  127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
 //	CHANNELS_AMQP_URL       amqp://guest:guest@127.0.0.1:5672/
+//	CHANNELS_AMQP_MANAGEMENT_URL  (empty: http://<host of the AMQP URL>:15672)
 //	CHANNELS_NATS_URL       nats://127.0.0.1:4222
 //	CHANNELS_KAFKA_BROKERS  127.0.0.1:9092
 package brokerenv
@@ -53,6 +54,11 @@ func RedisClusterAddrs() []string {
 
 // AMQPURL is the RabbitMQ URL.
 func AMQPURL() string { return env("CHANNELS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/") }
+
+// AMQPManagementURL is the RabbitMQ management HTTP API, for
+// amqp.WithManagementURL: empty (the adapter's default, port 15672 of the
+// AMQP URL's host) unless CHANNELS_AMQP_MANAGEMENT_URL is set.
+func AMQPManagementURL() string { return os.Getenv("CHANNELS_AMQP_MANAGEMENT_URL") }
 
 // NATSURL is the NATS URL.
 func NATSURL() string { return env("CHANNELS_NATS_URL", "nats://127.0.0.1:4222") }

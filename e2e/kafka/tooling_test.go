@@ -278,6 +278,50 @@ func TestToolingTail(t *testing.T) {
 	}
 }
 
+// TestToolingTailStops: a tail whose callback says stop returns at once,
+// its context still open (its partition readers end with it).
+func TestToolingTailStops(t *testing.T) {
+	needKafka(t)
+	ch := unique("tool.tailstop")
+	deleteTopics(t, ch)
+	p := startPlugin(t, &service{Name: "svc", Channels: channels.Channels{ch: {Group: "g",
+		Handler: func(context.Context, *channels.Message) error { return nil }, AdapterOptions: []any{timings}}}})
+	tool := toolAdapter(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	seen := make(chan *broker.StoredMessage, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- tool.Tail(ctx, ch, func(m *broker.StoredMessage) bool {
+			seen <- m
+			return false
+		})
+	}()
+	var got *broker.StoredMessage
+	eventually(t, 20*time.Second, "the tail saw a message", func() bool {
+		if err := p.SendToChannel(context.Background(), ch, "probe"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got = <-seen:
+			return true
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	})
+	if got.Channel != ch || string(got.Payload) != `"probe"` {
+		t.Errorf("tailed %+v", got)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("tail returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tail did not return after its callback said stop")
+	}
+}
+
 // TestToolingChannels: topics are listed by prefix with the records they
 // hold and their groups' lag; the removal markers are not channels.
 func TestToolingChannels(t *testing.T) {
