@@ -16,6 +16,14 @@ type PublishOptions struct {
 	Raw bool
 	// AdapterOptions holds typed send options of adapter packages.
 	AdapterOptions []any
+	// Routed asks the adapter to refuse, with an error wrapping ErrPublish
+	// and ErrNotFound, a send that no queue or stream would keep, where the
+	// broker can tell (RabbitMQ: mandatory publish, returned unroutable;
+	// JetStream: no stream stores the subject). Brokers that store every
+	// accepted send in the channel itself (Redis, Kafka) need nothing. The
+	// operations tooling sets it on the copies it sends before removing a
+	// dead letter.
+	Routed bool
 }
 
 // PublishOption changes one send.
