@@ -114,10 +114,10 @@ func New(opts ...Option) (*Plugin, error) {
 		return nil, invalid("metrics: %v", err)
 	}
 	p.tel = tel
-	send := hooks.ChainSend(tel.send(p.adapter.Name(), p.send0), o.interceptors)
+	send := hooks.ChainSend(tel.send(p.adapter.Name(), o.namespace, p.send0), o.interceptors)
 	p.send.Store(&send)
 	if hooks.BatchCapable(o.interceptors) {
-		p.sendBatch = hooks.ChainSendBatch(tel.sendBatch(p.adapter.Name(), p.sendBatch0), o.interceptors)
+		p.sendBatch = hooks.ChainSendBatch(tel.sendBatch(p.adapter.Name(), o.namespace, p.sendBatch0), o.interceptors)
 	}
 	return p, nil
 }
