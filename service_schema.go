@@ -55,7 +55,8 @@ type Channel struct {
 	// prefix); the same character rules apply.
 	Name string
 	// Group is the consumer group; the default is the service full name
-	// ("v2.payments", or "payments" without a version).
+	// ("v2.payments", or "payments" without a version). The character rules
+	// of channel names apply (Register refuses others).
 	Group string
 	// MaxInFlight bounds concurrently running handlers of this channel on
 	// this node (0 = plugin default, 1 unless changed).
@@ -70,15 +71,17 @@ type Channel struct {
 	// runs that never ended (the consumer was killed) together: a message
 	// that keeps crashing its consumers is dead-lettered (or dropped) with
 	// broker.ErrMaxDeliveries once over it. 0 = MaxRetries + 1 +
-	// broker.DefaultExtraDeliveries (5); otherwise at least MaxRetries + 1.
+	// broker.DefaultExtraDeliveries (5); otherwise at least MaxRetries + 1
+	// (Register refuses less).
 	MaxDeliveries int
 	// DeadLettering overrides the plugin's dead-letter settings.
 	DeadLettering *DeadLettering
 	// Handler processes the messages.
 	Handler Handler
 	// AdapterOptions holds typed options of the adapter in use (for example
-	// redis.ChannelOptions); a value of another adapter's type fails Start
-	// with ErrInvalidOption.
+	// redis.ChannelOptions); a value of another adapter's type, or a bad
+	// value, fails Register with ErrInvalidOption (an adapter that is not a
+	// broker.ChannelChecker reports it at Start).
 	AdapterOptions []any
 }
 
@@ -287,6 +290,9 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 		if group == "" {
 			group = full
 		}
+		if err := checkName("group", group); err != nil {
+			return nil, fmt.Errorf("%s.%s[%q]: %w", s.ptr.Elem().Type(), p.o.schemaProperty, key, err)
+		}
 		mif := decl.MaxInFlight
 		if mif == 0 {
 			mif = p.o.maxInFlight
@@ -333,7 +339,7 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 		bc.Handler = r.entry
 		bc.Observer = p.tel.observer(bc, p.adapterName())
 		if err := bc.Validate(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s.%s[%q]: %w", s.ptr.Elem().Type(), p.o.schemaProperty, key, err)
 		}
 		out = append(out, r)
 	}

@@ -183,11 +183,8 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
-	opts, err := kit.PrepareChannel(ch, "jetstream", a.chopts, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	opts, err := a.prepare(ch)
 	if err != nil {
-		return nil, err
-	}
-	if err := opts.checkMaxDeliver(ch); err != nil {
 		return nil, err
 	}
 	stream, err := ensureStream(ctx, c.js, ch.Name, opts.Stream)
@@ -356,4 +353,25 @@ func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
 		errs = append(errs, fmt.Errorf("channels/jetstream: remove %q: failure records: %w", channel, err))
 	}
 	return errors.Join(errs...)
+}
+
+// prepare validates ch and resolves its options, without the server.
+func (a *Adapter) prepare(ch *broker.Channel) (ChannelOptions, error) {
+	opts, err := kit.PrepareChannel(ch, "jetstream", a.chopts, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	if err != nil {
+		return opts, err
+	}
+	if err := opts.checkMaxDeliver(ch); err != nil {
+		return opts, err
+	}
+	return opts, nil
+}
+
+// CheckChannel validates a channel declaration without a connection
+// (broker.ChannelChecker): what Subscribe checks before it creates the
+// stream and the consumer.
+func (a *Adapter) CheckChannel(ch *broker.Channel) error {
+	c := *ch
+	_, err := a.prepare(&c)
+	return err
 }

@@ -340,7 +340,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
-	opts, err := kit.PrepareChannel(ch, "kafka", a.chopts, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	opts, err := a.prepare(ch)
 	if err != nil {
 		return nil, err
 	}
@@ -382,4 +382,18 @@ func (a *Adapter) Close(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// prepare validates ch and resolves its options, without the brokers.
+func (a *Adapter) prepare(ch *broker.Channel) (ChannelOptions, error) {
+	return kit.PrepareChannel(ch, "kafka", a.chopts, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+}
+
+// CheckChannel validates a channel declaration without a connection
+// (broker.ChannelChecker): what Subscribe checks before it creates the
+// topic and joins the group.
+func (a *Adapter) CheckChannel(ch *broker.Channel) error {
+	c := *ch
+	_, err := a.prepare(&c)
+	return err
 }

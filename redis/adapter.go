@@ -277,7 +277,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err := a.state.Check(); err != nil {
 		return nil, err
 	}
-	opts, err := kit.PrepareChannel(ch, "redis", a.consumer, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	opts, err := a.prepare(ch)
 	if err != nil {
 		return nil, err
 	}
@@ -291,6 +291,19 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	s := newSubscription(a, c, ser, ch, opts)
 	a.subs.Add(s)
 	return s, nil
+}
+
+// prepare validates ch and resolves its options, without the server.
+func (a *Adapter) prepare(ch *broker.Channel) (ChannelOptions, error) {
+	return kit.PrepareChannel(ch, "redis", a.consumer, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+}
+
+// CheckChannel validates a channel declaration without a connection
+// (broker.ChannelChecker): what Subscribe checks before it creates the group.
+func (a *Adapter) CheckChannel(ch *broker.Channel) error {
+	c := *ch
+	_, err := a.prepare(&c)
+	return err
 }
 
 func isBusyGroup(err error) bool {
