@@ -5,9 +5,12 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/microchannels/channels"
+	"github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/jetstream"
 	"github.com/microchannels/channels/kafka"
 	"github.com/microchannels/channels/memory"
 	"github.com/microchannels/channels/redis"
@@ -71,4 +74,63 @@ func TestDeclarationErrorsAtRegister(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestStartPositionDeclarations: a portable start position is checked at
+// Register against the adapter: refused where the broker cannot honour it
+// (*UnsupportedError), refused when the channel's own adapter option says
+// otherwise (*ConflictError), accepted when they agree.
+func TestStartPositionDeclarations(t *testing.T) {
+	noop := func(context.Context, *channels.Message) error { return nil }
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	must := func(a broker.Adapter, err error) broker.Adapter {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	rds := must(redis.New("redis://127.0.0.1:1"))
+	kfk := must(kafka.New("kafka://127.0.0.1:1"))
+	nts := must(jetstream.New("nats://127.0.0.1:1"))
+	rmq := must(amqp.New("amqp://guest:guest@127.0.0.1:1/"))
+	tests := []struct {
+		name    string
+		adapter broker.Adapter
+		start   channels.StartPosition
+		opts    []any
+		want    any // nil, **UnsupportedError or **ConflictError
+	}{
+		{"amqp oldest", rmq, channels.StartOldest, nil, new(*channels.UnsupportedError)},
+		{"amqp at", rmq, channels.StartAt(at), nil, new(*channels.UnsupportedError)},
+		{"amqp newest", rmq, channels.StartNewest, nil, nil},
+		{"redis StartID against oldest", rds, channels.StartOldest, []any{redis.ChannelOptions{StartID: "$"}}, new(*channels.ConflictError)},
+		{"redis StartID agreeing", rds, channels.StartOldest, []any{redis.ChannelOptions{StartID: "0"}}, nil},
+		{"kafka FromBeginning against newest", kfk, channels.StartNewest, []any{kafka.ChannelOptions{FromBeginning: true}}, new(*channels.ConflictError)},
+		{"kafka FromBeginning agreeing", kfk, channels.StartOldest, []any{kafka.ChannelOptions{FromBeginning: true}}, nil},
+		{"jetstream DeliverPolicy against a time", nts, channels.StartAt(at), []any{jetstream.ChannelOptions{DeliverPolicy: jetstream.DeliverAll}}, new(*channels.ConflictError)},
+		{"jetstream another time", nts, channels.StartAt(at), []any{jetstream.ChannelOptions{DeliverPolicy: jetstream.DeliverByStartTime, StartTime: at.Add(time.Second)}}, new(*channels.ConflictError)},
+		{"jetstream agreeing", nts, channels.StartAt(at), []any{jetstream.ChannelOptions{DeliverPolicy: jetstream.DeliverByStartTime, StartTime: at}}, nil},
+		{"a time without a time", rds, channels.StartPosition{From: broker.FromTime}, nil, new(error)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := channels.New(channels.WithAdapter(tt.adapter))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = p.Register(&svc{Name: "s", Channels: channels.Channels{"c": {Start: tt.start, Handler: noop, AdapterOptions: tt.opts}}})
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Register = %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, channels.ErrInvalidOption) || !errors.As(err, tt.want) {
+				t.Fatalf("Register = %v, want %T", err, tt.want)
+			}
+			if _, unsupported := tt.want.(**channels.UnsupportedError); unsupported && !errors.Is(err, channels.ErrUnsupported) {
+				t.Fatalf("Register = %v, want it to wrap ErrUnsupported", err)
+			}
+		})
+	}
 }

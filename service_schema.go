@@ -76,6 +76,12 @@ type Channel struct {
 	MaxDeliveries int
 	// DeadLettering overrides the plugin's dead-letter settings.
 	DeadLettering *DeadLettering
+	// Start is where the group starts reading when it is created:
+	// StartNewest, StartOldest or StartAt(t); the zero value leaves it to
+	// the adapter (its own option, else the newest messages). A group that
+	// exists keeps its position. An adapter that cannot honour it fails
+	// Register with an error wrapping ErrUnsupported (see docs/portable.md).
+	Start StartPosition
 	// Handler processes the messages.
 	Handler Handler
 	// AdapterOptions holds typed options of the adapter in use (for example
@@ -324,6 +330,7 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 			ConsumerName: p.consumerName(full, chName),
 			MaxInFlight:  mif,
 			Retry:        broker.RetryPolicy{MaxRetries: retries, Backoff: backoff, MaxDeliveries: decl.MaxDeliveries},
+			Start:        decl.Start,
 			DeadLetter: broker.DeadLetterPolicy{Enabled: dl.Enabled,
 				Queue: prefixed(p.o.namespace, dl.QueueName), Exchange: prefixed(p.o.namespace, dl.ExchangeName),
 				RefusalWindow: dl.RefusalWindow},

@@ -29,6 +29,12 @@ func (a *Adapter) prepareChannel(ch *broker.Channel) (ChannelOptions, groupQueue
 	if err != nil {
 		return opts, groupQueue{}, err
 	}
+	if f := ch.Start.From; f == broker.FromOldest || f == broker.FromTime {
+		// A group is a queue bound to the channel's exchange: it holds
+		// what is routed to it after the binding, and nothing of before.
+		return opts, groupQueue{}, &broker.UnsupportedError{Adapter: a.Name(), Channel: ch.Name, Setting: "start position " + ch.Start.String(),
+			Reason: "a RabbitMQ queue receives only the messages routed after it is bound (StartNewest, the default, is what a new group gets)"}
+	}
 	// The dead-letter queue takes the adapter-wide queue options, then its own.
 	opts.DeadLetterQueue = kit.Overlay(a.chanOpts.Queue, opts.DeadLetterQueue)
 	opts = opts.withDefaults()

@@ -364,7 +364,35 @@ func (a *Adapter) prepare(ch *broker.Channel) (ChannelOptions, error) {
 	if err := opts.checkMaxDeliver(ch); err != nil {
 		return opts, err
 	}
+	if ch.Start.IsSet() {
+		p, t := deliverPolicyOf(ch.Start)
+		co, ok := kit.Option[ChannelOptions](ch)
+		switch {
+		case ok && co.DeliverPolicy != deliverUnset && (co.DeliverPolicy != p || p == DeliverByStartTime && !co.StartTime.Equal(t)):
+			return opts, &broker.ConflictError{Adapter: a.Name(), Channel: ch.Name, Portable: "Start " + ch.Start.String(),
+				Specific: fmt.Sprintf("jetstream.ChannelOptions.DeliverPolicy %d", co.DeliverPolicy)}
+		case ok && co.DeliverPolicy != deliverUnset:
+			// The channel's own equal policy stands, checked as given.
+		default:
+			// The portable position replaces the adapter-wide policy, and
+			// like every start position leaves an existing group where it is.
+			opts.DeliverPolicy, opts.StartSequence, opts.StartTime = deliverUnset, 0, time.Time{}
+			opts.portable, opts.portableTime = p, t
+		}
+	}
 	return opts, nil
+}
+
+// deliverPolicyOf maps a portable start position: DeliverNew for the
+// newest, DeliverAll for the oldest, DeliverByStartTime for a time.
+func deliverPolicyOf(p broker.StartPosition) (DeliverPolicy, time.Time) {
+	switch p.From {
+	case broker.FromOldest:
+		return DeliverAll, time.Time{}
+	case broker.FromTime:
+		return DeliverByStartTime, p.Time
+	}
+	return DeliverNew, time.Time{}
 }
 
 // CheckChannel validates a channel declaration without a connection

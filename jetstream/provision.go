@@ -197,6 +197,9 @@ func diffField(have, want any) string {
 // by the user (zero: not set) and the existing consumer, if any.
 func consumerConfig(durable, subject string, o ChannelOptions, maxInFlight int, have *js.ConsumerConfig) (js.ConsumerConfig, error) {
 	if have == nil {
+		if o.DeliverPolicy == deliverUnset && o.portable != deliverUnset {
+			o.DeliverPolicy, o.StartTime = o.portable, o.portableTime
+		}
 		cfg := js.ConsumerConfig{
 			Durable:       durable,
 			Description:   "channels: group " + durable + " of " + subject,

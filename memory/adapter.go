@@ -126,7 +126,11 @@ func (a *Adapter) Subscribe(_ context.Context, ch *broker.Channel) (broker.Subsc
 	if err := prepare(ch); err != nil {
 		return nil, err
 	}
-	s := &subscription{Consumer: kit.NewConsumer(ch), a: a, g: a.bus.groupFor(ch.Name, ch.Group)}
+	g, err := a.bus.groupFor(ch.Name, ch.Group, ch.Start, ch.Now())
+	if err != nil {
+		return nil, err
+	}
+	s := &subscription{Consumer: kit.NewConsumer(ch), a: a, g: g}
 	a.subs.Add(s)
 	return s, nil
 }
