@@ -23,6 +23,11 @@ func WithHeader(k, v string) SendOption { return broker.WithHeader(k, v) }
 // "x-" are used by context propagation and retries.
 func WithHeaders(h map[string]string) SendOption { return broker.WithHeaders(h) }
 
+// WithKey gives a send a message key, carried on every broker and used by
+// Kafka as the record key (order per key); see broker.WithKey and
+// docs/portable.md.
+func WithKey(key string) SendOption { return broker.WithKey(key) }
+
 // WithRaw sends a []byte or string payload as it is, without serializing.
 func WithRaw() SendOption { return broker.WithRaw() }
 

@@ -90,15 +90,23 @@ type UnsupportedError struct {
 }
 
 func (e *UnsupportedError) Error() string {
-	return fmt.Sprintf("channels: %s adapter, channel %q: %s is not supported: %s", e.Adapter, e.Channel, e.Setting, e.Reason)
+	return fmt.Sprintf("channels: %s adapter%s: %s is not supported: %s", e.Adapter, onChannel(e.Channel), e.Setting, e.Reason)
+}
+
+func onChannel(ch string) string {
+	if ch == "" {
+		return ""
+	}
+	return fmt.Sprintf(", channel %q", ch)
 }
 
 // Unwrap returns ErrUnsupported and ErrInvalidOption.
 func (e *UnsupportedError) Unwrap() []error { return []error{ErrUnsupported, ErrInvalidOption} }
 
 // ConflictError is a portable declaration contradicted by an adapter
-// option given explicitly for the same channel (Channel.Start StartOldest
-// and redis.ChannelOptions{StartID: "$"}). It wraps ErrInvalidOption.
+// option given explicitly for the same channel or send (Channel.Start
+// StartOldest and redis.ChannelOptions{StartID: "$"}; WithKey and another
+// kafka.SendOptions.Key). It wraps ErrInvalidOption.
 type ConflictError struct {
 	Adapter, Channel string
 	// Portable is the portable declaration, Specific the adapter option.
@@ -106,7 +114,7 @@ type ConflictError struct {
 }
 
 func (e *ConflictError) Error() string {
-	return fmt.Sprintf("channels: %s adapter, channel %q: %s conflicts with %s: give one of them", e.Adapter, e.Channel, e.Portable, e.Specific)
+	return fmt.Sprintf("channels: %s adapter%s: %s conflicts with %s: give one of them", e.Adapter, onChannel(e.Channel), e.Portable, e.Specific)
 }
 
 // Unwrap returns ErrInvalidOption.

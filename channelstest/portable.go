@@ -125,3 +125,43 @@ func startWith(t *testing.T, newAdapter func() (broker.Adapter, error), schema a
 	}
 	return StartPlugin(t, a, schema)
 }
+
+// KeyCarried checks the portable message key on an adapter made by
+// newAdapter: messages sent with channels.WithKey reach a group of one
+// member running one handler at a time in the order they were sent, each
+// with its key (Message.Key), and an empty key is refused.
+func KeyCarried(t *testing.T, newAdapter func() (broker.Adapter, error)) {
+	t.Helper()
+	ctx := context.Background()
+	ch := Unique("portable.key")
+	sender := startWith(t, newAdapter, nil)
+	if rm, ok := sender.Adapter().(broker.ChannelRemover); ok {
+		t.Cleanup(func() { // after the consumer stopped
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = rm.RemoveChannel(ctx, ch)
+		})
+	}
+	rec := &Recorder{}
+	startWith(t, newAdapter, &Service{Name: "portable", Channels: channels.Channels{ch: {
+		Group: Unique("portable-group"), MaxInFlight: 1, Handler: rec.Handle}}})
+	if err := sender.SendToChannel(ctx, ch, 0, channels.WithKey("")); !errors.Is(err, channels.ErrInvalidOption) {
+		t.Fatalf("send with an empty key = %v, want ErrInvalidOption", err)
+	}
+	const n = 10
+	for i := range n {
+		if err := sender.SendToChannel(ctx, ch, i, channels.WithKey(fmt.Sprintf("k%d", i%2))); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	EventuallyTrue(t, 30*time.Second, "every keyed message is handled", func() bool { return rec.Count() >= n })
+	for i, m := range rec.All() {
+		var got int
+		if err := m.Decode(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != i || m.Key() != fmt.Sprintf("k%d", i%2) {
+			t.Fatalf("message %d: payload %d, key %q; want %d with key k%d", i, got, m.Key(), i, i%2)
+		}
+	}
+}

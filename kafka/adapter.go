@@ -263,6 +263,14 @@ func prepare(out *broker.Outgoing) (SendOptions, error) {
 		return SendOptions{}, err
 	}
 	so, _ := sendOptions(out.Options.AdapterOptions)
+	if k := out.Options.Key; k != "" {
+		// The portable key is the record key; a different kafka key conflicts.
+		if so.Key != nil && string(so.Key) != k {
+			return so, &broker.ConflictError{Adapter: "Kafka", Portable: fmt.Sprintf("WithKey(%q)", k),
+				Specific: fmt.Sprintf("kafka.SendOptions.Key %q", so.Key)}
+		}
+		so.Key = []byte(k)
+	}
 	return so, so.validate()
 }
 

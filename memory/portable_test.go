@@ -85,3 +85,9 @@ func TestStartAtInTheFuture(t *testing.T) {
 		t.Fatalf("the later group got %d (%v), want 2", n, err)
 	}
 }
+
+// TestKeyCarried: the portable key travels with the message.
+func TestKeyCarried(t *testing.T) {
+	bus := memory.NewBus()
+	channelstest.KeyCarried(t, func() (broker.Adapter, error) { return memory.New(memory.WithBus(bus)), nil })
+}

@@ -23,3 +23,10 @@ func TestPortableStartPositions(t *testing.T) {
 		channelstest.StartPositionRefused(t, newAdapter, start)
 	}
 }
+
+// TestPortableKey: a keyed message keeps its key (one queue per group
+// keeps the send order).
+func TestPortableKey(t *testing.T) {
+	needAMQP(t)
+	channelstest.KeyCarried(t, func() (broker.Adapter, error) { return chamqp.New(brokerenv.AMQPURL()) })
+}

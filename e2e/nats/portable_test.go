@@ -17,3 +17,12 @@ func TestPortableStartPositions(t *testing.T) {
 		return jetstream.New(natsURL(), jetstream.WithChannelOptions(timings))
 	})
 }
+
+// TestPortableKey: a keyed message keeps its key (one stream per channel
+// keeps the send order).
+func TestPortableKey(t *testing.T) {
+	needNATS(t)
+	channelstest.KeyCarried(t, func() (broker.Adapter, error) {
+		return jetstream.New(natsURL(), jetstream.WithChannelOptions(timings))
+	})
+}

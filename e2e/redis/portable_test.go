@@ -15,3 +15,10 @@ func TestPortableStartPositions(t *testing.T) {
 	needRedis(t)
 	channelstest.StartPositions(t, func() (broker.Adapter, error) { return redis.New(redisURL()) })
 }
+
+// TestPortableKey: a keyed message keeps its key (one stream per channel
+// keeps the send order).
+func TestPortableKey(t *testing.T) {
+	needRedis(t)
+	channelstest.KeyCarried(t, func() (broker.Adapter, error) { return redis.New(redisURL()) })
+}
