@@ -175,7 +175,7 @@ func (p *Plugin) checkDeclared(s *schema) error {
 	if s.name == "" && svc == "" {
 		svc = "service"
 	}
-	rs, err := p.resolve(s, svc, ver)
+	rs, err := p.resolveWith(s, svc, ver, false)
 	if err != nil {
 		return err
 	}

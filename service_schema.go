@@ -275,8 +275,15 @@ type resolved struct {
 	entry   broker.Handler // context wrapper + interceptors + user handler
 }
 
-// resolve computes names and policies of every channel of a schema.
+// resolve computes names and policies of every channel of a schema, and
+// composes their handlers.
 func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, error) {
+	return p.resolveWith(s, svcName, svcVersion, true)
+}
+
+// resolveWith is resolve; without compose the channels get the declared
+// handler as it is (for checking a declaration: no interceptor is called).
+func (p *Plugin) resolveWith(s *schema, svcName, svcVersion string, compose bool) ([]*resolved, error) {
 	name, version := s.name, s.version
 	if name == "" {
 		name, version = svcName, svcVersion
@@ -341,10 +348,14 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 		}
 		r := &resolved{key: key, service: full, ch: bc}
 		r.info = hooks.Info{Service: full, Key: key, Channel: chName, Group: group, Adapter: p.adapterName(), MaxInFlight: mif}
-		r.entry = p.contextWrapper(r, p.tel.handler(bc, p.adapterName(),
-			hooks.ChainHandler(decl.Handler, r.info, append(p.o.interceptors[:len(p.o.interceptors):len(p.o.interceptors)], p.serverICs...))))
-		bc.Handler = r.entry
-		bc.Observer = p.tel.observer(bc, p.adapterName())
+		if compose {
+			r.entry = p.contextWrapper(r, p.tel.handler(bc, p.adapterName(),
+				hooks.ChainHandler(decl.Handler, r.info, append(p.o.interceptors[:len(p.o.interceptors):len(p.o.interceptors)], p.serverICs...))))
+			bc.Handler = r.entry
+			bc.Observer = p.tel.observer(bc, p.adapterName())
+		} else {
+			bc.Handler = decl.Handler
+		}
 		if err := bc.Validate(); err != nil {
 			return nil, fmt.Errorf("%s.%s[%q]: %w", s.ptr.Elem().Type(), p.o.schemaProperty, key, err)
 		}
