@@ -173,6 +173,9 @@ func main() {
 		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		v, err := brokers[name].Setup(sctx)
 		cancel()
+		if err != nil && slices.Contains(clusterProfiles, name) {
+			err = fmt.Errorf("%w (a cluster profile: scripts/cluster.sh %s up first, or make bench-cluster CLUSTERS=%s)", err, name, name)
+		}
 		if err != nil {
 			log.Printf("%s: %v", name, err)
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: not measured: %v", name, err))
@@ -291,7 +294,15 @@ func buildCases(tests, mifs []string, batchMIF int) ([]Case, error) {
 	return cases, nil
 }
 
+// errClusterColumn: Watermill and @moleculer/channels are not measured on
+// the cluster profiles, whose replication settings (stream replicas, quorum
+// queues, topic replication) only the channels and raw sides are given.
+var errClusterColumn = fmt.Errorf("%w: channels and raw only on the cluster profiles", errNotAvailable)
+
 func runOne(ctx context.Context, b Broker, col string, node *nodeRunner, channel string, c Case, p Params) (Result, error) {
+	if (col == colWatermill || col == colNode) && slices.Contains(clusterProfiles, b.Name()) {
+		return Result{}, errClusterColumn
+	}
 	switch col {
 	case colChannels:
 		return runGo(ctx, channelsImpl{b}, channel, c, p)
@@ -314,6 +325,8 @@ func runOne(ctx context.Context, b Broker, col string, node *nodeRunner, channel
 
 func naReason(col string, err error) string {
 	switch {
+	case errors.Is(err, errClusterColumn):
+		return "channels and raw only on the cluster profiles (the replication settings are theirs)"
 	case errors.Is(err, errNoBatch) && col == colNode:
 		return "no batch send in @moleculer/channels 0.1.8"
 	case errors.Is(err, errNoBatch):
