@@ -186,6 +186,9 @@ func main() {
 		active = append(active, name)
 	}
 	rep.Adapters = active
+	if len(active) == 0 && *merge != "" {
+		log.Fatal("no adapter answered: nothing measured, nothing merged, every output left as it was")
+	}
 
 	seq := 0
 	for r := range reps {
