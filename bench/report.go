@@ -423,8 +423,8 @@ func Load(file string) (*Report, error) {
 
 // Merge returns base with the rows of r's adapters in place of its own
 // rows of the same adapters; the other adapters' rows, base's machine,
-// parameters and date are kept. An adapter measured with other parameters
-// than base gets a note saying how it was measured.
+// parameters and date are kept. Each of r's adapters gets a note saying
+// when it was measured (and how, with other parameters than base).
 func Merge(base, r *Report) *Report {
 	out := *base
 	out.Versions = maps.Clone(base.Versions)
@@ -483,10 +483,11 @@ func Merge(base, r *Report) *Report {
 	}
 	for _, a := range r.Adapters {
 		out.Versions[a] = r.Versions[a]
+		note := fmt.Sprintf("%s: measured on its own on %s, %s in all", a, r.Started.UTC().Format("2006-01-02"), r.Took.Round(time.Second))
 		if r.Params != base.Params || r.Reps != base.Reps {
-			out.Notes = append(out.Notes, fmt.Sprintf("%s: measured on %s with other parameters: %s",
-				a, r.Started.UTC().Format("2006-01-02"), strings.TrimSuffix(r.runsLine(), "\n")))
+			note += ", with other parameters: " + strings.TrimSuffix(r.runsLine(), "\n")
 		}
+		out.Notes = append(out.Notes, note)
 	}
 	return &out
 }

@@ -108,7 +108,7 @@ func TestMergeKeepsOtherAdapters(t *testing.T) {
 	}
 	notes := strings.Join(m.Notes, "\n")
 	if strings.Contains(notes, "not measured: down") || !strings.Contains(notes, "moleculer-channels: missing") ||
-		!strings.Contains(notes, "kafka-cluster: measured on 2026-11-26 with other parameters: Runs: 2,000 messages") {
+		!strings.Contains(notes, "kafka-cluster: measured on its own on 2026-11-26, 0s in all, with other parameters: Runs: 2,000 messages") {
 		t.Errorf("notes:\n%s", notes)
 	}
 
