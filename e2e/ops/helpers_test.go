@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,9 +49,13 @@ var targets = []target{
 	{name: "amqp", url: brokerenv.AMQPURL,
 		need: func(t testing.TB) { brokerenv.Need(t, "amqp", brokerenv.PingAMQP) }},
 	{name: "nats", url: brokerenv.NATSURL, removes: true, lists: true,
-		need: func(t testing.TB) { brokerenv.Need(t, "nats", func() error { return brokerenv.DialURL(brokerenv.NATSURL()) }) }},
+		need: func(t testing.TB) {
+			brokerenv.Need(t, "nats", func() error { return brokerenv.DialURL(brokerenv.NATSURL()) })
+		}},
 	{name: "kafka", url: kafkaURL, lists: true,
-		need: func(t testing.TB) { brokerenv.Need(t, "kafka", func() error { return brokerenv.Dial(brokerenv.KafkaBrokers()[0]) }) }},
+		need: func(t testing.TB) {
+			brokerenv.Need(t, "kafka", func() error { return brokerenv.Dial(brokerenv.KafkaBrokers()[0]) })
+		}},
 }
 
 // redisClusterURL is the cluster in go-redis's cluster URL syntax.
@@ -352,4 +357,21 @@ func (s *syncBuffer) String() string {
 func runWith(ctx context.Context, url, ns string, stdout, stderr *syncBuffer, args ...string) int {
 	full := append([]string{"channels", "--adapter", url, "--namespace", ns, "--timeout", "40s"}, args...)
 	return command.Run(ctx, full, stdout, stderr)
+}
+
+// tempDir is a directory removed when the test binary exits (TestMain).
+func tempDir() (string, error) {
+	dir, err := os.MkdirTemp("", "channels-ops-")
+	if err == nil {
+		tempDirs.Store(dir, true)
+	}
+	return dir, err
+}
+
+var tempDirs sync.Map
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	tempDirs.Range(func(k, _ any) bool { _ = os.RemoveAll(k.(string)); return true })
+	os.Exit(code)
 }
