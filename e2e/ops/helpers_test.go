@@ -145,7 +145,7 @@ func newFixture(t *testing.T, tg target) *fixture {
 }
 
 // removeChannels removes channels (and Kafka's removal-marker topics of
-// them) at the end of the test, through a.
+// them) at the end of the test, through a, all at once.
 func removeChannels(t testing.TB, a broker.Adapter, names ...string) {
 	t.Cleanup(func() {
 		rm, ok := a.(broker.ChannelRemover)
@@ -154,14 +154,22 @@ func removeChannels(t testing.TB, a broker.Adapter, names ...string) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		for _, n := range names {
-			if err := rm.RemoveChannel(ctx, n); err != nil {
-				t.Logf("cleanup: remove %s: %v", n, err)
-			}
-			if a.Name() == "Kafka" {
-				_ = rm.RemoveChannel(ctx, n+".removed")
+		if a.Name() == "Kafka" {
+			for _, n := range names {
+				names = append(names, n+".removed")
 			}
 		}
+		var wg sync.WaitGroup
+		for _, n := range names {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := rm.RemoveChannel(ctx, n); err != nil {
+					t.Logf("cleanup: remove %s: %v", n, err)
+				}
+			}()
+		}
+		wg.Wait()
 	})
 }
 
