@@ -36,23 +36,20 @@ type target struct {
 	need func(t testing.TB)
 	// removes: the adapter deletes one stored message (rm-message).
 	removes bool
-	// lists: the adapter lists the channels of the broker, not only those
-	// it subscribed to (RabbitMQ needs its management plugin).
-	lists bool
 }
 
 var targets = []target{
-	{name: "redis", url: brokerenv.RedisURL, removes: true, lists: true,
+	{name: "redis", url: brokerenv.RedisURL, removes: true,
 		need: func(t testing.TB) { brokerenv.Need(t, "redis", brokerenv.PingRedis) }},
-	{name: "redis-cluster", url: redisClusterURL, removes: true, lists: true,
+	{name: "redis-cluster", url: redisClusterURL, removes: true,
 		need: func(t testing.TB) { brokerenv.Need(t, "redis-cluster", brokerenv.PingRedisCluster) }},
-	{name: "amqp", url: brokerenv.AMQPURL,
+	{name: "amqp", url: brokerenv.AMQPURL, // through the management plugin (make services enables it)
 		need: func(t testing.TB) { brokerenv.Need(t, "amqp", brokerenv.PingAMQP) }},
-	{name: "nats", url: brokerenv.NATSURL, removes: true, lists: true,
+	{name: "nats", url: brokerenv.NATSURL, removes: true,
 		need: func(t testing.TB) {
 			brokerenv.Need(t, "nats", func() error { return brokerenv.DialURL(brokerenv.NATSURL()) })
 		}},
-	{name: "kafka", url: kafkaURL, lists: true,
+	{name: "kafka", url: kafkaURL,
 		need: func(t testing.TB) {
 			brokerenv.Need(t, "kafka", func() error { return brokerenv.Dial(brokerenv.KafkaBrokers()[0]) })
 		}},
