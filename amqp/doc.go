@@ -63,7 +63,13 @@
 // WithQueue(q) sends straight to queue q through the default exchange
 // (@moleculer/channels' channel name "" with a routing key); WithMandatory
 // makes an unroutable message a *broker.PublishError (caused by a
-// *ReturnedError) instead of a silent drop.
+// *ReturnedError) instead of a silent drop. A send with
+// broker.PublishOptions.Routed (the operations tooling's copies) is
+// mandatory and does not declare the exchange: a returned message, or one
+// to an exchange that does not exist, fails with an error wrapping
+// broker.ErrPublish and broker.ErrNotFound (RabbitMQ confirms a message no
+// queue receives when it is not mandatory). A dead-letter queue Q is
+// reached by a routed send to channel Q (the fanout exchange Q binds it).
 //
 // Batch sends (Plugin.SendBatch, PublishBatch) publish every message on one
 // confirm channel without waiting, at most BatchWindow (512) unconfirmed at
