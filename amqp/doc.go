@@ -368,12 +368,15 @@
 // (x-delivery-limit, a policy, or 20 by default from RabbitMQ 4.0); the
 // adapter declares Q as a classic queue unless told otherwise. The ID of
 // a dead letter is its message id (dead letters keep the id of the message
-// they copy), else its x-original-id header, else "sha256:" and a digest of
-// its payload, headers and properties; Time is zero (RabbitMQ does not
-// tell when it stored a message: x-error-timestamp tells when it was
-// dead-lettered). RemoveDeadLetters takes the messages the same way,
-// acknowledges those with the given IDs (every message with such an ID)
-// and gives the others back in their places. Headers are read as the
+// they copy), else its x-original-id header, followed by "~" and 8 hex
+// digits of a digest of its payload, headers and properties (the dead
+// letters of one message written by two groups differ in their headers,
+// so in their IDs), else "sha256:" and 24 hex digits of that digest; Time
+// is zero (RabbitMQ does not tell when it stored a message:
+// x-error-timestamp tells when it was dead-lettered). RemoveDeadLetters
+// takes the messages the same way, recomputes the ID of each, acknowledges
+// those with the given IDs (copies with the same content share one) and
+// gives the others back in their places. Headers are read as the
 // consumers read them; a message whose header table the client library
 // refuses ends the browse with an error at its position (it closes only
 // the browse's connection), and Purge or the management UI removes it.

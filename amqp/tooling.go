@@ -74,11 +74,16 @@ func (a *Adapter) toolConn(ctx context.Context) (*amqp091.Connection, func(), er
 // which, should the queue be deleted meanwhile, declares a classic one).
 //
 // StoredMessage.ID is the message id property, else the x-original-id
-// header, else "sha256:" and 24 hex digits of a digest of the payload,
-// headers and properties: it stays the same across browses. Dead letters
-// written by this adapter keep the message id of the message they copy,
-// so the same message dead-lettered twice (at-least-once) has one ID for
-// both copies. Time is zero (RabbitMQ does not tell when it stored a
+// header, followed by "~" and 8 hex digits of a digest of the payload,
+// headers and properties ("<message id>~1a2b3c4d"), else "sha256:" and 24
+// hex digits of that digest: it stays the same across browses. Dead
+// letters written by this adapter keep the message id of the message they
+// copy; the digest tells apart the dead letters of one message written by
+// different groups (their x-original-group and x-error-* headers differ),
+// and RemoveDeadLetters removes only messages whose ID, recomputed from
+// what it takes, is among those asked for. Two copies with the same
+// content (one message dead-lettered twice by one group, at-least-once)
+// have one ID. Time is zero (RabbitMQ does not tell when it stored a
 // message; the x-error-timestamp header tells when it was dead-lettered).
 // Headers are read as the consumers read them; a message whose header
 // table the client library refuses (nested deeper than 32, wider than
@@ -93,8 +98,8 @@ func (a *Adapter) BrowseDeadLetters(ctx context.Context, queue string, fn func(*
 // RemoveDeadLetters takes the messages of the dead-letter queue as
 // BrowseDeadLetters does, up to the number held when the call started,
 // acknowledges (deletes) those whose ID is among ids and gives the others
-// back in their places. An ID names every message that has it (see
-// BrowseDeadLetters). A quorum dead-letter queue is refused.
+// back in their places. An ID names every message that has it: copies with
+// the same content (see BrowseDeadLetters). A quorum dead-letter queue is refused.
 func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
@@ -202,14 +207,25 @@ func storedMessage(channel string, d *amqp091.Delivery) *broker.StoredMessage {
 }
 
 // storedID identifies a stored message: its message id, else its
-// x-original-id header, else a digest of its content.
+// x-original-id header, followed by "~" and 8 hex digits of a digest of its
+// content, else "sha256:" and 24 hex digits of that digest. Two dead
+// letters of one message (two groups failed it) differ in their headers
+// and so in their IDs; a removal recomputes the ID of each message it
+// takes, so it deletes only messages of that content.
 func storedID(d *amqp091.Delivery) string {
+	sum := contentDigest(d)
 	if d.MessageId != "" {
-		return d.MessageId
+		return d.MessageId + "~" + hex.EncodeToString(sum[:4])
 	}
 	if s, ok := valueString(d.Headers[broker.HeaderOriginalID]); ok && s != "" && len(s) <= 255 {
-		return s
+		return s + "~" + hex.EncodeToString(sum[:4])
 	}
+	return "sha256:" + hex.EncodeToString(sum[:12])
+}
+
+// contentDigest is a SHA-256 digest of the payload, headers and properties
+// of d.
+func contentDigest(d *amqp091.Delivery) []byte {
 	h := sha256.New()
 	field := func(s string) {
 		var n [8]byte
@@ -232,7 +248,7 @@ func storedID(d *amqp091.Delivery) string {
 		field(p)
 	}
 	field(d.Timestamp.UTC().Format(time.RFC3339Nano))
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)[:12])
+	return h.Sum(nil)
 }
 
 // Tail calls fn with each message sent to channel after Tail started (once
