@@ -376,7 +376,10 @@
 // x-error-timestamp tells when it was dead-lettered). RemoveDeadLetters
 // takes the messages the same way, recomputes the ID of each, acknowledges
 // those with the given IDs (copies with the same content share one) and
-// gives the others back in their places. Headers are read as the
+// gives the others back in their places; it counts a removal only once
+// RabbitMQ answered the channel.close that follows the acknowledgements
+// (close-ok comes after RabbitMQ processed them), and without that answer
+// it returns 0 and an error (the messages may or may not be removed). Headers are read as the
 // consumers read them; a message whose header table the client library
 // refuses ends the browse with an error at its position (it closes only
 // the browse's connection), and Purge or the management UI removes it.

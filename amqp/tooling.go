@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -90,16 +91,22 @@ func (a *Adapter) toolConn(ctx context.Context) (*amqp091.Connection, func(), er
 // 8,192 entries) closes the browse's connection: the browse ends with an
 // error naming its position and every message stays in the queue.
 func (a *Adapter) BrowseDeadLetters(ctx context.Context, queue string, fn func(*broker.StoredMessage) bool) error {
-	return a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
+	_, err := a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
 		return false, fn(storedMessage(queue, d))
 	})
+	return err
 }
 
 // RemoveDeadLetters takes the messages of the dead-letter queue as
 // BrowseDeadLetters does, up to the number held when the call started,
 // acknowledges (deletes) those whose ID is among ids and gives the others
 // back in their places. An ID names every message that has it: copies with
-// the same content (see BrowseDeadLetters). A quorum dead-letter queue is refused.
+// the same content (see BrowseDeadLetters). The count is of removals
+// RabbitMQ confirmed: when it acknowledged any message, it closes its
+// channel and waits for RabbitMQ's close-ok, which comes after every
+// acknowledgement before it was processed; when that does not come (the
+// connection was lost, ctx ended), it returns 0 and an error saying the
+// messages may or may not have been removed. A quorum dead-letter queue is refused.
 func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
@@ -108,36 +115,55 @@ func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...st
 	for _, id := range ids {
 		want[id] = true
 	}
-	n := 0
-	err := a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
-		if want[storedID(d)] {
-			n++
-			return true, true
-		}
-		return false, true
+	return a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
+		return want[storedID(d)], true
 	})
-	return n, err
 }
+
+// afterToolAck, when set (by tests), runs after each acknowledgement of
+// walkQueue.
+var afterToolAck func()
 
 // walkQueue takes the messages of queue one by one (basic.get, up to the
 // count of a passive declaration at the start), calls visit with each,
 // acknowledges those visit acks, and gives the others back by closing the
-// channel.
-func (a *Adapter) walkQueue(ctx context.Context, queue string, visit func(*amqp091.Delivery) (ack, more bool)) error {
+// channel. It returns the number of acknowledgements RabbitMQ confirmed:
+// when it sent any, it closes the channel and waits for close-ok (RabbitMQ
+// answers a channel.close once it processed what came before it); if that
+// fails, it returns 0 and the error.
+func (a *Adapter) walkQueue(ctx context.Context, queue string, visit func(*amqp091.Delivery) (ack, more bool)) (int, error) {
 	ctx, cancel := opCtxIfNone(ctx)
 	defer cancel()
 	c, release, err := a.toolConn(ctx)
 	if err != nil {
-		return fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
+		return 0, fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
 	}
 	defer release()
 	ch, err := openChannel(ctx, c, false)
 	if err != nil {
-		return fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
+		return 0, fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
 	}
-	defer func() { _ = closeChannel(ctx, ch) }()
+	acked := 0
+	err = a.walkOn(ctx, c, ch, queue, visit, &acked)
+	if acked == 0 {
+		go func() { _ = ch.Close() }()
+		return 0, err
+	}
+	// Only close-ok proves RabbitMQ processed the acknowledgements.
+	if ch.IsClosed() {
+		return 0, fmt.Errorf("channels/amqp: queue %q: the channel closed after %d messages were acknowledged: they may or may not be removed: %w", queue, acked, errors.Join(err, amqp091.ErrClosed))
+	}
+	if cerr := bounded(ctx, "closing an AMQP channel", ch.Close); cerr != nil {
+		return 0, fmt.Errorf("channels/amqp: queue %q: %d messages acknowledged, not confirmed (they may or may not be removed): %w", queue, acked, errors.Join(err, cerr))
+	}
+	return acked, err
+}
+
+// walkOn is walkQueue on its channel ch; acked counts the acknowledgements
+// sent.
+func (a *Adapter) walkOn(ctx context.Context, c *amqp091.Connection, ch *amqp091.Channel, queue string, visit func(*amqp091.Delivery) (ack, more bool), acked *int) error {
 	var q amqp091.Queue
-	err = bounded(ctx, "declaring a queue", func() error {
+	err := bounded(ctx, "declaring a queue", func() error {
 		var err error
 		q, err = ch.QueueDeclarePassive(queue, false, false, false, false, nil)
 		return err
@@ -184,6 +210,10 @@ func (a *Adapter) walkQueue(ctx context.Context, queue string, visit func(*amqp0
 		if ack {
 			if err := d.Ack(false); err != nil {
 				return fmt.Errorf("channels/amqp: queue %q: acknowledging message %d: %w", queue, i+1, err)
+			}
+			*acked++
+			if afterToolAck != nil {
+				afterToolAck()
 			}
 		}
 		if !more {
