@@ -366,7 +366,11 @@
 // before any message is taken: each basic.get counts a delivery there, and
 // RabbitMQ drops or dead-letters a message at its delivery limit
 // (x-delivery-limit, a policy, or 20 by default from RabbitMQ 4.0); the
-// adapter declares Q as a classic queue unless told otherwise. The ID of
+// adapter declares Q as a classic queue unless told otherwise. The type is
+// found by declaring Q again as a quorum queue, which a classic queue
+// refuses and a quorum queue takes (also with RabbitMQ's relaxed checks on
+// redeclaration, which ignore x-queue-type); a Q whose type cannot be told
+// is refused too. The ID of
 // a dead letter is its message id (dead letters keep the id of the message
 // they copy), else its x-original-id header, followed by "~" and 8 hex
 // digits of a digest of its payload, headers and properties (the dead

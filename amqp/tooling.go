@@ -10,8 +10,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/microchannels/channels/kit"
-
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/microchannels/channels/broker"
@@ -32,6 +30,11 @@ var errQuorumBrowse = fmt.Errorf("%w: the dead-letter queue is a quorum queue: a
 	"and RabbitMQ drops or dead-letters a message at its delivery limit (x-delivery-limit, a policy, or 20 by default from RabbitMQ 4.0), "+
 	"so browsing it would burn its dead letters; declare the dead-letter queue as a classic queue (the default) to browse it",
 	broker.ErrUnsupported)
+
+// errUnknownType is why a dead-letter queue whose type could not be told
+// is not browsed: it may be a quorum queue.
+var errUnknownType = fmt.Errorf("%w: the type of the dead-letter queue could not be told (RabbitMQ's refusals of a declaration did not name it): "+
+	"browsing a quorum queue would burn its dead letters", broker.ErrUnsupported)
 
 // toolConn returns a connection of its own for one tooling call and the
 // function that closes it: a message whose headers the client library
@@ -70,9 +73,14 @@ func (a *Adapter) toolConn(ctx context.Context) (*amqp091.Connection, func(), er
 // of it. A quorum queue counts a delivery for every message taken and
 // drops or dead-letters it at its delivery limit, so a quorum dead-letter
 // queue is refused (an error wrapping broker.ErrUnsupported) before any
-// message is taken; its type is found by declaring it again with
-// x-queue-type classic, which RabbitMQ takes for a classic queue (and
-// which, should the queue be deleted meanwhile, declares a classic one).
+// message is taken; its type is found by declaring it again as a quorum
+// queue (durable, with x-queue-type quorum): a classic queue refuses that
+// and the refusal names its type or a property no quorum queue has, and a
+// quorum queue takes it even where RabbitMQ ignores x-queue-type on a
+// redeclaration (quorum_queue.property_equivalence.relaxed_checks_on_redeclaration,
+// 3.11.16+). A queue whose type cannot be told is refused as well
+// (broker.ErrUnsupported). Should the queue be deleted between the count
+// and the probe, the probe declares an empty quorum queue of that name.
 //
 // StoredMessage.ID is the message id property, else the x-original-id
 // header, followed by "~" and 8 hex digits of a digest of the payload,
@@ -177,13 +185,20 @@ func (a *Adapter) walkOn(ctx context.Context, c *amqp091.Connection, ch *amqp091
 	if q.Messages == 0 {
 		return nil
 	}
-	dq := kit.Overlay(a.chanOpts.Queue, a.chanOpts.DeadLetterQueue)
-	typ, _, err := probeQueue(ctx, c, queue, dq, amqp091.Table{"x-queue-type": QueueClassic})
+	// Declared again as a quorum queue: a classic queue refuses it, naming
+	// its type (or its durable, auto_delete or exclusive property, which
+	// no quorum queue has), and a quorum queue takes it even where
+	// RabbitMQ ignores x-queue-type on a redeclaration (relaxed checks,
+	// 3.11.16+), which a probe as classic would take for a classic one.
+	typ, _, err := probeQueue(ctx, c, queue, QueueOptions{Durable: Bool(true)}, amqp091.Table{"x-queue-type": QueueQuorum})
 	if err != nil {
 		return fmt.Errorf("channels/amqp: queue %q: finding its type: %w", queue, err)
 	}
-	if typ == QueueQuorum {
+	switch typ {
+	case QueueQuorum:
 		return fmt.Errorf("channels/amqp: queue %q: %w", queue, errQuorumBrowse)
+	case "":
+		return fmt.Errorf("channels/amqp: queue %q: %w", queue, errUnknownType)
 	}
 	for i := range q.Messages {
 		var d amqp091.Delivery
@@ -198,13 +213,6 @@ func (a *Adapter) walkOn(ctx context.Context, c *amqp091.Connection, ch *amqp091
 		}
 		if !ok {
 			return nil // taken meanwhile by another reader of the queue
-		}
-		if typ == "" {
-			if _, counted := d.Headers[HeaderDeliveryCount]; counted {
-				// The type could not be told and RabbitMQ counts the
-				// deliveries: the message taken goes back, counted once.
-				return fmt.Errorf("channels/amqp: queue %q: %w", queue, errQuorumBrowse)
-			}
 		}
 		ack, more := visit(&d)
 		if ack {

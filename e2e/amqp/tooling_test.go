@@ -568,3 +568,44 @@ func TestToolingDeadLettersOfTwoGroups(t *testing.T) {
 		t.Fatalf("the bare message id removed %d (%v), want 0", n, err)
 	}
 }
+
+// TestToolingQuorumTypeFound: the type of a quorum dead-letter queue is
+// found whatever the tool's options say of the queue (one that calls it
+// not durable made RabbitMQ name the durable property, not the type), and
+// it is refused before any message is taken; a classic queue that is not
+// durable or is auto-deleted is browsed.
+func TestToolingQuorumTypeFound(t *testing.T) {
+	needAMQP(t)
+	opts := chamqp.ChannelOptions{DeadLetterQueue: chamqp.QueueOptions{Arguments: amqp091.Table{
+		"x-queue-type": "quorum", "x-delivery-limit": int64(2)}}}
+	_, dlq, _, _ := deadLettered(t, 2, chamqp.WithChannelOptions(opts))
+	tool := toolAdapter(t, chamqp.WithChannelOptions(chamqp.ChannelOptions{
+		DeadLetterQueue: chamqp.QueueOptions{Durable: chamqp.Bool(false), AutoDelete: true}}))
+	for range 5 {
+		err := tool.BrowseDeadLetters(context.Background(), dlq, func(*broker.StoredMessage) bool { return true })
+		if !errors.Is(err, broker.ErrUnsupported) {
+			t.Fatalf("browse of a quorum queue: %v", err)
+		}
+	}
+	d := getOne(t, rawChannel(t, rawConn(t)), dlq, 5*time.Second)
+	if n, ok := d.Headers["x-delivery-count"]; ok && fmt.Sprint(n) != "0" {
+		t.Fatalf("x-delivery-count %v: browsing counted deliveries", n)
+	}
+
+	for _, c := range []struct{ durable, autoDelete bool }{{false, false}, {true, true}} {
+		q := unique("tool.classic.DLQ")
+		cleanup(t, []string{q}, nil)
+		raw := rawConn(t)
+		if _, err := rawChannel(t, raw).QueueDeclare(q, c.durable, c.autoDelete, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		// An auto-deleted queue goes with its last consumer only: it has none.
+		publishToQueue(t, q, amqp091.Publishing{MessageId: "m", Body: []byte("kept")})
+		if got := browse(t, tool, q); len(got) != 1 || string(got[0].Payload) != "kept" {
+			t.Fatalf("durable %v auto-delete %v: browsed %v", c.durable, c.autoDelete, payloads(got))
+		}
+		if got := browse(t, toolAdapter(t), q); len(got) != 1 {
+			t.Fatalf("durable %v auto-delete %v, default options: browsed %v", c.durable, c.autoDelete, payloads(got))
+		}
+	}
+}
