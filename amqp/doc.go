@@ -386,7 +386,11 @@
 // it returns 0 and an error (the messages may or may not be removed). Headers are read as the
 // consumers read them; a message whose header table the client library
 // refuses ends the browse with an error at its position (it closes only
-// the browse's connection), and Purge or the management UI removes it.
+// the browse's connection), and Purge or the management UI removes it. An
+// adapter built with NewFromClient cannot dial a connection of its own,
+// and such a message would close the given one for good: there,
+// BrowseDeadLetters, RemoveDeadLetters and Tail return an error wrapping
+// broker.ErrUnsupported (Channels, which asks the management API, works).
 //
 // Tail declares an exclusive, auto-deleted queue named by RabbitMQ, bound
 // to the channel's exchange with the adapter-wide BindingKey ("#" for a

@@ -36,17 +36,23 @@ var errQuorumBrowse = fmt.Errorf("%w: the dead-letter queue is a quorum queue: a
 var errUnknownType = fmt.Errorf("%w: the type of the dead-letter queue could not be told (RabbitMQ's refusals of a declaration did not name it): "+
 	"browsing a quorum queue would burn its dead letters", broker.ErrUnsupported)
 
+// errGivenConn is why an adapter built with NewFromClient does not read
+// queues for the tooling.
+var errGivenConn = fmt.Errorf("%w: the adapter was given its connection (NewFromClient): a message whose header table the client library refuses "+
+	"would close that connection, which the adapter cannot dial again; browsing, removing dead letters and tailing need an adapter built with New",
+	broker.ErrUnsupported)
+
 // toolConn returns a connection of its own for one tooling call and the
 // function that closes it: a message whose headers the client library
 // cannot read closes the connection that reads it, which is then not the
 // one of the sends or of the consumers. An adapter built with NewFromClient
-// uses the given connection.
+// has no address to dial: errGivenConn.
 func (a *Adapter) toolConn(ctx context.Context) (*amqp091.Connection, func(), error) {
 	if _, err := a.liveOrErr(); err != nil {
 		return nil, nil, err
 	}
 	if a.external != nil {
-		return a.external, func() {}, nil
+		return nil, nil, errGivenConn
 	}
 	a.mu.Lock()
 	log := a.env.Logger
@@ -97,7 +103,10 @@ func (a *Adapter) toolConn(ctx context.Context) (*amqp091.Connection, func(), er
 // Headers are read as the consumers read them; a message whose header
 // table the client library refuses (nested deeper than 32, wider than
 // 8,192 entries) closes the browse's connection: the browse ends with an
-// error naming its position and every message stays in the queue.
+// error naming its position and every message stays in the queue. An
+// adapter built with NewFromClient has no connection of its own to risk:
+// BrowseDeadLetters, RemoveDeadLetters and Tail return an error wrapping
+// broker.ErrUnsupported there.
 func (a *Adapter) BrowseDeadLetters(ctx context.Context, queue string, fn func(*broker.StoredMessage) bool) error {
 	_, err := a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
 		return false, fn(storedMessage(queue, d))
@@ -303,6 +312,9 @@ func (a *Adapter) Tail(ctx context.Context, channel string, fn func(*broker.Stor
 	if err != nil {
 		return err
 	}
+	if a.external != nil {
+		return fmt.Errorf("channels/amqp: tail %q: %w", channel, errGivenConn)
+	}
 	o := a.chanOpts.withDefaults()
 	setup, cancel := opCtxIfNone(ctx)
 	defer cancel()
@@ -346,8 +358,7 @@ func (a *Adapter) Tail(ctx context.Context, channel string, fn func(*broker.Stor
 	}
 	defer func() {
 		// The queue goes with the channel's consumer (auto-delete) and the
-		// connection (exclusive); deleted here as well for a connection
-		// given to NewFromClient, which stays open.
+		// connection (exclusive); deleted here as well.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultOpTimeout)
 		defer cancel()
 		_ = bounded(dctx, "deleting the tail's queue", func() error {

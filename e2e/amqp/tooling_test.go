@@ -609,3 +609,45 @@ func TestToolingQuorumTypeFound(t *testing.T) {
 		}
 	}
 }
+
+// TestToolingGivenConnectionRefused: an adapter built on a given
+// connection (NewFromClient) cannot dial one of its own, and a dead letter
+// whose header table the client library refuses would close the given one
+// for good: browsing, removal and tailing are refused (ErrUnsupported),
+// take no message, and the connection stays open.
+func TestToolingGivenConnectionRefused(t *testing.T) {
+	needAMQP(t)
+	dlq := unique("tool.given.DLQ")
+	cleanup(t, []string{dlq}, nil)
+	if _, err := rawChannel(t, rawConn(t)).QueueDeclare(dlq, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	publishToQueue(t, dlq, amqp091.Publishing{Headers: amqp091.Table{"deep": nested(41)}, MessageId: "unreadable", Body: []byte("x")})
+	conn := rawConn(t)
+	a, err := chamqp.NewFromClient(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Connect(ctx, broker.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	err = a.BrowseDeadLetters(ctx, dlq, func(*broker.StoredMessage) bool { return true })
+	if !errors.Is(err, broker.ErrUnsupported) {
+		t.Fatalf("browse: %v, want ErrUnsupported", err)
+	}
+	if _, err := a.RemoveDeadLetters(ctx, dlq, "unreadable"); !errors.Is(err, broker.ErrUnsupported) {
+		t.Fatalf("removal: %v, want ErrUnsupported", err)
+	}
+	if err := a.Tail(ctx, dlq, func(*broker.StoredMessage) bool { return false }); !errors.Is(err, broker.ErrUnsupported) {
+		t.Fatalf("tail: %v, want ErrUnsupported", err)
+	}
+	if conn.IsClosed() {
+		t.Fatal("the given connection was closed")
+	}
+	if got := queueLen(t, dlq); got != 1 {
+		t.Fatalf("%d messages in the queue, want 1", got)
+	}
+}
