@@ -135,18 +135,19 @@ func (t *delivery) Release(ctx context.Context) error {
 		return nil
 	}
 	defer s.leave()
-	ctx, cancel := s.releaseContext(ctx, time.Now())
+	ctx, cancel := s.releaseContext(ctx)
 	defer cancel()
 	return s.handBack(ctx, t.d, t.k)
 }
 
-// releaseContext bounds a hand-back started at now: during a drain with a
-// deadline, by handBacksBy (releaseGrace from now at least); otherwise by
-// ctx alone.
-func (s *subscription) releaseContext(ctx context.Context, now time.Time) (context.Context, context.CancelFunc) {
+// releaseContext bounds a hand-back: during a drain with a deadline, by
+// handBacksBy, however late it starts (one that ran past it would publish
+// its copy after the channel closed, and the original, requeued by the
+// close, would be delivered twice); otherwise by ctx alone.
+func (s *subscription) releaseContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	by := s.handBacksBy.Load()
 	if by == 0 || !s.IsStopping() {
 		return context.WithCancel(ctx)
 	}
-	return context.WithDeadline(ctx, later(time.Unix(0, by), now.Add(releaseGrace)))
+	return context.WithDeadline(ctx, time.Unix(0, by))
 }
