@@ -245,7 +245,8 @@
 // the count so far (x-channels-unfinished, x-channels-group), published to
 // the tail of the group queue while the consumer channel is still open
 // (the drain waits for it up to kit.FinishBy, 66 ms past its deadline,
-// less the time kept to close the channel), then acked: it uses no delivery. When the copy cannot be
+// less the 15 ms kept to close the channel; a hand-back that starts later
+// gets no more time), then acked: it uses no delivery. When the copy cannot be
 // published in time the message is requeued by RabbitMQ, and that
 // delivery counts; when the copy was written and its confirm did not come,
 // the original is left to the channel's close (no nack). Messages delivered to
@@ -320,7 +321,11 @@
 // drain's time), hands back every message delivered to it but not run
 // (nack, requeue), waits for the running handlers (bounded by its
 // context), then closes the consumer channel: what a handler cut by the
-// deadline left unacked is requeued by RabbitMQ as the same attempt.
+// deadline left unacked is requeued by RabbitMQ as the same attempt. The
+// queued acks are written before the channel.close (a close racing them
+// would requeue handled messages), and the close gets until kit.FinishBy;
+// a drain whose context had already ended still gives the acks 40 ms and
+// the close 15 ms more.
 //
 // Every wait of a send, a drain and Close is bounded by its context, also
 // on a frozen link (no byte moves, the connection stays open): opening and
