@@ -413,7 +413,9 @@
 // named like it, with Messages = its messages_ready. The API is taken to
 // be at http://<host>:15672 of the AMQP URL (https://<host>:15671 for
 // amqps://, each URL of a failover list in turn) with the AMQP user and
-// password; WithManagementURL sets another address (a node whose
+// password, asked directly (no HTTP_PROXY: a proxy would see the
+// credentials; a redirect is an error, not followed); WithManagementURL
+// sets another address (a node whose
 // management listener is not on 15672) or other credentials. An API that
 // does not answer or refuses the request (401, 403, 404) is an error
 // wrapping broker.ErrUnsupported that says to enable the

@@ -37,7 +37,9 @@ const MaxManagementResponse = 64 << 20
 // for amqps://) of each AMQP URL in turn, with the AMQP URL's user and
 // password (or those of a PLAIN authentication in WithConfig's SASL); a
 // node whose management listener is on another port needs this option.
-// The virtual host is always the AMQP connection's.
+// The virtual host is always the AMQP connection's. The API is asked
+// directly (HTTP_PROXY and HTTPS_PROXY are not used: a proxy would see
+// the credentials) and a redirect is an error (it is not followed).
 func WithManagementURL(u string) Option {
 	return func(a *Adapter) error {
 		if u == "" {
@@ -169,6 +171,8 @@ func (c *mgmtClient) get(ctx context.Context, path string, out any) error {
 			where, c.ep.user, res.Status, errNoManagement)
 	case res.StatusCode == http.StatusNotFound:
 		return fmt.Errorf("channels/amqp: management API %s: %s for %s: %w", where, res.Status, path, errNoManagement)
+	case res.StatusCode >= 300 && res.StatusCode < 400:
+		return fmt.Errorf("channels/amqp: management API %s: %s for %s: redirects are not followed (the credentials would go along): set amqp.WithManagementURL to the API's address", where, res.Status, path)
 	case res.StatusCode != http.StatusOK:
 		return fmt.Errorf("channels/amqp: management API %s: %s for %s", where, res.Status, path)
 	case err != nil:
@@ -213,6 +217,21 @@ type mgmtTopology struct {
 	bindings  []mgmtBinding
 }
 
+// mgmtHTTPClient is the HTTP client of the management API. It sends the
+// credentials to the API's address alone: through no proxy (a proxy named
+// by HTTP_PROXY or HTTPS_PROXY would see the Basic authentication, in the
+// clear over http://), and it follows no redirect (Go sends the
+// Authorization header again to the same host on another port or scheme,
+// https to http included): a redirect is an error.
+func (a *Adapter) mgmtHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	if a.config.TLSClientConfig != nil {
+		tr.TLSClientConfig = a.config.TLSClientConfig.Clone()
+	}
+	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
 // readTopology reads the exchanges, queues and bindings of the
 // connection's virtual host from the first endpoint that answers.
 func (a *Adapter) readTopology(ctx context.Context) (*mgmtTopology, error) {
@@ -220,12 +239,8 @@ func (a *Adapter) readTopology(ctx context.Context) (*mgmtTopology, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if a.config.TLSClientConfig != nil {
-		tr.TLSClientConfig = a.config.TLSClientConfig.Clone()
-	}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr}
+	hc := a.mgmtHTTPClient()
+	defer hc.CloseIdleConnections()
 	var errs []error
 	for _, ep := range eps {
 		c := &mgmtClient{http: hc, ep: ep}

@@ -1,9 +1,14 @@
 package amqp
 
 import (
+	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -74,5 +79,80 @@ func TestWithManagementURLRefused(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "Secret") {
 			t.Errorf("%q: %q shows the password", u, err)
 		}
+	}
+}
+
+// recorder is a test HTTP server that records the requests it gets.
+type recorder struct {
+	mu   sync.Mutex
+	reqs []*http.Request
+	srv  *httptest.Server
+}
+
+func newRecorder(t *testing.T, h http.HandlerFunc) *recorder {
+	r := &recorder{}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		r.reqs = append(r.reqs, req.Clone(context.Background()))
+		r.mu.Unlock()
+		h(w, req)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *recorder) authorized() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, req := range r.reqs {
+		if req.Header.Get("Authorization") != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestManagementRedirectNotFollowed: a management API that redirects
+// (to another port of the same host) does not get the credentials sent
+// there: the redirect is an error.
+func TestManagementRedirectNotFollowed(t *testing.T) {
+	other := newRecorder(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("[]")) })
+	api := newRecorder(t, func(w http.ResponseWriter, req *http.Request) {
+		http.Redirect(w, req, other.srv.URL+req.URL.RequestURI(), http.StatusFound)
+	})
+	a, err := New("amqp://app:Secret@127.0.0.1:5672/", WithManagementURL(api.srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.readTopology(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "302") {
+		t.Fatalf("a redirecting API: %v, want an error", err)
+	}
+	if n := other.authorized(); n != 0 {
+		t.Fatalf("the redirect target got the credentials %d times", n)
+	}
+	if api.authorized() != 1 {
+		t.Fatal("the API was not asked")
+	}
+}
+
+// TestManagementNoProxy: HTTP_PROXY does not apply to the management API
+// (the proxy would see the Basic authentication).
+func TestManagementNoProxy(t *testing.T) {
+	proxy := newRecorder(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("[]")) })
+	t.Setenv("HTTP_PROXY", proxy.srv.URL)
+	t.Setenv("http_proxy", proxy.srv.URL)
+	t.Setenv("NO_PROXY", "")
+	t.Setenv("no_proxy", "")
+	a, err := New("amqp://app:Secret@mgmt.invalid:5672/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = a.readTopology(ctx) // mgmt.invalid does not resolve
+	if n := proxy.authorized(); n != 0 {
+		t.Fatalf("the proxy got the credentials %d times", n)
 	}
 }
