@@ -403,20 +403,25 @@
 // messages unacknowledged) until its context ends; the queue goes with it.
 //
 // Channels asks the RabbitMQ management HTTP API (AMQP 0-9-1 cannot list
-// exchanges or queues): GET /api/exchanges, /api/queues and /api/bindings
-// of the connection's virtual host, each answer bounded by
-// MaxManagementResponse. Every exchange but the default one and the amq.*
-// ones is a channel, with Messages -1; its groups are the queues named
-// "<group>.<channel>" bound to it, with Lag = messages_ready and Pending =
-// messages_unacknowledged (counts the API refreshes every 5 s by
-// default). A dead-letter queue is listed through the fanout exchange
-// named like it, with Messages = its messages_ready. The API is taken to
-// be at http://<host>:15672 of the AMQP URL (https://<host>:15671 for
-// amqps://, each URL of a failover list in turn) with the AMQP user and
-// password, asked directly (no HTTP_PROXY: a proxy would see the
-// credentials; a redirect is an error, not followed); WithManagementURL
-// sets another address (a node whose
-// management listener is not on 15672) or other credentials. An API that
+// exchanges or queues): GET /api/exchanges, /api/queues (by pages of 500)
+// and /api/bindings of the connection's virtual host, each answer bounded
+// by MaxManagementResponse (an error answer's body is not read). Every
+// exchange but the default one and the amq.* ones is a channel, with
+// Messages -1; its groups are the queues named "<group>.<channel>" bound
+// to it, with Lag = messages_ready and Pending = messages_unacknowledged
+// (counts the API refreshes every 5 s by default; -1 when it has none:
+// not collected yet, or management_agent.disable_metrics_collector). A
+// dead-letter queue is listed through the fanout exchange named like it,
+// with Messages = its messages_ready. The API is taken to be at
+// http://<host>:15672 of the AMQP URL (https://<host>:15671 for amqps://,
+// each URL of a failover list in turn; for a connection given to
+// NewFromClient, its peer, by the TLS server name when it has one, with
+// its TLS configuration) with the AMQP user and password, asked directly
+// (no HTTP_PROXY: a proxy would see the credentials; a redirect is an
+// error, not followed); WithManagementURL sets another address (a node
+// whose management listener is not on 15672; a path prefix, no query) or
+// other credentials. A certificate the API's TLS does not verify is an
+// error that says so. An API that
 // does not answer or refuses the request (401, 403, 404) is an error
 // wrapping broker.ErrUnsupported that says to enable the
 // rabbitmq_management plugin or set WithManagementURL; no error shows a
