@@ -397,6 +397,16 @@
 // BrowseDeadLetters, RemoveDeadLetters and Tail return an error wrapping
 // broker.ErrUnsupported (Channels, which asks the management API, works).
 //
+// Taking a message shows (browse and removal alike): RabbitMQ marks
+// every message a browse gave back as redelivered (a group reading the
+// dead-letter queue as a channel gets it with the redelivered flag; a
+// classic queue counts no delivery);
+// a message whose TTL (x-message-ttl, expiration) ran out while a browse
+// held it is dropped, or dead-lettered, when it goes back; and RabbitMQ's
+// consumer_timeout (30 minutes by default) applies to the messages a
+// browse holds: a browse longer than that (a slow fn) has its channel
+// closed by RabbitMQ and ends with an error, every message given back.
+//
 // Tail declares an exclusive, auto-deleted queue named by RabbitMQ, bound
 // to the channel's exchange with the adapter-wide BindingKey ("#" for a
 // topic exchange without one), and consumes it (at most TailPrefetch

@@ -103,8 +103,16 @@ func (a *Adapter) toolConn(ctx context.Context) (*amqp091.Connection, func(), er
 // Headers are read as the consumers read them; a message whose header
 // table the client library refuses (nested deeper than 32, wider than
 // 8,192 entries) closes the browse's connection: the browse ends with an
-// error naming its position and every message stays in the queue. An
-// adapter built with NewFromClient has no connection of its own to risk:
+// error naming its position and every message stays in the queue.
+// Taking a message shows: RabbitMQ marks every message a browse gave
+// back as redelivered (a group reading the dead-letter queue as a channel
+// gets it with the redelivered flag; a classic queue counts no delivery);
+// a message whose TTL (x-message-ttl, expiration) ran out while a browse
+// held it is dropped, or dead-lettered, when it goes back; and RabbitMQ's
+// consumer_timeout (30 minutes by default) applies to the messages a
+// browse holds: a browse longer than that (a slow fn) has its channel
+// closed by RabbitMQ and ends with an error, every message given back.
+// An adapter built with NewFromClient has no connection of its own to risk:
 // BrowseDeadLetters, RemoveDeadLetters and Tail return an error wrapping
 // broker.ErrUnsupported there.
 func (a *Adapter) BrowseDeadLetters(ctx context.Context, queue string, fn func(*broker.StoredMessage) bool) error {
