@@ -208,7 +208,16 @@
 // hand-back is tried again every DefaultSettleFailureDelay; a drain hands
 // back the waiting ones once the connection is up, within its deadline
 // (after it, closing the channel requeues them, and that delivery counts).
-// A copy the broker refused (nack, return) is requeued (nack).
+// A copy the broker refused (nack, return) is requeued (nack). A retry
+// (or kept) copy written while a resource alarm blocks the publishing
+// connection is held unread by RabbitMQ until the alarm ends, and then
+// confirmed: its confirm is kept with the message, which stays
+// unacknowledged; once publishing is unblocked the adapter waits up to
+// kit.DefaultSettleTimeout more for it and acks the original when it
+// comes (no second copy, the attempt does not run again); only a copy
+// refused, or its channel closed, or no confirm by then, leads to the
+// hand-back above. A drain acks the original when the confirm comes within
+// its deadline, else leaves it to the channel's close.
 //
 // # Attempts and deliveries
 //

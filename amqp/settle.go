@@ -68,7 +68,15 @@ func (t *delivery) republish(ctx context.Context, delay time.Duration, h amqp091
 		p.MessageId = t.id
 	}
 	err := s.publishDelayed(ctx, delay, p)
-	if err != nil {
+	var cp *confirmPending
+	switch {
+	case errors.As(err, &cp):
+		// Written while RabbitMQ blocked publishing: its confirm comes
+		// once the alarm ends, and the original is acked then (a hand-back
+		// now would run this attempt again beside the copy).
+		s.awaitConfirm(t.d, t.k, cp.pend)
+		return err
+	case err != nil:
 		s.handBackLater(t.d, t.k)
 		return err
 	}
@@ -77,16 +85,18 @@ func (t *delivery) republish(ctx context.Context, delay time.Duration, h amqp091
 
 // publishDelayed publishes p to the group queue after delay, through the
 // retry queue of the delay (straight to the group queue without delay).
+// Its error may be a *confirmPending (see publisher.settleKeep), whose
+// confirm the caller must wait for or abandon.
 func (s *subscription) publishDelayed(ctx context.Context, delay time.Duration, p amqp091.Publishing) error {
 	if delay <= 0 {
-		return s.l.pub.settle(ctx, "", s.queue, p)
+		return s.l.pub.settleKeep(ctx, "", s.queue, p)
 	}
 	for try := 0; ; try++ {
 		rq, err := s.l.topo.retryQueue(ctx, s.queue, delay, durable(s.opts.Queue.Durable), s.queueType())
 		if err != nil {
 			return err
 		}
-		err = s.l.pub.settle(ctx, "", rq, p)
+		err = s.l.pub.settleKeep(ctx, "", rq, p)
 		var ret *ReturnedError
 		if errors.As(err, &ret) && try == 0 {
 			// The retry queue expired or was deleted: declare it again.
