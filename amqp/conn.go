@@ -245,7 +245,7 @@ func openChannel(ctx context.Context, c *amqp091.Connection, confirm bool) (*amq
 		ch, err := c.Channel()
 		if err == nil && confirm {
 			if err = ch.Confirm(false); err != nil {
-				go func() { _ = ch.Close() }()
+				go func(ch *amqp091.Channel) { _ = ch.Close() }(ch)
 				ch = nil
 			}
 		}
