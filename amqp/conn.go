@@ -40,6 +40,7 @@ type session struct {
 	blockMu   sync.Mutex
 	blocked   string
 	unblocked chan struct{}
+	blocks    uint64 // connection.blocked received so far
 
 	mu      sync.Mutex
 	conn    *amqp091.Connection
@@ -78,6 +79,7 @@ func (s *session) setBlocked(active bool, reason string) {
 			reason = "resource alarm"
 		}
 		s.blocked, s.unblocked = reason, make(chan struct{})
+		s.blocks++
 		s.log.Warn("channels/amqp: RabbitMQ blocked the connection; sends wait until it is unblocked (bounded by their context)",
 			"connection", s.name, "reason", reason)
 	case !active && s.unblocked != nil:
@@ -85,6 +87,29 @@ func (s *session) setBlocked(active bool, reason string) {
 		s.blocked, s.unblocked = "", nil
 		s.log.Info("channels/amqp: RabbitMQ unblocked the connection", "connection", s.name)
 	}
+}
+
+// blockEpoch returns the number of blocks so far.
+func (s *session) blockEpoch() uint64 {
+	s.blockMu.Lock()
+	defer s.blockMu.Unlock()
+	return s.blocks
+}
+
+// blockedSince reports whether the connection was blocked at some time
+// since blockEpoch returned epoch: it is blocked now, or was blocked again
+// meanwhile.
+func (s *session) blockedSince(epoch uint64) bool {
+	s.blockMu.Lock()
+	defer s.blockMu.Unlock()
+	return s.blocks != epoch || s.unblocked != nil
+}
+
+// isBlocked reports whether RabbitMQ blocks the connection now.
+func (s *session) isBlocked() bool {
+	s.blockMu.Lock()
+	defer s.blockMu.Unlock()
+	return s.unblocked != nil
 }
 
 // waitUnblocked returns at once when the connection is not blocked, else
@@ -220,7 +245,7 @@ func openChannel(ctx context.Context, c *amqp091.Connection, confirm bool) (*amq
 		ch, err := c.Channel()
 		if err == nil && confirm {
 			if err = ch.Confirm(false); err != nil {
-				go func() { _ = ch.Close() }()
+				go func(ch *amqp091.Channel) { _ = ch.Close() }(ch)
 				ch = nil
 			}
 		}

@@ -63,7 +63,13 @@
 // WithQueue(q) sends straight to queue q through the default exchange
 // (@moleculer/channels' channel name "" with a routing key); WithMandatory
 // makes an unroutable message a *broker.PublishError (caused by a
-// *ReturnedError) instead of a silent drop.
+// *ReturnedError) instead of a silent drop. A send with
+// broker.PublishOptions.Routed (the operations tooling's copies) is
+// mandatory and does not declare the exchange: a returned message, or one
+// to an exchange that does not exist, fails with an error wrapping
+// broker.ErrPublish and broker.ErrNotFound (RabbitMQ confirms a message no
+// queue receives when it is not mandatory). A dead-letter queue Q is
+// reached by a routed send to channel Q (the fanout exchange Q binds it).
 //
 // Batch sends (Plugin.SendBatch, PublishBatch) publish every message on one
 // confirm channel without waiting, at most BatchWindow (512) unconfirmed at
@@ -202,7 +208,16 @@
 // hand-back is tried again every DefaultSettleFailureDelay; a drain hands
 // back the waiting ones once the connection is up, within its deadline
 // (after it, closing the channel requeues them, and that delivery counts).
-// A copy the broker refused (nack, return) is requeued (nack).
+// A copy the broker refused (nack, return) is requeued (nack). A retry
+// (or kept) copy written while a resource alarm blocks the publishing
+// connection is held unread by RabbitMQ until the alarm ends, and then
+// confirmed: its confirm is kept with the message, which stays
+// unacknowledged; once publishing is unblocked the adapter waits up to
+// kit.DefaultSettleTimeout more for it and acks the original when it
+// comes (no second copy, the attempt does not run again); only a copy
+// refused, or its channel closed, or no confirm by then, leads to the
+// hand-back above. A drain acks the original when the confirm comes within
+// its deadline, else leaves it to the channel's close.
 //
 // # Attempts and deliveries
 //
@@ -239,7 +254,8 @@
 // the count so far (x-channels-unfinished, x-channels-group), published to
 // the tail of the group queue while the consumer channel is still open
 // (the drain waits for it up to kit.FinishBy, 66 ms past its deadline,
-// less the time kept to close the channel), then acked: it uses no delivery. When the copy cannot be
+// less the 15 ms kept to close the channel; a hand-back that starts later
+// gets no more time), then acked: it uses no delivery. When the copy cannot be
 // published in time the message is requeued by RabbitMQ, and that
 // delivery counts; when the copy was written and its confirm did not come,
 // the original is left to the channel's close (no nack). Messages delivered to
@@ -314,7 +330,11 @@
 // drain's time), hands back every message delivered to it but not run
 // (nack, requeue), waits for the running handlers (bounded by its
 // context), then closes the consumer channel: what a handler cut by the
-// deadline left unacked is requeued by RabbitMQ as the same attempt.
+// deadline left unacked is requeued by RabbitMQ as the same attempt. The
+// queued acks are written before the channel.close (a close racing them
+// would requeue handled messages), and the close gets until kit.FinishBy;
+// a drain whose context had already ended still gives the acks 40 ms and
+// the close 15 ms more.
 //
 // Every wait of a send, a drain and Close is bounded by its context, also
 // on a frozen link (no byte moves, the connection stays open): opening and
@@ -360,17 +380,41 @@
 // before any message is taken: each basic.get counts a delivery there, and
 // RabbitMQ drops or dead-letters a message at its delivery limit
 // (x-delivery-limit, a policy, or 20 by default from RabbitMQ 4.0); the
-// adapter declares Q as a classic queue unless told otherwise. The ID of
+// adapter declares Q as a classic queue unless told otherwise. The type is
+// found by declaring Q again as a quorum queue, which a classic queue
+// refuses and a quorum queue takes (also with RabbitMQ's relaxed checks on
+// redeclaration, which ignore x-queue-type); a Q whose type cannot be told
+// is refused too. The ID of
 // a dead letter is its message id (dead letters keep the id of the message
-// they copy), else its x-original-id header, else "sha256:" and a digest of
-// its payload, headers and properties; Time is zero (RabbitMQ does not
-// tell when it stored a message: x-error-timestamp tells when it was
-// dead-lettered). RemoveDeadLetters takes the messages the same way,
-// acknowledges those with the given IDs (every message with such an ID)
-// and gives the others back in their places. Headers are read as the
+// they copy), else its x-original-id header, followed by "~" and 8 hex
+// digits of a digest of its payload, headers and properties (the dead
+// letters of one message written by two groups differ in their headers,
+// so in their IDs), else "sha256:" and 24 hex digits of that digest; Time
+// is zero (RabbitMQ does not tell when it stored a message:
+// x-error-timestamp tells when it was dead-lettered). RemoveDeadLetters
+// takes the messages the same way, recomputes the ID of each, acknowledges
+// those with the given IDs (copies with the same content share one) and
+// gives the others back in their places; it counts a removal only once
+// RabbitMQ answered the channel.close that follows the acknowledgements
+// (close-ok comes after RabbitMQ processed them), and without that answer
+// it returns 0 and an error (the messages may or may not be removed). Headers are read as the
 // consumers read them; a message whose header table the client library
 // refuses ends the browse with an error at its position (it closes only
-// the browse's connection), and Purge or the management UI removes it.
+// the browse's connection), and Purge or the management UI removes it. An
+// adapter built with NewFromClient cannot dial a connection of its own,
+// and such a message would close the given one for good: there,
+// BrowseDeadLetters, RemoveDeadLetters and Tail return an error wrapping
+// broker.ErrUnsupported (Channels, which asks the management API, works).
+//
+// Taking a message shows (browse and removal alike): RabbitMQ marks
+// every message a browse gave back as redelivered (a group reading the
+// dead-letter queue as a channel gets it with the redelivered flag; a
+// classic queue counts no delivery);
+// a message whose TTL (x-message-ttl, expiration) ran out while a browse
+// held it is dropped, or dead-lettered, when it goes back; and RabbitMQ's
+// consumer_timeout (30 minutes by default) applies to the messages a
+// browse holds: a browse longer than that (a slow fn) has its channel
+// closed by RabbitMQ and ends with an error, every message given back.
 //
 // Tail declares an exclusive, auto-deleted queue named by RabbitMQ, bound
 // to the channel's exchange with the adapter-wide BindingKey ("#" for a
@@ -378,18 +422,25 @@
 // messages unacknowledged) until its context ends; the queue goes with it.
 //
 // Channels asks the RabbitMQ management HTTP API (AMQP 0-9-1 cannot list
-// exchanges or queues): GET /api/exchanges, /api/queues and /api/bindings
-// of the connection's virtual host, each answer bounded by
-// MaxManagementResponse. Every exchange but the default one and the amq.*
-// ones is a channel, with Messages -1; its groups are the queues named
-// "<group>.<channel>" bound to it, with Lag = messages_ready and Pending =
-// messages_unacknowledged (counts the API refreshes every 5 s by
-// default). A dead-letter queue is listed through the fanout exchange
-// named like it, with Messages = its messages_ready. The API is taken to
-// be at http://<host>:15672 of the AMQP URL (https://<host>:15671 for
-// amqps://, each URL of a failover list in turn) with the AMQP user and
-// password; WithManagementURL sets another address (a node whose
-// management listener is not on 15672) or other credentials. An API that
+// exchanges or queues): GET /api/exchanges, /api/queues (by pages of 500)
+// and /api/bindings of the connection's virtual host, each answer bounded
+// by MaxManagementResponse (an error answer's body is not read). Every
+// exchange but the default one and the amq.* ones is a channel, with
+// Messages -1; its groups are the queues named "<group>.<channel>" bound
+// to it, with Lag = messages_ready and Pending = messages_unacknowledged
+// (counts the API refreshes every 5 s by default; -1 when it has none:
+// not collected yet, or management_agent.disable_metrics_collector). A
+// dead-letter queue is listed through the fanout exchange named like it,
+// with Messages = its messages_ready. The API is taken to be at
+// http://<host>:15672 of the AMQP URL (https://<host>:15671 for amqps://,
+// each URL of a failover list in turn; for a connection given to
+// NewFromClient, its peer, by the TLS server name when it has one, with
+// its TLS configuration) with the AMQP user and password, asked directly
+// (no HTTP_PROXY: a proxy would see the credentials; a redirect is an
+// error, not followed); WithManagementURL sets another address (a node
+// whose management listener is not on 15672; a path prefix, no query) or
+// other credentials. A certificate the API's TLS does not verify is an
+// error that says so. An API that
 // does not answer or refuses the request (401, 403, 404) is an error
 // wrapping broker.ErrUnsupported that says to enable the
 // rabbitmq_management plugin or set WithManagementURL; no error shows a

@@ -59,13 +59,13 @@ func (s *subscription) Drain(ctx context.Context) error {
 			// The handlers cut by the deadline return at once (their context
 			// is cancelled) and hand their messages back (Release): they get
 			// until handBacksDeadline to do it before the channel closes,
-			// and so do the queued acks.
-			by := time.Now().Add(DefaultOpTimeout)
-			if dl, ok := ctx.Deadline(); ok {
-				by = later(dl, handBacksDeadline(dl))
-			}
+			// and so do the queued acks; the channel's close gets until
+			// the kit stops waiting for Finish (see finishDeadlines).
+			by, closeBy := finishDeadlines(ctx, time.Now())
 			gctx, cancel := context.WithDeadline(context.Background(), by)
 			defer cancel()
+			cctx, cancelClose := context.WithDeadline(context.Background(), closeBy)
+			defer cancelClose()
 			if timedOut {
 				s.waitSettled(gctx)
 			}
@@ -81,19 +81,48 @@ func (s *subscription) Drain(ctx context.Context) error {
 			ch, k := s.cur, s.ack
 			s.cur, s.ack, s.finished = nil, nil, true
 			s.mu.Unlock()
-			if k != nil {
-				_ = k.close(gctx) // the queued acks go out before the channel closes
+			if k != nil && k.close(gctx) != nil {
+				// The queued acks go out before the channel closes: a
+				// channel.close sent while they are written would have
+				// RabbitMQ requeue messages that were handled.
+				if err := k.close(cctx); err != nil {
+					if ch != nil {
+						go func() {
+							_ = k.close(context.Background())
+							_ = ch.Close()
+						}()
+					}
+					return fmt.Errorf("channels/amqp: close consumer channel: the queued acknowledgements were not written in time; the channel closes once they are: %w", err)
+				}
 			}
 			if ch != nil {
 				// Anything still unacked (a handler cut by the deadline) is
 				// requeued by the broker with the channel.
-				if err := closeChannel(gctx, ch); err != nil {
+				if err := closeChannel(cctx, ch); err != nil {
 					return fmt.Errorf("channels/amqp: close consumer channel: %w", err)
 				}
 			}
 			return nil
 		},
 	})
+}
+
+// finishDeadlines returns when the hand-backs and queued acks of a drain's
+// Finish that starts at now must end (by) and when the consumer channel's
+// close must (closeBy): without a deadline, DefaultOpTimeout from now for
+// both; with a deadline dl, handBacksDeadline(dl) and kit.FinishBy(dl)
+// (closeMargin apart), but never less than releaseGrace from now for the
+// hand-backs and acks and closeMargin after that for the close: a drain
+// whose context had already ended (Close with an expired context) still
+// sends its queued acks before the channel closes.
+func finishDeadlines(ctx context.Context, now time.Time) (by, closeBy time.Time) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		by = now.Add(DefaultOpTimeout)
+		return by, by
+	}
+	by = later(handBacksDeadline(dl), now.Add(releaseGrace))
+	return by, later(kit.FinishBy(dl), by.Add(closeMargin))
 }
 
 // handBacksDeadline is how long the hand-backs of a drain with deadline dl
@@ -108,9 +137,9 @@ func handBacksDeadline(dl time.Time) time.Time {
 // consumer channel after the hand-backs.
 const closeMargin = 15 * time.Millisecond
 
-// releaseGrace is the least time a hand-back started during a drain gets,
-// even past handBacksDeadline (the channel may already be closing: then
-// RabbitMQ requeues the message).
+// releaseGrace is the least time the last steps of a drain's Finish get
+// for the pending hand-backs and the queued acks, even when the drain's
+// context had already ended (see finishDeadlines).
 const releaseGrace = 40 * time.Millisecond
 
 // waitSettled waits until every delivery of the channel is settled, or ctx

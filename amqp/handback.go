@@ -127,6 +127,9 @@ func refusedLastingly(err error) bool {
 type pendingBack struct {
 	d *amqp091.Delivery
 	k *acker
+	// pend, when set, is the confirm of the copy written for d while
+	// RabbitMQ blocked publishing (see awaitConfirm).
+	pend *pendingConfirm
 }
 
 // handBackLater hands back a message whose settling failed, after
@@ -175,7 +178,70 @@ func (s *subscription) handBackLater(d *amqp091.Delivery, k *acker) {
 			_ = k.nack(d.DeliveryTag)
 		}
 	})
-	s.timers[t] = pendingBack{d, k}
+	s.timers[t] = pendingBack{d: d, k: k}
+}
+
+// awaitConfirm settles d once the confirm of its copy (a retry or kept
+// copy written while RabbitMQ blocked publishing) comes: RabbitMQ holds a
+// message a blocked connection wrote until the alarm ends, then takes and
+// confirms it. It checks every DefaultSettleFailureDelay; once publishing
+// is unblocked it waits for the confirm up to kit.DefaultSettleTimeout:
+// acked, d is acked (the copy is the message now, and the attempt does not
+// run again); refused (nack, return, the channel closed) or still not
+// confirmed, d is handed back (handBackLater).
+func (s *subscription) awaitConfirm(d *amqp091.Delivery, k *acker, pend *pendingConfirm) {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	if s.timers == nil {
+		// The drain finished: the channel's close requeues the message.
+		pend.abandon()
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(DefaultSettleFailureDelay, func() {
+		s.tmu.Lock()
+		_, live := s.timers[t]
+		delete(s.timers, t)
+		s.tmu.Unlock()
+		if !live || !s.enter() {
+			pend.abandon()
+			return
+		}
+		defer s.leave()
+		if !s.current(k) {
+			pend.abandon() // the channel closed: RabbitMQ requeued the message
+			return
+		}
+		if s.l.sess.isBlocked() {
+			s.awaitConfirm(d, k, pend) // still blocked
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), kit.DefaultSettleTimeout)
+		err, settled := pend.wait(ctx)
+		cancel()
+		switch {
+		case settled && err == nil:
+			_ = k.ack(d.DeliveryTag)
+		case s.l.sess.isBlocked() && !settled:
+			s.awaitConfirm(d, k, pend) // blocked again
+		default:
+			if !settled {
+				pend.abandon()
+			}
+			s.log.Debug("channels/amqp: the copy written during a resource alarm was not confirmed; the message is handed back",
+				"channel", s.ch.Name, "group", s.ch.Group, "id", messageID(d), "error", broker.Redact(errText(err)))
+			s.handBackLater(d, k)
+		}
+	})
+	s.timers[t] = pendingBack{d: d, k: k, pend: pend}
+}
+
+// errText is err's text ("" for nil).
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // publishingUnavailable reports a copy that failed because publishing was
@@ -208,7 +274,31 @@ func (s *subscription) stopTimers() []pendingBack {
 // whose hand-back was still waiting, each once the publishing connection
 // is up, bounded by ctx; the others are requeued with the channel.
 func (s *subscription) flushBacks(ctx context.Context, backs []pendingBack) {
-	for _, b := range backs {
+	defer func() {
+		for _, b := range backs {
+			if b.pend != nil {
+				b.pend.abandon() // no-op for a confirm that settled
+			}
+		}
+	}()
+	for i, b := range backs {
+		if b.pend != nil {
+			// A copy written during a resource alarm: acked if its confirm
+			// comes in time, else the original is left to the channel's
+			// close (the copy may be in the queue).
+			err, settled := b.pend.wait(ctx)
+			if !settled {
+				b.pend.abandon()
+				continue
+			}
+			if err == nil {
+				if s.current(b.k) {
+					_ = b.k.ack(b.d.DeliveryTag)
+				}
+				continue
+			}
+			backs[i].pend = nil
+		}
 		if !s.current(b.k) {
 			continue
 		}

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +38,9 @@ const MaxManagementResponse = 64 << 20
 // for amqps://) of each AMQP URL in turn, with the AMQP URL's user and
 // password (or those of a PLAIN authentication in WithConfig's SASL); a
 // node whose management listener is on another port needs this option.
-// The virtual host is always the AMQP connection's.
+// The virtual host is always the AMQP connection's. The API is asked
+// directly (HTTP_PROXY and HTTPS_PROXY are not used: a proxy would see
+// the credentials) and a redirect is an error (it is not followed).
 func WithManagementURL(u string) Option {
 	return func(a *Adapter) error {
 		if u == "" {
@@ -45,8 +48,8 @@ func WithManagementURL(u string) Option {
 			return nil
 		}
 		p, err := url.Parse(u)
-		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return fmt.Errorf("%w: amqp management URL %s: want http://host:port or https://host:port",
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.RawQuery != "" || p.ForceQuery || p.Fragment != "" {
+			return fmt.Errorf("%w: amqp management URL %s: want http://host:port or https://host:port (with a path prefix, no query or fragment)",
 				broker.ErrInvalidOption, broker.RedactURL(u))
 		}
 		a.mgmtURL = u
@@ -76,12 +79,16 @@ func (a *Adapter) mgmtEndpoints() ([]mgmtEndpoint, error) {
 		e := mgmtEndpoint{user: "guest", pass: "guest", vhost: cfg.Vhost}
 		plainAuth(cfg.SASL, &e)
 		scheme, port := "http", DefaultManagementPort
-		if a.external.ConnectionState().HandshakeComplete {
-			scheme, port = "https", DefaultManagementTLSPort
-		}
 		host, _, err := net.SplitHostPort(a.external.RemoteAddr().String())
 		if err != nil && a.mgmtURL == "" {
 			return nil, fmt.Errorf("channels/amqp: %w", errNoManagement)
+		}
+		if cs := a.external.ConnectionState(); cs.HandshakeComplete {
+			// The name the connection's certificate was verified for.
+			scheme, port = "https", DefaultManagementTLSPort
+			if cs.ServerName != "" {
+				host = cs.ServerName
+			}
 		}
 		e.base = &url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port))}
 		out = append(out, e)
@@ -146,9 +153,14 @@ type mgmtClient struct {
 // An API that does not answer, refuses the credentials (401, 403) or does
 // not know the path (404: no management plugin behind that port) gives
 // an error wrapping errNoManagement.
-func (c *mgmtClient) get(ctx context.Context, path string, out any) error {
+func (c *mgmtClient) get(ctx context.Context, path string, query url.Values, out any) error {
+	// base has no query (WithManagementURL refuses one); path is escaped.
 	where := strings.TrimSuffix(c.ep.base.String(), "/")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, where+path, nil)
+	target := where + path
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return fmt.Errorf("channels/amqp: management API %s: %w", where, broker.Redacted(err))
 	}
@@ -159,16 +171,29 @@ func (c *mgmtClient) get(ctx context.Context, path string, out any) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("channels/amqp: management API %s: %w", where, ctx.Err())
 		}
+		var cv *tls.CertificateVerificationError
+		if errors.As(err, &cv) {
+			return &mgmtUnreachable{fmt.Errorf("channels/amqp: management API %s: its TLS certificate was not verified (%w): "+
+				"set amqp.WithManagementURL to a name the certificate holds, or a TLS configuration that verifies it", where, broker.Redacted(err))}
+		}
 		return &mgmtUnreachable{fmt.Errorf("channels/amqp: management API %s did not answer (%w): %w", where, broker.Redacted(err), errNoManagement)}
 	}
 	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, MaxManagementResponse+1))
+	var body []byte
+	if res.StatusCode == http.StatusOK {
+		body, err = io.ReadAll(io.LimitReader(res.Body, MaxManagementResponse+1))
+	} else {
+		// An error's body is not read (nor kept): the status says enough.
+		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 4096))
+	}
 	switch {
 	case res.StatusCode == http.StatusUnauthorized || res.StatusCode == http.StatusForbidden:
 		return fmt.Errorf("channels/amqp: management API %s refused user %q (%s: a wrong password, or a user without the management or monitoring tag): %w",
 			where, c.ep.user, res.Status, errNoManagement)
 	case res.StatusCode == http.StatusNotFound:
 		return fmt.Errorf("channels/amqp: management API %s: %s for %s: %w", where, res.Status, path, errNoManagement)
+	case res.StatusCode >= 300 && res.StatusCode < 400:
+		return fmt.Errorf("channels/amqp: management API %s: %s for %s: redirects are not followed (the credentials would go along): set amqp.WithManagementURL to the API's address", where, res.Status, path)
 	case res.StatusCode != http.StatusOK:
 		return fmt.Errorf("channels/amqp: management API %s: %s for %s", where, res.Status, path)
 	case err != nil:
@@ -194,10 +219,50 @@ type mgmtExchange struct {
 	Type string `json:"type"`
 }
 
+// mgmtQueue is a queue as the management API lists it; a count is absent
+// (nil) when the API has no statistics of it yet, or none at all
+// (management_agent.disable_metrics_collector).
 type mgmtQueue struct {
 	Name                   string `json:"name"`
-	MessagesReady          int64  `json:"messages_ready"`
-	MessagesUnacknowledged int64  `json:"messages_unacknowledged"`
+	MessagesReady          *int64 `json:"messages_ready"`
+	MessagesUnacknowledged *int64 `json:"messages_unacknowledged"`
+}
+
+// count is *n, or -1 when absent.
+func count(n *int64) int64 {
+	if n == nil {
+		return -1
+	}
+	return *n
+}
+
+// mgmtPage is one page of a paginated listing of the management API.
+type mgmtPage[T any] struct {
+	Items     []T `json:"items"`
+	PageCount int `json:"page_count"`
+}
+
+// mgmtPageSize is the page size of the listings of queues (the API takes
+// at most 500).
+const mgmtPageSize = 500
+
+// getPaged reads every page of the listing at path (page, page_size).
+func getPaged[T any](ctx context.Context, c *mgmtClient, path string, query url.Values) ([]T, error) {
+	var out []T
+	for page := 1; ; page++ {
+		q := url.Values{"page": {strconv.Itoa(page)}, "page_size": {strconv.Itoa(mgmtPageSize)}}
+		for k, v := range query {
+			q[k] = v
+		}
+		var p mgmtPage[T]
+		if err := c.get(ctx, path, q, &p); err != nil {
+			return nil, err
+		}
+		out = append(out, p.Items...)
+		if page >= p.PageCount || len(p.Items) == 0 {
+			return out, nil
+		}
+	}
 }
 
 type mgmtBinding struct {
@@ -213,6 +278,25 @@ type mgmtTopology struct {
 	bindings  []mgmtBinding
 }
 
+// mgmtHTTPClient is the HTTP client of the management API. It sends the
+// credentials to the API's address alone: through no proxy (a proxy named
+// by HTTP_PROXY or HTTPS_PROXY would see the Basic authentication, in the
+// clear over http://), and it follows no redirect (Go sends the
+// Authorization header again to the same host on another port or scheme,
+// https to http included): a redirect is an error.
+func (a *Adapter) mgmtHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	cfg := a.config.TLSClientConfig
+	if cfg == nil && a.external != nil {
+		cfg = a.external.Config.TLSClientConfig // that of a given connection
+	}
+	if cfg != nil {
+		tr.TLSClientConfig = cfg.Clone()
+	}
+	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
 // readTopology reads the exchanges, queues and bindings of the
 // connection's virtual host from the first endpoint that answers.
 func (a *Adapter) readTopology(ctx context.Context) (*mgmtTopology, error) {
@@ -220,23 +304,19 @@ func (a *Adapter) readTopology(ctx context.Context) (*mgmtTopology, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if a.config.TLSClientConfig != nil {
-		tr.TLSClientConfig = a.config.TLSClientConfig.Clone()
-	}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr}
+	hc := a.mgmtHTTPClient()
+	defer hc.CloseIdleConnections()
 	var errs []error
 	for _, ep := range eps {
 		c := &mgmtClient{http: hc, ep: ep}
 		v := url.PathEscape(ep.vhost)
 		t := &mgmtTopology{}
-		err := c.get(ctx, "/api/exchanges/"+v+"?columns=name,type", &t.exchanges)
+		err := c.get(ctx, "/api/exchanges/"+v, url.Values{"columns": {"name,type"}}, &t.exchanges)
 		if err == nil {
-			err = c.get(ctx, "/api/queues/"+v+"?columns=name,messages_ready,messages_unacknowledged", &t.queues)
+			t.queues, err = getPaged[mgmtQueue](ctx, c, "/api/queues/"+v, url.Values{"columns": {"name,messages_ready,messages_unacknowledged"}})
 		}
 		if err == nil {
-			err = c.get(ctx, "/api/bindings/"+v+"?columns=source,destination,destination_type", &t.bindings)
+			err = c.get(ctx, "/api/bindings/"+v, url.Values{"columns": {"source,destination,destination_type"}}, &t.bindings)
 		}
 		if err == nil {
 			return t, nil
@@ -259,7 +339,9 @@ func (a *Adapter) readTopology(ctx context.Context) (*mgmtTopology, error) {
 // but the default one and the amq.* ones is a channel, with Messages -1
 // (RabbitMQ stores messages per group queue), and its groups are the
 // queues named "<group>.<channel>" bound to it, each with Lag = the
-// queue's messages_ready and Pending = its messages_unacknowledged. A
+// queue's messages_ready and Pending = its messages_unacknowledged (-1
+// when the API has no count of the queue: not collected yet, or
+// management_agent.disable_metrics_collector). A
 // channel whose exchange is bound to a queue of its own name (a
 // dead-letter queue, whose fanout exchange is named like it) has Messages
 // = that queue's messages_ready. The management API refreshes its counts
@@ -276,6 +358,12 @@ func (a *Adapter) Channels(ctx context.Context, prefix string) ([]broker.Channel
 	if err != nil {
 		return nil, err
 	}
+	return channelsOf(t, prefix), nil
+}
+
+// channelsOf lists the channels of t whose name starts with prefix (see
+// Channels).
+func channelsOf(t *mgmtTopology, prefix string) []broker.ChannelInfo {
 	queues := make(map[string]*mgmtQueue, len(t.queues))
 	for i := range t.queues {
 		queues[t.queues[i].Name] = &t.queues[i]
@@ -300,7 +388,7 @@ func (a *Adapter) Channels(ctx context.Context, prefix string) ([]broker.Channel
 			continue // deleted meanwhile
 		}
 		if b.Destination == b.Source {
-			info.Messages = q.MessagesReady
+			info.Messages = count(q.MessagesReady)
 			continue
 		}
 		group, ok := strings.CutSuffix(b.Destination, "."+b.Source)
@@ -308,11 +396,11 @@ func (a *Adapter) Channels(ctx context.Context, prefix string) ([]broker.Channel
 			continue
 		}
 		info.Groups = append(info.Groups, broker.GroupInfo{Name: group,
-			GroupLag: broker.GroupLag{Lag: q.MessagesReady, Pending: q.MessagesUnacknowledged}})
+			GroupLag: broker.GroupLag{Lag: count(q.MessagesReady), Pending: count(q.MessagesUnacknowledged)}})
 	}
 	for i := range out {
 		slices.SortFunc(out[i].Groups, func(x, y broker.GroupInfo) int { return strings.Compare(x.Name, y.Name) })
 	}
 	slices.SortFunc(out, func(x, y broker.ChannelInfo) int { return strings.Compare(x.Name, y.Name) })
-	return out, nil
+	return out
 }

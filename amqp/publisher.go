@@ -216,13 +216,83 @@ func (pc *pubChan) discard(ch *amqp091.Channel) {
 // channel to itself until its confirm, so that an error closing the channel
 // (404 for a missing exchange) fails no other send.
 func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
-	return p.publishOn(ctx, p.mandatory, &p.nextM, exchange, key, mandatory, exclusive, msg)
+	return p.publishOn(ctx, p.mandatory, &p.nextM, exchange, key, mandatory, exclusive, false, msg)
 }
 
 // settle publishes a copy of the adapter's own (mandatory, confirmed) on
 // the settling channels.
 func (p *publisher) settle(ctx context.Context, exchange, key string, msg amqp091.Publishing) error {
-	return p.publishOn(ctx, p.settling, &p.nextS, exchange, key, true, false, msg)
+	return p.publishOn(ctx, p.settling, &p.nextS, exchange, key, true, false, false, msg)
+}
+
+// settleKeep is settle for a copy whose confirm may be waited for later:
+// when ctx ends before the confirm while RabbitMQ blocked the connection
+// (a resource alarm, which holds the message unread), the error is a
+// *confirmPending that keeps the confirm (and the channel it comes on).
+func (p *publisher) settleKeep(ctx context.Context, exchange, key string, msg amqp091.Publishing) error {
+	return p.publishOn(ctx, p.settling, &p.nextS, exchange, key, true, false, true, msg)
+}
+
+// confirmPending is the error of a copy written while RabbitMQ blocked the
+// connection whose confirm did not come in time: pend waits for it later.
+// Its owner must call pend.wait until it settles, or pend.abandon.
+type confirmPending struct {
+	err  error // wraps errConfirmUnknown
+	pend *pendingConfirm
+}
+
+func (e *confirmPending) Error() string { return e.err.Error() }
+func (e *confirmPending) Unwrap() error { return e.err }
+
+// pendingConfirm is the confirm still to come of a mandatory publish; it
+// holds the channel (pc.excl) until it settles or is abandoned, so that a
+// basic.return that comes belongs to it.
+type pendingConfirm struct {
+	pc   *pubChan
+	ch   *amqp091.Channel
+	dc   *amqp091.DeferredConfirmation
+	once sync.Once
+}
+
+// wait waits for the confirm, bounded by ctx. settled is false when ctx
+// ended first (the confirm is still pending and may be waited for again);
+// otherwise err is nil for a message RabbitMQ took, or its refusal (nack,
+// return, the channel closed), and the channel is given up.
+func (c *pendingConfirm) wait(ctx context.Context) (err error, settled bool) {
+	acked, werr := c.dc.WaitContext(ctx)
+	if werr != nil {
+		return fmt.Errorf("%w: %w", errConfirmUnknown, werr), false
+	}
+	select {
+	case r, ok := <-c.pc.returns:
+		if ok {
+			c.release(false)
+			return &ReturnedError{Exchange: r.Exchange, RoutingKey: r.RoutingKey, Code: r.ReplyCode, Text: r.ReplyText}, true
+		}
+	default:
+	}
+	if !acked {
+		if c.ch.IsClosed() {
+			err = c.pc.closeReason(c.ch)
+		} else {
+			err = errNacked
+		}
+	}
+	c.release(false)
+	return err, true
+}
+
+// abandon gives the channel up without the confirm: it is closed (a late
+// return would be taken for another publish's).
+func (c *pendingConfirm) abandon() { c.release(true) }
+
+func (c *pendingConfirm) release(discard bool) {
+	c.once.Do(func() {
+		if discard {
+			c.pc.discard(c.ch)
+		}
+		<-c.pc.excl
+	})
 }
 
 // DefaultSettlingChannels is the least number of confirm channels that
@@ -251,13 +321,13 @@ func takeExcl(ctx context.Context, pool []*pubChan, next *atomic.Uint32) (*pubCh
 	}
 }
 
-func (p *publisher) publishOn(ctx context.Context, excl []*pubChan, next *atomic.Uint32, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
-	err := p.publishOnce(ctx, excl, next, exchange, key, mandatory, exclusive, msg)
+func (p *publisher) publishOn(ctx context.Context, excl []*pubChan, next *atomic.Uint32, exchange, key string, mandatory, exclusive, keep bool, msg amqp091.Publishing) error {
+	err := p.publishOnce(ctx, excl, next, exchange, key, mandatory, exclusive, keep, msg)
 	if !mandatory && !exclusive && errors.Is(err, amqp091.ErrClosed) && ctx.Err() == nil {
 		// The shared channel was closed under it twice before the message
 		// went out (concurrent sends to a deleted exchange close it, each
 		// in turn): send it on a channel of its own.
-		return p.publishOnce(ctx, excl, next, exchange, key, mandatory, true, msg)
+		return p.publishOnce(ctx, excl, next, exchange, key, mandatory, true, false, msg)
 	}
 	if collateral(err, exchange) && ctx.Err() == nil {
 		// Another send closed the shared channel (its exchange was
@@ -265,7 +335,7 @@ func (p *publisher) publishOn(ctx context.Context, excl []*pubChan, next *atomic
 		// the channel, so this message is sent again, on a channel it has
 		// to itself, where no other send can close it (at-least-once: one
 		// written before the failing publish may have been taken).
-		err = p.publishOnce(ctx, excl, next, exchange, key, mandatory, true, msg)
+		err = p.publishOnce(ctx, excl, next, exchange, key, mandatory, true, false, msg)
 	}
 	return err
 }
@@ -277,14 +347,19 @@ func collateral(err error, exchange string) bool {
 	return ok && ex != exchange && errors.Is(err, errUnconfirmed)
 }
 
-func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atomic.Uint32, exchange, key string, mandatory, exclusive bool, msg amqp091.Publishing) error {
+func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atomic.Uint32, exchange, key string, mandatory, exclusive, keep bool, msg amqp091.Publishing) error {
 	var pc *pubChan
+	kept := false // the channel went to a pendingConfirm
 	if mandatory || exclusive {
 		var err error
 		if pc, err = takeExcl(ctx, excl, next); err != nil {
 			return err
 		}
-		defer func() { <-pc.excl }()
+		defer func() {
+			if !kept {
+				<-pc.excl
+			}
+		}()
 	} else {
 		pc = p.shared[int(p.next.Add(1))%len(p.shared)]
 	}
@@ -293,6 +368,7 @@ func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atom
 		dc  *amqp091.DeferredConfirmation
 		err error
 	)
+	epoch := p.sess.blockEpoch()
 	// A channel found closed before the message went out is replaced once.
 	for try := 0; try < 2; try++ {
 		var frameMax int
@@ -332,6 +408,12 @@ func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atom
 	}
 	acked, err := dc.WaitContext(ctx)
 	if err != nil {
+		if keep && mandatory && p.sess.blockedSince(epoch) {
+			// RabbitMQ holds the message unread until the alarm ends, then
+			// confirms it: the confirm is kept for the caller.
+			kept = true
+			return &confirmPending{err: fmt.Errorf("%w: %w", errConfirmUnknown, err), pend: &pendingConfirm{pc: pc, ch: ch, dc: dc}}
+		}
 		if mandatory || exclusive {
 			// A late return would be taken for the next publish's.
 			pc.discard(ch)

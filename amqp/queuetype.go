@@ -33,20 +33,24 @@ const maxProbes = 24
 // was deleted meanwhile, it declares one with the arguments it had). It
 // returns the type (QueueQuorum, QueueClassic or another) and the
 // arguments found to differ from args, with the queue's values (nil: the
-// queue has none). An empty type: it could not tell.
+// queue has none). An empty type: it could not tell. A refusal that names
+// the durable, auto_delete or exclusive property of the queue changes that
+// property of the next declaration; a queue found to be not durable,
+// auto-deleted or exclusive is classic (the only type that can be).
 func probeQueue(ctx context.Context, c *amqp091.Connection, name string, q QueueOptions, args amqp091.Table) (string, map[string]any, error) {
 	probe := make(amqp091.Table, len(args))
 	for k, v := range args {
 		probe[k] = v
 	}
 	found := map[string]any{}
+	flags := map[string]bool{"durable": durable(q.Durable), "auto_delete": q.AutoDelete, "exclusive": q.Exclusive}
 	for range maxProbes {
 		ch, err := openChannel(ctx, c, false)
 		if err != nil {
 			return "", found, err
 		}
 		err = bounded(ctx, "declaring a queue", func() error {
-			_, err := ch.QueueDeclare(name, durable(q.Durable), q.AutoDelete, q.Exclusive, false, probe)
+			_, err := ch.QueueDeclare(name, flags["durable"], flags["auto_delete"], flags["exclusive"], false, probe)
 			return err
 		})
 		go func() { _ = ch.Close() }()
@@ -64,6 +68,24 @@ func probeQueue(ctx context.Context, c *amqp091.Connection, name string, q Queue
 		key, cur, ok := parseInequivalent(e.Reason, probe)
 		if !ok {
 			return "", found, nil
+		}
+		if was, flag := flags[key]; flag {
+			// A property of the queue, not an argument.
+			b, isBool := cur.(bool)
+			if s, isText := cur.(string); isText {
+				b, err = strconv.ParseBool(s)
+				isBool = err == nil
+			}
+			if !isBool || b == was {
+				return "", found, nil
+			}
+			flags[key] = b
+			if !flags["durable"] || flags["auto_delete"] || flags["exclusive"] {
+				// Quorum and stream queues are durable, never
+				// auto-deleted nor exclusive.
+				return QueueClassic, found, nil
+			}
+			continue
 		}
 		found[key] = cur
 		if key == "x-queue-type" {

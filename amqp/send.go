@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -16,7 +17,10 @@ import (
 // Publish sends the message to the channel's fanout exchange (declared
 // first, once, unless WithPublishAssertExchange(false)) and returns once
 // RabbitMQ confirmed it. Messages are persistent unless the send says
-// otherwise.
+// otherwise. A send with broker.PublishOptions.Routed is mandatory and does
+// not declare the exchange: a message no queue receives (returned by
+// RabbitMQ) and one sent to an exchange that does not exist fail with an
+// error wrapping broker.ErrPublish and broker.ErrNotFound.
 func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgoing) error {
 	l := a.live.Load()
 	if l == nil {
@@ -33,7 +37,7 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 		if isCode(err, amqp091.NotFound) {
 			l.topo.setExchange(r.exchange, false)
 		}
-		return &broker.PublishError{Channel: channel, Err: err}
+		return &broker.PublishError{Channel: channel, Err: r.unrouted(err)}
 	}
 	if r.exclusive {
 		l.topo.setExchange(r.exchange, true)
@@ -48,7 +52,22 @@ type pubReq struct {
 	// exclusive: the first send to an exchange not known to exist (with
 	// WithPublishAssertExchange(false)), which may close its channel.
 	exclusive bool
-	msg       amqp091.Publishing
+	// routed: broker.PublishOptions.Routed.
+	routed bool
+	msg    amqp091.Publishing
+}
+
+// unrouted marks err, the failure of r, as broker.ErrNotFound when r is
+// routed and RabbitMQ returned the message or has no such exchange.
+func (r pubReq) unrouted(err error) error {
+	if !r.routed {
+		return err
+	}
+	var ret *ReturnedError
+	if errors.As(err, &ret) || isCode(err, amqp091.NotFound) {
+		return fmt.Errorf("%w: %w", broker.ErrNotFound, err)
+	}
+	return err
 }
 
 // prepare checks the send options of msg, declares the channel's exchange
@@ -62,12 +81,15 @@ func (a *Adapter) prepare(ctx context.Context, l *live, channel string, msg *bro
 	if err := so.Validate(); err != nil {
 		return pubReq{}, err
 	}
-	r := pubReq{exchange: channel, key: so.RoutingKey, mandatory: so.Mandatory}
+	routed := msg.Options.Routed
+	r := pubReq{exchange: channel, key: so.RoutingKey, mandatory: so.Mandatory || routed, routed: routed}
 	if so.Queue != "" {
 		r.exchange, r.key = "", so.Queue
 	}
 	if r.exchange != "" {
-		if !a.noAssertExchange {
+		// A routed send must reach a queue that exists: its exchange is
+		// not declared (a send to a missing one fails with 404).
+		if !a.noAssertExchange && !routed {
 			err, done := asserted[r.exchange]
 			if !done {
 				err = l.topo.assertExchange(ctx, r.exchange, a.chanOpts.withDefaults().Exchange)
@@ -161,7 +183,7 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 			if isCode(err, amqp091.NotFound) {
 				l.topo.setExchange(r.exchange, false)
 			}
-			errs[at[j]] = &broker.PublishError{Channel: channel, Err: err}
+			errs[at[j]] = &broker.PublishError{Channel: channel, Err: r.unrouted(err)}
 			continue
 		}
 		if r.exclusive {

@@ -68,7 +68,15 @@ func (t *delivery) republish(ctx context.Context, delay time.Duration, h amqp091
 		p.MessageId = t.id
 	}
 	err := s.publishDelayed(ctx, delay, p)
-	if err != nil {
+	var cp *confirmPending
+	switch {
+	case errors.As(err, &cp):
+		// Written while RabbitMQ blocked publishing: its confirm comes
+		// once the alarm ends, and the original is acked then (a hand-back
+		// now would run this attempt again beside the copy).
+		s.awaitConfirm(t.d, t.k, cp.pend)
+		return err
+	case err != nil:
 		s.handBackLater(t.d, t.k)
 		return err
 	}
@@ -77,16 +85,18 @@ func (t *delivery) republish(ctx context.Context, delay time.Duration, h amqp091
 
 // publishDelayed publishes p to the group queue after delay, through the
 // retry queue of the delay (straight to the group queue without delay).
+// Its error may be a *confirmPending (see publisher.settleKeep), whose
+// confirm the caller must wait for or abandon.
 func (s *subscription) publishDelayed(ctx context.Context, delay time.Duration, p amqp091.Publishing) error {
 	if delay <= 0 {
-		return s.l.pub.settle(ctx, "", s.queue, p)
+		return s.l.pub.settleKeep(ctx, "", s.queue, p)
 	}
 	for try := 0; ; try++ {
 		rq, err := s.l.topo.retryQueue(ctx, s.queue, delay, durable(s.opts.Queue.Durable), s.queueType())
 		if err != nil {
 			return err
 		}
-		err = s.l.pub.settle(ctx, "", rq, p)
+		err = s.l.pub.settleKeep(ctx, "", rq, p)
 		var ret *ReturnedError
 		if errors.As(err, &ret) && try == 0 {
 			// The retry queue expired or was deleted: declare it again.
@@ -135,18 +145,19 @@ func (t *delivery) Release(ctx context.Context) error {
 		return nil
 	}
 	defer s.leave()
-	ctx, cancel := s.releaseContext(ctx, time.Now())
+	ctx, cancel := s.releaseContext(ctx)
 	defer cancel()
 	return s.handBack(ctx, t.d, t.k)
 }
 
-// releaseContext bounds a hand-back started at now: during a drain with a
-// deadline, by handBacksBy (releaseGrace from now at least); otherwise by
-// ctx alone.
-func (s *subscription) releaseContext(ctx context.Context, now time.Time) (context.Context, context.CancelFunc) {
+// releaseContext bounds a hand-back: during a drain with a deadline, by
+// handBacksBy, however late it starts (one that ran past it would publish
+// its copy after the channel closed, and the original, requeued by the
+// close, would be delivered twice); otherwise by ctx alone.
+func (s *subscription) releaseContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	by := s.handBacksBy.Load()
 	if by == 0 || !s.IsStopping() {
 		return context.WithCancel(ctx)
 	}
-	return context.WithDeadline(ctx, later(time.Unix(0, by), now.Add(releaseGrace)))
+	return context.WithDeadline(ctx, time.Unix(0, by))
 }

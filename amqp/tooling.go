@@ -5,11 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
-
-	"github.com/microchannels/channels/kit"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -32,17 +31,28 @@ var errQuorumBrowse = fmt.Errorf("%w: the dead-letter queue is a quorum queue: a
 	"so browsing it would burn its dead letters; declare the dead-letter queue as a classic queue (the default) to browse it",
 	broker.ErrUnsupported)
 
+// errUnknownType is why a dead-letter queue whose type could not be told
+// is not browsed: it may be a quorum queue.
+var errUnknownType = fmt.Errorf("%w: the type of the dead-letter queue could not be told (RabbitMQ's refusals of a declaration did not name it): "+
+	"browsing a quorum queue would burn its dead letters", broker.ErrUnsupported)
+
+// errGivenConn is why an adapter built with NewFromClient does not read
+// queues for the tooling.
+var errGivenConn = fmt.Errorf("%w: the adapter was given its connection (NewFromClient): a message whose header table the client library refuses "+
+	"would close that connection, which the adapter cannot dial again; browsing, removing dead letters and tailing need an adapter built with New",
+	broker.ErrUnsupported)
+
 // toolConn returns a connection of its own for one tooling call and the
 // function that closes it: a message whose headers the client library
 // cannot read closes the connection that reads it, which is then not the
 // one of the sends or of the consumers. An adapter built with NewFromClient
-// uses the given connection.
+// has no address to dial: errGivenConn.
 func (a *Adapter) toolConn(ctx context.Context) (*amqp091.Connection, func(), error) {
 	if _, err := a.liveOrErr(); err != nil {
 		return nil, nil, err
 	}
 	if a.external != nil {
-		return a.external, func() {}, nil
+		return nil, nil, errGivenConn
 	}
 	a.mu.Lock()
 	log := a.env.Logger
@@ -69,32 +79,59 @@ func (a *Adapter) toolConn(ctx context.Context) (*amqp091.Connection, func(), er
 // of it. A quorum queue counts a delivery for every message taken and
 // drops or dead-letters it at its delivery limit, so a quorum dead-letter
 // queue is refused (an error wrapping broker.ErrUnsupported) before any
-// message is taken; its type is found by declaring it again with
-// x-queue-type classic, which RabbitMQ takes for a classic queue (and
-// which, should the queue be deleted meanwhile, declares a classic one).
+// message is taken; its type is found by declaring it again as a quorum
+// queue (durable, with x-queue-type quorum): a classic queue refuses that
+// and the refusal names its type or a property no quorum queue has, and a
+// quorum queue takes it even where RabbitMQ ignores x-queue-type on a
+// redeclaration (quorum_queue.property_equivalence.relaxed_checks_on_redeclaration,
+// 3.11.16+). A queue whose type cannot be told is refused as well
+// (broker.ErrUnsupported). Should the queue be deleted between the count
+// and the probe, the probe declares an empty quorum queue of that name.
 //
 // StoredMessage.ID is the message id property, else the x-original-id
-// header, else "sha256:" and 24 hex digits of a digest of the payload,
-// headers and properties: it stays the same across browses. Dead letters
-// written by this adapter keep the message id of the message they copy,
-// so the same message dead-lettered twice (at-least-once) has one ID for
-// both copies. Time is zero (RabbitMQ does not tell when it stored a
+// header, followed by "~" and 8 hex digits of a digest of the payload,
+// headers and properties ("<message id>~1a2b3c4d"), else "sha256:" and 24
+// hex digits of that digest: it stays the same across browses. Dead
+// letters written by this adapter keep the message id of the message they
+// copy; the digest tells apart the dead letters of one message written by
+// different groups (their x-original-group and x-error-* headers differ),
+// and RemoveDeadLetters removes only messages whose ID, recomputed from
+// what it takes, is among those asked for. Two copies with the same
+// content (one message dead-lettered twice by one group, at-least-once)
+// have one ID. Time is zero (RabbitMQ does not tell when it stored a
 // message; the x-error-timestamp header tells when it was dead-lettered).
 // Headers are read as the consumers read them; a message whose header
 // table the client library refuses (nested deeper than 32, wider than
 // 8,192 entries) closes the browse's connection: the browse ends with an
 // error naming its position and every message stays in the queue.
+// Taking a message shows: RabbitMQ marks every message a browse gave
+// back as redelivered (a group reading the dead-letter queue as a channel
+// gets it with the redelivered flag; a classic queue counts no delivery);
+// a message whose TTL (x-message-ttl, expiration) ran out while a browse
+// held it is dropped, or dead-lettered, when it goes back; and RabbitMQ's
+// consumer_timeout (30 minutes by default) applies to the messages a
+// browse holds: a browse longer than that (a slow fn) has its channel
+// closed by RabbitMQ and ends with an error, every message given back.
+// An adapter built with NewFromClient has no connection of its own to risk:
+// BrowseDeadLetters, RemoveDeadLetters and Tail return an error wrapping
+// broker.ErrUnsupported there.
 func (a *Adapter) BrowseDeadLetters(ctx context.Context, queue string, fn func(*broker.StoredMessage) bool) error {
-	return a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
+	_, err := a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
 		return false, fn(storedMessage(queue, d))
 	})
+	return err
 }
 
 // RemoveDeadLetters takes the messages of the dead-letter queue as
 // BrowseDeadLetters does, up to the number held when the call started,
 // acknowledges (deletes) those whose ID is among ids and gives the others
-// back in their places. An ID names every message that has it (see
-// BrowseDeadLetters). A quorum dead-letter queue is refused.
+// back in their places. An ID names every message that has it: copies with
+// the same content (see BrowseDeadLetters). The count is of removals
+// RabbitMQ confirmed: when it acknowledged any message, it closes its
+// channel and waits for RabbitMQ's close-ok, which comes after every
+// acknowledgement before it was processed; when that does not come (the
+// connection was lost, ctx ended), it returns 0 and an error saying the
+// messages may or may not have been removed. A quorum dead-letter queue is refused.
 func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
@@ -103,36 +140,55 @@ func (a *Adapter) RemoveDeadLetters(ctx context.Context, queue string, ids ...st
 	for _, id := range ids {
 		want[id] = true
 	}
-	n := 0
-	err := a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
-		if want[storedID(d)] {
-			n++
-			return true, true
-		}
-		return false, true
+	return a.walkQueue(ctx, queue, func(d *amqp091.Delivery) (ack, more bool) {
+		return want[storedID(d)], true
 	})
-	return n, err
 }
+
+// afterToolAck, when set (by tests), runs after each acknowledgement of
+// walkQueue.
+var afterToolAck func()
 
 // walkQueue takes the messages of queue one by one (basic.get, up to the
 // count of a passive declaration at the start), calls visit with each,
 // acknowledges those visit acks, and gives the others back by closing the
-// channel.
-func (a *Adapter) walkQueue(ctx context.Context, queue string, visit func(*amqp091.Delivery) (ack, more bool)) error {
+// channel. It returns the number of acknowledgements RabbitMQ confirmed:
+// when it sent any, it closes the channel and waits for close-ok (RabbitMQ
+// answers a channel.close once it processed what came before it); if that
+// fails, it returns 0 and the error.
+func (a *Adapter) walkQueue(ctx context.Context, queue string, visit func(*amqp091.Delivery) (ack, more bool)) (int, error) {
 	ctx, cancel := opCtxIfNone(ctx)
 	defer cancel()
 	c, release, err := a.toolConn(ctx)
 	if err != nil {
-		return fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
+		return 0, fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
 	}
 	defer release()
 	ch, err := openChannel(ctx, c, false)
 	if err != nil {
-		return fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
+		return 0, fmt.Errorf("channels/amqp: queue %q: %w", queue, err)
 	}
-	defer func() { _ = closeChannel(ctx, ch) }()
+	acked := 0
+	err = a.walkOn(ctx, c, ch, queue, visit, &acked)
+	if acked == 0 {
+		go func() { _ = ch.Close() }()
+		return 0, err
+	}
+	// Only close-ok proves RabbitMQ processed the acknowledgements.
+	if ch.IsClosed() {
+		return 0, fmt.Errorf("channels/amqp: queue %q: the channel closed after %d messages were acknowledged: they may or may not be removed: %w", queue, acked, errors.Join(err, amqp091.ErrClosed))
+	}
+	if cerr := bounded(ctx, "closing an AMQP channel", ch.Close); cerr != nil {
+		return 0, fmt.Errorf("channels/amqp: queue %q: %d messages acknowledged, not confirmed (they may or may not be removed): %w", queue, acked, errors.Join(err, cerr))
+	}
+	return acked, err
+}
+
+// walkOn is walkQueue on its channel ch; acked counts the acknowledgements
+// sent.
+func (a *Adapter) walkOn(ctx context.Context, c *amqp091.Connection, ch *amqp091.Channel, queue string, visit func(*amqp091.Delivery) (ack, more bool), acked *int) error {
 	var q amqp091.Queue
-	err = bounded(ctx, "declaring a queue", func() error {
+	err := bounded(ctx, "declaring a queue", func() error {
 		var err error
 		q, err = ch.QueueDeclarePassive(queue, false, false, false, false, nil)
 		return err
@@ -146,13 +202,20 @@ func (a *Adapter) walkQueue(ctx context.Context, queue string, visit func(*amqp0
 	if q.Messages == 0 {
 		return nil
 	}
-	dq := kit.Overlay(a.chanOpts.Queue, a.chanOpts.DeadLetterQueue)
-	typ, _, err := probeQueue(ctx, c, queue, dq, amqp091.Table{"x-queue-type": QueueClassic})
+	// Declared again as a quorum queue: a classic queue refuses it, naming
+	// its type (or its durable, auto_delete or exclusive property, which
+	// no quorum queue has), and a quorum queue takes it even where
+	// RabbitMQ ignores x-queue-type on a redeclaration (relaxed checks,
+	// 3.11.16+), which a probe as classic would take for a classic one.
+	typ, _, err := probeQueue(ctx, c, queue, QueueOptions{Durable: Bool(true)}, amqp091.Table{"x-queue-type": QueueQuorum})
 	if err != nil {
 		return fmt.Errorf("channels/amqp: queue %q: finding its type: %w", queue, err)
 	}
-	if typ == QueueQuorum {
+	switch typ {
+	case QueueQuorum:
 		return fmt.Errorf("channels/amqp: queue %q: %w", queue, errQuorumBrowse)
+	case "":
+		return fmt.Errorf("channels/amqp: queue %q: %w", queue, errUnknownType)
 	}
 	for i := range q.Messages {
 		var d amqp091.Delivery
@@ -168,17 +231,14 @@ func (a *Adapter) walkQueue(ctx context.Context, queue string, visit func(*amqp0
 		if !ok {
 			return nil // taken meanwhile by another reader of the queue
 		}
-		if typ == "" {
-			if _, counted := d.Headers[HeaderDeliveryCount]; counted {
-				// The type could not be told and RabbitMQ counts the
-				// deliveries: the message taken goes back, counted once.
-				return fmt.Errorf("channels/amqp: queue %q: %w", queue, errQuorumBrowse)
-			}
-		}
 		ack, more := visit(&d)
 		if ack {
 			if err := d.Ack(false); err != nil {
 				return fmt.Errorf("channels/amqp: queue %q: acknowledging message %d: %w", queue, i+1, err)
+			}
+			*acked++
+			if afterToolAck != nil {
+				afterToolAck()
 			}
 		}
 		if !more {
@@ -202,14 +262,25 @@ func storedMessage(channel string, d *amqp091.Delivery) *broker.StoredMessage {
 }
 
 // storedID identifies a stored message: its message id, else its
-// x-original-id header, else a digest of its content.
+// x-original-id header, followed by "~" and 8 hex digits of a digest of its
+// content, else "sha256:" and 24 hex digits of that digest. Two dead
+// letters of one message (two groups failed it) differ in their headers
+// and so in their IDs; a removal recomputes the ID of each message it
+// takes, so it deletes only messages of that content.
 func storedID(d *amqp091.Delivery) string {
+	sum := contentDigest(d)
 	if d.MessageId != "" {
-		return d.MessageId
+		return d.MessageId + "~" + hex.EncodeToString(sum[:4])
 	}
 	if s, ok := valueString(d.Headers[broker.HeaderOriginalID]); ok && s != "" && len(s) <= 255 {
-		return s
+		return s + "~" + hex.EncodeToString(sum[:4])
 	}
+	return "sha256:" + hex.EncodeToString(sum[:12])
+}
+
+// contentDigest is a SHA-256 digest of the payload, headers and properties
+// of d.
+func contentDigest(d *amqp091.Delivery) []byte {
 	h := sha256.New()
 	field := func(s string) {
 		var n [8]byte
@@ -232,7 +303,7 @@ func storedID(d *amqp091.Delivery) string {
 		field(p)
 	}
 	field(d.Timestamp.UTC().Format(time.RFC3339Nano))
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)[:12])
+	return h.Sum(nil)
 }
 
 // Tail calls fn with each message sent to channel after Tail started (once
@@ -248,6 +319,9 @@ func (a *Adapter) Tail(ctx context.Context, channel string, fn func(*broker.Stor
 	l, err := a.liveOrErr()
 	if err != nil {
 		return err
+	}
+	if a.external != nil {
+		return fmt.Errorf("channels/amqp: tail %q: %w", channel, errGivenConn)
 	}
 	o := a.chanOpts.withDefaults()
 	setup, cancel := opCtxIfNone(ctx)
@@ -292,8 +366,7 @@ func (a *Adapter) Tail(ctx context.Context, channel string, fn func(*broker.Stor
 	}
 	defer func() {
 		// The queue goes with the channel's consumer (auto-delete) and the
-		// connection (exclusive); deleted here as well for a connection
-		// given to NewFromClient, which stays open.
+		// connection (exclusive); deleted here as well.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultOpTimeout)
 		defer cancel()
 		_ = bounded(dctx, "deleting the tail's queue", func() error {

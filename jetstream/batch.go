@@ -32,10 +32,11 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 		defer cancel()
 	}
 	type prepared struct {
-		i     int
-		m     *nats.Msg
-		popts []js.PublishOpt
-		id    string
+		i      int
+		m      *nats.Msg
+		popts  []js.PublishOpt
+		id     string
+		routed bool
 	}
 	errs := make([]error, len(msgs))
 	ps := make([]prepared, 0, len(msgs))
@@ -46,7 +47,7 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 			errs[i] = err
 			continue
 		}
-		p := prepared{i: i, m: m, popts: popts}
+		p := prepared{i: i, m: m, popts: popts, routed: out.Options.Routed}
 		if so, ok := sendOptions(out.Options.AdapterOptions); ok && so.MsgID != "" {
 			p.id = so.MsgID
 			ids[p.id]++
@@ -65,13 +66,14 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 	// The first message is sent alone: one that finds no stream (never
 	// seen, or removed elsewhere) creates it before the others go.
 	if len(ps) > 0 {
-		errs[ps[0].i] = a.publishEnsuring(ctx, c, channel, ps[0].m, ps[0].popts)
+		errs[ps[0].i] = a.publishEnsuring(ctx, c, channel, ps[0].m, ps[0].popts, ps[0].routed)
 		ps = ps[1:]
 	}
 	_, known := a.streams.Load(channel)
 	type flight struct {
-		i int
-		f js.PubAckFuture
+		i      int
+		f      js.PubAckFuture
+		routed bool
 	}
 	var (
 		flights = make([]flight, 0, len(ps))
@@ -81,7 +83,7 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 		select {
 		case <-fl.f.Ok():
 		case err := <-fl.f.Err():
-			errs[fl.i] = &broker.PublishError{Channel: channel, Err: err}
+			errs[fl.i] = &broker.PublishError{Channel: channel, Err: unrouted(err, fl.routed)}
 		case <-ctx.Done():
 			errs[fl.i] = &broker.PublishError{Channel: channel, Err: ctx.Err()}
 		}
@@ -104,7 +106,7 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 			errs[p.i] = &broker.PublishError{Channel: channel, Err: err}
 			continue
 		}
-		flights = append(flights, flight{i: p.i, f: f})
+		flights = append(flights, flight{i: p.i, f: f, routed: p.routed})
 	}
 	for ; head < len(flights); head++ {
 		wait(flights[head])

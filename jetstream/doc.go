@@ -74,7 +74,10 @@
 // underscores (DurableName), filtered on P.n, explicit acks; dead letters
 // published to subject P.Q, stored by stream P_Q. A send to a channel that
 // has no stream yet creates it, so messages sent before any group subscribed
-// are stored (a new group still starts with the messages after it). Headers
+// are stored (a new group still starts with the messages after it); a send
+// with broker.PublishOptions.Routed (the operations tooling's copies)
+// creates none and fails with an error wrapping broker.ErrNotFound when no
+// stream stores its subject. Headers
 // are NATS headers, one value per name, names kept as they are
 // (x-redelivered-count, x-original-*, x-error-* with base64 stack and data,
 // $requestID, $parentID, $meta, ...). A send is refused with a

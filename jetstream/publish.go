@@ -16,7 +16,10 @@ import (
 
 // Publish stores the message in the channel's stream and returns once
 // JetStream acknowledged it. A channel without a stream gets one (with the
-// adapter's stream options), so sending before any group subscribed works.
+// adapter's stream options), so sending before any group subscribed works,
+// except for a send with broker.PublishOptions.Routed: no stream stores its
+// subject, and it fails with an error wrapping broker.ErrPublish and
+// broker.ErrNotFound.
 func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgoing) error {
 	c, err := a.life.Current()
 	if err != nil {
@@ -26,7 +29,7 @@ func (a *Adapter) Publish(ctx context.Context, channel string, out *broker.Outgo
 	if err != nil {
 		return err
 	}
-	return a.publishEnsuring(ctx, c, channel, m, popts)
+	return a.publishEnsuring(ctx, c, channel, m, popts, out.Options.Routed)
 }
 
 // prepareMsg checks the send options of out and builds its NATS message and
@@ -61,8 +64,9 @@ func prepareMsg(channel string, out *broker.Outgoing) (*nats.Msg, []js.PublishOp
 // publishEnsuring publishes m and waits for its acknowledgement. A send
 // that finds no stream (JetStream's "no response from stream": never seen
 // by this adapter, or removed since by anyone) creates the stream when
-// createMissingStream may, and is sent once more.
-func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, m *nats.Msg, popts []js.PublishOpt) error {
+// createMissingStream may, and is sent once more, unless it is routed: it
+// then fails with an error wrapping broker.ErrNotFound.
+func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, m *nats.Msg, popts []js.PublishOpt, routed bool) error {
 	v, known := a.streams.Load(channel)
 	if !known {
 		// No stream seen yet: learn at once that there is none (instead of
@@ -70,7 +74,7 @@ func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, 
 		popts = append(popts[:len(popts):len(popts)], js.WithRetryAttempts(0))
 	}
 	ack, err := a.publish(ctx, c, m, popts)
-	if errors.Is(err, js.ErrNoStreamResponse) && c.nc.IsConnected() {
+	if errors.Is(err, js.ErrNoStreamResponse) && c.nc.IsConnected() && !routed {
 		seen, _ := v.(string)
 		if a.createMissingStream(ctx, c, channel, seen) {
 			ack, err = a.publish(ctx, c, m, popts)
@@ -80,9 +84,18 @@ func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, 
 		a.streams.Store(channel, ack.Stream)
 	}
 	if err != nil {
-		return &broker.PublishError{Channel: channel, Err: err}
+		return &broker.PublishError{Channel: channel, Err: unrouted(err, routed)}
 	}
 	return nil
+}
+
+// unrouted marks err as broker.ErrNotFound when the send is routed and no
+// stream answered for its subject.
+func unrouted(err error, routed bool) error {
+	if routed && errors.Is(err, js.ErrNoStreamResponse) {
+		return fmt.Errorf("%w: no stream stores the subject: %w", broker.ErrNotFound, err)
+	}
+	return err
 }
 
 // createMissingStream creates the stream of a channel whose send found no
