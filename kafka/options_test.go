@@ -291,3 +291,14 @@ func TestTopicReplication(t *testing.T) {
 		})
 	}
 }
+
+func TestRotate(t *testing.T) {
+	in := []string{"a:9092", "b:9092", "c:9092"}
+	got := rotate(in)
+	if strings.Join(got, ",") != "b:9092,c:9092,a:9092" || in[0] != "a:9092" {
+		t.Fatalf("rotate(%v) = %v", in, got)
+	}
+	if got := rotate(rotate(got)); strings.Join(got, ",") != "a:9092,b:9092,c:9092" {
+		t.Fatalf("three rotations: %v", got)
+	}
+}

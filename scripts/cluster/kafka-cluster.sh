@@ -193,7 +193,7 @@ kc_launch() {
 # kc_ready I: node I answers a metadata request that lists all three brokers.
 kc_ready() {
   port_open "$(kc_port "$1")" || return 1
-  [[ $(kc_tool org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$(kc_port "$1")" 2>/dev/null \
+  [[ $(kc_tool kafka.admin.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$(kc_port "$1")" 2>/dev/null \
     | grep -c '^127.0.0.1:919[1-3] (id: [0-9]') == "$KC_NODES" ]]
 }
 
@@ -223,7 +223,7 @@ EOF
   done
   for (( i = 0; i < KC_NODES; i++ )); do
     wait_until 120 "kafka-cluster node $i" kc_ready "$i" \
-      || { tail -30 "$(kc_dir "$i")/stdout.log" "$(kc_dir "$i")/server.log" >&2 || true; die "kafka-cluster node $i did not start"; }
+      || { tail -n 30 "$(kc_dir "$i")/stdout.log" "$(kc_dir "$i")/server.log" >&2 || true; die "kafka-cluster node $i did not start"; }
   done
 }
 
