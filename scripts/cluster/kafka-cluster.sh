@@ -22,7 +22,7 @@
 # fail; the majority fences it and elects new leaders. heal N enables the proxies again and
 # waits until every partition is fully replicated.
 #
-# Measured on 2 cores: up (3 JVMs, formatted storage) about 30 s; a killed node back in about 10 s.
+# Measured on 2 cores: up (format, 3 JVMs) 20-23 s; the three scenarios about 120 s.
 
 KC_NODES=3
 KC_CLUSTER_ID=${KC_CLUSTER_ID:-Y2hhbm5lbHMta2Fma2EtY2w}
