@@ -324,6 +324,37 @@
 // context even while a connection is being dialed; a connection whose dial
 // ends after Close is closed at once, and no consumer opens after it.
 //
+// # Replication and clusters
+//
+// Against a RabbitMQ cluster, give New the nodes as a ';'-separated
+// failover list ("amqp://a:5672/;amqp://b:5672/;amqp://c:5672/"): every
+// connection attempt takes the next node of the list, so a connection lost
+// with its node is dialed again on another one, and the consumers
+// resubscribe there (declaring their topology again; a quorum queue is
+// served by whichever node the client is connected to). Sends fail while
+// no connection is up.
+//
+// Group queues are quorum queues by default: Raft-replicated, one member
+// per cluster node (RabbitMQ's default initial group size; set
+// x-quorum-initial-group-size in ChannelOptions.Queue.Arguments for
+// fewer). A publisher confirm from a quorum queue comes once a majority of
+// its members has written the message to disk, so a send that returned nil
+// survives the loss of any minority of the nodes; the cost is a Raft round
+// trip and an fsync on a majority in each send's latency. While the queue
+// has no leader (the leader's node was lost, an election is under way, or
+// the node the client is connected to is cut off from the majority), sends
+// are not confirmed: they fail (nack, or their context ends), and are never
+// reported sent. Classic queues (QueueClassic) are not replicated: a send
+// survives a restart of the queue's node (persistent messages), not its
+// loss. A publishing channel RabbitMQ nacked a message on is replaced (and
+// closed DefaultOpTimeout later): RabbitMQ 3.10 can go on nacking every
+// publish of a channel that first sent to a quorum queue during its leader
+// election, while a new channel is served.
+//
+// With cluster_partition_handling = pause_minority, a node cut off from the
+// majority stops serving: its clients are disconnected and reconnect to
+// another node of their list.
+//
 // # Drain and frozen links
 //
 // Stop cancels the consumer at once (basic.cancel, given half of the

@@ -78,6 +78,7 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 		case !acked && f.ch.IsClosed():
 			errs[f.k] = pc.closeReason(f.ch)
 		case !acked:
+			pc.retire(f.ch)
 			errs[f.k] = errNacked
 		}
 	}

@@ -209,6 +209,29 @@ func (pc *pubChan) discard(ch *amqp091.Channel) {
 	go func() { _ = ch.Close() }()
 }
 
+// retireAfter is how long a channel retired after a nack stays open, so
+// that the confirms still awaited on it can come, before it is closed (a
+// send still waiting then reports errUnconfirmed).
+const retireAfter = DefaultOpTimeout
+
+// retire detaches ch, which RabbitMQ nacked a message on, so that the next
+// sends open a fresh channel, and closes it after retireAfter. A nack is
+// rare (a queue that rejects publishes, a quorum queue without a leader),
+// and a channel that first sent to a quorum queue while its leader was
+// being elected can go on nacking every publish to it (seen with RabbitMQ
+// 3.10 after the leader's node was lost) while a new channel is served.
+func (pc *pubChan) retire(ch *amqp091.Channel) {
+	pc.mu.Lock()
+	mine := pc.ch == ch
+	if mine {
+		pc.ch = nil
+	}
+	pc.mu.Unlock()
+	if mine {
+		time.AfterFunc(retireAfter, func() { _ = ch.Close() })
+	}
+}
+
 // publish sends msg and returns once the broker confirmed it: nil on
 // basic.ack, an error on basic.nack, a basic.return of a mandatory message,
 // a closed channel, or ctx ending first. An exclusive publish (every
@@ -439,6 +462,7 @@ func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atom
 			// (at-least-once).
 			return pc.closeReason(ch)
 		}
+		pc.retire(ch)
 		return errNacked
 	}
 	return nil

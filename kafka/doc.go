@@ -35,11 +35,38 @@
 // Topics are created by the adapter, never by the broker's auto-creation:
 // the channel's topic (and the dead-letter topic) when a channel is
 // subscribed or first sent to, with TopicOptions (Partitions, default 6;
-// ReplicationFactor, default the broker's; Configs). The dead-letter topic
+// ReplicationFactor, default min(3, brokers); MinInSyncReplicas; Configs). The dead-letter topic
 // has settings of its own (ChannelOptions.DeadLetterTopic: by default none
 // of the channel topic's configs, whose compaction would refuse dead
 // letters without a key and whose short retention would drop them). An
 // existing topic is used as it is.
+//
+// # Replication and clusters
+//
+// A topic the adapter creates gets, by default, the replication factor
+// min(3, number of brokers) read from the cluster's metadata when it is
+// created (TopicOptions.ReplicationFactor 0; -1 leaves it to the broker's
+// default.replication.factor), and min.insync.replicas 2 when it has 3
+// replicas or more (TopicOptions.MinInSyncReplicas; with fewer replicas
+// the broker's setting, 1 unless configured). Sends wait for every
+// in-sync replica (acks=all, the default of WithDefaultAcks): with 3
+// replicas and min.insync.replicas 2, a send that returned nil is on at
+// least 2 brokers and survives the loss of any one; while fewer than 2
+// replicas are in sync, sends fail (NotEnoughReplicas) instead of being
+// accepted by one. The cost: each send waits for the slowest in-sync
+// follower's fetch, and a broker that dies stalls the sends to the
+// partitions it follows until the controller drops it from their ISR
+// (broker.session.timeout.ms, replica.lag.time.max.ms). A single broker
+// gets topics of 1 replica, as before. An existing topic is used as it is.
+//
+// Leader changes: a send refused by a broker that no longer leads its
+// partition (or that is gone) reads the metadata again and goes to the new
+// leader within its context; readers and the group coordinator are found
+// again the same way, and a member whose coordinator moved rejoins the
+// group (its partitions may be redelivered from the last commit:
+// at-least-once). Give New every broker (or enough of them) as
+// bootstrap addresses so that one lost broker does not stop a new
+// connection.
 //
 // # Concurrency and offsets
 //

@@ -27,9 +27,22 @@ const (
 	// creates: members of a group share a channel by partitions, so it is
 	// the most members that can consume a channel at once.
 	DefaultPartitions = 6
-	// DefaultReplicationFactor (-1) lets the broker apply its
-	// default.replication.factor.
-	DefaultReplicationFactor = -1
+	// DefaultReplicationFactor (0) chooses the replication factor of a
+	// created topic from the cluster's size when the topic is created:
+	// min(MaxAutoReplicationFactor, brokers), so a topic is replicated on
+	// a cluster and still created on a single broker.
+	DefaultReplicationFactor = 0
+	// BrokerReplicationFactor (-1) lets the broker apply its
+	// default.replication.factor (and its min.insync.replicas).
+	BrokerReplicationFactor = -1
+	// MaxAutoReplicationFactor caps the replication factor chosen from the
+	// cluster's size.
+	MaxAutoReplicationFactor = 3
+	// AutoMinInSyncReplicas is the min.insync.replicas given to a created
+	// topic of 3 replicas or more (with the default MinInSyncReplicas): an
+	// acks=all send then survives the loss of any one broker once it
+	// returned, and sends go on while one broker is down.
+	AutoMinInSyncReplicas = 2
 	// DefaultBatchSize bounds the messages of one partition in one
 	// produce request.
 	DefaultBatchSize = 1000
@@ -90,8 +103,20 @@ func (o Ordering) String() string {
 type TopicOptions struct {
 	// Partitions of a created topic (default DefaultPartitions).
 	Partitions int
-	// ReplicationFactor of a created topic (default -1: the broker's).
+	// ReplicationFactor of a created topic. 0 (DefaultReplicationFactor):
+	// min(3, the number of brokers in the cluster), read from the
+	// cluster's metadata when the topic is created; -1
+	// (BrokerReplicationFactor): the broker's default.replication.factor;
+	// n > 0: n (more than there are brokers is refused by Kafka).
 	ReplicationFactor int
+	// MinInSyncReplicas is the min.insync.replicas of a created topic: how
+	// many replicas must have a message before an acks=all send returns
+	// (with fewer in sync, sends fail with NotEnoughReplicas instead of
+	// being accepted by too few). 0 (the default): AutoMinInSyncReplicas
+	// (2) when the topic has 3 replicas or more, otherwise the broker's
+	// setting (1 unless configured); -1: the broker's setting; n > 0: n.
+	// A "min.insync.replicas" in Configs takes precedence.
+	MinInSyncReplicas int
 	// Configs are topic configs (retention.ms, cleanup.policy, ...).
 	Configs map[string]string
 }
@@ -151,7 +176,12 @@ func (o ChannelOptions) Validate() error {
 	case o.Topic.Partitions < 0, o.DeadLetterTopic.Partitions < 0:
 		return fmt.Errorf("%w: kafka topic Partitions must be > 0", broker.ErrInvalidOption)
 	case o.Topic.ReplicationFactor < -1, o.DeadLetterTopic.ReplicationFactor < -1:
-		return fmt.Errorf("%w: kafka topic ReplicationFactor must be > 0 (or -1 for the broker's default)", broker.ErrInvalidOption)
+		return fmt.Errorf("%w: kafka topic ReplicationFactor must be > 0 (or 0 for the cluster's size, -1 for the broker's default)", broker.ErrInvalidOption)
+	case o.Topic.MinInSyncReplicas < -1, o.DeadLetterTopic.MinInSyncReplicas < -1:
+		return fmt.Errorf("%w: kafka topic MinInSyncReplicas must be > 0 (or 0 for the default, -1 for the broker's)", broker.ErrInvalidOption)
+	case o.Topic.ReplicationFactor > 0 && o.Topic.MinInSyncReplicas > o.Topic.ReplicationFactor,
+		o.DeadLetterTopic.ReplicationFactor > 0 && o.DeadLetterTopic.MinInSyncReplicas > o.DeadLetterTopic.ReplicationFactor:
+		return fmt.Errorf("%w: kafka topic MinInSyncReplicas must not exceed its ReplicationFactor (no acks=all send could succeed)", broker.ErrInvalidOption)
 	case o.MaxWait < 0, o.MaxBytes < 0, o.CommitInterval < 0, o.ReadAheadBytes < 0:
 		return fmt.Errorf("%w: kafka MaxWait, MaxBytes, ReadAheadBytes and CommitInterval must be >= 0", broker.ErrInvalidOption)
 	case o.SessionTimeout < 0, o.HeartbeatInterval < 0, o.RebalanceTimeout < 0:
@@ -178,14 +208,8 @@ func (o ChannelOptions) withDefaults() ChannelOptions {
 	if o.Topic.Partitions == 0 {
 		o.Topic.Partitions = DefaultPartitions
 	}
-	if o.Topic.ReplicationFactor == 0 {
-		o.Topic.ReplicationFactor = DefaultReplicationFactor
-	}
 	if o.DeadLetterTopic.Partitions == 0 {
 		o.DeadLetterTopic.Partitions = DefaultPartitions
-	}
-	if o.DeadLetterTopic.ReplicationFactor == 0 {
-		o.DeadLetterTopic.ReplicationFactor = DefaultReplicationFactor
 	}
 	if o.MaxWait == 0 {
 		o.MaxWait = DefaultMaxWait

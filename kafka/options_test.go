@@ -86,6 +86,9 @@ func TestChannelOptions(t *testing.T) {
 		{Ordering: Ordering(9)},
 		{Topic: TopicOptions{Partitions: -1}},
 		{Topic: TopicOptions{ReplicationFactor: -2}},
+		{Topic: TopicOptions{MinInSyncReplicas: -2}},
+		{Topic: TopicOptions{ReplicationFactor: 2, MinInSyncReplicas: 3}},
+		{DeadLetterTopic: TopicOptions{ReplicationFactor: 1, MinInSyncReplicas: 2}},
 		{CommitInterval: -time.Second},
 		{SessionTimeout: time.Second, HeartbeatInterval: 2 * time.Second},
 		{DeadLetterTopic: TopicOptions{Partitions: -1}},
@@ -103,7 +106,7 @@ func TestChannelOptions(t *testing.T) {
 		t.Errorf("a RebalanceTimeout of 3 heartbeats: %v", err)
 	}
 	d := ChannelOptions{}.withDefaults()
-	if d.Ordering != PerKey || d.Topic.Partitions != DefaultPartitions || d.Topic.ReplicationFactor != -1 ||
+	if d.Ordering != PerKey || d.Topic.Partitions != DefaultPartitions || d.Topic.ReplicationFactor != DefaultReplicationFactor ||
 		d.CommitInterval != DefaultCommitInterval || d.HeartbeatInterval >= d.SessionTimeout ||
 		d.DeadLetterTopic.Partitions != DefaultPartitions || len(d.DeadLetterTopic.Configs) != 0 ||
 		d.ReadAheadBytes != DefaultReadAheadBytes {
@@ -253,5 +256,49 @@ func TestURLPasswordsNeverShown(t *testing.T) {
 	_, display, _, _, err := parseURL("kafka://u:123%23abc@h:9092,k:9093")
 	if err != nil || strings.Contains(display, "123") {
 		t.Fatalf("display %q, error %v", display, err)
+	}
+}
+
+func TestTopicReplication(t *testing.T) {
+	cases := []struct {
+		name    string
+		o       TopicOptions
+		brokers int
+		rf      int
+		minISR  string // "" : not set (the broker's)
+	}{
+		{"single broker", TopicOptions{}, 1, 1, ""},
+		{"two brokers", TopicOptions{}, 2, 2, ""},
+		{"three brokers", TopicOptions{}, 3, 3, "2"},
+		{"never above three", TopicOptions{}, 7, 3, "2"},
+		{"no broker in the metadata", TopicOptions{}, 0, 1, ""},
+		{"the broker's factor", TopicOptions{ReplicationFactor: BrokerReplicationFactor}, 0, -1, ""},
+		{"explicit factor", TopicOptions{ReplicationFactor: 5}, 0, 5, "2"},
+		{"explicit min ISR", TopicOptions{MinInSyncReplicas: 3}, 3, 3, "3"},
+		{"the broker's min ISR", TopicOptions{MinInSyncReplicas: -1}, 3, 3, ""},
+		{"min ISR in Configs wins", TopicOptions{MinInSyncReplicas: 3, Configs: map[string]string{"min.insync.replicas": "1"}}, 3, 3, "1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(c.o.Configs)
+			rf, configs := topicReplication(c.o, c.brokers)
+			if rf != c.rf || configs["min.insync.replicas"] != c.minISR {
+				t.Fatalf("got rf %d, min.insync.replicas %q; want %d, %q", rf, configs["min.insync.replicas"], c.rf, c.minISR)
+			}
+			if len(c.o.Configs) != before {
+				t.Fatalf("the options' Configs were modified: %v", c.o.Configs)
+			}
+		})
+	}
+}
+
+func TestRotate(t *testing.T) {
+	in := []string{"a:9092", "b:9092", "c:9092"}
+	got := rotate(in)
+	if strings.Join(got, ",") != "b:9092,c:9092,a:9092" || in[0] != "a:9092" {
+		t.Fatalf("rotate(%v) = %v", in, got)
+	}
+	if got := rotate(rotate(got)); strings.Join(got, ",") != "a:9092,b:9092,c:9092" {
+		t.Fatalf("three rotations: %v", got)
 	}
 }

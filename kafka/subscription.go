@@ -294,6 +294,8 @@ func (s *subscription) groupLoop() {
 				s.mu.Lock()
 				s.cg = nil
 				s.mu.Unlock()
+			} else {
+				s.askNextBroker(cg)
 			}
 			if _, ok := retry.Failed(s.Stopping()); !ok {
 				return
@@ -303,6 +305,30 @@ func (s *subscription) groupLoop() {
 		retry.Succeeded()
 		s.runGeneration(gen)
 	}
+}
+
+// askNextBroker replaces the group cg, whose join failed, by one that asks
+// the next bootstrap broker first for the group's coordinator: kafka-go
+// asks the first broker of the list that answers, and a broker cut off
+// from the rest of the cluster goes on naming a coordinator that can no
+// longer serve the group (itself, whose writes to the offsets topic
+// fail). The failed group is closed in the background.
+func (s *subscription) askNextBroker(cg *kafkago.ConsumerGroup) {
+	s.mu.Lock()
+	if s.cg != cg || len(s.cfg.Brokers) < 2 {
+		s.mu.Unlock()
+		return
+	}
+	s.cfg.Brokers = rotate(s.cfg.Brokers)
+	s.cg = nil
+	s.mu.Unlock()
+	go func() { _ = cg.Close() }()
+}
+
+// rotate returns a copy of list with its first element moved to the end.
+func rotate(list []string) []string {
+	out := make([]string, 0, len(list))
+	return append(append(out, list[1:]...), list[0])
 }
 
 // runGeneration starts a routine per assigned partition and the commit

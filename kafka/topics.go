@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -22,14 +23,23 @@ func (a *Adapter) ensureTopic(ctx context.Context, c *conn, topic string, o Topi
 	}
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
-	cfg := kafkago.TopicConfig{Topic: topic, NumPartitions: o.Partitions, ReplicationFactor: o.ReplicationFactor}
-	keys := make([]string, 0, len(o.Configs))
-	for k := range o.Configs {
+	brokers := 0
+	if o.ReplicationFactor == DefaultReplicationFactor {
+		md, err := c.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{}})
+		if err != nil {
+			return fmt.Errorf("channels/kafka: reading the cluster's size for topic %q: %w", topic, err)
+		}
+		brokers = len(md.Brokers)
+	}
+	rf, configs := topicReplication(o, brokers)
+	cfg := kafkago.TopicConfig{Topic: topic, NumPartitions: o.Partitions, ReplicationFactor: rf}
+	keys := make([]string, 0, len(configs))
+	for k := range configs {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		cfg.ConfigEntries = append(cfg.ConfigEntries, kafkago.ConfigEntry{ConfigName: k, ConfigValue: o.Configs[k]})
+		cfg.ConfigEntries = append(cfg.ConfigEntries, kafkago.ConfigEntry{ConfigName: k, ConfigValue: configs[k]})
 	}
 	res, err := c.client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{cfg}})
 	if err == nil {
@@ -44,6 +54,36 @@ func (a *Adapter) ensureTopic(ctx context.Context, c *conn, topic string, o Topi
 	}
 	c.storePartitions(topic, ids)
 	return nil
+}
+
+// topicReplication returns the replication factor and the configs of a
+// topic created with o on a cluster of brokers brokers (read only when
+// o.ReplicationFactor is DefaultReplicationFactor): the factor is then
+// min(MaxAutoReplicationFactor, brokers), at least 1; min.insync.replicas
+// is added unless o.Configs has it: o.MinInSyncReplicas when set,
+// AutoMinInSyncReplicas by default on 3 replicas or more, else none (the
+// broker's). o.Configs is not modified.
+func topicReplication(o TopicOptions, brokers int) (int, map[string]string) {
+	rf := o.ReplicationFactor
+	if rf == DefaultReplicationFactor {
+		rf = max(1, min(MaxAutoReplicationFactor, brokers))
+	}
+	minISR := 0
+	switch {
+	case o.MinInSyncReplicas > 0:
+		minISR = o.MinInSyncReplicas
+	case o.MinInSyncReplicas == 0 && rf >= 3:
+		minISR = AutoMinInSyncReplicas
+	}
+	if _, set := o.Configs["min.insync.replicas"]; set || minISR == 0 {
+		return rf, o.Configs
+	}
+	configs := make(map[string]string, len(o.Configs)+1)
+	for k, v := range o.Configs {
+		configs[k] = v
+	}
+	configs["min.insync.replicas"] = strconv.Itoa(minISR)
+	return rf, configs
 }
 
 // partitions returns the partition ids of topic once each has a leader;
