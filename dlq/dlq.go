@@ -197,7 +197,10 @@ var ErrNoDestination = errors.New("dlq: dead letter has no x-original-channel; g
 // after any trail it already had; see Trail).
 //
 // Crash safety: a dead letter is removed only after the broker accepted
-// its copy (Publish returned nil), one at a time. Replay stopped at any
+// its copy (Publish returned nil), one at a time. Every copy is sent with
+// broker.PublishOptions.Routed: on brokers that can tell (RabbitMQ,
+// JetStream) a copy that no queue or stream would keep is refused, and its
+// dead letter stays. Replay stopped at any
 // point (an error, a cancelled ctx, a killed process) has lost no message;
 // at worst the one in hand was sent and not yet removed, and a second
 // Replay sends it again. Replay returns at the first error, with what it
@@ -265,7 +268,9 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 		} else {
 			h = ReplayHeaders(queue, e, now, limits)
 		}
-		out := &broker.Outgoing{Payload: e.Payload, Headers: h, Options: broker.PublishOptions{Raw: true}}
+		// Routed: where the broker can tell, a copy no queue or stream keeps
+		// is refused rather than confirmed, and the dead letter is kept.
+		out := &broker.Outgoing{Payload: e.Payload, Headers: h, Options: broker.PublishOptions{Raw: true, Routed: true}}
 		if err := a.Publish(ctx, to, out); err != nil {
 			return res, fmt.Errorf("send dead letter %s of %q to %q (nothing removed): %w", e.ID, queue, to, err)
 		}

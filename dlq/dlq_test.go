@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -440,5 +441,41 @@ func TestFormatPayload(t *testing.T) {
 	f, text := dlq.FormatPayload([]byte(`{"long":"`+strings.Repeat("x", 100)+`"}`), 10)
 	if f != dlq.FormatText || !strings.Contains(text, "111 bytes in all, the first 10 shown") || strings.Contains(text, "xxxxxxxxxxx") {
 		t.Errorf("cut: %s %q", f, text)
+	}
+}
+
+// recording is the memory adapter that records the options of each send.
+type recording struct {
+	*memory.Adapter
+	mu   sync.Mutex
+	sent []broker.PublishOptions
+}
+
+func (r *recording) Publish(ctx context.Context, ch string, m *broker.Outgoing) error {
+	r.mu.Lock()
+	r.sent = append(r.sent, m.Options)
+	r.mu.Unlock()
+	return r.Adapter.Publish(ctx, ch, m)
+}
+
+func TestResendAsksForARoutedSend(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "2", nil)
+	r := &recording{Adapter: a}
+	if _, err := dlq.Replay(ctx, r, queue, dlq.Filter{Limit: 1}, dlq.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dlq.Move(ctx, r, queue, dlq.Filter{}, "ns.PARKED"); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.sent) != 2 {
+		t.Fatalf("sent %d", len(r.sent))
+	}
+	for i, o := range r.sent {
+		if !o.Routed || !o.Raw {
+			t.Errorf("send %d: %+v, want Routed and Raw", i, o)
+		}
 	}
 }
