@@ -93,14 +93,28 @@ type Entry struct {
 	Time    time.Time         `json:"time,omitzero"`
 	Payload []byte            `json:"payload"`
 	Headers map[string]string `json:"headers,omitempty"`
+	// DecodeError says why the dead letter could not be read whole: its
+	// headers (or payload field) did not decode (broker.StoredMessage
+	// DecodeError, for example a serializer that is not the plugin's), or
+	// the adapter listed only part of its headers (Kafka's
+	// x-channels-headers-cut). Empty when it was read whole. Replay and
+	// Move refuse such a dead letter unless ReplayOptions.Force.
+	DecodeError string `json:"decodeError,omitempty"`
 }
+
+// headerHeadersCut is the header an adapter sets on a stored message it
+// lists with only part of its headers (kafka.HeaderHeadersCut).
+const headerHeadersCut = "x-channels-headers-cut"
 
 // EntryOf reads a stored dead letter.
 func EntryOf(m *broker.StoredMessage) Entry {
 	h := m.Headers
 	e := Entry{ID: m.ID, OriginalChannel: h[broker.HeaderOriginalChannel], OriginalGroup: h[broker.HeaderOriginalGroup],
 		ErrorMessage: h[broker.HeaderErrorMessage], ErrorName: h[broker.HeaderErrorName],
-		Time: m.Time, Payload: m.Payload, Headers: h}
+		Time: m.Time, Payload: m.Payload, Headers: h, DecodeError: m.DecodeError}
+	if cut, ok := h[headerHeadersCut]; ok && e.DecodeError == "" {
+		e.DecodeError = "headers cut by the adapter: " + cut
+	}
 	if n, err := strconv.Atoi(h[broker.HeaderRedeliveredCount]); err == nil && n >= 0 && n < 1<<30 {
 		e.Attempts = n + 1
 	}
@@ -165,9 +179,42 @@ type ReplayOptions struct {
 	To string
 	// DryRun lists what would be sent and sends and removes nothing.
 	DryRun bool
+	// Force resends dead letters that could not be read whole
+	// (Entry.DecodeError), with what could be read of them. Without it they
+	// are refused: their headers or payload would be lost.
+	Force bool
 	// Progress, when set, is called after each message with how many are
 	// done of how many matched.
 	Progress func(done, total int)
+}
+
+// Status is what became of one dead letter in a Replay or a Move.
+type Status string
+
+// Statuses of Outcome.
+const (
+	// StatusPending: not sent (a dry run, or an error stopped the
+	// operation before it).
+	StatusPending Status = "pending"
+	// StatusDone: sent and removed from the queue.
+	StatusDone Status = "done"
+	// StatusKept: sent, and still in the queue (its removal failed or
+	// removed nothing): a new replay sends it again.
+	StatusKept Status = "kept"
+	// StatusFailed: the send failed; the dead letter is still in the queue.
+	StatusFailed Status = "failed"
+	// StatusRefused: not sent, for a reason found before anything was
+	// sent (no destination, unreadable; see Outcome.Error).
+	StatusRefused Status = "refused"
+)
+
+// Outcome is what became of one dead letter in a Replay or a Move.
+type Outcome struct {
+	// To is the full name of the channel it was (or would be) sent to.
+	To     string `json:"to,omitempty"`
+	Status Status `json:"status"`
+	// Error is why it is not done; empty when done or pending.
+	Error string `json:"error,omitempty"`
 }
 
 // ReplayResult is what a Replay or a Move did.
@@ -176,6 +223,8 @@ type ReplayResult struct {
 	// handled (all of them, also those not done when an error stopped the
 	// operation).
 	Entries []Entry
+	// Outcomes are what became of each of Entries, at the same index.
+	Outcomes []Outcome
 	// Sent counts the messages published (0 for a dry run).
 	Sent int
 	// Removed counts the dead letters removed from the queue.
@@ -185,6 +234,11 @@ type ReplayResult struct {
 // ErrNoDestination is returned by Replay, before anything is sent, when a
 // matching dead letter names no original channel and no To is given.
 var ErrNoDestination = errors.New("dlq: dead letter has no x-original-channel; give a destination (To)")
+
+// ErrUnreadable is returned by Replay and Move, before anything is sent,
+// when a matching dead letter could not be read whole (Entry.DecodeError)
+// and ReplayOptions.Force is not set.
+var ErrUnreadable = errors.New("dlq: dead letter could not be read whole (resending it would lose its headers or payload; ReplayOptions.Force, --force, resends it as read)")
 
 // Replay sends the dead letters of queue that match f back to their
 // original channel (or opts.To) as new messages, on their first attempt,
@@ -196,30 +250,35 @@ var ErrNoDestination = errors.New("dlq: dead letter has no x-original-channel; g
 // HeaderReplayedFrom records where it came from (queue, ID, error, time,
 // after any trail it already had; see Trail).
 //
+// Before anything is sent, every matching dead letter is checked: one with
+// no destination (ErrNoDestination) or one that could not be read whole
+// (ErrUnreadable, unless opts.Force) stops the operation with nothing
+// sent; ReplayResult.Outcomes tells which.
+//
 // Crash safety: a dead letter is removed only after the broker accepted
 // its copy (Publish returned nil), one at a time. Every copy is sent with
 // broker.PublishOptions.Routed: on brokers that can tell (RabbitMQ,
 // JetStream) a copy that no queue or stream would keep is refused, and its
-// dead letter stays. Replay stopped at any
-// point (an error, a cancelled ctx, a killed process) has lost no message;
-// at worst the one in hand was sent and not yet removed, and a second
-// Replay sends it again. Replay returns at the first error, with what it
-// did so far.
+// dead letter stays. Replay stopped at any point (an error, a cancelled
+// ctx, a killed process) has lost no message; at worst the one in hand was
+// sent and not yet removed, and a second Replay sends it again. Replay
+// returns at the first error, with what it did so far.
 func Replay(ctx context.Context, a broker.Adapter, queue string, f Filter, opts ReplayOptions) (ReplayResult, error) {
 	return resend(ctx, a, queue, f, opts, false)
 }
 
 // Move sends the dead letters of queue that match f to to (the full name
-// of another queue or a channel) and removes them, with Replay's crash
-// safety. Unlike Replay, a moved message stays a dead letter: every header
-// is kept (x-error-*, x-original-*, x-redelivered-count), except the
-// adapters' own x-channels-* and x-group, and no trail is added, so it can
-// be listed, replayed or purged from its new queue with the same filters.
+// of another queue or a channel) and removes them, with Replay's checks
+// and crash safety. Unlike Replay, a moved message stays a dead letter:
+// every header is kept (x-error-*, x-original-*, x-redelivered-count),
+// except the adapters' own x-channels-* and x-group, and no trail is
+// added, so it can be listed, replayed or purged from its new queue with
+// the same filters.
 func Move(ctx context.Context, a broker.Adapter, queue string, f Filter, to string) (ReplayResult, error) {
 	return MoveWith(ctx, a, queue, f, ReplayOptions{To: to})
 }
 
-// MoveWith is Move with options: opts.To is required; DryRun and Progress
+// MoveWith is Move with options: opts.To is required; the other options
 // apply as for Replay.
 func MoveWith(ctx context.Context, a broker.Adapter, queue string, f Filter, opts ReplayOptions) (ReplayResult, error) {
 	if opts.To == "" {
@@ -234,20 +293,31 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 		return ReplayResult{}, err
 	}
 	es, err := List(ctx, a, queue, f)
-	res := ReplayResult{Entries: es}
+	res := ReplayResult{Entries: es, Outcomes: make([]Outcome, len(es))}
 	if err != nil {
 		return res, err
 	}
-	if opts.To == "" {
-		var missing []string
-		for _, e := range es {
-			if e.OriginalChannel == "" {
-				missing = append(missing, e.ID)
-			}
+	var refused []error
+	for i, e := range es {
+		o := &res.Outcomes[i]
+		o.Status, o.To = StatusPending, opts.To
+		if o.To == "" {
+			o.To = e.OriginalChannel
 		}
-		if len(missing) > 0 {
-			return res, fmt.Errorf("%w: %s", ErrNoDestination, strings.Join(missing, ", "))
+		var why error
+		switch {
+		case e.DecodeError != "" && !opts.Force:
+			why = fmt.Errorf("%w: %q: %s", ErrUnreadable, e.ID, e.DecodeError)
+		case o.To == "":
+			why = fmt.Errorf("%w: %q", ErrNoDestination, e.ID)
 		}
+		if why != nil {
+			o.Status, o.Error = StatusRefused, why.Error()
+			refused = append(refused, why)
+		}
+	}
+	if len(refused) > 0 {
+		return res, errorsOf(refused)
 	}
 	if opts.DryRun {
 		return res, nil
@@ -258,10 +328,7 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 	}
 	now := time.Now()
 	for i, e := range es {
-		to := opts.To
-		if to == "" {
-			to = e.OriginalChannel
-		}
+		o := &res.Outcomes[i]
 		var h map[string]string
 		if move {
 			h = movedHeaders(e.Headers)
@@ -271,21 +338,52 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 		// Routed: where the broker can tell, a copy no queue or stream keeps
 		// is refused rather than confirmed, and the dead letter is kept.
 		out := &broker.Outgoing{Payload: e.Payload, Headers: h, Options: broker.PublishOptions{Raw: true, Routed: true}}
-		if err := a.Publish(ctx, to, out); err != nil {
-			return res, fmt.Errorf("send dead letter %s of %q to %q (nothing removed): %w", e.ID, queue, to, err)
+		if err := a.Publish(ctx, o.To, out); err != nil {
+			err = fmt.Errorf("send dead letter %q of %q to %q (nothing removed): %w", e.ID, queue, o.To, err)
+			o.Status, o.Error = StatusFailed, err.Error()
+			return res, err
 		}
 		res.Sent++
 		n, err := st.RemoveDeadLetters(ctx, queue, e.ID)
 		res.Removed += n
 		if err != nil {
-			return res, fmt.Errorf("dead letter %s of %q was sent to %q but not removed (a new replay sends it again): %w", e.ID, queue, to, err)
+			err = fmt.Errorf("dead letter %q of %q was sent to %q but not removed (a new replay sends it again): %w", e.ID, queue, o.To, err)
+			o.Status, o.Error = StatusKept, err.Error()
+			return res, err
 		}
+		o.Status = StatusDone
 		if opts.Progress != nil {
 			opts.Progress(i+1, len(es))
 		}
 	}
 	return res, nil
 }
+
+// errorsOf is one error for errs: the first ones in full and a count of
+// the others (errors.Is matches any of them).
+func errorsOf(errs []error) error {
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	const shown = 5
+	msg := make([]string, 0, shown+1)
+	for i, err := range errs {
+		if i == shown {
+			msg = append(msg, fmt.Sprintf("and %d more", len(errs)-shown))
+			break
+		}
+		msg = append(msg, err.Error())
+	}
+	return &joined{msg: strings.Join(msg, "; "), errs: errs}
+}
+
+type joined struct {
+	msg  string
+	errs []error
+}
+
+func (j *joined) Error() string   { return j.msg }
+func (j *joined) Unwrap() []error { return j.errs }
 
 // Purge removes the dead letters of queue that match f and returns how
 // many the broker removed.

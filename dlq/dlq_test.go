@@ -479,3 +479,61 @@ func TestResendAsksForARoutedSend(t *testing.T) {
 		}
 	}
 }
+
+// unreadable is the memory adapter listing some dead letters as an
+// adapter does when it cannot read them whole: the payload "undecodable"
+// with headers that did not decode (Redis with another serializer), the
+// payload "cut" with a part of its headers (Kafka).
+type unreadable struct{ *memory.Adapter }
+
+func (u unreadable) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker.StoredMessage) bool) error {
+	return u.Adapter.BrowseDeadLetters(ctx, q, func(m *broker.StoredMessage) bool {
+		switch string(m.Payload) {
+		case "undecodable":
+			m.Headers, m.DecodeError = nil, "msgpack: invalid code"
+		case "cut":
+			m.Headers["x-channels-headers-cut"] = "3 of 70 headers left out"
+		}
+		return fn(m)
+	})
+}
+
+func TestUnreadableIsNotResentUnlessForced(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	u := unreadable{a}
+	got := handled(t, a, "ns.retry")
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "undecodable", map[string]string{"trace": "t1"})
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "cut", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "fine", nil)
+
+	es, err := dlq.List(ctx, u, queue, dlq.Filter{})
+	if err != nil || len(es) != 3 || es[0].DecodeError != "msgpack: invalid code" ||
+		!strings.Contains(es[1].DecodeError, "headers cut") || es[2].DecodeError != "" {
+		t.Fatalf("list: %+v %v", es, err)
+	}
+	for _, move := range []bool{false, true} {
+		var res dlq.ReplayResult
+		if move {
+			res, err = dlq.Move(ctx, u, queue, dlq.Filter{}, "ns.retry")
+		} else {
+			res, err = dlq.Replay(ctx, u, queue, dlq.Filter{}, dlq.ReplayOptions{To: "ns.retry"})
+		}
+		if !errors.Is(err, dlq.ErrUnreadable) || res.Sent != 0 || res.Removed != 0 {
+			t.Fatalf("move %v: %+v %v", move, res, err)
+		}
+		if st := []dlq.Status{res.Outcomes[0].Status, res.Outcomes[1].Status, res.Outcomes[2].Status}; fmt.Sprint(st) != "[refused refused pending]" {
+			t.Fatalf("move %v: outcomes %v", move, res.Outcomes)
+		}
+		if left, _ := dlq.List(ctx, a, queue, dlq.Filter{}); len(left) != 3 {
+			t.Fatalf("move %v: left %d", move, len(left))
+		}
+	}
+	res, err := dlq.Replay(ctx, u, queue, dlq.Filter{}, dlq.ReplayOptions{To: "ns.retry", Force: true})
+	if err != nil || res.Sent != 3 || res.Removed != 3 {
+		t.Fatalf("forced: %+v %v", res, err)
+	}
+	if m := receive(t, got); string(m.Payload) != "undecodable" || m.Headers["trace"] != "" {
+		t.Fatalf("forced: %+v", m)
+	}
+}

@@ -192,8 +192,13 @@ Example:
 				t := table(c.App.Writer)
 				fmt.Fprintln(t, "ID\tCHANNEL\tGROUP\tERROR\tMESSAGE\tATTEMPTS\tTIME")
 				for _, e := range es {
+					name, msg := e.ErrorName, e.ErrorMessage
+					if e.DecodeError != "" {
+						// The failure is unknown: say why instead.
+						name, msg = "(unreadable)", e.DecodeError
+					}
 					fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(e.ID, 0), orDash(clean(e.OriginalChannel, 0)),
-						orDash(clean(e.OriginalGroup, 0)), orDash(clean(e.ErrorName, 40)), orDash(clean(e.ErrorMessage, 60)),
+						orDash(clean(e.OriginalGroup, 0)), orDash(clean(name, 40)), orDash(clean(msg, 60)),
 						attemptsText(e.Attempts), timeText(e.Time))
 				}
 				if err := t.Flush(); err != nil {
@@ -251,6 +256,9 @@ Example:
 				fmt.Fprintf(t, "error:\t%s\n", orDash(clean(strings.TrimPrefix(e.ErrorName+": "+e.ErrorMessage, ": "), 0)))
 				fmt.Fprintf(t, "attempts:\t%s\n", attemptsText(e.Attempts))
 				fmt.Fprintf(t, "time:\t%s\n", timeText(e.Time))
+				if e.DecodeError != "" {
+					fmt.Fprintf(t, "unreadable:\t%s (replay and move refuse it without --force)\n", clean(e.DecodeError, 0))
+				}
 				if err := t.Flush(); err != nil {
 					return err
 				}
@@ -312,6 +320,7 @@ Examples:
 		Flags: append(filterFlags(0),
 			&cli.StringFlag{Name: "to", Usage: "send every message to this channel (without the namespace) instead of its original one"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be sent; send and remove nothing"},
+			forceFlag(),
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -332,6 +341,7 @@ Example:
 		Flags: append(filterFlags(0),
 			&cli.StringFlag{Name: "to", Usage: "destination queue or channel (without the namespace); required"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be moved; send and remove nothing"},
+			forceFlag(),
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -340,15 +350,28 @@ Example:
 	}
 }
 
+func forceFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "force", Usage: "also resend dead letters that could not be read whole (sent as read: headers or payload may be missing)"}
+}
+
 // replayReport is the JSON output of replay and move.
 type replayReport struct {
-	Queue   string      `json:"queue"`
-	DryRun  bool        `json:"dryRun"`
-	Matched int         `json:"matched"`
-	Sent    int         `json:"sent"`
-	Removed int         `json:"removed"`
-	Entries []dlq.Entry `json:"entries"`
-	Error   string      `json:"error,omitempty"`
+	Queue   string        `json:"queue"`
+	DryRun  bool          `json:"dryRun"`
+	Matched int           `json:"matched"`
+	Sent    int           `json:"sent"`
+	Removed int           `json:"removed"`
+	Entries []reportEntry `json:"entries"`
+	Error   string        `json:"error,omitempty"`
+}
+
+// reportEntry is one dead letter of a replayReport with what became of it
+// (to, status, error: dlq.Outcome).
+type reportEntry struct {
+	dlq.Entry
+	To     string     `json:"to,omitempty"`
+	Status dlq.Status `json:"status"`
+	Error  string     `json:"error,omitempty"`
 }
 
 func resendAction(c *cli.Context, move bool) error {
@@ -365,7 +388,7 @@ func resendAction(c *cli.Context, move bool) error {
 	if move {
 		verb = "moved"
 	}
-	opts := dlq.ReplayOptions{DryRun: c.Bool("dry-run"), Progress: progress(c.App.ErrWriter, verb)}
+	opts := dlq.ReplayOptions{DryRun: c.Bool("dry-run"), Force: c.Bool("force"), Progress: progress(c.App.ErrWriter, verb)}
 	if to := c.String("to"); to != "" {
 		if opts.To, err = g.name("--to", to); err != nil {
 			return err
@@ -397,9 +420,14 @@ func resendAction(c *cli.Context, move bool) error {
 			}()
 		}
 		if g.json {
-			r := replayReport{Queue: q, DryRun: opts.DryRun, Matched: len(res.Entries), Sent: res.Sent, Removed: res.Removed, Entries: res.Entries}
-			if r.Entries == nil {
-				r.Entries = []dlq.Entry{}
+			r := replayReport{Queue: q, DryRun: opts.DryRun, Matched: len(res.Entries), Sent: res.Sent, Removed: res.Removed,
+				Entries: make([]reportEntry, len(res.Entries))}
+			for i, e := range res.Entries {
+				r.Entries[i].Entry = e
+				if i < len(res.Outcomes) {
+					o := res.Outcomes[i]
+					r.Entries[i].To, r.Entries[i].Status, r.Entries[i].Error = o.To, o.Status, o.Error
+				}
 			}
 			if err != nil {
 				r.Error = err.Error()

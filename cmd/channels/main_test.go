@@ -30,6 +30,26 @@ func init() {
 	})
 }
 
+// unreadable is the memory adapter of a named bus, reachable as
+// "unreadabletest://name", that lists the dead letters whose payload is
+// "undecodable" as an adapter that could not decode their headers.
+type unreadable struct{ *memory.Adapter }
+
+func (u unreadable) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker.StoredMessage) bool) error {
+	return u.Adapter.BrowseDeadLetters(ctx, q, func(m *broker.StoredMessage) bool {
+		if string(m.Payload) == "undecodable" {
+			m.Headers, m.DecodeError = nil, "msgpack: invalid code"
+		}
+		return fn(m)
+	})
+}
+
+func init() {
+	broker.Register("UnreadableTest", []string{"unreadabletest"}, func(u *url.URL) (broker.Adapter, error) {
+		return unreadable{memory.New(memory.WithBus(memory.NamedBus(u.Host)))}, nil
+	})
+}
+
 var busSeq atomic.Int64
 
 // env is one test's broker: a named memory bus the command reaches with
@@ -386,4 +406,50 @@ func TestHelpHasExamples(t *testing.T) {
 		}
 	}
 	walk(nil, app.Commands)
+}
+
+func TestUnreadableRefusedUnlessForced(t *testing.T) {
+	e := newEnv(t)
+	q := "FAILED_MESSAGES"
+	got := e.consume("retry")
+	id := e.deadLetter(q, "orders", errors.New("timeout"), "undecodable")
+	u := "unreadabletest://" + strings.TrimPrefix(e.url, "memory://")
+	run := func(args ...string) (int, string, string) {
+		return runArgs(append([]string{"--adapter", u}, args...)...)
+	}
+	if code, out, errs := run("dlq", "ls"); code != 0 || !strings.Contains(out, "(unreadable)") || !strings.Contains(out, "msgpack: invalid code") {
+		t.Fatalf("ls: %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := run("dlq", "show", id); code != 0 || !strings.Contains(out, "unreadable:") {
+		t.Fatalf("show: %d\n%s%s", code, out, errs)
+	}
+	code, out, errs := run("--json", "dlq", "replay", "--to", "retry")
+	var r struct {
+		Sent    int
+		Entries []struct{ DecodeError, Status, Error string }
+	}
+	if code != exitFailed || json.Unmarshal([]byte(out), &r) != nil || r.Sent != 0 || len(r.Entries) != 1 ||
+		r.Entries[0].Status != "refused" || r.Entries[0].DecodeError == "" || !strings.Contains(errs, "--force") && !strings.Contains(errs, "Force") {
+		t.Fatalf("replay: %d\n%s%s", code, out, errs)
+	}
+	if e.left(q) != 1 {
+		t.Fatal("an unreadable dead letter was removed")
+	}
+	if out := func() string {
+		code, out, errs := run("dlq", "replay", "--force", "--to", "retry")
+		if code != 0 {
+			t.Fatalf("forced: %d %s%s", code, out, errs)
+		}
+		return out
+	}(); !strings.Contains(out, "replayed 1 of 1") {
+		t.Fatalf("forced:\n%s", out)
+	}
+	select {
+	case m := <-got:
+		if string(m.Payload) != "undecodable" {
+			t.Fatalf("forced: %q", m.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing replayed")
+	}
 }
