@@ -240,6 +240,11 @@ var ErrNoDestination = errors.New("dlq: dead letter has no x-original-channel; g
 // and ReplayOptions.Force is not set.
 var ErrUnreadable = errors.New("dlq: dead letter could not be read whole (resending it would lose its headers or payload; ReplayOptions.Force, --force, resends it as read)")
 
+// ErrNotRemoved is the error of a dead letter that was sent and that the
+// broker's removal did not remove (it removed none): it may still be in
+// the queue, and a new replay would send it again.
+var ErrNotRemoved = errors.New("dlq: the broker removed nothing")
+
 // Replay sends the dead letters of queue that match f back to their
 // original channel (or opts.To) as new messages, on their first attempt,
 // then removes them from the queue.
@@ -346,6 +351,12 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 		res.Sent++
 		n, err := st.RemoveDeadLetters(ctx, queue, e.ID)
 		res.Removed += n
+		if err == nil && n == 0 {
+			// Listed a moment ago, sent, and not removed: it is still there
+			// (a broker that did not find it by its ID) or went away by
+			// other hands; either way the copy may be a duplicate.
+			err = ErrNotRemoved
+		}
 		if err != nil {
 			err = fmt.Errorf("dead letter %q of %q was sent to %q but not removed (a new replay sends it again): %w", e.ID, queue, o.To, err)
 			o.Status, o.Error = StatusKept, err.Error()

@@ -537,3 +537,25 @@ func TestUnreadableIsNotResentUnlessForced(t *testing.T) {
 		t.Fatalf("forced: %+v", m)
 	}
 }
+
+// keeping is the memory adapter whose removals remove nothing and say so.
+type keeping struct{ *memory.Adapter }
+
+func (keeping) RemoveDeadLetters(context.Context, string, ...string) (int, error) { return 0, nil }
+
+func TestSentButNotRemovedIsAnError(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "2", nil)
+	res, err := dlq.Replay(ctx, keeping{a}, queue, dlq.Filter{}, dlq.ReplayOptions{})
+	if !errors.Is(err, dlq.ErrNotRemoved) || res.Sent != 1 || res.Removed != 0 {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	if o := res.Outcomes[0]; o.Status != dlq.StatusKept || !strings.Contains(o.Error, "not removed") {
+		t.Fatalf("outcome: %+v", o)
+	}
+	if o := res.Outcomes[1]; o.Status != dlq.StatusPending {
+		t.Fatalf("outcome of the next: %+v", o)
+	}
+}

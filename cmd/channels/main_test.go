@@ -30,24 +30,45 @@ func init() {
 	})
 }
 
-// unreadable is the memory adapter of a named bus, reachable as
-// "unreadabletest://name", that lists the dead letters whose payload is
-// "undecodable" as an adapter that could not decode their headers.
-type unreadable struct{ *memory.Adapter }
+// faulty is the memory adapter of a named bus, reachable as
+// "faultytest://name?faults", with the faults of a real broker:
+// "unreadable" lists the dead letters whose payload is "undecodable" as
+// an adapter that could not decode their headers; "keep" removes nothing
+// (and says so); "twice" lists every dead letter twice.
+type faulty struct {
+	*memory.Adapter
+	faults url.Values
+}
 
-func (u unreadable) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker.StoredMessage) bool) error {
-	return u.Adapter.BrowseDeadLetters(ctx, q, func(m *broker.StoredMessage) bool {
-		if string(m.Payload) == "undecodable" {
+func (f faulty) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker.StoredMessage) bool) error {
+	return f.Adapter.BrowseDeadLetters(ctx, q, func(m *broker.StoredMessage) bool {
+		if f.faults.Has("unreadable") && string(m.Payload) == "undecodable" {
 			m.Headers, m.DecodeError = nil, "msgpack: invalid code"
+		}
+		if f.faults.Has("twice") && !fn(m) {
+			return false
 		}
 		return fn(m)
 	})
 }
 
+func (f faulty) RemoveDeadLetters(ctx context.Context, q string, ids ...string) (int, error) {
+	if f.faults.Has("keep") {
+		return 0, nil
+	}
+	return f.Adapter.RemoveDeadLetters(ctx, q, ids...)
+}
+
 func init() {
-	broker.Register("UnreadableTest", []string{"unreadabletest"}, func(u *url.URL) (broker.Adapter, error) {
-		return unreadable{memory.New(memory.WithBus(memory.NamedBus(u.Host)))}, nil
+	broker.Register("FaultyTest", []string{"faultytest"}, func(u *url.URL) (broker.Adapter, error) {
+		return faulty{memory.New(memory.WithBus(memory.NamedBus(u.Host))), u.Query()}, nil
 	})
+}
+
+// runFaulty runs the command on the test's bus through a faulty adapter.
+func (e *env) runFaulty(faults string, args ...string) (code int, stdout, stderr string) {
+	u := "faultytest://" + strings.TrimPrefix(e.url, "memory://") + "?" + faults
+	return runArgs(append([]string{"--adapter", u}, args...)...)
 }
 
 var busSeq atomic.Int64
@@ -413,10 +434,7 @@ func TestUnreadableRefusedUnlessForced(t *testing.T) {
 	q := "FAILED_MESSAGES"
 	got := e.consume("retry")
 	id := e.deadLetter(q, "orders", errors.New("timeout"), "undecodable")
-	u := "unreadabletest://" + strings.TrimPrefix(e.url, "memory://")
-	run := func(args ...string) (int, string, string) {
-		return runArgs(append([]string{"--adapter", u}, args...)...)
-	}
+	run := func(args ...string) (int, string, string) { return e.runFaulty("unreadable", args...) }
 	if code, out, errs := run("dlq", "ls"); code != 0 || !strings.Contains(out, "(unreadable)") || !strings.Contains(out, "msgpack: invalid code") {
 		t.Fatalf("ls: %d\n%s%s", code, out, errs)
 	}
@@ -451,5 +469,20 @@ func TestUnreadableRefusedUnlessForced(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing replayed")
+	}
+}
+
+func TestSentButNotRemoved(t *testing.T) {
+	e := newEnv(t)
+	e.consume("orders")
+	e.deadLetter("FAILED_MESSAGES", "orders", errors.New("timeout"), "1")
+	code, out, errs := e.runFaulty("keep", "--json", "dlq", "replay")
+	var r struct {
+		Sent, Removed int
+		Entries       []struct{ Status, Error string }
+	}
+	if code != exitFailed || json.Unmarshal([]byte(out), &r) != nil || r.Sent != 1 || r.Removed != 0 ||
+		len(r.Entries) != 1 || r.Entries[0].Status != "kept" || !strings.Contains(errs, "not removed") {
+		t.Fatalf("replay: %d\n%s%s", code, out, errs)
 	}
 }
