@@ -260,6 +260,8 @@ var ErrNotRemoved = errors.New("dlq: the broker removed nothing")
 // (ErrUnreadable, unless opts.Force) stops the operation with nothing
 // sent; ReplayResult.Outcomes tells which.
 //
+// Dead letters listed twice under one ID are sent once.
+//
 // Crash safety: a dead letter is removed only after the broker accepted
 // its copy (Publish returned nil), one at a time. Every copy is sent with
 // broker.PublishOptions.Routed: on brokers that can tell (RabbitMQ,
@@ -298,6 +300,7 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 		return ReplayResult{}, err
 	}
 	es, err := List(ctx, a, queue, f)
+	es = uniqueIDs(es)
 	res := ReplayResult{Entries: es, Outcomes: make([]Outcome, len(es))}
 	if err != nil {
 		return res, err
@@ -368,6 +371,21 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 		}
 	}
 	return res, nil
+}
+
+// uniqueIDs keeps the first entry of each ID: a broker that lists one
+// dead letter twice (or two under one ID) gets one copy sent, and one
+// removal by that ID.
+func uniqueIDs(es []Entry) []Entry {
+	seen := make(map[string]bool, len(es))
+	out := es[:0:0]
+	for _, e := range es {
+		if !seen[e.ID] {
+			seen[e.ID] = true
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // errorsOf is one error for errs: the first ones in full and a count of

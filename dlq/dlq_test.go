@@ -559,3 +559,27 @@ func TestSentButNotRemovedIsAnError(t *testing.T) {
 		t.Fatalf("outcome of the next: %+v", o)
 	}
 }
+
+// twice is the recording adapter that lists every dead letter twice.
+type twice struct{ *recording }
+
+func (t twice) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker.StoredMessage) bool) error {
+	return t.Adapter.BrowseDeadLetters(ctx, q, func(m *broker.StoredMessage) bool { return fn(m) && fn(m) })
+}
+
+func TestDuplicateIDsSentOnce(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "2", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "3", nil)
+	r := twice{&recording{Adapter: a}}
+	res, err := dlq.Replay(ctx, r, queue, dlq.Filter{Limit: 2}, dlq.ReplayOptions{})
+	if err != nil || res.Sent != 1 || res.Removed != 1 || len(res.Entries) != 1 || len(r.sent) != 1 {
+		t.Fatalf("replay: %+v %v, %d sends", res, err, len(r.sent))
+	}
+	res, err = dlq.Move(ctx, r, queue, dlq.Filter{}, "ns.PARKED")
+	if err != nil || res.Sent != 2 || res.Removed != 2 || len(r.sent) != 3 {
+		t.Fatalf("move: %+v %v, %d sends", res, err, len(r.sent))
+	}
+}
