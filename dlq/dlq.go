@@ -240,6 +240,22 @@ var ErrNoDestination = errors.New("dlq: dead letter has no x-original-channel; g
 // and ReplayOptions.Force is not set.
 var ErrUnreadable = errors.New("dlq: dead letter could not be read whole (resending it would lose its headers or payload; ReplayOptions.Force, --force, resends it as read)")
 
+// SendError is the error of a copy the broker did not accept in a Replay
+// or a Move; the dead letter is still in the queue. Err is the adapter's
+// error: an ErrNotFound in it is about the destination (for example a
+// Routed send no queue keeps), not about the dead letter.
+type SendError struct {
+	// ID and Queue are the dead letter's, To where it was sent.
+	ID, Queue, To string
+	Err           error
+}
+
+func (e *SendError) Error() string {
+	return fmt.Sprintf("send dead letter %q of %q to %q (nothing removed): %v", e.ID, e.Queue, e.To, e.Err)
+}
+
+func (e *SendError) Unwrap() error { return e.Err }
+
 // ErrNotRemoved is the error of a dead letter that was sent and that the
 // broker's removal did not remove (it removed none): it may still be in
 // the queue, and a new replay would send it again.
@@ -258,7 +274,9 @@ var ErrNotRemoved = errors.New("dlq: the broker removed nothing")
 // Before anything is sent, every matching dead letter is checked: one with
 // no destination (ErrNoDestination) or one that could not be read whole
 // (ErrUnreadable, unless opts.Force) stops the operation with nothing
-// sent; ReplayResult.Outcomes tells which.
+// sent; ReplayResult.Outcomes tells which. IDs of f that matched no dead
+// letter give, once the others are done, an error wrapping
+// broker.ErrNotFound. A send the broker refuses is a *SendError.
 //
 // Dead letters listed twice under one ID are sent once.
 //
@@ -328,7 +346,7 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 		return res, errorsOf(refused)
 	}
 	if opts.DryRun {
-		return res, nil
+		return res, notFound(queue, f, es)
 	}
 	var limits broker.Limits
 	if l, ok := a.(broker.Limiter); ok {
@@ -347,7 +365,7 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 		// is refused rather than confirmed, and the dead letter is kept.
 		out := &broker.Outgoing{Payload: e.Payload, Headers: h, Options: broker.PublishOptions{Raw: true, Routed: true}}
 		if err := a.Publish(ctx, o.To, out); err != nil {
-			err = fmt.Errorf("send dead letter %q of %q to %q (nothing removed): %w", e.ID, queue, o.To, err)
+			err = &SendError{ID: e.ID, Queue: queue, To: o.To, Err: err}
 			o.Status, o.Error = StatusFailed, err.Error()
 			return res, err
 		}
@@ -370,7 +388,30 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 			opts.Progress(i+1, len(es))
 		}
 	}
-	return res, nil
+	return res, notFound(queue, f, es)
+}
+
+// notFound is the error of the IDs of f that are not among es (nil when
+// f gives no IDs or all of them matched; a Limit reached tells nothing).
+func notFound(queue string, f Filter, es []Entry) error {
+	if len(f.IDs) == 0 || (f.Limit > 0 && len(es) >= f.Limit) {
+		return nil
+	}
+	found := make(map[string]bool, len(es))
+	for _, e := range es {
+		found[e.ID] = true
+	}
+	var missing []string
+	for _, id := range f.IDs {
+		if !found[id] && !slices.Contains(missing, id) {
+			missing = append(missing, strconv.Quote(id))
+			found[id] = true
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: no dead letter %s in %q (matching the filter)", broker.ErrNotFound, strings.Join(missing, ", "), queue)
 }
 
 // uniqueIDs keeps the first entry of each ID: a broker that lists one
@@ -415,7 +456,8 @@ func (j *joined) Error() string   { return j.msg }
 func (j *joined) Unwrap() []error { return j.errs }
 
 // Purge removes the dead letters of queue that match f and returns how
-// many the broker removed.
+// many the broker removed. IDs of f that matched no dead letter give an
+// error wrapping broker.ErrNotFound, after the others are removed.
 func Purge(ctx context.Context, a broker.Adapter, queue string, f Filter) (int, error) {
 	st, err := need[broker.DeadLetterStore](a, "dead-letter store (browse and remove dead letters)")
 	if err != nil {
@@ -438,7 +480,7 @@ func Purge(ctx context.Context, a broker.Adapter, queue string, f Filter) (int, 
 			return removed, fmt.Errorf("remove dead letters of %q: %w", queue, err)
 		}
 	}
-	return removed, nil
+	return removed, notFound(queue, f, es)
 }
 
 // Channels lists the channels whose full name starts with "namespace."

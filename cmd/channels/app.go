@@ -31,10 +31,15 @@ const (
 	exitNotFound    = 4
 )
 
-// usageError is a mistake on the command line.
-type usageError struct{ msg string }
+// usageError is a mistake on the command line (err, when set, is the
+// error it comes from).
+type usageError struct {
+	msg string
+	err error
+}
 
 func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
@@ -43,16 +48,23 @@ func usagef(format string, args ...any) error {
 // exitCode maps an error to the exit code of the command.
 func exitCode(err error) int {
 	var ue *usageError
+	var se *dlq.SendError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ue), errors.Is(err, broker.ErrUnknownAdapter), errors.Is(err, broker.ErrInvalidOption):
+	case errors.As(err, &ue):
 		return exitUsage
 	case errors.Is(err, broker.ErrUnsupported):
 		return exitUnsupported
+	case errors.As(err, &se):
+		// A refused send, whatever the adapter's reason: its ErrNotFound
+		// (no queue keeps the copy) is not a dead letter not found.
+		return exitFailed
 	case errors.Is(err, broker.ErrNotFound):
 		return exitNotFound
 	}
+	// An ErrInvalidOption at this point came from the broker while the
+	// command ran (the command line was read and the adapter connected).
 	return exitFailed
 }
 
@@ -145,7 +157,8 @@ func withAdapter(c *cli.Context, follow bool, fn func(ctx context.Context, a bro
 	}
 	a, err := broker.Resolve(g.adapter)
 	if err != nil {
-		return err
+		// An unknown scheme or a bad option of the URL: the command line.
+		return &usageError{msg: err.Error(), err: err}
 	}
 	ctx := c.Context
 	if g.timeout > 0 && !follow {
@@ -160,7 +173,12 @@ func withAdapter(c *cli.Context, follow bool, fn func(ctx context.Context, a bro
 		defer cancel()
 	}
 	if err := a.Connect(cctx, broker.Env{NodeID: "channels-cli", Serializer: ser}); err != nil {
-		return fmt.Errorf("connect to %s: %w", a.Name(), err)
+		err = fmt.Errorf("connect to %s: %w", a.Name(), err)
+		if errors.Is(err, broker.ErrInvalidOption) {
+			// The adapter refused its configuration: the URL's options.
+			return &usageError{msg: err.Error(), err: err}
+		}
+		return err
 	}
 	defer func() {
 		closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -404,21 +404,6 @@ func resendAction(c *cli.Context, move bool) error {
 		} else {
 			res, err = dlq.Replay(ctx, a, q, f, opts)
 		}
-		if len(f.IDs) > 0 && err == nil && len(res.Entries) < len(f.IDs) {
-			defer func() {
-				found := map[string]bool{}
-				for _, e := range res.Entries {
-					found[e.ID] = true
-				}
-				var missing []string
-				for _, id := range f.IDs {
-					if !found[id] {
-						missing = append(missing, clean(id, 0))
-					}
-				}
-				fmt.Fprintf(c.App.ErrWriter, "not in %s: %s\n", q, strings.Join(missing, ", "))
-			}()
-		}
 		if g.json {
 			r := replayReport{Queue: q, DryRun: opts.DryRun, Matched: len(res.Entries), Sent: res.Sent, Removed: res.Removed,
 				Entries: make([]reportEntry, len(res.Entries))}

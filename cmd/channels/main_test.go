@@ -34,7 +34,9 @@ func init() {
 // "faultytest://name?faults", with the faults of a real broker:
 // "unreadable" lists the dead letters whose payload is "undecodable" as
 // an adapter that could not decode their headers; "keep" removes nothing
-// (and says so); "twice" lists every dead letter twice.
+// (and says so); "twice" lists every dead letter twice; "invalid" refuses
+// every send with broker.ErrInvalidOption; "unroutable" refuses every send
+// as unroutable (broker.ErrNotFound).
 type faulty struct {
 	*memory.Adapter
 	faults url.Values
@@ -50,6 +52,16 @@ func (f faulty) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker
 		}
 		return fn(m)
 	})
+}
+
+func (f faulty) Publish(ctx context.Context, ch string, m *broker.Outgoing) error {
+	switch {
+	case f.faults.Has("invalid"):
+		return fmt.Errorf("%w: the broker refused an option", broker.ErrInvalidOption)
+	case f.faults.Has("unroutable"):
+		return fmt.Errorf("%w: %w: no queue is bound to %q", broker.ErrPublish, broker.ErrNotFound, ch)
+	}
+	return f.Adapter.Publish(ctx, ch, m)
 }
 
 func (f faulty) RemoveDeadLetters(ctx context.Context, q string, ids ...string) (int, error) {
@@ -484,5 +496,41 @@ func TestSentButNotRemoved(t *testing.T) {
 	if code != exitFailed || json.Unmarshal([]byte(out), &r) != nil || r.Sent != 1 || r.Removed != 0 ||
 		len(r.Entries) != 1 || r.Entries[0].Status != "kept" || !strings.Contains(errs, "not removed") {
 		t.Fatalf("replay: %d\n%s%s", code, out, errs)
+	}
+}
+
+func TestExitCodesOfOperations(t *testing.T) {
+	e := newEnv(t)
+	q := "FAILED_MESSAGES"
+	e.consume("orders")
+	id := e.deadLetter(q, "orders", errors.New("timeout"), "1")
+	for _, c := range []struct {
+		faults string
+		args   []string
+		code   int
+		err    string
+	}{
+		{"", []string{"dlq", "replay", "nosuch"}, exitNotFound, `"nosuch"`},
+		{"", []string{"dlq", "replay", "--dry-run", "nosuch"}, exitNotFound, `"nosuch"`},
+		{"", []string{"dlq", "move", "--to", "PARKED", "nosuch"}, exitNotFound, `"nosuch"`},
+		{"", []string{"dlq", "purge", "--yes", "nosuch"}, exitNotFound, `"nosuch"`},
+		{"invalid", []string{"dlq", "replay", id}, exitFailed, "refused an option"},
+		{"unroutable", []string{"dlq", "replay", id}, exitFailed, "no queue is bound"},
+		{"unroutable", []string{"dlq", "move", "--to", "PARKED", id}, exitFailed, "no queue is bound"},
+	} {
+		code, out, errs := e.runFaulty(c.faults, c.args...)
+		if code != c.code || !strings.Contains(errs, c.err) {
+			t.Errorf("%s %v: exit %d, stderr %q; want %d and %q\n%s", c.faults, c.args, code, errs, c.code, c.err, out)
+		}
+		if e.left(q) != 1 {
+			t.Fatalf("%s %v: the dead letter is gone", c.faults, c.args)
+		}
+	}
+	// The IDs found are handled, the exit code tells of the others.
+	if code, out, errs := e.run("dlq", "purge", "--yes", id, "nosuch"); code != exitNotFound || !strings.Contains(out, "removed 1") || e.left(q) != 0 {
+		t.Fatalf("purge of one found, one not: %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs := runArgs("--adapter", "redis://127.0.0.1:1/0?nosuchoption=1", "ls"); code != exitUsage {
+		t.Errorf("bad URL option: %d %s", code, errs)
 	}
 }
