@@ -179,6 +179,12 @@ type ReplayOptions struct {
 	To string
 	// DryRun lists what would be sent and sends and removes nothing.
 	DryRun bool
+	// Namespace, when set, keeps every destination (To, or each dead
+	// letter's x-original-channel, which anyone able to write to the queue
+	// can set) within "Namespace.": a dead letter that would go elsewhere
+	// is refused (ErrDestination) unless AnyNamespace.
+	Namespace    string
+	AnyNamespace bool
 	// Force resends dead letters that could not be read whole
 	// (Entry.DecodeError), with what could be read of them. Without it they
 	// are refused: their headers or payload would be lost.
@@ -235,10 +241,32 @@ type ReplayResult struct {
 // matching dead letter names no original channel and no To is given.
 var ErrNoDestination = errors.New("dlq: dead letter has no x-original-channel; give a destination (To)")
 
+// ErrDestination is returned by Replay and Move, before anything is sent,
+// when a matching dead letter would be sent to the queue it is read from,
+// to a name that is not a valid channel name, or out of
+// ReplayOptions.Namespace.
+var ErrDestination = errors.New("dlq: destination refused")
+
 // ErrUnreadable is returned by Replay and Move, before anything is sent,
 // when a matching dead letter could not be read whole (Entry.DecodeError)
 // and ReplayOptions.Force is not set.
 var ErrUnreadable = errors.New("dlq: dead letter could not be read whole (resending it would lose its headers or payload; ReplayOptions.Force, --force, resends it as read)")
+
+// checkDestination refuses to send the dead letter id of queue to to when
+// to is the queue itself, not a channel name, or out of the namespace.
+func checkDestination(queue, id, to string, opts ReplayOptions) error {
+	if to == queue {
+		return fmt.Errorf("%w: dead letter %q would be sent to its own queue %q", ErrDestination, id, to)
+	}
+	if _, err := channels.QualifiedName("", to); err != nil {
+		return fmt.Errorf("%w: dead letter %q: %v", ErrDestination, id, err)
+	}
+	if opts.Namespace != "" && !opts.AnyNamespace && !strings.HasPrefix(to, opts.Namespace+".") {
+		return fmt.Errorf("%w: dead letter %q would be sent to %q, out of namespace %q (allow it with AnyNamespace, --any-namespace)",
+			ErrDestination, id, to, opts.Namespace)
+	}
+	return nil
+}
 
 // SendError is the error of a copy the broker did not accept in a Replay
 // or a Move; the dead letter is still in the queue. Err is the adapter's
@@ -272,9 +300,10 @@ var ErrNotRemoved = errors.New("dlq: the broker removed nothing")
 // after any trail it already had; see Trail).
 //
 // Before anything is sent, every matching dead letter is checked: one with
-// no destination (ErrNoDestination) or one that could not be read whole
-// (ErrUnreadable, unless opts.Force) stops the operation with nothing
-// sent; ReplayResult.Outcomes tells which. IDs of f that matched no dead
+// no destination (ErrNoDestination), one whose destination is refused
+// (ErrDestination: its own queue, not a channel name, out of
+// opts.Namespace) or one that could not be read whole (ErrUnreadable,
+// unless opts.Force) stops the operation with nothing sent; ReplayResult.Outcomes tells which. IDs of f that matched no dead
 // letter give, once the others are done, an error wrapping
 // broker.ErrNotFound. A send the broker refuses is a *SendError.
 //
@@ -336,6 +365,8 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 			why = fmt.Errorf("%w: %q: %s", ErrUnreadable, e.ID, e.DecodeError)
 		case o.To == "":
 			why = fmt.Errorf("%w: %q", ErrNoDestination, e.ID)
+		default:
+			why = checkDestination(queue, e.ID, o.To, opts)
 		}
 		if why != nil {
 			o.Status, o.Error = StatusRefused, why.Error()

@@ -583,3 +583,53 @@ func TestDuplicateIDsSentOnce(t *testing.T) {
 		t.Fatalf("move: %+v %v, %d sends", res, err, len(r.sent))
 	}
 }
+
+func TestDestinationsChecked(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	forged := func(channel string) {
+		t.Helper()
+		if err := a.Publish(ctx, queue, &broker.Outgoing{Payload: []byte(channel),
+			Headers: map[string]string{broker.HeaderOriginalChannel: channel, broker.HeaderErrorMessage: "e"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &recording{Adapter: a}
+	for _, c := range []struct {
+		channel string
+		opts    dlq.ReplayOptions
+	}{
+		{"billing.payments", dlq.ReplayOptions{Namespace: "ns"}},
+		{queue, dlq.ReplayOptions{}},
+		{"bad channel", dlq.ReplayOptions{}},
+		{"ns.orders", dlq.ReplayOptions{To: queue}},
+		{"ns.orders", dlq.ReplayOptions{To: "other.orders", Namespace: "ns"}},
+	} {
+		forged(c.channel)
+		for _, move := range []bool{false, true} {
+			var res dlq.ReplayResult
+			var err error
+			if move {
+				if c.opts.To == "" {
+					continue
+				}
+				res, err = dlq.MoveWith(ctx, r, queue, dlq.Filter{}, c.opts)
+			} else {
+				res, err = dlq.Replay(ctx, r, queue, dlq.Filter{}, c.opts)
+			}
+			if !errors.Is(err, dlq.ErrDestination) || res.Sent != 0 || len(r.sent) != 0 || res.Outcomes[0].Status != dlq.StatusRefused {
+				t.Fatalf("%q %+v (move %v): %+v %v", c.channel, c.opts, move, res, err)
+			}
+		}
+		if _, err := dlq.Purge(ctx, a, queue, dlq.Filter{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := handled(t, a, "billing.payments")
+	forged("billing.payments")
+	res, err := dlq.Replay(ctx, r, queue, dlq.Filter{}, dlq.ReplayOptions{Namespace: "ns", AnyNamespace: true})
+	if err != nil || res.Sent != 1 {
+		t.Fatalf("any namespace: %+v %v", res, err)
+	}
+	receive(t, got)
+}

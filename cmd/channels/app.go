@@ -125,9 +125,15 @@ func globalsOf(c *cli.Context) globals {
 		json: c.Bool("json"), timeout: c.Duration("timeout"), serializer: c.String("serializer")}
 }
 
-// name is the full name of a channel given on the command line.
+// name is the full name of a channel given on the command line: the
+// namespace is added, unless n already starts with it (a full name pasted
+// from the output of ls or dlq ls).
 func (g globals) name(what, n string) (string, error) {
-	full, err := channels.QualifiedName(g.namespace, n)
+	ns := g.namespace
+	if ns != "" && strings.HasPrefix(n, ns+".") {
+		ns = ""
+	}
+	full, err := channels.QualifiedName(ns, n)
 	if err != nil {
 		return "", usagef("%s: %v", what, err)
 	}
@@ -211,7 +217,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 Example:
    CHANNELS_ADAPTER=redis://localhost:6379 channels dlq ls --since 1h`,
 		Description: `Exit codes: 0 ok, 1 operation error, 2 usage error, 3 unsupported by this adapter, 4 not found.
-Channel names (CHANNEL, --channel, --to, --queue) are given without the namespace: the command adds --namespace.`,
+Channel names (CHANNEL, --channel, --to, --queue) are given without the namespace: the command adds --namespace (CHANNEL, --channel and --to may also be given full, starting with the namespace and a dot, as ls and dlq ls print them).`,
 		Writer:         stdout,
 		ErrWriter:      stderr,
 		OnUsageError:   onUsageError,

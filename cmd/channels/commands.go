@@ -321,6 +321,7 @@ Examples:
 			&cli.StringFlag{Name: "to", Usage: "send every message to this channel (without the namespace) instead of its original one"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be sent; send and remove nothing"},
 			forceFlag(),
+			anyNamespaceFlag(),
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -342,12 +343,17 @@ Example:
 			&cli.StringFlag{Name: "to", Usage: "destination queue or channel (without the namespace); required"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be moved; send and remove nothing"},
 			forceFlag(),
+			anyNamespaceFlag(),
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			return resendAction(c, true)
 		},
 	}
+}
+
+func anyNamespaceFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "any-namespace", Usage: "allow destinations out of --namespace (x-original-channel is taken as written in the dead letter)"}
 }
 
 func forceFlag() cli.Flag {
@@ -388,7 +394,8 @@ func resendAction(c *cli.Context, move bool) error {
 	if move {
 		verb = "moved"
 	}
-	opts := dlq.ReplayOptions{DryRun: c.Bool("dry-run"), Force: c.Bool("force"), Progress: progress(c.App.ErrWriter, verb)}
+	opts := dlq.ReplayOptions{DryRun: c.Bool("dry-run"), Force: c.Bool("force"), Progress: progress(c.App.ErrWriter, verb),
+		Namespace: g.namespace, AnyNamespace: c.Bool("any-namespace")}
 	if to := c.String("to"); to != "" {
 		if opts.To, err = g.name("--to", to); err != nil {
 			return err

@@ -534,3 +534,36 @@ func TestExitCodesOfOperations(t *testing.T) {
 		t.Errorf("bad URL option: %d %s", code, errs)
 	}
 }
+
+func TestDestinations(t *testing.T) {
+	e := newEnv(t)
+	q := "ns.FAILED_MESSAGES"
+	retry := e.consume("ns.retry")
+	e.deadLetter(q, "ns.orders", errors.New("timeout"), "1")
+	// A full name, as dlq ls prints it, is not prefixed again.
+	e.mustRun("--namespace", "ns", "dlq", "replay", "--to", "ns.retry")
+	select {
+	case <-retry:
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing replayed to ns.retry")
+	}
+	// A dead letter naming a channel of another namespace is refused.
+	other := e.consume("billing.payments")
+	_ = e.a.Publish(context.Background(), q, &broker.Outgoing{Payload: []byte("forged"),
+		Headers: map[string]string{"x-original-channel": "billing.payments", "x-error-message": "e"}})
+	if code, out, errs := e.run("--namespace", "ns", "dlq", "replay"); code != exitFailed || !strings.Contains(errs, "out of namespace") || e.left(q) != 1 {
+		t.Fatalf("forged: %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := e.run("--namespace", "ns", "dlq", "move", "--to", "FAILED_MESSAGES"); code != exitFailed || !strings.Contains(errs, "own queue") || e.left(q) != 1 {
+		t.Fatalf("move to itself: %d\n%s%s", code, out, errs)
+	}
+	e.mustRun("--namespace", "ns", "dlq", "replay", "--any-namespace")
+	select {
+	case m := <-other:
+		if string(m.Payload) != "forged" {
+			t.Fatalf("%q", m.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing replayed with --any-namespace")
+	}
+}
