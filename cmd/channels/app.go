@@ -105,7 +105,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		msg := strings.TrimPrefix(err.Error(), "channels: ")
-		fmt.Fprintf(stderr, "channels: %s: %s\n", errorKind(code), broker.Redact(msg, append(raw, envAdapter())...))
+		// Error text carries what the broker and the dead letters said:
+		// untrusted, escaped like any other output.
+		fmt.Fprintf(stderr, "channels: %s: %s\n", errorKind(code), clean(broker.Redact(msg, append(raw, envAdapter())...), 0))
 	}
 	return code
 }

@@ -58,6 +58,8 @@ func (f faulty) Publish(ctx context.Context, ch string, m *broker.Outgoing) erro
 	switch {
 	case f.faults.Has("invalid"):
 		return fmt.Errorf("%w: the broker refused an option", broker.ErrInvalidOption)
+	case f.faults.Has("escape"):
+		return fmt.Errorf("%w: refused \x1b]0;owned\x07\x1b[2J %s", broker.ErrPublish, ch)
 	case f.faults.Has("unroutable"):
 		return fmt.Errorf("%w: %w: no queue is bound to %q", broker.ErrPublish, broker.ErrNotFound, ch)
 	}
@@ -565,5 +567,16 @@ func TestDestinations(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing replayed with --any-namespace")
+	}
+}
+
+func TestErrorTextEscaped(t *testing.T) {
+	e := newEnv(t)
+	q := "FAILED_MESSAGES"
+	e.consume("orders")
+	e.deadLetter(q, "orders", errors.New("timeout"), "1")
+	code, _, errs := e.runFaulty("escape", "dlq", "replay")
+	if code != exitFailed || strings.ContainsAny(errs, "\x1b\x07") || !strings.Contains(errs, `\x1b[2J`) {
+		t.Fatalf("exit %d, stderr %q", code, errs)
 	}
 }
