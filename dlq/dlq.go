@@ -90,7 +90,10 @@ type Entry struct {
 	Attempts int `json:"attempts,omitempty"`
 	// Time is when the message was dead-lettered (x-error-timestamp), else
 	// when the broker stored it; zero when neither is known.
-	Time    time.Time         `json:"time,omitzero"`
+	Time time.Time `json:"time,omitzero"`
+	// Key is the broker's key of the dead letter (broker.StoredMessage.Key:
+	// Kafka's record key); nil when it has none.
+	Key     []byte            `json:"key,omitempty"`
 	Payload []byte            `json:"payload"`
 	Headers map[string]string `json:"headers,omitempty"`
 	// DecodeError says why the dead letter could not be read whole: its
@@ -111,7 +114,7 @@ func EntryOf(m *broker.StoredMessage) Entry {
 	h := m.Headers
 	e := Entry{ID: m.ID, OriginalChannel: h[broker.HeaderOriginalChannel], OriginalGroup: h[broker.HeaderOriginalGroup],
 		ErrorMessage: h[broker.HeaderErrorMessage], ErrorName: h[broker.HeaderErrorName],
-		Time: m.Time, Payload: m.Payload, Headers: h, DecodeError: m.DecodeError}
+		Time: m.Time, Key: m.Key, Payload: m.Payload, Headers: h, DecodeError: m.DecodeError}
 	if cut, ok := h[headerHeadersCut]; ok && e.DecodeError == "" {
 		e.DecodeError = "headers cut by the adapter: " + cut
 	}

@@ -256,6 +256,9 @@ Example:
 				fmt.Fprintf(t, "error:\t%s\n", orDash(clean(strings.TrimPrefix(e.ErrorName+": "+e.ErrorMessage, ": "), 0)))
 				fmt.Fprintf(t, "attempts:\t%s\n", attemptsText(e.Attempts))
 				fmt.Fprintf(t, "time:\t%s\n", timeText(e.Time))
+				if e.Key != nil {
+					fmt.Fprintf(t, "key:\t%s\n", clean(string(e.Key), 4096))
+				}
 				if e.DecodeError != "" {
 					fmt.Fprintf(t, "unreadable:\t%s (replay and move refuse it without --force)\n", clean(e.DecodeError, 0))
 				}

@@ -34,7 +34,8 @@ func init() {
 // "faultytest://name?faults", with the faults of a real broker:
 // "unreadable" lists the dead letters whose payload is "undecodable" as
 // an adapter that could not decode their headers; "keep" removes nothing
-// (and says so); "twice" lists every dead letter twice; "invalid" refuses
+// (and says so); "keyed" lists each with a key (Kafka's record key);
+// "twice" lists every dead letter twice; "invalid" refuses
 // every send with broker.ErrInvalidOption; "unroutable" refuses every send
 // as unroutable (broker.ErrNotFound).
 type faulty struct {
@@ -46,6 +47,9 @@ func (f faulty) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker
 	return f.Adapter.BrowseDeadLetters(ctx, q, func(m *broker.StoredMessage) bool {
 		if f.faults.Has("unreadable") && string(m.Payload) == "undecodable" {
 			m.Headers, m.DecodeError = nil, "msgpack: invalid code"
+		}
+		if f.faults.Has("keyed") {
+			m.Key = []byte("key-" + string(m.Payload))
 		}
 		if f.faults.Has("twice") && !fn(m) {
 			return false
@@ -578,5 +582,13 @@ func TestErrorTextEscaped(t *testing.T) {
 	code, _, errs := e.runFaulty("escape", "dlq", "replay")
 	if code != exitFailed || strings.ContainsAny(errs, "\x1b\x07") || !strings.Contains(errs, `\x1b[2J`) {
 		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestShowKey(t *testing.T) {
+	e := newEnv(t)
+	id := e.deadLetter("FAILED_MESSAGES", "orders", errors.New("timeout"), "1")
+	if code, out, errs := e.runFaulty("keyed", "dlq", "show", id); code != 0 || !strings.Contains(out, "key:") || !strings.Contains(out, "key-1") {
+		t.Fatalf("show: %d\n%s%s", code, out, errs)
 	}
 }
