@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
 )
@@ -192,10 +194,24 @@ type ReplayOptions struct {
 	// (Entry.DecodeError), with what could be read of them. Without it they
 	// are refused: their headers or payload would be lost.
 	Force bool
-	// Progress, when set, is called after each message with how many are
-	// done of how many matched.
+	// ContinueOnError goes on past a dead letter that is refused (see
+	// Replay), whose send fails or that is not removed: the others are
+	// done, and the error returned tells of each one not done
+	// (ReplayResult.Outcomes says which).
+	ContinueOnError bool
+	// BatchSize is how many dead letters are read (with their payloads),
+	// sent, and then removed in one call at a time (DefaultBatchSize when
+	// 0 or less).
+	BatchSize int
+	// Rate, when more than 0, bounds the sends to this many per second.
+	Rate float64
+	// Progress, when set, is called after each message done with how many
+	// are done of how many matched.
 	Progress func(done, total int)
 }
+
+// DefaultBatchSize is ReplayOptions.BatchSize when not set.
+const DefaultBatchSize = 100
 
 // Status is what became of one dead letter in a Replay or a Move.
 type Status string
@@ -312,14 +328,19 @@ var ErrNotRemoved = errors.New("dlq: the broker removed nothing")
 //
 // Dead letters listed twice under one ID are sent once.
 //
+// Dead letters are handled a page at a time (opts.BatchSize): read with
+// their payloads, sent, then removed in one call. Only one page of payloads
+// is held: ReplayResult.Entries leaves the payloads out.
+//
 // Crash safety: a dead letter is removed only after the broker accepted
-// its copy (Publish returned nil), one at a time. Every copy is sent with
+// its copy (Publish returned nil). Every copy is sent with
 // broker.PublishOptions.Routed: on brokers that can tell (RabbitMQ,
 // JetStream) a copy that no queue or stream would keep is refused, and its
 // dead letter stays. Replay stopped at any point (an error, a cancelled
-// ctx, a killed process) has lost no message; at worst the one in hand was
-// sent and not yet removed, and a second Replay sends it again. Replay
-// returns at the first error, with what it did so far.
+// ctx, a killed process) has lost no message; at worst the page in hand
+// was sent and not yet removed, and a second Replay sends it again.
+// Replay returns at the first error (after removing what that page sent),
+// with what it did so far, unless opts.ContinueOnError.
 func Replay(ctx context.Context, a broker.Adapter, queue string, f Filter, opts ReplayOptions) (ReplayResult, error) {
 	return resend(ctx, a, queue, f, opts, false)
 }
@@ -349,14 +370,25 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 	if err != nil {
 		return ReplayResult{}, err
 	}
-	es, err := List(ctx, a, queue, f)
-	es = uniqueIDs(es)
-	res := ReplayResult{Entries: es, Outcomes: make([]Outcome, len(es))}
+	// First pass: what matches now, each checked, without the payloads.
+	var res ReplayResult
+	at := map[string]int{} // ID -> index in res
+	err = st.BrowseDeadLetters(ctx, queue, func(m *broker.StoredMessage) bool {
+		e := EntryOf(m)
+		if _, dup := at[e.ID]; dup || !f.match(&e) {
+			return true
+		}
+		at[e.ID] = len(res.Entries)
+		e.Payload = nil
+		res.Entries = append(res.Entries, e)
+		return f.Limit <= 0 || len(res.Entries) < f.Limit
+	})
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("browse dead letters of %q: %w", queue, err)
 	}
+	res.Outcomes = make([]Outcome, len(res.Entries))
 	var refused []error
-	for i, e := range es {
+	for i, e := range res.Entries {
 		o := &res.Outcomes[i]
 		o.Status, o.To = StatusPending, opts.To
 		if o.To == "" {
@@ -376,53 +408,176 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 			refused = append(refused, why)
 		}
 	}
-	if len(refused) > 0 {
+	if len(refused) > 0 && !opts.ContinueOnError {
 		return res, errorsOf(refused)
 	}
 	if opts.DryRun {
-		return res, notFound(queue, f, es)
+		return res, joinErrors(refused, notFound(queue, f, res.Entries))
 	}
-	var limits broker.Limits
+
+	r := &resender{a: a, st: st, queue: queue, opts: opts, move: move, res: &res, now: time.Now()}
 	if l, ok := a.(broker.Limiter); ok {
-		limits = l.Limits()
+		r.limits = l.Limits()
 	}
-	now := time.Now()
-	for i, e := range es {
-		o := &res.Outcomes[i]
+	if opts.Rate > 0 {
+		r.rate = rate.NewLimiter(rate.Limit(opts.Rate), 1)
+	}
+	pending := 0
+	for _, o := range res.Outcomes {
+		if o.Status == StatusPending {
+			pending++
+		}
+	}
+	batch := opts.BatchSize
+	if batch <= 0 {
+		batch = DefaultBatchSize
+	}
+	failed := refused
+	// Then page by page: read up to batch of the pending ones (with their
+	// payloads), send them, remove those sent.
+	for pending > 0 {
+		var page []int
+		err := st.BrowseDeadLetters(ctx, queue, func(m *broker.StoredMessage) bool {
+			i, ok := at[m.ID]
+			if !ok || res.Outcomes[i].Status != StatusPending || slices.Contains(page, i) {
+				return true
+			}
+			res.Entries[i].Payload = m.Payload
+			page = append(page, i)
+			return len(page) < batch
+		})
+		if err != nil {
+			return res, joinErrors(failed, fmt.Errorf("browse dead letters of %q: %w", queue, err))
+		}
+		if len(page) == 0 {
+			break // the others went away meanwhile
+		}
+		errs := r.page(ctx, page)
+		pending -= len(page)
+		failed = append(failed, errs...)
+		if len(errs) > 0 && !opts.ContinueOnError {
+			return res, joinErrors(failed)
+		}
+	}
+	return res, joinErrors(failed, notFound(queue, f, res.Entries))
+}
+
+// resender sends the pages of a Replay or a Move.
+type resender struct {
+	a      broker.Adapter
+	st     broker.DeadLetterStore
+	queue  string
+	opts   ReplayOptions
+	move   bool
+	res    *ReplayResult
+	now    time.Time
+	limits broker.Limits
+	rate   *rate.Limiter
+	done   int
+}
+
+// page sends the entries of res at these indexes, then removes those sent
+// in one call, and returns the errors of those not done. Without
+// ContinueOnError it stops at the first failed send (and removes those
+// sent before it).
+func (r *resender) page(ctx context.Context, page []int) []error {
+	var errs []error
+	var sent []int
+	for _, i := range page {
+		e, o := &r.res.Entries[i], &r.res.Outcomes[i]
+		if r.rate != nil {
+			if err := r.rate.Wait(ctx); err != nil {
+				errs = append(errs, err)
+				break
+			}
+		}
 		var h map[string]string
-		if move {
+		if r.move {
 			h = movedHeaders(e.Headers)
 		} else {
-			h = ReplayHeaders(queue, e, now, limits)
+			h = ReplayHeaders(r.queue, *e, r.now, r.limits)
 		}
 		// Routed: where the broker can tell, a copy no queue or stream keeps
 		// is refused rather than confirmed, and the dead letter is kept.
 		out := &broker.Outgoing{Payload: e.Payload, Headers: h, Options: broker.PublishOptions{Raw: true, Routed: true}}
-		if err := a.Publish(ctx, o.To, out); err != nil {
-			err = &SendError{ID: e.ID, Queue: queue, To: o.To, Err: err}
-			o.Status, o.Error = StatusFailed, err.Error()
-			return res, err
-		}
-		res.Sent++
-		n, err := st.RemoveDeadLetters(ctx, queue, e.ID)
-		res.Removed += n
-		if err == nil && n == 0 {
-			// Listed a moment ago, sent, and not removed: it is still there
-			// (a broker that did not find it by its ID) or went away by
-			// other hands; either way the copy may be a duplicate.
-			err = ErrNotRemoved
-		}
+		err := r.a.Publish(ctx, o.To, out)
+		e.Payload = nil
 		if err != nil {
-			err = fmt.Errorf("dead letter %q of %q was sent to %q but not removed (a new replay sends it again): %w", e.ID, queue, o.To, err)
-			o.Status, o.Error = StatusKept, err.Error()
-			return res, err
+			err = &SendError{ID: e.ID, Queue: r.queue, To: o.To, Err: err}
+			o.Status, o.Error = StatusFailed, err.Error()
+			errs = append(errs, err)
+			if !r.opts.ContinueOnError {
+				break
+			}
+			continue
+		}
+		r.res.Sent++
+		sent = append(sent, i)
+	}
+	if len(sent) == 0 {
+		return errs
+	}
+	ids := make([]string, len(sent))
+	for j, i := range sent {
+		ids[j] = r.res.Entries[i].ID
+	}
+	n, err := r.st.RemoveDeadLetters(ctx, r.queue, ids...)
+	r.res.Removed += n
+	kept := map[string]bool{}
+	switch {
+	case err != nil:
+		for _, id := range ids {
+			kept[id] = true
+		}
+	case n < len(ids):
+		// Some were not removed: find which are still there. One the
+		// broker did not find by its ID, or that went away by other hands,
+		// may have been sent twice.
+		err = ErrNotRemoved
+		still := map[string]bool{}
+		for _, id := range ids {
+			still[id] = true
+		}
+		left := map[string]bool{}
+		if berr := r.st.BrowseDeadLetters(ctx, r.queue, func(m *broker.StoredMessage) bool {
+			if still[m.ID] {
+				left[m.ID] = true
+			}
+			return len(left) < len(ids)
+		}); berr != nil || len(left) == 0 {
+			left = still // cannot tell: report them all
+		}
+		kept = left
+	}
+	for _, i := range sent {
+		e, o := &r.res.Entries[i], &r.res.Outcomes[i]
+		if kept[e.ID] {
+			kerr := fmt.Errorf("dead letter %q of %q was sent to %q but not removed (a new replay sends it again): %w", e.ID, r.queue, o.To, err)
+			o.Status, o.Error = StatusKept, kerr.Error()
+			errs = append(errs, kerr)
+			continue
 		}
 		o.Status = StatusDone
-		if opts.Progress != nil {
-			opts.Progress(i+1, len(es))
+		r.done++
+		if r.opts.Progress != nil {
+			r.opts.Progress(r.done, len(r.res.Entries))
 		}
 	}
-	return res, notFound(queue, f, es)
+	return errs
+}
+
+// joinErrors is errorsOf the errors that are not nil (nil when none is).
+func joinErrors(errs []error, more ...error) error {
+	var all []error
+	for _, err := range append(slices.Clip(errs), more...) {
+		if err != nil {
+			all = append(all, err)
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	return errorsOf(all)
 }
 
 // notFound is the error of the IDs of f that are not among es (nil when
@@ -437,7 +592,7 @@ func notFound(queue string, f Filter, es []Entry) error {
 	}
 	var missing []string
 	for _, id := range f.IDs {
-		if !found[id] && !slices.Contains(missing, id) {
+		if !found[id] {
 			missing = append(missing, strconv.Quote(id))
 			found[id] = true
 		}
@@ -497,12 +652,23 @@ func Purge(ctx context.Context, a broker.Adapter, queue string, f Filter) (int, 
 	if err != nil {
 		return 0, err
 	}
-	es, err := List(ctx, a, queue, f)
+	// Only the IDs are held, then removed DefaultBatchSize at a time.
+	var es []Entry
+	seen := map[string]bool{}
+	err = st.BrowseDeadLetters(ctx, queue, func(m *broker.StoredMessage) bool {
+		e := EntryOf(m)
+		if seen[e.ID] || !f.match(&e) {
+			return true
+		}
+		seen[e.ID] = true
+		es = append(es, Entry{ID: e.ID})
+		return f.Limit <= 0 || len(es) < f.Limit
+	})
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("browse dead letters of %q: %w", queue, err)
 	}
 	removed := 0
-	const batch = 100
+	const batch = DefaultBatchSize
 	for i := 0; i < len(es); i += batch {
 		ids := make([]string, 0, batch)
 		for _, e := range es[i:min(i+batch, len(es))] {

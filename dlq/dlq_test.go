@@ -548,15 +548,18 @@ func TestSentButNotRemovedIsAnError(t *testing.T) {
 	a := connected(t)
 	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", nil)
 	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "2", nil)
-	res, err := dlq.Replay(ctx, keeping{a}, queue, dlq.Filter{}, dlq.ReplayOptions{})
-	if !errors.Is(err, dlq.ErrNotRemoved) || res.Sent != 1 || res.Removed != 0 {
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "3", nil)
+	res, err := dlq.Replay(ctx, keeping{a}, queue, dlq.Filter{}, dlq.ReplayOptions{BatchSize: 2})
+	if !errors.Is(err, dlq.ErrNotRemoved) || res.Sent != 2 || res.Removed != 0 {
 		t.Fatalf("replay: %+v %v", res, err)
 	}
-	if o := res.Outcomes[0]; o.Status != dlq.StatusKept || !strings.Contains(o.Error, "not removed") {
-		t.Fatalf("outcome: %+v", o)
+	for _, o := range res.Outcomes[:2] {
+		if o.Status != dlq.StatusKept || !strings.Contains(o.Error, "not removed") {
+			t.Fatalf("outcome: %+v", o)
+		}
 	}
-	if o := res.Outcomes[1]; o.Status != dlq.StatusPending {
-		t.Fatalf("outcome of the next: %+v", o)
+	if o := res.Outcomes[2]; o.Status != dlq.StatusPending {
+		t.Fatalf("outcome of the next page: %+v", o)
 	}
 }
 
@@ -575,11 +578,11 @@ func TestDuplicateIDsSentOnce(t *testing.T) {
 	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "3", nil)
 	r := twice{&recording{Adapter: a}}
 	res, err := dlq.Replay(ctx, r, queue, dlq.Filter{Limit: 2}, dlq.ReplayOptions{})
-	if err != nil || res.Sent != 1 || res.Removed != 1 || len(res.Entries) != 1 || len(r.sent) != 1 {
+	if err != nil || res.Sent != 2 || res.Removed != 2 || len(res.Entries) != 2 || len(r.sent) != 2 {
 		t.Fatalf("replay: %+v %v, %d sends", res, err, len(r.sent))
 	}
 	res, err = dlq.Move(ctx, r, queue, dlq.Filter{}, "ns.PARKED")
-	if err != nil || res.Sent != 2 || res.Removed != 2 || len(r.sent) != 3 {
+	if err != nil || res.Sent != 1 || res.Removed != 1 || len(r.sent) != 3 {
 		t.Fatalf("move: %+v %v, %d sends", res, err, len(r.sent))
 	}
 }
@@ -632,4 +635,110 @@ func TestDestinationsChecked(t *testing.T) {
 		t.Fatalf("any namespace: %+v %v", res, err)
 	}
 	receive(t, got)
+}
+
+// counting is the memory adapter that records the IDs of each removal.
+type counting struct {
+	*memory.Adapter
+	removals [][]string
+}
+
+func (c *counting) RemoveDeadLetters(ctx context.Context, q string, ids ...string) (int, error) {
+	c.removals = append(c.removals, ids)
+	return c.Adapter.RemoveDeadLetters(ctx, q, ids...)
+}
+
+func TestReplayInPages(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	got := handled(t, a, "ns.orders")
+	for i := range 250 {
+		deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), fmt.Sprint(i), nil)
+	}
+	c := &counting{Adapter: a}
+	var progress []int
+	res, err := dlq.Replay(ctx, c, queue, dlq.Filter{}, dlq.ReplayOptions{Progress: func(done, _ int) { progress = append(progress, done) }})
+	if err != nil || res.Sent != 250 || res.Removed != 250 {
+		t.Fatalf("replay: %d sent, %d removed, %v", res.Sent, res.Removed, err)
+	}
+	var sizes []int
+	for _, r := range c.removals {
+		sizes = append(sizes, len(r))
+	}
+	if fmt.Sprint(sizes) != "[100 100 50]" {
+		t.Fatalf("removals of %v dead letters", sizes)
+	}
+	if len(progress) != 250 || progress[249] != 250 {
+		t.Fatalf("progress %d calls", len(progress))
+	}
+	for i := range 250 {
+		if m := receive(t, got); string(m.Payload) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %q", i, m.Payload)
+		}
+	}
+	for _, e := range res.Entries {
+		if e.Payload != nil {
+			t.Fatal("the result holds payloads")
+		}
+	}
+}
+
+func TestReplayRate(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	for i := range 3 {
+		deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), fmt.Sprint(i), nil)
+	}
+	start := time.Now()
+	res, err := dlq.Replay(ctx, a, queue, dlq.Filter{}, dlq.ReplayOptions{Rate: 10})
+	if err != nil || res.Sent != 3 {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("3 sends at 10/s took %v", d)
+	}
+}
+
+func TestContinueOnError(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	got := handled(t, a, "ns.orders")
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", nil)
+	if err := a.Publish(ctx, queue, &broker.Outgoing{Payload: []byte("forged"),
+		Headers: map[string]string{broker.HeaderOriginalChannel: "billing.payments"}}); err != nil {
+		t.Fatal(err)
+	}
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "3", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "4", nil)
+	// The third send fails: the first is sent, the forged one refused.
+	f := &failing{Adapter: a, publishOK: 1, removeOK: 100}
+	res, err := dlq.Replay(ctx, f, queue, dlq.Filter{}, dlq.ReplayOptions{Namespace: "ns", ContinueOnError: true})
+	_ = res
+	if !errors.Is(err, dlq.ErrDestination) || !errors.Is(err, errDown) {
+		t.Fatalf("replay: %v", err)
+	}
+	want := "[done refused failed failed]"
+	var st []dlq.Status
+	for _, o := range res.Outcomes {
+		st = append(st, o.Status)
+	}
+	if fmt.Sprint(st) != want || res.Sent != 1 || res.Removed != 1 {
+		t.Fatalf("outcomes %v, want %s; %d sent, %d removed", st, want, res.Sent, res.Removed)
+	}
+	receive(t, got)
+	// Once the broker is back, the rest goes; the forged one stays.
+	f.publishOK = 100
+	res, err = dlq.Replay(ctx, f, queue, dlq.Filter{}, dlq.ReplayOptions{Namespace: "ns", ContinueOnError: true})
+	if !errors.Is(err, dlq.ErrDestination) || res.Sent != 2 || res.Removed != 2 {
+		t.Fatalf("second replay: %+v %v", res, err)
+	}
+	if left, _ := dlq.List(ctx, a, queue, dlq.Filter{}); len(left) != 1 || string(left[0].Payload) != "forged" {
+		t.Fatalf("left %v", payloads(left))
+	}
+	// Without it, the forged one stops the replay before anything is sent.
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "5", nil)
+	res, err = dlq.Replay(ctx, f, queue, dlq.Filter{}, dlq.ReplayOptions{Namespace: "ns"})
+	if !errors.Is(err, dlq.ErrDestination) || res.Sent != 0 {
+		t.Fatalf("third replay: %+v %v", res, err)
+	}
 }

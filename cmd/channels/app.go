@@ -152,8 +152,9 @@ func (g globals) dlqName() (string, error) {
 }
 
 // withAdapter connects to the broker, runs fn and closes the adapter. The
-// whole of it is bounded by --timeout unless follow is set (tail), where
-// only the connection is.
+// whole of it is bounded by --timeout unless follow is set (tail, and the
+// operations that take as long as the queue is big: replay, move, purge),
+// where only the connection is.
 func withAdapter(c *cli.Context, follow bool, fn func(ctx context.Context, a broker.Adapter) error) error {
 	g := globalsOf(c)
 	if g.adapter == "" {
@@ -233,7 +234,7 @@ Channel names (CHANNEL, --channel, --to, --queue) are given without the namespac
 				Usage: "dead-letter queue, without the namespace"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of tables"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second,
-				Usage: "bound of each command (tail: of the connection only); 0 for none"},
+				Usage: "bound of each command (tail, dlq replay, move and purge: of the connection only); 0 for none"},
 			&cli.StringFlag{Name: "serializer", Value: "JSON", EnvVars: []string{"CHANNELS_SERIALIZER"},
 				Usage: "the plugin's serializer (JSON or MsgPack), for adapters that encode headers with it (Redis)"},
 		},

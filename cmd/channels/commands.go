@@ -319,13 +319,11 @@ Examples:
    channels dlq replay --channel order.created --error-contains timeout --dry-run
    channels dlq replay 1712345678901-0 1712345678902-0
    channels dlq replay --to order.created.retry --since 1h`,
-		Description: `Sends each matching dead letter (the IDs given, and/or the filters) to its original channel, or to --to, as a new message on its first attempt: payload unchanged, the x-error-*, x-original-* and x-redelivered-count headers left out, an x-replayed-from trail added. A dead letter is removed only after the broker accepted its copy: an interrupted replay never loses a message, and at worst sends one twice.`,
-		Flags: append(filterFlags(0),
+		Description: `Sends each matching dead letter (the IDs given, and/or the filters) to its original channel, or to --to, as a new message on its first attempt: payload unchanged, the x-error-*, x-original-* and x-redelivered-count headers left out, an x-replayed-from trail added. A dead letter is removed only after the broker accepted its copy (they are sent, then removed, 100 at a time): an interrupted replay never loses a message, and at worst sends those 100 twice. Before anything is sent, dead letters that could not be read whole (--force), name no channel, or one out of --namespace (--any-namespace) or the queue itself stop the replay (--continue-on-error: skipped and reported).`,
+		Flags: append(append(filterFlags(0),
 			&cli.StringFlag{Name: "to", Usage: "send every message to this channel (without the namespace) instead of its original one"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be sent; send and remove nothing"},
-			forceFlag(),
-			anyNamespaceFlag(),
-		),
+		), resendFlags()...),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			return resendAction(c, false)
@@ -342,16 +340,24 @@ func dlqMoveCommand() *cli.Command {
 Example:
    channels dlq move --channel order.created --to PARKED_ORDERS`,
 		Description: `Sends each matching dead letter to --to with all its headers (it stays a dead letter there: "channels --queue PARKED_ORDERS dlq ls" lists it) and removes it, with the crash safety of replay.`,
-		Flags: append(filterFlags(0),
+		Flags: append(append(filterFlags(0),
 			&cli.StringFlag{Name: "to", Usage: "destination queue or channel (without the namespace); required"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be moved; send and remove nothing"},
-			forceFlag(),
-			anyNamespaceFlag(),
-		),
+		), resendFlags()...),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			return resendAction(c, true)
 		},
+	}
+}
+
+// resendFlags are the flags of replay and move after --to and --dry-run.
+func resendFlags() []cli.Flag {
+	return []cli.Flag{
+		forceFlag(),
+		anyNamespaceFlag(),
+		&cli.BoolFlag{Name: "continue-on-error", Usage: "go on past a dead letter that is refused, fails to send or is not removed; each one not done is reported (exit code 1)"},
+		&cli.Float64Flag{Name: "rate", Usage: "at most this many messages sent per second (0: no bound)"},
 	}
 }
 
@@ -398,7 +404,11 @@ func resendAction(c *cli.Context, move bool) error {
 		verb = "moved"
 	}
 	opts := dlq.ReplayOptions{DryRun: c.Bool("dry-run"), Force: c.Bool("force"), Progress: progress(c.App.ErrWriter, verb),
-		Namespace: g.namespace, AnyNamespace: c.Bool("any-namespace")}
+		Namespace: g.namespace, AnyNamespace: c.Bool("any-namespace"),
+		ContinueOnError: c.Bool("continue-on-error"), Rate: c.Float64("rate")}
+	if opts.Rate < 0 {
+		return usagef("--rate %g: must be 0 or more", opts.Rate)
+	}
 	if to := c.String("to"); to != "" {
 		if opts.To, err = g.name("--to", to); err != nil {
 			return err
@@ -406,7 +416,7 @@ func resendAction(c *cli.Context, move bool) error {
 	} else if move {
 		return usagef("dlq move needs --to")
 	}
-	return withAdapter(c, false, func(ctx context.Context, a broker.Adapter) error {
+	return withAdapter(c, true, func(ctx context.Context, a broker.Adapter) error {
 		var res dlq.ReplayResult
 		var err error
 		if move {
@@ -480,7 +490,7 @@ Example:
 			if err != nil {
 				return err
 			}
-			return withAdapter(c, false, func(ctx context.Context, a broker.Adapter) error {
+			return withAdapter(c, true, func(ctx context.Context, a broker.Adapter) error {
 				n, err := dlq.Purge(ctx, a, q, f)
 				if g.json {
 					if perr := printJSON(c.App.Writer, map[string]any{"queue": q, "removed": n}); perr != nil && err == nil {

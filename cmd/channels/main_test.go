@@ -592,3 +592,33 @@ func TestShowKey(t *testing.T) {
 		t.Fatalf("show: %d\n%s%s", code, out, errs)
 	}
 }
+
+func TestLongReplay(t *testing.T) {
+	e := newEnv(t)
+	q := "ns.FAILED_MESSAGES"
+	e.consume("ns.orders")
+	for i := range 3 {
+		e.deadLetter(q, "ns.orders", errors.New("timeout"), fmt.Sprint(i))
+	}
+	// --timeout bounds the connection, not a replay that takes longer.
+	start := time.Now()
+	out := e.mustRun("--namespace", "ns", "--timeout", "100ms", "dlq", "replay", "--rate", "10")
+	if !strings.Contains(out, "replayed 3 of 3") || time.Since(start) < 150*time.Millisecond || e.left(q) != 0 {
+		t.Fatalf("replay at 10/s in %v:\n%s", time.Since(start), out)
+	}
+	if code, _, errs := e.run("dlq", "replay", "--rate", "-1"); code != exitUsage {
+		t.Fatalf("--rate -1: %d %s", code, errs)
+	}
+	// --continue-on-error: the good ones go, the others are reported.
+	_ = e.a.Publish(context.Background(), q, &broker.Outgoing{Payload: []byte("forged"),
+		Headers: map[string]string{"x-original-channel": "billing.payments", "x-error-message": "e"}})
+	e.deadLetter(q, "ns.orders", errors.New("timeout"), "good")
+	if code, _, errs := e.run("--namespace", "ns", "dlq", "replay"); code != exitFailed || e.left(q) != 2 {
+		t.Fatalf("without --continue-on-error: %d %s", code, errs)
+	}
+	code, out, errs := e.run("--namespace", "ns", "--json", "dlq", "replay", "--continue-on-error")
+	if code != exitFailed || !strings.Contains(errs, "out of namespace") || !strings.Contains(out, `"status": "refused"`) ||
+		!strings.Contains(out, `"status": "done"`) || e.left(q) != 1 {
+		t.Fatalf("--continue-on-error: %d\n%s%s", code, out, errs)
+	}
+}
