@@ -194,6 +194,16 @@ type ReplayOptions struct {
 	// (Entry.DecodeError), with what could be read of them. Without it they
 	// are refused: their headers or payload would be lost.
 	Force bool
+	// Group, when set, makes Replay send each copy to that group of its
+	// channel only, where the adapter can target one group (Kafka: the
+	// x-group header, which the channel's other groups skip); an adapter
+	// that cannot gets an error wrapping broker.ErrUnsupported before
+	// anything is sent. OriginalGroup does the same with each dead letter's
+	// own x-original-group. Without them (the default) a replayed message
+	// is a new message of its channel: every group of the channel gets it,
+	// also those that handled it the first time. Move ignores both.
+	Group         string
+	OriginalGroup bool
 	// ContinueOnError goes on past a dead letter that is refused (see
 	// Replay), whose send fails or that is not removed: the others are
 	// done, and the error returned tells of each one not done
@@ -236,7 +246,10 @@ const (
 // Outcome is what became of one dead letter in a Replay or a Move.
 type Outcome struct {
 	// To is the full name of the channel it was (or would be) sent to.
-	To     string `json:"to,omitempty"`
+	To string `json:"to,omitempty"`
+	// Group is the one group it was sent to (ReplayOptions.Group or
+	// OriginalGroup); empty: every group of To.
+	Group  string `json:"group,omitempty"`
 	Status Status `json:"status"`
 	// Error is why it is not done; empty when done or pending.
 	Error string `json:"error,omitempty"`
@@ -286,6 +299,10 @@ func checkDestination(queue, id, to string, opts ReplayOptions) error {
 	}
 	return nil
 }
+
+// targetsGroups tells the adapters that deliver a message carrying
+// broker.HeaderGroup to that group of its channel only: Kafka.
+func targetsGroups(a broker.Adapter) bool { return a.Name() == "Kafka" }
 
 // SendError is the error of a copy the broker did not accept in a Replay
 // or a Move; the dead letter is still in the queue. Err is the adapter's
@@ -387,6 +404,10 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 		return res, fmt.Errorf("browse dead letters of %q: %w", queue, err)
 	}
 	res.Outcomes = make([]Outcome, len(res.Entries))
+	targeted := !move && (opts.Group != "" || opts.OriginalGroup)
+	if targeted && !targetsGroups(a) {
+		return res, fmt.Errorf("%w: the %s adapter cannot send to one group of a channel (Group, OriginalGroup); a replay reaches every group", broker.ErrUnsupported, a.Name())
+	}
 	var refused []error
 	for i, e := range res.Entries {
 		o := &res.Outcomes[i]
@@ -400,8 +421,16 @@ func resend(ctx context.Context, a broker.Adapter, queue string, f Filter, opts 
 			why = fmt.Errorf("%w: %q: %s", ErrUnreadable, e.ID, e.DecodeError)
 		case o.To == "":
 			why = fmt.Errorf("%w: %q", ErrNoDestination, e.ID)
+		case targeted && opts.OriginalGroup && e.OriginalGroup == "":
+			why = fmt.Errorf("%w: %q has no x-original-group", ErrNoDestination, e.ID)
 		default:
 			why = checkDestination(queue, e.ID, o.To, opts)
+		}
+		if targeted && why == nil {
+			o.Group = opts.Group
+			if opts.OriginalGroup {
+				o.Group = e.OriginalGroup
+			}
 		}
 		if why != nil {
 			o.Status, o.Error = StatusRefused, why.Error()
@@ -496,6 +525,9 @@ func (r *resender) page(ctx context.Context, page []int) []error {
 			h = movedHeaders(e.Headers)
 		} else {
 			h = ReplayHeaders(r.queue, *e, r.now, r.limits)
+			if o.Group != "" {
+				h[broker.HeaderGroup] = o.Group
+			}
 		}
 		// Routed: where the broker can tell, a copy no queue or stream keeps
 		// is refused rather than confirmed, and the dead letter is kept.

@@ -742,3 +742,45 @@ func TestContinueOnError(t *testing.T) {
 		t.Fatalf("third replay: %+v %v", res, err)
 	}
 }
+
+// kafkaLike is the memory adapter under the name of an adapter that
+// targets one group with broker.HeaderGroup, recording the sends.
+type kafkaLike struct {
+	*memory.Adapter
+	mu   sync.Mutex
+	sent []map[string]string
+}
+
+func (k *kafkaLike) Name() string { return "Kafka" }
+
+func (k *kafkaLike) Publish(ctx context.Context, ch string, m *broker.Outgoing) error {
+	k.mu.Lock()
+	k.sent = append(k.sent, m.Headers)
+	k.mu.Unlock()
+	return k.Adapter.Publish(ctx, ch, m)
+}
+
+func TestReplayToOneGroup(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	deadLetter(t, a, "ns.orders", "billing", 1, errors.New("e"), "1", nil)
+	if _, err := dlq.Replay(ctx, a, queue, dlq.Filter{}, dlq.ReplayOptions{Group: "billing"}); !errors.Is(err, broker.ErrUnsupported) {
+		t.Fatalf("group on memory: %v", err)
+	}
+	if _, err := dlq.Replay(ctx, a, queue, dlq.Filter{}, dlq.ReplayOptions{DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	k := &kafkaLike{Adapter: a}
+	res, err := dlq.Replay(ctx, k, queue, dlq.Filter{}, dlq.ReplayOptions{OriginalGroup: true})
+	if err != nil || res.Sent != 1 || res.Outcomes[0].Group != "billing" || k.sent[0][broker.HeaderGroup] != "billing" {
+		t.Fatalf("original group: %+v %v %v", res, err, k.sent)
+	}
+	deadLetter(t, a, "ns.orders", "billing", 1, errors.New("e"), "2", nil)
+	if _, err := dlq.Replay(ctx, k, queue, dlq.Filter{}, dlq.ReplayOptions{Group: "audit"}); err != nil || k.sent[1][broker.HeaderGroup] != "audit" {
+		t.Fatalf("group: %v %v", err, k.sent)
+	}
+	deadLetter(t, a, "ns.orders", "billing", 1, errors.New("e"), "3", nil)
+	if _, err := dlq.Replay(ctx, k, queue, dlq.Filter{}, dlq.ReplayOptions{}); err != nil || k.sent[2][broker.HeaderGroup] != "" {
+		t.Fatalf("every group: %v %v", err, k.sent)
+	}
+}

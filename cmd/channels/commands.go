@@ -319,9 +319,11 @@ Examples:
    channels dlq replay --channel order.created --error-contains timeout --dry-run
    channels dlq replay 1712345678901-0 1712345678902-0
    channels dlq replay --to order.created.retry --since 1h`,
-		Description: `Sends each matching dead letter (the IDs given, and/or the filters) to its original channel, or to --to, as a new message on its first attempt: payload unchanged, the x-error-*, x-original-* and x-redelivered-count headers left out, an x-replayed-from trail added. A dead letter is removed only after the broker accepted its copy (they are sent, then removed, 100 at a time): an interrupted replay never loses a message, and at worst sends those 100 twice. Before anything is sent, dead letters that could not be read whole (--force), name no channel, or one out of --namespace (--any-namespace) or the queue itself stop the replay (--continue-on-error: skipped and reported).`,
+		Description: `Sends each matching dead letter (the IDs given, and/or the filters) to its original channel, or to --to, as a new message on its first attempt: payload unchanged, the x-error-*, x-original-* and x-redelivered-count headers left out, an x-replayed-from trail added. A dead letter is removed only after the broker accepted its copy (they are sent, then removed, 100 at a time): an interrupted replay never loses a message, and at worst sends those 100 twice. A replayed message is a new message of its channel: every group of the channel gets it, also the groups that handled it the first time; on Kafka --group or --original-group sends it to one group only (other adapters refuse them, exit code 3). Before anything is sent, dead letters that could not be read whole (--force), name no channel, or one out of --namespace (--any-namespace) or the queue itself stop the replay (--continue-on-error: skipped and reported).`,
 		Flags: append(append(filterFlags(0),
 			&cli.StringFlag{Name: "to", Usage: "send every message to this channel (without the namespace) instead of its original one"},
+			&cli.StringFlag{Name: "group", Usage: "send every message to this group of its channel only (Kafka); default: every group of the channel"},
+			&cli.BoolFlag{Name: "original-group", Usage: "send each message to its x-original-group only (Kafka); default: every group of the channel"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be sent; send and remove nothing"},
 		), resendFlags()...),
 		OnUsageError: onUsageError,
@@ -385,6 +387,7 @@ type replayReport struct {
 type reportEntry struct {
 	dlq.Entry
 	To     string     `json:"to,omitempty"`
+	Group  string     `json:"group,omitempty"`
 	Status dlq.Status `json:"status"`
 	Error  string     `json:"error,omitempty"`
 }
@@ -406,6 +409,12 @@ func resendAction(c *cli.Context, move bool) error {
 	opts := dlq.ReplayOptions{DryRun: c.Bool("dry-run"), Force: c.Bool("force"), Progress: progress(c.App.ErrWriter, verb),
 		Namespace: g.namespace, AnyNamespace: c.Bool("any-namespace"),
 		ContinueOnError: c.Bool("continue-on-error"), Rate: c.Float64("rate")}
+	if !move {
+		opts.Group, opts.OriginalGroup = c.String("group"), c.Bool("original-group")
+		if opts.Group != "" && opts.OriginalGroup {
+			return usagef("--group and --original-group: give one")
+		}
+	}
 	if opts.Rate < 0 {
 		return usagef("--rate %g: must be 0 or more", opts.Rate)
 	}
@@ -431,7 +440,7 @@ func resendAction(c *cli.Context, move bool) error {
 				r.Entries[i].Entry = e
 				if i < len(res.Outcomes) {
 					o := res.Outcomes[i]
-					r.Entries[i].To, r.Entries[i].Status, r.Entries[i].Error = o.To, o.Status, o.Error
+					r.Entries[i].To, r.Entries[i].Group, r.Entries[i].Status, r.Entries[i].Error = o.To, o.Group, o.Status, o.Error
 				}
 			}
 			if err != nil {

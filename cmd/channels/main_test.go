@@ -622,3 +622,14 @@ func TestLongReplay(t *testing.T) {
 		t.Fatalf("--continue-on-error: %d\n%s%s", code, out, errs)
 	}
 }
+
+func TestReplayGroupFlags(t *testing.T) {
+	e := newEnv(t)
+	e.deadLetter("FAILED_MESSAGES", "orders", errors.New("timeout"), "1")
+	if code, _, errs := e.run("dlq", "replay", "--group", "billing"); code != exitUnsupported || !strings.Contains(errs, "every group") || e.left("FAILED_MESSAGES") != 1 {
+		t.Fatalf("--group on memory: %d %s", code, errs)
+	}
+	if code, _, errs := e.run("dlq", "replay", "--group", "a", "--original-group"); code != exitUsage {
+		t.Fatalf("both: %d %s", code, errs)
+	}
+}
