@@ -331,7 +331,10 @@ var ErrNotRemoved = errors.New("dlq: the broker removed nothing")
 //
 // Each message keeps its payload, byte for byte, and its headers except
 // the failure: the x-error-*, x-redelivered-count, x-original-* and x-group
-// headers and the adapters' own x-channels-* headers are left out, and
+// headers, the adapters' own x-channels-* headers and the brokers' retry
+// bookkeeping (x-retry-not-before, x-death, x-first-death-*,
+// x-last-death-*) are left out; a header the consumer could not decode,
+// kept as x-original-<name>, goes back under its name; and
 // HeaderReplayedFrom records where it came from (queue, ID, error, time,
 // after any trail it already had; see Trail).
 //
@@ -789,6 +792,19 @@ func ReplayHeaders(queue string, e Entry, now time.Time, limits broker.Limits) m
 		}
 		h[k] = v
 	}
+	// A header the consumer could not decode was kept under
+	// x-original-<name> (broker.DeadLetterHeaders): it goes back under its
+	// name, so that the replayed message is the one that failed (it fails
+	// again if the cause is not fixed, rather than running without it).
+	for k, v := range e.Headers {
+		name, ok := strings.CutPrefix(k, "x-original-")
+		if !ok || name == "" || strings.HasPrefix(name, "x-") || name == "channel" || name == "group" || name == "id" {
+			continue
+		}
+		if _, taken := h[name]; !taken {
+			h[name] = v
+		}
+	}
 	delete(h, HeaderReplayedFrom)
 	rec := Trail{Queue: queue, ID: e.ID, At: now.UTC().Format(time.RFC3339)}
 	if e.ErrorName != "" || e.ErrorMessage != "" {
@@ -828,7 +844,11 @@ func isFailureHeader(k string) bool {
 		k == broker.HeaderRedeliveredCount
 }
 
-// isInternalHeader tells the headers adapters keep for themselves.
+// isInternalHeader tells the headers adapters and brokers keep for
+// themselves: x-group, x-channels-*, Kafka's x-retry-not-before (a retry's
+// delay) and what RabbitMQ adds when it dead-letters a message (x-death,
+// x-first-death-*, x-last-death-*).
 func isInternalHeader(k string) bool {
-	return k == broker.HeaderGroup || strings.HasPrefix(k, "x-channels-")
+	return k == broker.HeaderGroup || strings.HasPrefix(k, "x-channels-") || k == "x-retry-not-before" ||
+		k == "x-death" || strings.HasPrefix(k, "x-first-death-") || strings.HasPrefix(k, "x-last-death-")
 }

@@ -784,3 +784,17 @@ func TestReplayToOneGroup(t *testing.T) {
 		t.Fatalf("every group: %v %v", err, k.sent)
 	}
 }
+
+func TestReplayHeadersOfBrokersAndUndecodable(t *testing.T) {
+	e := dlq.Entry{ID: "1", Headers: map[string]string{
+		"x-death": "[...]", "x-first-death-queue": "q", "x-last-death-reason": "rejected", "x-retry-not-before": "1712345678901",
+		"x-original-$meta": "not json", "x-original-channel": "ns.orders", "x-original-group": "g", "x-original-id": "7",
+		"x-original-x-error-name": "forged", "trace": "t1",
+	}}
+	h := dlq.ReplayHeaders(queue, e, time.Now(), broker.Limits{})
+	delete(h, dlq.HeaderReplayedFrom)
+	want := map[string]string{"$meta": "not json", "trace": "t1"}
+	if fmt.Sprint(h) != fmt.Sprint(want) {
+		t.Fatalf("headers %v, want %v", h, want)
+	}
+}

@@ -98,9 +98,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		var raw []string
 		for i, a := range args {
 			// The adapter URL may be given as --adapter=URL or --adapter URL.
-			if v, ok := strings.CutPrefix(a, "--adapter="); ok {
+			if v, ok := cutAnyPrefix(a, "--adapter=", "-adapter=", "-a=", "--a="); ok {
 				raw = append(raw, v)
-			} else if (a == "--adapter" || a == "-a") && i+1 < len(args) {
+			} else if (a == "--adapter" || a == "-adapter" || a == "-a" || a == "--a") && i+1 < len(args) {
 				raw = append(raw, args[i+1])
 			}
 		}
@@ -110,6 +110,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "channels: %s: %s\n", errorKind(code), clean(broker.Redact(msg, append(raw, envAdapter())...), 0))
 	}
 	return code
+}
+
+// cutAnyPrefix is strings.CutPrefix with the first of prefixes s has.
+func cutAnyPrefix(s string, prefixes ...string) (string, bool) {
+	for _, p := range prefixes {
+		if v, ok := strings.CutPrefix(s, p); ok {
+			return v, true
+		}
+	}
+	return s, false
 }
 
 // globals are the global flags, read once per run.

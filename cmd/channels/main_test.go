@@ -406,6 +406,14 @@ func TestCredentialsNeverPrinted(t *testing.T) {
 	if code != exitFailed || strings.Contains(out+errs, secret) {
 		t.Fatalf("exit %d, output %q %q", code, out, errs)
 	}
+	for _, form := range []string{"-a=", "--adapter=", "-adapter="} {
+		// The password again where no URL-shaped redaction finds it: only
+		// the secrets taken from the command line hide it.
+		code, out, errs := runArgs(form+"redis://user:"+secret+"@127.0.0.1:1/0?db="+secret, "ls")
+		if code != exitUsage || strings.Contains(out+errs, secret) {
+			t.Fatalf("%s: exit %d, output %q %q", form, code, out, errs)
+		}
+	}
 	t.Setenv("CHANNELS_ADAPTER", "amqp://guest:"+secret+"@127.0.0.1:1/")
 	code, out, errs = runArgs("--timeout", "2s", "ls")
 	if code != exitFailed || strings.Contains(out+errs, secret) {
