@@ -183,6 +183,10 @@ Example:
 				if err != nil {
 					return err
 				}
+				if f.Limit > 0 && len(es) == f.Limit {
+					// On standard error, with --json too: the list may be cut.
+					defer fmt.Fprintf(c.App.ErrWriter, "showing the first %d; --limit 0 for all\n", f.Limit)
+				}
 				if g.json {
 					if es == nil {
 						es = []dlq.Entry{}
@@ -201,13 +205,7 @@ Example:
 						orDash(clean(e.OriginalGroup, 0)), orDash(clean(name, 40)), orDash(clean(msg, 60)),
 						attemptsText(e.Attempts), timeText(e.Time))
 				}
-				if err := t.Flush(); err != nil {
-					return err
-				}
-				if f.Limit > 0 && len(es) == f.Limit {
-					fmt.Fprintf(c.App.ErrWriter, "showing the first %d; --limit 0 for all\n", f.Limit)
-				}
-				return nil
+				return t.Flush()
 			})
 		},
 	}
@@ -477,13 +475,14 @@ func dlqPurgeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "purge",
 		Usage: "remove dead letters",
-		UsageText: `channels dlq purge [filters] --yes [ID...]
+		UsageText: `channels dlq purge [filters] (--yes | --dry-run) [ID...]
 
 Example:
    channels dlq purge --channel order.created --since 2026-01-01 --yes`,
-		Description: "Removes the matching dead letters (the IDs given, and/or the filters; all of them without any). Refuses to run without --yes.",
+		Description: "Removes the matching dead letters (the IDs given, and/or the filters; all of them without any). Refuses to run without --yes; --dry-run lists what would be removed.",
 		Flags: append(filterFlags(0),
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "confirm the removal"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be removed; remove nothing"},
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -491,13 +490,42 @@ Example:
 			if err != nil {
 				return err
 			}
-			if !c.Bool("yes") {
-				return usagef("dlq purge removes dead letters for good: add --yes (see what matches with dlq ls)")
+			dry := c.Bool("dry-run")
+			if !c.Bool("yes") && !dry {
+				return usagef("dlq purge removes dead letters for good: add --yes (see what matches with --dry-run)")
 			}
 			g := globalsOf(c)
 			q, err := g.dlqName()
 			if err != nil {
 				return err
+			}
+			if dry {
+				return withAdapter(c, true, func(ctx context.Context, a broker.Adapter) error {
+					es, err := dlq.List(ctx, a, q, f)
+					if err != nil {
+						return err
+					}
+					err = missingIDs(q, f, es)
+					if g.json {
+						if es == nil {
+							es = []dlq.Entry{}
+						}
+						if perr := printJSON(c.App.Writer, map[string]any{"queue": q, "dryRun": true, "matched": len(es), "removed": 0, "entries": es}); perr != nil && err == nil {
+							err = perr
+						}
+						return err
+					}
+					t := table(c.App.Writer)
+					fmt.Fprintln(t, "ID\tCHANNEL\tERROR\tMESSAGE")
+					for _, e := range es {
+						fmt.Fprintf(t, "%s\t%s\t%s\t%s\n", clean(e.ID, 0), orDash(clean(e.OriginalChannel, 0)), orDash(clean(e.ErrorName, 40)), orDash(clean(e.ErrorMessage, 60)))
+					}
+					if ferr := t.Flush(); ferr != nil && err == nil {
+						err = ferr
+					}
+					fmt.Fprintf(c.App.Writer, "dry run: %d dead letters of %s would be removed\n", len(es), q)
+					return err
+				})
 			}
 			return withAdapter(c, true, func(ctx context.Context, a broker.Adapter) error {
 				n, err := dlq.Purge(ctx, a, q, f)
@@ -512,6 +540,29 @@ Example:
 			})
 		},
 	}
+}
+
+// missingIDs is the error (broker.ErrNotFound) of the IDs of f not among
+// es, as purge reports them.
+func missingIDs(q string, f dlq.Filter, es []dlq.Entry) error {
+	if len(f.IDs) == 0 || (f.Limit > 0 && len(es) >= f.Limit) {
+		return nil
+	}
+	found := map[string]bool{}
+	for _, e := range es {
+		found[e.ID] = true
+	}
+	var missing []string
+	for _, id := range f.IDs {
+		if !found[id] {
+			found[id] = true
+			missing = append(missing, strconv.Quote(id))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: no dead letter %s in %q (matching the filter)", broker.ErrNotFound, strings.Join(missing, ", "), q)
 }
 
 func rmMessageCommand() *cli.Command {

@@ -641,3 +641,22 @@ func TestReplayGroupFlags(t *testing.T) {
 		t.Fatalf("both: %d %s", code, errs)
 	}
 }
+
+func TestLsLimitNoteAndPurgeDryRun(t *testing.T) {
+	e := newEnv(t)
+	q := "FAILED_MESSAGES"
+	id := e.deadLetter(q, "orders", errors.New("a"), "1")
+	e.deadLetter(q, "orders", errors.New("b"), "2")
+	code, out, errs := e.run("--json", "dlq", "ls", "--limit", "1")
+	var es []dlq.Entry
+	if code != 0 || json.Unmarshal([]byte(out), &es) != nil || len(es) != 1 || !strings.Contains(errs, "--limit 0 for all") {
+		t.Fatalf("--json ls --limit 1: %d\n%s%s", code, out, errs)
+	}
+	out = e.mustRun("dlq", "purge", "--dry-run", "--error-contains", "a")
+	if !strings.Contains(out, id) || !strings.Contains(out, "dry run: 1 dead letters") || e.left(q) != 2 {
+		t.Fatalf("purge --dry-run:\n%s", out)
+	}
+	if code, _, errs := e.run("dlq", "purge", "--dry-run", "nosuch"); code != exitNotFound || e.left(q) != 2 {
+		t.Fatalf("purge --dry-run of a missing ID: %d %s", code, errs)
+	}
+}
