@@ -164,6 +164,29 @@ func List(ctx context.Context, a broker.Adapter, queue string, f Filter) ([]Entr
 	return out, nil
 }
 
+// Untimed counts the dead letters of queue that f would match but for its
+// Since: those whose time is unknown (Entry.Time zero), which no Since
+// matches. It is 0 when f has no Since.
+func Untimed(ctx context.Context, a broker.Adapter, queue string, f Filter) (int, error) {
+	if f.Since.IsZero() {
+		return 0, nil
+	}
+	st, err := need[broker.DeadLetterStore](a, "dead-letter store (browse and remove dead letters)")
+	if err != nil {
+		return 0, err
+	}
+	f.Since, f.Limit = time.Time{}, 0
+	n := 0
+	err = st.BrowseDeadLetters(ctx, queue, func(m *broker.StoredMessage) bool {
+		e := EntryOf(m)
+		if e.Time.IsZero() && f.match(&e) {
+			n++
+		}
+		return true
+	})
+	return n, err
+}
+
 // Get returns the dead letter id of queue; broker.ErrNotFound when the
 // queue holds none.
 func Get(ctx context.Context, a broker.Adapter, queue, id string) (Entry, error) {

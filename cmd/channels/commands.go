@@ -25,7 +25,7 @@ var lookupEnv = os.Getenv
 func filterFlags(defaultLimit int) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "channel", Aliases: []string{"c"}, Usage: "original channel (without the namespace)"},
-		&cli.StringFlag{Name: "since", Usage: "dead-lettered at or after: RFC 3339 time, date (2006-01-02) or age (2h, 30m)"},
+		&cli.StringFlag{Name: "since", Usage: "dead-lettered at or after: RFC 3339 time, date (2006-01-02, midnight local time) or age (2h, 30m, 7d); dead letters with no time never match"},
 		&cli.StringFlag{Name: "error-contains", Aliases: []string{"e"}, Usage: "error message or name contains (case-insensitive)"},
 		&cli.IntFlag{Name: "limit", Value: defaultLimit, Usage: "at most this many dead letters (0: all)"},
 	}
@@ -58,10 +58,16 @@ func filterOf(c *cli.Context) (dlq.Filter, error) {
 	return f, nil
 }
 
-// parseSince reads an RFC 3339 time, a date or an age.
+// parseSince reads an RFC 3339 time, a date (midnight, local time) or an
+// age (a Go duration, or whole days: 7d).
 func parseSince(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 		return now.Add(-d), nil
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 && days <= 100000 {
+			return now.AddDate(0, 0, -days), nil
+		}
 	}
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
@@ -69,7 +75,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	if t, err := time.ParseInLocation("2006-01-02", s, time.Local); err == nil {
 		return t, nil
 	}
-	return time.Time{}, usagef("--since %q: want an RFC 3339 time (2006-01-02T15:04:05Z), a date (2006-01-02) or an age (2h)", s)
+	return time.Time{}, usagef("--since %q: want an RFC 3339 time (2006-01-02T15:04:05Z), a date (2006-01-02, local time) or an age (2h, 7d)", s)
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -183,6 +189,7 @@ Example:
 				if err != nil {
 					return err
 				}
+				warnUntimed(ctx, c, a, q, f)
 				if f.Limit > 0 && len(es) == f.Limit {
 					// On standard error, with --json too: the list may be cut.
 					defer fmt.Fprintf(c.App.ErrWriter, "showing the first %d; --limit 0 for all\n", f.Limit)
@@ -281,6 +288,14 @@ Example:
 				return nil
 			})
 		},
+	}
+}
+
+// warnUntimed says on standard error how many dead letters --since left
+// out because their time is unknown.
+func warnUntimed(ctx context.Context, c *cli.Context, a broker.Adapter, q string, f dlq.Filter) {
+	if n, err := dlq.Untimed(ctx, a, q, f); err == nil && n > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "%d dead letters with no time left out by --since\n", n)
 	}
 }
 
@@ -424,6 +439,7 @@ func resendAction(c *cli.Context, move bool) error {
 		return usagef("dlq move needs --to")
 	}
 	return withAdapter(c, true, func(ctx context.Context, a broker.Adapter) error {
+		warnUntimed(ctx, c, a, q, f)
 		var res dlq.ReplayResult
 		var err error
 		if move {
@@ -505,6 +521,7 @@ Example:
 					if err != nil {
 						return err
 					}
+					warnUntimed(ctx, c, a, q, f)
 					err = missingIDs(q, f, es)
 					if g.json {
 						if es == nil {
@@ -528,6 +545,7 @@ Example:
 				})
 			}
 			return withAdapter(c, true, func(ctx context.Context, a broker.Adapter) error {
+				warnUntimed(ctx, c, a, q, f)
 				n, err := dlq.Purge(ctx, a, q, f)
 				if g.json {
 					if perr := printJSON(c.App.Writer, map[string]any{"queue": q, "removed": n}); perr != nil && err == nil {

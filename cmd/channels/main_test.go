@@ -35,7 +35,8 @@ func init() {
 // "unreadable" lists the dead letters whose payload is "undecodable" as
 // an adapter that could not decode their headers; "keep" removes nothing
 // (and says so); "keyed" lists each with a key (Kafka's record key);
-// "twice" lists every dead letter twice; "invalid" refuses
+// "untimed" lists those whose payload is "untimed" with no time; "twice"
+// lists every dead letter twice; "invalid" refuses
 // every send with broker.ErrInvalidOption; "unroutable" refuses every send
 // as unroutable (broker.ErrNotFound).
 type faulty struct {
@@ -47,6 +48,10 @@ func (f faulty) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker
 	return f.Adapter.BrowseDeadLetters(ctx, q, func(m *broker.StoredMessage) bool {
 		if f.faults.Has("unreadable") && string(m.Payload) == "undecodable" {
 			m.Headers, m.DecodeError = nil, "msgpack: invalid code"
+		}
+		if f.faults.Has("untimed") && string(m.Payload) == "untimed" {
+			m.Time = time.Time{}
+			delete(m.Headers, "x-error-timestamp")
 		}
 		if f.faults.Has("keyed") {
 			m.Key = []byte("key-" + string(m.Payload))
@@ -658,5 +663,30 @@ func TestLsLimitNoteAndPurgeDryRun(t *testing.T) {
 	}
 	if code, _, errs := e.run("dlq", "purge", "--dry-run", "nosuch"); code != exitNotFound || e.left(q) != 2 {
 		t.Fatalf("purge --dry-run of a missing ID: %d %s", code, errs)
+	}
+}
+
+func TestSince(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"7d": now.AddDate(0, 0, -7), "0d": now, "36h": now.Add(-36 * time.Hour),
+		"2026-03-01T00:00:00Z": time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC),
+		"2026-03-01":           time.Date(2026, 3, 1, 0, 0, 0, 0, time.Local),
+	} {
+		if got, err := parseSince(in, now); err != nil || !got.Equal(want) {
+			t.Errorf("%s: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1d", "d", "7days", "1.5d"} {
+		if _, err := parseSince(in, now); err == nil {
+			t.Errorf("%s accepted", in)
+		}
+	}
+	e := newEnv(t)
+	e.deadLetter("FAILED_MESSAGES", "orders", errors.New("a"), "untimed")
+	e.deadLetter("FAILED_MESSAGES", "orders", errors.New("a"), "timed")
+	code, out, errs := e.runFaulty("untimed", "dlq", "ls", "--since", "1d")
+	if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(errs, "1 dead letters with no time left out by --since") {
+		t.Fatalf("ls --since: %d\n%s%s", code, out, errs)
 	}
 }
