@@ -95,8 +95,10 @@ type Entry struct {
 	Time time.Time `json:"time,omitzero"`
 	// Key is the broker's key of the dead letter (broker.StoredMessage.Key:
 	// Kafka's record key); nil when it has none.
-	Key     []byte            `json:"key,omitempty"`
-	Payload []byte            `json:"payload"`
+	Key []byte `json:"key,omitempty"`
+	// Payload is the message's bytes. In JSON (MarshalJSON) it is
+	// "payload", as JSON, when it is JSON, else "raw", in base64.
+	Payload []byte            `json:"-"`
 	Headers map[string]string `json:"headers,omitempty"`
 	// DecodeError says why the dead letter could not be read whole: its
 	// headers (or payload field) did not decode (broker.StoredMessage

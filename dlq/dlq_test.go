@@ -798,3 +798,20 @@ func TestReplayHeadersOfBrokersAndUndecodable(t *testing.T) {
 		t.Fatalf("headers %v, want %v", h, want)
 	}
 }
+
+func TestEntryJSON(t *testing.T) {
+	for payload, want := range map[string]string{
+		`{"id":7}`:   `"payload":{"id":7}`,
+		"\xff\x00":   `"raw":"/wA="`,
+		"plain text": `"raw":"cGxhaW4gdGV4dA=="`,
+	} {
+		b, err := json.Marshal(dlq.Entry{ID: "1", Payload: []byte(payload)})
+		if err != nil || !strings.Contains(string(b), want) {
+			t.Fatalf("%q: %s %v, want %s", payload, b, err, want)
+		}
+		var back dlq.Entry
+		if err := json.Unmarshal(b, &back); err != nil || string(back.Payload) != payload || back.ID != "1" {
+			t.Fatalf("%q: back %+v %v", payload, back, err)
+		}
+	}
+}

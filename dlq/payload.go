@@ -94,3 +94,42 @@ func jsonable(v any) any {
 		return v
 	}
 }
+
+// entryJSON is the JSON form of an Entry: the payload as JSON in
+// "payload" when it is JSON, else its bytes in base64 in "raw" (the form
+// of the command's tail --json).
+type entryJSON struct {
+	plainEntry
+	Payload json.RawMessage `json:"payload,omitempty"`
+	Raw     []byte          `json:"raw,omitempty"`
+}
+
+type plainEntry Entry
+
+// MarshalJSON writes the entry with its payload as JSON in "payload" when
+// it is valid JSON, else as base64 in "raw".
+func (e Entry) MarshalJSON() ([]byte, error) {
+	out := entryJSON{plainEntry: plainEntry(e)}
+	out.plainEntry.Payload = nil
+	if len(e.Payload) > 0 && json.Valid(e.Payload) {
+		out.Payload = e.Payload
+	} else {
+		out.Raw = e.Payload
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes. A JSON payload is read as
+// written in the document (an indented output has it indented).
+func (e *Entry) UnmarshalJSON(b []byte) error {
+	var in entryJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*e = Entry(in.plainEntry)
+	e.Payload = in.Raw
+	if len(in.Payload) > 0 {
+		e.Payload = []byte(in.Payload)
+	}
+	return nil
+}

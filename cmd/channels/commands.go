@@ -396,13 +396,28 @@ type replayReport struct {
 }
 
 // reportEntry is one dead letter of a replayReport with what became of it
-// (to, status, error: dlq.Outcome).
+// (to, group, status, error: dlq.Outcome), in one JSON object.
 type reportEntry struct {
 	dlq.Entry
-	To     string     `json:"to,omitempty"`
-	Group  string     `json:"group,omitempty"`
-	Status dlq.Status `json:"status"`
-	Error  string     `json:"error,omitempty"`
+	dlq.Outcome
+}
+
+func (r reportEntry) MarshalJSON() ([]byte, error) {
+	var m map[string]json.RawMessage
+	b, err := json.Marshal(r.Entry)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	if b, err = json.Marshal(r.Outcome); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return json.Marshal(m)
 }
 
 func resendAction(c *cli.Context, move bool) error {
@@ -453,8 +468,7 @@ func resendAction(c *cli.Context, move bool) error {
 			for i, e := range res.Entries {
 				r.Entries[i].Entry = e
 				if i < len(res.Outcomes) {
-					o := res.Outcomes[i]
-					r.Entries[i].To, r.Entries[i].Group, r.Entries[i].Status, r.Entries[i].Error = o.To, o.Group, o.Status, o.Error
+					r.Entries[i].Outcome = res.Outcomes[i]
 				}
 			}
 			if err != nil {

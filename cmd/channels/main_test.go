@@ -690,3 +690,21 @@ func TestSince(t *testing.T) {
 		t.Fatalf("ls --since: %d\n%s%s", code, out, errs)
 	}
 }
+
+func TestJSONPayloadsAsTail(t *testing.T) {
+	e := newEnv(t)
+	e.deadLetter("FAILED_MESSAGES", "orders", errors.New("a"), `{"n":1}`)
+	out := e.mustRun("--json", "dlq", "ls")
+	var es []map[string]any
+	if err := json.Unmarshal([]byte(out), &es); err != nil || len(es) != 1 {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if p, ok := es[0]["payload"].(map[string]any); !ok || p["n"] != 1.0 {
+		t.Fatalf("payload %#v", es[0]["payload"])
+	}
+	out = e.mustRun("--json", "dlq", "replay", "--dry-run")
+	var r struct{ Entries []map[string]any }
+	if err := json.Unmarshal([]byte(out), &r); err != nil || len(r.Entries) != 1 || r.Entries[0]["status"] != "pending" || r.Entries[0]["to"] != "orders" {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
