@@ -3,6 +3,7 @@ package channels_test
 import (
 	"context"
 	"errors"
+	"log"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,4 +70,25 @@ func TestDeadLetterQueueOfAChannel(t *testing.T) {
 		t.Fatalf("replay: %+v %v", res, err)
 	}
 	channelstest.EventuallyTrue(t, 5*time.Second, "the replayed message handled", handled.Load)
+}
+
+// A service replays the dead letters of its own channel with the plugin's
+// adapter, once the plugin started.
+func ExamplePlugin_DeadLetterQueue() {
+	ctx := context.Background()
+	p, _ := channels.New(channels.WithAdapter(memory.New()), channels.WithNamespace("shop"))
+	_ = p.Register(&struct {
+		Name     string
+		Channels channels.Channels
+	}{Name: "billing", Channels: channels.Channels{"order.paid": {
+		DeadLettering: &channels.DeadLettering{Enabled: true},
+		Handler:       func(context.Context, *channels.Message) error { return nil }}}})
+	_ = p.Start(ctx)
+	defer p.Stop(ctx)
+
+	if q, ok := p.DeadLetterQueue("order.paid"); ok {
+		res, err := dlq.Replay(ctx, p.Adapter(), q, dlq.Filter{Channel: "shop.order.paid"},
+			dlq.ReplayOptions{Namespace: "shop"})
+		log.Printf("replayed %d: %v", res.Sent, err)
+	}
 }

@@ -31,6 +31,11 @@
 // another queue and keeps the dead letter as it is (failure headers
 // included). Purge removes dead letters.
 //
+// A replayed message is a new message of its channel: every group of the
+// channel gets it, also those that handled the original; on Kafka
+// ReplayOptions.Group and OriginalGroup send it to one group. Kafka record
+// keys are listed (Entry.Key) and not sent with the copies.
+//
 // Filters match on the headers (Filter): the original channel (a full
 // name), the time, a substring of the error, IDs, and a limit.
 package dlq
