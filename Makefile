@@ -79,6 +79,26 @@ bench: services interop-deps
 bench-quick: services interop-deps
 	cd bench && $(GO) run . -quick $(BENCHSEL) $(BENCHFLAGS)
 
+## bench-cluster: for each profile of CLUSTERS in turn, bring it up (scripts/cluster.sh), bench its
+## adapter (channels and raw, the replication settings of docs/benchmarks.md#clusters) with its rows
+## merged into docs/bench.json, docs/bench.md and the README's table (the rows of the other adapters
+## kept), take it down. One cluster at a time. BENCHCLUSTERFLAGS: e.g. '-reps 1 -n 2000 -latency 1s'.
+BENCHCLUSTERFLAGS ?=
+BENCHBIN ?= $(CURDIR)/.services/bench/bench
+
+.PHONY: bench-cluster
+bench-cluster:
+	cd bench && $(GO) build -o $(BENCHBIN) .
+	@status=0; for p in $(CLUSTERS); do \
+		echo "== bench on cluster $$p"; \
+		if scripts/cluster.sh $$p up; then \
+			(cd bench && $(BENCHBIN) -adapters $$p -impls channels,raw -merge ../docs/bench.json \
+				-out ../docs -readme ../README.md $(BENCHCLUSTERFLAGS)) || status=1; \
+		else status=1; fi; \
+		scripts/cluster.sh $$p down || true; \
+	done; \
+	exit $$status
+
 ## bench-memory: the per-message budgets (ns, bytes, allocations), no broker needed: the dispatch
 ## path on the memory bus (send and receive together, then each alone), the interceptor chain,
 ## the serializers and the header codec. BENCHMEMFLAGS adds flags (-count 3 -benchtime 2s).

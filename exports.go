@@ -23,6 +23,11 @@ func WithHeader(k, v string) SendOption { return broker.WithHeader(k, v) }
 // "x-" are used by context propagation and retries.
 func WithHeaders(h map[string]string) SendOption { return broker.WithHeaders(h) }
 
+// WithKey gives a send a message key, carried on every broker and used by
+// Kafka as the record key (order per key); see broker.WithKey and
+// docs/portable.md.
+func WithKey(key string) SendOption { return broker.WithKey(key) }
+
 // WithRaw sends a []byte or string payload as it is, without serializing.
 func WithRaw() SendOption { return broker.WithRaw() }
 
@@ -30,6 +35,22 @@ func WithRaw() SendOption { return broker.WithRaw() }
 // example redis.SendOptions{MaxLen: 1000}); the adapter refuses types it
 // does not know.
 func WithSendOptions(opts ...any) SendOption { return broker.WithAdapterOptions(opts...) }
+
+// Where a new group starts (Channel.Start); see docs/portable.md for what
+// each broker does with it.
+type StartPosition = broker.StartPosition
+
+var (
+	// StartNewest starts a new group with the messages sent after it was
+	// created (every adapter's default).
+	StartNewest = broker.StartNewest
+	// StartOldest starts a new group with the oldest message the broker
+	// holds for the channel.
+	StartOldest = broker.StartOldest
+)
+
+// StartAt starts a new group with the messages stored at or after t.
+func StartAt(t time.Time) StartPosition { return broker.StartAt(t) }
 
 // Retry delays.
 type (
@@ -107,6 +128,13 @@ type (
 	DecodeError = broker.DecodeError
 	// RemoteError is an error read back from x-error-* headers.
 	RemoteError = broker.RemoteError
+	// UnsupportedError is a portable declaration (Channel.Start, WithKey)
+	// the adapter cannot honour on its broker; it wraps ErrUnsupported and
+	// ErrInvalidOption.
+	UnsupportedError = broker.UnsupportedError
+	// ConflictError is a portable declaration contradicted by an adapter
+	// option given for the same channel; it wraps ErrInvalidOption.
+	ConflictError = broker.ConflictError
 	// Adapter is a broker adapter (the injected ChannelAdapter field's type).
 	Adapter = broker.Adapter
 	// ChannelRemover is implemented by adapters that can delete a channel
@@ -159,4 +187,7 @@ var (
 	ErrDecode = broker.ErrDecode
 	// ErrDrainTimeout is returned by Stop when handlers were still running when its context ended.
 	ErrDrainTimeout = broker.ErrDrainTimeout
+	// ErrUnsupported is wrapped by what the adapter cannot do on its broker
+	// (an *UnsupportedError declaration, an optional ability it lacks).
+	ErrUnsupported = broker.ErrUnsupported
 )

@@ -3,6 +3,8 @@ package channels
 import (
 	"fmt"
 	"reflect"
+
+	"github.com/microchannels/channels/internal/suggest"
 )
 
 // MaxNameLength bounds channel, dead-letter queue and exchange names after
@@ -45,8 +47,10 @@ func checkName(what, name string) error {
 }
 
 // checkNameOptions reports a name option given explicitly that matches no
-// field of a schema declaring channels, and a schema property that matches
-// no field of a schema holding channels under other names.
+// field of a schema declaring channels, a schema property that matches no
+// field of a schema holding channels under other names, and a field of an
+// injected type (SendFunc, broker.Adapter, TriggerFunc) whose name is a
+// near miss of the name looked for, which would never be injected.
 func (p *Plugin) checkNameOptions(st reflect.Type, declares bool) error {
 	names := p.o.names()
 	types := [4]reflect.Type{channelsType, sendType, adapterType, triggerType}
@@ -58,6 +62,21 @@ func (p *Plugin) checkNameOptions(st reflect.Type, declares bool) error {
 			}
 		}
 		return out
+	}
+	// A field of an injected type whose name is a near miss of the name
+	// looked for ("SendToChanel") would stay nil: report it whatever the
+	// schema declares. Fields of that type with unrelated names are left
+	// alone (another plugin, stacked with other names, fills them).
+	for i := nameSendMethod; i <= nameTrigger; i++ {
+		n := names[i]
+		if _, ok := st.FieldByName(n.value); ok {
+			continue
+		}
+		others := fieldsOf(types[i])
+		if near := suggest.Closest(n.value, others); near != "" {
+			return fmt.Errorf("%w: %s(%q) matches no field of %s; looked for a field %s of type %s; fields of that type: %v (did you mean %s? it would never be injected)",
+				ErrInvalidOption, n.option, n.value, st, n.value, types[i], others, near)
+		}
 	}
 	if _, ok := st.FieldByName(names[nameSchemaProperty].value); !ok {
 		if others := fieldsOf(channelsType); len(others) > 0 {

@@ -67,6 +67,75 @@ func TestNameOptionsMustMatchFields(t *testing.T) {
 	}
 }
 
+// TestMisspelledInjectedFields: a field of an injected type whose name is a
+// near miss of the name the plugin looks for would stay nil; Register
+// reports it as it reports a misspelled Channels field, with or without
+// channels declared. Fields of those types with unrelated names belong to
+// other plugins and are left alone.
+func TestMisspelledInjectedFields(t *testing.T) {
+	noop := channels.On(func(context.Context, *channels.Message) error { return nil })
+	tests := []struct {
+		name   string
+		schema any
+		want   []string // in the message; none: Register succeeds
+	}{
+		{"send", &struct {
+			Name         string
+			Channels     channels.Channels
+			SendToChanel channels.SendFunc
+		}{Name: "s", Channels: channels.Channels{"c": noop}}, []string{"WithSendMethodName", "SendToChanel", "did you mean"}},
+		{"send, no channels", &struct {
+			Name         string
+			SendToChanel channels.SendFunc
+		}{Name: "s"}, []string{"SendToChanel"}},
+		{"send, case", &struct {
+			Name          string
+			SendtoChannel channels.SendFunc
+		}{Name: "s"}, []string{"SendtoChannel"}},
+		{"adapter", &struct {
+			Name          string
+			ChanelAdapter broker.Adapter
+		}{Name: "s"}, []string{"WithAdapterPropertyName", "ChanelAdapter"}},
+		{"trigger", &struct {
+			Name                   string
+			EmitLocalChanelHandler channels.TriggerFunc
+		}{Name: "s"}, []string{"WithChannelHandlerTrigger", "EmitLocalChanelHandler"}},
+		{"another plugin's fields", &struct {
+			Name             string
+			SendToAudit      channels.SendFunc
+			EmitLocalChannel channels.TriggerFunc
+		}{Name: "s"}, nil},
+		{"the right name next to a near one", &struct {
+			Name          string
+			SendToChannel channels.SendFunc
+			SendToChanel  channels.SendFunc
+		}{Name: "s"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := channels.New(channels.WithAdapter(memory.New(memory.WithBus(memory.NewBus()))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = p.Register(tt.schema)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Register = %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, channels.ErrInvalidOption) {
+				t.Fatalf("Register = %v, want ErrInvalidOption", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("the error does not say %q: %v", w, err)
+				}
+			}
+		})
+	}
+}
+
 // TestNames: namespaces and channel, dead-letter queue and exchange names
 // must be usable on every broker (Redis stream, AMQP exchange, NATS
 // subject, Kafka topic).

@@ -289,18 +289,22 @@ func spanError(span trace.Span, err error) {
 
 // send wraps the innermost send: counts, and with tracing on a producer
 // span whose context travels in the message headers (traceparent,
-// tracestate).
+// tracestate). The span name, its destination and the metrics' channel
+// attribute are the channel's full name, namespace included: the name the
+// broker sees, as on the consumer side (OpenTelemetry's
+// messaging.destination.name).
 // With neither metrics nor tracing it is next itself.
-func (t *telemetry) send(adapter string, next func(context.Context, string, any, ...broker.PublishOption) error) func(context.Context, string, any, ...broker.PublishOption) error {
+func (t *telemetry) send(adapter, namespace string, next func(context.Context, string, any, ...broker.PublishOption) error) func(context.Context, string, any, ...broker.PublishOption) error {
 	if !t.metrics && t.tracer == nil {
 		return next
 	}
 	return func(ctx context.Context, channel string, payload any, opts ...broker.PublishOption) error {
-		attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("channel", channel), attribute.String("adapter", adapter)))
+		full := prefixed(namespace, channel)
+		attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("channel", full), attribute.String("adapter", adapter)))
 		if t.tracer != nil {
 			var span trace.Span
-			ctx, span = t.tracer.Start(ctx, "send "+channel, trace.WithSpanKind(trace.SpanKindProducer),
-				trace.WithAttributes(attribute.String("messaging.system", adapter), attribute.String("messaging.destination.name", channel)))
+			ctx, span = t.tracer.Start(ctx, "send "+full, trace.WithSpanKind(trace.SpanKindProducer),
+				trace.WithAttributes(attribute.String("messaging.system", adapter), attribute.String("messaging.destination.name", full)))
 			defer span.End()
 			carrier := propagation.MapCarrier{}
 			t.prop.Inject(ctx, carrier)
@@ -328,21 +332,23 @@ func (t *telemetry) send(adapter string, next func(context.Context, string, any,
 // sendBatch wraps the innermost batch send as send wraps the innermost
 // send: every message is counted as sent or failed, and with tracing on has
 // a producer span of its own (a child of ctx, ended with the message's
-// outcome) whose context travels in that message's headers.
+// outcome) whose context travels in that message's headers. Names are the
+// channel's full name, as in send.
 // With neither metrics nor tracing it is next itself.
-func (t *telemetry) sendBatch(adapter string, next hooks.SendBatchFunc) hooks.SendBatchFunc {
+func (t *telemetry) sendBatch(adapter, namespace string, next hooks.SendBatchFunc) hooks.SendBatchFunc {
 	if !t.metrics && t.tracer == nil {
 		return next
 	}
 	return func(ctx context.Context, channel string, items []hooks.BatchItem, opts ...broker.PublishOption) []error {
-		attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("channel", channel), attribute.String("adapter", adapter)))
+		full := prefixed(namespace, channel)
+		attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("channel", full), attribute.String("adapter", adapter)))
 		var spans []trace.Span
 		if t.tracer != nil {
 			items = slices.Clone(items) // the caller's items are left as they are
 			spans = make([]trace.Span, len(items))
 			for i := range items {
-				sctx, span := t.tracer.Start(ctx, "send "+channel, trace.WithSpanKind(trace.SpanKindProducer),
-					trace.WithAttributes(attribute.String("messaging.system", adapter), attribute.String("messaging.destination.name", channel),
+				sctx, span := t.tracer.Start(ctx, "send "+full, trace.WithSpanKind(trace.SpanKindProducer),
+					trace.WithAttributes(attribute.String("messaging.system", adapter), attribute.String("messaging.destination.name", full),
 						attribute.Int("messaging.batch.message_count", len(items))))
 				spans[i] = span
 				carrier := propagation.MapCarrier{}

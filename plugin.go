@@ -117,10 +117,10 @@ func New(opts ...Option) (*Plugin, error) {
 		return nil, invalid("metrics: %v", err)
 	}
 	p.tel = tel
-	send := hooks.ChainSend(tel.send(p.adapter.Name(), p.send0), o.interceptors)
+	send := hooks.ChainSend(tel.send(p.adapter.Name(), o.namespace, p.send0), o.interceptors)
 	p.send.Store(&send)
 	if hooks.BatchCapable(o.interceptors) {
-		p.sendBatch = hooks.ChainSendBatch(tel.sendBatch(p.adapter.Name(), p.sendBatch0), o.interceptors)
+		p.sendBatch = hooks.ChainSendBatch(tel.sendBatch(p.adapter.Name(), o.namespace, p.sendBatch0), o.interceptors)
 	}
 	return p, nil
 }
@@ -170,6 +170,9 @@ func (p *Plugin) Register(schemas ...any) error {
 		if err != nil {
 			return err
 		}
+		if err := p.checkDeclared(sc); err != nil {
+			return err
+		}
 		for _, have := range slices.Concat(p.schemas, added) {
 			if have.ptr.Pointer() == sc.ptr.Pointer() {
 				return fmt.Errorf("%w: schema %T registered twice", ErrInvalidSchema, s)
@@ -185,6 +188,34 @@ func (p *Plugin) Register(schemas ...any) error {
 	for _, sc := range added {
 		p.inject(sc)
 		p.schemas = append(p.schemas, sc)
+	}
+	return nil
+}
+
+// checkDeclared reports at Register what Connect would refuse in the
+// channels of a schema: their resolved policies (MaxDeliveries below
+// MaxRetries+1), names and groups, and, with a broker.ChannelChecker
+// adapter, the adapter's options (one of another adapter's package, bad
+// values) and the portable settings it cannot map. A group derived from a
+// service name that is not known yet (a plugin installed on a micro.Service
+// learns it at start) is checked when it is.
+func (p *Plugin) checkDeclared(s *schema) error {
+	svc, ver := p.serviceIdentity()
+	if s.name == "" && svc == "" {
+		svc = "service"
+	}
+	rs, err := p.resolveWith(s, svc, ver, false)
+	if err != nil {
+		return err
+	}
+	cc, ok := p.adapter.(broker.ChannelChecker)
+	if !ok {
+		return nil
+	}
+	for _, r := range rs {
+		if err := cc.CheckChannel(r.ch); err != nil {
+			return fmt.Errorf("%s.%s[%q]: %w", s.ptr.Elem().Type(), p.o.schemaProperty, r.key, redactErr(err))
+		}
 	}
 	return nil
 }

@@ -55,7 +55,8 @@ type Channel struct {
 	// prefix); the same character rules apply.
 	Name string
 	// Group is the consumer group; the default is the service full name
-	// ("v2.payments", or "payments" without a version).
+	// ("v2.payments", or "payments" without a version). The character rules
+	// of channel names apply (Register refuses others).
 	Group string
 	// MaxInFlight bounds concurrently running handlers of this channel on
 	// this node (0 = plugin default, 1 unless changed).
@@ -70,15 +71,23 @@ type Channel struct {
 	// runs that never ended (the consumer was killed) together: a message
 	// that keeps crashing its consumers is dead-lettered (or dropped) with
 	// broker.ErrMaxDeliveries once over it. 0 = MaxRetries + 1 +
-	// broker.DefaultExtraDeliveries (5); otherwise at least MaxRetries + 1.
+	// broker.DefaultExtraDeliveries (5); otherwise at least MaxRetries + 1
+	// (Register refuses less).
 	MaxDeliveries int
 	// DeadLettering overrides the plugin's dead-letter settings.
 	DeadLettering *DeadLettering
+	// Start is where the group starts reading when it is created:
+	// StartNewest, StartOldest or StartAt(t); the zero value leaves it to
+	// the adapter (its own option, else the newest messages). A group that
+	// exists keeps its position. An adapter that cannot honour it fails
+	// Register with an error wrapping ErrUnsupported (see docs/portable.md).
+	Start StartPosition
 	// Handler processes the messages.
 	Handler Handler
 	// AdapterOptions holds typed options of the adapter in use (for example
-	// redis.ChannelOptions); a value of another adapter's type fails Start
-	// with ErrInvalidOption.
+	// redis.ChannelOptions); a value of another adapter's type, or a bad
+	// value, fails Register with ErrInvalidOption (an adapter that is not a
+	// broker.ChannelChecker reports it at Start).
 	AdapterOptions []any
 }
 
@@ -266,8 +275,15 @@ type resolved struct {
 	entry   broker.Handler // context wrapper + interceptors + user handler
 }
 
-// resolve computes names and policies of every channel of a schema.
+// resolve computes names and policies of every channel of a schema, and
+// composes their handlers.
 func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, error) {
+	return p.resolveWith(s, svcName, svcVersion, true)
+}
+
+// resolveWith is resolve; without compose the channels get the declared
+// handler as it is (for checking a declaration: no interceptor is called).
+func (p *Plugin) resolveWith(s *schema, svcName, svcVersion string, compose bool) ([]*resolved, error) {
 	name, version := s.name, s.version
 	if name == "" {
 		name, version = svcName, svcVersion
@@ -286,6 +302,9 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 		group := decl.Group
 		if group == "" {
 			group = full
+		}
+		if err := checkName("group", group); err != nil {
+			return nil, fmt.Errorf("%s.%s[%q]: %w", s.ptr.Elem().Type(), p.o.schemaProperty, key, err)
 		}
 		mif := decl.MaxInFlight
 		if mif == 0 {
@@ -318,6 +337,7 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 			ConsumerName: p.consumerName(full, chName),
 			MaxInFlight:  mif,
 			Retry:        broker.RetryPolicy{MaxRetries: retries, Backoff: backoff, MaxDeliveries: decl.MaxDeliveries},
+			Start:        decl.Start,
 			DeadLetter: broker.DeadLetterPolicy{Enabled: dl.Enabled,
 				Queue: prefixed(p.o.namespace, dl.QueueName), Exchange: prefixed(p.o.namespace, dl.ExchangeName),
 				RefusalWindow: dl.RefusalWindow},
@@ -328,12 +348,16 @@ func (p *Plugin) resolve(s *schema, svcName, svcVersion string) ([]*resolved, er
 		}
 		r := &resolved{key: key, service: full, ch: bc}
 		r.info = hooks.Info{Service: full, Key: key, Channel: chName, Group: group, Adapter: p.adapterName(), MaxInFlight: mif}
-		r.entry = p.contextWrapper(r, p.tel.handler(bc, p.adapterName(),
-			hooks.ChainHandler(decl.Handler, r.info, append(p.o.interceptors[:len(p.o.interceptors):len(p.o.interceptors)], p.serverICs...))))
-		bc.Handler = r.entry
-		bc.Observer = p.tel.observer(bc, p.adapterName())
+		if compose {
+			r.entry = p.contextWrapper(r, p.tel.handler(bc, p.adapterName(),
+				hooks.ChainHandler(decl.Handler, r.info, append(p.o.interceptors[:len(p.o.interceptors):len(p.o.interceptors)], p.serverICs...))))
+			bc.Handler = r.entry
+			bc.Observer = p.tel.observer(bc, p.adapterName())
+		} else {
+			bc.Handler = decl.Handler
+		}
 		if err := bc.Validate(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s.%s[%q]: %w", s.ptr.Elem().Type(), p.o.schemaProperty, key, err)
 		}
 		out = append(out, r)
 	}

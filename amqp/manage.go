@@ -22,6 +22,44 @@ var (
 // queue, channel exchange, group queue and binding), each declaration
 // awaited, on the AMQP channel the consumer will use, and returns a
 // subscription that has not started consuming.
+// prepareChannel validates ch and resolves its options and group queue, without
+// the server.
+func (a *Adapter) prepareChannel(ch *broker.Channel) (ChannelOptions, groupQueue, error) {
+	opts, err := kit.PrepareChannel(ch, "amqp", a.chanOpts, kit.Overlay[ChannelOptions], nil)
+	if err != nil {
+		return opts, groupQueue{}, err
+	}
+	if f := ch.Start.From; f == broker.FromOldest || f == broker.FromTime {
+		// A group is a queue bound to the channel's exchange: it holds
+		// what is routed to it after the binding, and nothing of before.
+		return opts, groupQueue{}, &broker.UnsupportedError{Adapter: a.Name(), Channel: ch.Name, Setting: "start position " + ch.Start.String(),
+			Reason: "a RabbitMQ queue receives only the messages routed after it is bound (StartNewest, the default, is what a new group gets)"}
+	}
+	// The dead-letter queue takes the adapter-wide queue options, then its own.
+	opts.DeadLetterQueue = kit.Overlay(a.chanOpts.Queue, opts.DeadLetterQueue)
+	opts = opts.withDefaults()
+	if ch.MaxInFlight > math.MaxUint16 {
+		// basic.qos takes a 16-bit prefetch count: more would wrap (65,536
+		// is 0, no limit at all).
+		return opts, groupQueue{}, fmt.Errorf("%w: channel %q: amqp MaxInFlight must be <= %d (the prefetch count of basic.qos)",
+			broker.ErrInvalidOption, ch.Name, math.MaxUint16)
+	}
+	gq, err := planGroupQueue(opts, ch)
+	if err != nil {
+		return opts, gq, fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
+	return opts, gq, nil
+}
+
+// CheckChannel validates a channel declaration without a connection
+// (broker.ChannelChecker): what Subscribe checks before it declares the
+// queues.
+func (a *Adapter) CheckChannel(ch *broker.Channel) error {
+	c := *ch
+	_, _, err := a.prepareChannel(&c)
+	return err
+}
+
 func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Subscription, error) {
 	if err := a.state.Check(); err != nil {
 		return nil, err
@@ -30,22 +68,9 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if l == nil {
 		return nil, broker.ErrClosed
 	}
-	opts, err := kit.PrepareChannel(ch, "amqp", a.chanOpts, kit.Overlay[ChannelOptions], nil)
+	opts, gq, err := a.prepareChannel(ch)
 	if err != nil {
 		return nil, err
-	}
-	// The dead-letter queue takes the adapter-wide queue options, then its own.
-	opts.DeadLetterQueue = kit.Overlay(a.chanOpts.Queue, opts.DeadLetterQueue)
-	opts = opts.withDefaults()
-	if ch.MaxInFlight > math.MaxUint16 {
-		// basic.qos takes a 16-bit prefetch count: more would wrap (65,536
-		// is 0, no limit at all).
-		return nil, fmt.Errorf("%w: channel %q: amqp MaxInFlight must be <= %d (the prefetch count of basic.qos)",
-			broker.ErrInvalidOption, ch.Name, math.MaxUint16)
-	}
-	gq, err := planGroupQueue(opts, ch)
-	if err != nil {
-		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
 	}
 	s := newSubscription(a, l, ch, opts, gq)
 	cs, err := l.consuming(ctx)

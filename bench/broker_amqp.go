@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -29,33 +30,60 @@ import (
 // each acking its message.
 // Watermill: watermill-amqp's durable pub/sub config with ConfirmDelivery,
 // one subscription (prefetch 1) per handler.
-type amqpBroker struct{}
+//
+// On the cluster profile rabbitmq-cluster (scripts/cluster.sh) the same:
+// quorum queues on both sides, replicated on the 3 nodes; the library is
+// given the 3 URLs, the raw loop dials the first that answers.
+type amqpBroker struct {
+	name string
+	url  func() string // URLs, semicolon-separated (the library's form)
+	kind string        // follows the version in the report's header
+}
 
-func init() { register(amqpBroker{}) }
+func init() {
+	register(amqpBroker{name: "amqp", url: amqpURL})
+	register(amqpBroker{name: "rabbitmq-cluster", url: rabbitmqClusterURL, kind: " (3 nodes, quorum queues)"})
+}
 
-func (amqpBroker) Name() string { return "amqp" }
+func (b amqpBroker) Name() string { return b.name }
 
-func (amqpBroker) Setup(ctx context.Context) (string, error) {
-	conn, err := amqp091.Dial(amqpURL())
+// dial connects to the first of the broker's URLs that answers.
+func (b amqpBroker) dial() (*amqp091.Connection, error) {
+	var errs []string
+	for _, u := range strings.Split(b.url(), ";") {
+		conn, err := amqp091.Dial(strings.TrimSpace(u))
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, err.Error())
+	}
+	return nil, errors.New(strings.Join(errs, "; "))
+}
+
+func (b amqpBroker) Setup(ctx context.Context) (string, error) {
+	conn, err := b.dial()
 	if err != nil {
-		return "", fmt.Errorf("rabbitmq unreachable: %w", err)
+		return "", fmt.Errorf("%s unreachable: %w", b.name, err)
 	}
 	defer conn.Close()
 	product, _ := conn.Properties["product"].(string)
 	version, _ := conn.Properties["version"].(string)
-	return product + " " + version, nil
+	return product + " " + version + b.kind, nil
 }
 
-func (amqpBroker) Channels(Config) (func() (broker.Adapter, error), error) {
-	return func() (broker.Adapter, error) { return chamqp.New(amqpURL()) }, nil
+func (b amqpBroker) Channels(Config) (func() (broker.Adapter, error), error) {
+	return func() (broker.Adapter, error) { return chamqp.New(b.url()) }, nil
 }
 
-func (amqpBroker) Node() (string, []string) { return "amqp", []string{amqpURL()} }
+// first is the first of the broker's URLs (Watermill and bench.js take one).
+func (b amqpBroker) first() string { return strings.TrimSpace(strings.Split(b.url(), ";")[0]) }
+
+func (b amqpBroker) Node() (string, []string) { return "amqp", []string{b.first()} }
 
 func groupQueue(channel string) string { return "bench." + channel }
 
-func (amqpBroker) Cleanup(ctx context.Context, channel string) error {
-	conn, err := amqp091.Dial(amqpURL())
+func (b amqpBroker) Cleanup(ctx context.Context, channel string) error {
+	conn, err := b.dial()
 	if err != nil {
 		return err
 	}
@@ -71,9 +99,9 @@ func (amqpBroker) Cleanup(ctx context.Context, channel string) error {
 	return ch.ExchangeDelete(channel, false, false)
 }
 
-func (amqpBroker) Watermill() Impl {
+func (b amqpBroker) Watermill() Impl {
 	return watermillImpl{setup: func(ctx context.Context, channel string, cfg Config) (*wmPubSub, error) {
-		c := wmamqp.NewDurablePubSubConfig(amqpURL(), groupQueue)
+		c := wmamqp.NewDurablePubSubConfig(b.first(), groupQueue)
 		c.Publish.ConfirmDelivery = true
 		c.Publish.ChannelPoolSize = 1
 		if cfg.Test == Concurrent {
@@ -99,9 +127,9 @@ func (amqpBroker) Watermill() Impl {
 	}}
 }
 
-func (amqpBroker) Raw() Impl { return amqpRaw{} }
+func (b amqpBroker) Raw() Impl { return amqpRaw{b} }
 
-type amqpRaw struct{}
+type amqpRaw struct{ b amqpBroker }
 
 type amqpSession struct {
 	exchange   string
@@ -113,13 +141,13 @@ type amqpSession struct {
 	consumerCh *amqp091.Channel
 }
 
-func (amqpRaw) Open(ctx context.Context, channel string, cfg Config, handle Handle) (Session, error) {
+func (r amqpRaw) Open(ctx context.Context, channel string, cfg Config, handle Handle) (Session, error) {
 	s := &amqpSession{exchange: channel}
 	var err error
-	if s.cconn, err = amqp091.Dial(amqpURL()); err != nil {
+	if s.cconn, err = r.b.dial(); err != nil {
 		return nil, err
 	}
-	if s.pconn, err = amqp091.Dial(amqpURL()); err != nil {
+	if s.pconn, err = r.b.dial(); err != nil {
 		_ = s.cconn.Close()
 		return nil, err
 	}

@@ -41,31 +41,53 @@ import (
 // Watermill: watermill-kafka (Sarama), sync publisher; its subscriber hands
 // a partition's next message once the previous one is acked, so one
 // subscription (up to one message in flight per partition).
-type kafkaBroker struct{}
+//
+// On the cluster profile kafka-cluster (scripts/cluster.sh) every topic has
+// 3 replicas and min.insync.replicas 2, sends acks=all on every side.
+type kafkaBroker struct {
+	name    string
+	brokers func() []string
+	// replication is the replication factor of the topics (0: 1, the
+	// single node's).
+	replication int
+	// configs are the topic configs of the created topics.
+	configs map[string]string
+}
 
-func init() { register(kafkaBroker{}) }
+func init() {
+	register(kafkaBroker{name: "kafka", brokers: kafkaBrokers})
+	register(kafkaBroker{name: "kafka-cluster", brokers: kafkaClusterBrokers, replication: 3,
+		configs: map[string]string{"min.insync.replicas": "2"}})
+}
 
-func (kafkaBroker) Name() string { return "kafka" }
+func (b kafkaBroker) Name() string { return b.name }
 
-func (kafkaBroker) Setup(ctx context.Context) (string, error) {
+func (b kafkaBroker) Setup(ctx context.Context) (string, error) {
 	d := kafka.Dialer{Timeout: 5 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", kafkaBrokers()[0])
+	conn, err := d.DialContext(ctx, "tcp", b.brokers()[0])
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%s unreachable: %w", b.name, err)
 	}
 	defer conn.Close()
 	bs, err := conn.Brokers()
 	if err != nil {
 		return "", err
 	}
-	return "Kafka " + kafkaVersion(ctx, bs), nil
+	if b.replication > 1 {
+		return fmt.Sprintf("Kafka %s (%d brokers, replication %d, min.insync.replicas %s)",
+			b.version(ctx, bs), len(bs), b.replication, b.configs["min.insync.replicas"]), nil
+	}
+	return "Kafka " + b.version(ctx, bs), nil
 }
 
-// kafkaVersion: the protocol does not tell the release. It is read from
+// rf is the replication factor of the created topics.
+func (b kafkaBroker) rf() int { return max(1, b.replication) }
+
+// version: the protocol does not tell the release. It is read from
 // the broker jars that scripts/services.sh installs, else the broker's
 // inter.broker.protocol.version (its metadata version under KRaft) is
 // given.
-func kafkaVersion(ctx context.Context, bs []kafka.Broker) string {
+func (b kafkaBroker) version(ctx context.Context, bs []kafka.Broker) string {
 	var dirs []string
 	if d := os.Getenv("CHANNELS_SERVICES_DIR"); d != "" {
 		dirs = append(dirs, d)
@@ -80,7 +102,7 @@ func kafkaVersion(ctx context.Context, bs []kafka.Broker) string {
 	if len(bs) > 0 {
 		tr := &kafka.Transport{}
 		defer tr.CloseIdleConnections()
-		c := &kafka.Client{Addr: kafka.TCP(kafkaBrokers()...), Timeout: 5 * time.Second, Transport: tr}
+		c := &kafka.Client{Addr: kafka.TCP(b.brokers()...), Timeout: 5 * time.Second, Transport: tr}
 		res, err := c.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
 			ResourceType: kafka.ResourceTypeBroker, ResourceName: strconv.Itoa(bs[0].ID),
 			ConfigNames: []string{"inter.broker.protocol.version"}}}})
@@ -109,21 +131,23 @@ func partitionsFor(t Test) int {
 
 // Channels: the adapter creates the topic, with as many partitions as the
 // other columns have.
-func (kafkaBroker) Channels(cfg Config) (func() (broker.Adapter, error), error) {
-	parts := partitionsFor(cfg.Test)
+func (b kafkaBroker) Channels(cfg Config) (func() (broker.Adapter, error), error) {
+	topic := chkafka.TopicOptions{Partitions: partitionsFor(cfg.Test), Configs: b.configs}
+	if b.replication > 0 {
+		topic.ReplicationFactor = b.replication
+	}
 	return func() (broker.Adapter, error) {
-		return chkafka.NewFromBrokers(kafkaBrokers(),
-			chkafka.WithChannelOptions(chkafka.ChannelOptions{Topic: chkafka.TopicOptions{Partitions: parts}}))
+		return chkafka.NewFromBrokers(b.brokers(), chkafka.WithChannelOptions(chkafka.ChannelOptions{Topic: topic}))
 	}, nil
 }
 
-func (kafkaBroker) Node() (string, []string) { return "kafka", kafkaBrokers() }
+func (b kafkaBroker) Node() (string, []string) { return "kafka", b.brokers() }
 
 // controller dials the cluster's controller, where topics are created and
 // deleted.
-func controller(ctx context.Context) (*kafka.Conn, error) {
+func (b kafkaBroker) controller(ctx context.Context) (*kafka.Conn, error) {
 	d := kafka.Dialer{Timeout: 5 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", kafkaBrokers()[0])
+	conn, err := d.DialContext(ctx, "tcp", b.brokers()[0])
 	if err != nil {
 		return nil, err
 	}
@@ -135,19 +159,24 @@ func controller(ctx context.Context) (*kafka.Conn, error) {
 	return d.DialContext(ctx, "tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)))
 }
 
-// createTopic creates topic with parts partitions and returns once the
-// broker serving the clients knows the leader of each.
-func createTopic(ctx context.Context, topic string, parts int) error {
-	c, err := controller(ctx)
+// createTopic creates topic with parts partitions (the broker's replication
+// factor and configs) and returns once the broker serving the clients knows
+// the leader of each.
+func (b kafkaBroker) createTopic(ctx context.Context, topic string, parts int) error {
+	c, err := b.controller(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: parts, ReplicationFactor: 1}); err != nil {
+	tc := kafka.TopicConfig{Topic: topic, NumPartitions: parts, ReplicationFactor: b.rf()}
+	for k, v := range b.configs {
+		tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+	}
+	if err := c.CreateTopics(tc); err != nil {
 		return err
 	}
 	for {
-		conn, err := (&kafka.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", kafkaBrokers()[0])
+		conn, err := (&kafka.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", b.brokers()[0])
 		if err != nil {
 			return err
 		}
@@ -173,8 +202,8 @@ func allLed(ps []kafka.Partition) bool {
 	return true
 }
 
-func (kafkaBroker) Cleanup(ctx context.Context, channel string) error {
-	c, err := controller(ctx)
+func (b kafkaBroker) Cleanup(ctx context.Context, channel string) error {
+	c, err := b.controller(ctx)
 	if err != nil {
 		return err
 	}
@@ -186,21 +215,21 @@ func (kafkaBroker) Cleanup(ctx context.Context, channel string) error {
 	return err
 }
 
-func (kafkaBroker) Watermill() Impl {
+func (b kafkaBroker) Watermill() Impl {
 	return watermillImpl{setup: func(ctx context.Context, channel string, cfg Config) (*wmPubSub, error) {
-		if err := createTopic(ctx, channel, partitionsFor(cfg.Test)); err != nil {
+		if err := b.createTopic(ctx, channel, partitionsFor(cfg.Test)); err != nil {
 			return nil, err
 		}
 		pc := wmkafka.DefaultSaramaSyncPublisherConfig()
 		pc.Producer.RequiredAcks = sarama.WaitForAll
-		pub, err := wmkafka.NewPublisher(wmkafka.PublisherConfig{Brokers: kafkaBrokers(),
+		pub, err := wmkafka.NewPublisher(wmkafka.PublisherConfig{Brokers: b.brokers(),
 			Marshaler: wmkafka.DefaultMarshaler{}, OverwriteSaramaConfig: pc}, watermill.NopLogger{})
 		if err != nil {
 			return nil, err
 		}
 		sc := wmkafka.DefaultSaramaSubscriberConfig()
 		sc.Consumer.Offsets.Initial = sarama.OffsetOldest
-		sub, err := wmkafka.NewSubscriber(wmkafka.SubscriberConfig{Brokers: kafkaBrokers(),
+		sub, err := wmkafka.NewSubscriber(wmkafka.SubscriberConfig{Brokers: b.brokers(),
 			Unmarshaler: wmkafka.DefaultMarshaler{}, ConsumerGroup: "bench:" + channel, OverwriteSaramaConfig: sc}, watermill.NopLogger{})
 		if err != nil {
 			_ = pub.Close()
@@ -217,9 +246,9 @@ func (kafkaBroker) Watermill() Impl {
 	}}
 }
 
-func (kafkaBroker) Raw() Impl { return kafkaRaw{} }
+func (b kafkaBroker) Raw() Impl { return kafkaRaw{b} }
 
-type kafkaRaw struct{}
+type kafkaRaw struct{ b kafkaBroker }
 
 type kafkaSession struct {
 	tr     *kafka.Transport
@@ -235,8 +264,8 @@ type kafkaItem struct {
 	done chan struct{}
 }
 
-func (kafkaRaw) Open(ctx context.Context, channel string, cfg Config, handle Handle) (Session, error) {
-	if err := createTopic(ctx, channel, partitionsFor(cfg.Test)); err != nil {
+func (r kafkaRaw) Open(ctx context.Context, channel string, cfg Config, handle Handle) (Session, error) {
+	if err := r.b.createTopic(ctx, channel, partitionsFor(cfg.Test)); err != nil {
 		return nil, err
 	}
 	batch, timeout := 1, time.Millisecond
@@ -255,9 +284,9 @@ func (kafkaRaw) Open(ctx context.Context, channel string, cfg Config, handle Han
 	tr := &kafka.Transport{}
 	s := &kafkaSession{
 		tr: tr,
-		w: &kafka.Writer{Addr: kafka.TCP(kafkaBrokers()...), Topic: channel, RequiredAcks: kafka.RequireAll,
+		w: &kafka.Writer{Addr: kafka.TCP(r.b.brokers()...), Topic: channel, RequiredAcks: kafka.RequireAll,
 			BatchSize: batch, BatchTimeout: timeout, Transport: tr},
-		r: kafka.NewReader(kafka.ReaderConfig{Brokers: kafkaBrokers(), GroupID: "bench:" + channel, Topic: channel,
+		r: kafka.NewReader(kafka.ReaderConfig{Brokers: r.b.brokers(), GroupID: "bench:" + channel, Topic: channel,
 			MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 500 * time.Millisecond,
 			CommitInterval: 100 * time.Millisecond, StartOffset: kafka.FirstOffset}),
 	}

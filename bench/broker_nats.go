@@ -28,16 +28,26 @@ import (
 // Watermill: watermill-nats' JetStream pub/sub (pkg/nats with JetStream
 // on, the one its documentation recommends), a durable queue subscription
 // with SubscribersCount = MaxInFlight.
-type natsBroker struct{}
+//
+// On the cluster profile nats-cluster (scripts/cluster.sh) the channels
+// and raw streams have 3 replicas.
+type natsBroker struct {
+	name     string
+	url      func() string // servers, comma-separated
+	replicas int           // of the streams (0: the server's default)
+}
 
-func init() { register(natsBroker{}) }
+func init() {
+	register(natsBroker{name: "nats", url: natsURL})
+	register(natsBroker{name: "nats-cluster", url: natsClusterURL, replicas: 3})
+}
 
-func (natsBroker) Name() string { return "nats" }
+func (b natsBroker) Name() string { return b.name }
 
-func (natsBroker) Setup(ctx context.Context) (string, error) {
-	nc, err := nats.Connect(natsURL())
+func (b natsBroker) Setup(ctx context.Context) (string, error) {
+	nc, err := nats.Connect(b.url())
 	if err != nil {
-		return "", fmt.Errorf("nats unreachable: %w", err)
+		return "", fmt.Errorf("%s unreachable: %w", b.name, err)
 	}
 	defer nc.Close()
 	j, err := js.New(nc)
@@ -45,19 +55,27 @@ func (natsBroker) Setup(ctx context.Context) (string, error) {
 		return "", err
 	}
 	if _, err := j.AccountInfo(ctx); err != nil {
-		return "", fmt.Errorf("nats without JetStream: %w", err)
+		return "", fmt.Errorf("%s without JetStream: %w", b.name, err)
+	}
+	if b.replicas > 0 {
+		return fmt.Sprintf("nats-server %s (JetStream, %d replicas)", nc.ConnectedServerVersion(), b.replicas), nil
 	}
 	return "nats-server " + nc.ConnectedServerVersion() + " (JetStream)", nil
 }
 
-func (natsBroker) Channels(Config) (func() (broker.Adapter, error), error) {
-	return func() (broker.Adapter, error) { return jetstream.New(natsURL()) }, nil
+func (b natsBroker) Channels(Config) (func() (broker.Adapter, error), error) {
+	var opts []jetstream.Option
+	if b.replicas > 0 {
+		opts = append(opts, jetstream.WithChannelOptions(jetstream.ChannelOptions{
+			Stream: jetstream.StreamOptions{Replicas: b.replicas}}))
+	}
+	return func() (broker.Adapter, error) { return jetstream.New(b.url(), opts...) }, nil
 }
 
-func (natsBroker) Node() (string, []string) { return "nats", []string{natsURL()} }
+func (b natsBroker) Node() (string, []string) { return "nats", []string{b.url()} }
 
-func (natsBroker) Cleanup(ctx context.Context, channel string) error {
-	nc, err := nats.Connect(natsURL())
+func (b natsBroker) Cleanup(ctx context.Context, channel string) error {
+	nc, err := nats.Connect(b.url())
 	if err != nil {
 		return err
 	}
@@ -73,16 +91,16 @@ func (natsBroker) Cleanup(ctx context.Context, channel string) error {
 	return err
 }
 
-func (natsBroker) Watermill() Impl {
+func (b natsBroker) Watermill() Impl {
 	return watermillImpl{setup: func(ctx context.Context, channel string, cfg Config) (*wmPubSub, error) {
 		jsc := wmnats.JetStreamConfig{AutoProvision: true, DurablePrefix: "bench",
 			SubscribeOptions: []nats.SubOpt{nats.DeliverAll(), nats.AckExplicit()}}
-		pub, err := wmnats.NewPublisher(wmnats.PublisherConfig{URL: natsURL(), JetStream: jsc}, watermill.NopLogger{})
+		pub, err := wmnats.NewPublisher(wmnats.PublisherConfig{URL: b.url(), JetStream: jsc}, watermill.NopLogger{})
 		if err != nil {
 			return nil, err
 		}
 		sub, err := wmnats.NewSubscriber(wmnats.SubscriberConfig{
-			URL:              natsURL(),
+			URL:              b.url(),
 			QueueGroupPrefix: "bench",
 			SubscribersCount: cfg.MaxInFlight,
 			CloseTimeout:     5 * time.Second,
@@ -104,9 +122,9 @@ func (natsBroker) Watermill() Impl {
 	}}
 }
 
-func (natsBroker) Raw() Impl { return natsRaw{} }
+func (b natsBroker) Raw() Impl { return natsRaw{b} }
 
-type natsRaw struct{}
+type natsRaw struct{ b natsBroker }
 
 type natsSession struct {
 	subject  string
@@ -117,13 +135,13 @@ type natsSession struct {
 	wg       sync.WaitGroup
 }
 
-func (natsRaw) Open(ctx context.Context, channel string, cfg Config, handle Handle) (Session, error) {
+func (r natsRaw) Open(ctx context.Context, channel string, cfg Config, handle Handle) (Session, error) {
 	s := &natsSession{subject: channel, jobs: make(chan js.Msg, cfg.MaxInFlight)}
 	var err error
-	if s.pnc, err = nats.Connect(natsURL()); err != nil {
+	if s.pnc, err = nats.Connect(r.b.url()); err != nil {
 		return nil, err
 	}
-	if s.cnc, err = nats.Connect(natsURL()); err != nil {
+	if s.cnc, err = nats.Connect(r.b.url()); err != nil {
 		s.pnc.Close()
 		return nil, err
 	}
@@ -135,7 +153,8 @@ func (natsRaw) Open(ctx context.Context, channel string, cfg Config, handle Hand
 	if err != nil {
 		return fail(err)
 	}
-	stream, err := cj.CreateStream(ctx, js.StreamConfig{Name: jetstream.StreamName(channel), Subjects: []string{channel}})
+	stream, err := cj.CreateStream(ctx, js.StreamConfig{Name: jetstream.StreamName(channel), Subjects: []string{channel},
+		Replicas: r.b.replicas})
 	if err != nil {
 		return fail(err)
 	}

@@ -17,7 +17,9 @@ import (
 	"github.com/microchannels/channels/redis"
 )
 
-// redisBroker: Redis Streams, on the single node or on the Cluster.
+// redisBroker: Redis Streams, on the single node, on the Cluster of the
+// test suite (3 primaries) or on the cluster profile redis-cluster-ha (3
+// primaries with a replica each, scripts/cluster.sh), the same harness.
 //
 // Raw: XADD (through go-redis' autopipeliner for concurrent sends, one
 // pipeline per batch); a consumer sending each XACK of finished messages
@@ -26,26 +28,31 @@ import (
 // channels: the default adapter, with WithAutoPipeline for the concurrent
 // test (what the README recommends for many concurrent senders); a batch
 // is one pipeline either way.
-type redisBroker struct{ cluster bool }
+type redisBroker struct {
+	name string
+	// addrs are the Cluster's seed addresses; nil: the single node of
+	// redisURL.
+	addrs func() []string
+	// kind follows the version in the report's header ("Redis 7.0.15 (Cluster)").
+	kind string
+}
 
 func init() {
-	register(redisBroker{})
-	register(redisBroker{cluster: true})
+	register(redisBroker{name: "redis"})
+	register(redisBroker{name: "redis-cluster", addrs: redisClusterAddrs, kind: " (Cluster)"})
+	register(redisBroker{name: "redis-cluster-ha", addrs: redisClusterHAAddrs, kind: " (Cluster, 3 primaries with a replica each)"})
 }
 
-func (b redisBroker) Name() string {
-	if b.cluster {
-		return "redis-cluster"
-	}
-	return "redis"
-}
+func (b redisBroker) Name() string { return b.name }
+
+func (b redisBroker) cluster() bool { return b.addrs != nil }
 
 // client returns a new client with at least poolSize connections (per
 // node on the Cluster), speaking RESP2 as the library's adapter does
 // (redis.DefaultProtocol) unless the URL sets protocol=.
 func (b redisBroker) client(poolSize int) (goredis.UniversalClient, error) {
-	if b.cluster {
-		return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: redisClusterAddrs(), PoolSize: poolSize,
+	if b.cluster() {
+		return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: b.addrs(), PoolSize: poolSize,
 			Protocol: redis.DefaultProtocol}), nil
 	}
 	o, err := goredis.ParseURL(redisURL())
@@ -73,10 +80,7 @@ func (b redisBroker) Setup(ctx context.Context) (string, error) {
 	}
 	for _, line := range strings.Split(info, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
-			if b.cluster {
-				return "Redis " + v + " (Cluster)", nil
-			}
-			return "Redis " + v, nil
+			return "Redis " + v + b.kind, nil
 		}
 	}
 	return "Redis", nil
@@ -88,16 +92,16 @@ func (b redisBroker) Channels(cfg Config) (func() (broker.Adapter, error), error
 		opts = append(opts, redis.WithAutoPipeline())
 	}
 	return func() (broker.Adapter, error) {
-		if b.cluster {
-			return redis.NewFromOptions(&goredis.UniversalOptions{Addrs: redisClusterAddrs(), IsClusterMode: true}, opts...)
+		if b.cluster() {
+			return redis.NewFromOptions(&goredis.UniversalOptions{Addrs: b.addrs(), IsClusterMode: true}, opts...)
 		}
 		return redis.New(redisURL(), opts...)
 	}, nil
 }
 
 func (b redisBroker) Node() (string, []string) {
-	if b.cluster {
-		return "redis-cluster", redisClusterAddrs()
+	if b.cluster() {
+		return "redis-cluster", b.addrs()
 	}
 	return "redis", []string{redisURL()}
 }

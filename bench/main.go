@@ -16,10 +16,16 @@
 // through; the cases repeat (-reps) and the report gives medians and
 // min-max. It prints a Markdown table and, with -out, writes bench.md,
 // bench.png and bench.json there; with -readme, it replaces the part of
-// the README between the bench markers.
+// the README between the bench markers with a compact table of the
+// channels/raw ratios (a row per test, a column per adapter). -merge keeps
+// the rows of the adapters of a previous bench.json that were not measured
+// again (make bench-cluster adds the cluster profiles' rows this way);
+// -render rebuilds every output from a saved bench.json without running
+// anything.
 //
 //	cd bench && go run . -adapters redis,nats
 //	cd bench && go run . -quick            # a smoke run: small N, one repetition
+//	cd bench && go run . -render ../docs/bench.json -out ../docs -readme ../README.md
 //
 // It is a module of its own so that Watermill and the chart library stay
 // out of the library's go.mod. Broker addresses come from the variables of
@@ -33,6 +39,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"os"
 	"os/signal"
@@ -73,7 +80,7 @@ func record(path string, start func(io.Writer) error, stop func()) func() {
 
 func main() {
 	var (
-		adaptersFlag = flag.String("adapters", "", "comma-separated adapters (default all: "+strings.Join(brokerNames(), ",")+")")
+		adaptersFlag = flag.String("adapters", "", "comma-separated adapters (default: "+strings.Join(defaultAdapters(), ",")+"; the cluster profiles "+strings.Join(clusterProfiles, ",")+" only when named)")
 		implsFlag    = flag.String("impls", strings.Join(columns, ","), "comma-separated columns to measure")
 		testsFlag    = flag.String("tests", "latency,sequential,concurrent,batch", "comma-separated tests")
 		mifFlag      = flag.String("mif", "10,100", "MaxInFlight values of the sequential and concurrent tests")
@@ -86,6 +93,8 @@ func main() {
 		nodeBin      = flag.String("node", "node", "node binary")
 		nodeScript   = flag.String("node-script", "node/bench.js", "the Node benchmark script")
 		cpuProfile   = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+		render       = flag.String("render", "", "rebuild the outputs (-out, -readme, the printed table) from this saved bench.json, running nothing")
+		merge        = flag.String("merge", "", "bench.json of a previous run: its rows of the adapters not measured now are kept (a missing file: none)")
 		traceFile    = flag.String("trace", "", "write an execution trace of the whole run to this file (go tool trace; -pprof=sched for where goroutines waited to run)")
 	)
 	flag.IntVar(&p.N, "n", 10000, "messages per throughput run")
@@ -109,7 +118,18 @@ func main() {
 	}
 	log.SetFlags(0)
 
-	names := brokerNames()
+	if *render != "" {
+		rep, err := Load(*render)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := output(rep, *out, *readme); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+
+	names := defaultAdapters()
 	if *adaptersFlag != "" {
 		names = list(*adaptersFlag)
 		for _, n := range names {
@@ -153,6 +173,9 @@ func main() {
 		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		v, err := brokers[name].Setup(sctx)
 		cancel()
+		if err != nil && slices.Contains(clusterProfiles, name) {
+			err = fmt.Errorf("%w (a cluster profile: scripts/cluster.sh %s up first, or make bench-cluster CLUSTERS=%s)", err, name, name)
+		}
 		if err != nil {
 			log.Printf("%s: %v", name, err)
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: not measured: %v", name, err))
@@ -163,6 +186,9 @@ func main() {
 		active = append(active, name)
 	}
 	rep.Adapters = active
+	if len(active) == 0 && *merge != "" {
+		log.Fatal("no adapter answered: nothing measured, nothing merged, every output left as it was")
+	}
 
 	seq := 0
 	for r := range reps {
@@ -205,25 +231,43 @@ func main() {
 	}
 	rep.Took = time.Since(began)
 
-	md := rep.Markdown("bench.png")
-	fmt.Println()
-	fmt.Print(md)
-	if *out != "" {
-		if err := rep.Write(*out); err != nil {
+	if *merge != "" {
+		base, err := Load(*merge)
+		switch {
+		case err == nil:
+			rep = Merge(base, rep)
+		case errors.Is(err, fs.ErrNotExist):
+		default:
 			log.Fatal(err)
 		}
-		log.Printf("wrote %s/bench.md, bench.png, bench.json", *out)
 	}
-	if *readme != "" {
-		if err := rep.UpdateReadme(*readme, *out); err != nil {
-			log.Fatal(err)
-		}
-		log.Printf("updated the bench section of %s", *readme)
+	if err := output(rep, *out, *readme); err != nil {
+		log.Fatal(err)
 	}
-	log.Printf("took %s", rep.Took.Round(time.Second))
+	log.Printf("took %s", time.Since(began).Round(time.Second))
 	if failed {
 		os.Exit(1)
 	}
+}
+
+// output prints the report's Markdown and writes bench.md, bench.png and
+// bench.json to out and the README's section to readme (each when set).
+func output(rep *Report, out, readme string) error {
+	fmt.Println()
+	fmt.Print(rep.Markdown("bench.png"))
+	if out != "" {
+		if err := rep.Write(out); err != nil {
+			return err
+		}
+		log.Printf("wrote %s/bench.md, bench.png, bench.json", out)
+	}
+	if readme != "" {
+		if err := rep.UpdateReadme(readme, out); err != nil {
+			return err
+		}
+		log.Printf("updated the bench section of %s", readme)
+	}
+	return nil
 }
 
 func buildCases(tests, mifs []string, batchMIF int) ([]Case, error) {
@@ -253,7 +297,15 @@ func buildCases(tests, mifs []string, batchMIF int) ([]Case, error) {
 	return cases, nil
 }
 
+// errClusterColumn: Watermill and @moleculer/channels are not measured on
+// the cluster profiles, whose replication settings (stream replicas, quorum
+// queues, topic replication) only the channels and raw sides are given.
+var errClusterColumn = fmt.Errorf("%w: channels and raw only on the cluster profiles", errNotAvailable)
+
 func runOne(ctx context.Context, b Broker, col string, node *nodeRunner, channel string, c Case, p Params) (Result, error) {
+	if (col == colWatermill || col == colNode) && slices.Contains(clusterProfiles, b.Name()) {
+		return Result{}, errClusterColumn
+	}
 	switch col {
 	case colChannels:
 		return runGo(ctx, channelsImpl{b}, channel, c, p)
@@ -276,6 +328,8 @@ func runOne(ctx context.Context, b Broker, col string, node *nodeRunner, channel
 
 func naReason(col string, err error) string {
 	switch {
+	case errors.Is(err, errClusterColumn):
+		return "channels and raw only on the cluster profiles (the replication settings are theirs)"
 	case errors.Is(err, errNoBatch) && col == colNode:
 		return "no batch send in @moleculer/channels 0.1.8"
 	case errors.Is(err, errNoBatch):

@@ -43,6 +43,12 @@ but record the message; a redelivered ping of the latency test is ignored.
 | nats | nats.go jetstream: PublishAsync, the ack awaited per send (per batch for the batch test); a durable pull consumer read with Consume (MaxInFlight buffered) by MaxInFlight handlers, each acking | watermill-nats with JetStream (pkg/nats), durable queue subscription, SubscribersCount = MaxInFlight | a stream per channel, durable consumer "bench" |
 | kafka | kafka-go: Writer (round-robin over the partitions; batch size 1 for sequential sends, the number of senders for concurrent ones, a partition's share of the batch for the batch test; 1 ms batch timeout), a group Reader feeding MaxInFlight handlers, offsets committed in order behind them (CommitInterval 100 ms) | watermill-kafka (Sarama), sync publisher; one subscription, one message at a time per partition | topics of 10 partitions for sequential, concurrent and batch, of 1 for latency (created up front; the library's adapter creates them with TopicOptions.Partitions), unkeyed sends, group "bench:<channel>" |
 
+The cluster profiles (` + "`make bench-cluster`" + `, 3 nodes each, channels and raw only) are the same
+harnesses with replication on both sides: redis-cluster-ha (3 primaries with a replica each),
+nats-cluster (streams of 3 replicas), rabbitmq-cluster (quorum queues, the library given the 3
+URLs, the raw loop the first that answers), kafka-cluster (replication factor 3,
+min.insync.replicas 2, acks=all).
+
 Watermill hands a subscription its next message only after the previous one is acked (except
 gochannel and the NATS subscriber with SubscribersCount), so MaxInFlight n is n subscriptions of
 the consumer group where the broker shares a group's messages between them.

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -254,10 +256,15 @@ func (r *Report) Header() string {
 		fmt.Fprintf(&b, " and @moleculer/channels %s (moleculer %s)", m.NodeChannels, m.Moleculer)
 	}
 	b.WriteString(".\n")
-	fmt.Fprintf(&b, "Runs: %s messages per throughput run, %d concurrent senders, batches of %s; latency measured for %s after %d round trips; %d repetition(s), median (min–max); %s, %s in all.\n",
+	b.WriteString(r.runsLine())
+	return b.String()
+}
+
+// runsLine is the header's line of the sizes of the runs.
+func (r *Report) runsLine() string {
+	return fmt.Sprintf("Runs: %s messages per throughput run, %d concurrent senders, batches of %s; latency measured for %s after %d round trips; %d repetition(s), median (min–max); %s, %s in all.\n",
 		num(float64(r.Params.N), "msg/s"), r.Params.Senders, num(float64(r.Params.BatchSize), "msg/s"), r.Params.LatencyFor, r.Params.Warmup,
 		r.Reps, r.Started.UTC().Format("2006-01-02"), r.Took.Round(time.Second))
-	return b.String()
 }
 
 // Markdown is the header, the chart and the table (img: the chart's path
@@ -306,7 +313,8 @@ const (
 )
 
 // UpdateReadme replaces the README's text between the bench markers with
-// the header, the chart (from outDir) and the table.
+// the compact section (Compact), linking the full report in outDir (none:
+// docs/bench.md beside the README).
 func (r *Report) UpdateReadme(path, outDir string) error {
 	src, err := os.ReadFile(path)
 	if err != nil {
@@ -317,19 +325,171 @@ func (r *Report) UpdateReadme(path, outDir string) error {
 	if i < 0 || j < i {
 		return fmt.Errorf("%s: no %q ... %q section", path, readmeBegin, readmeEnd)
 	}
-	img := ""
-	if outDir != "" {
-		rel, err := filepath.Rel(filepath.Dir(path), filepath.Join(outDir, "bench.png"))
-		if err != nil {
-			return err
-		}
-		img = filepath.ToSlash(rel)
+	if outDir == "" {
+		outDir = filepath.Join(filepath.Dir(path), "docs")
+	}
+	rel, err := filepath.Rel(filepath.Dir(path), filepath.Join(outDir, "bench.md"))
+	if err != nil {
+		return err
 	}
 	var b bytes.Buffer
 	b.Write(src[:i+len(readmeBegin)])
-	b.WriteString("\n" + r.Markdown(img) + "\n")
+	b.WriteString("\n" + r.Compact(filepath.ToSlash(rel)))
 	b.Write(src[j:])
 	return os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+// compactLabel is a case's row title in the compact table.
+func compactLabel(c Case) string {
+	switch c.Test {
+	case Latency:
+		return "latency p50"
+	case Batch:
+		return "batch"
+	}
+	return fmt.Sprintf("%s @%d", c.Test, c.MaxInFlight)
+}
+
+// compactMetric is the metric of a case in the compact table: the one-way
+// p50 of the latency test, the rate of the others.
+func compactMetric(c Case) metric {
+	ms := metrics(c)
+	if c.Test == Latency {
+		return ms[1]
+	}
+	return ms[0]
+}
+
+// CompactTable is one table of the channels/raw ratios: a row per case, a
+// column per adapter.
+func (r *Report) CompactTable() string {
+	var b strings.Builder
+	b.WriteString("| channels/raw |")
+	for _, a := range r.Adapters {
+		b.WriteString(" " + a + " |")
+	}
+	b.WriteString("\n|---|")
+	for range r.Adapters {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n")
+	for ci, c := range r.Cases {
+		m := compactMetric(c)
+		b.WriteString("| " + compactLabel(c) + " |")
+		for _, a := range r.Adapters {
+			b.WriteString(" " + r.ratio(a, ci, m) + " |")
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// Compact is the README's section: the machine and run lines of the
+// header, the ratio table and a line linking the full report (full: its
+// path from the README).
+func (r *Report) Compact(full string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimSuffix(r.Header(), "\n"), "\n") {
+		if !strings.HasPrefix(line, "Compared:") {
+			b.WriteString(line + "\n")
+		}
+	}
+	b.WriteString("\nchannels/raw: the channels median over the raw driver's (throughput: below 1 is slower than raw; latency p50: above 1 is slower).\n\n")
+	b.WriteString(r.CompactTable())
+	fmt.Fprintf(&b, "\nAbsolute numbers with min–max, p99, the chart, Watermill and @moleculer/channels, notes: [%s](%s).\n", path.Base(full), full)
+	return b.String()
+}
+
+// Load reads a report written by Write (bench.json).
+func Load(file string) (*Report, error) {
+	js, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	r := &Report{}
+	if err := json.Unmarshal(js, r); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if r.Versions == nil {
+		r.Versions = map[string]string{}
+	}
+	for _, x := range r.Cells {
+		if x.Case < 0 || x.Case >= len(r.Cases) {
+			return nil, fmt.Errorf("%s: cell of %s/%s names case %d of %d", file, x.Adapter, x.Column, x.Case, len(r.Cases))
+		}
+	}
+	return r, nil
+}
+
+// Merge returns base with the rows of r's adapters in place of its own
+// rows of the same adapters; the other adapters' rows, base's machine,
+// parameters and date are kept. Each of r's adapters gets a note saying
+// when it was measured (and how, with other parameters than base).
+func Merge(base, r *Report) *Report {
+	out := *base
+	out.Versions = maps.Clone(base.Versions)
+	if out.Versions == nil {
+		out.Versions = map[string]string{}
+	}
+	out.Cases = slices.Clone(base.Cases)
+	replaced := func(a string) bool { return slices.Contains(r.Adapters, a) }
+	out.Cells = nil
+	for _, x := range base.Cells {
+		if !replaced(x.Adapter) {
+			out.Cells = append(out.Cells, x)
+		}
+	}
+	for _, x := range r.Cells {
+		y := *x
+		y.Case = slices.Index(out.Cases, r.Cases[x.Case])
+		if y.Case < 0 {
+			out.Cases = append(out.Cases, r.Cases[x.Case])
+			y.Case = len(out.Cases) - 1
+		}
+		out.Cells = append(out.Cells, &y)
+	}
+	out.Columns = nil
+	for _, col := range columns {
+		if slices.Contains(base.Columns, col) || slices.Contains(r.Columns, col) {
+			out.Columns = append(out.Columns, col)
+		}
+	}
+	var adapters []string
+	for _, a := range append(slices.Clone(base.Adapters), r.Adapters...) {
+		if !slices.Contains(adapters, a) {
+			adapters = append(adapters, a)
+		}
+	}
+	slices.SortStableFunc(adapters, func(a, b string) int { return adapterRank(a) - adapterRank(b) })
+	out.Adapters = adapters
+	out.Notes = nil
+	keep := func(n string) bool {
+		for _, a := range r.Adapters {
+			if strings.HasPrefix(n, a+":") {
+				return false
+			}
+		}
+		return true
+	}
+	for _, n := range base.Notes {
+		if keep(n) && !slices.Contains(out.Notes, n) {
+			out.Notes = append(out.Notes, n)
+		}
+	}
+	for _, n := range r.Notes {
+		if !slices.Contains(out.Notes, n) {
+			out.Notes = append(out.Notes, n)
+		}
+	}
+	for _, a := range r.Adapters {
+		out.Versions[a] = r.Versions[a]
+		note := fmt.Sprintf("%s: measured on its own on %s, %s in all", a, r.Started.UTC().Format("2006-01-02"), r.Took.Round(time.Second))
+		if r.Params != base.Params || r.Reps != base.Reps {
+			note += ", with other parameters: " + strings.TrimSuffix(r.runsLine(), "\n")
+		}
+		out.Notes = append(out.Notes, note)
+	}
+	return &out
 }
 
 // relative is a metric of a column relative to raw, higher is better

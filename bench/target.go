@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 
 	"github.com/microchannels/channels/broker"
@@ -85,23 +86,35 @@ func register(b Broker) { brokers[b.Name()] = b }
 
 // adapterOrder is the order of the report; adapters registered under other
 // names come after, alphabetically.
-var adapterOrder = []string{"memory", "redis", "redis-cluster", "amqp", "nats", "kafka"}
+var adapterOrder = []string{"memory", "redis", "redis-cluster", "amqp", "nats", "kafka",
+	"redis-cluster-ha", "nats-cluster", "rabbitmq-cluster", "kafka-cluster"}
 
+// clusterProfiles are the adapters on the 3-node clusters of
+// scripts/cluster.sh (make bench-cluster): measured only when named with
+// -adapters, as those clusters run only while their profile is up.
+var clusterProfiles = []string{"redis-cluster-ha", "nats-cluster", "rabbitmq-cluster", "kafka-cluster"}
+
+// adapterRank is the position of an adapter in the report.
+func adapterRank(name string) int {
+	if i := slices.Index(adapterOrder, name); i >= 0 {
+		return i
+	}
+	return len(adapterOrder)
+}
+
+// brokerNames are every registered adapter, in the report's order.
 func brokerNames() []string {
 	var out []string
-	seen := map[string]bool{}
-	for _, n := range adapterOrder {
-		if _, ok := brokers[n]; ok {
-			out = append(out, n)
-			seen[n] = true
-		}
-	}
-	var rest []string
 	for n := range brokers {
-		if !seen[n] {
-			rest = append(rest, n)
-		}
+		out = append(out, n)
 	}
-	sort.Strings(rest)
-	return append(out, rest...)
+	sort.Strings(out)
+	slices.SortStableFunc(out, func(a, b string) int { return adapterRank(a) - adapterRank(b) })
+	return out
+}
+
+// defaultAdapters are the adapters measured without -adapters: all but the
+// cluster profiles.
+func defaultAdapters() []string {
+	return slices.DeleteFunc(brokerNames(), func(n string) bool { return slices.Contains(clusterProfiles, n) })
 }

@@ -102,3 +102,13 @@ type GroupLag struct {
 type ChannelRemover interface {
 	RemoveChannel(ctx context.Context, channel string) error
 }
+
+// ChannelChecker is the optional ability of an adapter to validate a
+// channel declaration without a connection: the types and values of its
+// adapter options, the names it derives, the portable settings it maps.
+// The plugin calls it at Register, so that a mistake is reported where the
+// channel is declared rather than when the service starts; Subscribe checks
+// the same again. CheckChannel must not change ch.
+type ChannelChecker interface {
+	CheckChannel(ch *Channel) error
+}

@@ -20,6 +20,10 @@ type Channel struct {
 	MaxInFlight int
 	Retry       RetryPolicy
 	DeadLetter  DeadLetterPolicy
+	// Start is where a new group starts reading (FromDefault: the
+	// adapter's own option or default). Adapters map it or refuse it with
+	// an *UnsupportedError; it never changes an existing group.
+	Start StartPosition
 	// AdapterOptions holds typed per-channel options of the adapter's
 	// package; an adapter refuses values of types it does not know
 	// (kit.CheckOptions).
@@ -54,6 +58,9 @@ func (c *Channel) Validate() error {
 		return fmt.Errorf("%w: channel %q: dead-letter queue name is empty", ErrInvalidOption, c.Name)
 	}
 	if err := c.Retry.Validate(); err != nil {
+		return fmt.Errorf("channel %q: %w", c.Name, err)
+	}
+	if err := c.Start.Validate(); err != nil {
 		return fmt.Errorf("channel %q: %w", c.Name, err)
 	}
 	return nil

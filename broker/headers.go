@@ -28,6 +28,10 @@ const (
 	HeaderErrorRetryable = "x-error-retryable"
 	HeaderErrorTimestamp = "x-error-timestamp"
 
+	// HeaderKey carries the message key of a send made with WithKey, on
+	// every broker (Kafka also uses it as the record key).
+	HeaderKey = "x-channels-key"
+
 	HeaderRequestID         = "$requestID"
 	HeaderParentID          = "$parentID"
 	HeaderMeta              = "$meta"

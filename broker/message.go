@@ -52,3 +52,7 @@ func (m *Message) Decode(v any) error {
 
 // Header returns one header value.
 func (m *Message) Header(name string) string { return m.Headers[name] }
+
+// Key returns the message key given to the send with WithKey ("" for
+// none): the HeaderKey header.
+func (m *Message) Key() string { return m.Headers[HeaderKey] }

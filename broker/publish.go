@@ -14,6 +14,9 @@ type PublishOptions struct {
 	Headers map[string]string
 	// Raw sends a []byte or string payload without serializing it.
 	Raw bool
+	// Key is the message key (WithKey): Kafka's record key, carried on
+	// every broker in the HeaderKey header.
+	Key string
 	// AdapterOptions holds typed send options of adapter packages.
 	AdapterOptions []any
 	// Routed asks the adapter to refuse, with an error wrapping ErrPublish
@@ -69,6 +72,24 @@ func WithHeaders(h map[string]string) PublishOption {
 
 // WithHeader adds one user header.
 func WithHeader(k, v string) PublishOption { return WithHeaders(map[string]string{k: v}) }
+
+// WithKey gives the message a key: the messages of one key keep their
+// order where the broker orders by key (Kafka: the record key chooses the
+// partition, and PerKey ordering runs them one at a time), and the key
+// travels with the message in the HeaderKey header on every broker
+// (Message.Key). On a broker with one queue or stream per channel (Redis,
+// NATS JetStream, RabbitMQ, memory) every message of a channel, keyed or
+// not, is delivered in the order it was stored; handlers run in that order
+// with a group of one member and MaxInFlight 1. The key must not be empty.
+func WithKey(key string) PublishOption {
+	return func(o *PublishOptions) error {
+		if key == "" {
+			return fmt.Errorf("%w: WithKey: the key is empty", ErrInvalidOption)
+		}
+		o.Key = key
+		return WithHeaders(map[string]string{HeaderKey: key})(o)
+	}
+}
 
 // WithRaw sends a []byte or string payload as is.
 func WithRaw() PublishOption { return func(o *PublishOptions) error { o.Raw = true; return nil } }

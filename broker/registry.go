@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/microchannels/channels/internal/suggest"
 )
 
 // Factory builds an adapter. u is nil when the adapter is named by its type
@@ -67,8 +69,8 @@ func Resolve(s string) (Adapter, error) {
 		f, ok := registry.byName[strings.ToLower(s)]
 		registry.RUnlock()
 		if !ok {
-			return nil, fmt.Errorf("%w: no adapter named %q (registered: %s); import its package, e.g. _ \"github.com/microchannels/channels/redis\"",
-				ErrUnknownAdapter, s, strings.Join(names(), ", "))
+			return nil, fmt.Errorf("%w: no adapter named %q%s (registered: %s); import its package, e.g. _ \"github.com/microchannels/channels/redis\"",
+				ErrUnknownAdapter, s, didYouMean(strings.ToLower(s), names()), strings.Join(names(), ", "))
 		}
 		return f(nil)
 	}
@@ -78,12 +80,34 @@ func Resolve(s string) (Adapter, error) {
 		return nil, InvalidURLError(ErrUnknownAdapter, "adapter", s, err)
 	}
 	f, ok := registry.byScheme[strings.ToLower(u.Scheme)]
+	var known []string
+	if !ok {
+		known = schemes()
+	}
 	registry.RUnlock()
 	if !ok {
-		return nil, fmt.Errorf("%w: no adapter for URL scheme %q; import its package, e.g. _ \"github.com/microchannels/channels/redis\"",
-			ErrUnknownAdapter, u.Scheme)
+		return nil, fmt.Errorf("%w: no adapter for URL scheme %q%s (registered: %s); import its package, e.g. _ \"github.com/microchannels/channels/redis\"",
+			ErrUnknownAdapter, u.Scheme, didYouMean(strings.ToLower(u.Scheme), known), strings.Join(known, ", "))
 	}
 	return f(u)
+}
+
+// didYouMean suggests the known name closest to a mistyped one
+// (`; did you mean "kafka"?`), or nothing when none is close.
+func didYouMean(name string, known []string) string {
+	if near := suggest.Closest(name, known); near != "" {
+		return fmt.Sprintf("; did you mean %q?", near)
+	}
+	return ""
+}
+
+func schemes() []string {
+	out := make([]string, 0, len(registry.byScheme))
+	for s := range registry.byScheme {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func names() []string {

@@ -183,11 +183,8 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
-	opts, err := kit.PrepareChannel(ch, "jetstream", a.chopts, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	opts, err := a.prepare(ch)
 	if err != nil {
-		return nil, err
-	}
-	if err := opts.checkMaxDeliver(ch); err != nil {
 		return nil, err
 	}
 	stream, err := ensureStream(ctx, c.js, ch.Name, opts.Stream)
@@ -356,4 +353,53 @@ func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
 		errs = append(errs, fmt.Errorf("channels/jetstream: remove %q: failure records: %w", channel, err))
 	}
 	return errors.Join(errs...)
+}
+
+// prepare validates ch and resolves its options, without the server.
+func (a *Adapter) prepare(ch *broker.Channel) (ChannelOptions, error) {
+	opts, err := kit.PrepareChannel(ch, "jetstream", a.chopts, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	if err != nil {
+		return opts, err
+	}
+	if err := opts.checkMaxDeliver(ch); err != nil {
+		return opts, err
+	}
+	if ch.Start.IsSet() {
+		p, t := deliverPolicyOf(ch.Start)
+		co, ok := kit.Option[ChannelOptions](ch)
+		switch {
+		case ok && co.DeliverPolicy != deliverUnset && (co.DeliverPolicy != p || p == DeliverByStartTime && !co.StartTime.Equal(t)):
+			return opts, &broker.ConflictError{Adapter: a.Name(), Channel: ch.Name, Portable: "Start " + ch.Start.String(),
+				Specific: fmt.Sprintf("jetstream.ChannelOptions.DeliverPolicy %d", co.DeliverPolicy)}
+		case ok && co.DeliverPolicy != deliverUnset:
+			// The channel's own equal policy stands, checked as given.
+		default:
+			// The portable position replaces the adapter-wide policy, and
+			// like every start position leaves an existing group where it is.
+			opts.DeliverPolicy, opts.StartSequence, opts.StartTime = deliverUnset, 0, time.Time{}
+			opts.portable, opts.portableTime = p, t
+		}
+	}
+	return opts, nil
+}
+
+// deliverPolicyOf maps a portable start position: DeliverNew for the
+// newest, DeliverAll for the oldest, DeliverByStartTime for a time.
+func deliverPolicyOf(p broker.StartPosition) (DeliverPolicy, time.Time) {
+	switch p.From {
+	case broker.FromOldest:
+		return DeliverAll, time.Time{}
+	case broker.FromTime:
+		return DeliverByStartTime, p.Time
+	}
+	return DeliverNew, time.Time{}
+}
+
+// CheckChannel validates a channel declaration without a connection
+// (broker.ChannelChecker): what Subscribe checks before it creates the
+// stream and the consumer.
+func (a *Adapter) CheckChannel(ch *broker.Channel) error {
+	c := *ch
+	_, err := a.prepare(&c)
+	return err
 }

@@ -158,9 +158,9 @@ func TestMaxDeliveriesAdvisoryLogged(t *testing.T) {
 	})
 }
 
-// A MaxDeliver under MinMaxDeliver is refused by Subscribe with a
-// *MaxDeliverError (an ErrInvalidOption); unset, the consumer gets at
-// least MinMaxDeliver.
+// A MaxDeliver under MinMaxDeliver is refused with a *MaxDeliverError (an
+// ErrInvalidOption) by Register, where the channel is declared; unset, the
+// consumer gets at least MinMaxDeliver.
 func TestMaxDeliverValidatedAgainstRetries(t *testing.T) {
 	url, _ := startServer(t)
 	_, j := jsOn(t, url)
@@ -172,11 +172,10 @@ func TestMaxDeliverValidatedAgainstRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = p.Register(&service{Name: "mv", Channels: channels.Channels{"mv.topic": {Group: "g", MaxRetries: 9, Handler: noop}}})
-	err = p.Start(ctx)
+	err = p.Register(&service{Name: "mv", Channels: channels.Channels{"mv.topic": {Group: "g", MaxRetries: 9, Handler: noop}}})
 	var mde *jetstream.MaxDeliverError
 	if !errors.As(err, &mde) || !errors.Is(err, broker.ErrInvalidOption) || mde.Min != 4*(10+broker.DefaultExtraDeliveries) {
-		t.Fatalf("Start: %v, want a *MaxDeliverError wrapping ErrInvalidOption", err)
+		t.Fatalf("Register: %v, want a *MaxDeliverError wrapping ErrInvalidOption", err)
 	}
 	startPlugin(t, newAdapter(t, url, fast), &service{Name: "mv2", Channels: channels.Channels{
 		"mv.topic": {Group: "many", MaxRetries: 300, Handler: noop}}})

@@ -35,7 +35,7 @@
 //	InProgressInterval  AckWait/3                        how often running messages are reported in progress (msg.InProgress); follows the consumer's live AckWait
 //	MaxDeliver          max(1000, MinMaxDeliver)         the consumer's MaxDeliver: the server's backstop for a message that never reaches the kit (-1: none; under MinMaxDeliver: *MaxDeliverError)
 //	MaxAckPending       max(DefaultMaxAckPending, 2 MIF) unacked messages of the whole group, messages in backoff included
-//	DeliverPolicy       DeliverNew                       where a new group starts: DeliverAll, DeliverLast, DeliverLastPerSubject, DeliverByStartSequence (StartSequence), DeliverByStartTime (StartTime)
+//	DeliverPolicy       DeliverNew                       where a new group starts: DeliverAll, DeliverLast, DeliverLastPerSubject, DeliverByStartSequence (StartSequence), DeliverByStartTime (StartTime); Channel.Start maps to DeliverNew, DeliverAll, DeliverByStartTime for a new consumer only
 //	FetchTimeout        DefaultFetchTimeout (5s)         expiry of one pull request (a stop ends it at once)
 //	AckSync             false                            confirm each ack with a round trip (double ack)
 //	Stream              server defaults                  StreamOptions: Name, Subjects, MaxAge, MaxMsgs, MaxBytes, MaxMsgSize, Discard, Retention, Storage, Replicas, Duplicates, Configure

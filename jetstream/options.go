@@ -161,6 +161,11 @@ type ChannelOptions struct {
 	StartSequence uint64
 	// StartTime is the start of DeliverByStartTime.
 	StartTime time.Time
+	// portable is the policy of a portable start position (the channel's
+	// broker.StartPosition): used for a new consumer only, never checked
+	// against an existing one.
+	portable     DeliverPolicy
+	portableTime time.Time
 	// FetchTimeout is the expiry of one pull request (default 5s).
 	FetchTimeout time.Duration
 	// MaxDeliver is the consumer's MaxDeliver (default the larger of

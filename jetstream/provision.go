@@ -217,6 +217,9 @@ func groupOf(cfg js.ConsumerConfig) string {
 // by the user (zero: not set) and the existing consumer, if any.
 func consumerConfig(group, subject string, o ChannelOptions, maxInFlight int, have *js.ConsumerConfig) (js.ConsumerConfig, error) {
 	if have == nil {
+		if o.DeliverPolicy == deliverUnset && o.portable != deliverUnset {
+			o.DeliverPolicy, o.StartTime = o.portable, o.portableTime
+		}
 		cfg := js.ConsumerConfig{
 			Durable:       DurableName(group),
 			Description:   groupDescription(group, subject),

@@ -263,6 +263,14 @@ func prepare(out *broker.Outgoing) (SendOptions, error) {
 		return SendOptions{}, err
 	}
 	so, _ := sendOptions(out.Options.AdapterOptions)
+	if k := out.Options.Key; k != "" {
+		// The portable key is the record key; a different kafka key conflicts.
+		if so.Key != nil && string(so.Key) != k {
+			return so, &broker.ConflictError{Adapter: "Kafka", Portable: fmt.Sprintf("WithKey(%q)", k),
+				Specific: fmt.Sprintf("kafka.SendOptions.Key %q", so.Key)}
+		}
+		so.Key = []byte(k)
+	}
 	return so, so.validate()
 }
 
@@ -340,7 +348,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err != nil {
 		return nil, err
 	}
-	opts, err := kit.PrepareChannel(ch, "kafka", a.chopts, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	opts, err := a.prepare(ch)
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +361,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 		}
 	}
 	group := GroupID(ch.Group, ch.Name)
-	if err := a.pinStart(ctx, c, ch.Name, group, opts.FromBeginning); err != nil {
+	if err := a.pinStart(ctx, c, ch.Name, group, opts.startPosition()); err != nil {
 		return nil, err
 	}
 	s, err := newSubscription(a, c, ch, opts, group)
@@ -382,4 +390,42 @@ func (a *Adapter) Close(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// prepare validates ch and resolves its options, without the brokers. A
+// portable start position (ch.Start) replaces the adapter-wide
+// FromBeginning; a channel's own FromBeginning conflicts with any but
+// StartOldest.
+func (a *Adapter) prepare(ch *broker.Channel) (ChannelOptions, error) {
+	opts, err := kit.PrepareChannel(ch, "kafka", a.chopts, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	if err != nil || !ch.Start.IsSet() {
+		return opts, err
+	}
+	if co, ok := kit.Option[ChannelOptions](ch); ok && co.FromBeginning && ch.Start.From != broker.FromOldest {
+		return opts, &broker.ConflictError{Adapter: a.Name(), Channel: ch.Name, Portable: "Start " + ch.Start.String(),
+			Specific: "kafka.ChannelOptions.FromBeginning"}
+	}
+	opts.FromBeginning, opts.start = false, ch.Start
+	return opts, nil
+}
+
+// startPosition is where a new group starts: the portable position, else
+// the oldest with FromBeginning, else the newest.
+func (o ChannelOptions) startPosition() broker.StartPosition {
+	switch {
+	case o.start.IsSet():
+		return o.start
+	case o.FromBeginning:
+		return broker.StartOldest
+	}
+	return broker.StartNewest
+}
+
+// CheckChannel validates a channel declaration without a connection
+// (broker.ChannelChecker): what Subscribe checks before it creates the
+// topic and joins the group.
+func (a *Adapter) CheckChannel(ch *broker.Channel) error {
+	c := *ch
+	_, err := a.prepare(&c)
+	return err
 }

@@ -138,7 +138,8 @@
 //
 // Subscribe commits the start offsets of the partitions the group has none
 // for: in a brand-new group the end of each partition (the beginning with
-// FromBeginning), in a group with committed offsets the beginning (a
+// FromBeginning or Channel.Start StartOldest, the first offset stored at or
+// after the time with StartAt), in a group with committed offsets the beginning (a
 // partition added since: what producers wrote there is read). A message
 // sent after Subscribe returned is never missed while the group forms. In
 // a group that has members, the member's first assignment is awaited in

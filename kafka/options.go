@@ -106,6 +106,9 @@ type ChannelOptions struct {
 	// offsets committed, when Subscribe returns). An existing group
 	// resumes at its committed offsets either way.
 	FromBeginning bool
+	// start is the channel's portable start position (broker.Channel.Start),
+	// which replaces FromBeginning.
+	start broker.StartPosition
 	// Ordering chooses what may run concurrently within a partition
 	// (default PerKey: the messages of a key one at a time and in order,
 	// unkeyed messages up to MaxInFlight at once).

@@ -75,7 +75,7 @@ func concurrentPins(t *testing.T, hook *func()) {
 			pin(5) // the other member pinned the end after the sends
 		}
 	}
-	if err := a.pinStart(ctx, c, topic, group, false); err != nil {
+	if err := a.pinStart(ctx, c, topic, group, broker.StartNewest); err != nil {
 		t.Fatal(err)
 	}
 	res, err := c.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {0}}})

@@ -87,8 +87,9 @@ func (a *Adapter) partitions(ctx context.Context, c *conn, topic string, await b
 }
 
 // pinStart commits the start offsets of the partitions of topic the group
-// has none for (startOffsets). A group with live members is left alone (its
-// members decide).
+// has none for (startOffsets): their end, their beginning, or the first
+// offset stored at or after the time of a StartAt position. A group with
+// live members is left alone (its members decide).
 //
 // Members starting a new group at the same time each pin the partitions
 // at the end they read: the committed offsets are read again just before
@@ -97,7 +98,7 @@ func (a *Adapter) partitions(ctx context.Context, c *conn, topic string, await b
 // past this one is brought back (at most a few times). The group starts at
 // the earliest pin: a message sent after any of the members returned from
 // Subscribe is never skipped.
-func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fromBeginning bool) error {
+func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, start broker.StartPosition) error {
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	ids, err := a.partitions(ctx, c, topic, true)
@@ -115,7 +116,7 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 	for id := range committed {
 		has[id] = true
 	}
-	missing, fromFirst := startOffsets(ids, has, fromBeginning)
+	missing, fromFirst := startOffsets(ids, has, start.From == broker.FromOldest)
 	if len(missing) == 0 {
 		return nil
 	}
@@ -123,15 +124,34 @@ func (a *Adapter) pinStart(ctx context.Context, c *conn, topic, group string, fr
 	if err != nil {
 		return err
 	}
-	if pinListed != nil {
-		pinListed()
-	}
 	pins := map[int]int64{}
 	for _, p := range offs {
 		pins[p.Partition] = p.LastOffset
 		if fromFirst {
 			pins[p.Partition] = p.FirstOffset
 		}
+	}
+	if start.From == broker.FromTime && !fromFirst {
+		// The first offset stored at or after the time (ListOffsets by
+		// timestamp); a partition with none starts at its end.
+		at := make([]kafkago.OffsetRequest, len(missing))
+		for i, m := range missing {
+			at[i] = kafkago.TimeOffsetOf(m.Partition, start.Time)
+		}
+		offs, err := listOffsets(ctx, c, topic, at)
+		if err != nil {
+			return err
+		}
+		for _, p := range offs {
+			for off := range p.Offsets {
+				if off >= 0 {
+					pins[p.Partition] = off
+				}
+			}
+		}
+	}
+	if pinListed != nil {
+		pinListed()
 	}
 	for range 3 {
 		if committed, err = readCommitted(ctx, c, topic, group, ids); err != nil {

@@ -123,16 +123,34 @@ func (a *Adapter) Subscribe(_ context.Context, ch *broker.Channel) (broker.Subsc
 	if err := a.state.Check(); err != nil {
 		return nil, err
 	}
-	ch.Normalize()
-	if err := ch.Validate(); err != nil {
+	if err := prepare(ch); err != nil {
 		return nil, err
 	}
-	if err := kit.CheckOptions("memory", ch.AdapterOptions, noOptions); err != nil {
-		return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
+	g, err := a.bus.groupFor(ch.Name, ch.Group, ch.Start, ch.Now())
+	if err != nil {
+		return nil, err
 	}
-	s := &subscription{Consumer: kit.NewConsumer(ch), a: a, g: a.bus.groupFor(ch.Name, ch.Group)}
+	s := &subscription{Consumer: kit.NewConsumer(ch), a: a, g: g}
 	a.subs.Add(s)
 	return s, nil
+}
+
+// prepare validates ch.
+func prepare(ch *broker.Channel) error {
+	ch.Normalize()
+	if err := ch.Validate(); err != nil {
+		return err
+	}
+	if err := kit.CheckOptions("memory", ch.AdapterOptions, noOptions); err != nil {
+		return fmt.Errorf("channel %q: %w", ch.Name, err)
+	}
+	return nil
+}
+
+// CheckChannel validates a channel declaration (broker.ChannelChecker).
+func (a *Adapter) CheckChannel(ch *broker.Channel) error {
+	c := *ch
+	return prepare(&c)
 }
 
 // Close drains every subscription still running, bounded by ctx.

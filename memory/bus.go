@@ -2,10 +2,13 @@ package memory
 
 import (
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/microchannels/channels/broker"
 )
 
 // Bus is an in-process broker: named channels, each with durable groups.
@@ -81,6 +84,9 @@ type group struct {
 	timers map[*time.Timer]struct{}
 	// pending counts entries delivered and not settled, for Stats.
 	pending int
+	// from, set at creation by a StartAt position, drops the messages
+	// published before it.
+	from time.Time
 }
 
 func newGroup() *group {
@@ -88,6 +94,9 @@ func newGroup() *group {
 }
 
 func (g *group) push(e *entry) {
+	if e.ts.Before(g.from) {
+		return
+	}
 	g.mu.Lock()
 	g.queue = append(g.queue, e)
 	g.wakeLocked()
@@ -95,6 +104,9 @@ func (g *group) push(e *entry) {
 
 // pushAll appends es in order with one wake-up.
 func (g *group) pushAll(es []*entry) {
+	if !g.from.IsZero() {
+		es = slices.DeleteFunc(slices.Clone(es), func(e *entry) bool { return e.ts.Before(g.from) })
+	}
 	g.mu.Lock()
 	g.queue = append(g.queue, es...)
 	g.wakeLocked()
@@ -191,8 +203,14 @@ func (g *group) requeue(e *entry) {
 	g.wakeLocked()
 }
 
-// groupFor returns the group of a channel, creating both.
-func (b *Bus) groupFor(channel, name string) *group {
+// groupFor returns the group of a channel, creating both. A new group
+// starts as start says. The bus keeps the messages of a channel only while
+// it has no group (for the first one): the first group gets them by default
+// (FromDefault), all of them with FromOldest, those published at or after
+// the time with FromTime, none with FromNewest. A later group can start at
+// the newest messages, or at a time not yet past; FromOldest and a past
+// time are refused (*broker.UnsupportedError).
+func (b *Bus) groupFor(channel, name string, start broker.StartPosition, now time.Time) (*group, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t, ok := b.topics[channel]
@@ -200,15 +218,33 @@ func (b *Bus) groupFor(channel, name string) *group {
 		t = &topic{groups: map[string]*group{}}
 		b.topics[channel] = t
 	}
-	g, ok := t.groups[name]
-	if !ok {
-		g = newGroup()
-		if len(t.groups) == 0 {
-			g.queue, t.retained = t.retained, nil
-		}
-		t.groups[name] = g
+	if g, ok := t.groups[name]; ok {
+		return g, nil
 	}
-	return g
+	g := newGroup()
+	first := len(t.groups) == 0
+	switch start.From {
+	case broker.FromDefault, broker.FromOldest:
+		if first {
+			g.queue = t.retained
+		} else if start.From == broker.FromOldest {
+			return nil, &broker.UnsupportedError{Adapter: "Memory", Channel: channel, Setting: "start position oldest",
+				Reason: "the memory bus keeps no history of a channel that already has a group"}
+		}
+	case broker.FromTime:
+		g.from = start.Time
+		if first {
+			g.queue = slices.DeleteFunc(t.retained, func(e *entry) bool { return e.ts.Before(start.Time) })
+		} else if start.Time.Before(now) {
+			return nil, &broker.UnsupportedError{Adapter: "Memory", Channel: channel, Setting: "start position " + start.String(),
+				Reason: "the memory bus keeps no history of a channel that already has a group (a time not yet past is supported)"}
+		}
+	}
+	if first {
+		t.retained = nil
+	}
+	t.groups[name] = g
+	return g, nil
 }
 
 // publish fans a message out to every group of the channel and returns how

@@ -72,12 +72,14 @@ func TestBrowseAndRemoveRetained(t *testing.T) {
 	// The first group of the queue gets what is left.
 	var mu sync.Mutex
 	var seen []string
-	sub, err := a.Subscribe(ctx, channel("DLQ", func(_ context.Context, m *broker.Message) error {
+	ch := channel("DLQ", func(_ context.Context, m *broker.Message) error {
 		mu.Lock()
 		seen = append(seen, string(m.Payload))
 		mu.Unlock()
 		return nil
-	}))
+	})
+	ch.MaxInFlight = 1 // one at a time: the order of delivery is the order of the runs
+	sub, err := a.Subscribe(ctx, ch)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strings"
 	"sync"
@@ -277,7 +278,7 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	if err := a.state.Check(); err != nil {
 		return nil, err
 	}
-	opts, err := kit.PrepareChannel(ch, "redis", a.consumer, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	opts, err := a.prepare(ch)
 	if err != nil {
 		return nil, err
 	}
@@ -291,6 +292,49 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	s := newSubscription(a, c, ser, ch, opts)
 	a.subs.Add(s)
 	return s, nil
+}
+
+// prepare validates ch and resolves its options, without the server. A
+// portable start position (ch.Start) sets StartID, over the adapter-wide
+// StartID; a channel's own different StartID conflicts with it.
+func (a *Adapter) prepare(ch *broker.Channel) (ChannelOptions, error) {
+	opts, err := kit.PrepareChannel(ch, "redis", a.consumer, kit.Overlay[ChannelOptions], ChannelOptions.withDefaults)
+	if err != nil || !ch.Start.IsSet() {
+		return opts, err
+	}
+	id := StartIDOf(ch.Start)
+	if co, ok := kit.Option[ChannelOptions](ch); ok && co.StartID != "" && co.StartID != id {
+		return opts, &broker.ConflictError{Adapter: a.Name(), Channel: ch.Name, Portable: "Start " + ch.Start.String(),
+			Specific: fmt.Sprintf("redis.ChannelOptions.StartID %q", co.StartID)}
+	}
+	opts.StartID = id
+	return opts, nil
+}
+
+// StartIDOf is the XGROUP CREATE id of a portable start position: "$" for
+// the newest (and the default), "0" for the oldest, and for a time the
+// last id before it ("<ms-1>-18446744073709551615"), so that the group is
+// delivered the entries added at or after that millisecond.
+func StartIDOf(p broker.StartPosition) string {
+	switch p.From {
+	case broker.FromOldest:
+		return "0"
+	case broker.FromTime:
+		ms := p.Time.UnixMilli()
+		if ms <= 0 {
+			return "0"
+		}
+		return fmt.Sprintf("%d-%d", ms-1, uint64(math.MaxUint64))
+	}
+	return DefaultStartID
+}
+
+// CheckChannel validates a channel declaration without a connection
+// (broker.ChannelChecker): what Subscribe checks before it creates the group.
+func (a *Adapter) CheckChannel(ch *broker.Channel) error {
+	c := *ch
+	_, err := a.prepare(&c)
+	return err
 }
 
 func isBusyGroup(err error) bool {

@@ -61,7 +61,8 @@
 //	MinIdleTime        idle time before another member claims     DefaultMinIdleTime   30s
 //	ClaimInterval      maintenance loop period (retry resolution) DefaultClaimInterval 250ms
 //	HeartbeatInterval  idle-time refresh of held messages         MinIdleTime/3
-//	StartID            where a new group starts                   DefaultStartID       "$"
+//	StartID            where a new group starts (Channel.Start    DefaultStartID       "$"
+//	                   sets it: "$", "0", the id before a time)
 //	StaleConsumerAge   idle time before an empty consumer is      DefaultStaleConsumerAge 1h
 //	                   deleted from the group
 //	ErrorInfoTTL       lifetime of a message's failure record     DefaultErrorInfoTTL  24h

@@ -46,11 +46,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/microchannels/channels/cmd/channels/command"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args, os.Stdout, os.Stderr)
+	code := command.Run(ctx, os.Args, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

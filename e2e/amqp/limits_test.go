@@ -102,8 +102,9 @@ func TestLargeHeaderAndLargeError(t *testing.T) {
 }
 
 // TestMaxInFlightOverQos: basic.qos takes a 16-bit prefetch count, so
-// MaxInFlight 65,536 would be 0 (no limit at all): the subscription is
-// refused with ErrInvalidOption.
+// MaxInFlight 65,536 would be 0 (no limit at all): the channel is refused
+// with ErrInvalidOption, by Register where it is declared, and by
+// Subscribe.
 func TestMaxInFlightOverQos(t *testing.T) {
 	needAMQP(t)
 	ch := unique("limits.qos")
@@ -116,16 +117,21 @@ func TestMaxInFlightOverQos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	noop := func(context.Context, *channels.Message) error { return nil }
 	if err := p.Register(&service{Name: "svc", Channels: channels.Channels{ch: {Group: "g", MaxInFlight: 65536,
-		Handler: func(context.Context, *channels.Message) error { return nil }}}}); err != nil {
-		t.Fatal(err)
+		Handler: noop}}}); !errors.Is(err, broker.ErrInvalidOption) {
+		t.Fatalf("Register with MaxInFlight 65536: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = p.Start(ctx)
-	defer func() { _ = p.Stop(ctx) }()
+	if err := a.Connect(ctx, broker.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = a.Close(ctx) }()
+	_, err = a.Subscribe(ctx, &broker.Channel{Name: ch, Group: "g", MaxInFlight: 65536, Handler: noop,
+		Retry: broker.RetryPolicy{Backoff: broker.DefaultBackoff}})
 	if !errors.Is(err, broker.ErrInvalidOption) {
-		t.Fatalf("Start with MaxInFlight 65536: %v", err)
+		t.Fatalf("Subscribe with MaxInFlight 65536: %v", err)
 	}
 }
 

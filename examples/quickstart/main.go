@@ -10,6 +10,9 @@
 //	go run ./examples/quickstart -adapter nats://127.0.0.1:4222
 //	go run ./examples/quickstart -adapter amqp://guest:guest@127.0.0.1:5672
 //	go run ./examples/quickstart -adapter kafka://127.0.0.1:9092
+//
+// Every name it creates is in the namespace -namespace (quickstart-<pid>
+// by default), and it removes them all before it exits.
 package main
 
 import (
@@ -72,8 +75,9 @@ func main() {
 	adapter := flag.String("adapter", "nats-embedded://?store=temporary",
 		"adapter URL or type name (nats-embedded://?store=temporary, memory://, redis://127.0.0.1:6379, nats://127.0.0.1:4222, ...)")
 	n := flag.Int("n", 200, "orders to send")
+	ns := flag.String("namespace", "", "namespace of every channel (default quickstart-<pid>: a fresh one per run on a shared broker)")
 	flag.Parse()
-	if err := run(*adapter, *n); err != nil {
+	if err := runIn(*adapter, *ns, *n); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -85,35 +89,57 @@ func newService(ctx context.Context, name string, reg registry.Registry, opts ..
 	return micro.NewService(append(base, opts...)...)
 }
 
-// cleanup removes what the run created on a real broker (its namespace's
-// channels), through a plugin of its own.
-func cleanup(adapter, ns string, common []channels.Option) {
-	p, err := channels.New(common...)
-	if err != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := p.Start(ctx); err != nil {
-		return
-	}
-	defer p.Stop(ctx)
-	if rm, ok := p.Adapter().(channels.ChannelRemover); ok {
-		for _, ch := range []string{"order.created", "FAILED_MESSAGES"} {
-			if err := rm.RemoveChannel(ctx, ns+"."+ch); err != nil {
-				fmt.Fprintf(os.Stderr, "cleanup of %s.%s on %s: %v\n", ns, ch, adapter, err)
-			}
-		}
-	}
+// cleaner removes what a run created on the broker: once every service
+// has drained (none consumes any more) and before its plugin disconnects,
+// each plugin removes the channel it consumes through its own adapter,
+// which knows what it declared for it (its group, retry queues, the
+// dead-letter queue).
+type cleaner struct {
+	ns      string
+	adapter string
+	drained sync.WaitGroup
+	mu      sync.Mutex
 }
 
-func run(adapter string, n int) error {
+// after is the option of a service whose plugin p consumes channel; the
+// service must list it after p.Install, so that it runs after p drained.
+func (c *cleaner) after(p *channels.Plugin, channel string) micro.Option {
+	c.drained.Add(1)
+	return micro.BeforeStop(func() error {
+		c.drained.Done()
+		all := make(chan struct{})
+		go func() { c.drained.Wait(); close(all) }()
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second): // a service that does not stop: remove anyway
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		rm, ok := p.Adapter().(channels.ChannelRemover)
+		if !ok {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := rm.RemoveChannel(ctx, c.ns+"."+channel); err != nil {
+			fmt.Fprintf(os.Stderr, "cleanup of %s.%s on %s: %v\n", c.ns, channel, c.adapter, err)
+		}
+		return nil
+	})
+}
+
+func run(adapter string, n int) error { return runIn(adapter, "", n) }
+
+// runIn runs the demo in namespace ns ("": quickstart-<pid>).
+func runIn(adapter, ns string, n int) error {
 	logger.DefaultLogger = logger.NewLogger(logger.WithLevel(logger.WarnLevel))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	reg := registry.NewMemoryRegistry()
 	st := &stats{reasons: map[int]string{}, deadRun: map[int]int{}}
-	ns := fmt.Sprintf("quickstart-%d", os.Getpid()) // a fresh namespace per run on a shared broker
+	if ns == "" {
+		ns = fmt.Sprintf("quickstart-%d", os.Getpid()) // a fresh namespace per run on a shared broker
+	}
 
 	// Errors only: the retries below are on purpose, the summary explains them.
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
@@ -155,6 +181,7 @@ func run(adapter string, n int) error {
 		started = append(started, c)
 		return micro.AfterStart(func() error { close(c); return nil })
 	}
+	clean := &cleaner{ns: ns, adapter: adapter}
 	for member := range 2 {
 		p, err := channels.New(append(common, channels.WithMaxInFlight(8))...)
 		if err != nil {
@@ -163,7 +190,7 @@ func run(adapter string, n int) error {
 		handler := func(ctx context.Context, o Order, m *channels.Message) error { return pay(member, ctx, o, m) }
 		services = append(services, newService(ctx, "payments", reg, p.Install(&Payments{
 			Channels: channels.Channels{"order.created": channels.On(channels.Typed(handler))},
-		}), startedHook()))
+		}), startedHook(), clean.after(p, "order.created")))
 	}
 
 	// orders: publishes, and reads the dead-letter queue.
@@ -181,7 +208,7 @@ func run(adapter string, n int) error {
 	if err != nil {
 		return err
 	}
-	services = append(services, newService(ctx, "orders", reg, po.Install(orders), startedHook()))
+	services = append(services, newService(ctx, "orders", reg, po.Install(orders), startedHook(), clean.after(po, "FAILED_MESSAGES")))
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(services))
@@ -221,8 +248,6 @@ func run(adapter string, n int) error {
 	for err := range errs {
 		return err
 	}
-
-	cleanup(adapter, ns, common)
 
 	fmt.Printf("adapter       %s\n", adapter)
 	fmt.Printf("sent          %d   orders published by the orders service\n", st.sent.Load())

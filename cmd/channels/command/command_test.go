@@ -1,4 +1,4 @@
-package main
+package command
 
 import (
 	"bytes"
@@ -122,7 +122,7 @@ func (e *env) run(args ...string) (code int, stdout, stderr string) {
 
 func runArgs(args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
-	code = run(context.Background(), append([]string{"channels"}, args...), &out, &errb)
+	code = Run(context.Background(), append([]string{"channels"}, args...), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -339,7 +339,7 @@ func TestTail(t *testing.T) {
 			if asJSON {
 				args = append([]string{"channels", "--json"}, args[1:]...)
 			}
-			go func() { done <- run(ctx, args, &out, &errb) }()
+			go func() { done <- Run(ctx, args, &out, &errb) }()
 			// The tail starts asynchronously: send until it has seen one.
 			for {
 				_ = e.a.Publish(ctx, "orders", &broker.Outgoing{Payload: []byte(`{"live": true}`), Headers: map[string]string{"h": "v\x1b[31m"}})

@@ -1,4 +1,9 @@
-package main
+// Package command is the channels command (cmd/channels) as a package:
+// Run runs one command line in-process exactly as the binary does (same
+// flags, output and exit codes), so that tests drive the command against
+// real brokers without building it. The command's documentation is that
+// of cmd/channels.
+package command
 
 import (
 	"context"
@@ -22,7 +27,7 @@ import (
 	_ "github.com/microchannels/channels/redis"
 )
 
-// Exit codes (see the package documentation).
+// Exit codes (see the documentation of cmd/channels).
 const (
 	exitOK          = 0
 	exitFailed      = 1
@@ -81,9 +86,11 @@ func errorKind(code int) string {
 	return "error"
 }
 
-// run runs the command line args (args[0] is the program name) and
-// returns the exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// Run runs the command line args (args[0] is the program name), writing
+// its output to stdout and its errors and progress to stderr, and returns
+// the exit code. ctx ends a running command (tail, a long replay) as an
+// interrupt does.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var notFound error
 	app := newApp(stdout, stderr)
 	app.CommandNotFound = func(c *cli.Context, name string) {
