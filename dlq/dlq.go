@@ -660,7 +660,7 @@ func notFound(queue string, f Filter, es []Entry) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: no dead letter %s in %q (matching the filter)", broker.ErrNotFound, strings.Join(missing, ", "), queue)
+	return fmt.Errorf("%w: dead letters not in %s (or not matching the filter): %s", broker.ErrNotFound, queue, strings.Join(missing, ", "))
 }
 
 // uniqueIDs keeps the first entry of each ID: a broker that lists one

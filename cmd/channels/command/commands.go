@@ -594,7 +594,7 @@ func missingIDs(q string, f dlq.Filter, es []dlq.Entry) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: no dead letter %s in %q (matching the filter)", broker.ErrNotFound, strings.Join(missing, ", "), q)
+	return fmt.Errorf("%w: dead letters not in %s (or not matching the filter): %s", broker.ErrNotFound, q, strings.Join(missing, ", "))
 }
 
 func rmMessageCommand() *cli.Command {
