@@ -358,7 +358,9 @@ var ErrNotRemoved = errors.New("dlq: the broker removed nothing")
 // the failure: the x-error-*, x-redelivered-count, x-original-* and x-group
 // headers, the adapters' own x-channels-* headers and the brokers' retry
 // bookkeeping (x-retry-not-before, x-death, x-first-death-*,
-// x-last-death-*) are left out; a header the consumer could not decode,
+// x-last-death-*) are left out (the portable key, x-channels-key, is kept,
+// and the copy is sent with the message key: Kafka's record key, else
+// that header's); a header the consumer could not decode,
 // kept as x-original-<name>, goes back under its name; and
 // HeaderReplayedFrom records where it came from (queue, ID, error, time,
 // after any trail it already had; see Trail).
@@ -559,7 +561,7 @@ func (r *resender) page(ctx context.Context, page []int) []error {
 		}
 		// Routed: where the broker can tell, a copy no queue or stream keeps
 		// is refused rather than confirmed, and the dead letter is kept.
-		out := &broker.Outgoing{Payload: e.Payload, Headers: h, Options: broker.PublishOptions{Raw: true, Routed: true}}
+		out := &broker.Outgoing{Payload: e.Payload, Headers: h, Options: broker.PublishOptions{Raw: true, Routed: true, Key: keyOf(e)}}
 		err := r.a.Publish(ctx, o.To, out)
 		e.Payload = nil
 		if err != nil {
@@ -869,11 +871,21 @@ func isFailureHeader(k string) bool {
 		k == broker.HeaderRedeliveredCount
 }
 
+// keyOf is the message key a copy of e is sent with: its record key where
+// the broker stores one (Kafka), else the portable key it was sent with
+// (broker.HeaderKey); "" for none.
+func keyOf(e *Entry) string {
+	if len(e.Key) > 0 {
+		return string(e.Key)
+	}
+	return e.Headers[broker.HeaderKey]
+}
+
 // isInternalHeader tells the headers adapters and brokers keep for
-// themselves: x-group, x-channels-*, Kafka's x-retry-not-before (a retry's
+// themselves: x-group, x-channels-* (but the portable key, HeaderKey), Kafka's x-retry-not-before (a retry's
 // delay) and what RabbitMQ adds when it dead-letters a message (x-death,
 // x-first-death-*, x-last-death-*).
 func isInternalHeader(k string) bool {
-	return k == broker.HeaderGroup || strings.HasPrefix(k, "x-channels-") || k == "x-retry-not-before" ||
+	return k == broker.HeaderGroup || (strings.HasPrefix(k, "x-channels-") && k != broker.HeaderKey) || k == "x-retry-not-before" ||
 		k == "x-death" || strings.HasPrefix(k, "x-first-death-") || strings.HasPrefix(k, "x-last-death-")
 }

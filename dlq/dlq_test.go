@@ -815,3 +815,24 @@ func TestEntryJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestCopiesKeepTheKey(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", map[string]string{broker.HeaderKey: "order-7"})
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "2", nil)
+	r := &recording{Adapter: a}
+	if _, err := dlq.Replay(ctx, r, queue, dlq.Filter{Limit: 1}, dlq.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dlq.Move(ctx, r, queue, dlq.Filter{}, "ns.PARKED"); err != nil {
+		t.Fatal(err)
+	}
+	if r.sent[0].Key != "order-7" || r.sent[1].Key != "" {
+		t.Fatalf("keys %q %q", r.sent[0].Key, r.sent[1].Key)
+	}
+	h := dlq.ReplayHeaders(queue, dlq.Entry{Headers: map[string]string{broker.HeaderKey: "k", "x-channels-unfinished": "1"}}, time.Now(), broker.Limits{})
+	if h[broker.HeaderKey] != "k" || h["x-channels-unfinished"] != "" {
+		t.Fatalf("headers %v", h)
+	}
+}

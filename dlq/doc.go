@@ -33,8 +33,9 @@
 //
 // A replayed message is a new message of its channel: every group of the
 // channel gets it, also those that handled the original; on Kafka
-// ReplayOptions.Group and OriginalGroup send it to one group. Kafka record
-// keys are listed (Entry.Key) and not sent with the copies.
+// ReplayOptions.Group and OriginalGroup send it to one group. A copy keeps
+// the message key: Kafka's record key (Entry.Key), else the portable key
+// of its x-channels-key header.
 //
 // Filters match on the headers (Filter): the original channel (a full
 // name), the time, a substring of the error, IDs, and a limit.

@@ -12,8 +12,8 @@ import (
 )
 
 // TestToolingListsTheRecordKey: a dead letter's record key is listed with
-// it (broker.StoredMessage.Key, dlq.Entry.Key); a record without one has
-// none.
+// it (broker.StoredMessage.Key, dlq.Entry.Key), a record without one has
+// none, and the copies a replay or a move sends have the same key.
 func TestToolingListsTheRecordKey(t *testing.T) {
 	needKafka(t)
 	queue := unique("tool.key") + ".DLQ"
@@ -43,5 +43,24 @@ func TestToolingListsTheRecordKey(t *testing.T) {
 	}
 	if len(keys) != 1 || keys["porder-42"] != "order-42" {
 		t.Fatalf("keys %v", keys)
+	}
+
+	// Replayed and moved, the copies keep it: the record key of the copy.
+	retry, parked := unique("tool.key.retry"), unique("tool.key")+".PARKED"
+	deleteTopics(t, retry, parked, kafka.RemovedTopic(parked))
+	if res, err := dlq.Replay(ctx, a, queue, dlq.Filter{Limit: 1}, dlq.ReplayOptions{To: retry}); err != nil || res.Sent != 1 {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	if res, err := dlq.Move(ctx, a, queue, dlq.Filter{}, parked); err != nil || res.Sent != 1 {
+		t.Fatalf("move: %+v %v", res, err)
+	}
+	got := map[string]string{}
+	for _, topic := range []string{retry, parked} {
+		for _, m := range browse(t, a, topic) {
+			got[string(m.Payload)] = string(m.Key)
+		}
+	}
+	if len(got) != 2 || got["porder-42"] != "order-42" || got["p"] != "" {
+		t.Fatalf("copies: %v", got)
 	}
 }
