@@ -804,6 +804,7 @@ func TestEntryJSON(t *testing.T) {
 		`{"id":7}`:   `"payload":{"id":7}`,
 		"\xff\x00":   `"raw":"/wA="`,
 		"plain text": `"raw":"cGxhaW4gdGV4dA=="`,
+		`{"id": 7}`:  `"raw":"eyJpZCI6IDd9"`, // not compact: kept exact
 	} {
 		b, err := json.Marshal(dlq.Entry{ID: "1", Payload: []byte(payload)})
 		if err != nil || !strings.Contains(string(b), want) {
@@ -812,6 +813,12 @@ func TestEntryJSON(t *testing.T) {
 		var back dlq.Entry
 		if err := json.Unmarshal(b, &back); err != nil || string(back.Payload) != payload || back.ID != "1" {
 			t.Fatalf("%q: back %+v %v", payload, back, err)
+		}
+		// Indented, as the command prints it.
+		b, _ = json.MarshalIndent(dlq.Entry{ID: "1", Payload: []byte(payload)}, "", "  ")
+		back = dlq.Entry{}
+		if err := json.Unmarshal(b, &back); err != nil || string(back.Payload) != payload {
+			t.Fatalf("%q: back from indented %q %v", payload, back.Payload, err)
 		}
 	}
 }
