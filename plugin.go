@@ -46,9 +46,12 @@ type Plugin struct {
 	mu       sync.Mutex
 	schemas  []*schema
 	resolved []*resolved
-	subs     []broker.Subscription
-	svcName  string
-	svcVer   string
+	// published is p.resolved for readers that do not take mu
+	// (DeadLetterQueue, which a handler may call while a stop holds mu).
+	published atomic.Pointer[[]*resolved]
+	subs      []broker.Subscription
+	svcName   string
+	svcVer    string
 
 	state atomic.Int32
 	send  atomic.Pointer[hooks.SendFunc]
@@ -126,6 +129,32 @@ func New(opts ...Option) (*Plugin, error) {
 func (p *Plugin) Adapter() broker.Adapter { return p.adapter }
 
 func (p *Plugin) adapterName() string { return p.adapter.Name() }
+
+// DeadLetterQueue returns the full (namespaced) name of the dead-letter
+// queue of a registered channel, given by its full name or by its key in
+// the schema's Channels, and whether dead-lettering is on for it; false
+// before the plugin connected (names are resolved at Start). When
+// several registered groups read the channel, the first registered one
+// with dead-lettering on answers. It is what package dlq takes, with
+// Adapter, for a service that operates its own dead letters:
+//
+//	q, ok := p.DeadLetterQueue("order.paid")
+//	if ok {
+//		res, err := dlq.Replay(ctx, p.Adapter(), q, dlq.Filter{}, dlq.ReplayOptions{})
+//	}
+func (p *Plugin) DeadLetterQueue(channel string) (string, bool) {
+	rs := p.published.Load()
+	if rs == nil {
+		return "", false
+	}
+	full := prefixed(p.o.namespace, channel)
+	for _, r := range *rs {
+		if (r.ch.Name == channel || r.ch.Name == full || r.key == channel) && r.ch.DeadLetter.Enabled {
+			return r.ch.DeadLetter.Queue, true
+		}
+	}
+	return "", false
+}
 
 // Register adds service schemas (pointers to structs) and injects the send
 // function, adapter and trigger fields they declare. Install calls it for
@@ -227,6 +256,8 @@ func (p *Plugin) subscribeLate(added []*schema, running bool) error {
 		p.o.logger.Info("channels: consuming late-registered channels", "adapter", p.adapter.Name(), "channels", len(subs))
 	}
 	p.resolved = append(p.resolved, rs...)
+	pub := slices.Clip(p.resolved)
+	p.published.Store(&pub)
 	p.subs = append(p.subs, subs...)
 	p.watchLag(rs)
 	return nil
@@ -336,6 +367,7 @@ func (p *Plugin) Connect(ctx context.Context) error {
 		subs = append(subs, sub)
 	}
 	p.resolved, p.subs = all, subs
+	p.published.Store(&all)
 	p.watchLag(all)
 	p.state.Store(stateConnected)
 	return nil

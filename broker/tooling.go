@@ -22,6 +22,10 @@ type StoredMessage struct {
 	Channel string
 	Payload []byte
 	Headers map[string]string
+	// Key is the message's key where the broker stores one with it (Kafka's
+	// record key: it chose the partition, and a compacted topic needs it);
+	// nil when it has none or the broker keeps no key.
+	Key []byte
 	// Time is when the broker stored it; zero when the broker does not tell.
 	Time time.Time
 	// DecodeError says why the headers (or the entry) could not be decoded

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -440,5 +441,405 @@ func TestFormatPayload(t *testing.T) {
 	f, text := dlq.FormatPayload([]byte(`{"long":"`+strings.Repeat("x", 100)+`"}`), 10)
 	if f != dlq.FormatText || !strings.Contains(text, "111 bytes in all, the first 10 shown") || strings.Contains(text, "xxxxxxxxxxx") {
 		t.Errorf("cut: %s %q", f, text)
+	}
+}
+
+// recording is the memory adapter that records the options of each send.
+type recording struct {
+	*memory.Adapter
+	mu   sync.Mutex
+	sent []broker.PublishOptions
+}
+
+func (r *recording) Publish(ctx context.Context, ch string, m *broker.Outgoing) error {
+	r.mu.Lock()
+	r.sent = append(r.sent, m.Options)
+	r.mu.Unlock()
+	return r.Adapter.Publish(ctx, ch, m)
+}
+
+func TestResendAsksForARoutedSend(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "2", nil)
+	r := &recording{Adapter: a}
+	if _, err := dlq.Replay(ctx, r, queue, dlq.Filter{Limit: 1}, dlq.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dlq.Move(ctx, r, queue, dlq.Filter{}, "ns.PARKED"); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.sent) != 2 {
+		t.Fatalf("sent %d", len(r.sent))
+	}
+	for i, o := range r.sent {
+		if !o.Routed || !o.Raw {
+			t.Errorf("send %d: %+v, want Routed and Raw", i, o)
+		}
+	}
+}
+
+// unreadable is the memory adapter listing some dead letters as an
+// adapter does when it cannot read them whole: the payload "undecodable"
+// with headers that did not decode (Redis with another serializer), the
+// payload "cut" with a part of its headers (Kafka).
+type unreadable struct{ *memory.Adapter }
+
+func (u unreadable) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker.StoredMessage) bool) error {
+	return u.Adapter.BrowseDeadLetters(ctx, q, func(m *broker.StoredMessage) bool {
+		switch string(m.Payload) {
+		case "undecodable":
+			m.Headers, m.DecodeError = nil, "msgpack: invalid code"
+		case "cut":
+			m.Headers["x-channels-headers-cut"] = "3 of 70 headers left out"
+		}
+		return fn(m)
+	})
+}
+
+func TestUnreadableIsNotResentUnlessForced(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	u := unreadable{a}
+	got := handled(t, a, "ns.retry")
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "undecodable", map[string]string{"trace": "t1"})
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "cut", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "fine", nil)
+
+	es, err := dlq.List(ctx, u, queue, dlq.Filter{})
+	if err != nil || len(es) != 3 || es[0].DecodeError != "msgpack: invalid code" ||
+		!strings.Contains(es[1].DecodeError, "headers cut") || es[2].DecodeError != "" {
+		t.Fatalf("list: %+v %v", es, err)
+	}
+	for _, move := range []bool{false, true} {
+		var res dlq.ReplayResult
+		if move {
+			res, err = dlq.Move(ctx, u, queue, dlq.Filter{}, "ns.retry")
+		} else {
+			res, err = dlq.Replay(ctx, u, queue, dlq.Filter{}, dlq.ReplayOptions{To: "ns.retry"})
+		}
+		if !errors.Is(err, dlq.ErrUnreadable) || res.Sent != 0 || res.Removed != 0 {
+			t.Fatalf("move %v: %+v %v", move, res, err)
+		}
+		if st := []dlq.Status{res.Outcomes[0].Status, res.Outcomes[1].Status, res.Outcomes[2].Status}; fmt.Sprint(st) != "[refused refused pending]" {
+			t.Fatalf("move %v: outcomes %v", move, res.Outcomes)
+		}
+		if left, _ := dlq.List(ctx, a, queue, dlq.Filter{}); len(left) != 3 {
+			t.Fatalf("move %v: left %d", move, len(left))
+		}
+	}
+	res, err := dlq.Replay(ctx, u, queue, dlq.Filter{}, dlq.ReplayOptions{To: "ns.retry", Force: true})
+	if err != nil || res.Sent != 3 || res.Removed != 3 {
+		t.Fatalf("forced: %+v %v", res, err)
+	}
+	if m := receive(t, got); string(m.Payload) != "undecodable" || m.Headers["trace"] != "" {
+		t.Fatalf("forced: %+v", m)
+	}
+}
+
+// keeping is the memory adapter whose removals remove nothing and say so.
+type keeping struct{ *memory.Adapter }
+
+func (keeping) RemoveDeadLetters(context.Context, string, ...string) (int, error) { return 0, nil }
+
+func TestSentButNotRemovedIsAnError(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "2", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "3", nil)
+	res, err := dlq.Replay(ctx, keeping{a}, queue, dlq.Filter{}, dlq.ReplayOptions{BatchSize: 2})
+	if !errors.Is(err, dlq.ErrNotRemoved) || res.Sent != 2 || res.Removed != 0 {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	for _, o := range res.Outcomes[:2] {
+		if o.Status != dlq.StatusKept || !strings.Contains(o.Error, "not removed") {
+			t.Fatalf("outcome: %+v", o)
+		}
+	}
+	if o := res.Outcomes[2]; o.Status != dlq.StatusPending {
+		t.Fatalf("outcome of the next page: %+v", o)
+	}
+}
+
+// twice is the recording adapter that lists every dead letter twice.
+type twice struct{ *recording }
+
+func (t twice) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker.StoredMessage) bool) error {
+	return t.Adapter.BrowseDeadLetters(ctx, q, func(m *broker.StoredMessage) bool { return fn(m) && fn(m) })
+}
+
+func TestDuplicateIDsSentOnce(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "2", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "3", nil)
+	r := twice{&recording{Adapter: a}}
+	res, err := dlq.Replay(ctx, r, queue, dlq.Filter{Limit: 2}, dlq.ReplayOptions{})
+	if err != nil || res.Sent != 2 || res.Removed != 2 || len(res.Entries) != 2 || len(r.sent) != 2 {
+		t.Fatalf("replay: %+v %v, %d sends", res, err, len(r.sent))
+	}
+	res, err = dlq.Move(ctx, r, queue, dlq.Filter{}, "ns.PARKED")
+	if err != nil || res.Sent != 1 || res.Removed != 1 || len(r.sent) != 3 {
+		t.Fatalf("move: %+v %v, %d sends", res, err, len(r.sent))
+	}
+}
+
+func TestDestinationsChecked(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	forged := func(channel string) {
+		t.Helper()
+		if err := a.Publish(ctx, queue, &broker.Outgoing{Payload: []byte(channel),
+			Headers: map[string]string{broker.HeaderOriginalChannel: channel, broker.HeaderErrorMessage: "e"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &recording{Adapter: a}
+	for _, c := range []struct {
+		channel string
+		opts    dlq.ReplayOptions
+	}{
+		{"billing.payments", dlq.ReplayOptions{Namespace: "ns"}},
+		{queue, dlq.ReplayOptions{}},
+		{"bad channel", dlq.ReplayOptions{}},
+		{"ns.orders", dlq.ReplayOptions{To: queue}},
+		{"ns.orders", dlq.ReplayOptions{To: "other.orders", Namespace: "ns"}},
+	} {
+		forged(c.channel)
+		for _, move := range []bool{false, true} {
+			var res dlq.ReplayResult
+			var err error
+			if move {
+				if c.opts.To == "" {
+					continue
+				}
+				res, err = dlq.MoveWith(ctx, r, queue, dlq.Filter{}, c.opts)
+			} else {
+				res, err = dlq.Replay(ctx, r, queue, dlq.Filter{}, c.opts)
+			}
+			if !errors.Is(err, dlq.ErrDestination) || res.Sent != 0 || len(r.sent) != 0 || res.Outcomes[0].Status != dlq.StatusRefused {
+				t.Fatalf("%q %+v (move %v): %+v %v", c.channel, c.opts, move, res, err)
+			}
+		}
+		if _, err := dlq.Purge(ctx, a, queue, dlq.Filter{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := handled(t, a, "billing.payments")
+	forged("billing.payments")
+	res, err := dlq.Replay(ctx, r, queue, dlq.Filter{}, dlq.ReplayOptions{Namespace: "ns", AnyNamespace: true})
+	if err != nil || res.Sent != 1 {
+		t.Fatalf("any namespace: %+v %v", res, err)
+	}
+	receive(t, got)
+}
+
+// counting is the memory adapter that records the IDs of each removal.
+type counting struct {
+	*memory.Adapter
+	removals [][]string
+}
+
+func (c *counting) RemoveDeadLetters(ctx context.Context, q string, ids ...string) (int, error) {
+	c.removals = append(c.removals, ids)
+	return c.Adapter.RemoveDeadLetters(ctx, q, ids...)
+}
+
+func TestReplayInPages(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	got := handled(t, a, "ns.orders")
+	for i := range 250 {
+		deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), fmt.Sprint(i), nil)
+	}
+	c := &counting{Adapter: a}
+	var progress []int
+	res, err := dlq.Replay(ctx, c, queue, dlq.Filter{}, dlq.ReplayOptions{Progress: func(done, _ int) { progress = append(progress, done) }})
+	if err != nil || res.Sent != 250 || res.Removed != 250 {
+		t.Fatalf("replay: %d sent, %d removed, %v", res.Sent, res.Removed, err)
+	}
+	var sizes []int
+	for _, r := range c.removals {
+		sizes = append(sizes, len(r))
+	}
+	if fmt.Sprint(sizes) != "[100 100 50]" {
+		t.Fatalf("removals of %v dead letters", sizes)
+	}
+	if len(progress) != 250 || progress[249] != 250 {
+		t.Fatalf("progress %d calls", len(progress))
+	}
+	for i := range 250 {
+		if m := receive(t, got); string(m.Payload) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %q", i, m.Payload)
+		}
+	}
+	for _, e := range res.Entries {
+		if e.Payload != nil {
+			t.Fatal("the result holds payloads")
+		}
+	}
+}
+
+func TestReplayRate(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	for i := range 3 {
+		deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), fmt.Sprint(i), nil)
+	}
+	start := time.Now()
+	res, err := dlq.Replay(ctx, a, queue, dlq.Filter{}, dlq.ReplayOptions{Rate: 10})
+	if err != nil || res.Sent != 3 {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("3 sends at 10/s took %v", d)
+	}
+}
+
+func TestContinueOnError(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	got := handled(t, a, "ns.orders")
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", nil)
+	if err := a.Publish(ctx, queue, &broker.Outgoing{Payload: []byte("forged"),
+		Headers: map[string]string{broker.HeaderOriginalChannel: "billing.payments"}}); err != nil {
+		t.Fatal(err)
+	}
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "3", nil)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "4", nil)
+	// The third send fails: the first is sent, the forged one refused.
+	f := &failing{Adapter: a, publishOK: 1, removeOK: 100}
+	res, err := dlq.Replay(ctx, f, queue, dlq.Filter{}, dlq.ReplayOptions{Namespace: "ns", ContinueOnError: true})
+	_ = res
+	if !errors.Is(err, dlq.ErrDestination) || !errors.Is(err, errDown) {
+		t.Fatalf("replay: %v", err)
+	}
+	want := "[done refused failed failed]"
+	var st []dlq.Status
+	for _, o := range res.Outcomes {
+		st = append(st, o.Status)
+	}
+	if fmt.Sprint(st) != want || res.Sent != 1 || res.Removed != 1 {
+		t.Fatalf("outcomes %v, want %s; %d sent, %d removed", st, want, res.Sent, res.Removed)
+	}
+	receive(t, got)
+	// Once the broker is back, the rest goes; the forged one stays.
+	f.publishOK = 100
+	res, err = dlq.Replay(ctx, f, queue, dlq.Filter{}, dlq.ReplayOptions{Namespace: "ns", ContinueOnError: true})
+	if !errors.Is(err, dlq.ErrDestination) || res.Sent != 2 || res.Removed != 2 {
+		t.Fatalf("second replay: %+v %v", res, err)
+	}
+	if left, _ := dlq.List(ctx, a, queue, dlq.Filter{}); len(left) != 1 || string(left[0].Payload) != "forged" {
+		t.Fatalf("left %v", payloads(left))
+	}
+	// Without it, the forged one stops the replay before anything is sent.
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "5", nil)
+	res, err = dlq.Replay(ctx, f, queue, dlq.Filter{}, dlq.ReplayOptions{Namespace: "ns"})
+	if !errors.Is(err, dlq.ErrDestination) || res.Sent != 0 {
+		t.Fatalf("third replay: %+v %v", res, err)
+	}
+}
+
+// kafkaLike is the memory adapter under the name of an adapter that
+// targets one group with broker.HeaderGroup, recording the sends.
+type kafkaLike struct {
+	*memory.Adapter
+	mu   sync.Mutex
+	sent []map[string]string
+}
+
+func (k *kafkaLike) Name() string { return "Kafka" }
+
+func (k *kafkaLike) Publish(ctx context.Context, ch string, m *broker.Outgoing) error {
+	k.mu.Lock()
+	k.sent = append(k.sent, m.Headers)
+	k.mu.Unlock()
+	return k.Adapter.Publish(ctx, ch, m)
+}
+
+func TestReplayToOneGroup(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	deadLetter(t, a, "ns.orders", "billing", 1, errors.New("e"), "1", nil)
+	if _, err := dlq.Replay(ctx, a, queue, dlq.Filter{}, dlq.ReplayOptions{Group: "billing"}); !errors.Is(err, broker.ErrUnsupported) {
+		t.Fatalf("group on memory: %v", err)
+	}
+	if _, err := dlq.Replay(ctx, a, queue, dlq.Filter{}, dlq.ReplayOptions{DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	k := &kafkaLike{Adapter: a}
+	res, err := dlq.Replay(ctx, k, queue, dlq.Filter{}, dlq.ReplayOptions{OriginalGroup: true})
+	if err != nil || res.Sent != 1 || res.Outcomes[0].Group != "billing" || k.sent[0][broker.HeaderGroup] != "billing" {
+		t.Fatalf("original group: %+v %v %v", res, err, k.sent)
+	}
+	deadLetter(t, a, "ns.orders", "billing", 1, errors.New("e"), "2", nil)
+	if _, err := dlq.Replay(ctx, k, queue, dlq.Filter{}, dlq.ReplayOptions{Group: "audit"}); err != nil || k.sent[1][broker.HeaderGroup] != "audit" {
+		t.Fatalf("group: %v %v", err, k.sent)
+	}
+	deadLetter(t, a, "ns.orders", "billing", 1, errors.New("e"), "3", nil)
+	if _, err := dlq.Replay(ctx, k, queue, dlq.Filter{}, dlq.ReplayOptions{}); err != nil || k.sent[2][broker.HeaderGroup] != "" {
+		t.Fatalf("every group: %v %v", err, k.sent)
+	}
+}
+
+func TestReplayHeadersOfBrokersAndUndecodable(t *testing.T) {
+	e := dlq.Entry{ID: "1", Headers: map[string]string{
+		"x-death": "[...]", "x-first-death-queue": "q", "x-last-death-reason": "rejected", "x-retry-not-before": "1712345678901",
+		"x-original-$meta": "not json", "x-original-channel": "ns.orders", "x-original-group": "g", "x-original-id": "7",
+		"x-original-x-error-name": "forged", "trace": "t1",
+	}}
+	h := dlq.ReplayHeaders(queue, e, time.Now(), broker.Limits{})
+	delete(h, dlq.HeaderReplayedFrom)
+	want := map[string]string{"$meta": "not json", "trace": "t1"}
+	if fmt.Sprint(h) != fmt.Sprint(want) {
+		t.Fatalf("headers %v, want %v", h, want)
+	}
+}
+
+func TestEntryJSON(t *testing.T) {
+	for payload, want := range map[string]string{
+		`{"id":7}`:   `"payload":{"id":7}`,
+		"\xff\x00":   `"raw":"/wA="`,
+		"plain text": `"raw":"cGxhaW4gdGV4dA=="`,
+		`{"id": 7}`:  `"raw":"eyJpZCI6IDd9"`, // not compact: kept exact
+	} {
+		b, err := json.Marshal(dlq.Entry{ID: "1", Payload: []byte(payload)})
+		if err != nil || !strings.Contains(string(b), want) {
+			t.Fatalf("%q: %s %v, want %s", payload, b, err, want)
+		}
+		var back dlq.Entry
+		if err := json.Unmarshal(b, &back); err != nil || string(back.Payload) != payload || back.ID != "1" {
+			t.Fatalf("%q: back %+v %v", payload, back, err)
+		}
+		// Indented, as the command prints it.
+		b, _ = json.MarshalIndent(dlq.Entry{ID: "1", Payload: []byte(payload)}, "", "  ")
+		back = dlq.Entry{}
+		if err := json.Unmarshal(b, &back); err != nil || string(back.Payload) != payload {
+			t.Fatalf("%q: back from indented %q %v", payload, back.Payload, err)
+		}
+	}
+}
+
+func TestCopiesKeepTheKey(t *testing.T) {
+	ctx := context.Background()
+	a := connected(t)
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "1", map[string]string{broker.HeaderKey: "order-7"})
+	deadLetter(t, a, "ns.orders", "g", 1, errors.New("e"), "2", nil)
+	r := &recording{Adapter: a}
+	if _, err := dlq.Replay(ctx, r, queue, dlq.Filter{Limit: 1}, dlq.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dlq.Move(ctx, r, queue, dlq.Filter{}, "ns.PARKED"); err != nil {
+		t.Fatal(err)
+	}
+	if r.sent[0].Key != "order-7" || r.sent[1].Key != "" {
+		t.Fatalf("keys %q %q", r.sent[0].Key, r.sent[1].Key)
+	}
+	h := dlq.ReplayHeaders(queue, dlq.Entry{Headers: map[string]string{broker.HeaderKey: "k", "x-channels-unfinished": "1"}}, time.Now(), broker.Limits{})
+	if h[broker.HeaderKey] != "k" || h["x-channels-unfinished"] != "" {
+		t.Fatalf("headers %v", h)
 	}
 }

@@ -22,10 +22,20 @@
 // (the failure headers are left out), with their payload byte for byte,
 // and with an x-replayed-from trail (HeaderReplayedFrom, a bounded JSON
 // array of Trail records). A dead letter is removed only once the broker
-// accepted its copy, one at a time: a replay stopped anywhere sends one
-// message twice at worst and never loses one. Move does the same into
+// accepted its copy, a page at a time: a replay stopped anywhere sends the
+// messages of one page twice at worst and never loses one. Before anything
+// is sent, each dead letter is checked: one that could not be read whole,
+// has no destination or a refused one (its own queue, out of the
+// namespace) stops the replay, or is skipped and reported with
+// ContinueOnError. Move does the same into
 // another queue and keeps the dead letter as it is (failure headers
 // included). Purge removes dead letters.
+//
+// A replayed message is a new message of its channel: every group of the
+// channel gets it, also those that handled the original; on Kafka
+// ReplayOptions.Group and OriginalGroup send it to one group. A copy keeps
+// the message key: Kafka's record key (Entry.Key), else the portable key
+// of its x-channels-key header.
 //
 // Filters match on the headers (Filter): the original channel (a full
 // name), the time, a substring of the error, IDs, and a limit.

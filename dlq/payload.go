@@ -94,3 +94,57 @@ func jsonable(v any) any {
 		return v
 	}
 }
+
+// entryJSON is the JSON form of an Entry: the payload as JSON in
+// "payload" when it is compact JSON, else its bytes in base64 in "raw"
+// (the form of the command's tail --json).
+type entryJSON struct {
+	plainEntry
+	Payload json.RawMessage `json:"payload,omitempty"`
+	Raw     []byte          `json:"raw,omitempty"`
+}
+
+type plainEntry Entry
+
+// MarshalJSON writes the entry with its payload as JSON in "payload" when
+// it is compact JSON (as serializers write it), else as base64 in "raw":
+// UnmarshalJSON gets the payload back byte for byte, whatever the
+// indentation of the document.
+func (e Entry) MarshalJSON() ([]byte, error) {
+	out := entryJSON{plainEntry: plainEntry(e)}
+	out.plainEntry.Payload = nil
+	if isCompactJSON(e.Payload) {
+		out.Payload = e.Payload
+	} else {
+		out.Raw = e.Payload
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes (a JSON payload compacted
+// back).
+func (e *Entry) UnmarshalJSON(b []byte) error {
+	var in entryJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*e = Entry(in.plainEntry)
+	e.Payload = in.Raw
+	if len(in.Payload) > 0 {
+		var c bytes.Buffer
+		if err := json.Compact(&c, in.Payload); err != nil {
+			return err
+		}
+		e.Payload = c.Bytes()
+	}
+	return nil
+}
+
+// isCompactJSON tells a payload that is JSON with no insignificant space.
+func isCompactJSON(p []byte) bool {
+	if len(p) == 0 || !json.Valid(p) {
+		return false
+	}
+	var c bytes.Buffer
+	return json.Compact(&c, p) == nil && bytes.Equal(c.Bytes(), p)
+}

@@ -247,7 +247,7 @@ func boundedHeaders(hs []kafkago.Header) map[string]string {
 
 func (r *toolRecord) stored(topic string) *broker.StoredMessage {
 	return &broker.StoredMessage{ID: storedID(r.partition, r.offset), Channel: topic, Payload: r.value,
-		Headers: boundedHeaders(r.headers), Time: r.time}
+		Headers: boundedHeaders(r.headers), Key: r.key, Time: r.time}
 }
 
 // removedSet reads the removal markers of queue: the time (Unix

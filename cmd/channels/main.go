@@ -31,10 +31,14 @@
 // Exit codes:
 //
 //	0  success
-//	1  the operation failed (broker unreachable, a send refused, ...)
-//	2  usage error (unknown command or flag, bad argument, purge without --yes)
+//	1  the operation failed (broker unreachable, a send refused, whatever
+//	   the broker's reason, an option the broker refused while it ran, ...)
+//	2  usage error (unknown command or flag, bad argument, purge without
+//	   --yes, an adapter URL the adapter refuses)
 //	3  the adapter does not support the operation (broker.ErrUnsupported)
-//	4  not found (broker.ErrNotFound: no such dead letter or message)
+//	4  not found: no such dead letter (show) or message (rm-message), or
+//	   IDs given to replay, move or purge that are not in the queue (the
+//	   others are handled)
 package main
 
 import (

@@ -36,10 +36,15 @@ const (
 	exitNotFound    = 4
 )
 
-// usageError is a mistake on the command line.
-type usageError struct{ msg string }
+// usageError is a mistake on the command line (err, when set, is the
+// error it comes from).
+type usageError struct {
+	msg string
+	err error
+}
 
 func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
@@ -48,16 +53,23 @@ func usagef(format string, args ...any) error {
 // exitCode maps an error to the exit code of the command.
 func exitCode(err error) int {
 	var ue *usageError
+	var se *dlq.SendError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ue), errors.Is(err, broker.ErrUnknownAdapter), errors.Is(err, broker.ErrInvalidOption):
+	case errors.As(err, &ue):
 		return exitUsage
 	case errors.Is(err, broker.ErrUnsupported):
 		return exitUnsupported
+	case errors.As(err, &se):
+		// A refused send, whatever the adapter's reason: its ErrNotFound
+		// (no queue keeps the copy) is not a dead letter not found.
+		return exitFailed
 	case errors.Is(err, broker.ErrNotFound):
 		return exitNotFound
 	}
+	// An ErrInvalidOption at this point came from the broker while the
+	// command ran (the command line was read and the adapter connected).
 	return exitFailed
 }
 
@@ -93,16 +105,28 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		var raw []string
 		for i, a := range args {
 			// The adapter URL may be given as --adapter=URL or --adapter URL.
-			if v, ok := strings.CutPrefix(a, "--adapter="); ok {
+			if v, ok := cutAnyPrefix(a, "--adapter=", "-adapter=", "-a=", "--a="); ok {
 				raw = append(raw, v)
-			} else if (a == "--adapter" || a == "-a") && i+1 < len(args) {
+			} else if (a == "--adapter" || a == "-adapter" || a == "-a" || a == "--a") && i+1 < len(args) {
 				raw = append(raw, args[i+1])
 			}
 		}
 		msg := strings.TrimPrefix(err.Error(), "channels: ")
-		fmt.Fprintf(stderr, "channels: %s: %s\n", errorKind(code), broker.Redact(msg, append(raw, envAdapter())...))
+		// Error text carries what the broker and the dead letters said:
+		// untrusted, escaped like any other output.
+		fmt.Fprintf(stderr, "channels: %s: %s\n", errorKind(code), clean(broker.Redact(msg, append(raw, envAdapter())...), 0))
 	}
 	return code
+}
+
+// cutAnyPrefix is strings.CutPrefix with the first of prefixes s has.
+func cutAnyPrefix(s string, prefixes ...string) (string, bool) {
+	for _, p := range prefixes {
+		if v, ok := strings.CutPrefix(s, p); ok {
+			return v, true
+		}
+	}
+	return s, false
 }
 
 // globals are the global flags, read once per run.
@@ -120,9 +144,15 @@ func globalsOf(c *cli.Context) globals {
 		json: c.Bool("json"), timeout: c.Duration("timeout"), serializer: c.String("serializer")}
 }
 
-// name is the full name of a channel given on the command line.
+// name is the full name of a channel given on the command line: the
+// namespace is added, unless n already starts with it (a full name pasted
+// from the output of ls or dlq ls).
 func (g globals) name(what, n string) (string, error) {
-	full, err := channels.QualifiedName(g.namespace, n)
+	ns := g.namespace
+	if ns != "" && strings.HasPrefix(n, ns+".") {
+		ns = ""
+	}
+	full, err := channels.QualifiedName(ns, n)
 	if err != nil {
 		return "", usagef("%s: %v", what, err)
 	}
@@ -139,8 +169,9 @@ func (g globals) dlqName() (string, error) {
 }
 
 // withAdapter connects to the broker, runs fn and closes the adapter. The
-// whole of it is bounded by --timeout unless follow is set (tail), where
-// only the connection is.
+// whole of it is bounded by --timeout unless follow is set (tail, and the
+// operations that take as long as the queue is big: replay, move, purge),
+// where only the connection is.
 func withAdapter(c *cli.Context, follow bool, fn func(ctx context.Context, a broker.Adapter) error) error {
 	g := globalsOf(c)
 	if g.adapter == "" {
@@ -152,7 +183,8 @@ func withAdapter(c *cli.Context, follow bool, fn func(ctx context.Context, a bro
 	}
 	a, err := broker.Resolve(g.adapter)
 	if err != nil {
-		return err
+		// An unknown scheme or a bad option of the URL: the command line.
+		return &usageError{msg: err.Error(), err: err}
 	}
 	ctx := c.Context
 	if g.timeout > 0 && !follow {
@@ -167,7 +199,12 @@ func withAdapter(c *cli.Context, follow bool, fn func(ctx context.Context, a bro
 		defer cancel()
 	}
 	if err := a.Connect(cctx, broker.Env{NodeID: "channels-cli", Serializer: ser}); err != nil {
-		return fmt.Errorf("connect to %s: %w", a.Name(), err)
+		err = fmt.Errorf("connect to %s: %w", a.Name(), err)
+		if errors.Is(err, broker.ErrInvalidOption) {
+			// The adapter refused its configuration: the URL's options.
+			return &usageError{msg: err.Error(), err: err}
+		}
+		return err
 	}
 	defer func() {
 		closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -200,7 +237,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 Example:
    CHANNELS_ADAPTER=redis://localhost:6379 channels dlq ls --since 1h`,
 		Description: `Exit codes: 0 ok, 1 operation error, 2 usage error, 3 unsupported by this adapter, 4 not found.
-Channel names (CHANNEL, --channel, --to, --queue) are given without the namespace: the command adds --namespace.`,
+Channel names (CHANNEL, --channel, --to, --queue) are given without the namespace: the command adds --namespace (CHANNEL, --channel and --to may also be given full, starting with the namespace and a dot, as ls and dlq ls print them).`,
 		Writer:         stdout,
 		ErrWriter:      stderr,
 		OnUsageError:   onUsageError,
@@ -214,7 +251,7 @@ Channel names (CHANNEL, --channel, --to, --queue) are given without the namespac
 				Usage: "dead-letter queue, without the namespace"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of tables"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second,
-				Usage: "bound of each command (tail: of the connection only); 0 for none"},
+				Usage: "bound of each command (tail, dlq replay, move and purge: of the connection only); 0 for none"},
 			&cli.StringFlag{Name: "serializer", Value: "JSON", EnvVars: []string{"CHANNELS_SERIALIZER"},
 				Usage: "the plugin's serializer (JSON or MsgPack), for adapters that encode headers with it (Redis)"},
 		},

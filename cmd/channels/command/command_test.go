@@ -30,6 +30,70 @@ func init() {
 	})
 }
 
+// faulty is the memory adapter of a named bus, reachable as
+// "faultytest://name?faults", with the faults of a real broker:
+// "unreadable" lists the dead letters whose payload is "undecodable" as
+// an adapter that could not decode their headers; "keep" removes nothing
+// (and says so); "keyed" lists each with a key (Kafka's record key);
+// "untimed" lists those whose payload is "untimed" with no time; "twice"
+// lists every dead letter twice; "invalid" refuses
+// every send with broker.ErrInvalidOption; "unroutable" refuses every send
+// as unroutable (broker.ErrNotFound).
+type faulty struct {
+	*memory.Adapter
+	faults url.Values
+}
+
+func (f faulty) BrowseDeadLetters(ctx context.Context, q string, fn func(*broker.StoredMessage) bool) error {
+	return f.Adapter.BrowseDeadLetters(ctx, q, func(m *broker.StoredMessage) bool {
+		if f.faults.Has("unreadable") && string(m.Payload) == "undecodable" {
+			m.Headers, m.DecodeError = nil, "msgpack: invalid code"
+		}
+		if f.faults.Has("untimed") && string(m.Payload) == "untimed" {
+			m.Time = time.Time{}
+			delete(m.Headers, "x-error-timestamp")
+		}
+		if f.faults.Has("keyed") {
+			m.Key = []byte("key-" + string(m.Payload))
+		}
+		if f.faults.Has("twice") && !fn(m) {
+			return false
+		}
+		return fn(m)
+	})
+}
+
+func (f faulty) Publish(ctx context.Context, ch string, m *broker.Outgoing) error {
+	switch {
+	case f.faults.Has("invalid"):
+		return fmt.Errorf("%w: the broker refused an option", broker.ErrInvalidOption)
+	case f.faults.Has("escape"):
+		return fmt.Errorf("%w: refused \x1b]0;owned\x07\x1b[2J %s", broker.ErrPublish, ch)
+	case f.faults.Has("unroutable"):
+		return fmt.Errorf("%w: %w: no queue is bound to %q", broker.ErrPublish, broker.ErrNotFound, ch)
+	}
+	return f.Adapter.Publish(ctx, ch, m)
+}
+
+func (f faulty) RemoveDeadLetters(ctx context.Context, q string, ids ...string) (int, error) {
+	if f.faults.Has("keep") {
+		return 0, nil
+	}
+	return f.Adapter.RemoveDeadLetters(ctx, q, ids...)
+}
+
+func init() {
+	broker.Register("FaultyTest", []string{"faultytest"}, func(u *url.URL) (broker.Adapter, error) {
+		return faulty{memory.New(memory.WithBus(memory.NamedBus(u.Host))), u.Query()}, nil
+	})
+}
+
+// runFaulty runs the command on the test's bus through a faulty adapter.
+func (e *env) runFaulty(faults string, args ...string) (code int, stdout, stderr string) {
+	u := "faultytest://" + strings.TrimPrefix(e.url, "memory://") + "?" + faults
+	return runArgs(append([]string{"--adapter", u}, args...)...)
+}
+
 var busSeq atomic.Int64
 
 // env is one test's broker: a named memory bus the command reaches with
@@ -347,6 +411,14 @@ func TestCredentialsNeverPrinted(t *testing.T) {
 	if code != exitFailed || strings.Contains(out+errs, secret) {
 		t.Fatalf("exit %d, output %q %q", code, out, errs)
 	}
+	for _, form := range []string{"-a=", "--adapter=", "-adapter="} {
+		// The password again where no URL-shaped redaction finds it: only
+		// the secrets taken from the command line hide it.
+		code, out, errs := runArgs(form+"redis://user:"+secret+"@127.0.0.1:1/0?db="+secret, "ls")
+		if code != exitUsage || strings.Contains(out+errs, secret) {
+			t.Fatalf("%s: exit %d, output %q %q", form, code, out, errs)
+		}
+	}
 	t.Setenv("CHANNELS_ADAPTER", "amqp://guest:"+secret+"@127.0.0.1:1/")
 	code, out, errs = runArgs("--timeout", "2s", "ls")
 	if code != exitFailed || strings.Contains(out+errs, secret) {
@@ -386,4 +458,253 @@ func TestHelpHasExamples(t *testing.T) {
 		}
 	}
 	walk(nil, app.Commands)
+}
+
+func TestUnreadableRefusedUnlessForced(t *testing.T) {
+	e := newEnv(t)
+	q := "FAILED_MESSAGES"
+	got := e.consume("retry")
+	id := e.deadLetter(q, "orders", errors.New("timeout"), "undecodable")
+	run := func(args ...string) (int, string, string) { return e.runFaulty("unreadable", args...) }
+	if code, out, errs := run("dlq", "ls"); code != 0 || !strings.Contains(out, "(unreadable)") || !strings.Contains(out, "msgpack: invalid code") {
+		t.Fatalf("ls: %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := run("dlq", "show", id); code != 0 || !strings.Contains(out, "unreadable:") {
+		t.Fatalf("show: %d\n%s%s", code, out, errs)
+	}
+	code, out, errs := run("--json", "dlq", "replay", "--to", "retry")
+	var r struct {
+		Sent    int
+		Entries []struct{ DecodeError, Status, Error string }
+	}
+	if code != exitFailed || json.Unmarshal([]byte(out), &r) != nil || r.Sent != 0 || len(r.Entries) != 1 ||
+		r.Entries[0].Status != "refused" || r.Entries[0].DecodeError == "" || !strings.Contains(errs, "--force") && !strings.Contains(errs, "Force") {
+		t.Fatalf("replay: %d\n%s%s", code, out, errs)
+	}
+	if e.left(q) != 1 {
+		t.Fatal("an unreadable dead letter was removed")
+	}
+	if out := func() string {
+		code, out, errs := run("dlq", "replay", "--force", "--to", "retry")
+		if code != 0 {
+			t.Fatalf("forced: %d %s%s", code, out, errs)
+		}
+		return out
+	}(); !strings.Contains(out, "replayed 1 of 1") {
+		t.Fatalf("forced:\n%s", out)
+	}
+	select {
+	case m := <-got:
+		if string(m.Payload) != "undecodable" {
+			t.Fatalf("forced: %q", m.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing replayed")
+	}
+}
+
+func TestSentButNotRemoved(t *testing.T) {
+	e := newEnv(t)
+	e.consume("orders")
+	e.deadLetter("FAILED_MESSAGES", "orders", errors.New("timeout"), "1")
+	code, out, errs := e.runFaulty("keep", "--json", "dlq", "replay")
+	var r struct {
+		Sent, Removed int
+		Entries       []struct{ Status, Error string }
+	}
+	if code != exitFailed || json.Unmarshal([]byte(out), &r) != nil || r.Sent != 1 || r.Removed != 0 ||
+		len(r.Entries) != 1 || r.Entries[0].Status != "kept" || !strings.Contains(errs, "not removed") {
+		t.Fatalf("replay: %d\n%s%s", code, out, errs)
+	}
+}
+
+func TestExitCodesOfOperations(t *testing.T) {
+	e := newEnv(t)
+	q := "FAILED_MESSAGES"
+	e.consume("orders")
+	id := e.deadLetter(q, "orders", errors.New("timeout"), "1")
+	for _, c := range []struct {
+		faults string
+		args   []string
+		code   int
+		err    string
+	}{
+		{"", []string{"dlq", "replay", "nosuch"}, exitNotFound, `"nosuch"`},
+		{"", []string{"dlq", "replay", "--dry-run", "nosuch"}, exitNotFound, `"nosuch"`},
+		{"", []string{"dlq", "move", "--to", "PARKED", "nosuch"}, exitNotFound, `"nosuch"`},
+		{"", []string{"dlq", "purge", "--yes", "nosuch"}, exitNotFound, `"nosuch"`},
+		{"invalid", []string{"dlq", "replay", id}, exitFailed, "refused an option"},
+		{"unroutable", []string{"dlq", "replay", id}, exitFailed, "no queue is bound"},
+		{"unroutable", []string{"dlq", "move", "--to", "PARKED", id}, exitFailed, "no queue is bound"},
+	} {
+		code, out, errs := e.runFaulty(c.faults, c.args...)
+		if code != c.code || !strings.Contains(errs, c.err) {
+			t.Errorf("%s %v: exit %d, stderr %q; want %d and %q\n%s", c.faults, c.args, code, errs, c.code, c.err, out)
+		}
+		if e.left(q) != 1 {
+			t.Fatalf("%s %v: the dead letter is gone", c.faults, c.args)
+		}
+	}
+	// The IDs found are handled, the exit code tells of the others.
+	if code, out, errs := e.run("dlq", "purge", "--yes", id, "nosuch"); code != exitNotFound || !strings.Contains(out, "removed 1") || e.left(q) != 0 {
+		t.Fatalf("purge of one found, one not: %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs := runArgs("--adapter", "redis://127.0.0.1:1/0?nosuchoption=1", "ls"); code != exitUsage {
+		t.Errorf("bad URL option: %d %s", code, errs)
+	}
+}
+
+func TestDestinations(t *testing.T) {
+	e := newEnv(t)
+	q := "ns.FAILED_MESSAGES"
+	retry := e.consume("ns.retry")
+	e.deadLetter(q, "ns.orders", errors.New("timeout"), "1")
+	// A full name, as dlq ls prints it, is not prefixed again.
+	e.mustRun("--namespace", "ns", "dlq", "replay", "--to", "ns.retry")
+	select {
+	case <-retry:
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing replayed to ns.retry")
+	}
+	// A dead letter naming a channel of another namespace is refused.
+	other := e.consume("billing.payments")
+	_ = e.a.Publish(context.Background(), q, &broker.Outgoing{Payload: []byte("forged"),
+		Headers: map[string]string{"x-original-channel": "billing.payments", "x-error-message": "e"}})
+	if code, out, errs := e.run("--namespace", "ns", "dlq", "replay"); code != exitFailed || !strings.Contains(errs, "out of namespace") || e.left(q) != 1 {
+		t.Fatalf("forged: %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := e.run("--namespace", "ns", "dlq", "move", "--to", "FAILED_MESSAGES"); code != exitFailed || !strings.Contains(errs, "own queue") || e.left(q) != 1 {
+		t.Fatalf("move to itself: %d\n%s%s", code, out, errs)
+	}
+	e.mustRun("--namespace", "ns", "dlq", "replay", "--any-namespace")
+	select {
+	case m := <-other:
+		if string(m.Payload) != "forged" {
+			t.Fatalf("%q", m.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing replayed with --any-namespace")
+	}
+}
+
+func TestErrorTextEscaped(t *testing.T) {
+	e := newEnv(t)
+	q := "FAILED_MESSAGES"
+	e.consume("orders")
+	e.deadLetter(q, "orders", errors.New("timeout"), "1")
+	code, _, errs := e.runFaulty("escape", "dlq", "replay")
+	if code != exitFailed || strings.ContainsAny(errs, "\x1b\x07") || !strings.Contains(errs, `\x1b[2J`) {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestShowKey(t *testing.T) {
+	e := newEnv(t)
+	id := e.deadLetter("FAILED_MESSAGES", "orders", errors.New("timeout"), "1")
+	if code, out, errs := e.runFaulty("keyed", "dlq", "show", id); code != 0 || !strings.Contains(out, "key:") || !strings.Contains(out, "key-1") {
+		t.Fatalf("show: %d\n%s%s", code, out, errs)
+	}
+}
+
+func TestLongReplay(t *testing.T) {
+	e := newEnv(t)
+	q := "ns.FAILED_MESSAGES"
+	e.consume("ns.orders")
+	for i := range 3 {
+		e.deadLetter(q, "ns.orders", errors.New("timeout"), fmt.Sprint(i))
+	}
+	// --timeout bounds the connection, not a replay that takes longer.
+	start := time.Now()
+	out := e.mustRun("--namespace", "ns", "--timeout", "100ms", "dlq", "replay", "--rate", "10")
+	if !strings.Contains(out, "replayed 3 of 3") || time.Since(start) < 150*time.Millisecond || e.left(q) != 0 {
+		t.Fatalf("replay at 10/s in %v:\n%s", time.Since(start), out)
+	}
+	if code, _, errs := e.run("dlq", "replay", "--rate", "-1"); code != exitUsage {
+		t.Fatalf("--rate -1: %d %s", code, errs)
+	}
+	// --continue-on-error: the good ones go, the others are reported.
+	_ = e.a.Publish(context.Background(), q, &broker.Outgoing{Payload: []byte("forged"),
+		Headers: map[string]string{"x-original-channel": "billing.payments", "x-error-message": "e"}})
+	e.deadLetter(q, "ns.orders", errors.New("timeout"), "good")
+	if code, _, errs := e.run("--namespace", "ns", "dlq", "replay"); code != exitFailed || e.left(q) != 2 {
+		t.Fatalf("without --continue-on-error: %d %s", code, errs)
+	}
+	code, out, errs := e.run("--namespace", "ns", "--json", "dlq", "replay", "--continue-on-error")
+	if code != exitFailed || !strings.Contains(errs, "out of namespace") || !strings.Contains(out, `"status": "refused"`) ||
+		!strings.Contains(out, `"status": "done"`) || e.left(q) != 1 {
+		t.Fatalf("--continue-on-error: %d\n%s%s", code, out, errs)
+	}
+}
+
+func TestReplayGroupFlags(t *testing.T) {
+	e := newEnv(t)
+	e.deadLetter("FAILED_MESSAGES", "orders", errors.New("timeout"), "1")
+	if code, _, errs := e.run("dlq", "replay", "--group", "billing"); code != exitUnsupported || !strings.Contains(errs, "every group") || e.left("FAILED_MESSAGES") != 1 {
+		t.Fatalf("--group on memory: %d %s", code, errs)
+	}
+	if code, _, errs := e.run("dlq", "replay", "--group", "a", "--original-group"); code != exitUsage {
+		t.Fatalf("both: %d %s", code, errs)
+	}
+}
+
+func TestLsLimitNoteAndPurgeDryRun(t *testing.T) {
+	e := newEnv(t)
+	q := "FAILED_MESSAGES"
+	id := e.deadLetter(q, "orders", errors.New("a"), "1")
+	e.deadLetter(q, "orders", errors.New("b"), "2")
+	code, out, errs := e.run("--json", "dlq", "ls", "--limit", "1")
+	var es []dlq.Entry
+	if code != 0 || json.Unmarshal([]byte(out), &es) != nil || len(es) != 1 || !strings.Contains(errs, "--limit 0 for all") {
+		t.Fatalf("--json ls --limit 1: %d\n%s%s", code, out, errs)
+	}
+	out = e.mustRun("dlq", "purge", "--dry-run", "--error-contains", "a")
+	if !strings.Contains(out, id) || !strings.Contains(out, "dry run: 1 dead letters") || e.left(q) != 2 {
+		t.Fatalf("purge --dry-run:\n%s", out)
+	}
+	if code, _, errs := e.run("dlq", "purge", "--dry-run", "nosuch"); code != exitNotFound || e.left(q) != 2 {
+		t.Fatalf("purge --dry-run of a missing ID: %d %s", code, errs)
+	}
+}
+
+func TestSince(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"7d": now.AddDate(0, 0, -7), "0d": now, "36h": now.Add(-36 * time.Hour),
+		"2026-03-01T00:00:00Z": time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC),
+		"2026-03-01":           time.Date(2026, 3, 1, 0, 0, 0, 0, time.Local),
+	} {
+		if got, err := parseSince(in, now); err != nil || !got.Equal(want) {
+			t.Errorf("%s: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1d", "d", "7days", "1.5d"} {
+		if _, err := parseSince(in, now); err == nil {
+			t.Errorf("%s accepted", in)
+		}
+	}
+	e := newEnv(t)
+	e.deadLetter("FAILED_MESSAGES", "orders", errors.New("a"), "untimed")
+	e.deadLetter("FAILED_MESSAGES", "orders", errors.New("a"), "timed")
+	code, out, errs := e.runFaulty("untimed", "dlq", "ls", "--since", "1d")
+	if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(errs, "1 dead letters with no time left out by --since") {
+		t.Fatalf("ls --since: %d\n%s%s", code, out, errs)
+	}
+}
+
+func TestJSONPayloadsAsTail(t *testing.T) {
+	e := newEnv(t)
+	e.deadLetter("FAILED_MESSAGES", "orders", errors.New("a"), `{"n":1}`)
+	out := e.mustRun("--json", "dlq", "ls")
+	var es []map[string]any
+	if err := json.Unmarshal([]byte(out), &es); err != nil || len(es) != 1 {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if p, ok := es[0]["payload"].(map[string]any); !ok || p["n"] != 1.0 {
+		t.Fatalf("payload %#v", es[0]["payload"])
+	}
+	out = e.mustRun("--json", "dlq", "replay", "--dry-run")
+	var r struct{ Entries []map[string]any }
+	if err := json.Unmarshal([]byte(out), &r); err != nil || len(r.Entries) != 1 || r.Entries[0]["status"] != "pending" || r.Entries[0]["to"] != "orders" {
+		t.Fatalf("%v\n%s", err, out)
+	}
 }

@@ -25,7 +25,7 @@ var lookupEnv = os.Getenv
 func filterFlags(defaultLimit int) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "channel", Aliases: []string{"c"}, Usage: "original channel (without the namespace)"},
-		&cli.StringFlag{Name: "since", Usage: "dead-lettered at or after: RFC 3339 time, date (2006-01-02) or age (2h, 30m)"},
+		&cli.StringFlag{Name: "since", Usage: "dead-lettered at or after: RFC 3339 time, date (2006-01-02, midnight local time) or age (2h, 30m, 7d); dead letters with no time never match"},
 		&cli.StringFlag{Name: "error-contains", Aliases: []string{"e"}, Usage: "error message or name contains (case-insensitive)"},
 		&cli.IntFlag{Name: "limit", Value: defaultLimit, Usage: "at most this many dead letters (0: all)"},
 	}
@@ -58,10 +58,16 @@ func filterOf(c *cli.Context) (dlq.Filter, error) {
 	return f, nil
 }
 
-// parseSince reads an RFC 3339 time, a date or an age.
+// parseSince reads an RFC 3339 time, a date (midnight, local time) or an
+// age (a Go duration, or whole days: 7d).
 func parseSince(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 		return now.Add(-d), nil
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 && days <= 100000 {
+			return now.AddDate(0, 0, -days), nil
+		}
 	}
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
@@ -69,7 +75,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	if t, err := time.ParseInLocation("2006-01-02", s, time.Local); err == nil {
 		return t, nil
 	}
-	return time.Time{}, usagef("--since %q: want an RFC 3339 time (2006-01-02T15:04:05Z), a date (2006-01-02) or an age (2h)", s)
+	return time.Time{}, usagef("--since %q: want an RFC 3339 time (2006-01-02T15:04:05Z), a date (2006-01-02, local time) or an age (2h, 7d)", s)
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -183,6 +189,11 @@ Example:
 				if err != nil {
 					return err
 				}
+				warnUntimed(ctx, c, a, q, f)
+				if f.Limit > 0 && len(es) == f.Limit {
+					// On standard error, with --json too: the list may be cut.
+					defer fmt.Fprintf(c.App.ErrWriter, "showing the first %d; --limit 0 for all\n", f.Limit)
+				}
 				if g.json {
 					if es == nil {
 						es = []dlq.Entry{}
@@ -192,17 +203,16 @@ Example:
 				t := table(c.App.Writer)
 				fmt.Fprintln(t, "ID\tCHANNEL\tGROUP\tERROR\tMESSAGE\tATTEMPTS\tTIME")
 				for _, e := range es {
+					name, msg := e.ErrorName, e.ErrorMessage
+					if e.DecodeError != "" {
+						// The failure is unknown: say why instead.
+						name, msg = "(unreadable)", e.DecodeError
+					}
 					fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(e.ID, 0), orDash(clean(e.OriginalChannel, 0)),
-						orDash(clean(e.OriginalGroup, 0)), orDash(clean(e.ErrorName, 40)), orDash(clean(e.ErrorMessage, 60)),
+						orDash(clean(e.OriginalGroup, 0)), orDash(clean(name, 40)), orDash(clean(msg, 60)),
 						attemptsText(e.Attempts), timeText(e.Time))
 				}
-				if err := t.Flush(); err != nil {
-					return err
-				}
-				if f.Limit > 0 && len(es) == f.Limit {
-					fmt.Fprintf(c.App.ErrWriter, "showing the first %d; --limit 0 for all\n", f.Limit)
-				}
-				return nil
+				return t.Flush()
 			})
 		},
 	}
@@ -251,6 +261,12 @@ Example:
 				fmt.Fprintf(t, "error:\t%s\n", orDash(clean(strings.TrimPrefix(e.ErrorName+": "+e.ErrorMessage, ": "), 0)))
 				fmt.Fprintf(t, "attempts:\t%s\n", attemptsText(e.Attempts))
 				fmt.Fprintf(t, "time:\t%s\n", timeText(e.Time))
+				if e.Key != nil {
+					fmt.Fprintf(t, "key:\t%s\n", clean(string(e.Key), 4096))
+				}
+				if e.DecodeError != "" {
+					fmt.Fprintf(t, "unreadable:\t%s (replay and move refuse it without --force)\n", clean(e.DecodeError, 0))
+				}
 				if err := t.Flush(); err != nil {
 					return err
 				}
@@ -272,6 +288,14 @@ Example:
 				return nil
 			})
 		},
+	}
+}
+
+// warnUntimed says on standard error how many dead letters --since left
+// out because their time is unknown.
+func warnUntimed(ctx context.Context, c *cli.Context, a broker.Adapter, q string, f dlq.Filter) {
+	if n, err := dlq.Untimed(ctx, a, q, f); err == nil && n > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "%d dead letters with no time left out by --since\n", n)
 	}
 }
 
@@ -308,11 +332,13 @@ Examples:
    channels dlq replay --channel order.created --error-contains timeout --dry-run
    channels dlq replay 1712345678901-0 1712345678902-0
    channels dlq replay --to order.created.retry --since 1h`,
-		Description: `Sends each matching dead letter (the IDs given, and/or the filters) to its original channel, or to --to, as a new message on its first attempt: payload unchanged, the x-error-*, x-original-* and x-redelivered-count headers left out, an x-replayed-from trail added. A dead letter is removed only after the broker accepted its copy: an interrupted replay never loses a message, and at worst sends one twice.`,
-		Flags: append(filterFlags(0),
+		Description: `Sends each matching dead letter (the IDs given, and/or the filters) to its original channel, or to --to, as a new message on its first attempt: payload unchanged, the x-error-*, x-original-* and x-redelivered-count headers left out, an x-replayed-from trail added. A dead letter is removed only after the broker accepted its copy (they are sent, then removed, 100 at a time): an interrupted replay never loses a message, and at worst sends those 100 twice. A replayed message is a new message of its channel: every group of the channel gets it, also the groups that handled it the first time; on Kafka --group or --original-group sends it to one group only (other adapters refuse them, exit code 3). Before anything is sent, dead letters that could not be read whole (--force), name no channel, or one out of --namespace (--any-namespace) or the queue itself stop the replay (--continue-on-error: skipped and reported).`,
+		Flags: append(append(filterFlags(0),
 			&cli.StringFlag{Name: "to", Usage: "send every message to this channel (without the namespace) instead of its original one"},
+			&cli.StringFlag{Name: "group", Usage: "send every message to this group of its channel only (Kafka); default: every group of the channel"},
+			&cli.BoolFlag{Name: "original-group", Usage: "send each message to its x-original-group only (Kafka); default: every group of the channel"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be sent; send and remove nothing"},
-		),
+		), resendFlags()...),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			return resendAction(c, false)
@@ -329,10 +355,10 @@ func dlqMoveCommand() *cli.Command {
 Example:
    channels dlq move --channel order.created --to PARKED_ORDERS`,
 		Description: `Sends each matching dead letter to --to with all its headers (it stays a dead letter there: "channels --queue PARKED_ORDERS dlq ls" lists it) and removes it, with the crash safety of replay.`,
-		Flags: append(filterFlags(0),
+		Flags: append(append(filterFlags(0),
 			&cli.StringFlag{Name: "to", Usage: "destination queue or channel (without the namespace); required"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be moved; send and remove nothing"},
-		),
+		), resendFlags()...),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			return resendAction(c, true)
@@ -340,15 +366,58 @@ Example:
 	}
 }
 
+// resendFlags are the flags of replay and move after --to and --dry-run.
+func resendFlags() []cli.Flag {
+	return []cli.Flag{
+		forceFlag(),
+		anyNamespaceFlag(),
+		&cli.BoolFlag{Name: "continue-on-error", Usage: "go on past a dead letter that is refused, fails to send or is not removed; each one not done is reported (exit code 1)"},
+		&cli.Float64Flag{Name: "rate", Usage: "at most this many messages sent per second (0: no bound)"},
+	}
+}
+
+func anyNamespaceFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "any-namespace", Usage: "allow destinations out of --namespace (x-original-channel is taken as written in the dead letter)"}
+}
+
+func forceFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "force", Usage: "also resend dead letters that could not be read whole (sent as read: headers or payload may be missing)"}
+}
+
 // replayReport is the JSON output of replay and move.
 type replayReport struct {
-	Queue   string      `json:"queue"`
-	DryRun  bool        `json:"dryRun"`
-	Matched int         `json:"matched"`
-	Sent    int         `json:"sent"`
-	Removed int         `json:"removed"`
-	Entries []dlq.Entry `json:"entries"`
-	Error   string      `json:"error,omitempty"`
+	Queue   string        `json:"queue"`
+	DryRun  bool          `json:"dryRun"`
+	Matched int           `json:"matched"`
+	Sent    int           `json:"sent"`
+	Removed int           `json:"removed"`
+	Entries []reportEntry `json:"entries"`
+	Error   string        `json:"error,omitempty"`
+}
+
+// reportEntry is one dead letter of a replayReport with what became of it
+// (to, group, status, error: dlq.Outcome), in one JSON object.
+type reportEntry struct {
+	dlq.Entry
+	dlq.Outcome
+}
+
+func (r reportEntry) MarshalJSON() ([]byte, error) {
+	var m map[string]json.RawMessage
+	b, err := json.Marshal(r.Entry)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	if b, err = json.Marshal(r.Outcome); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return json.Marshal(m)
 }
 
 func resendAction(c *cli.Context, move bool) error {
@@ -365,7 +434,18 @@ func resendAction(c *cli.Context, move bool) error {
 	if move {
 		verb = "moved"
 	}
-	opts := dlq.ReplayOptions{DryRun: c.Bool("dry-run"), Progress: progress(c.App.ErrWriter, verb)}
+	opts := dlq.ReplayOptions{DryRun: c.Bool("dry-run"), Force: c.Bool("force"), Progress: progress(c.App.ErrWriter, verb),
+		Namespace: g.namespace, AnyNamespace: c.Bool("any-namespace"),
+		ContinueOnError: c.Bool("continue-on-error"), Rate: c.Float64("rate")}
+	if !move {
+		opts.Group, opts.OriginalGroup = c.String("group"), c.Bool("original-group")
+		if opts.Group != "" && opts.OriginalGroup {
+			return usagef("--group and --original-group: give one")
+		}
+	}
+	if opts.Rate < 0 {
+		return usagef("--rate %g: must be 0 or more", opts.Rate)
+	}
 	if to := c.String("to"); to != "" {
 		if opts.To, err = g.name("--to", to); err != nil {
 			return err
@@ -373,7 +453,8 @@ func resendAction(c *cli.Context, move bool) error {
 	} else if move {
 		return usagef("dlq move needs --to")
 	}
-	return withAdapter(c, false, func(ctx context.Context, a broker.Adapter) error {
+	return withAdapter(c, true, func(ctx context.Context, a broker.Adapter) error {
+		warnUntimed(ctx, c, a, q, f)
 		var res dlq.ReplayResult
 		var err error
 		if move {
@@ -381,25 +462,14 @@ func resendAction(c *cli.Context, move bool) error {
 		} else {
 			res, err = dlq.Replay(ctx, a, q, f, opts)
 		}
-		if len(f.IDs) > 0 && err == nil && len(res.Entries) < len(f.IDs) {
-			defer func() {
-				found := map[string]bool{}
-				for _, e := range res.Entries {
-					found[e.ID] = true
-				}
-				var missing []string
-				for _, id := range f.IDs {
-					if !found[id] {
-						missing = append(missing, clean(id, 0))
-					}
-				}
-				fmt.Fprintf(c.App.ErrWriter, "not in %s: %s\n", q, strings.Join(missing, ", "))
-			}()
-		}
 		if g.json {
-			r := replayReport{Queue: q, DryRun: opts.DryRun, Matched: len(res.Entries), Sent: res.Sent, Removed: res.Removed, Entries: res.Entries}
-			if r.Entries == nil {
-				r.Entries = []dlq.Entry{}
+			r := replayReport{Queue: q, DryRun: opts.DryRun, Matched: len(res.Entries), Sent: res.Sent, Removed: res.Removed,
+				Entries: make([]reportEntry, len(res.Entries))}
+			for i, e := range res.Entries {
+				r.Entries[i].Entry = e
+				if i < len(res.Outcomes) {
+					r.Entries[i].Outcome = res.Outcomes[i]
+				}
 			}
 			if err != nil {
 				r.Error = err.Error()
@@ -435,13 +505,14 @@ func dlqPurgeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "purge",
 		Usage: "remove dead letters",
-		UsageText: `channels dlq purge [filters] --yes [ID...]
+		UsageText: `channels dlq purge [filters] (--yes | --dry-run) [ID...]
 
 Example:
    channels dlq purge --channel order.created --since 2026-01-01 --yes`,
-		Description: "Removes the matching dead letters (the IDs given, and/or the filters; all of them without any). Refuses to run without --yes.",
+		Description: "Removes the matching dead letters (the IDs given, and/or the filters; all of them without any). Refuses to run without --yes; --dry-run lists what would be removed.",
 		Flags: append(filterFlags(0),
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "confirm the removal"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be removed; remove nothing"},
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -449,15 +520,46 @@ Example:
 			if err != nil {
 				return err
 			}
-			if !c.Bool("yes") {
-				return usagef("dlq purge removes dead letters for good: add --yes (see what matches with dlq ls)")
+			dry := c.Bool("dry-run")
+			if !c.Bool("yes") && !dry {
+				return usagef("dlq purge removes dead letters for good: add --yes (see what matches with --dry-run)")
 			}
 			g := globalsOf(c)
 			q, err := g.dlqName()
 			if err != nil {
 				return err
 			}
-			return withAdapter(c, false, func(ctx context.Context, a broker.Adapter) error {
+			if dry {
+				return withAdapter(c, true, func(ctx context.Context, a broker.Adapter) error {
+					es, err := dlq.List(ctx, a, q, f)
+					if err != nil {
+						return err
+					}
+					warnUntimed(ctx, c, a, q, f)
+					err = missingIDs(q, f, es)
+					if g.json {
+						if es == nil {
+							es = []dlq.Entry{}
+						}
+						if perr := printJSON(c.App.Writer, map[string]any{"queue": q, "dryRun": true, "matched": len(es), "removed": 0, "entries": es}); perr != nil && err == nil {
+							err = perr
+						}
+						return err
+					}
+					t := table(c.App.Writer)
+					fmt.Fprintln(t, "ID\tCHANNEL\tERROR\tMESSAGE")
+					for _, e := range es {
+						fmt.Fprintf(t, "%s\t%s\t%s\t%s\n", clean(e.ID, 0), orDash(clean(e.OriginalChannel, 0)), orDash(clean(e.ErrorName, 40)), orDash(clean(e.ErrorMessage, 60)))
+					}
+					if ferr := t.Flush(); ferr != nil && err == nil {
+						err = ferr
+					}
+					fmt.Fprintf(c.App.Writer, "dry run: %d dead letters of %s would be removed\n", len(es), q)
+					return err
+				})
+			}
+			return withAdapter(c, true, func(ctx context.Context, a broker.Adapter) error {
+				warnUntimed(ctx, c, a, q, f)
 				n, err := dlq.Purge(ctx, a, q, f)
 				if g.json {
 					if perr := printJSON(c.App.Writer, map[string]any{"queue": q, "removed": n}); perr != nil && err == nil {
@@ -470,6 +572,29 @@ Example:
 			})
 		},
 	}
+}
+
+// missingIDs is the error (broker.ErrNotFound) of the IDs of f not among
+// es, as purge reports them.
+func missingIDs(q string, f dlq.Filter, es []dlq.Entry) error {
+	if len(f.IDs) == 0 || (f.Limit > 0 && len(es) >= f.Limit) {
+		return nil
+	}
+	found := map[string]bool{}
+	for _, e := range es {
+		found[e.ID] = true
+	}
+	var missing []string
+	for _, id := range f.IDs {
+		if !found[id] {
+			found[id] = true
+			missing = append(missing, strconv.Quote(id))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: dead letters not in %s (or not matching the filter): %s", broker.ErrNotFound, q, strings.Join(missing, ", "))
 }
 
 func rmMessageCommand() *cli.Command {
