@@ -67,7 +67,7 @@ func TestReplayKilled(t *testing.T) {
 			f.waitDead(f.queue, n)
 			f.fixed.Store(true)
 
-			cmd := exec.CommandContext(ctx, bin, "--adapter", tg.url(), "--namespace", f.ns, "dlq", "replay")
+			cmd := exec.CommandContext(ctx, bin, "--adapter", tg.url(), "--namespace", f.ns, "dlq", "replay", "--rate", "500") // paced: the kill lands mid-replay
 			stderr, err := cmd.StderrPipe()
 			if err != nil {
 				t.Fatal(err)
