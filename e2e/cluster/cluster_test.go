@@ -40,14 +40,13 @@ func selected() []channelstest.Target {
 func TestMain(m *testing.M) { channelstest.Main(m, selected()...) }
 
 // TestCluster runs the specs labelled "cluster" on the profile named by
-// CHANNELS_CLUSTER; without it there is nothing to run (make test-cluster
-// sets it, and fails when a profile does not come up).
+// CHANNELS_CLUSTER; without it (make test) there is nothing to run: make
+// test-cluster sets it, and fails when a profile does not come up.
 func TestCluster(t *testing.T) {
 	ts := selected()
 	if len(ts) == 0 {
-		if channelstest.Required() {
-			t.Fatal("CHANNELS_CLUSTER names no profile while CHANNELS_E2E_REQUIRE=1")
-		}
+		// Not a silent skip of the e2e suite: the clusters are a suite of
+		// their own, which make test-cluster (called by .ci/run) runs.
 		t.Skip("CHANNELS_CLUSTER is not set: make test-cluster runs each profile")
 	}
 	channelstest.Run(t, ts...)

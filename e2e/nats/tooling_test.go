@@ -467,7 +467,7 @@ func TestToolingChannels(t *testing.T) {
 		return len(list) == 2 && len(list[0].Groups) == 1 && list[0].Groups[0].Pending == 1
 	})
 	a, b := list[0], list[1]
-	if a.Name != chA || a.Messages != 1 || a.Groups[0].Name != jetstream.DurableName(group) || a.Groups[0].Lag != 0 {
+	if a.Name != chA || a.Messages != 1 || a.Groups[0].Name != group || a.Groups[0].Lag != 0 {
 		t.Fatalf("channel a: %+v", a)
 	}
 	if b.Name != chB || b.Messages != 2 || len(b.Groups) != 0 {
