@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,13 +13,22 @@ import (
 	chamqp "github.com/microchannels/channels/amqp"
 )
 
-// TestHandBackNotCounted: a run cut by the deadline of a Stop is handed
-// back without counting a delivery (the attempt rule: our own stop never
-// uses up an attempt or a delivery), on a classic and on a quorum queue.
-// With MaxDeliveries 1, the next member runs the message instead of
+// TestSerialHandBackNotCounted: a run cut by the deadline of a Stop is
+// handed back without counting a delivery (the attempt rule: our own stop
+// never uses up an attempt or a delivery), on a classic and on a quorum
+// queue. With MaxDeliveries 1, the next member runs the message instead of
 // dead-lettering it for ErrMaxDeliveries.
-func TestHandBackNotCounted(t *testing.T) {
+//
+// The hand-back copy must be confirmed within the drain's last steps
+// (kit.FinishBy, 66 ms past the Stop's deadline); a quorum queue's confirm
+// waits for a Raft commit, which a machine saturated by the other test
+// packages can delay past it (RabbitMQ then requeues the message, and
+// counts it, as documented). It runs in the serial phase, alone.
+func TestSerialHandBackNotCounted(t *testing.T) {
 	needAMQP(t)
+	if os.Getenv("CHANNELS_E2E_SERIAL") != "1" {
+		t.Skip("timing: the hand-back's confirm within the drain; serial phase only (CHANNELS_E2E_SERIAL=1)")
+	}
 	for _, qt := range []string{chamqp.QueueClassic, chamqp.QueueQuorum} {
 		t.Run(qt, func(t *testing.T) {
 			ch, group := unique("handback."+qt), "g"
