@@ -35,7 +35,7 @@ test: services interop-deps
 	@rm -f $(FAULT_REPORT); status=0; \
 	echo "== phase 1: every package"; \
 	CHANNELS_E2E_REQUIRE=1 CHANNELS_FAULT_REPORT=$(FAULT_REPORT) \
-		$(GO) test -race -count=1 -timeout 15m $(PKGS) || status=1; \
+		$(GO) test -race -count=1 -timeout 20m $(PKGS) || status=1; \
 	echo "== phase 2: serial e2e specs (broker restarts and stops), alone"; \
 	CHANNELS_E2E_REQUIRE=1 CHANNELS_E2E_SERIAL=1 CHANNELS_FAULT_REPORT=$(FAULT_REPORT) \
 		$(GO) test -race -count=1 -timeout 10m ./e2e -run TestConformance -args -ginkgo.label-filter=serial || status=1; \
