@@ -138,6 +138,7 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	c := a.external
 	if c == nil {
 		c = goredis.NewUniversalClient(a.uopts)
+		watchFailover(c)
 	}
 	if err := c.Ping(ctx).Err(); err != nil {
 		if a.external == nil {

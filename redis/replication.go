@@ -284,3 +284,43 @@ func nodeByAddr(ctx context.Context, cc *goredis.ClusterClient, addr string) *go
 	})
 	return found
 }
+
+// failoverHook reloads a Cluster client's view of the slots when a command
+// fails in a way a failover explains (a dead node, CLUSTERDOWN, a node that
+// became a replica): go-redis reloads it on MOVED only, and otherwise every
+// ClusterStateReloadInterval (60s by default), so the commands of a slot
+// whose master died would keep going to the dead node until then. The
+// reload is lazy (in the background, at most one at a time).
+type failoverHook struct{ cc *goredis.ClusterClient }
+
+// watchFailover adds failoverHook to a Cluster client the adapter built.
+func watchFailover(c goredis.UniversalClient) {
+	if cc, ok := c.(*goredis.ClusterClient); ok {
+		cc.AddHook(failoverHook{cc})
+	}
+}
+
+func (h failoverHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h failoverHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		err := next(ctx, cmd)
+		if err != nil && retryable(err) {
+			h.cc.ReloadState(ctx)
+		}
+		return err
+	}
+}
+
+func (h failoverHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			if e := c.Err(); e != nil && retryable(e) {
+				h.cc.ReloadState(ctx)
+				break
+			}
+		}
+		return err
+	}
+}

@@ -99,7 +99,7 @@ cluster_status() {
 
 node_kill() {
   local pidfile; pidfile=$(rha_dir "$1")/redis.pid
-  pid_alive "$pidfile" || die "node $1 is not running"
+  pid_alive "$pidfile" || { log "node $1 is not running"; return 0; }
   kill -9 "$(cat "$pidfile")"
   rm -f "$pidfile"
 }
