@@ -23,8 +23,14 @@ var redisHATimings = redis.ChannelOptions{MinIdleTime: time.Second, ClaimInterva
 
 // redisHAWait is the replication the target's sends wait for: one replica
 // (each master has one), so the replica a failover promotes holds every
-// accepted send.
-const redisHAWait = 1
+// accepted send. While a slot's master has no replica (its replica was
+// promoted when the master was killed, and the killed node is not back yet)
+// every send to it fails after redisHAWaitTimeout (written, not accepted):
+// a short timeout keeps the traffic going meanwhile.
+const (
+	redisHAWait        = 1
+	redisHAWaitTimeout = 100 * time.Millisecond
+)
 
 func init() {
 	registerProfile("redis-cluster-ha", func() channelstest.Target {
@@ -40,7 +46,7 @@ func init() {
 			Name: "redis-cluster-ha",
 			NewAdapter: func() (broker.Adapter, error) {
 				return redis.NewFromOptions(&goredis.UniversalOptions{Addrs: redisHAAddrs, IsClusterMode: true},
-					redis.WithWaitReplicas(redisHAWait, time.Second))
+					redis.WithWaitReplicas(redisHAWait, redisHAWaitTimeout))
 			},
 			ChannelOptions: []any{redisHATimings},
 			Probe: func() error {
