@@ -103,7 +103,11 @@ func (a *Adapter) createMissingStream(ctx context.Context, c *conn, channel, see
 	if _, err := c.js.Stream(ctx, name); err == nil || !errors.Is(err, js.ErrStreamNotFound) {
 		return err == nil
 	}
-	_, err := c.js.CreateStream(ctx, a.chopts.Stream.overlay(js.StreamConfig{Name: name, Subjects: subjects}))
+	so := a.chopts.Stream
+	if so.Replicas == 0 {
+		so.Replicas = a.replicas
+	}
+	_, err := c.js.CreateStream(ctx, so.overlay(js.StreamConfig{Name: name, Subjects: subjects}))
 	return err == nil || errors.Is(err, js.ErrStreamNameAlreadyInUse)
 }
 
