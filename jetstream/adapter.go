@@ -52,6 +52,7 @@ type Adapter struct {
 	bucket    string
 	recordTTL time.Duration
 	replicas  int // WithReplicas
+	rehome    rehomer
 
 	life kit.Lifecycle[conn]
 	kv   js.KeyValue

@@ -78,11 +78,13 @@ func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, 
 	}
 	if err == nil {
 		a.streams.Store(channel, ack.Stream)
+		a.answered()
+		return nil
 	}
-	if err != nil {
-		return &broker.PublishError{Channel: channel, Err: err}
+	if isUnanswered(err) {
+		a.unanswered(c.nc, a.life.Env.Logger)
 	}
-	return nil
+	return &broker.PublishError{Channel: channel, Err: err}
 }
 
 // createMissingStream creates the stream of a channel whose send found no
