@@ -78,7 +78,9 @@
 // client is not told how many JetStream servers a cluster has, JetStream
 // may run on some of them only, and each replica adds a quorum round trip
 // to every send. A count above the cluster's JetStream servers is never
-// lowered: Start fails with the server's error.
+// lowered: Start fails with the server's error. A connection JetStream
+// leaves unanswered for [RehomeAfter] (its server cut off from the rest of
+// the cluster) is moved to another server the adapter knows.
 //
 // # Wire format
 //

@@ -16,7 +16,7 @@
 # and the pings N sends on its own links to them keep N alive in their eyes (Redis 7 counts
 # data received on either link).
 #
-# Measured start (2 cores, warm packages): about 4 s.
+# Measured start (2 cores, warm packages): about 7 s (6.2-7.1 s); a node back after kill: about 5 s.
 RHA_PORTS=(7101 7102 7103 7104 7105 7106)
 
 rha_dir() { echo "$CSTATE/${RHA_PORTS[$1]}"; }
