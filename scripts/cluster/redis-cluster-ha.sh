@@ -81,7 +81,6 @@ cluster_down() {
     local pf; pf=$(rha_dir "$i")/redis.pid
     pid_alive "$pf" && kill -9 "$(cat "$pf")" 2>/dev/null; rm -f "$pf" # its data goes too
   done
-  wait
   rm -rf "${CSTATE:?}"/71*
 }
 
