@@ -51,6 +51,8 @@ type Adapter struct {
 	chopts    ChannelOptions
 	bucket    string
 	recordTTL time.Duration
+	replicas  int // WithReplicas
+	rehome    rehomer
 
 	life kit.Lifecycle[conn]
 	kv   js.KeyValue
@@ -167,7 +169,7 @@ func (a *Adapter) records(ctx context.Context, c *conn) (js.KeyValue, error) {
 	if a.kv != nil {
 		return a.kv, nil
 	}
-	kv, err := openRecords(ctx, c.js, a.bucket, js.KeyValueConfig{TTL: a.recordTTL, Description: "channels: failed runs and kept failures per group and message"})
+	kv, err := openRecords(ctx, c.js, a.bucket, js.KeyValueConfig{TTL: a.recordTTL, Replicas: a.replicas, Description: "channels: failed runs and kept failures per group and message"})
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +188,12 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 	opts, err := a.prepare(ch)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Stream.Replicas == 0 {
+		opts.Stream.Replicas = a.replicas
+	}
+	if opts.DeadLetterStream.Replicas == 0 {
+		opts.DeadLetterStream.Replicas = a.replicas
 	}
 	stream, err := ensureStream(ctx, c.js, ch.Name, opts.Stream)
 	if err != nil {

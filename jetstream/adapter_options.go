@@ -125,6 +125,29 @@ func WithRecords(bucket string, ttl time.Duration) Option {
 	}
 }
 
+// WithReplicas sets the replica count of what the adapter provisions in a
+// clustered JetStream: the channels' streams and dead-letter streams whose
+// StreamOptions leave Replicas unset, and the failure-record bucket when
+// the adapter creates it (an existing bucket keeps its own). 0, the
+// default, leaves it to the server, which makes 1 replica: a stream on one
+// node, lost with it. With n replicas a send returns once its PubAck came,
+// which the stream's leader sends after a majority of the n replicas stored
+// the message: an accepted send survives the loss of a minority of them
+// (n = 3: one node). Cost: each send waits for that quorum (a round trip
+// between the nodes), and every message is stored n times. A stream with
+// more replicas than the cluster has JetStream servers cannot be created:
+// Subscribe returns the server's error (the count is never lowered
+// silently).
+func WithReplicas(n int) Option {
+	return func(a *Adapter) error {
+		if n < 0 {
+			return fmt.Errorf("%w: jetstream replicas must be >= 0", broker.ErrInvalidOption)
+		}
+		a.replicas = n
+		return nil
+	}
+}
+
 func (a *Adapter) natsOption(opts ...nats.Option) error {
 	if a.external != nil {
 		return fmt.Errorf("%w: connection options need an adapter-owned connection (not NewFromClient)", broker.ErrInvalidOption)

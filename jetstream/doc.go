@@ -65,6 +65,23 @@
 // of them (ErrInvalidOption): the stream would keep only the first. Give
 // each message its own with BatchItem.Options.
 //
+// # Replication and clusters
+//
+// A send returns after the stream's PubAck; on a replicated stream the
+// leader sends it once a majority of the replicas stored the message, so an
+// accepted send survives the loss of a minority of them, and a send through
+// a node cut off from the majority fails (no PubAck) rather than being
+// accepted and lost. [WithReplicas](n) sets the replicas of the channels'
+// streams and dead-letter streams whose StreamOptions leave Replicas unset,
+// and of the failure-record bucket when the adapter creates it. The
+// default, 0, is the server's single replica, not the cluster's size: the
+// client is not told how many JetStream servers a cluster has, JetStream
+// may run on some of them only, and each replica adds a quorum round trip
+// to every send. A count above the cluster's JetStream servers is never
+// lowered: Start fails with the server's error. A connection JetStream
+// leaves unanswered for [RehomeAfter] (its server cut off from the rest of
+// the cluster) is moved to another server the adapter knows.
+//
 // # Wire format
 //
 // Names and headers are those of @moleculer/channels 0.1.8 (namespace P,

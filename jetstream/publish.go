@@ -82,11 +82,13 @@ func (a *Adapter) publishEnsuring(ctx context.Context, c *conn, channel string, 
 	}
 	if err == nil {
 		a.streams.Store(channel, ack.Stream)
+		a.answered()
+		return nil
 	}
-	if err != nil {
-		return &broker.PublishError{Channel: channel, Err: unrouted(err, routed)}
+	if isUnanswered(err) {
+		a.unanswered(c.nc, a.life.Env.Logger)
 	}
-	return nil
+	return &broker.PublishError{Channel: channel, Err: unrouted(err, routed)}
 }
 
 // unrouted marks err as broker.ErrNotFound when the send is routed and no
@@ -116,7 +118,11 @@ func (a *Adapter) createMissingStream(ctx context.Context, c *conn, channel, see
 	if _, err := c.js.Stream(ctx, name); err == nil || !errors.Is(err, js.ErrStreamNotFound) {
 		return err == nil
 	}
-	_, err := c.js.CreateStream(ctx, a.chopts.Stream.overlay(js.StreamConfig{Name: name, Subjects: subjects}))
+	so := a.chopts.Stream
+	if so.Replicas == 0 {
+		so.Replicas = a.replicas
+	}
+	_, err := c.js.CreateStream(ctx, so.overlay(js.StreamConfig{Name: name, Subjects: subjects}))
 	return err == nil || errors.Is(err, js.ErrStreamNameAlreadyInUse)
 }
 

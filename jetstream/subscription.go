@@ -179,11 +179,15 @@ func (s *subscription) fetchLoop() {
 			return
 		}
 		if err != nil && !errors.Is(err, context.Canceled) {
+			if errors.Is(err, errPullSilent) {
+				s.a.unanswered(s.c.nc, s.log)
+			}
 			if !s.pullFailed(err, &retry) {
 				return
 			}
 			continue
 		}
+		s.a.answered()
 		retry.Succeeded()
 	}
 }

@@ -50,6 +50,7 @@ type Adapter struct {
 	autoPipeline bool
 	maxLen       int64 // default XADD MAXLEN (0: none)
 	approxMaxLen bool
+	wait         replication // WithWaitReplicas
 	// pub is read without a lock on every send.
 	pub atomic.Pointer[publisher]
 
@@ -138,12 +139,19 @@ func (a *Adapter) Connect(ctx context.Context, env broker.Env) error {
 	c := a.external
 	if c == nil {
 		c = goredis.NewUniversalClient(a.uopts)
+		watchFailover(c)
 	}
 	if err := c.Ping(ctx).Err(); err != nil {
 		if a.external == nil {
 			_ = c.Close()
 		}
 		return fmt.Errorf("channels/redis: connect %s: %w", a.display, broker.Redacted(err))
+	}
+	if err := checkWait(c, a.waitFor(SendOptions{}, false)); err != nil {
+		if a.external == nil {
+			_ = c.Close()
+		}
+		return err
 	}
 	var pub goredis.Cmdable = c
 	if a.autoPipeline {
@@ -172,9 +180,15 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 		}
 		return broker.ErrClosed // closing
 	}
-	args, err := a.xaddArgs(pub.ser, channel, msg)
+	args, w, err := a.xaddArgs(pub.ser, channel, msg)
 	if err != nil {
 		return err
+	}
+	if w.n > 0 {
+		if err := checkWait(pub.client, w); err != nil {
+			return err
+		}
+		return publishError(channel, xaddWaited(ctx, pub.client, channel, []*goredis.XAddArgs{args}, w)[0])
 	}
 	if err := pub.cmd.XAdd(ctx, args).Err(); err != nil {
 		return &broker.PublishError{Channel: channel, Err: err}
@@ -182,22 +196,34 @@ func (a *Adapter) Publish(ctx context.Context, channel string, msg *broker.Outgo
 	return nil
 }
 
-// xaddArgs builds the XADD of one message.
-func (a *Adapter) xaddArgs(ser broker.Serializer, channel string, msg *broker.Outgoing) (*goredis.XAddArgs, error) {
+// publishError wraps the error of an XADD in a *broker.PublishError
+// (a *ReplicationError comes wrapped already).
+func publishError(channel string, err error) error {
+	var pe *broker.PublishError
+	if err == nil || errors.As(err, &pe) {
+		return err
+	}
+	return &broker.PublishError{Channel: channel, Err: err}
+}
+
+// xaddArgs builds the XADD of one message and tells how many replicas the
+// send waits for.
+func (a *Adapter) xaddArgs(ser broker.Serializer, channel string, msg *broker.Outgoing) (*goredis.XAddArgs, replication, error) {
 	values, err := encodeFields(ser, msg.Payload, msg.Headers)
 	if err != nil {
-		return nil, &broker.EncodeError{Channel: channel, Err: err}
+		return nil, replication{}, &broker.EncodeError{Channel: channel, Err: err}
 	}
 	if err := kit.CheckOptions("redis", msg.Options.AdapterOptions, isSendOption); err != nil {
-		return nil, err
+		return nil, replication{}, err
 	}
 	args := &goredis.XAddArgs{Stream: channel, Values: values}
-	if so, ok := kit.SendOption[SendOptions](msg.Options); ok && so.MaxLen > 0 {
+	so, ok := kit.SendOption[SendOptions](msg.Options)
+	if ok && so.MaxLen > 0 {
 		args.MaxLen, args.Approx = so.MaxLen, so.ApproxMaxLen
 	} else if a.maxLen > 0 {
 		args.MaxLen, args.Approx = a.maxLen, a.approxMaxLen
 	}
-	return args, nil
+	return args, a.waitFor(so, ok), nil
 }
 
 // BatchPipeline is the number of XADDs PublishBatch sends in one pipeline
@@ -238,15 +264,32 @@ func (a *Adapter) PublishBatch(ctx context.Context, channel string, msgs []*brok
 		}
 		pipe := pub.client.Pipeline()
 		round = round[:0]
+		var waited []*goredis.XAddArgs
+		var w replication
 		for i := start; i < end; i++ {
-			args, err := a.xaddArgs(pub.ser, channel, msgs[i])
+			args, mw, err := a.xaddArgs(pub.ser, channel, msgs[i])
 			if err != nil {
 				errs[i] = err
 				continue
 			}
+			w.n, w.timeout = max(w.n, mw.n), max(w.timeout, mw.timeout)
+			waited = append(waited, args)
 			round = append(round, sent{i, pipe.XAdd(ctx, args)})
 		}
 		if len(round) == 0 {
+			continue
+		}
+		if w.n > 0 {
+			// The round goes with WAIT, on the master of the slot.
+			var werrs []error
+			if err := checkWait(pub.client, w); err != nil {
+				werrs = kit.FailBatch(len(waited), err)
+			} else {
+				werrs = xaddWaited(ctx, pub.client, channel, waited, w)
+			}
+			for k, s := range round {
+				errs[s.i] = publishError(channel, werrs[k])
+			}
 			continue
 		}
 		_, _ = pipe.Exec(ctx) // each command carries its own reply or error

@@ -83,6 +83,36 @@
 // appended, and the errors say which part. On a Cluster a batch names one
 // stream, so it goes to the node of one slot.
 //
+// # Replication and clusters
+//
+// Redis replicates asynchronously: by default a send returns once the
+// master appended the entry, and a master lost before its replica got it
+// (a failover) loses it. [WithWaitReplicas](n, timeout) (adapter-wide) and
+// [WithReplicas](n, timeout) (one send; SendOptions.WaitReplicas, -1 for no
+// wait) make a send return only once n replicas acknowledged it: the XADD
+// and WAIT n timeout go in one pipeline on one connection to the master of
+// the stream's slot (on a Cluster: MOVED and ASK followed, and after
+// READONLY, CLUSTERDOWN, TRYAGAIN, LOADING or a dead master the slot map is
+// reloaded and the send goes again, until its context ends). Default: no
+// wait. Timeout default: [DefaultWaitTimeout]; it must be shorter than the
+// client's read timeout. A WAIT that reaches fewer replicas in time makes
+// the send fail with a *broker.PublishError holding a *[ReplicationError]:
+// the message was written and may or may not survive a failover. WAIT is
+// no consensus: it guarantees that n replicas hold the message in memory,
+// not that the replica a failover promotes is one of them (with one replica
+// per master and n = 1, it is). Dead-letter copies wait for the adapter's
+// replicas before the original is acknowledged; one that reaches too few
+// counts as a failed dead-letter publish (the original stays pending and is
+// dead-lettered again: the copy may be there twice). Acks, claims and
+// failure records do not wait: one lost in a failover means a redelivery.
+// A batch round waits for the largest count its messages ask for.
+//
+// The Cluster clients the adapter builds reload their slot map as soon as a
+// command meets a dead node, CLUSTERDOWN or READONLY (go-redis alone waits
+// for a MOVED reply or ClusterStateReloadInterval, 60 s), so reads,
+// heartbeats, claims and acks reach the promoted replica within a second or
+// two; a client given to [NewFromClient] is left as it is.
+//
 // # How deliveries are handled
 //
 // Each subscription is the kit's delivery skeleton (kit.Consumer and

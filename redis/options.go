@@ -102,12 +102,24 @@ type SendOptions struct {
 	MaxLen int64
 	// ApproxMaxLen makes the cap approximate (MAXLEN ~), which is cheaper.
 	ApproxMaxLen bool
+	// WaitReplicas makes the send return only once this many replicas
+	// acknowledged the write (WAIT, see [WithWaitReplicas]); 0 means the
+	// adapter's setting, -1 no wait for this send.
+	WaitReplicas int
+	// WaitTimeout bounds the wait for replicas (default the adapter's, else
+	// DefaultWaitTimeout).
+	WaitTimeout time.Duration
 }
 
 // Validate checks the options.
 func (o SendOptions) Validate() error {
-	if o.MaxLen < 0 {
+	switch {
+	case o.MaxLen < 0:
 		return fmt.Errorf("%w: redis MaxLen must be >= 0", broker.ErrInvalidOption)
+	case o.WaitReplicas < -1:
+		return fmt.Errorf("%w: redis WaitReplicas must be >= 0, or -1 for no wait", broker.ErrInvalidOption)
+	case o.WaitTimeout < 0:
+		return fmt.Errorf("%w: redis WaitTimeout must be >= 0", broker.ErrInvalidOption)
 	}
 	return nil
 }
@@ -118,6 +130,14 @@ func (o SendOptions) Validate() error {
 // acceptable.
 func WithMaxLen(n int64, approx bool) broker.PublishOption {
 	return broker.WithAdapterOptions(SendOptions{MaxLen: n, ApproxMaxLen: approx})
+}
+
+// WithReplicas is the send option that returns only once n replicas
+// acknowledged the message, waiting at most timeout (0: the adapter's, else
+// DefaultWaitTimeout); see [WithWaitReplicas] for what it guarantees. n = -1
+// sends without waiting whatever the adapter's setting.
+func WithReplicas(n int, timeout time.Duration) broker.PublishOption {
+	return broker.WithAdapterOptions(SendOptions{WaitReplicas: n, WaitTimeout: timeout})
 }
 
 // isSendOption: send options of this package are SendOptions values.

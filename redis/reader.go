@@ -73,6 +73,7 @@ func (a *Adapter) newReader(s *subscription) *reader {
 		return nil
 	}
 	r.client, r.owned = goredis.NewUniversalClient(&o), true
+	watchFailover(r.client)
 	return r
 }
 

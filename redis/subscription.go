@@ -164,7 +164,15 @@ func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 	if err != nil {
 		return err
 	}
-	return t.s.c.XAdd(ctx, &goredis.XAddArgs{Stream: t.s.ch.DeadLetter.Queue, Values: values}).Err()
+	args := &goredis.XAddArgs{Stream: t.s.ch.DeadLetter.Queue, Values: values}
+	// A dead-letter copy waits for the adapter's replicas (WithWaitReplicas)
+	// before the original is acknowledged; one that reaches too few counts
+	// as a failed dead-letter publish: the original stays pending and is
+	// dead-lettered again (the copy may then be there twice).
+	if w := t.s.a.waitFor(SendOptions{}, false); w.n > 0 {
+		return xaddWaited(ctx, t.s.c, args.Stream, []*goredis.XAddArgs{args}, w)[0]
+	}
+	return t.s.c.XAdd(ctx, args).Err()
 }
 
 func (t *delivery) Keep(ctx context.Context, failure map[string]string) error {
