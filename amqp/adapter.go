@@ -64,6 +64,11 @@ type Adapter struct {
 	// subscriptions since New (name -> true for a queue, which also has an
 	// exchange of its name).
 	deadLetters map[string]bool
+	// dlExchanges are, per channel subscribed and per dead-letter queue of
+	// those subscriptions, the dead-letter exchanges (other than the one
+	// named like the queue) the subscriptions declared: RemoveChannel of
+	// that name deletes them once no queue is bound to them.
+	dlExchanges map[string]map[string]bool
 }
 
 // noHeaders is the table of a send without headers; it is only read.

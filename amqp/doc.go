@@ -387,7 +387,17 @@
 // The adapter is a broker.ChannelRemover: RemoveChannel deletes the queues
 // of the groups it subscribed to the channel since New (with the retry
 // queues it declared for them), the queue named like the channel and the
-// channel's exchange; its own consumers of a removed group stop. AMQP
+// channel's exchange; its own consumers of a removed group stop. It then
+// deletes, with exchange.delete if-unused, the shared dead-letter exchange
+// (DEAD_LETTER) that its subscriptions to the channel, or with the
+// channel as their dead-letter queue, declared: RabbitMQ refuses while any
+// queue is bound to it (another dead-letter queue, of this process or of
+// a Node service), so it stays while one is and goes with the removal of
+// the last one this adapter knows of. No binding ties it to the group
+// queues of @moleculer/channels 0.1.8 that name it as their
+// x-dead-letter-exchange: RabbitMQ drops their dead letters once no queue
+// is bound to it, whether it exists or not, and they declare it again when
+// they subscribe. AMQP
 // cannot list the queues bound to an exchange: RemoveGroup deletes the
 // queue of a group this adapter never subscribed. Purge empties a group
 // queue or a dead-letter queue.

@@ -119,6 +119,17 @@ func (a *Adapter) Subscribe(ctx context.Context, ch *broker.Channel) (broker.Sub
 			a.deadLetters[dl.Exchange] = false
 		}
 		a.deadLetters[dl.Queue] = true
+		if dl.Exchange != dl.Queue {
+			if a.dlExchanges == nil {
+				a.dlExchanges = map[string]map[string]bool{}
+			}
+			for _, name := range []string{ch.Name, dl.Queue} {
+				if a.dlExchanges[name] == nil {
+					a.dlExchanges[name] = map[string]bool{}
+				}
+				a.dlExchanges[name][dl.Exchange] = true
+			}
+		}
 	}
 	a.groupsMu.Unlock()
 	return s, nil
@@ -162,6 +173,12 @@ func (a *Adapter) Declared() (queues, exchanges []string) {
 // of the groups this adapter subscribed to it since New (with the retry
 // queues it declared for them), the queue named like the channel (a
 // dead-letter queue removed as a channel), and the channel's exchange.
+// Then the dead-letter exchanges (DeadLettering.ExchangeName, DEAD_LETTER
+// by default) that this adapter's subscriptions to channel, or whose
+// dead-letter queue channel is, declared since New are deleted if unused:
+// RabbitMQ keeps one while any queue is bound to it (the dead-letter queue
+// of another channel, of this adapter or of another process), and the
+// removal of the last one deletes it.
 // AMQP cannot list the queues bound to an exchange: remove the queues of
 // groups this adapter never subscribed with RemoveGroup. Messages in the
 // deleted queues are lost. The adapter's own consumers of a removed group
@@ -191,8 +208,46 @@ func (a *Adapter) RemoveChannel(ctx context.Context, channel string) error {
 	l.topo.setExchange(channel, false)
 	a.groupsMu.Lock()
 	delete(a.groups, channel)
+	var dlxs []string
+	for x := range a.dlExchanges[channel] {
+		if x != channel {
+			dlxs = append(dlxs, x)
+		}
+	}
 	a.groupsMu.Unlock()
+	slices.Sort(dlxs)
+	for _, x := range dlxs {
+		gone, err := a.deleteUnusedExchange(ctx, l, x)
+		if err != nil {
+			return fmt.Errorf("channels/amqp: remove %q: %w", channel, err)
+		}
+		if gone {
+			a.groupsMu.Lock()
+			delete(a.dlExchanges[channel], x)
+			if len(a.dlExchanges[channel]) == 0 {
+				delete(a.dlExchanges, channel)
+			}
+			a.groupsMu.Unlock()
+		}
+	}
 	return nil
+}
+
+// deleteUnusedExchange deletes exchange x unless a queue (or exchange) is
+// bound to it (exchange.delete if-unused, which RabbitMQ refuses with a
+// 406 that closes the AMQP channel: withChannel opens a fresh one per
+// call). It reports whether x is gone (deleted, or missing).
+func (a *Adapter) deleteUnusedExchange(ctx context.Context, l *live, x string) (bool, error) {
+	err := l.topo.withChannel(ctx, func(ch *amqp091.Channel) error { return ch.ExchangeDelete(x, true, false) })
+	switch {
+	case err == nil || isCode(err, amqp091.NotFound):
+		l.topo.setExchange(x, false)
+		return true, nil
+	case isCode(err, amqp091.PreconditionFailed):
+		return false, nil // still bound: another dead-letter queue uses it
+	default:
+		return false, fmt.Errorf("delete dead-letter exchange %q: %w", x, err)
+	}
 }
 
 // RemoveGroup deletes the queues of the given groups on channel

@@ -106,3 +106,84 @@ func TestRemoveChannel(t *testing.T) {
 		t.Errorf("RemoveChannel of a channel that does not exist: %v", err)
 	}
 }
+
+// TestRemoveChannelSharedDeadLetterExchange: the dead-letter exchange
+// shared by the dead-letter queues of several channels (DEAD_LETTER, as
+// @moleculer/channels declares it) stays while any queue is bound to it,
+// whoever bound it, and goes with the removal of the last dead-letter
+// queue; the refusals (406, which close the AMQP channel) leave the
+// adapter working.
+func TestRemoveChannelSharedDeadLetterExchange(t *testing.T) {
+	needAMQP(t)
+	chA, chB := unique("dlx.a.topic"), unique("dlx.b.topic")
+	dlqA, dlqB, dlx, foreign := unique("dlx.a.DLQ"), unique("dlx.b.DLQ"), unique("DEAD_LETTER"), unique("dlx.node.DLQ")
+	cleanup(t, []string{"g." + chA, "g." + chB, dlqA, dlqB, foreign}, []string{chA, chB, dlqA, dlqB, dlx})
+	a, err := chamqp.New(brokerenv.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := func(context.Context, *channels.Message) error { return errors.New("fail") }
+	p := startPluginOn(t, a, &service{Name: "svc", Channels: channels.Channels{
+		chA: {Group: "g", Handler: fail, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlqA, ExchangeName: dlx}},
+		chB: {Group: "g", Handler: fail, DeadLettering: &channels.DeadLettering{Enabled: true, QueueName: dlqB, ExchangeName: dlx}},
+	}})
+	// A dead-letter queue of another process (a Node service) bound to the
+	// same exchange.
+	raw := rawChannel(t, rawConn(t))
+	if _, err := raw.QueueDeclare(foreign, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.QueueBind(foreign, "", dlx, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	startPluginOn(t, a, nil)
+	remove := func(name string) {
+		t.Helper()
+		if err := a.RemoveChannel(ctx, name); err != nil {
+			t.Fatalf("RemoveChannel(%s): %v", name, err)
+		}
+	}
+	// A channel removed: its dead-letter queue is still bound.
+	remove(chA)
+	if !exists(t, dlx, true) {
+		t.Fatal("the dead-letter exchange is gone while dead-letter queues are bound to it")
+	}
+	// One dead-letter queue removed: the other is still bound.
+	remove(dlqA)
+	if exists(t, dlqA, false) {
+		t.Fatal("the removed dead-letter queue still exists")
+	}
+	if !exists(t, dlx, true) {
+		t.Fatalf("the dead-letter exchange is gone while %s is bound to it", dlqB)
+	}
+	// The last of the adapter's: the foreign queue is still bound.
+	remove(chB)
+	remove(dlqB)
+	if exists(t, dlqB, false) {
+		t.Fatal("the removed dead-letter queue still exists")
+	}
+	if !exists(t, dlx, true) {
+		t.Fatalf("the dead-letter exchange is gone while %s (not the adapter's) is bound to it", foreign)
+	}
+	// The adapter still works after the refusals.
+	if err := a.Publish(ctx, chB, &broker.Outgoing{Payload: []byte("x")}); err != nil {
+		t.Fatalf("Publish after the refused deletions: %v", err)
+	}
+	// Once nothing is bound, removing the dead-letter queue again deletes it.
+	if _, err := raw.QueueDelete(foreign, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	remove(dlqB)
+	if exists(t, dlx, true) {
+		t.Fatal("the dead-letter exchange is left behind after the last dead-letter queue bound to it was removed")
+	}
+	remove(chB) // the exchange declared again by the publish above
+	if exists(t, chB, true) {
+		t.Fatalf("exchange %s still exists", chB)
+	}
+}
