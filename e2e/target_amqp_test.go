@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -24,12 +23,12 @@ func init() {
 	registerTarget(channelstest.Target{
 		Name: "amqp",
 		NewAdapter: func() (broker.Adapter, error) {
-			return amqpAdapters.track(amqp.New(brokerenv.AMQPURL(), amqp.WithManagementURL(brokerenv.AMQPManagementURL())))
+			return amqpAdapters.Track(amqp.New(brokerenv.AMQPURL(), amqp.WithManagementURL(brokerenv.AMQPManagementURL())))
 		},
 		Probe:     func() error { return brokerenv.Probe("amqp", brokerenv.PingAMQP) },
 		Processes: true,
 		Linked: channelstest.LinkedURL(brokerenv.AMQPURL, "5672", func(u string) (broker.Adapter, error) {
-			return amqpAdapters.track(amqp.New(u))
+			return amqpAdapters.Track(amqp.New(u))
 		}),
 		// No claim timer: a message stays with its consumer while its
 		// connection lives, and comes back at once when it dies.
@@ -38,73 +37,15 @@ func init() {
 		BrokerDown: amqpDown,
 		BrokerUp:   amqpUp,
 		Hostile:    amqpHostile,
-		AfterSpec:  amqpAdapters.deleteDeclared,
+		AfterSpec:  amqpAdapters.DeleteDeclared,
 	})
 }
 
 // amqpAdapters are the AMQP adapters built during the running spec; at
-// its end (Target.AfterSpec, once its members stopped) the queues and
-// exchanges they declared are deleted. Quorum queues are heavy: the suite
-// leaves none behind.
-var amqpAdapters = &trackedAMQP{}
-
-type trackedAMQP struct {
-	mu sync.Mutex
-	as []*amqp.Adapter
-}
-
-func (t *trackedAMQP) track(a *amqp.Adapter, err error) (broker.Adapter, error) {
-	if err != nil {
-		return nil, err
-	}
-	t.mu.Lock()
-	t.as = append(t.as, a)
-	t.mu.Unlock()
-	return a, nil
-}
-
-// deleteDeclared deletes what the spec's adapters declared, on a
-// connection of its own; what is already gone is skipped.
-func (t *trackedAMQP) deleteDeclared() {
-	t.mu.Lock()
-	as := t.as
-	t.as = nil
-	t.mu.Unlock()
-	queues, exchanges := map[string]bool{}, map[string]bool{}
-	for _, a := range as {
-		qs, es := a.Declared()
-		for _, q := range qs {
-			queues[q] = true
-		}
-		for _, e := range es {
-			exchanges[e] = true
-		}
-	}
-	if len(queues)+len(exchanges) == 0 {
-		return
-	}
-	c, err := amqp091.Dial(brokerenv.AMQPURL())
-	if err != nil {
-		GinkgoWriter.Printf("amqp cleanup: %v\n", err)
-		return
-	}
-	defer c.Close()
-	// A failed deletion closes its channel: one channel per deletion.
-	del := func(f func(ch *amqp091.Channel) error) {
-		ch, err := c.Channel()
-		if err != nil {
-			return
-		}
-		if err := f(ch); err == nil {
-			_ = ch.Close()
-		}
-	}
-	for q := range queues {
-		del(func(ch *amqp091.Channel) error { _, err := ch.QueueDelete(q, false, false, false); return err })
-	}
-	for e := range exchanges {
-		del(func(ch *amqp091.Channel) error { return ch.ExchangeDelete(e, false, false) })
-	}
+// its end the queues and exchanges they declared are deleted.
+var amqpAdapters = &brokerenv.AMQPTracker{
+	Dial: func() (*amqp091.Connection, error) { return amqp091.Dial(brokerenv.AMQPURL()) },
+	Logf: func(f string, args ...any) { GinkgoWriter.Printf(f, args...) },
 }
 
 // amqpRestart restarts RabbitMQ with scripts/services.sh and checks it did:

@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -32,6 +31,7 @@ import (
 	"github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
 	"github.com/microchannels/channels/channelstest"
+	"github.com/microchannels/channels/e2e/brokerenv"
 )
 
 const rabbitProfile = "rabbitmq-cluster"
@@ -54,12 +54,12 @@ func init() {
 			return strconv.Atoi(lastLine(out))
 		}
 		c.NewAdapterOn = func(i int) (broker.Adapter, error) {
-			return rabbitAdapters.track(amqp.New(rabbitURLs[i]))
+			return rabbitAdapters.Track(amqp.New(rabbitURLs[i]))
 		}
 		return channelstest.Target{
 			Name: rabbitProfile,
 			NewAdapter: func() (broker.Adapter, error) {
-				return rabbitAdapters.track(amqp.New(strings.Join(rabbitURLs, ";")))
+				return rabbitAdapters.Track(amqp.New(strings.Join(rabbitURLs, ";")))
 			},
 			Probe:     rabbitPing,
 			Timeout:   20 * time.Second,
@@ -67,7 +67,7 @@ func init() {
 			// A message stays with its consumer while its connection
 			// lives, and comes back at once when it dies.
 			ClaimTime: 0,
-			AfterSpec: rabbitAdapters.deleteDeclared,
+			AfterSpec: rabbitAdapters.DeleteDeclared,
 			Cluster:   c,
 		}
 	})
@@ -108,63 +108,9 @@ func rabbitPing() error {
 }
 
 // rabbitAdapters are the adapters built during the running spec; at its
-// end the queues and exchanges they declared are deleted (quorum queues
-// on three nodes are heavy: the scenarios leave none behind).
-var rabbitAdapters = &trackedRabbit{}
-
-type trackedRabbit struct {
-	mu sync.Mutex
-	as []*amqp.Adapter
-}
-
-func (t *trackedRabbit) track(a *amqp.Adapter, err error) (broker.Adapter, error) {
-	if err != nil {
-		return nil, err
-	}
-	t.mu.Lock()
-	t.as = append(t.as, a)
-	t.mu.Unlock()
-	return a, nil
-}
-
-func (t *trackedRabbit) deleteDeclared() {
-	t.mu.Lock()
-	as := t.as
-	t.as = nil
-	t.mu.Unlock()
-	queues, exchanges := map[string]bool{}, map[string]bool{}
-	for _, a := range as {
-		qs, es := a.Declared()
-		for _, q := range qs {
-			queues[q] = true
-		}
-		for _, e := range es {
-			exchanges[e] = true
-		}
-	}
-	if len(queues)+len(exchanges) == 0 {
-		return
-	}
-	c, err := rabbitDial()
-	if err != nil {
-		GinkgoWriter.Printf("rabbitmq-cluster cleanup: %v\n", err)
-		return
-	}
-	defer c.Close()
-	// A failed deletion closes its channel: one channel per deletion.
-	del := func(f func(ch *amqp091.Channel) error) {
-		ch, err := c.Channel()
-		if err != nil {
-			return
-		}
-		if err := f(ch); err == nil {
-			_ = ch.Close()
-		}
-	}
-	for q := range queues {
-		del(func(ch *amqp091.Channel) error { _, err := ch.QueueDelete(q, false, false, false); return err })
-	}
-	for e := range exchanges {
-		del(func(ch *amqp091.Channel) error { return ch.ExchangeDelete(e, false, false) })
-	}
+// end the queues and exchanges they declared are deleted (quorum queues on
+// three nodes are heavy: the scenarios leave none behind).
+var rabbitAdapters = &brokerenv.AMQPTracker{
+	Dial: rabbitDial,
+	Logf: func(f string, args ...any) { GinkgoWriter.Printf("rabbitmq-cluster "+f, args...) },
 }
