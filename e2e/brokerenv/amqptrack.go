@@ -1,11 +1,11 @@
 package brokerenv
 
 import (
+	"fmt"
 	"sync"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/microchannels/channels/amqp"
 	"github.com/microchannels/channels/broker"
 )
 
@@ -20,16 +20,27 @@ type AMQPTracker struct {
 	Logf func(format string, args ...any)
 
 	mu sync.Mutex
-	as []*amqp.Adapter
+	as []declarer
 }
 
-// Track records a, as returned by amqp.New with err.
-func (t *AMQPTracker) Track(a *amqp.Adapter, err error) (broker.Adapter, error) {
+// declarer is what the tracker needs of an AMQP adapter (amqp.Adapter;
+// named by its method, as the amqp package's own tests import this one).
+type declarer interface {
+	Declared() (queues, exchanges []string)
+}
+
+// Track records a, as returned by amqp.New with err; a must have the
+// Declared method of amqp.Adapter.
+func (t *AMQPTracker) Track(a broker.Adapter, err error) (broker.Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
+	d, ok := a.(declarer)
+	if !ok {
+		return nil, fmt.Errorf("brokerenv: %T does not tell what it declared", a)
+	}
 	t.mu.Lock()
-	t.as = append(t.as, a)
+	t.as = append(t.as, d)
 	t.mu.Unlock()
 	return a, nil
 }
