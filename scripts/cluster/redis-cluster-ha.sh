@@ -10,8 +10,8 @@
 #
 # Isolate/heal: not offered (Cluster.Isolate stays nil). Cutting one node off from its peers
 # while its clients still reach it needs the cluster bus filtered per peer: there is no
-# iptables/nft here and no CAP_NET_ADMIN (capsh: only cap_sys_resource) for network
-# namespaces; a TCP proxy per node (toxiproxy) is not enough, because a Redis node announces one
+# iptables/nft here (tc and its htb qdisc are, with cap_net_admin: a u32 filter dropping the
+# node's bus port on lo is the way still to try); a TCP proxy per node (toxiproxy) is not enough, because a Redis node announces one
 # bus port to every peer, so a proxy in front of node N cuts only the links the peers open to N,
 # and the pings N sends on its own links to them keep N alive in their eyes (Redis 7 counts
 # data received on either link).
