@@ -363,10 +363,16 @@ func TestChannelsTailRemove(t *testing.T) {
 	}
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	go func() {
-		for tctx.Err() == nil {
+	go func() { // a paced producer: the tail starts on its own time
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
 			_ = a.Publish(ctx, "ns.a", &broker.Outgoing{Payload: []byte("live")})
-			time.Sleep(5 * time.Millisecond)
+			select {
+			case <-tctx.Done():
+				return
+			case <-tick.C:
+			}
 		}
 	}()
 	var seen string

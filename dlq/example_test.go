@@ -47,9 +47,16 @@ func Example() {
 	_ = ops.Connect(ctx, broker.Env{})
 	queue, _ := dlq.QueueName("shop", "") // "shop.FAILED_MESSAGES"
 	var dead []dlq.Entry
+	tick, giveUp := time.NewTicker(10*time.Millisecond), time.After(10*time.Second)
+	defer tick.Stop()
 	for len(dead) == 0 {
+		select {
+		case <-giveUp:
+			fmt.Println("no dead letter within 10s")
+			return
+		case <-tick.C:
+		}
 		dead, _ = dlq.List(ctx, ops, queue, dlq.Filter{Channel: "shop.order.paid"})
-		time.Sleep(10 * time.Millisecond)
 	}
 	e := dead[0]
 	fmt.Printf("%s from %s (group %s): %s: %s, %d attempt(s)\n", queue, e.OriginalChannel, e.OriginalGroup, e.ErrorName, e.ErrorMessage, e.Attempts)
