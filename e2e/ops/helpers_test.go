@@ -72,8 +72,14 @@ func redisClusterURL() string {
 func kafkaURL() string { return "kafka://" + strings.Join(brokerenv.KafkaBrokers(), ",") }
 
 // eachTarget runs fn as a subtest per target whose broker answers.
-func eachTarget(t *testing.T, fn func(t *testing.T, tg target)) {
+func eachTarget(t *testing.T, fn func(t *testing.T, tg target)) { eachTargetBut(t, "", fn) }
+
+// eachTargetBut is eachTarget without the target named except.
+func eachTargetBut(t *testing.T, except string, fn func(t *testing.T, tg target)) {
 	for _, tg := range targets {
+		if tg.name == except {
+			continue
+		}
 		t.Run(tg.name, func(t *testing.T) {
 			tg.need(t)
 			fn(t, tg)
