@@ -180,11 +180,7 @@ func TestToolingHostileDeadLetter(t *testing.T) {
 	for i := range hs {
 		hs[i] = kafkago.Header{Key: "k" + strconv.Itoa(i), Value: []byte(strings.Repeat("v", 100))}
 	}
-	w := &kafkago.Writer{Addr: kafkago.TCP(brokerenv.KafkaBrokers()...), Topic: dlq, RequiredAcks: kafkago.RequireAll}
-	defer w.Close()
-	if err := w.WriteMessages(context.Background(), kafkago.Message{Value: []byte("hostile"), Headers: hs}); err != nil {
-		t.Fatal(err)
-	}
+	foreignWrite(t, dlq, []kafkago.Message{{Value: []byte("hostile"), Headers: hs}})
 	got := browse(t, toolAdapter(t), dlq)
 	if len(got) != 2 {
 		t.Fatalf("browsed %d", len(got))
