@@ -33,7 +33,7 @@ func redisClusterAddrs() []string {
 // The cluster profiles of scripts/cluster.sh (make bench-cluster).
 
 func redisClusterHAAddrs() []string {
-	return list(env("CHANNELS_REDIS_CLUSTER_HA", "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103,127.0.0.1:7104,127.0.0.1:7105,127.0.0.1:7106"))
+	return list(env("CHANNELS_REDIS_CLUSTER_HA", "127.0.1.1:7101,127.0.1.2:7102,127.0.1.3:7103,127.0.1.4:7104,127.0.1.5:7105,127.0.1.6:7106"))
 }
 
 func natsClusterURL() string {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"strconv"
 	"time"
 
@@ -14,9 +15,10 @@ import (
 )
 
 // redisHAAddrs are the six nodes of scripts/cluster/redis-cluster-ha.sh:
-// node i answers on port 7101+i.
-var redisHAAddrs = []string{"127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103",
-	"127.0.0.1:7104", "127.0.0.1:7105", "127.0.0.1:7106"}
+// node i answers on its own loopback address 127.0.1.(i+1), port 7101+i
+// (the addresses the script cuts a node off by).
+var redisHAAddrs = []string{"127.0.1.1:7101", "127.0.1.2:7102", "127.0.1.3:7103",
+	"127.0.1.4:7104", "127.0.1.5:7105", "127.0.1.6:7106"}
 
 // redisHATimings: claims within the suite's deadlines.
 var redisHATimings = redis.ChannelOptions{MinIdleTime: time.Second, ClaimInterval: 50 * time.Millisecond, ReadTimeout: 500 * time.Millisecond}
@@ -35,8 +37,15 @@ const (
 func init() {
 	registerProfile("redis-cluster-ha", func() channelstest.Target {
 		c := scriptHooks("redis-cluster-ha", len(redisHAAddrs))
-		c.Isolate, c.Heal = nil, nil // see the profile's header: no way to cut the cluster bus here
 		c.Leader = redisHALeader
+		// Sends through node i only: a single-node client (no slot map, no
+		// redirection followed), so while node i is cut off its sends meet
+		// its own answer: a WAIT short of the replica, then CLUSTERDOWN, then
+		// MOVED once it is a replica again.
+		c.NewAdapterOn = func(i int) (broker.Adapter, error) {
+			return redis.NewFromOptions(&goredis.UniversalOptions{Addrs: redisHAAddrs[i : i+1]},
+				redis.WithWaitReplicas(redisHAWait, redisHAWaitTimeout))
+		}
 		// The sends wait for one replica, the only candidate of a failover:
 		// an accepted send must survive the loss of its master. (Without
 		// WithWaitReplicas the target would be Lossy: replication is
@@ -88,7 +97,7 @@ func redisHALeader(ctx context.Context, channel string) (int, error) {
 					}
 					for _, nd := range sh.Nodes {
 						if nd.Role == "master" && nd.Health == "online" {
-							return portIndex(int(nd.Port))
+							return addrIndex(net.JoinHostPort(nd.IP, strconv.Itoa(int(nd.Port))))
 						}
 					}
 				}
@@ -103,11 +112,11 @@ func redisHALeader(ctx context.Context, channel string) (int, error) {
 	return 0, fmt.Errorf("redis-cluster-ha leader of %q: %w", channel, last)
 }
 
-func portIndex(port int) (int, error) {
+func addrIndex(addr string) (int, error) {
 	for i, a := range redisHAAddrs {
-		if a == "127.0.0.1:"+strconv.Itoa(port) {
+		if a == addr {
 			return i, nil
 		}
 	}
-	return 0, fmt.Errorf("port %d is no node of the profile", port)
+	return 0, fmt.Errorf("%s is no node of the profile", addr)
 }
