@@ -265,10 +265,12 @@ func (p *Plugin) contextWrapper(r *resolved, next broker.Handler) broker.Handler
 			ci.ParentID = h[broker.HeaderParentID]
 			ci.Caller = h[broker.HeaderCaller]
 			ci.ParentChannel = h[broker.HeaderParentChannelName]
-			if lv, err := strconv.Atoi(h[broker.HeaderLevel]); err == nil {
-				// A producer's number: clamped, so that a negative or
-				// huge $level cannot wrap around.
-				ci.Level = min(max(lv, 0), maxLevel) + 1
+			if s, ok := h[broker.HeaderLevel]; ok {
+				if lv, err := strconv.Atoi(s); err == nil {
+					// A producer's number: clamped, so that a negative or
+					// huge $level cannot wrap around.
+					ci.Level = min(max(lv, 0), maxLevel) + 1
+				}
 			}
 			if enc, ok := h[broker.HeaderMeta]; ok && enc != "" {
 				if len(enc) > p.o.maxMetaSize {

@@ -2,7 +2,9 @@ package amqp
 
 import (
 	"context"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/microchannels/channels/kit"
 
@@ -11,24 +13,46 @@ import (
 
 // acker acknowledges the deliveries of one consumer channel in as few
 // frames as it can (each is a write to the socket, for us and for
-// RabbitMQ). Acks are queued on a kit.Batcher: a lone ack goes out at
-// once, and the acks queued meanwhile are flushed together. A flush sends
-// one basic.ack with multiple=true for the run of settled tags that starts
-// at the lowest tag not settled yet, and acks the tags beyond a gap (a
-// message still running) one by one, so a slow message never holds back
-// the prefetch credit of the others. Nacks (hand-backs) go out at once.
+// RabbitMQ, and on a quorum queue each basic.ack is a settle command in its
+// Raft log). Acks are queued on a kit.Batcher: a lone ack goes out at once,
+// and the acks queued meanwhile are flushed together. A flush sends one
+// basic.ack with multiple=true for the run of settled tags that starts at
+// the lowest tag not settled yet. The acks of tags beyond a gap (a message
+// still running) wait for the gap to close, which turns them into part of
+// that multiple ack, but only while fewer than hold of them wait and for
+// at most AckHoldTime: then they go out one by one, so a slow message holds
+// back at most hold messages' prefetch credit, for at most AckHoldTime.
+// Nacks (hand-backs) go out at once, and close sends every ack still held.
 //
 // The consumer channel carries one consumer and no basic.get, so its
 // delivery tags are 1, 2, 3, ...
 type acker struct {
 	ch acknowledger
 	b  *kit.Batcher[uint64]
+	// hold bounds the acks held beyond a gap (0: none are held), holdFor
+	// the time each is held.
+	hold    int
+	holdFor time.Duration
 
 	mu       sync.Mutex
 	low      uint64          // lowest tag not settled yet
 	done     map[uint64]bool // settled tags above low: true = the ack is still to send
 	received uint64          // highest tag delivered
+	held     int             // tags of done whose ack is still to send
+	since    time.Time       // when held last became non-zero
+	timer    *time.Timer     // wakes the flusher when the oldest held ack is due
+	armed    bool            // timer is set and has not fired yet
+	closing  bool            // close was called: nothing is held any more
 }
+
+// AckHoldTime bounds how long the ack of a message settled beyond a gap (an
+// earlier delivery still running) waits for the gap to close before it is
+// sent on its own.
+const AckHoldTime = 5 * time.Millisecond
+
+// wake is the item that asks the flusher to look at the held acks (no
+// delivery has tag 0).
+const wake = 0
 
 // delivered records the arrival of tag.
 func (k *acker) delivered(tag uint64) {
@@ -53,8 +77,10 @@ type acknowledger interface {
 
 var _ acknowledger = (*amqp091.Channel)(nil)
 
-func newAcker(ch acknowledger, batch int) *acker {
-	k := &acker{ch: ch, low: 1, done: map[uint64]bool{}}
+// newAcker returns the acker of ch: at most batch acks per flush, at most
+// hold acks held beyond a gap.
+func newAcker(ch acknowledger, batch, hold int) *acker {
+	k := &acker{ch: ch, low: 1, done: map[uint64]bool{}, hold: max(hold, 0), holdFor: AckHoldTime}
 	k.b = kit.NewBatcher(batch, k.flush)
 	k.b.Start()
 	return k
@@ -76,13 +102,21 @@ func (k *acker) nack(tag uint64) error {
 func (k *acker) settle(tag uint64, needsAck bool) {
 	if tag >= k.low {
 		k.done[tag] = needsAck
+		if needsAck {
+			if k.held == 0 {
+				k.since = time.Now()
+			}
+			k.held++
+		}
 	}
 }
 
 func (k *acker) flush(tags []uint64) {
 	k.mu.Lock()
 	for _, t := range tags {
-		k.settle(t, true)
+		if t != wake {
+			k.settle(t, true)
+		}
 	}
 	var last uint64
 	for {
@@ -92,15 +126,30 @@ func (k *acker) flush(tags []uint64) {
 		}
 		if needsAck {
 			last = k.low
+			k.held--
 		}
 		delete(k.done, k.low)
 		k.low++
 	}
 	var single []uint64
-	for _, t := range tags {
-		if t >= k.low && k.done[t] {
-			k.done[t] = false
-			single = append(single, t)
+	if k.held > 0 {
+		wait := k.holdFor - time.Since(k.since)
+		if k.held > k.hold || k.closing || wait <= 0 {
+			for t, needsAck := range k.done {
+				if needsAck {
+					k.done[t] = false
+					single = append(single, t)
+				}
+			}
+			k.held = 0
+			slices.Sort(single)
+		} else if !k.armed {
+			k.armed = true
+			if k.timer == nil {
+				k.timer = time.AfterFunc(wait, k.kick)
+			} else {
+				k.timer.Reset(wait)
+			}
 		}
 	}
 	k.mu.Unlock()
@@ -112,5 +161,26 @@ func (k *acker) flush(tags []uint64) {
 	}
 }
 
-// close sends the queued acks (bounded by ctx).
-func (k *acker) close(ctx context.Context) error { return k.b.Close(ctx) }
+// kick has the flusher look at the held acks. When the queue is full a
+// flush is coming anyway (and sets the timer again if it has to); after
+// close there is nothing to do.
+func (k *acker) kick() {
+	k.mu.Lock()
+	k.armed = false
+	k.mu.Unlock()
+	k.b.TryAdd(wake)
+}
+
+// close sends the queued acks and the held ones (bounded by ctx).
+func (k *acker) close(ctx context.Context) error {
+	k.mu.Lock()
+	k.closing = true
+	if k.timer != nil {
+		k.timer.Stop()
+	}
+	k.mu.Unlock()
+	// A flush after closing sends what is held: this one, or the one of
+	// the acks filling the queue.
+	k.b.TryAdd(wake)
+	return k.b.Close(ctx)
+}

@@ -5,6 +5,9 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
 )
 
 type ackCall struct {
@@ -32,10 +35,10 @@ func (f *fakeAcks) Nack(tag uint64, multiple, requeue bool) error {
 	return nil
 }
 
-// TestAckerFlush drives flush directly (no batcher timing): a settled run
-// from the lowest outstanding tag is one multiple ack; tags beyond a gap
-// are acked one by one and skipped when the gap closes; nacked tags close
-// gaps without an ack.
+// TestAckerFlush drives flush directly (no batcher timing), with no acks
+// held: a settled run from the lowest outstanding tag is one multiple ack;
+// tags beyond a gap are acked one by one and skipped when the gap closes;
+// nacked tags close gaps without an ack.
 func TestAckerFlush(t *testing.T) {
 	f := &fakeAcks{}
 	k := &acker{ch: f, low: 1, done: map[uint64]bool{}}
@@ -51,7 +54,7 @@ func TestAckerFlush(t *testing.T) {
 	if got := k.outstanding(); got != 1 { // 8 is still running
 		t.Fatalf("outstanding = %d, want 1", got)
 	}
-	want := []ackCall{{tag: 3, multiple: true}, {tag: 6}, {tag: 5}, {tag: 4, nack: true}, {tag: 7, multiple: true}}
+	want := []ackCall{{tag: 3, multiple: true}, {tag: 5}, {tag: 6}, {tag: 4, nack: true}, {tag: 7, multiple: true}}
 	if !reflect.DeepEqual(f.calls, want) {
 		t.Fatalf("calls %+v\nwant  %+v", f.calls, want)
 	}
@@ -59,7 +62,7 @@ func TestAckerFlush(t *testing.T) {
 
 func TestAckerBatcher(t *testing.T) {
 	f := &fakeAcks{}
-	k := newAcker(f, 16)
+	k := newAcker(f, 16, 0)
 	for tag := uint64(1); tag <= 100; tag++ {
 		k.delivered(tag)
 		if err := k.ack(tag); err != nil {
@@ -77,5 +80,81 @@ func TestAckerBatcher(t *testing.T) {
 	last := f.calls[len(f.calls)-1]
 	if last.tag != 100 || !last.multiple || len(f.calls) > 100 {
 		t.Fatalf("calls %+v", f.calls)
+	}
+}
+
+func (f *fakeAcks) recorded() []ackCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]ackCall(nil), f.calls...)
+}
+
+// TestAckerHoldsBeyondGap: with hold 2, the acks of tags beyond a gap wait
+// for it to close and then go out in its multiple ack; a third one beyond
+// the gap sends the held ones one by one.
+func TestAckerHoldsBeyondGap(t *testing.T) {
+	f := &fakeAcks{}
+	k := &acker{ch: f, low: 1, done: map[uint64]bool{}, hold: 2, holdFor: time.Hour}
+	defer func() {
+		if k.timer != nil {
+			k.timer.Stop()
+		}
+	}()
+	for tag := uint64(1); tag <= 8; tag++ {
+		k.delivered(tag)
+	}
+	k.flush([]uint64{3, 2}) // gap at 1: both held
+	if got := f.recorded(); len(got) != 0 {
+		t.Fatalf("acks sent while the gap is open: %+v", got)
+	}
+	k.flush([]uint64{1})                  // the gap closes: one multiple ack for 1..3
+	k.flush([]uint64{5, 6})               // gap at 4: held
+	k.flush([]uint64{7})                  // a third beyond the gap: all three one by one
+	if got := k.outstanding(); got != 2 { // 4 and 8 are still running
+		t.Fatalf("outstanding = %d, want 2", got)
+	}
+	want := []ackCall{{tag: 3, multiple: true}, {tag: 5}, {tag: 6}, {tag: 7}}
+	if got := f.recorded(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls %+v\nwant  %+v", got, want)
+	}
+}
+
+// TestAckerHoldTime: an ack held beyond a gap goes out on its own once it
+// waited holdFor, with no other ack to flush it.
+func TestAckerHoldTime(t *testing.T) {
+	g := gomega.NewWithT(t)
+	f := &fakeAcks{}
+	k := newAcker(f, 16, 4)
+	k.holdFor = 20 * time.Millisecond
+	defer func() { _ = k.close(context.Background()) }()
+	for tag := uint64(1); tag <= 3; tag++ {
+		k.delivered(tag)
+	}
+	if err := k.ack(2); err != nil {
+		t.Fatal(err)
+	}
+	g.Eventually(f.recorded, 5*time.Second, 5*time.Millisecond).Should(gomega.Equal([]ackCall{{tag: 2}}))
+	if err := k.ack(1); err != nil {
+		t.Fatal(err)
+	}
+	g.Eventually(f.recorded, 5*time.Second, 5*time.Millisecond).Should(gomega.Equal([]ackCall{{tag: 2}, {tag: 1, multiple: true}}))
+}
+
+// TestAckerCloseSendsHeld: close sends the acks still held beyond a gap.
+func TestAckerCloseSendsHeld(t *testing.T) {
+	f := &fakeAcks{}
+	k := newAcker(f, 16, 4)
+	k.holdFor = time.Hour
+	for tag := uint64(1); tag <= 3; tag++ {
+		k.delivered(tag)
+	}
+	if err := k.ack(3); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.recorded(), []ackCall{{tag: 3}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls %+v\nwant  %+v", got, want)
 	}
 }

@@ -159,8 +159,13 @@
 //
 //   - Ack: basic.ack, queued: the acks settled meanwhile go out as one
 //     basic.ack with multiple=true for the run of settled delivery tags
-//     from the lowest outstanding one, and one by one beyond a message
-//     still running (so a slow message holds back no prefetch credit).
+//     from the lowest outstanding one. The acks beyond a message still
+//     running wait for it (to join that multiple ack) while at most a
+//     quarter of MaxInFlight of them wait, and for at most AckHoldTime
+//     (5 ms); then they go out one by one. A slow message thus holds back
+//     at most a quarter of the prefetch credit, for at most 5 ms, and a
+//     quorum queue gets far fewer settle commands. The acks still held
+//     go out before the consumer channel closes.
 //   - Retry: a copy of the message (properties kept, except the expiration
 //     and user id) with x-redelivered-count + 1, x-group and the failure's
 //     x-error-* headers is published, confirmed, to the retry queue

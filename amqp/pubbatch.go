@@ -102,14 +102,14 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 			errs[k] = err
 			continue
 		}
-		dc, err := boundedPublish(ctx, ch, r)
+		dc, err := boundedPublish(ctx, ch, &r)
 		if err != nil && errors.Is(err, amqp091.ErrClosed) && !reopened {
 			reopened = true
 			if ch, chErr = open(); chErr != nil {
 				errs[k] = chErr
 				continue
 			}
-			dc, err = boundedPublish(ctx, ch, r)
+			dc, err = boundedPublish(ctx, ch, &r)
 		}
 		var ab *broker.AbandonedError
 		if errors.As(err, &ab) {
@@ -150,17 +150,52 @@ func (p *publisher) publishBatch(ctx context.Context, reqs []pubReq, exclusive b
 }
 
 // boundedPublish writes one message of a batch, bounded by ctx.
-func boundedPublish(ctx context.Context, ch *amqp091.Channel, r pubReq) (*amqp091.DeferredConfirmation, error) {
-	var dc *amqp091.DeferredConfirmation
-	err := bounded(ctx, "publishing", func() error {
-		d, err := ch.PublishWithDeferredConfirm(r.exchange, r.key, r.mandatory, false, r.msg)
-		dc = d
-		return err
-	})
-	if err != nil {
-		return nil, err
+func boundedPublish(ctx context.Context, ch *amqp091.Channel, r *pubReq) (*amqp091.DeferredConfirmation, error) {
+	return publishBounded(ctx, ch, r.exchange, r.key, r.mandatory, &r.msg)
+}
+
+// pubCall is one basic.publish run on a goroutine of its own (as bounded
+// runs its function), with its arguments and its result. A call that
+// returned in time is reused; one given up on (ctx ended first) belongs to
+// its goroutine.
+type pubCall struct {
+	ch            *amqp091.Channel
+	exchange, key string
+	mandatory     bool
+	msg           amqp091.Publishing
+	dc            *amqp091.DeferredConfirmation
+	err           error
+	done          chan struct{} // one value per run
+}
+
+var pubCalls = sync.Pool{New: func() any { return &pubCall{done: make(chan struct{}, 1)} }}
+
+func (c *pubCall) run() {
+	c.dc, c.err = c.ch.PublishWithDeferredConfirm(c.exchange, c.key, c.mandatory, false, c.msg)
+	c.done <- struct{}{}
+}
+
+// publishBounded writes msg on ch as bounded(ctx, "publishing", ...) would
+// (the write goes on in the background when ctx ends first), with one
+// reused call instead of a closure, a result channel and a copy of msg per
+// publish.
+func publishBounded(ctx context.Context, ch *amqp091.Channel, exchange, key string, mandatory bool, msg *amqp091.Publishing) (*amqp091.DeferredConfirmation, error) {
+	c := pubCalls.Get().(*pubCall)
+	c.ch, c.exchange, c.key, c.mandatory, c.msg = ch, exchange, key, mandatory, *msg
+	if err := ctx.Err(); err != nil {
+		go c.run()
+		return nil, &broker.AbandonedError{What: "publishing", Err: err}
 	}
-	return dc, nil
+	go c.run()
+	select {
+	case <-c.done:
+		dc, err := c.dc, c.err
+		*c = pubCall{done: c.done} // keeps no message alive
+		pubCalls.Put(c)
+		return dc, err
+	case <-ctx.Done():
+		return nil, &broker.AbandonedError{What: "publishing", Err: ctx.Err()}
+	}
 }
 
 // returnSet collects the basic.returns of a batch by message id. RabbitMQ

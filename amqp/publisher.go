@@ -366,6 +366,9 @@ func (p *publisher) publishOn(ctx context.Context, excl []*pubChan, next *atomic
 // collateral reports a publish whose channel was closed by a 404 about
 // another exchange than its own, after it was written.
 func collateral(err error, exchange string) bool {
+	if err == nil {
+		return false
+	}
 	ex, ok := missingExchange(err)
 	return ok && ex != exchange && errors.Is(err, errUnconfirmed)
 }
@@ -410,11 +413,7 @@ func (p *publisher) publishOnce(ctx context.Context, excl []*pubChan, next *atom
 		shared := !mandatory && !exclusive
 		// The write is bounded by ctx: a message larger than the socket's
 		// buffer (or any, behind one) blocks on a frozen link.
-		err = bounded(ctx, "publishing", func() error {
-			d, err := ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
-			dc = d
-			return err
-		})
+		dc, err = publishBounded(ctx, ch, exchange, key, mandatory, &msg)
 		if err == nil {
 			break
 		}

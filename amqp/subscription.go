@@ -271,7 +271,7 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 		return nil, nil, broker.ErrClosed
 	}
 	s.consuming = true
-	s.ack = newAcker(ch, max(s.MaxInFlight(), 16))
+	s.ack = newAcker(ch, max(s.MaxInFlight(), 16), s.MaxInFlight()/4)
 	s.mu.Unlock()
 	if s.IsStopping() {
 		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)
@@ -346,7 +346,7 @@ func (s *subscription) fetch(deliveries <-chan amqp091.Delivery, k *acker) bool 
 				s.releaseRest(deliveries, k)
 				return false
 			}
-			s.handle(&d, k)
+			s.handle(&inbound{d: d}, k)
 		case <-s.Stopping():
 			s.ReleaseSlot()
 			s.releaseRest(deliveries, k)
@@ -378,29 +378,34 @@ func (s *subscription) releaseRest(deliveries <-chan amqp091.Delivery, k *acker)
 // handle runs one delivery on the slot taken for it. A message redelivered
 // by a classic queue (its consumer died, its channel was lost, or it was
 // handed back) is first counted: see recount.
-func (s *subscription) handle(d *amqp091.Delivery, k *acker) {
+func (s *subscription) handle(x *inbound, k *acker) {
+	d := &x.d
 	h := readHistory(d.Headers, s.ch.Group, s.queueType() == QueueQuorum, d.Redelivered)
 	if d.Redelivered && !h.quorum {
 		s.Go(func() {
 			if h, run := s.recount(d, h, k); run {
-				s.Run(s.kitDelivery(d, h, k), nil) // on the slot taken for d
+				s.Run(s.kitDelivery(x, h, k), nil) // on the slot taken for d
 				return
 			}
 			s.ReleaseSlot()
 		})
 		return
 	}
-	s.Run(s.kitDelivery(d, h, k), nil)
+	s.Run(s.kitDelivery(x, h, k), nil)
 }
 
-// kitDelivery builds the kit's delivery.
-func (s *subscription) kitDelivery(d *amqp091.Delivery, h history, k *acker) *kit.Delivery {
-	// One allocation for the kit's delivery, its message and its settler.
-	x := &struct {
-		bd  kit.Delivery
-		msg broker.Message
-		st  delivery
-	}{}
+// inbound is one delivery with the kit's delivery, its message and its
+// settler: one allocation per message.
+type inbound struct {
+	d   amqp091.Delivery
+	bd  kit.Delivery
+	msg broker.Message
+	st  delivery
+}
+
+// kitDelivery builds the kit's delivery of x.d.
+func (s *subscription) kitDelivery(x *inbound, h history, k *acker) *kit.Delivery {
+	d := &x.d
 	msg := &x.msg
 	msg.SetSerializer(s.ch.Serializer)
 	msg.Channel, msg.Group, msg.ID = s.ch.Name, s.ch.Group, messageID(d)

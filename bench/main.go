@@ -78,6 +78,24 @@ func record(path string, start func(io.Writer) error, stop func()) func() {
 	return stop
 }
 
+// recordAllocs creates path and returns what writes the allocation profile
+// of the run so far to it; nothing when path is empty. It exits on errors.
+func recordAllocs(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	return func() {
+		if err := errors.Join(pprof.Lookup("allocs").WriteTo(f, 0), f.Close()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+}
+
 func main() {
 	var (
 		adaptersFlag = flag.String("adapters", "", "comma-separated adapters (default: "+strings.Join(defaultAdapters(), ",")+"; the cluster profiles "+strings.Join(clusterProfiles, ",")+" only when named)")
@@ -95,6 +113,7 @@ func main() {
 		cpuProfile   = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 		render       = flag.String("render", "", "rebuild the outputs (-out, -readme, the printed table) from this saved bench.json, running nothing")
 		merge        = flag.String("merge", "", "bench.json of a previous run: its rows of the adapters not measured now are kept (a missing file: none)")
+		memProfile   = flag.String("memprofile", "", "write an allocation profile (allocs) of the whole run to this file at its end (go tool pprof -sample_index=alloc_space)")
 		traceFile    = flag.String("trace", "", "write an execution trace of the whole run to this file (go tool trace; -pprof=sched for where goroutines waited to run)")
 	)
 	flag.IntVar(&p.N, "n", 10000, "messages per throughput run")
@@ -107,6 +126,7 @@ func main() {
 	flag.Parse()
 	defer record(*cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile)()
 	defer record(*traceFile, trace.Start, trace.Stop)()
+	defer recordAllocs(*memProfile)()
 	if *quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })

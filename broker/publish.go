@@ -34,16 +34,19 @@ type PublishOption func(*PublishOptions) error
 
 // NewPublishOptions applies opts over the defaults.
 func NewPublishOptions(opts ...PublishOption) (PublishOptions, error) {
-	var o PublishOptions
+	if len(opts) == 0 {
+		return PublishOptions{}, nil // o below is on the heap (the options take its address)
+	}
+	o := new(PublishOptions)
 	for _, opt := range opts {
 		if opt == nil {
 			continue
 		}
-		if err := opt(&o); err != nil {
-			return o, err
+		if err := opt(o); err != nil {
+			return *o, err
 		}
 	}
-	return o, nil
+	return *o, nil
 }
 
 // WithHeaders adds user headers. Names starting with "$" carry the context

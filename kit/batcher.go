@@ -56,6 +56,22 @@ func (b *Batcher[T]) Add(it T) error {
 	}
 }
 
+// TryAdd queues an item when the queue has room right now; false when it is
+// full (a flush is then still to come) or after Close.
+func (b *Batcher[T]) TryAdd(it T) bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return false
+	}
+	select {
+	case b.q <- it:
+		return true
+	default:
+		return false
+	}
+}
+
 func (b *Batcher[T]) loop() {
 	defer close(b.done)
 	items := make([]T, 0, b.size)
