@@ -19,9 +19,12 @@ import (
 // basic.ack with multiple=true for the run of settled tags that starts at
 // the lowest tag not settled yet. The acks of tags beyond a gap (a message
 // still running) wait for the gap to close, which turns them into part of
-// that multiple ack, but only while fewer than hold of them wait and for
-// at most AckHoldTime: then they go out one by one, so a slow message holds
+// that multiple ack, but only while at most hold of them wait and for at
+// most AckHoldTime: then they go out one by one, so a slow message holds
 // back at most hold messages' prefetch credit, for at most AckHoldTime.
+// The held tags are kept in a list of their own (at most hold plus one
+// flush of them), so the work of a flush does not grow with the settled
+// tags that wait above a long-running message.
 // Nacks (hand-backs) go out at once, and close sends every ack still held.
 //
 // The consumer channel carries one consumer and no basic.get, so its
@@ -38,8 +41,8 @@ type acker struct {
 	low      uint64          // lowest tag not settled yet
 	done     map[uint64]bool // settled tags above low: true = the ack is still to send
 	received uint64          // highest tag delivered
-	held     int             // tags of done whose ack is still to send
-	since    time.Time       // when held last became non-zero
+	held     []uint64        // tags of done whose ack is still to send
+	since    time.Time       // when held last became non-empty
 	timer    *time.Timer     // wakes the flusher when the oldest held ack is due
 	armed    bool            // timer is set and has not fired yet
 	closing  bool            // close was called: nothing is held any more
@@ -89,25 +92,34 @@ func newAcker(ch acknowledger, batch, hold int) *acker {
 // ack queues the ack of tag.
 func (k *acker) ack(tag uint64) error { return k.b.Add(tag) }
 
-// nack hands tag back to the queue at once.
+// nack hands tag back to the queue at once. When it closes a gap, the
+// flusher is woken to send the acks held behind it.
 func (k *acker) nack(tag uint64) error {
 	err := k.ch.Nack(tag, false, true)
 	k.mu.Lock()
 	k.settle(tag, false)
+	gap := tag == k.low && len(k.held) > 0
 	k.mu.Unlock()
+	if gap {
+		k.b.TryAdd(wake)
+	}
 	return err
 }
 
 // settle records tag as settled (needsAck: its ack is still to send).
 func (k *acker) settle(tag uint64, needsAck bool) {
-	if tag >= k.low {
-		k.done[tag] = needsAck
-		if needsAck {
-			if k.held == 0 {
-				k.since = time.Now()
-			}
-			k.held++
+	if tag < k.low {
+		return
+	}
+	if _, ok := k.done[tag]; ok {
+		return // settled already: a second ack of a tag is never sent
+	}
+	k.done[tag] = needsAck
+	if needsAck {
+		if len(k.held) == 0 {
+			k.since = time.Now()
 		}
+		k.held = append(k.held, tag)
 	}
 }
 
@@ -126,22 +138,29 @@ func (k *acker) flush(tags []uint64) {
 		}
 		if needsAck {
 			last = k.low
-			k.held--
 		}
 		delete(k.done, k.low)
 		k.low++
 	}
+	// The held tags below low went out in the multiple ack; a tag nacked
+	// after its ack was queued is no longer to send.
+	kept := k.held[:0]
+	for _, t := range k.held {
+		if t >= k.low && k.done[t] {
+			kept = append(kept, t)
+		}
+	}
+	clear(k.held[len(kept):])
+	k.held = kept
 	var single []uint64
-	if k.held > 0 {
+	if len(k.held) > 0 {
 		wait := k.holdFor - time.Since(k.since)
-		if k.held > k.hold || k.closing || wait <= 0 {
-			for t, needsAck := range k.done {
-				if needsAck {
-					k.done[t] = false
-					single = append(single, t)
-				}
+		if len(k.held) > k.hold || k.closing || wait <= 0 {
+			single = append(single, k.held...)
+			for _, t := range single {
+				k.done[t] = false
 			}
-			k.held = 0
+			k.held = k.held[:0]
 			slices.Sort(single)
 		} else if !k.armed {
 			k.armed = true

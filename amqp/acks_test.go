@@ -158,3 +158,84 @@ func TestAckerCloseSendsHeld(t *testing.T) {
 		t.Fatalf("calls %+v\nwant  %+v", got, want)
 	}
 }
+
+// TestAckerLongGapStaysBounded: behind a message that runs for long, the
+// acks of 20,000 later tags go out one by one, each once and in order, and
+// the list of held tags never grows past hold plus one flush (the work of
+// a flush does not grow with the tags settled above the gap).
+func TestAckerLongGapStaysBounded(t *testing.T) {
+	f := &fakeAcks{}
+	k := &acker{ch: f, low: 1, done: map[uint64]bool{}, hold: 4, holdFor: time.Hour}
+	defer func() {
+		if k.timer != nil {
+			k.timer.Stop()
+		}
+	}()
+	const n, batch = 20_000, 16
+	for tag := uint64(1); tag <= n; tag++ {
+		k.delivered(tag)
+	}
+	for from := uint64(2); from <= n; from += batch {
+		var tags []uint64
+		for tag := from; tag < from+batch && tag <= n; tag++ {
+			tags = append(tags, tag)
+		}
+		k.flush(tags)
+		if len(k.held) > k.hold+batch {
+			t.Fatalf("%d tags held after flushing up to %d", len(k.held), tags[len(tags)-1])
+		}
+	}
+	k.flush([]uint64{1})
+	got := f.recorded()
+	var next uint64 = 2
+	for _, c := range got[:len(got)-1] {
+		if c.multiple || c.nack || c.tag != next {
+			t.Fatalf("ack %+v, want single ack of %d", c, next)
+		}
+		next++
+	}
+	if next != n+1 || got[len(got)-1] != (ackCall{tag: 1, multiple: true}) {
+		t.Fatalf("acked up to %d, last %+v", next-1, got[len(got)-1])
+	}
+	if k.outstanding() != 0 || len(k.done) != 0 {
+		t.Fatalf("outstanding %d, %d settled tags kept", k.outstanding(), len(k.done))
+	}
+}
+
+// TestAckerSecondAckIgnored: a tag acked twice is acked once (RabbitMQ
+// closes the channel on the ack of an unknown delivery tag).
+func TestAckerSecondAckIgnored(t *testing.T) {
+	f := &fakeAcks{}
+	k := &acker{ch: f, low: 1, done: map[uint64]bool{}}
+	for tag := uint64(1); tag <= 3; tag++ {
+		k.delivered(tag)
+	}
+	k.flush([]uint64{3}) // gap at 1: sent on its own
+	k.flush([]uint64{3})
+	k.flush([]uint64{1, 2})
+	want := []ackCall{{tag: 3}, {tag: 2, multiple: true}}
+	if got := f.recorded(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls %+v\nwant  %+v", got, want)
+	}
+}
+
+// TestAckerNackClosingGapSendsHeld: a hand-back that closes the gap sends
+// the acks held behind it at once, not when their hold time ends.
+func TestAckerNackClosingGapSendsHeld(t *testing.T) {
+	g := gomega.NewWithT(t)
+	f := &fakeAcks{}
+	k := newAcker(f, 16, 4)
+	k.holdFor = time.Hour
+	defer func() { _ = k.close(context.Background()) }()
+	for tag := uint64(1); tag <= 3; tag++ {
+		k.delivered(tag)
+	}
+	if err := k.ack(2); err != nil {
+		t.Fatal(err)
+	}
+	g.Consistently(f.recorded, 50*time.Millisecond, 5*time.Millisecond).Should(gomega.BeEmpty())
+	if err := k.nack(1); err != nil {
+		t.Fatal(err)
+	}
+	g.Eventually(f.recorded, 5*time.Second, 5*time.Millisecond).Should(gomega.Equal([]ackCall{{tag: 1, nack: true}, {tag: 2, multiple: true}}))
+}
