@@ -165,7 +165,10 @@
 //     (5 ms); then they go out one by one. A slow message thus holds back
 //     at most a quarter of the prefetch credit, for at most 5 ms, and a
 //     quorum queue gets far fewer settle commands. The acks still held
-//     go out before the consumer channel closes.
+//     go out before the consumer channel closes when the adapter closes
+//     it; when the connection or the channel dies first they are lost
+//     with it, and RabbitMQ delivers those messages again (at most a
+//     quarter of MaxInFlight that finished in the last 5 ms: at-least-once).
 //   - Retry: a copy of the message (properties kept, except the expiration
 //     and user id) with x-redelivered-count + 1, x-group and the failure's
 //     x-error-* headers is published, confirmed, to the retry queue
