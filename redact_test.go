@@ -1,19 +1,18 @@
 package channels_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/microchannels/channels"
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/channelstest"
 	"github.com/microchannels/channels/memory"
 	"github.com/microchannels/channels/redis"
 )
@@ -66,7 +65,7 @@ func TestURLErrorsHidePasswords(t *testing.T) {
 }
 
 func TestLogsHidePasswords(t *testing.T) {
-	var buf syncBuffer
+	var buf channelstest.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
 	p, err := channels.New(channels.WithAdapter(memory.New(memory.WithBus(memory.NewBus()))), channels.WithLogger(logger),
 		channels.WithMaxRetries(1), channels.WithBackoff(broker.ConstantBackoff(time.Millisecond)))
@@ -109,24 +108,6 @@ func TestLogsHidePasswords(t *testing.T) {
 	if out := buf.String(); leaksPassword(out) || !strings.Contains(out, "amqp://user:xxxxx@127.0.0.1:5672") {
 		t.Fatalf("log output:\n%s", out)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // leakyAdapter fails with driver errors that show a URL with its password.

@@ -1,6 +1,7 @@
 package channelstest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -174,4 +175,25 @@ func Need(t testing.TB, broker string, probe func() error) {
 		}
 		t.Skipf("%s unreachable: %v", broker, err)
 	}
+}
+
+// SyncBuffer is a bytes.Buffer that a test reads while others write it
+// (a logger's output, a command's stdout): every method takes its lock.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -1,30 +1,17 @@
 package redis_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/channelstest"
 	"github.com/microchannels/channels/redis"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestDriverLogsGoThroughTheAdapterLogger: go-redis's own log lines (here:
 // dial failures) reach the plugin's logger, without the password.
@@ -39,7 +26,7 @@ func TestDriverLogsGoThroughTheAdapterLogger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf syncBuffer
+	var buf channelstest.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

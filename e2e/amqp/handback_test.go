@@ -1,13 +1,11 @@
 package amqp
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,7 +39,7 @@ func TestSerialHandBackNotCounted(t *testing.T) {
 	for _, qt := range []string{chamqp.QueueClassic, chamqp.QueueQuorum} {
 		t.Run(qt, func(t *testing.T) {
 			for try := 1; ; try++ {
-				log := &lockedBuffer{}
+				log := &channelstest.SyncBuffer{}
 				problem := handBackNotCounted(t, qt, log)
 				late := strings.Contains(log.String(), "its confirm did not come in time")
 				switch {
@@ -61,7 +59,7 @@ func TestSerialHandBackNotCounted(t *testing.T) {
 // handBackNotCounted is one try of TestSerialHandBackNotCounted on a queue
 // of type qt, the plugins logging to log: what the next member saw wrong,
 // or "".
-func handBackNotCounted(t *testing.T, qt string, log *lockedBuffer) string {
+func handBackNotCounted(t *testing.T, qt string, log *channelstest.SyncBuffer) string {
 	logger := channels.WithLogger(slog.New(slog.NewTextHandler(log, nil)))
 	ch, group := unique("handback."+qt), "g"
 	dlq := ch + ".DLQ"
@@ -99,22 +97,4 @@ func handBackNotCounted(t *testing.T, qt string, log *lockedBuffer) string {
 		return fmt.Sprintf("dead-letter queue %+v: the cut run was counted", q)
 	}
 	return ""
-}
-
-// lockedBuffer is a bytes.Buffer safe for the plugins' concurrent logs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

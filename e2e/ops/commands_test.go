@@ -367,7 +367,7 @@ func TestTail(t *testing.T) {
 		f := newFixture(t, tg)
 		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 		defer cancel()
-		var out, errb syncBuffer
+		var out, errb channelstest.SyncBuffer
 		done := make(chan int, 1)
 		go func() {
 			done <- runWith(ctx, tg.url(), f.ns, &out, &errb, "--json", "tail", "--count", "1", "orders-retry")

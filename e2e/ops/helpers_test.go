@@ -345,27 +345,8 @@ func userIDs(t testing.TB, ms []*channels.Message) []int {
 	return out
 }
 
-// syncBuffer is a bytes.Buffer written by the command while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runWith runs the command in-process with ctx and writers of the caller.
-func runWith(ctx context.Context, url, ns string, stdout, stderr *syncBuffer, args ...string) int {
+func runWith(ctx context.Context, url, ns string, stdout, stderr *channelstest.SyncBuffer, args ...string) int {
 	full := append([]string{"channels", "--adapter", url, "--namespace", ns, "--timeout", "40s"}, args...)
 	return command.Run(ctx, full, stdout, stderr)
 }

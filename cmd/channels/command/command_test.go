@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/microchannels/channels/broker"
+	"github.com/microchannels/channels/channelstest"
 	"github.com/microchannels/channels/dlq"
 	"github.com/microchannels/channels/memory"
 )
@@ -314,26 +314,13 @@ func TestRmMessage(t *testing.T) {
 	}
 }
 
-// syncBuffer is a buffer written by the command and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func TestTail(t *testing.T) {
 	for _, asJSON := range []bool{true, false} {
 		t.Run(fmt.Sprint("json=", asJSON), func(t *testing.T) {
 			e := newEnv(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			var out, errb syncBuffer
+			var out, errb channelstest.SyncBuffer
 			done := make(chan int, 1)
 			args := []string{"channels", "--adapter", e.url, "tail", "--count", "1", "orders"}
 			if asJSON {
