@@ -95,11 +95,7 @@ func (f *fakeAcks) recorded() []ackCall {
 func TestAckerHoldsBeyondGap(t *testing.T) {
 	f := &fakeAcks{}
 	k := &acker{ch: f, low: 1, done: map[uint64]bool{}, hold: 2, holdFor: time.Hour}
-	defer func() {
-		if k.timer != nil {
-			k.timer.Stop()
-		}
-	}()
+	defer stopHoldTimer(k)
 	for tag := uint64(1); tag <= 8; tag++ {
 		k.delivered(tag)
 	}
@@ -166,11 +162,7 @@ func TestAckerCloseSendsHeld(t *testing.T) {
 func TestAckerLongGapStaysBounded(t *testing.T) {
 	f := &fakeAcks{}
 	k := &acker{ch: f, low: 1, done: map[uint64]bool{}, hold: 4, holdFor: time.Hour}
-	defer func() {
-		if k.timer != nil {
-			k.timer.Stop()
-		}
-	}()
+	defer stopHoldTimer(k)
 	const n, batch = 20_000, 16
 	for tag := uint64(1); tag <= n; tag++ {
 		k.delivered(tag)
@@ -238,4 +230,11 @@ func TestAckerNackClosingGapSendsHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.Eventually(f.recorded, 5*time.Second, 5*time.Millisecond).Should(gomega.Equal([]ackCall{{tag: 1, nack: true}, {tag: 2, multiple: true}}))
+}
+
+// stopHoldTimer stops the hold timer of an acker driven by flush directly.
+func stopHoldTimer(k *acker) {
+	if k.timer != nil {
+		k.timer.Stop()
+	}
 }

@@ -31,6 +31,18 @@ func filterFlags(defaultLimit int) []cli.Flag {
 	}
 }
 
+// dlqSelection reads the filter flags and IDs, the global flags and the
+// dead-letter queue they name.
+func dlqSelection(c *cli.Context) (dlq.Filter, globals, string, error) {
+	f, err := filterOf(c)
+	if err != nil {
+		return f, globals{}, "", err
+	}
+	g := globalsOf(c)
+	q, err := g.dlqName()
+	return f, g, q, err
+}
+
 // filterOf reads the filter flags and the IDs given as arguments.
 func filterOf(c *cli.Context) (dlq.Filter, error) {
 	if err := noFlagsAfterArgs(c); err != nil {
@@ -175,12 +187,7 @@ Example:
 			if c.Args().Present() {
 				return usagef("dlq ls takes no arguments (dlq show ID shows one dead letter)")
 			}
-			f, err := filterOf(c)
-			if err != nil {
-				return err
-			}
-			g := globalsOf(c)
-			q, err := g.dlqName()
+			f, g, q, err := dlqSelection(c)
 			if err != nil {
 				return err
 			}

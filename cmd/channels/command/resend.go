@@ -126,12 +126,7 @@ func (r reportEntry) MarshalJSON() ([]byte, error) {
 }
 
 func resendAction(c *cli.Context, move bool) error {
-	f, err := filterOf(c)
-	if err != nil {
-		return err
-	}
-	g := globalsOf(c)
-	q, err := g.dlqName()
+	f, g, q, err := dlqSelection(c)
 	if err != nil {
 		return err
 	}
