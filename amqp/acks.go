@@ -14,18 +14,20 @@ import (
 // acker acknowledges the deliveries of one consumer channel in as few
 // frames as it can (each is a write to the socket, for us and for
 // RabbitMQ, and on a quorum queue each basic.ack is a settle command in its
-// Raft log). Acks are queued on a kit.Batcher: a lone ack goes out at once,
-// and the acks queued meanwhile are flushed together. A flush sends one
-// basic.ack with multiple=true for the run of settled tags that starts at
-// the lowest tag not settled yet. The acks of tags beyond a gap (a message
-// still running) wait for the gap to close, which turns them into part of
-// that multiple ack, but only while at most hold of them wait and for at
-// most AckHoldTime: then they go out one by one, so a slow message holds
-// back at most hold messages' prefetch credit, for at most AckHoldTime.
+// Raft log). Acks are queued on a kit.Batcher and flushed together. A
+// flush sends one basic.ack with multiple=true for the run of settled tags
+// that starts at the lowest tag not settled yet; the acks of tags beyond a
+// gap (a message still running) wait for the gap to close, which turns
+// them into part of that multiple ack. Every ack waits, in the run or
+// beyond a gap, but only while at most hold of them wait and for at most
+// AckHoldTime: then the multiple ack goes out, and the acks beyond a gap
+// one by one. So at most hold messages' prefetch credit is held back, for
+// at most AckHoldTime, and with hold 0 every ack goes out at once.
 // The held tags are kept in a list of their own (at most hold plus one
 // flush of them), so the work of a flush does not grow with the settled
 // tags that wait above a long-running message.
-// Nacks (hand-backs) go out at once, and close sends every ack still held.
+// Nacks (hand-backs) go out at once (one that closes a gap sends the acks
+// held behind it), and close sends every ack still held.
 //
 // The consumer channel carries one consumer and no basic.get, so its
 // delivery tags are 1, 2, 3, ...
@@ -42,15 +44,18 @@ type acker struct {
 	done     map[uint64]bool // settled tags above low: true = the ack is still to send
 	received uint64          // highest tag delivered
 	held     []uint64        // tags of done whose ack is still to send
-	since    time.Time       // when held last became non-empty
+	last     uint64          // highest tag below low whose ack is still to send
+	unsent   int             // acks below low still to send (in one multiple ack up to last)
+	now      bool            // the next flush sends what is held
+	since    time.Time       // when the oldest ack still to send was settled
 	timer    *time.Timer     // wakes the flusher when the oldest held ack is due
 	armed    bool            // timer is set and has not fired yet
 	closing  bool            // close was called: nothing is held any more
 }
 
-// AckHoldTime bounds how long the ack of a message settled beyond a gap (an
-// earlier delivery still running) waits for the gap to close before it is
-// sent on its own.
+// AckHoldTime bounds how long the ack of a settled message waits to join
+// the next multiple ack (or, beyond a gap, an earlier delivery still
+// running, for the gap to close) before it is sent.
 const AckHoldTime = 5 * time.Millisecond
 
 // wake is the item that asks the flusher to look at the held acks (no
@@ -99,6 +104,7 @@ func (k *acker) nack(tag uint64) error {
 	k.mu.Lock()
 	k.settle(tag, false)
 	gap := tag == k.low && len(k.held) > 0
+	k.now = k.now || gap
 	k.mu.Unlock()
 	if gap {
 		k.b.TryAdd(wake)
@@ -116,7 +122,7 @@ func (k *acker) settle(tag uint64, needsAck bool) {
 	}
 	k.done[tag] = needsAck
 	if needsAck {
-		if len(k.held) == 0 {
+		if k.unsent == 0 && len(k.held) == 0 {
 			k.since = time.Now()
 		}
 		k.held = append(k.held, tag)
@@ -130,20 +136,20 @@ func (k *acker) flush(tags []uint64) {
 			k.settle(t, true)
 		}
 	}
-	var last uint64
 	for {
 		needsAck, ok := k.done[k.low]
 		if !ok {
 			break
 		}
 		if needsAck {
-			last = k.low
+			k.last = k.low
+			k.unsent++
 		}
 		delete(k.done, k.low)
 		k.low++
 	}
-	// The held tags below low went out in the multiple ack; a tag nacked
-	// after its ack was queued is no longer to send.
+	// The held tags below low are now part of the multiple ack; a tag
+	// nacked after its ack was queued is no longer to send.
 	kept := k.held[:0]
 	for _, t := range k.held {
 		if t >= k.low && k.done[t] {
@@ -152,10 +158,14 @@ func (k *acker) flush(tags []uint64) {
 	}
 	clear(k.held[len(kept):])
 	k.held = kept
-	var single []uint64
-	if len(k.held) > 0 {
+	var (
+		last   uint64
+		single []uint64
+	)
+	if k.unsent > 0 || len(k.held) > 0 {
 		wait := k.holdFor - time.Since(k.since)
-		if len(k.held) > k.hold || k.closing || wait <= 0 {
+		if k.unsent+len(k.held) > k.hold || k.closing || k.now || wait <= 0 {
+			last, k.last, k.unsent = k.last, 0, 0
 			single = append(single, k.held...)
 			for _, t := range single {
 				k.done[t] = false
@@ -171,6 +181,7 @@ func (k *acker) flush(tags []uint64) {
 			}
 		}
 	}
+	k.now = false
 	k.mu.Unlock()
 	if last > 0 {
 		_ = k.ch.Ack(last, true)

@@ -177,7 +177,9 @@ func TestAckerLongGapStaysBounded(t *testing.T) {
 			t.Fatalf("%d tags held after flushing up to %d", len(k.held), tags[len(tags)-1])
 		}
 	}
-	k.flush([]uint64{1})
+	k.flush([]uint64{1}) // the gap closes: the ack of 1 waits to join a multiple ack
+	k.closing = true
+	k.flush(nil)
 	got := f.recorded()
 	var next uint64 = 2
 	for _, c := range got[:len(got)-1] {
@@ -230,6 +232,67 @@ func TestAckerNackClosingGapSendsHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.Eventually(f.recorded, 5*time.Second, 5*time.Millisecond).Should(gomega.Equal([]ackCall{{tag: 1, nack: true}, {tag: 2, multiple: true}}))
+}
+
+// TestAckerHoldsRun: with hold 4, the acks of a settled run wait to join
+// one multiple ack until a fifth is settled, and with hold 0 each goes out
+// at once.
+func TestAckerHoldsRun(t *testing.T) {
+	f := &fakeAcks{}
+	k := &acker{ch: f, low: 1, done: map[uint64]bool{}, hold: 4, holdFor: time.Hour}
+	defer stopHoldTimer(k)
+	for tag := uint64(1); tag <= 9; tag++ {
+		k.delivered(tag)
+	}
+	k.flush([]uint64{1})
+	k.flush([]uint64{2})
+	k.flush([]uint64{4, 3})
+	if got := f.recorded(); len(got) != 0 {
+		t.Fatalf("acks sent with 4 held: %+v", got)
+	}
+	k.flush([]uint64{5})    // a fifth: one multiple ack for 1..5
+	k.flush([]uint64{7, 6}) // held again
+	if err := k.nack(8); err != nil {
+		t.Fatal(err)
+	}
+	k.flush([]uint64{wake}) // the nacked 8 joins the run; 6 and 7 still held
+	want := []ackCall{{tag: 5, multiple: true}, {tag: 8, nack: true}}
+	if got := f.recorded(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls %+v\nwant  %+v", got, want)
+	}
+	k.closing = true
+	k.flush(nil)
+	want = append(want, ackCall{tag: 7, multiple: true})
+	if got := f.recorded(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls %+v\nwant  %+v", got, want)
+	}
+
+	f0 := &fakeAcks{}
+	k0 := &acker{ch: f0, low: 1, done: map[uint64]bool{}, holdFor: time.Hour}
+	k0.delivered(1)
+	k0.delivered(2)
+	k0.flush([]uint64{1})
+	k0.flush([]uint64{2})
+	if got, want := f0.recorded(), []ackCall{{tag: 1, multiple: true}, {tag: 2, multiple: true}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("hold 0: calls %+v\nwant  %+v", got, want)
+	}
+}
+
+// TestAckerRunHoldTime: a lone ack waits AckHoldTime for others to join
+// it, then goes out on its own with no other ack to flush it.
+func TestAckerRunHoldTime(t *testing.T) {
+	g := gomega.NewWithT(t)
+	f := &fakeAcks{}
+	k := newAcker(f, 16, 4)
+	k.holdFor = 100 * time.Millisecond
+	defer func() { _ = k.close(context.Background()) }()
+	k.delivered(1)
+	if err := k.ack(1); err != nil {
+		t.Fatal(err)
+	}
+	// It cannot go out before holdFor: a slow machine only delays it.
+	g.Consistently(f.recorded, 40*time.Millisecond, 5*time.Millisecond).Should(gomega.BeEmpty())
+	g.Eventually(f.recorded, 5*time.Second, 5*time.Millisecond).Should(gomega.Equal([]ackCall{{tag: 1, multiple: true}}))
 }
 
 // stopHoldTimer stops the hold timer of an acker driven by flush directly.

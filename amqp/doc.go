@@ -159,15 +159,18 @@
 //
 //   - Ack: basic.ack, queued: the acks settled meanwhile go out as one
 //     basic.ack with multiple=true for the run of settled delivery tags
-//     from the lowest outstanding one. The acks beyond a message still
-//     running wait for it (to join that multiple ack) while at most a
-//     quarter of MaxInFlight of them wait, and for at most AckHoldTime
-//     (5 ms); then they go out one by one. A slow message thus holds back
-//     at most a quarter of the prefetch credit, for at most 5 ms, and a
-//     quorum queue gets far fewer settle commands. The acks still held
-//     go out before the consumer channel closes when the adapter closes
-//     it; when the connection or the channel dies first they are lost
-//     with it, and RabbitMQ delivers those messages again (at most a
+//     from the lowest outstanding one. Acks wait to join the next
+//     multiple ack (those beyond a message still running wait for it)
+//     while at most a quarter of MaxInFlight of them wait, and for at
+//     most AckHoldTime (5 ms); then the multiple ack goes out, and the
+//     acks beyond a running message one by one. A consumer thus holds
+//     back at most a quarter of the prefetch credit, for at most 5 ms
+//     (with MaxInFlight under 4 every ack goes out at once), and a quorum
+//     queue gets far fewer settle commands (each is a Raft log entry):
+//     one per quarter of MaxInFlight messages under load. The acks still
+//     held go out before the consumer channel closes when the adapter
+//     closes it; when the connection or the channel dies first they are
+//     lost with it, and RabbitMQ delivers those messages again (at most a
 //     quarter of MaxInFlight that finished in the last 5 ms: at-least-once).
 //   - Retry: a copy of the message (properties kept, except the expiration
 //     and user id) with x-redelivered-count + 1, x-group and the failure's
