@@ -18,49 +18,61 @@ import (
 // flush sends one basic.ack with multiple=true for the run of settled tags
 // that starts at the lowest tag not settled yet; the acks of tags beyond a
 // gap (a message still running) wait for the gap to close, which turns
-// them into part of that multiple ack. Every ack waits, in the run or
-// beyond a gap, but only while at most hold of them wait and for at most
-// AckHoldTime: then the multiple ack goes out, and the acks beyond a gap
-// one by one. So at most hold messages' prefetch credit is held back, for
-// at most AckHoldTime, and with hold 0 every ack goes out at once.
-// The held tags are kept in a list of their own (at most hold plus one
-// flush of them), so the work of a flush does not grow with the settled
-// tags that wait above a long-running message.
-// Nacks (hand-backs) go out at once (one that closes a gap sends the acks
-// held behind it), and close sends every ack still held.
+// them into part of that multiple ack.
+//
+// Acks wait, in the run and beyond a gap, only while that costs no
+// delivery: while at most hold of them wait, while the messages not
+// settled plus the acks waiting leave part of the consumer's prefetch
+// credit unused (when they fill it, RabbitMQ would stop delivering to the
+// free handlers: everything goes out), and for at most AckHoldTime each.
+// Then the multiple ack goes out, and the acks beyond a gap one by one;
+// with hold 0 every ack goes out at once. An ack that follows a confirmed
+// copy of its message (retry, dead letter, hand-back, recount: ackNow)
+// sends the run at once, so no crash can requeue both the original and
+// its copy for longer than the write takes; so does a nack that closes a
+// gap. The held tags are kept in a list of their own (at most hold plus
+// one flush of them), so the work of a flush does not grow with the
+// settled tags that wait above a long-running message. close sends every
+// ack still held.
 //
 // The consumer channel carries one consumer and no basic.get, so its
 // delivery tags are 1, 2, 3, ...
 type acker struct {
 	ch acknowledger
 	b  *kit.Batcher[uint64]
-	// hold bounds the acks held beyond a gap (0: none are held), holdFor
-	// the time each is held.
+	// hold bounds the acks waiting to be sent (0: none wait), holdFor the
+	// time each waits; credit is the consumer's prefetch count (0: not
+	// known, not checked).
 	hold    int
 	holdFor time.Duration
+	credit  int
 
-	mu       sync.Mutex
-	low      uint64          // lowest tag not settled yet
-	done     map[uint64]bool // settled tags above low: true = the ack is still to send
-	received uint64          // highest tag delivered
-	held     []uint64        // tags of done whose ack is still to send
-	last     uint64          // highest tag below low whose ack is still to send
-	unsent   int             // acks below low still to send (in one multiple ack up to last)
-	now      bool            // the next flush sends what is held
-	since    time.Time       // when the oldest ack still to send was settled
-	timer    *time.Timer     // wakes the flusher when the oldest held ack is due
-	armed    bool            // timer is set and has not fired yet
-	closing  bool            // close was called: nothing is held any more
+	mu        sync.Mutex
+	low       uint64          // lowest tag not settled yet
+	done      map[uint64]bool // settled tags above low: true = the ack is still to send
+	received  uint64          // highest tag delivered
+	held      []uint64        // tags of done whose ack is still to send (beyond a gap)
+	heldSince time.Time       // when the oldest of held was settled
+	last      uint64          // highest tag below low whose ack is still to send
+	unsent    int             // acks below low still to send, in one multiple ack up to last
+	runSince  time.Time       // when the oldest of those was settled
+	now       bool            // the next flush sends the run's multiple ack
+	timer     *time.Timer     // wakes the flusher when the oldest waiting ack is due
+	armed     bool            // timer is set and has not fired yet
+	closing   bool            // close was called: nothing is held any more
 }
 
-// AckHoldTime bounds how long the ack of a settled message waits to join
-// the next multiple ack (or, beyond a gap, an earlier delivery still
-// running, for the gap to close) before it is sent.
+// AckHoldTime bounds how long the ack of a settled message waits to join a
+// multiple ack (beyond a gap: for an earlier delivery still running to
+// finish) before it is sent.
 const AckHoldTime = 5 * time.Millisecond
 
 // wake is the item that asks the flusher to look at the held acks (no
 // delivery has tag 0).
 const wake = 0
+
+// urgent marks the tag of an ackNow on the flusher's queue.
+const urgent = 1 << 63
 
 // delivered records the arrival of tag.
 func (k *acker) delivered(tag uint64) {
@@ -73,6 +85,10 @@ func (k *acker) delivered(tag uint64) {
 func (k *acker) outstanding() int64 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	return k.outstandingLocked()
+}
+
+func (k *acker) outstandingLocked() int64 {
 	n := int64(k.received) - int64(k.low-1) - int64(len(k.done))
 	return max(n, 0)
 }
@@ -86,9 +102,9 @@ type acknowledger interface {
 var _ acknowledger = (*amqp091.Channel)(nil)
 
 // newAcker returns the acker of ch: at most batch acks per flush, at most
-// hold acks held beyond a gap.
-func newAcker(ch acknowledger, batch, hold int) *acker {
-	k := &acker{ch: ch, low: 1, done: map[uint64]bool{}, hold: max(hold, 0), holdFor: AckHoldTime}
+// hold acks waiting to be sent, on a consumer of prefetch count credit.
+func newAcker(ch acknowledger, batch, hold, credit int) *acker {
+	k := &acker{ch: ch, low: 1, done: map[uint64]bool{}, hold: max(hold, 0), holdFor: AckHoldTime, credit: credit}
 	k.b = kit.NewBatcher(batch, k.flush)
 	k.b.Start()
 	return k
@@ -96,6 +112,11 @@ func newAcker(ch acknowledger, batch, hold int) *acker {
 
 // ack queues the ack of tag.
 func (k *acker) ack(tag uint64) error { return k.b.Add(tag) }
+
+// ackNow queues the ack of tag, to go out with the next flush as soon as
+// tag is part of the run: its message was copied (the copy confirmed), and
+// the original must not stay unacked any longer than that.
+func (k *acker) ackNow(tag uint64) error { return k.b.Add(tag | urgent) }
 
 // nack hands tag back to the queue at once. When it closes a gap, the
 // flusher is woken to send the acks held behind it.
@@ -122,8 +143,8 @@ func (k *acker) settle(tag uint64, needsAck bool) {
 	}
 	k.done[tag] = needsAck
 	if needsAck {
-		if k.unsent == 0 && len(k.held) == 0 {
-			k.since = time.Now()
+		if len(k.held) == 0 {
+			k.heldSince = time.Now()
 		}
 		k.held = append(k.held, tag)
 	}
@@ -132,6 +153,10 @@ func (k *acker) settle(tag uint64, needsAck bool) {
 func (k *acker) flush(tags []uint64) {
 	k.mu.Lock()
 	for _, t := range tags {
+		if t&urgent != 0 {
+			t &^= urgent
+			k.now = true
+		}
 		if t != wake {
 			k.settle(t, true)
 		}
@@ -142,46 +167,56 @@ func (k *acker) flush(tags []uint64) {
 			break
 		}
 		if needsAck {
+			if k.unsent == 0 {
+				k.runSince = k.heldSince // it waited in held: no later than the oldest there
+			}
 			k.last = k.low
 			k.unsent++
 		}
 		delete(k.done, k.low)
 		k.low++
 	}
-	// The held tags below low are now part of the multiple ack; a tag
-	// nacked after its ack was queued is no longer to send.
+	// The held tags below low are now part of the run.
 	kept := k.held[:0]
 	for _, t := range k.held {
-		if t >= k.low && k.done[t] {
+		if t >= k.low {
 			kept = append(kept, t)
 		}
 	}
 	clear(k.held[len(kept):])
 	k.held = kept
+
+	now := time.Now()
+	waiting := k.unsent + len(k.held)
+	full := k.credit > 0 && k.outstandingLocked()+int64(waiting) >= int64(k.credit)
 	var (
 		last   uint64
 		single []uint64
 	)
-	if k.unsent > 0 || len(k.held) > 0 {
-		wait := k.holdFor - time.Since(k.since)
-		if k.unsent+len(k.held) > k.hold || k.closing || k.now || wait <= 0 {
-			last, k.last, k.unsent = k.last, 0, 0
-			single = append(single, k.held...)
-			for _, t := range single {
-				k.done[t] = false
-			}
-			k.held = k.held[:0]
-			slices.Sort(single)
-		} else if !k.armed {
-			k.armed = true
-			if k.timer == nil {
-				k.timer = time.AfterFunc(wait, k.kick)
-			} else {
-				k.timer.Reset(wait)
-			}
+	if k.unsent > 0 && (waiting > k.hold || full || k.closing || k.now || now.Sub(k.runSince) >= k.holdFor) {
+		last, k.last, k.unsent = k.last, 0, 0
+	}
+	if len(k.held) > 0 && (len(k.held) > k.hold || full || k.closing || now.Sub(k.heldSince) >= k.holdFor) {
+		single = append(single, k.held...)
+		for _, t := range single {
+			k.done[t] = false
 		}
+		k.held = k.held[:0]
+		slices.Sort(single)
 	}
 	k.now = false
+	if (k.unsent > 0 || len(k.held) > 0) && !k.armed {
+		oldest := k.heldSince
+		if k.unsent > 0 && (len(k.held) == 0 || k.runSince.Before(oldest)) {
+			oldest = k.runSince
+		}
+		k.armed = true
+		if wait := k.holdFor - now.Sub(oldest); k.timer == nil {
+			k.timer = time.AfterFunc(wait, k.kick)
+		} else {
+			k.timer.Reset(wait)
+		}
+	}
 	k.mu.Unlock()
 	if last > 0 {
 		_ = k.ch.Ack(last, true)

@@ -62,7 +62,7 @@ func TestAckerFlush(t *testing.T) {
 
 func TestAckerBatcher(t *testing.T) {
 	f := &fakeAcks{}
-	k := newAcker(f, 16, 0)
+	k := newAcker(f, 16, 0, 0)
 	for tag := uint64(1); tag <= 100; tag++ {
 		k.delivered(tag)
 		if err := k.ack(tag); err != nil {
@@ -120,7 +120,7 @@ func TestAckerHoldsBeyondGap(t *testing.T) {
 func TestAckerHoldTime(t *testing.T) {
 	g := gomega.NewWithT(t)
 	f := &fakeAcks{}
-	k := newAcker(f, 16, 4)
+	k := newAcker(f, 16, 4, 0)
 	k.holdFor = 20 * time.Millisecond
 	defer func() { _ = k.close(context.Background()) }()
 	for tag := uint64(1); tag <= 3; tag++ {
@@ -139,7 +139,7 @@ func TestAckerHoldTime(t *testing.T) {
 // TestAckerCloseSendsHeld: close sends the acks still held beyond a gap.
 func TestAckerCloseSendsHeld(t *testing.T) {
 	f := &fakeAcks{}
-	k := newAcker(f, 16, 4)
+	k := newAcker(f, 16, 4, 0)
 	k.holdFor = time.Hour
 	for tag := uint64(1); tag <= 3; tag++ {
 		k.delivered(tag)
@@ -218,7 +218,7 @@ func TestAckerSecondAckIgnored(t *testing.T) {
 func TestAckerNackClosingGapSendsHeld(t *testing.T) {
 	g := gomega.NewWithT(t)
 	f := &fakeAcks{}
-	k := newAcker(f, 16, 4)
+	k := newAcker(f, 16, 4, 0)
 	k.holdFor = time.Hour
 	defer func() { _ = k.close(context.Background()) }()
 	for tag := uint64(1); tag <= 3; tag++ {
@@ -283,7 +283,7 @@ func TestAckerHoldsRun(t *testing.T) {
 func TestAckerRunHoldTime(t *testing.T) {
 	g := gomega.NewWithT(t)
 	f := &fakeAcks{}
-	k := newAcker(f, 16, 4)
+	k := newAcker(f, 16, 4, 0)
 	k.holdFor = 100 * time.Millisecond
 	defer func() { _ = k.close(context.Background()) }()
 	k.delivered(1)
@@ -293,6 +293,73 @@ func TestAckerRunHoldTime(t *testing.T) {
 	// It cannot go out before holdFor: a slow machine only delays it.
 	g.Consistently(f.recorded, 40*time.Millisecond, 5*time.Millisecond).Should(gomega.BeEmpty())
 	g.Eventually(f.recorded, 5*time.Second, 5*time.Millisecond).Should(gomega.Equal([]ackCall{{tag: 1, multiple: true}}))
+}
+
+// TestAckerCredit: acks wait only while the messages not settled plus the
+// acks waiting leave part of the prefetch credit unused; once they fill
+// it, everything waiting goes out (RabbitMQ would otherwise stop
+// delivering to the free handlers).
+func TestAckerCredit(t *testing.T) {
+	f := &fakeAcks{}
+	k := &acker{ch: f, low: 1, done: map[uint64]bool{}, hold: 4, holdFor: time.Hour, credit: 6}
+	defer stopHoldTimer(k)
+	for tag := uint64(1); tag <= 5; tag++ {
+		k.delivered(tag)
+	}
+	k.flush([]uint64{1, 3}) // 3 running + 2 waiting = 5 of 6: held
+	if got := f.recorded(); len(got) != 0 {
+		t.Fatalf("acks sent with credit left: %+v", got)
+	}
+	k.delivered(6) // 4 running + 2 waiting: the credit is used up
+	k.flush([]uint64{wake})
+	want := []ackCall{{tag: 1, multiple: true}, {tag: 3}}
+	if got := f.recorded(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls %+v\nwant  %+v", got, want)
+	}
+}
+
+// TestAckerRunAndHeldApart: over the budget, the run's multiple ack goes
+// out and the acks beyond the gap stay held (they may still join the next
+// multiple ack); an ackNow sends the run at once.
+func TestAckerRunAndHeldApart(t *testing.T) {
+	f := &fakeAcks{}
+	k := &acker{ch: f, low: 1, done: map[uint64]bool{}, hold: 4, holdFor: time.Hour}
+	defer stopHoldTimer(k)
+	for tag := uint64(1); tag <= 12; tag++ {
+		k.delivered(tag)
+	}
+	k.flush([]uint64{1, 2, 3}) // the run 1..3 waits
+	k.flush([]uint64{5, 6})    // 5 waiting: the run goes, 5 and 6 wait for 4
+	want := []ackCall{{tag: 3, multiple: true}}
+	if got := f.recorded(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls %+v\nwant  %+v", got, want)
+	}
+	k.flush([]uint64{4})          // 4..6 join in one run, waiting
+	k.flush([]uint64{7 | urgent}) // as ackNow(7) queues it
+	want = append(want, ackCall{tag: 7, multiple: true})
+	if got := f.recorded(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls %+v\nwant  %+v", got, want)
+	}
+}
+
+// TestAckerAckNow: the ack of a message whose copy is confirmed goes out
+// at once, with the run waiting before it.
+func TestAckerAckNow(t *testing.T) {
+	g := gomega.NewWithT(t)
+	f := &fakeAcks{}
+	k := newAcker(f, 16, 4, 0)
+	k.holdFor = time.Hour
+	defer func() { _ = k.close(context.Background()) }()
+	for tag := uint64(1); tag <= 2; tag++ {
+		k.delivered(tag)
+	}
+	if err := k.ack(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.ackNow(2); err != nil {
+		t.Fatal(err)
+	}
+	g.Eventually(f.recorded, 5*time.Second, 5*time.Millisecond).Should(gomega.Equal([]ackCall{{tag: 2, multiple: true}}))
 }
 
 // stopHoldTimer stops the hold timer of an acker driven by flush directly.

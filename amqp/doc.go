@@ -161,17 +161,23 @@
 //     basic.ack with multiple=true for the run of settled delivery tags
 //     from the lowest outstanding one. Acks wait to join the next
 //     multiple ack (those beyond a message still running wait for it)
-//     while at most a quarter of MaxInFlight of them wait, and for at
-//     most AckHoldTime (5 ms); then the multiple ack goes out, and the
-//     acks beyond a running message one by one. A consumer thus holds
-//     back at most a quarter of the prefetch credit, for at most 5 ms
-//     (with MaxInFlight under 4 every ack goes out at once), and a quorum
+//     only while that costs no delivery: while at most a quarter of
+//     MaxInFlight of them wait, while the messages not settled plus the
+//     acks waiting leave part of the prefetch credit (MaxInFlight) unused,
+//     and for at most AckHoldTime (5 ms) each; then the multiple ack goes
+//     out, and the acks beyond a running message one by one. With
+//     MaxInFlight under 4 every ack goes out at once; the ack of a message
+//     whose copy was just confirmed (retry, dead letter, hand-back) goes
+//     out at once too. When the consumer keeps up with its queue, a quorum
 //     queue gets far fewer settle commands (each is a Raft log entry):
-//     one per quarter of MaxInFlight messages under load. The acks still
-//     held go out before the consumer channel closes when the adapter
-//     closes it; when the connection or the channel dies first they are
-//     lost with it, and RabbitMQ delivers those messages again (at most a
-//     quarter of MaxInFlight that finished in the last 5 ms: at-least-once).
+//     2,500 basic.ack frames for 30,000 messages at MaxInFlight 100 in
+//     `make bench`'s concurrent test, where each ack alone took 14,000;
+//     with a backlog the credit is full and acks go out as they come.
+//     The acks still held go out before the consumer channel closes when
+//     the adapter closes it; when the connection or the channel dies
+//     first they are lost with it, and RabbitMQ delivers those messages
+//     again (at most a quarter of MaxInFlight that finished in the last
+//     5 ms: at-least-once).
 //   - Retry: a copy of the message (properties kept, except the expiration
 //     and user id) with x-redelivered-count + 1, x-group and the failure's
 //     x-error-* headers is published, confirmed, to the retry queue

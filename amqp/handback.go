@@ -69,7 +69,7 @@ func (s *subscription) copyBack(ctx context.Context, d *amqp091.Delivery, k *ack
 	if err := s.l.pub.settle(ctx, "", s.queue, p); err != nil {
 		return err
 	}
-	return k.ack(d.DeliveryTag)
+	return k.ackNow(d.DeliveryTag)
 }
 
 // recount persists one more unfinished delivery of a message a classic
@@ -99,7 +99,7 @@ func (s *subscription) recount(d *amqp091.Delivery, h history, k *acker) (histor
 	err := s.l.pub.settle(ctx, "", s.queue, p)
 	switch {
 	case err == nil:
-		_ = k.ack(d.DeliveryTag)
+		_ = k.ackNow(d.DeliveryTag)
 	case refusedLastingly(err):
 		s.log.Warn("channels/amqp: counting a redelivered message was refused; it runs with the count kept in memory",
 			"channel", s.ch.Name, "group", s.ch.Group, "id", messageID(d), "error", broker.Redact(err.Error()))
@@ -221,7 +221,7 @@ func (s *subscription) awaitConfirm(d *amqp091.Delivery, k *acker, pend *pending
 		cancel()
 		switch {
 		case settled && err == nil:
-			_ = k.ack(d.DeliveryTag)
+			_ = k.ackNow(d.DeliveryTag)
 		case s.l.sess.isBlocked() && !settled:
 			s.awaitConfirm(d, k, pend) // blocked again
 		default:
@@ -293,7 +293,7 @@ func (s *subscription) flushBacks(ctx context.Context, backs []pendingBack) {
 			}
 			if err == nil {
 				if s.current(b.k) {
-					_ = b.k.ack(b.d.DeliveryTag)
+					_ = b.k.ackNow(b.d.DeliveryTag)
 				}
 				continue
 			}

@@ -17,9 +17,16 @@ type delivery struct {
 	k  *acker
 	h  history
 	id string
+	// copied: its dead-letter copy is confirmed, and its ack goes out at once.
+	copied bool
 }
 
-func (t *delivery) Ack(context.Context) error { return t.k.ack(t.d.DeliveryTag) }
+func (t *delivery) Ack(context.Context) error {
+	if t.copied {
+		return t.k.ackNow(t.d.DeliveryTag)
+	}
+	return t.k.ack(t.d.DeliveryTag)
+}
 
 // Retry publishes a copy with x-redelivered-count + 1, x-group and the
 // failure's x-error-* headers to the retry queue of the delay (RabbitMQ
@@ -80,7 +87,7 @@ func (t *delivery) republish(ctx context.Context, delay time.Duration, h amqp091
 		s.handBackLater(t.d, t.k)
 		return err
 	}
-	return t.k.ack(t.d.DeliveryTag)
+	return t.k.ackNow(t.d.DeliveryTag)
 }
 
 // publishDelayed publishes p to the group queue after delay, through the
@@ -130,6 +137,7 @@ func (t *delivery) DeadLetter(ctx context.Context, payload []byte, headers map[s
 		}
 		err = t.s.l.pub.settle(ctx, dl.Queue, dl.Queue, p)
 	}
+	t.copied = err == nil
 	return err
 }
 

@@ -271,7 +271,7 @@ func (s *subscription) consume() (<-chan amqp091.Delivery, *amqp091.Channel, err
 		return nil, nil, broker.ErrClosed
 	}
 	s.consuming = true
-	s.ack = newAcker(ch, max(s.MaxInFlight(), 16), s.MaxInFlight()/4)
+	s.ack = newAcker(ch, max(s.MaxInFlight(), 16), s.MaxInFlight()/4, s.MaxInFlight())
 	s.mu.Unlock()
 	if s.IsStopping() {
 		ctx, cancel := context.WithTimeout(context.Background(), DefaultOpTimeout)

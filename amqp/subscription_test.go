@@ -146,7 +146,7 @@ func TestBlockedConnection(t *testing.T) {
 func TestFinishWaitsForHandBacks(t *testing.T) {
 	g := gomega.NewWithT(t)
 	f := &fakeAcks{}
-	k := newAcker(f, 16, 0)
+	k := newAcker(f, 16, 0, 0)
 	k.delivered(1)
 	s := &subscription{Consumer: kit.NewConsumer(&broker.Channel{Name: "c", Group: "g", MaxInFlight: 1}),
 		a: &Adapter{}, l: &live{}, timers: map[*time.Timer]pendingBack{}, ack: k}
