@@ -23,17 +23,21 @@ import (
 // Acks wait, in the run and beyond a gap, only while that costs no
 // delivery: while at most hold of them wait, while the messages not
 // settled plus the acks waiting leave part of the consumer's prefetch
-// credit unused (when they fill it, RabbitMQ would stop delivering to the
-// free handlers: everything goes out), and for at most AckHoldTime each.
-// Then the multiple ack goes out, and the acks beyond a gap one by one;
-// with hold 0 every ack goes out at once. An ack that follows a confirmed
-// copy of its message (retry, dead letter, hand-back, recount: ackNow)
-// sends the run at once, so no crash can requeue both the original and
-// its copy for longer than the write takes; so does a nack that closes a
-// gap. The held tags are kept in a list of their own (at most hold plus
-// one flush of them), so the work of a flush does not grow with the
-// settled tags that wait above a long-running message. close sends every
-// ack still held.
+// credit unused (a flush, or a delivery, that finds them filling it sends
+// everything: RabbitMQ would stop delivering to the free handlers), and
+// for at most AckHoldTime each. Then the multiple ack goes out, and the
+// acks beyond a gap one by one; with hold 0 every ack goes out at once.
+// Deliveries RabbitMQ sent that have not reached delivered yet are not
+// counted: for them the credit can fill unseen until the next settle or
+// AckHoldTime. An ack that follows a confirmed copy of its message (retry,
+// keep, dead letter, hand-back, recount: ackNow) goes out with the next
+// flush, in the run's multiple ack or on its own beyond a gap, so a crash
+// cannot requeue both the original and its copy for longer than that
+// flush takes; a nack of the lowest outstanding tag sends the run too.
+// The held tags are kept in a list of their own (at most hold plus one
+// flush of them), so the work of a flush does not grow with the settled
+// tags that wait above a long-running message. close sends every ack
+// still held.
 //
 // The consumer channel carries one consumer and no basic.get, so its
 // delivery tags are 1, 2, 3, ...
@@ -74,11 +78,24 @@ const wake = 0
 // urgent marks the tag of an ackNow on the flusher's queue.
 const urgent = 1 << 63
 
-// delivered records the arrival of tag.
+// delivered records the arrival of tag. When it fills the prefetch credit
+// while acks wait, the flusher is woken to send them.
 func (k *acker) delivered(tag uint64) {
 	k.mu.Lock()
 	k.received = max(k.received, tag)
+	full := k.creditFullLocked()
 	k.mu.Unlock()
+	if full {
+		k.b.TryAdd(wake)
+	}
+}
+
+// creditFullLocked reports acks waiting while the messages not settled and
+// those acks fill the consumer's prefetch credit (RabbitMQ delivers no
+// more until an ack goes out).
+func (k *acker) creditFullLocked() bool {
+	waiting := k.unsent + len(k.held)
+	return waiting > 0 && k.credit > 0 && k.outstandingLocked()+int64(waiting) >= int64(k.credit)
 }
 
 // outstanding counts the deliveries not settled yet.
@@ -113,13 +130,14 @@ func newAcker(ch acknowledger, batch, hold, credit int) *acker {
 // ack queues the ack of tag.
 func (k *acker) ack(tag uint64) error { return k.b.Add(tag) }
 
-// ackNow queues the ack of tag, to go out with the next flush as soon as
-// tag is part of the run: its message was copied (the copy confirmed), and
-// the original must not stay unacked any longer than that.
+// ackNow queues the ack of tag, to go out with the next flush (in the
+// run's multiple ack, or on its own beyond a gap): its message was copied
+// (the copy confirmed), and the original must not stay unacked any longer.
 func (k *acker) ackNow(tag uint64) error { return k.b.Add(tag | urgent) }
 
-// nack hands tag back to the queue at once. When it closes a gap, the
-// flusher is woken to send the acks held behind it.
+// nack hands tag back to the queue at once. When it is the lowest
+// outstanding tag and acks wait behind it, the flusher is woken to send
+// them.
 func (k *acker) nack(tag uint64) error {
 	err := k.ch.Nack(tag, false, true)
 	k.mu.Lock()
@@ -152,10 +170,11 @@ func (k *acker) settle(tag uint64, needsAck bool) {
 
 func (k *acker) flush(tags []uint64) {
 	k.mu.Lock()
+	var urgents []uint64
 	for _, t := range tags {
 		if t&urgent != 0 {
 			t &^= urgent
-			k.now = true
+			urgents = append(urgents, t)
 		}
 		if t != wake {
 			k.settle(t, true)
@@ -185,14 +204,25 @@ func (k *acker) flush(tags []uint64) {
 	}
 	clear(k.held[len(kept):])
 	k.held = kept
-
-	now := time.Now()
-	waiting := k.unsent + len(k.held)
-	full := k.credit > 0 && k.outstandingLocked()+int64(waiting) >= int64(k.credit)
 	var (
 		last   uint64
 		single []uint64
 	)
+	// An urgent ack goes out now: in the run's multiple ack, or on its own
+	// when a gap is still below it.
+	for _, u := range urgents {
+		if u < k.low {
+			k.now = true
+		} else if k.done[u] {
+			k.done[u] = false
+			k.held = slices.DeleteFunc(k.held, func(t uint64) bool { return t == u })
+			single = append(single, u)
+		}
+	}
+
+	now := time.Now()
+	waiting := k.unsent + len(k.held)
+	full := k.creditFullLocked()
 	if k.unsent > 0 && (waiting > k.hold || full || k.closing || k.now || now.Sub(k.runSince) >= k.holdFor) {
 		last, k.last, k.unsent = k.last, 0, 0
 	}

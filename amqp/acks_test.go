@@ -300,22 +300,24 @@ func TestAckerRunHoldTime(t *testing.T) {
 // it, everything waiting goes out (RabbitMQ would otherwise stop
 // delivering to the free handlers).
 func TestAckerCredit(t *testing.T) {
+	g := gomega.NewWithT(t)
 	f := &fakeAcks{}
-	k := &acker{ch: f, low: 1, done: map[uint64]bool{}, hold: 4, holdFor: time.Hour, credit: 6}
-	defer stopHoldTimer(k)
+	k := newAcker(f, 16, 4, 6)
+	k.holdFor = time.Hour
+	defer func() { _ = k.close(context.Background()) }()
 	for tag := uint64(1); tag <= 5; tag++ {
 		k.delivered(tag)
 	}
-	k.flush([]uint64{1, 3}) // 3 running + 2 waiting = 5 of 6: held
-	if got := f.recorded(); len(got) != 0 {
-		t.Fatalf("acks sent with credit left: %+v", got)
+	if err := k.ack(1); err != nil {
+		t.Fatal(err)
 	}
-	k.delivered(6) // 4 running + 2 waiting: the credit is used up
-	k.flush([]uint64{wake})
-	want := []ackCall{{tag: 1, multiple: true}, {tag: 3}}
-	if got := f.recorded(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("calls %+v\nwant  %+v", got, want)
+	if err := k.ack(3); err != nil {
+		t.Fatal(err)
 	}
+	// 3 running + 2 waiting = 5 of 6: held.
+	g.Consistently(f.recorded, 50*time.Millisecond, 5*time.Millisecond).Should(gomega.BeEmpty())
+	k.delivered(6) // 4 running + 2 waiting: the delivery fills the credit
+	g.Eventually(f.recorded, 5*time.Second, 5*time.Millisecond).Should(gomega.Equal([]ackCall{{tag: 1, multiple: true}, {tag: 3}}))
 }
 
 // TestAckerRunAndHeldApart: over the budget, the run's multiple ack goes
@@ -335,8 +337,17 @@ func TestAckerRunAndHeldApart(t *testing.T) {
 		t.Fatalf("calls %+v\nwant  %+v", got, want)
 	}
 	k.flush([]uint64{4})          // 4..6 join in one run, waiting
-	k.flush([]uint64{7 | urgent}) // as ackNow(7) queues it
-	want = append(want, ackCall{tag: 7, multiple: true})
+	k.flush([]uint64{7 | urgent}) // as ackNow(7) queues it: the run goes now
+	k.flush([]uint64{9 | urgent}) // beyond the gap at 8: on its own, now
+	k.flush([]uint64{10})         // beyond the gap: waits
+	want = append(want, ackCall{tag: 7, multiple: true}, ackCall{tag: 9})
+	if got := f.recorded(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls %+v\nwant  %+v", got, want)
+	}
+	k.flush([]uint64{8}) // the gap closes: 8 and 10 wait in the run (9 went)
+	k.closing = true
+	k.flush(nil)
+	want = append(want, ackCall{tag: 10, multiple: true})
 	if got := f.recorded(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("calls %+v\nwant  %+v", got, want)
 	}

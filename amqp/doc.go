@@ -166,13 +166,14 @@
 //     acks waiting leave part of the prefetch credit (MaxInFlight) unused,
 //     and for at most AckHoldTime (5 ms) each; then the multiple ack goes
 //     out, and the acks beyond a running message one by one. With
-//     MaxInFlight under 4 every ack goes out at once; the ack of a message
-//     whose copy was just confirmed (retry, dead letter, hand-back) goes
-//     out at once too. When the consumer keeps up with its queue, a quorum
-//     queue gets far fewer settle commands (each is a Raft log entry):
-//     about 2,100 basic.ack frames for 30,000 messages at MaxInFlight 100 in
-//     `make bench`'s concurrent test, where acks sent at each flush took 14,100;
-//     with a backlog the credit is full and acks go out as they come.
+//     MaxInFlight under 4 every ack goes out at once; the ack of a
+//     message whose copy was just confirmed (retry, keep, dead letter,
+//     hand-back, recount) goes out with the next flush. When the consumer
+//     keeps up with its queue, a quorum queue gets far fewer settle
+//     commands (each is a Raft log entry): about 2,100 basic.ack frames
+//     for 30,000 messages at MaxInFlight 100 in `make bench`'s concurrent
+//     test, against 14,100 when each flush sent its acks at once; with a
+//     backlog the credit is full and acks go out as they come.
 //     The acks still held go out before the consumer channel closes when
 //     the adapter closes it; when the connection or the channel dies
 //     first they are lost with it, and RabbitMQ delivers those messages
