@@ -3,6 +3,8 @@ package channelstest
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -79,13 +81,14 @@ func stopSpecs(tg Target) {
 			var started atomic.Int32
 			dead := &Recorder{}
 			h.node([]any{&Service{Name: "dlq", Channels: channels.Channels{dlq: channels.On(dead.Handle)}}})
+			log := &SyncBuffer{}
 			p := h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {Group: group,
 				MaxRetries: channels.NoRetries, DeadLettering: dl,
 				Handler: func(ctx context.Context, m *broker.Message) error {
 					started.Add(1)
 					<-ctx.Done()
 					return ctx.Err()
-				}}}}})
+				}}}}}, channels.WithLogger(slog.New(slog.NewTextHandler(log, nil))))
 			snd := h.sender()
 			Expect(snd.SendToChannel(ctx, ch, 1)).To(Succeed())
 			Eventually(started.Load).Should(BeEquivalentTo(1))
@@ -100,11 +103,22 @@ func stopSpecs(tg Target) {
 			next := &Recorder{}
 			h.node([]any{&Service{Name: "sub", Channels: channels.Channels{ch: {Group: group,
 				MaxRetries: channels.NoRetries, DeadLettering: dl, Handler: next.Handle}}}})
-			Eventually(next.Count).Should(Equal(1))
-			m := next.All()[0]
-			Expect(m.ID).To(Equal(de.Running[0]))
-			Expect(m.Attempt).To(Equal(1))
+			Eventually(next.Count).Should(BeNumerically(">=", 1))
 			Consistently(dead.Count, 500*time.Millisecond).Should(Equal(0))
+			runs := next.All()
+			// A hand-back whose outcome the broker did not confirm before
+			// the deadline (logged) may leave both the original and its
+			// copy: at-least-once allows the second run, nothing more.
+			if uncertain := strings.Contains(log.String(), "settling a message failed") &&
+				strings.Contains(log.String(), "action=release"); uncertain {
+				Expect(len(runs)).To(BeNumerically("<=", 2), "runs after an unconfirmed hand-back")
+			} else {
+				Expect(runs).To(HaveLen(1), "the stopping node logged:\n%s", log.String())
+			}
+			for _, m := range runs {
+				Expect(m.ID).To(Equal(de.Running[0]))
+				Expect(m.Attempt).To(Equal(1))
+			}
 		})
 
 		It("leaves no goroutine behind after Stop", func() {
