@@ -83,6 +83,14 @@ func TestAckerBatcher(t *testing.T) {
 	}
 }
 
+// expect fails t unless the calls so far are want.
+func (f *fakeAcks) expect(t *testing.T, want ...ackCall) {
+	t.Helper()
+	if got := f.recorded(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls %+v\nwant  %+v", got, want)
+	}
+}
+
 func (f *fakeAcks) recorded() []ackCall {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -110,22 +118,14 @@ func TestAckerHoldsBeyondGap(t *testing.T) {
 		t.Fatalf("outstanding = %d, want 2", got)
 	}
 	want := []ackCall{{tag: 3, multiple: true}, {tag: 5}, {tag: 6}, {tag: 7}}
-	if got := f.recorded(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("calls %+v\nwant  %+v", got, want)
-	}
+	f.expect(t, want...)
 }
 
 // TestAckerHoldTime: an ack held beyond a gap goes out on its own once it
 // waited holdFor, with no other ack to flush it.
 func TestAckerHoldTime(t *testing.T) {
 	g := gomega.NewWithT(t)
-	f := &fakeAcks{}
-	k := newAcker(f, 16, 4, 0)
-	k.holdFor = 20 * time.Millisecond
-	defer func() { _ = k.close(context.Background()) }()
-	for tag := uint64(1); tag <= 3; tag++ {
-		k.delivered(tag)
-	}
+	f, k := startAcker(t, 4, 0, 20*time.Millisecond, 3)
 	if err := k.ack(2); err != nil {
 		t.Fatal(err)
 	}
@@ -150,9 +150,7 @@ func TestAckerCloseSendsHeld(t *testing.T) {
 	if err := k.close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f.recorded(), []ackCall{{tag: 3}}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("calls %+v\nwant  %+v", got, want)
-	}
+	f.expect(t, ackCall{tag: 3})
 }
 
 // TestAckerLongGapStaysBounded: behind a message that runs for long, the
@@ -208,22 +206,14 @@ func TestAckerSecondAckIgnored(t *testing.T) {
 	k.flush([]uint64{3})
 	k.flush([]uint64{1, 2})
 	want := []ackCall{{tag: 3}, {tag: 2, multiple: true}}
-	if got := f.recorded(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("calls %+v\nwant  %+v", got, want)
-	}
+	f.expect(t, want...)
 }
 
 // TestAckerNackClosingGapSendsHeld: a hand-back that closes the gap sends
 // the acks held behind it at once, not when their hold time ends.
 func TestAckerNackClosingGapSendsHeld(t *testing.T) {
 	g := gomega.NewWithT(t)
-	f := &fakeAcks{}
-	k := newAcker(f, 16, 4, 0)
-	k.holdFor = time.Hour
-	defer func() { _ = k.close(context.Background()) }()
-	for tag := uint64(1); tag <= 3; tag++ {
-		k.delivered(tag)
-	}
+	f, k := startAcker(t, 4, 0, time.Hour, 3)
 	if err := k.ack(2); err != nil {
 		t.Fatal(err)
 	}
@@ -257,15 +247,11 @@ func TestAckerHoldsRun(t *testing.T) {
 	}
 	k.flush([]uint64{wake}) // the nacked 8 joins the run; 6 and 7 still held
 	want := []ackCall{{tag: 5, multiple: true}, {tag: 8, nack: true}}
-	if got := f.recorded(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("calls %+v\nwant  %+v", got, want)
-	}
+	f.expect(t, want...)
 	k.closing = true
 	k.flush(nil)
 	want = append(want, ackCall{tag: 7, multiple: true})
-	if got := f.recorded(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("calls %+v\nwant  %+v", got, want)
-	}
+	f.expect(t, want...)
 
 	f0 := &fakeAcks{}
 	k0 := &acker{ch: f0, low: 1, done: map[uint64]bool{}, holdFor: time.Hour}
@@ -273,20 +259,14 @@ func TestAckerHoldsRun(t *testing.T) {
 	k0.delivered(2)
 	k0.flush([]uint64{1})
 	k0.flush([]uint64{2})
-	if got, want := f0.recorded(), []ackCall{{tag: 1, multiple: true}, {tag: 2, multiple: true}}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("hold 0: calls %+v\nwant  %+v", got, want)
-	}
+	f0.expect(t, ackCall{tag: 1, multiple: true}, ackCall{tag: 2, multiple: true})
 }
 
 // TestAckerRunHoldTime: a lone ack waits AckHoldTime for others to join
 // it, then goes out on its own with no other ack to flush it.
 func TestAckerRunHoldTime(t *testing.T) {
 	g := gomega.NewWithT(t)
-	f := &fakeAcks{}
-	k := newAcker(f, 16, 4, 0)
-	k.holdFor = 100 * time.Millisecond
-	defer func() { _ = k.close(context.Background()) }()
-	k.delivered(1)
+	f, k := startAcker(t, 4, 0, 100*time.Millisecond, 1)
 	if err := k.ack(1); err != nil {
 		t.Fatal(err)
 	}
@@ -301,13 +281,7 @@ func TestAckerRunHoldTime(t *testing.T) {
 // delivering to the free handlers).
 func TestAckerCredit(t *testing.T) {
 	g := gomega.NewWithT(t)
-	f := &fakeAcks{}
-	k := newAcker(f, 16, 4, 6)
-	k.holdFor = time.Hour
-	defer func() { _ = k.close(context.Background()) }()
-	for tag := uint64(1); tag <= 5; tag++ {
-		k.delivered(tag)
-	}
+	f, k := startAcker(t, 4, 6, time.Hour, 5)
 	if err := k.ack(1); err != nil {
 		t.Fatal(err)
 	}
@@ -333,37 +307,25 @@ func TestAckerRunAndHeldApart(t *testing.T) {
 	k.flush([]uint64{1, 2, 3}) // the run 1..3 waits
 	k.flush([]uint64{5, 6})    // 5 waiting: the run goes, 5 and 6 wait for 4
 	want := []ackCall{{tag: 3, multiple: true}}
-	if got := f.recorded(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("calls %+v\nwant  %+v", got, want)
-	}
+	f.expect(t, want...)
 	k.flush([]uint64{4})          // 4..6 join in one run, waiting
 	k.flush([]uint64{7 | urgent}) // as ackNow(7) queues it: the run goes now
 	k.flush([]uint64{9 | urgent}) // beyond the gap at 8: on its own, now
 	k.flush([]uint64{10})         // beyond the gap: waits
 	want = append(want, ackCall{tag: 7, multiple: true}, ackCall{tag: 9})
-	if got := f.recorded(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("calls %+v\nwant  %+v", got, want)
-	}
+	f.expect(t, want...)
 	k.flush([]uint64{8}) // the gap closes: 8 and 10 wait in the run (9 went)
 	k.closing = true
 	k.flush(nil)
 	want = append(want, ackCall{tag: 10, multiple: true})
-	if got := f.recorded(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("calls %+v\nwant  %+v", got, want)
-	}
+	f.expect(t, want...)
 }
 
 // TestAckerAckNow: the ack of a message whose copy is confirmed goes out
 // at once, with the run waiting before it.
 func TestAckerAckNow(t *testing.T) {
 	g := gomega.NewWithT(t)
-	f := &fakeAcks{}
-	k := newAcker(f, 16, 4, 0)
-	k.holdFor = time.Hour
-	defer func() { _ = k.close(context.Background()) }()
-	for tag := uint64(1); tag <= 2; tag++ {
-		k.delivered(tag)
-	}
+	f, k := startAcker(t, 4, 0, time.Hour, 2)
 	if err := k.ack(1); err != nil {
 		t.Fatal(err)
 	}
@@ -371,6 +333,19 @@ func TestAckerAckNow(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.Eventually(f.recorded, 5*time.Second, 5*time.Millisecond).Should(gomega.Equal([]ackCall{{tag: 2, multiple: true}}))
+}
+
+// startAcker starts an acker of hold and credit whose acks wait holdFor,
+// with tags 1..delivered delivered; it is closed when t ends.
+func startAcker(t *testing.T, hold, credit int, holdFor time.Duration, delivered uint64) (*fakeAcks, *acker) {
+	f := &fakeAcks{}
+	k := newAcker(f, 16, hold, credit)
+	k.holdFor = holdFor // before the first ack: the batcher's queue orders it
+	t.Cleanup(func() { _ = k.close(context.Background()) })
+	for tag := uint64(1); tag <= delivered; tag++ {
+		k.delivered(tag)
+	}
+	return f, k
 }
 
 // stopHoldTimer stops the hold timer of an acker driven by flush directly.
