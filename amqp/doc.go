@@ -159,26 +159,17 @@
 //
 //   - Ack: basic.ack, queued: the acks settled meanwhile go out as one
 //     basic.ack with multiple=true for the run of settled delivery tags
-//     from the lowest outstanding one. Acks wait to join the next
-//     multiple ack (those beyond a message still running wait for it)
-//     only while that costs no delivery: while at most a quarter of
-//     MaxInFlight of them wait, while the messages not settled plus the
-//     acks waiting leave part of the prefetch credit (MaxInFlight) unused,
-//     and for at most AckHoldTime (5 ms) each; then the multiple ack goes
-//     out, and the acks beyond a running message one by one. With
-//     MaxInFlight under 4 every ack goes out at once; the ack of a
-//     message whose copy was just confirmed (retry, keep, dead letter,
-//     hand-back, recount) goes out with the next flush. When the consumer
-//     keeps up with its queue, a quorum queue gets far fewer settle
-//     commands (each is a Raft log entry): about 2,100 basic.ack frames
-//     for 30,000 messages at MaxInFlight 100 in `make bench`'s concurrent
-//     test, against 14,100 when each flush sent its acks at once; with a
-//     backlog the credit is full and acks go out as they come.
-//     The acks still held go out before the consumer channel closes when
-//     the adapter closes it; when the connection or the channel dies
-//     first they are lost with it, and RabbitMQ delivers those messages
-//     again (at most a quarter of MaxInFlight that finished in the last
-//     5 ms: at-least-once).
+//     from the lowest outstanding one (those beyond a message still
+//     running wait for it). Acks wait to join one only while at most a
+//     quarter of MaxInFlight of them wait, while the prefetch credit is
+//     not full, and for at most AckHoldTime (5 ms); the ack after a
+//     confirmed copy (retry, keep, dead letter, hand-back, recount) goes
+//     out with the next flush. A quorum queue thus gets far fewer settle
+//     commands (Raft entries): about 2,100 frames for 30,000 messages in
+//     `make bench`'s concurrent test at MaxInFlight 100, against 14,100.
+//     Acks still held when the channel or connection dies are lost with
+//     it: RabbitMQ delivers those messages again (at most a quarter of
+//     MaxInFlight that finished in the last 5 ms: at-least-once).
 //   - Retry: a copy of the message (properties kept, except the expiration
 //     and user id) with x-redelivered-count + 1, x-group and the failure's
 //     x-error-* headers is published, confirmed, to the retry queue
